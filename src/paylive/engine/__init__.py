@@ -1,0 +1,19 @@
+"""Where sessions, their history, timers and fan-out live: memory or Redis."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Engine, EngineUnavailable
+
+__all__ = ["Engine", "EngineUnavailable", "create_engine"]
+
+
+def create_engine(settings: Settings) -> Engine:
+    """The Redis engine when ``PAYLIVE_REDIS_URL`` is set, else the in-memory one."""
+    if settings.redis_url:
+        from .redis import RedisEngine
+
+        return RedisEngine(settings.redis_url, settings)
+    from .memory import MemoryEngine
+
+    return MemoryEngine(settings)

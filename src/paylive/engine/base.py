@@ -1,0 +1,121 @@
+"""The engine interface: one set of async methods, two implementations.
+
+An engine stores sessions with compare-and-set on their ``version``, keeps each
+session's durable events for replay, publishes them, keeps the timer set, the
+summary counters and short-lived records (idempotency keys, seen webhook ids,
+the sandbox ledger). ``save`` is one atomic step: a new state is stored, its events
+appended to the history and published together, or nothing happens.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+
+from ..session import Session
+
+# (session id or None for the admin channel, encoded event bytes)
+EventListener = Callable[[str | None, bytes], None]
+# Called after the engine lost its subscription and got it back: events may be missed.
+ResyncListener = Callable[[], None]
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot be reached; the API answers 503 and sockets stay open."""
+
+
+class Engine(ABC):
+    """Storage and fan-out for sessions. See the module docstring for the contract."""
+
+    def __init__(self) -> None:
+        self._on_event: EventListener = lambda _session, _payload: None
+        self._on_resync: ResyncListener = lambda: None
+
+    def set_listeners(self, on_event: EventListener, on_resync: ResyncListener) -> None:
+        self._on_event = on_event
+        self._on_resync = on_resync
+
+    async def start(self) -> None:
+        """Connect; called once at start-up."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise EngineUnavailable unless the engine answers."""
+
+    @property
+    def subscription_healthy(self) -> bool:
+        """False while the fan-out subscription is down (readiness reports it)."""
+        return True
+
+    # Sessions --------------------------------------------------------------
+
+    @abstractmethod
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
+        """Store a new session; ``notice`` goes to the admin channel only."""
+
+    @abstractmethod
+    async def load(self, session_id: str) -> Session | None: ...
+
+    @abstractmethod
+    async def save(
+        self,
+        session: Session,
+        expected_version: int,
+        events: Sequence[bytes],
+        stats: Mapping[str, int],
+    ) -> bool:
+        """Store ``session`` (its version bumped) if the stored version is still
+        ``expected_version``, append ``events`` to its history, publish them on its
+        channel and the admin channel, add ``stats`` to the counters and set its timer
+        to ``session.next_due()``. False, and nothing changed, when the version moved."""
+
+    @abstractmethod
+    async def history(self, session_id: str, since: int) -> list[bytes] | None:
+        """Every durable event with seq > ``since`` in order, or None when any of them
+        is no longer held (then the caller sends a snapshot, never a partial replay)."""
+
+    @abstractmethod
+    async def list_sessions(self, active_only: bool, limit: int) -> list[Session]:
+        """Newest first."""
+
+    @abstractmethod
+    async def counters(self) -> dict[str, int]: ...
+
+    # Timers ----------------------------------------------------------------
+
+    @abstractmethod
+    async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        """Sessions whose timer is due at ``now``. Each is leased to this caller for
+        ``lease_ms`` (pushed forward), so that only one worker fires it; a save sets the
+        timer afresh, and a worker that dies mid-fire loses nothing but the lease."""
+
+    @abstractmethod
+    async def schedule(self, session_id: str, due: int | None) -> None:
+        """Set (or with None, clear) a session's timer."""
+
+    # Records ---------------------------------------------------------------
+
+    @abstractmethod
+    async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
+        """Store ``value`` unless ``key`` holds one: None when stored, else the value held."""
+
+    @abstractmethod
+    async def put(self, key: str, value: bytes, ttl_ms: int) -> None: ...
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    # Fan-out ---------------------------------------------------------------
+
+    @abstractmethod
+    async def subscribe(self, session_id: str | None) -> None:
+        """Start receiving a session's events (None: the admin channel) in ``on_event``."""
+
+    @abstractmethod
+    async def unsubscribe(self, session_id: str | None) -> None: ...

@@ -1,0 +1,179 @@
+"""The embedded engine for one process: dicts and a heap, nothing to install.
+
+Every method runs without awaiting anything, so each one is atomic on the event
+loop: that is the whole concurrency story of this engine.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from ..session import TERMINAL_STATUSES, Session
+from ..settings import Settings
+from .base import Engine
+
+
+class MemoryEngine(Engine):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+        self._sessions: dict[str, Session] = {}
+        self._order: dict[str, None] = {}  # insertion order = creation order
+        self._active: dict[str, None] = {}
+        self._history: dict[str, deque[bytes]] = {}
+        self._first_seq: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
+        self._timers: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._purge: deque[tuple[int, str]] = deque()
+        self._records: dict[str, tuple[bytes, float]] = {}
+        self._subscribed: set[str | None] = set()
+
+    async def ping(self) -> None:
+        return None
+
+    # Sessions --------------------------------------------------------------
+
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
+        self._sessions[session.id] = session
+        self._order[session.id] = None
+        self._active[session.id] = None
+        self._history[session.id] = deque(maxlen=self._settings.history_cap)
+        self._first_seq[session.id] = 1
+        self._add(stats)
+        self._set_timer(session.id, session.next_due())
+        if None in self._subscribed:
+            self._on_event(None, notice)
+
+    async def load(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    async def save(
+        self,
+        session: Session,
+        expected_version: int,
+        events: Sequence[bytes],
+        stats: Mapping[str, int],
+    ) -> bool:
+        current = self._sessions.get(session.id)
+        if current is None or current.version != expected_version:
+            return False
+        stored = replace(session, version=expected_version + 1)
+        self._sessions[session.id] = stored
+        history = self._history[session.id]
+        for payload in events:
+            if len(history) == history.maxlen:
+                self._first_seq[session.id] += 1
+            history.append(payload)
+        self._add(stats)
+        self._set_timer(session.id, stored.next_due())
+        if stored.status in TERMINAL_STATUSES:
+            self._active.pop(session.id, None)
+            if current.status not in TERMINAL_STATUSES:
+                purge_at = stored.updated_at + self._settings.retention_after_end_ms
+                self._purge.append((purge_at, session.id))
+        for payload in events:
+            if session.id in self._subscribed:
+                self._on_event(session.id, payload)
+            if None in self._subscribed:
+                self._on_event(None, payload)
+        return True
+
+    async def history(self, session_id: str, since: int) -> list[bytes] | None:
+        history = self._history.get(session_id)
+        if history is None:
+            return None
+        first = self._first_seq[session_id]
+        if since + 1 < first:
+            return None
+        return list(history)[since + 1 - first :]
+
+    async def list_sessions(self, active_only: bool, limit: int) -> list[Session]:
+        ids = self._active if active_only else self._order
+        out: list[Session] = []
+        for session_id in reversed(ids):
+            if len(out) >= limit:
+                break
+            out.append(self._sessions[session_id])
+        return out
+
+    async def counters(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    def _add(self, stats: Mapping[str, int]) -> None:
+        for name, value in stats.items():
+            self._counters[name] = self._counters.get(name, 0) + value
+
+    # Timers ----------------------------------------------------------------
+
+    def _set_timer(self, session_id: str, due: int | None) -> None:
+        if due is None:
+            self._timers.pop(session_id, None)
+            return
+        self._timers[session_id] = due
+        heapq.heappush(self._heap, (due, session_id))
+
+    async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        self._purge_ended(now)
+        out: list[str] = []
+        while self._heap and self._heap[0][0] <= now and len(out) < limit:
+            due, session_id = heapq.heappop(self._heap)
+            if self._timers.get(session_id) != due:
+                continue  # superseded by a later schedule
+            self._set_timer(session_id, now + lease_ms)
+            out.append(session_id)
+        return out
+
+    async def schedule(self, session_id: str, due: int | None) -> None:
+        if session_id in self._sessions:
+            self._set_timer(session_id, due)
+
+    def _purge_ended(self, now: int) -> None:
+        while self._purge and self._purge[0][0] <= now:
+            _, session_id = self._purge.popleft()
+            for table in (self._sessions, self._order, self._history, self._first_seq):
+                table.pop(session_id, None)  # type: ignore[attr-defined]
+        if len(self._records) > 1024:
+            clock = time.monotonic()
+            for key in [k for k, (_, exp) in self._records.items() if exp <= clock]:
+                del self._records[key]
+
+    # Records ---------------------------------------------------------------
+
+    def _live(self, key: str) -> bytes | None:
+        held = self._records.get(key)
+        if held is None:
+            return None
+        if held[1] <= time.monotonic():
+            del self._records[key]
+            return None
+        return held[0]
+
+    async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
+        held = self._live(key)
+        if held is not None:
+            return held
+        self._records[key] = (value, time.monotonic() + ttl_ms / 1000)
+        return None
+
+    async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self._records[key] = (value, time.monotonic() + ttl_ms / 1000)
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def delete(self, key: str) -> None:
+        self._records.pop(key, None)
+
+    # Fan-out ---------------------------------------------------------------
+
+    async def subscribe(self, session_id: str | None) -> None:
+        self._subscribed.add(session_id)
+
+    async def unsubscribe(self, session_id: str | None) -> None:
+        self._subscribed.discard(session_id)
+

@@ -1,0 +1,534 @@
+"""The payment session state machine: ``decide(session, command, now, rules, voids)``.
+
+Pure: no I/O, no clock, no randomness. Every rule of PROTOCOL.md section 2 lives here.
+The service around it loads a session, asks ``decide``, saves the new session with
+its events (compare-and-set), then carries out the effects (charge, refund).
+
+A gateway void is I/O, so the machine cannot do it: when a command needs an attempt
+whose outcome is unknown to be voided first, ``decide`` answers ``NeedsVoid``; the
+service asks the gateway and calls ``decide`` again with the answers in ``voids``
+(attempt number -> True when the gateway says that attempt was charged after all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .messages import Message
+from .session import (
+    A_DECLINED,
+    A_NETWORK_ERROR,
+    A_PROCESSING,
+    A_PROVIDER_ERROR,
+    A_REFUNDED,
+    A_SUCCEEDED,
+    A_TIMEOUT,
+    A_VOIDED,
+    CANCELLED,
+    CREATED,
+    EXPIRED,
+    FAILED,
+    FINAL_ATTEMPT_STATUSES,
+    INTERRUPTED,
+    OUTCOME_UNKNOWN,
+    PROCESSING,
+    SUCCEEDED,
+    Attempt,
+    Session,
+    idempotency_key,
+)
+
+# Declines no retry can fix: the session fails at once.
+NON_RETRYABLE_DECLINES = frozenset(
+    {"stolen_card", "lost_card", "pickup_card", "fraudulent", "restricted_card"}
+)
+
+REASON_MESSAGES = {
+    "timeout": "no result from the provider in {seconds:g} s",
+    "network_error": "the connection to the provider was lost; the outcome is unknown",
+    "declined": "the card was declined",
+    "provider_error": "the provider reported an error",
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    attempt_timeout_ms: int = 30_000
+    max_attempts: int = 3
+    retry_delay_ms: int = 2_000
+    session_ttl_ms: int = 900_000
+
+
+# Commands -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    """Pay (first attempt) or retry; ``payment_method`` None reuses the last one."""
+
+    payment_method: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """The client lost the attempt (say, its network went away)."""
+
+    reason: str = "network_error"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    """A provider's word on attempt ``attempt``: from a webhook, the merchant, or the
+    gateway's own reply (``network_error`` when it could not be reached)."""
+
+    attempt: int
+    outcome: str  # succeeded | declined | provider_error | network_error
+    decline_code: str | None = None
+    provider_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The timer loop looks at the session: deadline or expiry may have passed."""
+
+
+Command = StartAttempt | Interrupt | Cancel | ProviderResult | Tick
+
+# Results --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Charge:
+    attempt: int
+    key: str
+    payment_method: dict[str, Any]
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Refund:
+    attempt: int
+    key: str
+
+
+Effect = Charge | Refund
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NeedsVoid:
+    """Void these attempts at the gateway, then decide again with the answers."""
+
+    attempts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    session: Session
+    events: tuple[Message, ...] = ()
+    effects: tuple[Effect, ...] = ()
+    refusal: Refusal | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+
+def new_session(
+    session_id: str,
+    order_id: str,
+    amount: int,
+    currency: str,
+    metadata: dict[str, Any],
+    now: int,
+    rules: Rules,
+) -> Session:
+    return Session(
+        id=session_id,
+        order_id=order_id,
+        amount=amount,
+        currency=currency,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + rules.session_ttl_ms,
+        max_attempts=rules.max_attempts,
+        metadata=metadata,
+    )
+
+
+class _Tx:
+    """Accumulates one decision: each durable event bumps ``seq`` by one."""
+
+    def __init__(self, session: Session, now: int) -> None:
+        self.s = session
+        self.now = now
+        self.events: list[Message] = []
+        self.effects: list[Effect] = []
+
+    def update(self, **changes: Any) -> None:
+        self.s = replace(self.s, **changes)
+
+    def set_attempt(self, number: int, **changes: Any) -> None:
+        attempt = self.s.attempt_by_number(number)
+        assert attempt is not None
+        self.s = self.s.with_attempt(replace(attempt, **changes))
+
+    def state(self, previous: str, cause: str) -> None:
+        self.s = replace(self.s, seq=self.s.seq + 1, updated_at=self.now)
+        self.events.append(
+            Message(
+                type="state",
+                session=self.s.id,
+                seq=self.s.seq,
+                ts=self.now,
+                data={"session": self.s.to_public(), "previous": previous, "cause": cause},
+            )
+        )
+
+    def retry_prompt(self, attempt: int, reason: str, outcome_unknown: bool) -> None:
+        self.s = replace(self.s, seq=self.s.seq + 1, updated_at=self.now)
+        self.events.append(
+            Message(
+                type="retry_prompt",
+                session=self.s.id,
+                seq=self.s.seq,
+                ts=self.now,
+                data={
+                    "attempt": attempt,
+                    "next_attempt": attempt + 1,
+                    "max_attempts": self.s.max_attempts,
+                    "reason": reason,
+                    "retry_at": self.s.retry_at,
+                    "outcome_unknown": outcome_unknown,
+                },
+            )
+        )
+
+    def refund(self, number: int) -> None:
+        self.effects.append(Refund(number, idempotency_key(self.s.id, number)))
+
+    def done(self, refusal: Refusal | None = None) -> Decision:
+        return Decision(self.s, tuple(self.events), tuple(self.effects), refusal)
+
+
+def _refuse(session: Session, status: int, code: str, message: str) -> Decision:
+    return Decision(session, refusal=Refusal(status, code, message))
+
+
+def _unknown(session: Session, include_processing: bool = False) -> tuple[int, ...]:
+    wanted = OUTCOME_UNKNOWN | ({A_PROCESSING} if include_processing else set())
+    return tuple(a.number for a in session.attempts if a.status in wanted)
+
+
+def _missing(numbers: tuple[int, ...], voids: Mapping[int, bool]) -> NeedsVoid | None:
+    missing = tuple(n for n in numbers if n not in voids)
+    return NeedsVoid(missing) if missing else None
+
+
+def _settle_voids(
+    tx: _Tx, numbers: tuple[int, ...], voids: Mapping[int, bool], emit: bool
+) -> bool:
+    """Apply the gateway's void answers; True when one says the money moved after all.
+
+    A charged attempt makes the session succeed (cause ``late_success``). With
+    ``emit``, each clean void is its own ``state`` event (cause ``voided``); without,
+    it is folded into the transition that follows.
+    """
+    for number in numbers:
+        if voids[number]:
+            previous = tx.s.status
+            tx.set_attempt(number, status=A_SUCCEEDED, ended_at=_ended(tx, number))
+            tx.update(status=SUCCEEDED, deadline=None, retry_at=None)
+            tx.state(previous, "late_success")
+            return True
+        tx.set_attempt(number, status=A_VOIDED, ended_at=_ended(tx, number))
+        if tx.s.status == PROCESSING and tx.s.attempt == number:
+            tx.update(deadline=None)
+        if emit:
+            tx.state(tx.s.status, "voided")
+    return False
+
+
+def _ended(tx: _Tx, number: int) -> int:
+    attempt = tx.s.attempt_by_number(number)
+    assert attempt is not None
+    return attempt.ended_at if attempt.ended_at is not None else tx.now
+
+
+def _already_paid() -> Refusal:
+    return Refusal(409, "already_paid", "the provider charged an earlier attempt: the session is paid")
+
+
+def decide(
+    session: Session,
+    command: Command,
+    now: int,
+    rules: Rules,
+    voids: Mapping[int, bool] | None = None,
+) -> Decision | NeedsVoid:
+    """What ``command`` does to ``session`` at time ``now`` (epoch ms)."""
+    voids = voids or {}
+    if isinstance(command, StartAttempt):
+        return _start_attempt(session, command, now, rules, voids)
+    if isinstance(command, Interrupt):
+        return _interrupt(session, command, now, rules, voids)
+    if isinstance(command, Cancel):
+        return _cancel(session, now, voids)
+    if isinstance(command, ProviderResult):
+        return _provider_result(session, command, now, rules, voids)
+    if isinstance(command, Tick):
+        return _tick(session, now, rules, voids)
+    raise TypeError(f"not a command: {command!r}")
+
+
+def _start_attempt(
+    s: Session, cmd: StartAttempt, now: int, rules: Rules, voids: Mapping[int, bool]
+) -> Decision | NeedsVoid:
+    if s.status == PROCESSING:
+        return _refuse(s, 409, "invalid_state", f"attempt {s.attempt} is still processing")
+    if s.status == FAILED and s.attempt >= s.max_attempts:
+        return _refuse(
+            s, 409, "max_attempts_reached", f"all {s.max_attempts} attempts have been used"
+        )
+    if s.terminal:
+        return _refuse(s, 409, "invalid_state", f"the session is {s.status}")
+    method = cmd.payment_method if cmd.payment_method is not None else s.payment_method
+    if method is None:
+        return _refuse(s, 422, "invalid_field", "payment_method is required for the first attempt")
+    if now >= s.expires_at:
+        # The expiry timer has not fired yet; expire now rather than start an attempt.
+        decision = _expire(s, now, voids)
+        if isinstance(decision, NeedsVoid):
+            return decision
+        refusal = (
+            _already_paid()
+            if decision.session.status == SUCCEEDED
+            else Refusal(409, "invalid_state", "the session has expired")
+        )
+        return replace(decision, refusal=refusal)
+    if s.status == INTERRUPTED:
+        if s.attempt >= s.max_attempts:
+            return _refuse(
+                s, 409, "max_attempts_reached", f"all {s.max_attempts} attempts have been used"
+            )
+        if s.retry_at is not None and now < s.retry_at:
+            return _refuse(
+                s,
+                409,
+                "retry_not_yet_allowed",
+                f"retry is allowed from {s.retry_at} ({s.retry_at - now} ms from now)",
+            )
+    unknown = _unknown(s)
+    needed = _missing(unknown, voids)
+    if needed:
+        return needed
+    tx = _Tx(s, now)
+    if _settle_voids(tx, unknown, voids, emit=True):
+        return tx.done(_already_paid())
+    number = s.attempt + 1
+    previous = tx.s.status
+    tx.update(
+        attempts=tx.s.attempts + (Attempt(number=number, status=A_PROCESSING, started_at=now),),
+        status=PROCESSING,
+        attempt=number,
+        deadline=now + rules.attempt_timeout_ms,
+        retry_at=None,
+        payment_method=method,
+    )
+    tx.state(previous, "attempt_started")
+    tx.effects.append(
+        Charge(number, idempotency_key(s.id, number), method, s.amount, s.currency)
+    )
+    return tx.done()
+
+
+def _interrupt(
+    s: Session, cmd: Interrupt, now: int, rules: Rules, voids: Mapping[int, bool]
+) -> Decision | NeedsVoid:
+    if s.status != PROCESSING:
+        return _refuse(s, 409, "invalid_state", f"no attempt is processing (the session is {s.status})")
+    return _end_attempt(s, s.attempt, A_NETWORK_ERROR, cmd.reason, None, True, now, rules, voids)
+
+
+def _end_attempt(
+    s: Session,
+    number: int,
+    attempt_status: str,
+    reason: str,
+    decline_code: str | None,
+    retryable: bool,
+    now: int,
+    rules: Rules,
+    voids: Mapping[int, bool],
+) -> Decision | NeedsVoid:
+    """Attempt ``number`` (the one processing) ended without success."""
+    if not retryable or number >= s.max_attempts:
+        final = FAILED
+    elif now >= s.expires_at:
+        final = EXPIRED
+    else:
+        final = INTERRUPTED
+    unknown = attempt_status in OUTCOME_UNKNOWN
+    if final != INTERRUPTED and unknown:
+        needed = _missing((number,), voids)
+        if needed:
+            return needed
+    message = REASON_MESSAGES[reason].format(seconds=rules.attempt_timeout_ms / 1000)
+    last_error: dict[str, Any] = {"reason": reason, "attempt": number, "message": message}
+    if decline_code is not None:
+        last_error["decline_code"] = decline_code
+    tx = _Tx(s, now)
+    previous = s.status
+    tx.set_attempt(number, status=attempt_status, ended_at=now, decline_code=decline_code)
+    tx.update(last_error=last_error, deadline=None)
+    if final == INTERRUPTED:
+        tx.update(status=INTERRUPTED, retry_at=now + rules.retry_delay_ms)
+        tx.state(previous, reason)
+        tx.retry_prompt(number, reason, unknown)
+        return tx.done()
+    if unknown and _settle_voids(tx, (number,), voids, emit=False):
+        return tx.done()
+    tx.update(status=final, retry_at=None)
+    tx.state(previous, "expired" if final == EXPIRED else "failed")
+    return tx.done()
+
+
+def _cancel(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | NeedsVoid:
+    if s.terminal:
+        return _refuse(s, 409, "invalid_state", f"the session is already {s.status}")
+    unknown = _unknown(s, include_processing=True)
+    needed = _missing(unknown, voids)
+    if needed:
+        return needed
+    tx = _Tx(s, now)
+    previous = s.status
+    if _settle_voids(tx, unknown, voids, emit=False):
+        return tx.done(_already_paid())
+    tx.update(status=CANCELLED, deadline=None, retry_at=None)
+    tx.state(previous, "cancelled")
+    return tx.done()
+
+
+def _expire(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | NeedsVoid:
+    unknown = _unknown(s)
+    needed = _missing(unknown, voids)
+    if needed:
+        return needed
+    tx = _Tx(s, now)
+    previous = s.status
+    if _settle_voids(tx, unknown, voids, emit=False):
+        return tx.done()
+    tx.update(status=EXPIRED, deadline=None, retry_at=None)
+    tx.state(previous, "expired")
+    return tx.done()
+
+
+def _tick(s: Session, now: int, rules: Rules, voids: Mapping[int, bool]) -> Decision | NeedsVoid:
+    if s.status == PROCESSING and s.deadline is not None and now >= s.deadline:
+        return _end_attempt(s, s.attempt, A_TIMEOUT, "timeout", None, True, now, rules, voids)
+    if s.status in (CREATED, INTERRUPTED) and now >= s.expires_at:
+        return _expire(s, now, voids)
+    return Decision(s)
+
+
+def _provider_result(
+    s: Session, cmd: ProviderResult, now: int, rules: Rules, voids: Mapping[int, bool]
+) -> Decision | NeedsVoid:
+    attempt = s.attempt_by_number(cmd.attempt)
+    if attempt is None:
+        return _refuse(s, 404, "unknown_attempt", f"the session has no attempt {cmd.attempt}")
+    if cmd.outcome == "succeeded":
+        return _success(s, attempt, cmd, now, voids)
+    if cmd.outcome not in ("declined", "provider_error", "network_error"):
+        return _refuse(s, 422, "invalid_field", f"unknown outcome {cmd.outcome!r}")
+    if attempt.status in FINAL_ATTEMPT_STATUSES:
+        return Decision(s)  # applied at most once: the attempt already has its result
+    if attempt.status == A_PROCESSING:
+        if cmd.outcome == "declined":
+            retryable = cmd.decline_code not in NON_RETRYABLE_DECLINES
+            return _end_attempt(
+                s, attempt.number, A_DECLINED, "declined", cmd.decline_code, retryable, now, rules, voids
+            )
+        status = A_PROVIDER_ERROR if cmd.outcome == "provider_error" else A_NETWORK_ERROR
+        return _end_attempt(s, attempt.number, status, cmd.outcome, None, True, now, rules, voids)
+    # The attempt timed out or lost its answer, and now the provider says it failed:
+    # the outcome is known, so no void is needed for it any more.
+    if cmd.outcome == "network_error":
+        return Decision(s)
+    tx = _Tx(s, now)
+    previous = s.status
+    new_status = A_DECLINED if cmd.outcome == "declined" else A_PROVIDER_ERROR
+    tx.set_attempt(attempt.number, status=new_status, decline_code=cmd.decline_code)
+    if (
+        cmd.outcome == "declined"
+        and cmd.decline_code in NON_RETRYABLE_DECLINES
+        and s.status == INTERRUPTED
+    ):
+        tx.update(status=FAILED, retry_at=None)
+        tx.state(previous, "failed")
+    else:
+        tx.state(previous, cmd.outcome)
+    return tx.done()
+
+
+def _success(
+    s: Session, attempt: Attempt, cmd: ProviderResult, now: int, voids: Mapping[int, bool]
+) -> Decision | NeedsVoid:
+    if attempt.status in (A_SUCCEEDED, A_REFUNDED):
+        return Decision(s)  # a duplicate: this success was applied already
+    if s.terminal:
+        # Money moved for a session that is over: give it back and flag it.
+        tx = _Tx(s, now)
+        tx.set_attempt(
+            attempt.number,
+            status=A_REFUNDED,
+            ended_at=attempt.ended_at if attempt.ended_at is not None else now,
+            provider_ref=cmd.provider_ref,
+        )
+        tx.update(needs_review=True)
+        tx.refund(attempt.number)
+        cause = "duplicate_charge_refunded" if s.status == SUCCEEDED else "late_success_refunded"
+        tx.state(s.status, cause)
+        return tx.done()
+    others = tuple(
+        a.number
+        for a in s.attempts
+        if a.number != attempt.number and a.status in OUTCOME_UNKNOWN | {A_PROCESSING}
+    )
+    needed = _missing(others, voids)
+    if needed:
+        return needed
+    tx = _Tx(s, now)
+    previous = s.status
+    for number in others:
+        if voids[number]:
+            # Both attempts were charged: keep this one, give the other back.
+            tx.set_attempt(number, status=A_REFUNDED, ended_at=_ended(tx, number))
+            tx.update(needs_review=True)
+            tx.refund(number)
+        else:
+            tx.set_attempt(number, status=A_VOIDED, ended_at=_ended(tx, number))
+    late = attempt.status != A_PROCESSING
+    tx.set_attempt(
+        attempt.number,
+        status=A_SUCCEEDED,
+        ended_at=attempt.ended_at if late and attempt.ended_at is not None else now,
+        provider_ref=cmd.provider_ref,
+    )
+    tx.update(status=SUCCEEDED, deadline=None, retry_at=None)
+    tx.state(previous, "late_success" if late else "succeeded")
+    return tx.done()

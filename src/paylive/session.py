@@ -1,0 +1,187 @@
+"""The payment session and its attempts as values (PROTOCOL.md section 2).
+
+Plain frozen dataclasses: the state machine returns new ones instead of mutating.
+``to_public`` is what the wire shows; ``to_record``/``from_record`` is what an engine
+stores, which also keeps the payment method for retries and a version for
+compare-and-set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# Session statuses.
+CREATED = "created"
+PROCESSING = "processing"
+INTERRUPTED = "interrupted"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+
+STATUSES = (CREATED, PROCESSING, INTERRUPTED, SUCCEEDED, FAILED, CANCELLED, EXPIRED)
+ACTIVE_STATUSES = frozenset({CREATED, PROCESSING, INTERRUPTED})
+TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
+
+# Attempt statuses.
+A_PROCESSING = "processing"
+A_SUCCEEDED = "succeeded"
+A_DECLINED = "declined"
+A_TIMEOUT = "timeout"
+A_NETWORK_ERROR = "network_error"
+A_PROVIDER_ERROR = "provider_error"
+A_VOIDED = "voided"
+A_REFUNDED = "refunded"
+
+# The provider may have charged after all: such an attempt must be voided before the
+# session moves on.
+OUTCOME_UNKNOWN = frozenset({A_TIMEOUT, A_NETWORK_ERROR})
+# Nothing more can happen to these, except a success, which is refunded or reconciled.
+FINAL_ATTEMPT_STATUSES = frozenset(
+    {A_SUCCEEDED, A_DECLINED, A_PROVIDER_ERROR, A_VOIDED, A_REFUNDED}
+)
+
+INTERRUPTION_REASONS = ("timeout", "network_error", "declined", "provider_error")
+
+
+def idempotency_key(session_id: str, number: int) -> str:
+    """The gateway key of attempt ``number``: one charge at most per key."""
+    return f"{session_id}:{number}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    status: str
+    started_at: int
+    ended_at: int | None = None
+    decline_code: str | None = None
+    provider_ref: str | None = None
+
+    def to_public(self, session_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "number": self.number,
+            "status": self.status,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "idempotency_key": idempotency_key(session_id, self.number),
+        }
+        if self.decline_code is not None:
+            out["decline_code"] = self.decline_code
+        if self.provider_ref is not None:
+            out["provider_ref"] = self.provider_ref
+        return out
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    order_id: str
+    amount: int
+    currency: str
+    created_at: int
+    expires_at: int
+    max_attempts: int
+    status: str = CREATED
+    attempt: int = 0
+    deadline: int | None = None
+    retry_at: int | None = None
+    last_error: dict[str, Any] | None = None
+    attempts: tuple[Attempt, ...] = ()
+    updated_at: int = 0
+    seq: int = 0
+    needs_review: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Not on the wire: the card a retry reuses when it names none, and the
+    # version that compare-and-set checks (it changes with every save).
+    payment_method: dict[str, Any] | None = None
+    version: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def current(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def attempt_by_number(self, number: int) -> Attempt | None:
+        if 1 <= number <= len(self.attempts):
+            return self.attempts[number - 1]
+        return None
+
+    def with_attempt(self, attempt: Attempt) -> Session:
+        attempts = list(self.attempts)
+        attempts[attempt.number - 1] = attempt
+        return replace(self, attempts=tuple(attempts))
+
+    def next_due(self) -> int | None:
+        """When the timer loop must look at this session again, if ever."""
+        if self.status == PROCESSING:
+            return self.deadline
+        if self.status in ACTIVE_STATUSES:
+            return self.expires_at
+        return None
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "status": self.status,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "deadline": self.deadline,
+            "retry_at": self.retry_at,
+            "last_error": self.last_error,
+            "attempts": [a.to_public(self.id) for a in self.attempts],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "expires_at": self.expires_at,
+            "seq": self.seq,
+            "needs_review": self.needs_review,
+            "metadata": self.metadata,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        record = self.to_public()
+        record["attempts"] = [
+            {
+                "number": a.number,
+                "status": a.status,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "decline_code": a.decline_code,
+                "provider_ref": a.provider_ref,
+            }
+            for a in self.attempts
+        ]
+        record["payment_method"] = self.payment_method
+        record["version"] = self.version
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Session:
+        return cls(
+            id=record["id"],
+            order_id=record["order_id"],
+            amount=record["amount"],
+            currency=record["currency"],
+            created_at=record["created_at"],
+            expires_at=record["expires_at"],
+            max_attempts=record["max_attempts"],
+            status=record["status"],
+            attempt=record["attempt"],
+            deadline=record["deadline"],
+            retry_at=record["retry_at"],
+            last_error=record["last_error"],
+            attempts=tuple(Attempt(**a) for a in record["attempts"]),
+            updated_at=record["updated_at"],
+            seq=record["seq"],
+            needs_review=record["needs_review"],
+            metadata=record["metadata"],
+            payment_method=record.get("payment_method"),
+            version=record.get("version", 0),
+        )

@@ -1,0 +1,182 @@
+"""Every knob of the server, read from the environment once (PROTOCOL.md section 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value the server cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    attempt_timeout_ms: int = 30_000
+    max_attempts: int = 3
+    retry_delay_ms: int = 2_000
+    session_ttl_ms: int = 900_000
+    countdown_interval_ms: int = 1_000
+    redis_url: str | None = None
+    api_key: str = ""
+    admin_token: str = ""
+    secret: str = ""
+    webhook_secrets: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] | None = None
+    env: str = "development"
+    sandbox_delay_ms: int = 1_500
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Where the sandbox gateway posts its webhooks; by default this server itself.
+    sandbox_webhook_url: str | None = None
+
+    # Limits. Not in the protocol's table, but each is one field so it can be tuned.
+    max_body_bytes: int = 16 * 1024
+    max_message_bytes: int = 4 * 1024
+    send_queue_size: int = 256
+    history_cap: int = 512
+    idempotency_ttl_ms: int = 24 * 3600 * 1000
+    retention_after_end_ms: int = 24 * 3600 * 1000
+    webhook_tolerance_s: int = 300
+    ws_ping_interval_s: float = 20.0
+    summary_interval_ms: int = 1_000
+    timer_poll_ms: int = 50
+    admin_list_max: int = 500
+
+    # Names of the variables whose values were generated because they were unset.
+    generated: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def webhook_target(self) -> str:
+        if self.sandbox_webhook_url:
+            return self.sandbox_webhook_url
+        host = self.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/webhooks/sandbox"
+
+
+_INT_VARS: dict[str, tuple[str, int, int]] = {
+    # variable: (field, minimum, maximum)
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": ("attempt_timeout_ms", 50, 3_600_000),
+    "PAYLIVE_MAX_ATTEMPTS": ("max_attempts", 1, 20),
+    "PAYLIVE_RETRY_DELAY_MS": ("retry_delay_ms", 0, 3_600_000),
+    "PAYLIVE_SESSION_TTL_MS": ("session_ttl_ms", 100, 30 * 24 * 3_600_000),
+    "PAYLIVE_COUNTDOWN_INTERVAL_MS": ("countdown_interval_ms", 20, 60_000),
+    "PAYLIVE_SANDBOX_DELAY_MS": ("sandbox_delay_ms", 0, 3_600_000),
+    "PORT": ("port", 0, 65_535),
+}
+
+
+def _parse_int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read PROTOCOL.md section 1 from ``environ``; raise SettingsError naming a bad variable.
+
+    Outside production, a missing API key, admin token or signing secret is generated
+    (and listed in ``generated`` so that ``paylive serve`` can print it).
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (attr, lo, hi) in _INT_VARS.items():
+        raw = env.get(name)
+        if raw is not None and raw.strip() != "":
+            values[attr] = _parse_int(name, raw, lo, hi)
+
+    mode = env.get("PAYLIVE_ENV", "development").strip() or "development"
+    if mode not in ("development", "production", "test"):
+        raise SettingsError(
+            f"PAYLIVE_ENV must be development, production or test, got {mode!r}"
+        )
+    values["env"] = mode
+
+    redis_url = (env.get("PAYLIVE_REDIS_URL") or "").strip() or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(
+            f"PAYLIVE_REDIS_URL must start with redis://, rediss:// or unix://, got {redis_url!r}"
+        )
+    values["redis_url"] = redis_url
+
+    host = (env.get("HOST") or "").strip()
+    if host:
+        values["host"] = host
+
+    origins = env.get("PAYLIVE_ALLOWED_ORIGINS")
+    if origins is not None and origins.strip():
+        parsed = _split(origins)
+        for origin in parsed:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise SettingsError(
+                    "PAYLIVE_ALLOWED_ORIGINS must list origins such as https://shop.example, "
+                    f"got {origin!r}"
+                )
+        values["allowed_origins"] = parsed
+
+    webhook_url = (env.get("PAYLIVE_SANDBOX_WEBHOOK_URL") or "").strip()
+    if webhook_url:
+        values["sandbox_webhook_url"] = webhook_url
+
+    generated: list[str] = []
+    missing: list[str] = []
+    for name, attr in (
+        ("PAYLIVE_API_KEY", "api_key"),
+        ("PAYLIVE_ADMIN_TOKEN", "admin_token"),
+        ("PAYLIVE_SECRET", "secret"),
+        ("PAYLIVE_WEBHOOK_SECRET", "webhook_secrets"),
+    ):
+        raw = (env.get(name) or "").strip()
+        if raw:
+            if attr == "webhook_secrets":
+                values[attr] = _split(raw)
+            else:
+                if len(raw) < 16:
+                    raise SettingsError(f"{name} must be at least 16 characters long")
+                values[attr] = raw
+            continue
+        if mode == "production":
+            missing.append(name)
+            continue
+        if name == "PAYLIVE_SECRET" and redis_url is not None:
+            # Workers must agree on the secret that signs client secrets.
+            raise SettingsError(
+                "PAYLIVE_SECRET is required with PAYLIVE_REDIS_URL: every worker must sign "
+                "client secrets with the same key"
+            )
+        token = secrets.token_urlsafe(24)
+        values[attr] = (token,) if attr == "webhook_secrets" else token
+        generated.append(name)
+    if missing:
+        raise SettingsError(
+            "PAYLIVE_ENV=production refuses to start without " + ", ".join(missing)
+        )
+    values["generated"] = tuple(generated)
+
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise SettingsError(f"unknown settings: {sorted(unknown)}")
+    return Settings(**values)  # type: ignore[arg-type]
