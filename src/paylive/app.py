@@ -1,0 +1,58 @@
+"""The ASGI application: routes, error format, and the worker's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import WebSocketRoute
+
+from . import http_api, pages, shutdown, sockets
+from .runtime import Runtime
+from .settings import Settings, load_settings
+
+_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _CODES.get(exc.status_code, "error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; settings default to the environment (PROTOCOL.md section 1)."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        await runtime.start()
+        shutdown.register(runtime.close_sockets)
+        try:
+            yield
+        finally:
+            shutdown.unregister(runtime.close_sockets)
+            runtime.close_sockets()
+            await runtime.stop()
+
+    routes = [
+        *http_api.routes,
+        WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
+        WebSocketRoute("/ws/admin", sockets.admin_socket),
+        *pages.routes(),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )

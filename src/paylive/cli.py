@@ -1,0 +1,148 @@
+"""``paylive serve`` and ``paylive load`` (PROTOCOL.md section 5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__, shutdown
+from .logs import log_config
+from .settings import Settings, SettingsError, load_settings
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class PayliveServer(uvicorn.Server):
+        """uvicorn, but sockets hear 1001 before uvicorn closes them (with 1012)."""
+
+        async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[override]
+            shutdown.run_hooks()
+            await asyncio.sleep(0.2)  # let the close frames go out
+            await super().shutdown(sockets=sockets)
+
+    return PayliveServer
+
+
+def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    base = f"http://{shown}:{port}"
+    engine = f"redis ({workers} worker{'s' if workers > 1 else ''})" if settings.redis_url else "memory"
+    lines = [f"paylive {__version__} listening on {base} (engine: {engine})"]
+    if not settings.production:
+        lines.append(f"  demo checkout:    {base}/demo")
+    admin = f"{base}/admin"
+    if "PAYLIVE_ADMIN_TOKEN" in settings.generated:
+        admin = f"{base}/client/admin.html#token={settings.admin_token}"
+    lines.append(f"  admin dashboard:  {admin}")
+    shown_values = {"PAYLIVE_API_KEY": settings.api_key, "PAYLIVE_ADMIN_TOKEN": settings.admin_token}
+    for name in settings.generated:
+        if name in shown_values:
+            lines.append(f"  generated {name}={shown_values[name]}")
+        else:
+            # Signing secrets are never printed: nobody needs to type them.
+            lines.append(f"  generated {name} (random, this run only)")
+    if settings.generated:
+        lines.append("  (generated values last until this server stops; set them to keep them)")
+    return "\n".join(lines)
+
+
+def serve(host: str | None, port: int | None, workers: int, log_level: str) -> int:
+    import uvicorn
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"paylive: {exc}", file=sys.stderr)
+        return 2
+    host = host or settings.host
+    port = settings.port if port is None else port
+    if workers > 1 and not settings.redis_url:
+        print(
+            "paylive: --workers above 1 needs PAYLIVE_REDIS_URL: the in-memory engine lives in "
+            "one process, and workers must share sessions, timers and fan-out",
+            file=sys.stderr,
+        )
+        return 2
+    # Every worker reads the environment again: make them agree on the generated
+    # secrets and on where the sandbox posts its webhooks.
+    os.environ["HOST"] = host
+    os.environ["PORT"] = str(port)
+    exported = {
+        "PAYLIVE_API_KEY": settings.api_key,
+        "PAYLIVE_ADMIN_TOKEN": settings.admin_token,
+        "PAYLIVE_SECRET": settings.secret,
+        "PAYLIVE_WEBHOOK_SECRET": ",".join(settings.webhook_secrets),
+    }
+    for name in settings.generated:
+        os.environ[name] = exported[name]
+    print(_banner(settings, host, port, workers), flush=True)
+
+    config = uvicorn.Config(
+        "paylive.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=log_config(log_level),
+        log_level=log_level,
+        ws_max_size=64 * 1024,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_interval_s,
+        # Compression costs tens of KB of zlib state per socket; events are small.
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=10,
+        backlog=4096,
+        server_header=False,
+    )
+    server_class = _server_class()
+    server = server_class(config)
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, target=server.run, sockets=[sock]).run()
+    else:
+        server.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="paylive", description="Live payment sessions.")
+    parser.add_argument("--version", action="version", version=f"paylive {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = commands.add_parser("serve", help="run the server")
+    p_serve.add_argument("--host", default=None, help="overrides HOST (default 127.0.0.1)")
+    p_serve.add_argument("--port", type=int, default=None, help="overrides PORT (default 8000)")
+    p_serve.add_argument("--workers", type=int, default=1, help="worker processes (needs Redis above 1)")
+    p_serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    p_load = commands.add_parser("load", help="the load generator")
+    p_load.add_argument("--url", required=True)
+    p_load.add_argument("--api-key", required=True)
+    p_load.add_argument("--sockets", type=int, default=100)
+    p_load.add_argument("--rate", type=float, default=50.0)
+    p_load.add_argument("--duration", type=float, default=10.0)
+    p_load.add_argument("--admins", type=int, default=0)
+    p_load.add_argument("--format", choices=["json", "msgpack"], default="json")
+    p_load.add_argument("--out", default=None)
+    p_load.add_argument("--processes", type=int, default=None, help="client processes (default: by socket count)")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        if args.workers < 1:
+            parser.error("--workers must be at least 1")
+        return serve(args.host, args.port, args.workers, args.log_level)
+    from .load import run_load
+
+    return run_load(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,351 @@
+"""Per-worker fan-out: which local sockets listen to which session.
+
+One engine subscription per session channel with at least one local socket (and
+one admin subscription while an admin feed is open), never one per socket. An
+event arrives as bytes, is decoded once, and the same ``Encoded`` object (which
+encodes each codec once) goes to every subscriber's bounded queue.
+
+Slow-consumer policy, enforced in ``Subscriber.push``: a socket whose queue is full
+is closed with 1013; it reconnects with ``since`` and is replayed what it missed.
+Nobody else waits for it.
+
+Ordering: each subscriber delivers durable events in ``seq`` order with no gaps.
+An event ahead of the next expected seq is held and the gap is filled from the
+engine's history (or, when the history no longer has it, by a fresh snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import metrics
+from .engine import Engine, EngineUnavailable
+from .messages import Encoded, Message
+from .session import PROCESSING, Session
+
+log = logging.getLogger("paylive.hub")
+
+Send = Callable[[str | bytes], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+
+
+def snapshot_message(session: Session, now: int) -> Encoded:
+    return Encoded.of(
+        Message("snapshot", {"session": session.to_public()}, session.id, session.seq, now)
+    )
+
+
+class Subscriber:
+    """One socket's side of the hub: a bounded queue drained by one writer task."""
+
+    def __init__(
+        self, kind: str, subprotocol: str, queue_size: int, send: Send, close: Close
+    ) -> None:
+        self.kind = kind
+        # A customer socket follows one session's seq; an admin feed interleaves all.
+        self.ordered = kind == "customer"
+        self.subprotocol = subprotocol
+        self._queue: asyncio.Queue[Encoded | None] = asyncio.Queue(maxsize=queue_size)
+        self._send = send
+        self._close = close
+        self.last_seq = -1
+        self.live = False
+        self._held: list[Encoded] = []
+        self._ahead: dict[int, Encoded] = {}
+        self.closing = False
+        self._closer: asyncio.Task[None] | None = None
+
+    # Called by the hub (synchronously, never blocking) --------------------
+
+    def deliver(self, event: Encoded) -> bool:
+        """Queue a channel message in order; True when it revealed a gap to fill."""
+        if not self.live:
+            self._held.append(event)
+            return False
+        seq = event.seq
+        if not self.ordered or event.type not in ("state", "retry_prompt") or seq is None:
+            self.push(event)
+            return False
+        if seq <= self.last_seq:
+            return False
+        if seq > self.last_seq + 1:
+            self._ahead[seq] = event
+            return True
+        self.push(event)
+        self.last_seq = seq
+        while self.last_seq + 1 in self._ahead:
+            self.last_seq += 1
+            self.push(self._ahead.pop(self.last_seq))
+        return False
+
+    @property
+    def has_gap(self) -> bool:
+        return bool(self._ahead)
+
+    def begin(self, last_seq: int) -> bool:
+        """Go live after the catch-up (snapshot or replay) up to ``last_seq``."""
+        self.last_seq = last_seq
+        self.live = True
+        held, self._held = self._held, []
+        gap = False
+        for event in held:
+            gap |= self.deliver(event)
+        return gap
+
+    def reset(self, snapshot: Encoded, seq: int) -> None:
+        """Start over from a snapshot (after a gap that history cannot fill, or an outage)."""
+        self.push(snapshot)
+        self.last_seq = max(self.last_seq, seq)
+        for stale in [s for s in self._ahead if s <= self.last_seq]:
+            del self._ahead[stale]
+        while self.last_seq + 1 in self._ahead:
+            self.last_seq += 1
+            self.push(self._ahead.pop(self.last_seq))
+
+    def push(self, event: Encoded) -> None:
+        if self.closing:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            metrics.SLOW_CONSUMERS.inc()
+            self.kill(1013, "too slow to keep up: reconnect with since")
+
+    def kill(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    # The writer task ---------------------------------------------------------
+
+    async def run_writer(self) -> None:
+        while True:
+            event = await self._queue.get()
+            if event is None or self.closing:
+                return
+            await self._send(event.frame(self.subprotocol))
+            metrics.EVENTS_DELIVERED.labels(event.type).inc()
+            if event.type in ("state", "retry_prompt") and event.ts:
+                metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - event.ts / 1000))
+
+    def stop_writer(self) -> None:
+        try:
+            self._queue.put_nowait(None)
+        except asyncio.QueueFull:
+            self.closing = True
+
+
+@dataclass
+class Channel:
+    """What this worker knows of one session with local sockets."""
+
+    subscribers: set[Subscriber] = field(default_factory=set)
+    status: str | None = None
+    attempt: int = 0
+    deadline: int | None = None
+    seq: int = 0
+
+    def learn(self, session: dict[str, Any], seq: int) -> None:
+        if seq < self.seq:
+            return
+        self.seq = seq
+        self.status = session.get("status")
+        self.attempt = int(session.get("attempt") or 0)
+        self.deadline = session.get("deadline")
+
+
+AdminSnapshot = Callable[[], Awaitable[Encoded]]
+Clock = Callable[[], int]
+
+
+class Hub:
+    def __init__(self, engine: Engine, admin_snapshot: AdminSnapshot, clock: Clock) -> None:
+        self._engine = engine
+        self._admin_snapshot = admin_snapshot
+        self._clock = clock
+        self.channels: dict[str, Channel] = {}
+        self.admins: set[Subscriber] = set()
+        self._subscribed: set[str | None] = set()
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        engine.set_listeners(self.on_event, self.on_resync)
+
+    # Membership --------------------------------------------------------------
+
+    async def join(self, session_id: str, subscriber: Subscriber) -> None:
+        """Add a socket (not yet live: call ``subscriber.begin`` after the catch-up)."""
+        self.channels.setdefault(session_id, Channel()).subscribers.add(subscriber)
+        metrics.SOCKETS.labels("customer").inc()
+        await self._sync(session_id)
+
+    async def leave(self, session_id: str, subscriber: Subscriber) -> None:
+        channel = self.channels.get(session_id)
+        if channel is None or subscriber not in channel.subscribers:
+            return
+        channel.subscribers.discard(subscriber)
+        metrics.SOCKETS.labels("customer").dec()
+        if not channel.subscribers:
+            del self.channels[session_id]
+            await self._sync_quietly(session_id)
+
+    async def join_admin(self, subscriber: Subscriber) -> None:
+        self.admins.add(subscriber)
+        metrics.SOCKETS.labels("admin").inc()
+        await self._sync(None)
+
+    async def leave_admin(self, subscriber: Subscriber) -> None:
+        if subscriber in self.admins:
+            self.admins.discard(subscriber)
+            metrics.SOCKETS.labels("admin").dec()
+            await self._sync_quietly(None)
+
+    def learn(self, session: Session) -> None:
+        channel = self.channels.get(session.id)
+        if channel is not None:
+            channel.learn(session.to_public(), session.seq)
+
+    async def _sync(self, key: str | None) -> None:
+        """Make the engine subscription for ``key`` match whether anyone local listens.
+        Serialised, so a leave and a join racing on one channel end subscribed."""
+        async with self._lock:
+            wanted = bool(self.admins) if key is None else key in self.channels
+            if wanted and key not in self._subscribed:
+                await self._engine.subscribe(key)
+                self._subscribed.add(key)
+            elif not wanted and key in self._subscribed:
+                self._subscribed.discard(key)
+                await self._engine.unsubscribe(key)
+
+    async def _sync_quietly(self, key: str | None) -> None:
+        try:
+            await self._sync(key)
+        except EngineUnavailable:
+            pass  # the engine forgets subscriptions when it reconnects anyway
+
+    # From the engine -----------------------------------------------------------
+
+    def on_event(self, session_id: str | None, payload: bytes) -> None:
+        try:
+            event = Encoded.from_json(payload)
+        except ValueError:
+            log.error("dropped an undecodable event from the engine")
+            return
+        if session_id is None:
+            for admin in list(self.admins):
+                admin.deliver(event)
+            return
+        channel = self.channels.get(session_id)
+        if channel is None:
+            return
+        if event.type == "state":
+            channel.learn(event.wire["data"]["session"], event.seq or 0)
+        gap = False
+        for subscriber in list(channel.subscribers):
+            gap |= subscriber.deliver(event)
+        if gap:
+            self.request_fill(session_id)
+
+    def request_fill(self, session_id: str) -> None:
+        """Fill the gaps of ``session_id``'s lagging subscribers from the history."""
+        self._spawn(self._fill(session_id))
+
+    def on_resync(self) -> None:
+        """The engine lost its subscription for a while: give everyone a fresh snapshot."""
+        self._spawn(self._resync())
+
+    async def _fill(self, session_id: str) -> None:
+        channel = self.channels.get(session_id)
+        if channel is None:
+            return
+        lagging = [s for s in channel.subscribers if s.live and s.has_gap]
+        if not lagging:
+            return
+        since = min(s.last_seq for s in lagging)
+        try:
+            history = await self._engine.history(session_id, since)
+        except EngineUnavailable:
+            return  # the resync after the engine comes back repairs it
+        for raw in history or []:
+            event = Encoded.from_json(raw)
+            for subscriber in lagging:
+                subscriber.deliver(event)
+        still = [s for s in lagging if s.has_gap]
+        if still:
+            await self._snapshot_to(session_id, still)
+
+    async def _snapshot_to(self, session_id: str, subscribers: list[Subscriber]) -> None:
+        session = await self._engine.load(session_id)
+        if session is None:
+            return
+        self.learn(session)
+        snapshot = snapshot_message(session, self._clock())
+        for subscriber in subscribers:
+            subscriber.reset(snapshot, session.seq)
+
+    async def _resync(self) -> None:
+        for session_id, channel in list(self.channels.items()):
+            try:
+                await self._snapshot_to(session_id, [s for s in channel.subscribers if s.live])
+            except EngineUnavailable:
+                return
+        if self.admins:
+            try:
+                snapshot = await self._admin_snapshot()
+            except EngineUnavailable:
+                return
+            for admin in list(self.admins):
+                admin.push(snapshot)
+
+    # Sweeps, run by the worker's loops --------------------------------------
+
+    def countdown_sweep(self, now: int) -> int:
+        """One ``countdown`` per processing session with local sockets; returns how many."""
+        sent = 0
+        for session_id, channel in self.channels.items():
+            if channel.status != PROCESSING or channel.deadline is None:
+                continue
+            message = Encoded.of(
+                Message(
+                    "countdown",
+                    {
+                        "attempt": channel.attempt,
+                        "remaining_ms": max(0, channel.deadline - now),
+                        "deadline": channel.deadline,
+                    },
+                    session_id,
+                    channel.seq,
+                    now,
+                )
+            )
+            for subscriber in channel.subscribers:
+                if subscriber.live:
+                    subscriber.push(message)
+            sent += 1
+        return sent
+
+    def broadcast_admin(self, message: Encoded) -> None:
+        for admin in list(self.admins):
+            if admin.live:
+                admin.push(message)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for channel in self.channels.values():
+            for subscriber in channel.subscribers:
+                subscriber.kill(code, reason)
+        for admin in self.admins:
+            admin.kill(code, reason)
+
+    @property
+    def socket_count(self) -> int:
+        return sum(len(c.subscribers) for c in self.channels.values()) + len(self.admins)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,137 @@
+"""One worker's moving parts and its three loops: timers, countdowns, admin summary.
+
+One loop each per worker, never a task per session or per socket: the timer loop
+claims due deadlines and expiries from the engine (any worker may fire one, the
+lease makes it exactly one), the countdown loop ticks every processing session
+that has sockets here, and the summary loop feeds the admin dashboards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from . import stats
+from .engine import Engine, EngineUnavailable, create_engine
+from .gateway import Gateway
+from .gateway.sandbox import SandboxGateway
+from .hub import Hub
+from .messages import Encoded, Message
+from .ratelimit import TokenBuckets
+from .service import PaymentService, now_ms
+from .settings import Settings
+
+log = logging.getLogger("paylive.runtime")
+
+TIMER_BATCH = 200
+TIMER_LEASE_MS = 10_000
+TIMER_CONCURRENCY = 64
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine | None = None,
+        gateway: Gateway | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.engine = engine or create_engine(settings)
+        self.gateway = gateway or SandboxGateway(settings, self.engine)
+        self.service = PaymentService(settings, self.engine, self.gateway, clock)
+        self.hub = Hub(self.engine, self.admin_snapshot, clock)
+        # Customer commands per session: a burst of 20, then 5 a second.
+        self.limiter = TokenBuckets(capacity=20, per_second=5)
+        self._loops: list[asyncio.Task[None]] = []
+        self._ticks: set[asyncio.Task[None]] = set()
+        self._tick_slots = asyncio.Semaphore(TIMER_CONCURRENCY)
+        self.shutting_down = False
+
+    async def start(self) -> None:
+        await self.engine.start()
+        self._loops = [
+            asyncio.create_task(self._every(self.settings.timer_poll_ms, self._fire_timers)),
+            asyncio.create_task(
+                self._every(self.settings.countdown_interval_ms, self._countdowns)
+            ),
+            asyncio.create_task(self._every(self.settings.summary_interval_ms, self._summary)),
+        ]
+
+    async def stop(self) -> None:
+        self.shutting_down = True
+        for task in self._loops + list(self._ticks):
+            task.cancel()
+        for task in self._loops + list(self._ticks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.gateway.close()
+        await self.engine.close()
+
+    def close_sockets(self) -> None:
+        """Graceful shutdown: every socket is told 1001 and reconnects elsewhere."""
+        self.shutting_down = True
+        self.hub.close_all(1001, "server shutting down: reconnect")
+
+    async def admin_snapshot(self) -> Encoded:
+        sessions = await self.engine.list_sessions(True, self.settings.admin_list_max)
+        summary = stats.summary(await self.engine.counters())
+        return Encoded.of(
+            Message(
+                "admin.snapshot",
+                {"sessions": [s.to_public() for s in sessions], "summary": summary},
+                None,
+                None,
+                self.clock(),
+            )
+        )
+
+    async def _every(self, interval_ms: int, step: Callable[[], Awaitable[None]]) -> None:
+        interval = interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                await step()
+            except EngineUnavailable:
+                pass  # readiness reports it; the next round tries again
+            except Exception:
+                log.exception("a worker loop step failed; carrying on")
+            next_at += interval
+            delay = next_at - loop.time()
+            if delay < 0:  # fell behind: skip the missed rounds rather than burst
+                next_at = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def _fire_timers(self) -> None:
+        if self.shutting_down:
+            return
+        due = await self.engine.claim_due(self.clock(), TIMER_BATCH, TIMER_LEASE_MS)
+        for session_id in due:
+            await self._tick_slots.acquire()
+            task = asyncio.create_task(self._tick(session_id))
+            self._ticks.add(task)
+            task.add_done_callback(self._ticks.discard)
+
+    async def _tick(self, session_id: str) -> None:
+        try:
+            await self.service.tick(session_id)
+        except EngineUnavailable:
+            pass  # the lease runs out and some worker fires it again
+        except Exception:
+            log.exception("timer for %s failed; it fires again after its lease", session_id)
+        finally:
+            self._tick_slots.release()
+
+    async def _countdowns(self) -> None:
+        self.hub.countdown_sweep(self.clock())
+
+    async def _summary(self) -> None:
+        if not self.hub.admins:
+            return
+        summary = stats.summary(await self.engine.counters())
+        self.hub.broadcast_admin(Encoded.of(Message("summary", summary, None, None, self.clock())))

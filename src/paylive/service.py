@@ -1,0 +1,159 @@
+"""load -> decide -> save+publish -> effects: the only place commands become I/O.
+
+Every command on a session, whoever sends it (HTTP, socket, webhook, timer), runs
+through ``PaymentService.run``: it loads the session, asks the pure machine, voids
+at the gateway when the machine needs it, saves with compare-and-set (a lost race
+is decided again on the fresh state) and then calls the gateway for the effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import metrics, stats
+from .engine import Engine
+from .errors import ApiError
+from .gateway import ChargeReply, Gateway, GatewayError
+from .machine import (
+    Charge,
+    Command,
+    Decision,
+    NeedsVoid,
+    ProviderResult,
+    Refund,
+    Rules,
+    Tick,
+    decide,
+    new_session,
+)
+from .messages import Encoded, Message
+from .session import Session, idempotency_key
+from .settings import Settings
+
+log = logging.getLogger("paylive.service")
+
+MAX_RACES = 16
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_session_id() -> str:
+    return "ps_" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+
+
+def rules_of(settings: Settings) -> Rules:
+    return Rules(
+        attempt_timeout_ms=settings.attempt_timeout_ms,
+        max_attempts=settings.max_attempts,
+        retry_delay_ms=settings.retry_delay_ms,
+        session_ttl_ms=settings.session_ttl_ms,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    session: Session
+    decision: Decision
+
+
+class PaymentService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        gateway: Gateway,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.gateway = gateway
+        self.clock = clock
+        self.rules = rules_of(settings)
+
+    async def create(
+        self, order_id: str, amount: int, currency: str, metadata: dict[str, object]
+    ) -> Session:
+        now = self.clock()
+        session = new_session(
+            new_session_id(), order_id, amount, currency, dict(metadata), now, self.rules
+        )
+        notice = Encoded.of(
+            Message("admin.created", {"session": session.to_public()}, session.id, 0, now)
+        )
+        await self.engine.create(session, stats.delta(None, session), notice.json)
+        return session
+
+    async def get(self, session_id: str) -> Session:
+        session = await self.engine.load(session_id)
+        if session is None:
+            raise ApiError(404, "not_found", f"no session {session_id}")
+        return session
+
+    async def run(self, session_id: str, command: Command) -> Outcome:
+        """Apply ``command``; raise ApiError 404 for an unknown session. A refusal is
+        returned in ``decision.refusal`` (changes may still have been saved with it:
+        a void that found the money moved makes the session succeed and refuses the retry)."""
+        voids: dict[int, bool] = {}
+        for _ in range(MAX_RACES):
+            session = await self.get(session_id)
+            result = decide(session, command, self.clock(), self.rules, voids)
+            if isinstance(result, NeedsVoid):
+                for number in result.attempts:
+                    voids[number] = await self._void(session_id, number)
+                continue
+            if result.changed:
+                events = [Encoded.of(message) for message in result.events]
+                delta = stats.delta(session, result.session)
+                saved = await self.engine.save(
+                    result.session, session.version, [event.json for event in events], delta
+                )
+                if not saved:
+                    metrics.CAS_CONFLICTS.inc()
+                    continue
+                metrics.observe_events(result, delta)
+                await self._effects(result)
+            elif isinstance(command, Tick):
+                # Nothing was due after all (a stale or early timer): set it right.
+                await self.engine.schedule(session_id, session.next_due())
+            return Outcome(result.session, result)
+        raise ApiError(409, "conflict", "the session changed too often; try again")
+
+    async def tick(self, session_id: str) -> None:
+        try:
+            await self.run(session_id, Tick())
+        except ApiError as exc:
+            if exc.status == 404:
+                await self.engine.schedule(session_id, None)
+            else:
+                raise
+
+    async def _void(self, session_id: str, number: int) -> bool:
+        try:
+            return await self.gateway.void(idempotency_key(session_id, number))
+        except GatewayError as exc:
+            raise ApiError(
+                503, "gateway_unavailable", "the provider cannot confirm the void; try again"
+            ) from exc
+
+    async def _effects(self, decision: Decision) -> None:
+        session = decision.session
+        for effect in decision.effects:
+            if isinstance(effect, Charge):
+                try:
+                    reply = await self.gateway.charge(effect)
+                except GatewayError:
+                    reply = ChargeReply.NETWORK_ERROR
+                if reply is ChargeReply.NETWORK_ERROR:
+                    await self.run(session.id, ProviderResult(effect.attempt, "network_error"))
+            elif isinstance(effect, Refund):
+                try:
+                    await self.gateway.refund(effect.key)
+                except GatewayError:
+                    # The session is flagged needs_review; staff finish the refund by hand.
+                    log.error("refund of %s failed; the session needs review", effect.key)

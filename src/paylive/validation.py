@@ -1,0 +1,204 @@
+"""Validation at the edge: every body and command field, with a 422 that names it.
+
+Shared by the HTTP routes and the socket commands so both refuse the same things
+with the same codes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .errors import ApiError
+from .machine import ProviderResult
+
+# ISO 4217 active codes (2024), so "EURO" or "XXX" cannot open a session.
+CURRENCIES = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
+    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD
+    FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY
+    KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP
+    MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR
+    RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT
+    TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER
+    ZAR ZMW ZWG
+    """.split()
+)
+
+MAX_AMOUNT = 10**12
+MAX_METADATA_KEYS = 20
+MAX_METADATA_BYTES = 4096
+_ORDER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_DECLINE_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
+_PROVIDER_REF = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
+    return ApiError(422, code, f"{field}: {message}")
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A body must be a JSON object; anything else is 400."""
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def _int(body: dict[str, Any], field: str, lo: int, hi: int) -> int:
+    value = body.get(field)
+    if value is None:
+        raise invalid(field, "is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(field, "must be an integer")
+    if not lo <= value <= hi:
+        raise invalid(field, f"must be between {lo} and {hi}")
+    return value
+
+
+def _only(body: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise invalid(extra[0], "is not a known field")
+
+
+def parse_create(body: dict[str, Any]) -> tuple[str, int, str, dict[str, Any]]:
+    _only(body, {"order_id", "amount", "currency", "metadata"})
+    order_id = body.get("order_id")
+    if not isinstance(order_id, str) or not _ORDER_ID.match(order_id):
+        raise invalid("order_id", "must be 1 to 128 printable ASCII characters without spaces")
+    amount = _int(body, "amount", 1, MAX_AMOUNT)
+    currency = body.get("currency")
+    if not isinstance(currency, str) or currency not in CURRENCIES:
+        raise invalid(
+            "currency", "must be an ISO 4217 code in upper case, such as EUR", "invalid_currency"
+        )
+    metadata = body.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise invalid("metadata", "must be an object")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise invalid("metadata", f"may have at most {MAX_METADATA_KEYS} keys")
+    for key, value in metadata.items():
+        if not 1 <= len(key) <= 40:
+            raise invalid("metadata", "keys must be 1 to 40 characters")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise invalid(f"metadata.{key}", "must be a string, number, boolean or null")
+    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise invalid("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    return order_id, amount, currency, metadata
+
+
+def luhn_ok(number: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        digit = ord(ch) - 48
+        if i % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def parse_payment_method(value: Any, required: bool) -> dict[str, Any] | None:
+    if value is None:
+        if required:
+            raise invalid("payment_method", "is required")
+        return None
+    if not isinstance(value, dict):
+        raise invalid("payment_method", "must be an object such as {\"card\": \"4242...\"}")
+    _only_prefixed(value, {"card"}, "payment_method")
+    card = value.get("card")
+    if not isinstance(card, str):
+        raise invalid("payment_method.card", "must be a string of digits")
+    card = card.replace(" ", "")
+    if not card.isdigit() or not 12 <= len(card) <= 19:
+        raise invalid("payment_method.card", "must be 12 to 19 digits", "invalid_card")
+    if not luhn_ok(card):
+        raise invalid("payment_method.card", "fails the Luhn check", "invalid_card")
+    return {"card": card}
+
+
+def _only_prefixed(body: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise invalid(f"{prefix}.{extra[0]}", "is not a known field")
+
+
+def parse_attempt(body: dict[str, Any]) -> dict[str, Any] | None:
+    _only(body, {"payment_method"})
+    return parse_payment_method(body.get("payment_method"), required=False)
+
+
+def parse_interrupt(body: dict[str, Any]) -> str:
+    _only(body, {"reason"})
+    reason = body.get("reason", "network_error")
+    if reason != "network_error":
+        raise invalid("reason", "must be network_error (the only interruption a client can report)")
+    return reason
+
+
+def parse_complete(body: dict[str, Any]) -> ProviderResult:
+    _only(body, {"attempt", "outcome", "decline_code", "provider_ref"})
+    attempt = _int(body, "attempt", 1, 1000)
+    outcome = body.get("outcome")
+    if outcome not in ("succeeded", "declined", "provider_error"):
+        raise invalid("outcome", "must be succeeded, declined or provider_error")
+    decline_code = body.get("decline_code")
+    if decline_code is not None and (
+        not isinstance(decline_code, str) or not _DECLINE_CODE.match(decline_code)
+    ):
+        raise invalid("decline_code", "must be a short lower-case code such as card_declined")
+    if outcome != "declined" and decline_code is not None:
+        raise invalid("decline_code", "only goes with outcome declined")
+    provider_ref = body.get("provider_ref")
+    if provider_ref is not None and (
+        not isinstance(provider_ref, str) or not _PROVIDER_REF.match(provider_ref)
+    ):
+        raise invalid("provider_ref", "must be 1 to 128 printable characters")
+    return ProviderResult(attempt, outcome, decline_code, provider_ref)
+
+
+def parse_webhook(body: dict[str, Any]) -> tuple[str, str, ProviderResult]:
+    """(event id, session id, result) from a provider webhook body."""
+    event_id = body.get("id")
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 128:
+        raise invalid("id", "must be the event id")
+    session_id = body.get("session")
+    if not isinstance(session_id, str) or not session_id.startswith("ps_") or len(session_id) > 64:
+        raise invalid("session", "must be a session id")
+    attempt = _int(body, "attempt", 1, 1000)
+    key = body.get("idempotency_key")
+    if key is not None and key != f"{session_id}:{attempt}":
+        raise invalid("idempotency_key", "does not match the session and attempt")
+    kind = body.get("type")
+    failure = body.get("failure")
+    if kind == "payment.succeeded":
+        outcome = "succeeded"
+    elif kind == "payment.failed" and failure in ("declined", "provider_error"):
+        outcome = failure
+    else:
+        raise invalid("type", "must be payment.succeeded, or payment.failed with a failure")
+    decline_code = body.get("decline_code") if outcome == "declined" else None
+    if decline_code is not None and (
+        not isinstance(decline_code, str) or not _DECLINE_CODE.match(decline_code)
+    ):
+        raise invalid("decline_code", "must be a short lower-case code")
+    ref = body.get("provider_ref")
+    provider_ref = ref if isinstance(ref, str) and _PROVIDER_REF.match(ref) else None
+    return event_id, session_id, ProviderResult(attempt, outcome, decline_code, provider_ref)
+
+
+def parse_since(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 12:
+        raise invalid("since", "must be a non-negative integer")
+    return int(raw)

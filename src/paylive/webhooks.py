@@ -1,0 +1,51 @@
+"""Provider webhook signatures (PROTOCOL.md section 3): ``t=<s>,v1=<hex>[,v1=...]``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+
+class SignatureError(ValueError):
+    """The webhook is unsigned, badly signed or too old; nothing is applied."""
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return mac.hexdigest()
+
+
+def signature_header(secret: str, timestamp: int, body: bytes) -> str:
+    return f"t={timestamp},v1={sign(secret, timestamp, body)}"
+
+
+def verify(
+    header: str | None, body: bytes, secrets: Sequence[str], now_s: int, tolerance_s: int
+) -> None:
+    """Raise SignatureError unless some ``v1`` matches some secret within the tolerance."""
+    if not header:
+        raise SignatureError("missing Paylive-Signature header")
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            try:
+                timestamp = int(value)
+            except ValueError:
+                raise SignatureError("the signature timestamp is not an integer") from None
+        elif name == "v1" and value:
+            candidates.append(value.lower())
+    if timestamp is None or not candidates:
+        raise SignatureError("the signature header needs t= and at least one v1=")
+    if abs(now_s - timestamp) > tolerance_s:
+        raise SignatureError(f"the signature timestamp is more than {tolerance_s} s off")
+    expected = [sign(secret, timestamp, body) for secret in secrets]
+    matched = False
+    # Compare every pair so the time taken does not depend on which one matches.
+    for candidate in candidates:
+        for value in expected:
+            matched |= hmac.compare_digest(candidate.encode(), value.encode())
+    if not matched:
+        raise SignatureError("no signature matches")
