@@ -1,0 +1,102 @@
+"""Real ``paylive serve`` processes on free loopback ports, for the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+API_KEY = "test-api-key-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+SECRET = "test-signing-secret-0123456789"
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+
+# Short timings so that a timeout, a retry and a countdown take about a second.
+FAST = {
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1000",
+    "PAYLIVE_RETRY_DELAY_MS": "300",
+    "PAYLIVE_SANDBOX_DELAY_MS": "150",
+    "PAYLIVE_COUNTDOWN_INTERVAL_MS": "200",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One ``paylive serve`` subprocess; its output goes to a file the tests can read."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, workers: int = 1,
+                 port: int | None = None, secrets: bool = True) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.workers = workers
+        self._dir = tempfile.TemporaryDirectory(prefix="paylive-test-")
+        self.log_path = Path(self._dir.name) / "server.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PAYLIVE_")}
+        if secrets:
+            self.env.update(
+                PAYLIVE_API_KEY=API_KEY,
+                PAYLIVE_ADMIN_TOKEN=ADMIN_TOKEN,
+                PAYLIVE_SECRET=SECRET,
+                PAYLIVE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            )
+        self.env.update(FAST)
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> Server:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "paylive", "serve", "--port", str(self.port),
+             "--workers", str(self.workers)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
