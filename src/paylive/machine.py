@@ -273,6 +273,12 @@ def _already_paid() -> Refusal:
     return Refusal(409, "already_paid", "the provider charged an earlier attempt: the session is paid")
 
 
+def _paid_meanwhile(s: Session, voids: Mapping[int, bool]) -> bool:
+    """The void this command asked for found a charge, and the success was recorded first
+    (a webhook won the race): the command is still answered ``already_paid``."""
+    return s.status == SUCCEEDED and any(voids.values())
+
+
 def decide(
     session: Session,
     command: Command,
@@ -304,6 +310,8 @@ def _start_attempt(
         return _refuse(
             s, 409, "max_attempts_reached", f"all {s.max_attempts} attempts have been used"
         )
+    if _paid_meanwhile(s, voids):
+        return Decision(s, refusal=_already_paid())
     if s.terminal:
         return _refuse(s, 409, "invalid_state", f"the session is {s.status}")
     method = cmd.payment_method if cmd.payment_method is not None else s.payment_method
@@ -408,6 +416,8 @@ def _end_attempt(
 
 
 def _cancel(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | NeedsVoid:
+    if _paid_meanwhile(s, voids):
+        return Decision(s, refusal=_already_paid())
     if s.terminal:
         return _refuse(s, 409, "invalid_state", f"the session is already {s.status}")
     unknown = _unknown(s, include_processing=True)
@@ -514,12 +524,14 @@ def _success(
         return needed
     tx = _Tx(s, now)
     previous = s.status
+    duplicates: list[int] = []
     for number in others:
         if voids[number]:
             # Both attempts were charged: keep this one, give the other back.
             tx.set_attempt(number, status=A_REFUNDED, ended_at=_ended(tx, number))
             tx.update(needs_review=True)
             tx.refund(number)
+            duplicates.append(number)
         else:
             tx.set_attempt(number, status=A_VOIDED, ended_at=_ended(tx, number))
     late = attempt.status != A_PROCESSING
@@ -531,4 +543,7 @@ def _success(
     )
     tx.update(status=SUCCEEDED, deadline=None, retry_at=None)
     tx.state(previous, "late_success" if late else "succeeded")
+    for _number in duplicates:
+        # A charge the void found is a second success: name its refund (PROTOCOL.md 2).
+        tx.state(SUCCEEDED, "duplicate_charge_refunded")
     return tx.done()

@@ -36,9 +36,17 @@ def delta(old: Session | None, new: Session) -> dict[str, int]:
             bump(f"status:{old.status}", -1)
         bump(f"status:{new.status}")
     before = {a.number: a.status for a in old.attempts} if old is not None else {}
+    ended = new.last_error or {}
     for attempt in new.attempts:
-        if before.get(attempt.number) == A_PROCESSING and attempt.status in _REASON_OF:
-            bump(f"interruptions:{_REASON_OF[attempt.status]}")
+        if before.get(attempt.number) != A_PROCESSING:
+            continue
+        reason = _REASON_OF.get(attempt.status)
+        if reason is None and ended.get("attempt") == attempt.number:
+            # Ended and voided (or found charged) in the same save, as when the last
+            # attempt times out: last_error still says why it ended.
+            reason = _REASON_OF.get(ended.get("reason", ""))
+        if reason is not None:
+            bump(f"interruptions:{reason}")
     if new.status == SUCCEEDED and (old is None or old.status != SUCCEEDED):
         if any(a.status != A_PROCESSING and a.status != "succeeded" for a in new.attempts):
             bump("recovered_by_retry")
