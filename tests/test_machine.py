@@ -939,3 +939,19 @@ def test_seq_counts_every_durable_event_of_a_long_life() -> None:
     assert seen == list(range(1, 11))
     assert s.seq == 10
     assert (s.status, s.needs_review) == (SUCCEEDED, True)
+
+
+def test_void_reporting_a_charge_outweighs_a_decline_that_landed_first() -> None:
+    """The gateway said attempt 1 was charged; a contradictory decline webhook got
+    there first. The retry must not start a second charge."""
+    rules = Rules(attempt_timeout_ms=1000, retry_delay_ms=0)
+    s = new_session("ps_c", "o", 100, "EUR", {}, 0, rules)
+    s = decide(s, StartAttempt({"card": "4242424242424242"}), 0, rules).session
+    s = decide(s, Tick(), 1000, rules).session  # timeout: outcome unknown
+    assert decide(s, StartAttempt(), 1000, rules) == NeedsVoid((1,))
+    s = decide(s, ProviderResult(1, "declined", "card_declined"), 1001, rules).session
+    decision = decide(s, StartAttempt(), 1002, rules, {1: True})
+    assert decision.refusal is not None and decision.refusal.code == "already_paid"
+    assert decision.session.status == "succeeded"
+    assert not any(isinstance(e, Charge) for e in decision.effects)
+    assert [a.status for a in decision.session.attempts] == ["succeeded"]

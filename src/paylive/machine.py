@@ -229,9 +229,19 @@ def _refuse(session: Session, status: int, code: str, message: str) -> Decision:
     return Decision(session, refusal=Refusal(status, code, message))
 
 
-def _unknown(session: Session, include_processing: bool = False) -> tuple[int, ...]:
+def _unknown(
+    session: Session, voids: Mapping[int, bool], include_processing: bool = False
+) -> tuple[int, ...]:
+    """Attempts to void before the session moves on. An attempt the gateway already
+    reported charged stays in the list even if a failure webhook has since landed for
+    it: money that moved outweighs a contradictory answer, so no second charge starts."""
     wanted = OUTCOME_UNKNOWN | ({A_PROCESSING} if include_processing else set())
-    return tuple(a.number for a in session.attempts if a.status in wanted)
+    return tuple(
+        a.number
+        for a in session.attempts
+        if a.status in wanted
+        or (voids.get(a.number) and a.status not in (A_SUCCEEDED, A_REFUNDED))
+    )
 
 
 def _missing(numbers: tuple[int, ...], voids: Mapping[int, bool]) -> NeedsVoid | None:
@@ -340,7 +350,7 @@ def _start_attempt(
                 "retry_not_yet_allowed",
                 f"retry is allowed from {s.retry_at} ({s.retry_at - now} ms from now)",
             )
-    unknown = _unknown(s)
+    unknown = _unknown(s, voids)
     needed = _missing(unknown, voids)
     if needed:
         return needed
@@ -420,7 +430,7 @@ def _cancel(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | Needs
         return Decision(s, refusal=_already_paid())
     if s.terminal:
         return _refuse(s, 409, "invalid_state", f"the session is already {s.status}")
-    unknown = _unknown(s, include_processing=True)
+    unknown = _unknown(s, voids, include_processing=True)
     needed = _missing(unknown, voids)
     if needed:
         return needed
@@ -434,7 +444,7 @@ def _cancel(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | Needs
 
 
 def _expire(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | NeedsVoid:
-    unknown = _unknown(s)
+    unknown = _unknown(s, voids)
     needed = _missing(unknown, voids)
     if needed:
         return needed
