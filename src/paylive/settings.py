@@ -76,6 +76,9 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_COUNTDOWN_INTERVAL_MS": ("countdown_interval_ms", 20, 60_000),
     "PAYLIVE_SANDBOX_DELAY_MS": ("sandbox_delay_ms", 0, 3_600_000),
     "PORT": ("port", 0, 65_535),
+    # Additions: limits worth tuning per deployment.
+    "PAYLIVE_SEND_QUEUE_SIZE": ("send_queue_size", 1, 100_000),
+    "PAYLIVE_HISTORY_CAP": ("history_cap", 16, 100_000),
 }
 
 

@@ -30,6 +30,8 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_LATER = 1013
 
+ADMIN_QUEUE_FACTOR = 16
+
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -76,7 +78,12 @@ def _make_subscriber(ws: WebSocket, kind: str, subprotocol: str, runtime: Runtim
         with contextlib.suppress(Exception):
             await ws.close(code=code, reason=reason)
 
-    return Subscriber(kind, subprotocol, runtime.settings.send_queue_size, send, close)
+    size = runtime.settings.send_queue_size
+    if kind == "admin":
+        # An admin feed carries every session's events: a burst (a batch of expiries,
+        # a sale starting) is many times what one checkout socket ever queues.
+        size *= ADMIN_QUEUE_FACTOR
+    return Subscriber(kind, subprotocol, size, send, close)
 
 
 def accepted_subprotocol(ws: WebSocket, codec: str) -> str | None:
