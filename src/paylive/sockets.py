@@ -125,14 +125,6 @@ async def customer_socket(ws: WebSocket) -> None:
     except ApiError as exc:
         await _refuse(ws, CLOSE_POLICY, exc.message, subprotocol)
         return
-    try:
-        session = await runtime.engine.load(session_id)
-    except EngineUnavailable:
-        await _refuse(ws, CLOSE_TRY_LATER, "the session store is unavailable", subprotocol)
-        return
-    if session is None:
-        await _refuse(ws, CLOSE_UNKNOWN, "unknown session", subprotocol)
-        return
     await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol))
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     writer = asyncio.create_task(subscriber.run_writer())
