@@ -343,3 +343,26 @@ async def test_graceful_shutdown_closes_sockets_with_1001() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.to_thread.run_sync, own.stop)
             assert await sock.close_code() == 1001
+
+
+async def test_allowed_origins_setting_for_sockets_and_cors() -> None:
+    with Server({"PAYLIVE_ALLOWED_ORIGINS": "https://shop.example"}) as own:
+        async with httpx.AsyncClient(base_url=own.url) as client:
+            session = await create(client)
+            preflight = await client.options(
+                f"/api/sessions/{session['id']}",
+                headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+                         "Access-Control-Request-Headers": "authorization"},
+            )
+            assert preflight.headers.get("access-control-allow-origin") == "https://shop.example"
+            other = await client.options(
+                f"/api/sessions/{session['id']}",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert "access-control-allow-origin" not in other.headers
+        shop = await open_socket(session_url(own.ws_url, session), origin="https://shop.example")
+        assert (await shop.recv())["type"] == "snapshot"
+        await shop.conn.close()
+        # With a list set, localhost is no longer allowed by default.
+        local = await open_socket(session_url(own.ws_url, session), origin="http://localhost:3000")
+        assert await local.close_code() == 4403

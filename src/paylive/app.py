@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
@@ -51,8 +53,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/ws/admin", sockets.admin_socket),
         *pages.routes(),
     ]
+    middleware = []
+    if settings.allowed_origins:
+        # Checkout pages on the shop's own origin call the customer API with their
+        # client secret; the same allow-list as for sockets decides who may.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.allowed_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                max_age=600,
+            )
+        )
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=middleware,
         exception_handlers={HTTPException: _http_error},
     )
