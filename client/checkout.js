@@ -1,0 +1,225 @@
+// The demo checkout page: renders one PayliveSession. The session id and client
+// secret come from the URL fragment (#session=ps_...&secret=...), which the browser
+// never sends to a server.
+
+import {
+  PayliveSession,
+  SANDBOX_CARDS,
+  TERMINAL_STATUSES,
+  formatAmount,
+  formatSeconds,
+} from './paylive.js';
+
+const $ = (id) => document.getElementById(id);
+
+const STATUS_LABELS = {
+  loading: 'Loading…',
+  created: 'Ready to pay',
+  processing: 'Processing',
+  interrupted: 'Interrupted',
+  succeeded: 'Succeeded',
+  failed: 'Failed',
+  cancelled: 'Cancelled',
+  expired: 'Expired',
+};
+
+const CONNECTION_LABELS = {
+  idle: 'Not connected',
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  reconnecting: 'Reconnecting…',
+  offline: 'Offline',
+  closed: 'Disconnected',
+};
+
+const REASON_TEXT = {
+  timeout: 'Your bank did not answer in time.',
+  network_error: 'The connection to your bank was lost.',
+  declined: 'Your card was declined.',
+  provider_error: 'The payment provider had a problem.',
+};
+
+const FINAL = {
+  succeeded: ['✓', 'Payment succeeded', 'Thank you! Your order is paid.'],
+  failed: ['✕', 'Payment failed', 'No money was taken. Please try another card or contact the shop.'],
+  cancelled: ['–', 'Payment cancelled', 'The payment was cancelled. No money was taken.'],
+  expired: ['⌛', 'Payment expired', 'This checkout expired before it was paid. No money was taken.'],
+};
+
+function fragmentParams() {
+  return new URLSearchParams(location.hash.replace(/^#/, ''));
+}
+
+function setText(id, text) {
+  const el = $(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function showMessage(text, kind = 'info') {
+  const el = $('message');
+  el.textContent = text ?? '';
+  el.dataset.kind = kind;
+}
+
+function renderTestCards() {
+  const list = $('test-cards');
+  for (const { number, label } of SANDBOX_CARDS) {
+    const item = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'test-card';
+    button.dataset.card = number;
+    button.innerHTML = '<code></code><span></span>';
+    button.querySelector('code').textContent = number.replace(/(\d{4})(?=\d)/g, '$1 ');
+    button.querySelector('span').textContent = label;
+    button.addEventListener('click', () => {
+      $('card').value = number;
+      $('card').focus();
+    });
+    item.append(button);
+    list.append(item);
+  }
+}
+
+function start() {
+  renderTestCards();
+  const params = fragmentParams();
+  const sessionId = params.get('session');
+  const secret = params.get('secret');
+  if (!sessionId || !secret) {
+    $('checkout').dataset.status = 'error';
+    setText('status', 'No session');
+    $('status').dataset.status = 'error';
+    showMessage('Open this page with #session=ps_…&secret=… in the URL (or via /demo).', 'error');
+    return;
+  }
+
+  const client = new PayliveSession({ sessionId, secret, autoConnect: false });
+  // Debug handle for the browser console and the browser tests.
+  window.__paylive = client;
+  let busy = false; // a command of ours is waiting for its answer
+
+  const card = () => $('card').value.trim();
+
+  function render() {
+    const session = client.session;
+    const status = session?.status ?? 'loading';
+    $('checkout').dataset.status = status;
+    $('status').dataset.status = status;
+    setText('status', STATUS_LABELS[status] ?? status);
+    if (!session) return;
+
+    setText('order', session.order_id);
+    setText('amount', formatAmount(session.amount, session.currency));
+    setText('attempt', session.attempt > 0 ? `Attempt ${session.attempt} of ${session.max_attempts}` : '');
+
+    const terminal = TERMINAL_STATUSES.has(status);
+    $('processing').hidden = status !== 'processing';
+    $('prompt').hidden = status !== 'interrupted';
+    $('final').hidden = !terminal;
+    $('pay-form').hidden = terminal;
+
+    $('pay').hidden = status === 'interrupted';
+    $('retry').hidden = status !== 'interrupted';
+    $('pay').disabled = busy || status !== 'created';
+    $('cancel').disabled = terminal;
+    $('card').disabled = status === 'processing';
+
+    if (status === 'interrupted') renderPrompt();
+    if (terminal) {
+      const [icon, title, text] = FINAL[status];
+      setText('final-icon', icon);
+      setText('final-title', title);
+      let detail = text;
+      if (status === 'failed' && session.last_error?.message) detail = `${session.last_error.message}. ${text}`;
+      if (session.needs_review) detail += ' A payment made after the end was refunded automatically.';
+      setText('final-text', detail);
+    }
+    tick();
+  }
+
+  function renderPrompt() {
+    const prompt = client.retryPrompt ?? {};
+    const reason = prompt.reason ?? client.session?.last_error?.reason;
+    const next = prompt.next_attempt ?? client.session.attempt + 1;
+    const max = prompt.max_attempts ?? client.session.max_attempts;
+    setText('prompt-title', prompt.outcome_unknown ? 'We could not confirm the payment' : 'The payment did not go through');
+    setText('prompt-text', `${REASON_TEXT[reason] ?? 'The attempt was interrupted.'} You can try again (attempt ${next} of ${max}).`);
+    $('no-double').hidden = !prompt.outcome_unknown;
+  }
+
+  // Runs every 100 ms while something counts down: both countdowns are computed
+  // locally from the deadline and retry_at between server messages.
+  function tick() {
+    const remaining = client.remainingMs();
+    const countdown = $('countdown');
+    if (remaining !== null) {
+      countdown.dataset.remainingMs = String(Math.round(remaining));
+      setText('countdown', `${formatSeconds(remaining)} left`);
+      const session = client.session;
+      const attempt = session.attempts?.[session.attempts.length - 1];
+      const total = attempt ? session.deadline - attempt.started_at : 0;
+      $('countdown-bar').style.width = total > 0 ? `${Math.min(100, (100 * remaining) / total)}%` : '0%';
+    } else {
+      countdown.dataset.remainingMs = '';
+    }
+
+    const retryIn = client.retryInMs();
+    const retryButton = $('retry');
+    if (retryIn !== null) {
+      retryButton.disabled = busy || retryIn > 0;
+      $('retry-countdown').dataset.retryInMs = String(Math.round(retryIn));
+      setText('retry-countdown', retryIn > 0 ? `You can try again in ${formatSeconds(retryIn)}.` : 'You can try again now.');
+      setText('retry', retryIn > 0 ? `Retry in ${formatSeconds(retryIn)}` : 'Try again');
+    } else if (client.session?.status === 'interrupted') {
+      retryButton.disabled = busy;
+    }
+  }
+  setInterval(tick, 100);
+
+  async function run(action, label) {
+    busy = true;
+    showMessage(client.connection === 'connected' ? '' : 'Not connected: this will be sent as soon as the connection is back.', 'warn');
+    render();
+    try {
+      await action();
+      showMessage('');
+    } catch (err) {
+      if (err.code === 'connection_lost') {
+        showMessage('The connection dropped while sending; the status above shows what happened.', 'warn');
+      } else {
+        showMessage(`${label}: ${err.message}`, 'error');
+      }
+    } finally {
+      busy = false;
+      render();
+    }
+  }
+
+  $('pay-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (client.session?.status === 'interrupted') $('retry').click();
+    else if (!$('pay').disabled) run(() => client.pay(card()), 'Payment refused');
+  });
+  $('retry').addEventListener('click', () => run(() => client.retry(card()), 'Retry refused'));
+  $('cancel').addEventListener('click', () => run(() => client.cancel(), 'Cancel refused'));
+
+  client.on('session', render);
+  client.on('retry_prompt', render);
+  client.on('countdown', (message) => {
+    $('countdown').dataset.serverRemainingMs = String(message.data.remaining_ms);
+    tick();
+  });
+  client.on('error', ({ code, message }) => showMessage(`${message} (${code})`, 'error'));
+  client.on('connection', ({ status }) => {
+    const el = $('connection');
+    el.dataset.state = status;
+    el.querySelector('.connection-text').textContent = CONNECTION_LABELS[status] ?? status;
+  });
+  client.on('guard', (active) => {
+    document.body.dataset.guard = active ? 'on' : 'off';
+  });
+  client.connect();
+}
+
+start();

@@ -1,0 +1,392 @@
+"""The real ``client/`` code in headless Chromium against a real ``paylive serve``.
+
+The module starts its own server on a free port of 127.0.0.1 with short timings, and
+drives the demo checkout page and the admin dashboard with Playwright (sync API) on
+Debian's Chromium. Every wait is bounded; nothing sleeps for long.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
+
+CHROMIUM = os.environ.get("PAYLIVE_TEST_CHROMIUM", "/usr/bin/chromium")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+
+API_KEY = "browser-test-api-key-0123456789"
+ADMIN_TOKEN = "browser-test-admin-token-0123456789"
+ATTEMPT_TIMEOUT_MS = 1500
+RETRY_DELAY_MS = 600
+SANDBOX_DELAY_MS = 200
+COUNTDOWN_INTERVAL_MS = 200
+
+OK_CARD = "4242424242424242"
+TIMEOUT_CARD = "4000000000000408"
+
+WAIT_MS = 5000  # the longest any single expectation may take
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PAYLIVE_") and k not in ("HOST", "PORT")
+    }
+    env.update(
+        PAYLIVE_ENV="development",
+        PAYLIVE_API_KEY=API_KEY,
+        PAYLIVE_ADMIN_TOKEN=ADMIN_TOKEN,
+        PAYLIVE_SECRET="browser-test-secret-0123456789abcdef",
+        PAYLIVE_WEBHOOK_SECRET="browser-test-webhook-secret-0123456789",
+        PAYLIVE_ATTEMPT_TIMEOUT_MS=str(ATTEMPT_TIMEOUT_MS),
+        PAYLIVE_RETRY_DELAY_MS=str(RETRY_DELAY_MS),
+        PAYLIVE_SANDBOX_DELAY_MS=str(SANDBOX_DELAY_MS),
+        PAYLIVE_COUNTDOWN_INTERVAL_MS=str(COUNTDOWN_INTERVAL_MS),
+    )
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paylive", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"paylive serve exited with {proc.returncode}:\n{log.read()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"paylive serve did not answer /healthz in 20 s:\n{log.read()}")
+            time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def api(server: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=server, headers=headers, timeout=5) as client:
+        yield client
+
+
+def create_session(api: httpx.Client, amount: int = 1999) -> dict[str, Any]:
+    order = f"order-{time.monotonic_ns()}"
+    body = {"order_id": order, "amount": amount, "currency": "EUR"}
+    response = api.post("/api/sessions", json=body)
+    assert response.status_code == 201, response.text
+    session: dict[str, Any] = response.json()
+    return session
+
+
+def open_demo(page: Page, server: str) -> str:
+    """Open /demo (it creates a session and redirects); return the session id."""
+    page.goto(f"{server}/demo")
+    expect(page.locator("#status")).to_have_attribute("data-status", "created")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    fragment = parse_qs(urlsplit(page.url).fragment)
+    session_id = fragment["session"][0]
+    assert session_id.startswith("ps_")
+    return session_id
+
+
+def wait_server_status(api: httpx.Client, session_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        session: dict[str, Any] = api.get(f"/api/sessions/{session_id}").json()
+        if session.get("status") == status:
+            return session
+        assert time.monotonic() < deadline, f"server never reached {status}: {session}"
+        time.sleep(0.05)
+
+
+RECORD_DURABLE = """() => {
+  window.__durable = [];
+  window.__snapshots = 0;
+  window.__paylive.on('message', (m) => {
+    if (m.type === 'state' || m.type === 'retry_prompt') {
+      window.__durable.push([m.seq, m.type, m.data.cause ?? null]);
+    }
+    if (m.type === 'snapshot') window.__snapshots += 1;
+  });
+}"""
+
+
+def test_happy_path(page: Page, server: str) -> None:
+    open_demo(page, server)
+    expect(page.locator("#amount")).to_contain_text("19.99")
+    expect(page.locator("#card")).to_have_value(OK_CARD)
+    expect(page.locator("#test-cards button")).to_have_count(9)
+
+    page.click("#pay")
+    expect(page.locator("#status")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator("#final")).to_be_visible()
+    expect(page.locator("#final-title")).to_have_text("Payment succeeded")
+    expect(page.locator("#attempt")).to_have_text("Attempt 1 of 3")
+    expect(page.locator("#pay-form")).to_be_hidden()
+    assert page.evaluate("window.__paylive.guardActive") is False
+
+
+def test_timeout_then_retry_without_double_charge(page: Page, server: str) -> None:
+    open_demo(page, server)
+    page.fill("#card", TIMEOUT_CARD)
+    page.click("#pay")
+    expect(page.locator("#status")).to_have_attribute("data-status", "processing")
+    expect(page.locator("#processing")).to_be_visible()
+
+    # The countdown moves: two different values from the server's countdown messages,
+    # the later one smaller, and the local display between them.
+    countdown = page.locator("#countdown")
+    page.wait_for_function("document.getElementById('countdown').dataset.serverRemainingMs !== ''")
+    first = int(countdown.get_attribute("data-server-remaining-ms") or "0")
+    page.wait_for_function(
+        "(first) => { const v = document.getElementById('countdown').dataset.serverRemainingMs;"
+        " return v !== '' && Number(v) < first; }",
+        arg=first,
+    )
+    assert 0 < first <= ATTEMPT_TIMEOUT_MS
+    expect(countdown).to_have_text(re.compile(r"^\d+(\.\d)?\s?s left$"))
+
+    # The attempt times out: a retry prompt that says the customer is not charged twice,
+    # with the retry button disabled until retry_at.
+    seen = page.wait_for_function(
+        """() => {
+          const s = window.__paylive.session;
+          if (!s || s.status !== 'interrupted') return null;
+          return { disabled: document.getElementById('retry').disabled,
+                   retryIn: window.__paylive.retryInMs(),
+                   prompt: window.__paylive.retryPrompt };
+        }""",
+        polling="raf",
+    ).json_value()
+    assert seen["prompt"]["outcome_unknown"] is True
+    assert seen["prompt"]["reason"] == "timeout"
+    if seen["retryIn"] > 0:
+        assert seen["disabled"], "retry was enabled before retry_at"
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    expect(page.locator("#no-double")).to_be_visible()
+    expect(page.locator("#no-double")).to_contain_text("You will not be charged twice")
+    expect(page.locator("#prompt-text")).to_contain_text("attempt 2 of 3")
+
+    page.fill("#card", OK_CARD)
+    expect(page.locator("#retry")).to_be_enabled()
+    allowed = page.evaluate("window.__paylive.serverNow() >= window.__paylive.retryPrompt.retry_at")
+    assert allowed
+    page.click("#retry")
+    expect(page.locator("#status")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator("#attempt")).to_have_text("Attempt 2 of 3")
+    expect(page.locator("#message")).to_have_text("")
+
+
+def test_beforeunload_guard_while_processing(page: Page, server: str) -> None:
+    open_demo(page, server)
+    assert page.evaluate("window.__paylive.guardActive") is False
+    page.fill("#card", TIMEOUT_CARD)
+    page.click("#pay")
+    expect(page.locator("#status")).to_have_attribute("data-status", "processing")
+    assert page.evaluate("window.__paylive.guardActive") is True
+    expect(page.locator("body")).to_have_attribute("data-guard", "on")
+
+    # Leaving now asks first; dismissing the dialog keeps the page.
+    with page.expect_event("dialog") as dialog_info:
+        page.close(run_before_unload=True)
+    dialog = dialog_info.value
+    assert dialog.type == "beforeunload"
+    dialog.dismiss()
+    assert not page.is_closed()
+
+    # Once the attempt is over the guard goes away.
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    expect(page.locator("body")).to_have_attribute("data-guard", "off")
+    assert page.evaluate("window.__paylive.guardActive") is False
+
+
+def test_reconnect_misses_nothing(page: Page, server: str, api: httpx.Client) -> None:
+    session_id = open_demo(page, server)
+    page.evaluate(RECORD_DURABLE)
+    start_seq = page.evaluate("window.__paylive.lastSeq")
+
+    page.fill("#card", TIMEOUT_CARD)
+    page.click("#pay")
+    expect(page.locator("#status")).to_have_attribute("data-status", "processing")
+
+    # Offline while the attempt times out on the server: the page does not see it live...
+    page.context.set_offline(True)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+    wait_server_status(api, session_id, "interrupted")
+    expect(page.locator("#status")).to_have_attribute("data-status", "processing")
+
+    # ...and gets every event it missed, in order, when the network is back.
+    page.context.set_offline(False)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    expect(page.locator("#no-double")).to_be_visible()
+
+    # Dropped again (the socket closed under the page) while the merchant cancels.
+    page.context.set_offline(True)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+    response = api.post(f"/api/sessions/{session_id}/cancel")
+    assert response.status_code == 200, response.text
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    page.context.set_offline(False)
+    expect(page.locator("#status")).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#final-title")).to_have_text("Payment cancelled")
+
+    server_seq = api.get(f"/api/sessions/{session_id}").json()["seq"]
+    durable = page.evaluate("window.__durable")
+    seqs = [seq for seq, _type, _cause in durable]
+    assert seqs == list(range(start_seq + 1, server_seq + 1)), durable
+    causes = [cause for _seq, kind, cause in durable if kind == "state"]
+    assert "timeout" in causes and "cancelled" in causes, durable
+    assert any(kind == "retry_prompt" for _seq, kind, _cause in durable)
+    # Resumed with `since`: replays, not snapshots.
+    assert page.evaluate("window.__snapshots") == 0
+    assert page.evaluate("window.__paylive.lastSeq") == server_seq
+
+
+def test_reconnect_after_socket_drop(page: Page, server: str, api: httpx.Client) -> None:
+    session_id = open_demo(page, server)
+    page.evaluate(RECORD_DURABLE)
+    # Close the socket from the page; the client comes back by itself (backoff with jitter).
+    page.evaluate("window.__paylive.drop()")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    assert api.post(f"/api/sessions/{session_id}/cancel").status_code == 200
+    expect(page.locator("#status")).to_have_attribute("data-status", "cancelled")
+    assert page.evaluate("window.__durable.map((d) => d[2])") == ["cancelled"]
+
+
+def test_pay_while_offline_is_queued(page: Page, server: str) -> None:
+    open_demo(page, server)
+    page.context.set_offline(True)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+    page.click("#pay")
+    expect(page.locator("#message")).to_contain_text("as soon as the connection is back")
+    # An unacknowledged pay keeps the guard up even before the session is processing.
+    pending = page.evaluate("window.__paylive.pendingCommands")
+    assert [(c["type"], c["sent"]) for c in pending] == [("pay", False)]
+    assert page.evaluate("window.__paylive.guardActive") is True
+    page.context.set_offline(False)
+    expect(page.locator("#status")).to_have_attribute("data-status", "succeeded")
+    assert page.evaluate("window.__paylive.pendingCommands") == []
+    expect(page.locator("#message")).to_have_text("")
+
+
+def test_bad_secret_does_not_reconnect(page: Page, server: str, api: httpx.Client) -> None:
+    session = create_session(api)
+    page.goto(f"{server}/client/checkout.html#session={session['id']}&secret=not-the-secret")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "closed")
+    expect(page.locator("#message")).to_contain_text("unauthorized")
+    page.wait_for_timeout(800)
+    assert page.evaluate("window.__paylive.connection") == "closed"
+
+
+def test_checkout_from_api_session(page: Page, server: str, api: httpx.Client) -> None:
+    session = create_session(api, amount=500)
+    fragment = f"session={session['id']}&secret={session['client_secret']}"
+    page.goto(f"{server}/client/checkout.html#{fragment}")
+    expect(page.locator("#status")).to_have_attribute("data-status", "created")
+    expect(page.locator("#amount")).to_contain_text("5.00")
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_attribute("data-status", "cancelled")
+
+
+def test_admin_dashboard_live(page: Page, server: str, api: httpx.Client) -> None:
+    # /admin redirects to the page; the fragment survives the redirect.
+    page.goto(f"{server}/admin#token={ADMIN_TOKEN}")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    assert urlsplit(page.url).path == "/client/admin.html"
+    # The token left the address bar at once; it stays in this tab's sessionStorage.
+    assert ADMIN_TOKEN not in page.url
+    assert page.evaluate("sessionStorage.getItem('paylive.adminToken')") == ADMIN_TOKEN
+    expect(page.locator("#sum-active")).not_to_have_text("–")
+
+    session = create_session(api, amount=4200)
+    row = page.locator(f"tr[data-session-id='{session['id']}']")
+    expect(row).to_be_visible()
+    expect(row).to_have_attribute("data-status", "created")
+    expect(row.locator("td.amount")).to_contain_text("42.00")
+
+    paid = api.post(
+        f"/api/sessions/{session['id']}/attempts", json={"payment_method": {"card": OK_CARD}}
+    )
+    assert paid.status_code == 202, paid.text
+    expect(row).to_have_attribute("data-status", "succeeded")
+    expect(row.locator("td.attempt")).to_have_text("1 / 3")
+    expect(row.locator(".status-pill")).to_have_text("succeeded")
+    # The summary messages (every second) count it.
+    page.wait_for_function("Number(document.getElementById('sum-succeeded').textContent) >= 1")
+
+
+def test_admin_bad_token_shows_form(page: Page, server: str) -> None:
+    page.goto(f"{server}/client/admin.html#token=wrong-token-0123456789")
+    expect(page.locator("#token-form")).to_be_visible()
+    expect(page.locator("#token-error")).to_contain_text("refused")
+    assert page.evaluate("sessionStorage.getItem('paylive.adminToken')") is None
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#token-submit")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
