@@ -91,8 +91,14 @@ class Socket:
         return self.conn.close_code
 
 
-async def open_socket(url: str, *, binary: bool = False, subprotocols: list[str] | None = None,
-                      origin: str | None = None, max_size: int | None = 2**20) -> Socket:
+async def open_socket(
+    url: str,
+    *,
+    binary: bool = False,
+    subprotocols: list[str] | None = None,
+    origin: str | None = None,
+    max_size: int | None = 2**20,
+) -> Socket:
     if subprotocols is None:
         subprotocols = ["paylive.v1.msgpack"] if binary else ["paylive.v1.json"]
     conn = await connect(
@@ -105,6 +111,8 @@ async def open_socket(url: str, *, binary: bool = False, subprotocols: list[str]
     return Socket(conn, binary)
 
 
-def session_url(ws_url: str, session: Msg, since: int | None = None, token: str | None = None) -> str:
+def session_url(
+    ws_url: str, session: Msg, since: int | None = None, token: str | None = None
+) -> str:
     url = f"{ws_url}/ws/sessions/{session['id']}?token={token or session['client_secret']}"
     return url if since is None else f"{url}&since={since}"

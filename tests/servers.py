@@ -37,8 +37,13 @@ def free_port() -> int:
 class Server:
     """One ``paylive serve`` subprocess; its output goes to a file the tests can read."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, workers: int = 1,
-                 port: int | None = None, secrets: bool = True) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        workers: int = 1,
+        port: int | None = None,
+        secrets: bool = True,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -60,9 +65,19 @@ class Server:
     def start(self, timeout: float = 15.0) -> Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "paylive", "serve", "--port", str(self.port),
-             "--workers", str(self.workers)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "paylive",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + timeout

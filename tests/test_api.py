@@ -49,18 +49,28 @@ async def snapshot(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
     return reply.json()
 
 
-def signed(body: dict[str, Any], secret: str = WEBHOOK_SECRET, at: int | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    body: dict[str, Any], secret: str = WEBHOOK_SECRET, at: int | None = None
+) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
     header = signature_header(secret, int(time.time()) if at is None else at, raw)
     return raw, {"Paylive-Signature": header, "Content-Type": "application/json"}
 
 
-def webhook(session_id: str, attempt: int, kind: str = "payment.succeeded",
-            failure: str | None = None, event_id: str | None = None) -> dict[str, Any]:
+def webhook(
+    session_id: str,
+    attempt: int,
+    kind: str = "payment.succeeded",
+    failure: str | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
     return {
         "id": event_id or f"evt_{session_id}_{attempt}_{kind}",
-        "type": kind, "session": session_id, "attempt": attempt,
-        "idempotency_key": f"{session_id}:{attempt}", "failure": failure,
+        "type": kind,
+        "session": session_id,
+        "attempt": attempt,
+        "idempotency_key": f"{session_id}:{attempt}",
+        "failure": failure,
     }
 
 
@@ -88,8 +98,9 @@ async def test_authentication_and_authorisation(http: httpx.AsyncClient) -> None
     # A customer cannot create sessions, complete attempts or read the admin API.
     body = {"order_id": "o", "amount": 1, "currency": "EUR"}
     assert (await http.post("/api/sessions", json=body, headers=customer(mine))).status_code == 403
-    done = await http.post(f"{path}/complete", json={"attempt": 1, "outcome": "succeeded"},
-                           headers=customer(mine))
+    done = await http.post(
+        f"{path}/complete", json={"attempt": 1, "outcome": "succeeded"}, headers=customer(mine)
+    )
     assert done.status_code == 403
     assert (await http.get("/api/admin/summary", headers=customer(mine))).status_code == 403
     assert (await http.get("/api/admin/summary", headers=merchant())).status_code == 403
@@ -111,11 +122,17 @@ async def test_authentication_and_authorisation(http: httpx.AsyncClient) -> None
         ({"order_id": "", "amount": 5, "currency": "EUR"}, 422, "invalid_field"),
         ({"order_id": 12, "amount": 5, "currency": "EUR"}, 422, "invalid_field"),
         ({"order_id": "o", "amount": 5, "currency": "EUR", "metadata": []}, 422, "invalid_field"),
-        ({"order_id": "o", "amount": 5, "currency": "EUR", "metadata": {"a": {"b": 1}}}, 422, "invalid_field"),
+        (
+            {"order_id": "o", "amount": 5, "currency": "EUR", "metadata": {"a": {"b": 1}}},
+            422,
+            "invalid_field",
+        ),
         ({"order_id": "o", "amount": 5, "currency": "EUR", "surprise": 1}, 422, "invalid_field"),
     ],
 )
-async def test_create_validation(http: httpx.AsyncClient, body: dict[str, Any], status: int, code: str) -> None:
+async def test_create_validation(
+    http: httpx.AsyncClient, body: dict[str, Any], status: int, code: str
+) -> None:
     before = (await http.get("/api/admin/summary", headers=admin())).json()["by_status"]["created"]
     reply = await http.post("/api/sessions", json=body, headers=merchant())
     assert reply.status_code == status and error_code(reply) == code
@@ -126,10 +143,16 @@ async def test_create_validation(http: httpx.AsyncClient, body: dict[str, Any], 
 
 @pytest.mark.parametrize(
     "raw, status, code",
-    [(b"{not json", 400, "invalid_json"), (b"[1,2]", 400, "invalid_json"), (b"", 400, "invalid_json"),
-     (b'{"order_id": "' + b"x" * 20_000 + b'"}', 413, "body_too_large")],
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[1,2]", 400, "invalid_json"),
+        (b"", 400, "invalid_json"),
+        (b'{"order_id": "' + b"x" * 20_000 + b'"}', 413, "body_too_large"),
+    ],
 )
-async def test_malformed_and_oversized_bodies(http: httpx.AsyncClient, raw: bytes, status: int, code: str) -> None:
+async def test_malformed_and_oversized_bodies(
+    http: httpx.AsyncClient, raw: bytes, status: int, code: str
+) -> None:
     reply = await http.post("/api/sessions", content=raw, headers=merchant())
     assert reply.status_code == status and error_code(reply) == code
 
@@ -156,18 +179,24 @@ async def test_attempt_validation_and_states(http: httpx.AsyncClient) -> None:
         reply = await http.post(f"{path}/attempts", json=body, headers=customer(session))
         assert reply.status_code == 422 and error_code(reply) == code, body
     assert (await snapshot(http, session["id"]))["seq"] == 0
-    started = await http.post(f"{path}/attempts", json={"payment_method": {"card": NEVER}},
-                              headers=customer(session))
+    started = await http.post(
+        f"{path}/attempts", json={"payment_method": {"card": NEVER}}, headers=customer(session)
+    )
     assert started.status_code == 202
     body = started.json()
     assert body["status"] == "processing" and body["attempt"] == 1
     assert body["deadline"] - body["attempts"][0]["started_at"] == 1000
-    again = await http.post(f"{path}/attempts", json={"payment_method": {"card": OK}},
-                            headers=customer(session))
+    again = await http.post(
+        f"{path}/attempts", json={"payment_method": {"card": OK}}, headers=customer(session)
+    )
     assert again.status_code == 409 and error_code(again) == "invalid_state"
-    bad_reason = await http.post(f"{path}/interrupt", json={"reason": "timeout"}, headers=customer(session))
+    bad_reason = await http.post(
+        f"{path}/interrupt", json={"reason": "timeout"}, headers=customer(session)
+    )
     assert bad_reason.status_code == 422
-    lost = await http.post(f"{path}/interrupt", json={"reason": "network_error"}, headers=customer(session))
+    lost = await http.post(
+        f"{path}/interrupt", json={"reason": "network_error"}, headers=customer(session)
+    )
     assert lost.status_code == 200 and lost.json()["status"] == "interrupted"
     assert lost.json()["attempts"][0]["status"] == "network_error"
     early = await http.post(f"{path}/attempts", json={}, headers=customer(session))
@@ -222,8 +251,11 @@ async def test_idempotency_key_in_use(server: Server, http: httpx.AsyncClient) -
 async def test_webhook_signatures(http: httpx.AsyncClient) -> None:
     session = await create(http)
     sid = session["id"]
-    await http.post(f"/api/sessions/{sid}/attempts", json={"payment_method": {"card": NEVER}},
-                    headers=customer(session))
+    await http.post(
+        f"/api/sessions/{sid}/attempts",
+        json={"payment_method": {"card": NEVER}},
+        headers=customer(session),
+    )
     body = webhook(sid, 1)
     raw, good = signed(body)
     for headers in (
@@ -238,12 +270,16 @@ async def test_webhook_signatures(http: httpx.AsyncClient) -> None:
         assert reply.status_code == 400, headers
         assert error_code(reply) == "invalid_signature"
     # Signed over other bytes than those sent.
-    tampered = await http.post("/webhooks/sandbox", content=raw.replace(b"1", b"2", 1), headers=good)
+    tampered = await http.post(
+        "/webhooks/sandbox", content=raw.replace(b"1", b"2", 1), headers=good
+    )
     assert tampered.status_code == 400
     assert (await snapshot(http, sid))["status"] == "processing", "nothing applied"
     # Rotation: any configured secret with any v1 is enough.
     header = f"{good['Paylive-Signature']},v1={'0' * 64}"
-    applied = await http.post("/webhooks/sandbox", content=raw, headers={"Paylive-Signature": header})
+    applied = await http.post(
+        "/webhooks/sandbox", content=raw, headers={"Paylive-Signature": header}
+    )
     assert applied.status_code == 200 and applied.json()["applied"] is True
     assert (await snapshot(http, sid))["status"] == "succeeded"
 
@@ -251,8 +287,11 @@ async def test_webhook_signatures(http: httpx.AsyncClient) -> None:
 async def test_duplicate_webhooks_apply_once(http: httpx.AsyncClient) -> None:
     session = await create(http)
     sid = session["id"]
-    await http.post(f"/api/sessions/{sid}/attempts", json={"payment_method": {"card": NEVER}},
-                    headers=customer(session))
+    await http.post(
+        f"/api/sessions/{sid}/attempts",
+        json={"payment_method": {"card": NEVER}},
+        headers=customer(session),
+    )
     raw, headers = signed(webhook(sid, 1))
     first = await http.post("/webhooks/sandbox", content=raw, headers=headers)
     again = await http.post("/webhooks/sandbox", content=raw, headers=headers)
@@ -272,8 +311,11 @@ async def test_duplicate_webhooks_apply_once(http: httpx.AsyncClient) -> None:
 async def test_success_after_cancel_is_refunded(http: httpx.AsyncClient) -> None:
     session = await create(http)
     sid = session["id"]
-    await http.post(f"/api/sessions/{sid}/attempts", json={"payment_method": {"card": NEVER}},
-                    headers=customer(session))
+    await http.post(
+        f"/api/sessions/{sid}/attempts",
+        json={"payment_method": {"card": NEVER}},
+        headers=customer(session),
+    )
     await http.post(f"/api/sessions/{sid}/cancel", headers=customer(session))
     raw, headers = signed(webhook(sid, 1))
     reply = await http.post("/webhooks/sandbox", content=raw, headers=headers)
@@ -289,16 +331,23 @@ async def test_merchant_complete(http: httpx.AsyncClient) -> None:
     session = await create(http)
     sid = session["id"]
     path = f"/api/sessions/{sid}"
-    await http.post(f"{path}/attempts", json={"payment_method": {"card": NEVER}}, headers=merchant())
-    for body in ({"attempt": 1, "outcome": "maybe"}, {"attempt": "1", "outcome": "succeeded"},
-                 {"attempt": 1, "outcome": "succeeded", "decline_code": "card_declined"}):
+    await http.post(
+        f"{path}/attempts", json={"payment_method": {"card": NEVER}}, headers=merchant()
+    )
+    for body in (
+        {"attempt": 1, "outcome": "maybe"},
+        {"attempt": "1", "outcome": "succeeded"},
+        {"attempt": 1, "outcome": "succeeded", "decline_code": "card_declined"},
+    ):
         reply = await http.post(f"{path}/complete", json=body, headers=merchant())
         assert reply.status_code == 422, body
-    unknown = await http.post(f"{path}/complete", json={"attempt": 5, "outcome": "succeeded"},
-                              headers=merchant())
+    unknown = await http.post(
+        f"{path}/complete", json={"attempt": 5, "outcome": "succeeded"}, headers=merchant()
+    )
     assert unknown.status_code == 404
     declined = await http.post(
-        f"{path}/complete", json={"attempt": 1, "outcome": "declined", "decline_code": "card_declined"},
+        f"{path}/complete",
+        json={"attempt": 1, "outcome": "declined", "decline_code": "card_declined"},
         headers=merchant(),
     )
     assert declined.status_code == 200 and declined.json()["status"] == "interrupted"
@@ -316,10 +365,23 @@ async def test_admin_api(http: httpx.AsyncClient) -> None:
         reply = await http.get(f"/api/admin/sessions?{query}", headers=admin())
         assert reply.status_code == 422, query
     summary = (await http.get("/api/admin/summary", headers=admin())).json()
-    assert set(summary) >= {"active", "by_status", "interruptions", "success_rate",
-                            "recovered_by_retry", "needs_review"}
-    assert set(summary["interruptions"]) == {"timeout", "network_error", "declined", "provider_error"}
-    assert summary["active"] == sum(summary["by_status"][s] for s in ("created", "processing", "interrupted"))
+    assert set(summary) >= {
+        "active",
+        "by_status",
+        "interruptions",
+        "success_rate",
+        "recovered_by_retry",
+        "needs_review",
+    }
+    assert set(summary["interruptions"]) == {
+        "timeout",
+        "network_error",
+        "declined",
+        "provider_error",
+    }
+    assert summary["active"] == sum(
+        summary["by_status"][s] for s in ("created", "processing", "interrupted")
+    )
 
 
 async def test_health_readiness_metrics(http: httpx.AsyncClient) -> None:
@@ -327,9 +389,14 @@ async def test_health_readiness_metrics(http: httpx.AsyncClient) -> None:
     ready = await http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     text = (await http.get("/metrics")).text
-    for name in ("paylive_sockets_open", "paylive_events_published_total",
-                 "paylive_delivery_latency_seconds_bucket", "paylive_interruptions_total",
-                 "paylive_late_successes_total", "paylive_refunds_total"):
+    for name in (
+        "paylive_sockets_open",
+        "paylive_events_published_total",
+        "paylive_delivery_latency_seconds_bucket",
+        "paylive_interruptions_total",
+        "paylive_late_successes_total",
+        "paylive_refunds_total",
+    ):
         assert name in text
 
 
@@ -337,7 +404,9 @@ async def test_customer_rate_limit(http: httpx.AsyncClient) -> None:
     session = await create(http)
     path = f"/api/sessions/{session['id']}/interrupt"
     codes = [
-        (await http.post(path, json={"reason": "network_error"}, headers=customer(session))).status_code
+        (
+            await http.post(path, json={"reason": "network_error"}, headers=customer(session))
+        ).status_code
         for _ in range(30)
     ]
     assert 429 in codes

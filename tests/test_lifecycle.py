@@ -39,13 +39,18 @@ async def test_an_untouched_session_expires(server: Server, http: httpx.AsyncCli
     await sock.recv()
     expired = await sock.state("expired", timeout=4)
     assert expired["data"]["cause"] == "expired" and expired["data"]["previous"] == "created"
-    late = await http.post(f"/api/sessions/{session['id']}/attempts",
-                           json={"payment_method": {"card": "4242424242424242"}}, headers=merchant())
+    late = await http.post(
+        f"/api/sessions/{session['id']}/attempts",
+        json={"payment_method": {"card": "4242424242424242"}},
+        headers=merchant(),
+    )
     assert late.status_code == 409 and late.json()["error"]["code"] == "invalid_state"
     await sock.conn.close()
 
 
-async def test_expiry_waits_for_the_attempt_in_flight(server: Server, http: httpx.AsyncClient) -> None:
+async def test_expiry_waits_for_the_attempt_in_flight(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     session = await create(http)
     sock = await open_socket(session_url(server.ws_url, session))
     await sock.recv()
@@ -54,7 +59,9 @@ async def test_expiry_waits_for_the_attempt_in_flight(server: Server, http: http
     await sock.send({"type": "pay", "payment_method": {"card": "4000000000000408"}})
     started = await sock.state("processing")
     assert started["data"]["session"]["deadline"] > started["data"]["session"]["expires_at"]
-    ended = await sock.until(lambda m: m["type"] == "state" and m["seq"] > started["seq"], timeout=4)
+    ended = await sock.until(
+        lambda m: m["type"] == "state" and m["seq"] > started["seq"], timeout=4
+    )
     assert ended["data"]["session"]["status"] == "expired"
     assert ended["ts"] >= started["data"]["session"]["deadline"], "not before the attempt ended"
     assert ended["data"]["session"]["attempts"][0]["status"] == "voided"
@@ -73,8 +80,9 @@ async def _slow_consumer(server: Server, http: httpx.AsyncClient) -> None:
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     raw.connect(("127.0.0.1", server.port))
-    slow = await connect(f"{server.ws_url}/ws/admin?token={ADMIN_TOKEN}", sock=raw,
-                         max_queue=1, max_size=2**20)
+    slow = await connect(
+        f"{server.ws_url}/ws/admin?token={ADMIN_TOKEN}", sock=raw, max_queue=1, max_size=2**20
+    )
     brisk = await open_socket(f"{server.ws_url}/ws/admin?token={ADMIN_TOKEN}")
     await brisk.recv()
     padding = {f"k{i}": "x" * 180 for i in range(20)}

@@ -20,15 +20,25 @@ SECRETS = {
 def test_defaults_follow_the_protocol() -> None:
     s = load_settings({})
     assert (s.attempt_timeout_ms, s.max_attempts, s.retry_delay_ms) == (30_000, 3, 2_000)
-    assert (s.session_ttl_ms, s.countdown_interval_ms, s.sandbox_delay_ms) == (900_000, 1_000, 1_500)
+    assert (s.session_ttl_ms, s.countdown_interval_ms, s.sandbox_delay_ms) == (
+        900_000,
+        1_000,
+        1_500,
+    )
     assert (s.host, s.port, s.env, s.redis_url) == ("127.0.0.1", 8000, "development", None)
     assert set(s.generated) == set(SECRETS)
     assert s.api_key and s.admin_token and s.secret and s.webhook_secrets
 
 
 def test_values_are_read() -> None:
-    s = load_settings({**SECRETS, "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1500", "PORT": "9000",
-                       "PAYLIVE_ALLOWED_ORIGINS": "https://shop.example, https://b.example"})
+    s = load_settings(
+        {
+            **SECRETS,
+            "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1500",
+            "PORT": "9000",
+            "PAYLIVE_ALLOWED_ORIGINS": "https://shop.example, https://b.example",
+        }
+    )
     assert s.attempt_timeout_ms == 1500 and s.port == 9000
     assert s.allowed_origins == ("https://shop.example", "https://b.example")
     assert s.webhook_secrets == ("w1-secret", "w2-secret")
@@ -68,14 +78,24 @@ def test_redis_requires_a_shared_secret() -> None:
 
 def test_serve_reports_bad_configuration_clearly() -> None:
     env = {"PATH": "/usr/bin:/bin", "PAYLIVE_MAX_ATTEMPTS": "many"}
-    done = subprocess.run([sys.executable, "-m", "paylive", "serve", "--port", "1"],
-                          env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "paylive", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert "PAYLIVE_MAX_ATTEMPTS must be an integer" in done.stderr
 
 
 def test_workers_need_redis() -> None:
-    done = subprocess.run([sys.executable, "-m", "paylive", "serve", "--workers", "2", "--port", "1"],
-                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "paylive", "serve", "--workers", "2", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert "--workers above 1 needs PAYLIVE_REDIS_URL" in done.stderr

@@ -66,7 +66,9 @@ async def test_happy_path(server: Server, http: httpx.AsyncClient) -> None:
     await sock.conn.close()
 
 
-async def test_timeout_countdown_retry_prompt_then_retry(server: Server, http: httpx.AsyncClient) -> None:
+async def test_timeout_countdown_retry_prompt_then_retry(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     session = await create(http)
     sock = await connect(server, session)
     await sock.recv()
@@ -80,8 +82,12 @@ async def test_timeout_countdown_retry_prompt_then_retry(server: Server, http: h
     prompt = await sock.until(lambda m: m["type"] == "retry_prompt")
     assert prompt["seq"] == interrupted["seq"] + 1
     assert prompt["data"] == {
-        "attempt": 1, "next_attempt": 2, "max_attempts": 3, "reason": "timeout",
-        "retry_at": interrupted["data"]["session"]["retry_at"], "outcome_unknown": True,
+        "attempt": 1,
+        "next_attempt": 2,
+        "max_attempts": 3,
+        "reason": "timeout",
+        "retry_at": interrupted["data"]["session"]["retry_at"],
+        "outcome_unknown": True,
     }
     # Too early: refused, nothing changes.
     await sock.send({"type": "retry", "ref": "early"})
@@ -108,7 +114,7 @@ async def test_three_timeouts_fail_the_session(server: Server, http: httpx.Async
         if attempt > 1:
             await anyio.sleep(0.35)
         await sock.send({"type": kind, "payment_method": {"card": NEVER}, "ref": attempt})
-        await sock.until(lambda m: m["type"] == "ack" and m["data"]["ref"] == attempt)
+        await sock.until(lambda m, n=attempt: m["type"] == "ack" and m["data"]["ref"] == n)
         if attempt < 3:
             await sock.until(lambda m: m["type"] == "retry_prompt", timeout=4)
     failed = await sock.state("failed", timeout=4)
@@ -134,7 +140,9 @@ async def test_late_success_after_timeout(server: Server, http: httpx.AsyncClien
     await sock.conn.close()
 
 
-async def test_lost_answer_reconciled_with_already_paid(server: Server, http: httpx.AsyncClient) -> None:
+async def test_lost_answer_reconciled_with_already_paid(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     session = await create(http)
     sock = await connect(server, session)
     await sock.recv()
@@ -173,7 +181,9 @@ async def test_decline_then_stolen_card(server: Server, http: httpx.AsyncClient)
     await sock.conn.close()
 
 
-async def test_cancel_while_processing_voids_the_attempt(server: Server, http: httpx.AsyncClient) -> None:
+async def test_cancel_while_processing_voids_the_attempt(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     session = await create(http)
     sock = await connect(server, session)
     await sock.recv()
@@ -189,7 +199,9 @@ async def test_cancel_while_processing_voids_the_attempt(server: Server, http: h
     await sock.conn.close()
 
 
-async def test_resume_with_since_replays_what_was_missed(server: Server, http: httpx.AsyncClient) -> None:
+async def test_resume_with_since_replays_what_was_missed(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     session = await create(http)
     sock = await connect(server, session)
     await sock.recv()
@@ -232,12 +244,16 @@ async def test_admin_feed_sees_every_session(server: Server, http: httpx.AsyncCl
     session = await create(http)
     pay = await http.post(
         f"/api/sessions/{session['id']}/attempts",
-        json={"payment_method": {"card": OK}}, headers=merchant(),
+        json={"payment_method": {"card": OK}},
+        headers=merchant(),
     )
     assert pay.status_code == 202
     done = await feed.until(
-        lambda m: m["type"] == "state" and m["session"] == session["id"]
-        and m["data"]["session"]["status"] == "succeeded"
+        lambda m: (
+            m["type"] == "state"
+            and m["session"] == session["id"]
+            and m["data"]["session"]["status"] == "succeeded"
+        )
     )
     assert done["seq"] == 2
     summary = await feed.until(lambda m: m["type"] == "summary", timeout=3)
@@ -252,7 +268,9 @@ async def test_admin_feed_sees_every_session(server: Server, http: httpx.AsyncCl
     "token, code",
     [("", 4401), ("nonsense", 4401), ("ps_x_secret_forged", 4401)],
 )
-async def test_bad_tokens_are_closed_4401(server: Server, http: httpx.AsyncClient, token: str, code: int) -> None:
+async def test_bad_tokens_are_closed_4401(
+    server: Server, http: httpx.AsyncClient, token: str, code: int
+) -> None:
     session = await create(http)
     sock = await open_socket(session_url(server.ws_url, session, token=token or "_"))
     assert await sock.close_code() == code
@@ -285,7 +303,10 @@ async def test_bad_frames(server: Server, http: httpx.AsyncClient) -> None:
     bad = [
         ({"type": "teleport", "ref": "a"}, "unknown_command"),
         ({"type": "pay", "ref": "b"}, "invalid_field"),
-        ({"type": "pay", "payment_method": {"card": "4242424242424241"}, "ref": "c"}, "invalid_card"),
+        (
+            {"type": "pay", "payment_method": {"card": "4242424242424241"}, "ref": "c"},
+            "invalid_card",
+        ),
         ({"type": "pay", "payment_method": "card", "ref": "d"}, "invalid_field"),
         ({"type": "interrupt", "reason": "bored", "ref": "e"}, "invalid_field"),
         ({"type": "retry", "ref": "f"}, "invalid_field"),
@@ -329,8 +350,13 @@ async def test_no_secret_in_logs(server: Server, http: httpx.AsyncClient) -> Non
     await anyio.sleep(0.2)
     log = server.log()
     assert "/ws/sessions/" in log and "/ws/admin" in log, "the socket opens were logged"
-    for secret in (session["client_secret"], ADMIN_TOKEN, server.env["PAYLIVE_API_KEY"],
-                   server.env["PAYLIVE_SECRET"], server.env["PAYLIVE_WEBHOOK_SECRET"]):
+    for secret in (
+        session["client_secret"],
+        ADMIN_TOKEN,
+        server.env["PAYLIVE_API_KEY"],
+        server.env["PAYLIVE_SECRET"],
+        server.env["PAYLIVE_WEBHOOK_SECRET"],
+    ):
         assert secret not in log
 
 
@@ -351,8 +377,11 @@ async def test_allowed_origins_setting_for_sockets_and_cors() -> None:
             session = await create(client)
             preflight = await client.options(
                 f"/api/sessions/{session['id']}",
-                headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
-                         "Access-Control-Request-Headers": "authorization"},
+                headers={
+                    "Origin": "https://shop.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization",
+                },
             )
             assert preflight.headers.get("access-control-allow-origin") == "https://shop.example"
             other = await client.options(

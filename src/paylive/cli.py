@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, shutdown
+from . import __version__
 from .logs import log_config
 from .settings import Settings, SettingsError, load_settings
-
-
-def _server_class() -> type:
-    import uvicorn
-
-    class PayliveServer(uvicorn.Server):
-        """uvicorn, but sockets hear 1001 before uvicorn closes them (with 1012)."""
-
-        async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[override]
-            shutdown.run_hooks()
-            await asyncio.sleep(0.2)  # let the close frames go out
-            await super().shutdown(sockets=sockets)
-
-    return PayliveServer
 
 
 def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
@@ -32,7 +17,9 @@ def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
     base = f"http://{shown}:{port}"
-    engine = f"redis ({workers} worker{'s' if workers > 1 else ''})" if settings.redis_url else "memory"
+    engine = (
+        f"redis ({workers} worker{'s' if workers > 1 else ''})" if settings.redis_url else "memory"
+    )
     lines = [f"paylive {__version__} listening on {base} (engine: {engine})"]
     if not settings.production:
         lines.append(f"  demo checkout:    {base}/demo")
@@ -40,7 +27,10 @@ def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
     if "PAYLIVE_ADMIN_TOKEN" in settings.generated:
         admin = f"{base}/client/admin.html#token={settings.admin_token}"
     lines.append(f"  admin dashboard:  {admin}")
-    shown_values = {"PAYLIVE_API_KEY": settings.api_key, "PAYLIVE_ADMIN_TOKEN": settings.admin_token}
+    shown_values = {
+        "PAYLIVE_API_KEY": settings.api_key,
+        "PAYLIVE_ADMIN_TOKEN": settings.admin_token,
+    }
     for name in settings.generated:
         if name in shown_values:
             lines.append(f"  generated {name}={shown_values[name]}")
@@ -100,15 +90,9 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         backlog=4096,
         server_header=False,
     )
-    server_class = _server_class()
-    server = server_class(config)
-    if workers > 1:
-        from uvicorn.supervisors import Multiprocess
+    from .server import run
 
-        sock = config.bind_socket()
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
-    else:
-        server.run()
+    run(config)
     return 0
 
 
@@ -120,8 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve = commands.add_parser("serve", help="run the server")
     p_serve.add_argument("--host", default=None, help="overrides HOST (default 127.0.0.1)")
     p_serve.add_argument("--port", type=int, default=None, help="overrides PORT (default 8000)")
-    p_serve.add_argument("--workers", type=int, default=1, help="worker processes (needs Redis above 1)")
-    p_serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p_serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (needs Redis above 1)"
+    )
+    p_serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
 
     p_load = commands.add_parser("load", help="the load generator")
     p_load.add_argument("--url", required=True)
@@ -132,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_load.add_argument("--admins", type=int, default=0)
     p_load.add_argument("--format", choices=["json", "msgpack"], default="json")
     p_load.add_argument("--out", default=None)
-    p_load.add_argument("--processes", type=int, default=None, help="client processes (default: by socket count)")
+    p_load.add_argument(
+        "--processes", type=int, default=None, help="client processes (default: by socket count)"
+    )
 
     args = parser.parse_args(argv)
     if args.command == "serve":

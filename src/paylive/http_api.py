@@ -19,7 +19,6 @@ from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, p
 from .engine import EngineUnavailable
 from .errors import ApiError
 from .machine import Cancel, Command, Interrupt, StartAttempt
-from .ratelimit import TokenBuckets
 from .runtime import Runtime
 from .service import Outcome
 from .webhooks import SignatureError, verify
@@ -90,7 +89,9 @@ def handle_errors(endpoint: Endpoint) -> Endpoint:
         except EngineUnavailable:
             metrics.ENGINE_ERRORS.inc()
             return error_response(
-                ApiError(503, "engine_unavailable", "the session store is unavailable; retry shortly")
+                ApiError(
+                    503, "engine_unavailable", "the session store is unavailable; retry shortly"
+                )
             )
 
     return wrapped

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from .session import PROCESSING, Session
 log = logging.getLogger("paylive.hub")
 
 Send = Callable[[str | bytes], Awaitable[None]]
-Close = Callable[[int, str], Awaitable[None]]
+Close = Callable[[int, str], Coroutine[Any, Any, None]]
 
 
 def snapshot_message(session: Session, now: int) -> Encoded:
@@ -345,7 +345,7 @@ class Hub:
     def socket_count(self) -> int:
         return sum(len(c.subscribers) for c in self.channels.values()) + len(self.admins)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

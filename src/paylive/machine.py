@@ -13,7 +13,7 @@ service asks the gateway and calls ``decide`` again with the answers in ``voids`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .messages import Message
@@ -239,8 +239,7 @@ def _unknown(
     return tuple(
         a.number
         for a in session.attempts
-        if a.status in wanted
-        or (voids.get(a.number) and a.status not in (A_SUCCEEDED, A_REFUNDED))
+        if a.status in wanted or (voids.get(a.number) and a.status not in (A_SUCCEEDED, A_REFUNDED))
     )
 
 
@@ -249,9 +248,7 @@ def _missing(numbers: tuple[int, ...], voids: Mapping[int, bool]) -> NeedsVoid |
     return NeedsVoid(missing) if missing else None
 
 
-def _settle_voids(
-    tx: _Tx, numbers: tuple[int, ...], voids: Mapping[int, bool], emit: bool
-) -> bool:
+def _settle_voids(tx: _Tx, numbers: tuple[int, ...], voids: Mapping[int, bool], emit: bool) -> bool:
     """Apply the gateway's void answers; True when one says the money moved after all.
 
     A charged attempt makes the session succeed (cause ``late_success``). With
@@ -280,7 +277,9 @@ def _ended(tx: _Tx, number: int) -> int:
 
 
 def _already_paid() -> Refusal:
-    return Refusal(409, "already_paid", "the provider charged an earlier attempt: the session is paid")
+    return Refusal(
+        409, "already_paid", "the provider charged an earlier attempt: the session is paid"
+    )
 
 
 def _paid_meanwhile(s: Session, voids: Mapping[int, bool]) -> bool:
@@ -368,9 +367,7 @@ def _start_attempt(
         payment_method=method,
     )
     tx.state(previous, "attempt_started")
-    tx.effects.append(
-        Charge(number, idempotency_key(s.id, number), method, s.amount, s.currency)
-    )
+    tx.effects.append(Charge(number, idempotency_key(s.id, number), method, s.amount, s.currency))
     return tx.done()
 
 
@@ -378,7 +375,9 @@ def _interrupt(
     s: Session, cmd: Interrupt, now: int, rules: Rules, voids: Mapping[int, bool]
 ) -> Decision | NeedsVoid:
     if s.status != PROCESSING:
-        return _refuse(s, 409, "invalid_state", f"no attempt is processing (the session is {s.status})")
+        return _refuse(
+            s, 409, "invalid_state", f"no attempt is processing (the session is {s.status})"
+        )
     return _end_attempt(s, s.attempt, A_NETWORK_ERROR, cmd.reason, None, True, now, rules, voids)
 
 
@@ -481,7 +480,15 @@ def _provider_result(
         if cmd.outcome == "declined":
             retryable = cmd.decline_code not in NON_RETRYABLE_DECLINES
             return _end_attempt(
-                s, attempt.number, A_DECLINED, "declined", cmd.decline_code, retryable, now, rules, voids
+                s,
+                attempt.number,
+                A_DECLINED,
+                "declined",
+                cmd.decline_code,
+                retryable,
+                now,
+                rules,
+                voids,
             )
         status = A_PROVIDER_ERROR if cmd.outcome == "provider_error" else A_NETWORK_ERROR
         return _end_attempt(s, attempt.number, status, cmd.outcome, None, True, now, rules, voids)

@@ -4,25 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from .machine import Decision
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-SOCKETS = Gauge("paylive_sockets_open", "WebSockets open on this worker", ["kind"], registry=REGISTRY)
+SOCKETS = Gauge(
+    "paylive_sockets_open", "WebSockets open on this worker", ["kind"], registry=REGISTRY
+)
 EVENTS_PUBLISHED = Counter(
-    "paylive_events_published_total", "Durable events saved and published by this worker",
-    ["type"], registry=REGISTRY,
+    "paylive_events_published_total",
+    "Durable events saved and published by this worker",
+    ["type"],
+    registry=REGISTRY,
 )
 EVENTS_DELIVERED = Counter(
-    "paylive_events_delivered_total", "Messages written to sockets by this worker", ["type"],
+    "paylive_events_delivered_total",
+    "Messages written to sockets by this worker",
+    ["type"],
     registry=REGISTRY,
 )
 DELIVERY_LATENCY = Histogram(
-    "paylive_delivery_latency_seconds", "From a durable event's timestamp to its socket write",
+    "paylive_delivery_latency_seconds",
+    "From a durable event's timestamp to its socket write",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
@@ -30,25 +43,32 @@ INTERRUPTIONS = Counter(
     "paylive_interruptions_total", "Attempts interrupted, by reason", ["reason"], registry=REGISTRY
 )
 LATE_SUCCESSES = Counter(
-    "paylive_late_successes_total", "Sessions that succeeded after their attempt had ended",
+    "paylive_late_successes_total",
+    "Sessions that succeeded after their attempt had ended",
     registry=REGISTRY,
 )
 REFUNDS = Counter(
-    "paylive_refunds_total", "Charges refunded (late or duplicate successes), by cause", ["cause"],
+    "paylive_refunds_total",
+    "Charges refunded (late or duplicate successes), by cause",
+    ["cause"],
     registry=REGISTRY,
 )
 CAS_CONFLICTS = Counter(
-    "paylive_cas_conflicts_total", "Saves that lost a race and were decided again",
+    "paylive_cas_conflicts_total",
+    "Saves that lost a race and were decided again",
     registry=REGISTRY,
 )
 SLOW_CONSUMERS = Counter(
-    "paylive_slow_consumers_total", "Sockets closed with 1013 because they fell behind",
+    "paylive_slow_consumers_total",
+    "Sockets closed with 1013 because they fell behind",
     registry=REGISTRY,
 )
 ENGINE_ERRORS = Counter(
-    "paylive_engine_unavailable_total", "Requests answered 503 because the engine was down",
+    "paylive_engine_unavailable_total",
+    "Requests answered 503 because the engine was down",
     registry=REGISTRY,
 )
+
 
 def observe_events(decision: Decision, delta: Mapping[str, int]) -> None:
     """Count what one saved decision did; interruptions come from the summary deltas so

@@ -46,7 +46,12 @@ async def demo(request: Request) -> Response:
         )
     except EngineUnavailable:
         return JSONResponse(
-            {"error": {"code": "engine_unavailable", "message": "the session store is unavailable"}},
+            {
+                "error": {
+                    "code": "engine_unavailable",
+                    "message": "the session store is unavailable",
+                }
+            },
             status_code=503,
         )
     secret = client_secret(runtime.settings.secret, session.id)

@@ -55,9 +55,7 @@ class Runtime:
         await self.engine.start()
         self._loops = [
             asyncio.create_task(self._every(self.settings.timer_poll_ms, self._fire_timers)),
-            asyncio.create_task(
-                self._every(self.settings.countdown_interval_ms, self._countdowns)
-            ),
+            asyncio.create_task(self._every(self.settings.countdown_interval_ms, self._countdowns)),
             asyncio.create_task(self._every(self.settings.summary_interval_ms, self._summary)),
         ]
 

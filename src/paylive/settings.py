@@ -111,9 +111,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
 
     mode = env.get("PAYLIVE_ENV", "development").strip() or "development"
     if mode not in ("development", "production", "test"):
-        raise SettingsError(
-            f"PAYLIVE_ENV must be development, production or test, got {mode!r}"
-        )
+        raise SettingsError(f"PAYLIVE_ENV must be development, production or test, got {mode!r}")
     values["env"] = mode
 
     redis_url = (env.get("PAYLIVE_REDIS_URL") or "").strip() or None
@@ -172,9 +170,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values[attr] = (token,) if attr == "webhook_secrets" else token
         generated.append(name)
     if missing:
-        raise SettingsError(
-            "PAYLIVE_ENV=production refuses to start without " + ", ".join(missing)
-        )
+        raise SettingsError("PAYLIVE_ENV=production refuses to start without " + ", ".join(missing))
     values["generated"] = tuple(generated)
 
     values.update(overrides)

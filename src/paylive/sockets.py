@@ -35,7 +35,9 @@ ADMIN_QUEUE_FACTOR = 16
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
-def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[str, ...] | None) -> bool:
+def origin_allowed(
+    origin: str | None, host_header: str | None, allowed: tuple[str, ...] | None
+) -> bool:
     """PROTOCOL.md: the allow-list, or (unset) the same origin and localhost only.
     A client that sends no Origin is not a browser, and CSRF-style abuse needs one."""
     if origin is None:
@@ -106,7 +108,9 @@ async def _handshake(ws: WebSocket, runtime: Runtime) -> str | None:
     return subprotocol
 
 
-def _reply(kind: str, data: dict[str, Any], session: str | None, seq: int | None, now: int) -> Encoded:
+def _reply(
+    kind: str, data: dict[str, Any], session: str | None, seq: int | None, now: int
+) -> Encoded:
     return Encoded.of(Message(kind, data, session, seq, now))
 
 
@@ -117,7 +121,11 @@ async def customer_socket(ws: WebSocket) -> None:
     if subprotocol is None:
         return
     principal = principal_for(ws.query_params.get("token"), runtime.settings)
-    if principal is None or principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
+    if (
+        principal is None
+        or principal.kind not in (CUSTOMER, ADMIN)
+        or not principal.may_open(session_id)
+    ):
         await _refuse(ws, CLOSE_BAD_TOKEN, "missing or bad token", subprotocol)
         return
     try:
@@ -139,7 +147,9 @@ async def customer_socket(ws: WebSocket) -> None:
         await _finish(subscriber, writer)
 
 
-async def _catch_up(runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None) -> None:
+async def _catch_up(
+    runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None
+) -> None:
     """Replay from ``since`` when every later event is still held, else a snapshot.
     The subscriber is already joined, so what happens meanwhile is held, not lost."""
     session = await runtime.engine.load(session_id)
@@ -212,7 +222,9 @@ def parse_command(frame: dict[str, Any]) -> Command | None:
         command = Cancel()
     elif kind == "interrupt":
         allowed.add("reason")
-        command = Interrupt(validation.parse_interrupt({"reason": frame.get("reason", "network_error")}))
+        command = Interrupt(
+            validation.parse_interrupt({"reason": frame.get("reason", "network_error")})
+        )
     else:
         raise ApiError(400, "unknown_command", f"unknown command type {kind!r}")
     extra = sorted(set(frame) - allowed)
@@ -221,36 +233,51 @@ def parse_command(frame: dict[str, Any]) -> Command | None:
     return command
 
 
-async def _command(runtime: Runtime, subscriber: Subscriber, session_id: str, frame: dict[str, Any]) -> None:
-    now = runtime.clock()
+async def _command(
+    runtime: Runtime, subscriber: Subscriber, session_id: str, frame: dict[str, Any]
+) -> None:
     seq = subscriber.last_seq if subscriber.last_seq >= 0 else None
     ref: str | int | None = None
     try:
         ref = _ref(frame)
         command = parse_command(frame)
         if command is None:
-            subscriber.push(_reply("pong", {}, session_id, seq, now))
+            subscriber.push(_reply("pong", {}, session_id, seq, runtime.clock()))
             return
         if not runtime.limiter.take(session_id):
             raise ApiError(429, "rate_limited", "too many commands for this session; slow down")
         outcome = await runtime.service.run(session_id, command)
     except ApiError as exc:
-        outcome = None
-        error = {"code": exc.code, "message": exc.message}
+        _error(runtime, subscriber, session_id, seq, exc.code, exc.message, ref)
+        return
     except EngineUnavailable:
-        outcome = None
-        error = {"code": "engine_unavailable", "message": "the session store is unavailable; retry shortly"}
-    else:
-        refusal = outcome.decision.refusal
-        if refusal is None:
-            if ref is not None:
-                subscriber.push(_reply("ack", {"ref": ref}, session_id, outcome.session.seq, runtime.clock()))
-            return
-        error = {"code": refusal.code, "message": refusal.message}
+        message = "the session store is unavailable; retry shortly"
+        _error(runtime, subscriber, session_id, seq, "engine_unavailable", message, ref)
+        return
+    refusal = outcome.decision.refusal
+    if refusal is not None:
+        _error(
+            runtime, subscriber, session_id, outcome.session.seq, refusal.code, refusal.message, ref
+        )
+    elif ref is not None:
+        subscriber.push(
+            _reply("ack", {"ref": ref}, session_id, outcome.session.seq, runtime.clock())
+        )
+
+
+def _error(
+    runtime: Runtime,
+    subscriber: Subscriber,
+    session_id: str | None,
+    seq: int | None,
+    code: str,
+    message: str,
+    ref: str | int | None,
+) -> None:
+    data: dict[str, Any] = {"code": code, "message": message}
     if ref is not None:
-        error["ref"] = ref
-    seq = outcome.session.seq if outcome is not None else seq
-    subscriber.push(_reply("error", error, session_id, seq, runtime.clock()))
+        data["ref"] = ref
+    subscriber.push(_reply("error", data, session_id, seq, runtime.clock()))
 
 
 async def admin_socket(ws: WebSocket) -> None:
@@ -277,7 +304,9 @@ async def admin_socket(ws: WebSocket) -> None:
         await _finish(subscriber, writer)
 
 
-async def _read_admin(ws: WebSocket, runtime: Runtime, subscriber: Subscriber, subprotocol: str) -> None:
+async def _read_admin(
+    ws: WebSocket, runtime: Runtime, subscriber: Subscriber, subprotocol: str
+) -> None:
     limit = runtime.settings.max_message_bytes
     while True:
         message = await ws.receive()
@@ -293,22 +322,25 @@ async def _read_admin(ws: WebSocket, runtime: Runtime, subscriber: Subscriber, s
         except DecodeError as exc:
             subscriber.kill(CLOSE_POLICY, str(exc)[:120])
             return
-        now = runtime.clock()
         if frame.get("type") == "ping":
-            subscriber.push(_reply("pong", {}, None, None, now))
+            subscriber.push(_reply("pong", {}, None, None, runtime.clock()))
         else:
-            error: dict[str, Any] = {
-                "code": "unknown_command",
-                "message": "the admin feed only takes ping; use the admin API",
-            }
-            if isinstance(frame.get("ref"), (str, int)):
-                error["ref"] = frame["ref"]
-            subscriber.push(_reply("error", error, None, None, now))
+            ref = frame.get("ref")
+            text = "the admin feed only takes ping; use the admin API"
+            _error(
+                runtime,
+                subscriber,
+                None,
+                None,
+                "unknown_command",
+                text,
+                ref if isinstance(ref, (str, int)) else None,
+            )
 
 
 async def _finish(subscriber: Subscriber, writer: asyncio.Task[None]) -> None:
     subscriber.stop_writer()
     try:
         await asyncio.wait_for(writer, timeout=2)
-    except (asyncio.TimeoutError, asyncio.CancelledError, WebSocketDisconnect, Exception):
+    except (TimeoutError, asyncio.CancelledError, WebSocketDisconnect, Exception):
         writer.cancel()

@@ -113,7 +113,7 @@ def parse_payment_method(value: Any, required: bool) -> dict[str, Any] | None:
             raise invalid("payment_method", "is required")
         return None
     if not isinstance(value, dict):
-        raise invalid("payment_method", "must be an object such as {\"card\": \"4242...\"}")
+        raise invalid("payment_method", 'must be an object such as {"card": "4242..."}')
     _only_prefixed(value, {"card"}, "payment_method")
     card = value.get("card")
     if not isinstance(card, str):

@@ -176,4 +176,3 @@ class MemoryEngine(Engine):
 
     async def unsubscribe(self, session_id: str | None) -> None:
         self._subscribed.discard(session_id)
-

@@ -73,9 +73,7 @@ class SandboxGateway(Gateway):
 
     async def charge(self, charge: Charge) -> ChargeReply:
         # A key is charged once: a second charge under it is answered but does nothing.
-        first = await self._engine.put_if_absent(
-            f"sandbox:req:{charge.key}", b"1", LEDGER_TTL_MS
-        )
+        first = await self._engine.put_if_absent(f"sandbox:req:{charge.key}", b"1", LEDGER_TTL_MS)
         if first is not None:
             return ChargeReply.ACCEPTED
         card = card_behaviour(str(charge.payment_method.get("card", "")))
