@@ -172,7 +172,9 @@ class Hub:
         self.channels: dict[str, Channel] = {}
         self.admins: set[Subscriber] = set()
         self._subscribed: set[str | None] = set()
-        self._lock = asyncio.Lock()
+        # One lock per channel being (un)subscribed, so a reconnect storm over many
+        # sessions is not serialised behind one lock.
+        self._locks: dict[str | None, tuple[asyncio.Lock, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         engine.set_listeners(self.on_event, self.on_resync)
 
@@ -212,15 +214,24 @@ class Hub:
 
     async def _sync(self, key: str | None) -> None:
         """Make the engine subscription for ``key`` match whether anyone local listens.
-        Serialised, so a leave and a join racing on one channel end subscribed."""
-        async with self._lock:
-            wanted = bool(self.admins) if key is None else key in self.channels
-            if wanted and key not in self._subscribed:
-                await self._engine.subscribe(key)
-                self._subscribed.add(key)
-            elif not wanted and key in self._subscribed:
-                self._subscribed.discard(key)
-                await self._engine.unsubscribe(key)
+        Serialised per channel, so a leave and a join racing on one end subscribed."""
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                wanted = bool(self.admins) if key is None else key in self.channels
+                if wanted and key not in self._subscribed:
+                    await self._engine.subscribe(key)
+                    self._subscribed.add(key)
+                elif not wanted and key in self._subscribed:
+                    self._subscribed.discard(key)
+                    await self._engine.unsubscribe(key)
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     async def _sync_quietly(self, key: str | None) -> None:
         try:
