@@ -1,0 +1,621 @@
+"""One suite for both engines, plus what only Redis can do (several engines, outages,
+restarts, Cluster). Redis tests start their own redis-server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from redis.crc import key_slot
+
+from paylive.engine import Engine, EngineUnavailable
+from paylive.engine.memory import MemoryEngine
+from paylive.engine.redis import RedisEngine
+from paylive.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
+from paylive.settings import Settings
+
+from . import redisproc
+from .redisproc import RedisProc
+
+pytestmark = pytest.mark.anyio
+
+needs_redis = pytest.mark.skipif(
+    redisproc.REDIS_SERVER is None or redisproc.REDIS_CLI is None,
+    reason="redis-server and redis-cli are needed",
+)
+
+T0 = 1_764_000_000_000
+SETTINGS = Settings(history_cap=5)
+CLOSE_TIMEOUT_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_session(session_id: str, created_at: int = T0, **changes: Any) -> Session:
+    session = Session(
+        id=session_id,
+        order_id=f"order-{session_id}",
+        amount=1999,
+        currency="EUR",
+        created_at=created_at,
+        expires_at=created_at + SETTINGS.session_ttl_ms,
+        max_attempts=3,
+        updated_at=created_at,
+        metadata={"cart": "ünïcode"},
+    )
+    return replace(session, **changes)
+
+
+class Recorder:
+    """The listeners an engine calls: what arrived on which channel, and resyncs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.events: list[tuple[str | None, bytes]] = []
+        self.resyncs = 0
+        engine.set_listeners(self.on_event, self.on_resync)
+
+    def on_event(self, session_id: str | None, payload: bytes) -> None:
+        assert isinstance(payload, bytes)
+        self.events.append((session_id, payload))
+
+    def on_resync(self) -> None:
+        self.resyncs += 1
+
+    def of(self, session_id: str | None) -> list[bytes]:
+        return [payload for sid, payload in self.events if sid == session_id]
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Wait until ``check()`` holds; bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await anyio.sleep(0.01)
+
+
+# Fixtures -------------------------------------------------------------------
+
+MakeEngine = Callable[..., Awaitable[Engine]]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    if redisproc.REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    server = redisproc.start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory"),
+        pytest.param("redis", id="redis", marks=[pytest.mark.redis, needs_redis]),
+    ]
+)
+async def make_engine(request: pytest.FixtureRequest) -> AsyncIterator[MakeEngine]:
+    """Make started engines of the parametrised kind; all closed at teardown."""
+    server: RedisProc | None = None
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flushall()
+    made: list[Engine] = []
+
+    async def make(settings: Settings = SETTINGS) -> Engine:
+        engine: Engine
+        if server is None:
+            engine = MemoryEngine(settings)
+        else:
+            engine = RedisEngine(server.url, settings)
+        made.append(engine)
+        await engine.start()
+        return engine
+
+    yield make
+    with anyio.fail_after(CLOSE_TIMEOUT_S):
+        for engine in made:
+            await engine.close()
+
+
+@pytest.fixture
+async def engine(make_engine: MakeEngine) -> Engine:
+    return await make_engine()
+
+
+@pytest.fixture
+async def redis_engines(
+    redis_server: RedisProc,
+) -> AsyncIterator[Callable[..., Awaitable[RedisEngine]]]:
+    """Make Redis engines on the module's server (or another URL); closed at teardown."""
+    redis_server.flushall()
+    made: list[RedisEngine] = []
+
+    async def make(url: str | None = None, **kwargs: Any) -> RedisEngine:
+        engine = RedisEngine(url or redis_server.url, SETTINGS, **kwargs)
+        made.append(engine)
+        await engine.start()
+        return engine
+
+    yield make
+    with anyio.fail_after(CLOSE_TIMEOUT_S):
+        for engine in made:
+            await engine.close()
+
+
+# Both engines ---------------------------------------------------------------
+
+
+async def test_create_and_load(engine: Engine) -> None:
+    session = make_session("ps_a")
+    await engine.create(session, {"status:created": 1}, b"notice")
+    assert await engine.load("ps_a") == session
+    assert await engine.load("ps_missing") is None
+    assert await engine.counters() == {"status:created": 1}
+
+
+async def test_save_is_compare_and_set(engine: Engine) -> None:
+    rec = Recorder(engine)
+    await engine.subscribe("ps_a")
+    await engine.subscribe(None)
+    session = make_session("ps_a")
+    await engine.create(session, {"status:created": 1}, b"notice")
+
+    paying = replace(session, status=PROCESSING, attempt=1, deadline=T0 + 30_000, seq=1)
+    moved = {"status:created": -1, "status:processing": 1}
+    assert await engine.save(paying, 0, [b"e1"], moved) is True
+    assert await engine.load("ps_a") == replace(paying, version=1)
+
+    # A writer that loaded version 0 lost the race: it changes nothing at all.
+    stale = replace(session, status=CANCELLED, seq=1)
+    assert await engine.save(stale, 0, [b"stale"], {"status:cancelled": 1}) is False
+    assert await engine.load("ps_a") == replace(paying, version=1)
+    assert await engine.history("ps_a", 0) == [b"e1"]
+    assert await engine.counters() == {"status:created": 0, "status:processing": 1}
+
+    # Events of one engine arrive in order on one connection: once e2 is in, a
+    # published "stale" event would have been seen already.
+    assert await engine.save(replace(paying, seq=2), 1, [b"e2"], {}) is True
+    await eventually(lambda: rec.of(None)[-1:] == [b"e2"])
+    assert rec.of("ps_a") == [b"e1", b"e2"]
+    assert rec.of(None) == [b"notice", b"e1", b"e2"]
+
+    assert await engine.save(make_session("ps_unknown"), 0, [b"x"], {}) is False
+    assert await engine.load("ps_unknown") is None
+
+
+async def test_events_go_to_history_and_both_channels(engine: Engine) -> None:
+    rec = Recorder(engine)
+    await engine.subscribe("ps_a")
+    await engine.subscribe(None)
+    await engine.create(make_session("ps_a"), {}, b"created-a")
+    await engine.create(make_session("ps_b"), {}, b"created-b")
+    session = await engine.load("ps_a")
+    assert session is not None
+    assert await engine.save(replace(session, seq=2), 0, [b"s1", b"s2"], {}) is True
+    other = await engine.load("ps_b")
+    assert other is not None
+    assert await engine.save(replace(other, seq=1), 0, [b"b1"], {}) is True
+
+    await eventually(lambda: len(rec.of(None)) == 5)
+    # The notice of a creation goes to the admin channel only.
+    assert rec.of("ps_a") == [b"s1", b"s2"]
+    assert rec.of("ps_b") == []  # not subscribed
+    assert rec.of(None) == [b"created-a", b"created-b", b"s1", b"s2", b"b1"]
+    assert await engine.history("ps_a", 0) == [b"s1", b"s2"]
+    assert await engine.history("ps_b", 0) == [b"b1"]
+
+
+async def test_history_replays_after_since_or_says_it_cannot(engine: Engine) -> None:
+    session = make_session("ps_h")
+    await engine.create(session, {}, b"n")
+    for seq in range(1, 4):
+        saved = await engine.save(replace(session, seq=seq), seq - 1, [b"e%d" % seq], {})
+        assert saved
+    assert await engine.history("ps_h", 0) == [b"e1", b"e2", b"e3"]
+    assert await engine.history("ps_h", 1) == [b"e2", b"e3"]
+    assert await engine.history("ps_h", 3) == []
+    assert await engine.history("ps_h", 9) == []
+
+    # Five more in one save: 8 in all, the cap (5) holds e4..e8.
+    events = [b"e%d" % seq for seq in range(4, 9)]
+    assert await engine.save(replace(session, seq=8), 3, events, {})
+    assert await engine.history("ps_h", 3) == events
+    assert await engine.history("ps_h", 6) == [b"e7", b"e8"]
+    assert await engine.history("ps_h", 2) is None  # e3 is gone: no partial replay
+    assert await engine.history("ps_h", 0) is None
+    assert await engine.history("ps_missing", 0) is None
+
+
+async def test_list_sessions_newest_first(engine: Engine) -> None:
+    # a, b and c in the same millisecond: creation order still decides.
+    for session_id in ("ps_a", "ps_b", "ps_c"):
+        await engine.create(make_session(session_id), {}, b"n")
+    await engine.create(make_session("ps_d", created_at=T0 + 5), {}, b"n")
+
+    def ids(sessions: list[Session]) -> list[str]:
+        return [s.id for s in sessions]
+
+    assert ids(await engine.list_sessions(False, 10)) == ["ps_d", "ps_c", "ps_b", "ps_a"]
+    assert ids(await engine.list_sessions(False, 2)) == ["ps_d", "ps_c"]
+    assert await engine.list_sessions(False, 0) == []
+
+    b = await engine.load("ps_b")
+    assert b is not None
+    assert await engine.save(replace(b, status=SUCCEEDED, seq=1), 0, [b"done"], {})
+    assert ids(await engine.list_sessions(True, 10)) == ["ps_d", "ps_c", "ps_a"]
+    assert ids(await engine.list_sessions(True, 1)) == ["ps_d"]
+    listed = await engine.list_sessions(False, 10)
+    assert ids(listed) == ["ps_d", "ps_c", "ps_b", "ps_a"]
+    assert listed[2].status == SUCCEEDED and listed[2].version == 1
+
+
+async def test_counters_add_the_deltas(engine: Engine) -> None:
+    assert await engine.counters() == {}
+    for session_id in ("ps_a", "ps_b"):
+        await engine.create(make_session(session_id), {"status:created": 1}, b"n")
+    a = await engine.load("ps_a")
+    assert a is not None
+    delta = {"status:created": -1, "status:cancelled": 1, "interruptions:timeout": 2}
+    assert await engine.save(replace(a, status=CANCELLED, seq=1), 0, [b"x"], delta)
+    assert await engine.counters() == {
+        "status:created": 1,
+        "status:cancelled": 1,
+        "interruptions:timeout": 2,
+    }
+
+
+async def test_timers_are_claimed_once_per_lease(engine: Engine) -> None:
+    session = make_session("ps_t")
+    await engine.create(session, {}, b"n")
+    due = session.expires_at  # a created session is looked at when it expires
+    assert await engine.claim_due(due - 1, 10, 5_000) == []
+    assert await engine.claim_due(due, 10, 5_000) == ["ps_t"]
+    # Leased: nobody else gets it until the lease runs out (the worker died).
+    assert await engine.claim_due(due, 10, 5_000) == []
+    assert await engine.claim_due(due + 4_999, 10, 5_000) == []
+    assert await engine.claim_due(due + 5_000, 10, 5_000) == ["ps_t"]
+
+    # A save sets the timer to the new state's next_due (here: earlier).
+    paying = replace(session, status=PROCESSING, attempt=1, deadline=T0 + 30_000, seq=1)
+    assert await engine.save(paying, 0, [b"p"], {})
+    assert await engine.claim_due(T0 + 29_999, 10, 5_000) == []
+    assert await engine.claim_due(T0 + 30_000, 10, 5_000) == ["ps_t"]
+
+    # ...or later, past the lease the claim set.
+    waiting = replace(paying, status=CREATED, deadline=None, seq=2)
+    assert await engine.save(waiting, 1, [b"w"], {})
+    assert await engine.claim_due(T0 + 40_000, 10, 5_000) == []
+    assert await engine.claim_due(session.expires_at, 10, 5_000) == ["ps_t"]
+
+    # A terminal session has no timer.
+    done = replace(waiting, status=CANCELLED, seq=3)
+    assert await engine.save(done, 2, [b"c"], {})
+    assert await engine.claim_due(session.expires_at + 10**6, 10, 5_000) == []
+
+
+async def test_schedule_and_claim_limit(engine: Engine) -> None:
+    for index, session_id in enumerate(("ps_a", "ps_b", "ps_c")):
+        await engine.create(make_session(session_id, created_at=T0 + index), {}, b"n")
+    await engine.schedule("ps_c", T0 + 10)
+    await engine.schedule("ps_a", T0 + 30)
+    await engine.schedule("ps_b", None)
+    await engine.schedule("ps_ghost", T0)  # no such session: nothing happens
+
+    assert await engine.claim_due(T0 + 5, 10, 1_000) == []
+    assert await engine.claim_due(T0 + 40, 1, 1_000) == ["ps_c"]  # earliest due first
+    assert await engine.claim_due(T0 + 40, 5, 1_000) == ["ps_a"]
+    assert await engine.claim_due(T0 + 40, 0, 1_000) == []
+    # ps_b has no timer any more, and the two leases run out at T0 + 1040.
+    assert sorted(await engine.claim_due(T0 + 1_040, 10, 1_000)) == ["ps_a", "ps_c"]
+
+
+async def test_ended_sessions_are_purged_after_retention(engine: Engine) -> None:
+    session = make_session("ps_old")
+    await engine.create(session, {}, b"n")
+    ended_at = T0 + 1_000
+    done = replace(session, status=CANCELLED, seq=1, updated_at=ended_at)
+    assert await engine.save(done, 0, [b"c"], {})
+    purge_at = ended_at + SETTINGS.retention_after_end_ms
+    await engine.claim_due(purge_at - 1, 10, 1_000)
+    assert await engine.load("ps_old") is not None
+    await engine.claim_due(purge_at, 10, 1_000)
+    assert await engine.load("ps_old") is None
+    assert await engine.history("ps_old", 0) is None
+    assert await engine.list_sessions(False, 10) == []
+
+
+async def test_records(engine: Engine) -> None:
+    assert await engine.put_if_absent("idem:1", b"first", 10_000) is None
+    assert await engine.put_if_absent("idem:1", b"second", 10_000) == b"first"
+    assert await engine.get("idem:1") == b"first"
+    await engine.put("idem:1", b"third", 10_000)
+    assert await engine.get("idem:1") == b"third"
+    await engine.delete("idem:1")
+    assert await engine.get("idem:1") is None
+    await engine.delete("idem:1")  # deleting nothing is fine
+    assert await engine.get("never") is None
+
+    await engine.put("short", b"x", 100)
+    assert await engine.put_if_absent("short-nx", b"y", 100) is None
+    assert await engine.get("short") == b"x"
+    await anyio.sleep(0.3)
+    assert await engine.get("short") is None
+    assert await engine.put_if_absent("short-nx", b"z", 10_000) is None
+    assert await engine.get("short-nx") == b"z"
+
+
+async def test_unsubscribe_stops_delivery(engine: Engine) -> None:
+    rec = Recorder(engine)
+    await engine.subscribe("ps_a")
+    await engine.subscribe(None)
+    session = make_session("ps_a")
+    await engine.create(session, {}, b"n")
+    await engine.create(make_session("ps_fence"), {}, b"n")
+    assert await engine.save(replace(session, seq=1), 0, [b"e1"], {})
+    await eventually(lambda: rec.of("ps_a") == [b"e1"])
+
+    await engine.unsubscribe("ps_a")
+    await engine.unsubscribe("ps_a")  # twice is fine
+    assert await engine.save(replace(session, seq=2), 1, [b"e2"], {})
+    await eventually(lambda: rec.of(None)[-1:] == [b"e2"])  # the admin channel is a fence
+
+    await engine.unsubscribe(None)
+    await engine.subscribe("ps_fence")
+    assert await engine.save(replace(session, seq=3), 2, [b"e3"], {})
+    fence = await engine.load("ps_fence")
+    assert fence is not None
+    assert await engine.save(replace(fence, seq=1), 0, [b"f1"], {})
+    await eventually(lambda: rec.of("ps_fence") == [b"f1"])
+    assert rec.of("ps_a") == [b"e1"]
+    assert rec.of(None) == [b"n", b"n", b"e1", b"e2"]
+
+
+# Redis only -----------------------------------------------------------------
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_two_engines_share_state_and_fan_out(
+    redis_engines: Callable[..., Awaitable[RedisEngine]], redis_server: RedisProc
+) -> None:
+    a = await redis_engines()
+    b = await redis_engines()
+    rec_a, rec_b = Recorder(a), Recorder(b)
+    await b.subscribe("ps_x")
+    await b.subscribe(None)
+    session = make_session("ps_x")
+    await a.create(session, {"status:created": 1}, b"notice")
+    assert await a.save(replace(session, seq=1), 0, [b"e1"], {})
+    await eventually(lambda: rec_b.of("ps_x") == [b"e1"])
+    assert rec_b.of(None) == [b"notice", b"e1"]
+    assert rec_a.events == []  # a subscribed to nothing
+    # One subscription connection per engine, however many channels it follows.
+    for index in range(50):
+        await b.subscribe(f"ps_many{index}")
+    pubsub = redisproc.command(redis_server.port, "CLIENT", "LIST", "TYPE", "pubsub")
+    assert pubsub.count(b"id=") == 2
+    assert await b.load("ps_x") == replace(session, seq=1, version=1)
+    assert await b.counters() == {"status:created": 1}
+
+    # Both load version v and save at once, many times over: exactly one wins each.
+    for version in range(1, 21):
+        results = await asyncio.gather(
+            a.save(replace(session, seq=version + 1), version, [b"a%d" % version], {}),
+            b.save(replace(session, seq=version + 1), version, [b"b%d" % version], {}),
+        )
+        assert sorted(results) == [False, True]
+    held = await a.history("ps_x", 16)
+    assert held is not None and len(held) == 5
+    assert (await a.load("ps_x")).version == 21  # type: ignore[union-attr]
+    await eventually(lambda: len(rec_b.of("ps_x")) == 21)
+    assert rec_b.of("ps_x")[-5:] == held
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_a_silent_subscription_is_detected(
+    redis_engines: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    engine = await redis_engines(probe_interval=0.1, probe_timeout=0.3, backoff_cap=0.2)
+    rec = Recorder(engine)
+    await engine.subscribe("ps_s")
+    await anyio.sleep(0.6)  # several probes came back: a live subscription stays healthy
+    assert engine.subscription_healthy and rec.resyncs == 0
+
+    # Silence it behind the engine's back: the connection stays open and publishing
+    # still works, but nothing is delivered any more. Only the probe can tell.
+    conn = engine._conn
+    assert conn is not None
+    await conn.send_command("UNSUBSCRIBE")
+    await eventually(lambda: not engine.subscription_healthy, timeout=2)
+    await eventually(lambda: engine.subscription_healthy and rec.resyncs == 1, timeout=5)
+
+    session = make_session("ps_s")
+    await engine.create(session, {}, b"n")
+    assert await engine.save(replace(session, seq=1), 0, [b"again"], {})
+    await eventually(lambda: rec.of("ps_s") == [b"again"])
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_data_survives_a_restart_with_append_only_file(tmp_path: Path) -> None:
+    server = redisproc.start_redis(tmp_path / "aof", appendonly=True)
+    engine = RedisEngine(server.url, SETTINGS)
+    try:
+        await engine.start()
+        rec = Recorder(engine)
+        session = make_session("ps_keep")
+        await engine.create(session, {"status:created": 1}, b"n")
+        assert await engine.save(replace(session, seq=1), 0, [b"e1"], {})
+        await engine.put("idem:keep", b"v", 60_000)
+
+        server.stop()
+        server.start()
+        await eventually(lambda: engine.subscription_healthy and rec.resyncs == 1, timeout=10)
+
+        assert await engine.load("ps_keep") == replace(session, seq=1, version=1)
+        assert await engine.history("ps_keep", 0) == [b"e1"]
+        assert await engine.get("idem:keep") == b"v"
+        assert await engine.counters() == {"status:created": 1}
+        assert await engine.claim_due(session.expires_at, 10, 1_000) == ["ps_keep"]
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+        server.stop()
+
+
+async def _assert_unavailable_fast(engine: RedisEngine) -> float:
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable):
+        await engine.load("ps_o")
+    with pytest.raises(EngineUnavailable):
+        await engine.ping()
+    with pytest.raises(EngineUnavailable):
+        await engine.save(make_session("ps_o"), 1, [b"x"], {})
+    elapsed = time.monotonic() - started
+    return elapsed
+
+
+@pytest.mark.redis
+@needs_redis
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> None:
+    """Stopped: connections close. Frozen (SIGSTOP): nothing answers and nothing closes,
+    so only the timeouts and the probe can tell."""
+    server = redisproc.start_redis(tmp_path / "outage", appendonly=True)
+    engine = RedisEngine(
+        server.url, SETTINGS, probe_interval=0.3, probe_timeout=0.5, backoff_cap=0.5
+    )
+    try:
+        await engine.start()
+        assert engine.subscription_healthy
+        rec = Recorder(engine)
+        await engine.subscribe("ps_o")
+        session = make_session("ps_o")
+        await engine.create(session, {}, b"n")
+        assert await engine.save(replace(session, seq=1), 0, [b"before"], {})
+        await eventually(lambda: rec.of("ps_o") == [b"before"])
+
+        if outage == "stopped":
+            server.stop()
+        else:
+            server.pause()
+        # Three calls, each must give up within about a second.
+        assert await _assert_unavailable_fast(engine) < 4.0
+        started = time.monotonic()
+        with pytest.raises(EngineUnavailable):
+            await engine.load("ps_o")
+        assert time.monotonic() - started < 1.6
+        await eventually(lambda: not engine.subscription_healthy, timeout=3)
+        await engine.subscribe("ps_during")  # while down: subscribed once it is back
+
+        if outage == "stopped":
+            server.start()
+        else:
+            server.resume()
+        await eventually(lambda: engine.subscription_healthy and rec.resyncs == 1, timeout=10)
+
+        assert await engine.save(replace(session, seq=2), 1, [b"after"], {})
+        await engine.create(make_session("ps_during"), {}, b"n")
+        during = await engine.load("ps_during")
+        assert during is not None
+        assert await engine.save(replace(during, seq=1), 0, [b"d1"], {})
+        await eventually(lambda: rec.of("ps_o") == [b"before", b"after"])
+        await eventually(lambda: rec.of("ps_during") == [b"d1"])
+        await engine.ping()
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+        server.stop()
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
+    server = redisproc.RedisProc(port=redisproc.free_port(), directory=tmp_path / "late")
+    engine = RedisEngine(server.url, SETTINGS, backoff_cap=0.3)
+    try:
+        rec = Recorder(engine)
+        started = time.monotonic()
+        await engine.start()  # not an error: the worker starts and reports not ready
+        assert time.monotonic() - started < 3.0
+        assert not engine.subscription_healthy
+        await engine.subscribe("ps_late")
+        with pytest.raises(EngineUnavailable):
+            await engine.ping()
+
+        server.start()
+        # Subscribers that came while it was down may have missed events: resync.
+        await eventually(lambda: engine.subscription_healthy and rec.resyncs == 1, timeout=5)
+        session = make_session("ps_late")
+        await engine.create(session, {}, b"n")
+        assert await engine.save(replace(session, seq=1), 0, [b"e1"], {})
+        await eventually(lambda: rec.of("ps_late") == [b"e1"])
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+        server.stop()
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_cluster(tmp_path: Path) -> None:
+    cluster = redisproc.start_cluster(tmp_path / "cluster")
+    engines: list[RedisEngine] = []
+    try:
+        engine = RedisEngine(cluster.url, SETTINGS, probe_interval=0.1, probe_timeout=0.5)
+        engines.append(engine)
+        await engine.start()
+        assert engine.cluster and engine.subscription_healthy
+        rec = Recorder(engine)
+        await engine.subscribe(None)
+
+        ids = [f"ps_c{index}" for index in range(6)]
+        # The sessions spread over the three nodes' slot ranges.
+        assert len({key_slot(sid.encode()) * 3 // 16384 for sid in ids}) > 1
+        for index, session_id in enumerate(ids):
+            await engine.subscribe(session_id)
+            session = make_session(session_id, created_at=T0 + index)
+            await engine.create(session, {"status:created": 1}, b"n-" + session_id.encode())
+            paying = replace(session, status=PROCESSING, deadline=T0 + 30_000, seq=1)
+            assert await engine.save(paying, 0, [session_id.encode()], {})
+            assert not await engine.save(paying, 0, [b"stale"], {})
+
+        await eventually(lambda: len(rec.of(None)) == 12)
+        for session_id in ids:
+            assert rec.of(session_id) == [session_id.encode()]
+            assert await engine.history(session_id, 0) == [session_id.encode()]
+            loaded = await engine.load(session_id)
+            assert loaded is not None and loaded.version == 1
+        listed = await engine.list_sessions(True, 10)
+        assert [s.id for s in listed] == ids[::-1]
+        assert await engine.counters() == {"status:created": 6}
+        assert sorted(await engine.claim_due(T0 + 30_000, 10, 1_000)) == sorted(ids)
+        assert await engine.claim_due(T0 + 30_000, 10, 1_000) == []
+        assert await engine.put_if_absent("idem:c", b"v", 10_000) is None
+        assert await engine.get("idem:c") == b"v"
+        # The probes, published through any node, come back over the bus.
+        await anyio.sleep(0.5)
+        assert engine.subscription_healthy and rec.resyncs == 0
+
+        # Without the ?cluster=1 flag the engine finds out by itself.
+        detected = RedisEngine(cluster.nodes[1].url, SETTINGS)
+        engines.append(detected)
+        await detected.start()
+        assert detected.cluster
+        assert await detected.load(ids[0]) == await engine.load(ids[0])
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            for engine in engines:
+                await engine.close()
+        cluster.stop()
