@@ -1,0 +1,258 @@
+"""Several real ``paylive serve`` processes sharing one real Redis behave as one server."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from .client import Socket, admin, create, merchant, open_socket, session_url
+from .redisproc import REDIS_SERVER, RedisProc, start_redis
+from .servers import ADMIN_TOKEN, Server, free_port
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+]
+
+OK = "4242424242424242"
+NEVER = "4000000000000408"
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    proc = start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(redis: RedisProc) -> Iterator[tuple[Server, Server]]:
+    """Two workers on two ports; A's sandbox posts its webhooks to B."""
+    port_b = free_port()
+    b = Server({"PAYLIVE_REDIS_URL": redis.url}, port=port_b)
+    a = Server(
+        {
+            "PAYLIVE_REDIS_URL": redis.url,
+            "PAYLIVE_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{port_b}/webhooks/sandbox",
+        }
+    )
+    with b, a:
+        yield a, b
+
+
+def customer(session: dict) -> dict[str, str]:
+    return {"Authorization": f"Bearer {session['client_secret']}"}
+
+
+def gapless(sock: Socket) -> list[int]:
+    seqs = [m["seq"] for m in sock.durable()]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    return seqs
+
+
+async def test_socket_on_one_worker_commands_and_webhooks_on_the_other(
+    pair: tuple[Server, Server],
+) -> None:
+    a, b = pair
+    async with httpx.AsyncClient(base_url=b.url) as on_b:
+        session = await create(on_b)
+        sock = await open_socket(session_url(a.ws_url, session))
+        assert (await sock.recv())["type"] == "snapshot"
+        # Pay on B; B's sandbox answers B; the socket on A sees it all, in order.
+        reply = await on_b.post(
+            f"/api/sessions/{session['id']}/attempts",
+            json={"payment_method": {"card": OK}},
+            headers=customer(session),
+        )
+        assert reply.status_code == 202
+        await sock.state("processing")
+        done = await sock.state("succeeded")
+        assert done["data"]["cause"] == "succeeded"
+        assert gapless(sock) == [1, 2]
+        await sock.conn.close()
+
+
+async def test_webhook_lands_on_the_other_worker(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    async with httpx.AsyncClient(base_url=a.url) as on_a:
+        session = await create(on_a)
+        sock = await open_socket(session_url(a.ws_url, session))
+        await sock.recv()
+        # A charges; its sandbox posts the result to B, which applies it.
+        await sock.send({"type": "pay", "payment_method": {"card": OK}})
+        await sock.state("succeeded")
+        await sock.conn.close()
+    assert "POST /webhooks/sandbox" in b.log()
+    assert "POST /webhooks/sandbox" not in a.log()
+
+
+async def test_admin_feed_on_one_worker_sees_sessions_of_the_other(
+    pair: tuple[Server, Server],
+) -> None:
+    a, b = pair
+    feed = await open_socket(f"{a.ws_url}/ws/admin?token={ADMIN_TOKEN}")
+    assert (await feed.recv())["type"] == "admin.snapshot"
+    async with httpx.AsyncClient(base_url=b.url) as on_b:
+        session = await create(on_b)
+        await on_b.post(
+            f"/api/sessions/{session['id']}/attempts",
+            json={"payment_method": {"card": OK}},
+            headers=merchant(),
+        )
+        created = await feed.until(
+            lambda m: m["type"] == "admin.created" and m["session"] == session["id"]
+        )
+        assert created["data"]["session"]["status"] == "created"
+        await feed.until(
+            lambda m: m["type"] == "state"
+            and m["session"] == session["id"]
+            and m["data"]["session"]["status"] == "succeeded"
+        )
+        summary = await feed.until(lambda m: m["type"] == "summary", timeout=3)
+        assert summary["data"]["by_status"]["succeeded"] >= 1
+        listed = await on_b.get("/api/admin/sessions?status=all&limit=1", headers=admin())
+        assert listed.json()["sessions"][0]["id"] == session["id"]
+    await feed.conn.close()
+
+
+async def test_resume_on_the_other_worker(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    async with httpx.AsyncClient(base_url=a.url) as on_a:
+        session = await create(on_a)
+        sock = await open_socket(session_url(a.ws_url, session))
+        await sock.recv()
+        await sock.send({"type": "pay", "payment_method": {"card": "4000000000000002"}})
+        started = await sock.state("processing")
+        await sock.conn.close()
+        await anyio.sleep(0.6)  # declined meanwhile: a state and a retry prompt
+        resumed = await open_socket(session_url(b.ws_url, session, since=started["seq"]))
+        replay = [await resumed.recv(), await resumed.recv()]
+        assert [(m["type"], m["seq"]) for m in replay] == [
+            ("state", started["seq"] + 1),
+            ("retry_prompt", started["seq"] + 2),
+        ]
+        await resumed.conn.close()
+
+
+async def test_concurrent_commands_on_two_workers_never_both_win(
+    pair: tuple[Server, Server],
+) -> None:
+    a, b = pair
+    async with httpx.AsyncClient(base_url=a.url) as on_a:
+        session = await create(on_a)
+    replies: list[httpx.Response] = []
+
+    async def pay(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url) as client:
+            replies.append(
+                await client.post(
+                    f"/api/sessions/{session['id']}/attempts",
+                    json={"payment_method": {"card": NEVER}},
+                    headers=merchant(),
+                )
+            )
+
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(pay, a.url if i % 2 else b.url)
+    codes = sorted(r.status_code for r in replies)
+    assert codes.count(202) == 1, codes
+    assert all(r.json()["error"]["code"] == "invalid_state" for r in replies if r.status_code == 409)
+    async with httpx.AsyncClient(base_url=b.url) as on_b:
+        got = (await on_b.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
+    assert len(got["attempts"]) == 1 and got["seq"] == 1
+
+
+async def test_killed_worker_loses_no_deadline(redis: RedisProc) -> None:
+    with Server({"PAYLIVE_REDIS_URL": redis.url}) as survivor:
+        doomed = Server({"PAYLIVE_REDIS_URL": redis.url}).start()
+        try:
+            async with httpx.AsyncClient(base_url=doomed.url) as on_doomed:
+                session = await create(on_doomed)
+                sock = await open_socket(session_url(survivor.ws_url, session))
+                await sock.recv()
+                reply = await on_doomed.post(
+                    f"/api/sessions/{session['id']}/attempts",
+                    json={"payment_method": {"card": NEVER}},
+                    headers=merchant(),
+                )
+                assert reply.status_code == 202
+            doomed.stop(signal.SIGKILL)
+            interrupted = await sock.state("interrupted", timeout=15)
+            assert interrupted["data"]["cause"] == "timeout"
+            await sock.until(lambda m: m["type"] == "retry_prompt")
+            # Exactly once: nothing more arrives for that deadline.
+            with anyio.move_on_after(1.5):
+                await sock.until(lambda m: m["type"] in ("state", "retry_prompt"), timeout=2)
+            timeouts = [m for m in sock.durable() if m["data"].get("cause") == "timeout"]
+            assert len(timeouts) == 1
+            gapless(sock)
+            await sock.conn.close()
+        finally:
+            doomed.close()
+
+
+async def test_workers_flag_shares_one_port(redis: RedisProc) -> None:
+    with Server({"PAYLIVE_REDIS_URL": redis.url}, workers=2) as srv:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            sessions = [await create(http) for _ in range(30)]
+        socks = [await open_socket(session_url(srv.ws_url, s)) for s in sessions]
+        for sock in socks:
+            assert (await sock.recv())["type"] == "snapshot"
+        for sock in socks:
+            await sock.send({"type": "pay", "payment_method": {"card": OK}})
+        for sock in socks:
+            await sock.state("succeeded", timeout=10)
+            assert gapless(sock) == [1, 2]
+        pids = {line.split("[")[1].split("]")[0] for line in srv.log().splitlines()
+                if "Started server process" in line}
+        assert len(pids) == 2, "two worker processes served"
+        for sock in socks:
+            await sock.conn.close()
+
+
+async def test_redis_outage_then_recovery(tmp_path: Path) -> None:
+    redis = start_redis(tmp_path / "redis", appendonly=True)
+    try:
+        with Server({"PAYLIVE_REDIS_URL": redis.url}) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                session = await create(http)
+                sock = await open_socket(session_url(srv.ws_url, session))
+                await sock.recv()
+                redis.stop()
+                started = time.monotonic()
+                down = await http.post(
+                    "/api/sessions",
+                    json={"order_id": "o", "amount": 1, "currency": "EUR"},
+                    headers=merchant(),
+                )
+                assert down.status_code == 503 and down.json()["error"]["code"] == "engine_unavailable"
+                assert time.monotonic() - started < 2.5, "503 fast, not after a long timeout"
+                ready = await http.get("/readyz")
+                assert ready.status_code == 503 and ready.json()["ready"] is False
+                await sock.send({"type": "ping"})
+                assert (await sock.until(lambda m: m["type"] == "pong"))["type"] == "pong"
+                redis.start()
+                snap = await sock.until(lambda m: m["type"] == "snapshot", timeout=15)
+                assert snap["data"]["session"]["id"] == session["id"]
+                for _ in range(100):
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                    await anyio.sleep(0.1)
+                else:
+                    raise AssertionError("never ready again")
+                got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
+                assert got.status_code == 200 and got.json()["status"] == "created"
+                await sock.send({"type": "pay", "payment_method": {"card": OK}})
+                await sock.state("succeeded")
+                await sock.conn.close()
+    finally:
+        redis.stop()
