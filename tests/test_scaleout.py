@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from .client import Socket, admin, create, merchant, open_socket, session_url
-from .redisproc import REDIS_SERVER, RedisProc, start_redis
+from .redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
 from .servers import ADMIN_TOKEN, Server, free_port
 
 pytestmark = [
@@ -256,3 +256,30 @@ async def test_redis_outage_then_recovery(tmp_path: Path) -> None:
                 await sock.conn.close()
     finally:
         redis.stop()
+
+
+async def test_two_workers_on_a_redis_cluster(tmp_path: Path) -> None:
+    cluster = start_cluster(tmp_path / "cluster")
+    try:
+        env = {"PAYLIVE_REDIS_URL": cluster.url}
+        with Server(env) as a, Server(env) as b:
+            async with httpx.AsyncClient(base_url=b.url) as on_b:
+                sessions = [await create(on_b) for _ in range(6)]  # spread over the slots
+                socks = [await open_socket(session_url(a.ws_url, s)) for s in sessions]
+                for sock in socks:
+                    assert (await sock.recv())["type"] == "snapshot"
+                for session in sessions:
+                    reply = await on_b.post(
+                        f"/api/sessions/{session['id']}/attempts",
+                        json={"payment_method": {"card": OK}},
+                        headers=merchant(),
+                    )
+                    assert reply.status_code == 202
+                for sock in socks:
+                    await sock.state("succeeded")
+                    assert gapless(sock) == [1, 2]
+                    await sock.conn.close()
+                summary = (await on_b.get("/api/admin/summary", headers=admin())).json()
+                assert summary["by_status"]["succeeded"] == 6
+    finally:
+        cluster.stop()
