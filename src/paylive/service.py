@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import metrics, stats
-from .engine import Engine
+from .engine import Engine, EngineUnavailable
 from .errors import ApiError
 from .gateway import ChargeReply, Gateway, GatewayError
 from .machine import (
@@ -147,10 +147,15 @@ class PaymentService:
             if isinstance(effect, Charge):
                 try:
                     reply = await self.gateway.charge(effect)
-                except GatewayError:
+                except (GatewayError, EngineUnavailable):
                     reply = ChargeReply.NETWORK_ERROR
                 if reply is ChargeReply.NETWORK_ERROR:
-                    await self.run(session.id, ProviderResult(effect.attempt, "network_error"))
+                    try:
+                        await self.run(session.id, ProviderResult(effect.attempt, "network_error"))
+                    except EngineUnavailable:
+                        # The attempt is saved with its deadline: when that passes, a
+                        # worker times it out and voids it. Nothing is lost by waiting.
+                        log.warning("could not record the lost charge of %s yet", effect.key)
             elif isinstance(effect, Refund):
                 try:
                     await self.gateway.refund(effect.key)
