@@ -215,8 +215,11 @@ async def test_workers_flag_shares_one_port(redis: RedisProc) -> None:
         pids = {line.split("[")[1].split("]")[0] for line in srv.log().splitlines()
                 if "Started server process" in line}
         assert len(pids) == 2, "two worker processes served"
-        for sock in socks:
-            await sock.conn.close()
+        # Stopping the supervisor stops both workers, each closing its sockets with 1001.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, srv.stop)
+            codes = [await sock.close_code(timeout=10) for sock in socks]
+        assert set(codes) == {1001}, codes
 
 
 async def test_redis_outage_then_recovery(tmp_path: Path) -> None:
