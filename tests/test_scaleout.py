@@ -215,6 +215,12 @@ async def test_workers_flag_shares_one_port(redis: RedisProc) -> None:
         pids = {line.split("[")[1].split("]")[0] for line in srv.log().splitlines()
                 if "Started server process" in line}
         assert len(pids) == 2, "two worker processes served"
+        # Whichever worker answers /metrics, it counts the sockets of both.
+        for _ in range(4):
+            text = httpx.get(srv.url + "/metrics").text
+            line = next(x for x in text.splitlines()
+                        if x.startswith('paylive_sockets_open{kind="customer"'))
+            assert float(line.split()[-1]) == len(socks), line
         # Stopping the supervisor stops both workers, each closing its sockets with 1001.
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.to_thread.run_sync, srv.stop)

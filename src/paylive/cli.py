@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from . import __version__
@@ -72,6 +73,10 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
     for name in settings.generated:
         os.environ[name] = exported[name]
     print(_banner(settings, host, port, workers), flush=True)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers share the port, so /metrics must add up all of them.
+        metrics_dir = tempfile.TemporaryDirectory(prefix="paylive-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
 
     config = uvicorn.Config(
         "paylive.app:create_app",

@@ -1,7 +1,13 @@
-"""Prometheus metrics of this process (``GET /metrics``)."""
+"""Prometheus metrics (``GET /metrics``).
+
+One worker: this process's registry. Several workers (``--workers``): uvicorn's
+workers share one port, so a scrape lands on any of them; ``paylive serve`` then sets
+``PROMETHEUS_MULTIPROC_DIR`` and every worker renders the sum over all of them.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from prometheus_client import (
@@ -19,7 +25,11 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 SOCKETS = Gauge(
-    "paylive_sockets_open", "WebSockets open on this worker", ["kind"], registry=REGISTRY
+    "paylive_sockets_open",
+    "WebSockets open",
+    ["kind"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 EVENTS_PUBLISHED = Counter(
     "paylive_events_published_total",
@@ -88,4 +98,10 @@ def observe_events(decision: Decision, delta: Mapping[str, int]) -> None:
 
 
 def render() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
     return generate_latest(REGISTRY)
