@@ -395,3 +395,15 @@ async def test_allowed_origins_setting_for_sockets_and_cors() -> None:
         # With a list set, localhost is no longer allowed by default.
         local = await open_socket(session_url(own.ws_url, session), origin="http://localhost:3000")
         assert await local.close_code() == 4403
+
+
+async def test_admin_feed_takes_only_ping(server: Server) -> None:
+    feed = await open_socket(f"{server.ws_url}/ws/admin?token={ADMIN_TOKEN}")
+    await feed.recv()
+    await feed.send({"type": "ping"})
+    assert (await feed.until(lambda m: m["type"] == "pong"))["session"] is None
+    await feed.send({"type": "cancel", "ref": "x"})
+    err = await feed.until(lambda m: m["type"] == "error")
+    assert err["data"]["code"] == "unknown_command" and err["data"]["ref"] == "x"
+    await feed.conn.send("]]")
+    assert await feed.close_code() == 1008

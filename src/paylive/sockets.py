@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -139,7 +140,8 @@ async def customer_socket(ws: WebSocket) -> None:
     try:
         await runtime.hub.join(session_id, subscriber)
         await _catch_up(runtime, subscriber, session_id, since)
-        await _read_commands(ws, runtime, subscriber, session_id, subprotocol)
+        async for frame in _frames(ws, runtime, subscriber, subprotocol):
+            await _command(runtime, subscriber, session_id, frame)
     except EngineUnavailable:
         subscriber.kill(CLOSE_TRY_LATER, "the session store is unavailable")
     finally:
@@ -174,9 +176,11 @@ async def _catch_up(
         runtime.hub.request_fill(session_id)
 
 
-async def _read_commands(
-    ws: WebSocket, runtime: Runtime, subscriber: Subscriber, session_id: str, subprotocol: str
-) -> None:
+async def _frames(
+    ws: WebSocket, runtime: Runtime, subscriber: Subscriber, subprotocol: str
+) -> AsyncIterator[dict[str, Any]]:
+    """The client's frames as maps, until it goes; a frame too big or not a map in the
+    socket's encoding closes the socket (1009, 1008)."""
     limit = runtime.settings.max_message_bytes
     while True:
         message = await ws.receive()
@@ -189,11 +193,10 @@ async def _read_commands(
             subscriber.kill(CLOSE_TOO_BIG, f"messages may be at most {limit} bytes")
             return
         try:
-            frame = decode_frame(subprotocol, text, data)
+            yield decode_frame(subprotocol, text, data)
         except DecodeError as exc:
             subscriber.kill(CLOSE_POLICY, str(exc)[:120])
             return
-        await _command(runtime, subscriber, session_id, frame)
 
 
 def _ref(frame: dict[str, Any]) -> str | int | None:
@@ -296,7 +299,8 @@ async def admin_socket(ws: WebSocket) -> None:
         await runtime.hub.join_admin(subscriber)
         subscriber.push(await runtime.admin_snapshot())
         subscriber.begin(0)
-        await _read_admin(ws, runtime, subscriber, subprotocol)
+        async for frame in _frames(ws, runtime, subscriber, subprotocol):
+            await _admin_command(runtime, subscriber, frame)
     except EngineUnavailable:
         subscriber.kill(CLOSE_TRY_LATER, "the session store is unavailable")
     finally:
@@ -304,38 +308,20 @@ async def admin_socket(ws: WebSocket) -> None:
         await _finish(subscriber, writer)
 
 
-async def _read_admin(
-    ws: WebSocket, runtime: Runtime, subscriber: Subscriber, subprotocol: str
-) -> None:
-    limit = runtime.settings.max_message_bytes
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        text, data = message.get("text"), message.get("bytes")
-        size = len(text.encode()) if text is not None else len(data or b"")
-        if size > limit:
-            subscriber.kill(CLOSE_TOO_BIG, f"messages may be at most {limit} bytes")
-            return
-        try:
-            frame = decode_frame(subprotocol, text, data)
-        except DecodeError as exc:
-            subscriber.kill(CLOSE_POLICY, str(exc)[:120])
-            return
-        if frame.get("type") == "ping":
-            subscriber.push(_reply("pong", {}, None, None, runtime.clock()))
-        else:
-            ref = frame.get("ref")
-            text = "the admin feed only takes ping; use the admin API"
-            _error(
-                runtime,
-                subscriber,
-                None,
-                None,
-                "unknown_command",
-                text,
-                ref if isinstance(ref, (str, int)) else None,
-            )
+async def _admin_command(runtime: Runtime, subscriber: Subscriber, frame: dict[str, Any]) -> None:
+    if frame.get("type") == "ping":
+        subscriber.push(_reply("pong", {}, None, None, runtime.clock()))
+        return
+    ref = frame.get("ref")
+    _error(
+        runtime,
+        subscriber,
+        None,
+        None,
+        "unknown_command",
+        "the admin feed only takes ping; use the admin API",
+        ref if isinstance(ref, (str, int)) else None,
+    )
 
 
 async def _finish(subscriber: Subscriber, writer: asyncio.Task[None]) -> None:
