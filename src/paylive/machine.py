@@ -187,35 +187,30 @@ class _Tx:
         assert attempt is not None
         self.s = self.s.with_attempt(replace(attempt, **changes))
 
-    def state(self, previous: str, cause: str) -> None:
+    def _bump(self) -> None:
+        """Each durable event takes the next seq; bump before building its data, so
+        the session it carries shows that seq."""
         self.s = replace(self.s, seq=self.s.seq + 1, updated_at=self.now)
-        self.events.append(
-            Message(
-                type="state",
-                session=self.s.id,
-                seq=self.s.seq,
-                ts=self.now,
-                data={"session": self.s.to_public(), "previous": previous, "cause": cause},
-            )
-        )
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append(Message(kind, data, self.s.id, self.s.seq, self.now))
+
+    def state(self, previous: str, cause: str) -> None:
+        self._bump()
+        self._append("state", {"session": self.s.to_public(), "previous": previous, "cause": cause})
 
     def retry_prompt(self, attempt: int, reason: str, outcome_unknown: bool) -> None:
-        self.s = replace(self.s, seq=self.s.seq + 1, updated_at=self.now)
-        self.events.append(
-            Message(
-                type="retry_prompt",
-                session=self.s.id,
-                seq=self.s.seq,
-                ts=self.now,
-                data={
-                    "attempt": attempt,
-                    "next_attempt": attempt + 1,
-                    "max_attempts": self.s.max_attempts,
-                    "reason": reason,
-                    "retry_at": self.s.retry_at,
-                    "outcome_unknown": outcome_unknown,
-                },
-            )
+        self._bump()
+        self._append(
+            "retry_prompt",
+            {
+                "attempt": attempt,
+                "next_attempt": attempt + 1,
+                "max_attempts": self.s.max_attempts,
+                "reason": reason,
+                "retry_at": self.s.retry_at,
+                "outcome_unknown": outcome_unknown,
+            },
         )
 
     def refund(self, number: int) -> None:
