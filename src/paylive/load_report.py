@@ -1,0 +1,367 @@
+"""Merging the workers' observations of ``paylive load`` into one result, and its table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def percentiles(values: Iterable[float]) -> dict[str, Any]:
+    """count, p50, p90, p99, max and mean (nearest rank), in the values' unit."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None, "mean": None}
+
+    def rank(p: float) -> float:
+        return round(ordered[min(n - 1, max(0, int(-(-p * n // 100)) - 1))], 2)
+
+    return {
+        "count": n,
+        "p50": rank(50),
+        "p90": rank(90),
+        "p99": rank(99),
+        "max": round(ordered[-1], 2),
+        "mean": round(sum(ordered) / n, 2),
+    }
+
+
+def _sum_counters(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(sorted(total.items()))
+
+
+def _server(
+    samples: Mapping[str, Any], sockets_opened: int, duration: float, pid: int | None
+) -> dict[str, Any] | None:
+    if pid is None or samples.get("start") is None:
+        return None
+    got = {name: s for name, s in samples.items() if s is not None}
+    out: dict[str, Any] = {"pid": pid, "samples": {k: v.as_dict() for k, v in got.items()}}
+    if "drive_start" in got and "drove" in got:
+        # From the scheduled start to the moment every worker reported its drive over.
+        cpu = got["drove"].cpu_s - got["drive_start"].cpu_s
+        window = got["drove"].at - got["drive_start"].at
+        out["drive_cpu_s"] = round(cpu, 2)
+        out["drive_window_s"] = round(window, 2)
+        out["cores"] = round(cpu / window, 3) if window > 0 else None
+    if "sessions" in got and "sockets" in got:
+        out["open_cpu_s"] = round(got["sockets"].cpu_s - got["sessions"].cpu_s, 2)
+        grown = got["sockets"].rss_kb - got["sessions"].rss_kb
+        out["rss_sockets_delta_mb"] = round(grown / 1024, 1)
+        out["kb_per_socket"] = round(grown / sockets_opened, 1) if sockets_opened else None
+    if "start" in got and "sessions" in got:
+        out["rss_sessions_delta_mb"] = round(
+            (got["sessions"].rss_kb - got["start"].rss_kb) / 1024, 1
+        )
+    return out
+
+
+def merge(
+    args: argparse.Namespace,
+    configs: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    samples: Mapping[str, Any],
+    generator: dict[str, float],
+    timings: Mapping[str, float],
+) -> dict[str, Any]:
+    mode = configs[0]["mode"]
+    duration = float(args.duration)
+    sockets = [r["sockets"] for r in results]
+    changes = [r["changes"] for r in results]
+    events = [r["events"] for r in results]
+    opened = sum(s["opened"] for s in sockets)  # for the first sessions
+    replaced = sum(s["replaced"] for s in sockets)
+    out: dict[str, Any] = {
+        "mode": mode,
+        "url": configs[0]["base_url"],
+        "format": args.format,
+        "requested": {
+            "sockets": int(args.sockets),
+            "admins": int(args.admins or 0),
+            "rate": float(args.rate),
+            "duration_s": duration,
+        },
+        "processes": len(configs),
+        "setup": {k: round(v, 2) for k, v in timings.items() if k.endswith("_s")},
+        "sessions": {
+            "created": sum(r["sessions"]["created"] for r in results),
+            "create_errors": _sum_counters(r["sessions"]["create_errors"] for r in results),
+            "counted": sum(r["sessions"]["counted"] for r in results),
+        },
+    }
+    if mode == "ws":
+        out["sockets"] = {
+            "requested": int(args.sockets),
+            "opened": opened,
+            # A retired session's socket is closed and its customer gets a fresh session.
+            "replacements_opened": sum(s["replacements_opened"] for s in sockets),
+            "failed": sum(sum(s["failures"].values()) for s in sockets),
+            "failures": _sum_counters(s["failures"] for s in sockets),
+            "closed_unexpectedly": sum(s["closed_unexpectedly"] for s in sockets),
+            "close_codes": _sum_counters(s["close_codes"] for s in sockets),
+            "reconnects": sum(s["reconnects"] for s in sockets),
+            "reconnected": sum(s["reconnected"] for s in sockets),
+            "replaced": replaced,
+            "held_at_end": sum(s["held_at_end"] for s in sockets),
+            # Closed by the generator on purpose: the session ended (it is replaced
+            # while the drive lasts, not after).
+            "closed_after_session_end": sum(s["closed_after_session_end"] for s in sockets),
+        }
+    ok = sum(c["ok"] for c in changes)
+    out["changes"] = {
+        "scheduled": sum(c["scheduled"] for c in changes),
+        "sent": sum(c["sent"] for c in changes),
+        "ok": ok,
+        "achieved_per_s": round(ok / duration, 1),
+        "conflicts": _sum_counters(c["conflicts"] for c in changes),
+        "errors": _sum_counters(c["errors"] for c in changes),
+        "skipped_busy": sum(c["skipped_busy"] for c in changes),
+        "skipped_no_session": sum(c["skipped_no_session"] for c in changes),
+        "late_100ms": sum(c["late_100ms"] for c in changes),
+        "max_lag_ms": max((c["max_lag_ms"] for c in changes), default=0.0),
+        "peak_in_flight": sum(c["peak_in_flight"] for c in changes),
+        "in_flight_cap": sum(c["concurrency"] for c in configs),
+        "http_ms": percentiles(x for c in changes for x in c["http_ms"]),
+        "sessions_replaced": replaced,
+    }
+    out["events"] = {
+        key: sum(e[key] for e in events)
+        for key in (
+            "sent",
+            "received",
+            "lost",
+            "extra",
+            "gaps",
+            "out_of_order",
+            "states",
+            "states_unobserved",
+            "seq_jumps_missed",
+        )
+    }
+    out["events"]["by_type"] = _sum_counters(e["by_type"] for e in events)
+    out["latency_ms"] = percentiles(x for r in results for x in r["latency_ms"])
+    if mode == "poll":
+        polls = [r["poll"] for r in results]
+        window = duration + configs[0]["poll_interval"]
+        out["poll"] = {
+            "clients": sum(p["clients"] for p in polls),
+            "interval_s": configs[0]["poll_interval"],
+            "requests": sum(p["polls"] for p in polls),
+            "requests_per_s": round(sum(p["polls"] for p in polls) / window, 1),
+            "errors": _sum_counters(p["errors"] for p in polls),
+            "skipped_rounds": sum(p["skipped_rounds"] for p in polls),
+            "observation_delay_ms": percentiles(x for p in polls for x in p["delay_ms"]),
+        }
+    if any("admin" in r for r in results):
+        finals: dict[str, int] = {}
+        for r in results:
+            finals.update(r.get("finals") or {})
+        feeds = [f for r in results for f in r.get("admin", {}).get("feeds", [])]
+        received = lost = 0
+        for feed in feeds:
+            got = feed["received"]
+            for sid, final in finals.items():
+                count = min(final, got.get(sid, 0))
+                received += count
+                lost += final - count
+        out["admin"] = {
+            "requested": sum(r.get("admin", {}).get("requested", 0) for r in results),
+            "opened": len(feeds),
+            "events_expected": len(feeds) * sum(finals.values()),
+            "events_received": received,
+            "lost": lost,
+            "out_of_order": sum(f["out_of_order"] for f in feeds),
+            "closed_unexpectedly": sum(1 for f in feeds if f["closed_code"] is not None),
+            "by_type": _sum_counters(f["types"] for f in feeds),
+            "latency_ms": percentiles(
+                x for r in results for x in r.get("admin", {}).get("latency_ms", [])
+            ),
+        }
+    drive_cpu = sum(r["cpu"]["drive_user_s"] + r["cpu"]["drive_sys_s"] for r in results)
+    out["generator"] = {
+        "cpu_s": round(generator["user_s"] + generator["sys_s"], 2),
+        "user_s": round(generator["user_s"], 2),
+        "sys_s": round(generator["sys_s"], 2),
+        "wall_s": round(generator["wall_s"], 1),
+        "drive_cpu_s": round(drive_cpu, 2),
+        "drive_cores": round(drive_cpu / duration, 3),
+    }
+    pid = getattr(args, "server_pid", None)
+    server = _server(samples, opened, duration, pid)
+    if server is not None:
+        out["server"] = server
+    busy = timings.get("machine_busy_cores")
+    if busy is not None:
+        # Whatever the server and the generator did not use went to other processes.
+        used = out["generator"]["drive_cores"] + (server or {}).get("cores", 0.0)
+        out["machine"] = {
+            "cores": os.cpu_count(),
+            "busy_cores_during_drive": round(busy, 3),
+            "others_cores_during_drive": round(max(0.0, busy - used), 3) if server else None,
+        }
+    out["problems"] = problems(out)
+    out["ok"] = not out["problems"]
+    return out
+
+
+def problems(out: Mapping[str, Any]) -> list[str]:
+    """What went wrong, in words; empty when every socket held and nothing was lost."""
+    found: list[str] = []
+    sockets = out.get("sockets")
+    if sockets:
+        if sockets["failed"]:
+            found.append(f"{sockets['failed']} sockets failed to open: {sockets['failures']}")
+        if sockets["closed_unexpectedly"]:
+            found.append(
+                f"{sockets['closed_unexpectedly']} sockets closed unexpectedly: "
+                f"{sockets['close_codes']}"
+            )
+    events = out["events"]
+    if out["mode"] == "ws":
+        if events["lost"]:
+            found.append(f"{events['lost']} of {events['sent']} events lost")
+        if events["out_of_order"]:
+            found.append(f"{events['out_of_order']} events duplicated or out of order")
+    changes = out["changes"]
+    if changes["errors"]:
+        found.append(f"state-change errors: {changes['errors']}")
+    skipped = changes["skipped_busy"] + changes["skipped_no_session"]
+    if skipped:
+        found.append(f"{skipped} scheduled state changes not sent (generator or server saturated)")
+    if out["sessions"]["create_errors"]:
+        found.append(f"session creation errors: {out['sessions']['create_errors']}")
+    admin = out.get("admin")
+    if admin and (admin["lost"] or admin["opened"] < admin["requested"]):
+        found.append(
+            f"admin feeds: {admin['opened']}/{admin['requested']} opened, "
+            f"{admin['lost']} events lost"
+        )
+    return found
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _pct_line(p: Mapping[str, Any]) -> str:
+    return (
+        "  ".join(f"{k} {_fmt(p[k])}" for k in ("p50", "p90", "p99", "max"))
+        + f"  (n={p['count']:,})"
+    )
+
+
+def render_table(out: Mapping[str, Any]) -> str:
+    req = out["requested"]
+    title = (
+        f"paylive load: {out['mode']}, {req['sockets']:,} "
+        f"{'sockets' if out['mode'] == 'ws' else 'polling clients'}, "
+        f"{req['rate']:g} changes/s for {req['duration_s']:g} s, {out['format']}, "
+        f"{out['processes']} process{'es' if out['processes'] > 1 else ''}"
+    )
+    rows: list[tuple[str, str]] = []
+    sockets = out.get("sockets")
+    if sockets:
+        rows.append(
+            (
+                "sockets",
+                f"opened {_fmt(sockets['opened'])}/{_fmt(sockets['requested'])}"
+                f" (+{_fmt(sockets['replacements_opened'])} for replacement sessions)  failed {sockets['failed']}"
+                f"  closed unexpectedly {sockets['closed_unexpectedly']}"
+                f" {sockets['close_codes'] or ''}  held at end {_fmt(sockets['held_at_end'])}"
+                f" (closed after their session ended {_fmt(sockets['closed_after_session_end'])})",
+            )
+        )
+    ch = out["changes"]
+    rows.append(
+        (
+            "state changes",
+            f"scheduled {_fmt(ch['scheduled'])}  ok {_fmt(ch['ok'])}"
+            f" ({_fmt(ch['achieved_per_s'])}/s)  409 {sum(ch['conflicts'].values())}"
+            f"  errors {sum(ch['errors'].values())}"
+            f"  not sent {ch['skipped_busy'] + ch['skipped_no_session']}"
+            f"  max lag {_fmt(ch['max_lag_ms'])} ms",
+        )
+    )
+    rows.append(("change HTTP ms", _pct_line(ch["http_ms"])))
+    ev = out["events"]
+    if out["mode"] == "ws":
+        rows.append(
+            (
+                "durable events",
+                f"sent {_fmt(ev['sent'])}  received {_fmt(ev['received'])}"
+                f"  lost {_fmt(ev['lost'])}  gaps {ev['gaps']}"
+                f"  out of order {ev['out_of_order']}"
+                f"  (countdowns {_fmt(ev['by_type'].get('countdown', 0))})",
+            )
+        )
+        rows.append(("latency ms", _pct_line(out["latency_ms"])))
+    else:
+        poll = out["poll"]
+        rows.append(
+            (
+                "polls",
+                f"{_fmt(poll['requests'])} GETs ({_fmt(poll['requests_per_s'])}/s)"
+                f"  errors {sum(poll['errors'].values())}"
+                f"  skipped rounds {poll['skipped_rounds']}",
+            )
+        )
+        rows.append(
+            (
+                "states",
+                f"reached {_fmt(ev['states'])}  never polled {_fmt(ev['states_unobserved'])}"
+                f"  events hidden in seq jumps {_fmt(ev['seq_jumps_missed'])}",
+            )
+        )
+        rows.append(("observe delay ms", _pct_line(poll["observation_delay_ms"])))
+    admin = out.get("admin")
+    if admin:
+        rows.append(
+            (
+                "admin feeds",
+                f"{admin['opened']}/{admin['requested']}  events"
+                f" {_fmt(admin['events_received'])}/{_fmt(admin['events_expected'])}"
+                f"  lost {_fmt(admin['lost'])}",
+            )
+        )
+        rows.append(("admin latency ms", _pct_line(admin["latency_ms"])))
+    gen = out["generator"]
+    rows.append(
+        (
+            "generator CPU",
+            f"{_fmt(gen['cpu_s'])} s total, {_fmt(gen['drive_cores'])} cores during the drive",
+        )
+    )
+    server = out.get("server")
+    if server:
+        line = f"{_fmt(server.get('cores'))} cores during the drive"
+        if server.get("kb_per_socket") is not None:
+            line += (
+                f"; RSS +{_fmt(server['rss_sockets_delta_mb'])} MB for the sockets"
+                f" = {_fmt(server['kb_per_socket'])} KB/socket"
+            )
+        if "rss_sessions_delta_mb" in server:
+            line += f"; +{_fmt(server['rss_sessions_delta_mb'])} MB for the sessions"
+        rows.append(("server", line))
+    machine = out.get("machine")
+    if machine:
+        line = f"{_fmt(machine['busy_cores_during_drive'])} of {machine['cores']} cores busy during the drive"
+        if machine.get("others_cores_during_drive") is not None:
+            line += f", {_fmt(machine['others_cores_during_drive'])} of them other processes"
+        rows.append(("machine", line))
+    width = max(len(k) for k, _ in rows)
+    lines = [title] + [f"  {k:<{width}}  {v}" for k, v in rows]
+    for problem in out["problems"]:
+        lines.append(f"  ! {problem}")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""``paylive load`` against a real server: a small run must hold every socket and lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from paylive.load import main as load_main
+
+from .servers import ADMIN_TOKEN, API_KEY, Server
+
+# What BENCHMARKS.md runs the server with: attempts never time out by themselves
+# and a retry is allowed at once, so only the generator changes states.
+BENCH_ENV = {
+    "PAYLIVE_MAX_ATTEMPTS": "20",
+    "PAYLIVE_RETRY_DELAY_MS": "0",
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "600000",
+}
+
+
+def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PAYLIVE_ADMIN_TOKEN": ADMIN_TOKEN}
+    return subprocess.run(
+        [sys.executable, "-m", "paylive", "load", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def test_small_websocket_run(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    with Server(BENCH_ENV) as srv:
+        assert srv.proc is not None
+        done = run(
+            [
+                "--url",
+                srv.url,
+                "--api-key",
+                API_KEY,
+                "--sockets",
+                "50",
+                "--rate",
+                "50",
+                "--duration",
+                "3",
+                "--admins",
+                "1",
+                "--processes",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        log = srv.log()
+    assert done.returncode == 0, done.stdout + done.stderr + log
+    assert "latency ms" in done.stdout  # the table
+    result = json.loads(out.read_text())
+    sockets = result["sockets"]
+    assert sockets["opened"] == 50 and sockets["failed"] == 0
+    assert sockets["closed_unexpectedly"] == 0 and sockets["held_at_end"] == 50
+    assert result["changes"]["ok"] >= 100  # 150 scheduled
+    events = result["events"]
+    assert events["received"] > 0 and events["received"] == events["sent"]
+    assert events["lost"] == 0 and events["gaps"] == 0 and events["out_of_order"] == 0
+    latency = result["latency_ms"]
+    assert latency["count"] == events["received"]
+    for key in ("p50", "p90", "p99", "max"):
+        assert latency[key] is not None and latency[key] > 0, latency
+    assert latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    admin = result["admin"]
+    assert admin["opened"] == 1 and admin["lost"] == 0 and admin["events_received"] > 0
+    assert result["generator"]["cpu_s"] > 0
+    assert result["ok"], result["problems"]
+
+
+def test_refuses_a_remote_target(capsys: object) -> None:
+    code = load_main(["--url", "http://203.0.113.9:8000", "--api-key", "k" * 16])
+    assert code == 2
+    assert "only loopback" in capsys.readouterr().err  # type: ignore[attr-defined]
