@@ -117,17 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     p_load = commands.add_parser("load", help="the load generator")
-    p_load.add_argument("--url", required=True)
-    p_load.add_argument("--api-key", required=True)
-    p_load.add_argument("--sockets", type=int, default=100)
-    p_load.add_argument("--rate", type=float, default=50.0)
-    p_load.add_argument("--duration", type=float, default=10.0)
-    p_load.add_argument("--admins", type=int, default=0)
-    p_load.add_argument("--format", choices=["json", "msgpack"], default="json")
-    p_load.add_argument("--out", default=None)
-    p_load.add_argument(
-        "--processes", type=int, default=None, help="client processes (default: by socket count)"
-    )
+    from .load import add_arguments
+
+    add_arguments(p_load)
 
     args = parser.parse_args(argv)
     if args.command == "serve":

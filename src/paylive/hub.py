@@ -315,11 +315,15 @@ class Hub:
 
     # Sweeps, run by the worker's loops --------------------------------------
 
-    def countdown_sweep(self, now: int) -> int:
-        """One ``countdown`` per processing session with local sockets; returns how many."""
+    def countdown_sweep(self, now: int, part: int = 0, parts: int = 1) -> int:
+        """One ``countdown`` per processing session with local sockets in slice ``part``
+        of ``parts``; returns how many. Slices let one loop spread a second's countdowns
+        over the second instead of sending thousands in one burst."""
         sent = 0
         for session_id, channel in self.channels.items():
             if channel.status != PROCESSING or channel.deadline is None:
+                continue
+            if parts > 1 and hash(session_id) % parts != part:
                 continue
             message = Encoded.of(
                 Message(

@@ -28,6 +28,7 @@ log = logging.getLogger("paylive.runtime")
 TIMER_BATCH = 200
 TIMER_LEASE_MS = 10_000
 TIMER_CONCURRENCY = 64
+COUNTDOWN_SLICES = 10
 
 
 class Runtime:
@@ -50,12 +51,18 @@ class Runtime:
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(TIMER_CONCURRENCY)
         self.shutting_down = False
+        # Countdowns go out in slices a few tens of ms apart, each session once per
+        # interval: at 5,000 sockets one burst a second cost 100 ms of p99 latency.
+        self._slices = max(1, min(COUNTDOWN_SLICES, settings.countdown_interval_ms // 50))
+        self._slice = 0
 
     async def start(self) -> None:
         await self.engine.start()
         self._loops = [
             asyncio.create_task(self._every(self.settings.timer_poll_ms, self._fire_timers)),
-            asyncio.create_task(self._every(self.settings.countdown_interval_ms, self._countdowns)),
+            asyncio.create_task(
+                self._every(self.settings.countdown_interval_ms // self._slices, self._countdowns)
+            ),
             asyncio.create_task(self._every(self.settings.summary_interval_ms, self._summary)),
         ]
 
@@ -126,7 +133,8 @@ class Runtime:
             self._tick_slots.release()
 
     async def _countdowns(self) -> None:
-        self.hub.countdown_sweep(self.clock())
+        self.hub.countdown_sweep(self.clock(), self._slice, self._slices)
+        self._slice = (self._slice + 1) % self._slices
 
     async def _summary(self) -> None:
         if not self.hub.admins:
