@@ -97,6 +97,18 @@ def observe_events(decision: Decision, delta: Mapping[str, int]) -> None:
             INTERRUPTIONS.labels(name.partition(":")[2]).inc(value)
 
 
+_delivered_by_type: dict[str, Counter] = {}
+
+
+def delivered(kind: str) -> None:
+    """Count one socket write; the labelled child is looked up once per type, since this
+    runs for every message on every socket."""
+    child = _delivered_by_type.get(kind)
+    if child is None:
+        child = _delivered_by_type[kind] = EVENTS_DELIVERED.labels(kind)
+    child.inc()
+
+
 def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
