@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .load_report import merge, render_table
+from .load_worker import raise_nofile
 
 SOCKETS_PER_PROCESS = 2_500
 OPEN_FILES_HARD = 20_000
@@ -334,7 +335,7 @@ def execute(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     """Run the load; the merged result (see ``load_report.merge``)."""
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     configs = plan(args)
-    raise_own_nofile()
+    raise_nofile()
     pid = getattr(args, "server_pid", None)
     samples: dict[str, ProcSample | None] = {"start": sample_server(pid)}
     sockets = int(args.sockets)
@@ -401,15 +402,6 @@ def execute(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         "wall_s": time.monotonic() - wall0,
     }
     return merge(args, configs, results, samples, generator, timings)
-
-
-def raise_own_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
 
 
 def run_load(args: argparse.Namespace) -> int:
