@@ -407,3 +407,37 @@ async def test_admin_feed_takes_only_ping(server: Server) -> None:
     assert err["data"]["code"] == "unknown_command" and err["data"]["ref"] == "x"
     await feed.conn.send("]]")
     assert await feed.close_code() == 1008
+
+
+@pytest.mark.parametrize(
+    "card, status, cause, outcome_unknown",
+    [
+        ("4000000000000002", "interrupted", "declined", False),
+        ("4000000000009995", "interrupted", "declined", False),
+        ("4000000000009979", "failed", "failed", None),
+        ("4000000000000119", "interrupted", "provider_error", False),
+        ("4000000000000507", "interrupted", "network_error", True),
+        ("4000000000000523", "interrupted", "network_error", True),
+        ("4000000000000408", "interrupted", "timeout", True),
+        ("5555555555554444", "succeeded", "succeeded", None),
+    ],
+)
+async def test_every_sandbox_card(
+    server: Server,
+    http: httpx.AsyncClient,
+    card: str,
+    status: str,
+    cause: str,
+    outcome_unknown: bool | None,
+) -> None:
+    session = await create(http)
+    sock = await connect(server, session)
+    await sock.recv()
+    await sock.send({"type": "pay", "payment_method": {"card": card}})
+    await sock.state("processing")
+    ended = await sock.until(lambda m: m["type"] == "state" and m["seq"] == 2, timeout=4)
+    assert (ended["data"]["session"]["status"], ended["data"]["cause"]) == (status, cause)
+    if outcome_unknown is not None:
+        prompt = await sock.until(lambda m: m["type"] == "retry_prompt")
+        assert prompt["data"]["outcome_unknown"] is outcome_unknown
+    await sock.conn.close()
