@@ -112,9 +112,11 @@ async def test_admin_feed_on_one_worker_sees_sessions_of_the_other(
         )
         assert created["data"]["session"]["status"] == "created"
         await feed.until(
-            lambda m: m["type"] == "state"
-            and m["session"] == session["id"]
-            and m["data"]["session"]["status"] == "succeeded"
+            lambda m: (
+                m["type"] == "state"
+                and m["session"] == session["id"]
+                and m["data"]["session"]["status"] == "succeeded"
+            )
         )
         summary = await feed.until(lambda m: m["type"] == "summary", timeout=3)
         assert summary["data"]["by_status"]["succeeded"] >= 1
@@ -165,7 +167,9 @@ async def test_concurrent_commands_on_two_workers_never_both_win(
             tg.start_soon(pay, a.url if i % 2 else b.url)
     codes = sorted(r.status_code for r in replies)
     assert codes.count(202) == 1, codes
-    assert all(r.json()["error"]["code"] == "invalid_state" for r in replies if r.status_code == 409)
+    assert all(
+        r.json()["error"]["code"] == "invalid_state" for r in replies if r.status_code == 409
+    )
     async with httpx.AsyncClient(base_url=b.url) as on_b:
         got = (await on_b.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
     assert len(got["attempts"]) == 1 and got["seq"] == 1
@@ -212,14 +216,18 @@ async def test_workers_flag_shares_one_port(redis: RedisProc) -> None:
         for sock in socks:
             await sock.state("succeeded", timeout=10)
             assert gapless(sock) == [1, 2]
-        pids = {line.split("[")[1].split("]")[0] for line in srv.log().splitlines()
-                if "Started server process" in line}
+        pids = {
+            line.split("[")[1].split("]")[0]
+            for line in srv.log().splitlines()
+            if "Started server process" in line
+        }
         assert len(pids) == 2, "two worker processes served"
         # Whichever worker answers /metrics, it counts the sockets of both.
         for _ in range(4):
             text = httpx.get(srv.url + "/metrics").text
-            line = next(x for x in text.splitlines()
-                        if x.startswith('paylive_sockets_open{kind="customer"'))
+            line = next(
+                x for x in text.splitlines() if x.startswith('paylive_sockets_open{kind="customer"')
+            )
             assert float(line.split()[-1]) == len(socks), line
         # Stopping the supervisor stops both workers, each closing its sockets with 1001.
         async with anyio.create_task_group() as tg:
@@ -243,7 +251,9 @@ async def test_redis_outage_then_recovery(tmp_path: Path) -> None:
                     json={"order_id": "o", "amount": 1, "currency": "EUR"},
                     headers=merchant(),
                 )
-                assert down.status_code == 503 and down.json()["error"]["code"] == "engine_unavailable"
+                assert (
+                    down.status_code == 503 and down.json()["error"]["code"] == "engine_unavailable"
+                )
                 assert time.monotonic() - started < 2.5, "503 fast, not after a long timeout"
                 ready = await http.get("/readyz")
                 assert ready.status_code == 503 and ready.json()["ready"] is False
