@@ -8,6 +8,7 @@ is decided again on the fresh state) and then calls the gateway for the effects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -37,6 +38,7 @@ from .settings import Settings
 log = logging.getLogger("paylive.service")
 
 MAX_RACES = 16
+REFUND_TRIES = 4
 
 
 def now_ms() -> int:
@@ -157,8 +159,16 @@ class PaymentService:
                         # worker times it out and voids it. Nothing is lost by waiting.
                         log.warning("could not record the lost charge of %s yet", effect.key)
             elif isinstance(effect, Refund):
-                try:
-                    await self.gateway.refund(effect.key)
-                except GatewayError:
-                    # The session is flagged needs_review; staff finish the refund by hand.
-                    log.error("refund of %s failed; the session needs review", effect.key)
+                await self._refund(effect.key)
+
+    async def _refund(self, key: str) -> None:
+        """Refunds are idempotent at the provider (by key), so a few quick retries are
+        safe; past them the session stays needs_review and staff finish it by hand."""
+        for attempt in range(REFUND_TRIES):
+            try:
+                await self.gateway.refund(key)
+                return
+            except (GatewayError, EngineUnavailable):
+                if attempt + 1 < REFUND_TRIES:
+                    await asyncio.sleep(0.2 * 2**attempt)
+        log.error("refund of %s failed %d times; the session needs review", key, REFUND_TRIES)
