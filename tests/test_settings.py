@@ -99,3 +99,10 @@ def test_workers_need_redis() -> None:
     )
     assert done.returncode == 2
     assert "--workers above 1 needs PAYLIVE_REDIS_URL" in done.stderr
+
+
+def test_redis_limits_are_settings() -> None:
+    s = load_settings({"PAYLIVE_REDIS_POOL_SIZE": "8", "PAYLIVE_REDIS_TIMEOUT_MS": "250"})
+    assert (s.redis_pool_size, s.redis_timeout_ms) == (8, 250)
+    with pytest.raises(SettingsError, match="PAYLIVE_REDIS_POOL_SIZE"):
+        load_settings({"PAYLIVE_REDIS_POOL_SIZE": "0"})

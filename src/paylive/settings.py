@@ -45,6 +45,8 @@ class Settings:
     summary_interval_ms: int = 1_000
     timer_poll_ms: int = 50
     admin_list_max: int = 500
+    redis_pool_size: int = 64
+    redis_timeout_ms: int = 1_000
 
     # Names of the variables whose values were generated because they were unset.
     generated: tuple[str, ...] = field(default=(), compare=False)
@@ -79,6 +81,8 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     # Additions: limits worth tuning per deployment.
     "PAYLIVE_SEND_QUEUE_SIZE": ("send_queue_size", 1, 100_000),
     "PAYLIVE_HISTORY_CAP": ("history_cap", 16, 100_000),
+    "PAYLIVE_REDIS_POOL_SIZE": ("redis_pool_size", 1, 10_000),
+    "PAYLIVE_REDIS_TIMEOUT_MS": ("redis_timeout_ms", 50, 60_000),
 }
 
 

@@ -13,7 +13,12 @@ def create_engine(settings: Settings) -> Engine:
     if settings.redis_url:
         from .redis import RedisEngine
 
-        return RedisEngine(settings.redis_url, settings)
+        return RedisEngine(
+            settings.redis_url,
+            settings,
+            max_connections=settings.redis_pool_size,
+            command_timeout=settings.redis_timeout_ms / 1000,
+        )
     from .memory import MemoryEngine
 
     return MemoryEngine(settings)
