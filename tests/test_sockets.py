@@ -38,6 +38,15 @@ async def connect(server: Server, session: dict, **kw: object) -> Socket:
     return sock
 
 
+async def opened(server: Server, http: httpx.AsyncClient) -> tuple[dict, Socket]:
+    """A new session and its socket, past the first snapshot."""
+    session = await create(http)
+    sock = await connect(server, session)
+    snapshot = await sock.recv()
+    assert snapshot["type"] == "snapshot" and snapshot["seq"] == 0
+    return session, sock
+
+
 def assert_gapless(sock: Socket) -> None:
     seqs = [m["seq"] for m in sock.durable()]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
@@ -69,9 +78,7 @@ async def test_happy_path(server: Server, http: httpx.AsyncClient) -> None:
 async def test_timeout_countdown_retry_prompt_then_retry(
     server: Server, http: httpx.AsyncClient
 ) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.send({"type": "pay", "payment_method": {"card": NEVER}})
     await sock.state("processing")
     countdown = await sock.until(lambda m: m["type"] == "countdown")
@@ -106,9 +113,7 @@ async def test_timeout_countdown_retry_prompt_then_retry(
 
 
 async def test_three_timeouts_fail_the_session(server: Server, http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     for attempt in (1, 2, 3):
         kind = "pay" if attempt == 1 else "retry"
         if attempt > 1:
@@ -129,9 +134,7 @@ async def test_three_timeouts_fail_the_session(server: Server, http: httpx.Async
 
 
 async def test_late_success_after_timeout(server: Server, http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.send({"type": "pay", "payment_method": {"card": LATE}})
     await sock.state("interrupted", timeout=4)
     late = await sock.state("succeeded", timeout=4)
@@ -143,9 +146,7 @@ async def test_late_success_after_timeout(server: Server, http: httpx.AsyncClien
 async def test_lost_answer_reconciled_with_already_paid(
     server: Server, http: httpx.AsyncClient
 ) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.send({"type": "pay", "payment_method": {"card": LOST_ANSWER}})
     interrupted = await sock.state("interrupted")
     assert interrupted["data"]["cause"] == "network_error"
@@ -166,9 +167,7 @@ async def test_lost_answer_reconciled_with_already_paid(
 
 
 async def test_decline_then_stolen_card(server: Server, http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.send({"type": "pay", "payment_method": {"card": DECLINE}})
     interrupted = await sock.state("interrupted")
     assert interrupted["data"]["cause"] == "declined"
@@ -184,9 +183,7 @@ async def test_decline_then_stolen_card(server: Server, http: httpx.AsyncClient)
 async def test_cancel_while_processing_voids_the_attempt(
     server: Server, http: httpx.AsyncClient
 ) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.send({"type": "pay", "payment_method": {"card": NEVER}})
     await sock.state("processing")
     await sock.send({"type": "cancel", "ref": "c"})
@@ -202,9 +199,7 @@ async def test_cancel_while_processing_voids_the_attempt(
 async def test_resume_with_since_replays_what_was_missed(
     server: Server, http: httpx.AsyncClient
 ) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.send({"type": "pay", "payment_method": {"card": DECLINE}})
     first = await sock.state("processing")
     await sock.conn.close()
@@ -297,9 +292,7 @@ async def test_origin_allow_list(server: Server, http: httpx.AsyncClient) -> Non
 
 
 async def test_bad_frames(server: Server, http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     bad = [
         ({"type": "teleport", "ref": "a"}, "unknown_command"),
         ({"type": "pay", "ref": "b"}, "invalid_field"),
@@ -323,9 +316,7 @@ async def test_bad_frames(server: Server, http: httpx.AsyncClient) -> None:
 
 
 async def test_non_map_and_oversized_frames(server: Server, http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.conn.send("[1, 2, 3]")
     assert await sock.close_code() == 1008
     big = await connect(server, session)
@@ -339,9 +330,7 @@ async def test_non_map_and_oversized_frames(server: Server, http: httpx.AsyncCli
 
 
 async def test_no_secret_in_logs(server: Server, http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.conn.close()
     await http.get(f"/api/sessions/{session['id']}", headers=merchant())
     feed = await open_socket(f"{server.ws_url}/ws/admin?token={ADMIN_TOKEN}")
@@ -430,9 +419,7 @@ async def test_every_sandbox_card(
     cause: str,
     outcome_unknown: bool | None,
 ) -> None:
-    session = await create(http)
-    sock = await connect(server, session)
-    await sock.recv()
+    session, sock = await opened(server, http)
     await sock.send({"type": "pay", "payment_method": {"card": card}})
     await sock.state("processing")
     ended = await sock.until(lambda m: m["type"] == "state" and m["seq"] == 2, timeout=4)
