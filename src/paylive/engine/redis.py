@@ -25,7 +25,10 @@ id -> creation score, newest last), ``ended`` (zset id -> purge time), ``counter
 
 One save
 --------
-``save`` is one Lua script on the session's slot: compare the version, store the
+On a single Redis (not Cluster) every key lives on one server, so ``save`` is one
+script, ``_SAVE_ONE_NODE``, that does everything below atomically in one round trip:
+nothing of the two-step trade-off applies there. On Cluster, ``save`` is one Lua
+script on the session's slot: compare the version, store the
 record, append the events to the capped history and PUBLISH each of them on the
 session channel and the admin channel. No event is published for a state that was
 not stored, and none stored without being published. The global keys live in another
@@ -262,6 +265,60 @@ if tonumber(ARGV[2]) > seen then
   redis.call('HSET', KEYS[5], id, ARGV[2])
 end
 return 1
+"""
+)
+
+# One node only (every key on the same server): _SAVE and _SAVE_GLOBAL as one atomic
+# script, so a save is one round trip and counters, indexes and the timer can never
+# lag behind the session. KEYS: s, h, timers, active, ended, counters, tver.
+# ARGV: expected version, record, new version, status, ttl_ms, history cap, session
+# channel, admin channel, id, due or '', terminal '1'/'0', purge time, event count n,
+# then the n events, then stat name/delta pairs. Returns the previous status or nil.
+_SAVE_ONE_NODE = _Script(
+    """
+local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
+if cur[1] ~= ARGV[1] then
+  return false
+end
+local id = ARGV[9]
+local n = tonumber(ARGV[13])
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
+if n > 0 then
+  for i = 14, 13 + n do
+    redis.call('RPUSH', KEYS[2], ARGV[i])
+  end
+  local cap = tonumber(ARGV[6])
+  if cap > 0 then
+    redis.call('LTRIM', KEYS[2], -cap, -1)
+  else
+    redis.call('DEL', KEYS[2])
+  end
+  redis.call('HINCRBY', KEYS[1], 'n', n)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+for i = 14, 13 + n do
+  redis.call('PUBLISH', ARGV[7], ARGV[i])
+  redis.call('PUBLISH', ARGV[8], ARGV[i])
+end
+for i = 14 + n, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1])
+end
+local previous = cur[2] or ''
+local ended = {succeeded = true, failed = true, cancelled = true, expired = true}
+if ARGV[11] == '1' then
+  redis.call('ZREM', KEYS[4], id)
+  if not ended[previous] then
+    redis.call('ZADD', KEYS[5], 'NX', ARGV[12], id)
+  end
+end
+if ARGV[10] == '' then
+  redis.call('ZREM', KEYS[3], id)
+else
+  redis.call('ZADD', KEYS[3], ARGV[10], id)
+end
+redis.call('HSET', KEYS[7], id, ARGV[3])
+return previous
 """
 )
 
@@ -616,6 +673,8 @@ class RedisEngine(Engine):
         due = stored.next_due()
         terminal = stored.terminal
         keys = _session_keys(session.id)
+        if not self.cluster:
+            return await self._save_one_node(stored, expected_version, events, stats, keys)
         args = [
             expected_version,
             _dump(stored),
@@ -660,6 +719,40 @@ class RedisEngine(Engine):
                 exc_info=True,
             )
         return True
+
+    async def _save_one_node(
+        self,
+        stored: Session,
+        expected_version: int,
+        events: Sequence[bytes],
+        stats: Mapping[str, int],
+        keys: list[str],
+    ) -> bool:
+        """On one node every key is on the same server: the whole save, indexes and
+        counters included, is one script and one round trip."""
+        due = stored.next_due()
+        args = [
+            expected_version,
+            _dump(stored),
+            stored.version,
+            stored.status,
+            self._ttl(stored.terminal),
+            self._settings.history_cap,
+            _session_channel(stored.id),
+            ADMIN_CHANNEL,
+            stored.id,
+            "" if due is None else due,
+            "1" if stored.terminal else "0",
+            stored.updated_at + self._settings.retention_after_end_ms,
+            len(events),
+            *events,
+            *_stat_args(stats),
+        ]
+        async with self._op():
+            previous = await self._eval(
+                _SAVE_ONE_NODE, [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER], args
+            )
+        return previous is not None
 
     async def _compare_and_set(
         self, session_id: str, due: int | None, keys: list[str], args: list[Any]
