@@ -208,19 +208,22 @@ return 1
 """
 )
 
-# KEYS: s, h. ARGV: expected version, record, new version, status, ttl_ms, history cap,
-# session channel, admin channel, then the events.
-# Returns the previous status, or nil (and changes nothing) when the version moved.
-_SAVE = _Script(
-    """
+# The save's ARGV, the same for both save scripts: expected version, record, new
+# version, status, ttl_ms, history cap, session channel, admin channel, id, due or '',
+# terminal '1'/'0', purge time, event count n, then the n events, then stat
+# name/delta pairs. KEYS[1], KEYS[2]: the session's s and h.
+# Compare the version (nil, and nothing changed, when it moved), store, append to the
+# capped history, publish; leaves the previous status in ``previous``.
+_STORE = """
 local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
 if cur[1] ~= ARGV[1] then
   return false
 end
+local id = ARGV[9]
+local n = tonumber(ARGV[13])
 redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
-local count = #ARGV - 8
-if count > 0 then
-  for i = 9, #ARGV do
+if n > 0 then
+  for i = 14, 13 + n do
     redis.call('RPUSH', KEYS[2], ARGV[i])
   end
   local cap = tonumber(ARGV[6])
@@ -229,17 +232,20 @@ if count > 0 then
   else
     redis.call('DEL', KEYS[2])
   end
-  redis.call('HINCRBY', KEYS[1], 'n', count)
+  redis.call('HINCRBY', KEYS[1], 'n', n)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-for i = 9, #ARGV do
+for i = 14, 13 + n do
   redis.call('PUBLISH', ARGV[7], ARGV[i])
   redis.call('PUBLISH', ARGV[8], ARGV[i])
 end
-return cur[2] or ''
+local previous = cur[2] or ''
 """
-)
+
+# Cluster: the session's slot only; the global keys follow in _SAVE_GLOBAL.
+# Returns the previous status, or nil when the version moved.
+_SAVE = _Script(_STORE + "return previous\n")
 
 # KEYS: timers, active, ended, counters, tver.
 # ARGV: id, version, due or '', terminal '1'/'0', purge time or '', then stat pairs.
@@ -271,40 +277,12 @@ return 1
 # One node only (every key on the same server): _SAVE and _SAVE_GLOBAL as one atomic
 # script, so a save is one round trip and counters, indexes and the timer can never
 # lag behind the session. KEYS: s, h, timers, active, ended, counters, tver.
-# ARGV: expected version, record, new version, status, ttl_ms, history cap, session
-# channel, admin channel, id, due or '', terminal '1'/'0', purge time, event count n,
-# then the n events, then stat name/delta pairs. Returns the previous status or nil.
 _SAVE_ONE_NODE = _Script(
-    """
-local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
-if cur[1] ~= ARGV[1] then
-  return false
-end
-local id = ARGV[9]
-local n = tonumber(ARGV[13])
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
-if n > 0 then
-  for i = 14, 13 + n do
-    redis.call('RPUSH', KEYS[2], ARGV[i])
-  end
-  local cap = tonumber(ARGV[6])
-  if cap > 0 then
-    redis.call('LTRIM', KEYS[2], -cap, -1)
-  else
-    redis.call('DEL', KEYS[2])
-  end
-  redis.call('HINCRBY', KEYS[1], 'n', n)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-for i = 14, 13 + n do
-  redis.call('PUBLISH', ARGV[7], ARGV[i])
-  redis.call('PUBLISH', ARGV[8], ARGV[i])
-end
+    _STORE
+    + """
 for i = 14 + n, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1])
 end
-local previous = cur[2] or ''
 local ended = {succeeded = true, failed = true, cancelled = true, expired = true}
 if ARGV[11] == '1' then
   redis.call('ZREM', KEYS[4], id)
@@ -673,19 +651,15 @@ class RedisEngine(Engine):
         due = stored.next_due()
         terminal = stored.terminal
         keys = _session_keys(session.id)
+        args = self._save_args(stored, expected_version, events, stats)
         if not self.cluster:
-            return await self._save_one_node(stored, expected_version, events, stats, keys)
-        args = [
-            expected_version,
-            _dump(stored),
-            stored.version,
-            stored.status,
-            self._ttl(terminal),
-            self._settings.history_cap,
-            _session_channel(session.id),
-            ADMIN_CHANNEL,
-            *events,
-        ]
+            # Every key on one server: the whole save, indexes and counters included,
+            # is one script and one round trip.
+            async with self._op():
+                previous = await self._eval(
+                    _SAVE_ONE_NODE, [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER], args
+                )
+            return previous is not None
         async with self._op():
             previous = await self._compare_and_set(session.id, due, keys, args)
         if previous is None:
@@ -720,18 +694,16 @@ class RedisEngine(Engine):
             )
         return True
 
-    async def _save_one_node(
+    def _save_args(
         self,
         stored: Session,
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
-        keys: list[str],
-    ) -> bool:
-        """On one node every key is on the same server: the whole save, indexes and
-        counters included, is one script and one round trip."""
+    ) -> list[Any]:
+        """ARGV of _SAVE and _SAVE_ONE_NODE (the layout is written above _STORE)."""
         due = stored.next_due()
-        args = [
+        return [
             expected_version,
             _dump(stored),
             stored.version,
@@ -748,11 +720,6 @@ class RedisEngine(Engine):
             *events,
             *_stat_args(stats),
         ]
-        async with self._op():
-            previous = await self._eval(
-                _SAVE_ONE_NODE, [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER], args
-            )
-        return previous is not None
 
     async def _compare_and_set(
         self, session_id: str, due: int | None, keys: list[str], args: list[Any]
