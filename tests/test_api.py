@@ -57,6 +57,19 @@ def signed(
     return raw, {"Paylive-Signature": header, "Content-Type": "application/json"}
 
 
+async def processing(http: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
+    """A session whose first attempt waits for a provider result (card ...0408 never
+    answers, and this module's sandbox posts nowhere): the tests send the webhooks."""
+    session = await create(http)
+    reply = await http.post(
+        f"/api/sessions/{session['id']}/attempts",
+        json={"payment_method": {"card": NEVER}},
+        headers=customer(session),
+    )
+    assert reply.status_code == 202
+    return session, session["id"]
+
+
 def webhook(
     session_id: str,
     attempt: int,
@@ -249,13 +262,7 @@ async def test_idempotency_key_in_use(server: Server, http: httpx.AsyncClient) -
 
 
 async def test_webhook_signatures(http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sid = session["id"]
-    await http.post(
-        f"/api/sessions/{sid}/attempts",
-        json={"payment_method": {"card": NEVER}},
-        headers=customer(session),
-    )
+    session, sid = await processing(http)
     body = webhook(sid, 1)
     raw, good = signed(body)
     for headers in (
@@ -285,13 +292,7 @@ async def test_webhook_signatures(http: httpx.AsyncClient) -> None:
 
 
 async def test_duplicate_webhooks_apply_once(http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sid = session["id"]
-    await http.post(
-        f"/api/sessions/{sid}/attempts",
-        json={"payment_method": {"card": NEVER}},
-        headers=customer(session),
-    )
+    session, sid = await processing(http)
     raw, headers = signed(webhook(sid, 1))
     first = await http.post("/webhooks/sandbox", content=raw, headers=headers)
     again = await http.post("/webhooks/sandbox", content=raw, headers=headers)
@@ -309,13 +310,7 @@ async def test_duplicate_webhooks_apply_once(http: httpx.AsyncClient) -> None:
 
 
 async def test_success_after_cancel_is_refunded(http: httpx.AsyncClient) -> None:
-    session = await create(http)
-    sid = session["id"]
-    await http.post(
-        f"/api/sessions/{sid}/attempts",
-        json={"payment_method": {"card": NEVER}},
-        headers=customer(session),
-    )
+    session, sid = await processing(http)
     await http.post(f"/api/sessions/{sid}/cancel", headers=customer(session))
     raw, headers = signed(webhook(sid, 1))
     reply = await http.post("/webhooks/sandbox", content=raw, headers=headers)
