@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from paylive.webhooks import signature_header
+from paylive.core.signature import signature_header
 
 from .client import admin, create, merchant
 from .servers import WEBHOOK_SECRET, Server

@@ -14,10 +14,10 @@ import anyio
 import pytest
 from redis.crc import key_slot
 
+from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
 from paylive.engine import Engine, EngineUnavailable
 from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
-from paylive.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
 from paylive.settings import Settings
 
 from . import redisproc

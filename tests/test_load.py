@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from paylive.load import main as load_main
+from paylive.load.cli import main as load_main
 
 from .servers import ADMIN_TOKEN, API_KEY, Server
 

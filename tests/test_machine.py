@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from paylive.machine import (
+from paylive.core.machine import (
     Cancel,
     Charge,
     Decision,
@@ -27,7 +27,7 @@ from paylive.machine import (
     decide,
     new_session,
 )
-from paylive.session import (
+from paylive.core.session import (
     A_DECLINED,
     A_NETWORK_ERROR,
     A_PROCESSING,

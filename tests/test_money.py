@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from paylive.machine import (
+from paylive.core.machine import (
     Cancel,
     Charge,
     Command,
@@ -23,7 +23,7 @@ from paylive.machine import (
     decide,
     new_session,
 )
-from paylive.session import Session
+from paylive.core.session import Session
 
 RULES = Rules(attempt_timeout_ms=1000, max_attempts=3, retry_delay_ms=100, session_ttl_ms=20_000)
 CARD = {"card": "4242424242424242"}

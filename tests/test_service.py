@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from paylive.core.machine import Cancel, Charge, ProviderResult, StartAttempt, Tick
 from paylive.engine.memory import MemoryEngine
 from paylive.errors import ApiError
 from paylive.gateway import ChargeReply, Gateway, GatewayError
-from paylive.machine import Cancel, Charge, ProviderResult, StartAttempt, Tick
-from paylive.service import PaymentService
+from paylive.service.payments import PaymentService
 from paylive.settings import load_settings
 
 pytestmark = pytest.mark.anyio

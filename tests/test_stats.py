@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from paylive.machine import (
+from paylive.core.machine import (
     Cancel,
     Decision,
     Interrupt,
@@ -24,8 +24,8 @@ from paylive.machine import (
     decide,
     new_session,
 )
-from paylive.session import Session
-from paylive.stats import delta, summary
+from paylive.core.session import Session
+from paylive.core.stats import delta, summary
 
 RULES = Rules(
     attempt_timeout_ms=30_000, max_attempts=3, retry_delay_ms=2_000, session_ttl_ms=900_000

@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .machine import Decision
+from .core.machine import Decision
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST

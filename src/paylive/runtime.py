@@ -13,15 +13,15 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from . import stats
+from .core import stats
+from .core.codec import Encoded, Message
 from .engine import Engine, EngineUnavailable, create_engine
+from .fanout.hub import Hub
 from .gateway import Gateway
 from .gateway.sandbox import SandboxGateway
-from .hub import Hub
-from .messages import Encoded, Message
-from .ratelimit import TokenBuckets
-from .service import PaymentService, now_ms
+from .service.payments import PaymentService, now_ms
 from .settings import Settings
+from .web.ratelimit import TokenBuckets
 
 log = logging.getLogger("paylive.runtime")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 
-from ..session import Session
+from ..core.session import Session
 
 # (session id or None for the admin channel, encoded event bytes)
 EventListener = Callable[[str | None, bytes], None]

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from ..session import TERMINAL_STATUSES, Session
+from ..core.session import TERMINAL_STATUSES, Session
 from ..settings import Settings
 from .base import Engine
 

@@ -116,7 +116,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..session import TERMINAL_STATUSES, Session
+from ..core.session import TERMINAL_STATUSES, Session
 from ..settings import Settings
 from .base import Engine, EngineUnavailable
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from enum import Enum
 
-from ..machine import Charge
+from ..core.machine import Charge
 
 
 class GatewayError(Exception):

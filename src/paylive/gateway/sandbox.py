@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from ..core.machine import Charge
+from ..core.signature import signature_header
 from ..engine import Engine
-from ..machine import Charge
 from ..settings import Settings
-from ..webhooks import signature_header
 from .base import ChargeReply, Gateway
 
 log = logging.getLogger("paylive.sandbox")

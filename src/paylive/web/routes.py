@@ -14,14 +14,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import idempotency, metrics, stats, validation
+from .. import metrics
+from ..core import stats
+from ..core.machine import Cancel, Command, Interrupt, StartAttempt
+from ..core.signature import SignatureError, verify
+from ..engine import EngineUnavailable
+from ..errors import ApiError
+from ..runtime import Runtime
+from ..service import idempotency
+from ..service.payments import Outcome
+from . import validation
 from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
-from .engine import EngineUnavailable
-from .errors import ApiError
-from .machine import Cancel, Command, Interrupt, StartAttempt
-from .runtime import Runtime
-from .service import Outcome
-from .webhooks import SignatureError, verify
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

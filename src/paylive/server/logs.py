@@ -41,7 +41,7 @@ def log_config(level: str = "info") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "paylive.logs.RedactTokens"}},
+        "filters": {"redact": {"()": "paylive.server.logs.RedactTokens"}},
         "formatters": {
             "default": {"format": fmt},
             "access": {

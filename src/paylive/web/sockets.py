@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..core.codec import JSON, MSGPACK, SUBPROTOCOLS, DecodeError, Encoded, Message, decode_frame
+from ..core.machine import Cancel, Command, Interrupt, StartAttempt
+from ..engine import EngineUnavailable
+from ..errors import ApiError
+from ..fanout.hub import Subscriber, snapshot_message
+from ..runtime import Runtime
 from . import validation
 from .auth import ADMIN, CUSTOMER, principal_for
-from .engine import EngineUnavailable
-from .errors import ApiError
-from .hub import Subscriber, snapshot_message
-from .machine import Cancel, Command, Interrupt, StartAttempt
-from .messages import JSON, MSGPACK, SUBPROTOCOLS, DecodeError, Encoded, Message, decode_frame
-from .runtime import Runtime
 
 log = logging.getLogger("paylive.sockets")
 

@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import metrics
-from .engine import Engine, EngineUnavailable
-from .messages import Encoded, Message
-from .session import PROCESSING, Session
+from .. import metrics
+from ..core.codec import Encoded, Message
+from ..core.session import PROCESSING, Session
+from ..engine import Engine, EngineUnavailable
 
 log = logging.getLogger("paylive.hub")
 

@@ -1,6 +1,6 @@
 """``paylive load``: the load generator of PROTOCOL.md section 5.
 
-The parent process plans the run, starts worker processes (``paylive.load_worker``,
+The parent process plans the run, starts worker processes (``paylive.load.worker``,
 about one per 2,500 sockets, since a process may hold at most 20,000 open files
 here), and walks them through the phases together: open the admin feeds, create
 the sessions, open the sockets, drive the state changes. Between phases it samples
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .load_report import merge, render_table
-from .load_worker import raise_nofile
+from .report import merge, render_table
+from .worker import raise_nofile
 
 SOCKETS_PER_PROCESS = 2_500
 OPEN_FILES_HARD = 20_000
@@ -262,12 +262,12 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 class WorkerProcess:
-    """One ``python -m paylive.load_worker``: JSON lines in, JSON lines out."""
+    """One ``python -m paylive.load.worker``: JSON lines in, JSON lines out."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.index = config["index"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "paylive.load_worker"],
+            [sys.executable, "-m", "paylive.load.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -8,9 +8,9 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import __version__
+from .. import __version__
+from ..settings import Settings, SettingsError, load_settings
 from .logs import log_config
-from .settings import Settings, SettingsError, load_settings
 
 
 def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
@@ -79,7 +79,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
 
     config = uvicorn.Config(
-        "paylive.app:create_app",
+        "paylive.server.app:create_app",
         factory=True,
         host=host,
         port=port,
@@ -95,7 +95,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         backlog=4096,
         server_header=False,
     )
-    from .server import run
+    from .uvicorn import run
 
     run(config)
     return 0
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     p_load = commands.add_parser("load", help="the load generator")
-    from .load import add_arguments
+    from ..load.cli import add_arguments
 
     add_arguments(p_load)
 
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 1:
             parser.error("--workers must be at least 1")
         return serve(args.host, args.port, args.workers, args.log_level)
-    from .load import run_load
+    from ..load.cli import run_load
 
     return run_load(args)
 

@@ -14,8 +14,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .engine import Engine
-from .errors import ApiError
+from ..engine import Engine
+from ..errors import ApiError
 
 LOCK_TTL_MS = 60_000
 Handler = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from .settings import Settings
+from ..settings import Settings
 
 MERCHANT = "merchant"
 CUSTOMER = "customer"

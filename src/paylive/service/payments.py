@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import metrics, stats
-from .engine import Engine, EngineUnavailable
-from .errors import ApiError
-from .gateway import ChargeReply, Gateway, GatewayError
-from .machine import (
+from .. import metrics
+from ..core import stats
+from ..core.codec import Encoded, Message
+from ..core.machine import (
     Charge,
     Command,
     Decision,
@@ -31,9 +30,11 @@ from .machine import (
     decide,
     new_session,
 )
-from .messages import Encoded, Message
-from .session import Session, idempotency_key
-from .settings import Settings
+from ..core.session import Session, idempotency_key
+from ..engine import Engine, EngineUnavailable
+from ..errors import ApiError
+from ..gateway import ChargeReply, Gateway, GatewayError
+from ..settings import Settings
 
 log = logging.getLogger("paylive.service")
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .messages import Message
+from .codec import Message
 from .session import (
     A_DECLINED,
     A_NETWORK_ERROR,

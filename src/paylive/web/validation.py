@@ -10,8 +10,8 @@ import json
 import re
 from typing import Any
 
-from .errors import ApiError
-from .machine import ProviderResult
+from ..core.machine import ProviderResult
+from ..errors import ApiError
 
 # ISO 4217 active codes (2024), so "EURO" or "XXX" cannot open a session.
 CURRENCIES = frozenset(

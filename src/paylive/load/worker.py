@@ -1,6 +1,6 @@
 """One process of ``paylive load``: its share of sessions, sockets and state changes.
 
-``paylive.load`` starts it as ``python -m paylive.load_worker``. It reads its
+``paylive.load`` starts it as ``python -m paylive.load.worker``. It reads its
 configuration, then one command per phase, as JSON lines on stdin, and answers
 each phase on stdout, so that the parent can sample the server between phases
 (after the sessions exist, after the sockets are open, after the drive). EOF on
@@ -26,7 +26,7 @@ import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .load_http import HttpFailure, Pool, make_pool
+from .http import HttpFailure, Pool, make_pool
 
 # The sandbox never answers this card: the attempt stays `processing` until the
 # load generator interrupts it, so the generator alone decides when states change.

@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..engine import EngineUnavailable
 from .auth import client_secret
-from .engine import EngineUnavailable
 
 
 def client_dir() -> Path:

@@ -13,9 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from . import http_api, pages, shutdown, sockets
-from .runtime import Runtime
-from .settings import Settings, load_settings
+from ..runtime import Runtime
+from ..settings import Settings, load_settings
+from ..web import pages, sockets
+from ..web import routes as http_api
+from . import shutdown
 
 _CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request"}
 
