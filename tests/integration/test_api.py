@@ -13,8 +13,8 @@ import pytest
 
 from paylive.core.signature import signature_header
 
-from .client import admin, create, merchant
-from .servers import WEBHOOK_SECRET, Server
+from ..support.client import admin, create, merchant
+from ..support.servers import WEBHOOK_SECRET, Server
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from .client import Socket, create, merchant, open_socket, session_url
-from .servers import ADMIN_TOKEN, Server
+from ..support.client import Socket, create, merchant, open_socket, session_url
+from ..support.servers import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.anyio
 

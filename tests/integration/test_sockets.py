@@ -8,8 +8,8 @@ import anyio
 import httpx
 import pytest
 
-from .client import Socket, admin, create, merchant, open_socket, session_url
-from .servers import ADMIN_TOKEN, Server
+from ..support.client import Socket, admin, create, merchant, open_socket, session_url
+from ..support.servers import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.anyio
 

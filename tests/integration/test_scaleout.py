@@ -11,9 +11,9 @@ import anyio
 import httpx
 import pytest
 
-from .client import Socket, admin, create, merchant, open_socket, session_url
-from .redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
-from .servers import ADMIN_TOKEN, Server, free_port
+from ..support.client import Socket, admin, create, merchant, open_socket, session_url
+from ..support.redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
+from ..support.servers import ADMIN_TOKEN, Server, free_port
 
 pytestmark = [
     pytest.mark.anyio,

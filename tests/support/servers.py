@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+
+from .ports import free_port
 
 API_KEY = "test-api-key-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -26,12 +27,6 @@ FAST = {
     "PAYLIVE_SANDBOX_DELAY_MS": "150",
     "PAYLIVE_COUNTDOWN_INTERVAL_MS": "200",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ if not REQUIRED:
         pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
+from ..support.ports import free_port  # noqa: E402
+
 API_KEY = "browser-test-api-key-0123456789"
 ADMIN_TOKEN = "browser-test-admin-token-0123456789"
 ATTEMPT_TIMEOUT_MS = 1500
@@ -44,15 +45,9 @@ TIMEOUT_CARD = "4000000000000408"
 WAIT_MS = 5000  # the longest any single expectation may take
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()

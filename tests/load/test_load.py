@@ -10,7 +10,7 @@ from pathlib import Path
 
 from paylive.load.cli import main as load_main
 
-from .servers import ADMIN_TOKEN, API_KEY, Server
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 
 # What BENCHMARKS.md runs the server with: attempts never time out by themselves
 # and a retry is allowed at once, so only the generator changes states.

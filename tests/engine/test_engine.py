@@ -20,8 +20,8 @@ from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
 from paylive.settings import Settings
 
-from . import redisproc
-from .redisproc import RedisProc
+from ..support import redisproc
+from ..support.redisproc import RedisProc
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +33,6 @@ needs_redis = pytest.mark.skipif(
 T0 = 1_764_000_000_000
 SETTINGS = Settings(history_cap=5)
 CLOSE_TIMEOUT_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_session(session_id: str, created_at: int = T0, **changes: Any) -> Session:
