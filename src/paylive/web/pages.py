@@ -18,11 +18,12 @@ from .auth import client_secret
 
 
 def client_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "client", here.parent.parent / "client"):
+    package = Path(__file__).resolve().parent.parent
+    # In a wheel the client sits inside the package; in a checkout, at the repository root.
+    for candidate in (package / "client", package.parent.parent / "client"):
         if candidate.is_dir():
             return candidate
-    return here / "client"
+    return package / "client"
 
 
 async def index(request: Request) -> Response:
