@@ -1,4 +1,4 @@
-// The admin dashboard: the live feed of every session (PROTOCOL.md section 4, admin feed).
+// The admin dashboard: the live feed of every session (docs/protocol.md section 4, admin feed).
 //
 // The token comes from the fragment (#token=...) or the form, is kept in this tab's
 // sessionStorage, and is removed from the address bar at once. It goes to the server

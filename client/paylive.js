@@ -1,5 +1,5 @@
 /**
- * paylive.js: the browser side of a paylive payment session (PROTOCOL.md section 4).
+ * paylive.js: the browser side of a paylive payment session (docs/protocol.md section 4).
  *
  * One dependency-free ES module. It opens the customer channel
  * `/ws/sessions/{id}?token=<client secret>&since=<seq>`, keeps the last `seq` of the
@@ -29,7 +29,7 @@ export const ACTIVE_STATUSES = new Set(['created', 'processing', 'interrupted'])
 /** Interruption reasons after which the provider may have charged: it is voided first. */
 export const OUTCOME_UNKNOWN_REASONS = new Set(['timeout', 'network_error']);
 
-/** Close codes after which reconnecting cannot help (PROTOCOL.md section 4). */
+/** Close codes after which reconnecting cannot help (docs/protocol.md section 4). */
 export const FATAL_CLOSE_CODES = new Map([
   [4401, 'unauthorized'],
   [4403, 'origin_not_allowed'],
@@ -37,7 +37,7 @@ export const FATAL_CLOSE_CODES = new Map([
   [1008, 'policy_violation'],
 ]);
 
-/** The card numbers of the sandbox gateway (PROTOCOL.md section 3). */
+/** The card numbers of the sandbox gateway (docs/protocol.md section 3). */
 export const SANDBOX_CARDS = [
   { number: '4242424242424242', label: 'Succeeds' },
   { number: '4000000000000002', label: 'Declined: card_declined (retryable)' },

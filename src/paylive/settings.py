@@ -1,4 +1,4 @@
-"""Every knob of the server, read from the environment once (PROTOCOL.md section 1)."""
+"""Every knob of the server, read from the environment once (docs/protocol.md section 1)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _split(raw: str) -> tuple[str, ...]:
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Read PROTOCOL.md section 1 from ``environ``; raise SettingsError naming a bad variable.
+    """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
 
     Outside production, a missing API key, admin token or signing secret is generated
     (and listed in ``generated`` so that ``paylive serve`` can print it).

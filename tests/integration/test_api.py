@@ -1,4 +1,4 @@
-"""The HTTP API against a real server (PROTOCOL.md section 3)."""
+"""The HTTP API against a real server (docs/protocol.md section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The customer channel and the admin feed against a real server (PROTOCOL.md section 4)."""
+"""The customer channel and the admin feed against a real server (docs/protocol.md section 4)."""
 
 from __future__ import annotations
 

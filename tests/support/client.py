@@ -1,4 +1,4 @@
-"""Test clients that know only PROTOCOL.md: HTTP with httpx, sockets with websockets."""
+"""Test clients that know only docs/protocol.md: HTTP with httpx, sockets with websockets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pure state machine against PROTOCOL.md section 2.
+"""The pure state machine against docs/protocol.md section 2.
 
 No I/O: ``step`` asks ``decide`` once, ``settle`` plays the service's part (void what the
 machine asks at a fake gateway, then decide again). Every decision goes through

@@ -43,7 +43,7 @@ class Provider:
 
     def settle(self, key: str) -> None:
         """The provider decides a pending charge; its webhook comes at least once
-        (PROTOCOL.md), perhaps twice, in any order with the others."""
+        (docs/protocol.md), perhaps twice, in any order with the others."""
         charged = self.rng.random() < 0.6
         self.ledger[key] = "charged" if charged else "declined"
         number = int(key.rpartition(":")[2])

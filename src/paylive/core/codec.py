@@ -1,4 +1,4 @@
-"""Server messages (PROTOCOL.md section 4) and their two wire encodings.
+"""Server messages (docs/protocol.md section 4) and their two wire encodings.
 
 A message is encoded at most once per codec per worker: ``Encoded`` caches the
 bytes, and the same object is handed to every local subscriber.

@@ -1,6 +1,6 @@
 """The payment session state machine: ``decide(session, command, now, rules, voids)``.
 
-Pure: no I/O, no clock, no randomness. Every rule of PROTOCOL.md section 2 lives here.
+Pure: no I/O, no clock, no randomness. Every rule of docs/protocol.md section 2 lives here.
 The service around it loads a session, asks ``decide``, saves the new session with
 its events (compare-and-set), then carries out the effects (charge, refund).
 
@@ -556,6 +556,6 @@ def _success(
     tx.update(status=SUCCEEDED, deadline=None, retry_at=None)
     tx.state(previous, "late_success" if late else "succeeded")
     for _number in duplicates:
-        # A charge the void found is a second success: name its refund (PROTOCOL.md 2).
+        # A charge the void found is a second success: name its refund (docs/protocol.md 2).
         tx.state(SUCCEEDED, "duplicate_charge_refunded")
     return tx.done()

@@ -1,4 +1,4 @@
-"""The payment session and its attempts as values (PROTOCOL.md section 2).
+"""The payment session and its attempts as values (docs/protocol.md section 2).
 
 Plain frozen dataclasses: the state machine returns new ones instead of mutating.
 ``to_public`` is what the wire shows; ``to_record``/``from_record`` is what an engine

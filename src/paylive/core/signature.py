@@ -1,4 +1,4 @@
-"""Provider webhook signatures (PROTOCOL.md section 3): ``t=<s>,v1=<hex>[,v1=...]``."""
+"""Provider webhook signatures (docs/protocol.md section 3): ``t=<s>,v1=<hex>[,v1=...]``."""
 
 from __future__ import annotations
 

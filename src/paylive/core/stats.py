@@ -56,7 +56,7 @@ def delta(old: Session | None, new: Session) -> dict[str, int]:
 
 
 def summary(counters: Mapping[str, int]) -> dict[str, Any]:
-    """The summary map of PROTOCOL.md section 3 from the stored counters."""
+    """The summary map of docs/protocol.md section 3 from the stored counters."""
     by_status = {status: max(0, int(counters.get(f"status:{status}", 0))) for status in STATUSES}
     finished = sum(by_status[s] for s in TERMINAL_STATUSES)
     return {

@@ -1,4 +1,4 @@
-"""The sandbox provider of PROTOCOL.md section 3: test cards, signed webhooks.
+"""The sandbox provider of docs/protocol.md section 3: test cards, signed webhooks.
 
 Its ledger lives in the engine, so that with several workers a void on one worker
 sees a charge made on another. Each key settles once (``put_if_absent``): a delayed

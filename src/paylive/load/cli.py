@@ -1,4 +1,4 @@
-"""``paylive load``: the load generator of PROTOCOL.md section 5.
+"""``paylive load``: the load generator of docs/protocol.md section 5.
 
 The parent process plans the run, starts worker processes (``paylive.load.worker``,
 about one per 2,500 sockets, since a process may hold at most 20,000 open files

@@ -33,7 +33,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the app; settings default to the environment (PROTOCOL.md section 1)."""
+    """Build the app; settings default to the environment (docs/protocol.md section 1)."""
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager

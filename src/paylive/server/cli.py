@@ -1,4 +1,4 @@
-"""``paylive serve`` and ``paylive load`` (PROTOCOL.md section 5)."""
+"""``paylive serve`` and ``paylive load`` (docs/protocol.md section 5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """uvicorn, made to close sockets with 1001 on shutdown, for one worker or several.
 
-uvicorn closes open WebSockets with 1012 when it stops; PROTOCOL.md promises 1001.
+uvicorn closes open WebSockets with 1012 when it stops; docs/protocol.md promises 1001.
 ``PayliveServer`` runs the shutdown hooks (which close every socket with 1001) before
 handing over to uvicorn. With ``--workers``, uvicorn's supervisor builds a plain
 ``Server`` in each child, so the child process class is swapped for one that builds

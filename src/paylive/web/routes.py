@@ -1,4 +1,4 @@
-"""The HTTP API of PROTOCOL.md section 3: parse, authorise, call the service, answer.
+"""The HTTP API of docs/protocol.md section 3: parse, authorise, call the service, answer.
 
 No business rule lives here: a route validates its input, checks who is asking and
 hands a command to ``PaymentService``.

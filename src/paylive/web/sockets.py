@@ -1,4 +1,4 @@
-"""The WebSocket endpoints of PROTOCOL.md section 4: the customer channel and the
+"""The WebSocket endpoints of docs/protocol.md section 4: the customer channel and the
 admin feed. Each socket is a reader (this coroutine) and one writer task draining
 its bounded queue; everything else is the hub's."""
 
@@ -39,7 +39,7 @@ _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 def origin_allowed(
     origin: str | None, host_header: str | None, allowed: tuple[str, ...] | None
 ) -> bool:
-    """PROTOCOL.md: the allow-list, or (unset) the same origin and localhost only.
+    """docs/protocol.md: the allow-list, or (unset) the same origin and localhost only.
     A client that sends no Origin is not a browser, and CSRF-style abuse needs one."""
     if origin is None:
         return True
