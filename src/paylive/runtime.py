@@ -25,11 +25,6 @@ from .web.ratelimit import TokenBuckets
 
 log = logging.getLogger("paylive.runtime")
 
-TIMER_BATCH = 200
-TIMER_LEASE_MS = 10_000
-TIMER_CONCURRENCY = 64
-COUNTDOWN_SLICES = 10
-
 
 class Runtime:
     def __init__(
@@ -45,15 +40,14 @@ class Runtime:
         self.gateway = gateway or SandboxGateway(settings, self.engine)
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.hub = Hub(self.engine, self.admin_snapshot, clock)
-        # Customer commands per session: a burst of 20, then 5 a second.
-        self.limiter = TokenBuckets(capacity=20, per_second=5)
+        self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
-        self._tick_slots = asyncio.Semaphore(TIMER_CONCURRENCY)
+        self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)
         self.shutting_down = False
         # Countdowns go out in slices a few tens of ms apart, each session once per
         # interval: at 5,000 sockets one burst a second cost 100 ms of p99 latency.
-        self._slices = max(1, min(COUNTDOWN_SLICES, settings.countdown_interval_ms // 50))
+        self._slices = max(1, min(settings.countdown_slices, settings.countdown_interval_ms // 50))
         self._slice = 0
 
     async def start(self) -> None:
@@ -115,7 +109,9 @@ class Runtime:
     async def _fire_timers(self) -> None:
         if self.shutting_down:
             return
-        due = await self.engine.claim_due(self.clock(), TIMER_BATCH, TIMER_LEASE_MS)
+        due = await self.engine.claim_due(
+            self.clock(), self.settings.timer_batch, self.settings.timer_lease_ms
+        )
         for session_id in due:
             await self._tick_slots.acquire()
             task = asyncio.create_task(self._tick(session_id))

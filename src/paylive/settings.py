@@ -47,6 +47,21 @@ class Settings:
     admin_list_max: int = 500
     redis_pool_size: int = 64
     redis_timeout_ms: int = 1_000
+    # Customer commands per session: a burst, then a steady rate (429 past it).
+    command_burst: int = 20
+    command_rate_per_s: float = 5.0
+    # Timer loop: due deadlines claimed per round, how long a claim holds, and how many
+    # fire at once on one worker.
+    timer_batch: int = 200
+    timer_lease_ms: int = 10_000
+    timer_concurrency: int = 64
+    # Countdowns go out in up to this many slices per interval rather than one burst.
+    countdown_slices: int = 10
+    # uvicorn: frames past this are refused before they reach the app; the listen
+    # backlog; how long a stopping worker waits for requests in flight.
+    ws_max_frame_bytes: int = 64 * 1024
+    listen_backlog: int = 4096
+    shutdown_timeout_s: int = 10
 
     # Names of the variables whose values were generated because they were unset.
     generated: tuple[str, ...] = field(default=(), compare=False)

@@ -944,7 +944,7 @@ def test_seq_counts_every_durable_event_of_a_long_life() -> None:
 def test_void_reporting_a_charge_outweighs_a_decline_that_landed_first() -> None:
     """The gateway said attempt 1 was charged; a contradictory decline webhook got
     there first. The retry must not start a second charge."""
-    rules = Rules(attempt_timeout_ms=1000, retry_delay_ms=0)
+    rules = replace(RULES, attempt_timeout_ms=1000, retry_delay_ms=0)
     s = new_session("ps_c", "o", 100, "EUR", {}, 0, rules)
     s = decide(s, StartAttempt({"card": "4242424242424242"}), 0, rules).session
     s = decide(s, Tick(), 1000, rules).session  # timeout: outcome unknown

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from paylive.core.machine import Rules
 from paylive.settings import SettingsError, load_settings
 
 SECRETS = {
@@ -106,3 +107,12 @@ def test_redis_limits_are_settings() -> None:
     assert (s.redis_pool_size, s.redis_timeout_ms) == (8, 250)
     with pytest.raises(SettingsError, match="PAYLIVE_REDIS_POOL_SIZE"):
         load_settings({"PAYLIVE_REDIS_POOL_SIZE": "0"})
+
+
+def test_the_machine_rules_come_from_settings_alone() -> None:
+    rules = Rules.of(load_settings({}))
+    assert rules == Rules(
+        attempt_timeout_ms=30_000, max_attempts=3, retry_delay_ms=2_000, session_ttl_ms=900_000
+    )
+    tuned = Rules.of(load_settings({"PAYLIVE_MAX_ATTEMPTS": "5", "PAYLIVE_RETRY_DELAY_MS": "0"}))
+    assert (tuned.max_attempts, tuned.retry_delay_ms) == (5, 0)

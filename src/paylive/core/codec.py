@@ -12,11 +12,11 @@ from typing import Any
 
 import msgpack
 
-JSON = "paylive.v1.json"
-MSGPACK = "paylive.v1.msgpack"
-SUBPROTOCOLS = (JSON, MSGPACK)
+from .protocol import DURABLE_TYPES, MSGPACK
+from .protocol import JSON as JSON
+from .protocol import SUBPROTOCOLS as _BY_CODEC
 
-DURABLE_TYPES = frozenset({"state", "retry_prompt"})
+SUBPROTOCOLS = tuple(_BY_CODEC.values())
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class Encoded:
     @property
     def session(self) -> str | None:
         return self.wire.get("session")
+
+    @property
+    def durable(self) -> bool:
+        return self.type in DURABLE_TYPES
 
     @property
     def seq(self) -> int | None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..settings import Settings
 from .codec import Message
 from .session import (
     A_DECLINED,
@@ -55,10 +56,21 @@ REASON_MESSAGES = {
 
 @dataclass(frozen=True)
 class Rules:
-    attempt_timeout_ms: int = 30_000
-    max_attempts: int = 3
-    retry_delay_ms: int = 2_000
-    session_ttl_ms: int = 900_000
+    """The part of ``Settings`` the machine decides by; ``Rules.of`` is the only source."""
+
+    attempt_timeout_ms: int
+    max_attempts: int
+    retry_delay_ms: int
+    session_ttl_ms: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Rules:
+        return cls(
+            attempt_timeout_ms=settings.attempt_timeout_ms,
+            max_attempts=settings.max_attempts,
+            retry_delay_ms=settings.retry_delay_ms,
+            session_ttl_ms=settings.session_ttl_ms,
+        )
 
 
 # Commands -------------------------------------------------------------------

@@ -11,28 +11,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-# Session statuses.
-CREATED = "created"
-PROCESSING = "processing"
-INTERRUPTED = "interrupted"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-EXPIRED = "expired"
+from .protocol import ACTIVE_STATUSES as ACTIVE_STATUSES
+from .protocol import TERMINAL_STATUSES as TERMINAL_STATUSES
+from .protocol import AttemptStatus, Status
 
-STATUSES = (CREATED, PROCESSING, INTERRUPTED, SUCCEEDED, FAILED, CANCELLED, EXPIRED)
-ACTIVE_STATUSES = frozenset({CREATED, PROCESSING, INTERRUPTED})
-TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
+# Short names for the machine's rules, which read better with them.
+CREATED, PROCESSING, INTERRUPTED = Status.CREATED, Status.PROCESSING, Status.INTERRUPTED
+SUCCEEDED, FAILED, CANCELLED, EXPIRED = (
+    Status.SUCCEEDED,
+    Status.FAILED,
+    Status.CANCELLED,
+    Status.EXPIRED,
+)
+STATUSES = tuple(Status)
 
-# Attempt statuses.
-A_PROCESSING = "processing"
-A_SUCCEEDED = "succeeded"
-A_DECLINED = "declined"
-A_TIMEOUT = "timeout"
-A_NETWORK_ERROR = "network_error"
-A_PROVIDER_ERROR = "provider_error"
-A_VOIDED = "voided"
-A_REFUNDED = "refunded"
+A_PROCESSING = AttemptStatus.PROCESSING
+A_SUCCEEDED = AttemptStatus.SUCCEEDED
+A_DECLINED = AttemptStatus.DECLINED
+A_TIMEOUT = AttemptStatus.TIMEOUT
+A_NETWORK_ERROR = AttemptStatus.NETWORK_ERROR
+A_PROVIDER_ERROR = AttemptStatus.PROVIDER_ERROR
+A_VOIDED = AttemptStatus.VOIDED
+A_REFUNDED = AttemptStatus.REFUNDED
 
 # The provider may have charged after all: such an attempt must be voided before the
 # session moves on.

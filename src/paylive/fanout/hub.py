@@ -73,7 +73,7 @@ class Subscriber:
             self._held.append(event)
             return False
         seq = event.seq
-        if not self.ordered or event.type not in ("state", "retry_prompt") or seq is None:
+        if not self.ordered or not event.durable or seq is None:
             self.push(event)
             return False
         if seq <= self.last_seq:
@@ -147,7 +147,7 @@ class Subscriber:
                 return
             await self._send(event.frame(self.subprotocol))
             metrics.delivered(event.type)
-            if event.type in ("state", "retry_prompt") and event.ts:
+            if event.durable and event.ts:
                 metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - event.ts / 1000))
             # Drop the reference before waiting: an idle socket would otherwise keep
             # its last message (often a whole session snapshot) alive.
@@ -373,9 +373,6 @@ class Hub:
             admin.kill(code, reason)
 
     @property
-    def socket_count(self) -> int:
-        return sum(len(c.subscribers) for c in self.channels.values()) + len(self.admins)
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -33,9 +33,5 @@ class Gateway(ABC):
     async def refund(self, key: str) -> None:
         """Give back the money charged under ``key``."""
 
-    @abstractmethod
-    async def status(self, key: str) -> str | None:
-        """The provider's own word on ``key``, for reconciliation and tests."""
-
     async def close(self) -> None:
         """Release resources."""

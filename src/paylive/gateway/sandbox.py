@@ -100,10 +100,6 @@ class SandboxGateway(Gateway):
     async def refund(self, key: str) -> None:
         await self._engine.put(self._ledger(key), REFUNDED, LEDGER_TTL_MS)
 
-    async def status(self, key: str) -> str | None:
-        held = await self._engine.get(self._ledger(key))
-        return held.decode() if held is not None else None
-
     async def _settle(self, key: str, outcome: bytes) -> bool:
         """True when ``outcome`` is now the key's fate (no void got there first)."""
         held = await self._engine.put_if_absent(self._ledger(key), outcome, LEDGER_TTL_MS)

@@ -26,14 +26,14 @@ import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ..core.protocol import DURABLE_TYPES, SUBPROTOCOLS, TERMINAL_STATUSES
 from .http import HttpFailure, Pool, make_pool
 
 # The sandbox never answers this card: the attempt stays `processing` until the
 # load generator interrupts it, so the generator alone decides when states change.
 NEVER_ANSWERS = "4000000000000408"
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
-DURABLE = frozenset({"state", "retry_prompt"})
-SUBPROTOCOLS = {"json": "paylive.v1.json", "msgpack": "paylive.v1.msgpack"}
+TERMINAL = TERMINAL_STATUSES
+DURABLE = DURABLE_TYPES
 
 MAX_STRIKES = 3  # consecutive refused commands before a session is given up
 MAX_RECONNECTS = 3  # per customer, as a page would (with backoff)

@@ -86,13 +86,13 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         workers=workers,
         log_config=log_config(log_level),
         log_level=log_level,
-        ws_max_size=64 * 1024,
+        ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_interval_s,
         # Compression costs tens of KB of zlib state per socket; events are small.
         ws_per_message_deflate=False,
-        timeout_graceful_shutdown=10,
-        backlog=4096,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        backlog=settings.listen_backlog,
         server_header=False,
     )
     from .uvicorn import run

@@ -50,15 +50,6 @@ def new_session_id() -> str:
     return "ps_" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
 
 
-def rules_of(settings: Settings) -> Rules:
-    return Rules(
-        attempt_timeout_ms=settings.attempt_timeout_ms,
-        max_attempts=settings.max_attempts,
-        retry_delay_ms=settings.retry_delay_ms,
-        session_ttl_ms=settings.session_ttl_ms,
-    )
-
-
 @dataclass(frozen=True)
 class Outcome:
     session: Session
@@ -77,7 +68,7 @@ class PaymentService:
         self.engine = engine
         self.gateway = gateway
         self.clock = clock
-        self.rules = rules_of(settings)
+        self.rules = Rules.of(settings)
 
     async def create(
         self, order_id: str, amount: int, currency: str, metadata: dict[str, object]
