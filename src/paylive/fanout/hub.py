@@ -372,7 +372,6 @@ class Hub:
         for admin in self.admins:
             admin.kill(code, reason)
 
-    @property
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
