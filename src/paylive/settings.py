@@ -47,6 +47,12 @@ class Settings:
     admin_list_max: int = 500
     redis_pool_size: int = 64
     redis_timeout_ms: int = 1_000
+    # The Redis subscription's health check: a probe every interval, expected back
+    # within the timeout; a lost subscription is rebuilt with capped exponential backoff.
+    redis_probe_interval_ms: int = 2_000
+    redis_probe_timeout_ms: int = 2_000
+    redis_backoff_base_ms: int = 100
+    redis_backoff_cap_ms: int = 5_000
     # Customer commands per session: a burst, then a steady rate (429 past it).
     command_burst: int = 20
     command_rate_per_s: float = 5.0

@@ -32,6 +32,10 @@ needs_redis = pytest.mark.skipif(
 
 T0 = 1_764_000_000_000
 SETTINGS = Settings(history_cap=5)
+# A subscription checked often and rebuilt soon, so that outages show within a second.
+FAST_PROBE = replace(
+    SETTINGS, redis_probe_interval_ms=300, redis_probe_timeout_ms=500, redis_backoff_cap_ms=500
+)
 CLOSE_TIMEOUT_S = 5.0
 
 
@@ -135,8 +139,8 @@ async def redis_engines(
     redis_server.flushall()
     made: list[RedisEngine] = []
 
-    async def make(url: str | None = None, **kwargs: Any) -> RedisEngine:
-        engine = RedisEngine(url or redis_server.url, SETTINGS, **kwargs)
+    async def make(url: str | None = None, **limits: Any) -> RedisEngine:
+        engine = RedisEngine(url or redis_server.url, replace(SETTINGS, **limits))
         made.append(engine)
         await engine.start()
         return engine
@@ -421,7 +425,9 @@ async def test_two_engines_share_state_and_fan_out(
 async def test_a_silent_subscription_is_detected(
     redis_engines: Callable[..., Awaitable[RedisEngine]],
 ) -> None:
-    engine = await redis_engines(probe_interval=0.1, probe_timeout=0.3, backoff_cap=0.2)
+    engine = await redis_engines(
+        redis_probe_interval_ms=100, redis_probe_timeout_ms=300, redis_backoff_cap_ms=200
+    )
     rec = Recorder(engine)
     await engine.subscribe("ps_s")
     await anyio.sleep(0.6)  # several probes came back: a live subscription stays healthy
@@ -429,7 +435,7 @@ async def test_a_silent_subscription_is_detected(
 
     # Silence it behind the engine's back: the connection stays open and publishing
     # still works, but nothing is delivered any more. Only the probe can tell.
-    conn = engine._conn
+    conn = engine._subscription.conn
     assert conn is not None
     await conn.send_command("UNSUBSCRIBE")
     await eventually(lambda: not engine.subscription_healthy, timeout=2)
@@ -488,9 +494,7 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
     """Stopped: connections close. Frozen (SIGSTOP): nothing answers and nothing closes,
     so only the timeouts and the probe can tell."""
     server = redisproc.start_redis(tmp_path / "outage", appendonly=True)
-    engine = RedisEngine(
-        server.url, SETTINGS, probe_interval=0.3, probe_timeout=0.5, backoff_cap=0.5
-    )
+    engine = RedisEngine(server.url, FAST_PROBE)
     try:
         await engine.start()
         assert engine.subscription_healthy
@@ -538,7 +542,7 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
 @needs_redis
 async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
     server = redisproc.RedisProc(port=redisproc.free_port(), directory=tmp_path / "late")
-    engine = RedisEngine(server.url, SETTINGS, backoff_cap=0.3)
+    engine = RedisEngine(server.url, replace(SETTINGS, redis_backoff_cap_ms=300))
     try:
         rec = Recorder(engine)
         started = time.monotonic()
@@ -568,7 +572,9 @@ async def test_cluster(tmp_path: Path) -> None:
     cluster = redisproc.start_cluster(tmp_path / "cluster")
     engines: list[RedisEngine] = []
     try:
-        engine = RedisEngine(cluster.url, SETTINGS, probe_interval=0.1, probe_timeout=0.5)
+        engine = RedisEngine(
+            cluster.url, replace(SETTINGS, redis_probe_interval_ms=100, redis_probe_timeout_ms=500)
+        )
         engines.append(engine)
         await engine.start()
         assert engine.cluster and engine.subscription_healthy

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Engine, EngineUnavailable
+from .base import Engine, EngineUnavailable, FanOut, RecordStore, SessionStore, TimerStore
 
-__all__ = ["Engine", "EngineUnavailable", "create_engine"]
+__all__ = [
+    "Engine",
+    "EngineUnavailable",
+    "FanOut",
+    "RecordStore",
+    "SessionStore",
+    "TimerStore",
+    "create_engine",
+]
 
 
 def create_engine(settings: Settings) -> Engine:
@@ -13,12 +21,7 @@ def create_engine(settings: Settings) -> Engine:
     if settings.redis_url:
         from .redis import RedisEngine
 
-        return RedisEngine(
-            settings.redis_url,
-            settings,
-            max_connections=settings.redis_pool_size,
-            command_timeout=settings.redis_timeout_ms / 1000,
-        )
+        return RedisEngine(settings.redis_url, settings)
     from .memory import MemoryEngine
 
     return MemoryEngine(settings)

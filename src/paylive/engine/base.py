@@ -1,10 +1,18 @@
-"""The engine interface: one set of async methods, two implementations.
+"""The engine interface, by job, and the engine that does all four.
 
-An engine stores sessions with compare-and-set on their ``version``, keeps each
-session's durable events for replay, publishes them, keeps the timer set, the
-summary counters and short-lived records (idempotency keys, seen webhook ids,
-the sandbox ledger). ``save`` is one atomic step: a new state is stored, its events
-appended to the history and published together, or nothing happens.
+- ``SessionStore``: sessions with compare-and-set on their ``version``, each
+  session's durable events for replay, the admin listing and the summary counters.
+  ``save`` is one atomic step: a new state is stored, its events appended to the
+  history and published together, or nothing happens.
+- ``TimerStore``: the deadlines and expiries, claimed by one worker each.
+- ``RecordStore``: short-lived small records (idempotency keys, seen webhook ids,
+  the sandbox ledger).
+- ``FanOut``: subscribing to a session's (or the admin) channel, and the listeners
+  its events and resyncs go to.
+
+``Engine`` is all four plus a lifecycle; the memory and Redis engines implement it.
+Code that needs one job takes that interface (the sandbox and the idempotency
+records take a ``RecordStore``).
 """
 
 from __future__ import annotations
@@ -24,34 +32,7 @@ class EngineUnavailable(Exception):
     """The engine cannot be reached; the API answers 503 and sockets stay open."""
 
 
-class Engine(ABC):
-    """Storage and fan-out for sessions. See the module docstring for the contract."""
-
-    def __init__(self) -> None:
-        self._on_event: EventListener = lambda _session, _payload: None
-        self._on_resync: ResyncListener = lambda: None
-
-    def set_listeners(self, on_event: EventListener, on_resync: ResyncListener) -> None:
-        self._on_event = on_event
-        self._on_resync = on_resync
-
-    async def start(self) -> None:
-        """Connect; called once at start-up."""
-
-    async def close(self) -> None:
-        """Release connections and background tasks."""
-
-    @abstractmethod
-    async def ping(self) -> None:
-        """Raise EngineUnavailable unless the engine answers."""
-
-    @property
-    def subscription_healthy(self) -> bool:
-        """False while the fan-out subscription is down (readiness reports it)."""
-        return True
-
-    # Sessions --------------------------------------------------------------
-
+class SessionStore(ABC):
     @abstractmethod
     async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
         """Store a new session; ``notice`` goes to the admin channel only."""
@@ -84,8 +65,8 @@ class Engine(ABC):
     @abstractmethod
     async def counters(self) -> dict[str, int]: ...
 
-    # Timers ----------------------------------------------------------------
 
+class TimerStore(ABC):
     @abstractmethod
     async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
         """Sessions whose timer is due at ``now``. Each is leased to this caller for
@@ -96,8 +77,8 @@ class Engine(ABC):
     async def schedule(self, session_id: str, due: int | None) -> None:
         """Set (or with None, clear) a session's timer."""
 
-    # Records ---------------------------------------------------------------
 
+class RecordStore(ABC):
     @abstractmethod
     async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
         """Store ``value`` unless ``key`` holds one: None when stored, else the value held."""
@@ -111,7 +92,20 @@ class Engine(ABC):
     @abstractmethod
     async def delete(self, key: str) -> None: ...
 
-    # Fan-out ---------------------------------------------------------------
+
+class FanOut(ABC):
+    def __init__(self) -> None:
+        self._on_event: EventListener = lambda _session, _payload: None
+        self._on_resync: ResyncListener = lambda: None
+
+    def set_listeners(self, on_event: EventListener, on_resync: ResyncListener) -> None:
+        self._on_event = on_event
+        self._on_resync = on_resync
+
+    @property
+    def subscription_healthy(self) -> bool:
+        """False while the fan-out subscription is down (readiness reports it)."""
+        return True
 
     @abstractmethod
     async def subscribe(self, session_id: str | None) -> None:
@@ -119,3 +113,17 @@ class Engine(ABC):
 
     @abstractmethod
     async def unsubscribe(self, session_id: str | None) -> None: ...
+
+
+class Engine(SessionStore, TimerStore, RecordStore, FanOut):
+    """Storage and fan-out for sessions. See the module docstring for the contract."""
+
+    async def start(self) -> None:
+        """Connect; called once at start-up."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise EngineUnavailable unless the engine answers."""

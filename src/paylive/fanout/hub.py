@@ -9,9 +9,10 @@ Slow-consumer policy, enforced in ``Subscriber.push``: a socket whose queue is f
 is closed with 1013; it reconnects with ``since`` and is replayed what it missed.
 Nobody else waits for it.
 
-Ordering: each subscriber delivers durable events in ``seq`` order with no gaps.
-An event ahead of the next expected seq is held and the gap is filled from the
-engine's history (or, when the history no longer has it, by a fresh snapshot).
+Ordering (``core.ordering``): each subscriber delivers durable events in ``seq``
+order with no gaps. An event ahead of the next expected seq is held and the gap is
+filled from the engine's history (or, when the history no longer has it, by a fresh
+snapshot).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from .. import metrics
 from ..core.codec import Encoded, Message
+from ..core.ordering import SeqOrder
 from ..core.session import PROCESSING, Session
 from ..engine import Engine, EngineUnavailable
 
@@ -41,15 +43,16 @@ def snapshot_message(session: Session, now: int) -> Encoded:
     )
 
 
-class Subscriber:
-    """One socket's side of the hub: a bounded queue drained by one writer task."""
+class Subscriber(SeqOrder[Encoded]):
+    """One socket's side of the hub: its delivery order (``SeqOrder``), and a bounded
+    queue drained by one writer task."""
 
     def __init__(
         self, kind: str, subprotocol: str, queue_size: int, send: Send, close: Close
     ) -> None:
-        self.kind = kind
         # A customer socket follows one session's seq; an admin feed interleaves all.
-        self.ordered = kind == "customer"
+        super().__init__(ordered=kind == "customer")
+        self.kind = kind
         self.subprotocol = subprotocol
         # A deque and one future rather than an asyncio.Queue: a Queue costs ~3 KB per
         # socket (three deques and an Event), a tenth of what a whole socket costs.
@@ -58,59 +61,10 @@ class Subscriber:
         self._wakeup: asyncio.Future[None] | None = None
         self._send = send
         self._close = close
-        self.last_seq = -1
-        self.live = False
-        self._held: list[Encoded] = []
-        self._ahead: dict[int, Encoded] = {}
         self.closing = False
         self._closer: asyncio.Task[None] | None = None
 
     # Called by the hub (synchronously, never blocking) --------------------
-
-    def deliver(self, event: Encoded) -> bool:
-        """Queue a channel message in order; True when it revealed a gap to fill."""
-        if not self.live:
-            self._held.append(event)
-            return False
-        seq = event.seq
-        if not self.ordered or not event.durable or seq is None:
-            self.push(event)
-            return False
-        if seq <= self.last_seq:
-            return False
-        if seq > self.last_seq + 1:
-            self._ahead[seq] = event
-            return True
-        self.push(event)
-        self.last_seq = seq
-        while self.last_seq + 1 in self._ahead:
-            self.last_seq += 1
-            self.push(self._ahead.pop(self.last_seq))
-        return False
-
-    @property
-    def has_gap(self) -> bool:
-        return bool(self._ahead)
-
-    def begin(self, last_seq: int) -> bool:
-        """Go live after the catch-up (snapshot or replay) up to ``last_seq``."""
-        self.last_seq = last_seq
-        self.live = True
-        held, self._held = self._held, []
-        gap = False
-        for event in held:
-            gap |= self.deliver(event)
-        return gap
-
-    def reset(self, snapshot: Encoded, seq: int) -> None:
-        """Start over from a snapshot (after a gap that history cannot fill, or an outage)."""
-        self.push(snapshot)
-        self.last_seq = max(self.last_seq, seq)
-        for stale in [s for s in self._ahead if s <= self.last_seq]:
-            del self._ahead[stale]
-        while self.last_seq + 1 in self._ahead:
-            self.last_seq += 1
-            self.push(self._ahead.pop(self.last_seq))
 
     def push(self, event: Encoded) -> None:
         if self.closing:

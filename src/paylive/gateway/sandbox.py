@@ -20,7 +20,7 @@ import httpx
 
 from ..core.machine import Charge
 from ..core.signature import signature_header
-from ..engine import Engine
+from ..engine import RecordStore
 from ..settings import Settings
 from .base import ChargeReply, Gateway
 
@@ -61,7 +61,7 @@ Sender = Callable[[dict[str, object]], Awaitable[None]]
 
 
 class SandboxGateway(Gateway):
-    def __init__(self, settings: Settings, engine: Engine, send: Sender | None = None) -> None:
+    def __init__(self, settings: Settings, engine: RecordStore, send: Sender | None = None) -> None:
         self._settings = settings
         self._engine = engine
         self._send = send or self._post_webhook

@@ -14,7 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..engine import Engine
+from ..engine import RecordStore
 from ..errors import ApiError
 
 LOCK_TTL_MS = 60_000
@@ -34,7 +34,7 @@ def check_key(key: str) -> None:
 
 
 async def run_once(
-    engine: Engine,
+    engine: RecordStore,
     scope: str,
     key: str | None,
     body: dict[str, Any],
@@ -77,7 +77,7 @@ async def run_once(
 
 
 async def _store(
-    engine: Engine, key: str, fp: str, status: int, body: dict[str, Any], ttl_ms: int
+    engine: RecordStore, key: str, fp: str, status: int, body: dict[str, Any], ttl_ms: int
 ) -> None:
     done = {"state": "done", "fp": fp, "status": status, "body": body}
     await engine.put(key, json.dumps(done).encode(), ttl_ms)

@@ -1,0 +1,193 @@
+"""Which Redis client runs the commands, and what its failures mean.
+
+Commands use a BlockingConnectionPool of ``redis_pool_size`` (redis-py 8 raises "Too
+many connections" on its default pool instead of waiting) with connect, read and
+pool-wait timeouts of ``redis_timeout_ms``, and no automatic retries (a retried
+compare-and-set could report a save it made as lost). Every connection failure,
+timeout, loading or cluster-down error becomes ``EngineUnavailable`` so that the API
+answers 503 within 1-2 s.
+
+``redis.asyncio.cluster.RedisCluster`` runs the commands when the URL says
+``?cluster=1``, or when ``detect_cluster`` finds ``cluster_enabled:1`` and the URL
+does not say ``?cluster=0``. Its per-node pools do not wait, so a semaphore of
+``redis_pool_size`` bounds the operations in flight instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis import exceptions as rexc
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ...settings import Settings
+from ..base import EngineUnavailable
+from .scripts import Script
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "Redis cannot answer right now", not "the request was wrong".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,  # also BusyLoadingError, MaxConnectionsError, pool timeouts
+    rexc.TimeoutError,
+    rexc.ClusterDownError,  # also MasterDownError
+    rexc.TryAgainError,
+    rexc.ReadOnlyError,  # a failover demoted the node we write to
+    rexc.OutOfMemoryError,
+    rexc.RedisClusterException,  # no node reachable, slots not covered
+    TimeoutError,
+    OSError,
+)
+_TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
+
+
+def split_url(url: str) -> tuple[str, bool | None]:
+    """Remove our own ``cluster`` query flag, which redis-py would not understand."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flag: bool | None = None
+    kept = []
+    for name, value in query:
+        if name == "cluster":
+            flag = value.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), flag
+
+
+def unavailable(exc: BaseException) -> EngineUnavailable:
+    return EngineUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
+
+
+class Client:
+    """The command client (single node or Cluster) with bounded, mapped operations."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url, self._cluster_flag = split_url(url)
+        self._max_connections = settings.redis_pool_size
+        self.timeout = settings.redis_timeout_ms / 1000
+        self._tcp = not self.url.startswith("unix://")
+        self.r: Redis | RedisCluster
+        self._pool: BlockingConnectionPool | None = None
+        self._gate: asyncio.Semaphore | None = None
+        if self._cluster_flag:
+            self._use_cluster()
+        else:
+            self._use_single()
+
+    def _use_single(self) -> None:
+        extra: dict[str, Any] = {"socket_keepalive": True} if self._tcp else {}
+        self._pool = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self._max_connections,
+            timeout=self.timeout,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            # RESP2: redis-py 8 defaults to RESP3, which turns on "maintenance
+            # notifications" and with them skips the pool's check for connections the
+            # server closed, so the first command after a Redis restart would fail.
+            protocol=2,
+            **extra,
+        )
+        self.r = Redis.from_pool(self._pool)
+        self._gate = None
+
+    def _use_cluster(self) -> None:
+        self.r = RedisCluster.from_url(
+            self.url,
+            max_connections=self._max_connections,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,  # as for one node
+        )
+        self._pool = None
+        # The cluster's per-node pools raise instead of waiting when full.
+        self._gate = asyncio.Semaphore(self._max_connections)
+
+    @property
+    def cluster(self) -> bool:
+        """True when commands go through the Redis Cluster client."""
+        return isinstance(self.r, RedisCluster)
+
+    async def detect_cluster(self) -> None:
+        """Switch to the Cluster client if the URL did not say and the server is one."""
+        if self._cluster_flag is not None:
+            return
+        try:
+            async with self.op(), asyncio.timeout(self.timeout):
+                info = await self.r.info("cluster")
+        except (EngineUnavailable, rexc.ResponseError) as exc:
+            log.warning("could not ask Redis whether it is a cluster: %s", exc)
+            return
+        if info.get("cluster_enabled") and not self.cluster:
+            await self.r.aclose()
+            self._use_cluster()
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    @contextlib.asynccontextmanager
+    async def op(self) -> AsyncIterator[None]:
+        """One engine operation: bounded in concurrency, failures mapped to EngineUnavailable."""
+        try:
+            gate = self._gate
+            if gate is None:
+                yield
+            else:
+                async with asyncio.timeout(self.timeout):
+                    await gate.acquire()
+                try:
+                    yield
+                finally:
+                    gate.release()
+        except EngineUnavailable:
+            raise
+        except _UNAVAILABLE as exc:
+            raise unavailable(exc) from exc
+        except rexc.ResponseError as exc:
+            if str(exc).startswith(_TRANSIENT_REPLIES):
+                raise unavailable(exc) from exc
+            raise
+
+    async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self.r.evalsha(script.sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            # First use on this server (or after a restart): EVAL also caches it.
+            return await self.r.eval(script.source, len(keys), *keys, *args)
+
+    def subscriber_connection(self, attempt: int) -> AbstractConnection:
+        """A new connection for the subscription, outside the command pool.
+
+        On Cluster, ``attempt`` (the failures so far) moves it along the known nodes,
+        in case one is lost.
+        """
+        overrides: dict[str, Any] = {
+            "socket_timeout": None,  # it waits for messages: no read timeout
+            "socket_connect_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,  # the probe checks it, end to end
+            "protocol": 2,  # messages as plain arrays, not RESP3 pushes
+        }
+        if self._pool is not None:
+            kwargs = {**self._pool.connection_kwargs, **overrides}
+            return self._pool.connection_class(**kwargs)
+        assert isinstance(self.r, RedisCluster)
+        nodes = self.r.get_nodes()
+        if nodes:
+            node = nodes[attempt % len(nodes)]
+            return node.connection_class(**{**node.connection_kwargs, **overrides})
+        kwargs = dict(parse_url(self.url))
+        kwargs.pop("connection_class", None)
+        return Connection(**{**kwargs, **overrides})

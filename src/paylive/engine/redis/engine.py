@@ -1,0 +1,133 @@
+"""``RedisEngine``: the storage, the client and the subscription put together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+
+from ...core.session import Session
+from ...settings import Settings
+from ..base import Engine
+from .client import Client
+from .store import Store
+from .subscription import Subscription
+
+
+class RedisEngine(Engine):
+    """Sessions, history, timers, records and fan-out in Redis (see the package docstring).
+
+    ``url`` is a redis://, rediss:// or unix:// URL; ``?cluster=1`` selects the Redis
+    Cluster client. Its limits (pool size, timeouts, the subscription's probe and
+    backoff) are fields of ``settings``.
+    """
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        super().__init__()
+        self._client = Client(url, settings)
+        self._store = Store(self._client, settings)
+        # Through lambdas: the hub sets the listeners after the engine is made.
+        self._subscription = Subscription(
+            self._client,
+            settings,
+            lambda session_id, payload: self._on_event(session_id, payload),
+            lambda: self._on_resync(),
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def cluster(self) -> bool:
+        """True when commands go through the Redis Cluster client."""
+        return self._client.cluster
+
+    # Lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Pick the client, start the subscription and wait (briefly) until it is live.
+
+        Redis being down is not an error here: the engine keeps trying, and the API
+        answers 503 until it is back.
+        """
+        if self._task is not None:
+            return
+        self._subscription.closed = False
+        await self._client.detect_cluster()
+        self._task = asyncio.create_task(
+            self._subscription.supervise(), name="paylive-redis-subscription"
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * self._client.timeout):
+                await self._subscription.ready.wait()
+
+    async def close(self) -> None:
+        self._subscription.closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        await self._client.close()
+
+    async def ping(self) -> None:
+        client = self._client
+        async with client.op(), asyncio.timeout(client.timeout):
+            await client.r.ping()
+
+    @property
+    def subscription_healthy(self) -> bool:
+        return self._subscription.healthy
+
+    # Sessions ---------------------------------------------------------------
+
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
+        await self._store.create(session, stats, notice)
+
+    async def load(self, session_id: str) -> Session | None:
+        return await self._store.load(session_id)
+
+    async def save(
+        self,
+        session: Session,
+        expected_version: int,
+        events: Sequence[bytes],
+        stats: Mapping[str, int],
+    ) -> bool:
+        return await self._store.save(session, expected_version, events, stats)
+
+    async def history(self, session_id: str, since: int) -> list[bytes] | None:
+        return await self._store.history(session_id, since)
+
+    async def list_sessions(self, active_only: bool, limit: int) -> list[Session]:
+        return await self._store.list_sessions(active_only, limit)
+
+    async def counters(self) -> dict[str, int]:
+        return await self._store.counters()
+
+    # Timers -----------------------------------------------------------------
+
+    async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        return await self._store.claim_due(now, limit, lease_ms)
+
+    async def schedule(self, session_id: str, due: int | None) -> None:
+        await self._store.schedule(session_id, due)
+
+    # Records ----------------------------------------------------------------
+
+    async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
+        return await self._store.put_if_absent(key, value, ttl_ms)
+
+    async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        await self._store.put(key, value, ttl_ms)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._store.get(key)
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete(key)
+
+    # Fan-out ----------------------------------------------------------------
+
+    async def subscribe(self, session_id: str | None) -> None:
+        await self._subscription.subscribe(session_id)
+
+    async def unsubscribe(self, session_id: str | None) -> None:
+        await self._subscription.unsubscribe(session_id)

@@ -1,0 +1,57 @@
+"""The Redis key schema: every key and channel name paylive uses, in one place.
+
+A session's keys carry its id as a hash tag, so that one Lua script may touch them
+all, also on Redis Cluster:
+
+- ``paylive:{<id>}:s``, a hash: ``r`` the record (JSON of ``Session.to_record()``),
+  ``v`` its version, ``st`` its status, ``n`` how many durable events were ever
+  appended. The history then holds events ``n - LLEN + 1 .. n``, which is how
+  ``history`` knows when it can no longer replay everything.
+- ``paylive:{<id>}:h``, a list: the last ``history_cap`` durable events.
+
+Both expire ``retention_after_end_ms`` after the session's last save once it is
+terminal, and ``session_ttl_ms + retention_after_end_ms`` after it while it is active
+(every save sets the expiry afresh).
+
+The global keys share the hash tag ``{_global}`` (one slot, so one script may update
+them together): ``timers`` (zset id -> due ms), ``order`` and ``active`` (zsets
+id -> creation score, newest last), ``ended`` (zset id -> purge time), ``counters``
+(hash) and ``tver`` (hash id -> version of the last timer write). Records of
+``put``/``get`` are plain strings ``paylive:rec:<key>`` with their own expiry.
+
+Channels: ``paylive:{<id>}:ev`` per session (the hash tag is for a later move to
+sharded pub/sub), ``paylive:admin`` for the admin feed.
+"""
+
+from __future__ import annotations
+
+PREFIX = "paylive"
+ADMIN_CHANNEL = f"{PREFIX}:admin".encode()
+_G = f"{PREFIX}:{{_global}}"
+TIMERS = f"{_G}:timers"
+ORDER = f"{_G}:order"
+ACTIVE = f"{_G}:active"
+ENDED = f"{_G}:ended"
+COUNTERS = f"{_G}:counters"
+TVER = f"{_G}:tver"
+
+
+def session_keys(session_id: str) -> list[str]:
+    """The session's hash and history list."""
+    # Both keys share the hash tag, whatever the id holds, because they share the
+    # prefix up to the first "}" after "{" (an empty tag would not, hence the check
+    # in the callers).
+    return [f"{PREFIX}:{{{session_id}}}:s", f"{PREFIX}:{{{session_id}}}:h"]
+
+
+def session_channel(session_id: str) -> bytes:
+    return f"{PREFIX}:{{{session_id}}}:ev".encode()
+
+
+def channel(session_id: str | None) -> bytes:
+    """The channel of a session, or with None the admin channel."""
+    return ADMIN_CHANNEL if session_id is None else session_channel(session_id)
+
+
+def record_key(key: str) -> str:
+    return f"{PREFIX}:rec:{key}"

@@ -1,0 +1,37 @@
+-- The head of both save scripts (save.lua and save_one_node.lua follow it): compare
+-- the version (nil, and nothing changed, when it moved), store, append to the capped
+-- history, publish; leaves the previous status in ``previous``.
+-- KEYS[1], KEYS[2]: the session's s and h.
+-- ARGV, the same for both save scripts:
+--   1 expected version, 2 record, 3 new version, 4 status, 5 ttl_ms, 6 history cap,
+--   7 session channel, 8 admin channel, 9 id, 10 due or '', 11 terminal '1'/'0',
+--   12 purge time, 13 the terminal statuses (space-separated), 14 event count n,
+--   then the n events, then stat name/delta pairs.
+local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
+if cur[1] ~= ARGV[1] then
+  return false
+end
+local id = ARGV[9]
+local n = tonumber(ARGV[14])
+local first_event = 15
+local last_event = 14 + n
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
+if n > 0 then
+  for i = first_event, last_event do
+    redis.call('RPUSH', KEYS[2], ARGV[i])
+  end
+  local cap = tonumber(ARGV[6])
+  if cap > 0 then
+    redis.call('LTRIM', KEYS[2], -cap, -1)
+  else
+    redis.call('DEL', KEYS[2])
+  end
+  redis.call('HINCRBY', KEYS[1], 'n', n)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+for i = first_event, last_event do
+  redis.call('PUBLISH', ARGV[7], ARGV[i])
+  redis.call('PUBLISH', ARGV[8], ARGV[i])
+end
+local previous = cur[2] or ''

@@ -1,0 +1,41 @@
+"""The Lua scripts, read from the ``lua/`` files shipped inside the package.
+
+Each file's header says its KEYS and ARGV. ``store.lua`` is the shared head of the
+two save scripts: ``save.lua`` (Cluster, the session's slot only) and
+``save_one_node.lua`` (everything in one script) each follow it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib.resources import files
+
+_LUA = files(__package__).joinpath("lua")
+
+
+@dataclass(frozen=True)
+class Script:
+    """A script's source and the SHA1 that EVALSHA runs it by."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+    @classmethod
+    def load(cls, *names: str) -> Script:
+        """The files ``names`` of ``lua/``, one after the other, as one script."""
+        return cls("".join(_LUA.joinpath(name).read_text(encoding="utf-8") for name in names))
+
+
+CREATE = Script.load("create.lua")
+CREATE_GLOBAL = Script.load("create_global.lua")
+SAVE = Script.load("store.lua", "save.lua")
+SAVE_ONE_NODE = Script.load("store.lua", "save_one_node.lua")
+SAVE_GLOBAL = Script.load("save_global.lua")
+HISTORY = Script.load("history.lua")
+CLAIM = Script.load("claim.lua")
+FORGET = Script.load("forget.lua")
+PUT_IF_ABSENT = Script.load("put_if_absent.lua")

@@ -1,0 +1,331 @@
+"""Storage: sessions, their history, the indexes, counters, timers and records.
+
+One save
+--------
+On a single Redis (not Cluster) every key lives on one server, so ``save`` is one
+script, ``save_one_node.lua``, that does everything below atomically in one round
+trip: nothing of the two-step trade-off applies there. On Cluster, ``save`` is one
+Lua script on the session's slot: compare the version, store the record, append the
+events to the capped history and PUBLISH each of them on the session channel and
+the admin channel. No event is published for a state that was not stored, and none
+stored without being published. The global keys live in another slot (on Cluster,
+perhaps another node), so a second script updates them right after a successful
+compare-and-set: counters, the active index, the purge time, and the timer. That
+second step is not atomic with the first, and this is the trade-off:
+
+- The timer is only a hint, because firing is idempotent (a tick for a session that
+  moved on does nothing). To lose no deadline if the worker dies between the two
+  steps, the new due time is written *before* the compare-and-set with ``ZADD LT``:
+  it can only move the timer earlier, and a spurious early tick is harmless. So a
+  save that loses the compare-and-set may still leave an earlier timer behind: the
+  one way in which it is not "nothing changed" (the memory engine has no such tick).
+- The exact timer write after the compare-and-set is guarded by the session version
+  (``tver``), so that two workers' writes arriving out of order cannot leave a stale
+  later due time in place of an earlier one.
+- A worker that dies between the two steps loses that save's counter deltas.
+
+Timers
+------
+``claim_due`` is one script on the global slot: it takes up to ``limit`` due members
+of ``timers`` and sets their score to ``now + lease_ms`` in the same step, so exactly
+one caller gets each. The same script unindexes the ended sessions whose retention
+ran out (the caller then deletes their keys: exactly when the memory engine purges
+them, ``updated_at + retention`` at the caller's clock) and drops index entries too
+old to belong to any live session. Claimed ids whose session expired are dropped
+rather than returned. The keys' own expiry is the backstop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from ...core.protocol import TERMINAL_STATUSES
+from ...core.session import Session
+from ...settings import Settings
+from ..base import EngineUnavailable
+from . import scripts
+from .client import Client
+from .keys import (
+    ACTIVE,
+    ADMIN_CHANNEL,
+    COUNTERS,
+    ENDED,
+    ORDER,
+    TIMERS,
+    TVER,
+    record_key,
+    session_channel,
+    session_keys,
+)
+
+log = logging.getLogger(__name__)
+
+# Ended sessions purged per claim_due call at most, so that a backlog drains in small
+# steps (claim_due runs every timer_poll_ms on every worker).
+PURGE_BATCH = 200
+# list_sessions skips (and unindexes) sessions that expired; it looks at most this
+# many pages for replacements, so a listing stays bounded.
+LIST_PAGES = 4
+# The save scripts learn from here which statuses end a session.
+_TERMINAL_ARG = " ".join(sorted(TERMINAL_STATUSES))
+_GLOBAL_INDEXES = [ORDER, ACTIVE, TIMERS, ENDED, TVER]
+
+
+def _dump(session: Session) -> bytes:
+    return json.dumps(session.to_record(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _load(raw: bytes) -> Session:
+    return Session.from_record(json.loads(raw))
+
+
+def _stat_args(stats: Mapping[str, int]) -> list[Any]:
+    out: list[Any] = []
+    for name, value in stats.items():
+        out += [name, int(value)]
+    return out
+
+
+class Store:
+    """The storage half of the Redis engine (see the module docstring)."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    # Sessions ---------------------------------------------------------------
+
+    def _ttl(self, terminal: bool) -> int:
+        s = self._settings
+        ttl = s.retention_after_end_ms if terminal else s.session_ttl_ms + s.retention_after_end_ms
+        return max(1, ttl)
+
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
+        if not session.id:
+            raise ValueError("a session needs an id")
+        due = session.next_due()
+        client = self._client
+        async with client.op():
+            await client.eval(
+                scripts.CREATE,
+                session_keys(session.id),
+                [_dump(session), session.version, session.status, self._ttl(session.terminal)],
+            )
+            await client.eval(
+                scripts.CREATE_GLOBAL,
+                [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED],
+                [
+                    session.id,
+                    session.created_at,
+                    "" if due is None else due,
+                    session.version,
+                    ADMIN_CHANNEL,
+                    notice,
+                    *_stat_args(stats),
+                ],
+            )
+
+    async def load(self, session_id: str) -> Session | None:
+        if not session_id:
+            return None
+        async with self._client.op():
+            raw: Any = await self._client.r.hget(session_keys(session_id)[0], "r")
+        return None if raw is None else _load(raw)
+
+    async def save(
+        self,
+        session: Session,
+        expected_version: int,
+        events: Sequence[bytes],
+        stats: Mapping[str, int],
+    ) -> bool:
+        """See ``Engine.save``; the module docstring says what is atomic and what is not."""
+        if not session.id:
+            return False
+        client = self._client
+        stored = replace(session, version=expected_version + 1)
+        due = stored.next_due()
+        terminal = stored.terminal
+        keys = session_keys(session.id)
+        args = self._save_args(stored, expected_version, events, stats)
+        if not client.cluster:
+            # Every key on one server: the whole save, indexes and counters included,
+            # is one script and one round trip.
+            async with client.op():
+                previous = await client.eval(
+                    scripts.SAVE_ONE_NODE, [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER], args
+                )
+            return previous is not None
+        async with client.op():
+            if due is not None:
+                # The timer hint first (see the module docstring): another slot,
+                # perhaps another node, so a call of its own.
+                await client.r.zadd(TIMERS, {session.id: due}, lt=True)
+            previous = await client.eval(scripts.SAVE, keys, args)
+        if previous is None:
+            return False
+        was_terminal = previous.decode() in TERMINAL_STATUSES
+        purge_at = (
+            stored.updated_at + self._settings.retention_after_end_ms
+            if terminal and not was_terminal
+            else ""
+        )
+        try:
+            async with client.op():
+                await client.eval(
+                    scripts.SAVE_GLOBAL,
+                    [TIMERS, ACTIVE, ENDED, COUNTERS, TVER],
+                    [
+                        session.id,
+                        stored.version,
+                        "" if due is None else due,
+                        "1" if terminal else "0",
+                        purge_at,
+                        *_stat_args(stats),
+                    ],
+                )
+        except EngineUnavailable:
+            # The save itself is stored and published: that is what the caller must
+            # act on. The early timer was written before it; only counters may drift.
+            log.warning(
+                "session %s saved, but its counters and indexes were not updated",
+                session.id,
+                exc_info=True,
+            )
+        return True
+
+    def _save_args(
+        self,
+        stored: Session,
+        expected_version: int,
+        events: Sequence[bytes],
+        stats: Mapping[str, int],
+    ) -> list[Any]:
+        """ARGV of both save scripts (the layout is written at the top of store.lua)."""
+        due = stored.next_due()
+        return [
+            expected_version,
+            _dump(stored),
+            stored.version,
+            stored.status,
+            self._ttl(stored.terminal),
+            self._settings.history_cap,
+            session_channel(stored.id),
+            ADMIN_CHANNEL,
+            stored.id,
+            "" if due is None else due,
+            "1" if stored.terminal else "0",
+            stored.updated_at + self._settings.retention_after_end_ms,
+            _TERMINAL_ARG,
+            len(events),
+            *events,
+            *_stat_args(stats),
+        ]
+
+    async def history(self, session_id: str, since: int) -> list[bytes] | None:
+        if not session_id:
+            return None
+        async with self._client.op():
+            held = await self._client.eval(scripts.HISTORY, session_keys(session_id), [since])
+        return None if held is None else list(held)
+
+    async def list_sessions(self, active_only: bool, limit: int) -> list[Session]:
+        if limit <= 0:
+            return []
+        client = self._client
+        index = ACTIVE if active_only else ORDER
+        out: list[Session] = []
+        start = 0
+        async with client.op():
+            for _ in range(LIST_PAGES):
+                want = limit - len(out)
+                page: Any = await client.r.zrevrange(index, start, start + want - 1)
+                ids = [i.decode() for i in page]
+                if not ids:
+                    break
+                async with client.r.pipeline(transaction=False) as pipe:
+                    for session_id in ids:
+                        pipe.hget(session_keys(session_id)[0], "r")
+                    records = await pipe.execute()
+                gone = [sid for sid, raw in zip(ids, records, strict=True) if raw is None]
+                out += [_load(raw) for raw in records if raw is not None]
+                # The session keys expired before their index entries were purged:
+                # unindex them (the remaining entries move up by as many places).
+                start += len(ids) - len(gone)
+                if gone:
+                    await client.eval(scripts.FORGET, _GLOBAL_INDEXES, gone)
+                if len(out) >= limit or len(ids) < want:
+                    break
+        return out
+
+    async def counters(self) -> dict[str, int]:
+        async with self._client.op():
+            raw: Any = await self._client.r.hgetall(COUNTERS)
+        return {name.decode(): int(value) for name, value in raw.items()}
+
+    # Timers -----------------------------------------------------------------
+
+    async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        s = self._settings
+        client = self._client
+        # Generous: no live session is older than its ttl, a last attempt and retention.
+        cutoff = now - 2 * (s.session_ttl_ms + s.attempt_timeout_ms + s.retention_after_end_ms)
+        async with client.op():
+            claimed, purged = await client.eval(
+                scripts.CLAIM,
+                [TIMERS, ENDED, ORDER, ACTIVE, TVER],
+                [now, max(0, limit), now + lease_ms, PURGE_BATCH, cutoff],
+            )
+            ids = [i.decode() for i in claimed]
+            async with client.r.pipeline(transaction=False) as pipe:
+                for raw in purged:
+                    pipe.delete(*session_keys(raw.decode()))
+                for session_id in ids:
+                    pipe.exists(session_keys(session_id)[0])
+                replies = await pipe.execute() if purged or ids else []
+            exists = replies[len(purged) :]
+            gone = [sid for sid, held in zip(ids, exists, strict=True) if not held]
+            if gone:
+                # Expired while their timer was still set: nothing to fire, ever.
+                await client.eval(scripts.FORGET, _GLOBAL_INDEXES, gone)
+            return [sid for sid, held in zip(ids, exists, strict=True) if held]
+
+    async def schedule(self, session_id: str, due: int | None) -> None:
+        if not session_id:
+            return
+        client = self._client
+        async with client.op():
+            if due is None:
+                await client.r.zrem(TIMERS, session_id)
+                return
+            if await client.r.exists(session_keys(session_id)[0]):
+                await client.r.zadd(TIMERS, {session_id: due})
+
+    # Records ----------------------------------------------------------------
+
+    async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
+        async with self._client.op():
+            held = await self._client.eval(
+                scripts.PUT_IF_ABSENT, [record_key(key)], [value, ttl_ms]
+            )
+        return held  # type: ignore[no-any-return]
+
+    async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        async with self._client.op():
+            if ttl_ms > 0:
+                await self._client.r.set(record_key(key), value, px=ttl_ms)
+            else:
+                await self._client.r.delete(record_key(key))  # expired at once, as in memory
+
+    async def get(self, key: str) -> bytes | None:
+        async with self._client.op():
+            held: Any = await self._client.r.get(record_key(key))
+        return held  # type: ignore[no-any-return]
+
+    async def delete(self, key: str) -> None:
+        async with self._client.op():
+            await self._client.r.delete(record_key(key))
