@@ -7,33 +7,21 @@ Debian's Chromium. Every wait is bounded; nothing sleeps for long.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-# CI sets PAYLIVE_REQUIRE_BROWSER=1: there a missing browser fails instead of skipping.
-REQUIRED = os.environ.get("PAYLIVE_REQUIRE_BROWSER") == "1"
-CHROMIUM = os.environ.get("PAYLIVE_TEST_CHROMIUM", "/usr/bin/chromium")
-if not REQUIRED:
-    pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from ..support.browser import require_browser
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 
-from ..support.ports import free_port  # noqa: E402
+require_browser()
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
-API_KEY = "browser-test-api-key-0123456789"
-ADMIN_TOKEN = "browser-test-admin-token-0123456789"
 ATTEMPT_TIMEOUT_MS = 1500
 RETRY_DELAY_MS = 600
 SANDBOX_DELAY_MS = 200
@@ -47,68 +35,14 @@ WAIT_MS = 5000  # the longest any single expectation may take
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PAYLIVE_") and k not in ("HOST", "PORT")
+    timings = {
+        "PAYLIVE_ATTEMPT_TIMEOUT_MS": str(ATTEMPT_TIMEOUT_MS),
+        "PAYLIVE_RETRY_DELAY_MS": str(RETRY_DELAY_MS),
+        "PAYLIVE_SANDBOX_DELAY_MS": str(SANDBOX_DELAY_MS),
+        "PAYLIVE_COUNTDOWN_INTERVAL_MS": str(COUNTDOWN_INTERVAL_MS),
     }
-    env.update(
-        PAYLIVE_ENV="development",
-        PAYLIVE_API_KEY=API_KEY,
-        PAYLIVE_ADMIN_TOKEN=ADMIN_TOKEN,
-        PAYLIVE_SECRET="browser-test-secret-0123456789abcdef",
-        PAYLIVE_WEBHOOK_SECRET="browser-test-webhook-secret-0123456789",
-        PAYLIVE_ATTEMPT_TIMEOUT_MS=str(ATTEMPT_TIMEOUT_MS),
-        PAYLIVE_RETRY_DELAY_MS=str(RETRY_DELAY_MS),
-        PAYLIVE_SANDBOX_DELAY_MS=str(SANDBOX_DELAY_MS),
-        PAYLIVE_COUNTDOWN_INTERVAL_MS=str(COUNTDOWN_INTERVAL_MS),
-    )
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "paylive", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"paylive serve exited with {proc.returncode}:\n{log.read()}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"paylive serve did not answer /healthz in 20 s:\n{log.read()}")
-            time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with Server(env=timings) as running:
+        yield running.url
 
 
 @pytest.fixture
