@@ -194,8 +194,11 @@ function renderSummary(summary) {
   $('sum-interruptions-detail').textContent =
     nonzero.length === 0 ? 'none so far' : nonzero.map(([reason, n]) => `${n} ${reason.replace('_', ' ')}`).join(' · ');
   $('sum-recovered').textContent = String(summary.recovered_by_retry ?? 0);
-  $('sum-review').textContent = String(summary.needs_review ?? 0);
-  $('sum-review-card').classList.toggle('alert', (summary.needs_review ?? 0) > 0);
+  const review = summary.needs_review ?? 0;
+  $('sum-review').textContent = String(review);
+  // Said in words, not only in red.
+  $('sum-review-detail').textContent = review > 0 ? '⚠ check these by hand' : 'nothing to check';
+  $('sum-review-card').classList.toggle('alert', review > 0);
 }
 
 function receive(message) {

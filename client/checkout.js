@@ -61,6 +61,22 @@ function showMessage(text, kind = 'info') {
   el.dataset.kind = kind;
 }
 
+// The heading to move the focus to when the control that had it disappears.
+const FOCUS_TARGET = { created: 'pay', processing: 'processing-title', interrupted: 'prompt-title' };
+
+function statusSentence(session, finalText) {
+  switch (session.status) {
+    case 'created':
+      return `Ready to pay ${formatAmount(session.amount, session.currency)}.`;
+    case 'processing':
+      return `Processing your payment, attempt ${session.attempt} of ${session.max_attempts}. Please keep this page open.`;
+    case 'interrupted':
+      return 'Payment interrupted.';
+    default:
+      return FINAL[session.status] ? `${FINAL[session.status][1]}. ${finalText}` : STATUS_LABELS[session.status] ?? '';
+  }
+}
+
 function renderTestCards() {
   const list = $('test-cards');
   for (const { number, label } of SANDBOX_CARDS) {
@@ -98,6 +114,12 @@ function start() {
   // Debug handle for the browser console and the browser tests.
   window.__paylive = client;
   let busy = false; // a command of ours is waiting for its answer
+  let shownStatus = null; // the status the live region last announced
+  let retryWaiting = false; // the retry button is counting down
+  let focusInCard = false; // the keyboard focus was last inside the checkout card
+  document.addEventListener('focusin', (event) => {
+    focusInCard = $('checkout').contains(event.target);
+  });
 
   const card = () => $('card').value.trim();
 
@@ -126,16 +148,31 @@ function start() {
     $('card').disabled = status === 'processing';
 
     if (status === 'interrupted') renderPrompt();
+    else setText('prompt-live', '');
+    let detail = '';
     if (terminal) {
       const [icon, title, text] = FINAL[status];
       setText('final-icon', icon);
       setText('final-title', title);
-      let detail = text;
+      detail = text;
       if (status === 'failed' && session.last_error?.message) detail = `${session.last_error.message}. ${text}`;
       if (session.needs_review) detail += ' A payment made after the end was refunded automatically.';
       setText('final-text', detail);
     }
+    if (status !== shownStatus) {
+      shownStatus = status;
+      setText('announce', statusSentence(session, detail));
+    }
+    keepFocus(status, terminal);
     tick();
+  }
+
+  // Pressing Pay disables it and a final state hides the form: the focus would fall
+  // back to the top of the document, so it goes to what replaced the control instead.
+  function keepFocus(status, terminal) {
+    const el = document.activeElement;
+    const lost = !el || el === document.body || el.disabled || el.closest('[hidden]');
+    if (focusInCard && lost) $(terminal ? 'final-title' : FOCUS_TARGET[status])?.focus();
   }
 
   function renderPrompt() {
@@ -146,6 +183,8 @@ function start() {
     setText('prompt-title', prompt.outcome_unknown ? 'We could not confirm the payment' : 'The payment did not go through');
     setText('prompt-text', `${REASON_TEXT[reason] ?? 'The attempt was interrupted.'} You can try again (attempt ${next} of ${max}).`);
     $('no-double').hidden = !prompt.outcome_unknown;
+    const noDouble = prompt.outcome_unknown ? ' You will not be charged twice.' : '';
+    setText('prompt-live', `${$('prompt-title').textContent}. ${$('prompt-text').textContent}${noDouble}`);
   }
 
   // Runs every 100 ms while something counts down: both countdowns are computed
@@ -171,6 +210,8 @@ function start() {
       $('retry-countdown').dataset.retryInMs = String(Math.round(retryIn));
       setText('retry-countdown', retryIn > 0 ? `You can try again in ${formatSeconds(retryIn)}.` : 'You can try again now.');
       setText('retry', retryIn > 0 ? `Retry in ${formatSeconds(retryIn)}` : 'Try again');
+      if (retryWaiting && retryIn <= 0) setText('announce', 'You can try again now.');
+      retryWaiting = retryIn > 0;
     } else if (client.session?.status === 'interrupted') {
       retryButton.disabled = busy;
     }

@@ -1,0 +1,415 @@
+"""The checkout and the dashboard on a phone, from the keyboard, and under axe-core.
+
+Each checkout state (created, processing with its countdown, interrupted with its retry
+prompt, succeeded, failed, cancelled) and the dashboard are measured at 320, 375 and
+1280 px: the page must not scroll sideways, every control must sit inside its card
+(or inside the viewport when it has no card), touch targets on a phone are at least
+44 px high, and the countdown and retry prompt are on screen without scrolling. Then
+axe-core (tests/js, injected by the test, never shipped) must report no serious or
+critical violation, in the light and the dark colour scheme.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ..support.browser import axe_script, require_browser
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
+
+require_browser()
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
+
+# (width, height): the smallest phone still sold, an iPhone SE, a laptop.
+SIZES = [(320, 568), (375, 667), (1280, 800)]
+PHONE_MAX_WIDTH = 480  # at or below this, controls are touch targets
+MIN_TARGET_PX = 44
+WAIT_MS = 5000
+
+OK_CARD = "4242424242424242"
+TIMEOUT_CARD = "4000000000000408"  # never answers: stays processing until the deadline
+UNREACHABLE_CARD = "4000000000000507"  # network_error at once: interrupted, outcome unknown
+STOLEN_CARD = "4000000000009979"  # a decline that fails the session
+
+CHECKOUT_STATES = ["created", "processing", "interrupted", "succeeded", "failed", "cancelled"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    # A long attempt timeout keeps "processing" (and its countdown) still while it is
+    # measured; a long retry delay keeps the retry prompt counting down.
+    timings = {"PAYLIVE_ATTEMPT_TIMEOUT_MS": "20000", "PAYLIVE_RETRY_DELAY_MS": "60000"}
+    with Server(env=timings) as running:
+        yield running.url
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    width, height = SIZES[1]
+    # bypass_csp: axe-core is injected as an inline script, which a page's CSP may forbid.
+    context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def api(server: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=server, headers=headers, timeout=5) as client:
+        yield client
+
+
+# Everything that is wrong with the layout at the current viewport, as sentences.
+LAYOUT_PROBLEMS = """({ minTarget, inView }) => {
+  const problems = [];
+  const doc = document.documentElement;
+  const width = doc.clientWidth;
+  if (doc.scrollWidth > doc.clientWidth) {
+    problems.push(`the page scrolls sideways: ${doc.scrollWidth}px of content in ${width}px`);
+  }
+  const describe = (el) => {
+    let name = el.tagName.toLowerCase();
+    if (el.id) name += '#' + el.id;
+    else if (el.classList.length) name += '.' + [...el.classList].join('.');
+    const text = (el.textContent || el.value || '').trim().replace(/\\s+/g, ' ').slice(0, 30);
+    return text ? `${name} "${text}"` : name;
+  };
+  const within = (inner, outer, vertical = true) =>
+    inner.left >= outer.left - 0.5 && inner.right <= outer.right + 0.5 &&
+    (!vertical || (inner.top >= outer.top - 0.5 && inner.bottom <= outer.bottom + 0.5));
+  const viewport = { left: 0, right: width, top: -Infinity, bottom: Infinity };
+  // A scrolling region between a control and its card (the sessions table) may hold
+  // the control out of view on purpose; the region itself is checked instead.
+  const scrolledAway = (el, card) => {
+    for (let a = el.parentElement; a && a !== card; a = a.parentElement) {
+      const overflow = getComputedStyle(a).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll') return true;
+    }
+    return false;
+  };
+
+  for (const card of document.querySelectorAll('.card')) {
+    if (!card.checkVisibility()) continue;
+    if (!within(card.getBoundingClientRect(), viewport, false)) {
+      problems.push(`${describe(card)} sticks out of the ${width}px viewport`);
+    }
+  }
+  const controls = document.querySelectorAll(
+    'button, input, select, textarea, summary, a[href], [tabindex]:not([tabindex="-1"])');
+  for (const el of controls) {
+    if (!el.checkVisibility()) continue;
+    const rect = el.getBoundingClientRect();
+    const card = el.closest('.card');
+    if (!scrolledAway(el, card)) {
+      const box = card ? card.getBoundingClientRect() : viewport;
+      if (!within(rect, box)) {
+        problems.push(`${describe(el)} is outside ${card ? describe(card) : 'the viewport'}`);
+      }
+    }
+    if (el.tagName === 'BUTTON' && el.scrollWidth > el.clientWidth + 1) {
+      problems.push(`${describe(el)}: its text overflows the button`);
+    }
+    if (minTarget && !el.matches('[tabindex]:not(button, input, summary, a)')) {
+      // A checkbox is hit through its label.
+      const target = el.matches('[type=checkbox], [type=radio]') ? el.closest('label') ?? el : el;
+      const height = target.getBoundingClientRect().height;
+      if (height < minTarget) {
+        problems.push(`${describe(target)} is ${height.toFixed(0)}px high, under ${minTarget}px`);
+      }
+    }
+  }
+  for (const selector of inView) {
+    const el = document.querySelector(selector);
+    if (!el || !el.checkVisibility()) {
+      problems.push(`${selector} is not shown`);
+      continue;
+    }
+    const rect = el.getBoundingClientRect();
+    if (rect.left < 0 || rect.top < 0 || rect.right > width || rect.bottom > innerHeight) {
+      problems.push(`${selector} is not on screen at ${width}x${innerHeight} without scrolling`);
+    }
+  }
+  return problems;
+}"""
+
+AXE_SERIOUS = """async () => {
+  const result = await axe.run(document, { resultTypes: ['violations'] });
+  return result.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.impact} ${v.id} (${v.help}): ` +
+      v.nodes.slice(0, 4).map((n) => n.target.join(' ')).join(', '));
+}"""
+
+
+def layout_problems(page: Page, in_view: list[str]) -> list[str]:
+    """Measure the page at every size of SIZES; return what does not fit."""
+    problems: list[str] = []
+    for width, height in SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("window.scrollTo(0, 0)")
+        arg = {"minTarget": MIN_TARGET_PX if width <= PHONE_MAX_WIDTH else 0, "inView": in_view}
+        problems += [f"at {width}px: {p}" for p in page.evaluate(LAYOUT_PROBLEMS, arg)]
+    return problems
+
+
+def axe_violations(page: Page) -> list[str]:
+    """Serious and critical axe-core violations, in the light and the dark colour scheme."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.add_script_tag(path=str(axe_script()))
+    found: list[str] = []
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        found += [f"{scheme}: {v}" for v in page.evaluate(AXE_SERIOUS)]
+    page.emulate_media(color_scheme="light")
+    return found
+
+
+def open_checkout(page: Page, server: str) -> None:
+    page.goto(f"{server}/demo")
+    expect(page.locator("#status")).to_have_attribute("data-status", "created")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+
+
+def reach(page: Page, server: str, state: str) -> list[str]:
+    """Drive a new checkout into ``state``; return what must be on screen in it."""
+    open_checkout(page, server)
+    cards = {
+        "processing": TIMEOUT_CARD,
+        "interrupted": UNREACHABLE_CARD,
+        "succeeded": OK_CARD,
+        "failed": STOLEN_CARD,
+    }
+    if state == "created":
+        page.click("#card-help")  # open the test cards: their buttons are measured too
+        expect(page.locator("#test-cards button").first).to_be_visible()
+    elif state == "cancelled":
+        page.click("#cancel")
+    else:
+        page.fill("#card", cards[state])
+        page.click("#pay")
+    expect(page.locator("#status")).to_have_attribute("data-status", state)
+    if state == "processing":
+        expect(page.locator("#countdown")).to_contain_text("left")
+        return ["#status", "#countdown"]
+    if state == "interrupted":
+        expect(page.locator("#no-double")).to_be_visible()
+        expect(page.locator("#retry-countdown")).to_contain_text("try again in")
+        return ["#status", "#prompt", "#retry-countdown"]
+    if state in ("succeeded", "failed", "cancelled"):
+        return ["#status", "#final-title"]
+    return ["#status", "#amount"]
+
+
+@pytest.mark.parametrize("state", CHECKOUT_STATES)
+def test_checkout_fits_every_width(page: Page, server: str, state: str) -> None:
+    must_see = reach(page, server, state)
+    problems = layout_problems(page, must_see)
+    # Measured in the state it was meant to be in (processing has a deadline).
+    expect(page.locator("#status")).to_have_attribute("data-status", state)
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize("state", CHECKOUT_STATES)
+def test_checkout_passes_axe(page: Page, server: str, state: str) -> None:
+    reach(page, server, state)
+    violations = axe_violations(page)
+    expect(page.locator("#status")).to_have_attribute("data-status", state)
+    assert violations == [], "\n".join(violations)
+
+
+def open_dashboard(page: Page, server: str, api: httpx.Client) -> None:
+    """The dashboard with a live row of each kind: created, processing, succeeded."""
+    for card in (None, TIMEOUT_CARD, OK_CARD):
+        body = {"order_id": f"order-{time.monotonic_ns()}", "amount": 123456, "currency": "EUR"}
+        created = api.post("/api/sessions", json=body)
+        assert created.status_code == 201, created.text
+        if card:
+            paid = api.post(
+                f"/api/sessions/{created.json()['id']}/attempts",
+                json={"payment_method": {"card": card}},
+            )
+            assert paid.status_code == 202, paid.text
+    page.goto(f"{server}/admin#token={ADMIN_TOKEN}")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#sessions-body tr").nth(2)).to_be_visible()
+    expect(page.locator("#sum-active")).not_to_have_text("–")
+
+
+TABLE_SCROLLS = """() => {
+  const region = document.getElementById('sessions').parentElement;
+  const card = region.closest('.card');
+  const a = region.getBoundingClientRect(), b = card.getBoundingClientRect();
+  return {
+    overflow: getComputedStyle(region).overflowX,
+    scrolls: region.scrollWidth > region.clientWidth,
+    inCard: a.left >= b.left - 0.5 && a.right <= b.right + 0.5,
+    focusable: region.tabIndex === 0,
+    name: region.getAttribute('aria-label') ?? region.getAttribute('aria-labelledby'),
+  };
+}"""
+
+
+def test_dashboard_fits_every_width(page: Page, server: str, api: httpx.Client) -> None:
+    open_dashboard(page, server, api)
+    assert layout_problems(page, ["#summary"]) == []
+
+    # On the smallest phone the sessions table keeps its columns and scrolls sideways
+    # inside its card, in a region a keyboard can reach (and scroll) and that has a name.
+    page.set_viewport_size({"width": 320, "height": 568})
+    table = page.evaluate(TABLE_SCROLLS)
+    assert table["overflow"] in ("auto", "scroll"), table
+    assert table["scrolls"] and table["inCard"] and table["focusable"] and table["name"], table
+    # The summary cards stack: at most two side by side.
+    lefts = page.evaluate(
+        "[...document.querySelectorAll('#summary .metric')].map(m => m.offsetLeft)"
+    )
+    assert len(set(lefts)) <= 2, lefts
+
+
+def test_dashboard_token_form_fits(page: Page, server: str) -> None:
+    page.goto(f"{server}/client/admin.html")
+    expect(page.locator("#token-form")).to_be_visible()
+    assert layout_problems(page, ["#token", "#token-submit"]) == []
+    assert axe_violations(page) == []
+
+
+def test_dashboard_passes_axe(page: Page, server: str, api: httpx.Client) -> None:
+    open_dashboard(page, server, api)
+    violations = axe_violations(page)
+    assert violations == [], "\n".join(violations)
+
+
+LIVE_ANCESTOR = """(id) => {
+  const el = document.getElementById(id);
+  const live = el.closest('[aria-live]:not([aria-live="off"]), [role=status], [role=alert], [role=log]');
+  return live ? (live.id || live.tagName) : null;
+}"""
+
+
+def test_checkout_announces_status_politely_and_only_the_prompt_assertively(
+    page: Page, server: str
+) -> None:
+    open_checkout(page, server)
+    assertive = page.locator('[aria-live="assertive"], [role="alert"]')
+    expect(assertive).to_have_count(1)
+    expect(assertive).to_have_id("prompt-live")
+    expect(assertive).to_have_text("")
+    announce = page.locator("#announce")
+    expect(announce).to_have_attribute("role", "status")
+    expect(announce).to_contain_text("Ready to pay")
+
+    page.fill("#card", UNREACHABLE_CARD)
+    page.click("#pay")
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    expect(announce).to_have_text("Payment interrupted.")
+    expect(assertive).to_contain_text("The connection to your bank was lost")
+    expect(assertive).to_contain_text("You will not be charged twice")
+    # The countdowns tick ten times a second: no live region may read each tick aloud.
+    for ticking in ("countdown", "retry-countdown", "retry"):
+        assert page.evaluate(LIVE_ANCESTOR, ticking) is None, ticking
+
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_attribute("data-status", "cancelled")
+    expect(announce).to_contain_text("Payment cancelled")
+    expect(assertive).to_have_text("")
+
+
+FOCUS_RING = """(selector) => {
+  const el = document.activeElement;
+  const style = getComputedStyle(el);
+  return { id: el.id || el.className || el.tagName.toLowerCase(), outline: style.outlineStyle,
+           width: parseFloat(style.outlineWidth), reached: el.matches(selector) };
+}"""
+
+
+def tab_to(page: Page, selector: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Press Tab until ``selector`` has the focus; return the focus ring of each stop."""
+    stops: list[dict[str, Any]] = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        stops.append(page.evaluate(FOCUS_RING, selector))
+        if stops[-1]["reached"]:
+            return stops
+    raise AssertionError(f"Tab never reached {selector}: {[s['id'] for s in stops]}")
+
+
+def test_checkout_by_keyboard_alone(page: Page, server: str) -> None:
+    open_checkout(page, server)
+    # Tab order follows the page; every stop shows a solid ring at least 2 px wide.
+    stops = tab_to(page, "#cancel")
+    order = [s["id"] for s in stops]
+    assert order.index("card") < order.index("card-help") < order.index("pay"), order
+    bad = [s for s in stops if s["outline"] != "solid" or s["width"] < 2]
+    assert bad == [], bad
+
+    # Pick a test card from the list with the keyboard, then pay with Enter.
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.id") == "card-help"
+    page.keyboard.press("Enter")  # opens the list
+    tab_to(page, ".test-card")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "card"
+    expect(page.locator("#card")).to_have_value(OK_CARD)
+    page.keyboard.press("Enter")  # submits the form
+    expect(page.locator("#status")).to_have_attribute("data-status", "succeeded")
+    # The form went away with the focus in it: the focus moved to the result.
+    expect(page.locator("#final-title")).to_be_focused()
+
+
+def test_dashboard_by_keyboard_alone(page: Page, server: str, api: httpx.Client) -> None:
+    open_dashboard(page, server, api)
+    stops = tab_to(page, "#show-finished")
+    stops += tab_to(page, "[role=region]")  # the scrolling sessions table
+    bad = [s for s in stops if s["outline"] != "solid" or s["width"] < 2]
+    assert bad == [], bad
+    assert page.evaluate("document.activeElement.contains(document.getElementById('sessions'))")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Space")
+    expect(page.locator("#show-finished")).not_to_be_checked()
+    expect(page.locator("#sessions-body tr[data-status='succeeded']").first).to_be_hidden()
+
+
+MOTION = """() => ({
+  dot: getComputedStyle(document.querySelector('.connection .dot')).animationName,
+  bar: getComputedStyle(document.getElementById('countdown-bar')).transitionDuration,
+  button: getComputedStyle(document.getElementById('pay')).transitionDuration,
+})"""
+
+
+def test_reduced_motion_is_honoured(page: Page, server: str) -> None:
+    # Without a session in the address the page never connects: the dot keeps pulsing.
+    page.goto(f"{server}/client/checkout.html")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connecting")
+    moving = page.evaluate(MOTION)
+    assert moving["dot"] == "pulse" and moving["bar"] != "0s" and moving["button"] != "0s", moving
+    page.emulate_media(reduced_motion="reduce")
+    still = page.evaluate(MOTION)
+    assert still == {"dot": "none", "bar": "0s", "button": "0s"}, still
+
+
+BACKGROUNDS = """() => [document.body, document.getElementById('checkout')].map((el) => {
+  let node = el, color;
+  do { color = getComputedStyle(node).backgroundColor; node = node.parentElement; }
+  while (node && color === 'rgba(0, 0, 0, 0)');
+  const [r, g, b] = color.match(/\\d+/g).map(Number);
+  return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+})"""
+
+
+def test_dark_colour_scheme_is_honoured(page: Page, server: str) -> None:
+    open_checkout(page, server)
+    assert all(light > 0.9 for light in page.evaluate(BACKGROUNDS))
+    page.emulate_media(color_scheme="dark")
+    assert all(dark < 0.2 for dark in page.evaluate(BACKGROUNDS))
