@@ -61,7 +61,7 @@ function showMessage(text, kind = 'info') {
   el.dataset.kind = kind;
 }
 
-// The heading to move the focus to when the control that had it disappears.
+// Where the focus goes, by status, when the control that had it disappears.
 const FOCUS_TARGET = { created: 'pay', processing: 'processing-title', interrupted: 'prompt-title' };
 
 function statusSentence(session, finalText) {

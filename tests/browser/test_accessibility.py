@@ -35,7 +35,15 @@ TIMEOUT_CARD = "4000000000000408"  # never answers: stays processing until the d
 UNREACHABLE_CARD = "4000000000000507"  # network_error at once: interrupted, outcome unknown
 STOLEN_CARD = "4000000000009979"  # a decline that fails the session
 
-CHECKOUT_STATES = ["created", "processing", "interrupted", "succeeded", "failed", "cancelled"]
+# Each state says its name in words: the pill's colour is never the only signal.
+CHECKOUT_STATES = {
+    "created": "Ready to pay",
+    "processing": "Processing",
+    "interrupted": "Interrupted",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +207,7 @@ def reach(page: Page, server: str, state: str) -> list[str]:
         page.fill("#card", cards[state])
         page.click("#pay")
     expect(page.locator("#status")).to_have_attribute("data-status", state)
+    expect(page.locator("#status")).to_have_text(CHECKOUT_STATES[state])
     if state == "processing":
         expect(page.locator("#countdown")).to_contain_text("left")
         return ["#status", "#countdown"]
@@ -319,6 +328,8 @@ def test_checkout_announces_status_politely_and_only_the_prompt_assertively(
     page.click("#pay")
     expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
     expect(announce).to_have_text("Payment interrupted.")
+    # Pay went away with the focus on it: the focus moved to the prompt, not the top.
+    expect(page.locator("#prompt-title")).to_be_focused()
     expect(assertive).to_contain_text("The connection to your bank was lost")
     expect(assertive).to_contain_text("You will not be charged twice")
     # The countdowns tick ten times a second: no live region may read each tick aloud.
