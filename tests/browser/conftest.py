@@ -1,6 +1,9 @@
-"""Headless Chromium for the browser test modules: one per module, because the sync API
-must not outlive them (later modules run asyncio loops of their own). Each module calls
-``require_browser()`` first, so this fixture never runs without Playwright and Chromium.
+"""Fixtures of the browser test modules.
+
+Chromium is started once per module, because Playwright's sync API must not outlive
+it (later modules run asyncio loops of their own). Each module calls
+``require_browser()`` before importing Playwright and defines the ``server`` fixture
+(a URL) with the timings it needs; a module may set ``VIEWPORT`` for its pages.
 """
 
 from __future__ import annotations
@@ -8,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from ..support.browser import CHROMIUM, LAUNCH_ARGS
+from ..support.servers import API_KEY
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
+
+WAIT_MS = 5000  # the longest any single expectation may take
+VIEWPORT = {"width": 1100, "height": 900}
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +34,28 @@ def browser() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a fresh context; the test fails on any uncaught error in it."""
+    viewport = getattr(request.module, "VIEWPORT", VIEWPORT)
+    # bypass_csp: axe-core is injected as an inline script, which a page's CSP may forbid.
+    context = browser.new_context(viewport=viewport, bypass_csp=True)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def api(server: str) -> Iterator[httpx.Client]:
+    """The merchant's HTTP API of this module's server."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=server, headers=headers, timeout=5) as client:
+        yield client

@@ -19,16 +19,16 @@ import httpx
 import pytest
 
 from ..support.browser import axe_script, require_browser
-from ..support.servers import ADMIN_TOKEN, API_KEY, Server
+from ..support.servers import ADMIN_TOKEN, Server
 
 require_browser()
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Page, expect  # noqa: E402
 
 # (width, height): the smallest phone still sold, an iPhone SE, a laptop.
 SIZES = [(320, 568), (375, 667), (1280, 800)]
+VIEWPORT = {"width": 375, "height": 667}  # the pages open on a phone
 PHONE_MAX_WIDTH = 480  # at or below this, controls are touch targets
 MIN_TARGET_PX = 44
-WAIT_MS = 5000
 
 OK_CARD = "4242424242424242"
 TIMEOUT_CARD = "4000000000000408"  # never answers: stays processing until the deadline
@@ -53,29 +53,6 @@ def server() -> Iterator[str]:
     timings = {"PAYLIVE_ATTEMPT_TIMEOUT_MS": "20000", "PAYLIVE_RETRY_DELAY_MS": "60000"}
     with Server(env=timings) as running:
         yield running.url
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    width, height = SIZES[1]
-    # bypass_csp: axe-core is injected as an inline script, which a page's CSP may forbid.
-    context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
-
-
-@pytest.fixture
-def api(server: str) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    with httpx.Client(base_url=server, headers=headers, timeout=5) as client:
-        yield client
 
 
 # Everything that is wrong with the layout at the current viewport, as sentences.

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from ..support.browser import require_browser
-from ..support.servers import ADMIN_TOKEN, API_KEY, Server
+from ..support.servers import ADMIN_TOKEN, Server
 
 require_browser()
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Page, expect  # noqa: E402
 
 ATTEMPT_TIMEOUT_MS = 1500
 RETRY_DELAY_MS = 600
@@ -43,27 +43,6 @@ def server() -> Iterator[str]:
     }
     with Server(env=timings) as running:
         yield running.url
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
-
-
-@pytest.fixture
-def api(server: str) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    with httpx.Client(base_url=server, headers=headers, timeout=5) as client:
-        yield client
 
 
 def create_session(api: httpx.Client, amount: int = 1999) -> dict[str, Any]:
