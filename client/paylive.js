@@ -55,7 +55,6 @@ const ABANDONED = 4000;
 
 /** Options shared by every socket; `PayliveSession` adds its own below. */
 export const SOCKET_DEFAULTS = Object.freeze({
-  protocol: JSON_PROTOCOL,
   /** Send `{"type":"ping"}` this often (ms); 0 turns app-level pings off. */
   pingInterval: 10_000,
   /** The server's countdown period (ms); it sets how long a silence is tolerated. */
@@ -188,7 +187,8 @@ export class ReconnectingSocket extends Emitter {
     this.#setStatus(first ? 'connecting' : 'reconnecting', { attempt: this.#attempt });
     let ws;
     try {
-      ws = new this.#options.WebSocket(this.#makeUrl(), [this.#options.protocol]);
+      // JSON only: msgpack (`paylive.v1.msgpack`) is for clients that bring a codec.
+      ws = new this.#options.WebSocket(this.#makeUrl(), [JSON_PROTOCOL]);
     } catch (err) {
       // A malformed URL or a blocked port: nothing to retry.
       this.#stop('closed', { code: 0, reason: String(err), error: 'bad_url' });
