@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET = 500 * 1024  # every picture in docs/img together
+BUDGET = 800 * 1024  # all of docs/img: room for a phone-width set beside the 270 KB of today
 
 
 def test_every_picture_the_readme_shows_is_there() -> None:
