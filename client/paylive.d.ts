@@ -1,0 +1,495 @@
+// Types of paylive.js, the browser client of paylive. The wire format they describe is
+// docs/protocol.md (sections 2 and 4, with the additions of section 6); the names and
+// payloads here follow it field for field. Epoch times are milliseconds (numbers).
+
+// ---------------------------------------------------------------------------------
+// The session (protocol section 2)
+
+export type SessionStatus =
+  | 'created'
+  | 'processing'
+  | 'interrupted'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'expired';
+
+export type ActiveStatus = 'created' | 'processing' | 'interrupted';
+export type TerminalStatus = 'succeeded' | 'failed' | 'cancelled' | 'expired';
+
+export type AttemptStatus =
+  | 'processing'
+  | 'succeeded'
+  | 'declined'
+  | 'timeout'
+  | 'network_error'
+  | 'provider_error'
+  | 'voided'
+  | 'refunded';
+
+/** Why an attempt ended without success. `timeout` and `network_error` leave the outcome unknown. */
+export type InterruptionReason = 'timeout' | 'network_error' | 'declined' | 'provider_error';
+
+/** What a `state` event says happened. */
+export type StateCause =
+  | 'attempt_started'
+  | 'timeout'
+  | 'declined'
+  | 'network_error'
+  | 'provider_error'
+  | 'succeeded'
+  | 'late_success'
+  | 'late_success_refunded'
+  | 'duplicate_charge_refunded'
+  | 'voided'
+  | 'cancelled'
+  | 'expired'
+  | 'failed';
+
+export interface Attempt {
+  number: number;
+  status: AttemptStatus;
+  started_at: number;
+  ended_at: number | null;
+  /** `"{session_id}:{number}"`: the provider never sees two charges under one key. */
+  idempotency_key: string;
+  decline_code?: string;
+  provider_ref?: string;
+}
+
+export interface LastError {
+  reason: InterruptionReason;
+  attempt: number;
+  message: string;
+  decline_code?: string;
+}
+
+export interface Session {
+  id: string;
+  order_id: string;
+  /** In the currency's minor unit (cents for EUR). */
+  amount: number;
+  currency: string;
+  status: SessionStatus;
+  /** The current or last attempt's number; 0 before the first. */
+  attempt: number;
+  max_attempts: number;
+  /** Set while `processing`: when the attempt times out. */
+  deadline: number | null;
+  /** Set while `interrupted`: from when a retry is allowed. */
+  retry_at: number | null;
+  last_error: LastError | null;
+  attempts: Attempt[];
+  created_at: number;
+  updated_at: number;
+  expires_at: number;
+  /** Goes up by one with every durable event. */
+  seq: number;
+  /** A payment made after the end was refunded: staff should look. */
+  needs_review: boolean;
+  metadata: Record<string, unknown>;
+}
+
+/** What the page may offer after an interruption (`retry_prompt` data, or derived from a snapshot). */
+export interface RetryPrompt {
+  attempt: number;
+  next_attempt: number;
+  max_attempts: number;
+  reason: InterruptionReason | null;
+  retry_at: number | null;
+  /** True for `timeout` and `network_error`: say "you will not be charged twice", not "failed". */
+  outcome_unknown: boolean;
+}
+
+export interface Countdown {
+  attempt: number;
+  remaining_ms: number;
+  deadline: number;
+}
+
+/** The admin summary (`GET /api/admin/summary`, the feed's `summary` message). */
+export interface Summary {
+  active: number;
+  by_status: Record<SessionStatus, number>;
+  interruptions: Record<InterruptionReason, number>;
+  /** Succeeded over finished, 0 to 1; null before any session finished. */
+  success_rate: number | null;
+  recovered_by_retry: number;
+  needs_review: number;
+}
+
+// ---------------------------------------------------------------------------------
+// Server messages (protocol section 4)
+
+/** Every server message. `session` and `seq` are null in messages about no single session. */
+export interface Message<Type extends string, Data> {
+  type: Type;
+  session: string | null;
+  seq: number | null;
+  ts: number;
+  data: Data;
+}
+
+export type SnapshotMessage = Message<'snapshot', { session: Session }>;
+/** Durable: carries the session's new `seq`. */
+export type StateMessage = Message<
+  'state',
+  { session: Session; previous: SessionStatus; cause: StateCause }
+>;
+/** Durable: right after a `state` into `interrupted`. */
+export type RetryPromptMessage = Message<'retry_prompt', RetryPrompt & { reason: InterruptionReason }>;
+export type CountdownMessage = Message<'countdown', Countdown>;
+export type AckMessage = Message<'ack', { ref: string | number }>;
+export type ErrorMessage = Message<'error', { code: ErrorCode; message: string; ref?: string | number }>;
+export type PongMessage = Message<'pong', Record<string, never>>;
+export type AdminSnapshotMessage = Message<'admin.snapshot', { sessions: Session[]; summary: Summary }>;
+export type AdminCreatedMessage = Message<'admin.created', { session: Session }>;
+export type SummaryMessage = Message<'summary', Summary>;
+
+/** What the customer channel `/ws/sessions/{id}` sends. */
+export type CustomerMessage =
+  | SnapshotMessage
+  | StateMessage
+  | RetryPromptMessage
+  | CountdownMessage
+  | AckMessage
+  | ErrorMessage
+  | PongMessage;
+
+/** What the admin feed `/ws/admin` sends: every durable event of every session, and more. */
+export type AdminMessage =
+  | AdminSnapshotMessage
+  | AdminCreatedMessage
+  | StateMessage
+  | RetryPromptMessage
+  | SummaryMessage
+  | ErrorMessage
+  | PongMessage;
+
+export type ServerMessage = CustomerMessage | AdminMessage;
+
+// ---------------------------------------------------------------------------------
+// Client commands (protocol section 4)
+
+export interface PaymentMethod {
+  card: string;
+  [field: string]: unknown;
+}
+
+export type ClientCommand =
+  | { type: 'pay'; payment_method: PaymentMethod; ref?: string }
+  | { type: 'retry'; payment_method?: PaymentMethod; ref?: string }
+  | { type: 'cancel'; ref?: string }
+  | { type: 'interrupt'; reason: 'network_error'; ref?: string }
+  | { type: 'ping' };
+
+export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt';
+
+// ---------------------------------------------------------------------------------
+// Errors
+
+/** Codes the server answers with (sections 3, 4 and 6.2). */
+export type ServerErrorCode =
+  | 'invalid_state'
+  | 'retry_not_yet_allowed'
+  | 'max_attempts_reached'
+  | 'already_paid'
+  | 'invalid_json'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_found'
+  | 'invalid_field'
+  | 'invalid_currency'
+  | 'invalid_card'
+  | 'rate_limited'
+  | 'unknown_command'
+  | 'engine_unavailable'
+  | 'gateway_unavailable';
+
+/** Codes the client makes up: a fatal close, or a command it gave up on. */
+export type ClientErrorCode =
+  | 'connection_lost'
+  | 'timeout'
+  | 'queue_full'
+  | 'closed'
+  | 'unauthorized'
+  | 'origin_not_allowed'
+  | 'unknown_session'
+  | 'policy_violation'
+  | 'bad_url';
+
+/** A known code, or one added by a later server. */
+export type ErrorCode = ServerErrorCode | ClientErrorCode | (string & {});
+
+/** What a command's promise rejects with. */
+export class PayliveError extends Error {
+  constructor(code: ErrorCode, message?: string, details?: { ref?: string | number; closeCode?: number });
+  name: 'PayliveError';
+  code: ErrorCode;
+  /** The command's `ref`, when the server refused a command. */
+  ref?: string | number;
+  /** The WebSocket close code, when the server closed the connection for good. */
+  closeCode?: number;
+}
+
+// ---------------------------------------------------------------------------------
+// Events
+
+/** `on` returns this: call it to stop listening. */
+export type Unsubscribe = () => void;
+
+export class Emitter<Events extends object = Record<string, unknown>> {
+  on<K extends keyof Events & string>(type: K, handler: (detail: Events[K]) => void): Unsubscribe;
+  off<K extends keyof Events & string>(type: K, handler: (detail: Events[K]) => void): void;
+  emit<K extends keyof Events & string>(
+    type: K,
+    ...detail: undefined extends Events[K] ? [detail?: Events[K]] : [detail: Events[K]]
+  ): void;
+}
+
+export type ConnectionStatus =
+  | 'idle'
+  | 'connecting'
+  | 'connected'
+  | 'reconnecting'
+  | 'offline'
+  | 'closed';
+
+export interface ConnectionDetail {
+  status: ConnectionStatus;
+  /** Reconnect attempts since the last stable connection. */
+  attempt?: number;
+  /** Milliseconds until the next attempt (`reconnecting`). */
+  delay?: number;
+  /** The close code and reason that ended the last connection. */
+  code?: number;
+  reason?: string;
+  /** Set when the connection was closed for good (`closed` after a fatal close code). */
+  error?: string;
+}
+
+export interface CloseDetail {
+  code: number;
+  reason: string;
+  /** False when the close is final (a fatal close code, or `close()`). */
+  reconnect: boolean;
+}
+
+export interface FatalDetail {
+  code: number;
+  reason: string;
+  /** `unauthorized` (4401), `origin_not_allowed` (4403), `unknown_session` (4404), `policy_violation` (1008), `bad_url`. */
+  error: string;
+}
+
+export interface SocketEvents {
+  status: ConnectionDetail;
+  open: undefined;
+  /** A decoded server message (types added by a later server may come too). */
+  message: ServerMessage;
+  close: CloseDetail;
+  fatal: FatalDetail;
+}
+
+export interface SessionErrorDetail {
+  code: ErrorCode;
+  message: string;
+  /** Set when the connection was refused for good. */
+  closeCode?: number;
+}
+
+/** The events of `PayliveSession` and what each handler receives. */
+export interface PayliveSessionEvents {
+  /** The session after every snapshot or state change: render from this. */
+  session: Session;
+  snapshot: SnapshotMessage;
+  state: StateMessage;
+  /** Show the retry prompt (`retryPrompt`, `retryInMs()`). */
+  retry_prompt: RetryPromptMessage;
+  /** Every countdown interval while processing; `remainingMs()` is exact in between. */
+  countdown: CountdownMessage;
+  /** An error no command promise was waiting for, or a connection refused for good. */
+  error: SessionErrorDetail;
+  connection: ConnectionDetail;
+  /** The `beforeunload` guard turned on (true) or off (false). */
+  guard: boolean;
+  /** Every server message (types added by a later server may come too). */
+  message: CustomerMessage;
+}
+
+// ---------------------------------------------------------------------------------
+// Options
+
+/** The part of a WebSocket the client uses; the browser's own fits. */
+export interface WebSocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: any) => unknown) | null;
+  onmessage: ((event: any) => unknown) | null;
+  onclose: ((event: any) => unknown) | null;
+  onerror: ((event: any) => unknown) | null;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** The part of `window` the client uses (network events, the unload guard); the browser's own fits. */
+export interface WindowLike {
+  addEventListener(type: string, listener: (event: any) => unknown): void;
+  removeEventListener(type: string, listener: (event: any) => unknown): void;
+  navigator?: { onLine: boolean };
+}
+
+export interface SocketOptions {
+  /** Send `{"type":"ping"}` this often (ms); 0 turns app-level pings off. Default 10000. */
+  pingInterval?: number;
+  /** The server's `PAYLIVE_COUNTDOWN_INTERVAL_MS`; it sets how long a silence is tolerated. Default 1000. */
+  countdownInterval?: number;
+  /** A server silent for longer than this (ms) is gone; null: 2 * countdownInterval + pingInterval. */
+  silenceTimeout?: number | null;
+  /** Reconnect delay: uniform in [0, min(backoffMax, backoffBase * 2^n)) for attempt n. Defaults 500, 15000. */
+  backoffBase?: number;
+  backoffMax?: number;
+  /** A connection that lasted this long (ms) resets the backoff. Default 5000. */
+  stableAfter?: number;
+  /** Listen to the window's `offline` and `online` events. Default true. */
+  watchNetwork?: boolean;
+  /** Injectable for tests and non-browser hosts; the global `WebSocket` by default. */
+  WebSocket?: WebSocketConstructor;
+  /** Injectable; the global `window` by default (null outside a browser). */
+  window?: WindowLike | null;
+}
+
+export interface PayliveSessionOptions extends SocketOptions {
+  /** The session id (`ps_...`). */
+  sessionId: string;
+  /** Its client secret, from `POST /api/sessions`. */
+  secret: string;
+  /** Where the paylive server is (http(s) or ws(s) URL); the page's own origin by default. */
+  baseUrl?: string | null;
+  /** A sent command without `ack` or `error` this long (ms) is rejected with `timeout`. Default 15000. */
+  commandTimeout?: number;
+  /** At most this many commands wait for a connection (then `queue_full`). Default 32. */
+  maxQueue?: number;
+  /** Ask before leaving the page while a payment is in flight. Default true. */
+  guardUnload?: boolean;
+  /** Connect from the constructor. Default true. */
+  autoConnect?: boolean;
+}
+
+export type SocketDefaults = Readonly<
+  Required<Omit<SocketOptions, 'WebSocket' | 'window'>> & {
+    WebSocket: WebSocketConstructor | undefined;
+    window: WindowLike | null;
+  }
+>;
+
+export type SessionDefaults = SocketDefaults &
+  Readonly<
+    Required<Omit<PayliveSessionOptions, keyof SocketOptions | 'sessionId' | 'secret' | 'baseUrl'>> & {
+      sessionId: null;
+      secret: null;
+      baseUrl: null;
+    }
+  >;
+
+// ---------------------------------------------------------------------------------
+// Classes
+
+/** A WebSocket that comes back by itself (the admin dashboard uses it directly). */
+export class ReconnectingSocket extends Emitter<SocketEvents> {
+  /** `makeUrl()` is called before every attempt, so the URL may change. */
+  constructor(makeUrl: () => string, options?: SocketOptions);
+  readonly status: ConnectionStatus;
+  readonly connected: boolean;
+  /** How long a silent server is tolerated before the socket is dropped (ms). */
+  readonly silenceTimeout: number;
+  /** Open the socket (again); nothing when already open or connecting. */
+  connect(): void;
+  /** Close for good; no reconnect until `connect()`. */
+  close(code?: number, reason?: string): void;
+  /** Drop the connection and connect again at once, backoff reset. */
+  reconnectNow(): void;
+  /** Drop the connection as a network failure would; it reconnects with backoff. */
+  drop(reason?: string): void;
+  /** Send a map now; false when not connected. */
+  send(message: ClientCommand | Record<string, unknown>): boolean;
+}
+
+export interface PendingCommand {
+  ref: string;
+  type: CommandType;
+  /** False while it waits for a connection. */
+  sent: boolean;
+}
+
+/** One payment session, live on its customer channel. */
+export class PayliveSession extends Emitter<PayliveSessionEvents> {
+  constructor(options: PayliveSessionOptions);
+  readonly sessionId: string;
+  /** The last session seen; null before the first snapshot. */
+  readonly session: Session | null;
+  /** `seq` of the last durable event applied; sent as `since` on reconnect. */
+  readonly lastSeq: number | null;
+  /** The current retry prompt; null unless interrupted. */
+  readonly retryPrompt: RetryPrompt | null;
+  /** The last countdown of the current attempt; null unless processing. */
+  readonly countdown: Countdown | null;
+  /** Estimated server clock minus local clock (ms). */
+  readonly clockOffset: number;
+  readonly connection: ConnectionStatus;
+  readonly status: SessionStatus | null;
+  /** True while leaving the page could strand a payment. */
+  readonly guardActive: boolean;
+  /** Commands sent or queued and not yet answered. */
+  readonly pendingCommands: PendingCommand[];
+  /** The socket URL for the next attempt (with `since` once a durable event was seen). */
+  url(): string;
+  connect(): void;
+  /** Close for good: pending commands are rejected, the guard is removed. */
+  close(): void;
+  /** Drop the connection and reconnect at once, resuming with `since`. */
+  reconnect(): void;
+  /** Drop the connection as a network failure would; it comes back by itself. */
+  drop(): void;
+  /** Start the first attempt; resolves with the `ack`, rejects with a `PayliveError`. */
+  pay(card: string | PaymentMethod): Promise<AckMessage>;
+  /** Start the next attempt; without `card` the server reuses the last method. */
+  retry(card?: string | PaymentMethod | null): Promise<AckMessage>;
+  cancel(): Promise<AckMessage>;
+  /** Report that the attempt was lost on this side. */
+  interrupt(reason?: 'network_error'): Promise<AckMessage>;
+  /** The server's clock now (epoch ms), as estimated from its messages. */
+  serverNow(): number;
+  /** Time left in the current attempt (ms); null unless processing. */
+  remainingMs(): number | null;
+  /** Time until a retry is allowed (ms); 0 when allowed now; null when no retry is pending. */
+  retryInMs(): number | null;
+}
+
+// ---------------------------------------------------------------------------------
+// Constants and helpers
+
+export const JSON_PROTOCOL: 'paylive.v1.json';
+/** Message types that carry a new `seq` and are replayed by `since`. */
+export const DURABLE_TYPES: ReadonlySet<string>;
+export const TERMINAL_STATUSES: ReadonlySet<SessionStatus>;
+export const ACTIVE_STATUSES: ReadonlySet<SessionStatus>;
+/** Interruption reasons after which the provider may have charged. */
+export const OUTCOME_UNKNOWN_REASONS: ReadonlySet<InterruptionReason | null>;
+/** Close codes after which reconnecting cannot help, and the error each stands for. */
+export const FATAL_CLOSE_CODES: ReadonlyMap<number, string>;
+/** The sandbox gateway's test cards (protocol section 3). */
+export const SANDBOX_CARDS: ReadonlyArray<{ readonly number: string; readonly label: string }>;
+export const SOCKET_DEFAULTS: SocketDefaults;
+export const SESSION_DEFAULTS: SessionDefaults;
+
+/** Full-jitter backoff: uniform in [0, min(max, base * 2^attempt)). */
+export function backoffDelay(attempt: number, base: number, max: number, random?: () => number): number;
+/** `ws(s)://host` of `base`, or of the current page. */
+export function socketOrigin(base?: string | null): string;
+/** The retry prompt a session implies; null unless it is interrupted. */
+export function derivePrompt(session: Session | null | undefined): RetryPrompt | null;
+/** "€19.99" from (1999, "EUR"), with the currency's own minor digits. */
+export function formatAmount(amount: number, currency: string, locale?: string | string[]): string;
+/** "12 s" or "1.4 s"; "" for null. */
+export function formatSeconds(ms: number | null | undefined): string;

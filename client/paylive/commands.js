@@ -1,0 +1,96 @@
+// Customer commands on their way to the server: queued while the socket is down, sent
+// in order when it is up, each settled by its `ack` or `error`. No socket in here: the
+// session hands `flush` a function that sends one map, so the rules are testable alone.
+
+import { PayliveError } from './emitter.js';
+
+export class CommandQueue {
+  #nextRef = 0;
+  #pending = new Map(); // ref -> {type, command, resolve, reject, sent, timer}
+  #queue = []; // refs waiting for a connection, in order
+  #maxQueue;
+  #commandTimeout;
+  #onChange;
+
+  /** `onChange()` runs whenever a command is added or settled. */
+  constructor({ maxQueue, commandTimeout }, onChange = () => {}) {
+    this.#maxQueue = maxQueue;
+    this.#commandTimeout = commandTimeout;
+    this.#onChange = onChange;
+  }
+
+  /** Commands sent or queued and not yet answered, oldest first. */
+  get pending() {
+    return [...this.#pending.entries()].map(([ref, c]) => ({ ref, type: c.type, sent: c.sent }));
+  }
+
+  /** True while a `pay` or `retry` is unanswered: leaving the page could strand it. */
+  get paymentPending() {
+    for (const command of this.#pending.values()) {
+      if (command.type === 'pay' || command.type === 'retry') return true;
+    }
+    return false;
+  }
+
+  /** Queue `command` (a map with `type`) under a new `ref`; settles with its `ack` message. */
+  add(command) {
+    if (this.#queue.length >= this.#maxQueue) {
+      return Promise.reject(new PayliveError('queue_full', 'too many commands are waiting for the connection'));
+    }
+    const ref = `c${++this.#nextRef}`;
+    const promise = new Promise((resolve, reject) => {
+      const wire = { ...command, ref };
+      this.#pending.set(ref, { type: command.type, command: wire, resolve, reject, sent: false, timer: null });
+    });
+    this.#queue.push(ref);
+    this.#onChange();
+    return promise;
+  }
+
+  /** Send queued commands in order for as long as `send(map)` returns true. */
+  flush(send) {
+    while (this.#queue.length) {
+      const ref = this.#queue[0];
+      const pending = this.#pending.get(ref);
+      if (!send(pending.command)) return;
+      this.#queue.shift();
+      pending.sent = true;
+      pending.timer = setTimeout(
+        () => this.settle(ref, new PayliveError('timeout', `no answer to '${pending.type}' in time`)),
+        this.#commandTimeout,
+      );
+    }
+  }
+
+  /** Resolve (no `error`) or reject the command `ref`; false when none waits under it. */
+  settle(ref, error, value) {
+    const pending = this.#pending.get(ref);
+    if (!pending) return false;
+    this.#pending.delete(ref);
+    clearTimeout(pending.timer);
+    if (!pending.sent) this.#queue = this.#queue.filter((queued) => queued !== ref);
+    if (error) pending.reject(error);
+    else pending.resolve(value);
+    this.#onChange();
+    return true;
+  }
+
+  /**
+   * The connection dropped. A command already sent may or may not have reached the
+   * server: it is not sent again (a second `pay` would only be refused), it is
+   * rejected with `connection_lost`, and the replay after reconnecting shows what
+   * really happened. Commands still queued stay queued.
+   */
+  connectionLost() {
+    for (const [ref, pending] of [...this.#pending]) {
+      if (pending.sent) {
+        this.settle(ref, new PayliveError('connection_lost', 'the connection dropped before the server answered; the session state will tell'));
+      }
+    }
+  }
+
+  /** Reject every command, sent or queued, with `error`. */
+  rejectAll(error) {
+    for (const ref of [...this.#pending.keys()]) this.settle(ref, error);
+  }
+}

@@ -1,0 +1,264 @@
+// One payment session, live: the socket, the session state and the command queue wired
+// together, and the page's `beforeunload` guard.
+
+import { CommandQueue } from './commands.js';
+import { Emitter, PayliveError } from './emitter.js';
+import { ReconnectingSocket, SOCKET_DEFAULTS, socketOrigin } from './socket.js';
+import { SessionState } from './state.js';
+
+/** Options of `PayliveSession`, on top of `SOCKET_DEFAULTS`. */
+export const SESSION_DEFAULTS = Object.freeze({
+  ...SOCKET_DEFAULTS,
+  /** Required: the session id (`ps_...`) and its client secret. */
+  sessionId: null,
+  secret: null,
+  /** Where the server is; the page's own origin by default. */
+  baseUrl: null,
+  /** A command without `ack` or `error` this long after it was sent is rejected (ms). */
+  commandTimeout: 15_000,
+  /** At most this many commands wait for a connection. */
+  maxQueue: 32,
+  /** Ask before leaving the page while a payment is in flight. */
+  guardUnload: true,
+  /** Connect from the constructor. */
+  autoConnect: true,
+});
+
+/** The customer channel's URL; it carries `since` once a durable event was seen. */
+export function sessionUrl({ baseUrl, sessionId, secret }, since) {
+  const params = new URLSearchParams({ token: secret });
+  if (since !== null && since !== undefined) params.set('since', String(since));
+  return `${socketOrigin(baseUrl)}/ws/sessions/${encodeURIComponent(sessionId)}?${params}`;
+}
+
+function paymentMethod(card) {
+  if (card && typeof card === 'object') return card;
+  return { card: String(card ?? '').replace(/[\s-]+/g, '') };
+}
+
+/**
+ * One payment session, live.
+ *
+ * Events (`on(type, handler)`):
+ * - `session`: the session map, after every snapshot or state change;
+ * - `snapshot`, `state`, `retry_prompt`, `countdown`: the server messages as they come;
+ * - `error`: a server `error` no pending command was waiting for, or a fatal close
+ *   (`{code, message}`);
+ * - `connection`: `{status}`, one of `connecting`, `connected`, `reconnecting`,
+ *   `offline`, `closed`;
+ * - `guard`: `true`/`false` when the `beforeunload` guard turns on or off;
+ * - `message`: every server message, including types this version does not know.
+ */
+export class PayliveSession extends Emitter {
+  #options;
+  #socket;
+  #state = new SessionState();
+  #commands;
+  #guardOn = false;
+  #onBeforeUnload = (event) => {
+    event.preventDefault();
+    // Older browsers show the dialog only when returnValue is set.
+    event.returnValue = '';
+    return '';
+  };
+
+  constructor(options = {}) {
+    super();
+    this.#options = { ...SESSION_DEFAULTS, ...options };
+    const { sessionId, secret } = this.#options;
+    if (!sessionId || !secret) {
+      throw new TypeError('PayliveSession needs options.sessionId and options.secret');
+    }
+    this.#commands = new CommandQueue(this.#options, () => this.#updateGuard());
+    this.#socket = new ReconnectingSocket(() => this.url(), this.#options);
+    this.#socket.on('status', (detail) => this.emit('connection', detail));
+    this.#socket.on('open', () => this.#flush());
+    this.#socket.on('message', (message) => this.#receive(message));
+    this.#socket.on('close', () => this.#commands.connectionLost());
+    this.#socket.on('fatal', ({ code, error }) =>
+      this.#fail(new PayliveError(error, `connection refused (close code ${code})`, { closeCode: code })),
+    );
+    if (this.#options.autoConnect) this.connect();
+  }
+
+  get sessionId() {
+    return this.#options.sessionId;
+  }
+
+  /** The last session map seen (null before the first snapshot). */
+  get session() {
+    return this.#state.session;
+  }
+
+  /** `seq` of the last durable event applied; `since` on reconnect. */
+  get lastSeq() {
+    return this.#state.lastSeq;
+  }
+
+  /** The current retry prompt (from `retry_prompt`, or derived from the session). */
+  get retryPrompt() {
+    return this.#state.retryPrompt;
+  }
+
+  /** Data of the last `countdown` of the current attempt. */
+  get countdown() {
+    return this.#state.countdown;
+  }
+
+  /** Estimated server clock minus local clock (ms). */
+  get clockOffset() {
+    return this.#state.clockOffset;
+  }
+
+  /** Connection status: `idle`, `connecting`, `connected`, `reconnecting`, `offline`, `closed`. */
+  get connection() {
+    return this.#socket.status;
+  }
+
+  get status() {
+    return this.session?.status ?? null;
+  }
+
+  /** True while leaving the page could strand a payment: processing, or a pay/retry not yet acknowledged. */
+  get guardActive() {
+    return this.status === 'processing' || this.#commands.paymentPending;
+  }
+
+  /** Commands sent or queued and not yet answered. */
+  get pendingCommands() {
+    return this.#commands.pending;
+  }
+
+  /** The socket URL for the next attempt: it carries `since` once a durable event was seen. */
+  url() {
+    return sessionUrl(this.#options, this.lastSeq);
+  }
+
+  connect() {
+    this.#socket.connect();
+  }
+
+  /** Close for good: pending commands are rejected, the guard is removed. */
+  close() {
+    this.#socket.close();
+    this.#commands.rejectAll(new PayliveError('closed', 'the session client was closed'));
+    this.#updateGuard();
+  }
+
+  /** Drop the connection and reconnect at once (with `since`). */
+  reconnect() {
+    this.#socket.reconnectNow();
+  }
+
+  /** Drop the connection as a network failure would; it comes back by itself. */
+  drop() {
+    this.#socket.drop('dropped by the page');
+  }
+
+  /** Start the first attempt. `card` is a card number or a payment method map. */
+  pay(card) {
+    return this.#command({ type: 'pay', payment_method: paymentMethod(card) });
+  }
+
+  /** Start the next attempt; without `card` the server reuses the last method. */
+  retry(card) {
+    const command = { type: 'retry' };
+    if (card !== undefined && card !== null && card !== '') {
+      command.payment_method = paymentMethod(card);
+    }
+    return this.#command(command);
+  }
+
+  cancel() {
+    return this.#command({ type: 'cancel' });
+  }
+
+  /** Tell the server the attempt was lost on this side (`interrupt` command). */
+  interrupt(reason = 'network_error') {
+    return this.#command({ type: 'interrupt', reason });
+  }
+
+  /** The server's clock, as estimated from message timestamps. */
+  serverNow() {
+    return this.#state.serverNow(Date.now());
+  }
+
+  /** Time left in the current attempt (ms), computed locally between `countdown` messages. */
+  remainingMs() {
+    return this.#state.remainingMs(Date.now());
+  }
+
+  /** Time until a retry is allowed (ms); 0 when allowed now; null when no retry is pending. */
+  retryInMs() {
+    return this.#state.retryInMs(Date.now());
+  }
+
+  #command(command) {
+    if (this.#socket.status === 'closed') {
+      return Promise.reject(new PayliveError('closed', 'the connection is closed; reload the page'));
+    }
+    const promise = this.#commands.add(command);
+    this.#flush();
+    return promise;
+  }
+
+  #flush() {
+    if (this.#socket.connected) this.#commands.flush((message) => this.#socket.send(message));
+  }
+
+  #fail(error) {
+    this.#commands.rejectAll(error);
+    this.emit('error', { code: error.code, message: error.message, closeCode: error.closeCode });
+  }
+
+  #receive(message) {
+    const before = this.lastSeq;
+    const outcome = this.#state.receive(message, Date.now());
+    this.emit('message', message);
+    if (outcome === 'gap') {
+      console.warn(`paylive: missed events ${before + 1}..${message.seq - 1}; resuming`);
+      this.#socket.reconnectNow();
+      return;
+    }
+    if (outcome === 'skipped') return;
+    const data = message.data ?? {};
+    switch (message.type) {
+      case 'snapshot':
+      case 'state':
+        this.#updateGuard();
+        this.emit(message.type, message);
+        this.emit('session', this.session);
+        break;
+      case 'retry_prompt':
+      case 'countdown':
+        this.emit(message.type, message);
+        break;
+      case 'ack':
+        this.#commands.settle(data.ref, null, message);
+        break;
+      case 'error': {
+        const error = new PayliveError(data.code ?? 'error', data.message ?? 'refused', { ref: data.ref });
+        if (data.ref == null || !this.#commands.settle(data.ref, error)) {
+          this.emit('error', { code: error.code, message: error.message });
+        }
+        break;
+      }
+      default:
+        // `pong` and types added after this version: nothing to do.
+        break;
+    }
+  }
+
+  #updateGuard() {
+    const active = this.#options.guardUnload && this.guardActive;
+    if (active === this.#guardOn) return;
+    this.#guardOn = active;
+    const win = this.#options.window;
+    if (win?.addEventListener) {
+      // Added only while needed: a permanent beforeunload listener costs the page its bfcache.
+      if (active) win.addEventListener('beforeunload', this.#onBeforeUnload);
+      else win.removeEventListener('beforeunload', this.#onBeforeUnload);
+    }
+    this.emit('guard', active);
+  }
+}

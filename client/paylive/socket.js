@@ -1,0 +1,275 @@
+// A WebSocket that comes back by itself; the checkout session and the admin dashboard share it.
+
+import { Backoff } from './backoff.js';
+import { FATAL_CLOSE_CODES, JSON_PROTOCOL } from './constants.js';
+import { Emitter } from './emitter.js';
+
+// Client close code for connections we abandon ourselves (silent server, offline, test).
+const ABANDONED = 4000;
+
+/** Options shared by every socket; `PayliveSession` adds its own. */
+export const SOCKET_DEFAULTS = Object.freeze({
+  /** Send `{"type":"ping"}` this often (ms); 0 turns app-level pings off. */
+  pingInterval: 10_000,
+  /** The server's countdown period (ms); it sets how long a silence is tolerated. */
+  countdownInterval: 1_000,
+  /** A server silent for longer than this (ms) is gone; null: 2 * countdown + ping. */
+  silenceTimeout: null,
+  /** Reconnect delay: uniform in [0, min(backoffMax, backoffBase * 2^n)] for attempt n. */
+  backoffBase: 500,
+  backoffMax: 15_000,
+  /** A connection that lasted this long (ms) resets the backoff to its first step. */
+  stableAfter: 5_000,
+  /** Listen to the window's `offline` and `online` events. */
+  watchNetwork: true,
+  /** Injectable for tests and non-browser hosts. */
+  WebSocket: globalThis.WebSocket,
+  window: typeof window === 'undefined' ? null : window,
+});
+
+/** ws(s)://host of the current page, or of `base` when given (http(s) URLs are mapped). */
+export function socketOrigin(base) {
+  const url = new URL(base ?? globalThis.location?.href ?? 'http://127.0.0.1/');
+  const scheme = url.protocol === 'https:' || url.protocol === 'wss:' ? 'wss:' : 'ws:';
+  return `${scheme}//${url.host}`;
+}
+
+/**
+ * A WebSocket that comes back by itself.
+ *
+ * `status` is one of `idle`, `connecting`, `connected`, `reconnecting`, `offline`,
+ * `closed`. Events: `status` ({status, attempt?, delay?, code?, reason?}), `open`,
+ * `message` (the decoded map), `close` ({code, reason, reconnect}), `fatal`
+ * ({code, reason, error}).
+ */
+export class ReconnectingSocket extends Emitter {
+  #makeUrl;
+  #options;
+  #backoff;
+  #ws = null;
+  #status = 'idle';
+  #retryTimer = null;
+  #pingTimer = null;
+  #silenceTimer = null;
+  #stopped = false;
+
+  /** `makeUrl()` is called before every attempt, so the URL may change (say, `since`). */
+  constructor(makeUrl, options = {}) {
+    super();
+    this.#makeUrl = makeUrl;
+    this.#options = { ...SOCKET_DEFAULTS, ...options };
+    this.#backoff = new Backoff(this.#options);
+    const win = this.#options.window;
+    if (this.#options.watchNetwork && win?.addEventListener) {
+      win.addEventListener('offline', () => this.#wentOffline());
+      win.addEventListener('online', () => this.#cameOnline());
+    }
+  }
+
+  get status() {
+    return this.#status;
+  }
+
+  get connected() {
+    return this.#status === 'connected';
+  }
+
+  /** How long a silent server is tolerated before the socket is dropped (ms). */
+  get silenceTimeout() {
+    const o = this.#options;
+    return o.silenceTimeout ?? 2 * o.countdownInterval + (o.pingInterval || 0);
+  }
+
+  /** Open the socket (again). Does nothing when already open or connecting. */
+  connect() {
+    this.#stopped = false;
+    if (this.#ws) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    if (this.#isOffline()) {
+      this.#setStatus('offline');
+      // Wait for `online`, but try now and then in case navigator.onLine is wrong.
+      this.#schedule(this.#options.backoffMax);
+      return;
+    }
+    const first = this.#status === 'idle' || this.#status === 'closed';
+    this.#setStatus(first ? 'connecting' : 'reconnecting', { attempt: this.#backoff.attempt });
+    let ws;
+    try {
+      // JSON only: msgpack (`paylive.v1.msgpack`) is for clients that bring a codec.
+      ws = new this.#options.WebSocket(this.#makeUrl(), [JSON_PROTOCOL]);
+    } catch (err) {
+      // A malformed URL or a blocked port: nothing to retry.
+      this.#stop('closed', { code: 0, reason: String(err), error: 'bad_url' });
+      return;
+    }
+    this.#ws = ws;
+    ws.onopen = () => this.#onOpen(ws);
+    ws.onmessage = (event) => this.#onMessage(ws, event);
+    ws.onclose = (event) => this.#onClose(ws, event.code, event.reason);
+    // An error is always followed by a close event; nothing to do here.
+    ws.onerror = () => {};
+  }
+
+  /** Close for good; no reconnect until `connect()` is called again. */
+  close(code = 1000, reason = 'client closed') {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    const ws = this.#detach();
+    try {
+      ws?.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+    this.#setStatus('closed', { code, reason });
+    if (ws) this.emit('close', { code, reason, reconnect: false });
+  }
+
+  /** Drop the current connection (if any) and connect again at once, backoff reset. */
+  reconnectNow() {
+    this.#backoff.reset();
+    if (this.#ws) this.#abandon('reconnect requested', 0);
+    else this.connect();
+  }
+
+  /** Drop the connection as if the network had failed; it reconnects with backoff. */
+  drop(reason = 'dropped') {
+    if (this.#ws) this.#abandon(reason);
+  }
+
+  /** Send a map now; false when not connected (the caller queues it). */
+  send(message) {
+    if (!this.#ws || this.#status !== 'connected') return false;
+    this.#ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  #onOpen(ws) {
+    if (ws !== this.#ws) return;
+    this.#backoff.opened(Date.now());
+    this.#setStatus('connected');
+    const every = this.#options.pingInterval;
+    if (every > 0) this.#pingTimer = setInterval(() => this.send({ type: 'ping' }), every);
+    this.#heard();
+    this.emit('open');
+  }
+
+  #onMessage(ws, event) {
+    if (ws !== this.#ws) return;
+    this.#heard();
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      console.warn('paylive: ignoring a frame that is not JSON');
+      return;
+    }
+    if (message && typeof message === 'object') this.emit('message', message);
+  }
+
+  #onClose(ws, code, reason) {
+    if (ws !== this.#ws) return;
+    this.#detach();
+    this.#afterClose(code, reason);
+  }
+
+  /** Forget a socket without waiting for its close handshake (a dead peer never answers). */
+  #abandon(reason, delay = null) {
+    const ws = this.#detach();
+    try {
+      ws?.close(ABANDONED, reason);
+    } catch {
+      // Already closing.
+    }
+    this.#afterClose(ABANDONED, reason, delay);
+  }
+
+  #detach() {
+    const ws = this.#ws;
+    this.#ws = null;
+    clearInterval(this.#pingTimer);
+    clearTimeout(this.#silenceTimer);
+    this.#pingTimer = this.#silenceTimer = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    return ws;
+  }
+
+  #afterClose(code, reason, delay = null) {
+    this.#backoff.closed(Date.now());
+    if (this.#stopped) return;
+    const fatal = FATAL_CLOSE_CODES.get(code);
+    if (fatal) {
+      this.emit('close', { code, reason, reconnect: false });
+      this.#stop('closed', { code, reason, error: fatal });
+      return;
+    }
+    this.emit('close', { code, reason, reconnect: true });
+    if (this.#isOffline()) {
+      this.#setStatus('offline', { code, reason });
+      // navigator.onLine can be wrong; try now and then even without an `online` event.
+      this.#schedule(this.#options.backoffMax);
+      return;
+    }
+    const drawn = this.#backoff.next();
+    const wait = delay ?? drawn;
+    this.#setStatus('reconnecting', { attempt: this.#backoff.attempt, delay: wait, code, reason });
+    this.#schedule(wait);
+  }
+
+  #schedule(delay) {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  #stop(status, detail) {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#setStatus(status, detail);
+    this.emit('fatal', detail);
+  }
+
+  #heard() {
+    clearTimeout(this.#silenceTimer);
+    this.#silenceTimer = setTimeout(() => this.#abandon('server silent'), this.silenceTimeout);
+  }
+
+  #wentOffline() {
+    if (this.#stopped) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    // The socket is most likely dead already, and a browser may take minutes to
+    // notice; drop it now and resume with `since` when the network is back.
+    const ws = this.#detach();
+    this.#backoff.closed(Date.now());
+    if (ws) {
+      try {
+        ws.close(ABANDONED, 'offline');
+      } catch {
+        // Already closing.
+      }
+      this.emit('close', { code: ABANDONED, reason: 'offline', reconnect: true });
+    }
+    this.#setStatus('offline');
+    this.#schedule(this.#options.backoffMax);
+  }
+
+  #cameOnline() {
+    if (this.#stopped || this.#ws) return;
+    this.#backoff.reset();
+    this.connect();
+  }
+
+  #isOffline() {
+    return this.#options.watchNetwork && this.#options.window?.navigator?.onLine === false;
+  }
+
+  #setStatus(status, detail = {}) {
+    this.#status = status;
+    this.emit('status', { status, ...detail });
+  }
+}
