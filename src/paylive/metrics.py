@@ -19,7 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .core.machine import Decision
+from .core.decision import Decision
+from .core.effects import KINDS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -78,6 +79,39 @@ ENGINE_ERRORS = Counter(
     "Requests answered 503 because the engine was down",
     registry=REGISTRY,
 )
+
+# The outbox. Pending counts and the oldest age are global (read from the engine by
+# every worker), so with --workers the most recent reading is the answer, not a sum.
+EFFECTS_PENDING = Gauge(
+    "paylive_effects_pending",
+    "Gateway effects decided and not yet confirmed by the provider, by kind",
+    ["kind"],
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
+)
+EFFECT_ATTEMPTS = Counter(
+    "paylive_effect_attempts_total",
+    "Calls to the provider for outbox effects, by kind and outcome (ok or failed)",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+EFFECT_AGE = Gauge(
+    "paylive_effect_age_seconds",
+    "Age of the oldest effect still pending (0 when none is)",
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
+)
+
+
+def effect_attempt(kind: str, outcome: str) -> None:
+    EFFECT_ATTEMPTS.labels(kind, outcome).inc()
+
+
+def observe_outbox(counters: Mapping[str, int], oldest: int | None, now: int) -> None:
+    """Set the outbox gauges from the engine's counters and its oldest pending effect."""
+    for kind in KINDS:
+        EFFECTS_PENDING.labels(kind).set(max(0, counters.get(f"effects_pending:{kind}", 0)))
+    EFFECT_AGE.set(0 if oldest is None else max(0, now - oldest) / 1000)
 
 
 def observe_events(decision: Decision, delta: Mapping[str, int]) -> None:

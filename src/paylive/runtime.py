@@ -1,9 +1,10 @@
-"""One worker's moving parts and its three loops: timers, countdowns, admin summary.
+"""One worker's moving parts and its loops: timers, effects, countdowns, summary.
 
 One loop each per worker, never a task per session or per socket: the timer loop
 claims due deadlines and expiries from the engine (any worker may fire one, the
-lease makes it exactly one), the countdown loop ticks every processing session
-that has sockets here, and the summary loop feeds the admin dashboards.
+lease makes it exactly one), the effect loop claims due gateway effects of the
+outbox the same way, the countdown loop ticks every processing session that has
+sockets here, and the summary loop feeds the admin dashboards and the outbox gauges.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from . import metrics
 from .core import stats
 from .core.codec import Encoded, Message
 from .engine import Engine, EngineUnavailable, create_engine
+from .errors import ApiError
 from .fanout.hub import Hub
 from .gateway import Gateway
 from .gateway.sandbox import SandboxGateway
+from .service.effects import EffectRunner
 from .service.payments import PaymentService, now_ms
 from .settings import Settings
 from .web.ratelimit import TokenBuckets
@@ -39,11 +43,15 @@ class Runtime:
         self.engine = engine or create_engine(settings)
         self.gateway = gateway or SandboxGateway(settings, self.engine)
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
+        self.effects = EffectRunner(self.service)
         self.hub = Hub(self.engine, self.admin_snapshot, clock)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)
+        # Effects have slots of their own: a provider in an outage that answers slowly
+        # must not hold up deadlines.
+        self._effect_slots = asyncio.Semaphore(settings.effect_concurrency)
         self.shutting_down = False
         # Countdowns go out in slices a few tens of ms apart, each session once per
         # interval: at 5,000 sockets one burst a second cost 100 ms of p99 latency.
@@ -54,6 +62,7 @@ class Runtime:
         await self.engine.start()
         self._loops = [
             asyncio.create_task(self._every(self.settings.timer_poll_ms, self._fire_timers)),
+            asyncio.create_task(self._every(self.settings.effect_poll_ms, self._fire_effects)),
             asyncio.create_task(
                 self._every(self.settings.countdown_interval_ms // self._slices, self._countdowns)
             ),
@@ -123,17 +132,46 @@ class Runtime:
             await self.service.tick(session_id)
         except EngineUnavailable:
             pass  # the lease runs out and some worker fires it again
+        except ApiError as exc:
+            # Say, the provider cannot confirm the void an expiry needs: it fires again
+            # after its lease, and nothing changed meanwhile.
+            log.warning("timer for %s fires again later: %s", session_id, exc.message)
         except Exception:
             log.exception("timer for %s failed; it fires again after its lease", session_id)
         finally:
             self._tick_slots.release()
+
+    async def _fire_effects(self) -> None:
+        if self.shutting_down:
+            return
+        due = await self.engine.claim_effects(
+            self.clock(), self.settings.effect_batch, self.settings.effect_lease_ms
+        )
+        for session_id in due:
+            await self._effect_slots.acquire()
+            task = asyncio.create_task(self._run_effects(session_id))
+            self._ticks.add(task)
+            task.add_done_callback(self._ticks.discard)
+
+    async def _run_effects(self, session_id: str) -> None:
+        try:
+            await self.effects.run_due(session_id)
+        except EngineUnavailable:
+            pass  # the lease runs out and some worker tries again, under the same keys
+        except Exception:
+            log.exception("effects of %s failed; tried again after their lease", session_id)
+        finally:
+            self._effect_slots.release()
 
     async def _countdowns(self) -> None:
         self.hub.countdown_sweep(self.clock(), self._slice, self._slices)
         self._slice = (self._slice + 1) % self._slices
 
     async def _summary(self) -> None:
+        counters = await self.engine.counters()
+        now = self.clock()
+        metrics.observe_outbox(counters, await self.engine.oldest_pending_effect(), now)
         if not self.hub.admins:
             return
-        summary = stats.summary(await self.engine.counters())
-        self.hub.broadcast_admin(Encoded.of(Message("summary", summary, None, None, self.clock())))
+        summary = stats.summary(counters)
+        self.hub.broadcast_admin(Encoded.of(Message("summary", summary, None, None, now)))

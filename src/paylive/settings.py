@@ -32,6 +32,13 @@ class Settings:
     port: int = 8000
     # Where the sandbox gateway posts its webhooks; by default this server itself.
     sandbox_webhook_url: str | None = None
+    # The sandbox authorizes first and moves money on capture (an addition).
+    sandbox_authorize_first: bool = False
+    # The outbox of gateway effects: backoff between tries (capped exponential with
+    # jitter), and when an effect still failing flags its session for review.
+    effect_retry_base_ms: int = 1_000
+    effect_retry_cap_ms: int = 60_000
+    effect_review_after_ms: int = 900_000
 
     # Limits. Not in the protocol's table, but each is one field so it can be tuned.
     max_body_bytes: int = 16 * 1024
@@ -61,6 +68,15 @@ class Settings:
     timer_batch: int = 200
     timer_lease_ms: int = 10_000
     timer_concurrency: int = 64
+    # Effect loop, the same way: due effects claimed per round (by session), how long a
+    # claim holds (longer than one provider call may take), calls at once per worker.
+    effect_poll_ms: int = 100
+    effect_batch: int = 100
+    effect_lease_ms: int = 15_000
+    effect_concurrency: int = 16
+    effect_call_timeout_ms: int = 5_000
+    # The most a sandbox outage (POST /api/admin/sandbox/outage) may last.
+    sandbox_outage_max_s: int = 3_600
     # Countdowns go out in up to this many slices per interval rather than one burst.
     countdown_slices: int = 10
     # uvicorn: frames past this are refused before they reach the app; the listen
@@ -104,7 +120,13 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_HISTORY_CAP": ("history_cap", 16, 100_000),
     "PAYLIVE_REDIS_POOL_SIZE": ("redis_pool_size", 1, 10_000),
     "PAYLIVE_REDIS_TIMEOUT_MS": ("redis_timeout_ms", 50, 60_000),
+    "PAYLIVE_EFFECT_REVIEW_AFTER_MS": ("effect_review_after_ms", 100, 30 * 24 * 3_600_000),
+    "PAYLIVE_EFFECT_RETRY_BASE_MS": ("effect_retry_base_ms", 10, 3_600_000),
+    "PAYLIVE_EFFECT_RETRY_CAP_MS": ("effect_retry_cap_ms", 10, 24 * 3_600_000),
 }
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _parse_int(name: str, raw: str, lo: int, hi: int) -> int:
@@ -161,6 +183,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 )
         values["allowed_origins"] = parsed
 
+    authorize = (env.get("PAYLIVE_SANDBOX_AUTHORIZE_FIRST") or "").strip().lower()
+    if authorize:
+        if authorize not in _FLAGS:
+            raise SettingsError(
+                f"PAYLIVE_SANDBOX_AUTHORIZE_FIRST must be 1 or 0 (true or false), got {authorize!r}"
+            )
+        values["sandbox_authorize_first"] = _FLAGS[authorize]
+
     webhook_url = (env.get("PAYLIVE_SANDBOX_WEBHOOK_URL") or "").strip()
     if webhook_url:
         values["sandbox_webhook_url"] = webhook_url
@@ -203,4 +233,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     unknown = set(values) - known
     if unknown:
         raise SettingsError(f"unknown settings: {sorted(unknown)}")
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.effect_retry_cap_ms < settings.effect_retry_base_ms:
+        raise SettingsError(
+            "PAYLIVE_EFFECT_RETRY_CAP_MS must be at least PAYLIVE_EFFECT_RETRY_BASE_MS"
+        )
+    return settings

@@ -20,7 +20,6 @@ from paylive.core.machine import (
     Interrupt,
     NeedsVoid,
     ProviderResult,
-    Refund,
     Rules,
     StartAttempt,
     Tick,
@@ -89,6 +88,10 @@ def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:
     if d.events:
         assert previous == s.status
         assert s.updated_at == now
+    elif d.quiet:
+        # A failed try of an effect is written on the effect alone.
+        assert replace(s, effects=before.effects) == before
+        assert d.effects == ()
     else:
         # Nothing durable happened: nothing changed and no money moves.
         assert s == before
@@ -110,11 +113,24 @@ def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:
         assert s.retry_at is None
         # Nothing is left whose outcome is unknown once the session is over.
         assert not [a for a in s.attempts if a.status in OUTCOME_UNKNOWN]
-    for effect in d.effects:
-        assert effect.key == f"{s.id}:{effect.attempt}"
-        if isinstance(effect, Refund):
+    for charge in d.effects:
+        assert charge.key == f"{s.id}:{charge.attempt}"
+    # The outbox only grows: an effect, once decided, is never dropped or decided twice.
+    assert [(e.kind, e.attempt) for e in s.effects[: len(before.effects)]] == [
+        (e.kind, e.attempt) for e in before.effects
+    ]
+    assert len({(e.kind, e.attempt) for e in s.effects}) == len(s.effects)
+    for effect in s.effects[len(before.effects) :]:
+        assert (effect.created_at, effect.next_at, effect.status) == (now, now, "pending")
+        if effect.kind == "void" and d.quiet:
+            # An authorization the provider had released, voided once more to be sure.
+            assert s.attempt_by_number(effect.attempt).status == A_VOIDED
+        elif effect.kind in ("refund", "void"):
+            # Money given back: the attempt says so and staff are told.
             assert s.attempt_by_number(effect.attempt).status == A_REFUNDED
             assert s.needs_review
+        else:
+            assert s.attempt_by_number(effect.attempt).status == A_SUCCEEDED
 
 
 def step(
@@ -151,6 +167,10 @@ def settle(
         assert out.attempts and not set(out.attempts) & set(voids)
         voids.update({n: n in charged for n in out.attempts})
     raise AssertionError("decide kept asking for voids")
+
+
+def outbox(s: Session) -> list[tuple[str, int, str]]:
+    return [(e.kind, e.attempt, e.status) for e in s.effects]
 
 
 def causes(d: Decision) -> list[str]:
@@ -701,10 +721,11 @@ def test_success_after_ending_without_success_is_refunded(status: str) -> None:
     assert s2.status == status  # the session keeps its status
     assert s2.needs_review is True
     assert (s2.attempts[0].status, s2.attempts[0].provider_ref) == (A_REFUNDED, "ch_9")
-    assert d.effects == (Refund(1, f"{SID}:1"),)
+    assert outbox(s2) == [("refund", 1, "pending")]
+    assert d.effects == ()  # the refund is in the outbox, saved with the decision
     # The webhook again: applied once, so refunded once.
     again = step(s2, ProviderResult(1, "succeeded", provider_ref="ch_9"), EXPIRES + 30_000)
-    assert again.events == () and again.effects == ()
+    assert again.events == () and again.session == s2
 
 
 def test_second_success_is_refunded_as_a_duplicate() -> None:
@@ -718,7 +739,7 @@ def test_second_success_is_refunded_as_a_duplicate() -> None:
     assert d.events[0].data["previous"] == SUCCEEDED
     assert s2.status == SUCCEEDED and s2.needs_review
     assert [a.status for a in s2.attempts] == [A_REFUNDED, A_SUCCEEDED]
-    assert d.effects == (Refund(1, f"{SID}:1"),)
+    assert outbox(s2) == [("refund", 1, "pending")]
 
 
 # Results applied at most once -------------------------------------------------------------
@@ -841,7 +862,7 @@ def test_success_while_the_other_in_flight_was_charged_too_refunds_it() -> None:
     s2 = d.session
     assert s2.status == SUCCEEDED and s2.needs_review
     assert [a.status for a in s2.attempts] == [A_SUCCEEDED, A_REFUNDED]
-    assert d.effects == (Refund(2, f"{SID}:2"),)
+    assert outbox(s2) == [("refund", 2, "pending")]
     # A second charge is a second success: its refund is named as such.
     assert causes(d) == ["late_success", "duplicate_charge_refunded"]
 

@@ -1,22 +1,25 @@
 """Random lives of a session against a model provider: whatever the order of clicks,
-timeouts, lost answers, duplicate and late webhooks, money moves at most once and no
-outcome is lost. Pure: the machine and a ledger, no I/O, seeded so a failure replays."""
+timeouts, lost answers, duplicate and late webhooks, provider outages and workers that
+die between a call and its record, money moves at most once and no outcome is lost.
+Pure: the machine, its outbox and a ledger, no I/O, seeded so a failure replays."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
+from paylive.core.effects import CAPTURE, REFUND, VOID
 from paylive.core.machine import (
     Cancel,
     Charge,
     Command,
     Decision,
+    EffectOutcome,
     Interrupt,
     NeedsVoid,
     ProviderResult,
-    Refund,
     Rules,
     StartAttempt,
     Tick,
@@ -25,17 +28,34 @@ from paylive.core.machine import (
 )
 from paylive.core.session import Session
 
-RULES = Rules(attempt_timeout_ms=1000, max_attempts=3, retry_delay_ms=100, session_ttl_ms=20_000)
+RULES = Rules(
+    attempt_timeout_ms=1000,
+    max_attempts=3,
+    retry_delay_ms=100,
+    session_ttl_ms=20_000,
+    effect_retry_base_ms=100,
+    effect_retry_cap_ms=2_000,
+    effect_review_after_ms=3_000,
+)
 CARD = {"card": "4242424242424242"}
 
 
-class Provider:
-    """What the provider knows: each key is pending, charged, declined, voided or refunded."""
+class Unavailable(Exception):
+    """The provider is in an outage."""
 
-    def __init__(self, rng: random.Random) -> None:
+
+class Provider:
+    """What the provider knows: each key is pending, authorized, charged, declined,
+    voided or refunded. With ``authorize_first`` a success only authorizes, and money
+    moves on capture. Calls that carry an idempotency key are done once per key."""
+
+    def __init__(self, rng: random.Random, authorize_first: bool) -> None:
         self.rng = rng
+        self.authorize_first = authorize_first
         self.ledger: dict[str, str] = {}
         self.outbox: list[ProviderResult] = []  # webhooks not delivered yet
+        self.answered: dict[str, bool] = {}  # idempotency key -> its first answer
+        self.down = False
 
     def charge(self, key: str) -> None:
         assert key not in self.ledger, f"two charges under {key}"
@@ -45,7 +65,8 @@ class Provider:
         """The provider decides a pending charge; its webhook comes at least once
         (docs/protocol.md), perhaps twice, in any order with the others."""
         charged = self.rng.random() < 0.6
-        self.ledger[key] = "charged" if charged else "declined"
+        taken = "authorized" if self.authorize_first else "charged"
+        self.ledger[key] = taken if charged else "declined"
         number = int(key.rpartition(":")[2])
         result = ProviderResult(
             number, "succeeded" if charged else "declined", None if charged else "card_declined"
@@ -54,78 +75,168 @@ class Provider:
             self.outbox.append(result)
 
     def void(self, key: str) -> bool:
+        """The void a decision waits for: cancel unless the money moved."""
+        if self.down:
+            raise Unavailable
         if self.ledger.get(key) == "pending":
             # Sometimes the void is lost on the way and the charge goes through after
             # all: the case the refund rules exist for.
             if self.rng.random() < 0.15:
                 return False
             self.ledger[key] = "voided"
+        elif self.ledger.get(key) == "authorized":
+            self.ledger[key] = "voided"  # an authorization is released, nothing moved
         return self.ledger.get(key) in ("charged", "refunded")
 
-    def refund(self, key: str) -> None:
-        assert self.ledger[key] == "charged", f"refund of {key} that was {self.ledger[key]}"
-        self.ledger[key] = "refunded"
+    def effect(self, kind: str, key: str, idempotency_key: str) -> bool:
+        """An outbox effect; True when a void found the money moved."""
+        if self.down:
+            raise Unavailable
+        if idempotency_key in self.answered:
+            return self.answered[idempotency_key]  # the same call again: done once
+        state = self.ledger.get(key)
+        charged = False
+        if kind == REFUND:
+            assert state == "charged", f"refund of {key} that was {state}"
+            self.ledger[key] = "refunded"
+        elif kind == CAPTURE:
+            assert state == "authorized", f"capture of {key} that was {state}"
+            self.ledger[key] = "charged"
+        else:
+            # An authorization a decision's void already released (its success webhook
+            # was on the way) is simply gone: nothing to give back.
+            assert kind == VOID and state in ("authorized", "charged", "voided"), (kind, state)
+            charged = state == "charged"
+            if not charged:
+                self.ledger[key] = "voided"
+        self.answered[idempotency_key] = charged
+        return charged
 
     def kept(self) -> int:
         return sum(1 for state in self.ledger.values() if state == "charged")
 
 
-def run(session: Session, command: Command, now: int, provider: Provider) -> Session:
-    """The service's loop without I/O: void when asked, then apply the effects."""
+def check_decision(before: Session, d: Decision) -> None:
+    # A lost void can let the provider charge twice for a moment; the server must
+    # never think two attempts succeeded, and must give one back when it hears.
+    assert len([a for a in d.session.attempts if a.status == "succeeded"]) <= 1
+    # An effect, once decided, stays in the outbox: decided once, never dropped.
+    kept = [(e.kind, e.attempt) for e in d.session.effects[: len(before.effects)]]
+    assert kept == [(e.kind, e.attempt) for e in before.effects]
+
+
+def run(session: Session, command: Command, now: int, provider: Provider, rules: Rules) -> Session:
+    """The service's loop without I/O: void when asked, save, then charge. A void the
+    provider cannot answer in an outage refuses the command and changes nothing."""
     voids: dict[int, bool] = {}
     while True:
-        result = decide(session, command, now, RULES, voids)
+        result = decide(session, command, now, rules, voids)
         if isinstance(result, NeedsVoid):
-            for number in result.attempts:
-                voids[number] = provider.void(f"{session.id}:{number}")
+            try:
+                for number in result.attempts:
+                    voids[number] = provider.void(f"{session.id}:{number}")
+            except Unavailable:
+                return session
             continue
         assert isinstance(result, Decision)
+        check_decision(session, result)
         for effect in result.effects:
-            if isinstance(effect, Charge):
-                provider.charge(effect.key)
-            elif isinstance(effect, Refund):
-                provider.refund(effect.key)
-        # A lost void can let the provider charge twice for a moment; the server must
-        # never think two attempts succeeded, and must give one back when it hears.
-        assert len([a for a in result.session.attempts if a.status == "succeeded"]) <= 1
+            assert isinstance(effect, Charge)
+            if provider.down:
+                # The charge never reached the provider: the gateway's reply.
+                lost = ProviderResult(effect.attempt, "network_error")
+                return run(result.session, lost, now, provider, rules)
+            provider.charge(effect.key)
         return result.session
 
 
-@pytest.mark.parametrize("seed", range(2000))
-def test_money_moves_at_most_once(seed: int) -> None:
+def work_outbox(
+    s: Session, now: int, provider: Provider, rng: random.Random, rules: Rules
+) -> Session:
+    """The effect loop at the edge: each due effect is tried with its own key. A worker
+    may die after the call and before its answer is saved: the try is made again."""
+    for effect in s.pending_effects:
+        if effect.next_at is None or effect.next_at > now:
+            continue
+        charge_key = f"{s.id}:{effect.attempt}"
+        try:
+            charged = provider.effect(effect.kind, charge_key, effect.key(s.id))
+            outcome = EffectOutcome(effect.kind, effect.attempt, True, charged=charged)
+        except Unavailable:
+            outcome = EffectOutcome(
+                effect.kind, effect.attempt, False, "unavailable", jitter=rng.random()
+            )
+        if rng.random() < 0.1:
+            continue  # the worker died before saving the answer
+        s = run(s, outcome, now, provider, rules)
+    return s
+
+
+def live(seed: int, rules: Rules) -> tuple[Session, Provider]:
     rng = random.Random(seed)
-    provider = Provider(rng)
+    provider = Provider(rng, rules.authorize_first)
     now = 0
-    s = new_session(f"ps_{seed}", "o", 100, "EUR", {}, now, RULES)
+    s = new_session(f"ps_{seed}", "o", 100, "EUR", {}, now, rules)
     for _ in range(rng.randint(5, 40)):
         action = rng.random()
         now += rng.choice((0, 50, 200, 700, 1200))
-        if action < 0.3:
-            s = run(s, StartAttempt(CARD if rng.random() < 0.7 else None), now, provider)
+        if action < 0.25:
+            s = run(s, StartAttempt(CARD if rng.random() < 0.7 else None), now, provider, rules)
+        elif action < 0.33:
+            s = run(s, Cancel(), now, provider, rules)
         elif action < 0.4:
-            s = run(s, Cancel(), now, provider)
-        elif action < 0.5:
-            s = run(s, Interrupt(), now, provider)
-        elif action < 0.7:
+            s = run(s, Interrupt(), now, provider, rules)
+        elif action < 0.55:
             pending = [k for k, v in provider.ledger.items() if v == "pending"]
             if pending:
                 provider.settle(rng.choice(pending))
-        elif action < 0.9 and provider.outbox:
-            s = run(s, provider.outbox.pop(rng.randrange(len(provider.outbox))), now, provider)
+        elif action < 0.72 and provider.outbox:
+            s = run(
+                s, provider.outbox.pop(rng.randrange(len(provider.outbox))), now, provider, rules
+            )
+        elif action < 0.8:
+            provider.down = not provider.down
+        elif action < 0.9:
+            s = work_outbox(s, now, provider, rng, rules)
         else:
-            s = run(s, Tick(), now, provider)
-    # Then the world settles: every charge decided, every webhook delivered, time passes.
+            s = run(s, Tick(), now, provider, rules)
+    # Then the world settles: the outage ends, every charge is decided, every webhook
+    # delivered, time passes and the effect loop keeps trying.
+    provider.down = False
     for key, state in list(provider.ledger.items()):
         if state == "pending":
             provider.settle(key)
     rng.shuffle(provider.outbox)
     for result in provider.outbox:
-        s = run(s, result, now, provider)
+        s = run(s, result, now, provider, rules)
     for _ in range(6):
         now += 25_000
-        s = run(s, Tick(), now, provider)
+        s = run(s, Tick(), now, provider, rules)
+    for _ in range(100):
+        if not s.pending_effects:
+            break
+        now += rules.effect_retry_cap_ms
+        s = work_outbox(s, now, provider, rng, rules)
+    return s, provider
+
+
+@pytest.mark.parametrize("authorize_first", [False, True], ids=["charge", "authorize"])
+@pytest.mark.parametrize("seed", range(1000))
+def test_money_moves_at_most_once(seed: int, authorize_first: bool) -> None:
+    rules = replace(RULES, authorize_first=authorize_first)
+    s, provider = live(seed, rules)
     assert s.terminal, s.status
+    assert not s.pending_effects, "every effect done once the provider is back"
     # No outcome lost: the session is paid exactly when the provider kept the money.
     assert provider.kept() == (1 if s.status == "succeeded" else 0), (s.status, provider.ledger)
+    assert not [k for k, v in provider.ledger.items() if v == "authorized"], "none left hanging"
     refunded = [a for a in s.attempts if a.status == "refunded"]
-    assert s.needs_review == bool(refunded)
+    overdue = [
+        e
+        for e in s.effects
+        if e.done_at is not None and e.done_at - e.created_at >= RULES.effect_review_after_ms
+    ]
+    # Staff are told of every refund, and of nothing but refunds and overdue effects.
+    assert s.needs_review == bool(refunded) or (s.needs_review and overdue)
+    # Each effect is one call's worth at the provider, whatever was retried.
+    assert {e.key(s.id) for e in s.effects} == set(provider.answered)

@@ -1,14 +1,23 @@
 """The service's I/O paths with a real memory engine and a scripted provider: what
-happens when the provider fails to charge, void or refund."""
+happens when the provider fails to charge, void, refund or capture, and how the
+effect runner carries out the outbox."""
 
 from __future__ import annotations
 
 import pytest
 
-from paylive.core.machine import Cancel, Charge, ProviderResult, StartAttempt, Tick
+from paylive.core.machine import (
+    Cancel,
+    Charge,
+    ProviderResult,
+    ResolveReview,
+    StartAttempt,
+    Tick,
+)
 from paylive.engine.memory import MemoryEngine
 from paylive.errors import ApiError
 from paylive.gateway import ChargeReply, Gateway, GatewayError
+from paylive.service.effects import EffectRunner, list_effects
 from paylive.service.payments import PaymentService
 from paylive.settings import load_settings
 
@@ -23,11 +32,13 @@ class ScriptedGateway(Gateway):
     def __init__(self) -> None:
         self.charges: list[str] = []
         self.voids: list[str] = []
-        self.refunds: list[str] = []
+        self.refunds: list[tuple[str, str]] = []
+        self.captures: list[tuple[str, str]] = []
         self.charge_fails = False
         self.void_fails = False
         self.void_says_charged = False
         self.refund_failures = 0
+        self.capture_failures = 0
 
     async def charge(self, charge: Charge) -> ChargeReply:
         self.charges.append(charge.key)
@@ -35,20 +46,23 @@ class ScriptedGateway(Gateway):
             raise GatewayError("connection refused")
         return ChargeReply.ACCEPTED
 
-    async def void(self, key: str) -> bool:
+    async def void(self, key: str, idempotency_key: str | None = None) -> bool:
         self.voids.append(key)
         if self.void_fails:
             raise GatewayError("timeout")
         return self.void_says_charged
 
-    async def refund(self, key: str) -> None:
-        self.refunds.append(key)
+    async def refund(self, key: str, idempotency_key: str) -> None:
+        self.refunds.append((key, idempotency_key))
         if self.refund_failures > 0:
             self.refund_failures -= 1
             raise GatewayError("busy")
 
-    async def status(self, key: str) -> str | None:
-        return None
+    async def capture(self, key: str, idempotency_key: str) -> None:
+        self.captures.append((key, idempotency_key))
+        if self.capture_failures > 0:
+            self.capture_failures -= 1
+            raise GatewayError("busy")
 
 
 class Clock:
@@ -59,11 +73,41 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def parts() -> tuple[PaymentService, ScriptedGateway, Clock]:
-    settings = load_settings({"PAYLIVE_ATTEMPT_TIMEOUT_MS": "1000", "PAYLIVE_RETRY_DELAY_MS": "0"})
+ENV = {
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1000",
+    "PAYLIVE_RETRY_DELAY_MS": "0",
+    "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
+    "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
+    "PAYLIVE_EFFECT_REVIEW_AFTER_MS": "1000",
+}
+
+
+def make(env: dict[str, str] = ENV) -> tuple[PaymentService, ScriptedGateway, Clock]:
+    settings = load_settings(env)
     gateway, clock = ScriptedGateway(), Clock()
     return PaymentService(settings, MemoryEngine(settings), gateway, clock), gateway, clock
+
+
+@pytest.fixture
+def parts() -> tuple[PaymentService, ScriptedGateway, Clock]:
+    return make()
+
+
+async def run_effects(service: PaymentService, clock: Clock, jitter: float = 0.0) -> list[str]:
+    """One round of the effect loop, as the runtime does it: claim what is due, run it."""
+    runner = EffectRunner(service, jitter=lambda: jitter)
+    claimed = await service.engine.claim_effects(clock.now, 100, 15_000)
+    for session_id in claimed:
+        await runner.run_due(session_id)
+    return claimed
+
+
+async def late_success_after_cancel(service: PaymentService) -> str:
+    session = await service.create("o", 100, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    await service.run(session.id, Cancel())
+    await service.run(session.id, ProviderResult(1, "succeeded"))
+    return session.id
 
 
 async def test_a_charge_that_cannot_reach_the_provider_is_a_network_error(parts) -> None:
@@ -108,16 +152,74 @@ async def test_a_void_that_finds_the_money_moved_answers_already_paid(parts) -> 
     assert (await service.get(session.id)).status == "succeeded"
 
 
-async def test_a_refund_is_retried_until_the_provider_takes_it(parts) -> None:
-    service, gateway, _ = parts
+async def test_a_refund_is_saved_with_the_decision_and_retried_until_the_provider_takes_it(
+    parts,
+) -> None:
+    service, gateway, clock = parts
+    session_id = await late_success_after_cancel(service)
+    assert gateway.refunds == [], "not called in the request: it waits in the outbox"
+    stored = await service.get(session_id)
+    assert stored.needs_review and stored.attempts[0].status == "refunded"
+    assert [(e.kind, e.status) for e in stored.effects] == [("refund", "pending")]
+    gateway.refund_failures = 2
+    assert await run_effects(service, clock) == [session_id]
+    failed = (await service.get(session_id)).effects[0]
+    assert (failed.tries, failed.last_error, failed.next_at) == (1, "busy", clock.now + 50)
+    assert await run_effects(service, clock) == [], "not due again before its backoff"
+    for _ in range(2):
+        clock.now += 400
+        await run_effects(service, clock)
+    key = (f"{session_id}:1", f"{session_id}:1:refund")
+    assert gateway.refunds == [key] * 3, "the same idempotency key every time"
+    done = await service.get(session_id)
+    assert (done.effects[0].status, done.effects[0].tries) == ("done", 3)
+    clock.now += 10_000
+    assert await run_effects(service, clock) == []
+    assert len(gateway.refunds) == 3, "never again once the provider confirmed"
+    assert await list_effects(service.engine, "pending", 10) == []
+    listed = await list_effects(service.engine, "all", 10)
+    assert [(e["id"], e["status"]) for e in listed] == [(key[1], "done")]
+
+
+async def test_a_try_whose_answer_was_not_saved_is_made_again_with_the_same_key(parts) -> None:
+    service, gateway, clock = parts
+    session_id = await late_success_after_cancel(service)
+    # A worker claims the effect, calls the provider and dies before saving the answer.
+    assert await service.engine.claim_effects(clock.now, 100, 15_000) == [session_id]
+    await gateway.refund(f"{session_id}:1", f"{session_id}:1:refund")
+    clock.now += 5_000
+    assert await run_effects(service, clock) == [], "leased to the dead worker"
+    clock.now += 10_000
+    assert await run_effects(service, clock) == [session_id]
+    assert {k for _, k in gateway.refunds} == {f"{session_id}:1:refund"}
+    assert (await service.get(session_id)).effects[0].status == "done"
+
+
+async def test_an_effect_failing_past_the_review_time_flags_the_session() -> None:
+    service, gateway, clock = make({**ENV, "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "1"})
     session = await service.create("o", 100, "EUR", {})
     await service.run(session.id, StartAttempt(CARD))
-    await service.run(session.id, Cancel())
-    gateway.refund_failures = 2
     await service.run(session.id, ProviderResult(1, "succeeded"))
-    assert gateway.refunds == [f"{session.id}:1"] * 3
-    stored = await service.get(session.id)
-    assert stored.needs_review and stored.attempts[0].status == "refunded"
+    gateway.capture_failures = 100
+    start = clock.now
+    for _ in range(20):
+        await run_effects(service, clock, jitter=0.5)
+        stored = await service.get(session.id)
+        if stored.needs_review:
+            break
+        clock.now = stored.next_effect_at()
+    assert clock.now == start + 1_000, "flagged when the review time came"
+    assert stored.status == "succeeded" and stored.needs_review
+    assert stored.effects[0].pending and stored.effects[0].tries >= 4
+    refused = (await service.run(session.id, ResolveReview("ana", "x"))).decision.refusal
+    assert refused is not None and refused.code == "effects_pending"
+    gateway.capture_failures = 0
+    clock.now = stored.next_effect_at()
+    await run_effects(service, clock)
+    outcome = await service.run(session.id, ResolveReview("ana", "captured in the end"))
+    assert outcome.decision.refusal is None
+    assert outcome.session.review == {"by": "ana", "note": "captured in the end", "at": clock.now}
+    assert gateway.captures[-1] == (f"{session.id}:1", f"{session.id}:1:capture")
 
 
 async def test_unknown_session_is_404(parts) -> None:

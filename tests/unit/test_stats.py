@@ -15,9 +15,11 @@ import pytest
 from paylive.core.machine import (
     Cancel,
     Decision,
+    EffectOutcome,
     Interrupt,
     NeedsVoid,
     ProviderResult,
+    ResolveReview,
     Rules,
     StartAttempt,
     Tick,
@@ -221,10 +223,28 @@ def test_needs_review_counts_once_per_session() -> None:
         (Cancel(), PAY + 10, ()),
         (ProviderResult(1, "succeeded"), PAY + 2_000, ()),
     ]
-    assert last_delta(steps) == {"needs_review": 1}
+    assert last_delta(steps) == {"needs_review": 1, "effects_pending:refund": 1}
     s, _ = live(steps)
     already = replace(s, needs_review=True, seq=s.seq + 1)
     assert delta(s, already) == {}
+
+
+def test_pending_effects_and_open_reviews_follow_the_outbox() -> None:
+    steps: list[Step] = [
+        *PAYING,
+        (Cancel(), PAY + 10, ()),
+        (ProviderResult(1, "succeeded"), PAY + 2_000, ()),
+        (EffectOutcome("refund", 1, False, "unavailable"), PAY + 2_100, ()),
+    ]
+    assert last_delta(steps) == {}  # a failed try: still pending
+    steps.append((EffectOutcome("refund", 1, True), PAY + 5_000, ()))
+    assert last_delta(steps) == {"effects_pending:refund": -1}
+    steps.append((ResolveReview("ana", "refund confirmed"), PAY + 6_000, ()))
+    assert last_delta(steps) == {"needs_review": -1}
+    _, counters = live(steps)
+    out = summary(counters)
+    assert out["needs_review"] == 0
+    assert out["effects_pending"] == {"void": 0, "refund": 0, "capture": 0}
 
 
 # summary ---------------------------------------------------------------------------------
@@ -246,6 +266,7 @@ def test_summary_of_nothing() -> None:
         "success_rate": None,
         "recovered_by_retry": 0,
         "needs_review": 0,
+        "effects_pending": {"void": 0, "refund": 0, "capture": 0},
     }
 
 
@@ -335,3 +356,4 @@ def test_summary_of_many_lives_matches_what_happened() -> None:
     }
     assert out["recovered_by_retry"] == 1
     assert out["needs_review"] == 1
+    assert out["effects_pending"] == {"void": 0, "refund": 1, "capture": 0}

@@ -2,7 +2,9 @@
 
 Pure: no I/O, no clock, no randomness. Every rule of docs/protocol.md section 2 lives here.
 The service around it loads a session, asks ``decide``, saves the new session with
-its events (compare-and-set), then carries out the effects (charge, refund).
+its events (compare-and-set), then asks the gateway for a charge. Money that must go
+back, or an authorization to capture, is an effect in the session's outbox, saved
+with the decision and carried out by a loop at the edge (``outbox.py`` has its rules).
 
 A gateway void is I/O, so the machine cannot do it: when a command needs an attempt
 whose outcome is unknown to be voided first, ``decide`` answers ``NeedsVoid``; the
@@ -16,8 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..settings import Settings
-from .codec import Message
+from .decision import Charge, Decision, NeedsVoid, Refusal, Rules, Tx, refuse
+from .effects import REFUND, VOID
+from .outbox import (
+    EffectOutcome,
+    ResolveReview,
+    capture,
+    give_back,
+    record_outcome,
+    resolve_review,
+)
 from .session import (
     A_DECLINED,
     A_NETWORK_ERROR,
@@ -41,6 +51,24 @@ from .session import (
     idempotency_key,
 )
 
+__all__ = [
+    "Cancel",
+    "Charge",
+    "Command",
+    "Decision",
+    "EffectOutcome",
+    "Interrupt",
+    "NeedsVoid",
+    "ProviderResult",
+    "Refusal",
+    "ResolveReview",
+    "Rules",
+    "StartAttempt",
+    "Tick",
+    "decide",
+    "new_session",
+]
+
 # Declines no retry can fix: the session fails at once.
 NON_RETRYABLE_DECLINES = frozenset(
     {"stolen_card", "lost_card", "pickup_card", "fraudulent", "restricted_card"}
@@ -52,25 +80,6 @@ REASON_MESSAGES = {
     "declined": "the card was declined",
     "provider_error": "the provider reported an error",
 }
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The part of ``Settings`` the machine decides by; ``Rules.of`` is the only source."""
-
-    attempt_timeout_ms: int
-    max_attempts: int
-    retry_delay_ms: int
-    session_ttl_ms: int
-
-    @classmethod
-    def of(cls, settings: Settings) -> Rules:
-        return cls(
-            attempt_timeout_ms=settings.attempt_timeout_ms,
-            max_attempts=settings.max_attempts,
-            retry_delay_ms=settings.retry_delay_ms,
-            session_ttl_ms=settings.session_ttl_ms,
-        )
 
 
 # Commands -------------------------------------------------------------------
@@ -111,53 +120,7 @@ class Tick:
     """The timer loop looks at the session: deadline or expiry may have passed."""
 
 
-Command = StartAttempt | Interrupt | Cancel | ProviderResult | Tick
-
-# Results --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Charge:
-    attempt: int
-    key: str
-    payment_method: dict[str, Any]
-    amount: int
-    currency: str
-
-
-@dataclass(frozen=True)
-class Refund:
-    attempt: int
-    key: str
-
-
-Effect = Charge | Refund
-
-
-@dataclass(frozen=True)
-class Refusal:
-    status: int
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class NeedsVoid:
-    """Void these attempts at the gateway, then decide again with the answers."""
-
-    attempts: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Decision:
-    session: Session
-    events: tuple[Message, ...] = ()
-    effects: tuple[Effect, ...] = ()
-    refusal: Refusal | None = None
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.events)
+Command = StartAttempt | Interrupt | Cancel | ProviderResult | Tick | EffectOutcome | ResolveReview
 
 
 def new_session(
@@ -182,60 +145,6 @@ def new_session(
     )
 
 
-class _Tx:
-    """Accumulates one decision: each durable event bumps ``seq`` by one."""
-
-    def __init__(self, session: Session, now: int) -> None:
-        self.s = session
-        self.now = now
-        self.events: list[Message] = []
-        self.effects: list[Effect] = []
-
-    def update(self, **changes: Any) -> None:
-        self.s = replace(self.s, **changes)
-
-    def set_attempt(self, number: int, **changes: Any) -> None:
-        attempt = self.s.attempt_by_number(number)
-        assert attempt is not None
-        self.s = self.s.with_attempt(replace(attempt, **changes))
-
-    def _bump(self) -> None:
-        """Each durable event takes the next seq; bump before building its data, so
-        the session it carries shows that seq."""
-        self.s = replace(self.s, seq=self.s.seq + 1, updated_at=self.now)
-
-    def _append(self, kind: str, data: dict[str, Any]) -> None:
-        self.events.append(Message(kind, data, self.s.id, self.s.seq, self.now))
-
-    def state(self, previous: str, cause: str) -> None:
-        self._bump()
-        self._append("state", {"session": self.s.to_public(), "previous": previous, "cause": cause})
-
-    def retry_prompt(self, attempt: int, reason: str, outcome_unknown: bool) -> None:
-        self._bump()
-        self._append(
-            "retry_prompt",
-            {
-                "attempt": attempt,
-                "next_attempt": attempt + 1,
-                "max_attempts": self.s.max_attempts,
-                "reason": reason,
-                "retry_at": self.s.retry_at,
-                "outcome_unknown": outcome_unknown,
-            },
-        )
-
-    def refund(self, number: int) -> None:
-        self.effects.append(Refund(number, idempotency_key(self.s.id, number)))
-
-    def done(self, refusal: Refusal | None = None) -> Decision:
-        return Decision(self.s, tuple(self.events), tuple(self.effects), refusal)
-
-
-def _refuse(session: Session, status: int, code: str, message: str) -> Decision:
-    return Decision(session, refusal=Refusal(status, code, message))
-
-
 def _unknown(
     session: Session, voids: Mapping[int, bool], include_processing: bool = False
 ) -> tuple[int, ...]:
@@ -255,7 +164,7 @@ def _missing(numbers: tuple[int, ...], voids: Mapping[int, bool]) -> NeedsVoid |
     return NeedsVoid(missing) if missing else None
 
 
-def _settle_voids(tx: _Tx, numbers: tuple[int, ...], voids: Mapping[int, bool], emit: bool) -> bool:
+def _settle_voids(tx: Tx, numbers: tuple[int, ...], voids: Mapping[int, bool], emit: bool) -> bool:
     """Apply the gateway's void answers; True when one says the money moved after all.
 
     A charged attempt makes the session succeed (cause ``late_success``). With
@@ -277,7 +186,7 @@ def _settle_voids(tx: _Tx, numbers: tuple[int, ...], voids: Mapping[int, bool], 
     return False
 
 
-def _ended(tx: _Tx, number: int) -> int:
+def _ended(tx: Tx, number: int) -> int:
     attempt = tx.s.attempt_by_number(number)
     assert attempt is not None
     return attempt.ended_at if attempt.ended_at is not None else tx.now
@@ -314,6 +223,10 @@ def decide(
         return _provider_result(session, command, now, rules, voids)
     if isinstance(command, Tick):
         return _tick(session, now, rules, voids)
+    if isinstance(command, EffectOutcome):
+        return record_outcome(session, command, now, rules)
+    if isinstance(command, ResolveReview):
+        return resolve_review(session, command, now)
     raise TypeError(f"not a command: {command!r}")
 
 
@@ -321,18 +234,18 @@ def _start_attempt(
     s: Session, cmd: StartAttempt, now: int, rules: Rules, voids: Mapping[int, bool]
 ) -> Decision | NeedsVoid:
     if s.status == PROCESSING:
-        return _refuse(s, 409, "invalid_state", f"attempt {s.attempt} is still processing")
+        return refuse(s, 409, "invalid_state", f"attempt {s.attempt} is still processing")
     if s.status == FAILED and s.attempt >= s.max_attempts:
-        return _refuse(
+        return refuse(
             s, 409, "max_attempts_reached", f"all {s.max_attempts} attempts have been used"
         )
     if _paid_meanwhile(s, voids):
         return Decision(s, refusal=_already_paid())
     if s.terminal:
-        return _refuse(s, 409, "invalid_state", f"the session is {s.status}")
+        return refuse(s, 409, "invalid_state", f"the session is {s.status}")
     method = cmd.payment_method if cmd.payment_method is not None else s.payment_method
     if method is None:
-        return _refuse(s, 422, "invalid_field", "payment_method is required for the first attempt")
+        return refuse(s, 422, "invalid_field", "payment_method is required for the first attempt")
     if now >= s.expires_at:
         # The expiry timer has not fired yet; expire now rather than start an attempt.
         decision = _expire(s, now, voids)
@@ -346,11 +259,11 @@ def _start_attempt(
         return replace(decision, refusal=refusal)
     if s.status == INTERRUPTED:
         if s.attempt >= s.max_attempts:
-            return _refuse(
+            return refuse(
                 s, 409, "max_attempts_reached", f"all {s.max_attempts} attempts have been used"
             )
         if s.retry_at is not None and now < s.retry_at:
-            return _refuse(
+            return refuse(
                 s,
                 409,
                 "retry_not_yet_allowed",
@@ -360,7 +273,7 @@ def _start_attempt(
     needed = _missing(unknown, voids)
     if needed:
         return needed
-    tx = _Tx(s, now)
+    tx = Tx(s, now)
     if _settle_voids(tx, unknown, voids, emit=True):
         return tx.done(_already_paid())
     number = s.attempt + 1
@@ -382,7 +295,7 @@ def _interrupt(
     s: Session, cmd: Interrupt, now: int, rules: Rules, voids: Mapping[int, bool]
 ) -> Decision | NeedsVoid:
     if s.status != PROCESSING:
-        return _refuse(
+        return refuse(
             s, 409, "invalid_state", f"no attempt is processing (the session is {s.status})"
         )
     return _end_attempt(s, s.attempt, A_NETWORK_ERROR, cmd.reason, None, True, now, rules, voids)
@@ -415,7 +328,7 @@ def _end_attempt(
     last_error: dict[str, Any] = {"reason": reason, "attempt": number, "message": message}
     if decline_code is not None:
         last_error["decline_code"] = decline_code
-    tx = _Tx(s, now)
+    tx = Tx(s, now)
     previous = s.status
     tx.set_attempt(number, status=attempt_status, ended_at=now, decline_code=decline_code)
     tx.update(last_error=last_error, deadline=None)
@@ -435,12 +348,12 @@ def _cancel(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | Needs
     if _paid_meanwhile(s, voids):
         return Decision(s, refusal=_already_paid())
     if s.terminal:
-        return _refuse(s, 409, "invalid_state", f"the session is already {s.status}")
+        return refuse(s, 409, "invalid_state", f"the session is already {s.status}")
     unknown = _unknown(s, voids, include_processing=True)
     needed = _missing(unknown, voids)
     if needed:
         return needed
-    tx = _Tx(s, now)
+    tx = Tx(s, now)
     previous = s.status
     if _settle_voids(tx, unknown, voids, emit=False):
         return tx.done(_already_paid())
@@ -454,7 +367,7 @@ def _expire(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | Needs
     needed = _missing(unknown, voids)
     if needed:
         return needed
-    tx = _Tx(s, now)
+    tx = Tx(s, now)
     previous = s.status
     if _settle_voids(tx, unknown, voids, emit=False):
         return tx.done()
@@ -476,11 +389,11 @@ def _provider_result(
 ) -> Decision | NeedsVoid:
     attempt = s.attempt_by_number(cmd.attempt)
     if attempt is None:
-        return _refuse(s, 404, "unknown_attempt", f"the session has no attempt {cmd.attempt}")
+        return refuse(s, 404, "unknown_attempt", f"the session has no attempt {cmd.attempt}")
     if cmd.outcome == "succeeded":
-        return _success(s, attempt, cmd, now, voids)
+        return _success(s, attempt, cmd, now, rules, voids)
     if cmd.outcome not in ("declined", "provider_error", "network_error"):
-        return _refuse(s, 422, "invalid_field", f"unknown outcome {cmd.outcome!r}")
+        return refuse(s, 422, "invalid_field", f"unknown outcome {cmd.outcome!r}")
     if attempt.status in FINAL_ATTEMPT_STATUSES:
         return Decision(s)  # applied at most once: the attempt already has its result
     if attempt.status == A_PROCESSING:
@@ -503,7 +416,7 @@ def _provider_result(
     # the outcome is known, so no void is needed for it any more.
     if cmd.outcome == "network_error":
         return Decision(s)
-    tx = _Tx(s, now)
+    tx = Tx(s, now)
     previous = s.status
     new_status = A_DECLINED if cmd.outcome == "declined" else A_PROVIDER_ERROR
     tx.set_attempt(attempt.number, status=new_status, decline_code=cmd.decline_code)
@@ -520,13 +433,27 @@ def _provider_result(
 
 
 def _success(
-    s: Session, attempt: Attempt, cmd: ProviderResult, now: int, voids: Mapping[int, bool]
+    s: Session,
+    attempt: Attempt,
+    cmd: ProviderResult,
+    now: int,
+    rules: Rules,
+    voids: Mapping[int, bool],
 ) -> Decision | NeedsVoid:
     if attempt.status in (A_SUCCEEDED, A_REFUNDED):
         return Decision(s)  # a duplicate: this success was applied already
+    if rules.authorize_first and attempt.status == A_VOIDED:
+        # The provider confirmed the void of this authorization: the success it
+        # reports was overtaken, and no money moved. The outbox voids it once more, in
+        # case the void was lost on its way; nothing else changes.
+        if s.effect(VOID, attempt.number) is not None:
+            return Decision(s)
+        tx = Tx(s, now)
+        tx.add_effect(VOID, attempt.number)
+        return tx.done(quiet=True)
     if s.terminal:
         # Money moved for a session that is over: give it back and flag it.
-        tx = _Tx(s, now)
+        tx = Tx(s, now)
         tx.set_attempt(
             attempt.number,
             status=A_REFUNDED,
@@ -534,7 +461,7 @@ def _success(
             provider_ref=cmd.provider_ref,
         )
         tx.update(needs_review=True)
-        tx.refund(attempt.number)
+        give_back(tx, attempt.number, rules)
         cause = "duplicate_charge_refunded" if s.status == SUCCEEDED else "late_success_refunded"
         tx.state(s.status, cause)
         return tx.done()
@@ -546,15 +473,16 @@ def _success(
     needed = _missing(others, voids)
     if needed:
         return needed
-    tx = _Tx(s, now)
+    tx = Tx(s, now)
     previous = s.status
     duplicates: list[int] = []
     for number in others:
         if voids[number]:
-            # Both attempts were charged: keep this one, give the other back.
+            # Both attempts were charged: keep this one, give the other back. The void
+            # found the money moved, so even an authorization was captured: refund it.
             tx.set_attempt(number, status=A_REFUNDED, ended_at=_ended(tx, number))
             tx.update(needs_review=True)
-            tx.refund(number)
+            tx.add_effect(REFUND, number)
             duplicates.append(number)
         else:
             tx.set_attempt(number, status=A_VOIDED, ended_at=_ended(tx, number))
@@ -566,6 +494,7 @@ def _success(
         provider_ref=cmd.provider_ref,
     )
     tx.update(status=SUCCEEDED, deadline=None, retry_at=None)
+    capture(tx, attempt.number, rules)
     tx.state(previous, "late_success" if late else "succeeded")
     for _number in duplicates:
         # A charge the void found is a second success: name its refund (docs/protocol.md 2).

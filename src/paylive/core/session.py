@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .effects import GatewayEffect
 from .protocol import ACTIVE_STATUSES as ACTIVE_STATUSES
 from .protocol import TERMINAL_STATUSES as TERMINAL_STATUSES
 from .protocol import AttemptStatus, Status
@@ -93,6 +94,10 @@ class Session:
     seq: int = 0
     needs_review: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The outbox: gateway effects decided for this session, pending or done.
+    effects: tuple[GatewayEffect, ...] = ()
+    # The last resolved review ({by, note, at}): for staff, not for the checkout page.
+    review: dict[str, Any] | None = None
     # Not on the wire: the card a retry reuses when it names none, and the
     # version that compare-and-set checks (it changes with every save).
     payment_method: dict[str, Any] | None = None
@@ -115,6 +120,21 @@ class Session:
         attempts = list(self.attempts)
         attempts[attempt.number - 1] = attempt
         return replace(self, attempts=tuple(attempts))
+
+    @property
+    def pending_effects(self) -> tuple[GatewayEffect, ...]:
+        return tuple(e for e in self.effects if e.pending)
+
+    def effect(self, kind: str, attempt: int) -> GatewayEffect | None:
+        for effect in self.effects:
+            if effect.kind == kind and effect.attempt == attempt:
+                return effect
+        return None
+
+    def next_effect_at(self) -> int | None:
+        """When the effect loop must try this session's outbox again, if ever."""
+        due = [e.next_at for e in self.effects if e.pending and e.next_at is not None]
+        return min(due) if due else None
 
     def next_due(self) -> int | None:
         """When the timer loop must look at this session again, if ever."""
@@ -145,6 +165,13 @@ class Session:
             "metadata": self.metadata,
         }
 
+    def to_admin(self) -> dict[str, Any]:
+        """What staff see: the public session, its outbox and its last review."""
+        out = self.to_public()
+        out["effects"] = [e.to_public(self.id) for e in self.effects]
+        out["review"] = self.review
+        return out
+
     def to_record(self) -> dict[str, Any]:
         record = self.to_public()
         record["attempts"] = [
@@ -158,6 +185,8 @@ class Session:
             }
             for a in self.attempts
         ]
+        record["effects"] = [e.to_record() for e in self.effects]
+        record["review"] = self.review
         record["payment_method"] = self.payment_method
         record["version"] = self.version
         return record
@@ -182,6 +211,8 @@ class Session:
             seq=record["seq"],
             needs_review=record["needs_review"],
             metadata=record["metadata"],
+            effects=tuple(GatewayEffect.from_record(e) for e in record.get("effects", ())),
+            review=record.get("review"),
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),
         )

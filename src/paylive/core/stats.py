@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .effects import KINDS
 from .session import (
     A_PROCESSING,
     ACTIVE_STATUSES,
@@ -50,8 +51,17 @@ def delta(old: Session | None, new: Session) -> dict[str, int]:
     if new.status == SUCCEEDED and (old is None or old.status != SUCCEEDED):
         if any(a.status != A_PROCESSING and a.status != "succeeded" for a in new.attempts):
             bump("recovered_by_retry")
-    if new.needs_review and not (old is not None and old.needs_review):
-        bump("needs_review")
+    # Open reviews: flagged adds one, resolved takes it away.
+    was_flagged = old is not None and old.needs_review
+    if new.needs_review != was_flagged:
+        bump("needs_review", 1 if new.needs_review else -1)
+    before_pending = old.pending_effects if old is not None else ()
+    for kind in KINDS:
+        change = sum(e.kind == kind for e in new.pending_effects) - sum(
+            e.kind == kind for e in before_pending
+        )
+        if change:
+            bump(f"effects_pending:{kind}", change)
     return {k: v for k, v in out.items() if v}
 
 
@@ -68,5 +78,8 @@ def summary(counters: Mapping[str, int]) -> dict[str, Any]:
         },
         "success_rate": round(by_status[SUCCEEDED] / finished, 4) if finished else None,
         "recovered_by_retry": int(counters.get("recovered_by_retry", 0)),
-        "needs_review": int(counters.get("needs_review", 0)),
+        "needs_review": max(0, int(counters.get("needs_review", 0))),
+        "effects_pending": {
+            kind: max(0, int(counters.get(f"effects_pending:{kind}", 0))) for kind in KINDS
+        },
     }

@@ -1,10 +1,12 @@
 """The engine interface, by job, and the engine that does all four.
 
 - ``SessionStore``: sessions with compare-and-set on their ``version``, each
-  session's durable events for replay, the admin listing and the summary counters.
-  ``save`` is one atomic step: a new state is stored, its events appended to the
-  history and published together, or nothing happens.
-- ``TimerStore``: the deadlines and expiries, claimed by one worker each.
+  session's durable events for replay, the admin listings and the summary counters.
+  ``save`` is one atomic step: a new state is stored (its outbox of gateway effects
+  included), its events appended to the history and published together, or nothing
+  happens.
+- ``TimerStore``: the deadlines and expiries, and the due times of outbox effects,
+  each claimed by one worker at a time.
 - ``RecordStore``: short-lived small records (idempotency keys, seen webhook ids,
   the sandbox ledger).
 - ``FanOut``: subscribing to a session's (or the admin) channel, and the listeners
@@ -50,8 +52,11 @@ class SessionStore(ABC):
     ) -> bool:
         """Store ``session`` (its version bumped) if the stored version is still
         ``expected_version``, append ``events`` to its history, publish them on its
-        channel and the admin channel, add ``stats`` to the counters and set its timer
-        to ``session.next_due()``. False, and nothing changed, when the version moved."""
+        channel and the admin channel, add ``stats`` to the counters, set its timer to
+        ``session.next_due()`` and its effect due time to ``session.next_effect_at()``,
+        and index its outbox and its review flag for the listings below. False, and
+        nothing changed, when the version moved. A session is kept while its outbox
+        holds a pending effect, however long ago it ended."""
 
     @abstractmethod
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
@@ -65,6 +70,19 @@ class SessionStore(ABC):
     @abstractmethod
     async def counters(self) -> dict[str, int]: ...
 
+    @abstractmethod
+    async def list_review(self, limit: int) -> list[Session]:
+        """Sessions flagged ``needs_review``, most recently flagged first."""
+
+    @abstractmethod
+    async def list_with_effects(self, pending_only: bool, limit: int) -> list[Session]:
+        """Sessions whose outbox holds an effect (with ``pending_only``, a pending one),
+        the most recent outbox first."""
+
+    @abstractmethod
+    async def oldest_pending_effect(self) -> int | None:
+        """When the oldest effect still pending was decided (epoch ms), if any."""
+
 
 class TimerStore(ABC):
     @abstractmethod
@@ -76,6 +94,16 @@ class TimerStore(ABC):
     @abstractmethod
     async def schedule(self, session_id: str, due: int | None) -> None:
         """Set (or with None, clear) a session's timer."""
+
+    @abstractmethod
+    async def claim_effects(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        """Sessions with an outbox effect due at ``now``, each leased to this caller for
+        ``lease_ms`` exactly as timers are; a save sets the due time afresh from the
+        session's outbox."""
+
+    @abstractmethod
+    async def schedule_effects(self, session_id: str, due: int | None) -> None:
+        """Set (or with None, clear) a session's effect due time."""
 
 
 class RecordStore(ABC):

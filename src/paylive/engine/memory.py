@@ -9,12 +9,44 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from ..core.session import TERMINAL_STATUSES, Session
 from ..settings import Settings
 from .base import Engine
+
+
+class _DueSet:
+    """Ids with a due time, claimed with a lease: the dict holds the truth, the heap
+    finds the due ones (stale heap entries are skipped when they surface)."""
+
+    def __init__(self) -> None:
+        self._due: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._due
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._due)
+
+    def set(self, key: str, due: int | None) -> None:
+        if due is None:
+            self._due.pop(key, None)
+            return
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, key))
+
+    def claim(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        out: list[str] = []
+        while self._heap and self._heap[0][0] <= now and len(out) < limit:
+            due, key = heapq.heappop(self._heap)
+            if self._due.get(key) != due:
+                continue  # superseded by a later set
+            self.set(key, now + lease_ms)
+            out.append(key)
+        return out
 
 
 class MemoryEngine(Engine):
@@ -27,8 +59,10 @@ class MemoryEngine(Engine):
         self._history: dict[str, deque[bytes]] = {}
         self._first_seq: dict[str, int] = {}
         self._counters: dict[str, int] = {}
-        self._timers: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
+        self._timers = _DueSet()
+        self._effects = _DueSet()
+        self._with_effects: dict[str, None] = {}  # in the order their outbox began
+        self._review: dict[str, None] = {}  # in the order they were flagged
         self._purge: deque[tuple[int, str]] = deque()
         self._records: dict[str, tuple[bytes, float]] = {}
         self._subscribed: set[str | None] = set()
@@ -45,7 +79,7 @@ class MemoryEngine(Engine):
         self._history[session.id] = deque(maxlen=self._settings.history_cap)
         self._first_seq[session.id] = 1
         self._add(stats)
-        self._set_timer(session.id, session.next_due())
+        self._timers.set(session.id, session.next_due())
         if None in self._subscribed:
             self._on_event(None, notice)
 
@@ -70,7 +104,14 @@ class MemoryEngine(Engine):
                 self._first_seq[session.id] += 1
             history.append(payload)
         self._add(stats)
-        self._set_timer(session.id, stored.next_due())
+        self._timers.set(session.id, stored.next_due())
+        self._effects.set(session.id, stored.next_effect_at())
+        if stored.effects and session.id not in self._with_effects:
+            self._with_effects[session.id] = None
+        if stored.needs_review and not current.needs_review:
+            self._review[session.id] = None
+        elif not stored.needs_review:
+            self._review.pop(session.id, None)
         if stored.status in TERMINAL_STATUSES:
             self._active.pop(session.id, None)
             if current.status not in TERMINAL_STATUSES:
@@ -104,39 +145,62 @@ class MemoryEngine(Engine):
     async def counters(self) -> dict[str, int]:
         return dict(self._counters)
 
+    async def list_review(self, limit: int) -> list[Session]:
+        return [self._sessions[i] for i in list(reversed(self._review))[: max(0, limit)]]
+
+    async def list_with_effects(self, pending_only: bool, limit: int) -> list[Session]:
+        out: list[Session] = []
+        for session_id in reversed(self._with_effects):
+            if len(out) >= limit:
+                break
+            if not pending_only or session_id in self._effects:
+                out.append(self._sessions[session_id])
+        return out
+
+    async def oldest_pending_effect(self) -> int | None:
+        times = [e.created_at for sid in self._effects for e in self._sessions[sid].pending_effects]
+        return min(times) if times else None
+
     def _add(self, stats: Mapping[str, int]) -> None:
         for name, value in stats.items():
             self._counters[name] = self._counters.get(name, 0) + value
 
     # Timers ----------------------------------------------------------------
 
-    def _set_timer(self, session_id: str, due: int | None) -> None:
-        if due is None:
-            self._timers.pop(session_id, None)
-            return
-        self._timers[session_id] = due
-        heapq.heappush(self._heap, (due, session_id))
-
     async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
         self._purge_ended(now)
-        out: list[str] = []
-        while self._heap and self._heap[0][0] <= now and len(out) < limit:
-            due, session_id = heapq.heappop(self._heap)
-            if self._timers.get(session_id) != due:
-                continue  # superseded by a later schedule
-            self._set_timer(session_id, now + lease_ms)
-            out.append(session_id)
-        return out
+        return self._timers.claim(now, limit, lease_ms)
 
     async def schedule(self, session_id: str, due: int | None) -> None:
         if session_id in self._sessions:
-            self._set_timer(session_id, due)
+            self._timers.set(session_id, due)
+
+    async def claim_effects(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        return self._effects.claim(now, limit, lease_ms)
+
+    async def schedule_effects(self, session_id: str, due: int | None) -> None:
+        if session_id in self._sessions:
+            self._effects.set(session_id, due)
 
     def _purge_ended(self, now: int) -> None:
+        kept: list[tuple[int, str]] = []
         while self._purge and self._purge[0][0] <= now:
             _, session_id = self._purge.popleft()
-            for table in (self._sessions, self._order, self._history, self._first_seq):
+            if session_id in self._effects:
+                # Its outbox still owes the provider a call: keep it, look again later.
+                kept.append((now + self._settings.retention_after_end_ms, session_id))
+                continue
+            for table in (
+                self._sessions,
+                self._order,
+                self._history,
+                self._first_seq,
+                self._with_effects,
+                self._review,
+            ):
                 table.pop(session_id, None)  # type: ignore[attr-defined]
+            self._timers.set(session_id, None)
+        self._purge.extend(kept)
         if len(self._records) > 1024:
             clock = time.monotonic()
             for key in [k for k, (_, exp) in self._records.items() if exp <= clock]:

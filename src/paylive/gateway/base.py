@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from enum import Enum
 
-from ..core.machine import Charge
+from ..core.decision import Charge
 
 
 class GatewayError(Exception):
@@ -24,14 +24,21 @@ class Gateway(ABC):
         """Ask for a charge under ``charge.key``; a key is charged at most once."""
 
     @abstractmethod
-    async def void(self, key: str) -> bool:
-        """Cancel the charge under ``key`` if it has not happened. True when the money
-        had moved already (it cannot be voided), False when nothing is or will be
-        charged. Raises GatewayError when the provider cannot be asked."""
+    async def void(self, key: str, idempotency_key: str | None = None) -> bool:
+        """Cancel the charge under ``key`` if it has not happened, or release its
+        authorization. True when the money had moved already (it cannot be voided),
+        False when nothing is or will be charged. Raises GatewayError when the provider
+        cannot be asked. ``idempotency_key`` is the outbox effect's, when it is one."""
 
     @abstractmethod
-    async def refund(self, key: str) -> None:
-        """Give back the money charged under ``key``."""
+    async def refund(self, key: str, idempotency_key: str) -> None:
+        """Give back the money charged under ``key``, once per ``idempotency_key``.
+        Raises GatewayError unless the provider confirms."""
+
+    async def capture(self, key: str, idempotency_key: str) -> None:
+        """Move the money authorized under ``key`` (providers that authorize first),
+        once per ``idempotency_key``. Raises GatewayError unless the provider confirms."""
+        raise GatewayError("this provider charges at once: there is nothing to capture")
 
     async def close(self) -> None:
         """Release resources."""

@@ -4,6 +4,11 @@ Its ledger lives in the engine, so that with several workers a void on one worke
 sees a charge made on another. Each key settles once (``put_if_absent``): a delayed
 result and a void race for it, and whichever lands first is the truth, which is
 exactly the guarantee a real provider gives for a cancellable payment.
+
+Also in the engine, so that every worker sees them: the outage switch (while it is
+on, every charge, void, refund and capture fails as unavailable) and the log of what
+the provider did, one entry per attempt and kind at most (money moves once per key).
+With ``sandbox_authorize_first`` a success only authorizes; money moves on capture.
 """
 
 from __future__ import annotations
@@ -18,25 +23,30 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..core.machine import Charge
+from ..core.decision import Charge
 from ..core.signature import signature_header
 from ..engine import RecordStore
 from ..settings import Settings
-from .base import ChargeReply, Gateway
+from .base import ChargeReply, Gateway, GatewayError
 
 log = logging.getLogger("paylive.sandbox")
 
-CHARGED = b"charged"
+CHARGED = b"charged"  # money moved (captured, with a provider that authorizes first)
+AUTHORIZED = b"authorized"
 VOIDED = b"voided"
 REFUNDED = b"refunded"
 LEDGER_TTL_MS = 7 * 24 * 3600 * 1000
+OUTAGE_KEY = "sandbox:outage"
+LEDGER_KINDS = ("charge", "void", "capture", "refund")
 
 
 @dataclass(frozen=True)
 class Card:
     """What the sandbox does with a card number."""
 
-    result: str  # succeeded | declined | provider_error | never | unreachable | lost_answer | late
+    # succeeded | declined | provider_error | never | unreachable | lost_answer | late
+    # | void_lost
+    result: str
     decline_code: str | None = None
 
 
@@ -50,6 +60,9 @@ TEST_CARDS: dict[str, Card] = {
     "4000000000000507": Card("unreachable"),
     "4000000000000523": Card("lost_answer"),
     "4000000000000770": Card("late"),
+    # Charged, and the first void is lost on its way (acknowledged, not done): its
+    # success comes after all, as a late success the server must give back.
+    "4000000000000341": Card("void_lost"),
 }
 
 
@@ -71,39 +84,112 @@ class SandboxGateway(Gateway):
     def _ledger(self, key: str) -> str:
         return f"sandbox:{key}"
 
+    def _taken(self) -> bytes:
+        return AUTHORIZED if self._settings.sandbox_authorize_first else CHARGED
+
+    async def _up(self) -> None:
+        if await self._engine.get(OUTAGE_KEY) is not None:
+            raise GatewayError("the sandbox is in an outage (POST /api/admin/sandbox/outage)")
+
     async def charge(self, charge: Charge) -> ChargeReply:
+        await self._up()
+        card = card_behaviour(str(charge.payment_method.get("card", "")))
         # A key is charged once: a second charge under it is answered but does nothing.
-        first = await self._engine.put_if_absent(f"sandbox:req:{charge.key}", b"1", LEDGER_TTL_MS)
+        first = await self._engine.put_if_absent(
+            f"sandbox:req:{charge.key}", card.result.encode(), LEDGER_TTL_MS
+        )
         if first is not None:
             return ChargeReply.ACCEPTED
-        card = card_behaviour(str(charge.payment_method.get("card", "")))
         delay = self._settings.sandbox_delay_ms / 1000
         if card.result == "never":
             return ChargeReply.ACCEPTED
         if card.result == "unreachable":
             return ChargeReply.NETWORK_ERROR
         if card.result == "lost_answer":
-            await self._settle(charge.key, CHARGED)
+            await self._settle(charge.key, self._taken())
             return ChargeReply.NETWORK_ERROR
-        if card.result == "late":
-            await self._settle(charge.key, CHARGED)
-            delay = (self._settings.attempt_timeout_ms + 1000) / 1000
+        if card.result in ("late", "void_lost"):
+            await self._settle(charge.key, self._taken())
+            if card.result == "late":
+                delay = (self._settings.attempt_timeout_ms + 1000) / 1000
             self._later(delay, charge, "succeeded", None, settle=False)
             return ChargeReply.ACCEPTED
         self._later(delay, charge, card.result, card.decline_code, settle=True)
         return ChargeReply.ACCEPTED
 
-    async def void(self, key: str) -> bool:
+    async def void(self, key: str, idempotency_key: str | None = None) -> bool:
+        await self._up()
         held = await self._engine.put_if_absent(self._ledger(key), VOIDED, LEDGER_TTL_MS)
+        if held is None:
+            await self._log(key, "void", idempotency_key)
+            return False
+        if held in (CHARGED, AUTHORIZED) and await self._void_lost(key):
+            return False
+        if held == AUTHORIZED:
+            # Released: nothing was captured, so nothing moved.
+            await self._log(key, "void", idempotency_key)
+            await self._engine.put(self._ledger(key), VOIDED, LEDGER_TTL_MS)
+            return False
         return held in (CHARGED, REFUNDED)
 
-    async def refund(self, key: str) -> None:
-        await self._engine.put(self._ledger(key), REFUNDED, LEDGER_TTL_MS)
+    async def _void_lost(self, key: str) -> bool:
+        """The first void of a ``void_lost`` card is acknowledged and not done."""
+        if await self._engine.get(f"sandbox:req:{key}") != b"void_lost":
+            return False
+        return await self._engine.put_if_absent(f"sandbox:lost:{key}", b"1", LEDGER_TTL_MS) is None
+
+    async def refund(self, key: str, idempotency_key: str) -> None:
+        await self._up()
+        if await self._engine.get(self._ledger(key)) == CHARGED:
+            # The log entry first: a refund cut short after it is finished by the retry.
+            await self._log(key, "refund", idempotency_key)
+            await self._engine.put(self._ledger(key), REFUNDED, LEDGER_TTL_MS)
+        # Refunded already: done once. Anything else: nothing was taken to give back.
+
+    async def capture(self, key: str, idempotency_key: str) -> None:
+        await self._up()
+        held = await self._engine.get(self._ledger(key))
+        if held == AUTHORIZED:
+            await self._log(key, "capture", idempotency_key)
+            await self._engine.put(self._ledger(key), CHARGED, LEDGER_TTL_MS)
+        elif held not in (CHARGED, REFUNDED):  # captured already: done once
+            state = held.decode() if held else "unknown"
+            raise GatewayError(f"nothing to capture under {key}: the payment is {state}")
 
     async def _settle(self, key: str, outcome: bytes) -> bool:
         """True when ``outcome`` is now the key's fate (no void got there first)."""
         held = await self._engine.put_if_absent(self._ledger(key), outcome, LEDGER_TTL_MS)
+        if held is None and outcome in (CHARGED, AUTHORIZED):
+            await self._log(key, "charge", key)
         return held is None or held == outcome
+
+    async def _log(self, key: str, kind: str, idempotency_key: str | None) -> None:
+        entry = {"at": time.time_ns() // 1_000_000, "idempotency_key": idempotency_key}
+        await self._engine.put_if_absent(
+            f"sandbox:did:{key}:{kind}", json.dumps(entry).encode(), LEDGER_TTL_MS
+        )
+
+    async def ledger(self, session_id: str, attempts: int) -> list[dict[str, object]]:
+        """What the provider did for a session's first ``attempts`` attempts, in order."""
+        entries: list[dict[str, object]] = []
+        for number in range(1, attempts + 1):
+            for kind in LEDGER_KINDS:
+                raw = await self._engine.get(f"sandbox:did:{session_id}:{number}:{kind}")
+                if raw is not None:
+                    entry = json.loads(raw)
+                    entries.append({"attempt": number, "kind": kind, **entry})
+        entries.sort(key=lambda e: (e["at"], e["attempt"], LEDGER_KINDS.index(str(e["kind"]))))
+        return entries
+
+    async def set_outage(self, seconds: int) -> int | None:
+        """Answer every call as unavailable for ``seconds`` (0 ends an outage), on every
+        worker; when it ends, epoch ms."""
+        if seconds <= 0:
+            await self._engine.delete(OUTAGE_KEY)
+            return None
+        until = time.time_ns() // 1_000_000 + seconds * 1000
+        await self._engine.put(OUTAGE_KEY, str(until).encode(), seconds * 1000)
+        return until
 
     def _later(
         self, delay: float, charge: Charge, result: str, decline_code: str | None, settle: bool
@@ -120,7 +206,7 @@ class SandboxGateway(Gateway):
         await asyncio.sleep(delay)
         try:
             if settle:
-                outcome = CHARGED if result == "succeeded" else result.encode()
+                outcome = self._taken() if result == "succeeded" else result.encode()
                 if not await self._settle(charge.key, outcome):
                     return  # voided first: the provider never charges it
             session_id, _, number = charge.key.rpartition(":")

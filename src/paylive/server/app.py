@@ -15,7 +15,7 @@ from starlette.routing import WebSocketRoute
 
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
-from ..web import pages, sockets
+from ..web import admin, pages, sockets
 from ..web import routes as http_api
 from . import shutdown
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         *http_api.routes,
+        *admin.routes,
         WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
         WebSocketRoute("/ws/admin", sockets.admin_socket),
         *pages.routes(),

@@ -1,14 +1,16 @@
-"""load -> decide -> save+publish -> effects: the only place commands become I/O.
+"""load -> decide -> save+publish -> charge: the only place commands become I/O.
 
-Every command on a session, whoever sends it (HTTP, socket, webhook, timer), runs
-through ``PaymentService.run``: it loads the session, asks the pure machine, voids
-at the gateway when the machine needs it, saves with compare-and-set (a lost race
-is decided again on the fresh state) and then calls the gateway for the effects.
+Every command on a session, whoever sends it (HTTP, socket, webhook, timer, the
+effect loop), runs through ``PaymentService.run``: it loads the session, asks the
+pure machine, voids at the gateway when the machine needs it, saves with
+compare-and-set (a lost race is decided again on the fresh state) and then asks the
+gateway for a charge. Refunds, voids of authorizations and captures are not made
+here: they are saved in the session's outbox with the decision, and ``effects.py``
+carries them out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -19,12 +21,10 @@ from .. import metrics
 from ..core import stats
 from ..core.codec import Encoded, Message
 from ..core.machine import (
-    Charge,
     Command,
     Decision,
     NeedsVoid,
     ProviderResult,
-    Refund,
     Rules,
     Tick,
     decide,
@@ -39,7 +39,6 @@ from ..settings import Settings
 log = logging.getLogger("paylive.service")
 
 MAX_RACES = 16
-REFUND_TRIES = 4
 
 
 def now_ms() -> int:
@@ -101,7 +100,7 @@ class PaymentService:
                 for number in result.attempts:
                     voids[number] = await self._void(session_id, number)
                 continue
-            if result.changed:
+            if result.to_save:
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
                 saved = await self.engine.save(
@@ -111,7 +110,7 @@ class PaymentService:
                     metrics.CAS_CONFLICTS.inc()
                     continue
                 metrics.observe_events(result, delta)
-                await self._effects(result)
+                await self._charge(result)
             elif isinstance(command, Tick):
                 # Nothing was due after all (a stale or early timer): set it right.
                 await self.engine.schedule(session_id, session.next_due())
@@ -135,32 +134,17 @@ class PaymentService:
                 503, "gateway_unavailable", "the provider cannot confirm the void; try again"
             ) from exc
 
-    async def _effects(self, decision: Decision) -> None:
+    async def _charge(self, decision: Decision) -> None:
         session = decision.session
-        for effect in decision.effects:
-            if isinstance(effect, Charge):
-                try:
-                    reply = await self.gateway.charge(effect)
-                except (GatewayError, EngineUnavailable):
-                    reply = ChargeReply.NETWORK_ERROR
-                if reply is ChargeReply.NETWORK_ERROR:
-                    try:
-                        await self.run(session.id, ProviderResult(effect.attempt, "network_error"))
-                    except EngineUnavailable:
-                        # The attempt is saved with its deadline: when that passes, a
-                        # worker times it out and voids it. Nothing is lost by waiting.
-                        log.warning("could not record the lost charge of %s yet", effect.key)
-            elif isinstance(effect, Refund):
-                await self._refund(effect.key)
-
-    async def _refund(self, key: str) -> None:
-        """Refunds are idempotent at the provider (by key), so a few quick retries are
-        safe; past them the session stays needs_review and staff finish it by hand."""
-        for attempt in range(REFUND_TRIES):
+        for charge in decision.effects:
             try:
-                await self.gateway.refund(key)
-                return
+                reply = await self.gateway.charge(charge)
             except (GatewayError, EngineUnavailable):
-                if attempt + 1 < REFUND_TRIES:
-                    await asyncio.sleep(0.2 * 2**attempt)
-        log.error("refund of %s failed %d times; the session needs review", key, REFUND_TRIES)
+                reply = ChargeReply.NETWORK_ERROR
+            if reply is ChargeReply.NETWORK_ERROR:
+                try:
+                    await self.run(session.id, ProviderResult(charge.attempt, "network_error"))
+                except EngineUnavailable:
+                    # The attempt is saved with its deadline: when that passes, a
+                    # worker times it out and voids it. Nothing is lost by waiting.
+                    log.warning("could not record the lost charge of %s yet", charge.key)

@@ -225,7 +225,7 @@ async def sandbox_webhook(request: Request) -> Response:
     return JSONResponse({"received": True, "applied": outcome.decision.changed})
 
 
-def _limit(request: Request, default: int, maximum: int) -> int:
+def limit_of(request: Request, default: int, maximum: int) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
@@ -239,10 +239,13 @@ async def admin_sessions(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
     which = request.query_params.get("status", "active")
-    if which not in ("active", "all"):
-        raise validation.invalid("status", "must be active or all")
-    limit = _limit(request, 100, runtime.settings.admin_list_max)
-    sessions = await runtime.engine.list_sessions(which == "active", limit)
+    if which not in ("active", "all", "needs_review"):
+        raise validation.invalid("status", "must be active, all or needs_review")
+    limit = limit_of(request, 100, runtime.settings.admin_list_max)
+    if which == "needs_review":
+        sessions = await runtime.engine.list_review(limit)
+    else:
+        sessions = await runtime.engine.list_sessions(which == "active", limit)
     return JSONResponse({"sessions": [s.to_public() for s in sessions]})
 
 

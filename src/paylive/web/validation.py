@@ -202,3 +202,36 @@ def parse_since(raw: str | None) -> int | None:
     if not raw.isdigit() or len(raw) > 12:
         raise invalid("since", "must be a non-negative integer")
     return int(raw)
+
+
+MAX_NOTE_CHARS = 1000
+MAX_REVIEWER_CHARS = 100
+
+
+def _text(body: dict[str, Any], field: str, limit: int) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(field, "is required and must be a non-empty string")
+    value = value.strip()
+    if len(value) > limit:
+        raise invalid(field, f"may be at most {limit} characters")
+    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+        raise invalid(field, "may not hold control characters")
+    return value
+
+
+def parse_review(body: dict[str, Any]) -> tuple[str, str]:
+    """(by, note) of a resolved review."""
+    _only(body, {"note", "by"})
+    return _text(body, "by", MAX_REVIEWER_CHARS), _text(body, "note", MAX_NOTE_CHARS)
+
+
+def parse_outage(body: dict[str, Any], maximum: int) -> int:
+    _only(body, {"seconds"})
+    return _int(body, "seconds", 0, maximum)
+
+
+def parse_session_id(raw: str | None, field: str = "session") -> str:
+    if raw is None or not raw.startswith("ps_") or not 4 <= len(raw) <= 64:
+        raise invalid(field, "must be a session id (ps_...)")
+    return raw

@@ -1,0 +1,153 @@
+"""The machine's vocabulary: the rules it decides by, what it answers, and ``Tx``,
+which builds one decision event by event. Pure, like the machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..settings import Settings
+from .codec import Message
+from .effects import GatewayEffect
+from .session import Session
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The part of ``Settings`` the machine decides by; ``Rules.of`` is the only source."""
+
+    attempt_timeout_ms: int
+    max_attempts: int
+    retry_delay_ms: int
+    session_ttl_ms: int
+    # The outbox: backoff between tries, when a failing effect flags the session for
+    # review, and whether the provider authorizes first (then a success is captured).
+    effect_retry_base_ms: int = 1_000
+    effect_retry_cap_ms: int = 60_000
+    effect_review_after_ms: int = 900_000
+    authorize_first: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> Rules:
+        return cls(
+            attempt_timeout_ms=settings.attempt_timeout_ms,
+            max_attempts=settings.max_attempts,
+            retry_delay_ms=settings.retry_delay_ms,
+            session_ttl_ms=settings.session_ttl_ms,
+            effect_retry_base_ms=settings.effect_retry_base_ms,
+            effect_retry_cap_ms=settings.effect_retry_cap_ms,
+            effect_review_after_ms=settings.effect_review_after_ms,
+            authorize_first=settings.sandbox_authorize_first,
+        )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Ask the provider for attempt ``attempt``'s money, right after the save. Not an
+    outbox effect: a charge that never arrives is an attempt that times out and is
+    voided, which the rules of docs/protocol.md section 2 already handle."""
+
+    attempt: int
+    key: str
+    payment_method: dict[str, Any]
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NeedsVoid:
+    """Void these attempts at the gateway, then decide again with the answers."""
+
+    attempts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    session: Session
+    events: tuple[Message, ...] = ()
+    effects: tuple[Charge, ...] = ()
+    refusal: Refusal | None = None
+    # The session changed without a durable event (an effect's failed try is recorded
+    # on the effect alone): it is saved all the same.
+    quiet: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+    @property
+    def to_save(self) -> bool:
+        return bool(self.events) or self.quiet
+
+
+def refuse(session: Session, status: int, code: str, message: str) -> Decision:
+    return Decision(session, refusal=Refusal(status, code, message))
+
+
+class Tx:
+    """Accumulates one decision: each durable event bumps ``seq`` by one."""
+
+    def __init__(self, session: Session, now: int) -> None:
+        self.s = session
+        self.now = now
+        self.events: list[Message] = []
+        self.effects: list[Charge] = []
+
+    def update(self, **changes: Any) -> None:
+        self.s = replace(self.s, **changes)
+
+    def set_attempt(self, number: int, **changes: Any) -> None:
+        attempt = self.s.attempt_by_number(number)
+        assert attempt is not None
+        self.s = self.s.with_attempt(replace(attempt, **changes))
+
+    def add_effect(self, kind: str, attempt: int) -> None:
+        """Put an effect in the outbox, due at once; one per attempt and kind."""
+        if self.s.effect(kind, attempt) is None:
+            effect = GatewayEffect(kind, attempt, created_at=self.now, next_at=self.now)
+            self.update(effects=self.s.effects + (effect,))
+
+    def set_effect(self, effect: GatewayEffect) -> None:
+        self.update(
+            effects=tuple(
+                effect if (e.kind, e.attempt) == (effect.kind, effect.attempt) else e
+                for e in self.s.effects
+            )
+        )
+
+    def _bump(self) -> None:
+        """Each durable event takes the next seq; bump before building its data, so
+        the session it carries shows that seq."""
+        self.s = replace(self.s, seq=self.s.seq + 1, updated_at=self.now)
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append(Message(kind, data, self.s.id, self.s.seq, self.now))
+
+    def state(self, previous: str, cause: str, **extra: Any) -> None:
+        self._bump()
+        data = {"session": self.s.to_public(), "previous": previous, "cause": cause}
+        self._append("state", {**data, **extra})
+
+    def retry_prompt(self, attempt: int, reason: str, outcome_unknown: bool) -> None:
+        self._bump()
+        self._append(
+            "retry_prompt",
+            {
+                "attempt": attempt,
+                "next_attempt": attempt + 1,
+                "max_attempts": self.s.max_attempts,
+                "reason": reason,
+                "retry_at": self.s.retry_at,
+                "outcome_unknown": outcome_unknown,
+            },
+        )
+
+    def done(self, refusal: Refusal | None = None, quiet: bool = False) -> Decision:
+        return Decision(self.s, tuple(self.events), tuple(self.effects), refusal, quiet)

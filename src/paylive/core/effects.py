@@ -1,0 +1,89 @@
+"""The outbox of gateway effects, as values: what must still reach the provider.
+
+A decision that gives money back (a refund, or the void of an authorization) or
+captures an authorization writes a ``GatewayEffect`` into the session itself. The
+engine stores a session in one atomic step, so the effect is saved with the decision
+that needs it on every engine, Cluster included, and survives whatever the worker
+does next. A loop at the edge carries effects out; the machine records each answer.
+
+Each effect has an idempotency key of its own, ``"{session}:{attempt}:{kind}"``, sent
+with every call, so a call repeated after a crash or a lost answer is done once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+VOID = "void"
+REFUND = "refund"
+CAPTURE = "capture"
+KINDS = (VOID, REFUND, CAPTURE)
+
+PENDING = "pending"
+DONE = "done"
+
+
+def effect_key(session_id: str, attempt: int, kind: str) -> str:
+    """The effect's idempotency key (also its id): one per attempt and kind."""
+    return f"{session_id}:{attempt}:{kind}"
+
+
+def backoff_ms(tries: int, jitter: float, base_ms: int, cap_ms: int) -> int:
+    """Delay before try ``tries + 1``: capped exponential, half fixed and half random
+    (``jitter`` in [0, 1), the caller's randomness), so that effects failing together
+    in an outage do not all come back at the same moment."""
+    delay = min(cap_ms, base_ms * 2 ** min(max(tries - 1, 0), 40))
+    half = delay // 2
+    return half + int(min(max(jitter, 0.0), 1.0) * (delay - half))
+
+
+@dataclass(frozen=True)
+class GatewayEffect:
+    """One effect for attempt ``attempt``; ``next_at`` is when the next try is due."""
+
+    kind: str
+    attempt: int
+    created_at: int
+    next_at: int | None
+    status: str = PENDING
+    tries: int = 0
+    last_error: str | None = None
+    done_at: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.status == PENDING
+
+    def key(self, session_id: str) -> str:
+        return effect_key(session_id, self.attempt, self.kind)
+
+    def to_public(self, session_id: str) -> dict[str, Any]:
+        return {
+            "id": self.key(session_id),
+            "session": session_id,
+            "attempt": self.attempt,
+            "kind": self.kind,
+            "status": self.status,
+            "tries": self.tries,
+            "next_at": self.next_at,
+            "last_error": self.last_error,
+            "created_at": self.created_at,
+            "done_at": self.done_at,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "attempt": self.attempt,
+            "created_at": self.created_at,
+            "next_at": self.next_at,
+            "status": self.status,
+            "tries": self.tries,
+            "last_error": self.last_error,
+            "done_at": self.done_at,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> GatewayEffect:
+        return cls(**record)

@@ -1,0 +1,104 @@
+"""The machine's rules for the outbox and for reviews: pure, like the machine.
+
+An effect's try is I/O, so the machine cannot make it: the effect loop at the edge
+calls the provider with the effect's idempotency key and hands the answer back as an
+``EffectOutcome``. A confirmed effect is done, with a durable ``state`` event (cause
+``effect_done``); a failed try is written on the effect alone (its tries, last error
+and next try, with capped exponential backoff and the caller's jitter), and retries
+go on until the provider confirms. An effect still failing
+``effect_review_after_ms`` after it was decided flags the session ``needs_review``
+(cause ``effect_overdue``). Staff resolve a review once nothing is pending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .decision import Decision, Rules, Tx, refuse
+from .effects import CAPTURE, DONE, REFUND, VOID, backoff_ms
+from .session import Session
+
+
+@dataclass(frozen=True)
+class EffectOutcome:
+    """The provider's answer to the outbox effect ``kind`` of attempt ``attempt``."""
+
+    kind: str
+    attempt: int
+    ok: bool
+    error: str | None = None
+    # In [0, 1): spreads the next try. The caller's randomness: the machine has none.
+    jitter: float = 0.5
+    # A void the provider refused because the money had moved after all.
+    charged: bool = False
+
+
+@dataclass(frozen=True)
+class ResolveReview:
+    """Staff closed the case of a session flagged ``needs_review``."""
+
+    by: str
+    note: str
+
+
+def give_back(tx: Tx, number: int, rules: Rules) -> None:
+    """Attempt ``number`` took money that must go back: with a provider that authorizes
+    first nothing was captured, so the authorization is voided; otherwise refunded."""
+    tx.add_effect(VOID if rules.authorize_first else REFUND, number)
+
+
+def capture(tx: Tx, number: int, rules: Rules) -> None:
+    """A success with a provider that authorizes first: the money moves on capture."""
+    if rules.authorize_first:
+        tx.add_effect(CAPTURE, number)
+
+
+def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> Decision:
+    effect = s.effect(cmd.kind, cmd.attempt)
+    if effect is None:
+        return refuse(
+            s, 404, "unknown_effect", f"no {cmd.kind} effect for attempt {cmd.attempt} in {s.id}"
+        )
+    if not effect.pending:
+        return Decision(s)  # answered already: a try repeated after its answer was saved
+    tx = Tx(s, now)
+    tries = effect.tries + 1
+    if cmd.ok:
+        done = replace(effect, status=DONE, tries=tries, next_at=None, done_at=now)
+        tx.set_effect(done)
+        if cmd.kind == VOID and cmd.charged:
+            # The authorization was captured after all: the money goes back by refund.
+            tx.add_effect(REFUND, effect.attempt)
+        tx.state(s.status, "effect_done", effect=done.to_public(s.id))
+        return tx.done()
+    review_at = effect.created_at + rules.effect_review_after_ms
+    next_at = now + backoff_ms(
+        tries, cmd.jitter, rules.effect_retry_base_ms, rules.effect_retry_cap_ms
+    )
+    if not s.needs_review and now < review_at < next_at:
+        next_at = review_at  # try once more exactly when the review would be due
+    failed = replace(effect, tries=tries, last_error=cmd.error or "failed", next_at=next_at)
+    tx.set_effect(failed)
+    if now >= review_at and not s.needs_review:
+        tx.update(needs_review=True)
+        tx.state(s.status, "effect_overdue", effect=failed.to_public(s.id))
+        return tx.done()
+    return tx.done(quiet=True)
+
+
+def resolve_review(s: Session, cmd: ResolveReview, now: int) -> Decision:
+    pending = s.pending_effects
+    if pending:
+        kinds = ", ".join(f"{e.kind} of attempt {e.attempt}" for e in pending)
+        return refuse(
+            s,
+            409,
+            "effects_pending",
+            f"the provider has not confirmed the {kinds} yet; resolve once it has",
+        )
+    if not s.needs_review:
+        return refuse(s, 409, "invalid_state", "the session does not need review")
+    tx = Tx(s, now)
+    tx.update(needs_review=False, review={"by": cmd.by, "note": cmd.note, "at": now})
+    tx.state(s.status, "review_resolved")
+    return tx.done()

@@ -1,0 +1,111 @@
+"""The outbox at the edge: carry out one session's due gateway effects.
+
+The runtime's effect loop claims sessions whose outbox has an effect due (with a
+lease, exactly as timers are claimed) and hands each to ``EffectRunner.run_due``,
+which calls the provider with the effect's own idempotency key and records the
+answer through the pure machine (``EffectOutcome``). Nothing is lost in between: the
+effect was saved with the decision that needs it, and until an answer is saved it
+stays due. A worker that dies after the call and before the save leaves it due
+again once its lease runs out; the next call carries the same key, so the provider
+does it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from .. import metrics
+from ..core.effects import CAPTURE, PENDING, REFUND, VOID, GatewayEffect
+from ..core.outbox import EffectOutcome
+from ..core.session import Session, idempotency_key
+from ..engine import Engine, EngineUnavailable
+from ..errors import ApiError
+from ..gateway import GatewayError
+from .payments import PaymentService
+
+log = logging.getLogger("paylive.effects")
+
+
+class EffectRunner:
+    def __init__(
+        self, service: PaymentService, jitter: Callable[[], float] = random.random
+    ) -> None:
+        self.service = service
+        self.jitter = jitter
+        self.call_timeout = service.settings.effect_call_timeout_ms / 1000
+
+    async def run_due(self, session_id: str) -> None:
+        """Try every effect of the session that is due now, one after the other."""
+        engine = self.service.engine
+        session = await engine.load(session_id)
+        if session is None:
+            await engine.schedule_effects(session_id, None)
+            return
+        now = self.service.clock()
+        due = [e for e in session.pending_effects if e.next_at is not None and e.next_at <= now]
+        if not due:
+            # Claimed early or stale (another worker answered meanwhile): set it right.
+            await engine.schedule_effects(session_id, session.next_effect_at())
+            return
+        for effect in due:
+            outcome = await self._call(session, effect)
+            try:
+                await self.service.run(session_id, outcome)
+            except ApiError as exc:
+                # The session changed too often to record it now: the effect is still
+                # due and is tried again (under the same key) when the lease runs out.
+                log.warning("could not record the %s of %s: %s", effect.kind, session_id, exc)
+                return
+
+    async def _call(self, session: Session, effect: GatewayEffect) -> EffectOutcome:
+        gateway = self.service.gateway
+        charge_key = idempotency_key(session.id, effect.attempt)
+        key = effect.key(session.id)
+        charged = False
+        try:
+            async with asyncio.timeout(self.call_timeout):
+                if effect.kind == REFUND:
+                    await gateway.refund(charge_key, key)
+                elif effect.kind == CAPTURE:
+                    await gateway.capture(charge_key, key)
+                elif effect.kind == VOID:
+                    charged = await gateway.void(charge_key, key)
+                else:
+                    raise GatewayError(f"unknown effect kind {effect.kind!r}")
+        except EngineUnavailable:
+            raise  # nothing can be recorded either; the lease runs out and it is retried
+        except (GatewayError, TimeoutError, OSError) as exc:
+            metrics.effect_attempt(effect.kind, "failed")
+            error = str(exc) or type(exc).__name__
+            return EffectOutcome(effect.kind, effect.attempt, False, error, self.jitter())
+        except Exception as exc:
+            log.exception("the provider adapter failed on %s", key)
+            metrics.effect_attempt(effect.kind, "failed")
+            return EffectOutcome(
+                effect.kind, effect.attempt, False, f"{type(exc).__name__}: {exc}", self.jitter()
+            )
+        metrics.effect_attempt(effect.kind, "ok")
+        return EffectOutcome(effect.kind, effect.attempt, True, charged=charged)
+
+
+async def list_effects(
+    engine: Engine, status: str, limit: int, session_id: str | None = None
+) -> list[dict[str, object]]:
+    """Effects (``status`` pending, done or all), the most recently decided first: of
+    one session, or of the sessions whose outbox is the most recent."""
+    if session_id is not None:
+        session = await engine.load(session_id)
+        sessions = [] if session is None else [session]
+    else:
+        sessions = await engine.list_with_effects(status == PENDING, limit)
+    effects = [
+        (effect.created_at, effect.to_public(session.id))
+        for session in sessions
+        for effect in session.effects
+        if status == "all" or effect.status == status
+    ]
+    effects.sort(key=lambda pair: pair[0], reverse=True)
+    return [public for _, public in effects[:limit]]

@@ -1,0 +1,239 @@
+"""The outbox and review rules of the pure machine (core/outbox.py, core/effects.py):
+which effects a decision writes, how each answer is recorded, when a session is
+flagged, and when a review may be resolved. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from paylive.core.effects import GatewayEffect, backoff_ms
+from paylive.core.machine import (
+    Cancel,
+    Decision,
+    EffectOutcome,
+    NeedsVoid,
+    ProviderResult,
+    ResolveReview,
+    Rules,
+    StartAttempt,
+    Tick,
+    decide,
+    new_session,
+)
+from paylive.core.session import Session
+
+RULES = Rules(
+    attempt_timeout_ms=1_000,
+    max_attempts=3,
+    retry_delay_ms=0,
+    session_ttl_ms=60_000,
+    effect_retry_base_ms=1_000,
+    effect_retry_cap_ms=8_000,
+    effect_review_after_ms=30_000,
+)
+AUTH = replace(RULES, authorize_first=True)
+SID = "ps_outbox"
+CARD = {"card": "4242424242424242"}
+
+
+def step(s: Session, command: object, now: int, rules: Rules = RULES, **voids: bool) -> Decision:
+    out = decide(s, command, now, rules, {int(k[1:]): v for k, v in voids.items()})
+    assert isinstance(out, Decision), out
+    return out
+
+
+def causes(d: Decision) -> list[str]:
+    return [e.data["cause"] for e in d.events]
+
+
+def outbox(s: Session) -> list[tuple[str, int, str]]:
+    return [(e.kind, e.attempt, e.status) for e in s.effects]
+
+
+def late_success_after_cancel(rules: Rules = RULES) -> Session:
+    """Cancelled while attempt 1 was in flight (the void found nothing), then the
+    provider charged attempt 1 after all: money to give back, decided at t=2000."""
+    s = new_session(SID, "order-7", 500, "EUR", {}, 0, rules)
+    s = step(s, StartAttempt(CARD), 100, rules).session
+    assert decide(s, Cancel(), 200, rules) == NeedsVoid((1,))
+    s = step(s, Cancel(), 200, rules, a1=False).session
+    return step(s, ProviderResult(1, "succeeded"), 2_000, rules).session
+
+
+# Which effects a decision writes ---------------------------------------------------------
+
+
+def test_a_late_success_writes_a_refund_due_at_once() -> None:
+    s = late_success_after_cancel()
+    assert s.status == "cancelled" and s.needs_review
+    assert s.effects == (GatewayEffect("refund", 1, created_at=2_000, next_at=2_000),)
+    assert s.next_effect_at() == 2_000
+    assert s.effects[0].key(SID) == f"{SID}:1:refund"
+    assert s.next_due() is None, "no session timer: the effect loop has its own"
+
+
+def test_a_provider_that_authorizes_first_gets_a_capture_for_a_success() -> None:
+    s = new_session(SID, "o", 500, "EUR", {}, 0, AUTH)
+    s = step(s, StartAttempt(CARD), 100, AUTH).session
+    d = step(s, ProviderResult(1, "succeeded"), 300, AUTH)
+    assert causes(d) == ["succeeded"]
+    assert outbox(d.session) == [("capture", 1, "pending")]
+    assert not d.session.needs_review
+    # ...and gives a late success back by voiding the authorization, not refunding it.
+    one = replace(AUTH, max_attempts=1)
+    s = new_session(SID, "o", 500, "EUR", {}, 0, one)
+    s = step(s, StartAttempt(CARD), 100, one).session
+    s = step(s, ProviderResult(1, "provider_error"), 200, one).session
+    assert s.status == "failed"
+    d = step(s, ProviderResult(1, "succeeded"), 900, one)
+    assert causes(d) == ["late_success_refunded"]
+    assert outbox(d.session) == [("void", 1, "pending")]
+    assert d.session.attempts[0].status == "refunded" and d.session.needs_review
+
+
+def test_a_success_for_an_authorization_the_provider_released_is_voided_again_quietly() -> None:
+    s = new_session(SID, "o", 500, "EUR", {}, 0, AUTH)
+    s = step(s, StartAttempt(CARD), 100, AUTH).session
+    s = step(s, Tick(), 1_100, AUTH).session  # timeout: outcome unknown
+    s = step(s, StartAttempt(), 1_200, AUTH, a1=False).session  # the void released it
+    assert [a.status for a in s.attempts] == ["voided", "processing"]
+    d = step(s, ProviderResult(1, "succeeded"), 1_300, AUTH)
+    assert d.events == () and d.quiet
+    assert d.session.status == "processing" and not d.session.needs_review
+    assert outbox(d.session) == [("void", 1, "pending")]
+    again = step(d.session, ProviderResult(1, "succeeded"), 1_400, AUTH)
+    assert again.session == d.session and not again.quiet
+
+
+def test_the_same_success_twice_writes_one_effect() -> None:
+    s = late_success_after_cancel()
+    d = step(s, ProviderResult(1, "succeeded"), 2_500)
+    assert d.session == s and d.events == ()
+
+
+# Answers -------------------------------------------------------------------------------------
+
+
+def test_a_confirmed_effect_is_done_with_a_durable_event() -> None:
+    s = late_success_after_cancel()
+    d = step(s, EffectOutcome("refund", 1, True), 2_050)
+    assert causes(d) == ["effect_done"]
+    event = d.events[0]
+    assert event.data["previous"] == "cancelled" and event.seq == s.seq + 1
+    assert event.data["effect"] == {
+        "id": f"{SID}:1:refund",
+        "session": SID,
+        "attempt": 1,
+        "kind": "refund",
+        "status": "done",
+        "tries": 1,
+        "next_at": None,
+        "last_error": None,
+        "created_at": 2_000,
+        "done_at": 2_050,
+    }
+    assert d.session.pending_effects == () and d.session.next_effect_at() is None
+    # A second answer (a try repeated after this one was saved) changes nothing.
+    again = step(d.session, EffectOutcome("refund", 1, True), 2_060)
+    assert again.session == d.session and again.events == ()
+
+
+def test_a_failed_try_is_written_on_the_effect_alone_with_capped_backoff() -> None:
+    s = late_success_after_cancel()
+    seen = []
+    now = 2_000
+    for _ in range(6):
+        d = step(s, EffectOutcome("refund", 1, False, "provider unavailable", jitter=0.0), now)
+        assert d.events == () and d.quiet
+        assert d.session.seq == s.seq and d.session.status == s.status
+        effect = d.session.effects[0]
+        seen.append(effect.next_at - now)
+        assert (effect.status, effect.last_error) == ("pending", "provider unavailable")
+        s, now = d.session, effect.next_at
+    # Half of 1, 2, 4, 8, 8, 8 s with no jitter: doubling, then capped.
+    assert seen == [500, 1_000, 2_000, 4_000, 4_000, 4_000]
+    assert s.effects[0].tries == 6
+
+
+@pytest.mark.parametrize(
+    ("tries", "jitter", "expected"),
+    [(1, 0.0, 500), (1, 0.999, 999), (2, 0.5, 1_500), (4, 1.0, 8_000), (30, 0.0, 4_000)],
+)
+def test_backoff_is_half_fixed_half_jitter_and_capped(
+    tries: int, jitter: float, expected: int
+) -> None:
+    assert backoff_ms(tries, jitter, 1_000, 8_000) == expected
+
+
+def test_an_effect_failing_past_the_review_time_flags_the_session_and_goes_on() -> None:
+    s = new_session(SID, "o", 500, "EUR", {}, 0, AUTH)
+    s = step(s, StartAttempt(CARD), 100, AUTH).session
+    s = step(s, ProviderResult(1, "succeeded"), 300, AUTH).session  # capture due at 300
+    now = 300
+    while True:
+        d = step(s, EffectOutcome("capture", 1, False, "down", jitter=0.9), now, AUTH)
+        s = d.session
+        if d.events:
+            break
+        assert not s.needs_review
+        now = s.effects[0].next_at
+    # The try just before the review time was moved to land on it exactly.
+    assert now == 300 + AUTH.effect_review_after_ms
+    assert causes(d) == ["effect_overdue"] and s.needs_review
+    assert d.events[0].data["effect"]["status"] == "pending"
+    # Retries go on, quietly now (the flag is up), until the provider confirms.
+    d = step(s, EffectOutcome("capture", 1, False, "down", jitter=0.9), s.effects[0].next_at, AUTH)
+    assert d.quiet and d.events == () and d.session.effects[0].pending
+    d = step(d.session, EffectOutcome("capture", 1, True), d.session.effects[0].next_at, AUTH)
+    assert causes(d) == ["effect_done"] and d.session.needs_review
+
+
+def test_a_void_that_finds_the_money_captured_gives_it_back_by_refund() -> None:
+    s = late_success_after_cancel(AUTH)  # the cancel's void was lost: void it again
+    assert outbox(s) == [("void", 1, "pending")]
+    d = step(s, EffectOutcome("void", 1, True, charged=True), 2_100, AUTH)
+    assert causes(d) == ["effect_done"]
+    assert outbox(d.session) == [("void", 1, "done"), ("refund", 1, "pending")]
+
+
+def test_an_answer_for_an_effect_the_session_does_not_have_is_refused() -> None:
+    s = late_success_after_cancel()
+    d = step(s, EffectOutcome("capture", 1, True), 2_100)
+    assert d.refusal is not None and d.refusal.code == "unknown_effect"
+    assert d.session == s
+
+
+# Reviews ---------------------------------------------------------------------------------
+
+
+def test_a_review_cannot_be_resolved_while_effects_are_pending() -> None:
+    s = late_success_after_cancel()
+    d = step(s, ResolveReview("ana", "refunded by hand?"), 2_100)
+    assert d.refusal is not None
+    assert (d.refusal.status, d.refusal.code) == (409, "effects_pending")
+    assert "refund of attempt 1" in d.refusal.message
+    assert d.session == s
+
+
+def test_a_review_is_resolved_once_the_provider_confirmed() -> None:
+    s = step(late_success_after_cancel(), EffectOutcome("refund", 1, True), 2_100).session
+    d = step(s, ResolveReview("ana", "customer told"), 3_000)
+    assert causes(d) == ["review_resolved"]
+    assert d.session.needs_review is False
+    assert d.session.review == {"by": "ana", "note": "customer told", "at": 3_000}
+    assert d.session.to_admin()["review"] == d.session.review
+    assert "review" not in d.session.to_public(), "a staff note is not for the checkout page"
+    assert d.events[0].data["session"]["needs_review"] is False
+    again = step(d.session, ResolveReview("bo", "twice"), 3_100)
+    assert again.refusal is not None and again.refusal.code == "invalid_state"
+
+
+def test_the_outbox_and_the_review_survive_the_record() -> None:
+    s = step(late_success_after_cancel(), EffectOutcome("refund", 1, False, "x"), 2_100).session
+    assert Session.from_record(s.to_record()) == s
+    resolved = step(
+        step(s, EffectOutcome("refund", 1, True), 9_000).session, ResolveReview("a", "b"), 9_100
+    ).session
+    assert Session.from_record(resolved.to_record()) == resolved
