@@ -14,6 +14,7 @@ import anyio
 import pytest
 from redis.crc import key_slot
 
+from paylive.core.effects import GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
 from paylive.engine import Engine, EngineUnavailable
 from paylive.engine.memory import MemoryEngine
@@ -331,6 +332,104 @@ async def test_ended_sessions_are_purged_after_retention(engine: Engine) -> None
     assert await engine.load("ps_old") is None
     assert await engine.history("ps_old", 0) is None
     assert await engine.list_sessions(False, 10) == []
+
+
+def with_refund(session: Session, seq: int, decided_at: int, **changes: Any) -> Session:
+    """``session`` ended, with a refund of attempt 1 pending in its outbox."""
+    refund = GatewayEffect("refund", 1, created_at=decided_at, next_at=decided_at)
+    return replace(
+        session,
+        status=CANCELLED,
+        seq=seq,
+        updated_at=decided_at,
+        needs_review=True,
+        effects=(refund,),
+        **changes,
+    )
+
+
+async def test_the_outbox_is_saved_with_the_session_and_claimed_once_per_lease(
+    engine: Engine,
+) -> None:
+    session = make_session("ps_fx")
+    await engine.create(session, {}, b"n")
+    assert await engine.claim_effects(T0 + 10**9, 10, 5_000) == []
+    owed = with_refund(session, 1, T0 + 100)
+    assert await engine.save(owed, 0, [b"late"], {"effects_pending:refund": 1})
+    assert await engine.load("ps_fx") == replace(owed, version=1)
+    assert await engine.claim_due(T0 + 10**9, 10, 5_000) == [], "no timer: the session ended"
+    assert await engine.claim_effects(T0 + 99, 10, 5_000) == []
+    assert await engine.claim_effects(T0 + 100, 10, 5_000) == ["ps_fx"]
+    # Leased: nobody else gets it until the lease runs out (the worker died).
+    assert await engine.claim_effects(T0 + 100, 10, 5_000) == []
+    assert await engine.claim_effects(T0 + 5_100, 10, 5_000) == ["ps_fx"]
+    # A failed try saved: due at its backoff, whatever the lease said.
+    tried = replace(owed, effects=(replace(owed.effects[0], tries=1, next_at=T0 + 5_600),))
+    assert await engine.save(tried, 1, [], {})
+    assert await engine.claim_effects(T0 + 5_599, 10, 5_000) == []
+    assert await engine.claim_effects(T0 + 5_600, 10, 5_000) == ["ps_fx"]
+    # Done: never due again.
+    done_effect = replace(tried.effects[0], status="done", next_at=None, done_at=T0 + 6_000)
+    done = replace(tried, seq=2, effects=(done_effect,))
+    assert await engine.save(done, 2, [b"done"], {"effects_pending:refund": -1})
+    assert await engine.claim_effects(T0 + 10**9, 10, 5_000) == []
+    assert await engine.counters() == {"effects_pending:refund": 0}
+
+
+async def test_schedule_effects_sets_right_an_early_claim(engine: Engine) -> None:
+    session = make_session("ps_fx")
+    await engine.create(session, {}, b"n")
+    assert await engine.save(with_refund(session, 1, T0 + 100), 0, [b"e"], {})
+    assert await engine.claim_effects(T0 + 100, 10, 60_000) == ["ps_fx"]
+    await engine.schedule_effects("ps_fx", T0 + 200)
+    await engine.schedule_effects("ps_ghost", T0)  # no such session: nothing happens
+    assert await engine.claim_effects(T0 + 200, 10, 60_000) == ["ps_fx"]
+    await engine.schedule_effects("ps_fx", None)
+    assert await engine.claim_effects(T0 + 10**9, 10, 60_000) == []
+
+
+async def test_reviews_and_outboxes_are_listed(engine: Engine) -> None:
+    for index, session_id in enumerate(("ps_a", "ps_b", "ps_c")):
+        await engine.create(make_session(session_id, created_at=T0 + index), {}, b"n")
+    a = await engine.load("ps_a")
+    c = await engine.load("ps_c")
+    assert a is not None and c is not None
+    assert await engine.save(with_refund(c, 1, T0 + 100), 0, [b"e"], {})
+    assert await engine.save(with_refund(a, 1, T0 + 200), 0, [b"e"], {})
+    assert [s.id for s in await engine.list_review(10)] == ["ps_a", "ps_c"]
+    assert [s.id for s in await engine.list_review(1)] == ["ps_a"]
+    assert [s.id for s in await engine.list_with_effects(True, 10)] == ["ps_a", "ps_c"]
+    assert await engine.oldest_pending_effect() == T0 + 100
+    # c's refund is confirmed and its review resolved: it leaves both lists, but its
+    # outbox is still listed among all outboxes.
+    c1 = await engine.load("ps_c")
+    assert c1 is not None
+    done_effect = replace(c1.effects[0], status="done", next_at=None, done_at=T0 + 300)
+    resolved = replace(c1, seq=2, needs_review=False, effects=(done_effect,))
+    assert await engine.save(resolved, 1, [b"r"], {})
+    assert [s.id for s in await engine.list_review(10)] == ["ps_a"]
+    assert [s.id for s in await engine.list_with_effects(True, 10)] == ["ps_a"]
+    assert [s.id for s in await engine.list_with_effects(False, 10)] == ["ps_a", "ps_c"]
+    assert await engine.oldest_pending_effect() == T0 + 200
+    assert await engine.list_review(0) == []
+
+
+async def test_an_ended_session_is_kept_while_its_outbox_owes_a_call(engine: Engine) -> None:
+    session = make_session("ps_owed")
+    await engine.create(session, {}, b"n")
+    ended_at = T0 + 1_000
+    assert await engine.save(with_refund(session, 1, ended_at), 0, [b"c"], {})
+    purge_at = ended_at + SETTINGS.retention_after_end_ms
+    await engine.claim_due(purge_at + 1, 10, 1_000)
+    owed = await engine.load("ps_owed")
+    assert owed is not None, "kept: the refund has not reached the provider"
+    done_effect = replace(owed.effects[0], status="done", next_at=None, done_at=purge_at + 2)
+    done = replace(owed, seq=2, updated_at=purge_at + 2, effects=(done_effect,))
+    assert await engine.save(done, 1, [b"d"], {})
+    await engine.claim_due(purge_at + 2 + SETTINGS.retention_after_end_ms, 10, 1_000)
+    assert await engine.load("ps_owed") is None
+    assert await engine.list_with_effects(False, 10) == []
+    assert await engine.list_review(10) == []
 
 
 async def test_records(engine: Engine) -> None:

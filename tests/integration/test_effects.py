@@ -1,0 +1,295 @@
+"""The outbox of gateway effects and the staff's tools, against real servers: a refund
+owed during a sandbox outage is made exactly once after it, whatever dies meanwhile;
+reviews close only when nothing is pending (docs/protocol.md section 6.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ..support.client import Socket, admin, create, merchant, open_socket, session_url
+from ..support.servers import Server
+
+pytestmark = pytest.mark.anyio
+
+OK = "4242424242424242"
+VOID_LOST = "4000000000000341"  # charged, and its first void is lost: a late success
+# The sandbox answers after 700 ms, time enough to cancel first; failing effects are
+# tried again every 100 to 400 ms.
+OUTBOX = {
+    "PAYLIVE_SANDBOX_DELAY_MS": "700",
+    "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
+    "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
+}
+WAIT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with Server(OUTBOX) as srv:
+        yield srv
+
+
+def cause(name: str) -> Any:
+    return lambda m: m["type"] == "state" and m["data"]["cause"] == name
+
+
+async def outage(http: httpx.AsyncClient, seconds: float) -> None:
+    reply = await http.post("/api/admin/sandbox/outage", json={"seconds": seconds}, headers=admin())
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["outage_until"] is None) == (seconds == 0)
+
+
+async def refund_owed(
+    http: httpx.AsyncClient, ws_url: str, outage_s: int
+) -> tuple[dict[str, Any], Socket]:
+    """Pay with the card whose void is lost, cancel, take the sandbox down: the success
+    lands after the end, and its refund waits in the outbox while the outage lasts."""
+    session = await create(http)
+    sock = await open_socket(session_url(ws_url, session))
+    assert (await sock.recv())["type"] == "snapshot"
+    paying = await http.post(
+        f"/api/sessions/{session['id']}/attempts",
+        json={"payment_method": {"card": VOID_LOST}},
+        headers=merchant(),
+    )
+    assert paying.status_code == 202, paying.text
+    cancelled = await http.post(f"/api/sessions/{session['id']}/cancel", headers=merchant())
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    await outage(http, outage_s)
+    late = await sock.until(cause("late_success_refunded"), timeout=WAIT_S)
+    assert late["data"]["session"]["needs_review"] is True
+    return session, sock
+
+
+async def effects(http: httpx.AsyncClient, query: str) -> list[dict[str, Any]]:
+    reply = await http.get(f"/api/admin/effects?{query}", headers=admin())
+    assert reply.status_code == 200, reply.text
+    return list(reply.json()["effects"])
+
+
+async def tried_and_pending(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    """The session's refund once a try at it has failed."""
+    with anyio.fail_after(WAIT_S):
+        while True:
+            found = await effects(http, f"status=pending&session={session_id}")
+            if found and found[0]["tries"] >= 1:
+                return found[0]
+            await anyio.sleep(0.05)
+
+
+async def ledger(http: httpx.AsyncClient, session_id: str) -> list[tuple[int, str]]:
+    reply = await http.get(f"/api/admin/sandbox/ledger?session={session_id}", headers=admin())
+    assert reply.status_code == 200, reply.text
+    return [(e["attempt"], e["kind"]) for e in reply.json()["entries"]]
+
+
+async def done_once(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    """Wait until the refund is confirmed; the provider moved the money exactly once."""
+    with anyio.fail_after(3 * WAIT_S):
+        while True:
+            found = await effects(http, f"status=all&session={session_id}")
+            if found and found[0]["status"] == "done":
+                break
+            await anyio.sleep(0.1)
+    assert len(found) == 1, found
+    assert await ledger(http, session_id) == [(1, "charge"), (1, "refund")]
+    return found[0]
+
+
+def metric(text: str, line_start: str) -> float:
+    return float(next(x for x in text.splitlines() if x.startswith(line_start)).split()[-1])
+
+
+# One worker, memory engine ----------------------------------------------------------
+
+
+async def test_a_refund_owed_during_an_outage_is_made_once_after_it(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        session, sock = await refund_owed(http, server.ws_url, outage_s=2)
+        sid = session["id"]
+        pending = await tried_and_pending(http, sid)
+        assert pending["id"] == f"{sid}:1:refund" and pending["kind"] == "refund"
+        assert "outage" in pending["last_error"] and pending["next_at"] is not None
+        assert pending["id"] in [e["id"] for e in await effects(http, "status=pending")]
+        summary = (await http.get("/api/admin/summary", headers=admin())).json()
+        assert summary["effects_pending"]["refund"] >= 1
+        assert await ledger(http, sid) == [(1, "charge")], "no refund yet: the provider is down"
+        refused = await http.post(
+            f"/api/admin/sessions/{sid}/review", json={"by": "ana", "note": "x"}, headers=admin()
+        )
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "effects_pending"
+        assert refused.json()["session"]["needs_review"] is True
+
+        done = await sock.until(cause("effect_done"), timeout=WAIT_S)
+        assert done["data"]["effect"]["id"] == f"{sid}:1:refund"
+        effect = await done_once(http, sid)
+        assert effect["tries"] >= 2 and effect["done_at"] >= effect["created_at"]
+        text = (await http.get("/metrics")).text
+        assert metric(text, 'paylive_effect_attempts_total{kind="refund",outcome="failed"}') >= 1
+        assert metric(text, 'paylive_effect_attempts_total{kind="refund",outcome="ok"}') >= 1
+        await sock.conn.close()
+
+
+async def test_a_review_closes_once_nothing_is_pending(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        session, sock = await refund_owed(http, server.ws_url, outage_s=1)
+        sid = session["id"]
+        flagged = await http.get("/api/admin/sessions?status=needs_review", headers=admin())
+        assert sid in [s["id"] for s in flagged.json()["sessions"]]
+        await done_once(http, sid)
+        resolved = await http.post(
+            f"/api/admin/sessions/{sid}/review",
+            json={"by": "ana", "note": "refund seen at the provider"},
+            headers=admin(),
+        )
+        assert resolved.status_code == 200, resolved.text
+        body = resolved.json()
+        assert body["needs_review"] is False
+        assert (
+            body["review"]["by"] == "ana"
+            and body["review"]["note"] == "refund seen at the provider"
+        )
+        assert [e["status"] for e in body["effects"]] == ["done"]
+        closing = await sock.until(cause("review_resolved"), timeout=WAIT_S)
+        assert closing["data"]["session"]["needs_review"] is False
+        assert "review" not in closing["data"]["session"], "the note stays with staff"
+        public = (await http.get(f"/api/sessions/{sid}", headers=merchant())).json()
+        assert "review" not in public and public["needs_review"] is False
+        again = await http.post(
+            f"/api/admin/sessions/{sid}/review", json={"by": "bo", "note": "y"}, headers=admin()
+        )
+        assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_state"
+        flagged = await http.get("/api/admin/sessions?status=needs_review", headers=admin())
+        assert sid not in [s["id"] for s in flagged.json()["sessions"]]
+
+        history = (await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())).json()
+        causes = [e["data"].get("cause") for e in history["events"]]
+        assert causes == [
+            "attempt_started",
+            "cancelled",
+            "late_success_refunded",
+            "effect_done",
+            "review_resolved",
+        ]
+        assert [e["seq"] for e in history["events"]] == [1, 2, 3, 4, 5]
+        assert history["complete"] is True and history["session"]["review"]["by"] == "ana"
+        await sock.conn.close()
+
+
+async def test_admin_inputs_are_checked(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        session = await create(http)
+        sid = session["id"]
+        customer = {"Authorization": f"Bearer {session['client_secret']}"}
+        cases: list[tuple[str, str, Any, dict[str, str], int, str]] = [
+            ("GET", "/api/admin/effects?status=late", None, admin(), 422, "invalid_field"),
+            ("GET", "/api/admin/effects?limit=0", None, admin(), 422, "invalid_field"),
+            ("GET", "/api/admin/effects?session=nope", None, admin(), 422, "invalid_field"),
+            ("GET", "/api/admin/effects", None, merchant(), 403, "forbidden"),
+            ("GET", "/api/admin/effects", None, {}, 401, "unauthorized"),
+            ("GET", "/api/admin/sessions/ps_nope/events", None, admin(), 404, "not_found"),
+            ("GET", f"/api/admin/sessions/{sid}/events", None, customer, 403, "forbidden"),
+            ("POST", f"/api/admin/sessions/{sid}/review", {"by": "a"}, admin(), 422, "invalid_field"),
+            ("POST", f"/api/admin/sessions/{sid}/review", {"by": "a", "note": " "}, admin(), 422, "invalid_field"),
+            ("POST", f"/api/admin/sessions/{sid}/review", {"by": "a", "note": "n" * 1001}, admin(), 422, "invalid_field"),
+            ("POST", f"/api/admin/sessions/{sid}/review", {"by": "a", "note": "n", "x": 1}, admin(), 422, "invalid_field"),
+            ("POST", f"/api/admin/sessions/{sid}/review", {"by": "a", "note": "n"}, admin(), 409, "invalid_state"),
+            ("POST", "/api/admin/sessions/ps_nope/review", {"by": "a", "note": "n"}, admin(), 404, "not_found"),
+            ("POST", f"/api/admin/sessions/{sid}/review", {"by": "a", "note": "n"}, merchant(), 403, "forbidden"),
+            ("POST", "/api/admin/sandbox/outage", {"seconds": -1}, admin(), 422, "invalid_field"),
+            ("POST", "/api/admin/sandbox/outage", {"seconds": 3601}, admin(), 422, "invalid_field"),
+            ("POST", "/api/admin/sandbox/outage", {"seconds": "5"}, admin(), 422, "invalid_field"),
+            ("POST", "/api/admin/sandbox/outage", {"seconds": 5}, merchant(), 403, "forbidden"),
+            ("GET", "/api/admin/sandbox/ledger", None, admin(), 422, "invalid_field"),
+            ("GET", "/api/admin/sandbox/ledger?session=ps_nope", None, admin(), 404, "not_found"),
+            ("GET", "/api/admin/sessions?status=late", None, admin(), 422, "invalid_field"),
+        ]  # fmt: skip
+        for method, path, body, headers, status, code in cases:
+            reply = await http.request(method, path, json=body, headers=headers)
+            assert (reply.status_code, reply.json()["error"]["code"]) == (status, code), (
+                method,
+                path,
+                body,
+                reply.text,
+            )
+        raw = await http.post(
+            f"/api/admin/sessions/{sid}/review",
+            content=b"{not json",
+            headers={**admin(), "Content-Type": "application/json"},
+        )
+        assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
+        # Nothing above changed the session.
+        got = (await http.get(f"/api/sessions/{sid}", headers=merchant())).json()
+        assert (got["seq"], got["needs_review"]) == (0, False)
+        assert await ledger(http, sid) == []
+
+
+async def test_a_charge_in_an_outage_is_a_network_error_and_nothing_moves(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        session = await create(http)
+        await outage(http, 30)
+        try:
+            reply = await http.post(
+                f"/api/sessions/{session['id']}/attempts",
+                json={"payment_method": {"card": OK}},
+                headers=merchant(),
+            )
+            assert reply.status_code == 202
+            with anyio.fail_after(WAIT_S):
+                while True:
+                    got = (
+                        await http.get(f"/api/sessions/{session['id']}", headers=merchant())
+                    ).json()
+                    if got["status"] == "interrupted":
+                        break
+                    await anyio.sleep(0.05)
+            assert got["attempts"][0]["status"] == "network_error"
+            # The retry needs a void first, and the provider cannot answer: nothing starts.
+            await anyio.sleep(0.4)  # past PAYLIVE_RETRY_DELAY_MS
+            retry = await http.post(
+                f"/api/sessions/{session['id']}/attempts", json={}, headers=merchant()
+            )
+            assert (
+                retry.status_code == 503 and retry.json()["error"]["code"] == "gateway_unavailable"
+            )
+        finally:
+            await outage(http, 0)
+        assert await ledger(http, session["id"]) == []
+        retry = await http.post(
+            f"/api/sessions/{session['id']}/attempts", json={}, headers=merchant()
+        )
+        assert retry.status_code == 202, retry.text
+
+
+async def test_the_sandbox_controls_are_not_served_in_production() -> None:
+    with Server({"PAYLIVE_ENV": "production"}) as prod:
+        async with httpx.AsyncClient(base_url=prod.url, timeout=10) as http:
+            session = await create(http)
+            out = await http.post("/api/admin/sandbox/outage", json={"seconds": 5}, headers=admin())
+            assert out.status_code == 404 and out.json()["error"]["code"] == "not_found"
+            book = await http.get(
+                f"/api/admin/sandbox/ledger?session={session['id']}", headers=admin()
+            )
+            assert book.status_code == 404
+            # The rest of the admin API is there.
+            assert (await http.get("/api/admin/effects", headers=admin())).status_code == 200
+
+
+async def test_a_provider_that_authorizes_first_is_captured_through_the_outbox() -> None:
+    with Server({**OUTBOX, "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "1"}) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            session = await create(http)
+            sock = await open_socket(session_url(srv.ws_url, session))
+            await sock.recv()
+            await sock.send({"type": "pay", "payment_method": {"card": OK}})
+            await sock.state("succeeded", timeout=WAIT_S)
+            done = await sock.until(cause("effect_done"), timeout=WAIT_S)
+            assert done["data"]["effect"]["kind"] == "capture"
+            assert done["data"]["session"]["needs_review"] is False
+            assert await ledger(http, session["id"]) == [(1, "charge"), (1, "capture")]
+            await sock.conn.close()
