@@ -483,6 +483,35 @@ async def test_unsubscribe_stops_delivery(engine: Engine) -> None:
 
 @pytest.mark.redis
 @needs_redis
+async def test_redis_keeps_a_session_whose_outbox_owes_a_call_past_its_expiry(
+    redis_server: RedisProc,
+) -> None:
+    redis_server.flushall()
+    engine = RedisEngine(redis_server.url, replace(SETTINGS, retention_after_end_ms=200))
+    try:
+        await engine.start()
+        session = make_session("ps_owed")
+        await engine.create(session, {}, b"n")
+        owed = with_refund(session, 1, T0 + 100)
+        assert await engine.save(owed, 0, [b"late"], {})
+        await anyio.sleep(0.5)
+        assert await engine.load("ps_owed") is not None, "no expiry while a call is owed"
+        done_effect = replace(owed.effects[0], status="done", next_at=None, done_at=T0 + 200)
+        assert await engine.save(replace(owed, seq=2, effects=(done_effect,)), 1, [b"d"], {})
+        await eventually(
+            lambda: redisproc.command(
+                redis_server.port, "EXISTS", "paylive:{ps_owed}:s"
+            ).startswith(b":0")
+        )
+        assert await engine.load("ps_owed") is None
+        assert await engine.list_with_effects(False, 10) == [], "gone from the listing too"
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+
+
+@pytest.mark.redis
+@needs_redis
 async def test_two_engines_share_state_and_fan_out(
     redis_engines: Callable[..., Awaitable[RedisEngine]], redis_server: RedisProc
 ) -> None:
@@ -558,10 +587,19 @@ async def test_data_survives_a_restart_with_append_only_file(tmp_path: Path) -> 
         await engine.create(session, {"status:created": 1}, b"n")
         assert await engine.save(replace(session, seq=1), 0, [b"e1"], {})
         await engine.put("idem:keep", b"v", 60_000)
+        owed = make_session("ps_owed")
+        await engine.create(owed, {}, b"n")
+        assert await engine.save(with_refund(owed, 1, T0 + 100), 0, [b"late"], {})
+        assert await engine.claim_effects(T0 + 100, 10, 5_000) == ["ps_owed"]
 
         server.stop()
         server.start()
         await eventually(lambda: engine.subscription_healthy and rec.resyncs == 1, timeout=10)
+
+        # The outbox and its lease came back with everything else.
+        assert await engine.load("ps_owed") == replace(with_refund(owed, 1, T0 + 100), version=1)
+        assert await engine.claim_effects(T0 + 5_099, 10, 5_000) == []
+        assert await engine.claim_effects(T0 + 5_100, 10, 5_000) == ["ps_owed"]
 
         assert await engine.load("ps_keep") == replace(session, seq=1, version=1)
         assert await engine.history("ps_keep", 0) == [b"e1"]
@@ -704,6 +742,16 @@ async def test_cluster(tmp_path: Path) -> None:
         assert await engine.claim_due(T0 + 30_000, 10, 1_000) == []
         assert await engine.put_if_absent("idem:c", b"v", 10_000) is None
         assert await engine.get("idem:c") == b"v"
+        # The outbox is saved in the session's slot, its due time and indexes follow.
+        for session_id in ids[:3]:
+            paying = await engine.load(session_id)
+            assert paying is not None
+            assert await engine.save(with_refund(paying, 2, T0 + 100), 1, [b"r"], {})
+        assert sorted(await engine.claim_effects(T0 + 100, 10, 1_000)) == sorted(ids[:3])
+        assert await engine.claim_effects(T0 + 100, 10, 1_000) == []
+        assert sorted(s.id for s in await engine.list_with_effects(True, 10)) == sorted(ids[:3])
+        assert sorted(s.id for s in await engine.list_review(10)) == sorted(ids[:3])
+        assert await engine.oldest_pending_effect() == T0 + 100
         # The probes, published through any node, come back over the bus.
         await anyio.sleep(0.5)
         assert engine.subscription_healthy and rec.resyncs == 0

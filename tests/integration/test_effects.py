@@ -4,7 +4,9 @@ reviews close only when nothing is pending (docs/protocol.md section 6.5)."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
+from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import Server
 
 pytestmark = pytest.mark.anyio
@@ -293,3 +296,67 @@ async def test_a_provider_that_authorizes_first_is_captured_through_the_outbox()
             assert done["data"]["session"]["needs_review"] is False
             assert await ledger(http, session["id"]) == [(1, "charge"), (1, "capture")]
             await sock.conn.close()
+
+
+# Several workers on Redis ---------------------------------------------------------
+
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+
+@needs_redis
+async def test_the_refund_survives_the_death_of_the_worker_that_decided_it(
+    tmp_path: Path,
+) -> None:
+    redis = start_redis(tmp_path / "redis", appendonly=True)
+    try:
+        env = {**OUTBOX, "PAYLIVE_REDIS_URL": redis.url}
+        # The doomed worker decides (its sandbox posts the success to itself) and tries
+        # the refund during the outage; the survivor makes it once the outage is over.
+        with Server(env) as survivor:
+            doomed = Server(env).start()
+            try:
+                async with httpx.AsyncClient(base_url=doomed.url, timeout=10) as on_doomed:
+                    session, sock = await refund_owed(on_doomed, doomed.ws_url, outage_s=3)
+                    await sock.conn.close()
+                    await tried_and_pending(on_doomed, session["id"])
+                doomed.stop(signal.SIGKILL)
+            finally:
+                doomed.close()
+            async with httpx.AsyncClient(base_url=survivor.url, timeout=10) as http:
+                sid = session["id"]
+                assert [e["status"] for e in await effects(http, f"status=all&session={sid}")] == [
+                    "pending"
+                ]
+                effect = await done_once(http, sid)
+                assert effect["id"] == f"{sid}:1:refund"
+                history = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+                causes = [e["data"].get("cause") for e in history.json()["events"]]
+                assert causes.count("effect_done") == 1
+                assert "POST /webhooks/sandbox" not in survivor.log(), (
+                    "the decision was the doomed one's"
+                )
+    finally:
+        redis.stop()
+
+
+@needs_redis
+async def test_the_refund_survives_a_redis_restart(tmp_path: Path) -> None:
+    redis = start_redis(tmp_path / "redis", appendonly=True)
+    try:
+        with Server({**OUTBOX, "PAYLIVE_REDIS_URL": redis.url}) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                session, sock = await refund_owed(http, srv.ws_url, outage_s=3)
+                await sock.conn.close()
+                sid = session["id"]
+                await tried_and_pending(http, sid)
+                redis.stop()
+                down = await http.get("/api/admin/effects", headers=admin())
+                assert down.status_code == 503
+                redis.start()
+                effect = await done_once(http, sid)
+                assert effect["tries"] >= 2
+                got = (await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())).json()
+                assert got["session"]["needs_review"] is True
+                assert [e["status"] for e in got["session"]["effects"]] == ["done"]
+    finally:
+        redis.stop()

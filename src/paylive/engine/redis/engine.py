@@ -102,6 +102,15 @@ class RedisEngine(Engine):
     async def counters(self) -> dict[str, int]:
         return await self._store.counters()
 
+    async def list_review(self, limit: int) -> list[Session]:
+        return await self._store.list_review(limit)
+
+    async def list_with_effects(self, pending_only: bool, limit: int) -> list[Session]:
+        return await self._store.list_with_effects(pending_only, limit)
+
+    async def oldest_pending_effect(self) -> int | None:
+        return await self._store.oldest_pending_effect()
+
     # Timers -----------------------------------------------------------------
 
     async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
@@ -109,6 +118,12 @@ class RedisEngine(Engine):
 
     async def schedule(self, session_id: str, due: int | None) -> None:
         await self._store.schedule(session_id, due)
+
+    async def claim_effects(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        return await self._store.claim_effects(now, limit, lease_ms)
+
+    async def schedule_effects(self, session_id: str, due: int | None) -> None:
+        await self._store.schedule_effects(session_id, due)
 
     # Records ----------------------------------------------------------------
 

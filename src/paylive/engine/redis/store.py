@@ -10,8 +10,9 @@ events to the capped history and PUBLISH each of them on the session channel and
 the admin channel. No event is published for a state that was not stored, and none
 stored without being published. The global keys live in another slot (on Cluster,
 perhaps another node), so a second script updates them right after a successful
-compare-and-set: counters, the active index, the purge time, and the timer. That
-second step is not atomic with the first, and this is the trade-off:
+compare-and-set: counters, the active index, the purge time, the timer, and the
+outbox's due time and indexes. That second step is not atomic with the first, and
+this is the trade-off:
 
 - The timer is only a hint, because firing is idempotent (a tick for a session that
   moved on does nothing). To lose no deadline if the worker dies between the two
@@ -22,7 +23,12 @@ second step is not atomic with the first, and this is the trade-off:
 - The exact timer write after the compare-and-set is guarded by the session version
   (``tver``), so that two workers' writes arriving out of order cannot leave a stale
   later due time in place of an earlier one.
-- A worker that dies between the two steps loses that save's counter deltas.
+- The outbox itself is in the session's record, so it is saved atomically with the
+  decision on Cluster too. Its due time is a hint written before the compare-and-set
+  exactly as the timer's (``ZADD LT``), so no effect is lost either; a claim that
+  finds nothing due sets it right.
+- A worker that dies between the two steps loses that save's counter deltas, and the
+  outbox listings miss its session until its next save (its effect's first try).
 
 Timers
 ------
@@ -33,6 +39,9 @@ ran out (the caller then deletes their keys: exactly when the memory engine purg
 them, ``updated_at + retention`` at the caller's clock) and drops index entries too
 old to belong to any live session. Claimed ids whose session expired are dropped
 rather than returned. The keys' own expiry is the backstop.
+
+``claim_effects`` claims due outbox effects from ``effects`` in the same way. A
+session whose outbox owes a call is neither purged nor expired (see ``keys``).
 """
 
 from __future__ import annotations
@@ -43,7 +52,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ...core.protocol import TERMINAL_STATUSES
 from ...core.session import Session
 from ...settings import Settings
 from ..base import EngineUnavailable
@@ -53,8 +61,12 @@ from .keys import (
     ACTIVE,
     ADMIN_CHANNEL,
     COUNTERS,
+    EFFECTS,
     ENDED,
     ORDER,
+    OUTBOX,
+    PENDING,
+    REVIEW,
     TIMERS,
     TVER,
     record_key,
@@ -70,9 +82,9 @@ PURGE_BATCH = 200
 # list_sessions skips (and unindexes) sessions that expired; it looks at most this
 # many pages for replacements, so a listing stays bounded.
 LIST_PAGES = 4
-# The save scripts learn from here which statuses end a session.
-_TERMINAL_ARG = " ".join(sorted(TERMINAL_STATUSES))
-_GLOBAL_INDEXES = [ORDER, ACTIVE, TIMERS, ENDED, TVER]
+# What forget.lua cleans: the version hash, then every index.
+_FORGET_KEYS = [TVER, ORDER, ACTIVE, TIMERS, ENDED, EFFECTS, OUTBOX, PENDING, REVIEW]
+_OUTBOX_INDEXES = [EFFECTS, OUTBOX, PENDING, REVIEW]
 
 
 def _dump(session: Session) -> bytes:
@@ -81,6 +93,21 @@ def _dump(session: Session) -> bytes:
 
 def _load(raw: bytes) -> Session:
     return Session.from_record(json.loads(raw))
+
+
+def _or_blank(value: int | None) -> int | str:
+    return "" if value is None else value
+
+
+def _outbox_args(session: Session) -> list[int | str]:
+    """The four outbox arguments of the save scripts (see the top of store.lua)."""
+    pending = [e.created_at for e in session.pending_effects]
+    return [
+        _or_blank(session.next_effect_at()),
+        _or_blank(min(pending) if pending else None),
+        _or_blank(min((e.created_at for e in session.effects), default=None)),
+        session.updated_at if session.needs_review else "",
+    ]
 
 
 def _stat_args(stats: Mapping[str, int]) -> list[Any]:
@@ -149,7 +176,7 @@ class Store:
         client = self._client
         stored = replace(session, version=expected_version + 1)
         due = stored.next_due()
-        terminal = stored.terminal
+        effect_due = stored.next_effect_at()
         keys = session_keys(session.id)
         args = self._save_args(stored, expected_version, events, stats)
         if not client.cluster:
@@ -157,34 +184,33 @@ class Store:
             # is one script and one round trip.
             async with client.op():
                 previous = await client.eval(
-                    scripts.SAVE_ONE_NODE, [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER], args
+                    scripts.SAVE_ONE_NODE,
+                    [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES],
+                    args,
                 )
             return previous is not None
         async with client.op():
+            # The hints first (see the module docstring): another slot, perhaps
+            # another node, so calls of their own.
             if due is not None:
-                # The timer hint first (see the module docstring): another slot,
-                # perhaps another node, so a call of its own.
                 await client.r.zadd(TIMERS, {session.id: due}, lt=True)
+            if effect_due is not None:
+                await client.r.zadd(EFFECTS, {session.id: effect_due}, lt=True)
             previous = await client.eval(scripts.SAVE, keys, args)
         if previous is None:
             return False
-        was_terminal = previous.decode() in TERMINAL_STATUSES
-        purge_at = (
-            stored.updated_at + self._settings.retention_after_end_ms
-            if terminal and not was_terminal
-            else ""
-        )
         try:
             async with client.op():
                 await client.eval(
                     scripts.SAVE_GLOBAL,
-                    [TIMERS, ACTIVE, ENDED, COUNTERS, TVER],
+                    [TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES],
                     [
                         session.id,
                         stored.version,
-                        "" if due is None else due,
-                        "1" if terminal else "0",
-                        purge_at,
+                        _or_blank(due),
+                        "1" if stored.terminal else "0",
+                        stored.updated_at + self._settings.retention_after_end_ms,
+                        *_outbox_args(stored),
                         *_stat_args(stats),
                     ],
                 )
@@ -217,12 +243,12 @@ class Store:
             session_channel(stored.id),
             ADMIN_CHANNEL,
             stored.id,
-            "" if due is None else due,
+            _or_blank(due),
             "1" if stored.terminal else "0",
             stored.updated_at + self._settings.retention_after_end_ms,
-            _TERMINAL_ARG,
             len(events),
             *events,
+            *_outbox_args(stored),
             *_stat_args(stats),
         ]
 
@@ -234,10 +260,24 @@ class Store:
         return None if held is None else list(held)
 
     async def list_sessions(self, active_only: bool, limit: int) -> list[Session]:
+        return await self._list(ACTIVE if active_only else ORDER, limit)
+
+    async def list_review(self, limit: int) -> list[Session]:
+        return await self._list(REVIEW, limit)
+
+    async def list_with_effects(self, pending_only: bool, limit: int) -> list[Session]:
+        return await self._list(PENDING if pending_only else OUTBOX, limit)
+
+    async def oldest_pending_effect(self) -> int | None:
+        async with self._client.op():
+            oldest: Any = await self._client.r.zrange(PENDING, 0, 0, withscores=True)
+        return int(oldest[0][1]) if oldest else None
+
+    async def _list(self, index: str, limit: int) -> list[Session]:
+        """The sessions of ``index``, highest score first, skipping any that expired."""
         if limit <= 0:
             return []
         client = self._client
-        index = ACTIVE if active_only else ORDER
         out: list[Session] = []
         start = 0
         async with client.op():
@@ -257,7 +297,7 @@ class Store:
                 # unindex them (the remaining entries move up by as many places).
                 start += len(ids) - len(gone)
                 if gone:
-                    await client.eval(scripts.FORGET, _GLOBAL_INDEXES, gone)
+                    await client.eval(scripts.FORGET, _FORGET_KEYS, gone)
                 if len(out) >= limit or len(ids) < want:
                     break
         return out
@@ -277,7 +317,7 @@ class Store:
         async with client.op():
             claimed, purged = await client.eval(
                 scripts.CLAIM,
-                [TIMERS, ENDED, ORDER, ACTIVE, TVER],
+                [TIMERS, ENDED, ORDER, ACTIVE, TVER, *_OUTBOX_INDEXES],
                 [now, max(0, limit), now + lease_ms, PURGE_BATCH, cutoff],
             )
             ids = [i.decode() for i in claimed]
@@ -291,19 +331,45 @@ class Store:
             gone = [sid for sid, held in zip(ids, exists, strict=True) if not held]
             if gone:
                 # Expired while their timer was still set: nothing to fire, ever.
-                await client.eval(scripts.FORGET, _GLOBAL_INDEXES, gone)
+                await client.eval(scripts.FORGET, _FORGET_KEYS, gone)
             return [sid for sid, held in zip(ids, exists, strict=True) if held]
 
+    async def claim_effects(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        if limit <= 0:
+            return []
+        client = self._client
+        async with client.op():
+            claimed = await client.eval(
+                scripts.CLAIM_EFFECTS, [EFFECTS], [now, limit, now + lease_ms]
+            )
+            ids = [i.decode() for i in claimed]
+            if not ids:
+                return []
+            async with client.r.pipeline(transaction=False) as pipe:
+                for session_id in ids:
+                    pipe.exists(session_keys(session_id)[0])
+                exists = await pipe.execute()
+            gone = [sid for sid, held in zip(ids, exists, strict=True) if not held]
+            if gone:
+                await client.eval(scripts.FORGET, _FORGET_KEYS, gone)
+        return [sid for sid, held in zip(ids, exists, strict=True) if held]
+
+    async def schedule_effects(self, session_id: str, due: int | None) -> None:
+        await self._schedule(EFFECTS, session_id, due)
+
     async def schedule(self, session_id: str, due: int | None) -> None:
+        await self._schedule(TIMERS, session_id, due)
+
+    async def _schedule(self, index: str, session_id: str, due: int | None) -> None:
         if not session_id:
             return
         client = self._client
         async with client.op():
             if due is None:
-                await client.r.zrem(TIMERS, session_id)
+                await client.r.zrem(index, session_id)
                 return
             if await client.r.exists(session_keys(session_id)[0]):
-                await client.r.zadd(TIMERS, {session_id: due})
+                await client.r.zadd(index, {session_id: due})
 
     # Records ----------------------------------------------------------------
 

@@ -1,5 +1,6 @@
--- KEYS: timers, ended, order, active, tver. ARGV: now, limit, lease end, purge batch,
--- index cutoff. Returns {claimed ids, purged ids}.
+-- KEYS: timers, ended, order, active, tver, then the outbox indexes (effects,
+-- outbox, pending, review). ARGV: now, limit, lease end, purge batch, index cutoff.
+-- Returns {claimed ids, purged ids}.
 -- First the purge, as the memory engine does it: ended sessions whose retention ran
 -- out at ``now`` are unindexed here and their keys (in other slots) deleted by the
 -- caller. Index entries older than the cutoff can only be leftovers of a crash.
@@ -12,6 +13,9 @@ for _, id in ipairs(purged) do
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[5], id)
+  for k = 6, #KEYS do
+    redis.call('ZREM', KEYS[k], id)
+  end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[5])

@@ -1,9 +1,9 @@
--- KEYS: order, active, timers, ended, tver. ARGV: ids whose session keys are gone.
+-- KEYS: tver, then every index (zsets) a session may be in. ARGV: ids whose session
+-- keys are gone.
 for i = 1, #ARGV do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[2], ARGV[i])
-  redis.call('ZREM', KEYS[3], ARGV[i])
-  redis.call('ZREM', KEYS[4], ARGV[i])
-  redis.call('HDEL', KEYS[5], ARGV[i])
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  for k = 2, #KEYS do
+    redis.call('ZREM', KEYS[k], ARGV[i])
+  end
 end
 return 1

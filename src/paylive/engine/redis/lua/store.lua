@@ -1,20 +1,24 @@
 -- The head of both save scripts (save.lua and save_one_node.lua follow it): compare
 -- the version (nil, and nothing changed, when it moved), store, append to the capped
--- history, publish; leaves the previous status in ``previous``.
+-- history, publish; leaves the previous status in ``previous`` and the index of the
+-- outbox arguments in ``fx``.
 -- KEYS[1], KEYS[2]: the session's s and h.
 -- ARGV, the same for both save scripts:
 --   1 expected version, 2 record, 3 new version, 4 status, 5 ttl_ms, 6 history cap,
 --   7 session channel, 8 admin channel, 9 id, 10 due or '', 11 terminal '1'/'0',
---   12 purge time, 13 the terminal statuses (space-separated), 14 event count n,
---   then the n events, then stat name/delta pairs.
+--   12 purge time, 13 event count n, then the n events, then four outbox arguments
+--   (fx .. fx + 3: the effect due time, the oldest pending effect's creation time,
+--   the first effect's creation time, the time the session was flagged for review;
+--   each '' when there is none), then stat name/delta pairs.
 local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
 if cur[1] ~= ARGV[1] then
   return false
 end
 local id = ARGV[9]
-local n = tonumber(ARGV[14])
-local first_event = 15
-local last_event = 14 + n
+local n = tonumber(ARGV[13])
+local first_event = 14
+local last_event = 13 + n
+local fx = last_event + 1
 redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
 if n > 0 then
   for i = first_event, last_event do
@@ -28,8 +32,14 @@ if n > 0 then
   end
   redis.call('HINCRBY', KEYS[1], 'n', n)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if ARGV[fx + 1] ~= '' then
+  -- The outbox owes the provider a call: the session is kept until it is made.
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
 for i = first_event, last_event do
   redis.call('PUBLISH', ARGV[7], ARGV[i])
   redis.call('PUBLISH', ARGV[8], ARGV[i])
