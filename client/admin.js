@@ -1,15 +1,16 @@
-// The admin dashboard: the live feed of every session (docs/protocol.md section 4, admin feed).
+// The admin dashboard: the live feed of every session (docs/protocol.md section 4, admin
+// feed), a page of them at a time, filtered by status and searched by order id; a
+// row opens the session's drill-down (timeline, attempts, gateway effects, review).
 //
 // The token comes from the fragment (#token=...) or the form, is kept in this tab's
 // sessionStorage, and is removed from the address bar at once. It goes to the server
-// only in the WebSocket URL, as the protocol requires.
+// in the WebSocket URL, as the protocol requires, and to the admin API in the
+// Authorization header.
 
-import {
-  ReconnectingSocket,
-  TERMINAL_STATUSES,
-  formatAmount,
-  socketOrigin,
-} from './paylive.js';
+import { ReconnectingSocket, TERMINAL_STATUSES, formatAmount, socketOrigin } from './paylive.js';
+import { MinuteCounts, drawChart } from './admin/chart.js';
+import { Drill } from './admin/drill.js';
+import { PAGE_SIZE, SessionTable } from './admin/model.js';
 
 const TOKEN_KEY = 'paylive.adminToken';
 const $ = (id) => document.getElementById(id);
@@ -22,18 +23,28 @@ const CONNECTION_LABELS = {
   offline: 'Offline',
   closed: 'Disconnected',
 };
+// Under a busy feed the table is drawn at most this often; the data is always current.
+const RENDER_EVERY_MS = 200;
+// Flagged sessions may have ended long ago, so the feed's snapshot (active ones) lacks
+// them: the needs-review filter asks the API for them, at most this many.
+const REVIEW_LIST_LIMIT = 500;
 
-/** session id -> {session, row} */
-const rows = new Map();
-// Finished sessions stay in view until there are this many rows; then the oldest go.
-const MAX_ROWS = 500;
+const table = new SessionTable();
+const counts = new MinuteCounts();
+const flashing = new Set();
+let page = 0;
 let socket = null;
+let renderQueued = false;
+let lastRender = 0;
+
+const token = () => sessionStorage.getItem(TOKEN_KEY) ?? '';
+const drill = new Drill(token, (session) => upsert(session));
 
 function takeTokenFromFragment() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ''));
-  const token = params.get('token');
-  if (token) {
-    sessionStorage.setItem(TOKEN_KEY, token);
+  const fromFragment = params.get('token');
+  if (fromFragment) {
+    sessionStorage.setItem(TOKEN_KEY, fromFragment);
     params.delete('token');
     const rest = params.toString();
     history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
@@ -65,7 +76,8 @@ function cell(text, className) {
   return td;
 }
 
-function fillRow(row, session) {
+function rowOf(session) {
+  const row = document.createElement('tr');
   const status = document.createElement('span');
   status.className = 'status-pill';
   status.dataset.status = session.status;
@@ -83,91 +95,83 @@ function fillRow(row, session) {
     review.append(flag);
   }
 
-  const idCell = cell(session.id, 'id mono');
-  idCell.title = session.id;
+  // The id opens the drill-down: a button, so the keyboard reaches it too.
+  const open = document.createElement('button');
+  open.type = 'button';
+  open.className = 'link-button mono';
+  open.textContent = session.id;
+  open.title = `Open ${session.id}`;
+  open.dataset.open = session.id;
+  const idCell = document.createElement('td');
+  idCell.className = 'id';
+  idCell.append(open);
+
+  const attempt =
+    session.attempt > 0 ? `${session.attempt} / ${session.max_attempts}` : `– / ${session.max_attempts}`;
   row.replaceChildren(
     idCell,
     cell(session.order_id ?? ''),
     cell(formatAmount(session.amount, session.currency), 'num amount'),
     statusCell,
-    cell(session.attempt > 0 ? `${session.attempt} / ${session.max_attempts}` : `– / ${session.max_attempts}`, 'attempt'),
+    cell(attempt, 'attempt'),
     cell(time(session.updated_at || session.created_at), 'updated'),
     review,
   );
   row.dataset.sessionId = session.id;
   row.dataset.status = session.status;
   row.classList.toggle('finished', TERMINAL_STATUSES.has(session.status));
+  if (flashing.has(session.id)) row.classList.add('flash');
+  return row;
 }
 
-function flash(row) {
-  row.classList.remove('flash');
-  void row.offsetWidth; // restart the animation
-  row.classList.add('flash');
+function options() {
+  return {
+    filter: $('filter-status').value,
+    search: $('search').value,
+    showFinished: $('show-finished').checked,
+    page,
+    pageSize: PAGE_SIZE,
+  };
 }
 
-/** Insert or update one session's row; an older copy (lower seq) never overwrites a newer one. */
-function upsert(session, highlight = true) {
-  if (!session?.id) return;
-  const known = rows.get(session.id);
-  if (known) {
-    if ((session.seq ?? 0) < (known.session.seq ?? 0)) return;
-    known.session = session;
-    fillRow(known.row, session);
-    if (highlight) flash(known.row);
-  } else {
-    const row = document.createElement('tr');
-    fillRow(row, session);
-    rows.set(session.id, { session, row });
-    // Newest first: find the first row created before this one.
-    const body = $('sessions-body');
-    const after = [...rows.values()]
-      .filter((r) => r.row.parentNode === body && (r.session.created_at ?? 0) <= (session.created_at ?? 0))
-      .sort((a, b) => (b.session.created_at ?? 0) - (a.session.created_at ?? 0))[0];
-    body.insertBefore(row, after ? after.row : null);
-    if (highlight) flash(row);
-    prune();
-  }
-  refreshTable();
-}
-
-function prune() {
-  if (rows.size <= MAX_ROWS) return;
-  const finished = [...rows.values()]
-    .filter((r) => TERMINAL_STATUSES.has(r.session.status))
-    .sort((a, b) => (a.session.updated_at ?? 0) - (b.session.updated_at ?? 0));
-  for (const { session, row } of finished.slice(0, rows.size - MAX_ROWS)) {
-    row.remove();
-    rows.delete(session.id);
-  }
-}
-
-function replaceAll(sessions) {
-  rows.clear();
-  $('sessions-body').replaceChildren();
-  const sorted = [...sessions].sort((a, b) => (b.created_at ?? 0) - (a.created_at ?? 0));
-  for (const session of sorted) {
-    const row = document.createElement('tr');
-    fillRow(row, session);
-    rows.set(session.id, { session, row });
-    $('sessions-body').append(row);
-  }
-  refreshTable();
-}
-
-function refreshTable() {
-  const showFinished = $('show-finished').checked;
-  let active = 0;
-  let visible = 0;
-  for (const { session, row } of rows.values()) {
-    const finished = TERMINAL_STATUSES.has(session.status);
-    if (!finished) active += 1;
-    row.hidden = finished && !showFinished;
-    if (!row.hidden) visible += 1;
-  }
-  const finished = rows.size - active;
+/** Draw the current page now: only its rows are in the document, whatever the total. */
+function render() {
+  renderQueued = false;
+  lastRender = performance.now();
+  const view = table.view(options());
+  page = view.page;
+  $('sessions-body').replaceChildren(...view.rows.map(rowOf));
+  flashing.clear();
   $('session-count').textContent =
-    rows.size === 0 ? 'No sessions' : `${active} active, ${finished} finished in this view`;
-  $('empty').hidden = visible > 0;
+    table.size === 0
+      ? 'No sessions'
+      : `${view.active} active, ${view.finished} finished in this view` +
+        (view.total !== table.size ? ` · ${view.total} shown by the filter` : '');
+  $('empty').hidden = view.total > 0;
+  $('empty').textContent =
+    table.size === 0
+      ? 'No active sessions yet. New ones appear here as they are created.'
+      : 'No session matches the filter.';
+  const last = view.first === 0 ? 0 : view.first + view.rows.length - 1;
+  $('page-info').textContent =
+    view.total === 0 ? 'No sessions' : `${view.first}–${last} of ${view.total} (page ${view.page + 1} of ${view.pages})`;
+  $('page-prev').disabled = view.page === 0;
+  $('page-next').disabled = view.page >= view.pages - 1;
+}
+
+/** Draw soon: at most once a frame, and not more often than RENDER_EVERY_MS. */
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  const wait = Math.max(0, RENDER_EVERY_MS - (performance.now() - lastRender));
+  setTimeout(() => requestAnimationFrame(render), wait);
+}
+
+function upsert(session) {
+  if (table.upsert(session)) {
+    flashing.add(session.id);
+    scheduleRender();
+  }
 }
 
 function percent(rate) {
@@ -198,22 +202,41 @@ function renderSummary(summary) {
   $('sum-review').textContent = String(review);
   // Said in words, not only in red.
   $('sum-review-detail').textContent = review > 0 ? '⚠ check these by hand' : 'nothing to check';
-  $('sum-review-card').classList.toggle('alert', review > 0);
+  // Money still to move at the provider (refunds, voids, captures), beside the reviews.
+  const effects = summary.effects_pending ?? {};
+  const pending = Object.values(effects).reduce((a, b) => a + (Number(b) || 0), 0);
+  const waiting = Object.entries(effects).filter(([, n]) => Number(n) > 0);
+  // Shown only while something is pending, so the summary still fits a small phone.
+  $('sum-effects').dataset.pending = String(pending);
+  $('sum-effects').hidden = pending === 0;
+  $('sum-effects').textContent = `⚠ ${waiting.map(([kind, n]) => `${n} ${kind}`).join(' · ')} pending`;
+  $('sum-review-card').classList.toggle('alert', review > 0 || pending > 0);
+}
+
+function drawCounts() {
+  drawChart($('chart'), counts.series(Date.now()), $('chart-desc'), $('chart-top'));
 }
 
 function receive(message) {
   const data = message.data ?? {};
   switch (message.type) {
     case 'admin.snapshot':
-      replaceAll(data.sessions ?? []);
+      table.replaceAll(data.sessions ?? []);
       renderSummary(data.summary);
+      render();
+      if ($('filter-status').value === 'needs_review') void loadFlagged();
       break;
     case 'state':
+      counts.add(message.ts ?? Date.now(), data.cause);
+      upsert(data.session);
+      if (message.session) drill.notice(message.session);
+      break;
     case 'admin.created':
       upsert(data.session);
       break;
     case 'summary':
       renderSummary(data.summary ?? data);
+      drawCounts();
       break;
     default:
       // retry_prompt, pong and newer types: the state events already carry the session.
@@ -221,10 +244,24 @@ function receive(message) {
   }
 }
 
-function connect(token) {
+/** Sessions flagged for review that this page may not hold (they ended long ago). */
+async function loadFlagged() {
+  try {
+    const reply = await fetch(`/api/admin/sessions?status=needs_review&limit=${REVIEW_LIST_LIMIT}`, {
+      headers: { Authorization: `Bearer ${token()}` },
+    });
+    if (!reply.ok) return;
+    for (const session of (await reply.json()).sessions ?? []) table.upsert(session);
+    render();
+  } catch {
+    // The feed still shows every session flagged from now on.
+  }
+}
+
+function connect(adminToken) {
   socket?.close();
   showDashboard();
-  const url = () => `${socketOrigin()}/ws/admin?${new URLSearchParams({ token })}`;
+  const url = () => `${socketOrigin()}/ws/admin?${new URLSearchParams({ token: adminToken })}`;
   // The feed sends a summary every second, so a silence of 10 s means the server is gone.
   socket = new ReconnectingSocket(url, { silenceTimeout: 10_000 });
   window.__paylive_admin = socket;
@@ -245,29 +282,54 @@ function connect(token) {
 
 $('token-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  const token = $('token').value.trim();
-  if (!token) return;
-  sessionStorage.setItem(TOKEN_KEY, token);
+  const typed = $('token').value.trim();
+  if (!typed) return;
+  sessionStorage.setItem(TOKEN_KEY, typed);
   $('token').value = '';
-  connect(token);
+  connect(typed);
 });
 
 $('forget').addEventListener('click', () => {
   socket?.close();
   socket = null;
   sessionStorage.removeItem(TOKEN_KEY);
-  replaceAll([]);
+  table.replaceAll([]);
+  render();
   showTokenForm();
 });
 
-$('show-finished').addEventListener('change', refreshTable);
+function refilter() {
+  page = 0;
+  render();
+}
+
+$('show-finished').addEventListener('change', refilter);
+$('search').addEventListener('input', refilter);
+$('filter-status').addEventListener('change', () => {
+  refilter();
+  if ($('filter-status').value === 'needs_review') void loadFlagged();
+});
+$('page-prev').addEventListener('click', () => {
+  page -= 1;
+  render();
+});
+$('page-next').addEventListener('click', () => {
+  page += 1;
+  render();
+});
+$('sessions-body').addEventListener('click', (event) => {
+  const row = event.target.closest('tr[data-session-id]');
+  if (row) void drill.open(row.dataset.sessionId);
+});
 
 window.addEventListener('hashchange', () => {
   if (!/(^#|&)token=/.test(location.hash)) return;
-  const token = takeTokenFromFragment();
-  if (token) connect(token);
+  const fromFragment = takeTokenFromFragment();
+  if (fromFragment) connect(fromFragment);
 });
+// For tests and people at the console: the data behind the table.
+window.__paylive_dashboard = { table, render, upsert, counts };
 
-const token = takeTokenFromFragment();
-if (token) connect(token);
+const stored = takeTokenFromFragment();
+if (stored) connect(stored);
 else showTokenForm();

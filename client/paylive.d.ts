@@ -44,7 +44,10 @@ export type StateCause =
   | 'voided'
   | 'cancelled'
   | 'expired'
-  | 'failed';
+  | 'failed'
+  | 'effect_done'
+  | 'effect_overdue'
+  | 'review_resolved';
 
 export interface Attempt {
   number: number;
@@ -85,7 +88,7 @@ export interface Session {
   expires_at: number;
   /** Goes up by one with every durable event. */
   seq: number;
-  /** A payment made after the end was refunded: staff should look. */
+  /** A payment made after the end was refunded, or a gateway effect is overdue: staff should look. */
   needs_review: boolean;
   metadata: Record<string, unknown>;
 }
@@ -115,7 +118,28 @@ export interface Summary {
   /** Succeeded over finished, 0 to 1; null before any session finished. */
   success_rate: number | null;
   recovered_by_retry: number;
+  /** Reviews still open. */
   needs_review: number;
+  /** Gateway effects decided and not yet confirmed by the provider, by kind. */
+  effects_pending: Record<EffectKind, number>;
+}
+
+/** What must still reach the provider after a decision (docs/protocol.md section 6.5). */
+export type EffectKind = 'void' | 'refund' | 'capture';
+
+/** One entry of a session's outbox (the admin API, and `effect_done`/`effect_overdue` events). */
+export interface GatewayEffect {
+  /** Its idempotency key: `"{session_id}:{attempt}:{kind}"`. */
+  id: string;
+  session: string;
+  attempt: number;
+  kind: EffectKind;
+  status: 'pending' | 'done';
+  tries: number;
+  next_at: number | null;
+  last_error: string | null;
+  created_at: number;
+  done_at: number | null;
 }
 
 // ---------------------------------------------------------------------------------
@@ -134,7 +158,7 @@ export type SnapshotMessage = Message<'snapshot', { session: Session }>;
 /** Durable: carries the session's new `seq`. */
 export type StateMessage = Message<
   'state',
-  { session: Session; previous: SessionStatus; cause: StateCause }
+  { session: Session; previous: SessionStatus; cause: StateCause; effect?: GatewayEffect }
 >;
 /** Durable: right after a `state` into `interrupted`. */
 export type RetryPromptMessage = Message<'retry_prompt', RetryPrompt & { reason: InterruptionReason }>;

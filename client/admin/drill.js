@@ -1,0 +1,241 @@
+// The drill-down: one session as staff see it (its timeline, attempts and outbox of
+// gateway effects) and the form that resolves its review. It reads the admin API
+// with the token the dashboard holds; every text goes in as text, never as markup.
+
+import { formatAmount } from '../paylive/format.js';
+
+// While open, the session is read again this often: a failed try of an effect changes
+// its outbox without a durable event on the feed.
+const REFRESH_MS = 3000;
+const $ = (id) => document.getElementById(id);
+
+function clock(ms) {
+  if (!ms) return '–';
+  const d = new Date(ms);
+  return `${d.toLocaleTimeString(undefined, { hour12: false })}.${String(d.getMilliseconds()).padStart(3, '0')}`;
+}
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function pill(status) {
+  const span = el('span', status, 'status-pill');
+  span.dataset.status = status;
+  return span;
+}
+
+function row(cells) {
+  const tr = document.createElement('tr');
+  for (const cell of cells) {
+    const td = document.createElement('td');
+    if (cell instanceof Node) td.append(cell);
+    else td.textContent = cell ?? '–';
+    tr.append(td);
+  }
+  return tr;
+}
+
+/** What one durable event says, in a few words. */
+export function describeEvent(event) {
+  const data = event.data ?? {};
+  if (event.type === 'retry_prompt') {
+    return `retry prompt: attempt ${data.next_attempt} of ${data.max_attempts} allowed (${data.reason})`;
+  }
+  const status = data.session?.status;
+  const move = data.previous && data.previous !== status ? `${data.previous} → ${status}` : status;
+  const effect = data.effect;
+  if (effect) {
+    const tries = effect.tries === 1 ? '1 try' : `${effect.tries} tries`;
+    const what = `${effect.kind} of attempt ${effect.attempt}`;
+    return data.cause === 'effect_done'
+      ? `${what} confirmed by the provider after ${tries}`
+      : `${what} still failing after ${tries}: flagged for review`;
+  }
+  const attempt = data.session?.attempt ? `, attempt ${data.session.attempt}` : '';
+  return `${move}${attempt}`;
+}
+
+export class Drill {
+  /** ``token()`` gives the admin token; ``onChange(session)`` hears of a resolved review. */
+  constructor(token, onChange) {
+    this.token = token;
+    this.onChange = onChange;
+    this.dialog = $('drill');
+    this.sessionId = null;
+    this.timer = null;
+    this.loading = null;
+    $('drill-close').addEventListener('click', () => this.dialog.close());
+    this.dialog.addEventListener('close', () => this.#stop());
+    $('review-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      void this.#resolve();
+    });
+  }
+
+  get openId() {
+    return this.dialog.open ? this.sessionId : null;
+  }
+
+  open(sessionId) {
+    this.sessionId = sessionId;
+    $('drill-id').textContent = sessionId;
+    $('review-error').textContent = '';
+    $('drill-error').textContent = '';
+    for (const id of ['drill-timeline', 'drill-attempts-body', 'drill-effects-body']) {
+      $(id).replaceChildren();
+    }
+    if (!this.dialog.open) this.dialog.showModal();
+    clearInterval(this.timer);
+    this.timer = setInterval(() => void this.refresh(), REFRESH_MS);
+    return this.refresh();
+  }
+
+  /** A feed event for ``sessionId`` arrived: read it again if it is the one open. */
+  notice(sessionId) {
+    if (this.openId === sessionId) void this.refresh();
+  }
+
+  async refresh() {
+    const sessionId = this.sessionId;
+    if (!sessionId || !this.dialog.open) return;
+    // One read at a time; a notice during a read is answered by the next timer tick.
+    if (this.loading) return this.loading;
+    this.loading = this.#load(sessionId).finally(() => {
+      this.loading = null;
+    });
+    return this.loading;
+  }
+
+  async #load(sessionId) {
+    try {
+      const reply = await this.#api(`/api/admin/sessions/${encodeURIComponent(sessionId)}/events`);
+      const body = await reply.json();
+      if (sessionId !== this.sessionId) return;
+      if (!reply.ok) {
+        $('drill-error').textContent = body?.error?.message ?? `the server answered ${reply.status}`;
+        return;
+      }
+      $('drill-error').textContent = '';
+      this.#render(body.session, body.events ?? [], body.complete !== false);
+    } catch (error) {
+      $('drill-error').textContent = `Could not read the session: ${error.message}`;
+    }
+  }
+
+  #api(path, init = {}) {
+    const headers = { Authorization: `Bearer ${this.token()}`, ...(init.headers ?? {}) };
+    return fetch(path, { ...init, headers });
+  }
+
+  #render(session, events, complete) {
+    $('drill-title').textContent = `Order ${session.order_id}`;
+    const facts = $('drill-facts');
+    facts.replaceChildren(
+      el('span', formatAmount(session.amount, session.currency), 'drill-amount'),
+      pill(session.status),
+    );
+    if (session.needs_review) facts.append(el('span', 'needs review', 'review-flag'));
+
+    const effects = session.effects ?? [];
+    const pending = effects.filter((e) => e.status === 'pending');
+    $('drill-effects-body').replaceChildren(
+      ...effects.map((e) => {
+        const tr = row([
+          e.kind,
+          String(e.attempt),
+          pill(e.status),
+          String(e.tries),
+          e.status === 'pending' ? clock(e.next_at) : `done ${clock(e.done_at)}`,
+          e.last_error ?? '–',
+        ]);
+        tr.dataset.effect = e.id;
+        tr.dataset.status = e.status;
+        return tr;
+      }),
+    );
+    $('drill-effects-empty').hidden = effects.length > 0;
+
+    $('drill-attempts-body').replaceChildren(
+      ...(session.attempts ?? []).map((a) =>
+        row([
+          String(a.number),
+          pill(a.status),
+          a.decline_code ?? '–',
+          a.provider_ref ?? '–',
+          clock(a.started_at),
+          clock(a.ended_at),
+        ]),
+      ),
+    );
+    $('drill-attempts-empty').hidden = (session.attempts ?? []).length > 0;
+
+    $('drill-timeline').replaceChildren(
+      ...events.map((event) => {
+        const li = el('li');
+        li.dataset.seq = String(event.seq);
+        li.dataset.cause = event.data?.cause ?? event.type;
+        li.append(
+          el('time', clock(event.ts), 'mono'),
+          el('span', event.data?.cause ?? event.type, 'cause'),
+          el('span', describeEvent(event), 'what'),
+        );
+        return li;
+      }),
+    );
+    $('drill-timeline-note').textContent = complete
+      ? ''
+      : 'The oldest events are no longer kept; the timeline starts later.';
+
+    const review = session.review;
+    $('drill-review-done').textContent = review
+      ? `Last review resolved by ${review.by} at ${clock(review.at)}: ${review.note}`
+      : '';
+    $('review-form').hidden = !session.needs_review;
+    const many = pending.length > 1;
+    $('review-pending').textContent = pending.length
+      ? `${pending.length} gateway effect${many ? 's are' : ' is'} still pending: the review ` +
+        `can be resolved once the provider has confirmed ${many ? 'them' : 'it'}.`
+      : '';
+  }
+
+  async #resolve() {
+    const sessionId = this.sessionId;
+    const by = $('review-by').value.trim();
+    const note = $('review-note').value.trim();
+    if (!by || !note) {
+      $('review-error').textContent = 'Say who you are and what was done.';
+      return;
+    }
+    $('review-submit').disabled = true;
+    try {
+      const reply = await this.#api(`/api/admin/sessions/${encodeURIComponent(sessionId)}/review`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ by, note }),
+      });
+      const body = await reply.json();
+      if (!reply.ok) {
+        $('review-error').textContent = body?.error?.message ?? `the server answered ${reply.status}`;
+        return;
+      }
+      $('review-error').textContent = '';
+      $('review-note').value = '';
+      this.onChange(body);
+      await this.refresh();
+    } catch (error) {
+      $('review-error').textContent = `Could not resolve the review: ${error.message}`;
+    } finally {
+      $('review-submit').disabled = false;
+    }
+  }
+
+  #stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.sessionId = null;
+  }
+}
