@@ -113,9 +113,17 @@ def metric(text: str, line_start: str) -> float:
 
 async def test_a_refund_owed_during_an_outage_is_made_once_after_it(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        session, sock = await refund_owed(http, server.ws_url, outage_s=2)
+        session, sock = await refund_owed(http, server.ws_url, outage_s=3)
         sid = session["id"]
         pending = await tried_and_pending(http, sid)
+        # The outbox gauges follow within a second (the summary loop sets them).
+        with anyio.fail_after(WAIT_S):
+            while True:
+                text = (await http.get("/metrics")).text
+                if metric(text, 'paylive_effects_pending{kind="refund"}') >= 1:
+                    break
+                await anyio.sleep(0.1)
+        assert metric(text, "paylive_effect_age_seconds") > 0
         assert pending["id"] == f"{sid}:1:refund" and pending["kind"] == "refund"
         assert "outage" in pending["last_error"] and pending["next_at"] is not None
         assert pending["id"] in [e["id"] for e in await effects(http, "status=pending")]
@@ -135,6 +143,9 @@ async def test_a_refund_owed_during_an_outage_is_made_once_after_it(server: Serv
         text = (await http.get("/metrics")).text
         assert metric(text, 'paylive_effect_attempts_total{kind="refund",outcome="failed"}') >= 1
         assert metric(text, 'paylive_effect_attempts_total{kind="refund",outcome="ok"}') >= 1
+        with anyio.fail_after(WAIT_S):
+            while metric((await http.get("/metrics")).text, "paylive_effect_age_seconds") != 0:
+                await anyio.sleep(0.1)
         await sock.conn.close()
 
 

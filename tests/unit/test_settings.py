@@ -59,6 +59,10 @@ def test_values_are_read() -> None:
         ("PAYLIVE_REDIS_URL", "localhost:6379"),
         ("PAYLIVE_ALLOWED_ORIGINS", "shop.example"),
         ("PAYLIVE_API_KEY", "short"),
+        ("PAYLIVE_EFFECT_REVIEW_AFTER_MS", "15min"),
+        ("PAYLIVE_EFFECT_RETRY_BASE_MS", "0"),
+        ("PAYLIVE_EFFECT_RETRY_CAP_MS", "-5"),
+        ("PAYLIVE_SANDBOX_AUTHORIZE_FIRST", "maybe"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -116,3 +120,26 @@ def test_the_machine_rules_come_from_settings_alone() -> None:
     )
     tuned = Rules.of(load_settings({"PAYLIVE_MAX_ATTEMPTS": "5", "PAYLIVE_RETRY_DELAY_MS": "0"}))
     assert (tuned.max_attempts, tuned.retry_delay_ms) == (5, 0)
+
+
+def test_the_outbox_is_configured_by_its_variables() -> None:
+    s = load_settings({})
+    assert (s.effect_review_after_ms, s.effect_retry_base_ms, s.effect_retry_cap_ms) == (
+        900_000,
+        1_000,
+        60_000,
+    )
+    assert s.sandbox_authorize_first is False
+    tuned = load_settings(
+        {
+            "PAYLIVE_EFFECT_REVIEW_AFTER_MS": "60000",
+            "PAYLIVE_EFFECT_RETRY_BASE_MS": "50",
+            "PAYLIVE_EFFECT_RETRY_CAP_MS": "50",
+            "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "true",
+        }
+    )
+    rules = Rules.of(tuned)
+    assert (rules.effect_review_after_ms, rules.effect_retry_base_ms) == (60_000, 50)
+    assert (rules.effect_retry_cap_ms, rules.authorize_first) == (50, True)
+    with pytest.raises(SettingsError, match="PAYLIVE_EFFECT_RETRY_CAP_MS must be at least"):
+        load_settings({"PAYLIVE_EFFECT_RETRY_BASE_MS": "5000", "PAYLIVE_EFFECT_RETRY_CAP_MS": "10"})
