@@ -91,11 +91,11 @@ def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:
     elif d.quiet:
         # A failed try of an effect is written on the effect alone.
         assert replace(s, effects=before.effects) == before
-        assert d.effects == ()
+        assert d.charges == ()
     else:
         # Nothing durable happened: nothing changed and no money moves.
         assert s == before
-        assert d.effects == ()
+        assert d.charges == ()
     # Money moves at most once: one succeeded attempt exactly when the session succeeded.
     assert sum(a.status == A_SUCCEEDED for a in s.attempts) == (1 if s.status == SUCCEEDED else 0)
     assert [a.number for a in s.attempts] == list(range(1, len(s.attempts) + 1))
@@ -113,7 +113,7 @@ def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:
         assert s.retry_at is None
         # Nothing is left whose outcome is unknown once the session is over.
         assert not [a for a in s.attempts if a.status in OUTCOME_UNKNOWN]
-    for charge in d.effects:
+    for charge in d.charges:
         assert charge.key == f"{s.id}:{charge.attempt}"
     # The outbox only grows: an effect, once decided, is never dropped or decided twice.
     assert [(e.kind, e.attempt) for e in s.effects[: len(before.effects)]] == [
@@ -254,7 +254,7 @@ def test_pay_starts_attempt_one_and_charges_under_its_key() -> None:
     assert s.attempts[0].status == A_PROCESSING
     assert (s.attempts[0].started_at, s.attempts[0].ended_at) == (PAY, None)
     assert s.payment_method == CARD
-    assert d.effects == (Charge(1, f"{SID}:1", CARD, 1999, "EUR"),)
+    assert d.charges == (Charge(1, f"{SID}:1", CARD, 1999, "EUR"),)
     assert d.refusal is None
 
 
@@ -268,7 +268,7 @@ def test_provider_success_succeeds() -> None:
     assert (s.deadline, s.retry_at) == (None, None)
     a = s.attempts[0]
     assert (a.status, a.ended_at, a.provider_ref) == (A_SUCCEEDED, PAY + 1_500, "ch_1")
-    assert d.effects == ()
+    assert d.charges == ()
 
 
 def test_first_attempt_needs_a_payment_method() -> None:
@@ -310,7 +310,7 @@ def test_known_failures_interrupt_with_a_retry_prompt(
     assert (a.status, a.ended_at, a.decline_code) == (attempt_status, at, decline_code)
     assert s.last_error["reason"] == reason and s.last_error["attempt"] == 1
     assert s.last_error.get("decline_code") == decline_code
-    assert d.effects == ()
+    assert d.charges == ()
 
 
 @pytest.mark.parametrize(
@@ -380,7 +380,7 @@ def test_retry_voids_the_unknown_attempt_first(how: str) -> None:
     assert d.events[0].data["session"]["attempts"][0]["status"] == A_VOIDED
     assert (s2.attempts[0].status, s2.attempts[0].ended_at) == (A_VOIDED, ended)
     assert (s2.status, s2.attempt, s2.attempts[1].status) == (PROCESSING, 2, A_PROCESSING)
-    assert d.effects == (Charge(2, f"{SID}:2", CARD, 1999, "EUR"),)
+    assert d.charges == (Charge(2, f"{SID}:2", CARD, 1999, "EUR"),)
     assert d.refusal is None
 
 
@@ -395,7 +395,7 @@ def test_void_finding_a_charge_makes_the_retry_already_paid(how: str) -> None:
     assert s2.status == SUCCEEDED
     assert len(s2.attempts) == 1 and s2.attempts[0].status == A_SUCCEEDED
     assert s2.attempts[0].ended_at == s.attempts[0].ended_at
-    assert d.effects == ()  # no second charge
+    assert d.charges == ()  # no second charge
     assert (d.refusal.status, d.refusal.code) == (409, "already_paid")
 
 
@@ -410,7 +410,7 @@ def test_late_success_webhook_after_the_deadline() -> None:
     a = s2.attempts[0]
     # The attempt keeps the time it ended at the deadline; it just turned out charged.
     assert (a.status, a.ended_at, a.provider_ref) == (A_SUCCEEDED, DEADLINE, "ch_late")
-    assert d.effects == ()
+    assert d.charges == ()
 
 
 @pytest.mark.parametrize("how", ["card_declined", "provider_error"])
@@ -429,7 +429,7 @@ def test_pay_while_processing_is_refused() -> None:
     s = pay()
     d = step(s, StartAttempt(OTHER_CARD), PAY + 100)
     assert (d.refusal.status, d.refusal.code) == (409, "invalid_state")
-    assert d.effects == ()
+    assert d.charges == ()
 
 
 def test_retry_before_retry_at_is_refused_then_allowed() -> None:
@@ -445,16 +445,16 @@ def test_retry_before_retry_at_is_refused_then_allowed() -> None:
 def test_retry_reuses_the_last_payment_method() -> None:
     s = end(pay(method=CARD), "card_declined")
     d = retry(s)
-    assert d.effects[0].payment_method == CARD
+    assert d.charges[0].payment_method == CARD
     assert d.session.payment_method == CARD
 
 
 def test_retry_with_a_new_method_uses_and_keeps_it() -> None:
     s = end(pay(method=CARD), "card_declined")
     d = retry(s, method=OTHER_CARD)
-    assert d.effects[0].payment_method == OTHER_CARD
+    assert d.charges[0].payment_method == OTHER_CARD
     s = end(d.session, "provider_error")
-    assert retry(s).effects[0].payment_method == OTHER_CARD
+    assert retry(s).charges[0].payment_method == OTHER_CARD
 
 
 def test_second_interruption_prompts_for_the_third_attempt() -> None:
@@ -481,8 +481,8 @@ def test_idempotency_keys_are_session_and_attempt_number() -> None:
     for n in (2, 3):
         s = end(s, "card_declined")
         d = retry(s)
-        assert [e.key for e in d.effects] == [f"{SID}:{n}"]
-        keys.append(d.effects[0].key)
+        assert [e.key for e in d.charges] == [f"{SID}:{n}"]
+        keys.append(d.charges[0].key)
         s = d.session
     assert len(set(keys)) == 3
     assert [a["idempotency_key"] for a in s.to_public()["attempts"]] == keys
@@ -696,7 +696,7 @@ def test_retry_after_expiry_expires_instead_of_charging(
     s = end(pay(), "timeout")
     d = settle(s, StartAttempt(None), EXPIRES + 1, charged)
     assert d.session.status == status
-    assert not [e for e in d.effects if isinstance(e, Charge)]
+    assert not [e for e in d.charges if isinstance(e, Charge)]
     assert d.refusal.status == 409
     assert d.refusal.code == ("already_paid" if charged else "invalid_state")
 
@@ -704,7 +704,7 @@ def test_retry_after_expiry_expires_instead_of_charging(
 def test_pay_after_expiry_expires_a_created_session() -> None:
     d = step(fresh(), StartAttempt(CARD), EXPIRES)
     assert causes(d) == ["expired"]
-    assert d.effects == ()
+    assert d.charges == ()
     assert (d.refusal.status, d.refusal.code) == (409, "invalid_state")
 
 
@@ -722,7 +722,7 @@ def test_success_after_ending_without_success_is_refunded(status: str) -> None:
     assert s2.needs_review is True
     assert (s2.attempts[0].status, s2.attempts[0].provider_ref) == (A_REFUNDED, "ch_9")
     assert outbox(s2) == [("refund", 1, "pending")]
-    assert d.effects == ()  # the refund is in the outbox, saved with the decision
+    assert d.charges == ()  # the refund is in the outbox, saved with the decision
     # The webhook again: applied once, so refunded once.
     again = step(s2, ProviderResult(1, "succeeded", provider_ref="ch_9"), EXPIRES + 30_000)
     assert again.events == () and again.session == s2
@@ -759,7 +759,7 @@ def test_the_same_result_twice_changes_nothing(result: ProviderResult) -> None:
     first = step(pay(), result, PAY + 1_000)
     assert first.events
     again = step(first.session, result, PAY + 1_200)
-    assert again.events == () and again.effects == () and again.refusal is None
+    assert again.events == () and again.charges == () and again.refusal is None
     assert again.session == first.session
 
 
@@ -852,7 +852,7 @@ def test_success_for_an_earlier_attempt_voids_the_one_in_flight() -> None:
     assert s2.status == SUCCEEDED and not s2.needs_review
     assert [a.status for a in s2.attempts] == [A_SUCCEEDED, A_VOIDED]
     assert s2.attempts[1].ended_at == at
-    assert d.effects == ()
+    assert d.charges == ()
 
 
 def test_success_while_the_other_in_flight_was_charged_too_refunds_it() -> None:
@@ -875,7 +875,7 @@ def test_success_while_a_retry_void_is_in_flight() -> None:
     assert won.session.status == SUCCEEDED
     # The retry is decided again on the fresh session with the void's answer.
     d = step(won.session, StartAttempt(None), s.retry_at + 10, voids={1: True})
-    assert d.events == () and d.effects == ()  # no second success, no charge
+    assert d.events == () and d.charges == ()  # no second success, no charge
     assert (d.refusal.status, d.refusal.code) == (409, "already_paid")
 
 
@@ -884,7 +884,7 @@ def test_success_while_a_cancel_void_is_in_flight() -> None:
     assert needs_void(s, Cancel(), PAY + 100) == (1,)
     won = step(s, ProviderResult(1, "succeeded"), PAY + 105)
     d = step(won.session, Cancel(), PAY + 110, voids={1: True})
-    assert d.events == () and d.effects == ()
+    assert d.events == () and d.charges == ()
     assert d.session.status == SUCCEEDED
     assert (d.refusal.status, d.refusal.code) == (409, "already_paid")
 
@@ -913,7 +913,7 @@ def test_two_retries_racing_charge_once() -> None:
     # The second retry was decided on the old state; the service redoes it on the new one.
     second = step(first.session, StartAttempt(None), s.retry_at + 1, voids={1: False})
     assert (second.refusal.status, second.refusal.code) == (409, "invalid_state")
-    assert second.effects == ()
+    assert second.charges == ()
 
 
 # Stale ticks and seq ------------------------------------------------------------------------
@@ -937,7 +937,7 @@ def test_two_retries_racing_charge_once() -> None:
 def test_stale_tick_changes_nothing(maker, at: int) -> None:  # type: ignore[no-untyped-def]
     s = maker()
     d = step(s, Tick(), at)
-    assert d.events == () and d.effects == () and d.refusal is None
+    assert d.events == () and d.charges == () and d.refusal is None
     assert d.session is s or d.session == s
 
 
@@ -974,5 +974,5 @@ def test_void_reporting_a_charge_outweighs_a_decline_that_landed_first() -> None
     decision = decide(s, StartAttempt(), 1002, rules, {1: True})
     assert decision.refusal is not None and decision.refusal.code == "already_paid"
     assert decision.session.status == "succeeded"
-    assert not any(isinstance(e, Charge) for e in decision.effects)
+    assert not any(isinstance(e, Charge) for e in decision.charges)
     assert [a.status for a in decision.session.attempts] == ["succeeded"]

@@ -140,7 +140,7 @@ def run(session: Session, command: Command, now: int, provider: Provider, rules:
             continue
         assert isinstance(result, Decision)
         check_decision(session, result)
-        for effect in result.effects:
+        for effect in result.charges:
             assert isinstance(effect, Charge)
             if provider.down:
                 # The charge never reached the provider: the gateway's reply.

@@ -72,7 +72,7 @@ class NeedsVoid:
 class Decision:
     session: Session
     events: tuple[Message, ...] = ()
-    effects: tuple[Charge, ...] = ()
+    charges: tuple[Charge, ...] = ()
     refusal: Refusal | None = None
     # The session changed without a durable event (an effect's failed try is recorded
     # on the effect alone): it is saved all the same.
@@ -98,7 +98,7 @@ class Tx:
         self.s = session
         self.now = now
         self.events: list[Message] = []
-        self.effects: list[Charge] = []
+        self.charges: list[Charge] = []
 
     def update(self, **changes: Any) -> None:
         self.s = replace(self.s, **changes)
@@ -150,4 +150,4 @@ class Tx:
         )
 
     def done(self, refusal: Refusal | None = None, quiet: bool = False) -> Decision:
-        return Decision(self.s, tuple(self.events), tuple(self.effects), refusal, quiet)
+        return Decision(self.s, tuple(self.events), tuple(self.charges), refusal, quiet)

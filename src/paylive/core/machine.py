@@ -287,7 +287,7 @@ def _start_attempt(
         payment_method=method,
     )
     tx.state(previous, "attempt_started")
-    tx.effects.append(Charge(number, idempotency_key(s.id, number), method, s.amount, s.currency))
+    tx.charges.append(Charge(number, idempotency_key(s.id, number), method, s.amount, s.currency))
     return tx.done()
 
 

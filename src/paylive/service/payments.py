@@ -136,7 +136,7 @@ class PaymentService:
 
     async def _charge(self, decision: Decision) -> None:
         session = decision.session
-        for charge in decision.effects:
+        for charge in decision.charges:
             try:
                 reply = await self.gateway.charge(charge)
             except (GatewayError, EngineUnavailable):
