@@ -17,13 +17,16 @@ from collections.abc import Awaitable, Callable
 from . import metrics
 from .core import stats
 from .core.codec import Encoded, Message
+from .core.protocol import CloseCode
 from .engine import Engine, EngineUnavailable, create_engine
-from .errors import ApiError
+from .errors import Refused
 from .fanout.hub import Hub
 from .gateway import Gateway
 from .gateway.sandbox import SandboxGateway
 from .service.effects import EffectRunner
+from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
+from .service.reads import Reads
 from .settings import Settings
 from .web.ratelimit import TokenBuckets
 
@@ -44,8 +47,11 @@ class Runtime:
         self.gateway = gateway or SandboxGateway(settings, self.engine)
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.effects = EffectRunner(self.service)
-        self.hub = Hub(self.engine, self.admin_snapshot, clock)
+        self.reads = Reads(settings, self.engine, clock)
+        self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
+        self.hub = Hub(self.engine, self.reads.admin_snapshot, clock)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
+        self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)
@@ -82,20 +88,17 @@ class Runtime:
     def close_sockets(self) -> None:
         """Graceful shutdown: every socket is told 1001 and reconnects elsewhere."""
         self.shutting_down = True
-        self.hub.close_all(1001, "server shutting down: reconnect")
+        self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
 
-    async def admin_snapshot(self) -> Encoded:
-        sessions = await self.engine.list_sessions(True, self.settings.admin_list_max)
-        summary = stats.summary(await self.engine.counters())
-        return Encoded.of(
-            Message(
-                "admin.snapshot",
-                {"sessions": [s.to_public() for s in sessions], "summary": summary},
-                None,
-                None,
-                self.clock(),
-            )
-        )
+    async def readiness(self) -> dict[str, bool]:
+        """/readyz: the engine answers, the subscription is up, the worker is not stopping."""
+        checks = {"engine": True, "subscription": True, "shutting_down": self.shutting_down}
+        try:
+            await self.engine.ping()
+        except EngineUnavailable:
+            checks["engine"] = False
+        checks["subscription"] = self.engine.subscription_healthy
+        return checks
 
     async def _every(self, interval_ms: int, step: Callable[[], Awaitable[None]]) -> None:
         interval = interval_ms / 1000
@@ -132,7 +135,7 @@ class Runtime:
             await self.service.tick(session_id)
         except EngineUnavailable:
             pass  # the lease runs out and some worker fires it again
-        except ApiError as exc:
+        except Refused as exc:
             # Say, the provider cannot confirm the void an expiry needs: it fires again
             # after its lease, and nothing changed meanwhile.
             log.warning("timer for %s fires again later: %s", session_id, exc.message)

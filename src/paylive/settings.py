@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .errors import PayliveError
 
-class SettingsError(ValueError):
+
+class SettingsError(PayliveError, ValueError):
     """A configuration variable has a value the server cannot run with."""
+
+
+MIN_SECRET_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,18 @@ class Settings:
     ws_max_frame_bytes: int = 64 * 1024
     listen_backlog: int = 4096
     shutdown_timeout_s: int = 10
+    # Connections: a request's headers (a socket's handshake) and then its body must
+    # arrive within the timeout; past the limit a worker answers 503 ``overloaded``
+    # and refuses socket handshakes; sockets on one session past the cap close 1013.
+    header_timeout_ms: int = 10_000
+    max_connections: int = 10_000
+    max_sockets_per_session: int = 8
+    # GET /demo creates a session: this many per client address at once, and as many
+    # again each minute (429 past it).
+    demo_per_minute: int = 10
+    # JSON and msgpack input nesting deeper than this is refused (every real body is
+    # three levels deep).
+    max_json_depth: int = 16
 
     # Names of the variables whose values were generated because they were unset.
     generated: tuple[str, ...] = field(default=(), compare=False)
@@ -123,6 +141,10 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_EFFECT_REVIEW_AFTER_MS": ("effect_review_after_ms", 100, 30 * 24 * 3_600_000),
     "PAYLIVE_EFFECT_RETRY_BASE_MS": ("effect_retry_base_ms", 10, 3_600_000),
     "PAYLIVE_EFFECT_RETRY_CAP_MS": ("effect_retry_cap_ms", 10, 24 * 3_600_000),
+    "PAYLIVE_HEADER_TIMEOUT_MS": ("header_timeout_ms", 100, 600_000),
+    "PAYLIVE_MAX_CONNECTIONS": ("max_connections", 1, 1_000_000),
+    "PAYLIVE_MAX_SOCKETS_PER_SESSION": ("max_sockets_per_session", 1, 10_000),
+    "PAYLIVE_DEMO_PER_MINUTE": ("demo_per_minute", 1, 100_000),
 }
 
 
@@ -130,10 +152,10 @@ _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no"
 
 
 def _parse_int(name: str, raw: str, lo: int, hi: int) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    digits = raw.strip()
+    if not re.fullmatch(r"-?[0-9]{1,18}", digits):
+        raise SettingsError(f"{name} must be an integer, got {raw!r}")
+    value = int(digits)
     if not lo <= value <= hi:
         raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
@@ -205,12 +227,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     ):
         raw = (env.get(name) or "").strip()
         if raw:
-            if attr == "webhook_secrets":
-                values[attr] = _split(raw)
-            else:
-                if len(raw) < 16:
-                    raise SettingsError(f"{name} must be at least 16 characters long")
-                values[attr] = raw
+            # A webhook secret is a list (rotation): each entry is held to the rule.
+            entries = _split(raw) if attr == "webhook_secrets" else (raw,)
+            for entry in entries:
+                if len(entry) < MIN_SECRET_LENGTH:
+                    which = " entry" if len(entries) > 1 else ""
+                    raise SettingsError(
+                        f"{name}{which} must be at least {MIN_SECRET_LENGTH} characters long"
+                    )
+            values[attr] = entries if attr == "webhook_secrets" else raw
             continue
         if mode == "production":
             missing.append(name)

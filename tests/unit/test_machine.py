@@ -274,7 +274,7 @@ def test_provider_success_succeeds() -> None:
 def test_first_attempt_needs_a_payment_method() -> None:
     d = step(fresh(), StartAttempt(None), PAY)
     assert d.refusal is not None
-    assert (d.refusal.status, d.refusal.code) == (422, "invalid_field")
+    assert d.refusal.code == "invalid_field"
 
 
 # Sandbox cards as provider results -------------------------------------------------------
@@ -364,7 +364,7 @@ def test_unrecoverable_decline_fails_the_session_at_once(code: str) -> None:
     assert s.last_error["decline_code"] == code
     # Attempts remain, but the session is over: invalid_state, not max_attempts_reached.
     refusal = step(s, StartAttempt(OTHER_CARD), PAY + 10_000).refusal
-    assert (refusal.status, refusal.code) == (409, "invalid_state")
+    assert refusal.code == "invalid_state"
 
 
 @pytest.mark.parametrize("how", ["timeout", "network_error", "interrupt"])
@@ -396,7 +396,7 @@ def test_void_finding_a_charge_makes_the_retry_already_paid(how: str) -> None:
     assert len(s2.attempts) == 1 and s2.attempts[0].status == A_SUCCEEDED
     assert s2.attempts[0].ended_at == s.attempts[0].ended_at
     assert d.charges == ()  # no second charge
-    assert (d.refusal.status, d.refusal.code) == (409, "already_paid")
+    assert d.refusal.code == "already_paid"
 
 
 def test_late_success_webhook_after_the_deadline() -> None:
@@ -428,14 +428,14 @@ def test_late_success_for_a_known_failure_still_succeeds(how: str) -> None:
 def test_pay_while_processing_is_refused() -> None:
     s = pay()
     d = step(s, StartAttempt(OTHER_CARD), PAY + 100)
-    assert (d.refusal.status, d.refusal.code) == (409, "invalid_state")
+    assert d.refusal.code == "invalid_state"
     assert d.charges == ()
 
 
 def test_retry_before_retry_at_is_refused_then_allowed() -> None:
     s = end(pay(), "card_declined")
     early = step(s, StartAttempt(None), s.retry_at - 1)
-    assert (early.refusal.status, early.refusal.code) == (409, "retry_not_yet_allowed")
+    assert early.refusal.code == "retry_not_yet_allowed"
     on_time = step(s, StartAttempt(None), s.retry_at)
     assert on_time.refusal is None
     assert on_time.session.status == PROCESSING
@@ -471,7 +471,7 @@ def test_second_interruption_prompts_for_the_third_attempt() -> None:
 def test_interrupt_outside_processing_is_refused(maker) -> None:  # type: ignore[no-untyped-def]
     s = maker()
     d = step(s, Interrupt(), PAY + 5_000)
-    assert (d.refusal.status, d.refusal.code) == (409, "invalid_state")
+    assert d.refusal.code == "invalid_state"
 
 
 def test_idempotency_keys_are_session_and_attempt_number() -> None:
@@ -513,7 +513,7 @@ def test_three_timeouts_fail_the_session_after_voiding_the_last() -> None:
     assert (s2.attempts[2].status, s2.attempts[2].ended_at) == (A_VOIDED, s.deadline)
     assert s2.last_error["reason"] == "timeout" and s2.last_error["attempt"] == 3
     refusal = step(s2, StartAttempt(None), s.deadline + 5_000).refusal
-    assert (refusal.status, refusal.code) == (409, "max_attempts_reached")
+    assert refusal.code == "max_attempts_reached"
 
 
 def test_last_timeout_whose_void_finds_a_charge_succeeds() -> None:
@@ -587,7 +587,7 @@ def test_cancel_processing_that_was_charged_is_already_paid() -> None:
     d = step(pay(), Cancel(), PAY + 100, voids={1: True})
     assert causes(d) == ["late_success"]
     assert d.session.status == SUCCEEDED
-    assert (d.refusal.status, d.refusal.code) == (409, "already_paid")
+    assert d.refusal.code == "already_paid"
 
 
 @pytest.mark.parametrize(("charged", "status"), [((), CANCELLED), ((1,), SUCCEEDED)])
@@ -612,13 +612,13 @@ def test_cancel_terminal_is_invalid_state(status: str) -> None:
     s = TERMINAL_MAKERS[status]()
     assert s.status == status
     d = step(s, Cancel(), EXPIRES + 10_000)
-    assert (d.refusal.status, d.refusal.code) == (409, "invalid_state")
+    assert d.refusal.code == "invalid_state"
 
 
 @pytest.mark.parametrize("status", [SUCCEEDED, CANCELLED, EXPIRED])
 def test_start_attempt_on_terminal_is_invalid_state(status: str) -> None:
     d = step(TERMINAL_MAKERS[status](), StartAttempt(CARD), EXPIRES + 10_000)
-    assert (d.refusal.status, d.refusal.code) == (409, "invalid_state")
+    assert d.refusal.code == "invalid_state"
 
 
 # Expiry ----------------------------------------------------------------------------------
@@ -697,7 +697,6 @@ def test_retry_after_expiry_expires_instead_of_charging(
     d = settle(s, StartAttempt(None), EXPIRES + 1, charged)
     assert d.session.status == status
     assert not [e for e in d.charges if isinstance(e, Charge)]
-    assert d.refusal.status == 409
     assert d.refusal.code == ("already_paid" if charged else "invalid_state")
 
 
@@ -705,7 +704,7 @@ def test_pay_after_expiry_expires_a_created_session() -> None:
     d = step(fresh(), StartAttempt(CARD), EXPIRES)
     assert causes(d) == ["expired"]
     assert d.charges == ()
-    assert (d.refusal.status, d.refusal.code) == (409, "invalid_state")
+    assert d.refusal.code == "invalid_state"
 
 
 # Successes for sessions that are over ------------------------------------------------------
@@ -821,14 +820,14 @@ def test_network_error_for_a_timed_out_attempt_changes_nothing() -> None:
 
 def test_result_for_an_unknown_attempt_is_404() -> None:
     d = step(pay(), ProviderResult(2, "succeeded"), PAY + 10)
-    assert (d.refusal.status, d.refusal.code) == (404, "unknown_attempt")
+    assert d.refusal.code == "unknown_attempt"
     d = step(pay(), ProviderResult(0, "declined"), PAY + 10)
-    assert d.refusal.status == 404
+    assert d.refusal is not None and d.refusal.code == "unknown_attempt"
 
 
 def test_unknown_outcome_is_refused() -> None:
     d = step(pay(), ProviderResult(1, "refunded"), PAY + 10)
-    assert (d.refusal.status, d.refusal.code) == (422, "invalid_field")
+    assert d.refusal.code == "invalid_field"
 
 
 # Concurrency: successes racing other attempts and voids -----------------------------------
@@ -876,7 +875,7 @@ def test_success_while_a_retry_void_is_in_flight() -> None:
     # The retry is decided again on the fresh session with the void's answer.
     d = step(won.session, StartAttempt(None), s.retry_at + 10, voids={1: True})
     assert d.events == () and d.charges == ()  # no second success, no charge
-    assert (d.refusal.status, d.refusal.code) == (409, "already_paid")
+    assert d.refusal.code == "already_paid"
 
 
 def test_success_while_a_cancel_void_is_in_flight() -> None:
@@ -886,7 +885,7 @@ def test_success_while_a_cancel_void_is_in_flight() -> None:
     d = step(won.session, Cancel(), PAY + 110, voids={1: True})
     assert d.events == () and d.charges == ()
     assert d.session.status == SUCCEEDED
-    assert (d.refusal.status, d.refusal.code) == (409, "already_paid")
+    assert d.refusal.code == "already_paid"
 
 
 def test_stale_clean_void_after_a_success_changes_nothing() -> None:
@@ -895,7 +894,7 @@ def test_stale_clean_void_after_a_success_changes_nothing() -> None:
     won = step(s, ProviderResult(1, "succeeded"), s.retry_at + 5).session
     d = step(won, StartAttempt(None), s.retry_at + 10, voids={1: False})
     assert d.events == () and d.session.attempts[0].status == A_SUCCEEDED
-    assert d.refusal.status == 409
+    assert d.refusal is not None and d.refusal.code == "invalid_state"
 
 
 def test_decline_while_a_retry_void_is_in_flight() -> None:
@@ -912,7 +911,7 @@ def test_two_retries_racing_charge_once() -> None:
     first = step(s, StartAttempt(None), s.retry_at, voids={1: False})
     # The second retry was decided on the old state; the service redoes it on the new one.
     second = step(first.session, StartAttempt(None), s.retry_at + 1, voids={1: False})
-    assert (second.refusal.status, second.refusal.code) == (409, "invalid_state")
+    assert second.refusal.code == "invalid_state"
     assert second.charges == ()
 
 

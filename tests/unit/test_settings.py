@@ -14,7 +14,7 @@ SECRETS = {
     "PAYLIVE_API_KEY": "k" * 20,
     "PAYLIVE_ADMIN_TOKEN": "a" * 20,
     "PAYLIVE_SECRET": "s" * 20,
-    "PAYLIVE_WEBHOOK_SECRET": "w1-secret,w2-secret",
+    "PAYLIVE_WEBHOOK_SECRET": "w1-secret-0123456789,w2-secret-0123456789",
 }
 
 
@@ -42,7 +42,7 @@ def test_values_are_read() -> None:
     )
     assert s.attempt_timeout_ms == 1500 and s.port == 9000
     assert s.allowed_origins == ("https://shop.example", "https://b.example")
-    assert s.webhook_secrets == ("w1-secret", "w2-secret")
+    assert s.webhook_secrets == ("w1-secret-0123456789", "w2-secret-0123456789")
     assert s.generated == ()
 
 
@@ -63,6 +63,12 @@ def test_values_are_read() -> None:
         ("PAYLIVE_EFFECT_RETRY_BASE_MS", "0"),
         ("PAYLIVE_EFFECT_RETRY_CAP_MS", "-5"),
         ("PAYLIVE_SANDBOX_AUTHORIZE_FIRST", "maybe"),
+        ("PAYLIVE_WEBHOOK_SECRET", "x"),
+        ("PAYLIVE_MAX_ATTEMPTS", "\uff13"),  # a fullwidth 3: int() takes it, we do not
+        ("PAYLIVE_MAX_SOCKETS_PER_SESSION", "0"),
+        ("PAYLIVE_MAX_CONNECTIONS", "none"),
+        ("PAYLIVE_HEADER_TIMEOUT_MS", "10"),
+        ("PAYLIVE_DEMO_PER_MINUTE", "0"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -143,3 +149,34 @@ def test_the_outbox_is_configured_by_its_variables() -> None:
     assert (rules.effect_retry_cap_ms, rules.authorize_first) == (50, True)
     with pytest.raises(SettingsError, match="PAYLIVE_EFFECT_RETRY_CAP_MS must be at least"):
         load_settings({"PAYLIVE_EFFECT_RETRY_BASE_MS": "5000", "PAYLIVE_EFFECT_RETRY_CAP_MS": "10"})
+
+
+def test_every_webhook_secret_entry_is_long_enough() -> None:
+    long = "w" * 16
+    assert load_settings({**SECRETS, "PAYLIVE_WEBHOOK_SECRET": long}).webhook_secrets == (long,)
+    for raw in ("x", f"{long},x", f"x,{long}", "w" * 15):
+        with pytest.raises(SettingsError, match="PAYLIVE_WEBHOOK_SECRET.*16 characters"):
+            load_settings({**SECRETS, "PAYLIVE_WEBHOOK_SECRET": raw, "PAYLIVE_ENV": "production"})
+
+
+def test_connection_bounds_are_settings() -> None:
+    s = load_settings({})
+    assert (s.header_timeout_ms, s.max_connections, s.max_sockets_per_session) == (
+        10_000,
+        10_000,
+        8,
+    )
+    tuned = load_settings(
+        {
+            "PAYLIVE_HEADER_TIMEOUT_MS": "500",
+            "PAYLIVE_MAX_CONNECTIONS": "50",
+            "PAYLIVE_MAX_SOCKETS_PER_SESSION": "2",
+            "PAYLIVE_DEMO_PER_MINUTE": "3",
+        }
+    )
+    assert (
+        tuned.header_timeout_ms,
+        tuned.max_connections,
+        tuned.max_sockets_per_session,
+        tuned.demo_per_minute,
+    ) == (500, 50, 2, 3)

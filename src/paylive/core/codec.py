@@ -7,12 +7,15 @@ bytes, and the same object is handed to every local subscriber.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-from .protocol import DURABLE_TYPES, MSGPACK
+from ..errors import PayliveError, Refused
+from .protocol import DURABLE_TYPES, MSGPACK, ErrorCode
 from .protocol import JSON as JSON
 from .protocol import SUBPROTOCOLS as _BY_CODEC
 
@@ -39,10 +42,6 @@ class Message:
             "ts": self.ts,
             "data": self.data,
         }
-
-
-def dumps_json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass
@@ -86,7 +85,7 @@ class Encoded:
     @property
     def json(self) -> bytes:
         if self._json is None:
-            self._json = dumps_json(self.wire)
+            self._json = dumps_strict(self.wire)
         return self._json
 
     @property
@@ -106,27 +105,85 @@ class Encoded:
         return self.msgpack if subprotocol == MSGPACK else self.text
 
 
-class DecodeError(ValueError):
+class DecodeError(PayliveError, ValueError):
     """A client frame that is not a map in the socket's encoding."""
 
 
-def decode_frame(subprotocol: str, text: str | None, data: bytes | None) -> dict[str, Any]:
-    """Decode one client frame; JSON sockets take text, msgpack sockets take binary."""
+def dumps_strict(obj: Any) -> bytes:
+    """JSON out: compact, and never the ``NaN`` or ``Infinity`` that JSON does not have."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def loads_json(raw: str | bytes, max_depth: int) -> Any:
+    """JSON in, strictly: DecodeError for what is not JSON or nests deeper than
+    ``max_depth``; ``Refused(invalid_field)`` naming the field for a number that is not
+    finite (``NaN``, ``Infinity``, ``1e999``), which Python's parser would accept."""
     try:
-        if subprotocol == MSGPACK:
-            if data is None:
-                raise DecodeError("this socket speaks paylive.v1.msgpack: send binary frames")
+        obj = json.loads(raw)
+    except RecursionError:
+        raise DecodeError(f"nested more than {max_depth} deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from None
+    check_tree(obj, max_depth)
+    return obj
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_tree(obj: Any, max_depth: int) -> None:
+    """A decoded message must be what JSON can say and every peer can read back: maps
+    with string keys, lists, strings of valid Unicode (no lone surrogates), booleans,
+    null, integers and finite numbers, at most ``max_depth`` deep (msgpack can also
+    carry bytes, extension types and other keys). DecodeError for the shape,
+    ``Refused(invalid_field)`` naming the field for a bad number or string."""
+    stack: list[tuple[Any, str, int]] = [(obj, "value", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > max_depth:
+                raise DecodeError(f"nested more than {max_depth} deep")
+            for key, child in value.items():
+                if not isinstance(key, str) or _SURROGATE.search(key):
+                    raise DecodeError(f"{path}: map keys must be strings of valid Unicode")
+                stack.append((child, key if path == "value" else f"{path}.{key}", depth + 1))
+        elif isinstance(value, list):
+            if depth > max_depth:
+                raise DecodeError(f"nested more than {max_depth} deep")
+            for index, child in enumerate(value):
+                stack.append((child, f"{path}[{index}]", depth + 1))
+        elif isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise Refused(ErrorCode.INVALID_FIELD, f"{path}: must be valid Unicode")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise Refused(ErrorCode.INVALID_FIELD, f"{path}: must be a finite number")
+        elif value is not None and not isinstance(value, (bool, int)):
+            raise DecodeError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def decode_frame(
+    subprotocol: str, text: str | None, data: bytes | None, max_depth: int
+) -> dict[str, Any]:
+    """Decode one client frame; JSON sockets take text, msgpack sockets take binary.
+    DecodeError for a frame that is not a map; Refused for a number that is not finite."""
+    if subprotocol == MSGPACK:
+        if data is None:
+            raise DecodeError("this socket speaks paylive.v1.msgpack: send binary frames")
+        try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
-        else:
-            if text is None:
-                if data is None:
-                    raise DecodeError("empty frame")
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise DecodeError(f"malformed message: {exc}") from None
+        check_tree(obj, max_depth)
+    else:
+        if text is None:
+            if data is None:
+                raise DecodeError("empty frame")
+            try:
                 text = data.decode("utf-8")
-            obj = json.loads(text)
-    except DecodeError:
-        raise
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise DecodeError(f"malformed message: {exc}") from None
+            except UnicodeDecodeError:
+                raise DecodeError("a JSON frame must be UTF-8") from None
+        obj = loads_json(text, max_depth)
     if not isinstance(obj, dict):
         raise DecodeError("a message must be a map")
     return obj

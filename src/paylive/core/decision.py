@@ -9,6 +9,7 @@ from typing import Any
 from ..settings import Settings
 from .codec import Message
 from .effects import GatewayEffect
+from .protocol import ErrorCode
 from .session import Session
 
 
@@ -56,8 +57,10 @@ class Charge:
 
 @dataclass(frozen=True)
 class Refusal:
-    status: int
-    code: str
+    """The command is refused: an ``ErrorCode`` and a sentence. How the refusal travels
+    (an HTTP status, a socket ``error``) is the edge's business."""
+
+    code: ErrorCode
     message: str
 
 
@@ -87,8 +90,8 @@ class Decision:
         return bool(self.events) or self.quiet
 
 
-def refuse(session: Session, status: int, code: str, message: str) -> Decision:
-    return Decision(session, refusal=Refusal(status, code, message))
+def refuse(session: Session, code: ErrorCode, message: str) -> Decision:
+    return Decision(session, refusal=Refusal(code, message))
 
 
 class Tx:

@@ -28,6 +28,7 @@ from .outbox import (
     record_outcome,
     resolve_review,
 )
+from .protocol import ErrorCode
 from .session import (
     A_DECLINED,
     A_NETWORK_ERROR,
@@ -194,7 +195,7 @@ def _ended(tx: Tx, number: int) -> int:
 
 def _already_paid() -> Refusal:
     return Refusal(
-        409, "already_paid", "the provider charged an earlier attempt: the session is paid"
+        ErrorCode.ALREADY_PAID, "the provider charged an earlier attempt: the session is paid"
     )
 
 
@@ -234,18 +235,20 @@ def _start_attempt(
     s: Session, cmd: StartAttempt, now: int, rules: Rules, voids: Mapping[int, bool]
 ) -> Decision | NeedsVoid:
     if s.status == PROCESSING:
-        return refuse(s, 409, "invalid_state", f"attempt {s.attempt} is still processing")
+        return refuse(s, ErrorCode.INVALID_STATE, f"attempt {s.attempt} is still processing")
     if s.status == FAILED and s.attempt >= s.max_attempts:
         return refuse(
-            s, 409, "max_attempts_reached", f"all {s.max_attempts} attempts have been used"
+            s, ErrorCode.MAX_ATTEMPTS_REACHED, f"all {s.max_attempts} attempts have been used"
         )
     if _paid_meanwhile(s, voids):
         return Decision(s, refusal=_already_paid())
     if s.terminal:
-        return refuse(s, 409, "invalid_state", f"the session is {s.status}")
+        return refuse(s, ErrorCode.INVALID_STATE, f"the session is {s.status}")
     method = cmd.payment_method if cmd.payment_method is not None else s.payment_method
     if method is None:
-        return refuse(s, 422, "invalid_field", "payment_method is required for the first attempt")
+        return refuse(
+            s, ErrorCode.INVALID_FIELD, "payment_method is required for the first attempt"
+        )
     if now >= s.expires_at:
         # The expiry timer has not fired yet; expire now rather than start an attempt.
         decision = _expire(s, now, voids)
@@ -254,19 +257,18 @@ def _start_attempt(
         refusal = (
             _already_paid()
             if decision.session.status == SUCCEEDED
-            else Refusal(409, "invalid_state", "the session has expired")
+            else Refusal(ErrorCode.INVALID_STATE, "the session has expired")
         )
         return replace(decision, refusal=refusal)
     if s.status == INTERRUPTED:
         if s.attempt >= s.max_attempts:
             return refuse(
-                s, 409, "max_attempts_reached", f"all {s.max_attempts} attempts have been used"
+                s, ErrorCode.MAX_ATTEMPTS_REACHED, f"all {s.max_attempts} attempts have been used"
             )
         if s.retry_at is not None and now < s.retry_at:
             return refuse(
                 s,
-                409,
-                "retry_not_yet_allowed",
+                ErrorCode.RETRY_NOT_YET_ALLOWED,
                 f"retry is allowed from {s.retry_at} ({s.retry_at - now} ms from now)",
             )
     unknown = _unknown(s, voids)
@@ -296,7 +298,7 @@ def _interrupt(
 ) -> Decision | NeedsVoid:
     if s.status != PROCESSING:
         return refuse(
-            s, 409, "invalid_state", f"no attempt is processing (the session is {s.status})"
+            s, ErrorCode.INVALID_STATE, f"no attempt is processing (the session is {s.status})"
         )
     return _end_attempt(s, s.attempt, A_NETWORK_ERROR, cmd.reason, None, True, now, rules, voids)
 
@@ -348,7 +350,7 @@ def _cancel(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | Needs
     if _paid_meanwhile(s, voids):
         return Decision(s, refusal=_already_paid())
     if s.terminal:
-        return refuse(s, 409, "invalid_state", f"the session is already {s.status}")
+        return refuse(s, ErrorCode.INVALID_STATE, f"the session is already {s.status}")
     unknown = _unknown(s, voids, include_processing=True)
     needed = _missing(unknown, voids)
     if needed:
@@ -389,11 +391,11 @@ def _provider_result(
 ) -> Decision | NeedsVoid:
     attempt = s.attempt_by_number(cmd.attempt)
     if attempt is None:
-        return refuse(s, 404, "unknown_attempt", f"the session has no attempt {cmd.attempt}")
+        return refuse(s, ErrorCode.UNKNOWN_ATTEMPT, f"the session has no attempt {cmd.attempt}")
     if cmd.outcome == "succeeded":
         return _success(s, attempt, cmd, now, rules, voids)
     if cmd.outcome not in ("declined", "provider_error", "network_error"):
-        return refuse(s, 422, "invalid_field", f"unknown outcome {cmd.outcome!r}")
+        return refuse(s, ErrorCode.INVALID_FIELD, f"unknown outcome {cmd.outcome!r}")
     if attempt.status in FINAL_ATTEMPT_STATUSES:
         return Decision(s)  # applied at most once: the attempt already has its result
     if attempt.status == A_PROCESSING:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from .decision import Decision, Rules, Tx, refuse
 from .effects import CAPTURE, DONE, REFUND, VOID, backoff_ms
+from .protocol import ErrorCode
 from .session import Session
 
 
@@ -57,7 +58,7 @@ def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> De
     effect = s.effect(cmd.kind, cmd.attempt)
     if effect is None:
         return refuse(
-            s, 404, "unknown_effect", f"no {cmd.kind} effect for attempt {cmd.attempt} in {s.id}"
+            s, ErrorCode.UNKNOWN_EFFECT, f"no {cmd.kind} effect for attempt {cmd.attempt} in {s.id}"
         )
     if not effect.pending:
         return Decision(s)  # answered already: a try repeated after its answer was saved
@@ -92,12 +93,11 @@ def resolve_review(s: Session, cmd: ResolveReview, now: int) -> Decision:
         kinds = ", ".join(f"{e.kind} of attempt {e.attempt}" for e in pending)
         return refuse(
             s,
-            409,
-            "effects_pending",
+            ErrorCode.EFFECTS_PENDING,
             f"the provider has not confirmed the {kinds} yet; resolve once it has",
         )
     if not s.needs_review:
-        return refuse(s, 409, "invalid_state", "the session does not need review")
+        return refuse(s, ErrorCode.INVALID_STATE, "the session does not need review")
     tx = Tx(s, now)
     tx.update(needs_review=False, review={"by": cmd.by, "note": cmd.note, "at": now})
     tx.state(s.status, "review_resolved")

@@ -6,8 +6,10 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
+from ..errors import PayliveError
 
-class SignatureError(ValueError):
+
+class SignatureError(PayliveError, ValueError):
     """The webhook is unsigned, badly signed or too old; nothing is applied."""
 
 

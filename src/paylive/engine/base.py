@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 
 from ..core.session import Session
+from ..errors import PayliveError
 
 # (session id or None for the admin channel, encoded event bytes)
 EventListener = Callable[[str | None, bytes], None]
@@ -30,7 +31,7 @@ EventListener = Callable[[str | None, bytes], None]
 ResyncListener = Callable[[], None]
 
 
-class EngineUnavailable(Exception):
+class EngineUnavailable(PayliveError):
     """The engine cannot be reached; the API answers 503 and sockets stay open."""
 
 

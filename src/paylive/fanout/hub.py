@@ -28,6 +28,7 @@ from typing import Any
 from .. import metrics
 from ..core.codec import Encoded, Message
 from ..core.ordering import SeqOrder
+from ..core.protocol import CloseCode
 from ..core.session import PROCESSING, Session
 from ..engine import Engine, EngineUnavailable
 
@@ -71,7 +72,7 @@ class Subscriber(SeqOrder[Encoded]):
             return
         if len(self._pending) >= self._limit:
             metrics.SLOW_CONSUMERS.inc()
-            self.kill(1013, "too slow to keep up: reconnect with since")
+            self.kill(CloseCode.TRY_LATER, "too slow to keep up: reconnect with since")
             return
         self._append(event)
 
@@ -177,6 +178,11 @@ class Hub:
             metrics.SOCKETS.labels("admin").dec()
             await self._sync_quietly(None)
 
+    def sockets_on(self, session_id: str) -> int:
+        """How many sockets on this worker follow ``session_id``."""
+        channel = self.channels.get(session_id)
+        return len(channel.subscribers) if channel is not None else 0
+
     def learn(self, session: Session) -> None:
         channel = self.channels.get(session.id)
         if channel is not None:
@@ -263,6 +269,10 @@ class Hub:
     async def _snapshot_to(self, session_id: str, subscribers: list[Subscriber]) -> None:
         session = await self._engine.load(session_id)
         if session is None:
+            # Gone from the store (a Redis restarted without persistence): say so rather
+            # than leave the sockets waiting for events that will never come.
+            for subscriber in subscribers:
+                subscriber.kill(CloseCode.UNKNOWN_SESSION, "the session no longer exists")
             return
         self.learn(session)
         snapshot = snapshot_message(session, self._clock())

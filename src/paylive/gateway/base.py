@@ -7,9 +7,10 @@ from abc import ABC, abstractmethod
 from enum import Enum
 
 from ..core.decision import Charge
+from ..errors import PayliveError
 
 
-class GatewayError(Exception):
+class GatewayError(PayliveError):
     """The provider could not be asked (network, outage)."""
 
 

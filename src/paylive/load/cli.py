@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import PayliveError
 from .report import merge, render_table
 from .worker import raise_nofile
 
@@ -100,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class LoadError(Exception):
+class LoadError(PayliveError):
     """The run cannot start or a worker failed; the message says which."""
 
 

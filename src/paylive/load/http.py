@@ -33,11 +33,13 @@ from urllib.parse import urlsplit  # noqa: E402
 
 import httpx  # noqa: E402
 
+from ..errors import PayliveError  # noqa: E402
+
 REQUEST_TIMEOUT_S = 15.0
 MAX_RESPONSE_BYTES = 1 << 20
 
 
-class HttpFailure(Exception):
+class HttpFailure(PayliveError):
     """No HTTP answer (connection refused or reset, timeout, malformed reply)."""
 
     def __init__(self, kind: str) -> None:

@@ -13,20 +13,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
+from ..core.protocol import ErrorCode
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..web import admin, pages, sockets
 from ..web import routes as http_api
+from ..web.errors import error_body
 from . import shutdown
 
-_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request"}
+_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    400: ErrorCode.INVALID_REQUEST,
+}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES.get(exc.status_code, "error")
     return JSONResponse(
-        {"error": {"code": code, "message": str(exc.detail)}},
+        error_body(code, str(exc.detail)),
         status_code=exc.status_code,
         headers=getattr(exc, "headers", None),
     )

@@ -44,7 +44,7 @@ def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
 
 
 def serve(host: str | None, port: int | None, workers: int, log_level: str) -> int:
-    import uvicorn
+    from .connections import BoundedHttpProtocol, PayliveConfig
 
     try:
         settings = load_settings()
@@ -73,14 +73,22 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
     for name in settings.generated:
         os.environ[name] = exported[name]
     print(_banner(settings, host, port, workers), flush=True)
+    if settings.production and settings.redis_url:
+        from .checks import redis_persistence_warning
+
+        warning = redis_persistence_warning(settings.redis_url, settings.redis_timeout_ms / 1000)
+        if warning:
+            print(f"paylive: warning: {warning}", file=sys.stderr, flush=True)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers share the port, so /metrics must add up all of them.
         metrics_dir = tempfile.TemporaryDirectory(prefix="paylive-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
 
-    config = uvicorn.Config(
+    config = PayliveConfig(
         "paylive.server.app:create_app",
+        settings=settings,
         factory=True,
+        http=BoundedHttpProtocol,
         host=host,
         port=port,
         workers=workers,

@@ -1,20 +1,38 @@
-"""Logging that never writes a token: URLs lose their ``token=`` values, headers
-their bearer values, before any handler sees the record (the access log included)."""
+"""Logging that never writes a token: URLs lose their ``token`` values, headers
+their bearer values, before any handler sees the record (the access log included).
+
+A query key is compared once decoded, as the app reads it: ``?%74oken=`` and
+``?t%6Fken=`` are ``token`` to Starlette, so they are to the redactor too.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
+# key=value in a query string (or a form body); the key as sent, percent-encoded or not.
+_QUERY_PAIR = re.compile(r"(?P<lead>[?&;\s])(?P<key>[^=&;\s\"'#?]+)=(?P<value>[^&;\s\"'#]*)")
+_SECRET_KEYS = frozenset({"token", "secret", "client_secret", "api_key", "access_token"})
 _PATTERNS = (
-    (re.compile(r"((?:^|[?&\s])token=)[^&\s\"']+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"(Bearer\s+)[^\s\"',]+", re.IGNORECASE), r"\1[redacted]"),
-    (re.compile(r"ps_[A-Za-z0-9]+_secret_[A-Za-z0-9_\-]+"), "[redacted client secret]"),
+    (
+        re.compile(r"ps_[A-Za-z0-9]+(?:_|%5f)secret(?:_|%5f)[A-Za-z0-9_\-%]+", re.IGNORECASE),
+        "[redacted client secret]",
+    ),
 )
 
 
+def _redact_pair(match: re.Match[str]) -> str:
+    key = unquote_plus(match["key"]).strip().lower()
+    if key in _SECRET_KEYS:
+        return f"{match['lead']}{match['key']}=[redacted]"
+    return match.group(0)
+
+
 def redact(text: str) -> str:
+    text = _QUERY_PAIR.sub(_redact_pair, text)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -22,7 +22,7 @@ from ..core.effects import CAPTURE, PENDING, REFUND, VOID, GatewayEffect
 from ..core.outbox import EffectOutcome
 from ..core.session import Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
-from ..errors import ApiError
+from ..errors import Refused
 from ..gateway import GatewayError
 from .payments import PaymentService
 
@@ -54,7 +54,7 @@ class EffectRunner:
             outcome = await self._call(session, effect)
             try:
                 await self.service.run(session_id, outcome)
-            except ApiError as exc:
+            except Refused as exc:
                 # The session changed too often to record it now: the effect is still
                 # due and is tried again (under the same key) when the lease runs out.
                 log.warning("could not record the %s of %s: %s", effect.kind, session_id, exc)

@@ -1,10 +1,11 @@
 """``Idempotency-Key`` for POST /api/sessions and POST .../attempts (24 h).
 
 The first request with a key takes a short lock record; it is replaced by the
-response when the request finishes. The same key and body replay that response,
-another body is 422 ``idempotency_key_reused``, a second request while the first
-runs is 409 ``idempotency_key_in_use``. Server errors (5xx) release the key so the
-client may try again; any other answer is final, as it would be without a key.
+answer when the request finishes. The same key and body replay that answer,
+another body is ``idempotency_key_reused``, a second request while the first runs
+is ``idempotency_key_in_use``. An answer the handler returns is final, refusals
+included (as it would be without a key); an exception (a server error) releases the
+key so that the client may try again.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..core.protocol import ErrorCode
 from ..engine import RecordStore
-from ..errors import ApiError
+from ..errors import Refused
 
 LOCK_TTL_MS = 60_000
-Handler = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+# An answer as the edge sends it: (status, body). The service keeps it, never reads it.
+Answer = tuple[int, dict[str, Any]]
+Handler = Callable[[], Awaitable[Answer]]
 
 
 def fingerprint(body: dict[str, Any]) -> str:
@@ -28,56 +32,45 @@ def fingerprint(body: dict[str, Any]) -> str:
 
 def check_key(key: str) -> None:
     if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise ApiError(
-            422, "invalid_field", "Idempotency-Key: must be 1 to 255 printable characters"
+        raise Refused(
+            ErrorCode.INVALID_FIELD, "Idempotency-Key: must be 1 to 255 printable characters"
         )
 
 
-async def run_once(
-    engine: RecordStore,
-    scope: str,
-    key: str | None,
-    body: dict[str, Any],
-    ttl_ms: int,
-    handler: Handler,
-) -> tuple[int, dict[str, Any]]:
-    if key is None:
-        return await handler()
-    check_key(key)
-    record_key = "idem:" + hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
-    fp = fingerprint(body)
-    lock = json.dumps({"state": "running", "fp": fp}).encode()
-    held = await engine.put_if_absent(record_key, lock, LOCK_TTL_MS)
-    if held is not None:
-        record = json.loads(held)
-        if record["fp"] != fp:
-            raise ApiError(
-                422,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with another request body",
-            )
-        if record["state"] == "running":
-            raise ApiError(
-                409, "idempotency_key_in_use", "a request with this Idempotency-Key is running"
-            )
-        return int(record["status"]), record["body"]
-    try:
-        status, payload = await handler()
-    except ApiError as exc:
-        if exc.status >= 500:
-            await engine.delete(record_key)
-        else:
-            await _store(engine, record_key, fp, exc.status, exc.to_body(), ttl_ms)
-        raise
-    except BaseException:
-        await engine.delete(record_key)
-        raise
-    await _store(engine, record_key, fp, status, payload, ttl_ms)
-    return status, payload
+class IdempotencyKeys:
+    def __init__(self, engine: RecordStore, ttl_ms: int) -> None:
+        self.engine = engine
+        self.ttl_ms = ttl_ms
 
-
-async def _store(
-    engine: RecordStore, key: str, fp: str, status: int, body: dict[str, Any], ttl_ms: int
-) -> None:
-    done = {"state": "done", "fp": fp, "status": status, "body": body}
-    await engine.put(key, json.dumps(done).encode(), ttl_ms)
+    async def run_once(
+        self, scope: str, key: str | None, body: dict[str, Any], handler: Handler
+    ) -> Answer:
+        """``handler``'s answer, or the one kept for ``key`` within ``scope``."""
+        if key is None:
+            return await handler()
+        check_key(key)
+        record_key = "idem:" + hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
+        fp = fingerprint(body)
+        lock = json.dumps({"state": "running", "fp": fp}).encode()
+        held = await self.engine.put_if_absent(record_key, lock, LOCK_TTL_MS)
+        if held is not None:
+            record = json.loads(held)
+            if record["fp"] != fp:
+                raise Refused(
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    "this Idempotency-Key was used with another request body",
+                )
+            if record["state"] == "running":
+                raise Refused(
+                    ErrorCode.IDEMPOTENCY_KEY_IN_USE,
+                    "a request with this Idempotency-Key is running",
+                )
+            return int(record["status"]), record["body"]
+        try:
+            status, payload = await handler()
+        except BaseException:
+            await self.engine.delete(record_key)
+            raise
+        done = {"state": "done", "fp": fp, "status": status, "body": payload}
+        await self.engine.put(record_key, json.dumps(done).encode(), self.ttl_ms)
+        return status, payload

@@ -30,9 +30,10 @@ from ..core.machine import (
     decide,
     new_session,
 )
+from ..core.protocol import ErrorCode
 from ..core.session import Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
-from ..errors import ApiError
+from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
 from ..settings import Settings
 
@@ -85,11 +86,11 @@ class PaymentService:
     async def get(self, session_id: str) -> Session:
         session = await self.engine.load(session_id)
         if session is None:
-            raise ApiError(404, "not_found", f"no session {session_id}")
+            raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
         return session
 
     async def run(self, session_id: str, command: Command) -> Outcome:
-        """Apply ``command``; raise ApiError 404 for an unknown session. A refusal is
+        """Apply ``command``; raise Refused ``not_found`` for an unknown session. A refusal is
         returned in ``decision.refusal`` (changes may still have been saved with it:
         a void that found the money moved makes the session succeed and refuses the retry)."""
         voids: dict[int, bool] = {}
@@ -115,23 +116,38 @@ class PaymentService:
                 # Nothing was due after all (a stale or early timer): set it right.
                 await self.engine.schedule(session_id, session.next_due())
             return Outcome(result.session, result)
-        raise ApiError(409, "conflict", "the session changed too often; try again")
+        raise Refused(ErrorCode.CONFLICT, "the session changed too often; try again")
 
     async def tick(self, session_id: str) -> None:
         try:
             await self.run(session_id, Tick())
-        except ApiError as exc:
-            if exc.status == 404:
+        except Refused as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
                 await self.engine.schedule(session_id, None)
             else:
                 raise
+
+    async def provider_event(
+        self, event_id: str, session_id: str, result: ProviderResult
+    ) -> Outcome | None:
+        """Apply a provider's result that came as event ``event_id`` (a webhook); None
+        when that event was applied before. Providers deliver at least once: the event
+        id is remembered after the result is applied, and the machine applies a result
+        to an attempt at most once whatever the event id, so a retry racing the first
+        delivery changes nothing either."""
+        seen = f"webhook:{event_id}"
+        if await self.engine.get(seen) is not None:
+            return None
+        outcome = await self.run(session_id, result)
+        await self.engine.put(seen, b"1", self.settings.retention_after_end_ms)
+        return outcome
 
     async def _void(self, session_id: str, number: int) -> bool:
         try:
             return await self.gateway.void(idempotency_key(session_id, number))
         except GatewayError as exc:
-            raise ApiError(
-                503, "gateway_unavailable", "the provider cannot confirm the void; try again"
+            raise Refused(
+                ErrorCode.GATEWAY_UNAVAILABLE, "the provider cannot confirm the void; try again"
             ) from exc
 
     async def _charge(self, decision: Decision) -> None:

@@ -9,24 +9,24 @@ here: a review is a command to the machine, which refuses it while effects pend.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.outbox import ResolveReview
-from ..errors import ApiError
+from ..core.protocol import ErrorCode
+from ..errors import Refused
 from ..gateway.sandbox import SandboxGateway
 from ..service.effects import list_effects
 from . import validation
 from .auth import ADMIN
-from .routes import authenticate, handle_errors, json_body, limit_of, runtime_of
+from .routes import authenticate, endpoint, json_body, limit_of, runtime_of
 
 EFFECT_STATUSES = ("pending", "done", "all")
 
 
-@handle_errors
+@endpoint
 async def effects(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
@@ -40,7 +40,7 @@ async def effects(request: Request) -> Response:
     return JSONResponse({"effects": found})
 
 
-@handle_errors
+@endpoint
 async def session_events(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
@@ -60,7 +60,7 @@ async def session_events(request: Request) -> Response:
     )
 
 
-@handle_errors
+@endpoint
 async def resolve_review(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
@@ -69,9 +69,7 @@ async def resolve_review(request: Request) -> Response:
     outcome = await runtime.service.run(session_id, ResolveReview(by, note))
     refusal = outcome.decision.refusal
     if refusal is not None:
-        body: dict[str, Any] = ApiError(refusal.status, refusal.code, refusal.message).to_body()
-        body["session"] = outcome.session.to_admin()
-        return JSONResponse(body, status_code=refusal.status)
+        raise Refused(refusal.code, refusal.message, session=outcome.session.to_admin())
     return JSONResponse(outcome.session.to_admin())
 
 
@@ -81,11 +79,11 @@ def _sandbox(request: Request) -> SandboxGateway:
     authenticate(request, ADMIN)
     gateway = runtime.gateway
     if runtime.settings.production or not isinstance(gateway, SandboxGateway):
-        raise ApiError(404, "not_found", "the sandbox is not available here")
+        raise Refused(ErrorCode.NOT_FOUND, "the sandbox is not available here")
     return gateway
 
 
-@handle_errors
+@endpoint
 async def sandbox_outage(request: Request) -> Response:
     sandbox = _sandbox(request)
     maximum = runtime_of(request).settings.sandbox_outage_max_s
@@ -94,7 +92,7 @@ async def sandbox_outage(request: Request) -> Response:
     return JSONResponse({"outage_until": until})
 
 
-@handle_errors
+@endpoint
 async def sandbox_ledger(request: Request) -> Response:
     sandbox = _sandbox(request)
     session_id = validation.parse_session_id(request.query_params.get("session"))

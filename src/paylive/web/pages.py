@@ -1,7 +1,7 @@
 """The bundled client: the JS module, the demo checkout and the admin dashboard.
 
 Served from the package (``paylive/client`` in a wheel) or, in a checkout, from the
-repository's ``client/`` folder.
+repository's ``client/`` folder; ``docs/`` (the API descriptions) likewise.
 """
 
 from __future__ import annotations
@@ -13,47 +13,54 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..core.protocol import ErrorCode
 from ..engine import EngineUnavailable
+from ..errors import Refused
 from .auth import client_secret
+from .errors import error_response
+
+
+def bundled(name: str) -> Path:
+    """The folder ``name`` (``client``, ``docs``) shipped with paylive."""
+    package = Path(__file__).resolve().parent.parent
+    # In a wheel it sits inside the package; in a checkout, at the repository root.
+    for candidate in (package / name, package.parent.parent / name):
+        if candidate.is_dir():
+            return candidate
+    return package / name
 
 
 def client_dir() -> Path:
-    package = Path(__file__).resolve().parent.parent
-    # In a wheel the client sits inside the package; in a checkout, at the repository root.
-    for candidate in (package / "client", package.parent.parent / "client"):
-        if candidate.is_dir():
-            return candidate
-    return package / "client"
+    return bundled("client")
 
 
 async def index(request: Request) -> Response:
     runtime = request.app.state.runtime
     if runtime.settings.production:
-        return JSONResponse({"service": "paylive", "docs": "see README.md"})
+        return JSONResponse({"service": "paylive", "docs": "/openapi.json"})
     return RedirectResponse("/demo", status_code=307)
 
 
 async def demo(request: Request) -> Response:
     """A fresh demo session, handed to the checkout page in the URL fragment (which
-    never reaches a server log). Not served in production."""
+    never reaches a server log). Not served in production; rate limited per client
+    address, since each one is a session kept for a day."""
     runtime = request.app.state.runtime
     if runtime.settings.production:
-        return JSONResponse(
-            {"error": {"code": "not_found", "message": "no demo in production"}}, status_code=404
+        return error_response(Refused(ErrorCode.NOT_FOUND, "no demo in production"))
+    address = request.client.host if request.client else "unknown"
+    if not runtime.demo_limiter.take(address):
+        return error_response(
+            Refused(ErrorCode.RATE_LIMITED, "too many demo sessions from this address; wait a bit"),
+            headers={"Retry-After": "60"},
         )
     try:
         session = await runtime.service.create(
             "demo-" + str(runtime.clock()), 1999, "EUR", {"demo": True}
         )
     except EngineUnavailable:
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "engine_unavailable",
-                    "message": "the session store is unavailable",
-                }
-            },
-            status_code=503,
+        return error_response(
+            Refused(ErrorCode.ENGINE_UNAVAILABLE, "the session store is unavailable")
         )
     secret = client_secret(runtime.settings.secret, session.id)
     return RedirectResponse(

@@ -1,11 +1,13 @@
 """The HTTP API of docs/protocol.md section 3: parse, authorise, call the service, answer.
 
 No business rule lives here: a route validates its input, checks who is asking and
-hands a command to ``PaymentService``.
+hands a command or a read to the service. Refusals travel as ``Refused``; the
+``endpoint`` decorator turns them into answers through ``web.errors``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,63 +17,91 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
-from ..core import stats
 from ..core.machine import Cancel, Command, Interrupt, StartAttempt
+from ..core.protocol import ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
-from ..errors import ApiError
+from ..errors import Refused
 from ..runtime import Runtime
-from ..service import idempotency
+from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
-from . import validation
+from . import openapi, validation
 from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
+from .errors import error_reply, error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+ENGINE_DOWN = Refused(
+    ErrorCode.ENGINE_UNAVAILABLE, "the session store is unavailable; retry shortly"
+)
 
 
 def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def error_response(exc: ApiError, extra: dict[str, Any] | None = None) -> JSONResponse:
-    body: dict[str, Any] = exc.to_body()
-    if extra:
-        body.update(extra)
-    return JSONResponse(body, status_code=exc.status)
+def endpoint(handler: Endpoint) -> Endpoint:
+    """Answer a refusal with its error; an engine outage with 503 ``engine_unavailable``."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refused as exc:
+            return error_response(exc)
+        except EngineUnavailable:
+            metrics.ENGINE_ERRORS.inc()
+            return error_response(ENGINE_DOWN)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request) -> bytes:
+    """The raw body, at most ``max_body_bytes``, arriving within the header timeout (a
+    client trickling a body holds a connection as long as it likes otherwise)."""
+    settings = runtime_of(request).settings
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "invalid_request", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise ApiError(413, "body_too_large", f"the body may be at most {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
+        size = validation.ascii_int(declared.strip())
+        if size is None:
+            raise Refused(ErrorCode.INVALID_REQUEST, "Content-Length is not a number")
         if size > limit:
-            raise ApiError(413, "body_too_large", f"the body may be at most {limit} bytes")
-        chunks.append(chunk)
+            raise Refused(ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        async with asyncio.timeout(settings.header_timeout_ms / 1000):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise Refused(
+                        ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused(ErrorCode.REQUEST_TIMEOUT, "the body did not arrive in time") from None
     return b"".join(chunks)
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    raw = await read_body(request, runtime_of(request).settings.max_body_bytes)
-    return validation.parse_json(raw)
+    raw = await read_body(request)
+    return validation.parse_json(raw, runtime_of(request).settings.max_json_depth)
 
 
 def authenticate(request: Request, *allowed: str) -> Principal:
     runtime = runtime_of(request)
     token = bearer(request.headers.get("authorization"))
     if token is None:
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key or client secret>")
+        raise Refused(
+            ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api key or client secret>"
+        )
     principal = principal_for(token, runtime.settings)
     if principal is None:
-        raise ApiError(401, "unauthorized", "the credentials are not valid")
+        raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
     if principal.kind not in allowed:
-        raise ApiError(403, "forbidden", f"a {principal.kind} credential cannot do this")
+        raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot do this")
     return principal
 
 
@@ -79,64 +109,56 @@ def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
     principal = authenticate(request, *allowed)
     session_id = request.path_params["session_id"]
     if not principal.may_open(session_id):
-        raise ApiError(403, "forbidden", "this client secret opens another session")
+        raise Refused(ErrorCode.FORBIDDEN, "this client secret opens another session")
     return principal, session_id
 
 
-def handle_errors(endpoint: Endpoint) -> Endpoint:
-    async def wrapped(request: Request) -> Response:
+def kept(handler: Handler) -> Handler:
+    """For an Idempotency-Key: a refusal is an answer to keep, a server error is not."""
+
+    async def answer() -> Answer:
         try:
-            return await endpoint(request)
-        except ApiError as exc:
-            return error_response(exc)
-        except EngineUnavailable:
-            metrics.ENGINE_ERRORS.inc()
-            return error_response(
-                ApiError(
-                    503, "engine_unavailable", "the session store is unavailable; retry shortly"
-                )
-            )
+            return await handler()
+        except Refused as exc:
+            status, body = error_reply(exc)
+            if status >= 500:
+                raise
+            return status, body
 
-    return wrapped
+    return answer
 
 
-def session_body(outcome: Outcome, status: int) -> tuple[int, dict[str, Any]]:
+def answer(outcome: Outcome, status: int) -> Answer:
+    """The session, or the machine's refusal with the session beside it."""
     refusal = outcome.decision.refusal
     if refusal is not None:
-        body: dict[str, Any] = ApiError(refusal.status, refusal.code, refusal.message).to_body()
-        body["session"] = outcome.session.to_public()
-        return refusal.status, body
+        raise Refused(refusal.code, refusal.message, session=outcome.session.to_public())
     return status, outcome.session.to_public()
 
 
 # Routes ---------------------------------------------------------------------
 
 
-@handle_errors
+@endpoint
 async def create_session(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, MERCHANT)
     body = await json_body(request)
 
-    async def handler() -> tuple[int, dict[str, Any]]:
+    async def handler() -> Answer:
         order_id, amount, currency, metadata = validation.parse_create(body)
         session = await runtime.service.create(order_id, amount, currency, metadata)
         payload = session.to_public()
         payload["client_secret"] = client_secret(runtime.settings.secret, session.id)
         return 201, payload
 
-    status, payload = await idempotency.run_once(
-        runtime.engine,
-        "POST /api/sessions",
-        request.headers.get("idempotency-key"),
-        body,
-        runtime.settings.idempotency_ttl_ms,
-        handler,
+    status, payload = await runtime.idempotency.run_once(
+        "POST /api/sessions", request.headers.get("idempotency-key"), body, kept(handler)
     )
     return JSONResponse(payload, status_code=status)
 
 
-@handle_errors
+@endpoint
 async def get_session(request: Request) -> Response:
     _, session_id = session_principal(request, MERCHANT, CUSTOMER, ADMIN)
     session = await runtime_of(request).service.get(session_id)
@@ -145,35 +167,32 @@ async def get_session(request: Request) -> Response:
 
 async def _command(
     request: Request, principal: Principal, session_id: str, command: Command, status: int
-) -> tuple[int, dict[str, Any]]:
+) -> Answer:
     runtime = runtime_of(request)
     if principal.kind == CUSTOMER and not runtime.limiter.take(session_id):
-        raise ApiError(429, "rate_limited", "too many commands for this session; slow down")
-    outcome = await runtime.service.run(session_id, command)
-    return session_body(outcome, status)
+        raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
+    return answer(await runtime.service.run(session_id, command), status)
 
 
-@handle_errors
+@endpoint
 async def start_attempt(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     body = await json_body(request)
 
-    async def handler() -> tuple[int, dict[str, Any]]:
+    async def handler() -> Answer:
         method = validation.parse_attempt(body)
         return await _command(request, principal, session_id, StartAttempt(method), 202)
 
-    status, payload = await idempotency.run_once(
-        runtime_of(request).engine,
+    status, payload = await runtime_of(request).idempotency.run_once(
         f"POST /api/sessions/{session_id}/attempts",
         request.headers.get("idempotency-key"),
         body,
-        runtime_of(request).settings.idempotency_ttl_ms,
-        handler,
+        kept(handler),
     )
     return JSONResponse(payload, status_code=status)
 
 
-@handle_errors
+@endpoint
 async def interrupt(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     reason = validation.parse_interrupt(await json_body(request))
@@ -181,17 +200,18 @@ async def interrupt(request: Request) -> Response:
     return JSONResponse(payload, status_code=status)
 
 
-@handle_errors
+@endpoint
 async def cancel(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
-    raw = await read_body(request, runtime_of(request).settings.max_body_bytes)
+    raw = await read_body(request)
     if raw.strip():
-        validation.parse_json(raw)  # an optional body must still be JSON
+        # An optional body must still be JSON.
+        validation.parse_json(raw, runtime_of(request).settings.max_json_depth)
     status, payload = await _command(request, principal, session_id, Cancel(), 200)
     return JSONResponse(payload, status_code=status)
 
 
-@handle_errors
+@endpoint
 async def complete(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT)
     result = validation.parse_complete(await json_body(request))
@@ -199,10 +219,10 @@ async def complete(request: Request) -> Response:
     return JSONResponse(payload, status_code=status)
 
 
-@handle_errors
+@endpoint
 async def sandbox_webhook(request: Request) -> Response:
     runtime = runtime_of(request)
-    raw = await read_body(request, runtime.settings.max_body_bytes)
+    raw = await read_body(request)
     try:
         verify(
             request.headers.get("paylive-signature"),
@@ -212,16 +232,15 @@ async def sandbox_webhook(request: Request) -> Response:
             runtime.settings.webhook_tolerance_s,
         )
     except SignatureError as exc:
-        raise ApiError(400, "invalid_signature", str(exc)) from None
-    event_id, session_id, result = validation.parse_webhook(validation.parse_json(raw))
-    seen_key = f"webhook:{event_id}"
-    if await runtime.engine.get(seen_key) is not None:
+        raise Refused(ErrorCode.INVALID_SIGNATURE, str(exc)) from None
+    body = validation.parse_json(raw, runtime.settings.max_json_depth)
+    event_id, session_id, result = validation.parse_webhook(body)
+    outcome = await runtime.service.provider_event(event_id, session_id, result)
+    if outcome is None:
         return JSONResponse({"received": True, "duplicate": True})
-    outcome = await runtime.service.run(session_id, result)
-    await runtime.engine.put(seen_key, b"1", runtime.settings.retention_after_end_ms)
     refusal = outcome.decision.refusal
-    if refusal is not None and refusal.code == "unknown_attempt":
-        raise ApiError(404, refusal.code, refusal.message)
+    if refusal is not None and refusal.code == ErrorCode.UNKNOWN_ATTEMPT:
+        raise Refused(refusal.code, refusal.message)
     return JSONResponse({"received": True, "applied": outcome.decision.changed})
 
 
@@ -229,12 +248,10 @@ def limit_of(request: Request, default: int, maximum: int) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise validation.invalid("limit", f"must be an integer from 1 to {maximum}")
-    return int(raw)
+    return validation.parse_digits(raw, "limit", 1, maximum)
 
 
-@handle_errors
+@endpoint
 async def admin_sessions(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
@@ -242,18 +259,14 @@ async def admin_sessions(request: Request) -> Response:
     if which not in ("active", "all", "needs_review"):
         raise validation.invalid("status", "must be active, all or needs_review")
     limit = limit_of(request, 100, runtime.settings.admin_list_max)
-    if which == "needs_review":
-        sessions = await runtime.engine.list_review(limit)
-    else:
-        sessions = await runtime.engine.list_sessions(which == "active", limit)
+    sessions = await runtime.reads.sessions(which, limit)
     return JSONResponse({"sessions": [s.to_public() for s in sessions]})
 
 
-@handle_errors
+@endpoint
 async def admin_summary(request: Request) -> Response:
-    runtime = runtime_of(request)
     authenticate(request, ADMIN)
-    return JSONResponse(stats.summary(await runtime.engine.counters()))
+    return JSONResponse(await runtime_of(request).reads.summary())
 
 
 async def healthz(request: Request) -> Response:
@@ -261,20 +274,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    runtime = runtime_of(request)
-    checks: dict[str, bool] = {"engine": True, "subscription": True, "shutting_down": False}
-    try:
-        await runtime.engine.ping()
-    except EngineUnavailable:
-        checks["engine"] = False
-    checks["subscription"] = runtime.engine.subscription_healthy
-    checks["shutting_down"] = runtime.shutting_down
+    checks = await runtime_of(request).readiness()
     ready = checks["engine"] and checks["subscription"] and not checks["shutting_down"]
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+
+async def openapi_document(request: Request) -> Response:
+    return Response(openapi.document_bytes(), media_type="application/json")
 
 
 routes = [
@@ -290,4 +300,5 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Route("/openapi.json", openapi_document, methods=["GET"]),
 ]

@@ -15,25 +15,23 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..core.codec import JSON, MSGPACK, SUBPROTOCOLS, DecodeError, Encoded, Message, decode_frame
 from ..core.machine import Cancel, Command, Interrupt, StartAttempt
+from ..core.protocol import CloseCode, ErrorCode
 from ..engine import EngineUnavailable
-from ..errors import ApiError
+from ..errors import Refused
 from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from . import validation
 from .auth import ADMIN, CUSTOMER, principal_for
+from .errors import close_code
 
 log = logging.getLogger("paylive.sockets")
 
-CLOSE_BAD_TOKEN = 4401
-CLOSE_ORIGIN = 4403
-CLOSE_UNKNOWN = 4404
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_LATER = 1013
-
 ADMIN_QUEUE_FACTOR = 16
+# A close reason is at most 123 bytes of UTF-8 (RFC 6455): longer ones are cut.
+MAX_REASON_BYTES = 123
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+ENGINE_DOWN = Refused(ErrorCode.ENGINE_UNAVAILABLE, "the session store is unavailable")
 
 
 def origin_allowed(
@@ -46,8 +44,12 @@ def origin_allowed(
     origin = origin.rstrip("/").lower()
     if allowed is not None:
         return "*" in allowed or origin in {o.rstrip("/").lower() for o in allowed}
-    parts = urlsplit(origin)
-    if parts.hostname in _LOCAL_HOSTS:
+    try:
+        parts = urlsplit(origin)
+        hostname = parts.hostname
+    except ValueError:
+        return False
+    if hostname in _LOCAL_HOSTS:
         return True
     return bool(host_header) and parts.netloc == (host_header or "").lower()
 
@@ -63,11 +65,15 @@ def choose_subprotocol(offered: list[str]) -> str | None:
     return None
 
 
-async def _refuse(ws: WebSocket, code: int, reason: str, codec: str | None = None) -> None:
+def close_reason(text: str) -> str:
+    return text.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+async def _refuse(ws: WebSocket, refusal: Refused, codec: str | None = None) -> None:
     # Accept first: a close before the handshake completes reaches the client as
     # HTTP 403, and the protocol promises close codes.
     await ws.accept(subprotocol=accepted_subprotocol(ws, codec) if codec else None)
-    await ws.close(code=code, reason=reason)
+    await ws.close(code=close_code(refusal.code), reason=close_reason(refusal.message))
 
 
 def _make_subscriber(ws: WebSocket, kind: str, subprotocol: str, runtime: Runtime) -> Subscriber:
@@ -79,7 +85,7 @@ def _make_subscriber(ws: WebSocket, kind: str, subprotocol: str, runtime: Runtim
 
     async def close(code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await ws.close(code=code, reason=reason)
+            await ws.close(code=code, reason=close_reason(reason))
 
     size = runtime.settings.send_queue_size
     if kind == "admin":
@@ -101,10 +107,11 @@ async def _handshake(ws: WebSocket, runtime: Runtime) -> str | None:
     if not origin_allowed(
         ws.headers.get("origin"), ws.headers.get("host"), runtime.settings.allowed_origins
     ):
-        await _refuse(ws, CLOSE_ORIGIN, "origin not allowed")
+        await _refuse(ws, Refused(ErrorCode.ORIGIN_NOT_ALLOWED, "origin not allowed"))
         return None
     if subprotocol is None:
-        await _refuse(ws, CLOSE_POLICY, f"unsupported subprotocol; use one of {list(SUBPROTOCOLS)}")
+        message = f"unsupported subprotocol; use one of {list(SUBPROTOCOLS)}"
+        await _refuse(ws, Refused(ErrorCode.INVALID_FIELD, message))
         return None
     return subprotocol
 
@@ -127,23 +134,30 @@ async def customer_socket(ws: WebSocket) -> None:
         or principal.kind not in (CUSTOMER, ADMIN)
         or not principal.may_open(session_id)
     ):
-        await _refuse(ws, CLOSE_BAD_TOKEN, "missing or bad token", subprotocol)
+        await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
         return
     try:
         since = validation.parse_since(ws.query_params.get("since"))
-    except ApiError as exc:
-        await _refuse(ws, CLOSE_POLICY, exc.message, subprotocol)
+    except Refused as exc:
+        await _refuse(ws, exc, subprotocol)
+        return
+    cap = runtime.settings.max_sockets_per_session
+    if runtime.hub.sockets_on(session_id) >= cap:
+        message = f"at most {cap} sockets per session: close another one first"
+        await _refuse(ws, Refused(ErrorCode.TOO_MANY_SOCKETS, message), subprotocol)
         return
     await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol))
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     writer = asyncio.create_task(subscriber.run_writer())
+    # Staff watching one session see it; commands are the customer's and the merchant's.
+    watching = principal.kind == ADMIN
     try:
         await runtime.hub.join(session_id, subscriber)
         await _catch_up(runtime, subscriber, session_id, since)
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
-            await _command(runtime, subscriber, session_id, frame)
+            await _command(runtime, subscriber, session_id, frame, watching)
     except EngineUnavailable:
-        subscriber.kill(CLOSE_TRY_LATER, "the session store is unavailable")
+        subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
         await runtime.hub.leave(session_id, subscriber)
         await _finish(subscriber, writer)
@@ -154,21 +168,17 @@ async def _catch_up(
 ) -> None:
     """Replay from ``since`` when every later event is still held, else a snapshot.
     The subscriber is already joined, so what happens meanwhile is held, not lost."""
-    session = await runtime.engine.load(session_id)
-    if session is None:
-        subscriber.kill(CLOSE_UNKNOWN, "unknown session")
+    start = await runtime.reads.catch_up(session_id, since)
+    if start is None:
+        subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
         return
-    runtime.hub.learn(session)
-    replay = None
-    if since is not None and since <= session.seq:
-        replay = await runtime.engine.history(session_id, since)
-    if replay is None:
-        subscriber.push(snapshot_message(session, runtime.clock()))
-        gap = subscriber.begin(session.seq)
+    runtime.hub.learn(start.session)
+    if start.replay is None:
+        subscriber.push(snapshot_message(start.session, runtime.clock()))
+        gap = subscriber.begin(start.session.seq)
     else:
         last = since if since is not None else 0
-        for raw in replay:
-            event = Encoded.from_json(raw)
+        for event in start.replay:
             subscriber.push(event)
             last = event.seq or last
         gap = subscriber.begin(last)
@@ -178,9 +188,10 @@ async def _catch_up(
 
 async def _frames(
     ws: WebSocket, runtime: Runtime, subscriber: Subscriber, subprotocol: str
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[dict[str, Any] | Refused]:
     """The client's frames as maps, until it goes; a frame too big or not a map in the
-    socket's encoding closes the socket (1009, 1008)."""
+    socket's encoding closes the socket (1009, 1008). A frame that is a map but holds
+    a value JSON cannot carry (``NaN``) comes as a refusal to answer."""
     limit = runtime.settings.max_message_bytes
     while True:
         message = await ws.receive()
@@ -188,15 +199,20 @@ async def _frames(
             return
         text: str | None = message.get("text")
         data: bytes | None = message.get("bytes")
-        size = len(text.encode()) if text is not None else len(data or b"")
+        size = len(text.encode(errors="surrogatepass")) if text is not None else len(data or b"")
         if size > limit:
-            subscriber.kill(CLOSE_TOO_BIG, f"messages may be at most {limit} bytes")
+            subscriber.kill(CloseCode.TOO_BIG, f"messages may be at most {limit} bytes")
             return
         try:
-            yield decode_frame(subprotocol, text, data)
+            frame: dict[str, Any] | Refused = decode_frame(
+                subprotocol, text, data, runtime.settings.max_json_depth
+            )
         except DecodeError as exc:
-            subscriber.kill(CLOSE_POLICY, str(exc)[:120])
+            subscriber.kill(CloseCode.POLICY, str(exc))
             return
+        except Refused as exc:
+            frame = exc
+        yield frame
 
 
 def _ref(frame: dict[str, Any]) -> str | int | None:
@@ -209,7 +225,7 @@ def _ref(frame: dict[str, Any]) -> str | int | None:
 
 
 def parse_command(frame: dict[str, Any]) -> Command | None:
-    """The machine command for a client frame; None for ``ping``. Raises ApiError."""
+    """The machine command for a client frame; None for ``ping``. Raises Refused."""
     kind = frame.get("type")
     allowed = {"type", "ref"}
     command: Command | None
@@ -229,33 +245,45 @@ def parse_command(frame: dict[str, Any]) -> Command | None:
             validation.parse_interrupt({"reason": frame.get("reason", "network_error")})
         )
     else:
-        raise ApiError(400, "unknown_command", f"unknown command type {kind!r}")
+        shown = repr(kind)[:40] if isinstance(kind, str) else "missing or not a string"
+        raise Refused(ErrorCode.UNKNOWN_COMMAND, f"unknown command type {shown}")
     extra = sorted(set(frame) - allowed)
     if extra:
-        raise validation.invalid(extra[0], "is not a field of this command")
+        raise validation.invalid(extra[0][:64], "is not a field of this command")
     return command
 
 
 async def _command(
-    runtime: Runtime, subscriber: Subscriber, session_id: str, frame: dict[str, Any]
+    runtime: Runtime,
+    subscriber: Subscriber,
+    session_id: str,
+    frame: dict[str, Any] | Refused,
+    watching: bool,
 ) -> None:
     seq = subscriber.last_seq if subscriber.last_seq >= 0 else None
     ref: str | int | None = None
     try:
+        if isinstance(frame, Refused):
+            raise frame
         ref = _ref(frame)
         command = parse_command(frame)
         if command is None:
             subscriber.push(_reply("pong", {}, session_id, seq, runtime.clock()))
             return
+        if watching:
+            raise Refused(ErrorCode.FORBIDDEN, "an admin token watches this session: no commands")
         if not runtime.limiter.take(session_id):
-            raise ApiError(429, "rate_limited", "too many commands for this session; slow down")
+            raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
         outcome = await runtime.service.run(session_id, command)
-    except ApiError as exc:
+    except Refused as exc:
+        if exc.code == ErrorCode.NOT_FOUND:
+            # The session is gone from the store since this socket opened.
+            subscriber.kill(close_code(exc.code), exc.message)
+            return
         _error(runtime, subscriber, session_id, seq, exc.code, exc.message, ref)
         return
     except EngineUnavailable:
-        message = "the session store is unavailable; retry shortly"
-        _error(runtime, subscriber, session_id, seq, "engine_unavailable", message, ref)
+        _error(runtime, subscriber, session_id, seq, ENGINE_DOWN.code, ENGINE_DOWN.message, ref)
         return
     refusal = outcome.decision.refusal
     if refusal is not None:
@@ -277,7 +305,7 @@ def _error(
     message: str,
     ref: str | int | None,
 ) -> None:
-    data: dict[str, Any] = {"code": code, "message": message}
+    data: dict[str, Any] = {"code": str(code), "message": message}
     if ref is not None:
         data["ref"] = ref
     subscriber.push(_reply("error", data, session_id, seq, runtime.clock()))
@@ -290,38 +318,42 @@ async def admin_socket(ws: WebSocket) -> None:
         return
     principal = principal_for(ws.query_params.get("token"), runtime.settings)
     if principal is None or principal.kind != ADMIN:
-        await _refuse(ws, CLOSE_BAD_TOKEN, "missing or bad admin token", subprotocol)
+        await _refuse(
+            ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad admin token"), subprotocol
+        )
         return
     await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol))
     subscriber = _make_subscriber(ws, "admin", subprotocol, runtime)
     writer = asyncio.create_task(subscriber.run_writer())
     try:
         await runtime.hub.join_admin(subscriber)
-        subscriber.push(await runtime.admin_snapshot())
+        subscriber.push(await runtime.reads.admin_snapshot())
         subscriber.begin(0)
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
-            await _admin_command(runtime, subscriber, frame)
+            _admin_command(runtime, subscriber, frame)
     except EngineUnavailable:
-        subscriber.kill(CLOSE_TRY_LATER, "the session store is unavailable")
+        subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
         await runtime.hub.leave_admin(subscriber)
         await _finish(subscriber, writer)
 
 
-async def _admin_command(runtime: Runtime, subscriber: Subscriber, frame: dict[str, Any]) -> None:
-    if frame.get("type") == "ping":
+def _admin_command(
+    runtime: Runtime, subscriber: Subscriber, frame: dict[str, Any] | Refused
+) -> None:
+    if isinstance(frame, dict) and frame.get("type") == "ping":
         subscriber.push(_reply("pong", {}, None, None, runtime.clock()))
         return
-    ref = frame.get("ref")
-    _error(
-        runtime,
-        subscriber,
-        None,
-        None,
-        "unknown_command",
-        "the admin feed only takes ping; use the admin API",
-        ref if isinstance(ref, (str, int)) else None,
-    )
+    try:
+        if isinstance(frame, Refused):
+            raise frame
+        ref = _ref(frame)
+        refusal = Refused(
+            ErrorCode.UNKNOWN_COMMAND, "the admin feed only takes ping; use the admin API"
+        )
+    except Refused as exc:
+        ref, refusal = None, exc
+    _error(runtime, subscriber, None, None, refusal.code, refusal.message, ref)
 
 
 async def _finish(subscriber: Subscriber, writer: asyncio.Task[None]) -> None:

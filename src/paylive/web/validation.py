@@ -10,8 +10,10 @@ import json
 import re
 from typing import Any
 
+from ..core.codec import DecodeError, loads_json
 from ..core.machine import ProviderResult
-from ..errors import ApiError
+from ..core.protocol import ErrorCode
+from ..errors import Refused
 
 # ISO 4217 active codes (2024), so "EURO" or "XXX" cannot open a session.
 CURRENCIES = frozenset(
@@ -30,24 +32,43 @@ CURRENCIES = frozenset(
 MAX_AMOUNT = 10**12
 MAX_METADATA_KEYS = 20
 MAX_METADATA_BYTES = 4096
+# Integers a JavaScript page (and msgpack) carry exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+# Digits are ASCII digits: str.isdigit() and int() also take "²" and fullwidth digits.
+_DIGITS = re.compile(r"[0-9]+")
+_CARD = re.compile(r"[0-9]{12,19}")
 _ORDER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _DECLINE_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 _PROVIDER_REF = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
-def invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
-    return ApiError(422, code, f"{field}: {message}")
+def invalid(field: str, message: str, code: ErrorCode = ErrorCode.INVALID_FIELD) -> Refused:
+    return Refused(code, f"{field}: {message}")
 
 
-def parse_json(raw: bytes) -> dict[str, Any]:
-    """A body must be a JSON object; anything else is 400."""
+def parse_json(raw: bytes, max_depth: int) -> dict[str, Any]:
+    """A body must be a JSON object (400 ``invalid_json`` otherwise, nesting too deep
+    included); a number that is not finite is 422 ``invalid_field``."""
     try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        body = loads_json(raw, max_depth) if raw else None
+    except DecodeError as exc:
+        raise Refused(ErrorCode.INVALID_JSON, f"the body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        raise Refused(ErrorCode.INVALID_JSON, "the body must be a JSON object")
     return body
+
+
+def ascii_int(raw: str) -> int | None:
+    """``raw`` as a non-negative integer of at most 18 ASCII digits, else None."""
+    return int(raw) if len(raw) <= 18 and _DIGITS.fullmatch(raw) else None
+
+
+def parse_digits(raw: str, field: str, lo: int, hi: int) -> int:
+    """A query parameter that must be a whole number from ``lo`` to ``hi``."""
+    value = ascii_int(raw)
+    if value is None or not lo <= value <= hi:
+        raise invalid(field, f"must be an integer from {lo} to {hi} in ASCII digits")
+    return value
 
 
 def _int(body: dict[str, Any], field: str, lo: int, hi: int) -> int:
@@ -76,7 +97,9 @@ def parse_create(body: dict[str, Any]) -> tuple[str, int, str, dict[str, Any]]:
     currency = body.get("currency")
     if not isinstance(currency, str) or currency not in CURRENCIES:
         raise invalid(
-            "currency", "must be an ISO 4217 code in upper case, such as EUR", "invalid_currency"
+            "currency",
+            "must be an ISO 4217 code in upper case, such as EUR",
+            ErrorCode.INVALID_CURRENCY,
         )
     metadata = body.get("metadata", {})
     if metadata is None:
@@ -90,6 +113,8 @@ def parse_create(body: dict[str, Any]) -> tuple[str, int, str, dict[str, Any]]:
             raise invalid("metadata", "keys must be 1 to 40 characters")
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise invalid(f"metadata.{key}", "must be a string, number, boolean or null")
+        if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
+            raise invalid(f"metadata.{key}", f"must be an integer within ±{MAX_SAFE_INTEGER}")
     if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
         raise invalid("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
     return order_id, amount, currency, metadata
@@ -119,10 +144,10 @@ def parse_payment_method(value: Any, required: bool) -> dict[str, Any] | None:
     if not isinstance(card, str):
         raise invalid("payment_method.card", "must be a string of digits")
     card = card.replace(" ", "")
-    if not card.isdigit() or not 12 <= len(card) <= 19:
-        raise invalid("payment_method.card", "must be 12 to 19 digits", "invalid_card")
+    if not _CARD.fullmatch(card):
+        raise invalid("payment_method.card", "must be 12 to 19 digits", ErrorCode.INVALID_CARD)
     if not luhn_ok(card):
-        raise invalid("payment_method.card", "fails the Luhn check", "invalid_card")
+        raise invalid("payment_method.card", "fails the Luhn check", ErrorCode.INVALID_CARD)
     return {"card": card}
 
 
@@ -199,9 +224,7 @@ def parse_webhook(body: dict[str, Any]) -> tuple[str, str, ProviderResult]:
 def parse_since(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 12:
-        raise invalid("since", "must be a non-negative integer")
-    return int(raw)
+    return parse_digits(raw, "since", 0, 10**12)
 
 
 MAX_NOTE_CHARS = 1000

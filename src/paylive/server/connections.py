@@ -1,0 +1,123 @@
+"""Two bounds uvicorn does not have, on its httptools protocol.
+
+- A header timeout: a connection must finish its request headers (a socket, its
+  handshake request) within ``header_timeout_ms`` of opening, and of the first byte of
+  every later request on it, or it is closed. uvicorn only times out a connection
+  idle *between* requests, so one that never sends, or sends a header a minute,
+  holds a file descriptor for as long as it likes.
+- A connection limit per worker: past ``max_connections`` open connections (sockets
+  included), a request is answered 503 ``overloaded`` and a socket handshake is
+  refused with the same 503, then the connection is closed. uvicorn's own
+  ``limit_concurrency`` lets socket handshakes through and answers in plain text.
+
+Both are ``Settings`` fields, carried to every worker in the uvicorn config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from ..core.protocol import ErrorCode
+from ..settings import Settings
+from ..web.errors import error_body, http_status
+
+OVERLOADED_STATUS = http_status(ErrorCode.OVERLOADED)
+OVERLOADED_BODY = json.dumps(
+    error_body(ErrorCode.OVERLOADED, "this worker is at its connection limit; retry shortly")
+).encode()
+OVERLOADED_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(OVERLOADED_BODY)).encode()),
+    (b"retry-after", b"1"),
+    (b"connection", b"close"),
+]
+
+
+class PayliveConfig(uvicorn.Config):
+    """uvicorn's config with paylive's settings, so that every worker's protocol has them."""
+
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+
+
+async def overloaded(scope: Any, receive: Any, send: Any) -> None:
+    """The ASGI app that answers a request past the connection limit."""
+    await send(
+        {"type": "http.response.start", "status": OVERLOADED_STATUS, "headers": OVERLOADED_HEADERS}
+    )
+    await send({"type": "http.response.body", "body": OVERLOADED_BODY})
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        settings = config.settings if isinstance(config, PayliveConfig) else Settings()
+        self._header_timeout = settings.header_timeout_ms / 1000
+        self._max_connections = settings.max_connections
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def _over_limit(self) -> bool:
+        # This connection is counted among them.
+        return len(self.connections) > self._max_connections
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()  # a later request on a kept-alive connection: its headers are timed too
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        if not self._over_limit:
+            super().on_headers_complete()
+            return
+        # Requests past the limit get the 503 app instead of paylive's (a socket
+        # handshake never reaches an app: handle_websocket_upgrade refuses it).
+        app, self.app = self.app, overloaded
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def handle_websocket_upgrade(self) -> None:
+        if not self._over_limit:
+            super().handle_websocket_upgrade()
+            return
+        head = [b"HTTP/1.1 %d Service Unavailable\r\n" % OVERLOADED_STATUS]
+        head += [name + b": " + value + b"\r\n" for name, value in OVERLOADED_HEADERS]
+        self.transport.write(b"".join(head) + b"\r\n" + OVERLOADED_BODY)
+        self.transport.close()

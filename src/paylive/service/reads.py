@@ -1,0 +1,66 @@
+"""What the edge reads, through the service rather than from the engine: a socket's
+catch-up, the admin listing, the summary and the admin feed's first message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import stats
+from ..core.codec import Encoded, Message
+from ..core.session import Session
+from ..engine import SessionStore
+from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """A socket's start: the session, and either the durable events after ``since``
+    (``replay``) or None, when they are not all held any more and a snapshot is due."""
+
+    session: Session
+    replay: list[Encoded] | None
+
+
+class Reads:
+    def __init__(self, settings: Settings, engine: SessionStore, clock: Callable[[], int]) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.clock = clock
+
+    async def catch_up(self, session_id: str, since: int | None) -> CatchUp | None:
+        """None for an unknown session. ``since`` past the session's seq cannot be
+        replayed (docs/protocol.md section 6.4): a snapshot instead."""
+        session = await self.engine.load(session_id)
+        if session is None:
+            return None
+        replay = None
+        if since is not None and since <= session.seq:
+            history = await self.engine.history(session_id, since)
+            if history is not None:
+                replay = [Encoded.from_json(raw) for raw in history]
+        return CatchUp(session, replay)
+
+    async def sessions(self, which: str, limit: int) -> list[Session]:
+        """``active``, ``all`` or ``needs_review`` sessions, newest first, at most
+        ``limit`` (capped by ``admin_list_max``)."""
+        limit = min(limit, self.settings.admin_list_max)
+        if which == "needs_review":
+            return await self.engine.list_review(limit)
+        return await self.engine.list_sessions(which == "active", limit)
+
+    async def summary(self) -> dict[str, Any]:
+        return stats.summary(await self.engine.counters())
+
+    async def admin_snapshot(self) -> Encoded:
+        sessions = await self.engine.list_sessions(True, self.settings.admin_list_max)
+        return Encoded.of(
+            Message(
+                "admin.snapshot",
+                {"sessions": [s.to_public() for s in sessions], "summary": await self.summary()},
+                None,
+                None,
+                self.clock(),
+            )
+        )
