@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -186,32 +186,42 @@ async def _catch_up(
         runtime.hub.request_fill(session_id)
 
 
+def read_frame(
+    message: Mapping[str, Any], subprotocol: str, limit: int, max_depth: int
+) -> dict[str, Any] | Refused:
+    """One received ASGI message as a client frame: the map, or a refusal to answer
+    (a value JSON cannot carry, such as ``NaN``). Raises Refused for a frame that ends
+    the socket: too big (``body_too_large``, 1009) or not a map in the socket's
+    encoding (``invalid_json``, 1008)."""
+    text: str | None = message.get("text")
+    data: bytes | None = message.get("bytes")
+    size = len(text.encode(errors="surrogatepass")) if text is not None else len(data or b"")
+    if size > limit:
+        raise Refused(ErrorCode.BODY_TOO_LARGE, f"messages may be at most {limit} bytes")
+    try:
+        return decode_frame(subprotocol, text, data, max_depth)
+    except DecodeError as exc:
+        raise Refused(ErrorCode.INVALID_JSON, str(exc)) from None
+    except Refused as exc:
+        return exc
+
+
 async def _frames(
     ws: WebSocket, runtime: Runtime, subscriber: Subscriber, subprotocol: str
 ) -> AsyncIterator[dict[str, Any] | Refused]:
-    """The client's frames as maps, until it goes; a frame too big or not a map in the
-    socket's encoding closes the socket (1009, 1008). A frame that is a map but holds
-    a value JSON cannot carry (``NaN``) comes as a refusal to answer."""
-    limit = runtime.settings.max_message_bytes
+    """The client's frames (``read_frame``) until it goes or sends one that ends it."""
+    settings = runtime.settings
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
-        text: str | None = message.get("text")
-        data: bytes | None = message.get("bytes")
-        size = len(text.encode(errors="surrogatepass")) if text is not None else len(data or b"")
-        if size > limit:
-            subscriber.kill(CloseCode.TOO_BIG, f"messages may be at most {limit} bytes")
-            return
         try:
-            frame: dict[str, Any] | Refused = decode_frame(
-                subprotocol, text, data, runtime.settings.max_json_depth
+            frame = read_frame(
+                message, subprotocol, settings.max_message_bytes, settings.max_json_depth
             )
-        except DecodeError as exc:
-            subscriber.kill(CloseCode.POLICY, str(exc))
-            return
         except Refused as exc:
-            frame = exc
+            subscriber.kill(close_code(exc.code), exc.message)
+            return
         yield frame
 
 

@@ -1,0 +1,158 @@
+"""The HTTP API's description (docs/openapi.json) against the routes, and the server
+against the description: Schemathesis fuzzes a real ``paylive serve`` from it.
+
+The suite runs a short pass (``PAYLIVE_FUZZ_EXAMPLES``, 10 per operation and mode); README
+says how to run a longer one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from openapi_spec_validator import validate
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.routing import Route
+
+from paylive.core.protocol import ErrorCode
+from paylive.core.signature import signature_header
+from paylive.web import pages
+from paylive.web import routes as http_api
+
+from ..support.client import merchant
+from ..support.servers import ADMIN_TOKEN, API_KEY, WEBHOOK_SECRET, Server
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENT = json.loads((ROOT / "docs" / "openapi.json").read_text())
+EXAMPLES = int(os.environ.get("PAYLIVE_FUZZ_EXAMPLES", "10"))
+# Pages for people (HTML, redirects, static files) are not the API.
+PAGES = {route.path for route in pages.routes()}
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    assert DOCUMENT["openapi"].startswith("3.1")
+    validate(DOCUMENT)
+
+
+def test_the_document_describes_every_route_and_no_other() -> None:
+    served = {
+        (route.path, method.lower())
+        for route in http_api.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    described = {(path, method) for path, item in DOCUMENT["paths"].items() for method in item}
+    assert served == described
+    assert not PAGES & {path for path, _ in described}
+
+
+def test_every_error_code_is_described() -> None:
+    described = set(
+        DOCUMENT["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"][
+            "enum"
+        ]
+    )
+    assert {code.value for code in ErrorCode} <= described
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    # The sandbox posts nowhere: Schemathesis is the only client.
+    with Server({"PAYLIVE_SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/nowhere"}) as srv:
+        yield srv
+
+
+def test_the_server_serves_the_document(server: Server) -> None:
+    reply = httpx.get(server.url + "/openapi.json")
+    assert reply.status_code == 200
+    assert reply.json() == DOCUMENT
+
+
+@pytest.fixture(scope="module")
+def api(server: Server) -> Any:
+    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+
+
+# Every operation in both modes; an operation that takes no input cannot be broken.
+OPERATIONS = [
+    pytest.param(path, method.upper(), mode, id=f"{method.upper()} {path} {mode.value}")
+    for path, item in DOCUMENT["paths"].items()
+    for method, operation in item.items()
+    for mode in GenerationMode
+    if mode is GenerationMode.POSITIVE
+    or operation.get("parameters")
+    or operation.get("requestBody")
+    or operation.get("security")
+]
+_turns = itertools.count()
+
+
+def _new_session(url: str) -> dict[str, Any]:
+    body = {"order_id": "fuzz", "amount": 100, "currency": "EUR"}
+    reply = httpx.post(url + "/api/sessions", json=body, headers=merchant())
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def _credentials(case: Any, url: str) -> dict[str, str]:
+    """Each case gets one of the API key, a client secret and the admin token; on a
+    session's path, most cases name a real session (random ids would only be 404)."""
+    turn = next(_turns)
+    token = (API_KEY, "client secret", ADMIN_TOKEN)[turn % 3]
+    if "session_id" in (case.path_parameters or {}) and turn % 4 != 3:
+        session = _new_session(url)
+        case.path_parameters["session_id"] = session["id"]
+        if token == "client secret":
+            token = session["client_secret"]
+    elif token == "client secret":
+        token = _new_session(url)["client_secret"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("path, method, mode", OPERATIONS)
+def test_the_server_keeps_to_its_description(
+    api: Any, server: Server, path: str, method: str, mode: GenerationMode
+) -> None:
+    """Positive cases follow the description, negative ones break it on purpose: either
+    way no server error, every answer as described, every status documented."""
+
+    @given(case=api[path][method].as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def call(case: Any) -> None:
+        headers = _credentials(case, server.url)
+        kwargs: dict[str, Any] = {}
+        if case.path == "/webhooks/sandbox" and isinstance(case.body, dict):
+            # Signed, so that the body reaches the parser rather than stop at the signature.
+            raw = json.dumps(case.body).encode()
+            headers = {"Content-Type": "application/json"}
+            headers["Paylive-Signature"] = signature_header(WEBHOOK_SECRET, int(time.time()), raw)
+            kwargs["data"] = raw
+        case.call_and_validate(
+            base_url=server.url,
+            headers=headers,
+            checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
+            **kwargs,
+        )
+
+    call()
