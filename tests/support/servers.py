@@ -27,6 +27,9 @@ FAST = {
     "PAYLIVE_SANDBOX_DELAY_MS": "150",
     "PAYLIVE_COUNTDOWN_INTERVAL_MS": "200",
 }
+# Test pages open /demo again and again from one address: lift its per-address limit
+# (a test of the limit sets its own).
+OPEN = {"PAYLIVE_DEMO_PER_MINUTE": "100000"}
 
 
 class Server:
@@ -54,6 +57,7 @@ class Server:
                 PAYLIVE_WEBHOOK_SECRET=WEBHOOK_SECRET,
             )
         self.env.update(FAST)
+        self.env.update(OPEN)
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -87,4 +87,7 @@ def error_reply(exc: Refused) -> tuple[int, dict[str, Any]]:
 
 def error_response(exc: Refused, headers: Mapping[str, str] | None = None) -> JSONResponse:
     status, body = error_reply(exc)
+    if exc.code == E.REQUEST_TIMEOUT:
+        # The rest of the body may still come: the connection cannot carry another request.
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse(body, status_code=status, headers=headers)
