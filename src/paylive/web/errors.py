@@ -13,6 +13,9 @@ from ..core.protocol import CloseCode as C
 from ..core.protocol import ErrorCode as E
 from ..errors import Refused
 
+# The answer to any request or command while the engine cannot be reached.
+ENGINE_DOWN = Refused(E.ENGINE_UNAVAILABLE, "the session store is unavailable; retry shortly")
+
 HTTP_STATUS: Mapping[E, int] = {
     E.INVALID_JSON: 400,
     E.INVALID_REQUEST: 400,

@@ -17,7 +17,7 @@ from ..core.protocol import ErrorCode
 from ..engine import EngineUnavailable
 from ..errors import Refused
 from .auth import client_secret
-from .errors import error_response
+from .errors import ENGINE_DOWN, error_response
 
 
 def bundled(name: str) -> Path:
@@ -59,9 +59,7 @@ async def demo(request: Request) -> Response:
             "demo-" + str(runtime.clock()), 1999, "EUR", {"demo": True}
         )
     except EngineUnavailable:
-        return error_response(
-            Refused(ErrorCode.ENGINE_UNAVAILABLE, "the session store is unavailable")
-        )
+        return error_response(ENGINE_DOWN)
     secret = client_secret(runtime.settings.secret, session.id)
     return RedirectResponse(
         f"/client/checkout.html#session={session.id}&secret={secret}", status_code=303

@@ -27,13 +27,9 @@ from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
 from . import openapi, validation
 from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
-from .errors import error_reply, error_response
+from .errors import ENGINE_DOWN, error_reply, error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-ENGINE_DOWN = Refused(
-    ErrorCode.ENGINE_UNAVAILABLE, "the session store is unavailable; retry shortly"
-)
 
 
 def runtime_of(request: Request) -> Runtime:

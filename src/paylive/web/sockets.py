@@ -22,7 +22,7 @@ from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from . import validation
 from .auth import ADMIN, CUSTOMER, principal_for
-from .errors import close_code
+from .errors import ENGINE_DOWN, close_code
 
 log = logging.getLogger("paylive.sockets")
 
@@ -31,7 +31,6 @@ ADMIN_QUEUE_FACTOR = 16
 MAX_REASON_BYTES = 123
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-ENGINE_DOWN = Refused(ErrorCode.ENGINE_UNAVAILABLE, "the session store is unavailable")
 
 
 def origin_allowed(
