@@ -50,6 +50,10 @@ class Reads:
             return await self.engine.list_review(limit)
         return await self.engine.list_sessions(which == "active", limit)
 
+    async def history(self, session_id: str, since: int) -> list[bytes] | None:
+        """A session's durable events after ``since``, or None when some are trimmed."""
+        return await self.engine.history(session_id, since)
+
     async def summary(self) -> dict[str, Any]:
         return stats.summary(await self.engine.counters())
 

@@ -45,12 +45,12 @@ async def session_events(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
     session = await runtime.service.get(request.path_params["session_id"])
-    held = await runtime.engine.history(session.id, 0)
+    held = await runtime.reads.history(session.id, 0)
     complete = held is not None
     if held is None:
         # The oldest events were trimmed (PAYLIVE_HISTORY_CAP): what is still held.
         since = max(0, session.seq - runtime.settings.history_cap)
-        held = await runtime.engine.history(session.id, since) or []
+        held = await runtime.reads.history(session.id, since) or []
     return JSONResponse(
         {
             "events": [json.loads(raw) for raw in held],
