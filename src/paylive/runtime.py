@@ -21,8 +21,7 @@ from .core.protocol import CloseCode
 from .engine import Engine, EngineUnavailable, create_engine
 from .errors import Refused
 from .fanout.hub import Hub
-from .gateway import Gateway
-from .gateway.sandbox import SandboxGateway
+from .gateway import Gateway, create_gateway
 from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
@@ -44,7 +43,7 @@ class Runtime:
         self.settings = settings
         self.clock = clock
         self.engine = engine or create_engine(settings)
-        self.gateway = gateway or SandboxGateway(settings, self.engine)
+        self.gateway = gateway or create_gateway(settings, self.engine)
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.effects = EffectRunner(self.service)
         self.reads = Reads(settings, self.engine, clock)

@@ -45,6 +45,14 @@ class Settings:
     effect_retry_base_ms: int = 1_000
     effect_retry_cap_ms: int = 60_000
     effect_review_after_ms: int = 900_000
+    # The payment provider: the built-in sandbox, or Stripe (docs/protocol.md 6.1).
+    gateway: str = "sandbox"
+    allow_sandbox: bool = False
+    stripe_secret_key: str = ""
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    # Unset: Stripe itself; set: another server that speaks its API (localstripe in tests).
+    stripe_api_base: str | None = None
+    stripe_publishable_key: str = ""
 
     # Limits. Not in the protocol's table, but each is one field so it can be tuned.
     max_body_bytes: int = 16 * 1024
@@ -66,6 +74,11 @@ class Settings:
     redis_probe_timeout_ms: int = 2_000
     redis_backoff_base_ms: int = 100
     redis_backoff_cap_ms: int = 5_000
+    # Stripe: how long one API call may take, how often the library retries a call that
+    # got no answer (always under the same idempotency key), and the largest event body.
+    stripe_timeout_s: float = 20.0
+    stripe_network_retries: int = 1
+    stripe_webhook_max_bytes: int = 256 * 1024
     # Customer commands per session: a burst, then a steady rate (429 past it).
     command_burst: int = 20
     command_rate_per_s: float = 5.0
@@ -165,6 +178,44 @@ def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _gateway_values(env: Mapping[str, str], mode: str) -> dict[str, object]:
+    """PAYLIVE_GATEWAY and the Stripe variables; production refuses the sandbox."""
+    gateway = (env.get("PAYLIVE_GATEWAY") or "sandbox").strip() or "sandbox"
+    if gateway not in ("sandbox", "stripe"):
+        raise SettingsError(f"PAYLIVE_GATEWAY must be sandbox or stripe, got {gateway!r}")
+    allow = (env.get("PAYLIVE_ALLOW_SANDBOX") or "0").strip()
+    if allow not in ("0", "1"):
+        raise SettingsError(f"PAYLIVE_ALLOW_SANDBOX must be 0 or 1, got {allow!r}")
+    values: dict[str, object] = {"gateway": gateway, "allow_sandbox": allow == "1"}
+    if gateway == "sandbox":
+        return values
+    key = (env.get("PAYLIVE_STRIPE_SECRET_KEY") or "").strip()
+    if not key.startswith(("sk_", "rk_")):
+        raise SettingsError(
+            "PAYLIVE_STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_... or "
+            "rk_...) with PAYLIVE_GATEWAY=stripe"
+        )
+    hooks = _split(env.get("PAYLIVE_STRIPE_WEBHOOK_SECRET") or "")
+    if not hooks or not all(h.startswith("whsec_") for h in hooks):
+        raise SettingsError(
+            "PAYLIVE_STRIPE_WEBHOOK_SECRET must be the endpoint's signing secret (whsec_...; "
+            "a comma-separated list while rotating) with PAYLIVE_GATEWAY=stripe"
+        )
+    base = (env.get("PAYLIVE_STRIPE_API_BASE") or "").strip().rstrip("/")
+    if base and not base.startswith(("http://", "https://")):
+        raise SettingsError(f"PAYLIVE_STRIPE_API_BASE must be an http(s) URL, got {base!r}")
+    publishable = (env.get("PAYLIVE_STRIPE_PUBLISHABLE_KEY") or "").strip()
+    if publishable and not publishable.startswith("pk_"):
+        raise SettingsError("PAYLIVE_STRIPE_PUBLISHABLE_KEY must be a publishable key (pk_...)")
+    values.update(
+        stripe_secret_key=key,
+        stripe_webhook_secrets=hooks,
+        stripe_api_base=base or None,
+        stripe_publishable_key=publishable,
+    )
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
 
@@ -217,6 +268,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if webhook_url:
         values["sandbox_webhook_url"] = webhook_url
 
+    values.update(_gateway_values(env, mode))
+
     generated: list[str] = []
     missing: list[str] = []
     for name, attr in (
@@ -237,7 +290,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                     )
             values[attr] = entries if attr == "webhook_secrets" else raw
             continue
-        if mode == "production":
+        # With Stripe the sandbox's webhook is off, so its secret is not needed.
+        if mode == "production" and not (
+            name == "PAYLIVE_WEBHOOK_SECRET" and values["gateway"] == "stripe"
+        ):
             missing.append(name)
             continue
         if name == "PAYLIVE_SECRET" and redis_url is not None:
@@ -251,6 +307,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         generated.append(name)
     if missing:
         raise SettingsError("PAYLIVE_ENV=production refuses to start without " + ", ".join(missing))
+    if mode == "production" and values["gateway"] == "sandbox" and not values["allow_sandbox"]:
+        raise SettingsError(
+            "PAYLIVE_ENV=production refuses the sandbox gateway (any card that passes the "
+            "Luhn check pays): set PAYLIVE_GATEWAY=stripe, or PAYLIVE_ALLOW_SANDBOX=1 to "
+            "run production with no real money on purpose"
+        )
     values["generated"] = tuple(generated)
 
     values.update(overrides)

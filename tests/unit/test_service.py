@@ -16,7 +16,7 @@ from paylive.core.machine import (
 )
 from paylive.engine.memory import MemoryEngine
 from paylive.errors import Refused
-from paylive.gateway import ChargeReply, Gateway, GatewayError
+from paylive.gateway import ChargeReply, Gateway, GatewayError, Remember
 from paylive.service.effects import EffectRunner, list_effects
 from paylive.service.payments import PaymentService
 from paylive.settings import load_settings
@@ -40,29 +40,30 @@ class ScriptedGateway(Gateway):
         self.refund_failures = 0
         self.capture_failures = 0
 
-    async def charge(self, charge: Charge) -> ChargeReply:
+    async def charge(self, charge: Charge, remember: Remember) -> ChargeReply:
         self.charges.append(charge.key)
         if self.charge_fails:
             raise GatewayError("connection refused")
         return ChargeReply.ACCEPTED
 
-    async def void(self, key: str, idempotency_key: str | None = None) -> bool:
+    async def void(self, key: str, ref: str | None, idempotency_key: str | None = None) -> bool:
         self.voids.append(key)
         if self.void_fails:
             raise GatewayError("timeout")
         return self.void_says_charged
 
-    async def refund(self, key: str, idempotency_key: str) -> None:
+    async def refund(self, key: str, ref: str | None, idempotency_key: str) -> None:
         self.refunds.append((key, idempotency_key))
         if self.refund_failures > 0:
             self.refund_failures -= 1
             raise GatewayError("busy")
 
-    async def capture(self, key: str, idempotency_key: str) -> None:
+    async def capture(self, key: str, ref: str | None, idempotency_key: str) -> bool:
         self.captures.append((key, idempotency_key))
         if self.capture_failures > 0:
             self.capture_failures -= 1
             raise GatewayError("busy")
+        return True
 
 
 class Clock:

@@ -8,9 +8,9 @@ from typing import Any
 
 from ..settings import Settings
 from .codec import Message
-from .effects import GatewayEffect
+from .effects import CANCELLED, CAPTURE, GatewayEffect
 from .protocol import ErrorCode
-from .session import Session
+from .session import A_VOIDED, Session
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,11 @@ class Rules:
     max_attempts: int
     retry_delay_ms: int
     session_ttl_ms: int
-    # The outbox: backoff between tries, when a failing effect flags the session for
-    # review, and whether the provider authorizes first (then a success is captured).
+    # The outbox: backoff between tries, and when a failing effect flags the session
+    # for review.
     effect_retry_base_ms: int = 1_000
     effect_retry_cap_ms: int = 60_000
     effect_review_after_ms: int = 900_000
-    authorize_first: bool = False
 
     @classmethod
     def of(cls, settings: Settings) -> Rules:
@@ -38,7 +37,6 @@ class Rules:
             effect_retry_base_ms=settings.effect_retry_base_ms,
             effect_retry_cap_ms=settings.effect_retry_cap_ms,
             effect_review_after_ms=settings.effect_review_after_ms,
-            authorize_first=settings.sandbox_authorize_first,
         )
 
 
@@ -77,8 +75,8 @@ class Decision:
     events: tuple[Message, ...] = ()
     charges: tuple[Charge, ...] = ()
     refusal: Refusal | None = None
-    # The session changed without a durable event (an effect's failed try is recorded
-    # on the effect alone): it is saved all the same.
+    # The session changed without a durable event (an effect's failed try, a provider
+    # reference, a capture or release put in the outbox): it is saved all the same.
     quiet: bool = False
 
     @property
@@ -89,6 +87,16 @@ class Decision:
     def to_save(self) -> bool:
         return bool(self.events) or self.quiet
 
+    def then(self, after: Decision) -> Decision:
+        """This decision followed by ``after``, decided on this one's session: one save."""
+        return Decision(
+            after.session,
+            self.events + after.events,
+            self.charges + after.charges,
+            after.refusal,
+            self.quiet or after.quiet,
+        )
+
 
 def refuse(session: Session, code: ErrorCode, message: str) -> Decision:
     return Decision(session, refusal=Refusal(code, message))
@@ -98,6 +106,7 @@ class Tx:
     """Accumulates one decision: each durable event bumps ``seq`` by one."""
 
     def __init__(self, session: Session, now: int) -> None:
+        self.start = session
         self.s = session
         self.now = now
         self.events: list[Message] = []
@@ -116,6 +125,20 @@ class Tx:
         if self.s.effect(kind, attempt) is None:
             effect = GatewayEffect(kind, attempt, created_at=self.now, next_at=self.now)
             self.update(effects=self.s.effects + (effect,))
+
+    def void_attempt(self, number: int) -> None:
+        """The provider confirmed attempt ``number`` took no money (voided, its hold
+        released): a capture still pending for it must never be made."""
+        self.set_attempt(number, status=A_VOIDED, ended_at=self.ended(number))
+        capture = self.s.effect(CAPTURE, number)
+        if capture is not None and capture.pending:
+            self.set_effect(replace(capture, status=CANCELLED, next_at=None, done_at=self.now))
+
+    def ended(self, number: int) -> int:
+        """When attempt ``number`` ended: now, unless it had ended already."""
+        attempt = self.s.attempt_by_number(number)
+        assert attempt is not None
+        return attempt.ended_at if attempt.ended_at is not None else self.now
 
     def set_effect(self, effect: GatewayEffect) -> None:
         self.update(
@@ -152,5 +175,6 @@ class Tx:
             },
         )
 
-    def done(self, refusal: Refusal | None = None, quiet: bool = False) -> Decision:
+    def done(self, refusal: Refusal | None = None) -> Decision:
+        quiet = not self.events and self.s is not self.start
         return Decision(self.s, tuple(self.events), tuple(self.charges), refusal, quiet)

@@ -1,10 +1,10 @@
 """The outbox of gateway effects, as values: what must still reach the provider.
 
-A decision that gives money back (a refund, or the void of an authorization) or
-captures an authorization writes a ``GatewayEffect`` into the session itself. The
-engine stores a session in one atomic step, so the effect is saved with the decision
-that needs it on every engine, Cluster included, and survives whatever the worker
-does next. A loop at the edge carries effects out; the machine records each answer.
+A decision that gives money back (a refund), releases an authorization the session
+no longer wants (a void) or takes the money an authorization holds (a capture) writes
+a ``GatewayEffect`` into the session itself. The engine stores a session in one
+atomic step, so the effect is saved with the decision that needs it on every engine,
+Cluster included, and survives whatever the worker does next. A loop at the edge carries effects out; the machine records each answer.
 
 Each effect has an idempotency key of its own, ``"{session}:{attempt}:{kind}"``, sent
 with every call, so a call repeated after a crash or a lost answer is done once.
@@ -22,6 +22,9 @@ KINDS = (VOID, REFUND, CAPTURE)
 
 PENDING = "pending"
 DONE = "done"
+# A capture that must never be made: the provider confirmed its attempt took no money
+# (voided, its hold released) before the capture was.
+CANCELLED = "cancelled"
 
 
 def effect_key(session_id: str, attempt: int, kind: str) -> str:

@@ -5,7 +5,9 @@ calls the provider with the effect's idempotency key and hands the answer back a
 ``EffectOutcome``. A confirmed effect is done, with a durable ``state`` event (cause
 ``effect_done``); a failed try is written on the effect alone (its tries, last error
 and next try, with capped exponential backoff and the caller's jitter), and retries
-go on until the provider confirms. An effect still failing
+go on until the provider confirms. What a confirmed capture or void found out about
+the money (taken, or the hold gone) is the provider's word on the attempt, which the
+machine applies after recording the answer (``machine.py``). An effect still failing
 ``effect_review_after_ms`` after it was decided flags the session ``needs_review``
 (cause ``effect_overdue``). Staff resolve a review once nothing is pending.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .decision import Decision, Rules, Tx, refuse
-from .effects import CAPTURE, DONE, REFUND, VOID, backoff_ms
+from .effects import DONE, backoff_ms
 from .protocol import ErrorCode
 from .session import Session
 
@@ -30,7 +32,8 @@ class EffectOutcome:
     error: str | None = None
     # In [0, 1): spreads the next try. The caller's randomness: the machine has none.
     jitter: float = 0.5
-    # A void the provider refused because the money had moved after all.
+    # The attempt's money has moved: a capture took it, or a void found it taken. A
+    # capture confirmed with False found the hold gone (released, expired).
     charged: bool = False
 
 
@@ -40,18 +43,6 @@ class ResolveReview:
 
     by: str
     note: str
-
-
-def give_back(tx: Tx, number: int, rules: Rules) -> None:
-    """Attempt ``number`` took money that must go back: with a provider that authorizes
-    first nothing was captured, so the authorization is voided; otherwise refunded."""
-    tx.add_effect(VOID if rules.authorize_first else REFUND, number)
-
-
-def capture(tx: Tx, number: int, rules: Rules) -> None:
-    """A success with a provider that authorizes first: the money moves on capture."""
-    if rules.authorize_first:
-        tx.add_effect(CAPTURE, number)
 
 
 def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> Decision:
@@ -67,9 +58,6 @@ def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> De
     if cmd.ok:
         done = replace(effect, status=DONE, tries=tries, next_at=None, done_at=now)
         tx.set_effect(done)
-        if cmd.kind == VOID and cmd.charged:
-            # The authorization was captured after all: the money goes back by refund.
-            tx.add_effect(REFUND, effect.attempt)
         tx.state(s.status, "effect_done", effect=done.to_public(s.id))
         return tx.done()
     review_at = effect.created_at + rules.effect_review_after_ms
@@ -84,7 +72,7 @@ def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> De
         tx.update(needs_review=True)
         tx.state(s.status, "effect_overdue", effect=failed.to_public(s.id))
         return tx.done()
-    return tx.done(quiet=True)
+    return tx.done()  # the try is written on the effect alone: a quiet save
 
 
 def resolve_review(s: Session, cmd: ResolveReview, now: int) -> Decision:

@@ -91,6 +91,7 @@ class ErrorCode(StrEnum):
     INVALID_FIELD = "invalid_field"
     INVALID_CURRENCY = "invalid_currency"
     INVALID_CARD = "invalid_card"
+    INVALID_PAYMENT_METHOD = "invalid_payment_method"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     # Too much.
     BODY_TOO_LARGE = "body_too_large"

@@ -51,6 +51,12 @@ def idempotency_key(session_id: str, number: int) -> str:
     return f"{session_id}:{number}"
 
 
+def attempt_of(key: str) -> tuple[str, int]:
+    """(session id, attempt number) of an idempotency key."""
+    session_id, _, number = key.rpartition(":")
+    return session_id, int(number)
+
+
 @dataclass(frozen=True)
 class Attempt:
     number: int
@@ -59,6 +65,9 @@ class Attempt:
     ended_at: int | None = None
     decline_code: str | None = None
     provider_ref: str | None = None
+    # What the customer's page must do for the provider to go on (3-D Secure, say);
+    # shown only while the attempt is processing.
+    action: dict[str, Any] | None = None
 
     def to_public(self, session_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -72,6 +81,8 @@ class Attempt:
             out["decline_code"] = self.decline_code
         if self.provider_ref is not None:
             out["provider_ref"] = self.provider_ref
+        if self.action is not None and self.status == A_PROCESSING:
+            out["action"] = self.action
         return out
 
 
@@ -182,6 +193,7 @@ class Session:
                 "ended_at": a.ended_at,
                 "decline_code": a.decline_code,
                 "provider_ref": a.provider_ref,
+                "action": a.action,
             }
             for a in self.attempts
         ]

@@ -1,5 +1,20 @@
-"""Payment providers: the interface and the built-in sandbox."""
+"""Payment providers: the interface, the built-in sandbox and Stripe."""
 
-from .base import ChargeReply, Gateway, GatewayError
+from __future__ import annotations
 
-__all__ = ["ChargeReply", "Gateway", "GatewayError"]
+from ..engine import Engine
+from ..settings import Settings
+from .base import ChargeReply, Gateway, GatewayError, Remember
+
+__all__ = ["ChargeReply", "Gateway", "GatewayError", "Remember", "create_gateway"]
+
+
+def create_gateway(settings: Settings, engine: Engine) -> Gateway:
+    """The provider ``PAYLIVE_GATEWAY`` names."""
+    if settings.gateway == "stripe":
+        from .stripe import StripeGateway
+
+        return StripeGateway(settings)
+    from .sandbox import SandboxGateway
+
+    return SandboxGateway(settings, engine)

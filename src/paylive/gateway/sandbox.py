@@ -8,7 +8,8 @@ exactly the guarantee a real provider gives for a cancellable payment.
 Also in the engine, so that every worker sees them: the outage switch (while it is
 on, every charge, void, refund and capture fails as unavailable) and the log of what
 the provider did, one entry per attempt and kind at most (money moves once per key).
-With ``sandbox_authorize_first`` a success only authorizes; money moves on capture.
+With ``sandbox_authorize_first`` a success only authorizes (the webhook says
+``payment.authorized``); money moves on capture, as with Stripe's manual capture.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from dataclasses import dataclass
 import httpx
 
 from ..core.decision import Charge
+from ..core.session import attempt_of
 from ..core.signature import signature_header
 from ..engine import RecordStore
 from ..settings import Settings
-from .base import ChargeReply, Gateway, GatewayError
+from .base import ChargeReply, Gateway, GatewayError, Remember
 
 log = logging.getLogger("paylive.sandbox")
 
@@ -91,7 +93,7 @@ class SandboxGateway(Gateway):
         if await self._engine.get(OUTAGE_KEY) is not None:
             raise GatewayError("the sandbox is in an outage (POST /api/admin/sandbox/outage)")
 
-    async def charge(self, charge: Charge) -> ChargeReply:
+    async def charge(self, charge: Charge, remember: Remember) -> ChargeReply:
         await self._up()
         card = card_behaviour(str(charge.payment_method.get("card", "")))
         # A key is charged once: a second charge under it is answered but does nothing.
@@ -117,7 +119,7 @@ class SandboxGateway(Gateway):
         self._later(delay, charge, card.result, card.decline_code, settle=True)
         return ChargeReply.ACCEPTED
 
-    async def void(self, key: str, idempotency_key: str | None = None) -> bool:
+    async def void(self, key: str, ref: str | None, idempotency_key: str | None = None) -> bool:
         await self._up()
         held = await self._engine.put_if_absent(self._ledger(key), VOIDED, LEDGER_TTL_MS)
         if held is None:
@@ -138,7 +140,7 @@ class SandboxGateway(Gateway):
             return False
         return await self._engine.put_if_absent(f"sandbox:lost:{key}", b"1", LEDGER_TTL_MS) is None
 
-    async def refund(self, key: str, idempotency_key: str) -> None:
+    async def refund(self, key: str, ref: str | None, idempotency_key: str) -> None:
         await self._up()
         if await self._engine.get(self._ledger(key)) == CHARGED:
             # The log entry first: a refund cut short after it is finished by the retry.
@@ -146,15 +148,18 @@ class SandboxGateway(Gateway):
             await self._engine.put(self._ledger(key), REFUNDED, LEDGER_TTL_MS)
         # Refunded already: done once. Anything else: nothing was taken to give back.
 
-    async def capture(self, key: str, idempotency_key: str) -> None:
+    async def capture(self, key: str, ref: str | None, idempotency_key: str) -> bool:
         await self._up()
         held = await self._engine.get(self._ledger(key))
         if held == AUTHORIZED:
             await self._log(key, "capture", idempotency_key)
             await self._engine.put(self._ledger(key), CHARGED, LEDGER_TTL_MS)
-        elif held not in (CHARGED, REFUNDED):  # captured already: done once
-            state = held.decode() if held else "unknown"
-            raise GatewayError(f"nothing to capture under {key}: the payment is {state}")
+            return True
+        if held in (CHARGED, REFUNDED):
+            return True  # captured already: done once
+        if held is None:
+            raise GatewayError(f"nothing is held under {key} yet")
+        return False  # released (or declined): the hold is gone, nothing can be taken
 
     async def _settle(self, key: str, outcome: bytes) -> bool:
         """True when ``outcome`` is now the key's fate (no void got there first)."""
@@ -209,13 +214,19 @@ class SandboxGateway(Gateway):
                 outcome = self._taken() if result == "succeeded" else result.encode()
                 if not await self._settle(charge.key, outcome):
                     return  # voided first: the provider never charges it
-            session_id, _, number = charge.key.rpartition(":")
+            session_id, number = attempt_of(charge.key)
             failure = None if result == "succeeded" else result
+            if result != "succeeded":
+                kind = "payment.failed"
+            elif self._settings.sandbox_authorize_first:
+                kind = "payment.authorized"
+            else:
+                kind = "payment.succeeded"
             body: dict[str, object] = {
                 "id": "evt_" + secrets.token_urlsafe(12),
-                "type": "payment.succeeded" if result == "succeeded" else "payment.failed",
+                "type": kind,
                 "session": session_id,
-                "attempt": int(number),
+                "attempt": number,
                 "idempotency_key": charge.key,
                 "failure": failure,
             }

@@ -21,7 +21,9 @@ def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
     engine = (
         f"redis ({workers} worker{'s' if workers > 1 else ''})" if settings.redis_url else "memory"
     )
-    lines = [f"paylive {__version__} listening on {base} (engine: {engine})"]
+    lines = [
+        f"paylive {__version__} listening on {base} (engine: {engine}, gateway: {settings.gateway})"
+    ]
     if not settings.production:
         lines.append(f"  demo checkout:    {base}/demo")
     admin = f"{base}/admin"

@@ -24,7 +24,7 @@ from ..core.session import Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import GatewayError
-from .payments import PaymentService
+from .payments import PaymentService, provider_ref
 
 log = logging.getLogger("paylive.effects")
 
@@ -63,16 +63,17 @@ class EffectRunner:
     async def _call(self, session: Session, effect: GatewayEffect) -> EffectOutcome:
         gateway = self.service.gateway
         charge_key = idempotency_key(session.id, effect.attempt)
+        ref = provider_ref(session, effect.attempt)
         key = effect.key(session.id)
         charged = False
         try:
             async with asyncio.timeout(self.call_timeout):
                 if effect.kind == REFUND:
-                    await gateway.refund(charge_key, key)
+                    await gateway.refund(charge_key, ref, key)
                 elif effect.kind == CAPTURE:
-                    await gateway.capture(charge_key, key)
+                    charged = await gateway.capture(charge_key, ref, key)
                 elif effect.kind == VOID:
-                    charged = await gateway.void(charge_key, key)
+                    charged = await gateway.void(charge_key, ref, key)
                 else:
                     raise GatewayError(f"unknown effect kind {effect.kind!r}")
         except EngineUnavailable:

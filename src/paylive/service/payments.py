@@ -4,9 +4,9 @@ Every command on a session, whoever sends it (HTTP, socket, webhook, timer, the
 effect loop), runs through ``PaymentService.run``: it loads the session, asks the
 pure machine, voids at the gateway when the machine needs it, saves with
 compare-and-set (a lost race is decided again on the fresh state) and then asks the
-gateway for a charge. Refunds, voids of authorizations and captures are not made
-here: they are saved in the session's outbox with the decision, and ``effects.py``
-carries them out.
+gateway for a charge. Refunds, releases of holds and captures are not made here:
+they are saved in the session's outbox with the decision, and ``effects.py`` carries
+them out.
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ from .. import metrics
 from ..core import stats
 from ..core.codec import Encoded, Message
 from ..core.machine import (
+    Charge,
     Command,
     Decision,
     NeedsVoid,
     ProviderResult,
+    Reference,
     Rules,
     Tick,
     decide,
     new_session,
 )
 from ..core.protocol import ErrorCode
-from ..core.session import Session, idempotency_key
+from ..core.session import A_PROCESSING, Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
@@ -94,12 +96,19 @@ class PaymentService:
         returned in ``decision.refusal`` (changes may still have been saved with it:
         a void that found the money moved makes the session succeed and refuses the retry)."""
         voids: dict[int, bool] = {}
+        voided_refs: dict[int, str | None] = {}
         for _ in range(MAX_RACES):
             session = await self.get(session_id)
+            for number, ref in list(voided_refs.items()):
+                if provider_ref(session, number) != ref:
+                    # The attempt's payment was named after its void was asked (the
+                    # gateway was confirming it): the answer is stale, ask again.
+                    del voids[number], voided_refs[number]
             result = decide(session, command, self.clock(), self.rules, voids)
             if isinstance(result, NeedsVoid):
                 for number in result.attempts:
-                    voids[number] = await self._void(session_id, number)
+                    voided_refs[number] = provider_ref(session, number)
+                    voids[number] = await self._void(session_id, number, voided_refs[number])
                 continue
             if result.to_save:
                 events = [Encoded.of(message) for message in result.events]
@@ -142,25 +151,54 @@ class PaymentService:
         await self.engine.put(seen, b"1", self.settings.retention_after_end_ms)
         return outcome
 
-    async def _void(self, session_id: str, number: int) -> bool:
+    async def check(self, session_id: str) -> Session:
+        """Ask the provider about the attempt in flight now (the page finished a step
+        such as 3-D Secure) rather than wait for its webhook; apply what it says."""
+        session = await self.get(session_id)
+        attempt = session.current
+        if attempt is None or attempt.status != A_PROCESSING:
+            return session
+        key = idempotency_key(session_id, attempt.number)
+        result = await self.gateway.lookup(key, attempt.provider_ref)
+        if result is None:
+            return session
+        return (await self.run(session_id, result)).session
+
+    async def _void(self, session_id: str, number: int, ref: str | None) -> bool:
         try:
-            return await self.gateway.void(idempotency_key(session_id, number))
+            return await self.gateway.void(idempotency_key(session_id, number), ref)
         except GatewayError as exc:
             raise Refused(
                 ErrorCode.GATEWAY_UNAVAILABLE, "the provider cannot confirm the void; try again"
             ) from exc
 
     async def _charge(self, decision: Decision) -> None:
-        session = decision.session
         for charge in decision.charges:
-            try:
-                reply = await self.gateway.charge(charge)
-            except (GatewayError, EngineUnavailable):
-                reply = ChargeReply.NETWORK_ERROR
-            if reply is ChargeReply.NETWORK_ERROR:
-                try:
-                    await self.run(session.id, ProviderResult(charge.attempt, "network_error"))
-                except EngineUnavailable:
-                    # The attempt is saved with its deadline: when that passes, a
-                    # worker times it out and voids it. Nothing is lost by waiting.
-                    log.warning("could not record the lost charge of %s yet", charge.key)
+            await self._ask_charge(decision.session, charge)
+
+    async def _ask_charge(self, session: Session, charge: Charge) -> None:
+        async def remember(ref: str) -> bool:
+            outcome = await self.run(session.id, Reference(charge.attempt, ref))
+            return outcome.decision.refusal is None
+
+        try:
+            reply = await self.gateway.charge(charge, remember)
+        except (GatewayError, EngineUnavailable, Refused):
+            reply = ChargeReply.NETWORK_ERROR
+        if reply is ChargeReply.ACCEPTED:
+            return
+        if reply is ChargeReply.NETWORK_ERROR:
+            reply = ProviderResult(charge.attempt, "network_error")
+        try:
+            await self.run(session.id, reply)
+        except EngineUnavailable:
+            # The attempt is saved with its deadline: when that passes, a worker
+            # times it out and voids it. Nothing is lost by waiting.
+            log.warning("could not record the answer to the charge of %s yet", charge.key)
+        except Refused as exc:
+            log.warning("the answer to the charge of %s: %s", charge.key, exc.message)
+
+
+def provider_ref(session: Session, number: int) -> str | None:
+    attempt = session.attempt_by_number(number)
+    return attempt.provider_ref if attempt is not None else None

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
-from ..core.machine import Cancel, Command, Interrupt, StartAttempt
+from ..core.machine import Cancel, Command, Interrupt, ProviderResult, StartAttempt
 from ..core.protocol import ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
@@ -53,11 +53,12 @@ def endpoint(handler: Endpoint) -> Endpoint:
     return wrapped
 
 
-async def read_body(request: Request) -> bytes:
-    """The raw body, at most ``max_body_bytes``, arriving within the header timeout (a
-    client trickling a body holds a connection as long as it likes otherwise)."""
+async def read_body(request: Request, limit: int | None = None) -> bytes:
+    """The raw body, at most ``limit`` (``max_body_bytes`` by default), arriving within
+    the header timeout (a client trickling a body holds a connection as long as it
+    likes otherwise)."""
     settings = runtime_of(request).settings
-    limit = settings.max_body_bytes
+    limit = settings.max_body_bytes if limit is None else limit
     declared = request.headers.get("content-length")
     if declared is not None:
         size = validation.ascii_int(declared.strip())
@@ -164,10 +165,13 @@ async def get_session(request: Request) -> Response:
 async def _command(
     request: Request, principal: Principal, session_id: str, command: Command, status: int
 ) -> Answer:
-    runtime = runtime_of(request)
-    if principal.kind == CUSTOMER and not runtime.limiter.take(session_id):
+    _rate_limit(request, principal, session_id)
+    return answer(await runtime_of(request).service.run(session_id, command), status)
+
+
+def _rate_limit(request: Request, principal: Principal, session_id: str) -> None:
+    if principal.kind == CUSTOMER and not runtime_of(request).limiter.take(session_id):
         raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
-    return answer(await runtime.service.run(session_id, command), status)
 
 
 @endpoint
@@ -176,7 +180,7 @@ async def start_attempt(request: Request) -> Response:
     body = await json_body(request)
 
     async def handler() -> Answer:
-        method = validation.parse_attempt(body)
+        method = validation.parse_attempt(body, runtime_of(request).settings.gateway)
         return await _command(request, principal, session_id, StartAttempt(method), 202)
 
     status, payload = await runtime_of(request).idempotency.run_once(
@@ -216,8 +220,38 @@ async def complete(request: Request) -> Response:
 
 
 @endpoint
+async def check(request: Request) -> Response:
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    raw = await read_body(request)
+    if raw.strip():
+        validation.parse_json(raw, runtime_of(request).settings.max_json_depth)
+    _rate_limit(request, principal, session_id)
+    session = await runtime_of(request).service.check(session_id)
+    return JSONResponse(session.to_public())
+
+
+def _only_with(runtime: Runtime, gateway: str) -> None:
+    if runtime.settings.gateway != gateway:
+        raise Refused(ErrorCode.NOT_FOUND, f"the {gateway} gateway is not the one configured")
+
+
+async def _apply_webhook(
+    runtime: Runtime, event_id: str, session_id: str, result: ProviderResult
+) -> Response:
+    """A provider's result, applied once per event id (providers send at least once)."""
+    outcome = await runtime.service.provider_event(event_id, session_id, result)
+    if outcome is None:
+        return JSONResponse({"received": True, "duplicate": True})
+    refusal = outcome.decision.refusal
+    if refusal is not None and refusal.code == ErrorCode.UNKNOWN_ATTEMPT:
+        raise Refused(refusal.code, refusal.message)
+    return JSONResponse({"received": True, "applied": outcome.decision.to_save})
+
+
+@endpoint
 async def sandbox_webhook(request: Request) -> Response:
     runtime = runtime_of(request)
+    _only_with(runtime, "sandbox")
     raw = await read_body(request)
     try:
         verify(
@@ -230,14 +264,47 @@ async def sandbox_webhook(request: Request) -> Response:
     except SignatureError as exc:
         raise Refused(ErrorCode.INVALID_SIGNATURE, str(exc)) from None
     body = validation.parse_json(raw, runtime.settings.max_json_depth)
-    event_id, session_id, result = validation.parse_webhook(body)
-    outcome = await runtime.service.provider_event(event_id, session_id, result)
-    if outcome is None:
-        return JSONResponse({"received": True, "duplicate": True})
-    refusal = outcome.decision.refusal
-    if refusal is not None and refusal.code == ErrorCode.UNKNOWN_ATTEMPT:
-        raise Refused(refusal.code, refusal.message)
-    return JSONResponse({"received": True, "applied": outcome.decision.changed})
+    return await _apply_webhook(runtime, *validation.parse_webhook(body))
+
+
+@endpoint
+async def stripe_webhook(request: Request) -> Response:
+    runtime = runtime_of(request)
+    _only_with(runtime, "stripe")
+    # Stripe's library is loaded only when it is the configured gateway.
+    from ..gateway import stripe as stripe_gateway
+
+    raw = await read_body(request, runtime.settings.stripe_webhook_max_bytes)
+    try:
+        stripe_gateway.verify_signature(
+            raw,
+            request.headers.get("stripe-signature"),
+            runtime.settings.stripe_webhook_secrets,
+            runtime.settings.webhook_tolerance_s,
+        )
+    except SignatureError as exc:
+        raise Refused(ErrorCode.INVALID_SIGNATURE, str(exc)) from None
+    event = validation.parse_json(raw, runtime.settings.max_json_depth)
+    found = stripe_gateway.event_result(event)
+    if found is None:
+        # Not about one of paylive's payments, or nothing to act on: a 2xx, so that
+        # Stripe does not send it again.
+        return JSONResponse({"received": True, "ignored": True})
+    return await _apply_webhook(runtime, *found)
+
+
+async def checkout_config(request: Request) -> Response:
+    """What a checkout page needs to collect a payment method (no secret in it)."""
+    settings = runtime_of(request).settings
+    body: dict[str, Any] = {"gateway": settings.gateway}
+    if settings.gateway == "stripe":
+        base = settings.stripe_api_base
+        body["stripe"] = {
+            "publishable_key": settings.stripe_publishable_key or None,
+            # Stripe.js comes from Stripe; a stand-in server serves its own at this path.
+            "js": f"{base}/js.stripe.com/v3/" if base else "https://js.stripe.com/v3/",
+        }
+    return JSONResponse(body)
 
 
 def limit_of(request: Request, default: int, maximum: int) -> int:
@@ -290,7 +357,10 @@ routes = [
     Route("/api/sessions/{session_id}/interrupt", interrupt, methods=["POST"]),
     Route("/api/sessions/{session_id}/cancel", cancel, methods=["POST"]),
     Route("/api/sessions/{session_id}/complete", complete, methods=["POST"]),
+    Route("/api/sessions/{session_id}/check", check, methods=["POST"]),
+    Route("/api/checkout/config", checkout_config, methods=["GET"]),
     Route("/webhooks/sandbox", sandbox_webhook, methods=["POST"]),
+    Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
     Route("/api/admin/sessions", admin_sessions, methods=["GET"]),
     Route("/api/admin/summary", admin_summary, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

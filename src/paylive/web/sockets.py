@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -233,19 +234,28 @@ def _ref(frame: dict[str, Any]) -> str | int | None:
     raise validation.invalid("ref", "must be a string of at most 64 characters or an integer")
 
 
-def parse_command(frame: dict[str, Any]) -> Command | None:
+@dataclass(frozen=True)
+class Check:
+    """``check``: ask the provider about the attempt in flight now (after 3-D Secure)."""
+
+
+def parse_command(frame: dict[str, Any], gateway: str = "sandbox") -> Command | Check | None:
     """The machine command for a client frame; None for ``ping``. Raises Refused."""
     kind = frame.get("type")
     allowed = {"type", "ref"}
-    command: Command | None
+    command: Command | Check | None
     if kind == "ping":
         command = None
     elif kind == "pay":
         allowed.add("payment_method")
-        command = StartAttempt(validation.parse_payment_method(frame.get("payment_method"), True))
+        method = validation.parse_payment_method(frame.get("payment_method"), True, gateway)
+        command = StartAttempt(method)
     elif kind == "retry":
         allowed.add("payment_method")
-        command = StartAttempt(validation.parse_payment_method(frame.get("payment_method"), False))
+        method = validation.parse_payment_method(frame.get("payment_method"), False, gateway)
+        command = StartAttempt(method)
+    elif kind == "check":
+        command = Check()
     elif kind == "cancel":
         command = Cancel()
     elif kind == "interrupt":
@@ -275,7 +285,7 @@ async def _command(
         if isinstance(frame, Refused):
             raise frame
         ref = _ref(frame)
-        command = parse_command(frame)
+        command = parse_command(frame, runtime.settings.gateway)
         if command is None:
             subscriber.push(_reply("pong", {}, session_id, seq, runtime.clock()))
             return
@@ -283,6 +293,13 @@ async def _command(
             raise Refused(ErrorCode.FORBIDDEN, "an admin token watches this session: no commands")
         if not runtime.limiter.take(session_id):
             raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
+        if isinstance(command, Check):
+            session = await runtime.service.check(session_id)
+            if ref is not None:
+                subscriber.push(
+                    _reply("ack", {"ref": ref}, session_id, session.seq, runtime.clock())
+                )
+            return
         outcome = await runtime.service.run(session_id, command)
     except Refused as exc:
         if exc.code == ErrorCode.NOT_FOUND:

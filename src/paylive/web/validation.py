@@ -40,6 +40,8 @@ _CARD = re.compile(r"[0-9]{12,19}")
 _ORDER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _DECLINE_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 _PROVIDER_REF = re.compile(r"^[\x21-\x7e]{1,128}$")
+# A PaymentMethod made by Stripe.js (pm_...); Stripe also takes a token's card (card_...).
+_STRIPE_METHOD = re.compile(r"^(pm|card)_[A-Za-z0-9_]{1,200}$")
 
 
 def invalid(field: str, message: str, code: ErrorCode = ErrorCode.INVALID_FIELD) -> Refused:
@@ -132,11 +134,15 @@ def luhn_ok(number: str) -> bool:
     return total % 10 == 0
 
 
-def parse_payment_method(value: Any, required: bool) -> dict[str, Any] | None:
+def parse_payment_method(
+    value: Any, required: bool, gateway: str = "sandbox"
+) -> dict[str, Any] | None:
     if value is None:
         if required:
             raise invalid("payment_method", "is required")
         return None
+    if gateway == "stripe":
+        return _stripe_method(value)
     if not isinstance(value, dict):
         raise invalid("payment_method", 'must be an object such as {"card": "4242..."}')
     _only_prefixed(value, {"card"}, "payment_method")
@@ -151,15 +157,34 @@ def parse_payment_method(value: Any, required: bool) -> dict[str, Any] | None:
     return {"card": card}
 
 
+def _stripe_method(value: Any) -> dict[str, Any]:
+    """With Stripe, card data never reaches paylive: the page makes a PaymentMethod."""
+    shape = 'must be a PaymentMethod made by Stripe.js, as {"stripe": "pm_..."}'
+    if not isinstance(value, dict):
+        raise invalid("payment_method", shape, ErrorCode.INVALID_PAYMENT_METHOD)
+    if "card" in value:
+        raise invalid(
+            "payment_method.card",
+            "card numbers are refused with the Stripe gateway (they must never reach this "
+            'server): send a PaymentMethod made by Stripe.js, as {"stripe": "pm_..."}',
+            ErrorCode.INVALID_PAYMENT_METHOD,
+        )
+    _only_prefixed(value, {"stripe"}, "payment_method")
+    method = value.get("stripe")
+    if not isinstance(method, str) or not _STRIPE_METHOD.match(method):
+        raise invalid("payment_method.stripe", shape, ErrorCode.INVALID_PAYMENT_METHOD)
+    return {"stripe": method}
+
+
 def _only_prefixed(body: dict[str, Any], allowed: set[str], prefix: str) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
         raise invalid(f"{prefix}.{extra[0]}", "is not a known field")
 
 
-def parse_attempt(body: dict[str, Any]) -> dict[str, Any] | None:
+def parse_attempt(body: dict[str, Any], gateway: str = "sandbox") -> dict[str, Any] | None:
     _only(body, {"payment_method"})
-    return parse_payment_method(body.get("payment_method"), required=False)
+    return parse_payment_method(body.get("payment_method"), False, gateway)
 
 
 def parse_interrupt(body: dict[str, Any]) -> str:
@@ -207,10 +232,15 @@ def parse_webhook(body: dict[str, Any]) -> tuple[str, str, ProviderResult]:
     failure = body.get("failure")
     if kind == "payment.succeeded":
         outcome = "succeeded"
+    elif kind == "payment.authorized":
+        outcome = "authorized"  # the sandbox authorizing first (docs/protocol.md 6.4)
     elif kind == "payment.failed" and failure in ("declined", "provider_error"):
         outcome = failure
     else:
-        raise invalid("type", "must be payment.succeeded, or payment.failed with a failure")
+        raise invalid(
+            "type",
+            "must be payment.succeeded, payment.authorized, or payment.failed with a failure",
+        )
     decline_code = body.get("decline_code") if outcome == "declined" else None
     if decline_code is not None and (
         not isinstance(decline_code, str) or not _DECLINE_CODE.match(decline_code)

@@ -1,0 +1,72 @@
+"""What can happen to a session, as commands for ``machine.decide``. Values only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .outbox import EffectOutcome, ResolveReview
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    """Pay (first attempt) or retry; ``payment_method`` None reuses the last one."""
+
+    payment_method: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """The client lost the attempt (say, its network went away)."""
+
+    reason: str = "network_error"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    """A provider's word on attempt ``attempt``: from a webhook, the merchant, or the
+    gateway's own reply (``network_error`` when it could not be reached).
+
+    ``succeeded``: the money moved (with a provider that authorizes first: captured).
+    ``authorized``: the money is held, not yet taken (captured next, or released).
+    ``requires_action``: the customer must act first (``action`` says what the page needs).
+    """
+
+    attempt: int
+    # succeeded | authorized | requires_action | declined | provider_error | network_error
+    outcome: str
+    decline_code: str | None = None
+    provider_ref: str | None = None
+    action: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The provider named attempt ``attempt``'s payment before it is confirmed, so that
+    an outcome lost later can be looked up by it. Refused once the attempt has ended
+    (the gateway must then not confirm it) or when it already names another payment."""
+
+    attempt: int
+    provider_ref: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The timer loop looks at the session: deadline or expiry may have passed."""
+
+
+Command = (
+    StartAttempt
+    | Interrupt
+    | Cancel
+    | ProviderResult
+    | Reference
+    | Tick
+    | EffectOutcome
+    | ResolveReview
+)

@@ -1,0 +1,81 @@
+"""How an attempt ends without success, and how a session expires (docs/protocol.md
+section 2): interrupted with a retry prompt while attempts and time remain, failed or
+expired otherwise, after voiding whatever may still take money. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .decision import Decision, NeedsVoid, Rules, Tx
+from .session import EXPIRED, FAILED, INTERRUPTED, OUTCOME_UNKNOWN, Session
+from .voids import missing, settle_voids, unknown
+
+# Declines no retry can fix: the session fails at once.
+NON_RETRYABLE_DECLINES = frozenset(
+    {"stolen_card", "lost_card", "pickup_card", "fraudulent", "restricted_card"}
+)
+
+REASON_MESSAGES = {
+    "timeout": "no result from the provider in {seconds:g} s",
+    "network_error": "the connection to the provider was lost; the outcome is unknown",
+    "declined": "the card was declined",
+    "provider_error": "the provider reported an error",
+}
+
+
+def end_attempt(
+    s: Session,
+    number: int,
+    attempt_status: str,
+    reason: str,
+    decline_code: str | None,
+    retryable: bool,
+    now: int,
+    rules: Rules,
+    voids: Mapping[int, bool],
+) -> Decision | NeedsVoid:
+    """Attempt ``number`` (the one processing) ended without success."""
+    if not retryable or number >= s.max_attempts:
+        final = FAILED
+    elif now >= s.expires_at:
+        final = EXPIRED
+    else:
+        final = INTERRUPTED
+    outcome_unknown = attempt_status in OUTCOME_UNKNOWN
+    if final != INTERRUPTED and outcome_unknown:
+        needed = missing((number,), voids)
+        if needed:
+            return needed
+    message = REASON_MESSAGES[reason].format(seconds=rules.attempt_timeout_ms / 1000)
+    last_error: dict[str, Any] = {"reason": reason, "attempt": number, "message": message}
+    if decline_code is not None:
+        last_error["decline_code"] = decline_code
+    tx = Tx(s, now)
+    previous = s.status
+    tx.set_attempt(number, status=attempt_status, ended_at=now, decline_code=decline_code)
+    tx.update(last_error=last_error, deadline=None)
+    if final == INTERRUPTED:
+        tx.update(status=INTERRUPTED, retry_at=now + rules.retry_delay_ms)
+        tx.state(previous, reason)
+        tx.retry_prompt(number, reason, outcome_unknown)
+        return tx.done()
+    if outcome_unknown and settle_voids(tx, (number,), voids, emit=False):
+        return tx.done()
+    tx.update(status=final, retry_at=None)
+    tx.state(previous, "expired" if final == EXPIRED else "failed")
+    return tx.done()
+
+
+def expire(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | NeedsVoid:
+    pending = unknown(s, voids)
+    needed = missing(pending, voids)
+    if needed:
+        return needed
+    tx = Tx(s, now)
+    previous = s.status
+    if settle_voids(tx, pending, voids, emit=False):
+        return tx.done()
+    tx.update(status=EXPIRED, deadline=None, retry_at=None)
+    tx.state(previous, "expired")
+    return tx.done()
