@@ -9,6 +9,7 @@ import {
   formatAmount,
   formatSeconds,
 } from './paylive.js';
+import { mountStripe } from './stripe.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -97,8 +98,38 @@ function renderTestCards() {
   }
 }
 
-function start() {
-  renderTestCards();
+// The provider decides how the card is collected: the sandbox takes a number typed
+// here; Stripe's card field comes from Stripe.js and paylive only sees a PaymentMethod.
+async function cardSource() {
+  let config = { gateway: 'sandbox' };
+  try {
+    const reply = await fetch('/api/checkout/config');
+    if (reply.ok) config = await reply.json();
+  } catch {
+    // No config: the sandbox form still works, and the server refuses what it cannot take.
+  }
+  if (config.gateway !== 'stripe') {
+    renderTestCards();
+    return { method: async () => $('card').value.trim(), authenticate: null };
+  }
+  $('sandbox-card').hidden = true;
+  $('stripe-card-box').hidden = false;
+  setText('foot', 'Demo checkout · Stripe gateway: the card is collected by Stripe.js');
+  const stripe = await mountStripe(config.stripe, $('stripe-card'));
+  return {
+    method: async () => ({ stripe: await stripe.paymentMethod() }),
+    authenticate: (clientSecret) => stripe.authenticate(clientSecret),
+  };
+}
+
+async function start() {
+  let source;
+  try {
+    source = await cardSource();
+  } catch (err) {
+    showMessage(err.message, 'error');
+    source = { method: async () => { throw err; }, authenticate: null };
+  }
   const params = fragmentParams();
   const sessionId = params.get('session');
   const secret = params.get('secret');
@@ -121,7 +152,7 @@ function start() {
     focusInCard = $('checkout').contains(event.target);
   });
 
-  const card = () => $('card').value.trim();
+  let authenticating = null; // the attempt whose 3-D Secure step this page is completing
 
   function render() {
     const session = client.session;
@@ -150,6 +181,7 @@ function start() {
     if (status === 'interrupted') renderPrompt();
     else setText('prompt-live', '');
     let detail = '';
+    authenticate(session);
     if (terminal) {
       const [icon, title, text] = FINAL[status];
       setText('final-icon', icon);
@@ -237,12 +269,29 @@ function start() {
     }
   }
 
+  // The provider asks the customer to confirm the attempt (3-D Secure): once the step
+  // is done, paylive is asked to look the payment up rather than wait for a webhook.
+  async function authenticate(session) {
+    const attempt = session.attempts?.[session.attempts.length - 1];
+    const action = attempt?.status === 'processing' ? attempt.action : null;
+    if (!action || !source.authenticate || authenticating === attempt.idempotency_key) return;
+    authenticating = attempt.idempotency_key;
+    showMessage('Your bank asks you to confirm this payment.', 'info');
+    try {
+      await source.authenticate(action.client_secret);
+      showMessage('');
+    } catch (err) {
+      showMessage(err.message, 'error');
+    }
+    client.check().catch(() => {});
+  }
+
   $('pay-form').addEventListener('submit', (event) => {
     event.preventDefault();
     if (client.session?.status === 'interrupted') $('retry').click();
-    else if (!$('pay').disabled) run(() => client.pay(card()), 'Payment refused');
+    else if (!$('pay').disabled) run(async () => client.pay(await source.method()), 'Payment refused');
   });
-  $('retry').addEventListener('click', () => run(() => client.retry(card()), 'Retry refused'));
+  $('retry').addEventListener('click', () => run(async () => client.retry(await source.method()), 'Retry refused'));
   $('cancel').addEventListener('click', () => run(() => client.cancel(), 'Cancel refused'));
 
   client.on('session', render);

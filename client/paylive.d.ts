@@ -47,7 +47,16 @@ export type StateCause =
   | 'failed'
   | 'effect_done'
   | 'effect_overdue'
-  | 'review_resolved';
+  | 'review_resolved'
+  | 'requires_action';
+
+/** A step the customer must take for the provider (3-D Secure with Stripe.js). */
+export interface AttemptAction {
+  type: 'authenticate';
+  provider: 'stripe';
+  /** The PaymentIntent's client secret, for `stripe.handleNextAction`. */
+  client_secret: string;
+}
 
 export interface Attempt {
   number: number;
@@ -58,6 +67,8 @@ export interface Attempt {
   idempotency_key: string;
   decline_code?: string;
   provider_ref?: string;
+  /** Only while the attempt is processing and the provider waits for the customer. */
+  action?: AttemptAction;
 }
 
 export interface LastError {
@@ -134,7 +145,8 @@ export interface GatewayEffect {
   session: string;
   attempt: number;
   kind: EffectKind;
-  status: 'pending' | 'done';
+  /** `cancelled`: a capture never to be made (its attempt was voided, its hold released). */
+  status: 'pending' | 'done' | 'cancelled';
   tries: number;
   next_at: number | null;
   last_error: string | null;
@@ -195,19 +207,18 @@ export type ServerMessage = CustomerMessage | AdminMessage;
 // ---------------------------------------------------------------------------------
 // Client commands (protocol section 4)
 
-export interface PaymentMethod {
-  card: string;
-  [field: string]: unknown;
-}
+/** `{card}` with the sandbox; `{stripe: "pm_..."}` (made by Stripe.js) with Stripe. */
+export type PaymentMethod = { card: string } | { stripe: string };
 
 export type ClientCommand =
   | { type: 'pay'; payment_method: PaymentMethod; ref?: string }
   | { type: 'retry'; payment_method?: PaymentMethod; ref?: string }
   | { type: 'cancel'; ref?: string }
   | { type: 'interrupt'; reason: 'network_error'; ref?: string }
+  | { type: 'check'; ref?: string }
   | { type: 'ping' };
 
-export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt';
+export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check';
 
 // ---------------------------------------------------------------------------------
 // Errors
@@ -482,6 +493,8 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   cancel(): Promise<AckMessage>;
   /** Report that the attempt was lost on this side. */
   interrupt(reason?: 'network_error'): Promise<AckMessage>;
+  /** Ask the server to look the attempt in flight up at the provider now (after 3-D Secure). */
+  check(): Promise<AckMessage>;
   /** The server's clock now (epoch ms), as estimated from its messages. */
   serverNow(): number;
   /** Time left in the current attempt (ms); null unless processing. */

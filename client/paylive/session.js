@@ -173,6 +173,15 @@ export class PayliveSession extends Emitter {
     return this.#command({ type: 'cancel' });
   }
 
+  /**
+   * Ask the server to look the attempt in flight up at the provider now (`check`),
+   * for instance once the page has finished a 3-D Secure step, rather than wait
+   * for the provider's webhook.
+   */
+  check() {
+    return this.#command({ type: 'check' });
+  }
+
   /** Tell the server the attempt was lost on this side (`interrupt` command). */
   interrupt(reason = 'network_error') {
     return this.#command({ type: 'interrupt', reason });
