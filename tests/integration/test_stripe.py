@@ -290,6 +290,7 @@ async def lost_capture(
         while f"charge of {session['id']}:1" not in server.log():
             await anyio.sleep(0.05)
     localstripe.send_webhooks_to(f"{server.url}/webhooks/stripe")
+    await anyio.sleep(max(0.0, prompt["data"]["retry_at"] / 1000 - time.time() + 0.05))
     return session, sock, pi
 
 
