@@ -14,6 +14,7 @@ from paylive.core.machine import ProviderResult
 from paylive.core.signature import SignatureError
 from paylive.errors import ApiError
 from paylive.gateway.stripe import event_result, result_of, verify_signature
+from paylive.server.logs import redact
 from paylive.settings import SettingsError, load_settings
 from paylive.web.validation import parse_payment_method
 
@@ -178,3 +179,9 @@ def test_with_stripe_a_page_sends_a_payment_method_never_a_card() -> None:
     with pytest.raises(ApiError) as card:
         parse_payment_method({"card": "4242424242424242"}, True, "stripe")
     assert card.value.code == "invalid_payment_method"
+
+
+def test_logs_never_show_stripe_secrets() -> None:
+    line = redact("confirm pi_3Abc_secret_XyZ9 with sk_live_abc and whsec_1; pk_live_ok")
+    assert "pi_3Abc_secret" not in line and "sk_live" not in line and "whsec_" not in line
+    assert "pk_live_ok" in line  # a publishable key is public

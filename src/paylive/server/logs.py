@@ -21,6 +21,9 @@ _PATTERNS = (
         re.compile(r"ps_[A-Za-z0-9]+(?:_|%5f)secret(?:_|%5f)[A-Za-z0-9_\-%]+", re.IGNORECASE),
         "[redacted client secret]",
     ),
+    # A Stripe PaymentIntent's client secret (the page's, for 3-D Secure) and API keys.
+    (re.compile(r"pi_[A-Za-z0-9]+_secret_[A-Za-z0-9]+"), "[redacted payment secret]"),
+    (re.compile(r"\b(?:sk|rk|whsec)_[A-Za-z0-9_]+"), "[redacted stripe secret]"),
 )
 
 
