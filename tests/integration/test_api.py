@@ -406,3 +406,11 @@ async def test_customer_rate_limit(http: httpx.AsyncClient) -> None:
     ]
     assert 429 in codes
     assert set(codes) <= {409, 429}
+
+
+async def test_the_sandbox_serves_no_stripe_webhook_and_says_so_to_pages(
+    http: httpx.AsyncClient,
+) -> None:
+    assert (await http.get("/api/checkout/config")).json() == {"gateway": "sandbox"}
+    stripe = await http.post("/webhooks/stripe", content=b"{}", headers={"Stripe-Signature": "t=1"})
+    assert stripe.status_code == 404 and error_code(stripe) == "not_found"

@@ -10,6 +10,7 @@ from paylive.core.machine import (
     Cancel,
     Charge,
     ProviderResult,
+    Reference,
     ResolveReview,
     StartAttempt,
     Tick,
@@ -228,3 +229,32 @@ async def test_unknown_session_is_404(parts) -> None:
     with pytest.raises(Refused) as missing:
         await service.run("ps_nope", Cancel())
     assert missing.value.code == "not_found"
+
+
+class NamingGateway(ScriptedGateway):
+    """While the first void is asked, the charge in flight names its payment (as a
+    Stripe charge saves its PaymentIntent id before confirming it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.service: PaymentService | None = None
+        self.void_refs: list[str | None] = []
+
+    async def void(self, key: str, ref: str | None) -> bool:
+        self.void_refs.append(ref)
+        if len(self.void_refs) == 1 and self.service is not None:
+            await self.service.run(key.rpartition(":")[0], Reference(1, "pi_1"))
+        return False
+
+
+async def test_a_void_asked_before_the_payment_was_named_is_asked_again() -> None:
+    settings = load_settings({"PAYLIVE_ATTEMPT_TIMEOUT_MS": "1000"})
+    gateway = NamingGateway()
+    service = PaymentService(settings, MemoryEngine(settings), gateway, Clock())
+    gateway.service = service
+    session = await service.create("o", 100, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    outcome = await service.run(session.id, Cancel())
+    assert gateway.void_refs == [None, "pi_1"], "the stale answer was not trusted"
+    assert outcome.session.status == "cancelled"
+    assert outcome.session.attempts[0].provider_ref == "pi_1"
