@@ -89,8 +89,11 @@ def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:
         assert previous == s.status
         assert s.updated_at == now
     elif d.quiet:
-        # A failed try of an effect is written on the effect alone.
-        assert replace(s, effects=before.effects) == before
+        # Saved without an event: only the outbox (a failed try, a capture or a release
+        # put in) and the provider's reference of an attempt may change.
+        assert replace(s, effects=before.effects, attempts=before.attempts) == before
+        unnamed = [replace(a, provider_ref=None) for a in s.attempts]
+        assert unnamed == [replace(a, provider_ref=None) for a in before.attempts]
         assert d.charges == ()
     else:
         # Nothing durable happened: nothing changed and no money moves.
@@ -122,15 +125,23 @@ def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:
     assert len({(e.kind, e.attempt) for e in s.effects}) == len(s.effects)
     for effect in s.effects[len(before.effects) :]:
         assert (effect.created_at, effect.next_at, effect.status) == (now, now, "pending")
-        if effect.kind == "void" and d.quiet:
-            # An authorization the provider had released, voided once more to be sure.
-            assert s.attempt_by_number(effect.attempt).status == A_VOIDED
-        elif effect.kind in ("refund", "void"):
+        attempt = s.attempt_by_number(effect.attempt)
+        if effect.kind == "refund":
             # Money given back: the attempt says so and staff are told.
-            assert s.attempt_by_number(effect.attempt).status == A_REFUNDED
-            assert s.needs_review
+            assert attempt.status == A_REFUNDED and s.needs_review
+        elif effect.kind == "capture":
+            # A hold taken while the session may still succeed by it, quietly.
+            assert d.quiet and not s.terminal
+            assert attempt.status in OUTCOME_UNKNOWN | {A_PROCESSING}
         else:
-            assert s.attempt_by_number(effect.attempt).status == A_SUCCEEDED
+            # A hold released: the session is over or the attempt was voided.
+            assert s.terminal or attempt.status not in OUTCOME_UNKNOWN
+            assert attempt.status not in (A_SUCCEEDED, A_REFUNDED, A_PROCESSING)
+    for effect in s.effects:
+        if effect.status == "cancelled":
+            # A capture is cancelled only because a void released its attempt's hold.
+            assert effect.kind == "capture"
+            assert s.attempt_by_number(effect.attempt).status == A_VOIDED
 
 
 def step(

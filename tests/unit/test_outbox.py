@@ -4,8 +4,6 @@ flagged, and when a review may be resolved. No I/O."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from paylive.core.effects import GatewayEffect, backoff_ms
@@ -33,13 +31,12 @@ RULES = Rules(
     effect_retry_cap_ms=8_000,
     effect_review_after_ms=30_000,
 )
-AUTH = replace(RULES, authorize_first=True)
 SID = "ps_outbox"
 CARD = {"card": "4242424242424242"}
 
 
-def step(s: Session, command: object, now: int, rules: Rules = RULES, **voids: bool) -> Decision:
-    out = decide(s, command, now, rules, {int(k[1:]): v for k, v in voids.items()})
+def step(s: Session, command: object, now: int, **voids: bool) -> Decision:
+    out = decide(s, command, now, RULES, {int(k[1:]): v for k, v in voids.items()})
     assert isinstance(out, Decision), out
     return out
 
@@ -52,14 +49,14 @@ def outbox(s: Session) -> list[tuple[str, int, str]]:
     return [(e.kind, e.attempt, e.status) for e in s.effects]
 
 
-def late_success_after_cancel(rules: Rules = RULES) -> Session:
+def late_success_after_cancel() -> Session:
     """Cancelled while attempt 1 was in flight (the void found nothing), then the
     provider charged attempt 1 after all: money to give back, decided at t=2000."""
-    s = new_session(SID, "order-7", 500, "EUR", {}, 0, rules)
-    s = step(s, StartAttempt(CARD), 100, rules).session
-    assert decide(s, Cancel(), 200, rules) == NeedsVoid((1,))
-    s = step(s, Cancel(), 200, rules, a1=False).session
-    return step(s, ProviderResult(1, "succeeded"), 2_000, rules).session
+    s = new_session(SID, "order-7", 500, "EUR", {}, 0, RULES)
+    s = step(s, StartAttempt(CARD), 100).session
+    assert decide(s, Cancel(), 200, RULES) == NeedsVoid((1,))
+    s = step(s, Cancel(), 200, a1=False).session
+    return step(s, ProviderResult(1, "succeeded"), 2_000).session
 
 
 # Which effects a decision writes ---------------------------------------------------------
@@ -74,36 +71,17 @@ def test_a_late_success_writes_a_refund_due_at_once() -> None:
     assert s.next_due() is None, "no session timer: the effect loop has its own"
 
 
-def test_a_provider_that_authorizes_first_gets_a_capture_for_a_success() -> None:
-    s = new_session(SID, "o", 500, "EUR", {}, 0, AUTH)
-    s = step(s, StartAttempt(CARD), 100, AUTH).session
-    d = step(s, ProviderResult(1, "succeeded"), 300, AUTH)
-    assert causes(d) == ["succeeded"]
-    assert outbox(d.session) == [("capture", 1, "pending")]
-    assert not d.session.needs_review
-    # ...and gives a late success back by voiding the authorization, not refunding it.
-    one = replace(AUTH, max_attempts=1)
-    s = new_session(SID, "o", 500, "EUR", {}, 0, one)
-    s = step(s, StartAttempt(CARD), 100, one).session
-    s = step(s, ProviderResult(1, "provider_error"), 200, one).session
-    assert s.status == "failed"
-    d = step(s, ProviderResult(1, "succeeded"), 900, one)
-    assert causes(d) == ["late_success_refunded"]
-    assert outbox(d.session) == [("void", 1, "pending")]
-    assert d.session.attempts[0].status == "refunded" and d.session.needs_review
-
-
-def test_a_success_for_an_authorization_the_provider_released_is_voided_again_quietly() -> None:
-    s = new_session(SID, "o", 500, "EUR", {}, 0, AUTH)
-    s = step(s, StartAttempt(CARD), 100, AUTH).session
-    s = step(s, Tick(), 1_100, AUTH).session  # timeout: outcome unknown
-    s = step(s, StartAttempt(), 1_200, AUTH, a1=False).session  # the void released it
+def test_a_hold_for_an_attempt_the_provider_released_is_released_again_quietly() -> None:
+    s = new_session(SID, "o", 500, "EUR", {}, 0, RULES)
+    s = step(s, StartAttempt(CARD), 100).session
+    s = step(s, Tick(), 1_100).session  # timeout: outcome unknown
+    s = step(s, StartAttempt(), 1_200, a1=False).session  # the void released it
     assert [a.status for a in s.attempts] == ["voided", "processing"]
-    d = step(s, ProviderResult(1, "succeeded"), 1_300, AUTH)
+    d = step(s, ProviderResult(1, "authorized"), 1_300)
     assert d.events == () and d.quiet
     assert d.session.status == "processing" and not d.session.needs_review
     assert outbox(d.session) == [("void", 1, "pending")]
-    again = step(d.session, ProviderResult(1, "succeeded"), 1_400, AUTH)
+    again = step(d.session, ProviderResult(1, "authorized"), 1_400)
     assert again.session == d.session and not again.quiet
 
 
@@ -168,34 +146,28 @@ def test_backoff_is_half_fixed_half_jitter_and_capped(
 
 
 def test_an_effect_failing_past_the_review_time_flags_the_session_and_goes_on() -> None:
-    s = new_session(SID, "o", 500, "EUR", {}, 0, AUTH)
-    s = step(s, StartAttempt(CARD), 100, AUTH).session
-    s = step(s, ProviderResult(1, "succeeded"), 300, AUTH).session  # capture due at 300
+    s = new_session(SID, "o", 500, "EUR", {}, 0, RULES)
+    s = step(s, StartAttempt(CARD), 100).session
+    s = step(s, ProviderResult(1, "authorized"), 300).session  # capture due at 300
     now = 300
     while True:
-        d = step(s, EffectOutcome("capture", 1, False, "down", jitter=0.9), now, AUTH)
+        d = step(s, EffectOutcome("capture", 1, False, "down", jitter=0.9), now)
         s = d.session
         if d.events:
             break
         assert not s.needs_review
         now = s.effects[0].next_at
     # The try just before the review time was moved to land on it exactly.
-    assert now == 300 + AUTH.effect_review_after_ms
+    assert now == 300 + RULES.effect_review_after_ms
     assert causes(d) == ["effect_overdue"] and s.needs_review
     assert d.events[0].data["effect"]["status"] == "pending"
     # Retries go on, quietly now (the flag is up), until the provider confirms.
-    d = step(s, EffectOutcome("capture", 1, False, "down", jitter=0.9), s.effects[0].next_at, AUTH)
+    d = step(s, EffectOutcome("capture", 1, False, "down", jitter=0.9), s.effects[0].next_at)
     assert d.quiet and d.events == () and d.session.effects[0].pending
-    d = step(d.session, EffectOutcome("capture", 1, True), d.session.effects[0].next_at, AUTH)
-    assert causes(d) == ["effect_done"] and d.session.needs_review
-
-
-def test_a_void_that_finds_the_money_captured_gives_it_back_by_refund() -> None:
-    s = late_success_after_cancel(AUTH)  # the cancel's void was lost: void it again
-    assert outbox(s) == [("void", 1, "pending")]
-    d = step(s, EffectOutcome("void", 1, True, charged=True), 2_100, AUTH)
-    assert causes(d) == ["effect_done"]
-    assert outbox(d.session) == [("void", 1, "done"), ("refund", 1, "pending")]
+    d = step(
+        d.session, EffectOutcome("capture", 1, True, charged=True), d.session.effects[0].next_at
+    )
+    assert causes(d) == ["effect_done", "succeeded"] and d.session.needs_review
 
 
 def test_an_answer_for_an_effect_the_session_does_not_have_is_refused() -> None:

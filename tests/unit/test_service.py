@@ -84,15 +84,11 @@ ENV = {
 }
 
 
-def make(env: dict[str, str] = ENV) -> tuple[PaymentService, ScriptedGateway, Clock]:
-    settings = load_settings(env)
-    gateway, clock = ScriptedGateway(), Clock()
-    return PaymentService(settings, MemoryEngine(settings), gateway, clock), gateway, clock
-
-
 @pytest.fixture
 def parts() -> tuple[PaymentService, ScriptedGateway, Clock]:
-    return make()
+    settings = load_settings(ENV)
+    gateway, clock = ScriptedGateway(), Clock()
+    return PaymentService(settings, MemoryEngine(settings), gateway, clock), gateway, clock
 
 
 async def run_effects(service: PaymentService, clock: Clock, jitter: float = 0.0) -> list[str]:
@@ -188,7 +184,7 @@ async def test_a_try_whose_answer_was_not_saved_is_made_again_with_the_same_key(
     session_id = await late_success_after_cancel(service)
     # A worker claims the effect, calls the provider and dies before saving the answer.
     assert await service.engine.claim_effects(clock.now, 100, 15_000) == [session_id]
-    await gateway.refund(f"{session_id}:1", f"{session_id}:1:refund")
+    await gateway.refund(f"{session_id}:1", None, f"{session_id}:1:refund")
     clock.now += 5_000
     assert await run_effects(service, clock) == [], "leased to the dead worker"
     clock.now += 10_000
@@ -197,11 +193,11 @@ async def test_a_try_whose_answer_was_not_saved_is_made_again_with_the_same_key(
     assert (await service.get(session_id)).effects[0].status == "done"
 
 
-async def test_an_effect_failing_past_the_review_time_flags_the_session() -> None:
-    service, gateway, clock = make({**ENV, "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "1"})
+async def test_an_effect_failing_past_the_review_time_flags_the_session(parts) -> None:
+    service, gateway, clock = parts
     session = await service.create("o", 100, "EUR", {})
     await service.run(session.id, StartAttempt(CARD))
-    await service.run(session.id, ProviderResult(1, "succeeded"))
+    await service.run(session.id, ProviderResult(1, "authorized"))
     gateway.capture_failures = 100
     start = clock.now
     for _ in range(20):
@@ -211,13 +207,14 @@ async def test_an_effect_failing_past_the_review_time_flags_the_session() -> Non
             break
         clock.now = stored.next_effect_at()
     assert clock.now == start + 1_000, "flagged when the review time came"
-    assert stored.status == "succeeded" and stored.needs_review
+    assert stored.status == "processing" and stored.needs_review
     assert stored.effects[0].pending and stored.effects[0].tries >= 4
     refused = (await service.run(session.id, ResolveReview("ana", "x"))).decision.refusal
     assert refused is not None and refused.code == "effects_pending"
     gateway.capture_failures = 0
     clock.now = stored.next_effect_at()
     await run_effects(service, clock)
+    assert (await service.get(session.id)).status == "succeeded", "paid once captured"
     outcome = await service.run(session.id, ResolveReview("ana", "captured in the end"))
     assert outcome.decision.refusal is None
     assert outcome.session.review == {"by": "ana", "note": "captured in the end", "at": clock.now}
@@ -240,7 +237,7 @@ class NamingGateway(ScriptedGateway):
         self.service: PaymentService | None = None
         self.void_refs: list[str | None] = []
 
-    async def void(self, key: str, ref: str | None) -> bool:
+    async def void(self, key: str, ref: str | None, idempotency_key: str | None = None) -> bool:
         self.void_refs.append(ref)
         if len(self.void_refs) == 1 and self.service is not None:
             await self.service.run(key.rpartition(":")[0], Reference(1, "pi_1"))
@@ -258,3 +255,33 @@ async def test_a_void_asked_before_the_payment_was_named_is_asked_again() -> Non
     assert gateway.void_refs == [None, "pi_1"], "the stale answer was not trusted"
     assert outcome.session.status == "cancelled"
     assert outcome.session.attempts[0].provider_ref == "pi_1"
+
+
+async def test_a_capture_is_made_through_the_outbox_and_never_after_a_release(parts) -> None:
+    service, gateway, clock = parts
+    paid = await service.create("o", 100, "EUR", {})
+    await service.run(paid.id, StartAttempt(CARD))
+    await service.run(paid.id, ProviderResult(1, "authorized", provider_ref="pi_1"))
+    assert gateway.captures == [], "not called in the request: it waits in the outbox"
+    assert (await service.get(paid.id)).status == "processing", "a hold is not money"
+    await run_effects(service, clock)
+    assert gateway.captures == [(f"{paid.id}:1", f"{paid.id}:1:capture")]
+    assert (await service.get(paid.id)).status == "succeeded"
+    # A hold whose capture fails until the attempt times out: the retry's void releases
+    # it, and the capture is never made.
+    released = await service.create("o", 100, "EUR", {})
+    await service.run(released.id, StartAttempt(CARD))
+    await service.run(released.id, ProviderResult(1, "authorized", provider_ref="pi_2"))
+    gateway.capture_failures = 1
+    await run_effects(service, clock)
+    clock.now += 1_000
+    await service.run(released.id, Tick())
+    retried = await service.run(released.id, StartAttempt())
+    assert retried.decision.refusal is None
+    effects = [(e.kind, e.status) for e in retried.session.effects]
+    assert effects == [("capture", "cancelled"), ("void", "pending")]
+    clock.now += 10_000
+    await run_effects(service, clock)
+    assert [k for k, _ in gateway.captures].count(f"{released.id}:1") == 1, "only the failed try"
+    # The known hold's release is confirmed once more through the outbox.
+    assert gateway.voids.count(f"{released.id}:1") == 2

@@ -147,7 +147,7 @@ def test_the_outbox_is_configured_by_its_variables() -> None:
     )
     rules = Rules.of(tuned)
     assert (rules.effect_review_after_ms, rules.effect_retry_base_ms) == (60_000, 50)
-    assert (rules.effect_retry_cap_ms, rules.authorize_first) == (50, True)
+    assert rules.effect_retry_cap_ms == 50 and tuned.sandbox_authorize_first is True
     with pytest.raises(SettingsError, match="PAYLIVE_EFFECT_RETRY_CAP_MS must be at least"):
         load_settings({"PAYLIVE_EFFECT_RETRY_BASE_MS": "5000", "PAYLIVE_EFFECT_RETRY_CAP_MS": "10"})
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..settings import Settings
 from .codec import Message
-from .effects import CANCELLED, CAPTURE, GatewayEffect
+from .effects import CANCELLED, CAPTURE, VOID, GatewayEffect
 from .protocol import ErrorCode
 from .session import A_VOIDED, Session
 
@@ -128,11 +128,14 @@ class Tx:
 
     def void_attempt(self, number: int) -> None:
         """The provider confirmed attempt ``number`` took no money (voided, its hold
-        released): a capture still pending for it must never be made."""
+        released): a capture still pending for it must never be made. That hold was
+        known, so its release is also put in the outbox, confirmed once more in case
+        the void was acknowledged and lost (a release done already is answered as done)."""
         self.set_attempt(number, status=A_VOIDED, ended_at=self.ended(number))
         capture = self.s.effect(CAPTURE, number)
         if capture is not None and capture.pending:
             self.set_effect(replace(capture, status=CANCELLED, next_at=None, done_at=self.now))
+            self.add_effect(VOID, number)
 
     def ended(self, number: int) -> int:
         """When attempt ``number`` ended: now, unless it had ended already."""

@@ -50,13 +50,19 @@ class EffectRunner:
             # Claimed early or stale (another worker answered meanwhile): set it right.
             await engine.schedule_effects(session_id, session.next_effect_at())
             return
-        for effect in due:
+        for kind, number in [(e.kind, e.attempt) for e in due]:
+            # As the session is now: the answer just recorded may have cancelled this one
+            # (a capture whose hold a void released).
+            effect = session.effect(kind, number)
+            if effect is None or not effect.pending:
+                continue
             outcome = await self._call(session, effect)
             try:
-                await self.service.run(session_id, outcome)
+                session = (await self.service.run(session_id, outcome)).session
             except Refused as exc:
-                # The session changed too often to record it now: the effect is still
-                # due and is tried again (under the same key) when the lease runs out.
+                # The session changed too often to record it now, or the provider cannot
+                # confirm a void the answer needs: the effect is still due and is tried
+                # again (under the same key) when the lease runs out.
                 log.warning("could not record the %s of %s: %s", effect.kind, session_id, exc)
                 return
 
