@@ -281,7 +281,8 @@ async def test_a_charge_in_an_outage_is_a_network_error_and_nothing_moves(server
 
 
 async def test_the_sandbox_controls_are_not_served_in_production() -> None:
-    with Server({"PAYLIVE_ENV": "production"}) as prod:
+    # Production may run the sandbox only on purpose, and then without its controls.
+    with Server({"PAYLIVE_ENV": "production", "PAYLIVE_ALLOW_SANDBOX": "1"}) as prod:
         async with httpx.AsyncClient(base_url=prod.url, timeout=10) as http:
             session = await create(http)
             out = await http.post("/api/admin/sandbox/outage", json={"seconds": 5}, headers=admin())
@@ -294,18 +295,42 @@ async def test_the_sandbox_controls_are_not_served_in_production() -> None:
             assert (await http.get("/api/admin/effects", headers=admin())).status_code == 200
 
 
-async def test_a_provider_that_authorizes_first_is_captured_through_the_outbox() -> None:
-    with Server({**OUTBOX, "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "1"}) as srv:
+async def test_a_provider_that_authorizes_first_is_paid_when_the_capture_is_confirmed() -> None:
+    env = {**OUTBOX, "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "1", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "3000"}
+    with Server(env) as srv:
         async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
             session = await create(http)
             sock = await open_socket(session_url(srv.ws_url, session))
             await sock.recv()
             await sock.send({"type": "pay", "payment_method": {"card": OK}})
-            await sock.state("succeeded", timeout=WAIT_S)
+            # The hold is captured by the outbox; the success comes with its confirmation.
             done = await sock.until(cause("effect_done"), timeout=WAIT_S)
             assert done["data"]["effect"]["kind"] == "capture"
-            assert done["data"]["session"]["needs_review"] is False
+            assert done["data"]["session"]["status"] == "processing", "a hold is not money"
+            paid = await sock.state("succeeded", timeout=WAIT_S)
+            assert paid["data"]["cause"] == "succeeded" and paid["seq"] == done["seq"] + 1
+            assert paid["data"]["session"]["needs_review"] is False
             assert await ledger(http, session["id"]) == [(1, "charge"), (1, "capture")]
+            await sock.conn.close()
+
+            # The sandbox goes down before the hold is captured: the session never says
+            # paid on the hold; it times out with its outcome unknown, and the capture
+            # made once the sandbox is back is a late success.
+            session = await create(http)
+            sock = await open_socket(session_url(srv.ws_url, session))
+            await sock.recv()
+            await sock.send({"type": "pay", "payment_method": {"card": OK}})
+            await sock.until(cause("attempt_started"), timeout=WAIT_S)
+            await outage(http, 4)
+            timed_out = await sock.until(lambda m: m["type"] == "state", timeout=WAIT_S)
+            assert timed_out["data"]["cause"] == "timeout"
+            assert timed_out["data"]["session"]["attempts"][0]["status"] == "timeout"
+            late = await sock.state("succeeded", timeout=WAIT_S)
+            assert late["data"]["cause"] == "late_success"
+            assert await ledger(http, session["id"]) == [(1, "charge"), (1, "capture")]
+            captures = await effects(http, f"status=all&session={session['id']}")
+            assert [(e["kind"], e["status"]) for e in captures] == [("capture", "done")]
+            assert captures[0]["tries"] >= 2, "tried during the outage, made after it"
             await sock.conn.close()
 
 

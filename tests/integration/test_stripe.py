@@ -21,7 +21,7 @@ import anyio
 import httpx
 import pytest
 
-from ..support.client import Socket, create, merchant, open_socket, session_url
+from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.faultproxy import FaultProxy
 from ..support.localstripe import (
     PUBLISHABLE_KEY,
@@ -63,6 +63,9 @@ def server(localstripe: LocalStripe, proxy: FaultProxy) -> Iterator[Server]:
         "PAYLIVE_STRIPE_API_BASE": proxy.url,
         "PAYLIVE_STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
         "PAYLIVE_ATTEMPT_TIMEOUT_MS": str(ATTEMPT_TIMEOUT_MS),
+        # The outbox tries a failing capture again within a second.
+        "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
+        "PAYLIVE_EFFECT_RETRY_CAP_MS": "1000",
     }
     with Server(env) as srv:
         yield srv
@@ -285,9 +288,13 @@ async def lost_capture(
     assert proxy.cut and localstripe.payment_intent(pi)["status"] == "succeeded"
     prompt = await sock.until(lambda m: m["type"] == "retry_prompt")
     assert prompt["data"]["outcome_unknown"] is True
-    # paylive retries the capture a few times, then leaves it to the void or the webhook.
+    # The capture waits in the outbox, tried again and again under its one key.
     with anyio.fail_after(10):
-        while f"charge of {session['id']}:1" not in server.log():
+        while True:
+            query = f"/api/admin/effects?session={session['id']}"
+            found = (await http.get(query, headers=admin())).json()["effects"]
+            if [(e["kind"], e["tries"] > 0) for e in found] == [("capture", True)]:
+                break
             await anyio.sleep(0.05)
     localstripe.send_webhooks_to(f"{server.url}/webhooks/stripe")
     await anyio.sleep(max(0.0, prompt["data"]["retry_at"] / 1000 - time.time() + 0.05))
@@ -302,7 +309,9 @@ async def test_a_capture_paylive_did_not_hear_of_makes_the_retry_already_paid(
     proxy: FaultProxy,
 ) -> None:
     session, sock, pi = await lost_capture(server, http, opened, localstripe, proxy)
-    proxy.restore()  # Stripe is back: the void will find the money taken
+    # Stripe is back, but not yet for the outbox's capture: the void finds the money
+    # taken first.
+    proxy.restore(still_lost=("POST", r"/capture$"))
     retry = await http.post(
         f"/api/sessions/{session['id']}/attempts",
         json={"payment_method": {"stripe": localstripe.payment_method(OK)}},
@@ -312,6 +321,13 @@ async def test_a_capture_paylive_did_not_hear_of_makes_the_retry_already_paid(
     paid = await sock.state("succeeded")
     assert paid["data"]["cause"] == "late_success"
     assert len(paid["data"]["session"]["attempts"]) == 1, "no second attempt was started"
+    # Then the capture's own answer closes its effect; every try went under one key.
+    proxy.restore()
+    await sock.until(
+        lambda m: m["type"] == "state" and m["data"]["cause"] == "effect_done", timeout=10
+    )
+    tries = [key for step, key in calls(proxy, pi) if step == "capture"]
+    assert len(tries) >= 2 and set(tries) == {f"{session['id']}:1:capture"}
     assert localstripe.refunds(pi) == []
 
 
@@ -386,7 +402,13 @@ async def test_an_authorization_after_the_end_is_released_not_charged(
     }
     answer = await http.post("/webhooks/stripe", **signed(event))
     assert answer.json() == {"received": True, "applied": True}
+    # The release waits in the outbox, and is made under the effect's own key.
+    released = await sock.until(
+        lambda m: m["type"] == "state" and m["data"]["cause"] == "effect_done", timeout=5
+    )
+    assert released["data"]["effect"]["kind"] == "void"
     assert localstripe.payment_intent(pi)["status"] == "canceled"
+    assert ("cancel", f"{session['id']}:1:void") in calls(proxy, pi)
     after = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
     assert after["status"] == "cancelled" and after["needs_review"] is False
 
@@ -410,7 +432,12 @@ async def test_a_success_after_the_end_is_refunded_once(
     assert refunded["data"]["session"]["status"] == "cancelled"
     assert refunded["data"]["session"]["needs_review"] is True
     assert attempt_of(refunded, 1)["status"] == "refunded"
-    await anyio.sleep(0.3)  # the refund follows the save
+    # The refund waits in the outbox; it is made once, under the effect's own key.
+    done = await sock.until(
+        lambda m: m["type"] == "state" and m["data"]["cause"] == "effect_done", timeout=5
+    )
+    assert done["data"]["effect"]["kind"] == "refund"
+    assert (f"{session['id']}:1:refund") in [k for _m, path, k in proxy.seen if "refunds" in path]
     refunds = localstripe.refunds(pi)
     assert [(r["amount"], r["status"]) for r in refunds] == [(1999, "succeeded")]
     event = stored_event(localstripe, "payment_intent.succeeded", pi)

@@ -43,6 +43,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._cut_after: tuple[str, re.Pattern[str]] | None = None
         self._cut = False
+        self._lost: tuple[str, re.Pattern[str]] | None = None
         self._fakes: list[_Fake] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -88,9 +89,12 @@ class FaultProxy:
         with self._lock:
             self._fakes.append(_Fake(method, re.compile(pattern), status, body))
 
-    def restore(self) -> None:
+    def restore(self, still_lost: tuple[str, str] | None = None) -> None:
+        """The provider is reachable again, except (``still_lost``, a method and a path
+        pattern) for requests that keep getting no answer."""
         with self._lock:
             self._cut_after, self._cut, self._fakes = None, False, []
+            self._lost = None if still_lost is None else (still_lost[0], re.compile(still_lost[1]))
 
     @property
     def cut(self) -> bool:
@@ -121,7 +125,10 @@ class FaultProxy:
             path = urlsplit(target).path
             with self._lock:
                 self.seen.append((method, path, key))
-                if self._cut:
+                lost = self._lost is not None and (
+                    self._lost[0] == method and self._lost[1].search(path)
+                )
+                if self._cut or lost:
                     return  # unreachable: the connection closes with no answer
                 fake = next(
                     (f for f in self._fakes if f.method == method and f.path.search(path)), None
