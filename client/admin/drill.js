@@ -149,7 +149,7 @@ export class Drill {
           String(e.attempt),
           pill(e.status),
           String(e.tries),
-          e.status === 'pending' ? clock(e.next_at) : `done ${clock(e.done_at)}`,
+          e.status === 'pending' ? clock(e.next_at) : `${e.status} ${clock(e.done_at)}`,
           e.last_error ?? '–',
         ]);
         tr.dataset.effect = e.id;

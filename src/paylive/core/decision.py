@@ -80,10 +80,6 @@ class Decision:
     quiet: bool = False
 
     @property
-    def changed(self) -> bool:
-        return bool(self.events)
-
-    @property
     def to_save(self) -> bool:
         return bool(self.events) or self.quiet
 
