@@ -12,10 +12,11 @@ import pytest
 
 from paylive.core.machine import ProviderResult
 from paylive.core.signature import SignatureError
-from paylive.errors import ApiError
+from paylive.errors import Refused
 from paylive.gateway.stripe import event_result, result_of, verify_signature
 from paylive.server.logs import redact
 from paylive.settings import SettingsError, load_settings
+from paylive.web.errors import http_status
 from paylive.web.validation import parse_payment_method
 
 STRIPE = {
@@ -172,11 +173,11 @@ def test_with_stripe_a_page_sends_a_payment_method_never_a_card() -> None:
         {"stripe": "pm_1", "extra": 1},
         "pm_1",
     ):
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(Refused) as refused:
             parse_payment_method(bad, True, "stripe")
         assert refused.value.code in ("invalid_payment_method", "invalid_field")
-        assert refused.value.status == 422
-    with pytest.raises(ApiError) as card:
+        assert http_status(refused.value.code) == 422
+    with pytest.raises(Refused) as card:
         parse_payment_method({"card": "4242424242424242"}, True, "stripe")
     assert card.value.code == "invalid_payment_method"
 
