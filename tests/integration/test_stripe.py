@@ -31,6 +31,7 @@ from ..support.localstripe import (
 )
 from ..support.ports import free_port
 from ..support.servers import Server
+from .test_asyncapi import check as fits_description
 
 pytestmark = pytest.mark.anyio
 
@@ -200,6 +201,7 @@ async def test_three_d_secure_is_pushed_to_the_page_and_completed(
         lambda m: m["type"] == "state" and m["data"]["cause"] == "requires_action"
     )
     assert asked["data"]["session"]["status"] == "processing"
+    fits_description(asked)  # docs/asyncapi.yaml describes the step
     action = attempt_of(asked, 1)["action"]
     pi = attempt_of(asked, 1)["provider_ref"]
     assert action == {
