@@ -435,7 +435,8 @@ def test_production_warns_when_redis_keeps_no_append_only_file(
 ) -> None:
     proc = start_redis(tmp_path / "r", appendonly=appendonly)
     try:
-        with Server({"PAYLIVE_REDIS_URL": proc.url, "PAYLIVE_ENV": "production"}) as srv:
+        env = {"PAYLIVE_REDIS_URL": proc.url, "PAYLIVE_ENV": "production"}
+        with Server({**env, "PAYLIVE_ALLOW_SANDBOX": "1"}) as srv:
             log = srv.log()
         warned = "keeps no append-only file" in log
         assert warned is not appendonly, log
