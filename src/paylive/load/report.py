@@ -6,7 +6,10 @@ import argparse
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
+
+from .config import Config
+from .procstat import ProcSample
 
 
 def percentiles(values: Iterable[float]) -> dict[str, Any]:
@@ -36,20 +39,27 @@ def _sum_counters(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+def _drive_cpu(got: Mapping[str, ProcSample]) -> dict[str, Any]:
+    """CPU from the scheduled start to the moment every worker reported its drive over."""
+    if "drive_start" not in got or "drove" not in got:
+        return {}
+    cpu = got["drove"].cpu_s - got["drive_start"].cpu_s
+    window = got["drove"].at - got["drive_start"].at
+    return {
+        "drive_cpu_s": round(cpu, 2),
+        "drive_window_s": round(window, 2),
+        "cores": round(cpu / window, 3) if window > 0 else None,
+    }
+
+
 def _server(
-    samples: Mapping[str, Any], sockets_opened: int, duration: float, pid: int | None
+    samples: Mapping[str, ProcSample | None], sockets_opened: int, pid: int | None
 ) -> dict[str, Any] | None:
     if pid is None or samples.get("start") is None:
         return None
     got = {name: s for name, s in samples.items() if s is not None}
     out: dict[str, Any] = {"pid": pid, "samples": {k: v.as_dict() for k, v in got.items()}}
-    if "drive_start" in got and "drove" in got:
-        # From the scheduled start to the moment every worker reported its drive over.
-        cpu = got["drove"].cpu_s - got["drive_start"].cpu_s
-        window = got["drove"].at - got["drive_start"].at
-        out["drive_cpu_s"] = round(cpu, 2)
-        out["drive_window_s"] = round(window, 2)
-        out["cores"] = round(cpu / window, 3) if window > 0 else None
+    out.update(_drive_cpu(got))
     if "sessions" in got and "sockets" in got:
         out["open_cpu_s"] = round(got["sockets"].cpu_s - got["sessions"].cpu_s, 2)
         grown = got["sockets"].rss_kb - got["sessions"].rss_kb
@@ -62,15 +72,35 @@ def _server(
     return out
 
 
+def _also(samples: Mapping[str, ProcSample | None], pids: list[int]) -> dict[str, Any] | None:
+    got = {name: s for name, s in samples.items() if s is not None}
+    if not got:
+        return None
+    out: dict[str, Any] = {"pids": pids, "samples": {k: v.as_dict() for k, v in got.items()}}
+    out.update(_drive_cpu(got))
+    return out
+
+
+class Samples(Protocol):
+    """The /proc samples of a run, by moment (see ``parent.Sampler``)."""
+
+    pid: int | None
+    also: list[int]
+    server: dict[str, ProcSample | None]
+    others: dict[str, ProcSample | None]
+
+
 def merge(
     args: argparse.Namespace,
-    configs: list[dict[str, Any]],
+    configs: list[Config],
     results: list[dict[str, Any]],
-    samples: Mapping[str, Any],
+    samples: Samples,
     generator: dict[str, float],
     timings: Mapping[str, float],
 ) -> dict[str, Any]:
-    mode = configs[0]["mode"]
+    """The workers' results as one document: requested, sockets, changes, events,
+    latency, admin feeds, generator, server, machine, and the problems in words."""
+    mode = configs[0].mode
     duration = float(args.duration)
     sockets = [r["sockets"] for r in results]
     changes = [r["changes"] for r in results]
@@ -79,7 +109,7 @@ def merge(
     replaced = sum(s["replaced"] for s in sockets)
     out: dict[str, Any] = {
         "mode": mode,
-        "url": configs[0]["base_url"],
+        "url": configs[0].base_url,
         "format": args.format,
         "requested": {
             "sockets": int(args.sockets),
@@ -126,7 +156,7 @@ def merge(
         "late_100ms": sum(c["late_100ms"] for c in changes),
         "max_lag_ms": max((c["max_lag_ms"] for c in changes), default=0.0),
         "peak_in_flight": sum(c["peak_in_flight"] for c in changes),
-        "in_flight_cap": sum(c["concurrency"] for c in configs),
+        "in_flight_cap": sum(c.concurrency for c in configs),
         "http_ms": percentiles(x for c in changes for x in c["http_ms"]),
         "sessions_replaced": replaced,
     }
@@ -148,10 +178,10 @@ def merge(
     out["latency_ms"] = percentiles(x for r in results for x in r["latency_ms"])
     if mode == "poll":
         polls = [r["poll"] for r in results]
-        window = duration + configs[0]["poll_interval"]
+        window = duration + configs[0].poll_interval
         out["poll"] = {
             "clients": sum(p["clients"] for p in polls),
-            "interval_s": configs[0]["poll_interval"],
+            "interval_s": configs[0].poll_interval,
             "requests": sum(p["polls"] for p in polls),
             "requests_per_s": round(sum(p["polls"] for p in polls) / window, 1),
             "errors": _sum_counters(p["errors"] for p in polls),
@@ -192,14 +222,17 @@ def merge(
         "drive_cpu_s": round(drive_cpu, 2),
         "drive_cores": round(drive_cpu / duration, 3),
     }
-    pid = getattr(args, "server_pid", None)
-    server = _server(samples, opened, duration, pid)
+    server = _server(samples.server, opened, samples.pid)
     if server is not None:
         out["server"] = server
+    also = _also(samples.others, samples.also)
+    if also is not None:
+        out["also"] = also
     busy = timings.get("machine_busy_cores")
     if busy is not None:
         # Whatever the server and the generator did not use went to other processes.
         used = out["generator"]["drive_cores"] + (server or {}).get("cores", 0.0)
+        used += (also or {}).get("cores") or 0.0
         out["machine"] = {
             "cores": os.cpu_count(),
             "busy_cores_during_drive": round(busy, 3),
@@ -243,125 +276,3 @@ def problems(out: Mapping[str, Any]) -> list[str]:
             f"{admin['lost']} events lost"
         )
     return found
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _pct_line(p: Mapping[str, Any]) -> str:
-    return (
-        "  ".join(f"{k} {_fmt(p[k])}" for k in ("p50", "p90", "p99", "max"))
-        + f"  (n={p['count']:,})"
-    )
-
-
-def render_table(out: Mapping[str, Any]) -> str:
-    req = out["requested"]
-    title = (
-        f"paylive load: {out['mode']}, {req['sockets']:,} "
-        f"{'sockets' if out['mode'] == 'ws' else 'polling clients'}, "
-        f"{req['rate']:g} changes/s for {req['duration_s']:g} s, {out['format']}, "
-        f"{out['processes']} process{'es' if out['processes'] > 1 else ''}"
-    )
-    rows: list[tuple[str, str]] = []
-    sockets = out.get("sockets")
-    if sockets:
-        rows.append(
-            (
-                "sockets",
-                f"opened {_fmt(sockets['opened'])}/{_fmt(sockets['requested'])}"
-                f" (+{_fmt(sockets['replacements_opened'])} for replacement sessions)  failed {sockets['failed']}"
-                f"  closed unexpectedly {sockets['closed_unexpectedly']}"
-                f" {sockets['close_codes'] or ''}  held at end {_fmt(sockets['held_at_end'])}"
-                f" (closed after their session ended {_fmt(sockets['closed_after_session_end'])})",
-            )
-        )
-    ch = out["changes"]
-    rows.append(
-        (
-            "state changes",
-            f"scheduled {_fmt(ch['scheduled'])}  ok {_fmt(ch['ok'])}"
-            f" ({_fmt(ch['achieved_per_s'])}/s)  409 {sum(ch['conflicts'].values())}"
-            f"  errors {sum(ch['errors'].values())}"
-            f"  not sent {ch['skipped_busy'] + ch['skipped_no_session']}"
-            f"  max lag {_fmt(ch['max_lag_ms'])} ms",
-        )
-    )
-    rows.append(("change HTTP ms", _pct_line(ch["http_ms"])))
-    ev = out["events"]
-    if out["mode"] == "ws":
-        rows.append(
-            (
-                "durable events",
-                f"sent {_fmt(ev['sent'])}  received {_fmt(ev['received'])}"
-                f"  lost {_fmt(ev['lost'])}  gaps {ev['gaps']}"
-                f"  out of order {ev['out_of_order']}"
-                f"  (countdowns {_fmt(ev['by_type'].get('countdown', 0))})",
-            )
-        )
-        rows.append(("latency ms", _pct_line(out["latency_ms"])))
-    else:
-        poll = out["poll"]
-        rows.append(
-            (
-                "polls",
-                f"{_fmt(poll['requests'])} GETs ({_fmt(poll['requests_per_s'])}/s)"
-                f"  errors {sum(poll['errors'].values())}"
-                f"  skipped rounds {poll['skipped_rounds']}",
-            )
-        )
-        rows.append(
-            (
-                "states",
-                f"reached {_fmt(ev['states'])}  never polled {_fmt(ev['states_unobserved'])}"
-                f"  events hidden in seq jumps {_fmt(ev['seq_jumps_missed'])}",
-            )
-        )
-        rows.append(("observe delay ms", _pct_line(poll["observation_delay_ms"])))
-    admin = out.get("admin")
-    if admin:
-        rows.append(
-            (
-                "admin feeds",
-                f"{admin['opened']}/{admin['requested']}  events"
-                f" {_fmt(admin['events_received'])}/{_fmt(admin['events_expected'])}"
-                f"  lost {_fmt(admin['lost'])}",
-            )
-        )
-        rows.append(("admin latency ms", _pct_line(admin["latency_ms"])))
-    gen = out["generator"]
-    rows.append(
-        (
-            "generator CPU",
-            f"{_fmt(gen['cpu_s'])} s total, {_fmt(gen['drive_cores'])} cores during the drive",
-        )
-    )
-    server = out.get("server")
-    if server:
-        line = f"{_fmt(server.get('cores'))} cores during the drive"
-        if server.get("kb_per_socket") is not None:
-            line += (
-                f"; RSS +{_fmt(server['rss_sockets_delta_mb'])} MB for the sockets"
-                f" = {_fmt(server['kb_per_socket'])} KB/socket"
-            )
-        if "rss_sessions_delta_mb" in server:
-            line += f"; +{_fmt(server['rss_sessions_delta_mb'])} MB for the sessions"
-        rows.append(("server", line))
-    machine = out.get("machine")
-    if machine:
-        line = f"{_fmt(machine['busy_cores_during_drive'])} of {machine['cores']} cores busy during the drive"
-        if machine.get("others_cores_during_drive") is not None:
-            line += f", {_fmt(machine['others_cores_during_drive'])} of them other processes"
-        rows.append(("machine", line))
-    width = max(len(k) for k, _ in rows)
-    lines = [title] + [f"  {k:<{width}}  {v}" for k, v in rows]
-    for problem in out["problems"]:
-        lines.append(f"  ! {problem}")
-    return "\n".join(lines)
