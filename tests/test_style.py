@@ -16,12 +16,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_and_format() -> None:
-    lint = run("ruff", "check", "src", "tests", "scripts")
+    lint = run("ruff", "check", "src", "tests", "scripts", "bench")
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = run("ruff", "format", "--check", "src", "tests", "scripts")
+    fmt = run("ruff", "format", "--check", "src", "tests", "scripts", "bench")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
 def test_mypy() -> None:
-    done = run("mypy", "src/paylive", "scripts")
+    done = run("mypy", "src/paylive", "scripts", "bench")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,169 @@
+"""The benchmark's runs reduced to rows, and the Markdown tables BENCHMARKS.md shows."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .systems import SYSTEMS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
+def _get(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def rate_row(result: dict[str, Any], rate: int) -> dict[str, Any]:
+    """One system at one rate."""
+    row: dict[str, Any] = {"system": result["bench"]["system"], "rate": rate}
+    if "failed" in result:
+        return {**row, "failed": result["failed"]}
+    changes, events, admin = result["changes"], result["events"], result.get("admin") or {}
+    ok = changes["ok"]
+    server_cpu = _get(result, "server", "drive_cpu_s") or 0.0
+    redis_cpu = _get(result, "also", "drive_cpu_s") or 0.0
+    errors = changes["errors"]
+    return {
+        **row,
+        "done_per_s": changes["achieved_per_s"],
+        "refused": errors.get("503", 0),
+        "errors": sum(v for k, v in errors.items() if k != "503"),
+        "not_sent": changes["skipped_busy"] + changes["skipped_no_session"],
+        "p50": result["latency_ms"]["p50"],
+        "p99": result["latency_ms"]["p99"],
+        "admin_p99": _get(admin, "latency_ms", "p99"),
+        "events": events["sent"],
+        "lost": events["lost"],
+        "out_of_order": events["out_of_order"],
+        "admin_events": admin.get("events_expected", 0),
+        "admin_lost": admin.get("lost", 0),
+        "server_cores": _get(result, "server", "cores"),
+        "redis_cores": _get(result, "also", "cores"),
+        "cpu_per_1000": round((server_cpu + redis_cpu) / ok * 1000, 3) if ok else None,
+        "server_cpu_per_1000": round(server_cpu / ok * 1000, 3) if ok else None,
+        "others_cores": _get(result, "machine", "others_cores_during_drive"),
+        "http_p99": changes["http_ms"]["p99"],
+    }
+
+
+def idle_row(result: dict[str, Any], sockets: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"system": result["bench"]["system"], "sockets": sockets}
+    if "failed" in result:
+        return {**row, "failed": result["failed"]}
+    return {
+        **row,
+        "opened": result["sockets"]["opened"],
+        "kb_per_socket": _get(result, "server", "kb_per_socket"),
+        "rss_mb": _get(result, "server", "samples", "sockets", "rss_mb"),
+        "open_s": result["setup"].get("open_s"),
+    }
+
+
+def summarize(
+    results: list[dict[str, Any]], systems: list[str], args: argparse.Namespace, wall_s: float
+) -> dict[str, Any]:
+    rates, idle = [], []
+    for result in results:
+        kind, _, size = result["bench"]["run"].partition("-")
+        if kind == "rate":
+            rates.append(rate_row(result, int(size)))
+        else:
+            idle.append(idle_row(result, int(size)))
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "meta": {
+            "commit": _git("rev-parse", "--short", "HEAD")
+            + (" (with local changes)" if dirty else ""),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "python": platform.python_version(),
+            "cores": os.cpu_count(),
+            "sockets": args.sockets,
+            "admins": args.admins,
+            "duration_s": args.duration,
+            "wall_s": round(wall_s),
+        },
+        "labels": {name: SYSTEMS[name].label for name in systems},
+        "rates": rates,
+        "idle": idle,
+    }
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def tables(summary: dict[str, Any]) -> str:
+    meta, labels = summary["meta"], summary["labels"]
+    lines = [
+        f"Commit `{meta['commit']}`, {meta['date']}, Python {meta['python']}, "
+        f"{meta['cores']} cores; {meta['sockets']:,} customer sockets + {meta['admins']} admin "
+        f"feeds, {meta['duration_s']:g} s per rate, a fresh server and Redis for every run; "
+        f"the whole bench took {meta['wall_s']:,} s.",
+        "",
+        "| changes/s | system | done/s | 503 | not sent | latency p50 / p99 ms | admin p99 ms "
+        "| events lost (customer + admin) | server cores | Redis cores "
+        "| CPU s per 1,000 changes (server + Redis) | others' cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(summary["rates"], key=lambda r: (r["rate"], list(labels).index(r["system"]))):
+        name = labels[r["system"]]
+        if "failed" in r:
+            lines.append(f"| {r['rate']:,} | {name} | failed: {r['failed'][:80]} |" + " |" * 9)
+            continue
+        lost = f"{r['lost']:,} of {r['events']:,} + {r['admin_lost']:,} of {r['admin_events']:,}"
+        cpu = f"{_f(r['cpu_per_1000'], 2)} ({_f(r['server_cpu_per_1000'], 2)} + "
+        cpu += f"{_f((r['cpu_per_1000'] or 0) - (r['server_cpu_per_1000'] or 0), 2)})"
+        lines.append(
+            f"| {r['rate']:,} | {name} | {_f(r['done_per_s'], 0)} | {r['refused']:,} "
+            f"| {r['not_sent']:,} | {_f(r['p50'])} / {_f(r['p99'])} | {_f(r['admin_p99'])} "
+            f"| {lost} | {_f(r['server_cores'], 2)} | {_f(r['redis_cores'], 2)} | {cpu} "
+            f"| {_f(r['others_cores'], 2)} |"
+        )
+    if summary["idle"]:
+        lines += [
+            "",
+            "| idle sockets | system | opened | server RSS per socket KB | server RSS MB | open s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in sorted(
+            summary["idle"], key=lambda r: (r["sockets"], list(labels).index(r["system"]))
+        ):
+            name = labels[r["system"]]
+            if "failed" in r:
+                lines.append(f"| {r['sockets']:,} | {name} | failed: {r['failed'][:80]} | | | |")
+                continue
+            lines.append(
+                f"| {r['sockets']:,} | {name} | {r['opened']:,} | {_f(r['kb_per_socket'])} "
+                f"| {_f(r['rss_mb'], 0)} | {_f(r['open_s'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(summary: dict[str, Any], path: Path) -> None:
+    path.write_text(tables(summary))

@@ -1,0 +1,67 @@
+"""``python -m bench --quick`` at a tiny size: both kinds of system start, are measured
+the same way, and the tables and plots come out. (Speed itself is what bench measures,
+not what this test checks.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("socketio", reason="the bench extra is not installed")
+pytest.importorskip("matplotlib", reason="the bench extra is not installed")
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def test_quick_bench_measures_paylive_and_the_peer_alike(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--systems",
+            "paylive-memory,socketio",
+            "--sockets",
+            "40",
+            "--admins",
+            "1",
+            "--rates",
+            "40",
+            "--duration",
+            "2",
+            "--idle",
+            "",
+            "--drain",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = {r["system"]: r for r in summary["rates"]}
+    assert set(rows) == {"paylive-memory", "socketio"}
+    for name, row in rows.items():
+        assert "failed" not in row, row
+        assert row["events"] > 0 and row["lost"] == 0 and row["out_of_order"] == 0, (name, row)
+        assert row["admin_events"] > 0 and row["admin_lost"] == 0, (name, row)
+        assert row["p99"] is not None and row["p99"] > 0, (name, row)
+        assert row["cpu_per_1000"] is not None and row["cpu_per_1000"] > 0, (name, row)
+    # The peer's Redis is sampled apart; paylive's memory engine has none.
+    assert (
+        rows["socketio"]["redis_cores"] is not None
+        and rows["paylive-memory"]["redis_cores"] is None
+    )
+    tables = (tmp_path / "tables.md").read_text()
+    assert "python-socketio" in tables and "paylive, memory, 1 worker" in tables
+    for plot in ("p99.png", "lost.png", "cpu.png", "rss.png"):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG"), plot
