@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,8 @@ def one_run(system: System, name: str, out: Path, **load: Any) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # SIGTERM unwinds like an exception, so that every server and Redis is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -111,35 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     systems = [SYSTEMS[name] for name in args.systems.split(",")]
     began = time.monotonic()
     results: list[dict[str, Any]] = []
-    for system in systems:
-        for rate in _ints(args.rates):
+    # Systems take turns at each size, so that the noise of a shared machine falls on
+    # all of them alike rather than on whichever ran during a busy minute.
+    for rate in _ints(args.rates):
+        for system in systems:
+            load = dict(sockets=args.sockets, admins=args.admins, rate=rate)
             results.append(
                 one_run(
-                    system,
-                    f"rate-{rate}",
-                    out,
-                    sockets=args.sockets,
-                    admins=args.admins,
-                    rate=rate,
-                    duration=args.duration,
-                    drain=args.drain,
-                )  # fmt: skip
+                    system, f"rate-{rate}", out, duration=args.duration, drain=args.drain, **load
+                )
             )
-        for sockets in _ints(args.idle):
-            if sockets > system.max_sockets:
-                continue
-            results.append(
-                one_run(
-                    system,
-                    f"idle-{sockets}",
-                    out,
-                    sockets=sockets,
-                    admins=0,
-                    rate=0,
-                    duration=1.0,
-                    drain=1.0,
-                )  # fmt: skip
-            )
+    for sockets in _ints(args.idle):
+        for system in systems:
+            if sockets <= system.max_sockets:
+                load = dict(sockets=sockets, admins=0, rate=0)
+                results.append(
+                    one_run(system, f"idle-{sockets}", out, duration=1.0, drain=1.0, **load)
+                )
     summary = summarize(results, [s.name for s in systems], args, time.monotonic() - began)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_tables(summary, out / "tables.md")

@@ -90,6 +90,7 @@ def summarize(
         else:
             idle.append(idle_row(result, int(size)))
     dirty = _git("status", "--porcelain", "--untracked-files=no")
+    others = [r["others_cores"] for r in rates if r.get("others_cores") is not None]
     return {
         "meta": {
             "commit": _git("rev-parse", "--short", "HEAD")
@@ -101,6 +102,10 @@ def summarize(
             "admins": args.admins,
             "duration_s": args.duration,
             "wall_s": round(wall_s),
+            # Other processes on the machine (other work, not the servers, their Redis or
+            # the generator) during the drives: how noisy the run was.
+            "others_cores_mean": round(sum(others) / len(others), 2) if others else None,
+            "loadavg_at_end": [round(x, 1) for x in os.getloadavg()],
         },
         "labels": {name: SYSTEMS[name].label for name in systems},
         "rates": rates,
@@ -124,7 +129,9 @@ def tables(summary: dict[str, Any]) -> str:
         f"Commit `{meta['commit']}`, {meta['date']}, Python {meta['python']}, "
         f"{meta['cores']} cores; {meta['sockets']:,} customer sockets + {meta['admins']} admin "
         f"feeds, {meta['duration_s']:g} s per rate, a fresh server and Redis for every run; "
-        f"the whole bench took {meta['wall_s']:,} s.",
+        f"the whole bench took {meta['wall_s']:,} s. Other processes took "
+        f"{_f(meta['others_cores_mean'], 2)} cores on average during the drives (load average "
+        f"at the end {' / '.join(map(str, meta['loadavg_at_end']))}).",
         "",
         "| changes/s | system | done/s | 503 | not sent | latency p50 / p99 ms | admin p99 ms "
         "| events lost (customer + admin) | server cores | Redis cores "
