@@ -24,7 +24,7 @@ from paylive.load.config import LoadError
 from paylive.load.parent import PAYLIVE_WORKER, execute
 from paylive.load.procstat import raise_nofile
 
-from .summary import summarize, write_tables
+from .summary import commit, summarize, write_tables
 from .systems import ADMIN_TOKEN, API_KEY, SYSTEMS, Running, System, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     raise_nofile()  # the servers inherit it: 20,000 sockets need 20,000 files
     systems = [SYSTEMS[name] for name in args.systems.split(",")]
-    began = time.monotonic()
+    began, at_commit = time.monotonic(), commit()
     results: list[dict[str, Any]] = []
     # Systems take turns at each size, so that the noise of a shared machine falls on
     # all of them alike rather than on whichever ran during a busy minute.
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(
                     one_run(system, f"idle-{sockets}", out, duration=1.0, drain=1.0, **load)
                 )
-    summary = summarize(results, [s.name for s in systems], args, time.monotonic() - began)
+    names = [s.name for s in systems]
+    summary = summarize(results, names, args, time.monotonic() - began, at_commit)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_tables(summary, out / "tables.md")
     if not args.no_plots:

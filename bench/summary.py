@@ -70,17 +70,30 @@ def idle_row(result: dict[str, Any], sockets: int) -> dict[str, Any]:
     row: dict[str, Any] = {"system": result["bench"]["system"], "sockets": sockets}
     if "failed" in result:
         return {**row, "failed": result["failed"]}
+    closed = result["sockets"]["closed_unexpectedly"]
     return {
         **row,
         "opened": result["sockets"]["opened"],
-        "kb_per_socket": _get(result, "server", "kb_per_socket"),
+        "closed": closed,
+        # Sockets closed while they were counted make the quotient meaningless.
+        "kb_per_socket": None if closed else _get(result, "server", "kb_per_socket"),
         "rss_mb": _get(result, "server", "samples", "sockets", "rss_mb"),
         "open_s": result["setup"].get("open_s"),
     }
 
 
+def commit() -> str:
+    """The checked-out commit, marked when the working tree differs from it."""
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return _git("rev-parse", "--short", "HEAD") + (" (with local changes)" if dirty else "")
+
+
 def summarize(
-    results: list[dict[str, Any]], systems: list[str], args: argparse.Namespace, wall_s: float
+    results: list[dict[str, Any]],
+    systems: list[str],
+    args: argparse.Namespace,
+    wall_s: float,
+    at_commit: str,
 ) -> dict[str, Any]:
     rates, idle = [], []
     for result in results:
@@ -89,12 +102,10 @@ def summarize(
             rates.append(rate_row(result, int(size)))
         else:
             idle.append(idle_row(result, int(size)))
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
     others = [r["others_cores"] for r in rates if r.get("others_cores") is not None]
     return {
         "meta": {
-            "commit": _git("rev-parse", "--short", "HEAD")
-            + (" (with local changes)" if dirty else ""),
+            "commit": at_commit,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(),
             "cores": os.cpu_count(),
@@ -155,18 +166,20 @@ def tables(summary: dict[str, Any]) -> str:
     if summary["idle"]:
         lines += [
             "",
-            "| idle sockets | system | opened | server RSS per socket KB | server RSS MB | open s |",
-            "|---|---|---|---|---|---|",
+            "| idle sockets | system | opened | closed unexpectedly | server RSS per socket KB "
+            "| server RSS MB | open s |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in sorted(
             summary["idle"], key=lambda r: (r["sockets"], list(labels).index(r["system"]))
         ):
             name = labels[r["system"]]
             if "failed" in r:
-                lines.append(f"| {r['sockets']:,} | {name} | failed: {r['failed'][:80]} | | | |")
+                lines.append(f"| {r['sockets']:,} | {name} | failed: {r['failed'][:80]} | | | | |")
                 continue
             lines.append(
-                f"| {r['sockets']:,} | {name} | {r['opened']:,} | {_f(r['kb_per_socket'])} "
+                f"| {r['sockets']:,} | {name} | {r['opened']:,} | {r['closed']:,} "
+                f"| {_f(r['kb_per_socket'])} "
                 f"| {_f(r['rss_mb'], 0)} | {_f(r['open_s'])} |"
             )
     return "\n".join(lines) + "\n"
