@@ -46,7 +46,7 @@ def _plot(
         ax.set_yscale("symlog", linthresh=1)
     elif scale == "log":
         ax.set_yscale("log")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -62,10 +62,10 @@ def plot_all(summary: dict[str, Any], out: Path) -> None:
     meta, rates = summary["meta"], summary["rates"]
     load = f"{meta['sockets']:,} sockets + {meta['admins']} admin feeds"
     _plot(summary, rates, "rate", lambda r: r["p99"],
-          f"p99 delivery latency ({load})", "state changes/s asked", "ms (log)",
+          f"p99 delivery latency, customer sockets\n({load})", "state changes/s asked", "ms (log)",
           out / "p99.png", "log")  # fmt: skip
     _plot(summary, rates, "rate", lambda r: r["lost"] + r["admin_lost"],
-          f"events lost, customer sockets + admin feeds ({load})", "state changes/s asked",
+          f"events lost, customer sockets + admin feeds\n({load})", "state changes/s asked",
           "events (symlog)", out / "lost.png", "symlog")  # fmt: skip
     _plot(summary, rates, "rate", lambda r: r["cpu_per_1000"],
           "server CPU per 1,000 changes (server + Redis)", "state changes/s asked",
