@@ -25,9 +25,8 @@ from paylive.load.parent import PAYLIVE_WORKER, execute
 from paylive.load.procstat import raise_nofile
 
 from .summary import commit, summarize, write_tables
-from .systems import ADMIN_TOKEN, API_KEY, SYSTEMS, Running, System, running
+from .systems import ADMIN_TOKEN, API_KEY, ROOT, SYSTEMS, Running, System, running
 
-ROOT = Path(__file__).resolve().parent.parent
 FULL = {
     "sockets": 5000,
     "admins": 3,

@@ -10,9 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .systems import SYSTEMS
-
-ROOT = Path(__file__).resolve().parent.parent
+from .systems import ROOT, SYSTEMS
 
 
 def _git(*args: str) -> str:

@@ -23,6 +23,7 @@ from typing import Literal
 from tests.support.ports import free_port
 from tests.support.redisproc import RedisProc, start_redis
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository: servers start here
 API_KEY = "bench-api-key-0123456789"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 START_TIMEOUT_S = 30.0
