@@ -53,6 +53,12 @@ class Settings:
     # Unset: Stripe itself; set: another server that speaks its API (localstripe in tests).
     stripe_api_base: str | None = None
     stripe_publishable_key: str = ""
+    # The shop's backend: signed webhooks of merchant events, and the archive.
+    merchant_webhook_url: str | None = None
+    merchant_webhook_secrets: tuple[str, ...] = ()
+    merchant_events: str = "outcomes"
+    database_url: str | None = None
+    archive_days: int = 400
 
     # Limits. Not in the protocol's table, but each is one field so it can be tuned.
     max_body_bytes: int = 16 * 1024
@@ -98,6 +104,22 @@ class Settings:
     sandbox_outage_max_s: int = 3_600
     # Countdowns go out in up to this many slices per interval rather than one burst.
     countdown_slices: int = 10
+    # Merchant webhooks: a 2xx within the timeout is success; failures are retried with
+    # capped exponential backoff for ``merchant_retry_for_ms``, then marked failed.
+    merchant_webhook_timeout_s: float = 10.0
+    merchant_retry_for_ms: int = 3 * 24 * 3600 * 1000
+    merchant_backoff_ms: int = 1_000
+    merchant_backoff_cap_ms: int = 3_600_000
+    # The outbox loop: sessions claimed per round, how long a claim holds (longer than
+    # a delivery may take), how many deliver at once on one worker.
+    outbox_batch: int = 100
+    outbox_lease_ms: int = 30_000
+    outbox_concurrency: int = 32
+    # Delivered webhooks kept for the admin list (pending and failed ones are all kept).
+    deliveries_kept: int = 1_000
+    # The archive loop: merchant events written per transaction, and how often.
+    archive_batch: int = 500
+    archive_poll_ms: int = 200
     # uvicorn: frames past this are refused before they reach the app; the listen
     # backlog; how long a stopping worker waits for requests in flight.
     ws_max_frame_bytes: int = 64 * 1024
@@ -158,6 +180,8 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MAX_CONNECTIONS": ("max_connections", 1, 1_000_000),
     "PAYLIVE_MAX_SOCKETS_PER_SESSION": ("max_sockets_per_session", 1, 10_000),
     "PAYLIVE_DEMO_PER_MINUTE": ("demo_per_minute", 1, 100_000),
+    "PAYLIVE_ARCHIVE_DAYS": ("archive_days", 1, 36_500),
+    "PAYLIVE_REDIS_RETENTION_MS": ("retention_after_end_ms", 1_000, 30 * 24 * 3_600_000),
 }
 
 
@@ -216,6 +240,49 @@ def _gateway_values(env: Mapping[str, str], mode: str) -> dict[str, object]:
     return values
 
 
+def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """The merchant webhook and archive variables (docs/protocol.md section 6.5)."""
+    url = (env.get("PAYLIVE_MERCHANT_WEBHOOK_URL") or "").strip()
+    raw_secrets = (env.get("PAYLIVE_MERCHANT_WEBHOOK_SECRET") or "").strip()
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"PAYLIVE_MERCHANT_WEBHOOK_URL must start with http:// or https://, got {url!r}"
+            )
+        if not raw_secrets:
+            raise SettingsError(
+                "PAYLIVE_MERCHANT_WEBHOOK_SECRET is required with PAYLIVE_MERCHANT_WEBHOOK_URL: "
+                "the shop verifies every webhook with it"
+            )
+        values["merchant_webhook_url"] = url
+    if raw_secrets:
+        parsed = _split(raw_secrets)
+        if any(len(secret) < 16 for secret in parsed):
+            raise SettingsError(
+                "PAYLIVE_MERCHANT_WEBHOOK_SECRET must list secrets of at least 16 characters each"
+            )
+        values["merchant_webhook_secrets"] = parsed
+    events = (env.get("PAYLIVE_MERCHANT_EVENTS") or "").strip()
+    if events:
+        if events not in ("outcomes", "all"):
+            raise SettingsError(f"PAYLIVE_MERCHANT_EVENTS must be outcomes or all, got {events!r}")
+        values["merchant_events"] = events
+    database = (env.get("PAYLIVE_DATABASE_URL") or "").strip()
+    if database:
+        if not database.startswith(("postgres://", "postgresql://")):
+            raise SettingsError(
+                "PAYLIVE_DATABASE_URL must start with postgresql:// or postgres://, "
+                f"got {database.split('@')[-1]!r}"
+            )
+        values["database_url"] = database
+    retention = values.get("retention_after_end_ms")
+    if retention is not None and not database and int(str(retention)) < 24 * 3_600_000:
+        raise SettingsError(
+            "PAYLIVE_REDIS_RETENTION_MS below 86400000 (24 h) needs PAYLIVE_DATABASE_URL: "
+            "without the archive, ended sessions would be forgotten sooner"
+        )
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
 
@@ -269,6 +336,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values["sandbox_webhook_url"] = webhook_url
 
     values.update(_gateway_values(env, mode))
+    _shop(env, values)
 
     generated: list[str] = []
     missing: list[str] = []

@@ -181,3 +181,43 @@ def test_connection_bounds_are_settings() -> None:
         tuned.max_sockets_per_session,
         tuned.demo_per_minute,
     ) == (500, 50, 2, 3)
+
+
+def test_merchant_webhook_and_archive_variables() -> None:
+    s = load_settings(
+        {
+            "PAYLIVE_MERCHANT_WEBHOOK_URL": "https://shop.example/paylive",
+            "PAYLIVE_MERCHANT_WEBHOOK_SECRET": "new-secret-0123456789, old-secret-0123456789",
+            "PAYLIVE_MERCHANT_EVENTS": "all",
+            "PAYLIVE_DATABASE_URL": "postgresql://paylive@db.internal/paylive",
+            "PAYLIVE_ARCHIVE_DAYS": "30",
+            "PAYLIVE_REDIS_RETENTION_MS": "3600000",
+        }
+    )
+    assert s.merchant_webhook_url == "https://shop.example/paylive"
+    assert s.merchant_webhook_secrets == ("new-secret-0123456789", "old-secret-0123456789")
+    assert (s.merchant_events, s.archive_days) == ("all", 30)
+    assert s.database_url == "postgresql://paylive@db.internal/paylive"
+    assert s.retention_after_end_ms == 3_600_000
+    defaults = load_settings({})
+    assert (defaults.merchant_webhook_url, defaults.database_url) == (None, None)
+    assert (defaults.merchant_events, defaults.archive_days) == ("outcomes", 400)
+    assert defaults.retention_after_end_ms == 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PAYLIVE_MERCHANT_WEBHOOK_URL": "ftp://x"}, "PAYLIVE_MERCHANT_WEBHOOK_URL"),
+        ({"PAYLIVE_MERCHANT_WEBHOOK_URL": "https://x"}, "PAYLIVE_MERCHANT_WEBHOOK_SECRET"),
+        ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": "long-enough-secret,short"}, "at least 16"),
+        ({"PAYLIVE_MERCHANT_EVENTS": "some"}, "PAYLIVE_MERCHANT_EVENTS"),
+        ({"PAYLIVE_DATABASE_URL": "mysql://u:pw@h/db"}, "PAYLIVE_DATABASE_URL"),
+        ({"PAYLIVE_ARCHIVE_DAYS": "0"}, "PAYLIVE_ARCHIVE_DAYS"),
+        ({"PAYLIVE_REDIS_RETENTION_MS": "60000"}, "needs PAYLIVE_DATABASE_URL"),
+    ],
+)
+def test_bad_merchant_and_archive_values_are_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named) as caught:
+        load_settings(env)
+    assert "pw" not in str(caught.value)  # a database password never reaches the message

@@ -1,4 +1,9 @@
-"""Provider webhook signatures (docs/protocol.md section 3): ``t=<s>,v1=<hex>[,v1=...]``."""
+"""Webhook signatures, both ways: ``Paylive-Signature: t=<s>,v1=<hex>[,v1=...]``.
+
+The same scheme signs what the sandbox provider posts to paylive (docs/protocol.md
+section 3) and what paylive posts to the shop (section 6.5), so one ``verify`` serves
+both: the shop's receiver may import it from here or copy its dozen lines.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,11 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return mac.hexdigest()
 
 
-def signature_header(secret: str, timestamp: int, body: bytes) -> str:
-    return f"t={timestamp},v1={sign(secret, timestamp, body)}"
+def signature_header(secret: str | Sequence[str], timestamp: int, body: bytes) -> str:
+    """One ``v1`` per secret: while a secret is rotated, a receiver that knows either
+    the old or the new one verifies the same request."""
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    return f"t={timestamp}," + ",".join(f"v1={sign(s, timestamp, body)}" for s in secrets)
 
 
 def verify(

@@ -1,0 +1,123 @@
+"""Events for the shop's backend (docs/protocol.md section 6.5): which durable changes it hears of.
+
+Pure: ``merchant_events`` reads the ``state`` events of one decision (each carries the
+session after it, its previous status and its cause) and says which merchant events
+they make. The service stores those in the same save as the decision; a worker loop
+then lists them in the events log and delivers them as signed webhooks.
+
+An event's id is made from its session, the ``seq`` of the state event that made it
+and its type, so that a decision decided again after a lost race makes the same ids,
+and a receiver can de-duplicate by id alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import Message, dumps_json
+from .protocol import TERMINAL_STATUSES
+
+SUCCEEDED = "session.succeeded"
+FAILED = "session.failed"
+CANCELLED = "session.cancelled"
+EXPIRED = "session.expired"
+REFUNDED = "session.refunded"
+NEEDS_REVIEW = "session.needs_review"
+REVIEW_RESOLVED = "session.review_resolved"
+# With PAYLIVE_MERCHANT_EVENTS=all: a durable state change that is no outcome.
+UPDATED = "session.updated"
+
+OUTCOME_TYPES = (SUCCEEDED, FAILED, CANCELLED, EXPIRED, REFUNDED, NEEDS_REVIEW, REVIEW_RESOLVED)
+EVENT_TYPES = (*OUTCOME_TYPES, UPDATED)
+MODES = ("outcomes", "all")
+
+REFUND_CAUSES = frozenset({"late_success_refunded", "duplicate_charge_refunded"})
+
+
+@dataclass(frozen=True)
+class MerchantEvent:
+    id: str
+    type: str
+    created: int
+    session: dict[str, Any]
+    seq: int
+    cause: str
+    previous: str
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session["id"])
+
+    @property
+    def outcome(self) -> bool:
+        return self.type in OUTCOME_TYPES
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "created": self.created,
+            "session": self.session,
+            "seq": self.seq,
+            "cause": self.cause,
+            "previous": self.previous,
+        }
+
+    def body(self) -> bytes:
+        """The exact bytes that are stored, signed and posted."""
+        return dumps_json(self.to_wire())
+
+
+def event_id(session_id: str, seq: int, kind: str) -> str:
+    return f"evt_{session_id.removeprefix('ps_')}_{seq}_{kind.removeprefix('session.')}"
+
+
+def outcomes_of(previous: str, cause: str, was_review: bool, session: dict[str, Any]) -> list[str]:
+    """The outcome types one state change makes, in the order they are delivered."""
+    out: list[str] = []
+    status = session["status"]
+    if status != previous and status in TERMINAL_STATUSES:
+        out.append(f"session.{status}")
+    if cause in REFUND_CAUSES:
+        out.append(REFUNDED)
+    review = bool(session.get("needs_review"))
+    if review and not was_review:
+        out.append(NEEDS_REVIEW)
+    elif was_review and not review:
+        out.append(REVIEW_RESOLVED)
+    return out
+
+
+def merchant_events(
+    was_review: bool, events: Sequence[Message], mode: str = "outcomes"
+) -> tuple[MerchantEvent, ...]:
+    """The merchant events made by one decision's durable ``events``.
+
+    ``was_review`` is the session's ``needs_review`` before the decision. With ``mode``
+    ``all``, a state change that makes no outcome makes a ``session.updated``.
+    """
+    out: list[MerchantEvent] = []
+    for message in events:
+        if message.type != "state" or message.session is None or message.seq is None:
+            continue
+        session = message.data["session"]
+        previous, cause = str(message.data["previous"]), str(message.data["cause"])
+        kinds = outcomes_of(previous, cause, was_review, session)
+        if not kinds and mode == "all":
+            kinds = [UPDATED]
+        for kind in kinds:
+            out.append(
+                MerchantEvent(
+                    event_id(message.session, message.seq, kind),
+                    kind,
+                    message.ts,
+                    session,
+                    message.seq,
+                    cause,
+                    previous,
+                )
+            )
+        was_review = bool(session.get("needs_review"))
+    return tuple(out)
