@@ -12,6 +12,7 @@ and a receiver can de-duplicate by id alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,3 +122,17 @@ def merchant_events(
             )
         was_review = bool(session.get("needs_review"))
     return tuple(out)
+
+
+def log_record(body: bytes, history: Sequence[bytes] | None = None) -> bytes:
+    """What the events log holds for one event: its body and, for the archive, the
+    session's durable history when it was logged. Built from bytes, never re-encoded."""
+    if history is None:
+        return b'{"event":' + body + b"}"
+    return b'{"event":' + body + b',"history":[' + b",".join(history) + b"]}"
+
+
+def read_log_record(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The event (as posted) and the history a log record holds."""
+    record = json.loads(raw)
+    return record["event"], record.get("history") or []

@@ -1,0 +1,298 @@
+"""The archive in PostgreSQL: sessions, their durable events and the merchant events log.
+
+It follows the engine's events log: ``follow`` reads what the log holds after the
+archive's mark and writes it in one transaction that also moves the mark, so a batch
+is archived entirely or not at all, and a worker that dies mid-batch leaves the next
+one to write it again (every insert is idempotent). The engine keeps log records the
+archive has not reached yet, so PostgreSQL being down loses nothing: the archive
+catches up when it is back.
+
+Every call raises ``ArchiveUnavailable`` when PostgreSQL cannot be reached; the
+server goes on without it and tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from ..core.merchant import read_log_record
+from .schema import migrate
+
+log = logging.getLogger("paylive.archive")
+
+# Held for one follow transaction, so that one worker at a time writes a batch.
+FOLLOW_LOCK = 0x7061796C697666
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+LogRows = Sequence[tuple[int, bytes]]
+
+
+class ArchiveUnavailable(Exception):
+    """PostgreSQL cannot be reached right now; nothing was written."""
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """A search: any of these, newest first."""
+
+    session_id: str | None = None
+    order_id: str | None = None
+    status: str | None = None
+    created_from: int | None = None  # epoch ms, inclusive
+    created_to: int | None = None  # epoch ms, exclusive
+    limit: int = 50
+
+
+class Archive:
+    def __init__(self, dsn: str, timeout_s: float = 5.0, pool_size: int = 4) -> None:
+        self._dsn = dsn
+        self._timeout = timeout_s
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def _connect(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            try:
+                applied = await migrate(conn)
+            finally:
+                await conn.close()
+            if applied:
+                log.info("archive: applied migrations %s", ", ".join(applied))
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+            )
+        except _UNAVAILABLE as exc:
+            raise ArchiveUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        return self._pool
+
+    async def start(self) -> None:
+        """Connect and migrate; PostgreSQL being down is not fatal (the loops retry)."""
+        try:
+            await self._connect()
+        except ArchiveUnavailable as exc:
+            log.warning("archive: %s; writes wait in the engine until it is back", exc)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        pool = await self._connect()
+        try:
+            async with pool.acquire(timeout=self._timeout) as conn:
+                return await work(conn)
+        except _UNAVAILABLE as exc:
+            raise ArchiveUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+
+    # Writing ----------------------------------------------------------------
+
+    async def follow(self, read: Callable[[int], Awaitable[LogRows]]) -> int:
+        """Archive what ``read(mark)`` returns after the mark; return the new mark.
+
+        ``read`` is the engine's log; it runs inside the transaction, under a lock, so
+        two workers never write the same batch at once.
+        """
+
+        async def work(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLLOW_LOCK):
+                    return -1  # another worker is at it
+                mark = int(
+                    await conn.fetchval(
+                        "SELECT cursor FROM paylive_archive_mark WHERE name = 'log' FOR UPDATE"
+                    )
+                )
+                rows = await read(mark)
+                if not rows:
+                    return mark
+                await _write(conn, rows)
+                last = max(cursor for cursor, _ in rows)
+                await conn.execute(
+                    "UPDATE paylive_archive_mark SET cursor = $1 WHERE name = 'log'", last
+                )
+                return last
+
+        return int(await self._run(work))
+
+    async def mark(self) -> int:
+        async def work(conn: asyncpg.Connection) -> int:
+            return int(
+                await conn.fetchval("SELECT cursor FROM paylive_archive_mark WHERE name = 'log'")
+            )
+
+        return int(await self._run(work))
+
+    async def last_cursor(self) -> int:
+        """The highest cursor archived, so that an engine that lost its log starts above it."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            held = await conn.fetchval("SELECT max(cursor) FROM paylive_merchant_events")
+            return int(held or 0)
+
+        return int(await self._run(work))
+
+    async def purge(self, before_ms: int, batch: int = 5_000) -> int:
+        """Forget sessions (with their events) and merchant events older than ``before_ms``."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            sessions = await conn.execute(
+                "DELETE FROM paylive_sessions WHERE id IN (SELECT id FROM paylive_sessions"
+                " WHERE updated_at < $1 LIMIT $2)",
+                before_ms,
+                batch,
+            )
+            events = await conn.execute(
+                "DELETE FROM paylive_merchant_events WHERE cursor IN (SELECT cursor FROM"
+                " paylive_merchant_events WHERE created < $1 LIMIT $2)",
+                before_ms,
+                batch,
+            )
+            return int(sessions.split()[-1]) + int(events.split()[-1])
+
+        return int(await self._run(work))
+
+    # Reading ----------------------------------------------------------------
+
+    async def session(self, session_id: str) -> dict[str, Any] | None:
+        async def work(conn: asyncpg.Connection) -> str | None:
+            return await conn.fetchval(  # type: ignore[no-any-return]
+                "SELECT body FROM paylive_sessions WHERE id = $1", session_id
+            )
+
+        body = await self._run(work)
+        return None if body is None else json.loads(body)  # type: ignore[no-any-return]
+
+    async def history(self, session_id: str) -> list[dict[str, Any]]:
+        async def work(conn: asyncpg.Connection) -> list[Any]:
+            return await conn.fetch(  # type: ignore[no-any-return]
+                "SELECT body FROM paylive_session_events WHERE session_id = $1 ORDER BY seq",
+                session_id,
+            )
+
+        return [json.loads(row["body"]) for row in await self._run(work)]
+
+    async def events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Merchant events with a cursor above ``after``, in cursor order."""
+
+        async def work(conn: asyncpg.Connection) -> list[Any]:
+            return await conn.fetch(  # type: ignore[no-any-return]
+                "SELECT cursor, body FROM paylive_merchant_events WHERE cursor > $1"
+                " ORDER BY cursor LIMIT $2",
+                after,
+                limit,
+            )
+
+        return [(int(row["cursor"]), row["body"].encode()) for row in await self._run(work)]
+
+    async def search(self, query: SessionQuery) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, op, value in (
+            ("id", "=", query.session_id),
+            ("order_id", "=", query.order_id),
+            ("status", "=", query.status),
+            ("created_at", ">=", query.created_from),
+            ("created_at", "<", query.created_to),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} {op} ${len(args)}")
+        args.append(query.limit)
+        sql = (
+            "SELECT body FROM paylive_sessions"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+        )
+
+        async def work(conn: asyncpg.Connection) -> list[Any]:
+            return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+        return [json.loads(row["body"]) for row in await self._run(work)]
+
+
+async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
+    """One batch of log records: merchant events, the sessions they carry, histories."""
+    events: list[tuple[Any, ...]] = []
+    sessions: dict[str, dict[str, Any]] = {}
+    history: dict[tuple[str, int], tuple[Any, ...]] = {}
+    for cursor, raw in rows:
+        event, held = read_log_record(raw)
+        session = event["session"]
+        events.append(
+            (
+                cursor,
+                event["id"],
+                session["id"],
+                event["type"],
+                event["created"],
+                json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+            )
+        )
+        known = sessions.get(session["id"])
+        if known is None or known["seq"] <= session["seq"]:
+            sessions[session["id"]] = session
+        for item in held:
+            key = (session["id"], int(item["seq"]))
+            history[key] = (
+                key[0],
+                key[1],
+                item["type"],
+                item["ts"],
+                json.dumps(item, separators=(",", ":"), ensure_ascii=False),
+            )
+    await conn.executemany(
+        "INSERT INTO paylive_sessions (id, order_id, status, amount, currency, needs_review,"
+        " created_at, updated_at, seq, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (id) DO UPDATE SET order_id = EXCLUDED.order_id,"
+        " status = EXCLUDED.status, amount = EXCLUDED.amount, currency = EXCLUDED.currency,"
+        " needs_review = EXCLUDED.needs_review, updated_at = EXCLUDED.updated_at,"
+        " seq = EXCLUDED.seq, body = EXCLUDED.body WHERE paylive_sessions.seq <= EXCLUDED.seq",
+        [
+            (
+                s["id"],
+                s["order_id"],
+                s["status"],
+                s["amount"],
+                s["currency"],
+                bool(s["needs_review"]),
+                s["created_at"],
+                s["updated_at"],
+                s["seq"],
+                json.dumps(s, separators=(",", ":"), ensure_ascii=False),
+            )
+            for s in sessions.values()
+        ],
+    )
+    await conn.executemany(
+        "INSERT INTO paylive_session_events (session_id, seq, type, ts, body)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        list(history.values()),
+    )
+    await conn.executemany(
+        "INSERT INTO paylive_merchant_events (cursor, id, session_id, type, created, body)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        events,
+    )
