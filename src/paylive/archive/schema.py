@@ -43,7 +43,9 @@ async def migrate(conn: Any) -> list[str]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {row["version"] for row in await conn.fetch("SELECT version FROM paylive_migrations")}
+        done = {
+            row["version"] for row in await conn.fetch("SELECT version FROM paylive_migrations")
+        }
         for version, name, sql in migrations():
             if version in done:
                 continue

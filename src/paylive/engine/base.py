@@ -11,8 +11,10 @@
   the sandbox ledger).
 - ``FanOut``: subscribing to a session's (or the admin) channel, and the listeners
   its events and resyncs go to.
+- ``ShopStore``: the merchant outbox (written by ``save``), the events log and the
+  webhook delivery records (docs/protocol.md section 6.5).
 
-``Engine`` is all four plus a lifecycle; the memory and Redis engines implement it.
+``Engine`` is all five plus a lifecycle; the memory and Redis engines implement it.
 Code that needs one job takes that interface (the sandbox and the idempotency
 records take a ``RecordStore``).
 """
@@ -50,14 +52,16 @@ class SessionStore(ABC):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        outbox: Sequence[bytes] = (),
     ) -> bool:
         """Store ``session`` (its version bumped) if the stored version is still
         ``expected_version``, append ``events`` to its history, publish them on its
         channel and the admin channel, add ``stats`` to the counters, set its timer to
         ``session.next_due()`` and its effect due time to ``session.next_effect_at()``,
-        and index its outbox and its review flag for the listings below. False, and
-        nothing changed, when the version moved. A session is kept while its outbox
-        holds a pending effect, however long ago it ended."""
+        index its outbox and its review flag for the listings below, and append
+        ``outbox`` to the session's merchant outbox (due at once). False, and nothing
+        changed, when the version moved. A session is kept while its outbox holds a
+        pending effect, however long ago it ended."""
 
     @abstractmethod
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
@@ -144,7 +148,78 @@ class FanOut(ABC):
     async def unsubscribe(self, session_id: str | None) -> None: ...
 
 
-class Engine(SessionStore, TimerStore, RecordStore, FanOut):
+class ShopStore(ABC):
+    """The merchant outbox, per session and in order: items are written by ``save``
+    (or ``outbox_push``); a worker claims a session whose outbox is due with a lease,
+    as timers are claimed, and works through its items head first. Then the events
+    log, numbered once per event id, and the webhook delivery records."""
+
+    @abstractmethod
+    async def outbox_push(self, session_id: str, items: Sequence[bytes]) -> None:
+        """Append ``items`` to a session's outbox, due at once unless the outbox is
+        leased or waiting for a retry (then they wait behind its head)."""
+
+    @abstractmethod
+    async def outbox_claim(self, now: int, limit: int, lease_ms: int) -> list[str]:
+        """Sessions whose outbox is due at ``now``, each leased to the caller."""
+
+    @abstractmethod
+    async def outbox_head(self, session_id: str, limit: int) -> list[bytes]:
+        """The first ``limit`` items of a session's outbox, oldest first."""
+
+    @abstractmethod
+    async def outbox_pop(self, session_id: str, item: bytes) -> bool:
+        """Remove ``item`` if it is still the head (False otherwise); an empty
+        outbox is unindexed."""
+
+    @abstractmethod
+    async def outbox_later(self, session_id: str, due: int) -> None:
+        """Make a session's outbox due at ``due`` (a retry, or the end of a claim);
+        nothing when it is not indexed (emptied meanwhile)."""
+
+    @abstractmethod
+    async def outbox_pending(self) -> int:
+        """How many sessions have items in their outbox."""
+
+    @abstractmethod
+    async def log_append(self, entries: Sequence[tuple[str, int, bytes]]) -> list[int]:
+        """Append (event id, created ms, record) entries; return their cursors. An id
+        already held keeps its cursor and record, so appending again is harmless."""
+
+    @abstractmethod
+    async def log_read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(cursor, record) of the entries after ``after``, in cursor order."""
+
+    @abstractmethod
+    async def log_first(self) -> int:
+        """The lowest cursor held (the next one to be given when the log is empty)."""
+
+    @abstractmethod
+    async def log_get(self, event_id: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def log_trim(self, before_ms: int, upto: int, limit: int) -> int:
+        """Drop entries created before ``before_ms`` with a cursor up to ``upto``
+        (the archive's mark, when there is an archive); oldest first."""
+
+    @abstractmethod
+    async def log_seed(self, at_least: int) -> None:
+        """Give cursors above ``at_least`` from now on (a log wiped under an archive)."""
+
+    @abstractmethod
+    async def delivery_put(self, event_id: str, record: bytes, open_: bool, at: int) -> None:
+        """Store a delivery's state; open (pending or failed) ones are all kept, done
+        ones only the newest ``settings.deliveries_kept``."""
+
+    @abstractmethod
+    async def delivery_get(self, event_id: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def deliveries(self, open_only: bool, limit: int) -> list[bytes]:
+        """Newest first."""
+
+
+class Engine(SessionStore, TimerStore, RecordStore, FanOut, ShopStore):
     """Storage and fan-out for sessions. See the module docstring for the contract."""
 
     async def start(self) -> None:

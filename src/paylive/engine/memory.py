@@ -15,6 +15,7 @@ from dataclasses import replace
 from ..core.session import TERMINAL_STATUSES, Session
 from ..settings import Settings
 from .base import Engine
+from .memory_shop import MemoryShop
 
 
 class _DueSet:
@@ -49,7 +50,7 @@ class _DueSet:
         return out
 
 
-class MemoryEngine(Engine):
+class MemoryEngine(MemoryShop, Engine):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self._settings = settings
@@ -66,6 +67,7 @@ class MemoryEngine(Engine):
         self._purge: deque[tuple[int, str]] = deque()
         self._records: dict[str, tuple[bytes, float]] = {}
         self._subscribed: set[str | None] = set()
+        self._init_shop(settings.deliveries_kept)
 
     async def ping(self) -> None:
         return None
@@ -92,6 +94,7 @@ class MemoryEngine(Engine):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        outbox: Sequence[bytes] = (),
     ) -> bool:
         current = self._sessions.get(session.id)
         if current is None or current.version != expected_version:
@@ -112,6 +115,7 @@ class MemoryEngine(Engine):
             self._review[session.id] = None
         elif not stored.needs_review:
             self._review.pop(session.id, None)
+        self._outbox_add(session.id, outbox, 0)
         if stored.status in TERMINAL_STATUSES:
             self._active.pop(session.id, None)
             if current.status not in TERMINAL_STATUSES:

@@ -10,11 +10,12 @@ from ...core.session import Session
 from ...settings import Settings
 from ..base import Engine
 from .client import Client
+from .shop import Shop
 from .store import Store
 from .subscription import Subscription
 
 
-class RedisEngine(Engine):
+class RedisEngine(Shop, Engine):
     """Sessions, history, timers, records and fan-out in Redis (see the package docstring).
 
     ``url`` is a redis://, rediss:// or unix:// URL; ``?cluster=1`` selects the Redis
@@ -26,6 +27,7 @@ class RedisEngine(Engine):
         super().__init__()
         self._client = Client(url, settings)
         self._store = Store(self._client, settings)
+        self._settings = settings
         # Through lambdas: the hub sets the listeners after the engine is made.
         self._subscription = Subscription(
             self._client,
@@ -90,8 +92,9 @@ class RedisEngine(Engine):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        outbox: Sequence[bytes] = (),
     ) -> bool:
-        return await self._store.save(session, expected_version, events, stats)
+        return await self._store.save(session, expected_version, events, stats, outbox)
 
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
         return await self._store.history(session_id, since)

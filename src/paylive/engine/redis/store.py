@@ -73,6 +73,7 @@ from .keys import (
     session_channel,
     session_keys,
 )
+from .shop import MERCHANT_OUTBOX, outbox_key, outbox_ttl_ms
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class Store:
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        outbox: Sequence[bytes] = (),
     ) -> bool:
         """See ``Engine.save``; the module docstring says what is atomic and what is not."""
         if not session.id:
@@ -178,14 +180,15 @@ class Store:
         due = stored.next_due()
         effect_due = stored.next_effect_at()
         keys = session_keys(session.id)
-        args = self._save_args(stored, expected_version, events, stats)
+        args = self._save_args(stored, expected_version, events, stats, outbox)
         if not client.cluster:
-            # Every key on one server: the whole save, indexes and counters included,
-            # is one script and one round trip.
+            # Every key on one server: the whole save, indexes, counters and the
+            # merchant outbox included, is one script and one round trip.
             async with client.op():
                 previous = await client.eval(
                     scripts.SAVE_ONE_NODE,
-                    [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES],
+                    [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES]
+                    + [outbox_key(session.id), MERCHANT_OUTBOX],
                     args,
                 )
             return previous is not None
@@ -196,14 +199,14 @@ class Store:
                 await client.r.zadd(TIMERS, {session.id: due}, lt=True)
             if effect_due is not None:
                 await client.r.zadd(EFFECTS, {session.id: effect_due}, lt=True)
-            previous = await client.eval(scripts.SAVE, keys, args)
+            previous = await client.eval(scripts.SAVE, [*keys, outbox_key(session.id)], args)
         if previous is None:
             return False
         try:
             async with client.op():
                 await client.eval(
                     scripts.SAVE_GLOBAL,
-                    [TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES],
+                    [TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES, MERCHANT_OUTBOX],
                     [
                         session.id,
                         stored.version,
@@ -211,6 +214,7 @@ class Store:
                         "1" if stored.terminal else "0",
                         stored.updated_at + self._settings.retention_after_end_ms,
                         *_outbox_args(stored),
+                        "1" if outbox else "0",
                         *_stat_args(stats),
                     ],
                 )
@@ -230,6 +234,7 @@ class Store:
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        outbox: Sequence[bytes] = (),
     ) -> list[Any]:
         """ARGV of both save scripts (the layout is written at the top of store.lua)."""
         due = stored.next_due()
@@ -249,6 +254,9 @@ class Store:
             len(events),
             *events,
             *_outbox_args(stored),
+            len(outbox),
+            outbox_ttl_ms(self._settings),
+            *outbox,
             *_stat_args(stats),
         ]
 

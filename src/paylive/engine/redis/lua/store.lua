@@ -9,7 +9,8 @@
 --   12 purge time, 13 event count n, then the n events, then four outbox arguments
 --   (fx .. fx + 3: the effect due time, the oldest pending effect's creation time,
 --   the first effect's creation time, the time the session was flagged for review;
---   each '' when there is none), then stat name/delta pairs.
+--   each '' when there is none), then the merchant outbox item count m and the
+--   outbox ttl_ms, then the m items, then stat name/delta pairs.
 local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
 if cur[1] ~= ARGV[1] then
   return false
@@ -45,3 +46,6 @@ for i = first_event, last_event do
   redis.call('PUBLISH', ARGV[8], ARGV[i])
 end
 local previous = cur[2] or ''
+local m = tonumber(ARGV[fx + 4])
+local first_item = fx + 6
+local last_item = fx + 5 + m
