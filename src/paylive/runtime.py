@@ -1,10 +1,14 @@
-"""One worker's moving parts and its loops: timers, effects, countdowns, summary.
+"""One worker's moving parts and its loops: timers, effects, countdowns, summary, the
+merchant outbox and, with an archive, the archive and its housekeeping.
 
 One loop each per worker, never a task per session or per socket: the timer loop
 claims due deadlines and expiries from the engine (any worker may fire one, the
 lease makes it exactly one), the effect loop claims due gateway effects of the
 outbox the same way, the countdown loop ticks every processing session that has
-sockets here, and the summary loop feeds the admin dashboards and the outbox gauges.
+sockets here, the summary loop feeds the admin dashboards and the outbox gauges,
+the merchant outbox loop claims sessions with merchant events to list and deliver
+(service/outbox.py), and the archive loop follows the events log into PostgreSQL
+(service/records.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from . import metrics
+from .archive import ArchiveUnavailable, open_archive
 from .core import stats
 from .core.codec import Encoded, Message
 from .core.protocol import CloseCode
@@ -26,10 +31,16 @@ from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
 from .service.reads import Reads
+from .service.outbox import Outbox
+from .service.records import Records
+from .service.webhooks import WebhookSender
 from .settings import Settings
 from .web.ratelimit import TokenBuckets
 
 log = logging.getLogger("paylive.runtime")
+
+# How often the events log is trimmed and the archive purged.
+HOUSEKEEPING_MS = 10_000
 
 
 class Runtime:
@@ -46,6 +57,16 @@ class Runtime:
         self.gateway = gateway or create_gateway(settings, self.engine)
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.effects = EffectRunner(self.service)
+        self.archive = open_archive(settings.database_url) if settings.database_url else None
+        self.records = Records(settings, self.engine, self.archive, clock)
+        sender = None
+        if settings.merchant_webhook_url:
+            sender = WebhookSender(
+                settings.merchant_webhook_url,
+                settings.merchant_webhook_secrets,
+                settings.merchant_webhook_timeout_s,
+            )
+        self.outbox = Outbox(settings, self.engine, clock, sender, self.archive is not None)
         self.reads = Reads(settings, self.engine, clock)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.hub = Hub(self.engine, self.reads.admin_snapshot, clock)
@@ -72,7 +93,14 @@ class Runtime:
                 self._every(self.settings.countdown_interval_ms // self._slices, self._countdowns)
             ),
             asyncio.create_task(self._every(self.settings.summary_interval_ms, self._summary)),
+            asyncio.create_task(self._every(self.settings.timer_poll_ms, self._outbox)),
+            asyncio.create_task(self._every(HOUSEKEEPING_MS, self.records.housekeeping)),
         ]
+        if self.archive is not None:
+            await self.archive.start()
+            self._loops.append(
+                asyncio.create_task(self._every(self.settings.archive_poll_ms, self.records.follow))
+            )
 
     async def stop(self) -> None:
         self.shutting_down = True
@@ -81,7 +109,10 @@ class Runtime:
         for task in self._loops + list(self._ticks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.outbox.stop()
         await self.gateway.close()
+        if self.archive is not None:
+            await self.archive.close()
         await self.engine.close()
 
     def close_sockets(self) -> None:
@@ -106,7 +137,7 @@ class Runtime:
         while True:
             try:
                 await step()
-            except EngineUnavailable:
+            except (EngineUnavailable, ArchiveUnavailable):
                 pass  # readiness reports it; the next round tries again
             except Exception:
                 log.exception("a worker loop step failed; carrying on")
@@ -164,6 +195,10 @@ class Runtime:
             log.exception("effects of %s failed; tried again after their lease", session_id)
         finally:
             self._effect_slots.release()
+
+    async def _outbox(self) -> None:
+        if not self.shutting_down:
+            await self.outbox.step()
 
     async def _countdowns(self) -> None:
         self.hub.countdown_sweep(self.clock(), self._slice, self._slices)

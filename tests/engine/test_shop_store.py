@@ -12,17 +12,13 @@ from paylive.engine.redis import RedisEngine
 from paylive.settings import Settings
 
 from ..support import redisproc
-from .test_engine import (  # noqa: F401 - fixtures
-    SETTINGS,
-    T0,
-    engine,
-    make_engine,
-    make_session,
-    needs_redis,
-    redis_server,
-)
+from . import test_engine as suite
+from .test_engine import SETTINGS, T0, make_session, needs_redis
 
 pytestmark = pytest.mark.anyio
+
+# The engine suite's fixtures: every test here runs on both engines.
+redis_server, make_engine, engine = suite.redis_server, suite.make_engine, suite.engine
 
 
 async def test_outbox_items_are_saved_with_the_decision_and_only_with_it(engine: Engine) -> None:
@@ -61,14 +57,14 @@ async def test_outbox_items_are_saved_with_the_decision_and_only_with_it(engine:
 
 async def test_outbox_outlives_the_session(make_engine: object) -> None:
     short = replace(SETTINGS, retention_after_end_ms=1)
-    engine = await make_engine(short)  # type: ignore[operator]
+    store = await make_engine(short)  # type: ignore[operator]
     session = make_session("ps_gone")
-    await engine.create(session, {}, b"n")
+    await store.create(session, {}, b"n")
     ended = replace(session, status="cancelled", seq=1, updated_at=T0)
-    assert await engine.save(ended, 0, [b"e"], {}, outbox=[b"x"])
-    await engine.claim_due(T0 + 10_000_000_000, 10, 1000)  # purges ended sessions
-    assert await engine.load("ps_gone") is None
-    assert await engine.outbox_head("ps_gone", 5) == [b"x"]
+    assert await store.save(ended, 0, [b"e"], {}, outbox=[b"x"])
+    await store.claim_due(T0 + 10_000_000_000, 10, 1000)  # purges ended sessions
+    assert await store.load("ps_gone") is None
+    assert await store.outbox_head("ps_gone", 5) == [b"x"]
 
 
 async def test_log_appends_once_per_id_and_reads_in_order(engine: Engine) -> None:
@@ -96,35 +92,35 @@ async def test_log_appends_once_per_id_and_reads_in_order(engine: Engine) -> Non
 
 
 async def test_deliveries_keep_open_ones_and_the_newest_done(make_engine: object) -> None:
-    engine = await make_engine(replace(SETTINGS, deliveries_kept=2))  # type: ignore[operator]
-    await engine.delivery_put("a", b"A-pending", True, 1)
+    store = await make_engine(replace(SETTINGS, deliveries_kept=2))  # type: ignore[operator]
+    await store.delivery_put("a", b"A-pending", True, 1)
     for i, name in enumerate(["b", "c", "d"]):
-        await engine.delivery_put(name, name.encode(), False, 10 + i)
-    assert await engine.deliveries(False, 10) == [b"d", b"c", b"A-pending"]
-    assert await engine.delivery_get("b") is None  # past the cap
-    await engine.delivery_put("a", b"A-failed", True, 20)
-    assert await engine.deliveries(True, 10) == [b"A-failed"]
-    await engine.delivery_put("a", b"A-done", False, 30)
-    assert await engine.deliveries(True, 10) == []
-    assert await engine.deliveries(False, 10) == [b"A-done", b"d"]
-    assert await engine.deliveries(False, 1) == [b"A-done"]
+        await store.delivery_put(name, name.encode(), False, 10 + i)
+    assert await store.deliveries(False, 10) == [b"d", b"c", b"A-pending"]
+    assert await store.delivery_get("b") is None  # past the cap
+    await store.delivery_put("a", b"A-failed", True, 20)
+    assert await store.deliveries(True, 10) == [b"A-failed"]
+    await store.delivery_put("a", b"A-done", False, 30)
+    assert await store.deliveries(True, 10) == []
+    assert await store.deliveries(False, 10) == [b"A-done", b"d"]
+    assert await store.deliveries(False, 1) == [b"A-done"]
 
 
 @needs_redis
 async def test_cluster_outbox(tmp_path: Path) -> None:
     cluster = redisproc.start_cluster(tmp_path / "cluster")
-    engine = RedisEngine(cluster.url, Settings())
+    node = RedisEngine(cluster.url, Settings())
     try:
-        await engine.start()
-        assert engine.cluster
+        await node.start()
+        assert node.cluster
         session = make_session("ps_c")
-        await engine.create(session, {}, b"n")
-        assert await engine.save(replace(session, seq=1), 0, [b"e"], {}, outbox=[b"x", b"y"])
-        assert await engine.outbox_claim(T0, 10, 1000) == ["ps_c"]
-        assert await engine.outbox_pop("ps_c", b"x") and await engine.outbox_pop("ps_c", b"y")
-        assert await engine.outbox_pending() == 0
-        assert await engine.log_append([("e1", T0, b"r")]) == [1]
-        assert await engine.log_read(0, 5) == [(1, b"r")]
+        await node.create(session, {}, b"n")
+        assert await node.save(replace(session, seq=1), 0, [b"e"], {}, outbox=[b"x", b"y"])
+        assert await node.outbox_claim(T0, 10, 1000) == ["ps_c"]
+        assert await node.outbox_pop("ps_c", b"x") and await node.outbox_pop("ps_c", b"y")
+        assert await node.outbox_pending() == 0
+        assert await node.log_append([("e1", T0, b"r")]) == [1]
+        assert await node.log_read(0, 5) == [(1, b"r")]
     finally:
-        await engine.close()
+        await node.close()
         cluster.stop()

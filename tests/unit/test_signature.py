@@ -28,6 +28,8 @@ def test_one_v1_per_secret_and_either_secret_verifies() -> None:
         (signature_header("the-secret-0123456789", NOW, BODY), BODY, NOW + 301, "300 s off"),
     ],
 )
-def test_bad_signatures_are_refused(header: str | None, body: bytes, now: int, message: str) -> None:
+def test_bad_signatures_are_refused(
+    header: str | None, body: bytes, now: int, message: str
+) -> None:
     with pytest.raises(SignatureError, match=message):
         verify(header, body, ["the-secret-0123456789"], now, 300)

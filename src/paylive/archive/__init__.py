@@ -1,7 +1,25 @@
-"""The durable archive in PostgreSQL (``PAYLIVE_DATABASE_URL``): see store.py."""
+"""The durable archive in PostgreSQL (``PAYLIVE_DATABASE_URL``): see store.py.
+
+``open_archive`` loads the driver (the ``archive`` extra) only when it is asked for.
+"""
 
 from __future__ import annotations
 
-from .store import Archive, ArchiveUnavailable, SessionQuery
+from typing import TYPE_CHECKING
 
-__all__ = ["Archive", "ArchiveUnavailable", "SessionQuery"]
+from .base import ArchiveUnavailable, SessionQuery
+
+if TYPE_CHECKING:
+    from .store import Archive
+
+__all__ = ["ArchiveUnavailable", "SessionQuery", "open_archive"]
+
+
+def open_archive(dsn: str) -> Archive:
+    try:
+        from .store import Archive
+    except ImportError as exc:
+        raise RuntimeError(
+            "PAYLIVE_DATABASE_URL needs the PostgreSQL driver: pip install 'paylive[archive]'"
+        ) from exc
+    return Archive(dsn)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from ..core.merchant import read_log_record
+from .base import ArchiveUnavailable, SessionQuery
 from .schema import migrate
 
 log = logging.getLogger("paylive.archive")
@@ -40,22 +40,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 LogRows = Sequence[tuple[int, bytes]]
-
-
-class ArchiveUnavailable(Exception):
-    """PostgreSQL cannot be reached right now; nothing was written."""
-
-
-@dataclass(frozen=True)
-class SessionQuery:
-    """A search: any of these, newest first."""
-
-    session_id: str | None = None
-    order_id: str | None = None
-    status: str | None = None
-    created_from: int | None = None  # epoch ms, inclusive
-    created_to: int | None = None  # epoch ms, exclusive
-    limit: int = 50
 
 
 class Archive:
@@ -206,6 +190,17 @@ class Archive:
             )
 
         return [(int(row["cursor"]), row["body"].encode()) for row in await self._run(work)]
+
+    async def event(self, event_id: str) -> bytes | None:
+        """One merchant event as it was posted."""
+
+        async def work(conn: asyncpg.Connection) -> str | None:
+            return await conn.fetchval(  # type: ignore[no-any-return]
+                "SELECT body FROM paylive_merchant_events WHERE id = $1", event_id
+            )
+
+        body = await self._run(work)
+        return None if body is None else body.encode()  # type: ignore[no-any-return]
 
     async def search(self, query: SessionQuery) -> list[dict[str, Any]]:
         where: list[str] = []

@@ -63,7 +63,10 @@ class MemoryShop:
 
     async def outbox_pop(self, session_id: str, item: bytes) -> bool:
         items = self._outbox.get(session_id)
-        if not items or items[0] != item:
+        if not items:
+            self._outbox_due.pop(session_id, None)
+            return False
+        if items[0] != item:
             return False
         items.popleft()
         if not items:

@@ -16,7 +16,7 @@ from starlette.routing import WebSocketRoute
 from ..core.protocol import ErrorCode
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
-from ..web import admin, pages, sockets
+from ..web import admin, pages, shop, sockets
 from ..web import routes as http_api
 from ..web.errors import error_body
 from . import shutdown
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *http_api.routes,
         *admin.routes,
+        *shop.routes,
         WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
         WebSocketRoute("/ws/admin", sockets.admin_socket),
         *pages.routes(),

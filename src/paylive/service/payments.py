@@ -33,11 +33,13 @@ from ..core.machine import (
     new_session,
 )
 from ..core.protocol import ErrorCode
+from ..core.merchant import merchant_events
 from ..core.session import A_PROCESSING, Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
 from ..settings import Settings
+from .outbox import outbox_item
 
 log = logging.getLogger("paylive.service")
 
@@ -113,8 +115,15 @@ class PaymentService:
             if result.to_save:
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
+                shop = merchant_events(
+                    session.needs_review, result.events, self.settings.merchant_events
+                )
                 saved = await self.engine.save(
-                    result.session, session.version, [event.json for event in events], delta
+                    result.session,
+                    session.version,
+                    [event.json for event in events],
+                    delta,
+                    outbox=[outbox_item(event) for event in shop],
                 )
                 if not saved:
                     metrics.CAS_CONFLICTS.inc()

@@ -1,0 +1,66 @@
+"""Posting one signed merchant webhook: the HTTP edge of the merchant outbox.
+
+A delivery succeeds on a 2xx answer within the timeout, counted from the first byte
+sent to the last byte read; anything else (a refused connection, a 3xx, 4xx or 5xx,
+a slow answer) is a failure that the outbox retries later. Redirects are not
+followed: the shop registers the URL that answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from ..core.signature import signature_header
+
+USER_AGENT = "paylive-webhooks/1"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    ok: bool
+    status: int | None  # the HTTP status, None when no answer came
+    error: str | None
+
+
+class WebhookSender:
+    def __init__(self, url: str, secrets: Sequence[str], timeout_s: float) -> None:
+        self._url = url
+        self._secrets = tuple(secrets)
+        self._timeout = timeout_s
+        self._client: httpx.AsyncClient | None = None
+
+    async def post(self, body: bytes) -> Attempt:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            )
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            # Signed with every configured secret: see core/signature.py.
+            "Paylive-Signature": signature_header(self._secrets, int(time.time()), body),
+        }
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._client.post(self._url, content=body, headers=headers)
+        except TimeoutError:
+            return Attempt(False, None, f"no answer within {self._timeout:g} s")
+        except httpx.HTTPError as exc:
+            return Attempt(
+                False, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            )
+        if 200 <= reply.status_code < 300:
+            return Attempt(True, reply.status_code, None)
+        return Attempt(False, reply.status_code, f"HTTP {reply.status_code}")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
