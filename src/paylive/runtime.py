@@ -64,7 +64,7 @@ class Runtime:
             sender = WebhookSender(
                 settings.merchant_webhook_url,
                 settings.merchant_webhook_secrets,
-                settings.merchant_webhook_timeout_s,
+                settings.merchant_webhook_timeout_ms / 1000,
             )
         self.outbox = Outbox(settings, self.engine, clock, sender, self.archive is not None)
         self.reads = Reads(settings, self.engine, clock)

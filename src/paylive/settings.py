@@ -106,7 +106,7 @@ class Settings:
     countdown_slices: int = 10
     # Merchant webhooks: a 2xx within the timeout is success; failures are retried with
     # capped exponential backoff for ``merchant_retry_for_ms``, then marked failed.
-    merchant_webhook_timeout_s: float = 10.0
+    merchant_webhook_timeout_ms: int = 10_000
     merchant_retry_for_ms: int = 3 * 24 * 3600 * 1000
     merchant_backoff_ms: int = 1_000
     merchant_backoff_cap_ms: int = 3_600_000
@@ -182,6 +182,9 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_DEMO_PER_MINUTE": ("demo_per_minute", 1, 100_000),
     "PAYLIVE_ARCHIVE_DAYS": ("archive_days", 1, 36_500),
     "PAYLIVE_REDIS_RETENTION_MS": ("retention_after_end_ms", 1_000, 30 * 24 * 3_600_000),
+    "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": ("merchant_webhook_timeout_ms", 100, 60_000),
+    "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
+    "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
 }
 
 

@@ -1,0 +1,238 @@
+"""Signed merchant webhooks and the events API, against a real receiver (docs/protocol.md 6.5).
+
+The receiver is a Starlette app in its own uvicorn process (tests/support/receiver.py):
+it verifies every webhook with paylive's ``verify`` and de-duplicates by event id, and
+is told to fail for a while, to answer slowly, or to fail until paylive gives up.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ..support.client import admin, create, merchant
+from ..support.receiver import Receiver
+from ..support.servers import Server
+
+pytestmark = pytest.mark.anyio
+
+NEW_SECRET = "new-merchant-secret-0123"
+OLD_SECRET = "old-merchant-secret-0123"
+OK_CARD = {"payment_method": {"card": "4242424242424242"}}
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    # The shop has not rotated yet: it knows only the old secret.
+    rx = Receiver(OLD_SECRET)
+    yield rx
+    rx.close()
+
+
+@pytest.fixture(scope="module")
+def server(receiver: Receiver) -> Iterator[Server]:
+    env = {
+        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": f"{NEW_SECRET},{OLD_SECRET}",
+        "PAYLIVE_MERCHANT_EVENTS": "all",
+        "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "300",
+        "PAYLIVE_MERCHANT_RETRY_MS": "50",
+        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1500",
+    }
+    with Server(env) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def http(server: Server) -> httpx.AsyncClient:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client  # type: ignore[misc]
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``check`` (plain or async) until it returns something true; bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        await anyio.sleep(0.05)
+
+
+def processed(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:
+    return [e for e in receiver.seen()["processed"] if e["session"]["id"] == session_id]
+
+
+def arrivals(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:
+    return [a for a in receiver.seen()["arrivals"] if a.get("session") == session_id]
+
+
+async def deliveries(http: httpx.AsyncClient, which: str = "all") -> list[dict[str, Any]]:
+    reply = await http.get(f"/api/admin/deliveries?status={which}", headers=admin())
+    assert reply.status_code == 200, reply.text
+    return reply.json()["deliveries"]  # type: ignore[no-any-return]
+
+
+async def paid(http: httpx.AsyncClient, order: str) -> str:
+    session = await create(http, order_id=order)
+    reply = await http.post(
+        f"/api/sessions/{session['id']}/attempts", json=OK_CARD, headers=merchant()
+    )
+    assert reply.status_code == 202
+    return str(session["id"])
+
+
+async def cancelled(http: httpx.AsyncClient, order: str) -> str:
+    session = await create(http, order_id=order)
+    reply = await http.post(f"/api/sessions/{session['id']}/cancel", headers=merchant())
+    assert reply.status_code == 200
+    return str(session["id"])
+
+
+async def test_down_for_a_while_then_everything_in_order(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.set(fail=4, status=503)
+    paid_id = await paid(http, "order-wh-1")
+    cancelled_id = await cancelled(http, "order-wh-2")
+
+    def done() -> bool:
+        return any(e["type"] == "session.succeeded" for e in processed(receiver, paid_id)) and any(
+            e["type"] == "session.cancelled" for e in processed(receiver, cancelled_id)
+        )
+
+    await until(done)
+    seen = receiver.seen()["arrivals"]
+    assert sum(1 for a in seen if a["answered"] == 503) == 4
+    # Signed with both secrets while rotating; the shop's old one verified each.
+    assert all(a["verified"] and a["signatures"] == 2 for a in seen)
+
+    # In order per session: no event is posted before the one before it was accepted.
+    for session_id, expected in (
+        (paid_id, ["session.updated", "session.succeeded"]),
+        (cancelled_id, ["session.cancelled"]),
+    ):
+        mine = arrivals(receiver, session_id)
+        seqs = [a["seq"] for a in mine]
+        assert seqs == sorted(seqs)
+        assert [e["type"] for e in processed(receiver, session_id)] == expected
+        accepted = [a for a in mine if a["answered"] == 200]
+        assert [a["seq"] for a in accepted] == sorted({a["seq"] for a in accepted})
+    body = processed(receiver, paid_id)[-1]
+    assert set(body) == {"id", "type", "created", "session", "seq", "cause", "previous"}
+    assert body["session"]["status"] == "succeeded" and body["seq"] == body["session"]["seq"]
+
+    listed = {d["id"]: d for d in await deliveries(http)}
+    mine = [d for d in listed.values() if d["session"] in (paid_id, cancelled_id)]
+    assert len(mine) == 3 and all(d["status"] == "delivered" for d in mine)
+    # Every attempt is counted: the four refusals, and any answer slower than the timeout.
+    tries = arrivals(receiver, paid_id) + arrivals(receiver, cancelled_id)
+    assert sum(d["attempts"] for d in mine) == len(tries) >= 3 + 4
+    assert all(d["last_status"] == 200 and d["delivered_at"] for d in mine)
+
+
+async def test_a_slow_answer_is_sent_again_and_the_shop_deduplicates(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.set(slow=1, slow_ms=1500)
+    session_id = await cancelled(http, "order-wh-slow")
+    await until(lambda: len(arrivals(receiver, session_id)) >= 2)
+    first, second = arrivals(receiver, session_id)[:2]
+    assert first["id"] == second["id"] and first["answered"] == "slow"
+    assert len(processed(receiver, session_id)) == 1  # answered twice, done once
+
+    async def delivered() -> list[dict[str, Any]]:
+        return [
+            d
+            for d in await deliveries(http)
+            if d["id"] == first["id"] and d["status"] == "delivered"
+        ]
+
+    [delivery] = await until(delivered)
+    assert delivery["attempts"] == 2 and delivery["last_status"] == 200
+
+
+async def test_given_up_after_the_retry_window_then_sent_again(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.set(fail=10_000, status=500)
+    session_id = await cancelled(http, "order-wh-fail")
+
+    async def failed() -> list[dict[str, Any]]:
+        return [
+            d
+            for d in await deliveries(http, "open")
+            if d["session"] == session_id and d["status"] == "failed"
+        ]
+
+    [delivery] = await until(failed)
+    assert delivery["last_status"] == 500 and delivery["last_error"] == "HTTP 500"
+    assert delivery["attempts"] >= 3 and delivery["next_at"] is None
+    assert processed(receiver, session_id) == []
+
+    receiver.set(fail=0)
+    for headers in ({}, merchant()):
+        refused = await http.post(f"/api/admin/deliveries/{delivery['id']}/retry", headers=headers)
+        assert refused.status_code in (401, 403)
+    missing = await http.post("/api/admin/deliveries/evt_nope_1_cancelled/retry", headers=admin())
+    assert missing.status_code == 404
+    again = await http.post(f"/api/admin/deliveries/{delivery['id']}/retry", headers=admin())
+    assert again.status_code == 202, again.text
+    assert (
+        again.json()["delivery"]["status"] == "pending" and again.json()["delivery"]["resent"] == 1
+    )
+    await until(lambda: processed(receiver, session_id))
+    assert [e["id"] for e in processed(receiver, session_id)] == [delivery["id"]]
+    assert not [d for d in await deliveries(http, "open") if d["session"] == session_id]
+
+
+async def test_events_api_lists_every_event_in_order(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.set(fail=0, slow=0)
+    session_id = await paid(http, "order-ev-1")
+
+    async def listed(after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        reply = await http.get(f"/api/events?after={after}&limit={limit}", headers=merchant())
+        assert reply.status_code == 200, reply.text
+        return reply.json()  # type: ignore[no-any-return]
+
+    async def succeeded() -> bool:
+        return any(
+            e["type"] == "session.succeeded" and e["session"]["id"] == session_id
+            for e in (await listed())["events"]
+        )
+
+    await until(succeeded)
+    everything = (await listed())["events"]
+    cursors = [e["cursor"] for e in everything]
+    assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
+    assert len({e["id"] for e in everything}) == len(everything)
+    # Page by page with the cursor: the same events, nothing twice, nothing skipped.
+    paged: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = await listed(after, 2)
+        paged += page["events"]
+        if not page["has_more"]:
+            break
+        after = page["next"]
+    assert [e["id"] for e in paged][: len(everything)] == [e["id"] for e in everything]
+    assert (await listed(cursors[-1]))["events"] == []
+
+    for headers, status in ((None, 401), (admin(), 403)):
+        reply = await http.get("/api/events", headers=headers)
+        assert reply.status_code == status
+    for query in ("after=-1", "after=x", "limit=0", "limit=1001", "after=²"):
+        reply = await http.get(f"/api/events?{query}", headers=merchant())
+        assert reply.status_code == 422, query

@@ -1,0 +1,140 @@
+"""A shop's webhook receiver, as a real HTTP server the tests start: it verifies each
+webhook with paylive's own ``verify``, de-duplicates by event id, and can be told to
+fail for a while or to answer slowly.
+
+Run by ``Receiver`` below as ``uvicorn tests.support.receiver:app`` on a free port;
+``RECEIVER_SECRETS`` (comma-separated) are the secrets it accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from paylive.core.signature import SignatureError, verify
+
+from .ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What the shop has done: one entry per event id, however often it came.
+processed: dict[str, dict[str, Any]] = {}
+# Every request, in arrival order: {id, type, session, seq, verified, answered}.
+arrivals: list[dict[str, Any]] = []
+# Behaviour the tests set: answer `fail` requests with `status`, then answer `slow`
+# requests only after `slow_ms`.
+control: dict[str, int] = {"fail": 0, "status": 503, "slow": 0, "slow_ms": 0}
+
+
+async def webhook(request: Request) -> Response:
+    raw = await request.body()
+    secrets = os.environ.get("RECEIVER_SECRETS", "").split(",")
+    try:
+        verify(request.headers.get("paylive-signature"), raw, secrets, int(time.time()), 300)
+    except SignatureError as exc:
+        arrivals.append({"verified": False, "error": str(exc), "answered": 400})
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    event = await request.json()
+    entry = {
+        "id": event["id"],
+        "type": event["type"],
+        "session": event["session"]["id"],
+        "status": event["session"]["status"],
+        "seq": event["seq"],
+        "verified": True,
+        "signatures": request.headers["paylive-signature"].count("v1="),
+    }
+    arrivals.append(entry)
+    if control["fail"] > 0:
+        control["fail"] -= 1
+        entry["answered"] = control["status"]
+        return JSONResponse({"error": "down for a while"}, status_code=control["status"])
+    # The shop's work, once per event id (the README's receiver does the same).
+    processed.setdefault(event["id"], event)
+    if control["slow"] > 0:
+        control["slow"] -= 1
+        entry["answered"] = "slow"
+        await asyncio.sleep(control["slow_ms"] / 1000)
+    else:
+        entry["answered"] = 200
+    return JSONResponse({"ok": True})
+
+
+async def set_control(request: Request) -> Response:
+    control.update(await request.json())
+    return JSONResponse(control)
+
+
+async def seen(request: Request) -> Response:
+    return JSONResponse({"arrivals": arrivals, "processed": list(processed.values())})
+
+
+app = Starlette(
+    routes=[
+        Route("/webhook", webhook, methods=["POST"]),
+        Route("/control", set_control, methods=["POST"]),
+        Route("/seen", seen, methods=["GET"]),
+    ]
+)
+
+
+class Receiver:
+    """The receiver app in its own uvicorn process on a free loopback port."""
+
+    def __init__(self, secrets: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = self.base + "/webhook"
+        env = {**os.environ, "RECEIVER_SECRETS": secrets}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.support.receiver:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(self.base + "/seen", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("the receiver did not start") from None
+                time.sleep(0.05)
+
+    def set(self, **behaviour: int) -> None:
+        httpx.post(self.base + "/control", json=behaviour, timeout=2).raise_for_status()
+
+    def seen(self) -> dict[str, list[dict[str, Any]]]:
+        reply = httpx.get(self.base + "/seen", timeout=2)
+        reply.raise_for_status()
+        return reply.json()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
