@@ -8,10 +8,14 @@ import asyncio
 import os
 import secrets
 import socket
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import asyncpg
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
+T = TypeVar("T")
 
 
 def reachable(host: str = HOST, port: int = PORT) -> bool:
@@ -22,6 +26,13 @@ def reachable(host: str = HOST, port: int = PORT) -> bool:
         return False
 
 
+def _sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to the end on a loop of its own in another thread, so that the
+    helpers work from sync and async tests alike."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(timeout=30)
+
+
 def _admin(sql: str) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(host=HOST, port=PORT, user=USER, database="postgres")
@@ -30,7 +41,7 @@ def _admin(sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    _sync(run())
 
 
 class Database:
@@ -61,7 +72,7 @@ class Database:
             finally:
                 await conn.close()
 
-        return asyncio.run(run())
+        return _sync(run())
 
     def __enter__(self) -> Database:
         return self.create()

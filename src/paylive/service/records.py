@@ -59,6 +59,7 @@ class Records:
         self.archive = archive
         self.clock = clock
         self._seeded = False
+        self._down = False
 
     # Reads ---------------------------------------------------------------------------
 
@@ -144,7 +145,16 @@ class Records:
             await self.engine.log_seed(await self.archive.last_cursor())
             self._seeded = True
         batch = self.settings.archive_batch
-        await self.archive.follow(lambda mark: self.engine.log_read(mark, batch))
+        try:
+            await self.archive.follow(lambda mark: self.engine.log_read(mark, batch))
+        except ArchiveUnavailable as exc:
+            if not self._down:
+                log.warning("archive: %s; the events log keeps everything until it is back", exc)
+            self._down = True
+            raise
+        if self._down:
+            log.warning("archive: reachable again; catching up")
+        self._down = False
 
     async def housekeeping(self) -> None:
         """Trim the log past its window (and past the archive's mark), and purge the

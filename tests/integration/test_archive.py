@@ -1,0 +1,229 @@
+"""The PostgreSQL archive against the machine's real PostgreSQL (a database of our own
+per run, dropped after): migrations, the follower, searches, and a real server whose
+Redis forgets sessions that the archive still answers for, also across an outage.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from paylive.archive import SessionQuery, open_archive
+from paylive.archive.schema import migrations
+from paylive.core.codec import Encoded, Message
+from paylive.core.machine import Cancel, Decision, Rules, StartAttempt, decide, new_session
+from paylive.core.merchant import log_record, merchant_events
+from paylive.engine.memory import MemoryEngine
+from paylive.settings import Settings
+
+from ..support import postgres, redisproc
+from ..support.client import admin, create, merchant
+from ..support.postgres import Database
+from ..support.servers import Server
+from ..support.tcpproxy import TcpProxy
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(
+        not postgres.reachable() and not os.environ.get("PAYLIVE_REQUIRE_POSTGRES"),
+        reason="no PostgreSQL on 127.0.0.1:5432 (.ci/run starts one)",
+    ),
+]
+
+RULES = Rules(attempt_timeout_ms=1_000, max_attempts=2, retry_delay_ms=0, session_ttl_ms=60_000)
+T0 = 1_764_000_000_000
+DAY = 24 * 3600 * 1000
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    with Database() as database:
+        yield database
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        await anyio.sleep(0.05)
+
+
+def cancelled_session(session_id: str, order_id: str, at: int) -> tuple[list[bytes], list[Message]]:
+    """A session paid for, then cancelled: its history and the cancel's messages."""
+    s = new_session(session_id, order_id, 700, "EUR", {"cart": "7"}, at, RULES)
+    started = decide(s, StartAttempt({"card": "4242424242424242"}), at + 1, RULES)
+    assert isinstance(started, Decision)
+    done = decide(started.session, Cancel(), at + 2, RULES, {1: False})
+    assert isinstance(done, Decision) and done.session.status == "cancelled"
+    history = [Encoded.of(m).json for m in started.events + done.events]
+    return history, list(done.events)
+
+
+async def test_migrations_follow_search_and_purge(db: Database) -> None:
+    assert [name for _, name, _ in migrations()][0] == "0001_initial.sql"
+    engine = MemoryEngine(Settings())
+    for i, (at, order) in enumerate(
+        [(T0, "order-a"), (T0 + DAY, "order-b"), (T0 + 2 * DAY, "order-a")]
+    ):
+        history, messages = cancelled_session(f"ps_arch{i}", order, at)
+        [event] = merchant_events(False, messages)
+        await engine.log_append([(event.id, event.created, log_record(event.body(), history))])
+
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        # Two workers starting at once apply the migrations once.
+        again = open_archive(db.url)
+        await again.start()
+        await again.close()
+        assert [r["name"] for r in db.fetch("SELECT name FROM paylive_migrations")] == [
+            "0001_initial.sql"
+        ]
+        assert await archive.mark() == 0
+        mark = await archive.follow(lambda after: engine.log_read(after, 2))
+        assert mark == 2
+        assert await archive.follow(lambda after: engine.log_read(after, 2)) == 3
+        assert await archive.follow(lambda after: engine.log_read(after, 2)) == 3  # nothing new
+
+        session = await archive.session("ps_arch1")
+        assert session is not None and session["status"] == "cancelled"
+        assert session["order_id"] == "order-b" and session["metadata"] == {"cart": "7"}
+        history = await archive.history("ps_arch1")
+        assert [h["seq"] for h in history] == [1, 2] and history[1]["data"]["cause"] == "cancelled"
+        assert await archive.session("ps_nope") is None
+
+        async def ids(**query: Any) -> list[str]:
+            return [s["id"] for s in await archive.search(SessionQuery(**query))]
+
+        assert await ids(order_id="order-a") == ["ps_arch2", "ps_arch0"]
+        assert await ids(status="cancelled", limit=1) == ["ps_arch2"]
+        assert await ids(created_from=T0 + DAY, created_to=T0 + 2 * DAY) == ["ps_arch1"]
+        assert await ids(session_id="ps_arch0") == ["ps_arch0"]
+        assert await ids(status="succeeded") == []
+
+        page = await archive.events(1, 10)
+        assert [cursor for cursor, _ in page] == [2, 3]
+        assert await archive.last_cursor() == 3
+        plan = db.fetch(
+            "EXPLAIN SELECT body FROM paylive_sessions WHERE order_id = 'x'"
+            " ORDER BY created_at DESC LIMIT 5"
+        )
+        assert "paylive_sessions_order" in " ".join(r[0] for r in plan)
+
+        # PAYLIVE_ARCHIVE_DAYS: whatever ended before the cut is forgotten, history too.
+        assert await archive.purge(T0 + DAY + 10) == 2 + 2
+        assert await ids() == ["ps_arch2"]
+        assert db.fetch("SELECT count(*) FROM paylive_session_events")[0][0] == 2
+    finally:
+        await archive.close()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[redisproc.RedisProc]:
+    if redisproc.REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    server = redisproc.start_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+def archive_env(database_url: str, redis_url: str) -> dict[str, str]:
+    return {
+        "PAYLIVE_DATABASE_URL": database_url,
+        "PAYLIVE_REDIS_URL": redis_url,
+        "PAYLIVE_REDIS_RETENTION_MS": "1000",
+    }
+
+
+def redis_has(server: redisproc.RedisProc, session_id: str) -> bool:
+    return redisproc.command(server.port, "EXISTS", f"paylive:{{{session_id}}}:s") != b":0\r\n"
+
+
+async def finished(http: httpx.AsyncClient, order: str) -> str:
+    session = await create(http, order_id=order)
+    pay = {"payment_method": {"card": "4242424242424242"}}
+    reply = await http.post(f"/api/sessions/{session['id']}/attempts", json=pay, headers=merchant())
+    assert reply.status_code == 202
+
+    async def paid() -> bool:
+        got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
+        return bool(got.json()["status"] == "succeeded")
+
+    await until(paid)
+    return str(session["id"])
+
+
+async def test_found_through_the_archive_after_redis_forgot(
+    db: Database, redis: redisproc.RedisProc
+) -> None:
+    with Server(archive_env(db.url, redis.url)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            session_id = await finished(http, "order-arch-1")
+            await until(lambda: not redis_has(redis, session_id))
+            reply = await http.get(f"/api/sessions/{session_id}", headers=merchant())
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["status"] == "succeeded" and reply.json()["id"] == session_id
+            found = await http.get("/api/admin/search?order_id=order-arch-1", headers=admin())
+            assert [s["id"] for s in found.json()["sessions"]] == [session_id]
+            events = (await http.get("/api/events?after=0", headers=merchant())).json()["events"]
+            assert [e["type"] for e in events if e["session"]["id"] == session_id] == [
+                "session.succeeded"
+            ]
+            missing = await http.get("/api/sessions/ps_never", headers=merchant())
+            assert missing.status_code == 404
+    rows = db.fetch(
+        "SELECT seq, type FROM paylive_session_events WHERE session_id = $1", session_id
+    )
+    assert sorted((r["seq"], r["type"]) for r in rows) == [(1, "state"), (2, "state")]
+
+
+async def test_written_while_postgres_is_unreachable_and_caught_up_after(
+    db: Database, redis: redisproc.RedisProc
+) -> None:
+    proxy = TcpProxy(postgres.PORT).start()
+    try:
+        with Server(archive_env(db.url_via(proxy.port), redis.url)) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                await until(lambda: db.fetch("SELECT to_regclass('paylive_sessions')")[0][0])
+                proxy.stop()  # PostgreSQL is gone, as far as paylive can tell
+                ids = [await finished(http, f"order-outage-{i}") for i in range(3)]
+                # Redis forgets them while the archive cannot be written...
+                await until(lambda: not any(redis_has(redis, i) for i in ids))
+                reply = await http.get(f"/api/sessions/{ids[0]}", headers=merchant())
+                assert reply.status_code == 503
+                assert reply.json()["error"]["code"] == "archive_unavailable"
+                # ...but the events log keeps what the archive has not taken yet.
+                events = (await http.get("/api/events", headers=merchant())).json()["events"]
+                assert {e["session"]["id"] for e in events} >= set(ids)
+                assert db.fetch("SELECT count(*) FROM paylive_sessions")[0][0] == 0
+
+                proxy.start()  # back: the archive catches up, nothing lost
+
+                async def archived() -> bool:
+                    replies = [
+                        await http.get(f"/api/sessions/{i}", headers=merchant()) for i in ids
+                    ]
+                    return all(r.status_code == 200 for r in replies)
+
+                await until(archived)
+    finally:
+        proxy.stop()
+    rows = db.fetch("SELECT id, status FROM paylive_sessions ORDER BY id")
+    assert sorted(r["id"] for r in rows) == sorted(ids)
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert db.fetch("SELECT count(*) FROM paylive_session_events")[0][0] == 2 * len(ids)
+    assert db.fetch("SELECT count(*) FROM paylive_merchant_events")[0][0] == len(ids)
