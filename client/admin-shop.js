@@ -1,0 +1,135 @@
+// The dashboard's shop panels: search live and archived sessions, and the webhooks
+// sent to the shop with "Send again" (docs/protocol.md section 6.5). Both use the
+// admin HTTP API with the token admin.js keeps in this tab.
+
+import { formatAmount } from './paylive.js';
+
+const TOKEN_KEY = 'paylive.adminToken';
+const REFRESH_MS = 5000;
+const $ = (id) => document.getElementById(id);
+
+async function api(path, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return null;
+  const reply = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  const body = await reply.json().catch(() => ({}));
+  if (!reply.ok) throw new Error(body.error ? body.error.message : `HTTP ${reply.status}`);
+  return body;
+}
+
+function when(ms) {
+  return ms ? new Date(ms).toLocaleString(undefined, { hour12: false }) : '';
+}
+
+function cell(text, className) {
+  const td = document.createElement('td');
+  if (className) td.className = className;
+  td.textContent = text ?? '';
+  return td;
+}
+
+function pill(status) {
+  const td = document.createElement('td');
+  const span = document.createElement('span');
+  span.className = 'status-pill';
+  span.dataset.status = status === 'delivered' ? 'succeeded' : status === 'pending' ? 'interrupted' : status;
+  span.textContent = status;
+  td.append(span);
+  return td;
+}
+
+// Search ----------------------------------------------------------------------
+
+function dayStart(value) {
+  return value ? String(new Date(`${value}T00:00:00`).getTime()) : '';
+}
+
+async function search(event) {
+  event.preventDefault();
+  const query = new URLSearchParams({ limit: '100' });
+  const ref = $('q-ref').value.trim();
+  if (ref) query.set(ref.startsWith('ps_') ? 'id' : 'order_id', ref);
+  if ($('q-status').value) query.set('status', $('q-status').value);
+  if ($('q-from').value) query.set('from', dayStart($('q-from').value));
+  if ($('q-to').value) query.set('to', String(Number(dayStart($('q-to').value)) + 86400000));
+  const note = $('search-note');
+  try {
+    const { sessions } = await api(`/api/admin/search?${query}`);
+    const body = $('search-body');
+    body.replaceChildren(...sessions.map((s) => {
+      const row = document.createElement('tr');
+      row.append(
+        cell(s.id, 'mono'),
+        cell(s.order_id),
+        cell(formatAmount(s.amount, s.currency), 'num'),
+        pill(s.status),
+        cell(when(s.created_at)),
+        cell(s.needs_review ? 'needs review' : ''),
+      );
+      return row;
+    }));
+    $('search-results').hidden = sessions.length === 0;
+    note.hidden = sessions.length > 0;
+    note.textContent = 'Nothing found.';
+  } catch (error) {
+    $('search-results').hidden = true;
+    note.hidden = false;
+    note.textContent = `Search failed: ${error.message}`;
+  }
+}
+
+// Deliveries -------------------------------------------------------------------
+
+async function sendAgain(id, button) {
+  button.disabled = true;
+  try {
+    await api(`/api/admin/deliveries/${encodeURIComponent(id)}/retry`, { method: 'POST' });
+  } catch (error) {
+    button.title = error.message;
+  }
+  await refreshDeliveries();
+}
+
+async function refreshDeliveries() {
+  if ($('dashboard').hidden) return;
+  const which = $('deliveries-open').checked ? 'open' : 'all';
+  let listed;
+  try {
+    listed = await api(`/api/admin/deliveries?status=${which}&limit=100`);
+  } catch {
+    return; // the feed's connection state already tells the story
+  }
+  if (!listed) return;
+  const rows = listed.deliveries.map((d) => {
+    const row = document.createElement('tr');
+    row.dataset.event = d.id;
+    const action = document.createElement('td');
+    const button = document.createElement('button');
+    button.className = 'button ghost small';
+    button.type = 'button';
+    button.textContent = 'Send again';
+    button.addEventListener('click', () => sendAgain(d.id, button));
+    action.append(button);
+    row.append(
+      cell(d.type, 'mono'),
+      cell(d.session, 'mono'),
+      pill(d.status),
+      cell(String(d.attempts), 'num'),
+      cell(d.last_error || (d.last_status ? `HTTP ${d.last_status}` : '')),
+      cell(when(d.next_at)),
+      action,
+    );
+    return row;
+  });
+  $('deliveries-body').replaceChildren(...rows);
+  $('deliveries-empty').hidden = rows.length > 0;
+}
+
+$('search-form').addEventListener('submit', search);
+$('deliveries-open').addEventListener('change', refreshDeliveries);
+setInterval(refreshDeliveries, REFRESH_MS);
+new MutationObserver(refreshDeliveries).observe($('dashboard'), { attributes: true, attributeFilter: ['hidden'] });
+refreshDeliveries();

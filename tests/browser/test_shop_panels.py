@@ -1,0 +1,73 @@
+"""The dashboard's shop panels in headless Chromium: a webhook that failed for good is
+shown and sent again from its row; a search finds a session by its order id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ..support.browser import require_browser
+from ..support.client import merchant
+from ..support.receiver import Receiver
+from ..support.servers import ADMIN_TOKEN, Server
+
+require_browser()
+from playwright.sync_api import Page, expect  # noqa: E402
+
+SECRET = "panel-merchant-secret-0123"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    rx = Receiver(SECRET)
+    yield rx
+    rx.close()
+
+
+@pytest.fixture(scope="module")
+def server(receiver: Receiver) -> Iterator[Server]:
+    env = {
+        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SECRET,
+        "PAYLIVE_MERCHANT_RETRY_MS": "50",
+        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "500",
+    }
+    with Server(env) as srv:
+        yield srv
+
+
+def test_failed_webhook_is_sent_again_from_the_dashboard(
+    page: Page, server: Server, receiver: Receiver
+) -> None:
+    receiver.set(fail=10_000, status=500)
+    created = httpx.post(
+        f"{server.url}/api/sessions",
+        json={"order_id": "order-panel-7", "amount": 1250, "currency": "EUR"},
+        headers=merchant(),
+    ).json()
+    httpx.post(f"{server.url}/api/sessions/{created['id']}/cancel", headers=merchant())
+
+    page.goto(f"{server.url}/admin#token={ADMIN_TOKEN}")
+    row = page.locator("#deliveries-body tr", has_text=created["id"])
+    expect(row.locator(".status-pill")).to_have_text("failed", timeout=10_000)
+    expect(row).to_contain_text("HTTP 500")
+
+    receiver.set(fail=0)
+    row.get_by_role("button", name="Send again").click()
+    expect(row.locator(".status-pill")).to_have_text("delivered", timeout=10_000)
+    assert [e["id"] for e in receiver.seen()["processed"]] == [
+        f"evt_{created['id'].removeprefix('ps_')}_1_cancelled"
+    ]
+
+    page.fill("#q-ref", "order-panel-7")
+    page.select_option("#q-status", "cancelled")
+    page.get_by_role("button", name="Search").click()
+    found = page.locator("#search-body tr")
+    expect(found).to_have_count(1)
+    expect(found).to_contain_text(created["id"])
+    expect(found).to_contain_text("12.50")
+    page.fill("#q-ref", "order-nobody-has")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#search-note")).to_have_text("Nothing found.")
