@@ -134,6 +134,8 @@ class Outbox:
             items = await self.engine.outbox_head(session_id, HEAD_BATCH)
             if not items:
                 await self.engine.outbox_pop(session_id, b"")  # unindexes an empty outbox
+                if await self.engine.outbox_head(session_id, 1):
+                    continue  # a save pushed meanwhile, after the index was still leased
                 return
             for item in items:
                 kind, body = item[:1], item[1:]
@@ -145,7 +147,8 @@ class Outbox:
                     if retry_at is not None:
                         await self.engine.outbox_later(session_id, retry_at)
                         return
-                await self.engine.outbox_pop(session_id, item)
+                if not await self.engine.outbox_pop(session_id, item):
+                    return  # our lease ran out and another worker has it now
                 if self.clock() - started > self.settings.outbox_lease_ms // 3:
                     await self.engine.outbox_later(session_id, self.clock())
                     return
