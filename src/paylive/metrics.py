@@ -103,6 +103,25 @@ EFFECT_AGE = Gauge(
 )
 
 
+DELIVERIES_PENDING = Gauge(
+    "paylive_deliveries_pending",
+    "Merchant events in the outbox: not yet listed in the events log, or not yet "
+    "accepted by the shop's webhook (nor given up)",
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "paylive_webhook_attempts_total",
+    "Merchant webhooks posted to the shop, by outcome (ok or failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+def webhook_attempt(outcome: str) -> None:
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+
+
 def effect_attempt(kind: str, outcome: str) -> None:
     EFFECT_ATTEMPTS.labels(kind, outcome).inc()
 
@@ -112,6 +131,7 @@ def observe_outbox(counters: Mapping[str, int], oldest: int | None, now: int) ->
     for kind in KINDS:
         EFFECTS_PENDING.labels(kind).set(max(0, counters.get(f"effects_pending:{kind}", 0)))
     EFFECT_AGE.set(0 if oldest is None else max(0, now - oldest) / 1000)
+    DELIVERIES_PENDING.set(max(0, counters.get("deliveries_pending", 0)))
 
 
 def observe_events(decision: Decision, delta: Mapping[str, int]) -> None:

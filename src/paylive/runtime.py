@@ -1,14 +1,13 @@
-"""One worker's moving parts and its loops: timers, effects, countdowns, summary, the
-merchant outbox and, with an archive, the archive and its housekeeping.
+"""One worker's moving parts and its loops: timers, effects, countdowns, summary and,
+with an archive, the archive and its housekeeping.
 
 One loop each per worker, never a task per session or per socket: the timer loop
 claims due deadlines and expiries from the engine (any worker may fire one, the
-lease makes it exactly one), the effect loop claims due gateway effects of the
-outbox the same way, the countdown loop ticks every processing session that has
-sockets here, the summary loop feeds the admin dashboards and the outbox gauges,
-the merchant outbox loop claims sessions with merchant events to list and deliver
-(service/outbox.py), and the archive loop follows the events log into PostgreSQL
-(service/records.py).
+lease makes it exactly one), the effect loop claims sessions whose outbox has an
+item due the same way (gateway effects, then merchant events to list and deliver),
+the countdown loop ticks every processing session that has sockets here, the summary
+loop feeds the admin dashboards and the outbox gauges, and the archive loop follows
+the events log into PostgreSQL (service/records.py).
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ from .engine import Engine, EngineUnavailable, create_engine
 from .errors import Refused
 from .fanout.hub import Hub
 from .gateway import Gateway, create_gateway
+from .service.deliveries import Deliveries
 from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
 from .service.reads import Reads
-from .service.outbox import Outbox
 from .service.records import Records
 from .service.webhooks import WebhookSender
 from .settings import Settings
@@ -56,7 +55,6 @@ class Runtime:
         self.engine = engine or create_engine(settings)
         self.gateway = gateway or create_gateway(settings, self.engine)
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
-        self.effects = EffectRunner(self.service)
         self.archive = open_archive(settings.database_url) if settings.database_url else None
         self.records = Records(settings, self.engine, self.archive, clock)
         sender = None
@@ -66,7 +64,8 @@ class Runtime:
                 settings.merchant_webhook_secrets,
                 settings.merchant_webhook_timeout_ms / 1000,
             )
-        self.outbox = Outbox(settings, self.engine, clock, sender, self.archive is not None)
+        self.deliveries = Deliveries(self.service, sender, self.archive is not None)
+        self.effects = EffectRunner(self.service, self.deliveries)
         self.reads = Reads(settings, self.engine, clock)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.hub = Hub(self.engine, self.reads.admin_snapshot, clock)
@@ -93,7 +92,6 @@ class Runtime:
                 self._every(self.settings.countdown_interval_ms // self._slices, self._countdowns)
             ),
             asyncio.create_task(self._every(self.settings.summary_interval_ms, self._summary)),
-            asyncio.create_task(self._every(self.settings.timer_poll_ms, self._outbox)),
             asyncio.create_task(self._every(HOUSEKEEPING_MS, self.records.housekeeping)),
         ]
         if self.archive is not None:
@@ -109,7 +107,7 @@ class Runtime:
         for task in self._loops + list(self._ticks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.outbox.stop()
+        await self.deliveries.close()
         await self.gateway.close()
         if self.archive is not None:
             await self.archive.close()
@@ -178,7 +176,7 @@ class Runtime:
         if self.shutting_down:
             return
         due = await self.engine.claim_effects(
-            self.clock(), self.settings.effect_batch, self.settings.effect_lease_ms
+            self.clock(), self.settings.effect_batch, self.settings.outbox_lease_ms
         )
         for session_id in due:
             await self._effect_slots.acquire()
@@ -187,18 +185,23 @@ class Runtime:
             task.add_done_callback(self._ticks.discard)
 
     async def _run_effects(self, session_id: str) -> None:
+        held = True
+
+        def release() -> None:
+            # Once the provider's part is done: webhooks have slots of their own.
+            nonlocal held
+            if held:
+                held = False
+                self._effect_slots.release()
+
         try:
-            await self.effects.run_due(session_id)
+            await self.effects.run_due(session_id, release)
         except EngineUnavailable:
             pass  # the lease runs out and some worker tries again, under the same keys
         except Exception:
-            log.exception("effects of %s failed; tried again after their lease", session_id)
+            log.exception("outbox of %s failed; tried again after its lease", session_id)
         finally:
-            self._effect_slots.release()
-
-    async def _outbox(self) -> None:
-        if not self.shutting_down:
-            await self.outbox.step()
+            release()
 
     async def _countdowns(self) -> None:
         self.hub.countdown_sweep(self.clock(), self._slice, self._slices)

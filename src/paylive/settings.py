@@ -110,11 +110,8 @@ class Settings:
     merchant_retry_for_ms: int = 3 * 24 * 3600 * 1000
     merchant_backoff_ms: int = 1_000
     merchant_backoff_cap_ms: int = 3_600_000
-    # The outbox loop: sessions claimed per round, how long a claim holds (longer than
-    # a delivery may take), how many deliver at once on one worker.
-    outbox_batch: int = 100
-    outbox_lease_ms: int = 30_000
-    outbox_concurrency: int = 32
+    # Webhooks posted at once per worker, beside the effect loop's provider calls.
+    webhook_concurrency: int = 32
     # Delivered webhooks kept for the admin list (pending and failed ones are all kept).
     deliveries_kept: int = 1_000
     # The archive loop: merchant events written per transaction, and how often.
@@ -140,6 +137,14 @@ class Settings:
 
     # Names of the variables whose values were generated because they were unset.
     generated: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def outbox_lease_ms(self) -> int:
+        """How long the effect loop's claim of a session holds: longer than a provider
+        call and a webhook post together, so that no other worker claims it meanwhile."""
+        return max(
+            self.effect_lease_ms, self.effect_call_timeout_ms + self.merchant_webhook_timeout_ms
+        )
 
     @property
     def production(self) -> bool:
@@ -244,7 +249,7 @@ def _gateway_values(env: Mapping[str, str], mode: str) -> dict[str, object]:
 
 
 def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
-    """The merchant webhook and archive variables (docs/protocol.md section 6.5)."""
+    """The merchant webhook and archive variables (docs/protocol.md section 6.6)."""
     url = (env.get("PAYLIVE_MERCHANT_WEBHOOK_URL") or "").strip()
     raw_secrets = (env.get("PAYLIVE_MERCHANT_WEBHOOK_SECRET") or "").strip()
     if url:

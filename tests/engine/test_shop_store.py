@@ -1,4 +1,5 @@
-"""The merchant outbox, events log and delivery records, on both engines (engine/base.py)."""
+"""Merchant events in the outbox, the events log and delivery records, on both engines
+(engine/base.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from paylive.core.effects import Delivery
+from paylive.core.session import CANCELLED, Session
 from paylive.engine import Engine
 from paylive.engine.redis import RedisEngine
 from paylive.settings import Settings
@@ -21,50 +24,40 @@ pytestmark = pytest.mark.anyio
 redis_server, make_engine, engine = suite.redis_server, suite.make_engine, suite.engine
 
 
-async def test_outbox_items_are_saved_with_the_decision_and_only_with_it(engine: Engine) -> None:
+def owing(session: Session, seq: int, at: int) -> Session:
+    """``session`` ended, owing the shop its ``session.cancelled``."""
+    event = {"id": f"evt_{seq}", "type": "session.cancelled", "seq": seq, "created": at}
+    event["session"] = {"id": session.id}
+    owed = Delivery(event, since=at, next_at=at)
+    return replace(session, status=CANCELLED, seq=seq, updated_at=at, deliveries=(owed,))
+
+
+async def test_merchant_events_are_outbox_items_kept_until_delivered(make_engine: object) -> None:
+    short = replace(SETTINGS, retention_after_end_ms=1_000)
+    engine = await make_engine(short)  # type: ignore[operator]
     session = make_session("ps_o")
     await engine.create(session, {}, b"n")
-    assert await engine.outbox_claim(T0, 10, 1000) == []
-    # A lost race stores none of its items.
-    assert await engine.save(replace(session, seq=1), 5, [b"e"], {}, outbox=[b"lost"]) is False
-    assert await engine.outbox_pending() == 0
-    assert await engine.save(replace(session, seq=1), 0, [b"e1"], {}, outbox=[b"a", b"b"])
-    assert await engine.save(replace(session, seq=2), 1, [b"e2"], {}, outbox=[b"c"])
-    assert await engine.outbox_pending() == 1
-
-    assert await engine.outbox_claim(T0, 10, 1000) == ["ps_o"]
-    # Leased: nobody else gets it until the lease ends.
-    assert await engine.outbox_claim(T0 + 999, 10, 1000) == []
-    assert await engine.outbox_head("ps_o", 10) == [b"a", b"b", b"c"]
-    assert await engine.outbox_pop("ps_o", b"b") is False  # not the head: nothing popped
-    assert await engine.outbox_pop("ps_o", b"a") is True
-    assert await engine.outbox_pop("ps_o", b"a") is False
-    assert await engine.outbox_head("ps_o", 1) == [b"b"]
-
-    # A failed delivery makes it due later; the lease ran out meanwhile.
-    await engine.outbox_later("ps_o", T0 + 5000)
-    assert await engine.outbox_claim(T0 + 4999, 10, 1000) == []
-    assert await engine.outbox_claim(T0 + 5000, 10, 1000) == ["ps_o"]
-    assert await engine.outbox_pop("ps_o", b"b") and await engine.outbox_pop("ps_o", b"c")
-    assert await engine.outbox_pending() == 0
-    assert await engine.outbox_claim(T0 + 99_999, 10, 1000) == []
-
-    # "Send again" pushes outside a save.
-    await engine.outbox_push("ps_o", [b"again"])
-    assert await engine.outbox_claim(T0, 10, 1000) == ["ps_o"]
-    assert await engine.outbox_head("ps_o", 5) == [b"again"]
-
-
-async def test_outbox_outlives_the_session(make_engine: object) -> None:
-    short = replace(SETTINGS, retention_after_end_ms=1)
-    store = await make_engine(short)  # type: ignore[operator]
-    session = make_session("ps_gone")
-    await store.create(session, {}, b"n")
-    ended = replace(session, status="cancelled", seq=1, updated_at=T0)
-    assert await store.save(ended, 0, [b"e"], {}, outbox=[b"x"])
-    await store.claim_due(T0 + 10_000_000_000, 10, 1000)  # purges ended sessions
-    assert await store.load("ps_gone") is None
-    assert await store.outbox_head("ps_gone", 5) == [b"x"]
+    # A lost race stores none of them.
+    assert await engine.save(owing(session, 1, T0 + 100), 5, [b"e"], {}) is False
+    owed = owing(session, 1, T0 + 100)
+    assert await engine.save(owed, 0, [b"e"], {"deliveries_pending": 1})
+    assert await engine.load("ps_o") == replace(owed, version=1)
+    # Claimed like an effect, once per lease; not a pending effect for the listings.
+    assert await engine.claim_effects(T0 + 99, 10, 5_000) == []
+    assert await engine.claim_effects(T0 + 100, 10, 5_000) == ["ps_o"]
+    assert await engine.claim_effects(T0 + 100, 10, 5_000) == []
+    assert await engine.list_with_effects(True, 10) == []
+    assert await engine.oldest_pending_effect() is None
+    # Owed long after its retention: neither purged nor expired.
+    await engine.claim_due(T0 + 10**8, 10, 1_000)
+    assert await engine.load("ps_o") is not None
+    # Delivered: kept for its retention from then, then purged.
+    delivered = replace(owed, deliveries=())
+    assert await engine.save(delivered, 1, [], {"deliveries_pending": -1})
+    assert await engine.claim_effects(T0 + 10**9, 10, 5_000) == []
+    await engine.claim_due(T0 + 10**9, 10, 1_000)
+    assert await engine.load("ps_o") is None
+    assert await engine.counters() == {"deliveries_pending": 0}
 
 
 async def test_log_appends_once_per_id_and_reads_in_order(engine: Engine) -> None:
@@ -115,10 +108,12 @@ async def test_cluster_outbox(tmp_path: Path) -> None:
         assert node.cluster
         session = make_session("ps_c")
         await node.create(session, {}, b"n")
-        assert await node.save(replace(session, seq=1), 0, [b"e"], {}, outbox=[b"x", b"y"])
-        assert await node.outbox_claim(T0, 10, 1000) == ["ps_c"]
-        assert await node.outbox_pop("ps_c", b"x") and await node.outbox_pop("ps_c", b"y")
-        assert await node.outbox_pending() == 0
+        owed = owing(session, 1, T0 + 100)
+        assert await node.save(owed, 0, [b"e"], {})
+        assert await node.load("ps_c") == replace(owed, version=1)
+        assert await node.claim_effects(T0 + 100, 10, 1000) == ["ps_c"]
+        assert await node.save(replace(owed, deliveries=()), 1, [], {})
+        assert await node.claim_effects(T0 + 10**9, 10, 1000) == []
         assert await node.log_append([("e1", T0, b"r")]) == [1]
         assert await node.log_read(0, 5) == [(1, b"r")]
     finally:

@@ -1,4 +1,4 @@
-"""Signed merchant webhooks and the events API, against a real receiver (docs/protocol.md 6.5).
+"""Signed merchant webhooks and the events API, against a real receiver (docs/protocol.md 6.6).
 
 The receiver is a Starlette app in its own uvicorn process (tests/support/receiver.py):
 it verifies every webhook with paylive's ``verify`` and de-duplicates by event id, and
@@ -195,6 +195,10 @@ async def test_given_up_after_the_retry_window_then_sent_again(
     await until(lambda: processed(receiver, session_id))
     assert [e["id"] for e in processed(receiver, session_id)] == [delivery["id"]]
     assert not [d for d in await deliveries(http, "open") if d["session"] == session_id]
+    failures = metric(
+        (await http.get("/metrics")).text, 'paylive_webhook_attempts_total{outcome="failed"}'
+    )
+    assert failures >= delivery["attempts"]
 
 
 async def test_events_api_lists_every_event_in_order(
@@ -237,3 +241,63 @@ async def test_events_api_lists_every_event_in_order(
     for query in ("after=-1", "after=x", "limit=0", "limit=1001", "after=²"):
         reply = await http.get(f"/api/events?{query}", headers=merchant())
         assert reply.status_code == 422, query
+
+
+VOID_LOST = "4000000000000341"  # charged, and its first void is lost: a late success
+
+
+def metric(text: str, line_start: str) -> float:
+    return float(next(x for x in text.splitlines() if x.startswith(line_start)).split()[-1])
+
+
+async def test_refunded_once_confirmed_and_review_resolved_by_staff(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.set(fail=0, slow=0)
+    session = await create(http, order_id="order-wh-refund")
+    sid = session["id"]
+    pay = {"payment_method": {"card": VOID_LOST}}
+    paying = await http.post(f"/api/sessions/{sid}/attempts", json=pay, headers=merchant())
+    assert paying.status_code == 202, paying.text
+    cancelled = await http.post(f"/api/sessions/{sid}/cancel", headers=merchant())
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    # The provider is down while its late success is given back.
+    outage = await http.post("/api/admin/sandbox/outage", json={"seconds": 3}, headers=admin())
+    assert outage.status_code == 200, outage.text
+
+    def outcomes() -> list[str]:
+        return [e["type"] for e in processed(receiver, sid) if e["type"] != "session.updated"]
+
+    await until(lambda: "session.needs_review" in outcomes())
+    owed = await http.get(f"/api/admin/effects?status=pending&session={sid}", headers=admin())
+    assert [e["kind"] for e in owed.json()["effects"]] == ["refund"]
+    assert "session.refunded" not in outcomes(), "decided is not refunded: not confirmed yet"
+
+    await until(lambda: "session.refunded" in outcomes(), timeout=20)
+    [refunded] = [e for e in processed(receiver, sid) if e["type"] == "session.refunded"]
+    assert refunded["cause"] == "effect_done" and refunded["effect"]["id"] == f"{sid}:1:refund"
+    done = await http.get(f"/api/admin/effects?status=done&session={sid}", headers=admin())
+    assert [e["kind"] for e in done.json()["effects"]] == ["refund"]
+
+    resolved = await http.post(
+        f"/api/admin/sessions/{sid}/review",
+        json={"by": "ana", "note": "refund made"},
+        headers=admin(),
+    )
+    assert resolved.status_code == 200, resolved.text
+    await until(lambda: "session.review_resolved" in outcomes())
+    assert outcomes() == [
+        "session.cancelled",
+        "session.needs_review",
+        "session.refunded",
+        "session.review_resolved",
+    ]
+    seqs = [e["seq"] for e in processed(receiver, sid)]
+    assert seqs == sorted(seqs)
+    text = (await http.get("/metrics")).text
+    assert metric(text, 'paylive_webhook_attempts_total{outcome="ok"}') >= 4
+
+    async def nothing_owed() -> bool:
+        return metric((await http.get("/metrics")).text, "paylive_deliveries_pending") == 0
+
+    await until(nothing_owed)  # the gauge follows within a second (the summary loop)

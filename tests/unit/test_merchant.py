@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from paylive.core.codec import Message
 from paylive.core.machine import (
     Cancel,
     Decision,
+    EffectOutcome,
     NeedsVoid,
     ProviderResult,
+    ResolveReview,
     Rules,
     StartAttempt,
     Tick,
@@ -35,6 +37,7 @@ from paylive.core.merchant import (
     MerchantEvent,
     event_id,
     merchant_events,
+    queue_events,
 )
 from paylive.core.session import Session
 
@@ -120,26 +123,55 @@ def test_all_mode_keeps_outcome_types_for_outcomes() -> None:
     assert types(s, d, "all") == [SUCCEEDED]
 
 
-def test_success_after_the_end_is_refunded_and_needs_review() -> None:
-    s = paying()
+def late_success() -> tuple[Session, Decision]:
+    """Paid, cancelled, then the provider reports the success: money to give back."""
+    s = run(fresh(), StartAttempt(CARD), T0 + 10).session
     cancelled = run(s, Cancel(), T0 + 20).session
-    d = run(cancelled, ProviderResult(1, "succeeded"), T0 + 30)
-    assert d.session.needs_review
-    events = events_of(cancelled, d)
-    assert [e.type for e in events] == [REFUNDED, NEEDS_REVIEW]
-    assert {e.seq for e in events} == {d.session.seq}
-    assert len({e.id for e in events}) == 2
-    assert events[0].cause == "late_success_refunded"
+    result = decide(cancelled, ProviderResult(1, "succeeded"), T0 + 30, RULES, {})
+    assert isinstance(result, Decision)
+    return cancelled, result
 
 
-def test_second_refund_while_already_in_review_is_no_new_review() -> None:
-    s = paying()
-    cancelled = run(s, Cancel(), T0 + 20).session
-    reviewed = run(cancelled, ProviderResult(1, "succeeded"), T0 + 30).session
-    assert reviewed.needs_review
-    # A webhook for the same success again changes nothing: no event at all.
-    again = run(reviewed, ProviderResult(1, "succeeded"), T0 + 40)
-    assert types(reviewed, again) == []
+def confirm(s: Session, kind: str, now: int, **answer: Any) -> Decision:
+    d = decide(s, EffectOutcome(kind, 1, answer.pop("ok", True), **answer), now, RULES, {})
+    assert isinstance(d, Decision)
+    return d
+
+
+def test_a_late_success_needs_review_at_once_and_is_refunded_on_confirmation() -> None:
+    cancelled, d = late_success()
+    assert d.session.needs_review and types(cancelled, d) == [NEEDS_REVIEW]
+    # A failed try at the refund says nothing to the shop (and is no durable event).
+    failed = confirm(d.session, "refund", T0 + 40, ok=False, error="busy")
+    assert failed.events == () and types(d.session, failed) == []
+    done = confirm(failed.session, "refund", T0 + 50)
+    [event] = events_of(failed.session, done)
+    assert event.type == REFUNDED and event.cause == "effect_done"
+    assert event.seq == done.session.seq and event.created == T0 + 50
+    assert event.effect is not None and event.effect["id"] == "ps_m1:1:refund"
+    assert json.loads(event.body())["effect"]["kind"] == "refund"
+    # Confirmed again (a repeated try): answered already, nothing new.
+    assert types(done.session, confirm(done.session, "refund", T0 + 60)) == []
+
+
+def test_a_hold_released_is_no_refund_but_money_a_release_finds_taken_is() -> None:
+    cancelled = run(paying(), Cancel(), T0 + 20).session
+    # The provider holds the money after all: released through the outbox.
+    held = run(cancelled, ProviderResult(1, "authorized"), T0 + 30)
+    assert held.events == () and [e.kind for e in held.session.pending_effects] == ["void"]
+    released = confirm(held.session, "void", T0 + 40)
+    assert types(held.session, released) == []  # nothing moved: nothing to tell
+    # The release found the money taken: a late success, given back by refund.
+    taken = confirm(held.session, "void", T0 + 40, charged=True)
+    assert types(held.session, taken) == [NEEDS_REVIEW]
+    assert [e.kind for e in taken.session.pending_effects] == ["refund"]
+    assert types(taken.session, confirm(taken.session, "refund", T0 + 50)) == [REFUNDED]
+
+
+def test_second_report_of_a_success_in_review_is_no_new_event() -> None:
+    _, d = late_success()
+    again = run(d.session, ProviderResult(1, "succeeded"), T0 + 40)
+    assert types(d.session, again) == []
 
 
 def test_void_that_finds_the_money_moved_succeeds() -> None:
@@ -150,29 +182,45 @@ def test_void_that_finds_the_money_moved_succeeds() -> None:
     assert types(s, d) == [SUCCEEDED]
 
 
-def test_duplicate_charge_is_a_success_then_a_refund() -> None:
+def test_duplicate_charge_is_a_success_in_review_then_a_refund() -> None:
     s = run(paying(), ProviderResult(1, "network_error"), T0 + 20).session
     s = run(s, StartAttempt(), T0 + 30, {1: False}).session
     # Attempt 1 was voided as not charged; the void was wrong: both succeed.
     s = replace(s, attempts=(replace(s.attempts[0], status="timeout"), s.attempts[1]))
     d = run(s, ProviderResult(2, "succeeded"), T0 + 40, {1: True})
-    # The machine flags the review with the success (seq + 1), then names the refund.
-    assert types(s, d) == [SUCCEEDED, NEEDS_REVIEW, REFUNDED]
-    assert [e.seq for e in events_of(s, d)] == [s.seq + 1, s.seq + 1, s.seq + 2]
+    # The machine flags the review with the success; the refund is named when confirmed.
+    assert types(s, d) == [SUCCEEDED, NEEDS_REVIEW]
+    assert [e.seq for e in events_of(s, d)] == [s.seq + 1, s.seq + 1]
+    assert types(d.session, confirm(d.session, "refund", T0 + 50)) == [REFUNDED]
 
 
-def test_review_resolved_when_needs_review_goes_back_to_false() -> None:
-    before = replace(paying(), needs_review=True, status="cancelled")
-    after = replace(before, needs_review=False, seq=before.seq + 1)
-    message = Message(
-        "state",
-        {"session": after.to_public(), "previous": "cancelled", "cause": "review_resolved"},
-        after.id,
-        after.seq,
-        T0 + 99,
-    )
-    [event] = merchant_events(True, [message])
+def test_review_resolved_by_staff_once_the_refund_is_confirmed() -> None:
+    _, d = late_success()
+    refused = decide(d.session, ResolveReview("ana", "x"), T0 + 40, RULES, {})
+    assert isinstance(refused, Decision) and refused.refusal is not None
+    assert types(d.session, refused) == []
+    done = confirm(d.session, "refund", T0 + 50).session
+    resolved = decide(done, ResolveReview("ana", "refund made"), T0 + 60, RULES, {})
+    assert isinstance(resolved, Decision)
+    [event] = events_of(done, resolved)
     assert event.type == REVIEW_RESOLVED and event.cause == "review_resolved"
+    assert event.session["needs_review"] is False
+
+
+def test_queued_in_the_outbox_with_the_decision_in_order() -> None:
+    cancelled, d = late_success()
+    queued = queue_events(cancelled, d, RULES)
+    assert [q.event["type"] for q in queued.session.deliveries] == [NEEDS_REVIEW]
+    [item] = queued.session.deliveries
+    assert item.next_at == item.since == T0 + 30 and not item.listed
+    assert queued.session.next_effect_at() == T0 + 30
+    assert queued.events == d.events and queued.session.owes
+    # The next decision's events go behind it.
+    done = confirm(queued.session, "refund", T0 + 50)
+    later = queue_events(queued.session, done, RULES)
+    assert [q.event["type"] for q in later.session.deliveries] == [NEEDS_REVIEW, REFUNDED]
+    # A decision that makes none is left as it is.
+    assert queue_events(done.session, Decision(done.session), RULES) == Decision(done.session)
 
 
 def test_the_body_is_the_wire_form() -> None:

@@ -18,6 +18,7 @@ from paylive.core.machine import (
 from paylive.engine.memory import MemoryEngine
 from paylive.errors import Refused
 from paylive.gateway import ChargeReply, Gateway, GatewayError, Remember
+from paylive.service.deliveries import Deliveries
 from paylive.service.effects import EffectRunner, list_effects
 from paylive.service.payments import PaymentService
 from paylive.settings import load_settings
@@ -93,7 +94,7 @@ def parts() -> tuple[PaymentService, ScriptedGateway, Clock]:
 
 async def run_effects(service: PaymentService, clock: Clock, jitter: float = 0.0) -> list[str]:
     """One round of the effect loop, as the runtime does it: claim what is due, run it."""
-    runner = EffectRunner(service, jitter=lambda: jitter)
+    runner = EffectRunner(service, Deliveries(service, None), jitter=lambda: jitter)
     claimed = await service.engine.claim_effects(clock.now, 100, 15_000)
     for session_id in claimed:
         await runner.run_due(session_id)

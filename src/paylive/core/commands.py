@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .outbox import EffectOutcome, ResolveReview
+from .outbox import DeliveryOutcome, EffectOutcome, ResolveReview, SendAgain
 
 
 @dataclass(frozen=True)
@@ -69,4 +69,6 @@ Command = (
     | Tick
     | EffectOutcome
     | ResolveReview
+    | DeliveryOutcome
+    | SendAgain
 )

@@ -26,6 +26,13 @@ class Rules:
     effect_retry_base_ms: int = 1_000
     effect_retry_cap_ms: int = 60_000
     effect_review_after_ms: int = 900_000
+    # Merchant events (core/merchant.py): which are made, whether they are posted
+    # (a webhook URL is set) and the backoff and window of their retries.
+    merchant_events: str = "outcomes"
+    webhooks: bool = False
+    merchant_retry_base_ms: int = 1_000
+    merchant_retry_cap_ms: int = 3_600_000
+    merchant_retry_for_ms: int = 3 * 24 * 3_600_000
 
     @classmethod
     def of(cls, settings: Settings) -> Rules:
@@ -37,6 +44,11 @@ class Rules:
             effect_retry_base_ms=settings.effect_retry_base_ms,
             effect_retry_cap_ms=settings.effect_retry_cap_ms,
             effect_review_after_ms=settings.effect_review_after_ms,
+            merchant_events=settings.merchant_events,
+            webhooks=settings.merchant_webhook_url is not None,
+            merchant_retry_base_ms=settings.merchant_backoff_ms,
+            merchant_retry_cap_ms=settings.merchant_backoff_cap_ms,
+            merchant_retry_for_ms=settings.merchant_retry_for_ms,
         )
 
 

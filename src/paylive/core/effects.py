@@ -1,4 +1,5 @@
-"""The outbox of gateway effects, as values: what must still reach the provider.
+"""The outbox, as values: what must still reach the provider (gateway effects) and
+the shop (merchant event deliveries).
 
 A decision that gives money back (a refund), releases an authorization the session
 no longer wants (a void) or takes the money an authorization holds (a capture) writes
@@ -89,4 +90,65 @@ class GatewayEffect:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> GatewayEffect:
+        return cls(**record)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A merchant event the shop is owed (docs/protocol.md section 6.6), in the same
+    outbox as the gateway effects: saved with the decision that made it, claimed by the
+    same loop, retried with the same backoff. It is first listed in the events log,
+    then, with webhooks on, posted until the shop accepts it or the retry window ends.
+    A session's deliveries are kept in ``seq`` order and only the first is ever posted,
+    so the shop never gets an event before the one before it was accepted or given up.
+    """
+
+    event: dict[str, Any]  # the event as posted: MerchantEvent.to_wire()
+    since: int  # when this run of tries began: the event, or its last "send again"
+    next_at: int
+    listed: bool = False
+    attempts: int = 0
+    last_attempt_at: int | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    resent: int = 0
+
+    @property
+    def id(self) -> str:
+        return str(self.event["id"])
+
+    def to_public(self, status: str, delivered_at: int | None = None) -> dict[str, Any]:
+        """The admin API's view of it (``status`` pending, delivered or failed)."""
+        return {
+            "id": self.id,
+            "session": self.event["session"]["id"],
+            "type": self.event["type"],
+            "seq": self.event["seq"],
+            "status": status,
+            "created": self.event["created"],
+            "since": self.since,
+            "attempts": self.attempts,
+            "next_at": self.next_at if status == PENDING else None,
+            "last_attempt_at": self.last_attempt_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "delivered_at": delivered_at,
+            "resent": self.resent,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "since": self.since,
+            "next_at": self.next_at,
+            "listed": self.listed,
+            "attempts": self.attempts,
+            "last_attempt_at": self.last_attempt_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "resent": self.resent,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Delivery:
         return cls(**record)

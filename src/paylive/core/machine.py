@@ -28,7 +28,16 @@ from .commands import (
 from .decision import Charge, Decision, NeedsVoid, Refusal, Rules, Tx, refuse
 from .effects import CAPTURE, REFUND
 from .endings import end_attempt, expire
-from .outbox import EffectOutcome, ResolveReview, record_outcome, resolve_review
+from .outbox import (
+    DeliveryOutcome,
+    EffectOutcome,
+    ResolveReview,
+    SendAgain,
+    record_delivery,
+    record_outcome,
+    resolve_review,
+    send_again,
+)
 from .protocol import ErrorCode
 from .results import provider_result, reference
 from .session import (
@@ -52,6 +61,7 @@ __all__ = [
     "Charge",
     "Command",
     "Decision",
+    "DeliveryOutcome",
     "EffectOutcome",
     "Interrupt",
     "NeedsVoid",
@@ -60,6 +70,7 @@ __all__ = [
     "Refusal",
     "ResolveReview",
     "Rules",
+    "SendAgain",
     "StartAttempt",
     "Tick",
     "decide",
@@ -114,6 +125,10 @@ def decide(
         return _effect_outcome(session, command, now, rules, voids)
     if isinstance(command, ResolveReview):
         return resolve_review(session, command, now)
+    if isinstance(command, DeliveryOutcome):
+        return record_delivery(session, command, now, rules)
+    if isinstance(command, SendAgain):
+        return send_again(session, command, now)
     raise TypeError(f"not a command: {command!r}")
 
 

@@ -1,9 +1,14 @@
-"""Events for the shop's backend (docs/protocol.md section 6.5): which durable changes it hears of.
+"""Events for the shop's backend (docs/protocol.md section 6.6): which durable changes it hears of.
 
 Pure: ``merchant_events`` reads the ``state`` events of one decision (each carries the
 session after it, its previous status and its cause) and says which merchant events
-they make. The service stores those in the same save as the decision; a worker loop
-then lists them in the events log and delivers them as signed webhooks.
+they make; ``queue_events`` puts them in the session's outbox (``Delivery``), so they
+are saved with the decision. The outbox loop then lists them in the events log and
+delivers them as signed webhooks (service/deliveries.py).
+
+``session.refunded`` says the money went back: it comes with the provider's
+confirmation of the refund (cause ``effect_done``), not with the decision to give it
+back, which makes ``session.needs_review`` at once.
 
 An event's id is made from its session, the ``seq`` of the state event that made it
 and its type, so that a decision decided again after a lost race makes the same ids,
@@ -14,11 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .codec import Message, dumps_json
+from .decision import Decision, Rules
+from .effects import REFUND, Delivery
 from .protocol import TERMINAL_STATUSES
+from .session import Session
 
 SUCCEEDED = "session.succeeded"
 FAILED = "session.failed"
@@ -34,8 +42,6 @@ OUTCOME_TYPES = (SUCCEEDED, FAILED, CANCELLED, EXPIRED, REFUNDED, NEEDS_REVIEW, 
 EVENT_TYPES = (*OUTCOME_TYPES, UPDATED)
 MODES = ("outcomes", "all")
 
-REFUND_CAUSES = frozenset({"late_success_refunded", "duplicate_charge_refunded"})
-
 
 @dataclass(frozen=True)
 class MerchantEvent:
@@ -46,6 +52,8 @@ class MerchantEvent:
     seq: int
     cause: str
     previous: str
+    # On session.refunded: the confirmed effect (its attempt, kind and id).
+    effect: dict[str, Any] | None = None
 
     @property
     def session_id(self) -> str:
@@ -56,7 +64,7 @@ class MerchantEvent:
         return self.type in OUTCOME_TYPES
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "id": self.id,
             "type": self.type,
             "created": self.created,
@@ -65,6 +73,9 @@ class MerchantEvent:
             "cause": self.cause,
             "previous": self.previous,
         }
+        if self.effect is not None:
+            wire["effect"] = self.effect
+        return wire
 
     def body(self) -> bytes:
         """The exact bytes that are stored, signed and posted."""
@@ -75,13 +86,25 @@ def event_id(session_id: str, seq: int, kind: str) -> str:
     return f"evt_{session_id.removeprefix('ps_')}_{seq}_{kind.removeprefix('session.')}"
 
 
-def outcomes_of(previous: str, cause: str, was_review: bool, session: dict[str, Any]) -> list[str]:
+def refund_of(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The refund a ``state`` event confirms, if it confirms one. Money goes back only
+    by refund: a void releases a hold, and no money moved."""
+    effect = data.get("effect")
+    if data.get("cause") == "effect_done" and isinstance(effect, dict):
+        if effect.get("kind") == REFUND:
+            return effect
+    return None
+
+
+def outcomes_of(
+    previous: str, was_review: bool, session: dict[str, Any], refunded: bool
+) -> list[str]:
     """The outcome types one state change makes, in the order they are delivered."""
     out: list[str] = []
     status = session["status"]
     if status != previous and status in TERMINAL_STATUSES:
         out.append(f"session.{status}")
-    if cause in REFUND_CAUSES:
+    if refunded:
         out.append(REFUNDED)
     review = bool(session.get("needs_review"))
     if review and not was_review:
@@ -105,7 +128,8 @@ def merchant_events(
             continue
         session = message.data["session"]
         previous, cause = str(message.data["previous"]), str(message.data["cause"])
-        kinds = outcomes_of(previous, cause, was_review, session)
+        refund = refund_of(message.data)
+        kinds = outcomes_of(previous, was_review, session, refund is not None)
         if not kinds and mode == "all":
             kinds = [UPDATED]
         for kind in kinds:
@@ -118,10 +142,22 @@ def merchant_events(
                     message.seq,
                     cause,
                     previous,
+                    refund if kind == REFUNDED else None,
                 )
             )
         was_review = bool(session.get("needs_review"))
     return tuple(out)
+
+
+def queue_events(before: Session, decision: Decision, rules: Rules) -> Decision:
+    """``decision`` with the merchant events it makes queued in its session's outbox,
+    each due at once, so that they are saved with it (or not at all)."""
+    made = merchant_events(before.needs_review, decision.events, rules.merchant_events)
+    if not made:
+        return decision
+    queued = tuple(Delivery(e.to_wire(), since=e.created, next_at=e.created) for e in made)
+    session = replace(decision.session, deliveries=decision.session.deliveries + queued)
+    return replace(decision, session=session)
 
 
 def log_record(body: bytes, history: Sequence[bytes] | None = None) -> bytes:

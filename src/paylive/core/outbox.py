@@ -10,14 +10,21 @@ the money (taken, or the hold gone) is the provider's word on the attempt, which
 machine applies after recording the answer (``machine.py``). An effect still failing
 ``effect_review_after_ms`` after it was decided flags the session ``needs_review``
 (cause ``effect_overdue``). Staff resolve a review once nothing is pending.
+
+Merchant events owed to the shop (``Delivery``) are recorded the same way: the loop
+lists them in the events log and posts the first, and ``DeliveryOutcome`` brings the
+answer back. Accepted, or failing past ``merchant_retry_for_ms``, it leaves the
+outbox and the next one is due; failed, it waits with the same backoff. Neither is a
+durable event: the shop's webhooks are not part of the session's story.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .decision import Decision, Rules, Tx, refuse
-from .effects import DONE, backoff_ms
+from .effects import DONE, Delivery, backoff_ms
 from .protocol import ErrorCode
 from .session import Session
 
@@ -43,6 +50,29 @@ class ResolveReview:
 
     by: str
     note: str
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """The loop's work on a session's merchant events: the ids it ``listed`` in the
+    events log, and the answer to its post of the first one (``posted`` its id; None
+    when nothing was posted)."""
+
+    listed: tuple[str, ...] = ()
+    posted: str | None = None
+    ok: bool = False
+    status: int | None = None
+    error: str | None = None
+    jitter: float = 0.5
+
+
+@dataclass(frozen=True)
+class SendAgain:
+    """Staff post a merchant event once more (it was given up, or the shop lost it):
+    it goes behind whatever its session still owes the shop."""
+
+    event: dict[str, Any]
+    resent: int = 1
 
 
 def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> Decision:
@@ -89,4 +119,49 @@ def resolve_review(s: Session, cmd: ResolveReview, now: int) -> Decision:
     tx = Tx(s, now)
     tx.update(needs_review=False, review={"by": cmd.by, "note": cmd.note, "at": now})
     tx.state(s.status, "review_resolved")
+    return tx.done()
+
+
+def tried(delivery: Delivery, status: int | None, error: str | None, now: int) -> Delivery:
+    """``delivery`` with one more post written on it (its answer, or why none came)."""
+    return replace(
+        delivery,
+        attempts=delivery.attempts + 1,
+        last_attempt_at=now,
+        last_status=status,
+        last_error=error,
+    )
+
+
+def record_delivery(s: Session, cmd: DeliveryOutcome, now: int, rules: Rules) -> Decision:
+    items = [replace(d, listed=True) if d.id in cmd.listed else d for d in s.deliveries]
+    head = items[0] if items else None
+    if cmd.posted is not None and head is not None and head.id == cmd.posted:
+        if cmd.ok or now - head.since >= rules.merchant_retry_for_ms:
+            items.pop(0)  # accepted, or given up: the next one is due
+        else:
+            failed = tried(head, cmd.status, cmd.error, now)
+            delay = backoff_ms(
+                failed.attempts,
+                cmd.jitter,
+                rules.merchant_retry_base_ms,
+                rules.merchant_retry_cap_ms,
+            )
+            items[0] = replace(failed, next_at=now + delay)
+    if not rules.webhooks:
+        items = [d for d in items if not d.listed]  # listed is all they are owed
+    if tuple(items) == s.deliveries:
+        return Decision(s)  # answered already (another worker's lease), or nothing to do
+    tx = Tx(s, now)
+    tx.update(deliveries=tuple(items))
+    return tx.done()
+
+
+def send_again(s: Session, cmd: SendAgain, now: int) -> Decision:
+    event_id = cmd.event["id"]
+    if any(d.id == event_id for d in s.deliveries):
+        return refuse(s, 409, "delivery_pending", f"{event_id} is still being delivered")
+    again = Delivery(cmd.event, since=now, next_at=now, listed=True, resent=cmd.resent)
+    tx = Tx(s, now)
+    tx.update(deliveries=s.deliveries + (again,))
     return tx.done()

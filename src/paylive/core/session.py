@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .effects import GatewayEffect
+from .effects import Delivery, GatewayEffect
 from .protocol import ACTIVE_STATUSES as ACTIVE_STATUSES
 from .protocol import TERMINAL_STATUSES as TERMINAL_STATUSES
 from .protocol import AttemptStatus, Status
@@ -105,8 +105,10 @@ class Session:
     seq: int = 0
     needs_review: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
-    # The outbox: gateway effects decided for this session, pending or done.
+    # The outbox: gateway effects decided for this session, pending or done, and the
+    # merchant events still owed to the shop, in seq order.
     effects: tuple[GatewayEffect, ...] = ()
+    deliveries: tuple[Delivery, ...] = ()
     # The last resolved review ({by, note, at}): for staff, not for the checkout page.
     review: dict[str, Any] | None = None
     # Not on the wire: the card a retry reuses when it names none, and the
@@ -143,9 +145,19 @@ class Session:
         return None
 
     def next_effect_at(self) -> int | None:
-        """When the effect loop must try this session's outbox again, if ever."""
+        """When the effect loop must try this session's outbox again, if ever: its
+        pending effects, its first delivery (only the first is ever posted) and any
+        merchant event not yet listed in the events log (listed at once, whatever
+        the shop does)."""
         due = [e.next_at for e in self.effects if e.pending and e.next_at is not None]
+        due += [d.next_at for i, d in enumerate(self.deliveries) if i == 0 or not d.listed]
         return min(due) if due else None
+
+    @property
+    def owes(self) -> bool:
+        """The outbox still owes the provider a call or the shop an event: the
+        engines keep the session, however long ago it ended."""
+        return bool(self.deliveries) or any(e.pending for e in self.effects)
 
     def next_due(self) -> int | None:
         """When the timer loop must look at this session again, if ever."""
@@ -198,6 +210,8 @@ class Session:
             for a in self.attempts
         ]
         record["effects"] = [e.to_record() for e in self.effects]
+        if self.deliveries:  # most records never hold one: no empty list in each
+            record["deliveries"] = [d.to_record() for d in self.deliveries]
         record["review"] = self.review
         record["payment_method"] = self.payment_method
         record["version"] = self.version
@@ -224,6 +238,7 @@ class Session:
             needs_review=record["needs_review"],
             metadata=record["metadata"],
             effects=tuple(GatewayEffect.from_record(e) for e in record.get("effects", ())),
+            deliveries=tuple(Delivery.from_record(d) for d in record.get("deliveries", ())),
             review=record.get("review"),
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),

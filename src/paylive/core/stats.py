@@ -62,6 +62,8 @@ def delta(old: Session | None, new: Session) -> dict[str, int]:
         )
         if change:
             bump(f"effects_pending:{kind}", change)
+    # Merchant events owed to the shop: the metric of pending deliveries.
+    bump("deliveries_pending", len(new.deliveries) - (len(old.deliveries) if old else 0))
     return {k: v for k, v in out.items() if v}
 
 

@@ -11,8 +11,9 @@
   the sandbox ledger).
 - ``FanOut``: subscribing to a session's (or the admin) channel, and the listeners
   its events and resyncs go to.
-- ``ShopStore``: the merchant outbox (written by ``save``), the events log and the
-  webhook delivery records (docs/protocol.md section 6.5).
+- ``ShopStore``: the merchant events log and the webhook delivery records
+  (docs/protocol.md section 6.6); the events themselves wait in the session's
+  outbox, saved with it like gateway effects.
 
 ``Engine`` is all five plus a lifecycle; the memory and Redis engines implement it.
 Code that needs one job takes that interface (the sandbox and the idempotency
@@ -52,16 +53,15 @@ class SessionStore(ABC):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
-        outbox: Sequence[bytes] = (),
     ) -> bool:
         """Store ``session`` (its version bumped) if the stored version is still
         ``expected_version``, append ``events`` to its history, publish them on its
         channel and the admin channel, add ``stats`` to the counters, set its timer to
         ``session.next_due()`` and its effect due time to ``session.next_effect_at()``,
-        index its outbox and its review flag for the listings below, and append
-        ``outbox`` to the session's merchant outbox (due at once). False, and nothing
-        changed, when the version moved. A session is kept while its outbox holds a
-        pending effect, however long ago it ended."""
+        and index its outbox and its review flag for the listings below. False, and
+        nothing changed, when the version moved. A session is kept while its outbox
+        owes anything (``session.owes``: a pending effect or a merchant event not yet
+        delivered), however long ago it ended."""
 
     @abstractmethod
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
@@ -149,37 +149,8 @@ class FanOut(ABC):
 
 
 class ShopStore(ABC):
-    """The merchant outbox, per session and in order: items are written by ``save``
-    (or ``outbox_push``); a worker claims a session whose outbox is due with a lease,
-    as timers are claimed, and works through its items head first. Then the events
-    log, numbered once per event id, and the webhook delivery records."""
-
-    @abstractmethod
-    async def outbox_push(self, session_id: str, items: Sequence[bytes]) -> None:
-        """Append ``items`` to a session's outbox, due at once unless the outbox is
-        leased or waiting for a retry (then they wait behind its head)."""
-
-    @abstractmethod
-    async def outbox_claim(self, now: int, limit: int, lease_ms: int) -> list[str]:
-        """Sessions whose outbox is due at ``now``, each leased to the caller."""
-
-    @abstractmethod
-    async def outbox_head(self, session_id: str, limit: int) -> list[bytes]:
-        """The first ``limit`` items of a session's outbox, oldest first."""
-
-    @abstractmethod
-    async def outbox_pop(self, session_id: str, item: bytes) -> bool:
-        """Remove ``item`` if it is still the head (False otherwise); an empty
-        outbox is unindexed."""
-
-    @abstractmethod
-    async def outbox_later(self, session_id: str, due: int) -> None:
-        """Make a session's outbox due at ``due`` (a retry, or the end of a claim);
-        nothing when it is not indexed (emptied meanwhile)."""
-
-    @abstractmethod
-    async def outbox_pending(self) -> int:
-        """How many sessions have items in their outbox."""
+    """The merchant events log, numbered once per event id (the events API and the
+    archive read it), and the webhook delivery records the admin API lists."""
 
     @abstractmethod
     async def log_append(self, entries: Sequence[tuple[str, int, bytes]]) -> list[int]:

@@ -94,7 +94,6 @@ class MemoryEngine(MemoryShop, Engine):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
-        outbox: Sequence[bytes] = (),
     ) -> bool:
         current = self._sessions.get(session.id)
         if current is None or current.version != expected_version:
@@ -115,7 +114,6 @@ class MemoryEngine(MemoryShop, Engine):
             self._review[session.id] = None
         elif not stored.needs_review:
             self._review.pop(session.id, None)
-        self._outbox_add(session.id, outbox, 0)
         if stored.status in TERMINAL_STATUSES:
             self._active.pop(session.id, None)
             if current.status not in TERMINAL_STATUSES:
@@ -157,8 +155,9 @@ class MemoryEngine(MemoryShop, Engine):
         for session_id in reversed(self._with_effects):
             if len(out) >= limit:
                 break
-            if not pending_only or session_id in self._effects:
-                out.append(self._sessions[session_id])
+            session = self._sessions[session_id]
+            if not pending_only or session.pending_effects:
+                out.append(session)
         return out
 
     async def oldest_pending_effect(self) -> int | None:

@@ -1,4 +1,4 @@
-"""The memory engine's merchant outbox, events log and delivery records (engine/base.py).
+"""The memory engine's merchant events log and delivery records (engine/base.py).
 
 Like the rest of the memory engine, every method runs without awaiting, so each is
 atomic on the event loop.
@@ -7,79 +7,23 @@ atomic on the event loop.
 from __future__ import annotations
 
 import bisect
-import heapq
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 
 
 class MemoryShop:
-    """Mixed into ``MemoryEngine``; ``save`` calls ``_outbox_add`` in its one step."""
+    """Mixed into ``MemoryEngine``."""
 
     _deliveries_kept: int
 
     def _init_shop(self, deliveries_kept: int) -> None:
         self._deliveries_kept = deliveries_kept
-        self._outbox: dict[str, deque[bytes]] = {}
-        self._outbox_due: dict[str, int] = {}
-        self._outbox_heap: list[tuple[int, str]] = []
         self._log: list[tuple[int, str, int, bytes]] = []  # (cursor, id, created, record)
         self._log_ids: dict[str, int] = {}
         self._log_next = 1
         self._deliveries: dict[str, tuple[bytes, int]] = {}
         self._open: OrderedDict[str, None] = OrderedDict()
         self._done: OrderedDict[str, None] = OrderedDict()
-
-    # Outbox ------------------------------------------------------------------
-
-    def _outbox_add(self, session_id: str, items: Sequence[bytes], due: int) -> None:
-        if not items:
-            return
-        self._outbox.setdefault(session_id, deque()).extend(items)
-        if session_id not in self._outbox_due:
-            self._outbox_set(session_id, due)
-
-    def _outbox_set(self, session_id: str, due: int) -> None:
-        self._outbox_due[session_id] = due
-        heapq.heappush(self._outbox_heap, (due, session_id))
-
-    async def outbox_push(self, session_id: str, items: Sequence[bytes]) -> None:
-        # Due at once, unless the session's outbox is leased or waiting for a retry:
-        # then the new items wait behind the head, in order.
-        self._outbox_add(session_id, items, 0)
-
-    async def outbox_claim(self, now: int, limit: int, lease_ms: int) -> list[str]:
-        out: list[str] = []
-        while self._outbox_heap and self._outbox_heap[0][0] <= now and len(out) < limit:
-            due, session_id = heapq.heappop(self._outbox_heap)
-            if self._outbox_due.get(session_id) != due:
-                continue  # superseded
-            self._outbox_set(session_id, now + lease_ms)
-            out.append(session_id)
-        return out
-
-    async def outbox_head(self, session_id: str, limit: int) -> list[bytes]:
-        items = self._outbox.get(session_id)
-        return list(items)[:limit] if items else []
-
-    async def outbox_pop(self, session_id: str, item: bytes) -> bool:
-        items = self._outbox.get(session_id)
-        if not items:
-            self._outbox_due.pop(session_id, None)
-            return False
-        if items[0] != item:
-            return False
-        items.popleft()
-        if not items:
-            del self._outbox[session_id]
-            self._outbox_due.pop(session_id, None)
-        return True
-
-    async def outbox_later(self, session_id: str, due: int) -> None:
-        if session_id in self._outbox:
-            self._outbox_set(session_id, due)
-
-    async def outbox_pending(self) -> int:
-        return len(self._outbox)
 
     # Events log ------------------------------------------------------------------
 

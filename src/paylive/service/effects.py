@@ -1,6 +1,7 @@
-"""The outbox at the edge: carry out one session's due gateway effects.
+"""The outbox at the edge: carry out one session's due gateway effects, then hand it to
+``deliveries.py`` for the merchant events it owes the shop.
 
-The runtime's effect loop claims sessions whose outbox has an effect due (with a
+The runtime's effect loop claims sessions whose outbox has an item due (with a
 lease, exactly as timers are claimed) and hands each to ``EffectRunner.run_due``,
 which calls the provider with the effect's own idempotency key and records the
 answer through the pure machine (``EffectOutcome``). Nothing is lost in between: the
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import metrics
 from ..core.effects import CAPTURE, PENDING, REFUND, VOID, GatewayEffect
@@ -26,45 +28,60 @@ from ..errors import Refused
 from ..gateway import GatewayError
 from .payments import PaymentService, provider_ref
 
+if TYPE_CHECKING:
+    from .deliveries import Deliveries
+
 log = logging.getLogger("paylive.effects")
 
 
 class EffectRunner:
     def __init__(
-        self, service: PaymentService, jitter: Callable[[], float] = random.random
+        self,
+        service: PaymentService,
+        deliveries: Deliveries | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.service = service
+        self.deliveries = deliveries
         self.jitter = jitter
         self.call_timeout = service.settings.effect_call_timeout_ms / 1000
 
-    async def run_due(self, session_id: str) -> None:
-        """Try every effect of the session that is due now, one after the other."""
+    async def run_due(
+        self, session_id: str, gateway_done: Callable[[], None] = lambda: None
+    ) -> None:
+        """Try every effect of the session that is due now, one after the other, then
+        its merchant events. ``gateway_done`` is called in between: the runtime gives
+        back the provider's slot there, so a shop that answers slowly never holds up
+        refunds."""
         engine = self.service.engine
-        session = await engine.load(session_id)
-        if session is None:
-            await engine.schedule_effects(session_id, None)
-            return
-        now = self.service.clock()
-        due = [e for e in session.pending_effects if e.next_at is not None and e.next_at <= now]
-        if not due:
+        try:
+            session = await engine.load(session_id)
+            if session is None:
+                await engine.schedule_effects(session_id, None)
+                return
+            now = self.service.clock()
+            due = [e for e in session.pending_effects if e.next_at is not None and e.next_at <= now]
+            for kind, number in [(e.kind, e.attempt) for e in due]:
+                # As the session is now: the answer just recorded may have cancelled this
+                # one (a capture whose hold a void released).
+                effect = session.effect(kind, number)
+                if effect is None or not effect.pending:
+                    continue
+                outcome = await self._call(session, effect)
+                try:
+                    session = (await self.service.run(session_id, outcome)).session
+                except Refused as exc:
+                    # The session changed too often to record it now, or the provider
+                    # cannot confirm a void the answer needs: the effect is still due and
+                    # is tried again (under the same key) when the lease runs out.
+                    log.warning("could not record the %s of %s: %s", effect.kind, session_id, exc)
+                    return
+        finally:
+            gateway_done()
+        shop = self.deliveries is not None and await self.deliveries.run_due(session)
+        if not due and not shop:
             # Claimed early or stale (another worker answered meanwhile): set it right.
             await engine.schedule_effects(session_id, session.next_effect_at())
-            return
-        for kind, number in [(e.kind, e.attempt) for e in due]:
-            # As the session is now: the answer just recorded may have cancelled this one
-            # (a capture whose hold a void released).
-            effect = session.effect(kind, number)
-            if effect is None or not effect.pending:
-                continue
-            outcome = await self._call(session, effect)
-            try:
-                session = (await self.service.run(session_id, outcome)).session
-            except Refused as exc:
-                # The session changed too often to record it now, or the provider cannot
-                # confirm a void the answer needs: the effect is still due and is tried
-                # again (under the same key) when the lease runs out.
-                log.warning("could not record the %s of %s: %s", effect.kind, session_id, exc)
-                return
 
     async def _call(self, session: Session, effect: GatewayEffect) -> EffectOutcome:
         gateway = self.service.gateway

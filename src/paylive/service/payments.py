@@ -32,14 +32,13 @@ from ..core.machine import (
     decide,
     new_session,
 )
+from ..core.merchant import queue_events
 from ..core.protocol import ErrorCode
-from ..core.merchant import merchant_events
 from ..core.session import A_PROCESSING, Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
 from ..settings import Settings
-from .outbox import outbox_item
 
 log = logging.getLogger("paylive.service")
 
@@ -113,17 +112,12 @@ class PaymentService:
                     voids[number] = await self._void(session_id, number, voided_refs[number])
                 continue
             if result.to_save:
+                # The merchant events it makes go into the outbox, saved with it.
+                result = queue_events(session, result, self.rules)
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
-                shop = merchant_events(
-                    session.needs_review, result.events, self.settings.merchant_events
-                )
                 saved = await self.engine.save(
-                    result.session,
-                    session.version,
-                    [event.json for event in events],
-                    delta,
-                    outbox=[outbox_item(event) for event in shop],
+                    result.session, session.version, [event.json for event in events], delta
                 )
                 if not saved:
                     metrics.CAS_CONFLICTS.inc()

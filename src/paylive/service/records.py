@@ -7,18 +7,30 @@ end, their state and history; it holds the events log for as long too. With
 an event or a search the engine has forgotten is read from it. The log is trimmed
 only past the archive's mark, so PostgreSQL being down delays the archive, never
 loses from it.
+
+Why the archive follows the log rather than taking items of the outbox as webhooks
+do: the outbox is what makes the log (each merchant event is saved with its
+decision and listed from the outbox, once per id), and the archive is the log's
+continuation. The events API reads the archive below the log's first cursor and the
+engine above it, so the archive must hold a prefix of the log in cursor order with
+its mark; a follower that writes a batch and its mark in one transaction gives
+exactly that, each event written once, 500 per transaction. Per-session outbox items
+would arrive in any order, one transaction each, and leave no mark to trim the log
+by. What the follower shares with the outbox is its backoff while PostgreSQL is down.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..archive import ArchiveUnavailable, SessionQuery
 from ..core.codec import dumps_json
+from ..core.effects import backoff_ms
 from ..core.merchant import read_log_record
 from ..engine import Engine
 from ..errors import ApiError
@@ -31,6 +43,8 @@ log = logging.getLogger("paylive.records")
 
 DAY_MS = 24 * 3600 * 1000
 TRIM_BATCH = 1_000
+# The follower's longest wait between tries while PostgreSQL is down.
+FOLLOW_RETRY_CAP_MS = 5_000
 
 
 def _unavailable(exc: ArchiveUnavailable) -> ApiError:
@@ -59,7 +73,8 @@ class Records:
         self.archive = archive
         self.clock = clock
         self._seeded = False
-        self._down = False
+        self._failures = 0
+        self._retry_at = 0
 
     # Reads ---------------------------------------------------------------------------
 
@@ -136,25 +151,31 @@ class Records:
     # Loops ---------------------------------------------------------------------------
 
     async def follow(self) -> None:
-        """Archive what the log holds past the archive's mark (one batch a call)."""
-        if self.archive is None:
+        """Archive what the log holds past the archive's mark (one batch a call);
+        while PostgreSQL is down, try again with the outbox's backoff."""
+        if self.archive is None or self.clock() < self._retry_at:
             return
-        if not self._seeded:
-            # An engine that lost its log (a new Redis) must not give cursors again
-            # that the archive already holds.
-            await self.engine.log_seed(await self.archive.last_cursor())
-            self._seeded = True
         batch = self.settings.archive_batch
         try:
+            if not self._seeded:
+                # An engine that lost its log (a new Redis) must not give cursors
+                # again that the archive already holds.
+                await self.engine.log_seed(await self.archive.last_cursor())
+                self._seeded = True
             await self.archive.follow(lambda mark: self.engine.log_read(mark, batch))
         except ArchiveUnavailable as exc:
-            if not self._down:
+            if not self._failures:
                 log.warning("archive: %s; the events log keeps everything until it is back", exc)
-            self._down = True
+            self._failures += 1
+            poll = self.settings.archive_poll_ms
+            delay = backoff_ms(
+                self._failures, random.random(), poll, max(poll, FOLLOW_RETRY_CAP_MS)
+            )
+            self._retry_at = self.clock() + delay
             raise
-        if self._down:
+        if self._failures:
             log.warning("archive: reachable again; catching up")
-        self._down = False
+        self._failures = 0
 
     async def housekeeping(self) -> None:
         """Trim the log past its window (and past the archive's mark), and purge the

@@ -1,4 +1,4 @@
-"""Posting one signed merchant webhook: the HTTP edge of the merchant outbox.
+"""Posting one signed merchant webhook: the HTTP edge of ``deliveries.py``.
 
 A delivery succeeds on a 2xx answer within the timeout, counted from the first byte
 sent to the last byte read; anything else (a refused connection, a 3xx, 4xx or 5xx,

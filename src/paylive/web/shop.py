@@ -1,4 +1,4 @@
-"""The shop's side of the HTTP API (docs/protocol.md section 6.5): the events API for
+"""The shop's side of the HTTP API (docs/protocol.md section 6.6): the events API for
 reconciliation, webhook deliveries with "send again", and the search over live and
 archived sessions.
 """
@@ -62,7 +62,7 @@ async def deliveries(request: Request) -> Response:
     if which not in ("open", "all"):
         raise validation.invalid("status", "must be open or all")
     limit = _number(request.query_params, "limit", 1, runtime.settings.admin_list_max) or 100
-    listed = await runtime.outbox.deliveries(which == "open", limit)
+    listed = await runtime.deliveries.deliveries(which == "open", limit)
     return JSONResponse({"deliveries": listed})
 
 
@@ -73,8 +73,12 @@ async def send_again(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     if not _ID.match(event_id):
         raise ApiError(404, "not_found", "no such event")
-    delivery = await runtime.outbox.send_again(event_id, await runtime.records.event_body(event_id))
-    return JSONResponse({"delivery": delivery.to_public()}, status_code=202)
+    body = await runtime.records.event_body(event_id)
+    delivery = await runtime.deliveries.send_again(event_id, body)
+    # 202: queued behind what its session still owes the shop; 200: its session was
+    # forgotten, so it was posted once at once and this is the answer.
+    status = 202 if delivery["status"] == "pending" else 200
+    return JSONResponse({"delivery": delivery}, status_code=status)
 
 
 @handle_errors

@@ -7,8 +7,7 @@ Read it module by module:
 - ``client``: the single-node or Cluster client, and which failures mean 503;
 - ``store``: sessions, history, indexes, counters, timers and records (one save, and
   what is atomic on Cluster);
-- ``shop``: the merchant outbox (appended to by the save scripts), the events log
-  and webhook delivery records;
+- ``shop``: the merchant events log and webhook delivery records;
 - ``subscription``: the one subscription connection per engine and its supervisor;
 - ``engine``: ``RedisEngine``, the three put together behind the engine interface.
 """

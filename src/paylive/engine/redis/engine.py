@@ -92,9 +92,8 @@ class RedisEngine(Shop, Engine):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
-        outbox: Sequence[bytes] = (),
     ) -> bool:
-        return await self._store.save(session, expected_version, events, stats, outbox)
+        return await self._store.save(session, expected_version, events, stats)
 
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
         return await self._store.history(session_id, since)

@@ -12,17 +12,22 @@ all, also on Redis Cluster:
 Both expire ``retention_after_end_ms`` after the session's last save once it is
 terminal, and ``session_ttl_ms + retention_after_end_ms`` after it while it is active
 (every save sets the expiry afresh); while the session's outbox holds a pending
-effect they do not expire at all.
+effect or a merchant event not yet delivered they do not expire at all.
 
 The global keys share the hash tag ``{_global}`` (one slot, so one script may update
 them together): ``timers`` (zset id -> due ms), ``order`` and ``active`` (zsets
 id -> creation score, newest last), ``ended`` (zset id -> purge time), ``counters``
 (hash) and ``tver`` (hash id -> version of the last timer write). The outbox's:
-``effects`` (zset id -> when an effect is due, claimed with a lease like ``timers``),
-``outbox`` (id -> when its first effect was decided), ``pending`` (id -> when its
-oldest pending effect was decided) and ``review`` (id -> when it was flagged
-``needs_review``). Records of ``put``/``get`` are plain strings ``paylive:rec:<key>``
-with their own expiry.
+``effects`` (zset id -> when an outbox item, an effect or a merchant event, is due,
+claimed with a lease like ``timers``), ``outbox`` (id -> when its first effect was
+decided), ``pending`` (id -> when its oldest pending effect was decided) and
+``review`` (id -> when it was flagged ``needs_review``). The shop's: ``log`` (zset
+event id -> cursor), ``logr`` (hash id -> record), ``logt`` (hash id -> created ms)
+and ``logn`` (the last cursor given): the merchant events log, appended once per id
+by one script, so cursors follow append order; ``dlv`` (hash event id -> delivery
+record), ``dlvopen`` and ``dlvdone`` (zsets id -> last change): webhook deliveries,
+the done ones capped. Records of ``put``/``get`` are plain strings
+``paylive:rec:<key>`` with their own expiry.
 
 Channels: ``paylive:{<id>}:ev`` per session (the hash tag is for a later move to
 sharded pub/sub), ``paylive:admin`` for the admin feed.
@@ -43,6 +48,8 @@ EFFECTS = f"{_G}:effects"
 OUTBOX = f"{_G}:outbox"
 PENDING = f"{_G}:pending"
 REVIEW = f"{_G}:review"
+LOG, LOG_RECORDS, LOG_TIMES, LOG_NEXT = f"{_G}:log", f"{_G}:logr", f"{_G}:logt", f"{_G}:logn"
+DELIVERIES, OPEN, DONE = f"{_G}:dlv", f"{_G}:dlvopen", f"{_G}:dlvdone"
 
 
 def session_keys(session_id: str) -> list[str]:

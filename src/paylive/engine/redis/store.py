@@ -23,8 +23,8 @@ this is the trade-off:
 - The exact timer write after the compare-and-set is guarded by the session version
   (``tver``), so that two workers' writes arriving out of order cannot leave a stale
   later due time in place of an earlier one.
-- The outbox itself is in the session's record, so it is saved atomically with the
-  decision on Cluster too. Its due time is a hint written before the compare-and-set
+- The outbox itself (gateway effects and merchant events owed to the shop) is in
+  the session's record, so it is saved atomically with the decision on Cluster too. Its due time is a hint written before the compare-and-set
   exactly as the timer's (``ZADD LT``), so no effect is lost either; a claim that
   finds nothing due sets it right.
 - A worker that dies between the two steps loses that save's counter deltas, and the
@@ -40,8 +40,8 @@ them, ``updated_at + retention`` at the caller's clock) and drops index entries 
 old to belong to any live session. Claimed ids whose session expired are dropped
 rather than returned. The keys' own expiry is the backstop.
 
-``claim_effects`` claims due outbox effects from ``effects`` in the same way. A
-session whose outbox owes a call is neither purged nor expired (see ``keys``).
+``claim_effects`` claims due outbox items from ``effects`` in the same way. A
+session whose outbox owes anything is neither purged nor expired (see ``keys``).
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ from .keys import (
     session_channel,
     session_keys,
 )
-from .shop import MERCHANT_OUTBOX, outbox_key, outbox_ttl_ms
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +100,14 @@ def _or_blank(value: int | None) -> int | str:
 
 
 def _outbox_args(session: Session) -> list[int | str]:
-    """The four outbox arguments of the save scripts (see the top of store.lua)."""
+    """The five outbox arguments of the save scripts (see the top of store.lua)."""
     pending = [e.created_at for e in session.pending_effects]
     return [
         _or_blank(session.next_effect_at()),
         _or_blank(min(pending) if pending else None),
         _or_blank(min((e.created_at for e in session.effects), default=None)),
         session.updated_at if session.needs_review else "",
+        "1" if session.owes else "",
     ]
 
 
@@ -170,7 +170,6 @@ class Store:
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
-        outbox: Sequence[bytes] = (),
     ) -> bool:
         """See ``Engine.save``; the module docstring says what is atomic and what is not."""
         if not session.id:
@@ -180,15 +179,14 @@ class Store:
         due = stored.next_due()
         effect_due = stored.next_effect_at()
         keys = session_keys(session.id)
-        args = self._save_args(stored, expected_version, events, stats, outbox)
+        args = self._save_args(stored, expected_version, events, stats)
         if not client.cluster:
-            # Every key on one server: the whole save, indexes, counters and the
-            # merchant outbox included, is one script and one round trip.
+            # Every key on one server: the whole save, indexes and counters included,
+            # is one script and one round trip.
             async with client.op():
                 previous = await client.eval(
                     scripts.SAVE_ONE_NODE,
-                    [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES]
-                    + [outbox_key(session.id), MERCHANT_OUTBOX],
+                    [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES],
                     args,
                 )
             return previous is not None
@@ -199,14 +197,14 @@ class Store:
                 await client.r.zadd(TIMERS, {session.id: due}, lt=True)
             if effect_due is not None:
                 await client.r.zadd(EFFECTS, {session.id: effect_due}, lt=True)
-            previous = await client.eval(scripts.SAVE, [*keys, outbox_key(session.id)], args)
+            previous = await client.eval(scripts.SAVE, keys, args)
         if previous is None:
             return False
         try:
             async with client.op():
                 await client.eval(
                     scripts.SAVE_GLOBAL,
-                    [TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES, MERCHANT_OUTBOX],
+                    [TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES],
                     [
                         session.id,
                         stored.version,
@@ -214,7 +212,6 @@ class Store:
                         "1" if stored.terminal else "0",
                         stored.updated_at + self._settings.retention_after_end_ms,
                         *_outbox_args(stored),
-                        "1" if outbox else "0",
                         *_stat_args(stats),
                     ],
                 )
@@ -234,7 +231,6 @@ class Store:
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
-        outbox: Sequence[bytes] = (),
     ) -> list[Any]:
         """ARGV of both save scripts (the layout is written at the top of store.lua)."""
         due = stored.next_due()
@@ -254,9 +250,6 @@ class Store:
             len(events),
             *events,
             *_outbox_args(stored),
-            len(outbox),
-            outbox_ttl_ms(self._settings),
-            *outbox,
             *_stat_args(stats),
         ]
 

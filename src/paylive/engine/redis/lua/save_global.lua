@@ -1,22 +1,16 @@
 -- Cluster: the second step of a save that won its compare-and-set, on the
 -- {_global} slot (see the trade-off in the package docstring).
--- KEYS: timers, active, ended, counters, tver, effects, outbox, pending, review, the
--- merchant outbox index.
--- ARGV: id, version, due or '', terminal '1'/'0', purge time, then the four outbox
--- arguments of store.lua (6 .. 9), '1' when the save added merchant outbox items
--- (10), then stat pairs.
+-- KEYS: timers, active, ended, counters, tver, effects, outbox, pending, review.
+-- ARGV: id, version, due or '', terminal '1'/'0', purge time, then the five outbox
+-- arguments of store.lua (6 .. 10), then stat pairs.
 local id = ARGV[1]
-if ARGV[10] == '1' then
-  -- After the items were stored: see shop.py for why that order.
-  redis.call('ZADD', KEYS[10], 'NX', 0, id)
-end
 for i = 11, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
 end
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[2], id)
-  if ARGV[7] ~= '' then
-    redis.call('ZREM', KEYS[3], id)  -- kept while its outbox owes a call
+  if ARGV[10] ~= '' then
+    redis.call('ZREM', KEYS[3], id)  -- kept while its outbox owes anything
   else
     redis.call('ZADD', KEYS[3], 'NX', ARGV[5], id)
   end

@@ -1,23 +1,16 @@
 -- One node only (every key on the same server): after store.lua, the work of
 -- save_global.lua in the same atomic script, so a save is one round trip and
--- counters, indexes, the timer, the outbox's due time and the merchant outbox can
--- never lag behind the session.
--- KEYS: s, h, timers, active, ended, counters, tver, effects, outbox, pending, review,
--- o (the session's merchant outbox), the merchant outbox index. ARGV: see store.lua.
-for i = first_item, last_item do
-  redis.call('RPUSH', KEYS[12], ARGV[i])
-end
-if m > 0 then
-  redis.call('PEXPIRE', KEYS[12], ARGV[fx + 5])
-  redis.call('ZADD', KEYS[13], 'NX', 0, id)
-end
-for i = last_item + 1, #ARGV, 2 do
+-- counters, indexes, the timer and the outbox's due time can never lag behind the
+-- session.
+-- KEYS: s, h, timers, active, ended, counters, tver, effects, outbox, pending, review.
+-- ARGV: see store.lua.
+for i = fx + 5, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1])
 end
 if ARGV[11] == '1' then
   redis.call('ZREM', KEYS[4], id)
-  if ARGV[fx + 1] ~= '' then
-    redis.call('ZREM', KEYS[5], id)  -- kept while its outbox owes a call
+  if ARGV[fx + 4] ~= '' then
+    redis.call('ZREM', KEYS[5], id)  -- kept while its outbox owes anything
   else
     redis.call('ZADD', KEYS[5], 'NX', ARGV[12], id)
   end

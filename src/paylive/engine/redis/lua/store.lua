@@ -6,11 +6,11 @@
 -- ARGV, the same for both save scripts:
 --   1 expected version, 2 record, 3 new version, 4 status, 5 ttl_ms, 6 history cap,
 --   7 session channel, 8 admin channel, 9 id, 10 due or '', 11 terminal '1'/'0',
---   12 purge time, 13 event count n, then the n events, then four outbox arguments
---   (fx .. fx + 3: the effect due time, the oldest pending effect's creation time,
---   the first effect's creation time, the time the session was flagged for review;
---   each '' when there is none), then the merchant outbox item count m and the
---   outbox ttl_ms, then the m items, then stat name/delta pairs.
+--   12 purge time, 13 event count n, then the n events, then five outbox arguments
+--   (fx .. fx + 3: the due time of its outbox, the oldest pending effect's creation
+--   time, the first effect's creation time, the time the session was flagged for
+--   review, each '' when there is none; fx + 4: '1' when the outbox owes anything, a
+--   pending effect or a merchant event, else ''), then stat name/delta pairs.
 local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
 if cur[1] ~= ARGV[1] then
   return false
@@ -33,8 +33,8 @@ if n > 0 then
   end
   redis.call('HINCRBY', KEYS[1], 'n', n)
 end
-if ARGV[fx + 1] ~= '' then
-  -- The outbox owes the provider a call: the session is kept until it is made.
+if ARGV[fx + 4] ~= '' then
+  -- The outbox owes the provider a call or the shop an event: kept until it is made.
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 else
@@ -46,6 +46,3 @@ for i = first_event, last_event do
   redis.call('PUBLISH', ARGV[8], ARGV[i])
 end
 local previous = cur[2] or ''
-local m = tonumber(ARGV[fx + 4])
-local first_item = fx + 6
-local last_item = fx + 5 + m

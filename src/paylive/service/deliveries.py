@@ -1,0 +1,207 @@
+"""The outbox at the edge, for the shop: list a session's merchant events in the events
+log, post the first one as a signed webhook, record the answer.
+
+These are outbox items like the gateway effects of ``effects.py``, carried by the
+same loop: the merchant events were saved in the session with the decision that made
+them (core/merchant.py ``queue_events``), the effect loop claims the session with a
+lease when any is due and ``EffectRunner`` hands it here after its gateway effects;
+the answer goes back through the pure machine (``DeliveryOutcome``), which applies
+the outbox's backoff (core/effects.py ``backoff_ms``) and the retry window. A worker
+that dies mid-way leaves them due again once its lease runs out: the log is appended
+once per event id, and a webhook posted twice is what "at least once" allows.
+
+Only the session's first event is posted, so the shop gets a session's events in
+``seq`` order: one is never sent before the one before it was accepted or given up.
+All the waiting ones are listed in the log at once, so the events API has them even
+while the shop is down.
+
+Posts have slots of their own, taken without waiting: a shop that answers slowly
+must never hold up refunds, and a session that finds none free is looked at again
+shortly. Each post also writes a delivery record that the admin API lists (the
+engine's ``ShopStore``): a view of the outbox, not a queue of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import metrics
+from ..core.codec import dumps_json
+from ..core.effects import PENDING, Delivery
+from ..core.merchant import OUTCOME_TYPES, log_record
+from ..core.outbox import DeliveryOutcome, SendAgain, tried
+from ..core.session import Session
+from ..errors import ApiError
+from .payments import PaymentService
+from .webhooks import Attempt, WebhookSender
+
+log = logging.getLogger("paylive.deliveries")
+
+# A session that found every post slot taken is looked at again this much later.
+BUSY_RETRY_MS = 1_000
+
+
+class Deliveries:
+    def __init__(
+        self,
+        service: PaymentService,
+        sender: WebhookSender | None,
+        keep_history: bool = False,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.service = service
+        self.engine = service.engine
+        self.sender = sender
+        # With an archive, an outcome's log record carries the session's history.
+        self.keep_history = keep_history
+        self.jitter = jitter
+        self._slots = asyncio.Semaphore(service.settings.webhook_concurrency)
+        # Work on one claim for a third of its lease at most, so nobody else claims it.
+        self._budget_ms = service.settings.outbox_lease_ms // 3
+
+    async def run_due(self, session: Session) -> bool:
+        """Work on ``session``'s merchant events; False when none was due."""
+        started = self.service.clock()
+        worked = False
+        while True:
+            now = self.service.clock()
+            unlisted = [d for d in session.deliveries if not d.listed]
+            head = session.deliveries[0] if session.deliveries else None
+            post = self.sender is not None and head is not None and head.next_at <= now
+            if not unlisted and not post:
+                return worked
+            worked = True
+            if unlisted:
+                await self._list(session, unlisted)
+            answer: Attempt | None = None
+            busy = post and self._slots.locked()
+            if post and not busy:
+                assert head is not None
+                async with self._slots:
+                    answer = await self._post(head)
+            if busy and not unlisted:
+                await self._later(session, now + BUSY_RETRY_MS)
+                return True
+            outcome = await self.service.run(
+                session.id,
+                DeliveryOutcome(
+                    listed=tuple(d.id for d in unlisted),
+                    posted=head.id if answer is not None and head is not None else None,
+                    ok=answer is not None and answer.ok,
+                    status=None if answer is None else answer.status,
+                    error=None if answer is None else answer.error,
+                    jitter=self.jitter(),
+                ),
+            )
+            session = outcome.session
+            if answer is not None and head is not None:
+                await self._record_try(head, answer, session)
+            if busy:
+                await self._later(session, now + BUSY_RETRY_MS)
+                return True
+            if answer is None or not answer.ok or self.service.clock() - started > self._budget_ms:
+                return True
+
+    async def _list(self, session: Session, unlisted: Sequence[Delivery]) -> None:
+        history: list[bytes] | None = None
+        if self.keep_history and any(d.event["type"] in OUTCOME_TYPES for d in unlisted):
+            history = await self.engine.history(session.id, 0)
+            if history is None:
+                log.warning("the history of %s is no longer complete; archived without", session.id)
+        await self.engine.log_append(
+            [
+                (
+                    d.id,
+                    int(d.event["created"]),
+                    log_record(
+                        dumps_json(d.event), history if d.event["type"] in OUTCOME_TYPES else None
+                    ),
+                )
+                for d in unlisted
+            ]
+        )
+
+    async def _post(self, delivery: Delivery) -> Attempt:
+        assert self.sender is not None
+        answer = await self.sender.post(dumps_json(delivery.event))
+        metrics.webhook_attempt("ok" if answer.ok else "failed")
+        return answer
+
+    async def _later(self, session: Session, due: int) -> None:
+        """Make the outbox due at ``due`` unless a gateway effect is due sooner."""
+        effects = [e.next_at for e in session.pending_effects if e.next_at is not None]
+        await self.engine.schedule_effects(session.id, min([due, *effects]))
+
+    async def _record_try(self, head: Delivery, answer: Attempt, after: Session) -> None:
+        """Write the delivery record of one post, as the machine settled it."""
+        now = self.service.clock()
+        held = next((d for d in after.deliveries if d.id == head.id), None)
+        if answer.ok:
+            await self._put(tried(head, answer.status, answer.error, now), "delivered", now)
+        elif held is not None and held.attempts > head.attempts:
+            await self._put(held, PENDING, now)
+        elif held is None and now - head.since >= self.service.rules.merchant_retry_for_ms:
+            log.error("webhook %s failed for good after %d tries", head.id, head.attempts + 1)
+            await self._put(tried(head, answer.status, answer.error, now), "failed", now)
+
+    async def _put(self, delivery: Delivery, status: str, now: int) -> None:
+        record: dict[str, Any] = delivery.to_public(status, now if status == "delivered" else None)
+        if status == "failed":
+            record["body"] = dumps_json(delivery.event).decode()  # for "send again"
+        await self.engine.delivery_put(delivery.id, dumps_json(record), status != "delivered", now)
+
+    # The admin API ---------------------------------------------------------------
+
+    async def send_again(self, event_id: str, body: bytes | None) -> dict[str, Any]:
+        """Post an event once more (the admin's "send again"), behind whatever its
+        session still owes the shop. ``body`` is the event as posted, when the caller
+        found it in the log or the archive. A session the engine has forgotten owes
+        nothing: its event is posted once, now, and the answer returned."""
+        if self.sender is None:
+            raise ApiError(409, "webhooks_off", "PAYLIVE_MERCHANT_WEBHOOK_URL is not set")
+        held = await self.engine.delivery_get(event_id)
+        record = json.loads(held) if held is not None else {}
+        if record.get("body") is not None:
+            body = record["body"].encode()
+        if body is None:
+            raise ApiError(404, "not_found", f"no event {event_id}")
+        event = json.loads(body)
+        resent = int(record.get("resent", 0)) + 1
+        try:
+            outcome = await self.service.run(event["session"]["id"], SendAgain(event, resent))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return await self._post_once(event, resent)
+        refusal = outcome.decision.refusal
+        if refusal is not None:
+            raise ApiError(refusal.status, refusal.code, refusal.message)
+        [queued] = [d for d in outcome.session.deliveries if d.id == event_id]
+        await self._put(queued, PENDING, self.service.clock())
+        return queued.to_public(PENDING)
+
+    async def _post_once(self, event: dict[str, Any], resent: int) -> dict[str, Any]:
+        now = self.service.clock()
+        delivery = Delivery(event, since=now, next_at=now, listed=True, resent=resent)
+        answer = await self._post(delivery)
+        status = "delivered" if answer.ok else "failed"
+        done = tried(delivery, answer.status, answer.error, self.service.clock())
+        await self._put(done, status, self.service.clock())
+        return done.to_public(status, done.last_attempt_at if answer.ok else None)
+
+    async def deliveries(self, open_only: bool, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for raw in await self.engine.deliveries(open_only, limit):
+            record = json.loads(raw)
+            record.pop("body", None)
+            out.append(record)
+        return out
+
+    async def close(self) -> None:
+        if self.sender is not None:
+            await self.sender.close()
