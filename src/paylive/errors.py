@@ -8,6 +8,7 @@ the code that raises it and drawn here::
     ├── SettingsError       a configuration variable is wrong          (paylive.settings)
     ├── EngineUnavailable   the session store cannot be reached        (paylive.engine)
     ├── GatewayError        the payment provider cannot be asked       (paylive.gateway)
+    ├── ArchiveUnavailable  PostgreSQL cannot be reached now           (paylive.archive)
     ├── SignatureError      a webhook is unsigned, badly signed or old (paylive.core.signature)
     ├── DecodeError         a client frame is not a map in its codec   (paylive.core.codec)
     ├── LoadError           ``paylive load`` cannot start or failed    (paylive.load.cli)

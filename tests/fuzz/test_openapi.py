@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from paylive.core.protocol import ErrorCode
 from paylive.core.signature import signature_header
-from paylive.web import admin, pages
+from paylive.web import admin, pages, shop
 from paylive.web import routes as http_api
 
 from ..support.client import merchant
@@ -51,7 +51,7 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 def test_the_document_describes_every_route_and_no_other() -> None:
     served = {
         (route.path, method.lower())
-        for route in [*http_api.routes, *admin.routes]
+        for route in [*http_api.routes, *admin.routes, *shop.routes]
         if isinstance(route, Route)
         for method in route.methods or ()
         if method != "HEAD"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import PayliveError
 
-class ArchiveUnavailable(Exception):
+
+class ArchiveUnavailable(PayliveError):
     """PostgreSQL cannot be reached right now; nothing was written."""
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .codec import Message, dumps_json
+from .codec import Message, dumps_strict
 from .decision import Decision, Rules
 from .effects import REFUND, Delivery
 from .protocol import TERMINAL_STATUSES
@@ -79,7 +79,7 @@ class MerchantEvent:
 
     def body(self) -> bytes:
         """The exact bytes that are stored, signed and posted."""
-        return dumps_json(self.to_wire())
+        return dumps_strict(self.to_wire())
 
 
 def event_id(session_id: str, seq: int, kind: str) -> str:

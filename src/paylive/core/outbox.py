@@ -160,7 +160,7 @@ def record_delivery(s: Session, cmd: DeliveryOutcome, now: int, rules: Rules) ->
 def send_again(s: Session, cmd: SendAgain, now: int) -> Decision:
     event_id = cmd.event["id"]
     if any(d.id == event_id for d in s.deliveries):
-        return refuse(s, 409, "delivery_pending", f"{event_id} is still being delivered")
+        return refuse(s, ErrorCode.DELIVERY_PENDING, f"{event_id} is still being delivered")
     again = Delivery(cmd.event, since=now, next_at=now, listed=True, resent=cmd.resent)
     tx = Tx(s, now)
     tx.update(deliveries=s.deliveries + (again,))

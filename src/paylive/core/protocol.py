@@ -85,6 +85,8 @@ class ErrorCode(StrEnum):
     MAX_ATTEMPTS_REACHED = "max_attempts_reached"
     ALREADY_PAID = "already_paid"
     EFFECTS_PENDING = "effects_pending"
+    DELIVERY_PENDING = "delivery_pending"
+    WEBHOOKS_OFF = "webhooks_off"
     CONFLICT = "conflict"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     # A field is wrong.
@@ -101,3 +103,4 @@ class ErrorCode(StrEnum):
     # Something paylive depends on is down.
     ENGINE_UNAVAILABLE = "engine_unavailable"
     GATEWAY_UNAVAILABLE = "gateway_unavailable"
+    ARCHIVE_UNAVAILABLE = "archive_unavailable"

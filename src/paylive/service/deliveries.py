@@ -31,12 +31,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import metrics
-from ..core.codec import dumps_json
+from ..core.codec import dumps_strict
 from ..core.effects import PENDING, Delivery
 from ..core.merchant import OUTCOME_TYPES, log_record
 from ..core.outbox import DeliveryOutcome, SendAgain, tried
+from ..core.protocol import ErrorCode
 from ..core.session import Session
-from ..errors import ApiError
+from ..errors import Refused
 from .payments import PaymentService
 from .webhooks import Attempt, WebhookSender
 
@@ -119,7 +120,7 @@ class Deliveries:
                     d.id,
                     int(d.event["created"]),
                     log_record(
-                        dumps_json(d.event), history if d.event["type"] in OUTCOME_TYPES else None
+                        dumps_strict(d.event), history if d.event["type"] in OUTCOME_TYPES else None
                     ),
                 )
                 for d in unlisted
@@ -128,7 +129,7 @@ class Deliveries:
 
     async def _post(self, delivery: Delivery) -> Attempt:
         assert self.sender is not None
-        answer = await self.sender.post(dumps_json(delivery.event))
+        answer = await self.sender.post(dumps_strict(delivery.event))
         metrics.webhook_attempt("ok" if answer.ok else "failed")
         return answer
 
@@ -152,8 +153,10 @@ class Deliveries:
     async def _put(self, delivery: Delivery, status: str, now: int) -> None:
         record: dict[str, Any] = delivery.to_public(status, now if status == "delivered" else None)
         if status == "failed":
-            record["body"] = dumps_json(delivery.event).decode()  # for "send again"
-        await self.engine.delivery_put(delivery.id, dumps_json(record), status != "delivered", now)
+            record["body"] = dumps_strict(delivery.event).decode()  # for "send again"
+        await self.engine.delivery_put(
+            delivery.id, dumps_strict(record), status != "delivered", now
+        )
 
     # The admin API ---------------------------------------------------------------
 
@@ -163,24 +166,24 @@ class Deliveries:
         found it in the log or the archive. A session the engine has forgotten owes
         nothing: its event is posted once, now, and the answer returned."""
         if self.sender is None:
-            raise ApiError(409, "webhooks_off", "PAYLIVE_MERCHANT_WEBHOOK_URL is not set")
+            raise Refused(ErrorCode.WEBHOOKS_OFF, "PAYLIVE_MERCHANT_WEBHOOK_URL is not set")
         held = await self.engine.delivery_get(event_id)
         record = json.loads(held) if held is not None else {}
         if record.get("body") is not None:
             body = record["body"].encode()
         if body is None:
-            raise ApiError(404, "not_found", f"no event {event_id}")
+            raise Refused(ErrorCode.NOT_FOUND, f"no event {event_id}")
         event = json.loads(body)
         resent = int(record.get("resent", 0)) + 1
         try:
             outcome = await self.service.run(event["session"]["id"], SendAgain(event, resent))
-        except ApiError as exc:
-            if exc.status != 404:
+        except Refused as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
                 raise
             return await self._post_once(event, resent)
         refusal = outcome.decision.refusal
         if refusal is not None:
-            raise ApiError(refusal.status, refusal.code, refusal.message)
+            raise Refused(refusal.code, refusal.message)
         [queued] = [d for d in outcome.session.deliveries if d.id == event_id]
         await self._put(queued, PENDING, self.service.clock())
         return queued.to_public(PENDING)

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..archive import ArchiveUnavailable, SessionQuery
-from ..core.codec import dumps_json
+from ..core.codec import dumps_strict
 from ..core.effects import backoff_ms
 from ..core.merchant import read_log_record
+from ..core.protocol import ErrorCode
 from ..engine import Engine
-from ..errors import ApiError
+from ..errors import Refused
 from ..settings import Settings
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ TRIM_BATCH = 1_000
 FOLLOW_RETRY_CAP_MS = 5_000
 
 
-def _unavailable(exc: ArchiveUnavailable) -> ApiError:
-    return ApiError(503, "archive_unavailable", f"the archive cannot be read now: {exc}")
+def _unavailable(exc: ArchiveUnavailable) -> Refused:
+    return Refused(ErrorCode.ARCHIVE_UNAVAILABLE, f"the archive cannot be read now: {exc}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Records:
                 raise _unavailable(exc) from None
             if archived is not None:
                 return archived
-        raise ApiError(404, "not_found", f"no session {session_id}")
+        raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
 
     async def events(self, after: int, limit: int) -> Page:
         """Merchant events after the cursor ``after``, in order: from the archive for
@@ -115,7 +116,7 @@ class Records:
         """An event as it was posted, from the log or the archive (for "send again")."""
         raw = await self.engine.log_get(event_id)
         if raw is not None:
-            return dumps_json(read_log_record(raw)[0])
+            return dumps_strict(read_log_record(raw)[0])
         if self.archive is not None:
             try:
                 return await self.archive.event(event_id)

@@ -34,6 +34,8 @@ HTTP_STATUS: Mapping[E, int] = {
     E.MAX_ATTEMPTS_REACHED: 409,
     E.ALREADY_PAID: 409,
     E.EFFECTS_PENDING: 409,
+    E.DELIVERY_PENDING: 409,
+    E.WEBHOOKS_OFF: 409,
     E.CONFLICT: 409,
     E.IDEMPOTENCY_KEY_IN_USE: 409,
     E.BODY_TOO_LARGE: 413,
@@ -47,6 +49,7 @@ HTTP_STATUS: Mapping[E, int] = {
     E.OVERLOADED: 503,
     E.ENGINE_UNAVAILABLE: 503,
     E.GATEWAY_UNAVAILABLE: 503,
+    E.ARCHIVE_UNAVAILABLE: 503,
 }
 
 # A refusal that ends a socket (at its handshake, or a frame that cannot be read)

@@ -13,15 +13,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..archive import SessionQuery
-from ..core.protocol import Status
-from ..errors import ApiError
+from ..core.protocol import ErrorCode, Status
+from ..errors import Refused
 from . import validation
 from .auth import ADMIN, MERCHANT
-from .routes import authenticate, handle_errors, runtime_of
+from .routes import authenticate, endpoint, runtime_of
 
 EVENTS_PAGE = 100
 EVENTS_PAGE_MAX = 1_000
-_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
@@ -43,7 +43,7 @@ def _text(params: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
-@handle_errors
+@endpoint
 async def events(request: Request) -> Response:
     """``GET /api/events?after=<cursor>&limit=N``: every merchant event, in order."""
     authenticate(request, MERCHANT)
@@ -54,7 +54,7 @@ async def events(request: Request) -> Response:
     return JSONResponse(page.to_public(limit))
 
 
-@handle_errors
+@endpoint
 async def deliveries(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
@@ -66,13 +66,13 @@ async def deliveries(request: Request) -> Response:
     return JSONResponse({"deliveries": listed})
 
 
-@handle_errors
+@endpoint
 async def send_again(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, ADMIN)
     event_id = request.path_params["event_id"]
     if not _ID.match(event_id):
-        raise ApiError(404, "not_found", "no such event")
+        raise Refused(ErrorCode.NOT_FOUND, "no such event")
     body = await runtime.records.event_body(event_id)
     delivery = await runtime.deliveries.send_again(event_id, body)
     # 202: queued behind what its session still owes the shop; 200: its session was
@@ -81,7 +81,7 @@ async def send_again(request: Request) -> Response:
     return JSONResponse({"delivery": delivery}, status_code=status)
 
 
-@handle_errors
+@endpoint
 async def search(request: Request) -> Response:
     """``GET /api/admin/search?id=&order_id=&status=&from=&to=&limit=``."""
     runtime = runtime_of(request)
