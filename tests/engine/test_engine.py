@@ -14,7 +14,7 @@ import anyio
 import pytest
 from redis.crc import key_slot
 
-from paylive.core.effects import GatewayEffect
+from paylive.core.effects import Delivery, GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
 from paylive.engine import Engine, EngineUnavailable
 from paylive.engine.memory import MemoryEngine
@@ -752,6 +752,20 @@ async def test_cluster(tmp_path: Path) -> None:
         assert sorted(s.id for s in await engine.list_with_effects(True, 10)) == sorted(ids[:3])
         assert sorted(s.id for s in await engine.list_review(10)) == sorted(ids[:3])
         assert await engine.oldest_pending_effect() == T0 + 100
+        # Merchant events owed to the shop are outbox items too; the events log and the
+        # delivery records live in the global slot.
+        event = {"id": "evt_c", "type": "session.cancelled", "session": {"id": ids[3]}}
+        base = await engine.load(ids[3])
+        assert base is not None
+        owed = replace(base, status=CANCELLED, deliveries=(Delivery(event, T0 + 200, T0 + 200),))
+        assert await engine.save(owed, 1, [b"c"], {})
+        assert await engine.load(ids[3]) == replace(owed, version=2)
+        assert await engine.claim_effects(T0 + 200, 10, 1_000) == [ids[3]]
+        assert ids[3] not in [s.id for s in await engine.list_with_effects(True, 10)]
+        assert await engine.log_append([("evt_c", T0, b"r")]) == [1]
+        assert await engine.log_read(0, 5) == [(1, b"r")]
+        await engine.delivery_put("evt_c", b"d", False, T0)
+        assert await engine.deliveries(False, 5) == [b"d"]
         # The probes, published through any node, come back over the bus.
         await anyio.sleep(0.5)
         assert engine.subscription_healthy and rec.resyncs == 0

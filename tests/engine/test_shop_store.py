@@ -4,19 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from paylive.core.effects import Delivery
 from paylive.core.session import CANCELLED, Session
 from paylive.engine import Engine
-from paylive.engine.redis import RedisEngine
-from paylive.settings import Settings
 
-from ..support import redisproc
 from . import test_engine as suite
-from .test_engine import SETTINGS, T0, make_session, needs_redis
+from .test_engine import SETTINGS, T0, make_session
 
 pytestmark = pytest.mark.anyio
 
@@ -97,25 +93,3 @@ async def test_deliveries_keep_open_ones_and_the_newest_done(make_engine: object
     assert await store.deliveries(True, 10) == []
     assert await store.deliveries(False, 10) == [b"A-done", b"d"]
     assert await store.deliveries(False, 1) == [b"A-done"]
-
-
-@needs_redis
-async def test_cluster_outbox(tmp_path: Path) -> None:
-    cluster = redisproc.start_cluster(tmp_path / "cluster")
-    node = RedisEngine(cluster.url, Settings())
-    try:
-        await node.start()
-        assert node.cluster
-        session = make_session("ps_c")
-        await node.create(session, {}, b"n")
-        owed = owing(session, 1, T0 + 100)
-        assert await node.save(owed, 0, [b"e"], {})
-        assert await node.load("ps_c") == replace(owed, version=1)
-        assert await node.claim_effects(T0 + 100, 10, 1000) == ["ps_c"]
-        assert await node.save(replace(owed, deliveries=()), 1, [], {})
-        assert await node.claim_effects(T0 + 10**9, 10, 1000) == []
-        assert await node.log_append([("e1", T0, b"r")]) == [1]
-        assert await node.log_read(0, 5) == [(1, b"r")]
-    finally:
-        await node.close()
-        cluster.stop()

@@ -44,6 +44,11 @@ def server(receiver: Receiver) -> Iterator[Server]:
         "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "300",
         "PAYLIVE_MERCHANT_RETRY_MS": "50",
         "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1500",
+        # The sandbox answers after 500 ms, time enough to cancel first; a refund is
+        # tried again every 200 to 400 ms.
+        "PAYLIVE_SANDBOX_DELAY_MS": "500",
+        "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
+        "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
     }
     with Server(env) as srv:
         yield srv
@@ -262,7 +267,7 @@ async def test_refunded_once_confirmed_and_review_resolved_by_staff(
     cancelled = await http.post(f"/api/sessions/{sid}/cancel", headers=merchant())
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     # The provider is down while its late success is given back.
-    outage = await http.post("/api/admin/sandbox/outage", json={"seconds": 3}, headers=admin())
+    outage = await http.post("/api/admin/sandbox/outage", json={"seconds": 2}, headers=admin())
     assert outage.status_code == 200, outage.text
 
     def outcomes() -> list[str]:

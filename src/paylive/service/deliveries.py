@@ -88,18 +88,21 @@ class Deliveries:
             if busy and not unlisted:
                 await self._later(session, now + BUSY_RETRY_MS)
                 return True
-            outcome = await self.service.run(
-                session.id,
-                DeliveryOutcome(
-                    listed=tuple(d.id for d in unlisted),
-                    posted=head.id if answer is not None and head is not None else None,
-                    ok=answer is not None and answer.ok,
-                    status=None if answer is None else answer.status,
-                    error=None if answer is None else answer.error,
-                    jitter=self.jitter(),
-                ),
+            recorded = DeliveryOutcome(
+                listed=tuple(d.id for d in unlisted),
+                posted=head.id if answer is not None and head is not None else None,
+                ok=answer is not None and answer.ok,
+                status=None if answer is None else answer.status,
+                error=None if answer is None else answer.error,
+                jitter=self.jitter(),
             )
-            session = outcome.session
+            try:
+                session = (await self.service.run(session.id, recorded)).session
+            except Refused as exc:
+                # The session changed too often to record it now: it stays due and is
+                # listed (once per id) and posted (at least once) again after the lease.
+                log.warning("could not record the merchant events of %s: %s", session.id, exc)
+                return True
             if answer is not None and head is not None:
                 await self._record_try(head, answer, session)
             if busy:
