@@ -91,6 +91,8 @@ async function sendAgain(id, button) {
     button.title = error.message;
   }
   await refreshDeliveries();
+  // A webhook sent again usually lands within a second: show how it went by then.
+  setTimeout(refreshDeliveries, 1000);
 }
 
 async function refreshDeliveries() {

@@ -3,13 +3,15 @@ shown and sent again from its row; a search finds a session by its order id."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from ..support.browser import require_browser
-from ..support.client import merchant
+from ..support.client import admin, merchant
 from ..support.receiver import Receiver
 from ..support.servers import ADMIN_TOKEN, Server
 
@@ -38,6 +40,11 @@ def server(receiver: Receiver) -> Iterator[Server]:
         yield srv
 
 
+def deliveries(server: Server) -> list[dict[str, Any]]:
+    reply = httpx.get(f"{server.url}/api/admin/deliveries", headers=admin())
+    return reply.json()["deliveries"]  # type: ignore[no-any-return]
+
+
 def test_failed_webhook_is_sent_again_from_the_dashboard(
     page: Page, server: Server, receiver: Receiver
 ) -> None:
@@ -48,6 +55,11 @@ def test_failed_webhook_is_sent_again_from_the_dashboard(
         headers=merchant(),
     ).json()
     httpx.post(f"{server.url}/api/sessions/{created['id']}/cancel", headers=merchant())
+    # Given up before the page opens, so that its first look shows it (then every 5 s).
+    deadline = time.monotonic() + 10
+    while not any(d["status"] == "failed" for d in deliveries(server)):
+        assert time.monotonic() < deadline, "not given up within 10 s"
+        time.sleep(0.05)
 
     page.goto(f"{server.url}/admin#token={ADMIN_TOKEN}")
     row = page.locator("#deliveries-body tr", has_text=created["id"])
@@ -56,7 +68,7 @@ def test_failed_webhook_is_sent_again_from_the_dashboard(
 
     receiver.set(fail=0)
     row.get_by_role("button", name="Send again").click()
-    expect(row.locator(".status-pill")).to_have_text("delivered", timeout=10_000)
+    expect(row.locator(".status-pill")).to_have_text("delivered", timeout=6_000)
     assert [e["id"] for e in receiver.seen()["processed"]] == [
         f"evt_{created['id'].removeprefix('ps_')}_1_cancelled"
     ]
