@@ -1,5 +1,5 @@
 // The dashboard's shop panels: search live and archived sessions, and the webhooks
-// sent to the shop with "Send again" (docs/protocol.md section 6.7). Both use the
+// sent to the shop with "Send again" (docs/protocol.md section 6.8). Both use the
 // admin HTTP API with the token admin.js keeps in this tab.
 
 import { formatAmount } from './paylive.js';

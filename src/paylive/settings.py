@@ -249,7 +249,7 @@ def _gateway_values(env: Mapping[str, str], mode: str) -> dict[str, object]:
 
 
 def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
-    """The merchant webhook and archive variables (docs/protocol.md section 6.7)."""
+    """The merchant webhook and archive variables (docs/protocol.md section 6.8)."""
     url = (env.get("PAYLIVE_MERCHANT_WEBHOOK_URL") or "").strip()
     raw_secrets = (env.get("PAYLIVE_MERCHANT_WEBHOOK_SECRET") or "").strip()
     if url:

@@ -95,7 +95,7 @@ class GatewayEffect:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A merchant event the shop is owed (docs/protocol.md section 6.7), in the same
+    """A merchant event the shop is owed (docs/protocol.md section 6.8), in the same
     outbox as the gateway effects: saved with the decision that made it, claimed by the
     same loop, retried with the same backoff. It is first listed in the events log,
     then, with webhooks on, posted until the shop accepts it or the retry window ends.

@@ -1,4 +1,4 @@
-"""Events for the shop's backend (docs/protocol.md section 6.7): which durable changes it hears of.
+"""Events for the shop's backend (docs/protocol.md section 6.8): which durable changes it hears of.
 
 Pure: ``merchant_events`` reads the ``state`` events of one decision (each carries the
 session after it, its previous status and its cause) and says which merchant events

@@ -1,7 +1,7 @@
 """Webhook signatures, both ways: ``Paylive-Signature: t=<s>,v1=<hex>[,v1=...]``.
 
 The same scheme signs what the sandbox provider posts to paylive (docs/protocol.md
-section 3) and what paylive posts to the shop (section 6.7), so one ``verify`` serves
+section 3) and what paylive posts to the shop (section 6.8), so one ``verify`` serves
 both: the shop's receiver may import it from here or copy its dozen lines.
 """
 
