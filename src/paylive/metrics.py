@@ -74,6 +74,22 @@ SLOW_CONSUMERS = Counter(
     "Sockets closed with 1013 because they fell behind",
     registry=REGISTRY,
 )
+OVERLOADED = Counter(
+    "paylive_overloaded_total",
+    "Commands refused at the door because too much work was in flight",
+    registry=REGISTRY,
+)
+RESYNCS = Counter(
+    "paylive_resyncs_total",
+    "Times the fan-out subscription was lost and rebuilt",
+    registry=REGISTRY,
+)
+CATCH_UPS = Counter(
+    "paylive_resync_catch_ups_total",
+    "Channels caught up after a resync or a gap, by how (replay from history or snapshot)",
+    ["how"],
+    registry=REGISTRY,
+)
 ENGINE_ERRORS = Counter(
     "paylive_engine_unavailable_total",
     "Requests answered 503 because the engine was down",

@@ -34,6 +34,7 @@ from .service.reads import Reads
 from .service.records import Records
 from .service.webhooks import WebhookSender
 from .settings import Settings
+from .web.admission import Admission
 from .web.ratelimit import TokenBuckets
 
 log = logging.getLogger("paylive.runtime")
@@ -68,9 +69,16 @@ class Runtime:
         self.effects = EffectRunner(self.service, self.deliveries)
         self.reads = Reads(settings, self.engine, clock)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
-        self.hub = Hub(self.engine, self.reads.admin_snapshot, clock)
+        self.hub = Hub(
+            self.engine,
+            self.reads.admin_snapshot,
+            clock,
+            settings.resync_batch,
+            settings.resync_pause_ms,
+        )
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
+        self.admission = Admission(settings.max_in_flight, settings.overload_retry_after_s)
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)

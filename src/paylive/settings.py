@@ -74,6 +74,10 @@ class Settings:
     admin_list_max: int = 500
     redis_pool_size: int = 64
     redis_timeout_ms: int = 1_000
+    # Commands worked on at once per worker; past it a command is refused at once
+    # (503 overloaded, Retry-After in seconds) instead of queueing.
+    max_in_flight: int = 64
+    overload_retry_after_s: int = 1
     # The Redis subscription's health check: a probe every interval, expected back
     # within the timeout; a lost subscription is rebuilt with capped exponential backoff.
     redis_probe_interval_ms: int = 2_000
@@ -85,6 +89,10 @@ class Settings:
     stripe_timeout_s: float = 20.0
     stripe_network_retries: int = 1
     stripe_webhook_max_bytes: int = 256 * 1024
+    # After a lost subscription, local channels catch up from their history this many
+    # at a time, with this pause between batches (snapshots spread, not a burst).
+    resync_batch: int = 32
+    resync_pause_ms: int = 20
     # Customer commands per session: a burst, then a steady rate (429 past it).
     command_burst: int = 20
     command_rate_per_s: float = 5.0
@@ -190,6 +198,7 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": ("merchant_webhook_timeout_ms", 100, 60_000),
     "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
     "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
+    "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
 }
 
 

@@ -577,6 +577,44 @@ async def test_a_silent_subscription_is_detected(
 
 @pytest.mark.redis
 @needs_redis
+async def test_a_saturated_command_pool_is_not_a_lost_subscription(
+    redis_engines: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    """Every command connection busy for many probe timeouts: commands fail with
+    EngineUnavailable, yet the subscription is checked on its own connection, stays
+    healthy and keeps delivering: no resync."""
+    engine = await redis_engines(
+        redis_pool_size=1,
+        redis_timeout_ms=2_000,
+        redis_probe_interval_ms=100,
+        redis_probe_timeout_ms=200,
+    )
+    publisher = await redis_engines()
+    rec = Recorder(engine)
+    await engine.subscribe("ps_busy")
+    session = make_session("ps_busy")
+    await publisher.create(session, {}, b"n")
+
+    async def hog() -> None:
+        # Holds the engine's only command connection: the server blocks it 1.5 s.
+        async with engine._client.op():
+            await engine._client.r.blpop(["paylive:test:nothing"], 1.5)
+
+    hogs = [asyncio.create_task(hog()) for _ in range(2)]
+    await anyio.sleep(0.1)
+    with pytest.raises(EngineUnavailable):
+        await engine.load("ps_busy")  # the pool is exhausted: 503 material
+    for seq in range(1, 6):
+        assert await publisher.save(replace(session, seq=seq), seq - 1, [b"e%d" % seq], {})
+        await anyio.sleep(0.3)
+    await asyncio.gather(*hogs, return_exceptions=True)
+    await eventually(lambda: len(rec.of("ps_busy")) == 5)
+    assert rec.of("ps_busy") == [b"e1", b"e2", b"e3", b"e4", b"e5"]
+    assert engine.subscription_healthy and rec.resyncs == 0
+
+
+@pytest.mark.redis
+@needs_redis
 async def test_data_survives_a_restart_with_append_only_file(tmp_path: Path) -> None:
     server = redisproc.start_redis(tmp_path / "aof", appendonly=True)
     engine = RedisEngine(server.url, SETTINGS)

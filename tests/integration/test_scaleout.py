@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from ..support import redisproc
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
 from ..support.servers import ADMIN_TOKEN, Server, free_port
@@ -260,9 +261,7 @@ async def test_redis_outage_then_recovery(tmp_path: Path) -> None:
                 await sock.send({"type": "ping"})
                 assert (await sock.until(lambda m: m["type"] == "pong"))["type"] == "pong"
                 redis.start()
-                snap = await sock.until(lambda m: m["type"] == "snapshot", timeout=15)
-                assert snap["data"]["session"]["id"] == session["id"]
-                for _ in range(100):
+                for _ in range(150):
                     if (await http.get("/readyz")).status_code == 200:
                         break
                     await anyio.sleep(0.1)
@@ -272,7 +271,69 @@ async def test_redis_outage_then_recovery(tmp_path: Path) -> None:
                 assert got.status_code == 200 and got.json()["status"] == "created"
                 await sock.send({"type": "pay", "payment_method": {"card": OK}})
                 await sock.state("succeeded")
+                # Resynchronised from the history, which had nothing new: no snapshot
+                # was needed after the first, and every event came in order.
+                assert sock.types().count("snapshot") == 1, sock.types()
+                assert gapless(sock) == [1, 2]
                 await sock.conn.close()
+    finally:
+        redis.stop()
+
+
+def metric(srv: Server, name: str) -> float:
+    """The sum of a metric's samples on ``srv`` (0 when it has none yet)."""
+    text = httpx.get(srv.url + "/metrics", timeout=5).text
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+async def test_a_lost_subscription_replays_the_missed_events(tmp_path: Path) -> None:
+    """The worker's subscription connection is killed, and state changes are saved
+    while it reconnects: each socket is replayed what it missed from the history, in
+    order and with no snapshot; the admin feed gets a snapshot marked ``resync``."""
+    redis = start_redis(tmp_path / "redis")
+    env = {
+        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "600000",
+        "PAYLIVE_RETRY_DELAY_MS": "0",
+        "PAYLIVE_MAX_ATTEMPTS": "10",
+    }
+    try:
+        with Server(env) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                session = await create(http)
+                url = f"/api/sessions/{session['id']}"
+                sock = await open_socket(session_url(srv.ws_url, session))
+                feed = await open_socket(f"{srv.ws_url}/ws/admin?token={ADMIN_TOKEN}")
+                assert (await sock.recv())["type"] == "snapshot"
+                assert (await feed.recv())["type"] == "admin.snapshot"
+                pay = {"payment_method": {"card": NEVER}}
+                assert (await http.post(url + "/attempts", json=pay, headers=merchant())).is_success
+                await sock.state("processing")
+                for _ in range(3):
+                    # Loud loss; the worker reconnects after a backoff of at least
+                    # 100 ms, and these two commands are saved within it.
+                    redisproc.command(redis.port, "CLIENT", "KILL", "TYPE", "pubsub")
+                    body = {"reason": "network_error"}
+                    interrupted = await http.post(url + "/interrupt", json=body, headers=merchant())
+                    assert interrupted.is_success, interrupted.text
+                    retried = await http.post(url + "/attempts", json=pay, headers=merchant())
+                    assert retried.is_success, retried.text
+                final = retried.json()["seq"]
+                await sock.until(lambda m: m.get("seq") == final and m["type"] == "state", 15)
+                assert gapless(sock) == list(range(1, final + 1))
+                assert sock.types().count("snapshot") == 1, sock.types()
+                await feed.until(
+                    lambda m: m["type"] == "admin.snapshot" and m["data"].get("resync") is True
+                )
+                assert metric(srv, "paylive_resyncs_total") >= 1
+                assert metric(srv, 'paylive_resync_catch_ups_total{how="replay"}') >= 1
+                assert metric(srv, 'paylive_resync_catch_ups_total{how="snapshot"}') == 0
+                await sock.conn.close()
+                await feed.conn.close()
     finally:
         redis.stop()
 

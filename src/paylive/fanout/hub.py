@@ -131,13 +131,24 @@ class Channel:
         self.deadline = session.get("deadline")
 
 
-AdminSnapshot = Callable[[], Awaitable[Encoded]]
+# The admin feed's snapshot; True marks one sent after a resync.
+AdminSnapshot = Callable[[bool], Awaitable[Encoded]]
 Clock = Callable[[], int]
 
 
 class Hub:
-    def __init__(self, engine: Engine, admin_snapshot: AdminSnapshot, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        admin_snapshot: AdminSnapshot,
+        clock: Clock,
+        resync_batch: int = 32,
+        resync_pause_ms: int = 20,
+    ) -> None:
         self._engine = engine
+        self._resync_batch = max(1, resync_batch)
+        self._resync_pause = resync_pause_ms / 1000
+        self._resync_task: asyncio.Future[None] | None = None
         self._admin_snapshot = admin_snapshot
         self._clock = clock
         self.channels: dict[str, Channel] = {}
@@ -243,14 +254,20 @@ class Hub:
         self._spawn(self._fill(session_id))
 
     def on_resync(self) -> None:
-        """The engine lost its subscription for a while: give everyone a fresh snapshot."""
-        self._spawn(self._resync())
+        """The engine lost its subscription for a while: catch everyone up (once; a
+        resync that arrives during another starts it over)."""
+        metrics.RESYNCS.inc()
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        self._resync_task = asyncio.ensure_future(self._resync())
 
-    async def _fill(self, session_id: str) -> None:
+    async def _fill(self, session_id: str, everyone: bool = False) -> None:
+        """Replay the history to the subscribers with a gap (``everyone``: to all live
+        ones, after a resync); a snapshot only to those the history cannot serve."""
         channel = self.channels.get(session_id)
         if channel is None:
             return
-        lagging = [s for s in channel.subscribers if s.live and s.has_gap]
+        lagging = [s for s in channel.subscribers if s.live and (everyone or s.has_gap)]
         if not lagging:
             return
         since = min(s.last_seq for s in lagging)
@@ -260,10 +277,15 @@ class Hub:
             return  # the resync after the engine comes back repairs it
         for raw in history or []:
             event = Encoded.from_json(raw)
+            if event.type == "state":
+                channel.learn(event.wire["data"]["session"], event.seq or 0)
             for subscriber in lagging:
                 subscriber.deliver(event)
-        still = [s for s in lagging if s.has_gap]
+        still = lagging if history is None else [s for s in lagging if s.has_gap]
+        if history:
+            metrics.CATCH_UPS.labels("replay").inc()
         if still:
+            metrics.CATCH_UPS.labels("snapshot").inc()
             await self._snapshot_to(session_id, still)
 
     async def _snapshot_to(self, session_id: str, subscribers: list[Subscriber]) -> None:
@@ -280,18 +302,30 @@ class Hub:
             subscriber.reset(snapshot, session.seq)
 
     async def _resync(self) -> None:
-        for session_id, channel in list(self.channels.items()):
-            try:
-                await self._snapshot_to(session_id, [s for s in channel.subscribers if s.live])
-            except EngineUnavailable:
-                return
-        if self.admins:
-            try:
-                snapshot = await self._admin_snapshot()
-            except EngineUnavailable:
-                return
-            for admin in list(self.admins):
-                admin.push(snapshot)
+        """Every local channel replays what it missed from its history, a batch of
+        channels at a time with a pause between batches, so that a worker with
+        thousands of sockets neither floods the engine nor stalls its own loop. Admin
+        feeds get a fresh snapshot marked ``resync``: the events in between may be
+        missing from the feed, and the snapshot replaces what it showed."""
+        batch, pause = self._resync_batch, self._resync_pause
+        ids = list(self.channels)
+        try:
+            if self.admins:
+                snapshot = await self._admin_snapshot(True)
+                for admin in list(self.admins):
+                    if admin.live:
+                        admin.push(snapshot)
+            for start in range(0, len(ids), batch):
+                if start:
+                    await asyncio.sleep(pause)
+                await asyncio.gather(
+                    *(
+                        self._fill(session_id, everyone=True)
+                        for session_id in ids[start : start + batch]
+                    )
+                )
+        except EngineUnavailable:
+            return  # the engine is down again: its next resync starts over
 
     # Sweeps, run by the worker's loops --------------------------------------
 

@@ -57,14 +57,14 @@ class Reads:
     async def summary(self) -> dict[str, Any]:
         return stats.summary(await self.engine.counters())
 
-    async def admin_snapshot(self) -> Encoded:
+    async def admin_snapshot(self, resync: bool = False) -> Encoded:
+        """The admin feed's first message; with ``resync``, the one that replaces the
+        feed's state after this worker lost its fan-out for a while (marked so)."""
         sessions = await self.engine.list_sessions(True, self.settings.admin_list_max)
-        return Encoded.of(
-            Message(
-                "admin.snapshot",
-                {"sessions": [s.to_public() for s in sessions], "summary": await self.summary()},
-                None,
-                None,
-                self.clock(),
-            )
-        )
+        data: dict[str, object] = {
+            "sessions": [s.to_public() for s in sessions],
+            "summary": await self.summary(),
+        }
+        if resync:
+            data["resync"] = True
+        return Encoded.of(Message("admin.snapshot", data, None, None, self.clock()))

@@ -22,6 +22,7 @@ from ..errors import Refused
 from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from . import validation
+from .admission import OVERLOADED
 from .auth import ADMIN, CUSTOMER, principal_for
 from .errors import ENGINE_DOWN, close_code
 
@@ -293,14 +294,19 @@ async def _command(
             raise Refused(ErrorCode.FORBIDDEN, "an admin token watches this session: no commands")
         if not runtime.limiter.take(session_id):
             raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
-        if isinstance(command, Check):
-            session = await runtime.service.check(session_id)
-            if ref is not None:
-                subscriber.push(
-                    _reply("ack", {"ref": ref}, session_id, session.seq, runtime.clock())
-                )
-            return
-        outcome = await runtime.service.run(session_id, command)
+        if not runtime.admission.enter():
+            raise OVERLOADED
+        try:
+            if isinstance(command, Check):
+                session = await runtime.service.check(session_id)
+                if ref is not None:
+                    subscriber.push(
+                        _reply("ack", {"ref": ref}, session_id, session.seq, runtime.clock())
+                    )
+                return
+            outcome = await runtime.service.run(session_id, command)
+        finally:
+            runtime.admission.leave()
     except Refused as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             # The session is gone from the store since this socket opened.

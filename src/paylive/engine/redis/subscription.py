@@ -9,9 +9,11 @@ before ``subscribe`` returns, so an event saved afterwards by any worker is deli
 
 A subscription can die in two ways: loudly (the socket closes: the read fails) or
 silently (no error, no delivery: a frozen server, a half-open TCP connection, a lost
-cluster node). For the second, the supervisor publishes a probe on this engine's own
-channel every ``redis_probe_interval_ms`` and expects to read it back within
-``redis_probe_timeout_ms``. Either way: ``healthy`` goes False, the connection is
+cluster node). For the second, the supervisor sends a PING on the subscription
+connection itself every ``redis_probe_interval_ms`` (answered in-band, never through
+the command pool: a saturated pool is not a lost subscription) and expects its pong
+within ``redis_probe_timeout_ms``, or at least other messages that show the
+connection is still delivering. Either way: ``healthy`` goes False, the connection is
 dropped, a new one is made with capped exponential backoff and jitter, every current
 channel is subscribed again, and only then ``on_resync`` is called, so that the
 snapshots it triggers cannot miss an event. On Cluster the new connection goes to
@@ -34,7 +36,7 @@ from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
 
 from ...settings import Settings
-from ..base import EngineUnavailable, EventListener
+from ..base import EventListener
 from . import keys
 from .client import Client
 
@@ -69,7 +71,9 @@ class Subscription:
         # What should be subscribed (channel -> session id, None for the admin
         # channel); the listener delivers only what is in it.
         self._channels: dict[bytes, str | None] = {}
-        self._probe_channel = f"{keys.PREFIX}:probe:{uuid.uuid4().hex}".encode()
+        # A channel of this engine's own, never published to: it keeps the connection
+        # in subscribed mode (where PING is answered in-band) whatever else it follows.
+        self._home = f"{keys.PREFIX}:home:{uuid.uuid4().hex}".encode()
         self._probe_token: bytes | None = None
         self._probe_seen: asyncio.Future[bool] | None = None
         self.conn: AbstractConnection | None = None
@@ -81,6 +85,7 @@ class Subscription:
         self.ready = asyncio.Event()
         self._lost = False  # a subscription was lost (or never made) since the last resync
         self._failures = 0
+        self._reads = 0  # replies read so far: progress, which a silent connection makes none of
         self.closed = False
 
     # The API ------------------------------------------------------------------
@@ -207,7 +212,7 @@ class Subscription:
         """SUBSCRIBE every current channel; the future resolves with the last confirmation."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         async with self._send_lock:
-            channels = [self._probe_channel, *self._channels]
+            channels = [self._home, *self._channels]
             for channel in channels[:-1]:
                 self._expect.append((channel, None))
             self._expect.append((channels[-1], done))
@@ -216,32 +221,48 @@ class Subscription:
         return done
 
     async def _probe_until_lost(self, reader: asyncio.Task[None]) -> None:
-        """Every probe interval, publish a probe and expect it back within the timeout."""
+        """Every probe interval, PING on the subscription connection itself.
+
+        A subscribed RESP2 connection answers ``PING token`` in-band, as a ``pong``
+        message in order with the published ones; it never touches the command pool,
+        so a worker whose pool is saturated does not mistake that for a lost
+        subscription. The connection is lost when the pong does not come back and
+        nothing else arrived either for ``redis_probe_timeout_ms`` (silent: a frozen
+        server, a half-open connection), or when the answer is not in-band (the
+        connection was unsubscribed behind our back). A pong that is late behind a
+        backlog of messages is not a loss: the connection is delivering.
+        """
         loop = asyncio.get_running_loop()
-        client = self._client
         while True:
             done, _ = await asyncio.wait({reader}, timeout=self._probe_interval)
             if done:
                 reader.result()
                 raise _SubscriptionLost("the subscription connection closed")
+            conn = self.conn
+            assert conn is not None
             token = uuid.uuid4().hex.encode()
             seen: asyncio.Future[bool] = loop.create_future()
             self._probe_token, self._probe_seen = token, seen
-            try:
-                async with client.op(), asyncio.timeout(self._timeout):
-                    await client.r.publish(self._probe_channel, token)
-            except EngineUnavailable as exc:
-                raise _SubscriptionLost("could not publish the probe") from exc
-            either: set[asyncio.Future[Any]] = {reader, seen}
-            arrived, _ = await asyncio.wait(
-                either, timeout=self._probe_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if seen not in arrived or not seen.result():
+            async with asyncio.timeout(2 * self._timeout), self._send_lock:
+                await conn.send_command("PING", token)
+            while True:
+                reads = self._reads
+                either: set[asyncio.Future[Any]] = {reader, seen}
+                arrived, _ = await asyncio.wait(
+                    either, timeout=self._probe_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 if reader in arrived:
                     reader.result()
-                raise _SubscriptionLost("the probe did not come back: the subscription is silent")
-            # Only a connection that delivered end to end resets the backoff: one that
-            # fails right after subscribing must not reconnect (and resync) in a tight loop.
+                    raise _SubscriptionLost("the subscription connection closed")
+                if seen in arrived:
+                    if not seen.result():
+                        raise _SubscriptionLost("the connection is no longer subscribed")
+                    break
+                if self._reads == reads:
+                    raise _SubscriptionLost("no answer to PING: the subscription is silent")
+                # Busy, not silent: the pong is queued behind messages still being read.
+            # Only a connection that answered resets the backoff: one that fails right
+            # after subscribing must not reconnect (and resync) in a tight loop.
             self._failures = 0
 
     # The listener -----------------------------------------------------------------
@@ -250,12 +271,25 @@ class Subscription:
         """The single listener: read replies and messages until the connection fails."""
         while True:
             reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
+            self._reads += 1
+            if not isinstance(reply, list):
+                # Only a connection out of subscribed mode answers PING this way.
+                self._pong(None)
+                continue
             kind = reply[0]
             if kind == b"message":
                 self._deliver(reply[1], reply[2])
             elif kind == b"subscribe":
                 self._confirm(reply[1])
-            # "unsubscribe" and "pong" replies need nothing.
+            elif kind == b"pong":
+                self._pong(reply[1])
+            # "unsubscribe" replies need nothing.
+
+    def _pong(self, token: bytes | None) -> None:
+        """The answer to a PING: in-band with its token, or (None) out of band."""
+        seen = self._probe_seen
+        if seen is not None and not seen.done() and token in (self._probe_token, None):
+            seen.set_result(token is not None)
 
     def _confirm(self, channel: bytes) -> None:
         if not self._expect:
@@ -268,11 +302,6 @@ class Subscription:
             waiter.set_result(True)
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
-        if channel == self._probe_channel:
-            seen = self._probe_seen
-            if seen is not None and not seen.done() and payload == self._probe_token:
-                seen.set_result(True)
-            return
         if channel not in self._channels:
             return  # unsubscribed while the message was on its way
         try:

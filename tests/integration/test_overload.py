@@ -1,0 +1,162 @@
+"""Overload is refused at the door, and what was accepted is finished and delivered."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ..support.client import Socket, create, merchant, open_socket, session_url
+from ..support.redisproc import REDIS_SERVER, RedisProc, start_redis
+from ..support.servers import ADMIN_TOKEN, Server
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+]
+
+NEVER = "4000000000000408"
+DURABLE_TYPES = ("state", "retry_prompt")
+PAY = {"payment_method": {"card": NEVER}}
+# Attempts never time out, a retry may follow at once, and a session takes many.
+LONG_LIVED = {
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "600000",
+    "PAYLIVE_RETRY_DELAY_MS": "0",
+    "PAYLIVE_MAX_ATTEMPTS": "20",
+}
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisProc]:
+    proc = start_redis(tmp_path / "redis")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def test_a_command_refused_for_overload_changes_nothing(redis: RedisProc) -> None:
+    """One command in flight fills a door of one (Redis is frozen under it); the next
+    is refused at once with 503 ``overloaded`` and Retry-After, over HTTP and on a
+    socket, and leaves the session and its idempotency key untouched."""
+    env = {
+        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_MAX_IN_FLIGHT": "1",
+        "PAYLIVE_REDIS_TIMEOUT_MS": "5000",
+        **LONG_LIVED,
+    }
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            busy, quiet = await create(http), await create(http)
+            sock = await open_socket(session_url(srv.ws_url, quiet))
+            assert (await sock.recv())["type"] == "snapshot"
+            keyed = {**merchant(), "Idempotency-Key": "pay-quiet-1"}
+            redis.pause()
+            try:
+                async with anyio.create_task_group() as tg:
+                    answers: list[httpx.Response] = []
+
+                    async def hold() -> None:
+                        url = f"/api/sessions/{busy['id']}/attempts"
+                        answers.append(await http.post(url, json=PAY, headers=merchant()))
+
+                    tg.start_soon(hold)
+                    await anyio.sleep(0.3)  # it is in flight, waiting for the frozen Redis
+                    refused = await http.post(
+                        f"/api/sessions/{quiet['id']}/attempts", json=PAY, headers=keyed
+                    )
+                    await sock.send({"type": "pay", "payment_method": PAY["payment_method"]})
+                    error = await sock.until(lambda m: m["type"] == "error")
+                    redis.resume()
+            finally:
+                redis.resume()
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "overloaded"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert error["data"]["code"] == "overloaded"
+            assert answers[0].status_code == 202, answers[0].text  # accepted work finished
+
+            # Nothing changed: the session is as created, the socket saw no event, and
+            # the idempotency key was not taken (the same request now runs).
+            got = await http.get(f"/api/sessions/{quiet['id']}", headers=merchant())
+            assert got.json()["status"] == "created" and got.json()["seq"] == 0
+            assert sock.durable() == []
+            again = await http.post(
+                f"/api/sessions/{quiet['id']}/attempts", json=PAY, headers=keyed
+            )
+            assert again.status_code == 202, again.text
+            assert (await sock.state("processing"))["seq"] == 1
+            await sock.conn.close()
+
+
+async def test_past_its_limit_a_worker_delivers_every_accepted_change(redis: RedisProc) -> None:
+    """Many clients at once on a worker that takes two commands at a time: some are
+    refused, and every event of every accepted change reaches the session's socket
+    and the admin feed, in order, with no snapshot in between."""
+    env = {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_MAX_IN_FLIGHT": "2", **LONG_LIVED}
+    sessions_n, changes_per_session = 16, 8
+    with Server(env) as srv:
+        async with httpx.AsyncClient(
+            base_url=srv.url, timeout=10, limits=httpx.Limits(max_connections=sessions_n)
+        ) as http:
+            sessions = [await create(http) for _ in range(sessions_n)]
+            feed = await open_socket(f"{srv.ws_url}/ws/admin?token={ADMIN_TOKEN}")
+            assert (await feed.recv())["type"] == "admin.snapshot"
+            socks: dict[str, Socket] = {}
+            for session in sessions:
+                socks[session["id"]] = await open_socket(session_url(srv.ws_url, session))
+                assert (await socks[session["id"]].recv())["type"] == "snapshot"
+            final: dict[str, int] = {}
+            refused = 0
+
+            async def drive(session: dict[str, Any]) -> None:
+                nonlocal refused
+                url, status, done = f"/api/sessions/{session['id']}", "created", 0
+                deadline = time.monotonic() + 30
+                while done < changes_per_session and time.monotonic() < deadline:
+                    if status == "processing":
+                        call = http.post(
+                            url + "/interrupt", json={"reason": "network_error"}, headers=merchant()
+                        )
+                    else:
+                        call = http.post(url + "/attempts", json=PAY, headers=merchant())
+                    reply = await call
+                    if reply.status_code == 503:
+                        assert reply.json()["error"]["code"] == "overloaded", reply.text
+                        refused += 1
+                        await anyio.sleep(0.005)
+                        continue
+                    assert reply.is_success, reply.text
+                    status, done = reply.json()["status"], done + 1
+                    final[session["id"]] = reply.json()["seq"]
+
+            async with anyio.create_task_group() as tg:
+                for session in sessions:
+                    tg.start_soon(drive, session)
+            assert refused > 0, "the worker was never driven past its limit"
+            assert len(final) == sessions_n
+
+            for session_id, last in final.items():
+                sock = socks[session_id]
+                await sock.until(
+                    lambda m, last=last: m["type"] in DURABLE_TYPES and m["seq"] == last
+                )
+                seqs = [m["seq"] for m in sock.durable()]
+                assert seqs == list(range(1, last + 1)), (session_id, seqs)
+                assert sock.types().count("snapshot") == 1
+                await sock.conn.close()
+            expected = sum(final.values())
+            with anyio.fail_after(15):
+                while len(feed.durable()) < expected:
+                    await feed.recv()
+            by_session: dict[str, list[int]] = {}
+            for message in feed.durable():
+                by_session.setdefault(message["session"], []).append(message["seq"])
+            for session_id, last in final.items():
+                assert by_session[session_id] == list(range(1, last + 1)), session_id
+            await feed.conn.close()
