@@ -69,13 +69,6 @@ class Runtime:
         self.effects = EffectRunner(self.service, self.deliveries)
         self.reads = Reads(settings, self.engine, clock)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
-        self.hub = Hub(
-            self.engine,
-            self.reads.admin_snapshot,
-            clock,
-            settings.resync_batch,
-            settings.resync_pause_ms,
-        )
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
         self.admission = Admission(settings.max_in_flight, settings.overload_retry_after_s)
@@ -90,6 +83,14 @@ class Runtime:
         # interval: at 5,000 sockets one burst a second cost 100 ms of p99 latency.
         self._slices = max(1, min(settings.countdown_slices, settings.countdown_interval_ms // 50))
         self._slice = 0
+        self.hub = Hub(
+            self.engine,
+            self.reads.admin_snapshot,
+            clock,
+            settings.resync_batch,
+            settings.resync_pause_ms,
+            self._slices,
+        )
 
     async def start(self) -> None:
         await self.engine.start()
@@ -212,7 +213,7 @@ class Runtime:
             release()
 
     async def _countdowns(self) -> None:
-        self.hub.countdown_sweep(self.clock(), self._slice, self._slices)
+        self.hub.countdown_sweep(self.clock(), self._slice)
         self._slice = (self._slice + 1) % self._slices
 
     async def _summary(self) -> None:

@@ -77,6 +77,8 @@ class Settings:
     # Commands worked on at once per worker; past it a command is refused at once
     # (503 overloaded, Retry-After in seconds) instead of queueing.
     max_in_flight: int = 64
+    # Sessions a Redis worker keeps to decide commands on without reading them first.
+    session_cache_size: int = 10_000
     overload_retry_after_s: int = 1
     # The Redis subscription's health check: a probe every interval, expected back
     # within the timeout; a lost subscription is rebuilt with capped exponential backoff.

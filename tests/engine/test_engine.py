@@ -4,6 +4,7 @@ restarts, Cluster). Redis tests start their own redis-server on a free port."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -573,6 +574,61 @@ async def test_a_silent_subscription_is_detected(
     await engine.create(session, {}, b"n")
     assert await engine.save(replace(session, seq=1), 0, [b"again"], {})
     await eventually(lambda: rec.of("ps_s") == [b"again"])
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_a_stale_cached_session_costs_a_failed_save_and_is_refreshed(
+    redis_engines: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    a = await redis_engines()
+    b = await redis_engines()
+    session = make_session("ps_cache")
+    await a.create(session, {}, b"n")
+    assert await a.save(replace(session, seq=1), 0, [b"a1"], {})
+    # B moves the session on; A is not subscribed to it, so it cannot know.
+    fresh = await b.load_for_update("ps_cache")
+    assert fresh is not None and fresh.version == 1
+    assert await b.save(replace(fresh, seq=2, attempt=1), 1, [b"b2"], {})
+    stale = await a.load_for_update("ps_cache")
+    assert stale is not None and stale.version == 1  # A's own copy
+    assert not await a.save(replace(stale, seq=2), 1, [b"lost"], {})
+    # The failed save brought the current record back: A decides on it next.
+    current = await a.load_for_update("ps_cache")
+    assert current == replace(session, seq=2, attempt=1, version=2)
+    assert await a.save(replace(current, seq=3), 2, [b"a3"], {})
+    assert await b.history("ps_cache", 0) == [b"a1", b"b2", b"a3"]
+    assert await b.load("ps_cache") == replace(session, seq=3, attempt=1, version=3)
+
+    # Subscribed to the session, A hears B's change and forgets its copy at once.
+    rec = Recorder(a)
+    await a.subscribe("ps_cache")
+    latest = await b.load_for_update("ps_cache")
+    assert latest is not None
+    assert await b.save(replace(latest, seq=4), 3, [b"b4"], {})
+    await eventually(lambda: rec.of("ps_cache") == [b"b4"])
+    again = await a.load_for_update("ps_cache")
+    assert again is not None and again.version == 4 and again.seq == 4
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_records_stored_as_json_before_still_load(
+    redis_engines: Callable[..., Awaitable[RedisEngine]], redis_server: RedisProc
+) -> None:
+    """Records are msgpack now; a JSON record (an older server's, or the fallback for
+    metadata msgpack cannot hold) loads all the same."""
+    engine = await redis_engines()
+    huge = make_session("ps_json", metadata={"n": 2**70})
+    await engine.create(huge, {}, b"n")
+    assert await engine.load("ps_json") == huge
+    old = make_session("ps_old")
+    await engine.create(old, {}, b"n")
+    record = json.dumps(old.to_record()).encode()
+    redisproc.command(redis_server.port, "HSET", "paylive:{ps_old}:s", "r", record.decode())
+    assert await engine.load("ps_old") == old
+    assert await engine.save(replace(old, seq=1), 0, [b"e1"], {})
+    assert await engine.load("ps_old") == replace(old, seq=1, version=1)
 
 
 @pytest.mark.redis

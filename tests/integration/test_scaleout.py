@@ -126,6 +126,29 @@ async def test_admin_feed_on_one_worker_sees_sessions_of_the_other(
     await feed.conn.close()
 
 
+async def test_each_worker_sees_the_others_changes_at_once(pair: tuple[Server, Server]) -> None:
+    """A worker decides a command on its own copy of the session when it has one; a
+    change made on the other worker just before must never make it refuse wrongly."""
+    a, b = pair
+    async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
+        for _ in range(5):
+            session = await create(on_a)  # A holds a copy of it at seq 0
+            url = f"/api/sessions/{session['id']}"
+            paid = await on_b.post(
+                url + "/attempts", json={"payment_method": {"card": NEVER}}, headers=merchant()
+            )
+            assert paid.status_code == 202, paid.text
+            stopped = await on_a.post(
+                url + "/interrupt", json={"reason": "network_error"}, headers=merchant()
+            )
+            assert stopped.status_code == 200, stopped.text
+            assert stopped.json()["status"] == "interrupted"
+            cancelled = await on_b.post(url + "/cancel", headers=merchant())
+            assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+            again = await on_a.post(url + "/cancel", headers=merchant())
+            assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_state"
+
+
 async def test_resume_on_the_other_worker(pair: tuple[Server, Server]) -> None:
     a, b = pair
     async with httpx.AsyncClient(base_url=a.url) as on_a:

@@ -46,6 +46,12 @@ class SessionStore(ABC):
     @abstractmethod
     async def load(self, session_id: str) -> Session | None: ...
 
+    async def load_for_update(self, session_id: str) -> Session | None:
+        """The session to decide a command on. It may be a little stale (an engine may
+        keep a copy), because ``save`` compares the version: reads that must be
+        current use ``load``."""
+        return await self.load(session_id)
+
     @abstractmethod
     async def save(
         self,

@@ -144,6 +144,7 @@ class Hub:
         clock: Clock,
         resync_batch: int = 32,
         resync_pause_ms: int = 20,
+        countdown_slices: int = 1,
     ) -> None:
         self._engine = engine
         self._resync_batch = max(1, resync_batch)
@@ -152,6 +153,12 @@ class Hub:
         self._admin_snapshot = admin_snapshot
         self._clock = clock
         self.channels: dict[str, Channel] = {}
+        # The same channels, by countdown slice: a sweep looks only at its own slice.
+        self._slices: list[dict[str, Channel]] = [{} for _ in range(max(1, countdown_slices))]
+        # The last event decoded, for its second arrival (a worker that follows both a
+        # session's channel and the admin channel gets each event twice, back to back).
+        self._last_payload = b""
+        self._last_event: Encoded | None = None
         self.admins: set[Subscriber] = set()
         self._subscribed: set[str | None] = set()
         # One lock per channel being (un)subscribed, so a reconnect storm over many
@@ -164,7 +171,11 @@ class Hub:
 
     async def join(self, session_id: str, subscriber: Subscriber) -> None:
         """Add a socket (not yet live: call ``subscriber.begin`` after the catch-up)."""
-        self.channels.setdefault(session_id, Channel()).subscribers.add(subscriber)
+        channel = self.channels.get(session_id)
+        if channel is None:
+            channel = self.channels[session_id] = Channel()
+            self._slice_of(session_id)[session_id] = channel
+        channel.subscribers.add(subscriber)
         metrics.SOCKETS.labels("customer").inc()
         await self._sync(session_id)
 
@@ -176,6 +187,7 @@ class Hub:
         metrics.SOCKETS.labels("customer").dec()
         if not channel.subscribers:
             del self.channels[session_id]
+            del self._slice_of(session_id)[session_id]
             await self._sync_quietly(session_id)
 
     async def join_admin(self, subscriber: Subscriber) -> None:
@@ -193,6 +205,9 @@ class Hub:
         """How many sockets on this worker follow ``session_id``."""
         channel = self.channels.get(session_id)
         return len(channel.subscribers) if channel is not None else 0
+
+    def _slice_of(self, session_id: str) -> dict[str, Channel]:
+        return self._slices[hash(session_id) % len(self._slices)]
 
     def learn(self, session: Session) -> None:
         channel = self.channels.get(session.id)
@@ -229,11 +244,15 @@ class Hub:
     # From the engine -----------------------------------------------------------
 
     def on_event(self, session_id: str | None, payload: bytes) -> None:
-        try:
-            event = Encoded.from_json(payload)
-        except ValueError:
-            log.error("dropped an undecodable event from the engine")
-            return
+        if payload == self._last_payload and self._last_event is not None:
+            event = self._last_event
+        else:
+            try:
+                event = Encoded.from_json(payload)
+            except ValueError:
+                log.error("dropped an undecodable event from the engine")
+                return
+            self._last_payload, self._last_event = payload, event
         if session_id is None:
             for admin in list(self.admins):
                 admin.deliver(event)
@@ -329,28 +348,27 @@ class Hub:
 
     # Sweeps, run by the worker's loops --------------------------------------
 
-    def countdown_sweep(self, now: int, part: int = 0, parts: int = 1) -> int:
+    def countdown_sweep(self, now: int, part: int = 0) -> int:
         """One ``countdown`` per processing session with local sockets in slice ``part``
-        of ``parts``; returns how many. Slices let one loop spread a second's countdowns
-        over the second instead of sending thousands in one burst."""
+        of the hub's ``countdown_slices``; returns how many. Slices let one loop spread
+        a second's countdowns over the second instead of sending thousands in one burst."""
         sent = 0
-        for session_id, channel in self.channels.items():
+        for session_id, channel in self._slices[part % len(self._slices)].items():
             if channel.status != PROCESSING or channel.deadline is None:
                 continue
-            if parts > 1 and hash(session_id) % parts != part:
-                continue
-            message = Encoded.of(
-                Message(
-                    "countdown",
-                    {
+            # The wire map directly (as Message.to_wire makes it): thousands a second.
+            message = Encoded(
+                {
+                    "type": "countdown",
+                    "session": session_id,
+                    "seq": channel.seq,
+                    "ts": now,
+                    "data": {
                         "attempt": channel.attempt,
                         "remaining_ms": max(0, channel.deadline - now),
                         "deadline": channel.deadline,
                     },
-                    session_id,
-                    channel.seq,
-                    now,
-                )
+                }
             )
             for subscriber in channel.subscribers:
                 if subscriber.live:

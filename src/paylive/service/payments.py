@@ -98,18 +98,29 @@ class PaymentService:
         a void that found the money moved makes the session succeed and refuses the retry)."""
         voids: dict[int, bool] = {}
         voided_refs: dict[int, str | None] = {}
+        # The engine may answer load_for_update from a copy that is a little stale:
+        # a decision that saves is checked by the save's compare-and-set, but one that
+        # saves nothing (a refusal, a void to make first) is made again on a fresh read.
+        fresh = False
         for _ in range(MAX_RACES):
-            session = await self.get(session_id)
+            load = self.engine.load if fresh else self.engine.load_for_update
+            session = await load(session_id)
+            if session is None:
+                raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
             for number, ref in list(voided_refs.items()):
                 if provider_ref(session, number) != ref:
                     # The attempt's payment was named after its void was asked (the
                     # gateway was confirming it): the answer is stale, ask again.
                     del voids[number], voided_refs[number]
             result = decide(session, command, self.clock(), self.rules, voids)
+            if not fresh and (isinstance(result, NeedsVoid) or not result.to_save):
+                fresh = True
+                continue
             if isinstance(result, NeedsVoid):
                 for number in result.attempts:
                     voided_refs[number] = provider_ref(session, number)
                     voids[number] = await self._void(session_id, number, voided_refs[number])
+                fresh = False
                 continue
             if result.to_save:
                 # The merchant events it makes go into the outbox, saved with it.

@@ -28,14 +28,19 @@ class RedisEngine(Shop, Engine):
         self._client = Client(url, settings)
         self._store = Store(self._client, settings)
         self._settings = settings
-        # Through lambdas: the hub sets the listeners after the engine is made.
+        # Through methods: the hub sets the listeners after the engine is made.
         self._subscription = Subscription(
             self._client,
             settings,
-            lambda session_id, payload: self._on_event(session_id, payload),
+            self._event,
             lambda: self._on_resync(),
         )
         self._task: asyncio.Task[None] | None = None
+
+    def _event(self, session_id: str | None, payload: bytes) -> None:
+        if session_id is not None:
+            self._store.cache.observe(session_id, payload)
+        self._on_event(session_id, payload)
 
     @property
     def cluster(self) -> bool:
@@ -85,6 +90,9 @@ class RedisEngine(Shop, Engine):
 
     async def load(self, session_id: str) -> Session | None:
         return await self._store.load(session_id)
+
+    async def load_for_update(self, session_id: str) -> Session | None:
+        return await self._store.load_for_update(session_id)
 
     async def save(
         self,

@@ -1,7 +1,9 @@
 -- The head of both save scripts (save.lua and save_one_node.lua follow it): compare
--- the version (nil, and nothing changed, when it moved), store, append to the capped
--- history, publish; leaves the previous status in ``previous`` and the index of the
--- outbox arguments in ``fx``.
+-- the version (when it moved: nothing changed, and the reply is a one-element array
+-- holding the current record, or nil when the session is gone, so that the caller
+-- can decide again without another round trip), store, append to the capped history,
+-- publish; leaves the previous status in ``previous`` and the index of the outbox
+-- arguments in ``fx``.
 -- KEYS[1], KEYS[2]: the session's s and h.
 -- ARGV, the same for both save scripts:
 --   1 expected version, 2 record, 3 new version, 4 status, 5 ttl_ms, 6 history cap,
@@ -13,7 +15,7 @@
 --   pending effect or a merchant event, else ''), then stat name/delta pairs.
 local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
 if cur[1] ~= ARGV[1] then
-  return false
+  return {redis.call('HGET', KEYS[1], 'r')}
 end
 local id = ARGV[9]
 local n = tonumber(ARGV[13])
