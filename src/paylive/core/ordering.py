@@ -31,13 +31,17 @@ E = TypeVar("E", bound=Sequenced)
 class SeqOrder(Generic[E]):
     """The ordering state of one stream of events; ``push`` receives them in order."""
 
+    # Thousands of these live as long as their sockets: no __dict__, and the held
+    # events and those ahead only exist while there are some.
+    __slots__ = ("ordered", "last_seq", "live", "_held", "_ahead")
+
     def __init__(self, ordered: bool) -> None:
         # An unordered stream still waits for its catch-up, then passes everything on.
         self.ordered = ordered
         self.last_seq = -1
         self.live = False
-        self._held: list[E] = []
-        self._ahead: dict[int, E] = {}
+        self._held: list[E] | None = None
+        self._ahead: dict[int, E] | None = None
 
     def push(self, event: E) -> None:
         """Pass one event on; called in order. Subclasses say what that means."""
@@ -46,6 +50,8 @@ class SeqOrder(Generic[E]):
     def deliver(self, event: E) -> bool:
         """Take a channel message; True when it revealed a gap to fill."""
         if not self.live:
+            if self._held is None:
+                self._held = []
             self._held.append(event)
             return False
         seq = event.seq
@@ -55,6 +61,8 @@ class SeqOrder(Generic[E]):
         if seq <= self.last_seq:
             return False
         if seq > self.last_seq + 1:
+            if self._ahead is None:
+                self._ahead = {}
             self._ahead[seq] = event
             return True
         self.push(event)
@@ -72,7 +80,7 @@ class SeqOrder(Generic[E]):
         when what was held meanwhile revealed a gap."""
         self.last_seq = last_seq
         self.live = True
-        held, self._held = self._held, []
+        held, self._held = self._held or (), None
         gap = False
         for event in held:
             gap |= self.deliver(event)
@@ -83,11 +91,17 @@ class SeqOrder(Generic[E]):
         history cannot fill, or an outage): what it covers is dropped."""
         self.push(snapshot)
         self.last_seq = max(self.last_seq, seq)
-        for stale in [s for s in self._ahead if s <= self.last_seq]:
-            del self._ahead[stale]
+        if self._ahead:
+            for stale in [s for s in self._ahead if s <= self.last_seq]:
+                del self._ahead[stale]
         self._drain()
 
     def _drain(self) -> None:
-        while self.last_seq + 1 in self._ahead:
+        ahead = self._ahead
+        if ahead is None:
+            return
+        while self.last_seq + 1 in ahead:
             self.last_seq += 1
-            self.push(self._ahead.pop(self.last_seq))
+            self.push(ahead.pop(self.last_seq))
+        if not ahead:
+            self._ahead = None

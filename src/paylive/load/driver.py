@@ -21,6 +21,7 @@ from .sockets import Watchers, now_ms
 
 MAX_STRIKES = 3  # consecutive refused commands before a session is given up
 HTTP_SETUP_CONCURRENCY = 32  # session creation and the final reads
+CREATE_TRIES = 10  # a session creation refused with 503 is sent again, this many times at most
 SETTLE_TIMEOUT_S = 15.0  # in-flight commands and retirements after the drive
 HOPELESS_S = 1.0  # past the drive's end by this much, what is left is not sent
 
@@ -43,11 +44,17 @@ class Driver:
 
     async def create_session(self) -> Tracked | None:
         path, body = self.api.create(len(self.roster.sessions))
-        try:
-            status, data = await self.http.request("POST", path, body, self.api.headers)
-        except HttpFailure as exc:
-            self.tally.create_errors[exc.kind] += 1
-            return None
+        for attempt in range(CREATE_TRIES):
+            try:
+                status, data = await self.http.request("POST", path, body, self.api.headers)
+            except HttpFailure as exc:
+                self.tally.create_errors[exc.kind] += 1
+                return None
+            if status != 503 or attempt + 1 == CREATE_TRIES:
+                break
+            # Refused (overloaded or Redis busy): set-up is not measured, so wait and
+            # try again rather than start the drive with fewer sessions than asked.
+            await asyncio.sleep(0.1 * (attempt + 1))
         if status not in (200, 201):
             self.tally.create_errors[str(status)] += 1
             return None

@@ -1,10 +1,9 @@
 """The WebSocket endpoints of docs/protocol.md section 4: the customer channel and the
-admin feed. Each socket is a reader (this coroutine) and one writer task draining
-its bounded queue; everything else is the hub's."""
+admin feed. Each socket is a reader (this coroutine) and, while it has something to
+send, a writer task draining its bounded queue; everything else is the hub's."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from ..core.codec import JSON, MSGPACK, SUBPROTOCOLS, DecodeError, Encoded, Message, decode_frame
 from ..core.machine import Cancel, Command, Interrupt, StartAttempt
@@ -31,6 +30,8 @@ log = logging.getLogger("paylive.sockets")
 ADMIN_QUEUE_FACTOR = 16
 # A close reason is at most 123 bytes of UTF-8 (RFC 6455): longer ones are cut.
 MAX_REASON_BYTES = 123
+# A closing socket's last messages get this long to go out.
+FLUSH_TIMEOUT_S = 2.0
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -149,7 +150,6 @@ async def customer_socket(ws: WebSocket) -> None:
         return
     await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol))
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
-    writer = asyncio.create_task(subscriber.run_writer())
     # Staff watching one session see it; commands are the customer's and the merchant's.
     watching = principal.kind == ADMIN
     try:
@@ -161,7 +161,7 @@ async def customer_socket(ws: WebSocket) -> None:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
         await runtime.hub.leave(session_id, subscriber)
-        await _finish(subscriber, writer)
+        await subscriber.flush(FLUSH_TIMEOUT_S)
 
 
 async def _catch_up(
@@ -356,7 +356,6 @@ async def admin_socket(ws: WebSocket) -> None:
         return
     await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol))
     subscriber = _make_subscriber(ws, "admin", subprotocol, runtime)
-    writer = asyncio.create_task(subscriber.run_writer())
     try:
         await runtime.hub.join_admin(subscriber)
         subscriber.push(await runtime.reads.admin_snapshot())
@@ -367,7 +366,7 @@ async def admin_socket(ws: WebSocket) -> None:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
         await runtime.hub.leave_admin(subscriber)
-        await _finish(subscriber, writer)
+        await subscriber.flush(FLUSH_TIMEOUT_S)
 
 
 def _admin_command(
@@ -386,11 +385,3 @@ def _admin_command(
     except Refused as exc:
         ref, refusal = None, exc
     _error(runtime, subscriber, None, None, refusal.code, refusal.message, ref)
-
-
-async def _finish(subscriber: Subscriber, writer: asyncio.Task[None]) -> None:
-    subscriber.stop_writer()
-    try:
-        await asyncio.wait_for(writer, timeout=2)
-    except (TimeoutError, asyncio.CancelledError, WebSocketDisconnect, Exception):
-        writer.cancel()
