@@ -47,6 +47,7 @@ class ChangeCounts:
     max_lag_s: float = 0.0
     peak_inflight: int = 0
     http_ms: array[float] = field(default_factory=lambda: array("d"))
+    refused_ms: array[float] = field(default_factory=lambda: array("d"))  # the 503 answers alone
 
 
 @dataclass
@@ -164,6 +165,7 @@ def worker_result(
             "peak_in_flight": ch.peak_inflight,
             "max_lag_ms": round(ch.max_lag_s * 1000, 1),
             "http_ms": _rounded(ch.http_ms),
+            "refused_ms": _rounded(ch.refused_ms),
         },
         "events": events,
         "latency_ms": _rounded(tally.latency),

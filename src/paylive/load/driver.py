@@ -159,7 +159,10 @@ class Driver:
             session.strikes += 1
             self.after(session)
             return
-        counts.http_ms.append((time.perf_counter() - started) * 1000)
+        took = (time.perf_counter() - started) * 1000
+        counts.http_ms.append(took)
+        if status == 503:
+            counts.refused_ms.append(took)  # how fast overload is refused
         if status in (200, 202):
             counts.ok += 1
             session.strikes = 0

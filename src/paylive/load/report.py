@@ -158,6 +158,7 @@ def merge(
         "peak_in_flight": sum(c["peak_in_flight"] for c in changes),
         "in_flight_cap": sum(c.concurrency for c in configs),
         "http_ms": percentiles(x for c in changes for x in c["http_ms"]),
+        "refused_ms": percentiles(x for c in changes for x in c.get("refused_ms", ())),
         "sessions_replaced": replaced,
     }
     out["events"] = {
