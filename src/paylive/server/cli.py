@@ -96,6 +96,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         workers=workers,
         log_config=log_config(log_level),
         log_level=log_level,
+        ws=settings.ws_protocol,
         ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_interval_s,
