@@ -20,6 +20,7 @@ from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..web import admin, pages, shop, sockets
 from ..web import routes as http_api
+from ..web.admission import Admission, Door
 from ..web.errors import error_body
 from . import shutdown
 
@@ -41,7 +42,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 class SocketsFirst:
-    """WebSockets go straight to their endpoint; HTTP and the lifespan go to Starlette.
+    """WebSockets go straight to their endpoint; HTTP (through the door of
+    ``web.admission``) and the lifespan go to Starlette.
 
     A socket lives for minutes or hours, and every middleware and router layer it
     passes through keeps a coroutine frame (and its locals) alive all that time:
@@ -50,7 +52,8 @@ class SocketsFirst:
     (``scope["app"]``) is still the Starlette one, for its state.
     """
 
-    def __init__(self, app: Starlette, sockets: list[WebSocketRoute]) -> None:
+    def __init__(self, http: ASGIApp, app: Starlette, sockets: list[WebSocketRoute]) -> None:
+        self.http = http
         self.app = app
         self._sockets = sockets
 
@@ -63,7 +66,7 @@ class SocketsFirst:
                     scope["app"] = self.app
                     await route.endpoint(WebSocket(scope, receive, send))
                     return
-        await self.app(scope, receive, send)
+        await self.http(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -107,4 +110,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         middleware=middleware,
         exception_handlers={HTTPException: _http_error},
     )
-    return SocketsFirst(app, socket_routes)
+
+    def admission() -> Admission | None:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        return None if runtime is None else runtime.admission
+
+    return SocketsFirst(Door(app, admission), app, socket_routes)

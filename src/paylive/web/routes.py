@@ -26,7 +26,6 @@ from ..runtime import Runtime
 from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
 from . import openapi, validation
-from .admission import admitted
 from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
 from .errors import ENGINE_DOWN, error_reply, error_response
 
@@ -138,7 +137,6 @@ def answer(outcome: Outcome, status: int) -> Answer:
 
 
 @endpoint
-@admitted
 async def create_session(request: Request) -> Response:
     runtime = runtime_of(request)
     authenticate(request, MERCHANT)
@@ -177,7 +175,6 @@ def _rate_limit(request: Request, principal: Principal, session_id: str) -> None
 
 
 @endpoint
-@admitted
 async def start_attempt(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     body = await json_body(request)
@@ -196,7 +193,6 @@ async def start_attempt(request: Request) -> Response:
 
 
 @endpoint
-@admitted
 async def interrupt(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     reason = validation.parse_interrupt(await json_body(request))
@@ -205,7 +201,6 @@ async def interrupt(request: Request) -> Response:
 
 
 @endpoint
-@admitted
 async def cancel(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     raw = await read_body(request)
@@ -217,7 +212,6 @@ async def cancel(request: Request) -> Response:
 
 
 @endpoint
-@admitted
 async def complete(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT)
     result = validation.parse_complete(await json_body(request))
@@ -226,7 +220,6 @@ async def complete(request: Request) -> Response:
 
 
 @endpoint
-@admitted
 async def check(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     raw = await read_body(request)
