@@ -62,6 +62,3 @@ class SessionCache:
         entry = self._entries.get(session_id)
         if entry is not None and payload not in entry[1]:
             del self._entries[session_id]
-
-    def __len__(self) -> int:
-        return len(self._entries)

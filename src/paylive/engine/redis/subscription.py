@@ -16,8 +16,8 @@ within ``redis_probe_timeout_ms``, or at least other messages that show the
 connection is still delivering. Either way: ``healthy`` goes False, the connection is
 dropped, a new one is made with capped exponential backoff and jitter, every current
 channel is subscribed again, and only then ``on_resync`` is called, so that the
-snapshots it triggers cannot miss an event. On Cluster the new connection goes to
-the next known node after each failure.
+catch-up it triggers (a replay from each session's history) cannot miss an event.
+On Cluster the new connection goes to the next known node after each failure.
 """
 
 from __future__ import annotations
