@@ -40,6 +40,9 @@ PAYLIVE_ENV = {
     "PAYLIVE_MAX_ATTEMPTS": "20",
     "PAYLIVE_RETRY_DELAY_MS": "0",
     "PAYLIVE_ATTEMPT_TIMEOUT_MS": "600000",
+    # The idle runs hold up to 20,000 sockets, which may land unevenly on two workers:
+    # lift the per-worker connection bound (10,000 by default) above that.
+    "PAYLIVE_MAX_CONNECTIONS": "25000",
 }
 
 
