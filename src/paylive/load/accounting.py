@@ -16,6 +16,19 @@ from typing import Any
 from .config import Config
 from .records import Customer, FeedRecord, Tracked
 
+# What every worker counts of the events it saw; the report adds them up by name.
+EVENT_COUNTERS = (
+    "sent",
+    "received",
+    "lost",
+    "extra",
+    "gaps",
+    "out_of_order",
+    "states",
+    "states_unobserved",
+    "seq_jumps_missed",
+)
+
 
 def cpu_seconds() -> tuple[float, float]:
     """This process's user and system CPU seconds."""
@@ -81,17 +94,7 @@ def count_events(sessions: Iterable[Tracked]) -> tuple[int, dict[str, int]]:
     it owes every seq after its first snapshot up to the final one.
     """
     totals = dict.fromkeys(
-        (
-            "sent",
-            "received",
-            "lost",
-            "extra",
-            "gaps",
-            "out_of_order",
-            "states",
-            "states_unobserved",
-            "seq_jumps_missed",
-        ),
+        EVENT_COUNTERS,
         0,
     )
     counted = 0

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from .accounting import EVENT_COUNTERS
 from .config import Config
 from .procstat import ProcSample
 
@@ -161,20 +162,7 @@ def merge(
         "refused_ms": percentiles(x for c in changes for x in c.get("refused_ms", ())),
         "sessions_replaced": replaced,
     }
-    out["events"] = {
-        key: sum(e[key] for e in events)
-        for key in (
-            "sent",
-            "received",
-            "lost",
-            "extra",
-            "gaps",
-            "out_of_order",
-            "states",
-            "states_unobserved",
-            "seq_jumps_missed",
-        )
-    }
+    out["events"] = {key: sum(e[key] for e in events) for key in EVENT_COUNTERS}
     out["events"]["by_type"] = _sum_counters(e["by_type"] for e in events)
     out["latency_ms"] = percentiles(x for r in results for x in r["latency_ms"])
     if mode == "poll":
