@@ -5,14 +5,11 @@ Redis forgets sessions that the archive still answers for, also across an outage
 
 from __future__ import annotations
 
-import inspect
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
@@ -29,6 +26,7 @@ from ..support.client import admin, create, merchant
 from ..support.postgres import Database
 from ..support.servers import Server
 from ..support.tcpproxy import TcpProxy
+from ..support.waiting import until
 
 pytestmark = [
     pytest.mark.anyio,
@@ -47,19 +45,6 @@ DAY = 24 * 3600 * 1000
 def db() -> Iterator[Database]:
     with Database() as database:
         yield database
-
-
-async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        await anyio.sleep(0.05)
 
 
 def cancelled_session(session_id: str, order_id: str, at: int) -> tuple[list[bytes], list[Message]]:
@@ -163,7 +148,7 @@ async def finished(http: httpx.AsyncClient, order: str) -> str:
         got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
         return bool(got.json()["status"] == "succeeded")
 
-    await until(paid)
+    await until(paid, timeout=15.0)
     return str(session["id"])
 
 
@@ -173,7 +158,7 @@ async def test_found_through_the_archive_after_redis_forgot(
     with Server(archive_env(db.url, redis.url)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             session_id = await finished(http, "order-arch-1")
-            await until(lambda: not redis_has(redis, session_id))
+            await until(lambda: not redis_has(redis, session_id), timeout=15.0)
             reply = await http.get(f"/api/sessions/{session_id}", headers=merchant())
             assert reply.status_code == 200, reply.text
             assert reply.json()["status"] == "succeeded" and reply.json()["id"] == session_id
@@ -198,11 +183,13 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
     try:
         with Server(archive_env(db.url_via(proxy.port), redis.url)) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                await until(lambda: db.fetch("SELECT to_regclass('paylive_sessions')")[0][0])
+                await until(
+                    lambda: db.fetch("SELECT to_regclass('paylive_sessions')")[0][0], timeout=15.0
+                )
                 proxy.stop()  # PostgreSQL is gone, as far as paylive can tell
                 ids = [await finished(http, f"order-outage-{i}") for i in range(3)]
                 # Redis forgets them while the archive cannot be written...
-                await until(lambda: not any(redis_has(redis, i) for i in ids))
+                await until(lambda: not any(redis_has(redis, i) for i in ids), timeout=15.0)
                 reply = await http.get(f"/api/sessions/{ids[0]}", headers=merchant())
                 assert reply.status_code == 503
                 assert reply.json()["error"]["code"] == "archive_unavailable"
@@ -219,7 +206,7 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                     ]
                     return all(r.status_code == 200 for r in replies)
 
-                await until(archived)
+                await until(archived, timeout=15.0)
     finally:
         proxy.stop()
     rows = db.fetch("SELECT id, status FROM paylive_sessions ORDER BY id")

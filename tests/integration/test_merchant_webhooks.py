@@ -7,18 +7,16 @@ is told to fail for a while, to answer slowly, or to fail until paylive gives up
 
 from __future__ import annotations
 
-import inspect
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
 from ..support.client import admin, create, merchant
 from ..support.receiver import Receiver
 from ..support.servers import Server
+from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -58,20 +56,6 @@ def server(receiver: Receiver) -> Iterator[Server]:
 async def http(server: Server) -> httpx.AsyncClient:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         yield client  # type: ignore[misc]
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` (plain or async) until it returns something true; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        await anyio.sleep(0.05)
 
 
 def processed(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:

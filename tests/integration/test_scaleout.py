@@ -15,6 +15,7 @@ from ..support import redisproc
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
 from ..support.servers import ADMIN_TOKEN, Server, free_port
+from ..support.waiting import until
 
 pytestmark = [
     pytest.mark.anyio,
@@ -382,15 +383,13 @@ async def test_two_workers_on_a_redis_cluster(tmp_path: Path) -> None:
                     await sock.state("succeeded")
                     assert gapless(sock) == [1, 2]
                     await sock.conn.close()
+
                 # On Cluster the counters follow the save in a second step (README), so
                 # the summary may trail the sockets by that step: wait for it, boundedly.
-                succeeded = None
-                for _ in range(50):
+                async def all_six_counted() -> bool:
                     summary = (await on_b.get("/api/admin/summary", headers=admin())).json()
-                    succeeded = summary["by_status"]["succeeded"]
-                    if succeeded == 6:
-                        break
-                    await anyio.sleep(0.1)
-                assert succeeded == 6
+                    return bool(summary["by_status"]["succeeded"] == 6)
+
+                await until(all_six_counted, timeout=5.0)
     finally:
         cluster.stop()

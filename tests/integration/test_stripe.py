@@ -138,6 +138,21 @@ def calls(proxy: FaultProxy, pi: str) -> list[tuple[str, str | None]]:
     return [(path.rsplit("/", 1)[1], key) for _m, path, key in proxy.seen if pi in path]
 
 
+async def asked_to_authenticate(sock: Socket) -> dict[str, Any]:
+    """The durable state event that pushes a 3-D Secure step to the page."""
+    return await sock.until(
+        lambda m: m["type"] == "state" and m["data"]["cause"] == "requires_action"
+    )
+
+
+def authenticate(localstripe: LocalStripe, pi: str, client_secret: str, success: bool) -> None:
+    """What Stripe.js does in the page with the client secret and the publishable key."""
+    httpx.post(
+        f"{localstripe.url}/v1/payment_intents/{pi}/_authenticate?success={str(success).lower()}",
+        json={"key": PUBLISHABLE_KEY, "client_secret": client_secret},
+    ).raise_for_status()
+
+
 async def test_a_payment_is_authorized_then_captured(
     server: Server,
     http: httpx.AsyncClient,
@@ -197,9 +212,7 @@ async def test_three_d_secure_is_pushed_to_the_page_and_completed(
     await sock.send(
         {"type": "pay", "payment_method": {"stripe": localstripe.payment_method(THREE_D_SECURE)}}
     )
-    asked = await sock.until(
-        lambda m: m["type"] == "state" and m["data"]["cause"] == "requires_action"
-    )
+    asked = await asked_to_authenticate(sock)
     assert asked["data"]["session"]["status"] == "processing"
     fits_description(asked)  # docs/asyncapi.yaml describes the step
     action = attempt_of(asked, 1)["action"]
@@ -209,12 +222,7 @@ async def test_three_d_secure_is_pushed_to_the_page_and_completed(
         "provider": "stripe",
         "client_secret": localstripe.payment_intent(pi)["client_secret"],
     }
-    # What Stripe.js does in the page with the client secret and the publishable key.
-    done = httpx.post(
-        f"{localstripe.url}/v1/payment_intents/{pi}/_authenticate?success=true",
-        json={"key": PUBLISHABLE_KEY, "client_secret": action["client_secret"]},
-    )
-    assert done.status_code == 200, done.text
+    authenticate(localstripe, pi, action["client_secret"], success=True)
     await sock.send({"type": "check", "ref": "c1"})
     paid = await sock.state("succeeded")
     assert "action" not in attempt_of(paid, 1)
@@ -228,15 +236,10 @@ async def test_a_failed_authentication_is_a_decline(
     await sock.send(
         {"type": "pay", "payment_method": {"stripe": localstripe.payment_method(THREE_D_SECURE)}}
     )
-    asked = await sock.until(
-        lambda m: m["type"] == "state" and m["data"]["cause"] == "requires_action"
-    )
+    asked = await asked_to_authenticate(sock)
     action = attempt_of(asked, 1)["action"]
     pi = attempt_of(asked, 1)["provider_ref"]
-    httpx.post(
-        f"{localstripe.url}/v1/payment_intents/{pi}/_authenticate?success=false",
-        json={"key": PUBLISHABLE_KEY, "client_secret": action["client_secret"]},
-    ).raise_for_status()
+    authenticate(localstripe, pi, action["client_secret"], success=False)
     checked = await http.post(f"/api/sessions/{session['id']}/check", headers=merchant())
     assert checked.status_code == 200
     declined = await sock.state("interrupted")
@@ -368,19 +371,14 @@ async def cancelled_while_authenticating(
     await sock.send(
         {"type": "pay", "payment_method": {"stripe": localstripe.payment_method(THREE_D_SECURE)}}
     )
-    asked = await sock.until(
-        lambda m: m["type"] == "state" and m["data"]["cause"] == "requires_action"
-    )
+    asked = await asked_to_authenticate(sock)
     pi = attempt_of(asked, 1)["provider_ref"]
     secret = attempt_of(asked, 1)["action"]["client_secret"]
     proxy.fake("POST", r"/v1/payment_intents/(pi_\w+)/cancel$", 200, fake_cancel)
     await sock.send({"type": "cancel"})
     await sock.state("cancelled")
     proxy.restore()
-    httpx.post(
-        f"{localstripe.url}/v1/payment_intents/{pi}/_authenticate?success=true",
-        json={"key": PUBLISHABLE_KEY, "client_secret": secret},
-    ).raise_for_status()
+    authenticate(localstripe, pi, secret, success=True)
     assert localstripe.payment_intent(pi)["status"] == "requires_capture"
     return session, sock, pi, secret
 
@@ -455,9 +453,7 @@ async def test_webhooks_need_stripes_signature(
     await sock.send(
         {"type": "pay", "payment_method": {"stripe": localstripe.payment_method(THREE_D_SECURE)}}
     )
-    asked = await sock.until(
-        lambda m: m["type"] == "state" and m["data"]["cause"] == "requires_action"
-    )
+    asked = await asked_to_authenticate(sock)
     intent = dict(localstripe.payment_intent(attempt_of(asked, 1)["provider_ref"]))
     intent["status"] = "succeeded"  # a forged success
     event = {"id": "evt_forged", "type": "payment_intent.succeeded", "data": {"object": intent}}
