@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from . import metrics
 from .archive import ArchiveUnavailable, open_archive
@@ -155,17 +156,26 @@ class Runtime:
                 delay = 0
             await asyncio.sleep(delay)
 
+    async def _start_each(
+        self,
+        session_ids: list[str],
+        slots: asyncio.Semaphore,
+        run: Callable[[str], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Start ``run`` for each claimed session once a slot is free; ``run`` frees it."""
+        for session_id in session_ids:
+            await slots.acquire()
+            task = asyncio.create_task(run(session_id))
+            self._ticks.add(task)
+            task.add_done_callback(self._ticks.discard)
+
     async def _fire_timers(self) -> None:
         if self.shutting_down:
             return
         due = await self.engine.claim_due(
             self.clock(), self.settings.timer_batch, self.settings.timer_lease_ms
         )
-        for session_id in due:
-            await self._tick_slots.acquire()
-            task = asyncio.create_task(self._tick(session_id))
-            self._ticks.add(task)
-            task.add_done_callback(self._ticks.discard)
+        await self._start_each(due, self._tick_slots, self._tick)
 
     async def _tick(self, session_id: str) -> None:
         try:
@@ -187,11 +197,7 @@ class Runtime:
         due = await self.engine.claim_effects(
             self.clock(), self.settings.effect_batch, self.settings.outbox_lease_ms
         )
-        for session_id in due:
-            await self._effect_slots.acquire()
-            task = asyncio.create_task(self._run_effects(session_id))
-            self._ticks.add(task)
-            task.add_done_callback(self._ticks.discard)
+        await self._start_each(due, self._effect_slots, self._run_effects)
 
     async def _run_effects(self, session_id: str) -> None:
         held = True
