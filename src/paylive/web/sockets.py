@@ -106,6 +106,11 @@ async def _handshake(ws: WebSocket, runtime: Runtime) -> str | None:
     """Origin and subprotocol checks; the codec to speak, or None after a refusal."""
     offered = list(ws.scope.get("subprotocols") or [])
     subprotocol = choose_subprotocol(offered)
+    if runtime.draining:
+        # This worker is stopping: come back (to another one) after the hint.
+        await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol) if subprotocol else None)
+        await ws.close(code=CloseCode.SERVICE_RESTART, reason=runtime.restart_reason)
+        return None
     if not origin_allowed(
         ws.headers.get("origin"), ws.headers.get("host"), runtime.settings.allowed_origins
     ):
