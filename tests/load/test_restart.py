@@ -128,7 +128,8 @@ async def test_sigterm_to_one_of_two_workers_loses_nothing_and_spreads_reconnect
     # Every one came back, but for the rare page whose three tries timed out on this
     # shared, busy test machine.
     failed = result["sockets"]["failed"]
-    assert restart["reconnected"] + failed == restart["closed"], (restart, result["sockets"])
+    assert restart["reconnects"] == restart["closed"], restart
+    assert restart["reconnected"] >= restart["closed"] - failed, (restart, result["sockets"])
     assert failed <= restart["closed"] // 50, result["sockets"]
     # Spread: over at least half the window, no one-second bucket with over a quarter.
     assert restart["seconds_with_reconnects"] >= WINDOW_MS / 2000, restart

@@ -167,12 +167,12 @@ class SocketFleet:
             reconnect_delay_s(conn.close_code, conn.close_reason, customer.reconnects)
         )
         # A page whose reconnect fails tries again with backoff, a bounded number of times.
-        # The reconnect counts when it first arrived at the server (its first try): that
+        # The reconnect counts when it first arrives at the server (its first try): that
         # is the load a restart puts on the other workers, however long they take.
-        first_try = time.time()
+        if not self.stopping and not customer.closing and not session.retired:
+            self.counts.reconnect_tried_at.append(time.time())
         while not self.stopping and not customer.closing and not session.retired:
             if await self.open_socket(customer, "reconnect", since=session.last):
-                self.counts.reconnected_at.append(first_try)
                 return
             if customer.reconnects >= MAX_RECONNECTS:
                 return

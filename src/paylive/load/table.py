@@ -77,7 +77,8 @@ def render_table(out: Mapping[str, Any]) -> str:
                 (
                     "restart",
                     f"SIGTERM to {restart['pid']} at {_fmt(restart['after_s'])} s:"
-                    f" closed {_fmt(restart['closed'])}  reconnected {_fmt(restart['reconnected'])}"
+                    f" closed {_fmt(restart['closed'])}  reconnects {_fmt(restart['reconnects'])}"
+                    f"  back {_fmt(restart['reconnected'])}"
                     f"  events lost {_fmt(restart['events_lost'])}"
                     f"  busiest second {'-' if share is None else f'{share:.0%}'}",
                 )
