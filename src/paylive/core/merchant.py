@@ -26,6 +26,7 @@ from .codec import Message, dumps_strict
 from .decision import Decision, Rules
 from .effects import REFUND, Delivery
 from .protocol import TERMINAL_STATUSES
+from .receipt import UNSEEN as UNSEEN_CAUSE
 from .session import Session
 
 SUCCEEDED = "session.succeeded"
@@ -35,10 +36,21 @@ EXPIRED = "session.expired"
 REFUNDED = "session.refunded"
 NEEDS_REVIEW = "session.needs_review"
 REVIEW_RESOLVED = "session.review_resolved"
+# Nobody acknowledged the outcome in time (core/receipt.py): the shop may e-mail it.
+OUTCOME_UNSEEN = "session.outcome_unseen"
 # With PAYLIVE_MERCHANT_EVENTS=all: a durable state change that is no outcome.
 UPDATED = "session.updated"
 
-OUTCOME_TYPES = (SUCCEEDED, FAILED, CANCELLED, EXPIRED, REFUNDED, NEEDS_REVIEW, REVIEW_RESOLVED)
+OUTCOME_TYPES = (
+    SUCCEEDED,
+    FAILED,
+    CANCELLED,
+    EXPIRED,
+    REFUNDED,
+    NEEDS_REVIEW,
+    REVIEW_RESOLVED,
+    OUTCOME_UNSEEN,
+)
 EVENT_TYPES = (*OUTCOME_TYPES, UPDATED)
 MODES = ("outcomes", "all")
 
@@ -97,10 +109,12 @@ def refund_of(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def outcomes_of(
-    previous: str, was_review: bool, session: dict[str, Any], refunded: bool
+    previous: str, was_review: bool, session: dict[str, Any], refunded: bool, cause: str = ""
 ) -> list[str]:
     """The outcome types one state change makes, in the order they are delivered."""
     out: list[str] = []
+    if cause == UNSEEN_CAUSE:
+        out.append(OUTCOME_UNSEEN)
     status = session["status"]
     if status != previous and status in TERMINAL_STATUSES:
         out.append(f"session.{status}")
@@ -129,7 +143,7 @@ def merchant_events(
         session = message.data["session"]
         previous, cause = str(message.data["previous"]), str(message.data["cause"])
         refund = refund_of(message.data)
-        kinds = outcomes_of(previous, was_review, session, refund is not None)
+        kinds = outcomes_of(previous, was_review, session, refund is not None, cause)
         if not kinds and mode == "all":
             kinds = [UPDATED]
         for kind in kinds:

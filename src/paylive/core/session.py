@@ -111,6 +111,10 @@ class Session:
     deliveries: tuple[Delivery, ...] = ()
     # The last resolved review ({by, note, at}): for staff, not for the checkout page.
     review: dict[str, Any] | None = None
+    # When a checkout acknowledged drawing the outcome (core/receipt.py), and, while
+    # nobody has, when the shop is told it went unseen (not on the wire).
+    outcome_seen_at: int | None = None
+    unseen_due: int | None = None
     # Not on the wire: the card a retry reuses when it names none, and the
     # version that compare-and-set checks (it changes with every save).
     payment_method: dict[str, Any] | None = None
@@ -160,12 +164,13 @@ class Session:
         return bool(self.deliveries) or any(e.pending for e in self.effects)
 
     def next_due(self) -> int | None:
-        """When the timer loop must look at this session again, if ever."""
+        """When the timer loop must look at this session again, if ever: an ended one
+        once more, when its outcome is still unacknowledged (core/receipt.py)."""
         if self.status == PROCESSING:
             return self.deadline
         if self.status in ACTIVE_STATUSES:
             return self.expires_at
-        return None
+        return self.unseen_due
 
     def to_public(self) -> dict[str, Any]:
         return {
@@ -186,6 +191,7 @@ class Session:
             "seq": self.seq,
             "needs_review": self.needs_review,
             "metadata": self.metadata,
+            "outcome_seen_at": self.outcome_seen_at,
         }
 
     def to_admin(self) -> dict[str, Any]:
@@ -213,6 +219,8 @@ class Session:
         if self.deliveries:  # most records never hold one: no empty list in each
             record["deliveries"] = [d.to_record() for d in self.deliveries]
         record["review"] = self.review
+        if self.unseen_due is not None:
+            record["unseen_due"] = self.unseen_due
         record["payment_method"] = self.payment_method
         record["version"] = self.version
         return record
@@ -240,6 +248,8 @@ class Session:
             effects=tuple(GatewayEffect.from_record(e) for e in record.get("effects", ())),
             deliveries=tuple(Delivery.from_record(d) for d in record.get("deliveries", ())),
             review=record.get("review"),
+            outcome_seen_at=record.get("outcome_seen_at"),
+            unseen_due=record.get("unseen_due"),
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),
         )

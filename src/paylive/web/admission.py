@@ -32,7 +32,7 @@ from .errors import error_body, http_status
 
 OVERLOADED = Refused(ErrorCode.OVERLOADED, "this worker has too much work in flight; retry shortly")
 # POST /api/sessions, and POST /api/sessions/{id}/<command>.
-_COMMANDS = re.compile(r"/api/sessions(/[^/]+/(attempts|interrupt|cancel|complete|check))?/?")
+_COMMANDS = re.compile(r"/api/sessions(/[^/]+/(attempts|interrupt|cancel|complete|check|seen))?/?")
 
 
 def is_command(scope: Scope) -> bool:

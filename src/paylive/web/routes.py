@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
-from ..core.machine import Cancel, Command, Interrupt, ProviderResult, StartAttempt
+from ..core.machine import Cancel, Command, Interrupt, ProviderResult, SeeOutcome, StartAttempt
 from ..core.protocol import ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
@@ -212,6 +212,15 @@ async def cancel(request: Request) -> Response:
 
 
 @endpoint
+async def seen(request: Request) -> Response:
+    """The checkout drew the session's outcome: the receipt (protocol section 6.10)."""
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    status_seen = validation.parse_seen(await json_body(request))
+    status, payload = await _command(request, principal, session_id, SeeOutcome(status_seen), 200)
+    return JSONResponse(payload, status_code=status)
+
+
+@endpoint
 async def complete(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT)
     result = validation.parse_complete(await json_body(request))
@@ -358,6 +367,7 @@ routes = [
     Route("/api/sessions/{session_id}/cancel", cancel, methods=["POST"]),
     Route("/api/sessions/{session_id}/complete", complete, methods=["POST"]),
     Route("/api/sessions/{session_id}/check", check, methods=["POST"]),
+    Route("/api/sessions/{session_id}/seen", seen, methods=["POST"]),
     Route("/api/checkout/config", checkout_config, methods=["GET"]),
     Route("/webhooks/sandbox", sandbox_webhook, methods=["POST"]),
     Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),

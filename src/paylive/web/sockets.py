@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from starlette.websockets import WebSocket
 
 from ..core.codec import JSON, MSGPACK, SUBPROTOCOLS, DecodeError, Encoded, Message, decode_frame
-from ..core.machine import Cancel, Command, Interrupt, StartAttempt
+from ..core.machine import Cancel, Command, Interrupt, SeeOutcome, StartAttempt
 from ..core.protocol import CloseCode, ErrorCode
 from ..engine import EngineUnavailable
 from ..errors import Refused
@@ -262,6 +262,9 @@ def parse_command(frame: dict[str, Any], gateway: str = "sandbox") -> Command | 
         command = StartAttempt(method)
     elif kind == "check":
         command = Check()
+    elif kind == "seen":
+        allowed.add("status")
+        command = SeeOutcome(validation.parse_seen({"status": frame.get("status")}))
     elif kind == "cancel":
         command = Cancel()
     elif kind == "interrupt":
