@@ -139,6 +139,14 @@ export class Drill {
       pill(session.status),
     );
     if (session.needs_review) facts.append(el('span', 'needs review', 'review-flag'));
+    if (['succeeded', 'failed', 'cancelled', 'expired'].includes(session.status)) {
+      // The outcome receipt (protocol 6.10): did a checkout show the customer the outcome?
+      const seen = session.outcome_seen_at;
+      const receipt = el('span', seen ? `outcome seen ${clock(seen)}` : 'outcome not seen', 'seen-flag');
+      receipt.id = 'drill-seen';
+      receipt.dataset.seen = seen ? 'yes' : 'no';
+      facts.append(receipt);
+    }
 
     const effects = session.effects ?? [];
     const pending = effects.filter((e) => e.status === 'pending');

@@ -2,6 +2,7 @@
 // together, and the page's `beforeunload` guard.
 
 import { CommandQueue } from './commands.js';
+import { TERMINAL_STATUSES } from './constants.js';
 import { Emitter, PayliveError } from './emitter.js';
 import { ReconnectingSocket, SOCKET_DEFAULTS, socketOrigin } from './socket.js';
 import { SessionState } from './state.js';
@@ -31,6 +32,13 @@ export function sessionUrl({ baseUrl, sessionId, secret }, since) {
   return `${socketOrigin(baseUrl)}/ws/sessions/${encodeURIComponent(sessionId)}?${params}`;
 }
 
+/** http(s)://host of the page, or of `base` (ws(s) URLs are mapped). */
+function httpOrigin(base) {
+  const url = new URL(base ?? globalThis.location?.href ?? 'http://127.0.0.1/');
+  const scheme = url.protocol === 'https:' || url.protocol === 'wss:' ? 'https:' : 'http:';
+  return `${scheme}//${url.host}`;
+}
+
 function paymentMethod(card) {
   if (card && typeof card === 'object') return card;
   return { card: String(card ?? '').replace(/[\s-]+/g, '') };
@@ -55,6 +63,8 @@ export class PayliveSession extends Emitter {
   #state = new SessionState();
   #commands;
   #guardOn = false;
+  #acknowledged = null; // the outcome acknowledged (or being acknowledged), and how
+  #receipt = null;
   #onBeforeUnload = (event) => {
     event.preventDefault();
     // Older browsers show the dialog only when returnValue is set.
@@ -180,6 +190,46 @@ export class PayliveSession extends Emitter {
    */
   check() {
     return this.#command({ type: 'check' });
+  }
+
+  /**
+   * Say that the page drew the session's final outcome (the outcome receipt, protocol
+   * section 6.10): over the socket when it is open, else `POST /api/sessions/{id}/seen`.
+   * Once per outcome (a failed try may be made again); resolves with the session, or
+   * null while the session has not ended.
+   */
+  acknowledgeOutcome() {
+    const session = this.session;
+    const status = session?.status;
+    if (!TERMINAL_STATUSES.has(status)) return Promise.resolve(null);
+    if (this.#acknowledged === status) return this.#receipt;
+    this.#acknowledged = status;
+    if (session.outcome_seen_at) {
+      this.#receipt = Promise.resolve(session);
+    } else if (this.#socket.connected) {
+      this.#receipt = this.#command({ type: 'seen', status }).then(() => this.session);
+    } else {
+      this.#receipt = this.#postSeen(status);
+    }
+    this.#receipt.catch(() => {
+      if (this.#acknowledged === status) this.#acknowledged = null;
+    });
+    return this.#receipt;
+  }
+
+  async #postSeen(status) {
+    const { baseUrl, sessionId, secret } = this.#options;
+    const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/seen`;
+    const reply = await fetch(url, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ status }),
+    });
+    const body = await reply.json().catch(() => ({}));
+    if (!reply.ok) {
+      throw new PayliveError(body.error?.code ?? 'error', body.error?.message ?? `HTTP ${reply.status}`);
+    }
+    return body;
   }
 
   /** Tell the server the attempt was lost on this side (`interrupt` command). */
