@@ -43,6 +43,9 @@ PAYLIVE_ENV = {
     # The idle runs hold up to 20,000 sockets, which may land unevenly on two workers:
     # lift the per-worker connection bound (10,000 by default) above that.
     "PAYLIVE_MAX_CONNECTIONS": "25000",
+    # The generator's pages do not acknowledge outcomes: no session.outcome_unseen
+    # two minutes after a session ends, an event no socket is left to receive.
+    "PAYLIVE_OUTCOME_UNSEEN_MS": "0",
 }
 
 
