@@ -86,7 +86,8 @@ async def test_sigterm_spreads_1012_closes_over_the_window_and_refuses_new_socke
                 code, reason = await anyio.to_thread.run_sync(_read_close, late)
                 assert code == 1012
                 assert reason == "restarting; reconnect_within_ms=1000"
-                assert time.monotonic() - started < 1.0, "refused at once, not at the end"
+                elapsed = time.monotonic() - started
+                assert elapsed < WINDOW_MS / 1000, "refused at once, not after the drain"
         finally:
             kept.close()
             late.close()
