@@ -1,0 +1,182 @@
+"""Operating paylive: JSON logs with request, session and trace ids, OpenTelemetry spans
+of one payment across the HTTP command, the provider call and the webhooks, and
+/metrics behind its token (issue 21; docs/protocol.md section 1 and 3).
+
+One real server (sandbox gateway, merchant webhooks to a real receiver) with
+``PAYLIVE_LOG_FORMAT=json`` and spans exported to a JSON-lines file
+(``PAYLIVE_OTEL_EXPORTER=file``); the tests read its log and that file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..support.client import create, merchant
+from ..support.receiver import Receiver
+from ..support.servers import Server
+from ..support.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+METRICS_TOKEN = "test-metrics-token-0123456789"
+SHOP_SECRET = "shop-webhook-secret-0123"
+# A caller's trace: the payment's spans must continue it.
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_PARENT = "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def spans_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("otel") / "spans.jsonl"
+
+
+@pytest.fixture(scope="module")
+def server(spans_path: Path) -> Iterator[Server]:
+    receiver = Receiver(SHOP_SECRET)
+    env = {
+        "PAYLIVE_LOG_FORMAT": "json",
+        "PAYLIVE_OTEL_EXPORTER": "file",
+        "PAYLIVE_OTEL_FILE": str(spans_path),
+        "PAYLIVE_METRICS_TOKEN": METRICS_TOKEN,
+        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SHOP_SECRET,
+    }
+    try:
+        with Server(env) as srv:
+            yield srv
+    finally:
+        receiver.close()
+
+
+@pytest.fixture
+async def http(server: Server) -> httpx.AsyncClient:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client  # type: ignore[misc]
+
+
+def log_lines(server: Server) -> list[dict[str, Any]]:
+    """Every line of the server's output, each of which must be one JSON object."""
+    lines = []
+    for number, raw in enumerate(server.log().splitlines(), 1):
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            raise AssertionError(f"line {number} is not JSON: {raw!r}") from None
+        assert isinstance(line, dict), raw
+        for field in ("time", "level", "event", "worker"):
+            assert field in line, f"line {number} has no {field}: {raw}"
+        lines.append(line)
+    return lines
+
+
+def spans(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(raw) for raw in path.read_text().splitlines() if raw.strip()]
+
+
+async def test_one_payment_is_one_trace_and_its_lines_share_the_request_id(
+    server: Server, http: httpx.AsyncClient, spans_path: Path
+) -> None:
+    session = await create(http, order_id="traced-1")
+    session_id = session["id"]
+    reply = await http.post(
+        f"/api/sessions/{session_id}/attempts",
+        json={"payment_method": {"card": "4242424242424242"}},
+        headers={
+            **merchant(),
+            "X-Request-Id": "pay-req-0001",
+            "traceparent": f"00-{CALLER_TRACE}-{CALLER_PARENT}-01",
+        },
+    )
+    assert reply.status_code == 202, reply.text
+    # Honoured and echoed: the same request id, the caller's trace with our span.
+    assert reply.headers["x-request-id"] == "pay-req-0001"
+    echoed = reply.headers["traceparent"]
+    assert re.fullmatch(rf"00-{CALLER_TRACE}-[0-9a-f]{{16}}-01", echoed), echoed
+    assert not echoed.endswith(f"{CALLER_PARENT}-01")
+
+    async def succeeded() -> bool:
+        body = (await http.get(f"/api/sessions/{session_id}", headers=merchant())).json()
+        return body["status"] == "succeeded"
+
+    await until(succeeded)
+    # The merchant's webhook of the outcome is posted by the outbox (any worker).
+    await until(lambda: any(s["name"] == "webhook out" for s in spans(spans_path)))
+
+    trace = [s for s in spans(spans_path) if s["trace_id"] == CALLER_TRACE]
+    names = {s["name"] for s in trace}
+    for wanted in (
+        "POST /api/sessions/{session_id}/attempts",  # the HTTP command
+        "provider charge",  # the provider call
+        "POST /webhooks/sandbox",  # the provider's webhook, as it arrived
+        "webhook in",  # ... and as applied
+        "webhook out",  # the shop's webhook, from the outbox
+    ):
+        assert wanted in names, f"{wanted!r} is not in the payment's trace: {sorted(names)}"
+    by_id = {s["span_id"]: s for s in trace}
+    charge = next(s for s in trace if s["name"] == "provider charge")
+    command = by_id[charge["parent_span_id"]]
+    assert command["name"] == "POST /api/sessions/{session_id}/attempts"
+    assert command["parent_span_id"] == CALLER_PARENT
+    for span in (command, charge, next(s for s in trace if s["name"] == "webhook in")):
+        assert span["attributes"]["paylive.session_id"] == session_id, span
+    assert command["attributes"]["paylive.request_id"] == "pay-req-0001"
+
+    server.stop()  # every line written, the spans flushed
+    lines = log_lines(server)
+    mine = [line for line in lines if line.get("request_id") == "pay-req-0001"]
+    access = [line for line in mine if line["event"] == "http.request"]
+    assert [(a["method"], a["path"], a["status"]) for a in access] == [
+        ("POST", f"/api/sessions/{session_id}/attempts", 202)
+    ]
+    service = [line for line in mine if line["logger"].startswith("paylive.service")]
+    assert any("charge" in line["event"] for line in service), mine
+    for line in access + service:
+        assert line["trace_id"] == CALLER_TRACE, line
+        assert line["session_id"] == session_id, line
+    # The webhook's lines, on the provider's request, belong to the same trace.
+    applied = [line for line in lines if "provider event" in line["event"]]
+    assert applied and all(line["trace_id"] == CALLER_TRACE for line in applied), applied
+    assert all(line["session_id"] == session_id for line in applied)
+    server.start()
+
+
+async def test_a_request_id_that_is_not_sensible_is_replaced(http: httpx.AsyncClient) -> None:
+    reply = await http.get("/healthz", headers={"X-Request-Id": "a b\tc" + "x" * 200})
+    assert reply.status_code == 200
+    given = reply.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", given), given
+    bad_parent = await http.get("/healthz", headers={"traceparent": "00-" + "0" * 32 + "-1-01"})
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", bad_parent.headers["traceparent"])
+    assert "0" * 32 not in bad_parent.headers["traceparent"]
+
+
+async def test_metrics_need_their_token(http: httpx.AsyncClient) -> None:
+    refused = await http.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthorized"
+    assert refused.headers["www-authenticate"] == "Bearer"
+    wrong = await http.get("/metrics", headers={"Authorization": "Bearer not-the-token-at-all"})
+    assert wrong.status_code == 401
+    await http.get("/healthz")
+    reply = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert reply.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(reply.text)}
+    for name in ("process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds"):
+        assert name in families, sorted(families)
+        assert families[name].samples[0].value > 0
+    duration = families["paylive_http_request_duration_seconds"]
+    assert duration.type == "histogram"
+    health = [
+        s for s in duration.samples if s.name.endswith("_count") and s.labels["route"] == "/healthz"
+    ]
+    assert health and health[0].labels["method"] == "GET" and health[0].value >= 1
