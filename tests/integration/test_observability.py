@@ -180,3 +180,48 @@ async def test_metrics_need_their_token(http: httpx.AsyncClient) -> None:
         s for s in duration.samples if s.name.endswith("_count") and s.labels["route"] == "/healthz"
     ]
     assert health and health[0].labels["method"] == "GET" and health[0].value >= 1
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": ("",),
+}
+_NAME = re.compile(r"\b((?:paylive|process)_[a-z_]+)\b")
+_BY = re.compile(r"\bby \(([^)]*)\)")
+
+
+async def test_every_dashboard_query_names_a_metric_the_server_exposes(
+    http: httpx.AsyncClient,
+) -> None:
+    reply = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert reply.status_code == 200
+    exposed: dict[str, set[str]] = {}  # a series name: the labels seen on it
+    for family in text_string_to_metric_families(reply.text):
+        for suffix in _SUFFIXES.get(family.type, ("",)):
+            exposed.setdefault(family.name + suffix, set())
+        for sample in family.samples:
+            exposed.setdefault(sample.name, set()).update(sample.labels)
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(queries) >= 15
+    for query in queries:
+        names = _NAME.findall(query)
+        assert names, f"{query!r} names no paylive or process metric"
+        for name in names:
+            assert name in exposed, f"{query!r}: {name} is not on /metrics"
+        seen = set().union(*(exposed[name] for name in names))
+        for group in _BY.findall(query):
+            for label in (part.strip() for part in group.split(",")):
+                # A label only shows once a series has it; those that do must match.
+                assert not seen or label in seen | {"le"}, f"{query!r}: no label {label}"
+    # And the other way round: the dashboard shows the HTTP, socket and process metrics.
+    shown = {name for query in queries for name in _NAME.findall(query)}
+    for wanted in (
+        "paylive_http_request_duration_seconds_bucket",
+        "paylive_socket_command_duration_seconds_bucket",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ):
+        assert wanted in shown
