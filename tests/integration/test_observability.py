@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
-from ..support.client import create, merchant
+from ..support.client import Socket, create, merchant, session_url
 from ..support.receiver import Receiver
+from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import Server
 from ..support.waiting import until
 
@@ -225,3 +227,92 @@ async def test_every_dashboard_query_names_a_metric_the_server_exposes(
         "process_resident_memory_bytes",
     ):
         assert wanted in shown
+
+
+# Two workers on Redis: a socket's payment, its outbox on any worker ----------------------
+
+SOCKET_TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+async def test_a_socket_payment_on_two_workers_is_one_trace(
+    tmp_path: Path,
+) -> None:
+    redis = start_redis(tmp_path / "redis")
+    receiver = Receiver(SHOP_SECRET)
+    spans_file = tmp_path / "spans.jsonl"
+    env = {
+        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_LOG_FORMAT": "json",
+        "PAYLIVE_OTEL_EXPORTER": "file",
+        "PAYLIVE_OTEL_FILE": str(spans_file),
+        "PAYLIVE_METRICS_TOKEN": METRICS_TOKEN,
+        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SHOP_SECRET,
+    }
+    try:
+        with Server(env, workers=2) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                session = await create(http, order_id="traced-socket")
+                conn = await connect(
+                    session_url(srv.ws_url, session),
+                    subprotocols=["paylive.v1.json"],  # type: ignore[list-item]
+                    additional_headers={
+                        "X-Request-Id": "sock-req-0001",
+                        "traceparent": f"00-{SOCKET_TRACE}-{CALLER_PARENT}-01",
+                    },
+                    open_timeout=5,
+                )
+                assert conn.response is not None
+                assert conn.response.headers["x-request-id"] == "sock-req-0001"
+                assert conn.response.headers["traceparent"].startswith(f"00-{SOCKET_TRACE}-")
+                sock = Socket(conn)
+                await sock.send(
+                    {"type": "pay", "payment_method": {"card": "4242424242424242"}, "ref": "p1"}
+                )
+                await sock.until(lambda m: m["type"] == "ack")
+                await sock.state("succeeded")
+                await conn.close()
+
+                def shop_got_it() -> bool:
+                    return any(
+                        s["name"] == "webhook out" and s["trace_id"] == SOCKET_TRACE
+                        for s in spans(spans_file)
+                    )
+
+                await until(shop_got_it)
+                metrics_text = (
+                    await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+                ).text
+            srv.stop()
+            lines = log_lines(srv)
+    finally:
+        receiver.close()
+        redis.stop()
+
+    trace = [s for s in spans(spans_file) if s["trace_id"] == SOCKET_TRACE]
+    names = {s["name"] for s in trace}
+    for wanted in ("socket pay", "provider charge", "webhook in", "webhook out"):
+        assert wanted in names, f"{wanted!r} is not in the trace: {sorted(names)}"
+    assert all(
+        s["attributes"].get("paylive.session_id") == session["id"]
+        for s in trace
+        if s["name"] in ("socket pay", "provider charge", "webhook in", "webhook out")
+    )
+    mine = [line for line in lines if line.get("request_id") == "sock-req-0001"]
+    assert any("[accepted]" in line["event"] for line in mine), mine
+    charged = [line for line in mine if line["event"].startswith("charge ")]
+    assert charged and charged[0]["session_id"] == session["id"]
+    assert charged[0]["trace_id"] == SOCKET_TRACE
+    posted = [line for line in lines if line["event"].startswith("webhook ")]
+    assert posted and all(line["trace_id"] == SOCKET_TRACE for line in posted), posted
+    # Each live worker's process metrics, labelled with its process id.
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
+    workers = {s.labels["worker"] for s in families["process_cpu_seconds"].samples}
+    assert len(workers) == 2, workers
+    pay = [
+        s
+        for s in families["paylive_socket_command_duration_seconds"].samples
+        if s.name.endswith("_count") and s.labels["type"] == "pay"
+    ]
+    assert pay and pay[0].value == 1
