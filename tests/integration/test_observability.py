@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -316,3 +318,64 @@ async def test_a_socket_payment_on_two_workers_is_one_trace(
         if s.name.endswith("_count") and s.labels["type"] == "pay"
     ]
     assert pay and pay[0].value == 1
+
+
+# OTLP: the standard exporter, to a collector ------------------------------------------------
+
+
+class _Collector(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's name
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.received.append((self.path, self.headers.get("content-type", ""), body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _exported() -> tuple[set[tuple[str, str]], set[str]]:
+    """(span name, trace id) of every span the collector received, and the services."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    spans: set[tuple[str, str]] = set()
+    services: set[str] = set()
+    for path, content_type, body in list(_Collector.received):
+        assert path == "/v1/traces" and content_type == "application/x-protobuf"
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+            services.update(
+                a.value.string_value
+                for a in resource.resource.attributes
+                if a.key == "service.name"
+            )
+            for scope in resource.scope_spans:
+                spans.update((span.name, span.trace_id.hex()) for span in scope.spans)
+    return spans, services
+
+
+async def test_spans_go_to_an_otlp_collector() -> None:
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    env = {
+        "PAYLIVE_OTEL_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "paylive-under-test",
+    }
+    try:
+        with Server(env) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                traceparent = (await http.get("/readyz")).headers["traceparent"]
+            wanted = ("GET /readyz", traceparent.split("-")[1])
+            await until(lambda: wanted in _exported()[0])
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    assert _exported()[1] == {"paylive-under-test"}
