@@ -277,3 +277,13 @@ def test_an_exporter_without_its_file_is_refused() -> None:
     with pytest.raises(SettingsError, match="PAYLIVE_METRICS_TOKEN"):
         load_settings({"PAYLIVE_METRICS_TOKEN": "short"})
     assert load_settings({"PAYLIVE_LOG_FORMAT": "JSON"}).log_format == "json"
+
+
+def test_a_stripe_event_names_the_trace_of_its_charge() -> None:
+    from paylive.gateway.stripe import TRACE_META, event_trace
+
+    intent = {"id": "pi_1", "metadata": {TRACE_META: CALLER.traceparent}}
+    assert event_trace({"data": {"object": intent}}) == CALLER.traceparent
+    assert event_trace({"data": {"object": {"id": "pi_1", "metadata": {}}}}) is None
+    assert event_trace({"data": "not an object"}) is None
+    assert event_trace({"data": {"object": {"metadata": {TRACE_META: 7}}}}) is None
