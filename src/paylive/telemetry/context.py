@@ -11,10 +11,8 @@ payment share a trace id across workers; with it, spans are exported under them.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
-from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -84,16 +82,25 @@ def current_traceparent() -> str | None:
     return None if current is None else current.traceparent
 
 
-@contextlib.contextmanager
-def bound(*, request: str | None = None, session: str | None = None) -> Iterator[None]:
-    """Set the request id and/or the session id for the block (None leaves one as is)."""
-    tokens = []
-    if request is not None:
-        tokens.append((request_id, request_id.set(request)))
-    if session is not None:
-        tokens.append((session_id, session_id.set(session)))
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+class bound:  # noqa: N801 - used as a function: ``with context.bound(...)``
+    """Set the request id and/or the session id for the block (None leaves one as is).
+    A class rather than a generator: it runs on every request."""
+
+    __slots__ = ("_request", "_session", "_tokens")
+
+    def __init__(self, *, request: str | None = None, session: str | None = None) -> None:
+        self._request = request
+        self._session = session
+
+    def __enter__(self) -> None:
+        self._tokens = (
+            None if self._request is None else request_id.set(self._request),
+            None if self._session is None else session_id.set(self._session),
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        request, session = self._tokens
+        if session is not None:
+            session_id.reset(session)
+        if request is not None:
+            request_id.reset(request)

@@ -84,53 +84,72 @@ def shutdown() -> None:
     use(None)
 
 
-@contextlib.contextmanager
-def span(
-    name: str,
-    *,
-    kind: str = "internal",
-    parent: TraceContext | None = None,
-    attributes: Mapping[str, Attribute | None] | None = None,
-) -> Iterator[Span]:
-    """A span for the block, the child of ``parent`` or else of the current one (a new
-    trace when there is neither). An exception escaping the block marks it failed."""
-    parent = parent or context.trace.get()
-    session = context.session_id.get()
-    if _tracer is None:
-        ids = TraceContext(
-            parent.trace_id if parent else context.new_trace_id(),
-            context.new_span_id(),
-            parent.sampled if parent else True,
-        )
-        token = context.trace.set(ids)
-        try:
-            yield Span()
-        finally:
-            context.trace.reset(token)
-        return
-    from .otel import start
+_UNTRACED = Span()
 
-    otel = start(_tracer, name, kind, parent)
-    if session is not None:
-        otel.set_attribute(SESSION_ATTRIBUTE, session)
-    for key, value in (attributes or {}).items():
-        if value is not None:
-            otel.set_attribute(key, value)
-    made = otel.get_span_context()
-    token = context.trace.set(
-        TraceContext(f"{made.trace_id:032x}", f"{made.span_id:016x}", bool(made.trace_flags & 1))
-    )
-    here = Span(otel)
-    current = _current.set(here)
-    try:
-        yield here
-    except BaseException as exc:
-        otel.record_exception(exc)
-        here.fail(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        _current.reset(current)
-        context.trace.reset(token)
+
+class span:  # noqa: N801 - used as a function: ``with tracing.span(...) as s``
+    """A span for the block, the child of ``parent`` or else of the current one (a new
+    trace when there is neither). An exception escaping the block marks it failed.
+
+    A class rather than a generator: it runs on every request and socket command, and
+    without OpenTelemetry it must cost no more than two new ids."""
+
+    __slots__ = ("_name", "_kind", "_parent", "_attributes", "_otel", "_token", "_current")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: str = "internal",
+        parent: TraceContext | None = None,
+        attributes: Mapping[str, Attribute | None] | None = None,
+    ) -> None:
+        self._name = name
+        self._kind = kind
+        self._parent = parent
+        self._attributes = attributes
+        self._otel: Any = None
+        self._current: Any = None
+
+    def __enter__(self) -> Span:
+        parent = self._parent or context.trace.get()
+        if _tracer is None:
+            self._token = context.trace.set(
+                TraceContext(
+                    parent.trace_id if parent else context.new_trace_id(),
+                    context.new_span_id(),
+                    parent.sampled if parent else True,
+                )
+            )
+            return _UNTRACED
+        from .otel import start
+
+        otel = self._otel = start(_tracer, self._name, self._kind, parent)
+        session = context.session_id.get()
+        if session is not None:
+            otel.set_attribute(SESSION_ATTRIBUTE, session)
+        for key, value in (self._attributes or {}).items():
+            if value is not None:
+                otel.set_attribute(key, value)
+        made = otel.get_span_context()
+        self._token = context.trace.set(
+            TraceContext(
+                f"{made.trace_id:032x}", f"{made.span_id:016x}", bool(made.trace_flags & 1)
+            )
+        )
+        here = Span(otel)
+        self._current = _current.set(here)
+        return here
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        context.trace.reset(self._token)
+        otel = self._otel
+        if otel is None:
+            return
+        _current.reset(self._current)
+        if exc is not None:
+            otel.record_exception(exc)
+            Span(otel).fail(f"{type(exc).__name__}: {exc}")
         otel.end()
 
 

@@ -85,30 +85,32 @@ class Observe:
                     context.session_id.set(session)
             await send(message)
 
-        with context.bound(request=request_id):
-            with tracing.span(
-                f"HTTP {method}",
-                kind="server",
-                parent=parent,
-                attributes={
-                    "http.request.method": method,
-                    "url.path": scope.get("path"),
-                    "paylive.request_id": request_id,
-                },
-            ) as span:
-                extra.extend(response_headers(request_id))
-                try:
-                    await self.app(scope, receive, answer)
-                finally:
-                    route = route_of(scope)
+        attributes = None
+        if tracing.enabled():
+            attributes = {
+                "http.request.method": method,
+                "url.path": scope.get("path"),
+                "paylive.request_id": request_id,
+            }
+        with (
+            context.bound(request=request_id),
+            tracing.span(
+                f"HTTP {method}", kind="server", parent=parent, attributes=attributes
+            ) as span,
+        ):
+            extra.extend(response_headers(request_id))
+            try:
+                await self.app(scope, receive, answer)
+            finally:
+                route = route_of(scope)
+                if tracing.enabled():
                     span.rename(f"{method} {route}")
                     span.set("http.route", route)
                     span.set("http.response.status_code", status)
-                    session = _session_of(scope)
-                    span.set(tracing.SESSION_ATTRIBUTE, session)
+                    span.set(tracing.SESSION_ATTRIBUTE, _session_of(scope))
                     if status >= 500:
                         span.fail(f"HTTP {status}")
-                    metrics.http_request(method, route, status, time.perf_counter() - started)
+                metrics.http_request(method, route, status, time.perf_counter() - started)
 
 
 def _session_of(scope: Scope) -> str | None:
