@@ -9,7 +9,9 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -287,3 +289,66 @@ def test_a_stripe_event_names_the_trace_of_its_charge() -> None:
     assert event_trace({"data": {"object": {"id": "pi_1", "metadata": {}}}}) is None
     assert event_trace({"data": "not an object"}) is None
     assert event_trace({"data": {"object": {"metadata": {TRACE_META: 7}}}}) is None
+
+
+class _StripeLike(BaseHTTPRequestHandler):
+    """Two of Stripe's answers, each with the Request-Id header Stripe sends."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's name
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        confirm = self.path.endswith("/confirm")
+        body = json.dumps(
+            {
+                "id": "pi_traced",
+                "object": "payment_intent",
+                "status": "requires_capture" if confirm else "requires_confirmation",
+                "metadata": {},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Request-Id", "req_confirm" if confirm else "req_create")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+# stripe's httpx client posts its form with data=, which this httpx deprecates.
+@pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+async def test_a_stripe_call_names_stripes_request_id_on_its_span(
+    exporter: InMemorySpanExporter,
+) -> None:
+    from paylive.core.decision import Charge
+    from paylive.gateway.stripe import PROVIDER_REQUEST_ID, StripeGateway
+
+    stripe_like = ThreadingHTTPServer(("127.0.0.1", 0), _StripeLike)
+    threading.Thread(target=stripe_like.serve_forever, daemon=True).start()
+    settings = load_settings(
+        {
+            "PAYLIVE_GATEWAY": "stripe",
+            "PAYLIVE_STRIPE_SECRET_KEY": "sk_test_traced",
+            "PAYLIVE_STRIPE_WEBHOOK_SECRET": "whsec_traced",
+            "PAYLIVE_STRIPE_API_BASE": f"http://127.0.0.1:{stripe_like.server_address[1]}",
+        }
+    )
+    gateway = StripeGateway(settings)
+
+    async def remember(ref: str) -> bool:
+        return True
+
+    charge = Charge(1, "ps_traced:1", {"stripe": "pm_card_visa"}, 100, "EUR")
+    try:
+        with tracing.span("provider create", kind="client"):
+            answer = await gateway.charge(charge, remember)
+    finally:
+        await gateway.close()
+        stripe_like.shutdown()
+        stripe_like.server_close()
+    assert isinstance(answer, ProviderResult) and answer.outcome == "authorized"
+    [span] = named(exporter.get_finished_spans(), "provider create")
+    assert span.attributes is not None
+    # The last call made under the span (the confirm) names its request.
+    assert span.attributes[PROVIDER_REQUEST_ID] == "req_confirm"
