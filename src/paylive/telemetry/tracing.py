@@ -54,6 +54,7 @@ class Span:
 _current: ContextVar[Span | None] = ContextVar("paylive_span", default=None)
 _tracer: Any = None  # an opentelemetry Tracer once ``install`` or ``use`` ran
 _provider: Any = None
+_installed = False
 
 
 def enabled() -> bool:
@@ -69,18 +70,24 @@ def use(provider: Any) -> None:
 
 def install(settings: Settings) -> None:
     """The worker's exporter, as ``PAYLIVE_OTEL_EXPORTER`` says (off: nothing)."""
+    global _installed
     if settings.otel_exporter == "off" or _provider is not None:
         return
     from .otel import provider_for
 
     use(provider_for(settings))
+    _installed = True
 
 
 def shutdown() -> None:
-    """Export what is still buffered (a stopping worker)."""
-    if _provider is not None:
-        with contextlib.suppress(Exception):
-            _provider.shutdown()
+    """Export what is still buffered and stop (a stopping worker), if ``install`` started
+    the exporter (a provider handed to ``use`` is its owner's to stop)."""
+    global _installed
+    if not _installed:
+        return
+    _installed = False
+    with contextlib.suppress(Exception):
+        _provider.shutdown()
     use(None)
 
 
