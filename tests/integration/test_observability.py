@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ from websockets.asyncio.client import connect
 from ..support.client import Socket, create, merchant, session_url
 from ..support.receiver import Receiver
 from ..support.redisproc import REDIS_SERVER, start_redis
-from ..support.servers import Server
+from ..support.servers import API_KEY, Server
 from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -379,3 +380,45 @@ async def test_spans_go_to_an_otlp_collector() -> None:
         collector.shutdown()
         collector.server_close()
     assert _exported()[1] == {"paylive-under-test"}
+
+
+# Liveness and readiness under overload -----------------------------------------------------
+
+
+async def test_a_full_worker_is_alive_but_not_ready() -> None:
+    """A door of one, held by a command whose body is still on its way: /readyz says
+    overloaded (503), /healthz stays 200; once the body arrives, ready again."""
+    with Server({"PAYLIVE_MAX_IN_FLIGHT": "1"}) as srv:
+        body = json.dumps({"order_id": "held", "amount": 100, "currency": "EUR"}).encode()
+        held = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        try:
+            held.sendall(
+                b"POST /api/sessions HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {API_KEY}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:5]
+            )
+            async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+
+                async def not_ready() -> httpx.Response | None:
+                    reply = await http.get("/readyz")
+                    return reply if reply.status_code == 503 else None
+
+                refused = await until(not_ready)
+                assert refused.json() == {
+                    "ready": False,
+                    "checks": {
+                        "engine": True,
+                        "subscription": True,
+                        "shutting_down": False,
+                        "overloaded": True,
+                    },
+                }
+                assert (await http.get("/healthz")).status_code == 200
+                held.sendall(body[5:])
+                assert held.recv(4096).startswith(b"HTTP/1.1 201")
+                ready = await http.get("/readyz")
+                assert ready.status_code == 200 and ready.json()["checks"]["overloaded"] is False
+        finally:
+            held.close()

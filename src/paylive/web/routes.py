@@ -355,7 +355,12 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     checks = await runtime_of(request).readiness()
-    ready = checks["engine"] and checks["subscription"] and not checks["shutting_down"]
+    ready = (
+        checks["engine"]
+        and checks["subscription"]
+        and not checks["shutting_down"]
+        and not checks["overloaded"]
+    )
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
