@@ -62,7 +62,9 @@ def test_a_key_no_longer_listed_gets_401() -> None:
         assert reply.status_code == 201
         session_id = reply.json()["id"]
         old_signed = client_secret(OLD_SIGN, session_id)
-        assert http.get(f"/api/sessions/{session_id}", headers=bearer(old_signed)).status_code == 401
+        assert (
+            http.get(f"/api/sessions/{session_id}", headers=bearer(old_signed)).status_code == 401
+        )
 
 
 def test_serve_refuses_a_variable_and_its_file_naming_both(tmp_path: Path) -> None:
