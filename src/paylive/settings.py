@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .core.standard_webhooks import secret_key
 from .errors import PayliveError
 
 
@@ -353,10 +354,14 @@ def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
         values["merchant_webhook_url"] = url
     if raw_secrets:
         parsed = _split(raw_secrets)
-        if any(len(secret) < 16 for secret in parsed):
-            raise SettingsError(
-                "PAYLIVE_MERCHANT_WEBHOOK_SECRET must list secrets of at least 16 characters each"
-            )
+        for entry in parsed:
+            try:
+                secret_key(entry)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"PAYLIVE_MERCHANT_WEBHOOK_SECRET must list Standard Webhooks secrets "
+                    f"(whsec_ and the base64 of 24 to 64 random bytes): {exc}"
+                ) from None
         values["merchant_webhook_secrets"] = parsed
     events = (env.get("PAYLIVE_MERCHANT_EVENTS") or "").strip()
     if events:

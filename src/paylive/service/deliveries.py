@@ -132,7 +132,7 @@ class Deliveries:
 
     async def _post(self, delivery: Delivery) -> Attempt:
         assert self.sender is not None
-        answer = await self.sender.post(dumps_strict(delivery.event))
+        answer = await self.sender.post(dumps_strict(delivery.event), str(delivery.event["id"]))
         metrics.webhook_attempt("ok" if answer.ok else "failed")
         return answer
 
