@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -42,6 +43,9 @@ class Settings:
     sandbox_delay_ms: int = 1_500
     host: str = "127.0.0.1"
     port: int = 8000
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or
+    # networks; "*" any); empty: none, the connection's own address is the client's.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Where the sandbox gateway posts its webhooks; by default this server itself.
     sandbox_webhook_url: str | None = None
     # The sandbox authorizes first and moves money on capture (an addition).
@@ -299,6 +303,37 @@ def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    """PAYLIVE_TRUSTED_PROXIES; unset, uvicorn's FORWARDED_ALLOW_IPS (the variable this
+    one names for paylive), else a proxy on the same host (loopback)."""
+    name = "PAYLIVE_TRUSTED_PROXIES"
+    raw = (env.get(name) or "").strip()
+    if not raw and (env.get("FORWARDED_ALLOW_IPS") or "").strip():
+        name, raw = "FORWARDED_ALLOW_IPS", str(env.get("FORWARDED_ALLOW_IPS")).strip()
+    if not raw:
+        return ("127.0.0.1", "::1")
+    if raw.lower() == "none":
+        return ()
+    entries = _split(raw)
+    if "*" in entries:
+        return ("*",)
+    parsed: list[str] = []
+    for entry in entries:
+        try:
+            # Networks as uvicorn reads them (10.1.2.3/8 is 10.0.0.0/8).
+            parsed.append(
+                str(ipaddress.ip_network(entry, strict=False))
+                if "/" in entry
+                else str(ipaddress.ip_address(entry))
+            )
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list IP addresses or networks (such as 10.0.0.0/8), "
+                f"none, or *; got {entry!r}"
+            ) from None
+    return tuple(parsed)
+
+
 def _gateway_values(env: Mapping[str, str], mode: str) -> dict[str, object]:
     """PAYLIVE_GATEWAY and the Stripe variables; production refuses the sandbox."""
     gateway = (env.get("PAYLIVE_GATEWAY") or "sandbox").strip() or "sandbox"
@@ -423,6 +458,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                     f"got {origin!r}"
                 )
         values["allowed_origins"] = parsed
+
+    values["trusted_proxies"] = _trusted_proxies(env)
 
     authorize = (env.get("PAYLIVE_SANDBOX_AUTHORIZE_FIRST") or "").strip().lower()
     if authorize:

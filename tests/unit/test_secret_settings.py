@@ -78,3 +78,22 @@ def test_a_missing_or_empty_file_is_named(tmp_path: Path, content: str | None) -
         path.write_text(content)
     with pytest.raises(SettingsError, match="PAYLIVE_SECRET_FILE"):
         load_settings({"PAYLIVE_SECRET_FILE": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, ("127.0.0.1", "::1")),
+        ({"PAYLIVE_TRUSTED_PROXIES": "none"}, ()),
+        ({"PAYLIVE_TRUSTED_PROXIES": "10.1.2.3/8, 192.168.0.7"}, ("10.0.0.0/8", "192.168.0.7")),
+        ({"PAYLIVE_TRUSTED_PROXIES": "10.0.0.1,*"}, ("*",)),
+        ({"FORWARDED_ALLOW_IPS": "172.16.0.1"}, ("172.16.0.1",)),
+    ],
+)
+def test_trusted_proxies(env: dict[str, str], expected: tuple[str, ...]) -> None:
+    assert load_settings(env).trusted_proxies == expected
+
+
+def test_a_proxy_that_is_no_address_is_named() -> None:
+    with pytest.raises(SettingsError, match="PAYLIVE_TRUSTED_PROXIES"):
+        load_settings({"PAYLIVE_TRUSTED_PROXIES": "proxy.internal"})

@@ -105,6 +105,9 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         backlog=settings.listen_backlog,
         server_header=False,
+        # X-Forwarded-For and -Proto from these proxies only (PAYLIVE_TRUSTED_PROXIES).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
     from .uvicorn import run
 
