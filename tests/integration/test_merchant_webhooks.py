@@ -52,12 +52,17 @@ def server(receiver: Receiver) -> Iterator[Server]:
         "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
         "PAYLIVE_MERCHANT_WEBHOOK_SECRET": f"{NEW_SECRET},{OLD_SECRET}",
         "PAYLIVE_MERCHANT_EVENTS": "all",
-        "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "300",
+        # Short, but with room for a loaded machine (the suite runs files in parallel):
+        # an answer within 1 s is a delivery, and retries go on for 5 s before giving up.
+        "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "1000",
         "PAYLIVE_MERCHANT_RETRY_MS": "50",
-        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1500",
+        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "5000",
         # The sandbox answers after 500 ms, time enough to cancel first; a refund is
         # tried again every 200 to 400 ms.
         "PAYLIVE_SANDBOX_DELAY_MS": "500",
+        # A loaded machine must not turn the sandbox's answer into a timeout (an extra
+        # session.updated for the interruption): the deadline is well past it.
+        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "5000",
         "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
         "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
     }
@@ -113,7 +118,7 @@ async def test_down_for_a_while_then_everything_in_order(
             e["type"] == "session.cancelled" for e in processed(receiver, cancelled_id)
         )
 
-    await until(done)
+    await until(done, timeout=20)
     seen = receiver.seen()["arrivals"]
     assert sum(1 for a in seen if a["answered"] == 503) == 4
     # Signed with both secrets while rotating; the shop's old one verified each.
@@ -147,7 +152,7 @@ async def test_down_for_a_while_then_everything_in_order(
 async def test_a_slow_answer_is_sent_again_and_the_shop_deduplicates(
     http: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    receiver.set(slow=1, slow_ms=1500)
+    receiver.set(slow=1, slow_ms=2500)  # past the 1 s timeout
     session_id = await cancelled(http, "order-wh-slow")
     await until(lambda: len(arrivals(receiver, session_id)) >= 2)
     first, second = arrivals(receiver, session_id)[:2]
@@ -178,7 +183,7 @@ async def test_given_up_after_the_retry_window_then_sent_again(
             if d["session"] == session_id and d["status"] == "failed"
         ]
 
-    [delivery] = await until(failed)
+    [delivery] = await until(failed, timeout=30)  # given up after the 5 s window
     assert delivery["last_status"] == 500 and delivery["last_error"] == "HTTP 500"
     assert delivery["attempts"] >= 3 and delivery["next_at"] is None
     assert processed(receiver, session_id) == []

@@ -146,7 +146,9 @@ async def run_checks(settings: Settings, timeout_s: float) -> list[Outcome]:
         checks.append(check_database)
     if settings.gateway == "stripe":
         checks.append(check_stripe)
-    return list(await asyncio.gather(*(check(settings, timeout_s) for check in checks)))
+    # One after the other: a check's imports (stripe's take a second or more on a
+    # loaded machine) would otherwise run down the others' timeouts.
+    return [await check(settings, timeout_s) for check in checks]
 
 
 def summary(settings: Settings) -> Outcome:
