@@ -247,7 +247,8 @@ def _parse_int(name: str, raw: str, lo: int, hi: int) -> int:
 
 
 # Secrets that may also come from a file (``<NAME>_FILE``: the file's content, stripped),
-# as container orchestrators mount them. Another secret setting adds its name here.
+# as container orchestrators mount them. Another secret setting adds its name here
+# (PAYLIVE_STAFF_TOKENS reads its own file, one token a line).
 SECRET_VARIABLES: tuple[str, ...] = (
     "PAYLIVE_API_KEY",
     "PAYLIVE_ADMIN_TOKEN",
@@ -259,7 +260,6 @@ SECRET_VARIABLES: tuple[str, ...] = (
     "PAYLIVE_DATABASE_URL",
     "PAYLIVE_REDIS_URL",
     "PAYLIVE_METRICS_TOKEN",
-    "PAYLIVE_STAFF_TOKENS",
 )
 
 # A secret file is a few lines at most; anything bigger is a wrong path.
@@ -296,6 +296,7 @@ def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
         if not text:
             raise SettingsError(f"{file_name} names an empty file ({path!r})")
         resolved[name] = text
+        del resolved[file_name]  # resolved: nothing downstream reads the file again
     return resolved
 
 
