@@ -10,6 +10,7 @@ every event, so no sticky sessions are needed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +23,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Origin, Subprotocol
 
 from ..support import redisproc
 from ..support.client import create, merchant, open_socket, session_url
@@ -182,6 +185,30 @@ async def test_http_and_sockets_through_nginx_to_either_worker(stack: dict[str, 
             await socket.conn.close()
     access = (proxy.prefix / "access.log").read_text()
     assert "GET /ws/sessions/" in access and " 101 " in access, access[-2000:]
+
+
+async def test_a_browser_socket_from_the_proxied_origin_is_same_origin(
+    stack: dict[str, Any],
+) -> None:
+    """A page served through nginx on a port of its own opens its socket there: nginx
+    passes the Host the browser sent (port included), so the Origin matches it."""
+    proxy: Nginx = stack["nginx"]
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as http:
+        session = await create(http, order_id="order-nginx-origin")
+    site = f"pay.test:{proxy.port}"  # a name, not loopback: no localhost exception
+    url = session_url(f"ws://{site}", session)
+    async with connect(
+        url,
+        host="127.0.0.1",
+        port=proxy.port,
+        origin=Origin(f"http://{site}"),
+        subprotocols=[Subprotocol("paylive.v1.json")],
+        proxy=None,
+        open_timeout=5,
+    ) as conn:
+        with anyio.fail_after(5):
+            first = json.loads(await conn.recv())
+    assert first["type"] == "snapshot"
 
 
 async def test_streamed_answers_are_not_buffered(stack: dict[str, Any]) -> None:
