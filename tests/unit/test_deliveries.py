@@ -33,7 +33,7 @@ SETTINGS = Settings(
     attempt_timeout_ms=1_000,
     retry_delay_ms=0,
     merchant_webhook_url="http://127.0.0.1:9/shop",
-    merchant_webhook_secrets=("a-secret-of-sixteen",),
+    merchant_webhook_secrets=("whsec_" + "A" * 32,),
     merchant_events="all",
     merchant_backoff_ms=100,
     merchant_backoff_cap_ms=2_000,
@@ -51,8 +51,9 @@ class Shop:
         self.accepted: list[dict[str, Any]] = []
         self.gate: asyncio.Event | None = None
 
-    async def post(self, body: bytes) -> Attempt:
+    async def post(self, body: bytes, message_id: str) -> Attempt:
         event = json.loads(body)
+        assert message_id == event["id"], "webhook-id is the event's own id"
         self.posts.append(event)
         if self.gate is not None:
             await self.gate.wait()

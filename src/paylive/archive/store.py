@@ -22,7 +22,7 @@ import asyncpg
 
 from ..core.merchant import read_log_record
 from .base import ArchiveUnavailable, SessionQuery
-from .schema import migrate
+from .schema import migrate, pending
 
 log = logging.getLogger("paylive.archive")
 
@@ -291,3 +291,30 @@ async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         events,
     )
+
+
+async def apply_migrations(dsn: str, timeout_s: float) -> list[str]:
+    """``paylive migrate``: apply what the database lacks on one connection, as a
+    start would; return the names applied. Raises ArchiveUnavailable."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        # A wrong password or database name too: the URL is what is wrong.
+        raise ArchiveUnavailable(f"PostgreSQL refused or did not answer: {exc}") from exc
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def pending_migrations(dsn: str, timeout_s: float) -> list[str]:
+    """``paylive check``: reach the database and name the migrations it lacks."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        # A wrong password or database name too: the URL is what is wrong.
+        raise ArchiveUnavailable(f"PostgreSQL refused or did not answer: {exc}") from exc
+    try:
+        return await pending(conn)
+    finally:
+        await conn.close()

@@ -141,7 +141,7 @@ class Deliveries:
                 "paylive.event_type": delivery.event.get("type"),
             },
         ) as span:
-            answer = await self.sender.post(dumps_strict(delivery.event))
+            answer = await self.sender.post(dumps_strict(delivery.event), str(delivery.event["id"]))
             span.set("http.response.status_code", answer.status)
             if not answer.ok:
                 span.fail(answer.error or f"HTTP {answer.status}")

@@ -2,7 +2,9 @@
 
 A client secret is ``<session id>_secret_<mac>`` where the mac is an HMAC of the
 session id under ``PAYLIVE_SECRET``: checking one needs no engine call, so a
-reconnect storm costs no reads. Every comparison is constant-time.
+reconnect storm costs no reads. Every comparison is constant-time, and every secret
+is a list while it is rotated (the first signs, all are accepted): each candidate is
+compared, so the time taken does not tell which one matched.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..settings import Settings
@@ -41,12 +44,13 @@ def client_secret(secret: str, session_id: str) -> str:
     return f"{session_id}{_MARK}{_mac(secret, session_id)}"
 
 
-def session_of_client_secret(secret: str, token: str) -> str | None:
-    """The session a client secret opens, or None when it is not one of ours."""
+def session_of_client_secret(secrets: str | Sequence[str], token: str) -> str | None:
+    """The session a client secret opens (signed under any of ``secrets``), or None."""
     session_id, mark, mac = token.rpartition(_MARK)
     if not mark or not session_id.startswith("ps_") or len(token) > 200:
         return None
-    if hmac.compare_digest(mac.encode(), _mac(secret, session_id).encode()):
+    candidates = [secrets] if isinstance(secrets, str) else secrets
+    if matches_any(mac, [_mac(secret, session_id) for secret in candidates]):
         return session_id
     return None
 
@@ -55,15 +59,23 @@ def equal(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def matches_any(given: str, expected: Sequence[str]) -> bool:
+    """Whether ``given`` is one of ``expected``: every entry is compared, none skipped."""
+    matched = False
+    for value in expected:
+        matched |= equal(given, value)
+    return matched
+
+
 def principal_for(token: str | None, settings: Settings) -> Principal | None:
     """Who ``token`` (a bearer token) is, or None."""
     if not token:
         return None
-    if equal(token, settings.api_key):
+    if matches_any(token, settings.api_keys):
         return Principal(MERCHANT)
-    if equal(token, settings.admin_token):
+    if matches_any(token, settings.admin_tokens):
         return Principal(ADMIN)
-    session_id = session_of_client_secret(settings.secret, token)
+    session_id = session_of_client_secret(settings.signing_secrets, token)
     if session_id is not None:
         return Principal(CUSTOMER, session_id)
     return None
