@@ -29,6 +29,8 @@ class Settings:
     redis_url: str | None = None
     api_key: str = ""
     admin_token: str = ""
+    # Named staff credentials, (name, role, token) each (docs/protocol.md section 6.10).
+    staff_tokens: tuple[tuple[str, str, str], ...] = ()
     secret: str = ""
     webhook_secrets: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] | None = None
@@ -306,6 +308,61 @@ def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
         )
 
 
+STAFF_ROLES = ("viewer", "operator", "admin")
+_STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
+    entries: list[tuple[str, str, str]] = []
+    for line in lines:
+        staff, _, rest = line.partition(":")
+        role, _, token = rest.partition(":")
+        staff, role, token = staff.strip(), role.strip(), token.strip()
+        if not _STAFF_NAME.match(staff):
+            raise SettingsError(
+                f"{name}: each entry is name:role:token, the name 1 to 64 letters, digits or "
+                f"._@- (got {staff!r})"
+            )
+        if role not in STAFF_ROLES:
+            raise SettingsError(
+                f"{name}: the role of {staff} must be viewer, operator or admin, got {role!r}"
+            )
+        if len(token) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"{name}: the token of {staff} must be at least {MIN_SECRET_LENGTH} characters"
+            )
+        entries.append((staff, role, token))
+    return entries
+
+
+def _staff(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """PAYLIVE_STAFF_TOKENS (entries separated by commas or new lines) or
+    PAYLIVE_STAFF_TOKENS_FILE (the same in a file, one a line; blank lines and lines
+    starting with # are skipped)."""
+    raw = (env.get("PAYLIVE_STAFF_TOKENS") or "").strip()
+    name = "PAYLIVE_STAFF_TOKENS"
+    path = (env.get("PAYLIVE_STAFF_TOKENS_FILE") or "").strip()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(64 * 1024).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
+        # The same text twice is the file already read into the variable: not a clash.
+        if raw and raw != text:
+            raise SettingsError(
+                "PAYLIVE_STAFF_TOKENS and PAYLIVE_STAFF_TOKENS_FILE are both set: set only one"
+            )
+        raw, name = text, "PAYLIVE_STAFF_TOKENS_FILE"
+    lines = [part.strip() for line in raw.splitlines() for part in line.split(",")]
+    entries = _staff_entries(name, [ln for ln in lines if ln and not ln.startswith("#")])
+    tokens = [token for _, _, token in entries]
+    if len(set(tokens)) != len(tokens):
+        raise SettingsError(f"{name}: a token is listed twice")
+    if entries:
+        values["staff_tokens"] = tuple(entries)
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
 
@@ -360,6 +417,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
 
     values.update(_gateway_values(env, mode))
     _shop(env, values)
+    _staff(env, values)
 
     generated: list[str] = []
     missing: list[str] = []

@@ -195,6 +195,14 @@ class ShopStore(ABC):
     async def deliveries(self, open_only: bool, limit: int) -> list[bytes]:
         """Newest first."""
 
+    @abstractmethod
+    async def audit_add(self, entry: bytes, kept: int) -> None:
+        """Add an entry to the audit trail of every session; the newest ``kept`` stay."""
+
+    @abstractmethod
+    async def audit_read(self, limit: int) -> list[bytes]:
+        """The newest ``limit`` audit entries, newest first."""
+
 
 class Engine(SessionStore, TimerStore, RecordStore, FanOut, ShopStore):
     """Storage and fan-out for sessions. See the module docstring for the contract."""

@@ -61,10 +61,10 @@ class EffectRunner:
                 return
             now = self.service.clock()
             due = [e for e in session.pending_effects if e.next_at is not None and e.next_at <= now]
-            for kind, number in [(e.kind, e.attempt) for e in due]:
+            for ident in [e.ident for e in due]:
                 # As the session is now: the answer just recorded may have cancelled this
                 # one (a capture whose hold a void released).
-                effect = session.effect(kind, number)
+                effect = session.effect(*ident)
                 if effect is None or not effect.pending:
                     continue
                 outcome = await self._call(session, effect)
@@ -91,7 +91,9 @@ class EffectRunner:
         charged = False
         try:
             async with asyncio.timeout(self.call_timeout):
-                if effect.kind == REFUND:
+                if effect.kind == REFUND and effect.amount is not None:
+                    await gateway.refund(charge_key, ref, key, amount=effect.amount)
+                elif effect.kind == REFUND:
                     await gateway.refund(charge_key, ref, key)
                 elif effect.kind == CAPTURE:
                     charged = await gateway.capture(charge_key, ref, key)
@@ -104,15 +106,24 @@ class EffectRunner:
         except (GatewayError, TimeoutError, OSError) as exc:
             metrics.effect_attempt(effect.kind, "failed")
             error = str(exc) or type(exc).__name__
-            return EffectOutcome(effect.kind, effect.attempt, False, error, self.jitter())
+            return EffectOutcome(
+                effect.kind, effect.attempt, False, error, self.jitter(), number=effect.number
+            )
         except Exception as exc:
             log.exception("the provider adapter failed on %s", key)
             metrics.effect_attempt(effect.kind, "failed")
             return EffectOutcome(
-                effect.kind, effect.attempt, False, f"{type(exc).__name__}: {exc}", self.jitter()
+                effect.kind,
+                effect.attempt,
+                False,
+                f"{type(exc).__name__}: {exc}",
+                self.jitter(),
+                number=effect.number,
             )
         metrics.effect_attempt(effect.kind, "ok")
-        return EffectOutcome(effect.kind, effect.attempt, True, charged=charged)
+        return EffectOutcome(
+            effect.kind, effect.attempt, True, charged=charged, number=effect.number
+        )
 
 
 async def list_effects(

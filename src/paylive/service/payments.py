@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import metrics
 from ..core import stats
@@ -92,10 +92,14 @@ class PaymentService:
             raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
         return session
 
-    async def run(self, session_id: str, command: Command) -> Outcome:
+    async def run(
+        self, session_id: str, command: Command, audit: dict[str, object] | None = None
+    ) -> Outcome:
         """Apply ``command``; raise Refused ``not_found`` for an unknown session. A refusal is
         returned in ``decision.refusal`` (changes may still have been saved with it:
-        a void that found the money moved makes the session succeed and refuses the retry)."""
+        a void that found the money moved makes the session succeed and refuses the retry).
+        ``audit``: who asked (an entry of the audit trail without its time), written into
+        the session with the change it made, so it is recorded exactly when that is."""
         voids: dict[int, bool] = {}
         voided_refs: dict[int, str | None] = {}
         # The engine may answer load_for_update from a copy that is a little stale:
@@ -112,7 +116,8 @@ class PaymentService:
                     # The attempt's payment was named after its void was asked (the
                     # gateway was confirming it): the answer is stale, ask again.
                     del voids[number], voided_refs[number]
-            result = decide(session, command, self.clock(), self.rules, voids)
+            now = self.clock()
+            result = decide(session, command, now, self.rules, voids)
             if not fresh and (isinstance(result, NeedsVoid) or not result.to_save):
                 fresh = True
                 continue
@@ -125,6 +130,9 @@ class PaymentService:
             if result.to_save:
                 # The merchant events it makes go into the outbox, saved with it.
                 result = queue_events(session, result, self.rules)
+                if audit is not None and result.refusal is None:
+                    entry = {**audit, "at": now, "session": session_id}
+                    result = replace(result, session=result.session.with_audit(entry))
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
                 saved = await self.engine.save(
