@@ -230,6 +230,10 @@ class Runtime:
     async def _summary(self) -> None:
         counters = await self.engine.counters()
         now = self.clock()
+        stale = stats.stale_minutes(counters, now)
+        if stale:
+            # The chart's minutes past its hour: whichever worker sees them first.
+            await self.engine.forget_counters(stale)
         metrics.observe_outbox(counters, await self.engine.oldest_pending_effect(), now)
         if not self.hub.admins:
             return

@@ -82,6 +82,10 @@ class SessionStore(ABC):
     async def counters(self) -> dict[str, int]: ...
 
     @abstractmethod
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        """Delete these counters (the chart's minutes past its window)."""
+
+    @abstractmethod
     async def list_review(self, limit: int) -> list[Session]:
         """Sessions flagged ``needs_review``, most recently flagged first."""
 

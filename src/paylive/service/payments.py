@@ -135,6 +135,7 @@ class PaymentService:
                     result = replace(result, session=result.session.with_audit(entry))
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
+                delta.update(stats.minute_delta(result.events))
                 saved = await self.engine.save(
                     result.session, session.version, [event.json for event in events], delta
                 )

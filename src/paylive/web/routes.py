@@ -404,6 +404,12 @@ async def admin_summary(request: Request) -> Response:
     return JSONResponse(await runtime_of(request).reads.summary())
 
 
+@endpoint
+async def admin_chart(request: Request) -> Response:
+    staff(request)
+    return JSONResponse(await runtime_of(request).reads.chart())
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
@@ -436,6 +442,7 @@ routes = [
     Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
     Route("/api/admin/sessions", admin_sessions, methods=["GET"]),
     Route("/api/admin/summary", admin_summary, methods=["GET"]),
+    Route("/api/admin/chart", admin_chart, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
