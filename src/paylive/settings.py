@@ -313,23 +313,23 @@ _STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
 def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
+    """Each line ``name:role:token``; an error names the entry by its place, never by
+    its text, which may hold a token."""
     entries: list[tuple[str, str, str]] = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         staff, _, rest = line.partition(":")
         role, _, token = rest.partition(":")
         staff, role, token = staff.strip(), role.strip(), token.strip()
+        where = f"{name}: entry {number}"
         if not _STAFF_NAME.match(staff):
             raise SettingsError(
-                f"{name}: each entry is name:role:token, the name 1 to 64 letters, digits or "
-                f"._@- (got {staff!r})"
+                f"{where} must be name:role:token, the name 1 to 64 letters, digits or ._@-"
             )
         if role not in STAFF_ROLES:
-            raise SettingsError(
-                f"{name}: the role of {staff} must be viewer, operator or admin, got {role!r}"
-            )
+            raise SettingsError(f"{where}: the role must be viewer, operator or admin")
         if len(token) < MIN_SECRET_LENGTH:
             raise SettingsError(
-                f"{name}: the token of {staff} must be at least {MIN_SECRET_LENGTH} characters"
+                f"{where}: the token must be at least {MIN_SECRET_LENGTH} characters"
             )
         entries.append((staff, role, token))
     return entries
