@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..archive import ArchiveUnavailable, AuditQuery
 from ..core.codec import dumps_strict
-from ..engine import Engine
+from ..engine import Engine, EngineUnavailable
 
 if TYPE_CHECKING:
     from ..archive.store import Archive
@@ -43,8 +43,14 @@ class AuditTrail:
     async def added(self, entry: dict[str, Any]) -> None:
         """Copy an entry recorded (or, for no session, made) just now to the trail of
         every session and to the archive. With PostgreSQL down it reaches the archive
-        later, by ``catch_up``."""
-        await self.engine.audit_add(dumps_strict(entry), AUDIT_KEPT_GLOBAL)
+        later, by ``catch_up``; with the engine down (rare: the action was just saved
+        in it) the copy is skipped, and the session's own record still holds it."""
+        try:
+            await self.engine.audit_add(dumps_strict(entry), AUDIT_KEPT_GLOBAL)
+        except EngineUnavailable as exc:
+            # The action is done and, on a session, recorded with it: its answer must not
+            # say otherwise (a client that retried would act twice).
+            log.warning("audit entry %s not copied to the trail: %s", entry.get("id"), exc)
         if self.archive is not None:
             try:
                 await self.archive.audit_add([entry])
