@@ -936,9 +936,11 @@ async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> 
 async def test_the_audit_trail_keeps_the_newest(engine: Engine) -> None:
     for n in range(5):
         await engine.audit_add(json.dumps({"id": f"aud_{n}"}).encode(), 3)
-    assert [json.loads(raw)["id"] for raw in await engine.audit_read(10)] == [
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(0, 10)] == [
         "aud_4",
         "aud_3",
         "aud_2",
     ]
-    assert len(await engine.audit_read(2)) == 2
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(1, 1)] == ["aud_3"]
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(2, 5)] == ["aud_2"]
+    assert await engine.audit_read(3, 5) == []

@@ -204,8 +204,8 @@ class ShopStore(ABC):
         """Add an entry to the audit trail of every session; the newest ``kept`` stay."""
 
     @abstractmethod
-    async def audit_read(self, limit: int) -> list[bytes]:
-        """The newest ``limit`` audit entries, newest first."""
+    async def audit_read(self, start: int, count: int) -> list[bytes]:
+        """``count`` audit entries from the ``start``-th newest on, newest first."""
 
 
 class Engine(SessionStore, TimerStore, RecordStore, FanOut, ShopStore):

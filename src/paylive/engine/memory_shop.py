@@ -93,5 +93,6 @@ class MemoryShop:
         self._audit.append(entry)
         del self._audit[:-kept]
 
-    async def audit_read(self, limit: int) -> list[bytes]:
-        return self._audit[::-1][:limit]
+    async def audit_read(self, start: int, count: int) -> list[bytes]:
+        newest = len(self._audit) - start
+        return self._audit[max(0, newest - count) : max(0, newest)][::-1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..archive import ArchiveUnavailable, AuditQuery
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("paylive.audit")
 
 AUDIT_KEPT_GLOBAL = 10_000
+# The engine's trail is read this many entries at a time, newest first.
+PAGE = 200
 # The id of the newest entry of the engine's trail known to be archived.
 ARCHIVED_MARK = "audit:archived"
 MARK_TTL_MS = 30 * 24 * 3_600_000
@@ -63,8 +66,7 @@ class AuditTrail:
             return
         mark = await self.engine.get(ARCHIVED_MARK)
         newer: list[dict[str, Any]] = []
-        for raw in await self.engine.audit_read(AUDIT_KEPT_GLOBAL):
-            entry = json.loads(raw)
+        async for entry in self._newest_first():
             if mark is not None and str(entry["id"]).encode() == mark:
                 break
             newer.append(entry)
@@ -76,6 +78,15 @@ class AuditTrail:
             return  # tried again at the next round
         await self.engine.put(ARCHIVED_MARK, str(newer[0]["id"]).encode(), MARK_TTL_MS)
 
+    async def _newest_first(self) -> AsyncIterator[dict[str, Any]]:
+        """The engine's trail, newest first, a page at a time (most reads stop early)."""
+        for start in range(0, AUDIT_KEPT_GLOBAL, PAGE):
+            page = await self.engine.audit_read(start, PAGE)
+            for raw in page:
+                yield json.loads(raw)
+            if len(page) < PAGE:
+                return
+
     async def search(self, query: AuditQuery) -> list[dict[str, Any]]:
         """Entries matching ``query``, newest first, each once."""
         found: dict[str, dict[str, Any]] = {}
@@ -85,8 +96,7 @@ class AuditTrail:
                 for entry in session.audit:
                     found[str(entry["id"])] = entry
         else:
-            for raw in await self.engine.audit_read(AUDIT_KEPT_GLOBAL):
-                entry = json.loads(raw)
+            async for entry in self._newest_first():
                 if query.matches(entry):
                     found[str(entry["id"])] = entry
                 if len(found) >= query.limit:

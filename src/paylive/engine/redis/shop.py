@@ -95,8 +95,8 @@ class Shop(ShopStore):
                 pipe.ltrim(AUDIT, 0, kept - 1)
                 await pipe.execute()
 
-    async def audit_read(self, limit: int) -> list[bytes]:
+    async def audit_read(self, start: int, count: int) -> list[bytes]:
         r: Any = self._client.r
         async with self._client.op():
-            entries: Any = await r.lrange(AUDIT, 0, limit - 1)
+            entries: Any = await r.lrange(AUDIT, start, start + count - 1)
         return list(entries)
