@@ -34,6 +34,8 @@ class Settings:
     # accepted. ``api_key`` is ``api_keys[0]`` (and so on), kept for the signers.
     api_key: str = ""
     admin_token: str = ""
+    # Named staff credentials, (name, role, token) each (docs/protocol.md section 6.12).
+    staff_tokens: tuple[tuple[str, str, str], ...] = ()
     secret: str = ""
     api_keys: tuple[str, ...] = ()
     admin_tokens: tuple[str, ...] = ()
@@ -468,6 +470,61 @@ def _importable(module: str) -> bool:
         return False
 
 
+STAFF_ROLES = ("viewer", "operator", "admin")
+_STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
+    """Each line ``name:role:token``; an error names the entry by its place, never by
+    its text, which may hold a token."""
+    entries: list[tuple[str, str, str]] = []
+    for number, line in enumerate(lines, 1):
+        staff, _, rest = line.partition(":")
+        role, _, token = rest.partition(":")
+        staff, role, token = staff.strip(), role.strip(), token.strip()
+        where = f"{name}: entry {number}"
+        if not _STAFF_NAME.match(staff):
+            raise SettingsError(
+                f"{where} must be name:role:token, the name 1 to 64 letters, digits or ._@-"
+            )
+        if role not in STAFF_ROLES:
+            raise SettingsError(f"{where}: the role must be viewer, operator or admin")
+        if len(token) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"{where}: the token must be at least {MIN_SECRET_LENGTH} characters"
+            )
+        entries.append((staff, role, token))
+    return entries
+
+
+def _staff(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """PAYLIVE_STAFF_TOKENS (entries separated by commas or new lines) or
+    PAYLIVE_STAFF_TOKENS_FILE (the same in a file, one a line; blank lines and lines
+    starting with # are skipped)."""
+    raw = (env.get("PAYLIVE_STAFF_TOKENS") or "").strip()
+    name = "PAYLIVE_STAFF_TOKENS"
+    path = (env.get("PAYLIVE_STAFF_TOKENS_FILE") or "").strip()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(64 * 1024).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
+        # The same text twice is the file already read into the variable: not a clash.
+        if raw and raw != text:
+            raise SettingsError(
+                "PAYLIVE_STAFF_TOKENS and PAYLIVE_STAFF_TOKENS_FILE are both set: set only one"
+            )
+        raw, name = text, "PAYLIVE_STAFF_TOKENS_FILE"
+    lines = [part.strip() for line in raw.splitlines() for part in line.split(",")]
+    entries = _staff_entries(name, [ln for ln in lines if ln and not ln.startswith("#")])
+    tokens = [token for _, _, token in entries]
+    if len(set(tokens)) != len(tokens):
+        raise SettingsError(f"{name}: a token is listed twice")
+    if entries:
+        values["staff_tokens"] = tuple(entries)
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
 
@@ -525,6 +582,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     values.update(_gateway_values(env, mode))
     _shop(env, values)
     _operations(env, values)
+    _staff(env, values)
 
     generated: list[str] = []
     missing: list[str] = []

@@ -98,17 +98,28 @@ class PaymentService:
             raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
         return session
 
-    async def run(self, session_id: str, command: Command) -> Outcome:
+    async def run(
+        self, session_id: str, command: Command, audit: dict[str, object] | None = None
+    ) -> Outcome:
         """Apply ``command``; raise Refused ``not_found`` for an unknown session. A refusal is
         returned in ``decision.refusal`` (changes may still have been saved with it:
         a void that found the money moved makes the session succeed and refuses the retry).
 
+        ``audit``: who asked (an entry of the audit trail without its time), written into
+        the session with the change it made, so it is recorded exactly when that is.
+
         Work with no trace of its own (a timer firing, on any worker) continues the
         trace the session carries; whatever is saved carries the current one."""
         with contextlib.ExitStack() as spans, context.bound(session=session_id):
-            return await self._run(session_id, command, spans)
+            return await self._run(session_id, command, spans, audit)
 
-    async def _run(self, session_id: str, command: Command, spans: contextlib.ExitStack) -> Outcome:
+    async def _run(
+        self,
+        session_id: str,
+        command: Command,
+        spans: contextlib.ExitStack,
+        audit: dict[str, object] | None,
+    ) -> Outcome:
         voids: dict[int, bool] = {}
         voided_refs: dict[int, str | None] = {}
         # The engine may answer load_for_update from a copy that is a little stale:
@@ -132,7 +143,8 @@ class PaymentService:
                     # The attempt's payment was named after its void was asked (the
                     # gateway was confirming it): the answer is stale, ask again.
                     del voids[number], voided_refs[number]
-            result = decide(session, command, self.clock(), self.rules, voids)
+            now = self.clock()
+            result = decide(session, command, now, self.rules, voids)
             if not fresh and (isinstance(result, NeedsVoid) or not result.to_save):
                 fresh = True
                 continue
@@ -148,8 +160,12 @@ class PaymentService:
                 carried = context.current_traceparent()
                 if carried is not None and carried != result.session.trace:
                     result = replace(result, session=replace(result.session, trace=carried))
+                if audit is not None and result.refusal is None:
+                    entry = {**audit, "at": now, "session": session_id}
+                    result = replace(result, session=result.session.with_audit(entry))
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
+                delta.update(stats.minute_delta(result.events))
                 saved = await self.engine.save(
                     result.session, session.version, [event.json for event in events], delta
                 )

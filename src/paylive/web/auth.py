@@ -1,4 +1,9 @@
-"""Credentials: the merchant's API key, the admin token and client secrets.
+"""Credentials: the merchant's API key, staff tokens and client secrets.
+
+Staff are named and have a role (docs/protocol.md section 6.12): ``viewer`` (the
+dashboard and the read API), ``operator`` (also the actions on sessions: refunds,
+reviews, send again, done by hand) and ``admin`` (everything, the sandbox switches and
+the settings view included). ``PAYLIVE_ADMIN_TOKEN`` is one admin named ``admin``.
 
 A client secret is ``<session id>_secret_<mac>`` where the mac is an HMAC of the
 session id under ``PAYLIVE_SECRET``: checking one needs no engine call, so a
@@ -19,7 +24,11 @@ from ..settings import Settings
 
 MERCHANT = "merchant"
 CUSTOMER = "customer"
-ADMIN = "admin"
+ADMIN = "admin"  # the kind of every staff principal, whatever its role
+
+VIEWER, OPERATOR = "viewer", "operator"
+ROLES = (VIEWER, OPERATOR, ADMIN)  # each may do what the ones before it may
+ADMIN_TOKEN_NAME = "admin"
 
 _MARK = "_secret_"
 
@@ -28,6 +37,17 @@ _MARK = "_secret_"
 class Principal:
     kind: str
     session_id: str | None = None
+    # Staff only: who, and what they may do.
+    name: str | None = None
+    role: str | None = None
+
+    def at_least(self, role: str) -> bool:
+        return self.role is not None and ROLES.index(self.role) >= ROLES.index(role)
+
+    @property
+    def who(self) -> str:
+        """The name the audit trail records: a staff name, or ``merchant``."""
+        return self.name or self.kind
 
     def may_open(self, session_id: str) -> bool:
         if self.kind == CUSTOMER:
@@ -73,12 +93,25 @@ def principal_for(token: str | None, settings: Settings) -> Principal | None:
         return None
     if matches_any(token, settings.api_keys):
         return Principal(MERCHANT)
-    if matches_any(token, settings.admin_tokens):
-        return Principal(ADMIN)
+    staff = staff_of(token, settings)
+    if staff is not None:
+        return staff
     session_id = session_of_client_secret(settings.signing_secrets, token)
     if session_id is not None:
         return Principal(CUSTOMER, session_id)
     return None
+
+
+def staff_of(token: str, settings: Settings) -> Principal | None:
+    """The staff member ``token`` belongs to; every listed token is compared (in constant
+    time each), so how long it takes says nothing about which one matched."""
+    found: Principal | None = None
+    for name, role, expected in settings.staff_tokens:
+        if equal(token, expected) and found is None:
+            found = Principal(ADMIN, name=name, role=role)
+    if matches_any(token, settings.admin_tokens) and found is None:
+        found = Principal(ADMIN, name=ADMIN_TOKEN_NAME, role=ADMIN)
+    return found
 
 
 def bearer(header: str | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
-from ..core.machine import Cancel, Command, Interrupt, ProviderResult, StartAttempt
+from ..core.machine import Cancel, Command, Interrupt, ProviderResult, Refund, StartAttempt
 from ..core.protocol import ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
@@ -28,7 +29,17 @@ from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
 from ..telemetry import context, tracing
 from . import openapi, validation
-from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
+from .auth import (
+    ADMIN,
+    CUSTOMER,
+    MERCHANT,
+    OPERATOR,
+    VIEWER,
+    Principal,
+    bearer,
+    client_secret,
+    principal_for,
+)
 from .errors import ENGINE_DOWN, error_reply, error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -102,6 +113,38 @@ def authenticate(request: Request, *allowed: str) -> Principal:
     if principal.kind not in allowed:
         raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot do this")
     return principal
+
+
+def require_role(principal: Principal, role: str) -> None:
+    """Staff must hold ``role`` (or one above it); anyone else passed ``authenticate``."""
+    if principal.kind == ADMIN and not principal.at_least(role):
+        raise Refused(
+            ErrorCode.ROLE_NOT_ALLOWED,
+            f"{principal.who} is a {principal.role}; this needs the {role} role or above",
+        )
+
+
+def staff(request: Request, role: str = VIEWER) -> Principal:
+    """A staff member holding ``role``: 401 without a staff token, 403 ``forbidden`` for
+    another credential, 403 ``role_not_allowed`` for a role below it."""
+    principal = authenticate(request, ADMIN)
+    require_role(principal, role)
+    return principal
+
+
+def audit_of(
+    request: Request, principal: Principal, action: str, **details: object
+) -> dict[str, object]:
+    """An entry of the audit trail (docs/protocol.md section 6.13), but its time, which
+    the service sets when it saves the change."""
+    return {
+        "id": "aud_" + secrets.token_urlsafe(12),
+        "staff": principal.who,
+        "role": principal.role or principal.kind,
+        "action": action,
+        "address": request.client.host if request.client else None,
+        "details": details,
+    }
 
 
 def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
@@ -232,6 +275,35 @@ async def check(request: Request) -> Response:
     return JSONResponse(session.to_public())
 
 
+@endpoint
+async def refund(request: Request) -> Response:
+    """``POST /api/sessions/{id}/refunds``: the shop, or staff from operator up."""
+    principal, session_id = session_principal(request, MERCHANT, ADMIN)
+    require_role(principal, OPERATOR)
+    body = await json_body(request)
+    runtime = runtime_of(request)
+
+    async def handler() -> Answer:
+        amount, reason = validation.parse_refund(body)
+        command = Refund(amount, reason, principal.who)
+        audit = audit_of(request, principal, "refund", amount=amount, reason=reason)
+        outcome = await runtime.service.run(session_id, command, audit)
+        refusal = outcome.decision.refusal
+        if refusal is not None:
+            raise Refused(refusal.code, refusal.message, session=outcome.session.to_public())
+        made = outcome.session.refunds[-1]
+        await runtime.audit.added(outcome.session.audit[-1])
+        return 202, {"refund": made.to_public(session_id), "session": outcome.session.to_public()}
+
+    status, payload = await runtime.idempotency.run_once(
+        f"POST /api/sessions/{session_id}/refunds",
+        request.headers.get("idempotency-key"),
+        body,
+        kept(handler),
+    )
+    return JSONResponse(payload, status_code=status)
+
+
 def _only_with(runtime: Runtime, gateway: str) -> None:
     if runtime.settings.gateway != gateway:
         raise Refused(ErrorCode.NOT_FOUND, f"the {gateway} gateway is not the one configured")
@@ -334,7 +406,7 @@ def limit_of(request: Request, default: int, maximum: int) -> int:
 @endpoint
 async def admin_sessions(request: Request) -> Response:
     runtime = runtime_of(request)
-    authenticate(request, ADMIN)
+    staff(request)
     which = request.query_params.get("status", "active")
     if which not in ("active", "all", "needs_review"):
         raise validation.invalid("status", "must be active, all or needs_review")
@@ -345,8 +417,14 @@ async def admin_sessions(request: Request) -> Response:
 
 @endpoint
 async def admin_summary(request: Request) -> Response:
-    authenticate(request, ADMIN)
+    staff(request)
     return JSONResponse(await runtime_of(request).reads.summary())
+
+
+@endpoint
+async def admin_chart(request: Request) -> Response:
+    staff(request)
+    return JSONResponse(await runtime_of(request).reads.chart())
 
 
 async def healthz(request: Request) -> Response:
@@ -397,11 +475,13 @@ routes = [
     Route("/api/sessions/{session_id}/cancel", cancel, methods=["POST"]),
     Route("/api/sessions/{session_id}/complete", complete, methods=["POST"]),
     Route("/api/sessions/{session_id}/check", check, methods=["POST"]),
+    Route("/api/sessions/{session_id}/refunds", refund, methods=["POST"]),
     Route("/api/checkout/config", checkout_config, methods=["GET"]),
     Route("/webhooks/sandbox", sandbox_webhook, methods=["POST"]),
     Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
     Route("/api/admin/sessions", admin_sessions, methods=["GET"]),
     Route("/api/admin/summary", admin_summary, methods=["GET"]),
+    Route("/api/admin/chart", admin_chart, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
