@@ -194,7 +194,7 @@ export class PayliveSession extends Emitter {
 
   /**
    * Say that the page drew the session's final outcome (the outcome receipt, protocol
-   * section 6.10): over the socket when it is open, else `POST /api/sessions/{id}/seen`.
+   * section 6.16): over the socket when it is open, else `POST /api/sessions/{id}/seen`.
    * Once per outcome (a failed try may be made again); resolves with the session, or
    * null while the session has not ended.
    */

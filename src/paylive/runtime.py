@@ -27,6 +27,7 @@ from .engine import Engine, EngineUnavailable, create_engine
 from .errors import Refused
 from .fanout.hub import Hub
 from .gateway import Gateway, create_gateway
+from .service.audit import AuditTrail
 from .service.deliveries import Deliveries
 from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
@@ -59,6 +60,7 @@ class Runtime:
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.archive = open_archive(settings.database_url) if settings.database_url else None
         self.records = Records(settings, self.engine, self.archive, clock)
+        self.audit = AuditTrail(self.engine, self.archive)
         sender = None
         if settings.merchant_webhook_url:
             sender = WebhookSender(
@@ -112,6 +114,9 @@ class Runtime:
             self._loops.append(
                 asyncio.create_task(self._every(self.settings.archive_poll_ms, self.records.follow))
             )
+            self._loops.append(
+                asyncio.create_task(self._every(HOUSEKEEPING_MS, self.audit.catch_up))
+            )
 
     async def stop(self) -> None:
         self.shutting_down = True
@@ -127,7 +132,7 @@ class Runtime:
         await self.engine.close()
 
     async def drain(self, forced: Callable[[], bool] = lambda: False) -> None:
-        """Graceful shutdown (docs/protocol.md section 6.9): refuse new sockets, then
+        """Graceful shutdown (docs/protocol.md section 6.15): refuse new sockets, then
         close the ones held a slice at a time over ``drain_ms`` with 1012 and a
         reconnect hint, so that they come back to the other workers spread out.
         ``forced`` (a second signal) closes the rest at once. With no window, every
@@ -146,13 +151,19 @@ class Runtime:
     @property
     def restart_reason(self) -> str:
         """The close reason of a drain: a client reconnects after a random delay up to
-        ``reconnect_within_ms`` (docs/protocol.md section 6.9)."""
+        ``reconnect_within_ms`` (docs/protocol.md section 6.15)."""
         return f"restarting; reconnect_within_ms={self.settings.drain_hint_ms}"
 
     async def readiness(self) -> dict[str, bool]:
-        """/readyz: the engine answers, the subscription is up, the worker is not stopping."""
-        stopping = self.draining or self.shutting_down
-        checks = {"engine": True, "subscription": True, "shutting_down": stopping}
+        """/readyz: the engine answers, the subscription is up, the worker is not stopping
+        (nor draining) and not overloaded (every command place taken: the next would be
+        refused)."""
+        checks = {
+            "engine": True,
+            "subscription": True,
+            "shutting_down": self.draining or self.shutting_down,
+            "overloaded": self.admission.in_flight >= self.admission.limit,
+        }
         try:
             await self.engine.ping()
         except EngineUnavailable:
@@ -247,6 +258,10 @@ class Runtime:
     async def _summary(self) -> None:
         counters = await self.engine.counters()
         now = self.clock()
+        stale = stats.stale_minutes(counters, now)
+        if stale:
+            # The chart's minutes past its hour: whichever worker sees them first.
+            await self.engine.forget_counters(stale)
         metrics.observe_outbox(counters, await self.engine.oldest_pending_effect(), now)
         if not self.hub.admins:
             return

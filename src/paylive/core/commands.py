@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .outbox import DeliveryOutcome, EffectOutcome, ResolveReview, SendAgain
+from .refunds import MarkDone, Refund
 
 
 @dataclass(frozen=True)
@@ -80,4 +81,6 @@ Command = (
     | ResolveReview
     | DeliveryOutcome
     | SendAgain
+    | Refund
+    | MarkDone
 )

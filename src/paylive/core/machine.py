@@ -41,6 +41,7 @@ from .outbox import (
 )
 from .protocol import ErrorCode
 from .receipt import outcome_unseen, see_outcome, watch_outcome
+from .refunds import MarkDone, Refund, mark_done, refund
 from .results import provider_result, reference
 from .session import (
     A_NETWORK_ERROR,
@@ -66,9 +67,11 @@ __all__ = [
     "DeliveryOutcome",
     "EffectOutcome",
     "Interrupt",
+    "MarkDone",
     "NeedsVoid",
     "ProviderResult",
     "Reference",
+    "Refund",
     "Refusal",
     "ResolveReview",
     "Rules",
@@ -147,6 +150,13 @@ def _decide(
         return send_again(session, command, now)
     if isinstance(command, SeeOutcome):
         return see_outcome(session, command, now)
+    if isinstance(command, Refund):
+        return refund(session, command, now)
+    if isinstance(command, MarkDone):
+        found = mark_done(session, command)
+        if isinstance(found, Decision):
+            return found
+        return _effect_outcome(session, found, now, rules, voids)
     raise TypeError(f"not a command: {command!r}")
 
 
@@ -255,7 +265,7 @@ def _effect_outcome(
     out about the money is then the provider's word on the attempt, in the same save:
     money taken is a success (captured: the session succeeds now; found taken by a void:
     a late success, given back if the session is over), a hold gone is a failure."""
-    effect = s.effect(cmd.kind, cmd.attempt)
+    effect = s.effect(cmd.kind, cmd.attempt, cmd.number)
     recorded = record_outcome(s, cmd, now, rules)
     if effect is None or not effect.pending or not cmd.ok or cmd.kind == REFUND:
         return recorded

@@ -102,6 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="seconds into the drive at which --restart-pid gets SIGTERM",
     )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a live progress line during the drive, on stderr (default: when stdout and "
+        "stderr are terminals)",
+    )
 
 
 def run_load(args: argparse.Namespace) -> int:
