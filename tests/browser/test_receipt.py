@@ -6,6 +6,7 @@ after the bound, and a late acknowledgement is still recorded."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from .test_browser import OK_CARD, open_demo, wait_server_status  # noqa: E402
 
 UNSEEN_MS = 1500
 SANDBOX_DELAY_MS = 1200  # long enough to close the page while the payment processes
-SECRET = "receipt-merchant-secret-0123"
+SECRET = "whsec_" + base64.b64encode(b"receipt-merchant-secret-0123").decode()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ others; acknowledgements over HTTP and over a socket are recorded alike."""
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "receipt-merchant-secret-0123"
+SECRET = "whsec_" + base64.b64encode(b"receipt-merchant-secret-0123").decode()
 UNSEEN_MS = 2000
 
 
