@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 from ..core.protocol import ErrorCode
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
-from ..web import admin, pages, shop, sockets
+from ..web import admin, pages, shop, sockets, streams, tickets
 from ..web import routes as http_api
 from ..web.admission import Admission, Door
 from ..web.errors import error_body
@@ -90,7 +90,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
         WebSocketRoute("/ws/admin", sockets.admin_socket),
     ]
-    routes = [*http_api.routes, *admin.routes, *shop.routes, *socket_routes, *pages.routes()]
+    routes = [
+        *http_api.routes,
+        *streams.routes,
+        *tickets.routes,
+        *admin.routes,
+        *shop.routes,
+        *socket_routes,
+        *pages.routes(),
+    ]
     middleware = []
     if settings.allowed_origins:
         # Checkout pages on the shop's own origin call the customer API with their
@@ -100,7 +108,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 CORSMiddleware,
                 allow_origins=list(settings.allowed_origins),
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
                 max_age=600,
             )
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import os
 from dataclasses import dataclass
 
 from ..settings import Settings
@@ -76,3 +78,54 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+# Tickets (docs/protocol.md 6.9): a short-lived, single-use credential for opening a
+# stream, a long-poll or a socket, where a browser cannot send a header (EventSource,
+# WebSocket). Signed, so any worker can read one; its single use is recorded in the
+# engine by the caller (``nonce``), so it holds across workers too.
+_TICKET = "tk1"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    principal: Principal
+    nonce: str
+    expires_at: int
+
+
+def _ticket_mac(secret: str, payload: str) -> str:
+    digest = hmac.new(secret.encode(), b"ticket:" + payload.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()[:24]).decode().rstrip("=")
+
+
+def make_ticket(secret: str, principal: Principal, expires_at: int) -> str:
+    nonce = base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("=")
+    body = json.dumps(
+        {"k": principal.kind, "s": principal.session_id, "x": expires_at, "n": nonce},
+        separators=(",", ":"),
+    )
+    payload = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+    return f"{_TICKET}.{payload}.{_ticket_mac(secret, payload)}"
+
+
+def read_ticket(secret: str, ticket: str, now: int) -> Ticket | None:
+    """The ticket's holder, or None when it is not one of ours or has expired. Whether
+    it was used already is the engine's to say."""
+    if len(ticket) > 400:
+        return None
+    mark, _, rest = ticket.partition(".")
+    payload, _, mac = rest.partition(".")
+    if mark != _TICKET or not payload or not mac:
+        return None
+    if not hmac.compare_digest(mac.encode(), _ticket_mac(secret, payload).encode()):
+        return None
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        kind, session_id = fields["k"], fields["s"]
+        expires_at, nonce = int(fields["x"]), str(fields["n"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if kind not in (CUSTOMER, ADMIN) or expires_at < now:
+        return None
+    return Ticket(Principal(kind, session_id), nonce, expires_at)
