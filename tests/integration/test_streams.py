@@ -5,6 +5,7 @@ for resuming a stream on the other worker."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -331,3 +332,21 @@ async def _wait_status(
             return body
         assert time.monotonic() < deadline, body
         await anyio.sleep(0.05)
+
+
+async def test_a_stopping_server_ends_its_streams_with_a_close_event() -> None:
+    srv = Server().start()
+    try:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            session = await create(http)
+            path = f"/api/sessions/{session['id']}/stream"
+            async with stream(http, path, headers=bearer(session["client_secret"])) as sse:
+                assert (await sse.next()) is not None
+                assert srv.proc is not None
+                srv.proc.send_signal(signal.SIGTERM)
+                closing = await sse.until(lambda e: e.event == "close", 15)
+                # The socket's close code for a server going away (a drain may say 1012).
+                assert closing.data["code"] in (1001, 1012), closing.data
+                assert (await sse.next(15)) is None
+    finally:
+        srv.close()

@@ -95,10 +95,10 @@ class EventStream(Response):
         self.subscriber = Subscriber(kind, codec, size, self._frame, self._close)
         self.leave: Callable[[], Awaitable[None]] | None = None
 
-    async def _write(self, chunk: bytes) -> None:
+    async def _write(self, chunk: bytes, last: bool = False) -> None:
         await self._started.wait()
         async with self._lock:
-            if self._ended.is_set() or self._send is None:
+            if (self._ended.is_set() and not last) or self._send is None:
                 raise ConnectionError("the stream has ended")
             await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
 
@@ -106,9 +106,12 @@ class EventStream(Response):
         await self._write(frame if isinstance(frame, bytes) else frame.encode())
 
     async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self._write(close_event(code, reason))
+        # Ended first: a client too slow to take the close event is not waited for.
         self._ended.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self._write(close_event(code, reason), last=True), FLUSH_TIMEOUT_S
+            )
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -139,18 +142,22 @@ class EventStream(Response):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ended.wait(), min(beat, left))
                     break
-                if not self.subscriber.closing:
+                if not self.subscriber.closing and not self._lock.locked():
+                    # Bounded: a client that stopped reading cannot hold this loop.
                     with contextlib.suppress(Exception):
-                        await self._write(HEARTBEAT)
+                        await asyncio.wait_for(self._write(HEARTBEAT), beat)
         finally:
             watcher.cancel()
             if self.leave is not None:
                 await self.leave()
             await self.subscriber.flush(FLUSH_TIMEOUT_S)
             self._ended.set()
+            # A client that stopped reading gets no more than this: past it the app
+            # returns and the server closes the connection.
             with contextlib.suppress(Exception):
-                async with self._lock:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                    async with self._lock:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _since(request: Request) -> int | None:
