@@ -313,6 +313,8 @@ export interface CloseDetail {
   reason: string;
   /** False when the close is final (a fatal close code, or `close()`). */
   reconnect: boolean;
+  /** The transport that closed (from `LiveConnection`). */
+  transport?: Transport;
 }
 
 export interface FatalDetail {

@@ -79,7 +79,11 @@ export class PayliveSession extends Emitter {
     this.#socket.on('status', (detail) => this.emit('connection', detail));
     this.#socket.on('open', () => this.#flush());
     this.#socket.on('message', (message) => this.#receive(message));
-    this.#socket.on('close', () => this.#commands.connectionLost());
+    // A command sent on a socket is lost with it; one sent over HTTP (SSE, polling) is
+    // answered by its own request whatever happens to the stream.
+    this.#socket.on('close', ({ transport }) => {
+      if (transport === undefined || transport === 'websocket') this.#commands.connectionLost();
+    });
     this.#socket.on('fatal', ({ code, error }) =>
       this.#fail(new PayliveError(error, `connection refused (close code ${code})`, { closeCode: code })),
     );

@@ -141,7 +141,7 @@ export class LiveConnection extends Emitter {
         this.#stepDown();
         return;
       }
-      this.emit('close', detail);
+      this.emit('close', { ...detail, transport });
     });
     carrier.on('fatal', (detail) => {
       if (carrier === this.#probe) {
@@ -180,7 +180,7 @@ export class LiveConnection extends Emitter {
     this.#carrier = null;
     old?.close(4000, 'trying another transport');
     this.#level += 1;
-    this.emit('close', { code: 4000, reason: `moving to ${this.transport}`, reconnect: true });
+    this.emit('close', { code: 4000, reason: `moving to ${this.transport}`, reconnect: true, transport: this.#transports[this.#level - 1] });
     if (this.#closed) return;
     this.#carrier = this.#make(this.#level);
     this.#carrier.connect();
