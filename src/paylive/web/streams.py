@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -182,8 +181,9 @@ async def session_stream(request: Request) -> Response:
     async def leave() -> None:
         await hub.leave(session_id, stream.subscriber)
 
-    await hub.join(session_id, stream.subscriber)
     try:
+        # Inside: a join whose subscription fails has still added the subscriber.
+        await hub.join(session_id, stream.subscriber)
         found = await catch_up(runtime, stream.subscriber, session_id, since)
     except BaseException:
         await leave()
@@ -205,8 +205,8 @@ async def admin_stream(request: Request) -> Response:
     async def leave() -> None:
         await hub.leave_admin(stream.subscriber)
 
-    await hub.join_admin(stream.subscriber)
     try:
+        await hub.join_admin(stream.subscriber)
         stream.subscriber.push(await runtime.reads.admin_snapshot())
     except BaseException:
         await leave()
@@ -269,8 +269,8 @@ async def poll_events(request: Request) -> Response:
     if start.replay == [] and hold > 0:
         _check_cap(runtime, session_id)
         waker = _Waker()
-        await runtime.hub.join(session_id, waker)
         try:
+            await runtime.hub.join(session_id, waker)
             # Joined first, then read again: an event saved in between is not missed.
             start = await runtime.reads.catch_up(session_id, since)
             if start is None:
@@ -308,7 +308,7 @@ async def poll_events(request: Request) -> Response:
         "server_time": now,
     }
     return Response(
-        json.dumps(body, separators=(",", ":")),
+        dumps_strict(body),
         media_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
