@@ -161,3 +161,47 @@ test('a transport that has delivered once is kept through a reconnect', async ()
   assert.equal(live.transport, 'websocket');
   live.close();
 });
+
+test('commands go over the HTTP API when no socket carries them, answered as ack or error', async () => {
+  const net = network({ sse: true });
+  const plain = net.fetch;
+  const posted = [];
+  net.fetch = async (url, init = {}) => {
+    if (init.method === 'POST' && !url.endsWith('/api/tickets')) {
+      posted.push({ url, init });
+      if (url.endsWith('/cancel')) {
+        return { ok: false, status: 409, json: async () => ({ error: { code: 'invalid_state', message: 'over' } }) };
+      }
+      return { ok: true, status: 202, json: async () => ({}) };
+    }
+    return plain(url, init);
+  };
+  const live = connection(net);
+  const answers = [];
+  live.on('message', (m) => (m.type === 'ack' || m.type === 'error') && answers.push(m));
+  live.connect();
+  await until(() => live.transport === 'sse' && live.connected);
+  assert.equal(live.send({ type: 'pay', payment_method: { card: '4242424242424242' }, ref: 'c1' }), true);
+  assert.equal(live.send({ type: 'cancel', ref: 'c2' }), true);
+  await until(() => answers.length === 2);
+  const byRef = Object.fromEntries(answers.map((m) => [m.data.ref, m]));
+  assert.equal(byRef.c1.type, 'ack');
+  assert.deepEqual([byRef.c2.type, byRef.c2.data.code], ['error', 'invalid_state']);
+  assert.equal(posted[0].url, 'http://pay.example/api/sessions/ps_1/attempts');
+  assert.deepEqual(JSON.parse(posted[0].init.body), { payment_method: { card: '4242424242424242' } });
+  assert.equal(posted[0].init.headers.Authorization, `Bearer ${SECRET}`);
+  live.close();
+});
+
+test('a credential the server refuses ends the connection for good', async () => {
+  const net = network();
+  net.fetch = async () => ({ ok: false, status: 401, json: async () => ({}) });
+  const live = connection(net);
+  const fatal = [];
+  live.on('fatal', (detail) => fatal.push(detail));
+  live.connect();
+  await until(() => fatal.length === 1);
+  assert.equal(fatal[0].code, 4401);
+  assert.equal(live.status, 'closed');
+  assert.equal(live.transport, 'websocket');
+});
