@@ -417,7 +417,7 @@ export type FetchLike = (url: string, init?: any) => Promise<any>;
 export interface TransportOptions extends SocketOptions {
   /** The transports to use, best first. Default `['websocket', 'sse', 'polling']`. */
   transports?: readonly Transport[];
-  /** A transport with no first message this long after it started is skipped (ms). Default 4000. */
+  /** A transport with no first message this long after it started is skipped (ms). Default 5000. */
   firstMessageTimeout?: number;
   /** On a lower transport, try a higher one this often (ms); 0: never. Default 30000. */
   upgradeInterval?: number;

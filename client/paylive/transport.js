@@ -18,7 +18,7 @@ export const TRANSPORT_DEFAULTS = Object.freeze({
   /** The transports to use, best first (a subset of `TRANSPORTS`). */
   transports: TRANSPORTS,
   /** A transport that has not delivered a first message this long after it started is skipped (ms). */
-  firstMessageTimeout: 4_000,
+  firstMessageTimeout: 5_000,
   /** On a lower transport, try a higher one this often (ms); 0: never. */
   upgradeInterval: 30_000,
   /** Injectable for tests and non-browser hosts. */
