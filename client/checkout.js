@@ -304,7 +304,7 @@ async function start() {
   client.on('connection', ({ status, transport }) => {
     const el = $('connection');
     el.dataset.state = status;
-    // Which transport carries the page (protocol 6.9): websocket, sse or polling.
+    // Which transport carries the page (protocol 6.15): websocket, sse or polling.
     el.dataset.transport = transport ?? client.transport;
     el.querySelector('.connection-text').textContent = CONNECTION_LABELS[status] ?? status;
     el.title = `Live connection to the payment server (${el.dataset.transport})`;

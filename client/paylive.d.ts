@@ -290,7 +290,7 @@ export type ConnectionStatus =
   | 'offline'
   | 'closed';
 
-/** What carries the live channel (protocol 6.9), best first. */
+/** What carries the live channel (protocol 6.15), best first. */
 export type Transport = 'websocket' | 'sse' | 'polling';
 
 export interface ConnectionDetail {
@@ -504,7 +504,7 @@ export class ReconnectingSocket extends Emitter<SocketEvents> {
 
 /**
  * The live channel over the best transport that works: WebSocket, then Server-Sent
- * Events, then long-polling, moving back up by itself (protocol 6.9). Same face as
+ * Events, then long-polling, moving back up by itself (protocol 6.15). Same face as
  * `ReconnectingSocket`; commands go over the HTTP API when no socket carries them.
  */
 export class LiveConnection extends Emitter<SocketEvents> {

@@ -1,4 +1,4 @@
-// The HTTP transports (protocol 6.9) behind the same face as `ReconnectingSocket`: an
+// The HTTP transports (protocol 6.15) behind the same face as `ReconnectingSocket`: an
 // event stream (EventSource) and long-polling (fetch). Each comes back by itself with
 // backoff and resumes from `since()`; commands go over the HTTP API.
 

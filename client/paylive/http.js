@@ -1,4 +1,4 @@
-// What the HTTP transports share: the server's http(s) origin, tickets (protocol 6.9),
+// What the HTTP transports share: the server's http(s) origin, tickets (protocol 6.15),
 // and the customer commands sent over the HTTP API (section 3) when no socket carries them.
 
 import { PayliveError } from './emitter.js';

@@ -27,7 +27,7 @@ export const SESSION_DEFAULTS = Object.freeze({
 
 /**
  * The customer channel's URL; it carries `since` once a durable event was seen. With a
- * `ticket` (protocol 6.9) the URL holds the ticket instead of the client secret, as the
+ * `ticket` (protocol 6.15) the URL holds the ticket instead of the client secret, as the
  * client's own connections do; without one, `?token=` (kept for compatibility).
  */
 export function sessionUrl({ baseUrl, sessionId, secret }, since, ticket) {
@@ -124,7 +124,7 @@ export class PayliveSession extends Emitter {
     return this.#socket.status;
   }
 
-  /** The transport carrying the session now: `websocket`, `sse` or `polling` (protocol 6.9). */
+  /** The transport carrying the session now: `websocket`, `sse` or `polling` (protocol 6.15). */
   get transport() {
     return this.#socket.transport;
   }

@@ -1,4 +1,4 @@
-"""Tickets (docs/protocol.md 6.9): ``POST /api/tickets`` trades the client secret or
+"""Tickets (docs/protocol.md 6.15): ``POST /api/tickets`` trades the client secret or
 the admin token, sent in the ``Authorization`` header, for a short-lived single-use
 ticket that opens one stream, long-poll or socket from a URL, so that no long-lived
 secret is ever written in a URL (and so in no proxy's access log)."""
@@ -43,7 +43,7 @@ async def create_ticket(request: Request) -> Response:
 async def redeem(runtime: Runtime, ticket: str) -> Principal:
     """The holder of ``ticket``, spending it; Refused(unauthorized) when it cannot be."""
     now = runtime.clock()
-    found = read_ticket(runtime.settings.secret, ticket, now)
+    found = read_ticket(runtime.settings.signing_secrets, ticket, now)
     if found is None or not await runtime.tickets.first_use(found.nonce, found.expires_at, now):
         raise BAD_TICKET
     return found.principal
