@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket as socket_module
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -350,3 +351,46 @@ async def test_a_stopping_server_ends_its_streams_with_a_close_event() -> None:
                 assert (await sse.next(15)) is None
     finally:
         srv.close()
+
+
+async def test_a_stream_that_stops_reading_is_cut_off() -> None:
+    """A slow client is an attacker: an admin stream whose reader stopped is dropped once
+    its queue (16 x PAYLIVE_SEND_QUEUE_SIZE) is full, long before its lifetime ends."""
+    env = {"PAYLIVE_SEND_QUEUE_SIZE": "1", "PAYLIVE_STREAM_LIFETIME_MS": "120000"}
+    with Server(env) as srv:
+        raw = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+        raw.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 2048)
+        raw.connect(("127.0.0.1", srv.port))
+        raw.sendall(
+            f"GET /api/admin/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode()
+        )
+        raw.settimeout(5)
+        assert raw.recv(512).startswith(b"HTTP/1.1 200")  # then it reads nothing more
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            # Each new session is an admin.created message of about 4 KB on the stream;
+            # the kernel takes a few MB before the server's writes wait.
+            metadata = {f"k{i:02}": "x" * 180 for i in range(20)}
+            for turn in range(2_000):
+                await create(http, metadata=metadata)
+                if turn % 50 == 49:
+                    if _slow_consumers((await http.get("/metrics")).text) >= 1:
+                        break
+                    assert time.monotonic() - started < 90, "the stream was never cut off"
+            assert _slow_consumers((await http.get("/metrics")).text) >= 1
+        # What was sent before is still readable; then the server's end of it.
+        raw.settimeout(10)
+        tail = b""
+        while chunk := raw.recv(65536):
+            tail += chunk
+        raw.close()
+        assert time.monotonic() - started < 60
+        assert b"event: close" not in tail or b'"code":1013' in tail
+
+
+def _slow_consumers(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("paylive_slow_consumers_total"):
+            return float(line.split()[-1])
+    return 0.0
