@@ -34,6 +34,7 @@ from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
 from .service.reads import Reads
 from .service.records import Records
+from .service.tickets import TicketUses
 from .service.webhooks import WebhookSender
 from .settings import Settings
 from .web.admission import Admission
@@ -71,6 +72,7 @@ class Runtime:
         self.deliveries = Deliveries(self.service, sender, self.archive is not None)
         self.effects = EffectRunner(self.service, self.deliveries)
         self.reads = Reads(settings, self.engine, clock)
+        self.tickets = TicketUses(self.engine)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
@@ -132,7 +134,7 @@ class Runtime:
         await self.engine.close()
 
     async def drain(self, forced: Callable[[], bool] = lambda: False) -> None:
-        """Graceful shutdown (docs/protocol.md section 6.15): refuse new sockets, then
+        """Graceful shutdown (docs/protocol.md section 6.16): refuse new sockets, then
         close the ones held a slice at a time over ``drain_ms`` with 1012 and a
         reconnect hint, so that they come back to the other workers spread out.
         ``forced`` (a second signal) closes the rest at once. With no window, every
@@ -151,7 +153,7 @@ class Runtime:
     @property
     def restart_reason(self) -> str:
         """The close reason of a drain: a client reconnects after a random delay up to
-        ``reconnect_within_ms`` (docs/protocol.md section 6.15)."""
+        ``reconnect_within_ms`` (docs/protocol.md section 6.16)."""
         return f"restarting; reconnect_within_ms={self.settings.drain_hint_ms}"
 
     async def readiness(self) -> dict[str, bool]:

@@ -1,4 +1,4 @@
-"""A worker told to stop drains (docs/protocol.md section 6.15): new sockets refused,
+"""A worker told to stop drains (docs/protocol.md section 6.16): new sockets refused,
 readiness failing, the sockets held closed with 1012 and a reconnect hint, spread
 over PAYLIVE_DRAIN_MS; with no window, every socket gets 1001 at once."""
 

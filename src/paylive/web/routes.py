@@ -266,7 +266,7 @@ async def cancel(request: Request) -> Response:
 
 @endpoint
 async def seen(request: Request) -> Response:
-    """The checkout drew the session's outcome: the receipt (protocol section 6.16)."""
+    """The checkout drew the session's outcome: the receipt (protocol section 6.17)."""
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     status_seen = validation.parse_seen(await json_body(request))
     status, payload = await _command(request, principal, session_id, SeeOutcome(status_seen), 200)

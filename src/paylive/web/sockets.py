@@ -25,8 +25,9 @@ from ..runtime import Runtime
 from ..telemetry import context, tracing
 from . import observe, validation
 from .admission import OVERLOADED
-from .auth import ADMIN, CUSTOMER, principal_for
+from .auth import ADMIN, CUSTOMER, Principal
 from .errors import ENGINE_DOWN, close_code
+from .tickets import principal_of
 
 log = logging.getLogger("paylive.sockets")
 
@@ -148,12 +149,10 @@ async def customer_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = principal_for(ws.query_params.get("token"), runtime.settings)
-    if (
-        principal is None
-        or principal.kind not in (CUSTOMER, ADMIN)
-        or not principal.may_open(session_id)
-    ):
+    principal = await _principal(ws, runtime, subprotocol)
+    if principal is None:
+        return
+    if principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
         await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
         return
     try:
@@ -172,7 +171,8 @@ async def customer_socket(ws: WebSocket) -> None:
     watching = principal.kind == ADMIN
     try:
         await runtime.hub.join(session_id, subscriber)
-        await _catch_up(runtime, subscriber, session_id, since)
+        if not await catch_up(runtime, subscriber, session_id, since):
+            subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
             await _traced(runtime, subscriber, session_id, frame, watching)
     except EngineUnavailable:
@@ -182,15 +182,30 @@ async def customer_socket(ws: WebSocket) -> None:
         await subscriber.flush(FLUSH_TIMEOUT_S)
 
 
-async def _catch_up(
+async def _principal(ws: WebSocket, runtime: Runtime, subprotocol: str) -> Principal | None:
+    """Who opens the socket (a ticket, or a token in the URL), or a refusal sent."""
+    try:
+        principal = await principal_of(runtime, ws.query_params, None)
+    except Refused as exc:
+        await _refuse(ws, exc, subprotocol)
+        return None
+    except EngineUnavailable:
+        await _refuse(ws, ENGINE_DOWN, subprotocol)
+        return None
+    if principal is None:
+        await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
+    return principal
+
+
+async def catch_up(
     runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None
-) -> None:
-    """Replay from ``since`` when every later event is still held, else a snapshot.
-    The subscriber is already joined, so what happens meanwhile is held, not lost."""
+) -> bool:
+    """Replay from ``since`` when every later event is still held, else a snapshot;
+    False for an unknown session. The subscriber is already joined, so what happens
+    meanwhile is held, not lost. Sockets and event streams start the same way."""
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
-        subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
-        return
+        return False
     runtime.hub.learn(start.session)
     if start.replay is None:
         subscriber.push(snapshot_message(start.session, runtime.clock()))
@@ -203,6 +218,7 @@ async def _catch_up(
         gap = subscriber.begin(last)
     if gap:
         runtime.hub.request_fill(session_id)
+    return True
 
 
 def read_frame(
@@ -391,8 +407,10 @@ async def admin_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = principal_for(ws.query_params.get("token"), runtime.settings)
-    if principal is None or principal.kind != ADMIN:
+    principal = await _principal(ws, runtime, subprotocol)
+    if principal is None:
+        return
+    if principal.kind != ADMIN:
         await _refuse(
             ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad admin token"), subprotocol
         )

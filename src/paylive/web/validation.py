@@ -199,7 +199,7 @@ OUTCOMES = ("succeeded", "failed", "cancelled", "expired")
 
 
 def parse_seen(body: dict[str, Any]) -> str:
-    """The outcome a checkout drew (``seen``, docs/protocol.md section 6.16)."""
+    """The outcome a checkout drew (``seen``, docs/protocol.md section 6.17)."""
     _only(body, {"status"})
     status = body.get("status")
     if status not in OUTCOMES:
