@@ -16,6 +16,7 @@ import pytest
 
 from ..support.client import create, open_socket, session_url
 from ..support.servers import Server
+from ..support.sse import Stream
 
 pytestmark = pytest.mark.anyio
 
@@ -62,10 +63,23 @@ async def test_sigterm_spreads_1012_closes_over_the_window_and_refuses_new_socke
             assert (await sock.recv())["type"] == "snapshot"
         # Connections made before the stop: one kept alive for /readyz, one that asks
         # for an upgrade only once the drain has begun.
+        # An event stream (protocol 6.15) on the same worker is drained alike.
+        sse_http = httpx.AsyncClient(base_url=srv.url, timeout=httpx.Timeout(10, read=None))
+        secret = {"Authorization": f"Bearer {sessions[1]['client_secret']}"}
+        sse_cm = sse_http.stream("GET", f"/api/sessions/{sessions[1]['id']}/stream", headers=secret)
+        sse = Stream(await sse_cm.__aenter__())
+        first = await sse.next()
+        assert first is not None and first.type == "snapshot"
         kept = httpx.Client(base_url=srv.url, timeout=5)
         assert kept.get("/readyz").status_code == 200
         late = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         closes: list[tuple[float, int | None, str]] = []
+
+        sse_close: list[dict[str, object]] = []
+
+        async def watch_stream() -> None:
+            event = await sse.until(lambda e: e.event == "close", timeout=WINDOW_MS / 1000 + 5)
+            sse_close.append(event.data)
 
         async def watch(index: int) -> None:
             code = await socks[index].close_code(timeout=WINDOW_MS / 1000 + 5)
@@ -78,6 +92,7 @@ async def test_sigterm_spreads_1012_closes_over_the_window_and_refuses_new_socke
             async with anyio.create_task_group() as tg:
                 for index in range(SOCKETS):
                     tg.start_soon(watch, index)
+                tg.start_soon(watch_stream)
                 await anyio.sleep(0.3)
                 ready = await anyio.to_thread.run_sync(lambda: kept.get("/readyz"))
                 assert ready.status_code == 503
@@ -91,6 +106,9 @@ async def test_sigterm_spreads_1012_closes_over_the_window_and_refuses_new_socke
         finally:
             kept.close()
             late.close()
+            await sse_cm.__aexit__(None, None, None)
+            await sse_http.aclose()
+        assert sse_close == [{"code": 1012, "reason": "restarting; reconnect_within_ms=1000"}]
         assert {code for _, code, _ in closes} == {1012}
         assert {reason for _, _, reason in closes} == {"restarting; reconnect_within_ms=1000"}
         times = sorted(at - started for at, _, _ in closes)
@@ -105,7 +123,7 @@ async def test_sigterm_spreads_1012_closes_over_the_window_and_refuses_new_socke
         assert max(buckets.values()) <= SOCKETS / 4, buckets
         # uvicorn ends by raising the signal it caught again: -15 is a clean stop.
         assert srv.proc.wait(10) in (0, -15)
-        assert "drained 30 sockets" in srv.log()
+        assert "drained 31 sockets" in srv.log()  # and the stream
 
 
 async def test_no_window_closes_every_socket_at_once_with_1001() -> None:
