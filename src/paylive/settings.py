@@ -77,6 +77,11 @@ class Settings:
     # Commands worked on at once per worker; past it a command is refused at once
     # (503 overloaded, Retry-After in seconds) instead of queueing.
     max_in_flight: int = 64
+    # One session's and one client address's share of those places (429 rate_limited
+    # past it), so that nobody holds them all. The address share is 0, all of them, by
+    # default: behind a proxy every customer comes from the proxy's address.
+    max_in_flight_per_session: int = 8
+    max_in_flight_per_address: int = 0
     # Sessions a Redis worker keeps to decide commands on without reading them first.
     session_cache_size: int = 10_000
     overload_retry_after_s: int = 1
@@ -205,6 +210,8 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
     "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
     "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
+    "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": ("max_in_flight_per_session", 1, 100_000),
+    "PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS": ("max_in_flight_per_address", 0, 100_000),
 }
 
 

@@ -7,7 +7,6 @@ hands a command or a read to the service. Refusals travel as ``Refused``; the
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,14 +17,14 @@ from starlette.routing import Route
 
 from .. import metrics
 from ..core.machine import Cancel, Command, Interrupt, ProviderResult, StartAttempt
-from ..core.protocol import ErrorCode
+from ..core.protocol import TEMPORARY_CODES, ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
 from ..errors import Refused
 from ..runtime import Runtime
 from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
-from . import openapi, validation
+from . import bodies, openapi, validation
 from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
 from .errors import ENGINE_DOWN, error_reply, error_response
 
@@ -47,6 +46,8 @@ def endpoint(handler: Endpoint) -> Endpoint:
         except EngineUnavailable:
             metrics.ENGINE_ERRORS.inc()
             return error_response(ENGINE_DOWN)
+        except bodies.ClientGone:
+            return Response(status_code=400)  # nobody is there to read it
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -54,32 +55,13 @@ def endpoint(handler: Endpoint) -> Endpoint:
 
 
 async def read_body(request: Request, limit: int | None = None) -> bytes:
-    """The raw body, at most ``limit`` (``max_body_bytes`` by default), arriving within
-    the header timeout (a client trickling a body holds a connection as long as it
-    likes otherwise)."""
+    """The raw body, at most ``limit`` (``max_body_bytes`` by default), all of it
+    arrived by the request's body deadline (``web.bodies``)."""
     settings = runtime_of(request).settings
     limit = settings.max_body_bytes if limit is None else limit
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        size = validation.ascii_int(declared.strip())
-        if size is None:
-            raise Refused(ErrorCode.INVALID_REQUEST, "Content-Length is not a number")
-        if size > limit:
-            raise Refused(ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes")
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        async with asyncio.timeout(settings.header_timeout_ms / 1000):
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > limit:
-                    raise Refused(
-                        ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes"
-                    )
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refused(ErrorCode.REQUEST_TIMEOUT, "the body did not arrive in time") from None
-    return b"".join(chunks)
+    return await bodies.read_all(
+        request.scope, request.receive, limit, settings.header_timeout_ms / 1000
+    )
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -111,14 +93,16 @@ def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
 
 
 def kept(handler: Handler) -> Handler:
-    """For an Idempotency-Key: a refusal is an answer to keep, a server error is not."""
+    """For an Idempotency-Key: a final refusal is an answer to keep; a temporary one
+    (``TEMPORARY_CODES``: not yet, not now) and a server error are not, so the same
+    key tries again."""
 
     async def answer() -> Answer:
         try:
             return await handler()
         except Refused as exc:
             status, body = error_reply(exc)
-            if status >= 500:
+            if status >= 500 or exc.code in TEMPORARY_CODES:
                 raise
             return status, body
 

@@ -21,7 +21,6 @@ from ..errors import Refused
 from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from . import validation
-from .admission import OVERLOADED
 from .auth import ADMIN, CUSTOMER, principal_for
 from .errors import ENGINE_DOWN, close_code
 
@@ -152,11 +151,12 @@ async def customer_socket(ws: WebSocket) -> None:
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     # Staff watching one session see it; commands are the customer's and the merchant's.
     watching = principal.kind == ADMIN
+    address = ws.client.host if ws.client else None
     try:
         await runtime.hub.join(session_id, subscriber)
         await _catch_up(runtime, subscriber, session_id, since)
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
-            await _command(runtime, subscriber, session_id, frame, watching)
+            await _command(runtime, subscriber, session_id, frame, watching, address)
     except EngineUnavailable:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
@@ -279,6 +279,7 @@ async def _command(
     session_id: str,
     frame: dict[str, Any] | Refused,
     watching: bool,
+    address: str | None = None,
 ) -> None:
     seq = subscriber.last_seq if subscriber.last_seq >= 0 else None
     ref: str | int | None = None
@@ -294,8 +295,9 @@ async def _command(
             raise Refused(ErrorCode.FORBIDDEN, "an admin token watches this session: no commands")
         if not runtime.limiter.take(session_id):
             raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
-        if not runtime.admission.enter():
-            raise OVERLOADED
+        turned_away = runtime.admission.enter(session_id, address)
+        if turned_away is not None:
+            raise turned_away
         try:
             if isinstance(command, Check):
                 session = await runtime.service.check(session_id)
@@ -306,7 +308,7 @@ async def _command(
                 return
             outcome = await runtime.service.run(session_id, command)
         finally:
-            runtime.admission.leave()
+            runtime.admission.leave(session_id, address)
     except Refused as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             # The session is gone from the store since this socket opened.

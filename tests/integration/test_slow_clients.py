@@ -1,0 +1,368 @@
+"""Slow and bad clients against real ``paylive serve`` workers (issue 17): nothing a
+client sends, or how slowly, holds a connection, a place at the door or a stale
+answer past its bound.
+
+Each test names the finding it would have caught: a trickle after an early answer
+(401, 413) kept a connection for ever; slow bodies took every place at the door;
+an ``Idempotency-Key`` remembered a "not yet" after ``retry_at``; CRLFs between
+requests restarted the keep-alive timer.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from collections.abc import Iterator
+
+import anyio
+import httpx
+import pytest
+
+from ..support.client import create, merchant
+from ..support.servers import API_KEY, Server
+
+pytestmark = pytest.mark.anyio
+
+OK = "4242424242424242"
+DECLINED = "4000000000000002"
+# Short, so the tests wait little; long enough that a busy machine never trips it
+# for a client that sends its headers at once.
+HEADER_TIMEOUT_S = 1.5
+
+
+def early_answered(kind: str) -> bytes:
+    """A request answered before its body arrives, and the first bytes of that body."""
+    if kind == "401":
+        # An admin route authenticates before it reads.
+        head = (
+            b"POST /api/admin/sessions/ps_x/review HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer not-the-token\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
+    else:
+        head = (
+            b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + API_KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 999999\r\n\r\n"
+        )
+    return head + b'{"a'
+
+
+class Trickler:
+    """Connections that each send a request answered early, then one byte every
+    ``every`` seconds; records what each got and when the server closed it."""
+
+    def __init__(self, port: int, kinds: list[str]) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        self.started: dict[int, float] = {}
+        self.answers: dict[int, bytes] = {}
+        self.closed_at: dict[int, float] = {}
+        for kind in kinds:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(early_answered(kind))
+            self.started[sock.fileno()] = time.monotonic()
+            self.answers[sock.fileno()] = b""
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ)
+            self.socks.append(sock)
+
+    def run(self, until: float, every: float = 0.3, stop_when_closed: bool = True) -> None:
+        """Read answers and trickle bytes until ``until`` (monotonic), bounded."""
+        next_byte = time.monotonic() + every
+        while time.monotonic() < until:
+            if stop_when_closed and len(self.closed_at) == len(self.socks):
+                return
+            for key, _ in self.selector.select(timeout=0.05):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(65536)
+                except (ConnectionResetError, BrokenPipeError):
+                    data = b""
+                except BlockingIOError:
+                    continue
+                if data:
+                    self.answers[sock.fileno()] += data
+                else:
+                    self.closed_at[sock.fileno()] = time.monotonic()
+                    self.selector.unregister(sock)
+            if time.monotonic() >= next_byte:
+                next_byte += every
+                for sock in self.socks:
+                    if sock.fileno() not in self.closed_at:
+                        try:
+                            sock.send(b"x")
+                        except OSError:
+                            pass  # closed under us: the read above will see it
+
+    def answered(self) -> int:
+        return sum(1 for got in self.answers.values() if b"\r\n\r\n" in got)
+
+    def close(self) -> None:
+        self.selector.close()
+        for sock in self.socks:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    env = {"PAYLIVE_HEADER_TIMEOUT_MS": str(int(HEADER_TIMEOUT_S * 1000))}
+    with Server(env) as srv:
+        yield srv
+
+
+# The door's connections --------------------------------------------------------
+
+
+def test_a_trickle_after_an_early_answer_does_not_keep_the_connection(server: Server) -> None:
+    """200 connections answered 401 or 413 before their body, then sending a byte
+    every 0.3 s, all get their answer and are closed within the header timeout + 1 s."""
+    trickler = Trickler(server.port, ["401", "413"] * 100)
+    try:
+        trickler.run(until=time.monotonic() + HEADER_TIMEOUT_S + 3)
+        open_still = len(trickler.socks) - len(trickler.closed_at)
+        assert open_still == 0, f"{open_still} of 200 connections still open"
+        for fd, started in trickler.started.items():
+            took = trickler.closed_at[fd] - started
+            assert took <= HEADER_TIMEOUT_S + 1, f"closed after {took:.2f} s"
+            answer = trickler.answers[fd]
+            assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 413")), answer[:60]
+            assert b"connection: close" in answer.lower(), answer[:300]
+    finally:
+        trickler.close()
+
+
+def test_a_worker_at_its_connection_limit_still_answers_a_fresh_customer() -> None:
+    """100 trickling connections answered early cannot hold a worker of 50."""
+    env = {"PAYLIVE_HEADER_TIMEOUT_MS": "5000", "PAYLIVE_MAX_CONNECTIONS": "50"}
+    with Server(env) as srv:
+        trickler = Trickler(srv.port, ["401", "413"] * 50)
+        try:
+            trickler.run(until=time.monotonic() + 5, stop_when_closed=False)  # answers in
+            deadline = time.monotonic() + 5
+            while trickler.answered() < 100 and time.monotonic() < deadline:
+                trickler.run(until=time.monotonic() + 0.1, stop_when_closed=False)
+            assert trickler.answered() == 100
+            asked = time.monotonic()
+            statuses = []
+            with httpx.Client(base_url=srv.url, timeout=1) as http:
+                while time.monotonic() - asked < 1:
+                    reply = http.post(
+                        "/api/sessions",
+                        json={"order_id": "fresh", "amount": 100, "currency": "EUR"},
+                        headers=merchant(),
+                    )
+                    statuses.append(reply.status_code)
+                    if reply.status_code == 201:
+                        break
+                    trickler.run(until=time.monotonic() + 0.05, stop_when_closed=False)
+            assert statuses[-1] == 201, f"a fresh customer got {statuses} within 1 s"
+        finally:
+            trickler.close()
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """What came before the server closed ``sock`` within ``seconds``; None if open."""
+    received = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                return received
+            received += data
+    except (ConnectionResetError, BrokenPipeError):
+        return received
+    except TimeoutError:
+        return None
+
+
+def test_a_body_sent_steadily_but_slowly_is_cut_off_by_one_deadline(server: Server) -> None:
+    """A byte every 0.1 s keeps no gap long, but the whole body is late: 408."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        sock.sendall(
+            b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + API_KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+        )
+        started = time.monotonic()
+        answer = b""
+        sock.settimeout(0.1)
+        while time.monotonic() - started < HEADER_TIMEOUT_S + 3:
+            try:
+                sock.send(b" ")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+        took = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert b'"request_timeout"' in answer
+        assert took <= HEADER_TIMEOUT_S + 1.5, f"408 and close after {took:.2f} s"
+    finally:
+        sock.close()
+
+
+def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) -> None:
+    """Blank lines start no request: they must not restart the keep-alive timer
+    (uvicorn's, 5 s), so the connection is closed on time however many come."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {first!r}"
+            first += chunk
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 9:
+            try:
+                sock.send(b"\r\n")
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+                break
+            if _closed_within(sock, 0.5) is not None:
+                closed = True
+                break
+        took = time.monotonic() - started
+        assert closed, "still open after 9 s of blank lines"
+        assert took <= 5 + 1.5, f"closed after {took:.2f} s"
+    finally:
+        sock.close()
+
+
+# The door's places ----------------------------------------------------------------
+
+
+async def test_slow_bodies_of_one_secret_leave_the_door_open_to_others() -> None:
+    """One client secret sending 64 bodies slowly: another session's command and a
+    session creation still get in (before, each slow body held one of the 64 places)."""
+    env = {"PAYLIVE_HEADER_TIMEOUT_MS": "8000", "PAYLIVE_MAX_IN_FLIGHT": "64"}
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+            mine, other = await create(http), await create(http)
+            head = (
+                f"POST /api/sessions/{mine['id']}/attempts HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {mine['client_secret']}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+                '{"payment_method": '
+            ).encode()
+            slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(64)]
+            try:
+                for sock in slow:
+                    sock.sendall(head)
+                await anyio.sleep(0.5)  # every one of them is inside, waiting for its body
+                pay = await http.post(
+                    f"/api/sessions/{other['id']}/attempts",
+                    json={"payment_method": {"card": OK}},
+                    headers={"Authorization": f"Bearer {other['client_secret']}"},
+                )
+                assert pay.status_code == 202, pay.text
+                created = await http.post(
+                    "/api/sessions",
+                    json={"order_id": "o-2", "amount": 100, "currency": "EUR"},
+                    headers=merchant(),
+                )
+                assert created.status_code == 201, created.text
+                for sock in slow:
+                    sock.setblocking(False)
+                    with pytest.raises(BlockingIOError):
+                        sock.recv(1)  # still waiting for its body, not refused
+            finally:
+                for sock in slow:
+                    sock.close()
+
+
+# Idempotency-Key across retry_at ---------------------------------------------------
+
+
+async def _interrupted(http: httpx.AsyncClient) -> dict[str, object]:
+    """A session whose first attempt was declined: a retry waits for ``retry_at``."""
+    session = await create(http)
+    url = f"/api/sessions/{session['id']}/attempts"
+    reply = await http.post(url, json={"payment_method": {"card": DECLINED}}, headers=merchant())
+    assert reply.status_code == 202, reply.text
+
+    async def interrupted() -> dict[str, object] | None:
+        got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
+        return got if got["status"] == "interrupted" else None
+
+    deadline = time.monotonic() + 10
+    while (found := await interrupted()) is None:
+        assert time.monotonic() < deadline, "the decline never came"
+        await anyio.sleep(0.05)
+    return found
+
+
+async def test_the_same_key_after_retry_at_starts_the_attempt() -> None:
+    env = {"PAYLIVE_RETRY_DELAY_MS": "1500"}
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+            session = await _interrupted(http)
+            url = f"/api/sessions/{session['id']}/attempts"
+            keyed = {**merchant(), "Idempotency-Key": "retry-once"}
+            pay = {"payment_method": {"card": OK}}
+            early = await http.post(url, json=pay, headers=keyed)
+            assert early.status_code == 409, early.text
+            assert early.json()["error"]["code"] == "retry_not_yet_allowed"
+            retry_at = int(str(session["retry_at"]))
+            while time.time() * 1000 < retry_at + 50:
+                await anyio.sleep(0.05)
+            later = await http.post(url, json=pay, headers=keyed)
+            assert later.status_code == 202, later.text
+            assert len(later.json()["attempts"]) == 2
+            again = await http.post(url, json=pay, headers=keyed)
+            assert again.status_code == 202 and again.json() == later.json(), "replayed"
+
+
+async def test_concurrent_idempotent_retries_across_retry_at_start_one_attempt() -> None:
+    """Requests with one key every 50 ms from before ``retry_at`` to after it: those
+    before are told "not yet" or "in use", exactly one attempt starts, and every
+    answer after the first 202 is that 202."""
+    env = {"PAYLIVE_RETRY_DELAY_MS": "1000", "PAYLIVE_SANDBOX_DELAY_MS": "3000"}
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            session = await _interrupted(http)
+            url = f"/api/sessions/{session['id']}/attempts"
+            keyed = {**merchant(), "Idempotency-Key": "retry-together"}
+            pay = {"payment_method": {"card": OK}}
+            answers: list[tuple[float, httpx.Response]] = []
+
+            async def one() -> None:
+                reply = await http.post(url, json=pay, headers=keyed)
+                answers.append((time.monotonic(), reply))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(40):  # 2 s of them, across retry_at
+                    tg.start_soon(one)
+                    await anyio.sleep(0.05)
+            answers.sort(key=lambda pair: pair[0])
+            codes = [
+                reply.status_code if reply.status_code == 202 else reply.json()["error"]["code"]
+                for _, reply in answers
+            ]
+            assert 202 in codes, codes
+            first = codes.index(202)
+            assert set(codes[:first]) <= {"retry_not_yet_allowed", "idempotency_key_in_use"}, codes
+            started = [reply.json() for _, reply in answers[first:]]
+            assert all(
+                reply.status_code == 202
+                or reply.json()["error"]["code"] == "idempotency_key_in_use"
+                for _, reply in answers[first:]
+            ), codes
+            bodies = {str(body) for body in started if "attempts" in body}
+            assert len(bodies) == 1, "every 202 is the same answer"
+            got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
+            assert len(got["attempts"]) == 2, "exactly one attempt started"
