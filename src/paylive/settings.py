@@ -93,6 +93,10 @@ class Settings:
     redis_backoff_cap_ms: int = 5_000
     # Stripe: how long one API call may take, how often the library retries a call that
     # got no answer (always under the same idempotency key), and the largest event body.
+    # Every provider call made inside one request or timer (charge, void, lookup) ends
+    # within this of the first, all of them together: shorter than the locks the
+    # request holds (the 60 s Idempotency-Key lock, its place at the door).
+    provider_deadline_ms: int = 15_000
     stripe_timeout_s: float = 20.0
     stripe_network_retries: int = 1
     stripe_webhook_max_bytes: int = 256 * 1024
@@ -210,6 +214,7 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
     "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
     "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
+    "PAYLIVE_PROVIDER_DEADLINE_MS": ("provider_deadline_ms", 100, 50_000),
     "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": ("max_in_flight_per_session", 1, 100_000),
     "PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS": ("max_in_flight_per_address", 0, 100_000),
 }

@@ -366,3 +366,37 @@ async def test_concurrent_idempotent_retries_across_retry_at_start_one_attempt()
             assert len(bodies) == 1, "every 202 is the same answer"
             got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
             assert len(got["attempts"]) == 2, "exactly one attempt started"
+
+
+# A provider that does not answer ----------------------------------------------------
+
+HANGS = "4000000000000606"  # the sandbox's charge call hangs for ten minutes
+
+
+async def test_a_provider_that_hangs_holds_a_request_only_until_the_deadline() -> None:
+    """The request (its place at the door, its Idempotency-Key lock) ends at
+    PAYLIVE_PROVIDER_DEADLINE_MS; the attempt's timeout then decides the outcome."""
+    env = {"PAYLIVE_PROVIDER_DEADLINE_MS": "500", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1500"}
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+            session = await create(http)
+            url = f"/api/sessions/{session['id']}/attempts"
+            keyed = {**merchant(), "Idempotency-Key": "hangs-1"}
+            started = time.monotonic()
+            reply = await http.post(url, json={"payment_method": {"card": HANGS}}, headers=keyed)
+            took = time.monotonic() - started
+            assert reply.status_code == 202, reply.text
+            assert took < 3, f"the request was held {took:.1f} s by the provider"
+            assert reply.json()["attempts"][0]["status"] == "processing", "outcome unknown"
+
+            async def timed_out() -> dict[str, object] | None:
+                got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
+                return got if got["status"] == "interrupted" else None
+
+            deadline = time.monotonic() + 10
+            while (ended := await timed_out()) is None:
+                assert time.monotonic() < deadline, "the attempt's timeout never decided"
+                await anyio.sleep(0.1)
+            assert ended["last_error"]["reason"] == "timeout"  # type: ignore[index]
+            metrics = (await http.get("/metrics")).text
+            assert "paylive_provider_deadline_total 1.0" in metrics
