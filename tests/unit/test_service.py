@@ -368,3 +368,35 @@ async def test_a_void_with_no_answer_by_the_deadline_starts_nothing() -> None:
     assert refused.value.code == "gateway_unavailable"
     assert await service.get(session.id) == before, "nothing changed"
     assert len(gateway.charges) == 1, "no second charge"
+
+
+async def test_an_expiry_whose_void_keeps_failing_is_flagged_not_forgotten(parts) -> None:
+    """Every expiry tick asks for the void of the attempt in doubt; once the provider
+    has refused it for the review time, the session expires flagged for review and the
+    void goes on in the outbox (which keeps the session) until it is confirmed."""
+    service, gateway, clock = parts
+    session = await service.create("o", 100, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    clock.now += 1000
+    await service.run(session.id, Tick())  # timed out: its outcome is unknown
+    gateway.void_fails = True
+    clock.now = session.expires_at
+    with pytest.raises(Refused) as refused:
+        await service.tick(session.id)
+    assert refused.value.code == "gateway_unavailable"
+    assert (await service.get(session.id)).status == "interrupted", "still waiting for it"
+    clock.now = session.expires_at + 1000  # PAYLIVE_EFFECT_REVIEW_AFTER_MS later
+    await service.tick(session.id)
+    expired = await service.get(session.id)
+    assert expired.status == "expired" and expired.needs_review
+    assert [(e.kind, e.attempt, e.pending) for e in expired.effects] == [("void", 1, True)]
+    await run_effects(service, clock)
+    assert (await service.get(session.id)).effects[0].pending, "the provider still refuses"
+    gateway.void_fails = False
+    clock.now = (await service.get(session.id)).next_effect_at()
+    await run_effects(service, clock)
+    done = await service.get(session.id)
+    assert done.effects[0].status == "done" and not done.pending_effects
+    assert len(gateway.charges) == 1, "never a second charge"
+    resolved = await service.run(session.id, ResolveReview("ana", "void confirmed"))
+    assert resolved.decision.refusal is None and not resolved.session.needs_review
