@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 
-from ..support.client import create, merchant
+from ..support.client import create, merchant, open_socket, session_url
 from ..support.servers import API_KEY, Server
 
 pytestmark = pytest.mark.anyio
@@ -400,3 +400,38 @@ async def test_a_provider_that_hangs_holds_a_request_only_until_the_deadline() -
             assert ended["last_error"]["reason"] == "timeout"  # type: ignore[index]
             metrics = (await http.get("/metrics")).text
             assert "paylive_provider_deadline_total 1.0" in metrics
+
+
+# A replay longer than the send queue -------------------------------------------------
+
+
+async def test_a_replay_longer_than_the_send_queue_is_a_snapshot_not_a_close_loop() -> None:
+    """Six durable events behind ``since=0`` on a queue of four: the socket gets a
+    snapshot and stays (before, it was closed 1013 before anything was sent, and the
+    client reconnected with the same ``since`` for ever)."""
+    env = {"PAYLIVE_SEND_QUEUE_SIZE": "4", "PAYLIVE_RETRY_DELAY_MS": "0"}
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            session = await create(http)
+            url = f"/api/sessions/{session['id']}/attempts"
+            for _ in range(2):
+                reply = await http.post(
+                    url, json={"payment_method": {"card": DECLINED}}, headers=merchant()
+                )
+                assert reply.status_code == 202, reply.text
+                deadline = time.monotonic() + 10
+                while True:
+                    got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
+                    if got.json()["status"] == "interrupted":
+                        break
+                    assert time.monotonic() < deadline, "the decline never came"
+                    await anyio.sleep(0.05)
+            seq = got.json()["seq"]
+            assert seq > 2, seq
+            sock = await open_socket(session_url(srv.ws_url, session) + "&since=0")
+            first = await sock.recv()
+            assert first["type"] == "snapshot", first
+            assert first["data"]["session"]["seq"] == seq
+            await sock.send({"type": "ping"})
+            assert (await sock.until(lambda m: m["type"] == "pong"))["type"] == "pong"
+            await sock.conn.close()

@@ -167,14 +167,18 @@ async def customer_socket(ws: WebSocket) -> None:
 async def _catch_up(
     runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None
 ) -> None:
-    """Replay from ``since`` when every later event is still held, else a snapshot.
-    The subscriber is already joined, so what happens meanwhile is held, not lost."""
+    """Replay from ``since`` when every later event is still held (and fits the send
+    queue), else a snapshot. The subscriber is already joined, so what happens
+    meanwhile is held, not lost."""
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
         subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
         return
     runtime.hub.learn(start.session)
-    if start.replay is None:
+    # A replay longer than half the send queue would fill it before the socket sends
+    # anything and close it 1013, and the client would reconnect with the same
+    # ``since`` for ever: a snapshot says the same in one message.
+    if start.replay is None or len(start.replay) > runtime.settings.send_queue_size // 2:
         subscriber.push(snapshot_message(start.session, runtime.clock()))
         gap = subscriber.begin(start.session.seq)
     else:
