@@ -14,12 +14,15 @@ import selectors
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
 from ..support.client import create, merchant, open_socket, session_url
+from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import API_KEY, Server
 
 pytestmark = pytest.mark.anyio
@@ -435,3 +438,58 @@ async def test_a_replay_longer_than_the_send_queue_is_a_snapshot_not_a_close_loo
             await sock.send({"type": "ping"})
             assert (await sock.until(lambda m: m["type"] == "pong"))["type"] == "pong"
             await sock.conn.close()
+
+
+# Each session's share of the door --------------------------------------------------
+
+
+async def test_one_session_holds_only_its_share_of_the_door(tmp_path: Path) -> None:
+    """Redis frozen under them, one session's commands hold two of the four places
+    (the rest 429 ``rate_limited``), and another session's command still gets in."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    redis = start_redis(tmp_path / "redis")
+    env = {
+        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_MAX_IN_FLIGHT": "4",
+        "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": "2",
+        "PAYLIVE_REDIS_TIMEOUT_MS": "5000",
+        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "600000",
+    }
+    try:
+        with Server(env) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=15) as http:
+                mine, other = await create(http), await create(http)
+                pay = {"payment_method": {"card": "4000000000000408"}}
+                answers: dict[str, list[httpx.Response]] = {"mine": [], "other": []}
+
+                async def command(who: str, session: dict[str, Any]) -> None:
+                    reply = await http.post(
+                        f"/api/sessions/{session['id']}/check",
+                        headers={"Authorization": f"Bearer {session['client_secret']}"},
+                    )
+                    answers[who].append(reply)
+
+                redis.pause()
+                try:
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(4):
+                            tg.start_soon(command, "mine", mine)
+                        await anyio.sleep(0.5)  # two inside, waiting on Redis; two refused
+                        tg.start_soon(command, "other", other)
+                        await anyio.sleep(0.3)
+                        redis.resume()
+                finally:
+                    redis.resume()
+                codes = sorted(r.status_code for r in answers["mine"])
+                assert codes == [200, 200, 429, 429], [r.text for r in answers["mine"]]
+                refused = [r for r in answers["mine"] if r.status_code == 429]
+                assert all(r.json()["error"]["code"] == "rate_limited" for r in refused)
+                assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
+                assert [r.status_code for r in answers["other"]] == [200], answers["other"][0].text
+                paid = await http.post(
+                    f"/api/sessions/{other['id']}/attempts", json=pay, headers=merchant()
+                )
+                assert paid.status_code == 202, paid.text
+    finally:
+        redis.stop()
