@@ -12,6 +12,8 @@ import re
 from importlib import resources
 from typing import Any
 
+from .base import ArchiveUnavailable
+
 # pg_advisory_lock key: "paylive" in ASCII, so it will not clash with a shop's own.
 MIGRATION_LOCK = 0x7061796C697665
 # How long a start waits for another process's migrations before it gives up.
@@ -19,8 +21,9 @@ MIGRATION_LOCK_WAIT_S = 60
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-class MigrationLockTimeout(RuntimeError):
-    """Another process held the migrations' lock for longer than the wait."""
+class MigrationLockTimeout(ArchiveUnavailable):
+    """Another process held the migrations' lock for longer than the wait: the archive
+    cannot be used yet (a start goes on without it and tries again later)."""
 
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
