@@ -558,6 +558,40 @@ async def test_redis_keeps_a_session_whose_outbox_owes_a_call_past_its_expiry(
 
 @pytest.mark.redis
 @needs_redis
+async def test_the_purge_never_deletes_a_session_saved_as_kept_after_its_claim(
+    redis_server: RedisProc,
+) -> None:
+    """The claim unindexes an ended session in one script and its keys are deleted in
+    another (they live in other slots): a refund saved in between persisted the
+    session, and the delete must leave it."""
+    from paylive.engine.redis import scripts
+    from paylive.engine.redis.keys import session_keys
+
+    redis_server.flushall()
+    engine = RedisEngine(redis_server.url, SETTINGS)
+    try:
+        await engine.start()
+        for session_id in ("ps_gone", "ps_kept"):
+            session = make_session(session_id)
+            await engine.create(session, {}, b"n")
+            ended = replace(session, status=CANCELLED, seq=1, updated_at=T0 + 1_000)
+            assert await engine.save(ended, 0, [b"c"], {})
+        kept = await engine.load("ps_kept")
+        assert kept is not None
+        # The instant between the two steps: a late success's refund is saved.
+        assert await engine.save(with_refund(kept, 2, T0 + 2_000), 1, [b"late"], {})
+        client = engine._store._client  # the purge's own second step, run by hand
+        for session_id in ("ps_gone", "ps_kept"):
+            await client.eval(scripts.PURGE, session_keys(session_id), [])
+        assert await engine.load("ps_gone") is None, "an ended session is purged"
+        assert await engine.load("ps_kept") is not None, "the refund was wiped"
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+
+
+@pytest.mark.redis
+@needs_redis
 async def test_two_engines_share_state_and_fan_out(
     redis_engines: Callable[..., Awaitable[RedisEngine]], redis_server: RedisProc
 ) -> None:
