@@ -43,6 +43,13 @@ def early_answered(kind: str) -> bytes:
             b"Authorization: Bearer not-the-token\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n"
         )
+    elif kind == "401 command":
+        # The door answers a stranger before it reads the body.
+        head = (
+            b"POST /api/sessions/ps_x/attempts HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer ps_x_secret_forged\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
     else:
         head = (
             b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
@@ -122,7 +129,7 @@ def server() -> Iterator[Server]:
 def test_a_trickle_after_an_early_answer_does_not_keep_the_connection(server: Server) -> None:
     """200 connections answered 401 or 413 before their body, then sending a byte
     every 0.3 s, all get their answer and are closed within the header timeout + 1 s."""
-    trickler = Trickler(server.port, ["401", "413"] * 100)
+    trickler = Trickler(server.port, ["401", "401 command", "413", "413"] * 50)
     try:
         trickler.run(until=time.monotonic() + HEADER_TIMEOUT_S + 3)
         open_still = len(trickler.socks) - len(trickler.closed_at)

@@ -8,7 +8,8 @@ an engine connection. So a refused command changes nothing, and the work already
 accepted keeps the worker's time and is delivered on time.
 
 A place is taken only once the command's body has arrived whole (the door reads it,
-by the body deadline of ``web.bodies``, and hands it on): a client sending its body
+by the body deadline of ``web.bodies``, and hands it on; a request whose credentials
+name nobody is answered 401 first, its body never read): a client sending its body
 slowly holds a connection for at most that deadline and never a place. No one holds
 every place either: one session (one client secret) holds at most
 ``max_in_flight_per_session`` of them and one client address at most
@@ -39,6 +40,7 @@ from ..core.protocol import ErrorCode
 from ..errors import Refused
 from ..settings import Settings
 from . import bodies
+from .auth import identify
 from .errors import error_body, http_status
 
 OVERLOADED = Refused(ErrorCode.OVERLOADED, "this worker has too much work in flight; retry shortly")
@@ -61,6 +63,13 @@ def session_of(scope: Scope) -> str | None:
     """The session a command is for (None: a session creation)."""
     found = _COMMANDS.fullmatch(scope.get("path", ""))
     return found.group(1) if found else None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def address_of(scope: Scope) -> str:
@@ -154,6 +163,7 @@ class Door:
     ) -> None:
         self.app = app
         self._admission = admission
+        self._settings = settings
         self._max_body = settings.max_body_bytes
         self._body_timeout_s = settings.header_timeout_ms / 1000
 
@@ -163,6 +173,9 @@ class Door:
             await self.app(scope, receive, send)
             return
         try:
+            # A stranger is answered before its body is read: nobody holds a worker's
+            # memory with bodies it was never going to be allowed to send.
+            identify(_header(scope, b"authorization"), self._settings)
             body = await bodies.read_all(scope, receive, self._max_body, self._body_timeout_s)
         except Refused as exc:
             start, end = _answer(exc, None)

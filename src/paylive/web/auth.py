@@ -12,6 +12,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from ..core.protocol import ErrorCode
+from ..errors import Refused
 from ..settings import Settings
 
 MERCHANT = "merchant"
@@ -76,3 +78,17 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def identify(header: str | None, settings: Settings) -> Principal:
+    """Who sends ``header`` (an Authorization header); Refused ``unauthorized`` when
+    it names nobody."""
+    token = bearer(header)
+    if token is None:
+        raise Refused(
+            ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api key or client secret>"
+        )
+    principal = principal_for(token, settings)
+    if principal is None:
+        raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
+    return principal

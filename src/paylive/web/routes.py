@@ -25,7 +25,7 @@ from ..runtime import Runtime
 from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
 from . import bodies, openapi, validation
-from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
+from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, client_secret, identify
 from .errors import ENGINE_DOWN, error_reply, error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -70,15 +70,7 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 def authenticate(request: Request, *allowed: str) -> Principal:
-    runtime = runtime_of(request)
-    token = bearer(request.headers.get("authorization"))
-    if token is None:
-        raise Refused(
-            ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api key or client secret>"
-        )
-    principal = principal_for(token, runtime.settings)
-    if principal is None:
-        raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
+    principal = identify(request.headers.get("authorization"), runtime_of(request).settings)
     if principal.kind not in allowed:
         raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot do this")
     return principal
