@@ -28,6 +28,8 @@ const RENDER_EVERY_MS = 200;
 // Flagged sessions may have ended long ago, so the feed's snapshot (active ones) lacks
 // them: the needs-review filter asks the API for them, at most this many.
 const REVIEW_LIST_LIMIT = 500;
+// The server's chart is read again this often (the feed adds to it in between).
+const CHART_EVERY_MS = 60_000;
 
 const table = new SessionTable();
 const counts = new MinuteCounts();
@@ -36,6 +38,7 @@ let page = 0;
 let socket = null;
 let renderQueued = false;
 let lastRender = 0;
+let chartTimer = null;
 
 const token = () => sessionStorage.getItem(TOKEN_KEY) ?? '';
 const drill = new Drill(token, (session) => upsert(session));
@@ -258,9 +261,45 @@ async function loadFlagged() {
   }
 }
 
+async function api(path) {
+  const reply = await fetch(path, { headers: { Authorization: `Bearer ${token()}` } });
+  if (!reply.ok) throw new Error(`the server answered ${reply.status}`);
+  return reply.json();
+}
+
+/** The last hour as the server counted it, on every worker. */
+async function loadChart() {
+  try {
+    counts.seed((await api('/api/admin/chart')).minutes);
+    drawCounts();
+  } catch {
+    // The feed's events still draw from now on.
+  }
+}
+
+/** Who this token is: the page shows only what its role may do (protocol 6.12). */
+async function loadRole() {
+  try {
+    const me = await api('/api/admin/me');
+    document.body.dataset.role = me.role;
+    $('whoami').textContent = `${me.name} · ${me.role}`;
+    for (const node of document.querySelectorAll('[data-needs]')) {
+      node.hidden = !me.may[node.dataset.needs];
+    }
+    window.__paylive_role = me;
+    document.dispatchEvent(new CustomEvent('paylive:role', { detail: me }));
+  } catch {
+    // Unknown role: actions stay hidden (data-needs elements start hidden).
+  }
+}
+
 function connect(adminToken) {
   socket?.close();
   showDashboard();
+  void loadRole();
+  void loadChart();
+  clearInterval(chartTimer);
+  chartTimer = setInterval(() => void loadChart(), CHART_EVERY_MS);
   const url = () => `${socketOrigin()}/ws/admin?${new URLSearchParams({ token: adminToken })}`;
   // The feed sends a summary every second, so a silence of 10 s means the server is gone.
   socket = new ReconnectingSocket(url, { silenceTimeout: 10_000 });
@@ -292,6 +331,7 @@ $('token-form').addEventListener('submit', (event) => {
 $('forget').addEventListener('click', () => {
   socket?.close();
   socket = null;
+  clearInterval(chartTimer);
   sessionStorage.removeItem(TOKEN_KEY);
   table.replaceAll([]);
   render();

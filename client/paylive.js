@@ -11,7 +11,9 @@
  *     const pay = new PayliveSession({ sessionId, secret });
  *     pay.on('session', (session) => render(session));
  *     pay.on('connection', ({ status }) => showConnection(status));
- *     await pay.pay('4242424242424242');
+ *     // The PaymentMethod id from the provider's hosted field (Stripe.js), never a
+ *     // card number; the sandbox alone takes test numbers: pay.pay('4242424242424242').
+ *     await pay.pay({ stripe: paymentMethod.id });
  *
  * The parts, one module each under `paylive/`: `socket.js` (a WebSocket that comes back
  * by itself: full-jitter backoff from `backoff.js`, an app-level ping, a watchdog for a

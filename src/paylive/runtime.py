@@ -27,6 +27,7 @@ from .engine import Engine, EngineUnavailable, create_engine
 from .errors import Refused
 from .fanout.hub import Hub
 from .gateway import Gateway, create_gateway
+from .service.audit import AuditTrail
 from .service.deliveries import Deliveries
 from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
@@ -59,6 +60,7 @@ class Runtime:
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.archive = open_archive(settings.database_url) if settings.database_url else None
         self.records = Records(settings, self.engine, self.archive, clock)
+        self.audit = AuditTrail(self.engine, self.archive)
         sender = None
         if settings.merchant_webhook_url:
             sender = WebhookSender(
@@ -109,6 +111,9 @@ class Runtime:
             self._loops.append(
                 asyncio.create_task(self._every(self.settings.archive_poll_ms, self.records.follow))
             )
+            self._loops.append(
+                asyncio.create_task(self._every(HOUSEKEEPING_MS, self.audit.catch_up))
+            )
 
     async def stop(self) -> None:
         self.shutting_down = True
@@ -129,8 +134,14 @@ class Runtime:
         self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
 
     async def readiness(self) -> dict[str, bool]:
-        """/readyz: the engine answers, the subscription is up, the worker is not stopping."""
-        checks = {"engine": True, "subscription": True, "shutting_down": self.shutting_down}
+        """/readyz: the engine answers, the subscription is up, the worker is not stopping
+        and not overloaded (every command place taken: the next would be refused)."""
+        checks = {
+            "engine": True,
+            "subscription": True,
+            "shutting_down": self.shutting_down,
+            "overloaded": self.admission.in_flight >= self.admission.limit,
+        }
         try:
             await self.engine.ping()
         except EngineUnavailable:
@@ -225,6 +236,10 @@ class Runtime:
     async def _summary(self) -> None:
         counters = await self.engine.counters()
         now = self.clock()
+        stale = stats.stale_minutes(counters, now)
+        if stale:
+            # The chart's minutes past its hour: whichever worker sees them first.
+            await self.engine.forget_counters(stale)
         metrics.observe_outbox(counters, await self.engine.oldest_pending_effect(), now)
         if not self.hub.admins:
             return

@@ -955,3 +955,72 @@ async def test_cluster(tmp_path: Path) -> None:
             for engine in engines:
                 await engine.close()
         cluster.stop()
+
+
+async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> None:
+    """State changes and interruptions per minute, counted with each save at the
+    service's clock (injected here), read back by any worker, the old minutes dropped."""
+    from paylive.core.machine import ProviderResult, StartAttempt
+    from paylive.core.stats import chart, stale_minutes
+    from paylive.gateway.sandbox import SandboxGateway
+    from paylive.service.payments import PaymentService
+    from paylive.service.reads import Reads
+
+    now = [T0]
+    sent: list[dict[str, object]] = []
+
+    async def send(body: dict[str, object]) -> None:
+        sent.append(body)
+
+    settings = replace(SETTINGS, sandbox_delay_ms=3_600_000)  # no webhook during the test
+    service = PaymentService(
+        settings, engine, SandboxGateway(settings, engine, send), lambda: now[0]
+    )
+    card = {"card": "4242424242424242"}
+    # Minute 0: a payment that is declined (two changes, one interruption); minute 5:
+    # the retry that pays (two changes); 70 minutes ago: one change, out of the window.
+    session = await service.create("order-chart", 500, "EUR", {})
+    now[0] = T0 - 70 * 60_000
+    old = await service.create("order-old", 500, "EUR", {})
+    await service.run(old.id, StartAttempt(card))
+    now[0] = T0 + 1_000
+    await service.run(session.id, StartAttempt(card))
+    now[0] = T0 + 2_000
+    await service.run(session.id, ProviderResult(1, "declined", "card_declined"))
+    now[0] = T0 + 5 * 60_000 + 1_000
+    await service.run(session.id, StartAttempt())
+    await service.run(session.id, ProviderResult(2, "succeeded"))
+
+    reads = Reads(settings, engine, lambda: T0 + 10 * 60_000)
+    got = await reads.chart()
+    minutes = got["minutes"]
+    assert len(minutes) == 60 and minutes[-1]["at"] == (T0 + 10 * 60_000) // 60_000 * 60_000
+    by_at = {m["at"]: (m["changes"], m["interruptions"]) for m in minutes}
+    start = T0 // 60_000 * 60_000
+    assert by_at[start] == (2, 1)
+    assert by_at[start + 5 * 60_000] == (2, 0)
+    assert sum(c for c, _ in by_at.values()) == 4, "the change 70 minutes ago is not shown"
+    # The summary loop's pruning: only the minutes past the window go.
+    counters = await engine.counters()
+    stale = stale_minutes(counters, T0 + 10 * 60_000)
+    assert stale and all(
+        name.startswith(f"minute:{(T0 - 70 * 60_000) // 60_000}:") for name in stale
+    )
+    await engine.forget_counters(stale)
+    after = await engine.counters()
+    assert not stale_minutes(after, T0 + 10 * 60_000)
+    assert chart(after, T0 + 10 * 60_000) == chart(counters, T0 + 10 * 60_000)
+    assert after["status:succeeded"] == 1, "the summary's counters are untouched"
+
+
+async def test_the_audit_trail_keeps_the_newest(engine: Engine) -> None:
+    for n in range(5):
+        await engine.audit_add(json.dumps({"id": f"aud_{n}"}).encode(), 3)
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(0, 10)] == [
+        "aud_4",
+        "aud_3",
+        "aud_2",
+    ]
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(1, 1)] == ["aud_3"]
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(2, 5)] == ["aud_2"]
+    assert await engine.audit_read(3, 5) == []

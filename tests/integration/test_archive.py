@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from paylive.archive import SessionQuery, open_archive
+from paylive.archive import AuditQuery, SessionQuery, open_archive
 from paylive.archive.schema import migrations
 from paylive.core.codec import Encoded, Message
 from paylive.core.machine import Cancel, Decision, Rules, StartAttempt, decide, new_session
@@ -76,9 +76,8 @@ async def test_migrations_follow_search_and_purge(db: Database) -> None:
         again = open_archive(db.url)
         await again.start()
         await again.close()
-        assert [r["name"] for r in db.fetch("SELECT name FROM paylive_migrations")] == [
-            "0001_initial.sql"
-        ]
+        applied = [r["name"] for r in db.fetch("SELECT name FROM paylive_migrations")]
+        assert applied == [name for _, name, _ in migrations()], "each applied once"
         assert await archive.mark() == 0
         mark = await archive.follow(lambda after: engine.log_read(after, 2))
         assert mark == 2
@@ -114,6 +113,34 @@ async def test_migrations_follow_search_and_purge(db: Database) -> None:
         assert await archive.purge(T0 + DAY + 10) == 2 + 2
         assert await ids() == ["ps_arch2"]
         assert db.fetch("SELECT count(*) FROM paylive_session_events")[0][0] == 2
+    finally:
+        await archive.close()
+
+
+async def test_the_audit_trail_is_kept_and_searched_by_staff_session_and_date(
+    db: Database,
+) -> None:
+    archive = open_archive(db.url)
+    try:
+        entries = [
+            {"id": "aud_1", "at": T0, "staff": "ana", "action": "refund", "session": "ps_a"},
+            {"id": "aud_2", "at": T0 + DAY, "staff": "bo", "action": "send_again", "session": "ps_a"},
+            {"id": "aud_3", "at": T0 + 2 * DAY, "staff": "ana", "action": "sandbox_outage", "session": None},
+        ]  # fmt: skip
+        await archive.audit_add(entries)
+        await archive.audit_add(entries[:1])  # written again (a catch-up): still once
+
+        async def ids(**query: Any) -> list[str]:
+            return [e["id"] for e in await archive.audit_search(AuditQuery(**query))]
+
+        assert await ids() == ["aud_3", "aud_2", "aud_1"]
+        assert await ids(staff="ana") == ["aud_3", "aud_1"]
+        assert await ids(session_id="ps_a") == ["aud_2", "aud_1"]
+        assert await ids(at_from=T0 + DAY, at_to=T0 + 2 * DAY) == ["aud_2"]
+        assert await ids(limit=1) == ["aud_3"]
+        assert (await archive.audit_search(AuditQuery(staff="bo")))[0] == entries[1]
+        assert await archive.purge(T0 + DAY) >= 1
+        assert await ids() == ["aud_3", "aud_2"]
     finally:
         await archive.close()
 

@@ -4,6 +4,7 @@ effect runner carries out the outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import anyio
@@ -14,6 +15,7 @@ from paylive.core.machine import (
     Charge,
     ProviderResult,
     Reference,
+    Refund,
     ResolveReview,
     StartAttempt,
     Tick,
@@ -38,6 +40,7 @@ class ScriptedGateway(Gateway):
         self.charges: list[str] = []
         self.voids: list[str] = []
         self.refunds: list[tuple[str, str]] = []
+        self.amounts: list[int | None] = []
         self.captures: list[tuple[str, str]] = []
         self.charge_fails = False
         self.void_fails = False
@@ -57,8 +60,11 @@ class ScriptedGateway(Gateway):
             raise GatewayError("timeout")
         return self.void_says_charged
 
-    async def refund(self, key: str, ref: str | None, idempotency_key: str) -> None:
+    async def refund(
+        self, key: str, ref: str | None, idempotency_key: str, amount: int | None = None
+    ) -> None:
         self.refunds.append((key, idempotency_key))
+        self.amounts.append(amount)
         if self.refund_failures > 0:
             self.refund_failures -= 1
             raise GatewayError("busy")
@@ -400,3 +406,32 @@ async def test_an_expiry_whose_void_keeps_failing_is_flagged_not_forgotten(parts
     assert len(gateway.charges) == 1, "never a second charge"
     resolved = await service.run(session.id, ResolveReview("ana", "void confirmed"))
     assert resolved.decision.refusal is None and not resolved.session.needs_review
+
+
+async def test_racing_refunds_take_the_remaining_amount_once(parts) -> None:
+    """Twenty refunds of 60 out of 100 at once, from two services (two workers) on one
+    engine: the compare-and-set lets exactly one be decided, and the provider is asked
+    once, for 60, under its own key."""
+    service, gateway, clock = parts
+    other = PaymentService(service.settings, service.engine, gateway, clock)
+    session = await service.create("o", 100, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    await service.run(session.id, ProviderResult(1, "succeeded"))
+    for s in (service, other):
+        await s.engine.load_for_update(session.id)  # each holds its own copy
+
+    async def ask(s: PaymentService) -> str:
+        try:
+            refusal = (await s.run(session.id, Refund(60, None, "merchant"))).decision.refusal
+        except Refused as exc:
+            return str(exc.code)
+        return "ok" if refusal is None else str(refusal.code)
+
+    answers = await asyncio.gather(*(ask(service if i % 2 else other) for i in range(20)))
+    assert answers.count("ok") == 1, answers
+    assert set(answers) <= {"ok", "refund_exceeds_captured", "conflict"}
+    await run_effects(service, clock)
+    assert gateway.refunds == [(f"{session.id}:1", f"{session.id}:1:refund.1")]
+    assert gateway.amounts == [60]
+    done = await service.get(session.id)
+    assert done.amount_refunded == 60 and done.refundable == 40

@@ -81,3 +81,14 @@ async def migrate(conn: Any) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
+
+
+async def pending(conn: Any) -> list[str]:
+    """The names of the shipped migrations ``conn``'s database lacks; changes nothing."""
+    exists = await conn.fetchval("SELECT to_regclass('paylive_migrations') IS NOT NULL")
+    done: set[int] = set()
+    if exists:
+        done = {
+            row["version"] for row in await conn.fetch("SELECT version FROM paylive_migrations")
+        }
+    return [name for version, name, _ in migrations() if version not in done]

@@ -73,6 +73,7 @@ class ErrorCode(StrEnum):
     # Who is asking.
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
+    ROLE_NOT_ALLOWED = "role_not_allowed"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     # What is asked for.
     NOT_FOUND = "not_found"
@@ -87,6 +88,8 @@ class ErrorCode(StrEnum):
     EFFECTS_PENDING = "effects_pending"
     DELIVERY_PENDING = "delivery_pending"
     WEBHOOKS_OFF = "webhooks_off"
+    NOT_PAID = "not_paid"
+    REFUND_EXCEEDS_CAPTURED = "refund_exceeds_captured"
     CONFLICT = "conflict"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     # A field is wrong.

@@ -84,6 +84,10 @@ class SessionStore(ABC):
     async def counters(self) -> dict[str, int]: ...
 
     @abstractmethod
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        """Delete these counters (the chart's minutes past its window)."""
+
+    @abstractmethod
     async def list_review(self, limit: int) -> list[Session]:
         """Sessions flagged ``needs_review``, most recently flagged first."""
 
@@ -196,6 +200,14 @@ class ShopStore(ABC):
     @abstractmethod
     async def deliveries(self, open_only: bool, limit: int) -> list[bytes]:
         """Newest first."""
+
+    @abstractmethod
+    async def audit_add(self, entry: bytes, kept: int) -> None:
+        """Add an entry to the audit trail of every session; the newest ``kept`` stay."""
+
+    @abstractmethod
+    async def audit_read(self, start: int, count: int) -> list[bytes]:
+        """``count`` audit entries from the ``start``-th newest on, newest first."""
 
 
 class Engine(SessionStore, TimerStore, RecordStore, FanOut, ShopStore):

@@ -154,6 +154,10 @@ class MemoryEngine(MemoryShop, Engine):
             counters["needs_review"] = len(self._review)
         return counters
 
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._counters.pop(name, None)
+
     async def list_review(self, limit: int) -> list[Session]:
         return [self._sessions[i] for i in list(reversed(self._review))[: max(0, limit)]]
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import Config, LoadError, plan
 from .procstat import ProcSample, machine_busy_s, raise_nofile, sample_each, sample_tree
+from .progress import drive_progress
 from .report import merge
 
 PAYLIVE_WORKER = (sys.executable, "-m", "paylive.load.worker")
@@ -172,8 +173,10 @@ def execute(
         sampler.take("drive_start")
         busy0, busy_at0 = machine_busy_s(), time.monotonic()
         deadline = time.monotonic() + duration + DRIVE_GRACE_S
-        for worker in workers:
-            worker.expect("drove", deadline)
+        label = f"driving {args.rate:g}/s on {sockets} {'sockets' if configs[0].mode == 'ws' else 'clients'}"
+        with drive_progress(duration, label, getattr(args, "progress", None)):
+            for worker in workers:
+                worker.expect("drove", deadline)
         sampler.take("drove")
         busy1 = machine_busy_s()
         if busy0 is not None and busy1 is not None:

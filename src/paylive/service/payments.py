@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import metrics
 from ..core import stats
@@ -42,6 +42,7 @@ from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
 from ..settings import Settings
+from ..telemetry import context, tracing
 
 log = logging.getLogger("paylive.service")
 
@@ -87,10 +88,14 @@ class PaymentService:
         session = new_session(
             new_session_id(), order_id, amount, currency, dict(metadata), now, self.rules
         )
+        session = replace(session, trace=context.current_traceparent())
         notice = Encoded.of(
             Message("admin.created", {"session": session.to_public()}, session.id, 0, now)
         )
-        await self.engine.create(session, stats.delta(None, session), notice.json)
+        with context.bound(session=session.id):
+            tracing.annotate(tracing.SESSION_ATTRIBUTE, session.id)
+            await self.engine.create(session, stats.delta(None, session), notice.json)
+            log.info("session created: %d %s for order %r", amount, currency, order_id)
         return session
 
     async def get(self, session_id: str) -> Session:
@@ -114,15 +119,33 @@ class PaymentService:
         finally:
             _DEADLINE.reset(token)
 
-    async def run(self, session_id: str, command: Command) -> Outcome:
+    async def run(
+        self, session_id: str, command: Command, audit: dict[str, object] | None = None
+    ) -> Outcome:
         """Apply ``command``; raise Refused ``not_found`` for an unknown session. A refusal is
         returned in ``decision.refusal`` (changes may still have been saved with it:
         a void that found the money moved makes the session succeed and refuses the retry).
-        Every provider call it makes ends by one deadline (``provider_deadline_ms``)."""
-        with self._deadline():
-            return await self._run(session_id, command)
+        Every provider call it makes ends by one deadline (``provider_deadline_ms``).
 
-    async def _run(self, session_id: str, command: Command) -> Outcome:
+        ``audit``: who asked (an entry of the audit trail without its time), written into
+        the session with the change it made, so it is recorded exactly when that is.
+
+        Work with no trace of its own (a timer firing, on any worker) continues the
+        trace the session carries; whatever is saved carries the current one."""
+        with (
+            self._deadline(),
+            contextlib.ExitStack() as spans,
+            context.bound(session=session_id),
+        ):
+            return await self._run(session_id, command, spans, audit)
+
+    async def _run(
+        self,
+        session_id: str,
+        command: Command,
+        spans: contextlib.ExitStack,
+        audit: dict[str, object] | None,
+    ) -> Outcome:
         voids: dict[int, bool] = {}
         voided_refs: dict[int, str | None] = {}
         # The engine may answer load_for_update from a copy that is a little stale:
@@ -134,12 +157,20 @@ class PaymentService:
             session = await load(session_id)
             if session is None:
                 raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
+            if context.trace.get() is None:
+                spans.enter_context(
+                    tracing.span(
+                        f"paylive {type(command).__name__}",
+                        parent=context.parse_traceparent(session.trace),
+                    )
+                )
             for number, ref in list(voided_refs.items()):
                 if provider_ref(session, number) != ref:
                     # The attempt's payment was named after its void was asked (the
                     # gateway was confirming it): the answer is stale, ask again.
                     del voids[number], voided_refs[number]
-            result = decide(session, command, self.clock(), self.rules, voids)
+            now = self.clock()
+            result = decide(session, command, now, self.rules, voids)
             if not fresh and (isinstance(result, NeedsVoid) or not result.to_save):
                 fresh = True
                 continue
@@ -152,8 +183,15 @@ class PaymentService:
             if result.to_save:
                 # The merchant events it makes go into the outbox, saved with it.
                 result = queue_events(session, result, self.rules)
+                carried = context.current_traceparent()
+                if carried is not None and carried != result.session.trace:
+                    result = replace(result, session=replace(result.session, trace=carried))
+                if audit is not None and result.refusal is None:
+                    entry = {**audit, "at": now, "session": session_id}
+                    result = replace(result, session=result.session.with_audit(entry))
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
+                delta.update(stats.minute_delta(result.events))
                 saved = await self.engine.save(
                     result.session, session.version, [event.json for event in events], delta
                 )
@@ -190,6 +228,8 @@ class PaymentService:
             return None
         outcome = await self.run(session_id, result)
         await self.engine.put(seen, b"1", self.settings.retention_after_end_ms)
+        with context.bound(session=session_id):
+            log.info("provider event %s applied: %s", event_id, result.outcome)
         return outcome
 
     async def check(self, session_id: str) -> Session:
@@ -203,7 +243,8 @@ class PaymentService:
         with self._deadline() as deadline:
             try:
                 async with asyncio.timeout_at(deadline):
-                    result = await self.gateway.lookup(key, attempt.provider_ref)
+                    with context.bound(session=session_id), provider_call("lookup", key):
+                        result = await self.gateway.lookup(key, attempt.provider_ref)
             except TimeoutError:
                 # No word from the provider in time: its webhook (or the attempt's
                 # timeout) decides, as when it has nothing to say yet.
@@ -214,9 +255,11 @@ class PaymentService:
             return (await self.run(session_id, result)).session
 
     async def _void(self, session_id: str, number: int, ref: str | None) -> bool:
+        key = idempotency_key(session_id, number)
         try:
             async with asyncio.timeout_at(_DEADLINE.get()):
-                return await self.gateway.void(idempotency_key(session_id, number), ref)
+                with provider_call("void", key):
+                    return await self.gateway.void(key, ref)
         except TimeoutError as exc:
             metrics.PROVIDER_DEADLINE.inc()
             raise Refused(
@@ -238,7 +281,8 @@ class PaymentService:
 
         try:
             async with asyncio.timeout_at(_DEADLINE.get()):
-                reply = await self.gateway.charge(charge, remember)
+                with provider_call("charge", charge.key):
+                    reply = await self.gateway.charge(charge, remember)
         except TimeoutError:
             # Asked, and no answer by the deadline: the charge may be under way at the
             # provider. Nothing is recorded, so the attempt stays in flight: its webhook
@@ -249,6 +293,8 @@ class PaymentService:
             return
         except (GatewayError, EngineUnavailable, Refused):
             reply = ChargeReply.NETWORK_ERROR
+        shown = reply.value if isinstance(reply, ChargeReply) else reply.outcome
+        log.info("charge %s asked of the provider: %s", charge.key, shown)
         if reply is ChargeReply.ACCEPTED:
             return
         if reply is ChargeReply.NETWORK_ERROR:
@@ -261,6 +307,15 @@ class PaymentService:
             log.warning("could not record the answer to the charge of %s yet", charge.key)
         except Refused as exc:
             log.warning("the answer to the charge of %s: %s", charge.key, exc.message)
+
+
+def provider_call(operation: str, key: str) -> contextlib.AbstractContextManager[tracing.Span]:
+    """The span of one call to the payment provider (the gateway adds its request id)."""
+    return tracing.span(
+        f"provider {operation}",
+        kind="client",
+        attributes={"paylive.provider.operation": operation, "paylive.idempotency_key": key},
+    )
 
 
 def provider_ref(session: Session, number: int) -> str | None:

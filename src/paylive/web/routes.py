@@ -7,6 +7,8 @@ hands a command or a read to the service. Refusals travel as ``Refused``; the
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
-from ..core.machine import Cancel, Command, Interrupt, ProviderResult, StartAttempt
+from ..core.machine import Cancel, Command, Interrupt, ProviderResult, Refund, StartAttempt
 from ..core.protocol import TEMPORARY_CODES, ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
@@ -24,8 +26,19 @@ from ..errors import Refused
 from ..runtime import Runtime
 from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
+from ..telemetry import context, tracing
 from . import bodies, openapi, validation
-from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, client_secret, identify
+from .auth import (
+    ADMIN,
+    CUSTOMER,
+    MERCHANT,
+    OPERATOR,
+    VIEWER,
+    Principal,
+    bearer,
+    client_secret,
+    identify,
+)
 from .errors import ENGINE_DOWN, error_reply, error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -74,6 +87,38 @@ def authenticate(request: Request, *allowed: str) -> Principal:
     if principal.kind not in allowed:
         raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot do this")
     return principal
+
+
+def require_role(principal: Principal, role: str) -> None:
+    """Staff must hold ``role`` (or one above it); anyone else passed ``authenticate``."""
+    if principal.kind == ADMIN and not principal.at_least(role):
+        raise Refused(
+            ErrorCode.ROLE_NOT_ALLOWED,
+            f"{principal.who} is a {principal.role}; this needs the {role} role or above",
+        )
+
+
+def staff(request: Request, role: str = VIEWER) -> Principal:
+    """A staff member holding ``role``: 401 without a staff token, 403 ``forbidden`` for
+    another credential, 403 ``role_not_allowed`` for a role below it."""
+    principal = authenticate(request, ADMIN)
+    require_role(principal, role)
+    return principal
+
+
+def audit_of(
+    request: Request, principal: Principal, action: str, **details: object
+) -> dict[str, object]:
+    """An entry of the audit trail (docs/protocol.md section 6.13), but its time, which
+    the service sets when it saves the change."""
+    return {
+        "id": "aud_" + secrets.token_urlsafe(12),
+        "staff": principal.who,
+        "role": principal.role or principal.kind,
+        "action": action,
+        "address": request.client.host if request.client else None,
+        "details": details,
+    }
 
 
 def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
@@ -206,16 +251,60 @@ async def check(request: Request) -> Response:
     return JSONResponse(session.to_public())
 
 
+@endpoint
+async def refund(request: Request) -> Response:
+    """``POST /api/sessions/{id}/refunds``: the shop, or staff from operator up."""
+    principal, session_id = session_principal(request, MERCHANT, ADMIN)
+    require_role(principal, OPERATOR)
+    body = await json_body(request)
+    runtime = runtime_of(request)
+
+    async def handler() -> Answer:
+        amount, reason = validation.parse_refund(body)
+        command = Refund(amount, reason, principal.who)
+        audit = audit_of(request, principal, "refund", amount=amount, reason=reason)
+        outcome = await runtime.service.run(session_id, command, audit)
+        refusal = outcome.decision.refusal
+        if refusal is not None:
+            raise Refused(refusal.code, refusal.message, session=outcome.session.to_public())
+        made = outcome.session.refunds[-1]
+        await runtime.audit.added(outcome.session.audit[-1])
+        return 202, {"refund": made.to_public(session_id), "session": outcome.session.to_public()}
+
+    status, payload = await runtime.idempotency.run_once(
+        f"POST /api/sessions/{session_id}/refunds",
+        request.headers.get("idempotency-key"),
+        body,
+        kept(handler),
+    )
+    return JSONResponse(payload, status_code=status)
+
+
 def _only_with(runtime: Runtime, gateway: str) -> None:
     if runtime.settings.gateway != gateway:
         raise Refused(ErrorCode.NOT_FOUND, f"the {gateway} gateway is not the one configured")
 
 
 async def _apply_webhook(
-    runtime: Runtime, event_id: str, session_id: str, result: ProviderResult
+    runtime: Runtime,
+    event_id: str,
+    session_id: str,
+    result: ProviderResult,
+    carried: str | None = None,
 ) -> Response:
-    """A provider's result, applied once per event id (providers send at least once)."""
-    outcome = await runtime.service.provider_event(event_id, session_id, result)
+    """A provider's result, applied once per event id (providers send at least once).
+    ``carried``: the charge's traceparent when the provider kept it (Stripe's metadata)."""
+    with tracing.span(
+        "webhook in",
+        kind="consumer",
+        parent=context.parse_traceparent(carried),
+        attributes={
+            "paylive.provider": runtime.settings.gateway,
+            "paylive.event_id": event_id,
+            tracing.SESSION_ATTRIBUTE: session_id,
+        },
+    ):
+        outcome = await runtime.service.provider_event(event_id, session_id, result)
     if outcome is None:
         return JSONResponse({"received": True, "duplicate": True})
     refusal = outcome.decision.refusal
@@ -266,7 +355,7 @@ async def stripe_webhook(request: Request) -> Response:
         # Not about one of paylive's payments, or nothing to act on: a 2xx, so that
         # Stripe does not send it again.
         return JSONResponse({"received": True, "ignored": True})
-    return await _apply_webhook(runtime, *found)
+    return await _apply_webhook(runtime, *found, stripe_gateway.event_trace(event))
 
 
 async def checkout_config(request: Request) -> Response:
@@ -293,7 +382,7 @@ def limit_of(request: Request, default: int, maximum: int) -> int:
 @endpoint
 async def admin_sessions(request: Request) -> Response:
     runtime = runtime_of(request)
-    authenticate(request, ADMIN)
+    staff(request)
     which = request.query_params.get("status", "active")
     if which not in ("active", "all", "needs_review"):
         raise validation.invalid("status", "must be active, all or needs_review")
@@ -304,8 +393,14 @@ async def admin_sessions(request: Request) -> Response:
 
 @endpoint
 async def admin_summary(request: Request) -> Response:
-    authenticate(request, ADMIN)
+    staff(request)
     return JSONResponse(await runtime_of(request).reads.summary())
+
+
+@endpoint
+async def admin_chart(request: Request) -> Response:
+    staff(request)
+    return JSONResponse(await runtime_of(request).reads.chart())
 
 
 async def healthz(request: Request) -> Response:
@@ -314,11 +409,33 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     checks = await runtime_of(request).readiness()
-    ready = checks["engine"] and checks["subscription"] and not checks["shutting_down"]
+    ready = (
+        checks["engine"]
+        and checks["subscription"]
+        and not checks["shutting_down"]
+        and not checks["overloaded"]
+    )
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    """Counts of payments are the shop's business: with ``PAYLIVE_METRICS_TOKEN`` set (and
+    always in production) the scraper must send it as a bearer token."""
+    settings = runtime_of(request).settings
+    if settings.metrics_token or settings.production:
+        given = bearer(request.headers.get("authorization"))
+        if not settings.metrics_token:
+            message = "set PAYLIVE_METRICS_TOKEN to read the metrics in production"
+        elif given is None:
+            message = "send Authorization: Bearer <metrics token>"
+        elif hmac.compare_digest(given.encode(), settings.metrics_token.encode()):
+            message = ""
+        else:
+            message = "the metrics token is not valid"
+        if message:
+            return error_response(
+                Refused(ErrorCode.UNAUTHORIZED, message), {"WWW-Authenticate": "Bearer"}
+            )
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
@@ -334,11 +451,13 @@ routes = [
     Route("/api/sessions/{session_id}/cancel", cancel, methods=["POST"]),
     Route("/api/sessions/{session_id}/complete", complete, methods=["POST"]),
     Route("/api/sessions/{session_id}/check", check, methods=["POST"]),
+    Route("/api/sessions/{session_id}/refunds", refund, methods=["POST"]),
     Route("/api/checkout/config", checkout_config, methods=["GET"]),
     Route("/webhooks/sandbox", sandbox_webhook, methods=["POST"]),
     Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
     Route("/api/admin/sessions", admin_sessions, methods=["GET"]),
     Route("/api/admin/summary", admin_summary, methods=["GET"]),
+    Route("/api/admin/chart", admin_chart, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),

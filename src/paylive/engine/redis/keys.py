@@ -27,7 +27,8 @@ event id -> cursor), ``logr`` (hash id -> record), ``logt`` (hash id -> created 
 and ``logn`` (the last cursor given): the merchant events log, appended once per id
 by one script, so cursors follow append order; ``dlv`` (hash event id -> delivery
 record), ``dlvopen`` and ``dlvdone`` (zsets id -> last change): webhook deliveries,
-the done ones capped. Records of ``put``/``get`` are plain strings
+the done ones capped; ``audit`` (a list, newest first, capped): the audit trail of
+staff and shop actions. Records of ``put``/``get`` are plain strings
 ``paylive:rec:<key>`` with their own expiry.
 
 Channels: ``paylive:{<id>}:ev`` per session (the hash tag is for a later move to
@@ -72,3 +73,6 @@ def channel(session_id: str | None) -> bytes:
 
 def record_key(key: str) -> str:
     return f"{PREFIX}:rec:{key}"
+
+
+AUDIT = f"{_G}:audit"

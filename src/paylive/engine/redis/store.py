@@ -377,6 +377,12 @@ class Store:
         counters = {name.decode(): int(value) for name, value in raw.items()}
         return with_review_count(counters, int(flagged))
 
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        async with self._client.op():
+            await self._client.r.hdel(COUNTERS, *names)
+
     # Timers -----------------------------------------------------------------
 
     async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[str]:
