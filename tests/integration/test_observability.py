@@ -9,6 +9,7 @@ One real server (sandbox gateway, merchant webhooks to a real receiver) with
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -32,7 +33,8 @@ from ..support.waiting import until
 pytestmark = pytest.mark.anyio
 
 METRICS_TOKEN = "test-metrics-token-0123456789"
-SHOP_SECRET = "shop-webhook-secret-0123"
+# A Standard Webhooks secret: whsec_ and the base64 of 24 bytes.
+SHOP_SECRET = "whsec_" + base64.b64encode(b"shop-webhook-secret-0123").decode()
 # A caller's trace: the payment's spans must continue it.
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_PARENT = "00f067aa0ba902b7"

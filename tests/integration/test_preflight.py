@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import paylive.archive as paylive_archive
+
 from ..support import postgres, redisproc
 from ..support.localstripe import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
 from ..support.ports import free_port
@@ -111,13 +113,18 @@ def test_a_bad_setting_exits_2_naming_it() -> None:
     assert "PAYLIVE_MAX_ATTEMPTS" in done.stdout
 
 
+MIGRATIONS = Path(paylive_archive.__file__).parent / "migrations"
+
+
 def test_migrate_applies_the_migrations_once(db: Database) -> None:
     env = {"PAYLIVE_DATABASE_URL": db.url}
     done = paylive("migrate", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "applied 1 migration(s): 0001_initial.sql" in done.stdout
+    shipped = sorted(p.name for p in MIGRATIONS.glob("*.sql"))
+    assert len(shipped) >= 2, shipped
+    assert f"applied {len(shipped)} migration(s): {', '.join(shipped)}" in done.stdout
     rows = db.fetch("SELECT version, name FROM paylive_migrations ORDER BY version")
-    assert [(r["version"], r["name"]) for r in rows] == [(1, "0001_initial.sql")]
+    assert [r["name"] for r in rows] == shipped
     assert db.fetch("SELECT to_regclass('paylive_sessions') IS NOT NULL")[0][0]
     again = paylive("migrate", env=env)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout
