@@ -4,10 +4,11 @@
 //
 // The token comes from the fragment (#token=...) or the form, is kept in this tab's
 // sessionStorage, and is removed from the address bar at once. It goes to the server
-// in the WebSocket URL, as the protocol requires, and to the admin API in the
-// Authorization header.
+// only in Authorization headers: the feed (a WebSocket, or Server-Sent Events where a
+// socket cannot get through) is opened with a single-use ticket bought with it, so the
+// token never sits in a URL or an access log (protocol 6.15).
 
-import { ReconnectingSocket, TERMINAL_STATUSES, formatAmount, socketOrigin } from './paylive.js';
+import { LiveConnection, TERMINAL_STATUSES, formatAmount } from './paylive.js';
 import { MinuteCounts, drawChart } from './admin/chart.js';
 import { Drill } from './admin/drill.js';
 import { PAGE_SIZE, SessionTable } from './admin/model.js';
@@ -15,6 +16,7 @@ import { PAGE_SIZE, SessionTable } from './admin/model.js';
 const TOKEN_KEY = 'paylive.adminToken';
 const $ = (id) => document.getElementById(id);
 
+const TRANSPORT_LABELS = { websocket: 'WebSocket', sse: 'SSE', polling: 'polling' };
 const CONNECTION_LABELS = {
   idle: 'Not connected',
   connecting: 'Connecting…',
@@ -300,15 +302,18 @@ function connect(adminToken) {
   void loadChart();
   clearInterval(chartTimer);
   chartTimer = setInterval(() => void loadChart(), CHART_EVERY_MS);
-  const url = () => `${socketOrigin()}/ws/admin?${new URLSearchParams({ token: adminToken })}`;
   // The feed sends a summary every second, so a silence of 10 s means the server is gone.
-  socket = new ReconnectingSocket(url, { silenceTimeout: 10_000 });
+  // No long-polling for the feed: it is a stream of every session.
+  socket = new LiveConnection({ secret: adminToken, silenceTimeout: 10_000, transports: ['websocket', 'sse'] });
   window.__paylive_admin = socket;
   socket.on('message', receive);
-  socket.on('status', ({ status }) => {
+  socket.on('status', ({ status, transport }) => {
     const el = $('connection');
     el.dataset.state = status;
-    el.querySelector('.connection-text').textContent = CONNECTION_LABELS[status] ?? status;
+    el.dataset.transport = transport ?? socket.transport;
+    const label = CONNECTION_LABELS[status] ?? status;
+    el.querySelector('.connection-text').textContent =
+      status === 'connected' ? `${label} · ${TRANSPORT_LABELS[el.dataset.transport]}` : label;
   });
   socket.on('fatal', ({ code }) => {
     if (code === 4401) {

@@ -34,6 +34,7 @@ from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
 from .service.reads import Reads
 from .service.records import Records
+from .service.tickets import TicketUses
 from .service.webhooks import WebhookSender
 from .settings import Settings
 from .web.admission import Admission
@@ -71,6 +72,7 @@ class Runtime:
         self.deliveries = Deliveries(self.service, sender, self.archive is not None)
         self.effects = EffectRunner(self.service, self.deliveries)
         self.reads = Reads(settings, self.engine, clock)
+        self.tickets = TicketUses(self.engine)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)

@@ -171,6 +171,14 @@ class Settings:
     header_timeout_ms: int = 10_000
     max_connections: int = 10_000
     max_sockets_per_session: int = 8
+    # Server-Sent Events and long-polling (docs/protocol.md 6.15): a comment this often
+    # so that idle proxies keep a stream open; a stream ends after its lifetime (the
+    # client reopens it with Last-Event-ID); a poll with nothing new is held this long;
+    # a ticket is good this long, once.
+    sse_heartbeat_ms: int = 15_000
+    stream_lifetime_ms: int = 600_000
+    poll_hold_ms: int = 25_000
+    ticket_ttl_ms: int = 30_000
     # GET /demo creates a session: this many per client address at once, and as many
     # again each minute (429 past it).
     demo_per_minute: int = 10
@@ -252,6 +260,10 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_PROVIDER_DEADLINE_MS": ("provider_deadline_ms", 100, 50_000),
     "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": ("max_in_flight_per_session", 1, 100_000),
     "PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS": ("max_in_flight_per_address", 0, 100_000),
+    "PAYLIVE_SSE_HEARTBEAT_MS": ("sse_heartbeat_ms", 100, 300_000),
+    "PAYLIVE_STREAM_LIFETIME_MS": ("stream_lifetime_ms", 1_000, 24 * 3_600_000),
+    "PAYLIVE_POLL_HOLD_MS": ("poll_hold_ms", 0, 120_000),
+    "PAYLIVE_TICKET_TTL_MS": ("ticket_ttl_ms", 1_000, 600_000),
 }
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -137,3 +139,60 @@ def identify(header: str | None, settings: Settings) -> Principal:
     if principal is None:
         raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
     return principal
+
+
+# Tickets (docs/protocol.md 6.15): a short-lived, single-use credential for opening a
+# stream, a long-poll or a socket, where a browser cannot send a header (EventSource,
+# WebSocket). Signed, so any worker can read one; its single use is recorded in the
+# engine by the caller (``nonce``), so it holds across workers too.
+_TICKET = "tk1"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    principal: Principal
+    nonce: str
+    expires_at: int
+
+
+def _ticket_mac(secret: str, payload: str) -> str:
+    digest = hmac.new(secret.encode(), b"ticket:" + payload.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()[:24]).decode().rstrip("=")
+
+
+def make_ticket(secret: str, principal: Principal, expires_at: int) -> str:
+    """A ticket for ``principal`` (staff keep their name and role), signed with ``secret``
+    (the first signing secret)."""
+    nonce = base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("=")
+    fields = {"k": principal.kind, "s": principal.session_id, "x": expires_at, "n": nonce}
+    if principal.name is not None:
+        fields.update(w=principal.name, r=principal.role)
+    body = json.dumps(fields, separators=(",", ":"))
+    payload = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+    return f"{_TICKET}.{payload}.{_ticket_mac(secret, payload)}"
+
+
+def read_ticket(secrets: str | Sequence[str], ticket: str, now: int) -> Ticket | None:
+    """The ticket's holder, or None when it is not one of ours (signed under none of
+    ``secrets``) or has expired. Whether it was used already is the engine's to say."""
+    if len(ticket) > 400:
+        return None
+    mark, _, rest = ticket.partition(".")
+    payload, _, mac = rest.partition(".")
+    if mark != _TICKET or not payload or not mac:
+        return None
+    candidates = [secrets] if isinstance(secrets, str) else secrets
+    if not matches_any(mac, [_ticket_mac(secret, payload) for secret in candidates]):
+        return None
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        kind, session_id = fields["k"], fields["s"]
+        expires_at, nonce = int(fields["x"]), str(fields["n"])
+        name, role = fields.get("w"), fields.get("r")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if kind not in (CUSTOMER, ADMIN) or expires_at < now:
+        return None
+    if kind == ADMIN and (not isinstance(name, str) or role not in ROLES):
+        return None
+    return Ticket(Principal(kind, session_id, name, role), nonce, expires_at)

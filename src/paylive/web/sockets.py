@@ -24,8 +24,9 @@ from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from ..telemetry import context, tracing
 from . import observe, validation
-from .auth import ADMIN, CUSTOMER, principal_for
+from .auth import ADMIN, CUSTOMER, Principal
 from .errors import ENGINE_DOWN, close_code
+from .tickets import principal_of
 
 log = logging.getLogger("paylive.sockets")
 
@@ -142,12 +143,10 @@ async def customer_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = principal_for(ws.query_params.get("token"), runtime.settings)
-    if (
-        principal is None
-        or principal.kind not in (CUSTOMER, ADMIN)
-        or not principal.may_open(session_id)
-    ):
+    principal = await _principal(ws, runtime, subprotocol)
+    if principal is None:
+        return
+    if principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
         await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
         return
     try:
@@ -167,7 +166,8 @@ async def customer_socket(ws: WebSocket) -> None:
     address = ws.client.host if ws.client else None
     try:
         await runtime.hub.join(session_id, subscriber)
-        await _catch_up(runtime, subscriber, session_id, since)
+        if not await catch_up(runtime, subscriber, session_id, since):
+            subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
             await _traced(runtime, subscriber, session_id, frame, watching, address)
     except EngineUnavailable:
@@ -177,16 +177,31 @@ async def customer_socket(ws: WebSocket) -> None:
         await subscriber.flush(FLUSH_TIMEOUT_S)
 
 
-async def _catch_up(
+async def _principal(ws: WebSocket, runtime: Runtime, subprotocol: str) -> Principal | None:
+    """Who opens the socket (a ticket, or a token in the URL), or a refusal sent."""
+    try:
+        principal = await principal_of(runtime, ws.query_params, None)
+    except Refused as exc:
+        await _refuse(ws, exc, subprotocol)
+        return None
+    except EngineUnavailable:
+        await _refuse(ws, ENGINE_DOWN, subprotocol)
+        return None
+    if principal is None:
+        await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
+    return principal
+
+
+async def catch_up(
     runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None
-) -> None:
+) -> bool:
     """Replay from ``since`` when every later event is still held (and fits the send
-    queue), else a snapshot. The subscriber is already joined, so what happens
-    meanwhile is held, not lost."""
+    queue), else a snapshot; False for an unknown session. The subscriber is already
+    joined, so what happens meanwhile is held, not lost. Sockets and event streams
+    start the same way."""
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
-        subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
-        return
+        return False
     runtime.hub.learn(start.session)
     # A replay longer than half the send queue would fill it before the socket sends
     # anything and close it 1013, and the client would reconnect with the same
@@ -202,6 +217,7 @@ async def _catch_up(
         gap = subscriber.begin(last)
     if gap:
         runtime.hub.request_fill(session_id)
+    return True
 
 
 def read_frame(
@@ -390,8 +406,10 @@ async def admin_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = principal_for(ws.query_params.get("token"), runtime.settings)
-    if principal is None or principal.kind != ADMIN:
+    principal = await _principal(ws, runtime, subprotocol)
+    if principal is None:
+        return
+    if principal.kind != ADMIN:
         await _refuse(
             ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad admin token"), subprotocol
         )
