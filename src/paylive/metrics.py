@@ -106,6 +106,11 @@ OVERLOADED = Counter(
     "Commands refused at the door because too much work was in flight",
     registry=REGISTRY,
 )
+PROVIDER_DEADLINE = Counter(
+    "paylive_provider_deadline_total",
+    "Provider calls inside a request or timer cut off by PAYLIVE_PROVIDER_DEADLINE_MS",
+    registry=REGISTRY,
+)
 RESYNCS = Counter(
     "paylive_resyncs_total",
     "Times the fan-out subscription was lost and rebuilt",

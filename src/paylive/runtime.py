@@ -76,7 +76,7 @@ class Runtime:
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
-        self.admission = Admission(settings.max_in_flight, settings.overload_retry_after_s)
+        self.admission = Admission.of(settings)
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)

@@ -97,6 +97,11 @@ class Settings:
     # Commands worked on at once per worker; past it a command is refused at once
     # (503 overloaded, Retry-After in seconds) instead of queueing.
     max_in_flight: int = 64
+    # One session's and one client address's share of those places (429 rate_limited
+    # past it), so that nobody holds them all. The address share is 0, all of them, by
+    # default: behind a proxy every customer comes from the proxy's address.
+    max_in_flight_per_session: int = 8
+    max_in_flight_per_address: int = 0
     # Sessions a Redis worker keeps to decide commands on without reading them first.
     session_cache_size: int = 10_000
     overload_retry_after_s: int = 1
@@ -108,6 +113,10 @@ class Settings:
     redis_backoff_cap_ms: int = 5_000
     # Stripe: how long one API call may take, how often the library retries a call that
     # got no answer (always under the same idempotency key), and the largest event body.
+    # Every provider call made inside one request or timer (charge, void, lookup) ends
+    # within this of the first, all of them together: shorter than the locks the
+    # request holds (the 60 s Idempotency-Key lock, its place at the door).
+    provider_deadline_ms: int = 15_000
     stripe_timeout_s: float = 20.0
     stripe_network_retries: int = 1
     stripe_webhook_max_bytes: int = 256 * 1024
@@ -263,6 +272,9 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
     "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
     "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
+    "PAYLIVE_PROVIDER_DEADLINE_MS": ("provider_deadline_ms", 100, 50_000),
+    "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": ("max_in_flight_per_session", 1, 100_000),
+    "PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS": ("max_in_flight_per_address", 0, 100_000),
     "PAYLIVE_SSE_HEARTBEAT_MS": ("sse_heartbeat_ms", 100, 300_000),
     "PAYLIVE_STREAM_LIFETIME_MS": ("stream_lifetime_ms", 1_000, 24 * 3_600_000),
     "PAYLIVE_POLL_HOLD_MS": ("poll_hold_ms", 0, 120_000),

@@ -6,6 +6,7 @@ Redis forgets sessions that the archive still answers for, also across an outage
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,9 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                 reply = await http.get(f"/api/sessions/{ids[0]}", headers=merchant())
                 assert reply.status_code == 503
                 assert reply.json()["error"]["code"] == "archive_unavailable"
+                # PostgreSQL's own words (hosts, ports, SQL) stay in the server's log.
+                message = reply.json()["error"]["message"]
+                assert message == "the archive cannot be read now; retry shortly", message
                 # ...but the events log keeps what the archive has not taken yet.
                 events = (await http.get("/api/events", headers=merchant())).json()["events"]
                 assert {e["session"]["id"] for e in events} >= set(ids)
@@ -241,3 +245,28 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
     assert {r["status"] for r in rows} == {"succeeded"}
     assert db.fetch("SELECT count(*) FROM paylive_session_events")[0][0] == 2 * len(ids)
     assert db.fetch("SELECT count(*) FROM paylive_merchant_events")[0][0] == len(ids)
+
+
+async def test_a_start_waits_for_the_migrations_lock_only_so_long(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the migrations' lock cannot hang a start for ever."""
+    import asyncpg
+
+    from paylive.archive import schema
+
+    monkeypatch.setattr(schema, "MIGRATION_LOCK_WAIT_S", 1)
+    holder = await asyncpg.connect(db.url)
+    starter = await asyncpg.connect(db.url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", schema.MIGRATION_LOCK)
+        started = time.monotonic()
+        with pytest.raises(schema.MigrationLockTimeout):
+            await schema.migrate(starter)
+        assert time.monotonic() - started < 5
+        await holder.execute("SELECT pg_advisory_unlock($1)", schema.MIGRATION_LOCK)
+        assert await schema.migrate(starter), "once the lock is free the start migrates"
+        assert await starter.fetchval("SHOW lock_timeout") == "0", "the wait is not kept"
+    finally:
+        await holder.close()
+        await starter.close()

@@ -254,7 +254,7 @@ def _tick(s: Session, now: int, rules: Rules, voids: Mapping[int, bool]) -> Deci
     if s.status == PROCESSING and s.deadline is not None and now >= s.deadline:
         return end_attempt(s, s.attempt, A_TIMEOUT, "timeout", None, True, now, rules, voids)
     if s.status in (CREATED, INTERRUPTED) and now >= s.expires_at:
-        return expire(s, now, voids)
+        return expire(s, now, voids, rules)
     return outcome_unseen(s, now) or Decision(s)
 
 

@@ -108,3 +108,24 @@ class ErrorCode(StrEnum):
     ENGINE_UNAVAILABLE = "engine_unavailable"
     GATEWAY_UNAVAILABLE = "gateway_unavailable"
     ARCHIVE_UNAVAILABLE = "archive_unavailable"
+
+
+# Refusals that say "not now" rather than "no": the same request may succeed later
+# without changing. An ``Idempotency-Key`` never remembers them (docs/protocol.md
+# section 6.2); every other answer with a key is final and replayed.
+TEMPORARY_CODES = frozenset(
+    {
+        ErrorCode.RETRY_NOT_YET_ALLOWED,
+        ErrorCode.CONFLICT,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.OVERLOADED,
+        ErrorCode.REQUEST_TIMEOUT,
+        ErrorCode.IDEMPOTENCY_KEY_IN_USE,
+        ErrorCode.TOO_MANY_SOCKETS,
+        ErrorCode.EFFECTS_PENDING,
+        ErrorCode.DELIVERY_PENDING,
+        ErrorCode.ENGINE_UNAVAILABLE,
+        ErrorCode.GATEWAY_UNAVAILABLE,
+        ErrorCode.ARCHIVE_UNAVAILABLE,
+    }
+)

@@ -67,7 +67,9 @@ class SessionStore(ABC):
         and index its outbox and its review flag for the listings below. False, and
         nothing changed, when the version moved. A session is kept while its outbox
         owes anything (``session.owes``: a pending effect or a merchant event not yet
-        delivered), however long ago it ended."""
+        delivered), and while it is flagged ``needs_review``, however long ago it
+        ended: a case for review stays listed and resolvable until a person resolves
+        it, and its retention starts then."""
 
     @abstractmethod
     async def history(self, session_id: str, since: int) -> list[bytes] | None:

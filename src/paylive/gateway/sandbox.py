@@ -49,7 +49,7 @@ class Card:
     """What the sandbox does with a card number."""
 
     # succeeded | declined | provider_error | never | unreachable | lost_answer | late
-    # | void_lost
+    # | void_lost | hang
     result: str
     decline_code: str | None = None
 
@@ -67,7 +67,11 @@ TEST_CARDS: dict[str, Card] = {
     # Charged, and the first void is lost on its way (acknowledged, not done): its
     # success comes after all, as a late success the server must give back.
     "4000000000000341": Card("void_lost"),
+    # The call to charge is not answered for ten minutes (a provider that hangs): the
+    # deadline of the request decides, and the attempt's timeout its outcome.
+    "4000000000000606": Card("hang"),
 }
+HANG_S = 600.0
 
 
 def card_behaviour(number: str) -> Card:
@@ -106,6 +110,9 @@ class SandboxGateway(Gateway):
             return ChargeReply.ACCEPTED
         delay = self._settings.sandbox_delay_ms / 1000
         if card.result == "never":
+            return ChargeReply.ACCEPTED
+        if card.result == "hang":
+            await asyncio.sleep(HANG_S)
             return ChargeReply.ACCEPTED
         if card.result == "unreachable":
             return ChargeReply.NETWORK_ERROR

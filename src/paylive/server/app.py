@@ -146,4 +146,4 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         return None if runtime is None else runtime.admission
 
-    return SocketsFirst(Observe(Door(app, admission)), app, socket_routes)
+    return SocketsFirst(Observe(Door(app, admission, settings)), app, socket_routes)

@@ -22,6 +22,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..core.protocol import ErrorCode
+from ..errors import Refused
 from ..settings import Settings
 
 MERCHANT = "merchant"
@@ -123,6 +125,20 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def identify(header: str | None, settings: Settings) -> Principal:
+    """Who sends ``header`` (an Authorization header); Refused ``unauthorized`` when
+    it names nobody."""
+    token = bearer(header)
+    if token is None:
+        raise Refused(
+            ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api key or client secret>"
+        )
+    principal = principal_for(token, settings)
+    if principal is None:
+        raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
+    return principal
 
 
 # Tickets (docs/protocol.md 6.15): a short-lived, single-use credential for opening a

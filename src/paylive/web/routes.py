@@ -7,7 +7,6 @@ hands a command or a read to the service. Refusals travel as ``Refused``; the
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
 import time
@@ -28,7 +27,7 @@ from ..core.machine import (
     SeeOutcome,
     StartAttempt,
 )
-from ..core.protocol import ErrorCode
+from ..core.protocol import TEMPORARY_CODES, ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
 from ..errors import Refused
@@ -36,7 +35,7 @@ from ..runtime import Runtime
 from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
 from ..telemetry import context, tracing
-from . import openapi, validation
+from . import bodies, openapi, validation
 from .auth import (
     ADMIN,
     CUSTOMER,
@@ -46,7 +45,7 @@ from .auth import (
     Principal,
     bearer,
     client_secret,
-    principal_for,
+    identify,
 )
 from .errors import ENGINE_DOWN, error_reply, error_response
 
@@ -68,6 +67,8 @@ def endpoint(handler: Endpoint) -> Endpoint:
         except EngineUnavailable:
             metrics.ENGINE_ERRORS.inc()
             return error_response(ENGINE_DOWN)
+        except bodies.ClientGone:
+            return Response(status_code=400)  # nobody is there to read it
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -75,32 +76,13 @@ def endpoint(handler: Endpoint) -> Endpoint:
 
 
 async def read_body(request: Request, limit: int | None = None) -> bytes:
-    """The raw body, at most ``limit`` (``max_body_bytes`` by default), arriving within
-    the header timeout (a client trickling a body holds a connection as long as it
-    likes otherwise)."""
+    """The raw body, at most ``limit`` (``max_body_bytes`` by default), all of it
+    arrived by the request's body deadline (``web.bodies``)."""
     settings = runtime_of(request).settings
     limit = settings.max_body_bytes if limit is None else limit
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        size = validation.ascii_int(declared.strip())
-        if size is None:
-            raise Refused(ErrorCode.INVALID_REQUEST, "Content-Length is not a number")
-        if size > limit:
-            raise Refused(ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes")
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        async with asyncio.timeout(settings.header_timeout_ms / 1000):
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > limit:
-                    raise Refused(
-                        ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes"
-                    )
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refused(ErrorCode.REQUEST_TIMEOUT, "the body did not arrive in time") from None
-    return b"".join(chunks)
+    return await bodies.read_all(
+        request.scope, request.receive, limit, settings.header_timeout_ms / 1000
+    )
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -109,15 +91,7 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 def authenticate(request: Request, *allowed: str) -> Principal:
-    runtime = runtime_of(request)
-    token = bearer(request.headers.get("authorization"))
-    if token is None:
-        raise Refused(
-            ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api key or client secret>"
-        )
-    principal = principal_for(token, runtime.settings)
-    if principal is None:
-        raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
+    principal = identify(request.headers.get("authorization"), runtime_of(request).settings)
     if principal.kind not in allowed:
         raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot do this")
     return principal
@@ -164,14 +138,16 @@ def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
 
 
 def kept(handler: Handler) -> Handler:
-    """For an Idempotency-Key: a refusal is an answer to keep, a server error is not."""
+    """For an Idempotency-Key: a final refusal is an answer to keep; a temporary one
+    (``TEMPORARY_CODES``: not yet, not now) and a server error are not, so the same
+    key tries again."""
 
     async def answer() -> Answer:
         try:
             return await handler()
         except Refused as exc:
             status, body = error_reply(exc)
-            if status >= 500:
+            if status >= 500 or exc.code in TEMPORARY_CODES:
                 raise
             return status, body
 

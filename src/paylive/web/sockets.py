@@ -24,7 +24,6 @@ from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from ..telemetry import context, tracing
 from . import observe, validation
-from .admission import OVERLOADED
 from .auth import ADMIN, CUSTOMER, Principal
 from .errors import ENGINE_DOWN, close_code
 from .tickets import principal_of
@@ -169,12 +168,13 @@ async def customer_socket(ws: WebSocket) -> None:
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     # Staff watching one session see it; commands are the customer's and the merchant's.
     watching = principal.kind == ADMIN
+    address = ws.client.host if ws.client else None
     try:
         await runtime.hub.join(session_id, subscriber)
         if not await catch_up(runtime, subscriber, session_id, since):
             subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
-            await _traced(runtime, subscriber, session_id, frame, watching)
+            await _traced(runtime, subscriber, session_id, frame, watching, address)
     except EngineUnavailable:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
@@ -200,14 +200,18 @@ async def _principal(ws: WebSocket, runtime: Runtime, subprotocol: str) -> Princ
 async def catch_up(
     runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None
 ) -> bool:
-    """Replay from ``since`` when every later event is still held, else a snapshot;
-    False for an unknown session. The subscriber is already joined, so what happens
-    meanwhile is held, not lost. Sockets and event streams start the same way."""
+    """Replay from ``since`` when every later event is still held (and fits the send
+    queue), else a snapshot; False for an unknown session. The subscriber is already
+    joined, so what happens meanwhile is held, not lost. Sockets and event streams
+    start the same way."""
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
         return False
     runtime.hub.learn(start.session)
-    if start.replay is None:
+    # A replay longer than half the send queue would fill it before the socket sends
+    # anything and close it 1013, and the client would reconnect with the same
+    # ``since`` for ever: a snapshot says the same in one message.
+    if start.replay is None or len(start.replay) > runtime.settings.send_queue_size // 2:
         subscriber.push(snapshot_message(start.session, runtime.clock()))
         gap = subscriber.begin(start.session.seq)
     else:
@@ -319,16 +323,17 @@ async def _traced(
     session_id: str,
     frame: dict[str, Any] | Refused,
     watching: bool,
+    address: str | None = None,
 ) -> None:
     """``_command`` in a span of its own, timed (a ping is neither: it is most frames)."""
     kind = frame.get("type") if isinstance(frame, dict) else None
     if kind == "ping":
-        await _command(runtime, subscriber, session_id, frame, watching)
+        await _command(runtime, subscriber, session_id, frame, watching, address)
         return
     name = kind if isinstance(kind, str) and kind in _COMMAND_TYPES else "invalid"
     started = time.perf_counter()
     with tracing.span(f"socket {name}", kind="server", attributes={"paylive.command": name}):
-        await _command(runtime, subscriber, session_id, frame, watching)
+        await _command(runtime, subscriber, session_id, frame, watching, address)
     metrics.socket_command(name, time.perf_counter() - started)
 
 
@@ -338,6 +343,7 @@ async def _command(
     session_id: str,
     frame: dict[str, Any] | Refused,
     watching: bool,
+    address: str | None = None,
 ) -> None:
     seq = subscriber.last_seq if subscriber.last_seq >= 0 else None
     ref: str | int | None = None
@@ -353,8 +359,9 @@ async def _command(
             raise Refused(ErrorCode.FORBIDDEN, "an admin token watches this session: no commands")
         if not runtime.limiter.take(session_id):
             raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
-        if not runtime.admission.enter():
-            raise OVERLOADED
+        turned_away = runtime.admission.enter(session_id, address)
+        if turned_away is not None:
+            raise turned_away
         try:
             if isinstance(command, Check):
                 session = await runtime.service.check(session_id)
@@ -365,7 +372,7 @@ async def _command(
                 return
             outcome = await runtime.service.run(session_id, command)
         finally:
-            runtime.admission.leave()
+            runtime.admission.leave(session_id, address)
     except Refused as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             # The session is gone from the store since this socket opened.

@@ -12,7 +12,8 @@ all, also on Redis Cluster:
 Both expire ``retention_after_end_ms`` after the session's last save once it is
 terminal, and ``session_ttl_ms + retention_after_end_ms`` after it while it is active
 (every save sets the expiry afresh); while the session's outbox holds a pending
-effect or a merchant event not yet delivered they do not expire at all.
+effect or a merchant event not yet delivered, or while it is flagged for review,
+they do not expire at all.
 
 The global keys share the hash tag ``{_global}`` (one slot, so one script may update
 them together): ``timers`` (zset id -> due ms), ``order`` and ``active`` (zsets
