@@ -1,4 +1,5 @@
-"""The README's pictures exist and stay small (scripts/screenshots.py makes them)."""
+"""The docs stay true: the README's pictures exist and stay small (scripts/screenshots.py
+makes them), every setting is described once, and links lead somewhere."""
 
 from __future__ import annotations
 
@@ -24,29 +25,68 @@ def test_pictures_stay_small() -> None:
     assert 0 < total <= BUDGET, f"docs/img holds {total / 1024:.0f} KB of PNG"
 
 
-def test_every_variable_the_settings_read_is_documented() -> None:
-    """A PAYLIVE_* variable named in settings.py is in the README's table and the contract."""
-    names = set(
+def _settings_variables() -> set[str]:
+    return set(
         re.findall(r'"(PAYLIVE_[A-Z0-9_]+)"', (ROOT / "src/paylive/settings.py").read_text())
     )
+
+
+def test_every_variable_the_settings_read_is_documented_once() -> None:
+    """A PAYLIVE_* variable named in settings.py has exactly one row in
+    docs/configuration.md's table, and the contract names it; a row naming a variable
+    that nothing reads fails too."""
+    names = _settings_variables()
     assert "PAYLIVE_API_KEY" in names and "PAYLIVE_TRUSTED_PROXIES" in names
-    for doc in ("README.md", "docs/protocol.md"):
-        text = (ROOT / doc).read_text()
-        missing = sorted(name for name in names if f"`{name}`" not in text)
-        assert not missing, f"{doc} does not document {missing}"
+    rows: dict[str, int] = {}
+    for line in (ROOT / "docs/configuration.md").read_text().splitlines():
+        if line.startswith("| `"):
+            for name in re.findall(r"`(PAYLIVE_[A-Z0-9_]+)`", line.split("|")[1]):
+                rows[name] = rows.get(name, 0) + 1
+    missing = sorted(names - set(rows))
+    assert not missing, f"docs/configuration.md has no row for {missing}"
+    twice = sorted(name for name, count in rows.items() if count > 1)
+    assert not twice, f"docs/configuration.md describes {twice} more than once"
+    unknown = sorted(set(rows) - names)
+    assert not unknown, f"docs/configuration.md describes {unknown}, which nothing reads"
+    contract = (ROOT / "docs/protocol.md").read_text()
+    missing = sorted(name for name in names if f"`{name}`" not in contract)
+    assert not missing, f"docs/protocol.md does not name {missing}"
 
 
-def test_the_readme_sends_card_numbers_only_in_the_sandbox_section() -> None:
+def test_the_readme_is_a_front_page_whose_links_lead_somewhere() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith(("http:", "https:")):
+            assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+
+
+def _prose() -> dict[str, str]:
+    docs = {p.relative_to(ROOT).as_posix(): p.read_text() for p in (ROOT / "docs").glob("*.md")}
+    docs.pop("docs/protocol.md")  # the contract lists the sandbox's cards in its own section
+    return {"README.md": (ROOT / "README.md").read_text(), **docs}
+
+
+def test_card_numbers_are_sent_only_in_the_sandbox_sections() -> None:
     """The first payment example is the hosted-field path (a PaymentMethod id); a raw
-    card number sent to paylive appears only under the sandbox heading."""
+    card number sent to paylive appears only under a sandbox heading, in any doc."""
     readme = (ROOT / "README.md").read_text()
     sends_card = re.compile(r'"card"\s*:\s*"\d{12,19}"|\.pay\(\s*[\'"]?\d{12,19}')
     first_pay = re.search(r'"type"\s*:\s*"pay"|\.pay\(', readme)
     assert first_pay is not None
     assert "stripe" in readme[first_pay.start() : first_pay.start() + 80], "first pay example"
-    heading = ""
-    for line in readme.splitlines():
-        if line.startswith("#"):
-            heading = line
-        if sends_card.search(line):
-            assert "sandbox" in heading.lower(), f"a card number under {heading!r}: {line}"
+    for name, text in _prose().items():
+        heading = ""
+        for line in text.splitlines():
+            if line.startswith("#"):
+                heading = line
+            if sends_card.search(line):
+                assert "sandbox" in heading.lower(), f"{name}: a card number under {heading!r}"
+
+
+def test_links_between_the_docs_lead_somewhere() -> None:
+    for name, text in _prose().items():
+        base = (ROOT / name).parent
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if not target.startswith(("http:", "https:", "mailto:")):
+                assert (base / target).exists(), f"{name} links to {target}, which does not exist"
