@@ -90,6 +90,36 @@ CATCH_UPS = Counter(
     ["how"],
     registry=REGISTRY,
 )
+# Per worker (labelled with its pid): a summed histogram would hide which worker stalls.
+LOOP_LAG = Histogram(
+    "paylive_loop_lag_seconds",
+    "How late the worker's periodic loop-lag timer ran: the time its event loop was held",
+    ["worker"],
+    buckets=(
+        0.0005,
+        0.001,
+        0.002,
+        0.003,
+        0.005,
+        0.0075,
+        0.01,
+        0.015,
+        0.02,
+        0.03,
+        0.05,
+        0.075,
+        0.1,
+        0.15,
+        0.2,
+        0.3,
+        0.5,
+        0.75,
+        1,
+        2,
+        5,
+    ),  # fmt: skip
+    registry=REGISTRY,
+)
 ENGINE_ERRORS = Counter(
     "paylive_engine_unavailable_total",
     "Requests answered 503 because the engine was down",

@@ -112,6 +112,9 @@ class Settings:
     effect_call_timeout_ms: int = 5_000
     # The most a sandbox outage (POST /api/admin/sandbox/outage) may last.
     sandbox_outage_max_s: int = 3_600
+    # The loop-lag timer's period (0: off): how late it runs is the time the worker's
+    # event loop was held (paylive_loop_lag_seconds, read by paylive load).
+    loop_lag_interval_ms: int = 25
     # Countdowns go out in up to this many slices per interval rather than one burst.
     countdown_slices: int = 10
     # Merchant webhooks: a 2xx within the timeout is success; failures are retried with
@@ -205,6 +208,7 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
     "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
     "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
+    "PAYLIVE_LOOP_LAG_INTERVAL_MS": ("loop_lag_interval_ms", 0, 10_000),
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from .config import Config, LoadError, plan
 from .procstat import ProcSample, machine_busy_s, raise_nofile, sample_each, sample_tree
 from .report import merge
+from .serverstats import LagBuckets, lag_between, redis_between, redis_reading, scrape_lag
 
 PAYLIVE_WORKER = (sys.executable, "-m", "paylive.load.worker")
 START_TIMEOUT_S = 60.0
@@ -137,6 +138,12 @@ def execute(
     wall0 = time.monotonic()
     workers = [WorkerProcess(c, worker_argv) for c in configs]
     results: list[dict[str, Any]] = []
+    base_url, token = configs[0].base_url, configs[0].admin_token
+    redis_url: str | None = getattr(args, "redis_url", None)
+    lag0: LagBuckets | None = None
+    lag1: LagBuckets | None = None
+    redis0: dict[str, Any] | None = None
+    redis1: dict[str, Any] | None = None
     timings: dict[str, float] = {}
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -168,6 +175,8 @@ def execute(
             worker.send({"cmd": "go", "start": start})
         duration = float(args.duration)
         say(f"driving {args.rate:g} changes/s for {duration:g} s")
+        lag0 = scrape_lag(base_url, token)
+        redis0 = redis_reading(redis_url) if redis_url else None
         time.sleep(max(0.0, start - time.time()))
         sampler.take("drive_start")
         busy0, busy_at0 = machine_busy_s(), time.monotonic()
@@ -175,6 +184,8 @@ def execute(
         for worker in workers:
             worker.expect("drove", deadline)
         sampler.take("drove")
+        lag1 = scrape_lag(base_url, token)
+        redis1 = redis_reading(redis_url) if redis_url else None
         busy1 = machine_busy_s()
         if busy0 is not None and busy1 is not None:
             timings["machine_busy_cores"] = (busy1 - busy0) / (time.monotonic() - busy_at0)
@@ -186,4 +197,10 @@ def execute(
             worker.stop()
     user1, sys1 = _rusage_s()
     generator = {"user_s": user1 - user0, "sys_s": sys1 - sys0, "wall_s": time.monotonic() - wall0}
-    return merge(args, configs, results, sampler, generator, timings)
+    out = merge(args, configs, results, sampler, generator, timings)
+    lag = lag_between(lag0, lag1)
+    if lag is not None:
+        out["loop_lag"] = lag
+    if redis_url:
+        out["redis"] = redis_between(redis0, redis1, out["changes"]["ok"])
+    return out

@@ -23,6 +23,7 @@ from ..web import routes as http_api
 from ..web.admission import Admission, Door
 from ..web.errors import error_body
 from . import shutdown
+from .looplag import LoopLag
 
 _CODES = {
     404: ErrorCode.NOT_FOUND,
@@ -78,11 +79,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
+        lag = LoopLag(settings.loop_lag_interval_ms)
+        lag.start()
         shutdown.register(runtime.close_sockets)
         try:
             yield
         finally:
             shutdown.unregister(runtime.close_sockets)
+            lag.stop()
             runtime.close_sockets()
             await runtime.stop()
 
