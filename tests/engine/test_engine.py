@@ -17,7 +17,7 @@ from redis.crc import key_slot
 
 from paylive.core.effects import Delivery, GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
-from paylive.engine import Engine, EngineUnavailable
+from paylive.engine import Claim, Engine, EngineUnavailable
 from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
 from paylive.settings import Settings
@@ -451,6 +451,50 @@ async def test_records(engine: Engine) -> None:
     assert await engine.get("short") is None
     assert await engine.put_if_absent("short-nx", b"z", 10_000) is None
     assert await engine.get("short-nx") == b"z"
+
+
+async def test_claim_is_one_decision(engine: Engine) -> None:
+    # Stored, with its companion.
+    got = await engine.claim("c:1", b"v1", 10_000, unless="c:off", also=("c:log", b"l1"))
+    assert got == Claim() and await engine.get("c:1") == b"v1"
+    assert await engine.get("c:log") == b"l1"
+    # Held: nothing changes, the companion included.
+    got = await engine.claim("c:1", b"v2", 10_000, unless="c:off", also=("c:log", b"l2"))
+    assert got == Claim(held=b"v1")
+    assert await engine.get("c:1") == b"v1" and await engine.get("c:log") == b"l1"
+    # A companion already held is kept as it was.
+    await engine.put("c:log2", b"old", 10_000)
+    assert await engine.claim("c:2", b"v", 10_000, also=("c:log2", b"new")) == Claim()
+    assert await engine.get("c:log2") == b"old"
+    # Blocked: nothing stored at all.
+    await engine.put("c:off", b"1", 10_000)
+    got = await engine.claim("c:3", b"v3", 10_000, unless="c:off", also=("c:log3", b"l3"))
+    assert got == Claim(blocked=True)
+    assert await engine.get("c:3") is None and await engine.get("c:log3") is None
+    # No blocker named: the blocker key is not looked at.
+    assert await engine.claim("c:3", b"v3", 10_000) == Claim()
+
+
+@needs_redis
+async def test_claim_is_one_round_trip_on_one_node(redis_server: RedisProc) -> None:
+    # No subscription probe while counting.
+    engine = RedisEngine(redis_server.url + "/5", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        await engine.claim("rt:warm", b"v", 10_000, unless="rt:off")  # loads the script
+        idle = -_reads(redis_server) + _reads(redis_server)  # what the counting costs
+        before = _reads(redis_server)
+        got = await engine.claim("rt:1", b"v", 10_000, unless="rt:off", also=("rt:l", b"l"))
+        spent = _reads(redis_server) - before - idle
+    finally:
+        await engine.close()
+    assert got == Claim() and spent == 1
+
+
+def _reads(server: RedisProc) -> int:
+    """Reads Redis made from its clients' sockets (a command, a script or a pipeline each)."""
+    info = redisproc.command(server.port, "INFO", "stats").decode()
+    return int(info.split("total_reads_processed:")[1].split()[0])
 
 
 async def test_unsubscribe_stops_delivery(engine: Engine) -> None:

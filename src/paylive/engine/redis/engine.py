@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from ...core.session import Session
 from ...settings import Settings
-from ..base import Engine
+from ..base import Claim, Engine
 from .client import Client
 from .shop import Shop
 from .store import Store
@@ -139,6 +139,19 @@ class RedisEngine(Shop, Engine):
 
     async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
         return await self._store.put_if_absent(key, value, ttl_ms)
+
+    async def claim(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        unless: str | None = None,
+        also: tuple[str, bytes] | None = None,
+    ) -> Claim:
+        done = await self._store.claim(key, value, ttl_ms, unless, also)
+        if done is None:  # Cluster: the keys are in other slots
+            return await super().claim(key, value, ttl_ms, unless, also)
+        return done
 
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
         await self._store.put(key, value, ttl_ms)

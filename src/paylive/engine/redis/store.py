@@ -56,7 +56,7 @@ import msgpack
 
 from ...core.session import Session
 from ...settings import Settings
-from ..base import EngineUnavailable
+from ..base import Claim, EngineUnavailable
 from . import scripts
 from .cache import SessionCache
 from .client import Client
@@ -433,6 +433,36 @@ class Store:
                 scripts.PUT_IF_ABSENT, [record_key(key)], [value, ttl_ms]
             )
         return held  # type: ignore[no-any-return]
+
+    async def claim(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        unless: str | None = None,
+        also: tuple[str, bytes] | None = None,
+    ) -> Claim | None:
+        """``RecordStore.claim`` in one script; None on Cluster, where the records
+        live in other slots and the caller makes the calls one by one."""
+        if self._client.cluster:
+            return None
+        keys = [record_key(key)]
+        if unless is not None:
+            keys.append(record_key(unless))
+        if also is not None:
+            keys.append(record_key(also[0]))
+        args = [
+            value,
+            ttl_ms,
+            also[1] if also else b"",
+            int(unless is not None),
+            int(also is not None),
+        ]
+        async with self._client.op():
+            reply = await self._client.eval(scripts.CLAIM_RECORD, keys, args)
+        if int(reply[0]):
+            return Claim(blocked=True)
+        return Claim(held=reply[1] if len(reply) > 1 else None)
 
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
         async with self._client.op():
