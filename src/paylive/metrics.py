@@ -91,33 +91,27 @@ CATCH_UPS = Counter(
     registry=REGISTRY,
 )
 # Per worker (labelled with its pid): a summed histogram would hide which worker stalls.
+_LAG_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015)
+_LAG_BUCKETS += (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5)
 LOOP_LAG = Histogram(
     "paylive_loop_lag_seconds",
     "How late the worker's periodic loop-lag timer ran: the time its event loop was held",
     ["worker"],
-    buckets=(
-        0.0005,
-        0.001,
-        0.002,
-        0.003,
-        0.005,
-        0.0075,
-        0.01,
-        0.015,
-        0.02,
-        0.03,
-        0.05,
-        0.075,
-        0.1,
-        0.15,
-        0.2,
-        0.3,
-        0.5,
-        0.75,
-        1,
-        2,
-        5,
-    ),  # fmt: skip
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+LOOP_LAG_OWN = Histogram(
+    "paylive_loop_lag_own_seconds",
+    "The loop lag less the time the worker waited for a core meanwhile (Linux)",
+    ["worker"],
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+GC_PAUSE = Histogram(
+    "paylive_gc_pause_seconds",
+    "Garbage collections and how long each held the worker, by generation",
+    ["worker", "generation"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
     registry=REGISTRY,
 )
 ENGINE_ERRORS = Counter(

@@ -10,7 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from paylive.load.serverstats import lag_between, parse_lag, redis_between
+from paylive.load.serverstats import (
+    gc_between,
+    lag_between,
+    parse_lag,
+    parse_metrics,
+    redis_between,
+)
 
 from ..support.redisproc import start_redis
 from ..support.servers import API_KEY, Server
@@ -44,6 +50,20 @@ def test_lag_is_the_difference_between_two_readings_per_worker() -> None:
     assert lag_between(before, None) is None
 
 
+def test_gc_pauses_between_two_readings() -> None:
+    page = """paylive_gc_pause_seconds_bucket{generation="2",le="0.05",worker="7"} %d
+paylive_gc_pause_seconds_bucket{generation="2",le="0.1",worker="7"} %d
+paylive_gc_pause_seconds_bucket{generation="2",le="+Inf",worker="7"} %d
+paylive_gc_pause_seconds_count{generation="2",worker="7"} %d
+paylive_gc_pause_seconds_sum{generation="2",worker="7"} %f
+"""
+    before = parse_metrics(page % (1, 1, 1, 1, 0.01))
+    after = parse_metrics(page % (2, 3, 3, 3, 0.15))
+    got = gc_between(before, after)
+    assert got == {"7": {"gen2": {"collections": 2, "total_ms": 140.0, "max_ms": 100.0}}}
+    assert gc_between(after, after) is None  # none in between
+
+
 def test_redis_figures_per_change_leave_out_the_readings_themselves() -> None:
     before = {
         "calls": {"evalsha": 10, "info": 4, "get": 1},
@@ -66,9 +86,9 @@ def test_redis_figures_per_change_leave_out_the_readings_themselves() -> None:
     assert pc["bytes_in"] == 400 and pc["bytes_out"] == 200
 
 
-def _ticking_workers(url: str) -> set[int]:
+def _ticking_workers(url: str, metric: str = "paylive_loop_lag_seconds") -> set[int]:
     page = httpx.get(url + "/metrics", timeout=5).text
-    found = re.findall(r'paylive_loop_lag_seconds_count\{worker="(\d+)"\} (\S+)', page)
+    found = re.findall(metric + r'_count\{worker="(\d+)"\} (\S+)', page)
     return {int(pid) for pid, count in found if float(count) > 0}
 
 
@@ -80,9 +100,12 @@ async def test_each_worker_exposes_its_own_loop_lag(tmp_path: Path) -> None:
         with Server(env, workers=2) as srv:
             assert srv.proc is not None
             pids = await until(lambda: (got := _ticking_workers(srv.url)) and len(got) == 2 and got)
+            # The same ticks, less each worker's wait for a core (Linux's schedstat).
+            own = _ticking_workers(srv.url, "paylive_loop_lag_own_seconds")
     finally:
         redis.stop()
     assert srv.proc.pid not in pids  # the workers, not the supervisor
+    assert own == pids
 
 
 def test_zero_turns_the_loop_lag_timer_off() -> None:

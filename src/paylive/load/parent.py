@@ -21,7 +21,7 @@ from typing import Any
 from .config import Config, LoadError, plan
 from .procstat import ProcSample, machine_busy_s, raise_nofile, sample_each, sample_tree
 from .report import merge
-from .serverstats import LagBuckets, lag_between, redis_between, redis_reading, scrape_lag
+from .serverstats import Reading, gc_between, lag_between, redis_between, redis_reading, scrape
 
 PAYLIVE_WORKER = (sys.executable, "-m", "paylive.load.worker")
 START_TIMEOUT_S = 60.0
@@ -140,8 +140,8 @@ def execute(
     results: list[dict[str, Any]] = []
     base_url, token = configs[0].base_url, configs[0].admin_token
     redis_url: str | None = getattr(args, "redis_url", None)
-    lag0: LagBuckets | None = None
-    lag1: LagBuckets | None = None
+    lag0: Reading | None = None
+    lag1: Reading | None = None
     redis0: dict[str, Any] | None = None
     redis1: dict[str, Any] | None = None
     timings: dict[str, float] = {}
@@ -175,7 +175,7 @@ def execute(
             worker.send({"cmd": "go", "start": start})
         duration = float(args.duration)
         say(f"driving {args.rate:g} changes/s for {duration:g} s")
-        lag0 = scrape_lag(base_url, token)
+        lag0 = scrape(base_url, token)
         redis0 = redis_reading(redis_url) if redis_url else None
         time.sleep(max(0.0, start - time.time()))
         sampler.take("drive_start")
@@ -184,7 +184,7 @@ def execute(
         for worker in workers:
             worker.expect("drove", deadline)
         sampler.take("drove")
-        lag1 = scrape_lag(base_url, token)
+        lag1 = scrape(base_url, token)
         redis1 = redis_reading(redis_url) if redis_url else None
         busy1 = machine_busy_s()
         if busy0 is not None and busy1 is not None:
@@ -198,9 +198,15 @@ def execute(
     user1, sys1 = _rusage_s()
     generator = {"user_s": user1 - user0, "sys_s": sys1 - sys0, "wall_s": time.monotonic() - wall0}
     out = merge(args, configs, results, sampler, generator, timings)
-    lag = lag_between(lag0, lag1)
+    lag = lag_between(lag0.lag if lag0 else None, lag1.lag if lag1 else None)
     if lag is not None:
         out["loop_lag"] = lag
+    own = lag_between(lag0.own if lag0 else None, lag1.own if lag1 else None)
+    if own is not None:
+        out["loop_lag_own"] = own
+    collections = gc_between(lag0, lag1)
+    if collections is not None:
+        out["gc"] = collections
     if redis_url:
         out["redis"] = redis_between(redis0, redis1, out["changes"]["ok"])
     return out

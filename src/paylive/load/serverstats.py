@@ -12,9 +12,12 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 LAG_METRIC = "paylive_loop_lag_seconds_bucket"
+OWN_METRIC = "paylive_loop_lag_own_seconds_bucket"
+GC_METRIC = "paylive_gc_pause_seconds"
 _SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 TIMEOUT_S = 5.0
@@ -23,32 +26,87 @@ TIMEOUT_S = 5.0
 LagBuckets = dict[str, dict[float, float]]
 
 
-def parse_lag(text: str) -> LagBuckets:
-    """The loop-lag buckets of a Prometheus text page, by worker."""
-    out: LagBuckets = {}
+@dataclass
+class Reading:
+    """One scrape of ``/metrics``: the loop-lag buckets by worker, and the garbage
+    collections' count, total pause and buckets by (worker, generation)."""
+
+    lag: LagBuckets = field(default_factory=dict)
+    own: LagBuckets = field(default_factory=dict)
+    gc_count: dict[tuple[str, str], float] = field(default_factory=dict)
+    gc_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    gc_buckets: dict[tuple[str, str], dict[float, float]] = field(default_factory=dict)
+
+
+def parse_metrics(text: str) -> Reading:
+    """What ``paylive load`` needs of a Prometheus text page."""
+    out = Reading()
     for line in text.splitlines():
-        if not line.startswith(LAG_METRIC):
+        if not line.startswith(("paylive_loop_lag", GC_METRIC)):
             continue
         match = _SAMPLE.match(line)
         if match is None:
             continue
+        name, value = match.group(1), float(match.group(3))
         labels = dict(_LABEL.findall(match.group(2)))
-        if "worker" not in labels or "le" not in labels:
+        worker = labels.get("worker")
+        if worker is None:
             continue
-        out.setdefault(labels["worker"], {})[float(labels["le"])] = float(match.group(3))
+        if name == LAG_METRIC and "le" in labels:
+            out.lag.setdefault(worker, {})[float(labels["le"])] = value
+        elif name == OWN_METRIC and "le" in labels:
+            out.own.setdefault(worker, {})[float(labels["le"])] = value
+        elif name.startswith(GC_METRIC) and "generation" in labels:
+            key = (worker, labels["generation"])
+            if name.endswith("_count"):
+                out.gc_count[key] = value
+            elif name.endswith("_sum"):
+                out.gc_seconds[key] = value
+            elif name.endswith("_bucket") and "le" in labels:
+                out.gc_buckets.setdefault(key, {})[float(labels["le"])] = value
     return out
 
 
-def scrape_lag(base_url: str, token: str | None) -> LagBuckets | None:
-    """``/metrics``' loop-lag buckets, or None when the server does not answer them."""
+def parse_lag(text: str) -> LagBuckets:
+    """The loop-lag buckets of a Prometheus text page, by worker."""
+    return parse_metrics(text).lag
+
+
+def scrape(base_url: str, token: str | None) -> Reading | None:
+    """``/metrics``' readings, or None when the server does not answer them."""
     request = urllib.request.Request(base_url.rstrip("/") + "/metrics")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
-            return parse_lag(answer.read().decode("utf-8", "replace"))
+            return parse_metrics(answer.read().decode("utf-8", "replace"))
     except (OSError, urllib.error.URLError, ValueError):
         return None
+
+
+def gc_between(before: Reading | None, after: Reading | None) -> dict[str, Any] | None:
+    """Per worker and generation: collections between the readings, their total pause
+    and the smallest bucket bound that holds the longest (ms)."""
+    if after is None or not after.gc_count:
+        return None
+    earlier = before or Reading()
+    out: dict[str, Any] = {}
+    for key, count in sorted(after.gc_count.items()):
+        n = count - earlier.gc_count.get(key, 0.0)
+        if n <= 0:
+            continue
+        worker, generation = key
+        buckets = after.gc_buckets.get(key, {})
+        old = earlier.gc_buckets.get(key, {})
+        delta = [(b, buckets[b] - old.get(b, 0.0)) for b in sorted(buckets)]
+        top = next((b for b, k in delta if k >= n), float("inf"))
+        seconds = after.gc_seconds.get(key, 0.0) - earlier.gc_seconds.get(key, 0.0)
+        out.setdefault(worker, {})[f"gen{generation}"] = {
+            "collections": int(n),
+            "total_ms": round(seconds * 1000, 1),
+            "max_ms": _bound_ms(top),
+        }
+    return out or None
 
 
 def _bound_ms(bound: float) -> float | None:
