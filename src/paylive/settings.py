@@ -115,8 +115,9 @@ class Settings:
     # The loop-lag timer's period (0: off): how late it runs is the time the worker's
     # event loop was held (paylive_loop_lag_seconds, read by paylive load).
     loop_lag_interval_ms: int = 25
-    # Countdowns go out in up to this many slices per interval rather than one burst.
-    countdown_slices: int = 10
+    # Countdowns go out in up to this many slices per interval rather than one burst
+    # (a slice every 20 ms at most).
+    countdown_slices: int = 50
     # Merchant webhooks: a 2xx within the timeout is success; failures are retried with
     # capped exponential backoff for ``merchant_retry_for_ms``, then marked failed.
     merchant_webhook_timeout_ms: int = 10_000
