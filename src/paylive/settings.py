@@ -112,6 +112,9 @@ class Settings:
     effect_call_timeout_ms: int = 5_000
     # The most a sandbox outage (POST /api/admin/sandbox/outage) may last.
     sandbox_outage_max_s: int = 3_600
+    # On Redis Cluster: SPUBLISH/SSUBSCRIBE (each message on its slot's node) rather
+    # than PUBLISH, which the cluster bus copies to every node.
+    redis_sharded_pubsub: bool = True
     # The loop-lag timer's period (0: off): how late it runs is the time the worker's
     # event loop was held (paylive_loop_lag_seconds, read by paylive load).
     loop_lag_interval_ms: int = 25
@@ -358,6 +361,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 f"PAYLIVE_SANDBOX_AUTHORIZE_FIRST must be 1 or 0 (true or false), got {authorize!r}"
             )
         values["sandbox_authorize_first"] = _FLAGS[authorize]
+
+    sharded = (env.get("PAYLIVE_REDIS_SHARDED_PUBSUB") or "").strip().lower()
+    if sharded:
+        if sharded not in _FLAGS:
+            raise SettingsError(
+                f"PAYLIVE_REDIS_SHARDED_PUBSUB must be 1 or 0 (true or false), got {sharded!r}"
+            )
+        values["redis_sharded_pubsub"] = _FLAGS[sharded]
 
     webhook_url = (env.get("PAYLIVE_SANDBOX_WEBHOOK_URL") or "").strip()
     if webhook_url:

@@ -491,6 +491,16 @@ async def test_claim_is_one_round_trip_on_one_node(redis_server: RedisProc) -> N
     assert got == Claim() and spent == 1
 
 
+def _calls(port: int) -> dict[str, int]:
+    """``INFO commandstats`` of one node: calls by command."""
+    info = redisproc.command(port, "INFO", "commandstats").decode()
+    return {
+        line.split(":")[0].removeprefix("cmdstat_"): int(line.split("calls=")[1].split(",")[0])
+        for line in info.splitlines()
+        if line.startswith("cmdstat_")
+    }
+
+
 def _reads(server: RedisProc) -> int:
     """Reads Redis made from its clients' sockets (a command, a script or a pipeline each)."""
     info = redisproc.command(server.port, "INFO", "stats").decode()
@@ -843,16 +853,24 @@ async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 @needs_redis
-async def test_cluster(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
+async def test_cluster(tmp_path: Path, sharded: bool) -> None:
     cluster = redisproc.start_cluster(tmp_path / "cluster")
     engines: list[RedisEngine] = []
     try:
         engine = RedisEngine(
-            cluster.url, replace(SETTINGS, redis_probe_interval_ms=100, redis_probe_timeout_ms=500)
+            cluster.url,
+            replace(
+                SETTINGS,
+                redis_probe_interval_ms=100,
+                redis_probe_timeout_ms=500,
+                redis_sharded_pubsub=sharded,
+            ),
         )
         engines.append(engine)
         await engine.start()
         assert engine.cluster and engine.subscription_healthy
+        assert engine.sharded is sharded
         rec = Recorder(engine)
         await engine.subscribe(None)
 
@@ -907,6 +925,18 @@ async def test_cluster(tmp_path: Path) -> None:
         # The probes, published through any node, come back over the bus.
         await anyio.sleep(0.5)
         assert engine.subscription_healthy and rec.resyncs == 0
+        # Sharded: each event is published once, on the node of its channel's slot,
+        # and never broadcast; plain: PUBLISH only.
+        calls = [_calls(node.port) for node in cluster.nodes]
+        if sharded:
+            assert sum(c.get("publish", 0) for c in calls) == 0
+            # 6 notices + 6 saves + 4 later saves to the admin channel, 10 to sessions.
+            assert sum(c.get("spublish", 0) for c in calls) == 26
+            assert sum(1 for c in calls if c.get("spublish")) >= 2  # spread over nodes
+            assert sum(1 for c in calls if c.get("ssubscribe")) == 3  # one per primary
+        else:
+            assert sum(c.get("spublish", 0) for c in calls) == 0
+            assert sum(c.get("publish", 0) for c in calls) == 26
 
         # Without the ?cluster=1 flag the engine finds out by itself.
         detected = RedisEngine(cluster.nodes[1].url, SETTINGS)

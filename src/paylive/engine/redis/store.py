@@ -62,7 +62,6 @@ from .cache import SessionCache
 from .client import Client
 from .keys import (
     ACTIVE,
-    ADMIN_CHANNEL,
     COUNTERS,
     EFFECTS,
     ENDED,
@@ -72,6 +71,7 @@ from .keys import (
     REVIEW,
     TIMERS,
     TVER,
+    channel,
     record_key,
     session_channel,
     session_keys,
@@ -140,6 +140,15 @@ class Store:
         self._settings = settings
         self.cache = SessionCache(settings.session_cache_size)
 
+    @property
+    def sharded(self) -> bool:
+        """Events go out with SPUBLISH: on Cluster, unless the settings turn it off."""
+        return self._client.cluster and self._settings.redis_sharded_pubsub
+
+    @property
+    def _admin_channel(self) -> bytes:
+        return channel(None, self.sharded)
+
     # Sessions ---------------------------------------------------------------
 
     def _ttl(self, terminal: bool) -> int:
@@ -159,14 +168,14 @@ class Store:
                 [_dump(session), session.version, session.status, self._ttl(session.terminal)],
             )
             await client.eval(
-                scripts.CREATE_GLOBAL,
+                scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
                 [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED],
                 [
                     session.id,
                     session.created_at,
                     "" if due is None else due,
                     session.version,
-                    ADMIN_CHANNEL,
+                    self._admin_channel,
                     notice,
                     *_stat_args(stats),
                 ],
@@ -249,7 +258,9 @@ class Store:
                 await client.r.zadd(TIMERS, {session.id: due}, lt=True)
             if effect_due is not None:
                 await client.r.zadd(EFFECTS, {session.id: effect_due}, lt=True)
-            previous = await client.eval(scripts.SAVE, keys, args)
+            previous = await client.eval(
+                scripts.SAVE_SHARDED if self.sharded else scripts.SAVE, keys, args
+            )
         if isinstance(previous, list):
             return self._moved(session.id, previous)
         self.cache.put(stored, events)
@@ -265,6 +276,10 @@ class Store:
                         "1" if stored.terminal else "0",
                         stored.updated_at + self._settings.retention_after_end_ms,
                         *_outbox_args(stored),
+                        self._admin_channel,
+                        # Sharded: the admin copies are published from this slot.
+                        len(events) if self.sharded else 0,
+                        *(events if self.sharded else ()),
                         *_stat_args(stats),
                     ],
                 )
@@ -295,7 +310,7 @@ class Store:
             self._ttl(stored.terminal),
             self._settings.history_cap,
             session_channel(stored.id),
-            ADMIN_CHANNEL,
+            self._admin_channel,
             stored.id,
             _or_blank(due),
             "1" if stored.terminal else "0",
