@@ -79,6 +79,18 @@ OVERLOADED = Counter(
     "Commands refused at the door because too much work was in flight",
     registry=REGISTRY,
 )
+IN_FLIGHT = Gauge(
+    "paylive_in_flight",
+    "Commands being worked on (admitted at the door and not yet answered)",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+IN_FLIGHT_LIMIT = Gauge(
+    "paylive_in_flight_limit",
+    "The worker's current bound on commands in flight (adaptive: follows latency)",
+    registry=REGISTRY,
+    multiprocess_mode="all",
+)
 RESYNCS = Counter(
     "paylive_resyncs_total",
     "Times the fan-out subscription was lost and rebuilt",

@@ -36,6 +36,7 @@ from .service.records import Records
 from .service.webhooks import WebhookSender
 from .settings import Settings
 from .web.admission import Admission
+from .web.limit import GradientLimit
 from .web.ratelimit import TokenBuckets
 
 log = logging.getLogger("paylive.runtime")
@@ -44,6 +45,16 @@ log = logging.getLogger("paylive.runtime")
 HOUSEKEEPING_MS = 10_000
 # The countdown loop's shortest period: one slice of the sessions each tick.
 COUNTDOWN_TICK_MS = 20
+
+
+def in_flight_limit(settings: Settings) -> GradientLimit | None:
+    """The adaptive bound on commands in flight (None: the fixed ``max_in_flight``). It
+    starts at half the maximum and finds its level from the commands' latency."""
+    if not settings.adaptive_in_flight:
+        return None
+    high = settings.max_in_flight
+    low = min(settings.min_in_flight, high)
+    return GradientLimit(initial=max(low, high // 2), min_limit=low, max_limit=high)
 
 
 class Runtime:
@@ -74,7 +85,9 @@ class Runtime:
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
-        self.admission = Admission(settings.max_in_flight, settings.overload_retry_after_s)
+        self.admission = Admission(
+            settings.max_in_flight, settings.overload_retry_after_s, in_flight_limit(settings)
+        )
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)

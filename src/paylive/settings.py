@@ -77,6 +77,9 @@ class Settings:
     # Commands worked on at once per worker; past it a command is refused at once
     # (503 overloaded, Retry-After in seconds) instead of queueing.
     max_in_flight: int = 64
+    # The bound follows latency (web.limit) between these two unless turned off.
+    adaptive_in_flight: bool = True
+    min_in_flight: int = 4
     # Sessions a Redis worker keeps to decide commands on without reading them first.
     session_cache_size: int = 10_000
     overload_retry_after_s: int = 1
@@ -212,6 +215,7 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
     "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
     "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
+    "PAYLIVE_MIN_IN_FLIGHT": ("min_in_flight", 1, 100_000),
     "PAYLIVE_LOOP_LAG_INTERVAL_MS": ("loop_lag_interval_ms", 0, 10_000),
 }
 
@@ -361,6 +365,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 f"PAYLIVE_SANDBOX_AUTHORIZE_FIRST must be 1 or 0 (true or false), got {authorize!r}"
             )
         values["sandbox_authorize_first"] = _FLAGS[authorize]
+
+    adaptive = (env.get("PAYLIVE_ADAPTIVE_IN_FLIGHT") or "").strip().lower()
+    if adaptive:
+        if adaptive not in _FLAGS:
+            raise SettingsError(
+                f"PAYLIVE_ADAPTIVE_IN_FLIGHT must be 1 or 0 (true or false), got {adaptive!r}"
+            )
+        values["adaptive_in_flight"] = _FLAGS[adaptive]
 
     sharded = (env.get("PAYLIVE_REDIS_SHARDED_PUBSUB") or "").strip().lower()
     if sharded:

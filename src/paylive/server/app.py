@@ -21,6 +21,7 @@ from ..settings import Settings, load_settings
 from ..web import admin, pages, shop, sockets
 from ..web import routes as http_api
 from ..web.admission import Admission, Door
+from ..web.admission import serve as serve_admission
 from ..web.errors import error_body
 from . import shutdown
 from .looplag import LoopLag
@@ -81,12 +82,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         await runtime.start()
         lag = LoopLag(settings.loop_lag_interval_ms)
         lag.start()
+        serve_admission(runtime.admission)
         shutdown.register(runtime.close_sockets)
         try:
             yield
         finally:
             shutdown.unregister(runtime.close_sockets)
             lag.stop()
+            serve_admission(None)
             runtime.close_sockets()
             await runtime.stop()
 

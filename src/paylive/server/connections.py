@@ -5,6 +5,9 @@
   every later request on it, or it is closed. uvicorn only times out a connection
   idle *between* requests, so one that never sends, or sends a header a minute,
   holds a file descriptor for as long as it likes.
+- A command refused before anything is made for it: while the worker's door
+  (``web.admission``) is full, a command is answered 503 ``overloaded`` from its
+  request line alone, before a task exists for it or its body is read.
 - A connection limit per worker: past ``max_connections`` open connections (sockets
   included), a request is answered 503 ``overloaded`` and a socket handshake is
   refused with the same 503, then the connection is closed. uvicorn's own
@@ -19,12 +22,15 @@ import asyncio
 import json
 from typing import Any
 
+import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from .. import metrics
 from ..core.protocol import ErrorCode
 from ..settings import Settings
+from ..web import admission
 from ..web.errors import error_body, http_status
 
 OVERLOADED_STATUS = http_status(ErrorCode.OVERLOADED)
@@ -102,6 +108,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        if self._refused_at_once():
+            return
         if not self._over_limit:
             super().on_headers_complete()
             return
@@ -112,6 +120,50 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             super().on_headers_complete()
         finally:
             self.app = app
+
+    def _refused_at_once(self) -> bool:
+        """A command while the worker's door is full: answered 503 ``overloaded`` here,
+        from the request line and headers alone. No task is made for it and its body
+        is never handed to anyone: the parser skips it (the request is marked
+        answered), so the connection stays usable, unless the client waits for
+        ``100 Continue``, whose body may never come: then it is closed."""
+        door = admission.current()
+        if door is None or not door.full or self.parser.get_method() != b"POST":
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # a pipelined request: answers must go out in order
+        path = httptools.parse_url(self.url).path.decode("ascii", "replace")
+        if not admission.is_command({"method": "POST", "path": path}):
+            return False
+        metrics.OVERLOADED.inc()
+        self.scope["method"], self.scope["path"] = "POST", path
+        keep_alive = (
+            self.parser.get_http_version() == "1.1"
+            and self.parser.should_keep_alive()
+            and not self.expect_100_continue
+        )
+        self.cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=[],
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+        )
+        # Answered: on_body and on_message_complete drop what follows.
+        self.cycle.response_complete = True
+        kept, closing = door.refusal
+        self.transport.write(kept if keep_alive else closing)
+        if keep_alive:
+            self.on_response_complete()
+        else:
+            self.transport.close()
+        return True
 
     def handle_websocket_upgrade(self) -> None:
         if not self._over_limit:

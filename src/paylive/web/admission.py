@@ -19,9 +19,12 @@ work they ask of it.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,6 +32,7 @@ from .. import metrics
 from ..core.protocol import ErrorCode
 from ..errors import Refused
 from .errors import error_body, http_status
+from .limit import GradientLimit
 
 OVERLOADED = Refused(ErrorCode.OVERLOADED, "this worker has too much work in flight; retry shortly")
 # POST /api/sessions, and POST /api/sessions/{id}/<command>.
@@ -41,10 +45,17 @@ def is_command(scope: Scope) -> bool:
 
 
 class Admission:
-    """A counter of commands in flight with a limit (one per worker)."""
+    """A counter of commands in flight with a limit (one per worker): fixed, or (with
+    ``adaptive``) following the commands' measured latency (``web.limit``)."""
 
-    def __init__(self, limit: int, retry_after_s: int) -> None:
-        self.limit = limit
+    def __init__(
+        self, limit: int, retry_after_s: int, adaptive: GradientLimit | None = None
+    ) -> None:
+        self._fixed = limit
+        self.adaptive = adaptive
+        # When each command in flight came in, by the task that runs it (the one that
+        # calls enter and leave): its latency feeds the adaptive limit.
+        self._started: dict[asyncio.Task[Any] | None, float] = {}
         self.in_flight = 0
         body = json.dumps(error_body(OVERLOADED.code, OVERLOADED.message)).encode()
         self._start = {
@@ -57,22 +68,72 @@ class Admission:
             ],
         }
         self._body = {"type": "http.response.body", "body": body}
+        head = b"HTTP/1.1 %d Service Unavailable\r\n" % http_status(OVERLOADED.code)
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"retry-after: %d\r\n" % retry_after_s
+        self._raw = (head + b"\r\n" + body, head + b"connection: close\r\n\r\n" + body)
+
+    @property
+    def limit(self) -> int:
+        return self.adaptive.limit if self.adaptive is not None else self._fixed
+
+    @property
+    def full(self) -> bool:
+        """No place left: the next command is refused (the protocol asks this before
+        it reads a body or makes a task)."""
+        return self.in_flight >= self.limit
 
     def enter(self) -> bool:
         """Take a place for one command; False (and counted) when the worker is full."""
-        if self.in_flight >= self.limit:
+        if self.full:
             metrics.OVERLOADED.inc()
             return False
         self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        if self.adaptive is not None:
+            self._started[_task()] = time.monotonic()
         return True
 
     def leave(self) -> None:
+        if self.adaptive is not None:
+            started = self._started.pop(_task(), None)
+            if started is not None:
+                self.adaptive.sample(time.monotonic() - started, self.in_flight)
+                metrics.IN_FLIGHT_LIMIT.set(self.adaptive.limit)
         self.in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+
+    @property
+    def refusal(self) -> tuple[bytes, bytes]:
+        """The HTTP/1.1 refusal as bytes for the protocol: kept alive, and closing."""
+        return self._raw
 
     async def refuse(self, send: Send) -> None:
         """Answer an HTTP request 503 ``overloaded`` (its body is never read)."""
         await send(self._start)
         await send(self._body)
+
+
+# This worker's admission, for the connection protocol (``server.connections``),
+# which refuses a command when it is full before a task is made or its body is read.
+_worker: Admission | None = None
+
+
+def serve(admission: Admission | None) -> None:
+    """Make ``admission`` the one the protocol asks (None: none any more)."""
+    global _worker
+    _worker = admission
+
+
+def current() -> Admission | None:
+    return _worker
+
+
+def _task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 class Door:
