@@ -1,4 +1,4 @@
-"""The code stays ruff- and mypy-clean (STYLE.md habit 8): checked like any behaviour."""
+"""The code stays ruff- and mypy-clean: checked like any behaviour."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ the code that raises it and drawn here::
     ├── ArchiveUnavailable  PostgreSQL cannot be reached now           (paylive.archive)
     ├── SignatureError      a webhook is unsigned, badly signed or old (paylive.core.signature)
     ├── DecodeError         a client frame is not a map in its codec   (paylive.core.codec)
-    ├── LoadError           ``paylive load`` cannot start or failed    (paylive.load.cli)
+    ├── LoadError           ``paylive load`` cannot start or failed    (paylive.load.config)
     └── HttpFailure         ``paylive load`` got no HTTP answer        (paylive.load.http)
 
 ``Refused`` carries a code of ``paylive.core.protocol.ErrorCode`` and no HTTP status:

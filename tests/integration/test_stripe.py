@@ -198,7 +198,7 @@ async def test_a_decline_then_a_retry_that_pays(
     prompt = await sock.until(lambda m: m["type"] == "retry_prompt")
     assert prompt["data"]["outcome_unknown"] is False
     assert localstripe.payment_intent(first["provider_ref"])["status"] == "requires_payment_method"
-    await anyio.sleep(prompt["data"]["retry_at"] / 1000 - time.time() + 0.05)
+    await anyio.sleep(max(0.0, prompt["data"]["retry_at"] / 1000 - time.time() + 0.05))
     await sock.send({"type": "retry", "payment_method": {"stripe": localstripe.payment_method(OK)}})
     paid = await sock.state("succeeded")
     assert attempt_of(paid, 2)["status"] == "succeeded"
@@ -263,7 +263,7 @@ async def test_an_attempt_that_times_out_is_voided_before_the_retry(
     assert prompt["data"]["outcome_unknown"] is True
     pi = attempt_of(timed_out, 1)["provider_ref"]
     assert localstripe.payment_intent(pi)["status"] == "requires_action"
-    await anyio.sleep(prompt["data"]["retry_at"] / 1000 - time.time() + 0.05)
+    await anyio.sleep(max(0.0, prompt["data"]["retry_at"] / 1000 - time.time() + 0.05))
     await sock.send({"type": "retry", "payment_method": {"stripe": localstripe.payment_method(OK)}})
     voided = await sock.until(lambda m: m["type"] == "state" and m["data"]["cause"] == "voided")
     assert attempt_of(voided, 1)["status"] == "voided"

@@ -61,7 +61,7 @@ class Server:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> Server:
+    def start(self, timeout: float = 60.0) -> Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [

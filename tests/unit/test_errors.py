@@ -46,6 +46,22 @@ def test_the_known_exceptions_are_under_the_root() -> None:
     assert issubclass(SettingsError, ValueError), "still a ValueError for older callers"
 
 
+def test_the_drawn_tree_names_where_each_exception_lives() -> None:
+    """The tree in ``paylive.errors``' docstring is read by newcomers: each named
+    exception is defined in the module it names."""
+    import importlib
+    import re
+
+    import paylive.errors
+
+    drawn = re.findall(r"── (\w+) .*\((paylive[\w.]*)\)", paylive.errors.__doc__ or "")
+    assert len(drawn) >= 8, drawn
+    for name, module in drawn:
+        value = getattr(importlib.import_module(module), name, None)
+        assert isinstance(value, type) and issubclass(value, PayliveError), (name, module)
+        assert value.__module__.startswith(module), (name, module, value.__module__)
+
+
 def test_every_code_has_one_status_and_refusals_that_close_have_a_close_code() -> None:
     assert set(HTTP_STATUS) == set(ErrorCode)
     assert all(400 <= status < 600 for status in HTTP_STATUS.values())
