@@ -79,6 +79,12 @@ OVERLOADED = Counter(
     "Commands refused at the door because too much work was in flight",
     registry=REGISTRY,
 )
+REFUSED_EARLY = Counter(
+    "paylive_refused_before_body_total",
+    "Of the commands refused at the door, those answered by the connection protocol "
+    "from their headers: no task made, no body read",
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge(
     "paylive_in_flight",
     "Commands being worked on (admitted at the door and not yet answered)",

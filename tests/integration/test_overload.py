@@ -221,6 +221,9 @@ async def test_a_refused_command_is_answered_before_its_body_and_changes_nothing
                         assert nxt.startswith(b"HTTP/1.1 200"), nxt
             finally:
                 redis.resume()
+            # Refused by the connection protocol itself: no task was made for it.
+            page = (await http.get("/metrics")).text
+            assert "paylive_refused_before_body_total 1.0" in page
             listed = await http.get(
                 "/api/admin/sessions?status=all", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
             )

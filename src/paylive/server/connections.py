@@ -136,6 +136,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if not admission.is_command({"method": "POST", "path": path}):
             return False
         metrics.OVERLOADED.inc()
+        metrics.REFUSED_EARLY.inc()
         self.scope["method"], self.scope["path"] = "POST", path
         keep_alive = (
             self.parser.get_http_version() == "1.1"
