@@ -3,12 +3,16 @@
 One worker: this process's registry. Several workers (``--workers``): uvicorn's
 workers share one port, so a scrape lands on any of them; ``paylive serve`` then sets
 ``PROMETHEUS_MULTIPROC_DIR`` and every worker renders the sum over all of them.
+
+Process metrics (``process_*``: CPU, memory, open files) are the client library's,
+on the same registry. With several workers they cannot be summed from files, so each
+live worker's are read from ``/proc`` and labelled ``worker`` (its process id).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,14 +20,37 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from .core.decision import Decision
 from .core.effects import KINDS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+PROCESS = ProcessCollector(registry=REGISTRY)
+
+HTTP_DURATION = Histogram(
+    "paylive_http_request_duration_seconds",
+    "HTTP requests, from their headers to the end of the answer, by method, route "
+    "template and status",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+SOCKET_COMMANDS = Histogram(
+    "paylive_socket_command_duration_seconds",
+    "Customer socket commands, from the frame read to the answer queued, by type",
+    ["type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+# A label value from a client (its method) is one of these or "other": a metric's
+# series must stay bounded whatever is sent.
+_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
 SOCKETS = Gauge(
     "paylive_sockets_open",
@@ -221,11 +248,75 @@ def delivered(kind: str) -> None:
     child.inc()
 
 
+_http_children: dict[tuple[str, str, int], Histogram] = {}
+
+
+def http_request(method: str, route: str, status: int, seconds: float) -> None:
+    key = (method if method in _METHODS else "other", route, status)
+    child = _http_children.get(key)
+    if child is None:
+        child = _http_children[key] = HTTP_DURATION.labels(key[0], route, str(status))
+    child.observe(seconds)
+
+
+def socket_command(kind: str, seconds: float) -> None:
+    SOCKET_COMMANDS.labels(kind).observe(seconds)
+
+
+def _live_workers(directory: str) -> list[int]:
+    """The process ids with files in the multiprocess directory that are still running."""
+    pids: set[int] = set()
+    for name in os.listdir(directory):
+        stem = name.rpartition(".")[0]
+        tail = stem.rpartition("_")[2]
+        if tail.isdigit():
+            pids.add(int(tail))
+    alive = []
+    for pid in sorted(pids):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        alive.append(pid)
+    return alive
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+class WorkerProcesses(Collector):
+    """``process_*`` of every live worker, labelled with its process id."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in _live_workers(self._directory):
+            reader = ProcessCollector(pid=_constant(pid), registry=None)
+            for metric in reader.collect():
+                family = families.get(metric.name)
+                if family is None:
+                    family = families[metric.name] = Metric(
+                        metric.name, metric.documentation, metric.type
+                    )
+                for sample in metric.samples:
+                    family.add_sample(
+                        sample.name, {**sample.labels, "worker": str(pid)}, sample.value
+                    )
+        return list(families.values())
+
+
 def render() -> bytes:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         from prometheus_client import multiprocess
 
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
+        merged.register(WorkerProcesses(directory))
         return generate_latest(merged)
     return generate_latest(REGISTRY)

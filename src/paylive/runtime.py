@@ -148,8 +148,14 @@ class Runtime:
         self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
 
     async def readiness(self) -> dict[str, bool]:
-        """/readyz: the engine answers, the subscription is up, the worker is not stopping."""
-        checks = {"engine": True, "subscription": True, "shutting_down": self.shutting_down}
+        """/readyz: the engine answers, the subscription is up, the worker is not stopping
+        and not overloaded (every command place taken: the next would be refused)."""
+        checks = {
+            "engine": True,
+            "subscription": True,
+            "shutting_down": self.shutting_down,
+            "overloaded": self.admission.in_flight >= self.admission.limit,
+        }
         try:
             await self.engine.ping()
         except EngineUnavailable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import secrets
@@ -59,6 +60,13 @@ class Settings:
     merchant_events: str = "outcomes"
     database_url: str | None = None
     archive_days: int = 400
+    # Operating it: log lines as text or one JSON object each; spans exported through
+    # OpenTelemetry (the otel extra) to an OTLP collector or a JSON-lines file; the
+    # bearer token GET /metrics asks for.
+    log_format: str = "text"
+    otel_exporter: str = "off"
+    otel_file: str | None = None
+    metrics_token: str = ""
 
     # Limits. Not in the protocol's table, but each is one field so it can be tuned.
     max_body_bytes: int = 16 * 1024
@@ -318,6 +326,46 @@ def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
         )
 
 
+def _operations(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """PAYLIVE_LOG_FORMAT, PAYLIVE_OTEL_EXPORTER (and _FILE), PAYLIVE_METRICS_TOKEN."""
+    log_format = (env.get("PAYLIVE_LOG_FORMAT") or "").strip().lower()
+    if log_format:
+        if log_format not in ("text", "json"):
+            raise SettingsError(f"PAYLIVE_LOG_FORMAT must be text or json, got {log_format!r}")
+        values["log_format"] = log_format
+    exporter = (env.get("PAYLIVE_OTEL_EXPORTER") or "").strip().lower() or "off"
+    if exporter not in ("off", "otlp", "file"):
+        raise SettingsError(f"PAYLIVE_OTEL_EXPORTER must be off, otlp or file, got {exporter!r}")
+    if exporter != "off":
+        needed = "opentelemetry.sdk"
+        if exporter == "otlp":
+            needed = "opentelemetry.exporter.otlp.proto.http"
+        if not _importable(needed):
+            raise SettingsError(
+                f"PAYLIVE_OTEL_EXPORTER={exporter} needs OpenTelemetry: pip install 'paylive[otel]'"
+            )
+    values["otel_exporter"] = exporter
+    path = (env.get("PAYLIVE_OTEL_FILE") or "").strip()
+    if exporter == "file":
+        if not path:
+            raise SettingsError("PAYLIVE_OTEL_FILE is required with PAYLIVE_OTEL_EXPORTER=file")
+        values["otel_file"] = path
+    token = (env.get("PAYLIVE_METRICS_TOKEN") or "").strip()
+    if token:
+        if len(token) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"PAYLIVE_METRICS_TOKEN must be at least {MIN_SECRET_LENGTH} characters long"
+            )
+        values["metrics_token"] = token
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
 
@@ -388,6 +436,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
 
     values.update(_gateway_values(env, mode))
     _shop(env, values)
+    _operations(env, values)
 
     generated: list[str] = []
     missing: list[str] = []

@@ -346,9 +346,15 @@ async def test_connections_past_the_limit_are_refused(crowded: Server) -> None:
     try:
         time.sleep(0.2)  # let the server take them
         async with httpx.AsyncClient(base_url=crowded.url, timeout=5) as http:
-            reply = await http.get("/healthz")
+            reply = await http.get("/readyz")
             assert reply.status_code == 503 and error_code(reply) == "overloaded"
             assert reply.headers["retry-after"] == "1"
+            # Liveness is never refused for load: answered, and that connection closed.
+            alive = await http.get("/healthz")
+            assert alive.status_code == 200 and alive.json() == {"ok": True}
+            assert alive.headers["connection"] == "close"
+            # ... and only liveness: the same path with another method is refused.
+            assert (await http.post("/healthz")).status_code == 503
         with pytest.raises(InvalidStatus) as refused:
             await open_socket(f"{crowded.ws_url}/ws/admin?token={ADMIN_TOKEN}")
         assert refused.value.response.status_code == 503
@@ -358,7 +364,7 @@ async def test_connections_past_the_limit_are_refused(crowded: Server) -> None:
     with anyio.fail_after(5):
         while True:
             async with httpx.AsyncClient(base_url=crowded.url, timeout=5) as http:
-                if (await http.get("/healthz")).status_code == 200:
+                if (await http.get("/readyz")).status_code == 200:
                     break
             await anyio.sleep(0.05)
 

@@ -21,6 +21,8 @@ import anyio
 import httpx
 import pytest
 
+from paylive.telemetry import context
+
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.faultproxy import FaultProxy
 from ..support.localstripe import (
@@ -170,7 +172,10 @@ async def test_a_payment_is_authorized_then_captured(
     assert intent["status"] == "succeeded" and intent["capture_method"] == "manual"
     assert (intent["amount"], intent["currency"]) == (1999, "eur")
     assert intent["latest_charge"]["captured"] is True
-    assert intent["metadata"] == {
+    metadata = dict(intent["metadata"])
+    # The charge's trace, so that Stripe's webhook continues it (protocol 6.9).
+    assert context.parse_traceparent(metadata.pop("paylive_traceparent")) is not None
+    assert metadata == {
         "paylive_session": session["id"],
         "paylive_attempt": "1",
         "paylive_key": key,

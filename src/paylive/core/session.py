@@ -115,6 +115,9 @@ class Session:
     # version that compare-and-set checks (it changes with every save).
     payment_method: dict[str, Any] | None = None
     version: int = 0
+    # The W3C traceparent of the last command saved: work done later for the session
+    # (its timer, its outbox), on whatever worker, continues that trace.
+    trace: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -215,6 +218,8 @@ class Session:
         record["review"] = self.review
         record["payment_method"] = self.payment_method
         record["version"] = self.version
+        if self.trace is not None:
+            record["trace"] = self.trace
         return record
 
     @classmethod
@@ -242,4 +247,5 @@ class Session:
             review=record.get("review"),
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),
+            trace=record.get("trace"),
         )

@@ -29,6 +29,7 @@ from ..core.session import attempt_of
 from ..core.signature import signature_header
 from ..engine import RecordStore
 from ..settings import Settings
+from ..telemetry import context
 from .base import ChargeReply, Gateway, GatewayError, Remember
 
 log = logging.getLogger("paylive.sandbox")
@@ -261,12 +262,17 @@ class SandboxGateway(Gateway):
             self._client = httpx.AsyncClient(timeout=5.0)
         raw = json.dumps(body, separators=(",", ":")).encode()
         secret = self._settings.webhook_secrets[0]
+        traceparent = context.current_traceparent()
         # At least once, as real providers do: retry a few times on failure.
         for attempt in range(5):
             headers = {
                 "Content-Type": "application/json",
                 "Paylive-Signature": signature_header(secret, int(time.time()), raw),
             }
+            if traceparent is not None:
+                # The result continues the charge's trace, as a provider that forwards
+                # trace context would.
+                headers["traceparent"] = traceparent
             try:
                 reply = await self._client.post(
                     self._settings.webhook_target, content=raw, headers=headers

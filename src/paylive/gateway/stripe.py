@@ -37,6 +37,7 @@ from ..core.decision import Charge
 from ..core.session import attempt_of
 from ..core.signature import SignatureError
 from ..settings import Settings
+from ..telemetry import context, tracing
 from .base import ChargeReply, Gateway, GatewayError, Remember
 
 log = logging.getLogger("paylive.stripe")
@@ -45,6 +46,10 @@ SESSION_META = "paylive_session"
 ATTEMPT_META = "paylive_attempt"
 KEY_META = "paylive_key"
 EFFECT_META = "paylive_effect"
+# The trace of the charge, so that Stripe's webhook about it continues that trace.
+TRACE_META = "paylive_traceparent"
+
+PROVIDER_REQUEST_ID = "paylive.provider.request_id"
 
 _CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 _SESSION = re.compile(r"^ps_[A-Za-z0-9]{1,61}$")
@@ -79,14 +84,13 @@ class StripeGateway(Gateway):
                     # customer away (so no return_url is needed).
                     "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
                     "capture_method": "manual",
-                    "metadata": {
-                        SESSION_META: session_id,
-                        ATTEMPT_META: str(number),
-                        KEY_META: charge.key,
-                    },
+                    "metadata": _metadata(
+                        {SESSION_META: session_id, ATTEMPT_META: str(number), KEY_META: charge.key}
+                    ),
                 },
                 options=self._options(f"{charge.key}:create"),
             )
+            _seen(intent)
         except stripe.StripeError as exc:
             # Nothing was confirmed, so nothing can be charged: a known failure.
             log.warning("stripe: could not create the payment of %s: %s", charge.key, _say(exc))
@@ -99,6 +103,7 @@ class StripeGateway(Gateway):
             intent = await self._intents.confirm_async(
                 ref, options=self._options(f"{charge.key}:confirm")
             )
+            _seen(intent)
         except stripe.CardError as exc:
             return _declined(number, ref, exc)
         except stripe.StripeError as exc:
@@ -114,7 +119,7 @@ class StripeGateway(Gateway):
             return False  # never confirmed: it cannot take money
         options = self._options(idempotency_key or f"{key}:cancel")
         try:
-            await self._intents.cancel_async(ref, options=options)
+            _seen(await self._intents.cancel_async(ref, options=options))
             return False
         except stripe.InvalidRequestError:
             pass  # not cancellable in its state (or localstripe refusing a repeat): look
@@ -132,6 +137,7 @@ class StripeGateway(Gateway):
             return False
         try:
             intent = await self._intents.capture_async(ref, options=self._options(idempotency_key))
+            _seen(intent)
             if intent.status == "succeeded":
                 return True
         except stripe.InvalidRequestError:
@@ -155,9 +161,11 @@ class StripeGateway(Gateway):
             for made in done.data:
                 if (made.to_dict().get("metadata") or {}).get(EFFECT_META) == idempotency_key:
                     return
-            await self._refunds.create_async(
-                params={"payment_intent": ref, "metadata": {EFFECT_META: idempotency_key}},
-                options=self._options(idempotency_key),
+            _seen(
+                await self._refunds.create_async(
+                    params={"payment_intent": ref, "metadata": {EFFECT_META: idempotency_key}},
+                    options=self._options(idempotency_key),
+                )
             )
         except stripe.InvalidRequestError as exc:
             if exc.code == "charge_already_refunded":
@@ -178,7 +186,9 @@ class StripeGateway(Gateway):
 
     async def _retrieve(self, ref: str) -> dict[str, Any]:
         try:
-            return (await self._intents.retrieve_async(ref)).to_dict()
+            intent = await self._intents.retrieve_async(ref)
+            _seen(intent)
+            return intent.to_dict()
         except stripe.StripeError as exc:
             raise GatewayError(f"stripe: cannot read {ref}: {_say(exc)}") from exc
 
@@ -230,8 +240,31 @@ def _decline_code(code: str) -> str:
     return code if _CODE.match(code) else "card_declined"
 
 
+def _metadata(values: dict[str, str]) -> dict[str, str]:
+    traceparent = context.current_traceparent()
+    if traceparent is not None:
+        values[TRACE_META] = traceparent
+    return values
+
+
+def _seen(answer: Any) -> None:
+    """Name Stripe's request id on the provider call's span (support asks for it)."""
+    response = getattr(answer, "last_response", None)
+    tracing.annotate(PROVIDER_REQUEST_ID, getattr(response, "request_id", None))
+
+
+def event_trace(event: Mapping[str, Any]) -> str | None:
+    """The traceparent of the charge an event is about, when paylive sent one."""
+    data = event.get("data")
+    intent = data.get("object") if isinstance(data, Mapping) else None
+    metadata = intent.get("metadata") if isinstance(intent, Mapping) else None
+    found = metadata.get(TRACE_META) if isinstance(metadata, Mapping) else None
+    return found if isinstance(found, str) else None
+
+
 def _say(exc: stripe.StripeError) -> str:
     """An error for the log: its class, status and code, never the request."""
+    tracing.annotate(PROVIDER_REQUEST_ID, exc.request_id)
     return f"{type(exc).__name__} {exc.http_status or '-'} {exc.code or ''}".strip()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import resource
 import subprocess
@@ -138,7 +139,9 @@ def execute(
     wall0 = time.monotonic()
     workers = [WorkerProcess(c, worker_argv) for c in configs]
     results: list[dict[str, Any]] = []
-    base_url, token = configs[0].base_url, configs[0].admin_token
+    # /metrics may ask for its own token (PAYLIVE_METRICS_TOKEN); else the admin token.
+    base_url = configs[0].base_url
+    token = os.environ.get("PAYLIVE_METRICS_TOKEN") or configs[0].admin_token
     redis_url: str | None = getattr(args, "redis_url", None)
     lag0: Reading | None = None
     lag1: Reading | None = None

@@ -18,11 +18,13 @@ from starlette.websockets import WebSocket
 from ..core.protocol import ErrorCode
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
-from ..web import admin, pages, shop, sockets
+from ..telemetry import context, tracing
+from ..web import admin, observe, pages, shop, sockets
 from ..web import routes as http_api
 from ..web.admission import Admission, Door
 from ..web.admission import serve as serve_admission
 from ..web.errors import error_body
+from ..web.observe import Observe
 from . import shutdown
 from .looplag import LoopLag
 
@@ -66,7 +68,15 @@ class SocketsFirst:
                 if match is Match.FULL:
                     scope.update(child)
                     scope["app"] = self.app
-                    await route.endpoint(WebSocket(scope, receive, send))
+                    # No middleware sees a socket: its ids are set here, for its task.
+                    request_id, parent = observe.request_ids(scope)
+                    session = child.get("path_params", {}).get("session_id")
+                    with context.bound(request=request_id, session=session):
+                        token = context.trace.set(parent)
+                        try:
+                            await route.endpoint(WebSocket(scope, receive, send))
+                        finally:
+                            context.trace.reset(token)
                     return
         await self.http(scope, receive, send)
 
@@ -77,6 +87,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tracing.install(settings)
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
@@ -92,6 +103,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             serve_admission(None)
             runtime.close_sockets()
             await runtime.stop()
+            tracing.shutdown()
 
     socket_routes = [
         WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
@@ -107,7 +119,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 CORSMiddleware,
                 allow_origins=list(settings.allowed_origins),
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Idempotency-Key",
+                    "X-Request-Id",
+                    "traceparent",
+                ],
+                expose_headers=["X-Request-Id", "traceparent"],
                 max_age=600,
             )
         )
@@ -122,4 +141,4 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         return None if runtime is None else runtime.admission
 
-    return SocketsFirst(Door(app, admission), app, socket_routes)
+    return SocketsFirst(Observe(Door(app, admission)), app, socket_routes)

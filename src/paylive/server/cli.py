@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..settings import Settings, SettingsError, load_settings
-from .logs import log_config
+from .logs import announce, log_config
 
 
 def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
@@ -74,13 +74,17 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
     }
     for name in settings.generated:
         os.environ[name] = exported[name]
-    print(_banner(settings, host, port, workers), flush=True)
+    print(announce(_banner(settings, host, port, workers), settings.log_format), flush=True)
     if settings.production and settings.redis_url:
         from .checks import redis_persistence_warning
 
         warning = redis_persistence_warning(settings.redis_url, settings.redis_timeout_ms / 1000)
         if warning:
-            print(f"paylive: warning: {warning}", file=sys.stderr, flush=True)
+            print(
+                announce(f"paylive: warning: {warning}", settings.log_format, "warning"),
+                file=sys.stderr,
+                flush=True,
+            )
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers share the port, so /metrics must add up all of them.
         metrics_dir = tempfile.TemporaryDirectory(prefix="paylive-metrics-")
@@ -94,7 +98,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         host=host,
         port=port,
         workers=workers,
-        log_config=log_config(log_level),
+        log_config=log_config(log_level, settings.log_format),
         log_level=log_level,
         ws=settings.ws_protocol,
         ws_max_size=settings.ws_max_frame_bytes,

@@ -12,6 +12,9 @@
   included), a request is answered 503 ``overloaded`` and a socket handshake is
   refused with the same 503, then the connection is closed. uvicorn's own
   ``limit_concurrency`` lets socket handshakes through and answers in plain text.
+  Liveness is the exception: ``GET /healthz`` past the limit is answered 200 here, as
+  cheaply as the 503 and closed the same way, so a probe never restarts a worker for
+  being busy (``/readyz`` is refused: a busy worker is not ready for more).
 
 Both are ``Settings`` fields, carried to every worker in the uvicorn config.
 """
@@ -45,6 +48,15 @@ OVERLOADED_HEADERS = [
 ]
 
 
+HEALTHY_BODY = json.dumps({"ok": True}).encode()
+HEALTHY_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(HEALTHY_BODY)).encode()),
+    (b"connection", b"close"),
+]
+HEALTHZ = b"/healthz"
+
+
 class PayliveConfig(uvicorn.Config):
     """uvicorn's config with paylive's settings, so that every worker's protocol has them."""
 
@@ -59,6 +71,12 @@ async def overloaded(scope: Any, receive: Any, send: Any) -> None:
         {"type": "http.response.start", "status": OVERLOADED_STATUS, "headers": OVERLOADED_HEADERS}
     )
     await send({"type": "http.response.body", "body": OVERLOADED_BODY})
+
+
+async def healthy(scope: Any, receive: Any, send: Any) -> None:
+    """The ASGI app that answers liveness past the connection limit."""
+    await send({"type": "http.response.start", "status": 200, "headers": HEALTHY_HEADERS})
+    await send({"type": "http.response.body", "body": HEALTHY_BODY})
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
@@ -114,8 +132,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             super().on_headers_complete()
             return
         # Requests past the limit get the 503 app instead of paylive's (a socket
-        # handshake never reaches an app: handle_websocket_upgrade refuses it).
-        app, self.app = self.app, overloaded
+        # handshake never reaches an app: handle_websocket_upgrade refuses it), except
+        # liveness. Either answer closes the connection: past the limit, none stays.
+        app, self.app = self.app, healthy if self._liveness() else overloaded
         try:
             super().on_headers_complete()
         finally:
@@ -165,6 +184,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         else:
             self.transport.close()
         return True
+
+    def _liveness(self) -> bool:
+        return (
+            self.parser.get_method() == b"GET"
+            and self.url.partition(b"?")[0] == HEALTHZ
+            and not self.parser.should_upgrade()
+        )
 
     def handle_websocket_upgrade(self) -> None:
         if not self._over_limit:

@@ -3,14 +3,25 @@ their bearer values, before any handler sees the record (the access log included
 
 A query key is compared once decoded, as the app reads it: ``?%74oken=`` and
 ``?t%6Fken=`` are ``token`` to Starlette, so they are to the redactor too.
+
+Lines are text for a terminal, or with ``PAYLIVE_LOG_FORMAT=json`` one JSON object
+each: time, level, logger, event (the message), worker (the process id), and the
+request id, session id and trace and span ids of the work that wrote it
+(``telemetry.context``), when there are any. The access log's lines also carry the
+method, path, status and client address as fields.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import time
 from typing import Any
 from urllib.parse import unquote_plus
+
+from ..telemetry import context
 
 # key=value in a query string (or a form body); the key as sent, percent-encoded or not.
 _QUERY_PAIR = re.compile(r"(?P<lead>[?&;\s])(?P<key>[^=&;\s\"'#?]+)=(?P<value>[^&;\s\"'#]*)")
@@ -56,20 +67,102 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def log_config(level: str = "info") -> dict[str, Any]:
+def _time(record: logging.LogRecord) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (the record's message already redacted by the filter)."""
+
+    def line(self, record: logging.LogRecord) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "time": _time(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+            "worker": os.getpid(),
+        }
+        request = context.request_id.get()
+        if request is not None:
+            out["request_id"] = request
+        session = context.session_id.get()
+        if session is not None:
+            out["session_id"] = session
+        trace = context.trace.get()
+        if trace is not None:
+            out["trace_id"] = trace.trace_id
+            out["span_id"] = trace.span_id
+        if record.exc_info:
+            out["error"] = redact(self.formatException(record.exc_info))
+        return out
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.line(record), separators=(",", ":"), default=str)
+
+
+class JsonAccessFormatter(JsonFormatter):
+    """uvicorn's access line: ``(client, method, path, http version, status)``."""
+
+    def line(self, record: logging.LogRecord) -> dict[str, Any]:
+        out = super().line(record)
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            out.update(
+                event="http.request",
+                client=client,
+                method=method,
+                path=path,
+                http_version=version,
+                status=status,
+            )
+        return out
+
+
+def announce(text: str, log_format: str, level: str = "info") -> str:
+    """What ``paylive serve`` prints before logging starts (its banner, a warning): as
+    is, or one JSON line per line of it, so that a JSON log has nothing else."""
+    if log_format != "json":
+        return text
+    now = time.time()
+    stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d}Z"
+    return "\n".join(
+        json.dumps(
+            {
+                "time": stamp,
+                "level": level,
+                "logger": "paylive",
+                "event": line.strip(),
+                "worker": os.getpid(),
+            },
+            separators=(",", ":"),
+        )
+        for line in text.splitlines()
+        if line.strip()
+    )
+
+
+def log_config(level: str = "info", log_format: str = "text") -> dict[str, Any]:
     """uvicorn's log config with the redacting filter on every handler."""
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    formatters: dict[str, Any] = {
+        "default": {"format": fmt},
+        "access": {
+            "()": "uvicorn.logging.AccessFormatter",
+            "fmt": '%(asctime)s %(levelname)s access: %(client_addr)s "%(request_line)s" %(status_code)s',
+        },
+    }
+    if log_format == "json":
+        formatters = {
+            "default": {"()": "paylive.server.logs.JsonFormatter"},
+            "access": {"()": "paylive.server.logs.JsonAccessFormatter"},
+        }
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": "paylive.server.logs.RedactTokens"}},
-        "formatters": {
-            "default": {"format": fmt},
-            "access": {
-                "()": "uvicorn.logging.AccessFormatter",
-                "fmt": '%(asctime)s %(levelname)s access: %(client_addr)s "%(request_line)s" %(status_code)s',
-            },
-        },
+        "formatters": formatters,
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",

@@ -38,6 +38,7 @@ from ..core.outbox import DeliveryOutcome, SendAgain, tried
 from ..core.protocol import ErrorCode
 from ..core.session import Session
 from ..errors import Refused
+from ..telemetry import tracing
 from .payments import PaymentService
 from .webhooks import Attempt, WebhookSender
 
@@ -132,8 +133,24 @@ class Deliveries:
 
     async def _post(self, delivery: Delivery) -> Attempt:
         assert self.sender is not None
-        answer = await self.sender.post(dumps_strict(delivery.event))
+        with tracing.span(
+            "webhook out",
+            kind="client",
+            attributes={
+                "paylive.event_id": delivery.id,
+                "paylive.event_type": delivery.event.get("type"),
+            },
+        ) as span:
+            answer = await self.sender.post(dumps_strict(delivery.event))
+            span.set("http.response.status_code", answer.status)
+            if not answer.ok:
+                span.fail(answer.error or f"HTTP {answer.status}")
         metrics.webhook_attempt("ok" if answer.ok else "failed")
+        log.info(
+            "webhook %s posted to the shop: %s",
+            delivery.id,
+            "accepted" if answer.ok else f"failed ({answer.error or answer.status})",
+        )
         return answer
 
     async def _later(self, session: Session, due: int) -> None:

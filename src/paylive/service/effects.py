@@ -26,7 +26,8 @@ from ..core.session import Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import GatewayError
-from .payments import PaymentService, provider_ref
+from ..telemetry import context, tracing
+from .payments import PaymentService, provider_call, provider_ref
 
 if TYPE_CHECKING:
     from .deliveries import Deliveries
@@ -53,12 +54,35 @@ class EffectRunner:
         its merchant events. ``gateway_done`` is called in between: the runtime gives
         back the provider's slot there, so a shop that answers slowly never holds up
         refunds."""
+        released = False
+
+        def done_once() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                gateway_done()
+
+        with context.bound(session=session_id):
+            await self._run_due(session_id, done_once)
+
+    async def _run_due(self, session_id: str, gateway_done: Callable[[], None]) -> None:
         engine = self.service.engine
         try:
             session = await engine.load(session_id)
             if session is None:
                 await engine.schedule_effects(session_id, None)
                 return
+            # Claimed by this worker's loop: the work continues the session's trace.
+            with tracing.continued(session.trace):
+                await self._effects_due(session_id, session, gateway_done)
+        finally:
+            gateway_done()
+
+    async def _effects_due(
+        self, session_id: str, session: Session, gateway_done: Callable[[], None]
+    ) -> None:
+        engine = self.service.engine
+        try:
             now = self.service.clock()
             due = [e for e in session.pending_effects if e.next_at is not None and e.next_at <= now]
             for kind, number in [(e.kind, e.attempt) for e in due]:
@@ -67,15 +91,28 @@ class EffectRunner:
                 effect = session.effect(kind, number)
                 if effect is None or not effect.pending:
                     continue
-                outcome = await self._call(session, effect)
-                try:
-                    session = (await self.service.run(session_id, outcome)).session
-                except Refused as exc:
-                    # The session changed too often to record it now, or the provider
-                    # cannot confirm a void the answer needs: the effect is still due and
-                    # is tried again (under the same key) when the lease runs out.
-                    log.warning("could not record the %s of %s: %s", effect.kind, session_id, exc)
-                    return
+                with tracing.span(
+                    f"outbox {effect.kind}",
+                    kind="consumer",
+                    attributes={"paylive.effect": effect.kind, "paylive.attempt": effect.attempt},
+                ):
+                    outcome = await self._call(session, effect)
+                    log.info(
+                        "%s of %s: %s",
+                        effect.kind,
+                        effect.key(session_id),
+                        "done" if outcome.ok else f"failed ({outcome.error})",
+                    )
+                    try:
+                        session = (await self.service.run(session_id, outcome)).session
+                    except Refused as exc:
+                        # The session changed too often to record it now, or the provider
+                        # cannot confirm a void the answer needs: the effect is still due
+                        # and is tried again (under the same key) when the lease runs out.
+                        log.warning(
+                            "could not record the %s of %s: %s", effect.kind, session_id, exc
+                        )
+                        return
         finally:
             gateway_done()
         shop = self.deliveries is not None and await self.deliveries.run_due(session)
@@ -84,21 +121,13 @@ class EffectRunner:
             await engine.schedule_effects(session_id, session.next_effect_at())
 
     async def _call(self, session: Session, effect: GatewayEffect) -> EffectOutcome:
-        gateway = self.service.gateway
         charge_key = idempotency_key(session.id, effect.attempt)
         ref = provider_ref(session, effect.attempt)
         key = effect.key(session.id)
-        charged = False
         try:
             async with asyncio.timeout(self.call_timeout):
-                if effect.kind == REFUND:
-                    await gateway.refund(charge_key, ref, key)
-                elif effect.kind == CAPTURE:
-                    charged = await gateway.capture(charge_key, ref, key)
-                elif effect.kind == VOID:
-                    charged = await gateway.void(charge_key, ref, key)
-                else:
-                    raise GatewayError(f"unknown effect kind {effect.kind!r}")
+                with provider_call(effect.kind, key):
+                    charged = await self._ask(effect, charge_key, ref, key)
         except EngineUnavailable:
             raise  # nothing can be recorded either; the lease runs out and it is retried
         except (GatewayError, TimeoutError, OSError) as exc:
@@ -113,6 +142,19 @@ class EffectRunner:
             )
         metrics.effect_attempt(effect.kind, "ok")
         return EffectOutcome(effect.kind, effect.attempt, True, charged=charged)
+
+    async def _ask(self, effect: GatewayEffect, charge_key: str, ref: str | None, key: str) -> bool:
+        """Call the provider for ``effect``; True when the money has moved (a capture
+        taken, a void that found it charged)."""
+        gateway = self.service.gateway
+        if effect.kind == REFUND:
+            await gateway.refund(charge_key, ref, key)
+            return False
+        if effect.kind == CAPTURE:
+            return await gateway.capture(charge_key, ref, key)
+        if effect.kind == VOID:
+            return await gateway.void(charge_key, ref, key)
+        raise GatewayError(f"unknown effect kind {effect.kind!r}")
 
 
 async def list_effects(

@@ -11,11 +11,12 @@ them out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import metrics
 from ..core import stats
@@ -39,6 +40,7 @@ from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
 from ..settings import Settings
+from ..telemetry import context, tracing
 
 log = logging.getLogger("paylive.service")
 
@@ -80,10 +82,14 @@ class PaymentService:
         session = new_session(
             new_session_id(), order_id, amount, currency, dict(metadata), now, self.rules
         )
+        session = replace(session, trace=context.current_traceparent())
         notice = Encoded.of(
             Message("admin.created", {"session": session.to_public()}, session.id, 0, now)
         )
-        await self.engine.create(session, stats.delta(None, session), notice.json)
+        with context.bound(session=session.id):
+            tracing.annotate(tracing.SESSION_ATTRIBUTE, session.id)
+            await self.engine.create(session, stats.delta(None, session), notice.json)
+            log.info("session created: %d %s for order %r", amount, currency, order_id)
         return session
 
     async def get(self, session_id: str) -> Session:
@@ -95,7 +101,14 @@ class PaymentService:
     async def run(self, session_id: str, command: Command) -> Outcome:
         """Apply ``command``; raise Refused ``not_found`` for an unknown session. A refusal is
         returned in ``decision.refusal`` (changes may still have been saved with it:
-        a void that found the money moved makes the session succeed and refuses the retry)."""
+        a void that found the money moved makes the session succeed and refuses the retry).
+
+        Work with no trace of its own (a timer firing, on any worker) continues the
+        trace the session carries; whatever is saved carries the current one."""
+        with contextlib.ExitStack() as spans, context.bound(session=session_id):
+            return await self._run(session_id, command, spans)
+
+    async def _run(self, session_id: str, command: Command, spans: contextlib.ExitStack) -> Outcome:
         voids: dict[int, bool] = {}
         voided_refs: dict[int, str | None] = {}
         # The engine may answer load_for_update from a copy that is a little stale:
@@ -107,6 +120,13 @@ class PaymentService:
             session = await load(session_id)
             if session is None:
                 raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
+            if context.trace.get() is None:
+                spans.enter_context(
+                    tracing.span(
+                        f"paylive {type(command).__name__}",
+                        parent=context.parse_traceparent(session.trace),
+                    )
+                )
             for number, ref in list(voided_refs.items()):
                 if provider_ref(session, number) != ref:
                     # The attempt's payment was named after its void was asked (the
@@ -125,6 +145,9 @@ class PaymentService:
             if result.to_save:
                 # The merchant events it makes go into the outbox, saved with it.
                 result = queue_events(session, result, self.rules)
+                carried = context.current_traceparent()
+                if carried is not None and carried != result.session.trace:
+                    result = replace(result, session=replace(result.session, trace=carried))
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
                 saved = await self.engine.save(
@@ -163,6 +186,8 @@ class PaymentService:
             return None
         outcome = await self.run(session_id, result)
         await self.engine.put(seen, b"1", self.settings.retention_after_end_ms)
+        with context.bound(session=session_id):
+            log.info("provider event %s applied: %s", event_id, result.outcome)
         return outcome
 
     async def check(self, session_id: str) -> Session:
@@ -173,14 +198,17 @@ class PaymentService:
         if attempt is None or attempt.status != A_PROCESSING:
             return session
         key = idempotency_key(session_id, attempt.number)
-        result = await self.gateway.lookup(key, attempt.provider_ref)
+        with context.bound(session=session_id), provider_call("lookup", key):
+            result = await self.gateway.lookup(key, attempt.provider_ref)
         if result is None:
             return session
         return (await self.run(session_id, result)).session
 
     async def _void(self, session_id: str, number: int, ref: str | None) -> bool:
+        key = idempotency_key(session_id, number)
         try:
-            return await self.gateway.void(idempotency_key(session_id, number), ref)
+            with provider_call("void", key):
+                return await self.gateway.void(key, ref)
         except GatewayError as exc:
             raise Refused(
                 ErrorCode.GATEWAY_UNAVAILABLE, "the provider cannot confirm the void; try again"
@@ -196,9 +224,12 @@ class PaymentService:
             return outcome.decision.refusal is None
 
         try:
-            reply = await self.gateway.charge(charge, remember)
+            with provider_call("charge", charge.key):
+                reply = await self.gateway.charge(charge, remember)
         except (GatewayError, EngineUnavailable, Refused):
             reply = ChargeReply.NETWORK_ERROR
+        shown = reply.value if isinstance(reply, ChargeReply) else reply.outcome
+        log.info("charge %s asked of the provider: %s", charge.key, shown)
         if reply is ChargeReply.ACCEPTED:
             return
         if reply is ChargeReply.NETWORK_ERROR:
@@ -211,6 +242,15 @@ class PaymentService:
             log.warning("could not record the answer to the charge of %s yet", charge.key)
         except Refused as exc:
             log.warning("the answer to the charge of %s: %s", charge.key, exc.message)
+
+
+def provider_call(operation: str, key: str) -> contextlib.AbstractContextManager[tracing.Span]:
+    """The span of one call to the payment provider (the gateway adds its request id)."""
+    return tracing.span(
+        f"provider {operation}",
+        kind="client",
+        attributes={"paylive.provider.operation": operation, "paylive.idempotency_key": key},
+    )
 
 
 def provider_ref(session: Session, number: int) -> str | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..core.signature import signature_header
+from ..telemetry import context
 
 USER_AGENT = "paylive-webhooks/1"
 
@@ -47,6 +48,9 @@ class WebhookSender:
             # Signed with every configured secret: see core/signature.py.
             "Paylive-Signature": signature_header(self._secrets, int(time.time()), body),
         }
+        traceparent = context.current_traceparent()
+        if traceparent is not None:
+            headers["traceparent"] = traceparent  # the shop may continue the payment's trace
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await self._client.post(self._url, content=body, headers=headers)

@@ -8,6 +8,7 @@ hands a command or a read to the service. Refusals travel as ``Refused``; the
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from ..errors import Refused
 from ..runtime import Runtime
 from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
+from ..telemetry import context, tracing
 from . import openapi, validation
 from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
 from .errors import ENGINE_DOWN, error_reply, error_response
@@ -236,10 +238,25 @@ def _only_with(runtime: Runtime, gateway: str) -> None:
 
 
 async def _apply_webhook(
-    runtime: Runtime, event_id: str, session_id: str, result: ProviderResult
+    runtime: Runtime,
+    event_id: str,
+    session_id: str,
+    result: ProviderResult,
+    carried: str | None = None,
 ) -> Response:
-    """A provider's result, applied once per event id (providers send at least once)."""
-    outcome = await runtime.service.provider_event(event_id, session_id, result)
+    """A provider's result, applied once per event id (providers send at least once).
+    ``carried``: the charge's traceparent when the provider kept it (Stripe's metadata)."""
+    with tracing.span(
+        "webhook in",
+        kind="consumer",
+        parent=context.parse_traceparent(carried),
+        attributes={
+            "paylive.provider": runtime.settings.gateway,
+            "paylive.event_id": event_id,
+            tracing.SESSION_ATTRIBUTE: session_id,
+        },
+    ):
+        outcome = await runtime.service.provider_event(event_id, session_id, result)
     if outcome is None:
         return JSONResponse({"received": True, "duplicate": True})
     refusal = outcome.decision.refusal
@@ -290,7 +307,7 @@ async def stripe_webhook(request: Request) -> Response:
         # Not about one of paylive's payments, or nothing to act on: a 2xx, so that
         # Stripe does not send it again.
         return JSONResponse({"received": True, "ignored": True})
-    return await _apply_webhook(runtime, *found)
+    return await _apply_webhook(runtime, *found, stripe_gateway.event_trace(event))
 
 
 async def checkout_config(request: Request) -> Response:
@@ -338,11 +355,33 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     checks = await runtime_of(request).readiness()
-    ready = checks["engine"] and checks["subscription"] and not checks["shutting_down"]
+    ready = (
+        checks["engine"]
+        and checks["subscription"]
+        and not checks["shutting_down"]
+        and not checks["overloaded"]
+    )
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    """Counts of payments are the shop's business: with ``PAYLIVE_METRICS_TOKEN`` set (and
+    always in production) the scraper must send it as a bearer token."""
+    settings = runtime_of(request).settings
+    if settings.metrics_token or settings.production:
+        given = bearer(request.headers.get("authorization"))
+        if not settings.metrics_token:
+            message = "set PAYLIVE_METRICS_TOKEN to read the metrics in production"
+        elif given is None:
+            message = "send Authorization: Bearer <metrics token>"
+        elif hmac.compare_digest(given.encode(), settings.metrics_token.encode()):
+            message = ""
+        else:
+            message = "the metrics token is not valid"
+        if message:
+            return error_response(
+                Refused(ErrorCode.UNAUTHORIZED, message), {"WWW-Authenticate": "Bearer"}
+            )
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket
 
+from .. import metrics
 from ..core.codec import JSON, MSGPACK, SUBPROTOCOLS, DecodeError, Encoded, Message, decode_frame
 from ..core.machine import Cancel, Command, Interrupt, StartAttempt
 from ..core.protocol import CloseCode, ErrorCode
@@ -20,7 +22,8 @@ from ..engine import EngineUnavailable
 from ..errors import Refused
 from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
-from . import validation
+from ..telemetry import context, tracing
+from . import observe, validation
 from .admission import OVERLOADED
 from .auth import ADMIN, CUSTOMER, principal_for
 from .errors import ENGINE_DOWN, close_code
@@ -74,8 +77,18 @@ def close_reason(text: str) -> str:
 async def _refuse(ws: WebSocket, refusal: Refused, codec: str | None = None) -> None:
     # Accept first: a close before the handshake completes reaches the client as
     # HTTP 403, and the protocol promises close codes.
-    await ws.accept(subprotocol=accepted_subprotocol(ws, codec) if codec else None)
+    await ws.accept(
+        subprotocol=accepted_subprotocol(ws, codec) if codec else None, headers=_echoed()
+    )
     await ws.close(code=close_code(refusal.code), reason=close_reason(refusal.message))
+
+
+def _echoed() -> list[tuple[bytes, bytes]]:
+    """The handshake's answer names its request id (and the trace it continues)."""
+    request_id = context.request_id.get()
+    if request_id is None:
+        return []
+    return observe.response_headers(request_id)
 
 
 def _make_subscriber(ws: WebSocket, kind: str, subprotocol: str, runtime: Runtime) -> Subscriber:
@@ -148,7 +161,7 @@ async def customer_socket(ws: WebSocket) -> None:
         message = f"at most {cap} sockets per session: close another one first"
         await _refuse(ws, Refused(ErrorCode.TOO_MANY_SOCKETS, message), subprotocol)
         return
-    await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol))
+    await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol), headers=_echoed())
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     # Staff watching one session see it; commands are the customer's and the merchant's.
     watching = principal.kind == ADMIN
@@ -156,7 +169,7 @@ async def customer_socket(ws: WebSocket) -> None:
         await runtime.hub.join(session_id, subscriber)
         await _catch_up(runtime, subscriber, session_id, since)
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
-            await _command(runtime, subscriber, session_id, frame, watching)
+            await _traced(runtime, subscriber, session_id, frame, watching)
     except EngineUnavailable:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
@@ -273,6 +286,28 @@ def parse_command(frame: dict[str, Any], gateway: str = "sandbox") -> Command | 
     return command
 
 
+_COMMAND_TYPES = frozenset({"pay", "retry", "check", "cancel", "interrupt"})
+
+
+async def _traced(
+    runtime: Runtime,
+    subscriber: Subscriber,
+    session_id: str,
+    frame: dict[str, Any] | Refused,
+    watching: bool,
+) -> None:
+    """``_command`` in a span of its own, timed (a ping is neither: it is most frames)."""
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    if kind == "ping":
+        await _command(runtime, subscriber, session_id, frame, watching)
+        return
+    name = kind if isinstance(kind, str) and kind in _COMMAND_TYPES else "invalid"
+    started = time.perf_counter()
+    with tracing.span(f"socket {name}", kind="server", attributes={"paylive.command": name}):
+        await _command(runtime, subscriber, session_id, frame, watching)
+    metrics.socket_command(name, time.perf_counter() - started)
+
+
 async def _command(
     runtime: Runtime,
     subscriber: Subscriber,
@@ -354,7 +389,7 @@ async def admin_socket(ws: WebSocket) -> None:
             ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad admin token"), subprotocol
         )
         return
-    await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol))
+    await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol), headers=_echoed())
     subscriber = _make_subscriber(ws, "admin", subprotocol, runtime)
     try:
         await runtime.hub.join_admin(subscriber)

@@ -1,0 +1,354 @@
+"""Request ids, trace context, spans and JSON log lines, in process: spans recorded by
+the OpenTelemetry SDK's in-memory exporter around a real service (memory engine, a
+scripted provider), and paylive without OpenTelemetry in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from paylive.core.machine import Cancel, ProviderResult, StartAttempt
+from paylive.server.logs import JsonAccessFormatter, JsonFormatter, RedactTokens
+from paylive.service.payments import PaymentService
+from paylive.settings import SettingsError, load_settings
+from paylive.telemetry import context, tracing
+from paylive.telemetry.context import TraceContext
+
+from .test_service import CARD, Clock, ScriptedGateway, run_effects
+from .test_service import parts as parts  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.anyio
+
+CALLER = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracing.use(provider)
+    try:
+        yield memory
+    finally:
+        tracing.use(None)
+
+
+def trace_of(span: ReadableSpan) -> str:
+    assert span.context is not None
+    return f"{span.context.trace_id:032x}"
+
+
+def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+# Ids ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header, parsed",
+    [
+        (CALLER.traceparent, CALLER),
+        (
+            f"00-{CALLER.trace_id}-{CALLER.span_id}-00",
+            TraceContext(*CALLER.traceparent.split("-")[1:3], False),
+        ),  # fmt: skip
+        (f"00-{'0' * 32}-{CALLER.span_id}-01", None),  # an all-zero trace id is invalid
+        (f"00-{CALLER.trace_id}-{'0' * 16}-01", None),
+        (f"ff-{CALLER.trace_id}-{CALLER.span_id}-01", None),  # version ff is forbidden
+        (f"00-{CALLER.trace_id.upper()}-{CALLER.span_id}-01", None),
+        (f"00-{CALLER.trace_id}-{CALLER.span_id}-01-extra", None),
+        ("", None),
+        (None, None),
+        ("garbage", None),
+    ],
+)
+def test_traceparent_is_parsed_as_w3c_says(header: str | None, parsed: object) -> None:
+    assert context.parse_traceparent(header) == parsed
+
+
+def test_a_request_id_is_kept_when_sensible_and_replaced_otherwise() -> None:
+    assert context.accepted_request_id("req-1:a/b+c=d@e.f_g") == "req-1:a/b+c=d@e.f_g"
+    for bad in (None, "", "has space", "x" * 129, "tab\t", "é"):
+        made = context.accepted_request_id(bad)
+        assert made != bad and len(made) == 16 and int(made, 16) >= 0
+
+
+def test_without_opentelemetry_spans_still_make_and_carry_trace_ids() -> None:
+    assert not tracing.enabled()
+    with tracing.span("outer", parent=CALLER):
+        outer = context.trace.get()
+        assert outer is not None and outer.trace_id == CALLER.trace_id
+        assert outer.span_id != CALLER.span_id
+        with tracing.span("inner"):
+            inner = context.trace.get()
+            assert inner is not None and inner.trace_id == CALLER.trace_id
+            assert inner.span_id != outer.span_id
+        assert context.trace.get() == outer
+    assert context.trace.get() is None
+    with tracing.span("root"):
+        root = context.trace.get()
+        assert root is not None and root.trace_id != CALLER.trace_id
+
+
+# Spans around the service -----------------------------------------------------------------
+
+
+async def test_a_command_its_provider_call_and_its_outbox_are_one_trace(
+    parts: tuple[PaymentService, ScriptedGateway, Clock], exporter: InMemorySpanExporter
+) -> None:
+    service, gateway, clock = parts
+    session = await service.create("o", 100, "EUR", {})
+    with tracing.span("POST /api/sessions/{session_id}/attempts", kind="server", parent=CALLER):
+        await service.run(session.id, StartAttempt(CARD))
+    # The customer cancels (another request, another trace), then the provider's late
+    # success arrives: the refund it needs is decided under the webhook's trace ...
+    with tracing.span("POST /api/sessions/{session_id}/cancel", kind="server"):
+        await service.run(session.id, Cancel())
+    webhook = TraceContext("a" * 32, "b" * 16)
+    with tracing.span("webhook in", parent=webhook):
+        await service.run(session.id, ProviderResult(1, "succeeded"))
+    # ... and the effect loop, which has no trace of its own, continues it.
+    assert context.trace.get() is None
+    assert await run_effects(service, clock) == [session.id]
+    assert gateway.refunds
+
+    spans = exporter.get_finished_spans()
+    [command] = named(spans, "POST /api/sessions/{session_id}/attempts")
+    [charge] = named(spans, "provider charge")
+    assert trace_of(command) == trace_of(charge) == CALLER.trace_id
+    assert charge.parent is not None and command.context is not None
+    assert charge.parent.span_id == command.context.span_id
+    assert command.parent is not None and f"{command.parent.span_id:016x}" == CALLER.span_id
+    assert charge.attributes is not None
+    assert charge.attributes["paylive.session_id"] == session.id
+    assert charge.attributes["paylive.idempotency_key"] == f"{session.id}:1"
+
+    [outbox] = named(spans, "outbox refund")
+    [refund] = named(spans, "provider refund")
+    assert trace_of(outbox) == trace_of(refund) == webhook.trace_id
+    assert outbox.attributes is not None and outbox.attributes["paylive.session_id"] == session.id
+    assert refund.parent is not None and outbox.context is not None
+    assert refund.parent.span_id == outbox.context.span_id
+    # The session's record carries the trace it was last saved under.
+    stored = await service.get(session.id)
+    parsed = context.parse_traceparent(stored.trace)
+    assert parsed is not None and parsed.trace_id == webhook.trace_id
+
+
+async def test_a_timer_continues_the_trace_of_the_session(
+    parts: tuple[PaymentService, ScriptedGateway, Clock], exporter: InMemorySpanExporter
+) -> None:
+    service, _, clock = parts
+    session = await service.create("o", 100, "EUR", {})
+    with tracing.span("socket pay", kind="server", parent=CALLER):
+        await service.run(session.id, StartAttempt(CARD))
+    clock.now += 1000
+    await service.tick(session.id)  # the attempt times out, on whichever worker
+    [timer] = named(exporter.get_finished_spans(), "paylive Tick")
+    assert trace_of(timer) == CALLER.trace_id
+    assert timer.attributes is not None and timer.attributes["paylive.session_id"] == session.id
+    assert (await service.get(session.id)).status == "interrupted"
+
+
+async def test_a_failed_provider_call_is_a_failed_span(
+    parts: tuple[PaymentService, ScriptedGateway, Clock], exporter: InMemorySpanExporter
+) -> None:
+    service, gateway, _ = parts
+    session = await service.create("o", 100, "EUR", {})
+    gateway.charge_fails = True
+    await service.run(session.id, StartAttempt(CARD))
+    [charge] = named(exporter.get_finished_spans(), "provider charge")
+    assert charge.status.status_code.name == "ERROR"
+    assert charge.events and charge.events[0].name == "exception"
+
+
+# JSON log lines ---------------------------------------------------------------------------
+
+
+def _record(message: str, *args: object, name: str = "paylive.service") -> logging.LogRecord:
+    record = logging.LogRecord(name, logging.INFO, __file__, 1, message, args, None)
+    RedactTokens().filter(record)
+    return record
+
+
+def test_a_json_line_carries_the_ids_of_the_work_that_wrote_it() -> None:
+    formatter = JsonFormatter()
+    plain = json.loads(formatter.format(_record("started")))
+    assert set(plain) == {"time", "level", "logger", "event", "worker"}
+    assert plain["level"] == "info" and plain["event"] == "started"
+    assert plain["time"].endswith("Z") and "T" in plain["time"]
+    with context.bound(request="req-9", session="ps_abc"), tracing.span("x", parent=CALLER):
+        line = json.loads(formatter.format(_record("charge %s asked", "ps_abc:1")))
+        span = context.trace.get()
+    assert span is not None
+    assert line["event"] == "charge ps_abc:1 asked"
+    assert line["request_id"] == "req-9" and line["session_id"] == "ps_abc"
+    assert line["trace_id"] == CALLER.trace_id and line["span_id"] == span.span_id
+
+
+def test_json_lines_keep_tokens_out() -> None:
+    secret = "ps_abc_secret_0123456789abcdef"
+    access = _record(
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5000",
+        "GET",
+        f"/ws/sessions/ps_abc?token={secret}",
+        "1.1",
+        101,
+        name="uvicorn.access",
+    )
+    line = json.loads(JsonAccessFormatter().format(access))
+    assert secret not in json.dumps(line)
+    assert line["path"] == "/ws/sessions/ps_abc?token=[redacted]"
+    assert (line["method"], line["status"], line["event"]) == ("GET", 101, "http.request")
+    bearer = json.loads(JsonFormatter().format(_record("sent Bearer abc123 and %s", "sk_live_x1")))
+    assert "abc123" not in bearer["event"] and "sk_live_x1" not in bearer["event"]
+
+
+# Without OpenTelemetry --------------------------------------------------------------------
+
+
+def test_paylive_runs_without_opentelemetry_installed() -> None:
+    """A fresh interpreter where ``opentelemetry`` cannot be imported: the app serves a
+    payment with its ids, and asking for an exporter names the variable to fix."""
+    probe = textwrap.dedent(
+        """
+        import sys
+        sys.modules["opentelemetry"] = None  # as if the extra were not installed
+        from starlette.testclient import TestClient
+        from paylive.server.app import create_app
+        from paylive.settings import SettingsError, load_settings
+
+        try:
+            load_settings({"PAYLIVE_OTEL_EXPORTER": "file", "PAYLIVE_OTEL_FILE": "/tmp/x"})
+        except SettingsError as exc:
+            print("refused:", exc)
+        key = "k" * 16
+        env = {"PAYLIVE_API_KEY": key, "PAYLIVE_SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/none"}
+        app = create_app(load_settings(env))
+        with TestClient(app) as client:
+            auth = {"Authorization": "Bearer " + key, "X-Request-Id": "probe-1"}
+            made = client.post(
+                "/api/sessions",
+                json={"order_id": "o", "amount": 100, "currency": "EUR"},
+                headers=auth,
+            )
+            paid = client.post(
+                "/api/sessions/" + made.json()["id"] + "/attempts",
+                json={"payment_method": {"card": "4242424242424242"}},
+                headers=auth,
+            )
+            print("status:", made.status_code, paid.status_code)
+            print("request id:", paid.headers["x-request-id"])
+            print("traceparent:", paid.headers["traceparent"])
+        print("loaded:", sorted(m for m, v in sys.modules.items() if m.startswith("opentelemetry") and v is not None))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "refused: PAYLIVE_OTEL_EXPORTER=file needs OpenTelemetry" in out, out
+    assert "status: 201 202" in out
+    assert "request id: probe-1" in out
+    assert context.parse_traceparent(out.split("traceparent: ")[1].split()[0]) is not None
+    assert "loaded: []" in out
+
+
+def test_an_exporter_without_its_file_is_refused() -> None:
+    with pytest.raises(SettingsError, match="PAYLIVE_OTEL_FILE"):
+        load_settings({"PAYLIVE_OTEL_EXPORTER": "file"})
+    with pytest.raises(SettingsError, match="PAYLIVE_OTEL_EXPORTER"):
+        load_settings({"PAYLIVE_OTEL_EXPORTER": "jaeger"})
+    with pytest.raises(SettingsError, match="PAYLIVE_LOG_FORMAT"):
+        load_settings({"PAYLIVE_LOG_FORMAT": "xml"})
+    with pytest.raises(SettingsError, match="PAYLIVE_METRICS_TOKEN"):
+        load_settings({"PAYLIVE_METRICS_TOKEN": "short"})
+    assert load_settings({"PAYLIVE_LOG_FORMAT": "JSON"}).log_format == "json"
+
+
+def test_a_stripe_event_names_the_trace_of_its_charge() -> None:
+    from paylive.gateway.stripe import TRACE_META, event_trace
+
+    intent = {"id": "pi_1", "metadata": {TRACE_META: CALLER.traceparent}}
+    assert event_trace({"data": {"object": intent}}) == CALLER.traceparent
+    assert event_trace({"data": {"object": {"id": "pi_1", "metadata": {}}}}) is None
+    assert event_trace({"data": "not an object"}) is None
+    assert event_trace({"data": {"object": {"metadata": {TRACE_META: 7}}}}) is None
+
+
+class _StripeLike(BaseHTTPRequestHandler):
+    """Two of Stripe's answers, each with the Request-Id header Stripe sends."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's name
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        confirm = self.path.endswith("/confirm")
+        body = json.dumps(
+            {
+                "id": "pi_traced",
+                "object": "payment_intent",
+                "status": "requires_capture" if confirm else "requires_confirmation",
+                "metadata": {},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Request-Id", "req_confirm" if confirm else "req_create")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+# stripe's httpx client posts its form with data=, which this httpx deprecates.
+@pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+async def test_a_stripe_call_names_stripes_request_id_on_its_span(
+    exporter: InMemorySpanExporter,
+) -> None:
+    from paylive.core.decision import Charge
+    from paylive.gateway.stripe import PROVIDER_REQUEST_ID, StripeGateway
+
+    stripe_like = ThreadingHTTPServer(("127.0.0.1", 0), _StripeLike)
+    threading.Thread(target=stripe_like.serve_forever, daemon=True).start()
+    settings = load_settings(
+        {
+            "PAYLIVE_GATEWAY": "stripe",
+            "PAYLIVE_STRIPE_SECRET_KEY": "sk_test_traced",
+            "PAYLIVE_STRIPE_WEBHOOK_SECRET": "whsec_traced",
+            "PAYLIVE_STRIPE_API_BASE": f"http://127.0.0.1:{stripe_like.server_address[1]}",
+        }
+    )
+    gateway = StripeGateway(settings)
+
+    async def remember(ref: str) -> bool:
+        return True
+
+    charge = Charge(1, "ps_traced:1", {"stripe": "pm_card_visa"}, 100, "EUR")
+    try:
+        with tracing.span("provider create", kind="client"):
+            answer = await gateway.charge(charge, remember)
+    finally:
+        await gateway.close()
+        stripe_like.shutdown()
+        stripe_like.server_close()
+    assert isinstance(answer, ProviderResult) and answer.outcome == "authorized"
+    [span] = named(exporter.get_finished_spans(), "provider create")
+    assert span.attributes is not None
+    # The last call made under the span (the confirm) names its request.
+    assert span.attributes[PROVIDER_REQUEST_ID] == "req_confirm"
