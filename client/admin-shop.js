@@ -114,7 +114,8 @@ async function refreshDeliveries() {
     button.type = 'button';
     button.textContent = 'Send again';
     button.addEventListener('click', () => sendAgain(d.id, button));
-    action.append(button);
+    // Only a role that may act sees it (protocol 6.12).
+    if (window.__paylive_role?.may?.act) action.append(button);
     row.append(
       cell(d.type, 'mono'),
       cell(d.session, 'mono'),
@@ -130,8 +131,60 @@ async function refreshDeliveries() {
   $('deliveries-empty').hidden = rows.length > 0;
 }
 
+// The audit trail ------------------------------------------------------------
+
+function details(entry) {
+  const d = entry.details ?? {};
+  return Object.entries(d)
+    .filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(' · ');
+}
+
+async function refreshAudit(event) {
+  event?.preventDefault();
+  if ($('dashboard').hidden) return;
+  const params = new URLSearchParams({ limit: '100' });
+  const staff = $('audit-staff').value.trim();
+  const session = $('audit-session').value.trim();
+  if (staff) params.set('staff', staff);
+  if (session) params.set('session', session);
+  let found;
+  try {
+    found = await api(`/api/admin/audit?${params}`);
+  } catch (error) {
+    $('audit-empty').hidden = false;
+    $('audit-empty').textContent = `Could not read the audit trail: ${error.message}`;
+    return;
+  }
+  if (!found) return;
+  const rows = found.entries.map((entry) => {
+    const row = document.createElement('tr');
+    row.dataset.audit = entry.id;
+    row.append(
+      cell(when(entry.at)),
+      cell(`${entry.staff} (${entry.role})`),
+      cell(entry.action.replaceAll('_', ' ')),
+      cell(entry.session ?? '–', 'mono'),
+      cell(details(entry)),
+      cell(entry.address ?? ''),
+    );
+    return row;
+  });
+  $('audit-body').replaceChildren(...rows);
+  $('audit-empty').hidden = rows.length > 0;
+  $('audit-empty').textContent = 'No action recorded yet.';
+}
+
+$('audit-form').addEventListener('submit', refreshAudit);
+document.addEventListener('paylive:role', () => void refreshDeliveries());
 $('search-form').addEventListener('submit', search);
 $('deliveries-open').addEventListener('change', refreshDeliveries);
 setInterval(refreshDeliveries, REFRESH_MS);
+setInterval(refreshAudit, REFRESH_MS);
+new MutationObserver(() => void refreshAudit()).observe($('dashboard'), {
+  attributes: true,
+  attributeFilter: ['hidden'],
+});
 new MutationObserver(refreshDeliveries).observe($('dashboard'), { attributes: true, attributeFilter: ['hidden'] });
 refreshDeliveries();

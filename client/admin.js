@@ -4,10 +4,11 @@
 //
 // The token comes from the fragment (#token=...) or the form, is kept in this tab's
 // sessionStorage, and is removed from the address bar at once. It goes to the server
-// in the WebSocket URL, as the protocol requires, and to the admin API in the
-// Authorization header.
+// only in Authorization headers: the feed (a WebSocket, or Server-Sent Events where a
+// socket cannot get through) is opened with a single-use ticket bought with it, so the
+// token never sits in a URL or an access log (protocol 6.15).
 
-import { ReconnectingSocket, TERMINAL_STATUSES, formatAmount, socketOrigin } from './paylive.js';
+import { LiveConnection, TERMINAL_STATUSES, formatAmount } from './paylive.js';
 import { MinuteCounts, drawChart } from './admin/chart.js';
 import { Drill } from './admin/drill.js';
 import { PAGE_SIZE, SessionTable } from './admin/model.js';
@@ -15,6 +16,7 @@ import { PAGE_SIZE, SessionTable } from './admin/model.js';
 const TOKEN_KEY = 'paylive.adminToken';
 const $ = (id) => document.getElementById(id);
 
+const TRANSPORT_LABELS = { websocket: 'WebSocket', sse: 'SSE', polling: 'polling' };
 const CONNECTION_LABELS = {
   idle: 'Not connected',
   connecting: 'Connecting…',
@@ -28,6 +30,8 @@ const RENDER_EVERY_MS = 200;
 // Flagged sessions may have ended long ago, so the feed's snapshot (active ones) lacks
 // them: the needs-review filter asks the API for them, at most this many.
 const REVIEW_LIST_LIMIT = 500;
+// The server's chart is read again this often (the feed adds to it in between).
+const CHART_EVERY_MS = 60_000;
 
 const table = new SessionTable();
 const counts = new MinuteCounts();
@@ -36,6 +40,7 @@ let page = 0;
 let socket = null;
 let renderQueued = false;
 let lastRender = 0;
+let chartTimer = null;
 
 const token = () => sessionStorage.getItem(TOKEN_KEY) ?? '';
 const drill = new Drill(token, (session) => upsert(session));
@@ -258,18 +263,57 @@ async function loadFlagged() {
   }
 }
 
+async function api(path) {
+  const reply = await fetch(path, { headers: { Authorization: `Bearer ${token()}` } });
+  if (!reply.ok) throw new Error(`the server answered ${reply.status}`);
+  return reply.json();
+}
+
+/** The last hour as the server counted it, on every worker. */
+async function loadChart() {
+  try {
+    counts.seed((await api('/api/admin/chart')).minutes);
+    drawCounts();
+  } catch {
+    // The feed's events still draw from now on.
+  }
+}
+
+/** Who this token is: the page shows only what its role may do (protocol 6.12). */
+async function loadRole() {
+  try {
+    const me = await api('/api/admin/me');
+    document.body.dataset.role = me.role;
+    $('whoami').textContent = `${me.name} · ${me.role}`;
+    for (const node of document.querySelectorAll('[data-needs]')) {
+      node.hidden = !me.may[node.dataset.needs];
+    }
+    window.__paylive_role = me;
+    document.dispatchEvent(new CustomEvent('paylive:role', { detail: me }));
+  } catch {
+    // Unknown role: actions stay hidden (data-needs elements start hidden).
+  }
+}
+
 function connect(adminToken) {
   socket?.close();
   showDashboard();
-  const url = () => `${socketOrigin()}/ws/admin?${new URLSearchParams({ token: adminToken })}`;
+  void loadRole();
+  void loadChart();
+  clearInterval(chartTimer);
+  chartTimer = setInterval(() => void loadChart(), CHART_EVERY_MS);
   // The feed sends a summary every second, so a silence of 10 s means the server is gone.
-  socket = new ReconnectingSocket(url, { silenceTimeout: 10_000 });
+  // No long-polling for the feed: it is a stream of every session.
+  socket = new LiveConnection({ secret: adminToken, silenceTimeout: 10_000, transports: ['websocket', 'sse'] });
   window.__paylive_admin = socket;
   socket.on('message', receive);
-  socket.on('status', ({ status }) => {
+  socket.on('status', ({ status, transport }) => {
     const el = $('connection');
     el.dataset.state = status;
-    el.querySelector('.connection-text').textContent = CONNECTION_LABELS[status] ?? status;
+    el.dataset.transport = transport ?? socket.transport;
+    const label = CONNECTION_LABELS[status] ?? status;
+    el.querySelector('.connection-text').textContent =
+      status === 'connected' ? `${label} · ${TRANSPORT_LABELS[el.dataset.transport]}` : label;
   });
   socket.on('fatal', ({ code }) => {
     if (code === 4401) {
@@ -292,6 +336,7 @@ $('token-form').addEventListener('submit', (event) => {
 $('forget').addEventListener('click', () => {
   socket?.close();
   socket = null;
+  clearInterval(chartTimer);
   sessionStorage.removeItem(TOKEN_KEY);
   table.replaceAll([]);
   render();

@@ -301,10 +301,13 @@ async function start() {
     tick();
   });
   client.on('error', ({ code, message }) => showMessage(`${message} (${code})`, 'error'));
-  client.on('connection', ({ status }) => {
+  client.on('connection', ({ status, transport }) => {
     const el = $('connection');
     el.dataset.state = status;
+    // Which transport carries the page (protocol 6.15): websocket, sse or polling.
+    el.dataset.transport = transport ?? client.transport;
     el.querySelector('.connection-text').textContent = CONNECTION_LABELS[status] ?? status;
+    el.title = `Live connection to the payment server (${el.dataset.transport})`;
   });
   client.on('guard', (active) => {
     document.body.dataset.guard = active ? 'on' : 'off';

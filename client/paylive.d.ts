@@ -290,8 +290,13 @@ export type ConnectionStatus =
   | 'offline'
   | 'closed';
 
+/** What carries the live channel (protocol 6.15), best first. */
+export type Transport = 'websocket' | 'sse' | 'polling';
+
 export interface ConnectionDetail {
   status: ConnectionStatus;
+  /** The transport this status is about (from `LiveConnection` and `PayliveSession`). */
+  transport?: Transport;
   /** Reconnect attempts since the last stable connection. */
   attempt?: number;
   /** Milliseconds until the next attempt (`reconnecting`). */
@@ -308,6 +313,8 @@ export interface CloseDetail {
   reason: string;
   /** False when the close is final (a fatal close code, or `close()`). */
   reconnect: boolean;
+  /** The transport that closed (from `LiveConnection`). */
+  transport?: Transport;
 }
 
 export interface FatalDetail {
@@ -315,6 +322,7 @@ export interface FatalDetail {
   reason: string;
   /** `unauthorized` (4401), `origin_not_allowed` (4403), `unknown_session` (4404), `policy_violation` (1008), `bad_url`. */
   error: string;
+  transport?: Transport;
 }
 
 export interface SocketEvents {
@@ -394,7 +402,42 @@ export interface SocketOptions {
   window?: WindowLike | null;
 }
 
-export interface PayliveSessionOptions extends SocketOptions {
+/** The part of `EventSource` the client uses; the browser's own fits. */
+export interface EventSourceLike {
+  close(): void;
+  addEventListener(type: string, listener: (event: any) => unknown): void;
+  onopen: ((event: any) => unknown) | null;
+  onmessage: ((event: any) => unknown) | null;
+  onerror: ((event: any) => unknown) | null;
+}
+
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+export type FetchLike = (url: string, init?: any) => Promise<any>;
+
+export interface TransportOptions extends SocketOptions {
+  /** The transports to use, best first. Default `['websocket', 'sse', 'polling']`. */
+  transports?: readonly Transport[];
+  /** A transport with no first message this long after it started is skipped (ms). Default 5000. */
+  firstMessageTimeout?: number;
+  /** On a lower transport, try a higher one this often (ms); 0: never. Default 30000. */
+  upgradeInterval?: number;
+  /** Injectable; the global `EventSource` by default. */
+  EventSource?: EventSourceConstructor;
+  /** Injectable; the global `fetch` by default. */
+  fetch?: FetchLike;
+}
+
+export interface LiveConnectionOptions extends TransportOptions {
+  /** A session's channel; null or absent: the admin feed. */
+  sessionId?: string | null;
+  /** The client secret (a session) or the admin token: sent in Authorization headers only. */
+  secret: string;
+  baseUrl?: string | null;
+  /** The seq to resume from (`since`); null before any. */
+  since?: () => number | null;
+}
+
+export interface PayliveSessionOptions extends TransportOptions {
   /** The session id (`ps_...`). */
   sessionId: string;
   /** Its client secret, from `POST /api/sessions`. */
@@ -418,9 +461,18 @@ export type SocketDefaults = Readonly<
   }
 >;
 
-export type SessionDefaults = SocketDefaults &
+export type TransportDefaults = SocketDefaults &
+  Readonly<{
+    transports: readonly Transport[];
+    firstMessageTimeout: number;
+    upgradeInterval: number;
+    EventSource: EventSourceConstructor | undefined;
+    fetch: FetchLike | undefined;
+  }>;
+
+export type SessionDefaults = TransportDefaults &
   Readonly<
-    Required<Omit<PayliveSessionOptions, keyof SocketOptions | 'sessionId' | 'secret' | 'baseUrl'>> & {
+    Required<Omit<PayliveSessionOptions, keyof TransportOptions | 'sessionId' | 'secret' | 'baseUrl'>> & {
       sessionId: null;
       secret: null;
       baseUrl: null;
@@ -432,8 +484,8 @@ export type SessionDefaults = SocketDefaults &
 
 /** A WebSocket that comes back by itself (the admin dashboard uses it directly). */
 export class ReconnectingSocket extends Emitter<SocketEvents> {
-  /** `makeUrl()` is called before every attempt, so the URL may change. */
-  constructor(makeUrl: () => string, options?: SocketOptions);
+  /** `makeUrl()` is called before every attempt, so the URL may change; it may return a promise. */
+  constructor(makeUrl: () => string | Promise<string>, options?: SocketOptions);
   readonly status: ConnectionStatus;
   readonly connected: boolean;
   /** How long a silent server is tolerated before the socket is dropped (ms). */
@@ -447,6 +499,24 @@ export class ReconnectingSocket extends Emitter<SocketEvents> {
   /** Drop the connection as a network failure would; it reconnects with backoff. */
   drop(reason?: string): void;
   /** Send a map now; false when not connected. */
+  send(message: ClientCommand | Record<string, unknown>): boolean;
+}
+
+/**
+ * The live channel over the best transport that works: WebSocket, then Server-Sent
+ * Events, then long-polling, moving back up by itself (protocol 6.15). Same face as
+ * `ReconnectingSocket`; commands go over the HTTP API when no socket carries them.
+ */
+export class LiveConnection extends Emitter<SocketEvents> {
+  constructor(options: LiveConnectionOptions);
+  /** The transport in use now. */
+  readonly transport: Transport;
+  readonly status: ConnectionStatus;
+  readonly connected: boolean;
+  connect(): void;
+  close(code?: number, reason?: string): void;
+  reconnectNow(): void;
+  drop(reason?: string): void;
   send(message: ClientCommand | Record<string, unknown>): boolean;
 }
 
@@ -472,12 +542,14 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   /** Estimated server clock minus local clock (ms). */
   readonly clockOffset: number;
   readonly connection: ConnectionStatus;
+  /** The transport carrying the session now (`connection` events say when it changes). */
+  readonly transport: Transport;
   readonly status: SessionStatus | null;
   /** True while leaving the page could strand a payment. */
   readonly guardActive: boolean;
   /** Commands sent or queued and not yet answered. */
   readonly pendingCommands: PendingCommand[];
-  /** The socket URL for the next attempt (with `since` once a durable event was seen). */
+  /** A socket URL with the client secret and `since` (for other clients: this one opens with tickets). */
   url(): string;
   connect(): void;
   /** Close for good: pending commands are rejected, the guard is removed. */
@@ -519,11 +591,15 @@ export const FATAL_CLOSE_CODES: ReadonlyMap<number, string>;
 export const SANDBOX_CARDS: ReadonlyArray<{ readonly number: string; readonly label: string }>;
 export const SOCKET_DEFAULTS: SocketDefaults;
 export const SESSION_DEFAULTS: SessionDefaults;
+export const TRANSPORTS: readonly Transport[];
+export const TRANSPORT_DEFAULTS: TransportDefaults;
 
 /** Full-jitter backoff: uniform in [0, min(max, base * 2^attempt)). */
 export function backoffDelay(attempt: number, base: number, max: number, random?: () => number): number;
 /** `ws(s)://host` of `base`, or of the current page. */
 export function socketOrigin(base?: string | null): string;
+/** `http(s)://host` of `base`, or of the current page. */
+export function httpOrigin(base?: string | null): string;
 /** The retry prompt a session implies; null unless it is interrupted. */
 export function derivePrompt(session: Session | null | undefined): RetryPrompt | null;
 /** "€19.99" from (1999, "EUR"), with the currency's own minor digits. */

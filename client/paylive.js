@@ -2,8 +2,9 @@
  * paylive.js: the browser side of a paylive payment session (docs/protocol.md section 4).
  *
  * Dependency-free ES modules; this file is the entry point and re-exports the public
- * API (declared in `paylive.d.ts`). A session opens the customer channel
- * `/ws/sessions/{id}?token=<client secret>&since=<seq>`, keeps the last `seq` of the
+ * API (declared in `paylive.d.ts`). A session opens the customer channel over the best
+ * transport that works (WebSocket, Server-Sent Events, long-polling: `transport.js`,
+ * protocol 6.15) with single-use tickets, never a secret in a URL; it keeps the last `seq` of the
  * durable events it has applied (`state`, `retry_prompt`) and resumes from it after
  * every reconnect, so nothing that happened while it was away is missed.
  *
@@ -11,7 +12,9 @@
  *     const pay = new PayliveSession({ sessionId, secret });
  *     pay.on('session', (session) => render(session));
  *     pay.on('connection', ({ status }) => showConnection(status));
- *     await pay.pay('4242424242424242');
+ *     // The PaymentMethod id from the provider's hosted field (Stripe.js), never a
+ *     // card number; the sandbox alone takes test numbers: pay.pay('4242424242424242').
+ *     await pay.pay({ stripe: paymentMethod.id });
  *
  * The parts, one module each under `paylive/`: `socket.js` (a WebSocket that comes back
  * by itself: full-jitter backoff from `backoff.js`, an app-level ping, a watchdog for a
@@ -35,5 +38,7 @@ export { backoffDelay } from './paylive/backoff.js';
 export { Emitter, PayliveError } from './paylive/emitter.js';
 export { formatAmount, formatSeconds } from './paylive/format.js';
 export { PayliveSession, SESSION_DEFAULTS } from './paylive/session.js';
+export { httpOrigin } from './paylive/http.js';
 export { ReconnectingSocket, SOCKET_DEFAULTS, socketOrigin } from './paylive/socket.js';
+export { LiveConnection, TRANSPORT_DEFAULTS, TRANSPORTS } from './paylive/transport.js';
 export { derivePrompt } from './paylive/state.js';

@@ -1,5 +1,7 @@
 // The dashboard's live chart: state changes and interruptions per minute over the
-// last hour, counted from the admin feed, drawn as plain SVG (no library to ship).
+// last hour. The server keeps the counts (GET /api/admin/chart, every worker's), so a
+// page opened now shows the hour before it; the feed's events add to them live, and
+// the server's counts replace them again every minute. Drawn as plain SVG.
 
 export const MINUTES = 60;
 const MINUTE_MS = 60_000;
@@ -22,6 +24,21 @@ export class MinuteCounts {
     if (INTERRUPTION_CAUSES.has(cause)) bucket.interruptions += 1;
     this.buckets.set(minute, bucket);
     if (this.buckets.size > this.minutes * 2) this.#forget(minute);
+  }
+
+  /** The server's counts (``[{at, changes, interruptions}]``) replace this page's for
+   * the minutes they cover: they include what the feed brought. */
+  seed(minutes) {
+    for (const m of minutes ?? []) {
+      const minute = Math.floor(Number(m.at) / MINUTE_MS);
+      if (!Number.isFinite(minute)) continue;
+      this.buckets.set(minute, {
+        changes: Number(m.changes) || 0,
+        interruptions: Number(m.interruptions) || 0,
+      });
+    }
+    const latest = Math.max(...this.buckets.keys());
+    if (Number.isFinite(latest)) this.#forget(latest);
   }
 
   /** The last ``minutes`` minutes up to ``now``, oldest first. */

@@ -1,6 +1,8 @@
-// The drill-down: one session as staff see it (its timeline, attempts and outbox of
-// gateway effects) and the form that resolves its review. It reads the admin API
-// with the token the dashboard holds; every text goes in as text, never as markup.
+// The drill-down: one session as staff see it (its timeline with who did what,
+// attempts, refunds and outbox of gateway effects), and, for a role that may act, the
+// forms that refund, mark an effect done by hand and resolve its review. It reads the
+// admin API with the token the dashboard holds; every text goes in as text, never as
+// markup.
 
 import { formatAmount } from '../paylive/format.js';
 
@@ -48,6 +50,12 @@ export function describeEvent(event) {
   const status = data.session?.status;
   const move = data.previous && data.previous !== status ? `${data.previous} → ${status}` : status;
   const effect = data.effect;
+  if (effect && data.cause === 'refund_requested') {
+    return `refund of ${effect.amount} asked for by ${effect.requested_by ?? 'the shop'}`;
+  }
+  if (effect && data.by_hand) {
+    return `${effect.kind} of attempt ${effect.attempt} marked done by hand by ${effect.done_by}: ${effect.note}`;
+  }
   if (effect) {
     const tries = effect.tries === 1 ? '1 try' : `${effect.tries} tries`;
     const what = `${effect.kind} of attempt ${effect.attempt}`;
@@ -74,6 +82,14 @@ export class Drill {
       event.preventDefault();
       void this.#resolve();
     });
+    $('refund-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      void this.#refund();
+    });
+    $('drill-effects-body').addEventListener('click', (event) => {
+      const button = event.target.closest('button[data-done]');
+      if (button) void this.#markDone(button.dataset.done, button);
+    });
   }
 
   get openId() {
@@ -84,6 +100,8 @@ export class Drill {
     this.sessionId = sessionId;
     $('drill-id').textContent = sessionId;
     $('review-error').textContent = '';
+    $('refund-error').textContent = '';
+    $('done-error').textContent = '';
     $('drill-error').textContent = '';
     for (const id of ['drill-timeline', 'drill-attempts-body', 'drill-effects-body']) {
       $(id).replaceChildren();
@@ -140,17 +158,39 @@ export class Drill {
     );
     if (session.needs_review) facts.append(el('span', 'needs review', 'review-flag'));
 
+    const act = Boolean(window.__paylive_role?.may?.act);
+    const refunds = session.refunds ?? [];
+    $('drill-refunded').textContent = refunds.length
+      ? `${formatAmount(session.amount_refunded ?? 0, session.currency)} of ` +
+        `${formatAmount(session.amount, session.currency)} refunded; ` +
+        refunds.map((r) => `${formatAmount(r.amount, session.currency)} ${r.status}`).join(', ')
+      : session.status === 'succeeded'
+        ? 'Nothing refunded.'
+        : 'Only a paid session can be refunded.';
+    $('refund-form').hidden = !act || session.status !== 'succeeded';
+
     const effects = session.effects ?? [];
     const pending = effects.filter((e) => e.status === 'pending');
+    $('done-by-hand').hidden = !act || pending.length === 0;
     $('drill-effects-body').replaceChildren(
       ...effects.map((e) => {
+        let action = '';
+        if (act && e.status === 'pending') {
+          action = el('button', 'Done by hand', 'button ghost small');
+          action.type = 'button';
+          action.dataset.done = e.id;
+        }
+        const what = e.amount ? `${e.kind} ${formatAmount(e.amount, session.currency)}` : e.kind;
         const tr = row([
-          e.kind,
+          what,
           String(e.attempt),
           pill(e.status),
           String(e.tries),
-          e.status === 'pending' ? clock(e.next_at) : `${e.status} ${clock(e.done_at)}`,
+          e.status === 'pending'
+            ? clock(e.next_at)
+            : `${e.status} ${clock(e.done_at)}${e.done_by ? ` by hand (${e.done_by})` : ''}`,
           e.last_error ?? '–',
+          action,
         ]);
         tr.dataset.effect = e.id;
         tr.dataset.status = e.status;
@@ -173,7 +213,8 @@ export class Drill {
     );
     $('drill-attempts-empty').hidden = (session.attempts ?? []).length > 0;
 
-    $('drill-timeline').replaceChildren(
+    // The session's events and who did what to it (the audit trail), in time order.
+    const items = [
       ...events.map((event) => {
         const li = el('li');
         li.dataset.seq = String(event.seq);
@@ -183,9 +224,25 @@ export class Drill {
           el('span', event.data?.cause ?? event.type, 'cause'),
           el('span', describeEvent(event), 'what'),
         );
-        return li;
+        return [event.ts ?? 0, li];
       }),
-    );
+      ...(session.audit ?? []).map((entry) => {
+        const li = el('li');
+        li.dataset.audit = entry.action;
+        const details = Object.entries(entry.details ?? {})
+          .filter(([, v]) => v !== null && v !== undefined)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ');
+        li.append(
+          el('time', clock(entry.at), 'mono'),
+          el('span', entry.action.replaceAll('_', ' '), 'cause'),
+          el('span', `by ${entry.staff} (${entry.role}) from ${entry.address ?? '?'}${details ? `: ${details}` : ''}`, 'what'),
+        );
+        return [entry.at ?? 0, li];
+      }),
+    ];
+    items.sort((a, b) => a[0] - b[0]);
+    $('drill-timeline').replaceChildren(...items.map(([, li]) => li));
     $('drill-timeline-note').textContent = complete
       ? ''
       : 'The oldest events are no longer kept; the timeline starts later.';
@@ -194,7 +251,7 @@ export class Drill {
     $('drill-review-done').textContent = review
       ? `Last review resolved by ${review.by} at ${clock(review.at)}: ${review.note}`
       : '';
-    $('review-form').hidden = !session.needs_review;
+    $('review-form').hidden = !session.needs_review || !act;
     const many = pending.length > 1;
     $('review-pending').textContent = pending.length
       ? `${pending.length} gateway effect${many ? 's are' : ' is'} still pending: the review ` +
@@ -230,6 +287,71 @@ export class Drill {
       $('review-error').textContent = `Could not resolve the review: ${error.message}`;
     } finally {
       $('review-submit').disabled = false;
+    }
+  }
+
+  async #refund() {
+    const sessionId = this.sessionId;
+    const raw = $('refund-amount').value.trim();
+    const reason = $('refund-reason').value.trim();
+    if (raw && !/^[0-9]+$/.test(raw)) {
+      $('refund-error').textContent = 'The amount is a whole number of minor units (cents).';
+      return;
+    }
+    const body = {};
+    if (raw) body.amount = Number(raw);
+    if (reason) body.reason = reason;
+    $('refund-submit').disabled = true;
+    try {
+      const reply = await this.#api(`/api/sessions/${encodeURIComponent(sessionId)}/refunds`, {
+        method: 'POST',
+        // One key per click: a click repeated by a flaky network refunds once.
+        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': crypto.randomUUID() },
+        body: JSON.stringify(body),
+      });
+      const answer = await reply.json();
+      if (!reply.ok) {
+        $('refund-error').textContent = answer?.error?.message ?? `the server answered ${reply.status}`;
+        return;
+      }
+      $('refund-error').textContent = '';
+      $('refund-amount').value = '';
+      $('refund-reason').value = '';
+      await this.refresh();
+    } catch (error) {
+      $('refund-error').textContent = `Could not refund: ${error.message}`;
+    } finally {
+      $('refund-submit').disabled = false;
+    }
+  }
+
+  async #markDone(effectId, button) {
+    const note = $('done-note').value.trim();
+    if (!note) {
+      $('done-error').textContent = 'Say what was done outside paylive first.';
+      $('done-note').focus();
+      return;
+    }
+    button.disabled = true;
+    try {
+      const reply = await this.#api(`/api/admin/effects/${encodeURIComponent(effectId)}/done`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ note }),
+      });
+      const answer = await reply.json();
+      if (!reply.ok) {
+        $('done-error').textContent = answer?.error?.message ?? `the server answered ${reply.status}`;
+        return;
+      }
+      $('done-error').textContent = '';
+      $('done-note').value = '';
+      this.onChange(answer);
+      await this.refresh();
+    } catch (error) {
+      $('done-error').textContent = `Could not mark it done: ${error.message}`;
+    } finally {
+      button.disabled = false;
     }
   }
 

@@ -3,12 +3,13 @@
 
 import { CommandQueue } from './commands.js';
 import { Emitter, PayliveError } from './emitter.js';
-import { ReconnectingSocket, SOCKET_DEFAULTS, socketOrigin } from './socket.js';
+import { socketOrigin } from './socket.js';
+import { LiveConnection, TRANSPORT_DEFAULTS } from './transport.js';
 import { SessionState } from './state.js';
 
-/** Options of `PayliveSession`, on top of `SOCKET_DEFAULTS`. */
+/** Options of `PayliveSession`, on top of `TRANSPORT_DEFAULTS` (and so `SOCKET_DEFAULTS`). */
 export const SESSION_DEFAULTS = Object.freeze({
-  ...SOCKET_DEFAULTS,
+  ...TRANSPORT_DEFAULTS,
   /** Required: the session id (`ps_...`) and its client secret. */
   sessionId: null,
   secret: null,
@@ -24,9 +25,13 @@ export const SESSION_DEFAULTS = Object.freeze({
   autoConnect: true,
 });
 
-/** The customer channel's URL; it carries `since` once a durable event was seen. */
-export function sessionUrl({ baseUrl, sessionId, secret }, since) {
-  const params = new URLSearchParams({ token: secret });
+/**
+ * The customer channel's URL; it carries `since` once a durable event was seen. With a
+ * `ticket` (protocol 6.15) the URL holds the ticket instead of the client secret, as the
+ * client's own connections do; without one, `?token=` (kept for compatibility).
+ */
+export function sessionUrl({ baseUrl, sessionId, secret }, since, ticket) {
+  const params = new URLSearchParams(ticket ? { ticket } : { token: secret });
   if (since !== null && since !== undefined) params.set('since', String(since));
   return `${socketOrigin(baseUrl)}/ws/sessions/${encodeURIComponent(sessionId)}?${params}`;
 }
@@ -44,8 +49,8 @@ function paymentMethod(card) {
  * - `snapshot`, `state`, `retry_prompt`, `countdown`: the server messages as they come;
  * - `error`: a server `error` no pending command was waiting for, or a fatal close
  *   (`{code, message}`);
- * - `connection`: `{status}`, one of `connecting`, `connected`, `reconnecting`,
- *   `offline`, `closed`;
+ * - `connection`: `{status, transport}`, status one of `connecting`, `connected`,
+ *   `reconnecting`, `offline`, `closed`; transport `websocket`, `sse` or `polling`;
  * - `guard`: `true`/`false` when the `beforeunload` guard turns on or off;
  * - `message`: every server message, including types this version does not know.
  */
@@ -70,11 +75,15 @@ export class PayliveSession extends Emitter {
       throw new TypeError('PayliveSession needs options.sessionId and options.secret');
     }
     this.#commands = new CommandQueue(this.#options, () => this.#updateGuard());
-    this.#socket = new ReconnectingSocket(() => this.url(), this.#options);
+    this.#socket = new LiveConnection({ ...this.#options, since: () => this.lastSeq });
     this.#socket.on('status', (detail) => this.emit('connection', detail));
     this.#socket.on('open', () => this.#flush());
     this.#socket.on('message', (message) => this.#receive(message));
-    this.#socket.on('close', () => this.#commands.connectionLost());
+    // A command sent on a socket is lost with it; one sent over HTTP (SSE, polling) is
+    // answered by its own request whatever happens to the stream.
+    this.#socket.on('close', ({ transport }) => {
+      if (transport === undefined || transport === 'websocket') this.#commands.connectionLost();
+    });
     this.#socket.on('fatal', ({ code, error }) =>
       this.#fail(new PayliveError(error, `connection refused (close code ${code})`, { closeCode: code })),
     );
@@ -115,6 +124,11 @@ export class PayliveSession extends Emitter {
     return this.#socket.status;
   }
 
+  /** The transport carrying the session now: `websocket`, `sse` or `polling` (protocol 6.15). */
+  get transport() {
+    return this.#socket.transport;
+  }
+
   get status() {
     return this.session?.status ?? null;
   }
@@ -129,7 +143,7 @@ export class PayliveSession extends Emitter {
     return this.#commands.pending;
   }
 
-  /** The socket URL for the next attempt: it carries `since` once a durable event was seen. */
+  /** A socket URL with the client secret, for other clients (this one opens with tickets). */
   url() {
     return sessionUrl(this.#options, this.lastSeq);
   }

@@ -53,7 +53,11 @@ export class ReconnectingSocket extends Emitter {
   #silenceTimer = null;
   #stopped = false;
 
-  /** `makeUrl()` is called before every attempt, so the URL may change (say, `since`). */
+  /**
+   * `makeUrl()` is called before every attempt, so the URL may change (say, `since`); it
+   * may return a promise (a URL with a fresh ticket). A rejection with `fatal: true`
+   * ends the socket (`fatal` event); any other is retried with backoff.
+   */
   constructor(makeUrl, options = {}) {
     super();
     this.#makeUrl = makeUrl;
@@ -94,10 +98,40 @@ export class ReconnectingSocket extends Emitter {
     }
     const first = this.#status === 'idle' || this.#status === 'closed';
     this.#setStatus(first ? 'connecting' : 'reconnecting', { attempt: this.#backoff.attempt });
+    let url;
+    try {
+      url = this.#makeUrl();
+    } catch (err) {
+      this.#stop('closed', { code: 0, reason: String(err), error: 'bad_url' });
+      return;
+    }
+    if (url && typeof url.then === 'function') {
+      // A URL made by asking the server first (a ticket): hold the place meanwhile.
+      const pending = { pending: true };
+      this.#ws = pending;
+      url.then(
+        (made) => {
+          if (this.#ws !== pending) return;
+          this.#ws = null;
+          this.#open(made);
+        },
+        (err) => {
+          if (this.#ws !== pending) return;
+          this.#ws = null;
+          if (err?.fatal) this.#stop('closed', { code: err.closeCode ?? 4401, reason: err.message, error: err.code });
+          else this.#afterClose(ABANDONED, err?.message ?? 'no ticket');
+        },
+      );
+      return;
+    }
+    this.#open(url);
+  }
+
+  #open(url) {
     let ws;
     try {
       // JSON only: msgpack (`paylive.v1.msgpack`) is for clients that bring a codec.
-      ws = new this.#options.WebSocket(this.#makeUrl(), [JSON_PROTOCOL]);
+      ws = new this.#options.WebSocket(url, [JSON_PROTOCOL]);
     } catch (err) {
       // A malformed URL or a blocked port: nothing to retry.
       this.#stop('closed', { code: 0, reason: String(err), error: 'bad_url' });
@@ -140,7 +174,7 @@ export class ReconnectingSocket extends Emitter {
 
   /** Send a map now; false when not connected (the caller queues it). */
   send(message) {
-    if (!this.#ws || this.#status !== 'connected') return false;
+    if (!this.#ws || this.#ws.pending || this.#status !== 'connected') return false;
     this.#ws.send(JSON.stringify(message));
     return true;
   }
@@ -191,6 +225,7 @@ export class ReconnectingSocket extends Emitter {
     clearInterval(this.#pingTimer);
     clearTimeout(this.#silenceTimer);
     this.#pingTimer = this.#silenceTimer = null;
+    if (ws?.pending) return null;
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     return ws;
   }
@@ -205,6 +240,7 @@ export class ReconnectingSocket extends Emitter {
       return;
     }
     this.emit('close', { code, reason, reconnect: true });
+    if (this.#stopped) return; // a listener closed it for good
     if (this.#isOffline()) {
       this.#setStatus('offline', { code, reason });
       // navigator.onLine can be wrong; try now and then even without an `online` event.

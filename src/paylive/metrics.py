@@ -124,6 +124,11 @@ IN_FLIGHT_LIMIT = Gauge(
     registry=REGISTRY,
     multiprocess_mode="all",
 )
+PROVIDER_DEADLINE = Counter(
+    "paylive_provider_deadline_total",
+    "Provider calls inside a request or timer cut off by PAYLIVE_PROVIDER_DEADLINE_MS",
+    registry=REGISTRY,
+)
 RESYNCS = Counter(
     "paylive_resyncs_total",
     "Times the fan-out subscription was lost and rebuilt",

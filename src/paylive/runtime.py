@@ -27,16 +27,17 @@ from .engine import Engine, EngineUnavailable, create_engine
 from .errors import Refused
 from .fanout.hub import Hub
 from .gateway import Gateway, create_gateway
+from .service.audit import AuditTrail
 from .service.deliveries import Deliveries
 from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
 from .service.reads import Reads
 from .service.records import Records
+from .service.tickets import TicketUses
 from .service.webhooks import WebhookSender
 from .settings import Settings
 from .web.admission import Admission
-from .web.limit import GradientLimit
 from .web.ratelimit import TokenBuckets
 
 log = logging.getLogger("paylive.runtime")
@@ -45,16 +46,6 @@ log = logging.getLogger("paylive.runtime")
 HOUSEKEEPING_MS = 10_000
 # The countdown loop's shortest period: one slice of the sessions each tick.
 COUNTDOWN_TICK_MS = 20
-
-
-def in_flight_limit(settings: Settings) -> GradientLimit | None:
-    """The adaptive bound on commands in flight (None: the fixed ``max_in_flight``). It
-    starts at half the maximum and finds its level from the commands' latency."""
-    if not settings.adaptive_in_flight:
-        return None
-    high = settings.max_in_flight
-    low = min(settings.min_in_flight, high)
-    return GradientLimit(initial=max(low, high // 2), min_limit=low, max_limit=high)
 
 
 class Runtime:
@@ -72,6 +63,7 @@ class Runtime:
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.archive = open_archive(settings.database_url) if settings.database_url else None
         self.records = Records(settings, self.engine, self.archive, clock)
+        self.audit = AuditTrail(self.engine, self.archive)
         sender = None
         if settings.merchant_webhook_url:
             sender = WebhookSender(
@@ -82,12 +74,11 @@ class Runtime:
         self.deliveries = Deliveries(self.service, sender, self.archive is not None)
         self.effects = EffectRunner(self.service, self.deliveries)
         self.reads = Reads(settings, self.engine, clock)
+        self.tickets = TicketUses(self.engine)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
-        self.admission = Admission(
-            settings.max_in_flight, settings.overload_retry_after_s, in_flight_limit(settings)
-        )
+        self.admission = Admission.of(settings)
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)
@@ -127,6 +118,9 @@ class Runtime:
             await self.archive.start()
             self._loops.append(
                 asyncio.create_task(self._every(self.settings.archive_poll_ms, self.records.follow))
+            )
+            self._loops.append(
+                asyncio.create_task(self._every(HOUSEKEEPING_MS, self.audit.catch_up))
             )
 
     async def stop(self) -> None:
@@ -250,6 +244,10 @@ class Runtime:
     async def _summary(self) -> None:
         counters = await self.engine.counters()
         now = self.clock()
+        stale = stats.stale_minutes(counters, now)
+        if stale:
+            # The chart's minutes past its hour: whichever worker sees them first.
+            await self.engine.forget_counters(stale)
         metrics.observe_outbox(counters, await self.engine.oldest_pending_effect(), now)
         if not self.hub.admins:
             return

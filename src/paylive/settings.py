@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
 import os
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .core.standard_webhooks import secret_key
 from .errors import PayliveError
 
 
@@ -28,15 +30,25 @@ class Settings:
     session_ttl_ms: int = 900_000
     countdown_interval_ms: int = 1_000
     redis_url: str | None = None
+    # A secret is a list while it is rotated: the first entry signs, every entry is
+    # accepted. ``api_key`` is ``api_keys[0]`` (and so on), kept for the signers.
     api_key: str = ""
     admin_token: str = ""
+    # Named staff credentials, (name, role, token) each (docs/protocol.md section 6.12).
+    staff_tokens: tuple[tuple[str, str, str], ...] = ()
     secret: str = ""
+    api_keys: tuple[str, ...] = ()
+    admin_tokens: tuple[str, ...] = ()
+    signing_secrets: tuple[str, ...] = ()
     webhook_secrets: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] | None = None
     env: str = "development"
     sandbox_delay_ms: int = 1_500
     host: str = "127.0.0.1"
     port: int = 8000
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or
+    # networks; "*" any); empty: none, the connection's own address is the client's.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Where the sandbox gateway posts its webhooks; by default this server itself.
     sandbox_webhook_url: str | None = None
     # The sandbox authorizes first and moves money on capture (an addition).
@@ -88,6 +100,11 @@ class Settings:
     # The bound follows latency (web.limit) between these two unless turned off.
     adaptive_in_flight: bool = True
     min_in_flight: int = 4
+    # One session's and one client address's share of those places (429 rate_limited
+    # past it), so that nobody holds them all. The address share is 0, all of them, by
+    # default: behind a proxy every customer comes from the proxy's address.
+    max_in_flight_per_session: int = 8
+    max_in_flight_per_address: int = 0
     # Sessions a Redis worker keeps to decide commands on without reading them first.
     session_cache_size: int = 10_000
     overload_retry_after_s: int = 1
@@ -99,6 +116,10 @@ class Settings:
     redis_backoff_cap_ms: int = 5_000
     # Stripe: how long one API call may take, how often the library retries a call that
     # got no answer (always under the same idempotency key), and the largest event body.
+    # Every provider call made inside one request or timer (charge, void, lookup) ends
+    # within this of the first, all of them together: shorter than the locks the
+    # request holds (the 60 s Idempotency-Key lock, its place at the door).
+    provider_deadline_ms: int = 15_000
     stripe_timeout_s: float = 20.0
     stripe_network_retries: int = 1
     stripe_webhook_max_bytes: int = 256 * 1024
@@ -160,6 +181,14 @@ class Settings:
     header_timeout_ms: int = 10_000
     max_connections: int = 10_000
     max_sockets_per_session: int = 8
+    # Server-Sent Events and long-polling (docs/protocol.md 6.15): a comment this often
+    # so that idle proxies keep a stream open; a stream ends after its lifetime (the
+    # client reopens it with Last-Event-ID); a poll with nothing new is held this long;
+    # a ticket is good this long, once.
+    sse_heartbeat_ms: int = 15_000
+    stream_lifetime_ms: int = 600_000
+    poll_hold_ms: int = 25_000
+    ticket_ttl_ms: int = 30_000
     # GET /demo creates a session: this many per client address at once, and as many
     # again each minute (429 past it).
     demo_per_minute: int = 10
@@ -169,6 +198,21 @@ class Settings:
 
     # Names of the variables whose values were generated because they were unset.
     generated: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        # The single value and its list agree: an override of one value (tests,
+        # embedding) replaces the list, and a list alone gives its first entry.
+        for one, many in (
+            ("api_key", "api_keys"),
+            ("admin_token", "admin_tokens"),
+            ("secret", "signing_secrets"),
+        ):
+            value: str = getattr(self, one)
+            entries: tuple[str, ...] = getattr(self, many)
+            if value and (not entries or entries[0] != value):
+                object.__setattr__(self, many, (value,))
+            elif entries and not value:
+                object.__setattr__(self, one, entries[0])
 
     @property
     def outbox_lease_ms(self) -> int:
@@ -225,6 +269,13 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
     "PAYLIVE_MIN_IN_FLIGHT": ("min_in_flight", 1, 100_000),
     "PAYLIVE_LOOP_LAG_INTERVAL_MS": ("loop_lag_interval_ms", 0, 10_000),
+    "PAYLIVE_PROVIDER_DEADLINE_MS": ("provider_deadline_ms", 100, 50_000),
+    "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": ("max_in_flight_per_session", 1, 100_000),
+    "PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS": ("max_in_flight_per_address", 0, 100_000),
+    "PAYLIVE_SSE_HEARTBEAT_MS": ("sse_heartbeat_ms", 100, 300_000),
+    "PAYLIVE_STREAM_LIFETIME_MS": ("stream_lifetime_ms", 1_000, 24 * 3_600_000),
+    "PAYLIVE_POLL_HOLD_MS": ("poll_hold_ms", 0, 120_000),
+    "PAYLIVE_TICKET_TTL_MS": ("ticket_ttl_ms", 1_000, 600_000),
 }
 
 
@@ -241,8 +292,93 @@ def _parse_int(name: str, raw: str, lo: int, hi: int) -> int:
     return value
 
 
+# Secrets that may also come from a file (``<NAME>_FILE``: the file's content, stripped),
+# as container orchestrators mount them. Another secret setting adds its name here
+# (PAYLIVE_STAFF_TOKENS reads its own file, one token a line).
+SECRET_VARIABLES: tuple[str, ...] = (
+    "PAYLIVE_API_KEY",
+    "PAYLIVE_ADMIN_TOKEN",
+    "PAYLIVE_SECRET",
+    "PAYLIVE_WEBHOOK_SECRET",
+    "PAYLIVE_STRIPE_SECRET_KEY",
+    "PAYLIVE_STRIPE_WEBHOOK_SECRET",
+    "PAYLIVE_MERCHANT_WEBHOOK_SECRET",
+    "PAYLIVE_DATABASE_URL",
+    "PAYLIVE_REDIS_URL",
+    "PAYLIVE_METRICS_TOKEN",
+)
+
+# A secret file is a few lines at most; anything bigger is a wrong path.
+_MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with each ``<NAME>_FILE`` of ``SECRET_VARIABLES`` replaced by its content.
+
+    Setting a variable and its ``_FILE`` both is refused: which one wins would be a
+    guess, and a rotation that forgot one of them would silently keep the old value.
+    """
+    resolved = dict(env)
+    for name in SECRET_VARIABLES:
+        file_name = f"{name}_FILE"
+        path = (env.get(file_name) or "").strip()
+        if not path:
+            continue
+        if (env.get(name) or "").strip():
+            raise SettingsError(f"{name} and {file_name} are both set: set only one of them")
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(_MAX_SECRET_FILE_BYTES + 1)
+        except OSError as exc:
+            raise SettingsError(
+                f"{file_name} names a file that cannot be read ({path!r}: {exc.strerror})"
+            ) from None
+        if len(raw) > _MAX_SECRET_FILE_BYTES:
+            raise SettingsError(f"{file_name} names a file over 64 KiB ({path!r})")
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise SettingsError(f"{file_name} names a file that is not UTF-8 text") from None
+        if not text:
+            raise SettingsError(f"{file_name} names an empty file ({path!r})")
+        resolved[name] = text
+        del resolved[file_name]  # resolved: nothing downstream reads the file again
+    return resolved
+
+
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    """PAYLIVE_TRUSTED_PROXIES; unset, uvicorn's FORWARDED_ALLOW_IPS (the variable this
+    one names for paylive), else a proxy on the same host (loopback)."""
+    name = "PAYLIVE_TRUSTED_PROXIES"
+    raw = (env.get(name) or "").strip()
+    if not raw and (env.get("FORWARDED_ALLOW_IPS") or "").strip():
+        name, raw = "FORWARDED_ALLOW_IPS", str(env.get("FORWARDED_ALLOW_IPS")).strip()
+    if not raw:
+        return ("127.0.0.1", "::1")
+    if raw.lower() == "none":
+        return ()
+    entries = _split(raw)
+    if "*" in entries:
+        return ("*",)
+    parsed: list[str] = []
+    for entry in entries:
+        try:
+            # Networks as uvicorn reads them (10.1.2.3/8 is 10.0.0.0/8).
+            parsed.append(
+                str(ipaddress.ip_network(entry, strict=False))
+                if "/" in entry
+                else str(ipaddress.ip_address(entry))
+            )
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list IP addresses or networks (such as 10.0.0.0/8), "
+                f"none, or *; got {entry!r}"
+            ) from None
+    return tuple(parsed)
 
 
 def _gateway_values(env: Mapping[str, str], mode: str) -> dict[str, object]:
@@ -300,10 +436,14 @@ def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
         values["merchant_webhook_url"] = url
     if raw_secrets:
         parsed = _split(raw_secrets)
-        if any(len(secret) < 16 for secret in parsed):
-            raise SettingsError(
-                "PAYLIVE_MERCHANT_WEBHOOK_SECRET must list secrets of at least 16 characters each"
-            )
+        for entry in parsed:
+            try:
+                secret_key(entry)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"PAYLIVE_MERCHANT_WEBHOOK_SECRET must list Standard Webhooks secrets "
+                    f"(whsec_ and the base64 of 24 to 64 random bytes): {exc}"
+                ) from None
         values["merchant_webhook_secrets"] = parsed
     events = (env.get("PAYLIVE_MERCHANT_EVENTS") or "").strip()
     if events:
@@ -366,13 +506,68 @@ def _importable(module: str) -> bool:
         return False
 
 
+STAFF_ROLES = ("viewer", "operator", "admin")
+_STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
+    """Each line ``name:role:token``; an error names the entry by its place, never by
+    its text, which may hold a token."""
+    entries: list[tuple[str, str, str]] = []
+    for number, line in enumerate(lines, 1):
+        staff, _, rest = line.partition(":")
+        role, _, token = rest.partition(":")
+        staff, role, token = staff.strip(), role.strip(), token.strip()
+        where = f"{name}: entry {number}"
+        if not _STAFF_NAME.match(staff):
+            raise SettingsError(
+                f"{where} must be name:role:token, the name 1 to 64 letters, digits or ._@-"
+            )
+        if role not in STAFF_ROLES:
+            raise SettingsError(f"{where}: the role must be viewer, operator or admin")
+        if len(token) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"{where}: the token must be at least {MIN_SECRET_LENGTH} characters"
+            )
+        entries.append((staff, role, token))
+    return entries
+
+
+def _staff(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """PAYLIVE_STAFF_TOKENS (entries separated by commas or new lines) or
+    PAYLIVE_STAFF_TOKENS_FILE (the same in a file, one a line; blank lines and lines
+    starting with # are skipped)."""
+    raw = (env.get("PAYLIVE_STAFF_TOKENS") or "").strip()
+    name = "PAYLIVE_STAFF_TOKENS"
+    path = (env.get("PAYLIVE_STAFF_TOKENS_FILE") or "").strip()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(64 * 1024).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
+        # The same text twice is the file already read into the variable: not a clash.
+        if raw and raw != text:
+            raise SettingsError(
+                "PAYLIVE_STAFF_TOKENS and PAYLIVE_STAFF_TOKENS_FILE are both set: set only one"
+            )
+        raw, name = text, "PAYLIVE_STAFF_TOKENS_FILE"
+    lines = [part.strip() for line in raw.splitlines() for part in line.split(",")]
+    entries = _staff_entries(name, [ln for ln in lines if ln and not ln.startswith("#")])
+    tokens = [token for _, _, token in entries]
+    if len(set(tokens)) != len(tokens):
+        raise SettingsError(f"{name}: a token is listed twice")
+    if entries:
+        values["staff_tokens"] = tuple(entries)
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
 
     Outside production, a missing API key, admin token or signing secret is generated
     (and listed in ``generated`` so that ``paylive serve`` can print it).
     """
-    env = os.environ if environ is None else environ
+    env = resolve_secret_files(os.environ if environ is None else environ)
     values: dict[str, object] = {}
     for name, (attr, lo, hi) in _INT_VARS.items():
         raw = env.get(name)
@@ -406,6 +601,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 )
         values["allowed_origins"] = parsed
 
+    values["trusted_proxies"] = _trusted_proxies(env)
+
     authorize = (env.get("PAYLIVE_SANDBOX_AUTHORIZE_FIRST") or "").strip().lower()
     if authorize:
         if authorize not in _FLAGS:
@@ -437,26 +634,34 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     values.update(_gateway_values(env, mode))
     _shop(env, values)
     _operations(env, values)
+    _staff(env, values)
 
     generated: list[str] = []
     missing: list[str] = []
-    for name, attr in (
-        ("PAYLIVE_API_KEY", "api_key"),
-        ("PAYLIVE_ADMIN_TOKEN", "admin_token"),
-        ("PAYLIVE_SECRET", "secret"),
-        ("PAYLIVE_WEBHOOK_SECRET", "webhook_secrets"),
+    for name, one, many in (
+        ("PAYLIVE_API_KEY", "api_key", "api_keys"),
+        ("PAYLIVE_ADMIN_TOKEN", "admin_token", "admin_tokens"),
+        ("PAYLIVE_SECRET", "secret", "signing_secrets"),
+        ("PAYLIVE_WEBHOOK_SECRET", None, "webhook_secrets"),
     ):
         raw = (env.get(name) or "").strip()
         if raw:
-            # A webhook secret is a list (rotation): each entry is held to the rule.
-            entries = _split(raw) if attr == "webhook_secrets" else (raw,)
+            # Every secret is a list (rotation: the first signs, all are accepted);
+            # each entry is held to the rule.
+            entries = _split(raw)
+            if not entries:
+                raise SettingsError(f"{name} lists no value")
             for entry in entries:
                 if len(entry) < MIN_SECRET_LENGTH:
                     which = " entry" if len(entries) > 1 else ""
                     raise SettingsError(
                         f"{name}{which} must be at least {MIN_SECRET_LENGTH} characters long"
                     )
-            values[attr] = entries if attr == "webhook_secrets" else raw
+            if len(set(entries)) != len(entries):
+                raise SettingsError(f"{name} lists the same value twice")
+            values[many] = entries
+            if one is not None:
+                values[one] = entries[0]
             continue
         # With Stripe the sandbox's webhook is off, so its secret is not needed.
         if mode == "production" and not (
@@ -471,7 +676,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 "client secrets with the same key"
             )
         token = secrets.token_urlsafe(24)
-        values[attr] = (token,) if attr == "webhook_secrets" else token
+        values[many] = (token,)
+        if one is not None:
+            values[one] = token
         generated.append(name)
     if missing:
         raise SettingsError("PAYLIVE_ENV=production refuses to start without " + ", ".join(missing))
@@ -483,6 +690,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         )
     values["generated"] = tuple(generated)
 
+    for one, many in (
+        ("api_key", "api_keys"),
+        ("admin_token", "admin_tokens"),
+        ("secret", "signing_secrets"),
+    ):
+        if many in overrides and one not in overrides:
+            values.pop(one, None)
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(values) - known

@@ -214,6 +214,82 @@ def test_checkout_passes_axe(page: Page, server: str, state: str) -> None:
     assert violations == [], "\n".join(violations)
 
 
+@pytest.fixture(scope="module")
+def counting() -> Iterator[str]:
+    """A server whose retry prompt counts down for a few seconds, then lets go."""
+    with Server(env={"PAYLIVE_RETRY_DELAY_MS": "3000"}) as running:
+        yield running.url
+
+
+# The contrast of #retry's label on its own background, as drawn: the element's
+# opacity (and its ancestors') blends both with what lies behind it.
+RETRY_CONTRAST = """() => {
+  const el = document.getElementById('retry');
+  const rgba = (c) => { const v = c.match(/[\\d.]+/g).map(Number); return [v[0], v[1], v[2], v[3] ?? 1]; };
+  const over = (top, alpha, under) => [0, 1, 2].map((i) => top[i] * alpha + under[i] * (1 - alpha));
+  const luminance = (rgb) => {
+    const [r, g, b] = rgb.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  let behind = [255, 255, 255];
+  for (let a = el.parentElement; a; a = a.parentElement) {
+    const bg = rgba(getComputedStyle(a).backgroundColor);
+    if (bg[3] > 0) { behind = bg.slice(0, 3); break; }
+  }
+  let opacity = 1;
+  for (let a = el; a; a = a.parentElement) opacity *= Number(getComputedStyle(a).opacity);
+  const style = getComputedStyle(el);
+  const bg = rgba(style.backgroundColor);
+  const face = over(bg, bg[3], behind);
+  const text = rgba(style.color);
+  const label = over(over(text, text[3], face), opacity, behind);
+  const ground = over(face, opacity, behind);
+  const [hi, lo] = [luminance(label), luminance(ground)].sort((a, b) => b - a);
+  return { ratio: (hi + 0.05) / (lo + 0.05), label: el.textContent, disabled: el.disabled };
+}"""
+
+# Stop every running transition and animation half-way: the moment between two looks.
+HALF_WAY = """() => document.getAnimations().map((a) => {
+  a.pause();
+  a.currentTime = a.effect.getComputedTiming().duration / 2;
+  return a.transitionProperty || a.animationName || 'animation';
+})"""
+
+
+def retry_problems(page: Page) -> list[str]:
+    problems = []
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        seen = page.evaluate(RETRY_CONTRAST)
+        if seen["ratio"] < 4.5:
+            problems.append(f"{scheme}: #retry {seen['label']!r} at {seen['ratio']:.2f}:1")
+    page.emulate_media(color_scheme="light")
+    return problems
+
+
+def test_the_retry_button_is_readable_in_every_moment_of_its_countdown(
+    page: Page, counting: str
+) -> None:
+    """Its label (4.5:1 at least) and axe-core, sampled while the countdown runs, then
+    the moment it can be pressed, frozen half-way through any change of look."""
+    reach(page, counting, "interrupted")
+    retry = page.locator("#retry")
+    expect(retry).to_contain_text("Retry in")
+    problems: list[str] = []
+    samples = 0
+    deadline = time.monotonic() + 10
+    while page.evaluate("document.getElementById('retry').disabled"):
+        assert time.monotonic() < deadline, "the countdown never ended"
+        problems += retry_problems(page)
+        problems += axe_violations(page)
+        samples += 1
+    assert samples >= 2, "the countdown was not sampled"
+    page.evaluate(HALF_WAY)
+    expect(retry).to_have_text("Try again")
+    problems += [f"when it lets go: {p}" for p in retry_problems(page) + axe_violations(page)]
+    assert problems == [], "\n".join(dict.fromkeys(problems))
+
+
 def open_dashboard(page: Page, server: str, api: httpx.Client) -> None:
     """The dashboard with a row of each kind, arrived live: created, processing, succeeded."""
     page.goto(f"{server}/admin#token={ADMIN_TOKEN}")

@@ -18,7 +18,8 @@ from ..support.servers import ADMIN_TOKEN, Server
 require_browser()
 from playwright.sync_api import Page, expect  # noqa: E402
 
-SECRET = "panel-merchant-secret-0123"
+# A Standard Webhooks secret: whsec_ and the base64 of 24 bytes.
+SECRET = "whsec_cGFuZWwtbWVyY2hhbnQtc2VjcmV0LTAxMg=="
 
 
 @pytest.fixture(scope="module")

@@ -374,7 +374,7 @@ async def test_the_outbox_is_saved_with_the_session_and_claimed_once_per_lease(
     done = replace(tried, seq=2, effects=(done_effect,))
     assert await engine.save(done, 2, [b"done"], {"effects_pending:refund": -1})
     assert await engine.claim_effects(T0 + 10**9, 10, 5_000) == []
-    assert await engine.counters() == {"effects_pending:refund": 0}
+    assert await engine.counters() == {"effects_pending:refund": 0, "needs_review": 1}
 
 
 async def test_schedule_effects_sets_right_an_early_claim(engine: Engine) -> None:
@@ -425,12 +425,52 @@ async def test_an_ended_session_is_kept_while_its_outbox_owes_a_call(engine: Eng
     owed = await engine.load("ps_owed")
     assert owed is not None, "kept: the refund has not reached the provider"
     done_effect = replace(owed.effects[0], status="done", next_at=None, done_at=purge_at + 2)
-    done = replace(owed, seq=2, updated_at=purge_at + 2, effects=(done_effect,))
+    # Confirmed, and its review resolved at once (kept for review otherwise: below).
+    done = replace(owed, seq=2, updated_at=purge_at + 2, needs_review=False, effects=(done_effect,))
     assert await engine.save(done, 1, [b"d"], {})
     await engine.claim_due(purge_at + 2 + SETTINGS.retention_after_end_ms, 10, 1_000)
     assert await engine.load("ps_owed") is None
     assert await engine.list_with_effects(False, 10) == []
     assert await engine.list_review(10) == []
+
+
+async def test_a_case_for_review_is_kept_listed_and_counted_until_it_is_resolved(
+    engine: Engine,
+) -> None:
+    """Its refund confirmed and its retention long past, a flagged session stays in
+    the review list, loadable (so resolvable) and counted; resolving it lowers the
+    counter and starts its retention."""
+    session = make_session("ps_case")
+    await engine.create(session, {}, b"n")
+    ended_at = T0 + 1_000
+    assert await engine.save(with_refund(session, 1, ended_at), 0, [b"c"], {"needs_review": 1})
+    owed = await engine.load("ps_case")
+    assert owed is not None
+    done_effect = replace(owed.effects[0], status="done", next_at=None, done_at=ended_at + 10)
+    confirmed = replace(owed, seq=2, updated_at=ended_at + 10, effects=(done_effect,))
+    assert await engine.save(confirmed, 1, [b"d"], {})
+    later = ended_at + 10 * SETTINGS.retention_after_end_ms
+    await engine.claim_due(later, 10, 1_000)
+    assert await engine.load("ps_case") is not None, "purged before anyone resolved it"
+    assert [s.id for s in await engine.list_review(10)] == ["ps_case"]
+    assert (await engine.counters())["needs_review"] == 1
+    resolved = replace(confirmed, seq=3, updated_at=later, needs_review=False)
+    assert await engine.save(resolved, 2, [b"r"], {"needs_review": -1})
+    assert await engine.list_review(10) == []
+    assert (await engine.counters()).get("needs_review", 0) == 0
+    await engine.claim_due(later + SETTINGS.retention_after_end_ms - 1, 10, 1_000)
+    assert await engine.load("ps_case") is not None, "its retention starts when resolved"
+    await engine.claim_due(later + SETTINGS.retention_after_end_ms, 10, 1_000)
+    assert await engine.load("ps_case") is None
+
+
+async def test_the_review_counter_is_what_the_review_list_holds(engine: Engine) -> None:
+    """A counter that drifted (a purge of old, a crash between two steps) does not
+    show: the count comes from the list."""
+    session = make_session("ps_drift")
+    await engine.create(session, {}, b"n")
+    assert await engine.save(with_refund(session, 1, T0 + 5), 0, [b"c"], {"needs_review": 7})
+    assert (await engine.counters())["needs_review"] == 1
 
 
 async def test_records(engine: Engine) -> None:
@@ -552,7 +592,12 @@ async def test_redis_keeps_a_session_whose_outbox_owes_a_call_past_its_expiry(
         await anyio.sleep(0.5)
         assert await engine.load("ps_owed") is not None, "no expiry while a call is owed"
         done_effect = replace(owed.effects[0], status="done", next_at=None, done_at=T0 + 200)
-        assert await engine.save(replace(owed, seq=2, effects=(done_effect,)), 1, [b"d"], {})
+        confirmed = replace(owed, seq=2, effects=(done_effect,))
+        assert await engine.save(confirmed, 1, [b"d"], {})
+        await anyio.sleep(0.5)
+        assert await engine.load("ps_owed") is not None, "no expiry while it awaits review"
+        resolved = replace(confirmed, seq=3, needs_review=False)
+        assert await engine.save(resolved, 2, [b"r"], {})
         await eventually(
             lambda: redisproc.command(
                 redis_server.port, "EXISTS", "paylive:{ps_owed}:s"
@@ -560,6 +605,40 @@ async def test_redis_keeps_a_session_whose_outbox_owes_a_call_past_its_expiry(
         )
         assert await engine.load("ps_owed") is None
         assert await engine.list_with_effects(False, 10) == [], "gone from the listing too"
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_the_purge_never_deletes_a_session_saved_as_kept_after_its_claim(
+    redis_server: RedisProc,
+) -> None:
+    """The claim unindexes an ended session in one script and its keys are deleted in
+    another (they live in other slots): a refund saved in between persisted the
+    session, and the delete must leave it."""
+    from paylive.engine.redis import scripts
+    from paylive.engine.redis.keys import session_keys
+
+    redis_server.flushall()
+    engine = RedisEngine(redis_server.url, SETTINGS)
+    try:
+        await engine.start()
+        for session_id in ("ps_gone", "ps_kept"):
+            session = make_session(session_id)
+            await engine.create(session, {}, b"n")
+            ended = replace(session, status=CANCELLED, seq=1, updated_at=T0 + 1_000)
+            assert await engine.save(ended, 0, [b"c"], {})
+        kept = await engine.load("ps_kept")
+        assert kept is not None
+        # The instant between the two steps: a late success's refund is saved.
+        assert await engine.save(with_refund(kept, 2, T0 + 2_000), 1, [b"late"], {})
+        client = engine._store._client  # the purge's own second step, run by hand
+        for session_id in ("ps_gone", "ps_kept"):
+            await client.eval(scripts.PURGE, session_keys(session_id), [])
+        assert await engine.load("ps_gone") is None, "an ended session is purged"
+        assert await engine.load("ps_kept") is not None, "the refund was wiped"
     finally:
         with anyio.fail_after(CLOSE_TIMEOUT_S):
             await engine.close()
@@ -752,7 +831,8 @@ async def test_data_survives_a_restart_with_append_only_file(tmp_path: Path) -> 
         assert await engine.load("ps_keep") == replace(session, seq=1, version=1)
         assert await engine.history("ps_keep", 0) == [b"e1"]
         assert await engine.get("idem:keep") == b"v"
-        assert await engine.counters() == {"status:created": 1}
+        # ps_owed is flagged for review: counted from the review list, which came back.
+        assert await engine.counters() == {"status:created": 1, "needs_review": 1}
         assert await engine.claim_due(session.expires_at, 10, 1_000) == ["ps_keep"]
     finally:
         with anyio.fail_after(CLOSE_TIMEOUT_S):
@@ -949,3 +1029,72 @@ async def test_cluster(tmp_path: Path, sharded: bool) -> None:
             for engine in engines:
                 await engine.close()
         cluster.stop()
+
+
+async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> None:
+    """State changes and interruptions per minute, counted with each save at the
+    service's clock (injected here), read back by any worker, the old minutes dropped."""
+    from paylive.core.machine import ProviderResult, StartAttempt
+    from paylive.core.stats import chart, stale_minutes
+    from paylive.gateway.sandbox import SandboxGateway
+    from paylive.service.payments import PaymentService
+    from paylive.service.reads import Reads
+
+    now = [T0]
+    sent: list[dict[str, object]] = []
+
+    async def send(body: dict[str, object]) -> None:
+        sent.append(body)
+
+    settings = replace(SETTINGS, sandbox_delay_ms=3_600_000)  # no webhook during the test
+    service = PaymentService(
+        settings, engine, SandboxGateway(settings, engine, send), lambda: now[0]
+    )
+    card = {"card": "4242424242424242"}
+    # Minute 0: a payment that is declined (two changes, one interruption); minute 5:
+    # the retry that pays (two changes); 70 minutes ago: one change, out of the window.
+    session = await service.create("order-chart", 500, "EUR", {})
+    now[0] = T0 - 70 * 60_000
+    old = await service.create("order-old", 500, "EUR", {})
+    await service.run(old.id, StartAttempt(card))
+    now[0] = T0 + 1_000
+    await service.run(session.id, StartAttempt(card))
+    now[0] = T0 + 2_000
+    await service.run(session.id, ProviderResult(1, "declined", "card_declined"))
+    now[0] = T0 + 5 * 60_000 + 1_000
+    await service.run(session.id, StartAttempt())
+    await service.run(session.id, ProviderResult(2, "succeeded"))
+
+    reads = Reads(settings, engine, lambda: T0 + 10 * 60_000)
+    got = await reads.chart()
+    minutes = got["minutes"]
+    assert len(minutes) == 60 and minutes[-1]["at"] == (T0 + 10 * 60_000) // 60_000 * 60_000
+    by_at = {m["at"]: (m["changes"], m["interruptions"]) for m in minutes}
+    start = T0 // 60_000 * 60_000
+    assert by_at[start] == (2, 1)
+    assert by_at[start + 5 * 60_000] == (2, 0)
+    assert sum(c for c, _ in by_at.values()) == 4, "the change 70 minutes ago is not shown"
+    # The summary loop's pruning: only the minutes past the window go.
+    counters = await engine.counters()
+    stale = stale_minutes(counters, T0 + 10 * 60_000)
+    assert stale and all(
+        name.startswith(f"minute:{(T0 - 70 * 60_000) // 60_000}:") for name in stale
+    )
+    await engine.forget_counters(stale)
+    after = await engine.counters()
+    assert not stale_minutes(after, T0 + 10 * 60_000)
+    assert chart(after, T0 + 10 * 60_000) == chart(counters, T0 + 10 * 60_000)
+    assert after["status:succeeded"] == 1, "the summary's counters are untouched"
+
+
+async def test_the_audit_trail_keeps_the_newest(engine: Engine) -> None:
+    for n in range(5):
+        await engine.audit_add(json.dumps({"id": f"aud_{n}"}).encode(), 3)
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(0, 10)] == [
+        "aud_4",
+        "aud_3",
+        "aud_2",
+    ]
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(1, 1)] == ["aud_3"]
+    assert [json.loads(raw)["id"] for raw in await engine.audit_read(2, 5)] == ["aud_2"]
+    assert await engine.audit_read(3, 5) == []

@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from paylive.core.protocol import ErrorCode
 from paylive.core.signature import signature_header
-from paylive.web import admin, pages, shop
+from paylive.web import admin, pages, shop, streams, tickets
 from paylive.web import routes as http_api
 
 from ..support.client import merchant
@@ -51,7 +51,13 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 def test_the_document_describes_every_route_and_no_other() -> None:
     served = {
         (route.path, method.lower())
-        for route in [*http_api.routes, *admin.routes, *shop.routes]
+        for route in [
+            *http_api.routes,
+            *streams.routes,
+            *tickets.routes,
+            *admin.routes,
+            *shop.routes,
+        ]
         if isinstance(route, Route)
         for method in route.methods or ()
         if method != "HEAD"
@@ -72,8 +78,14 @@ def test_every_error_code_is_described() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    # The sandbox posts nowhere: Schemathesis is the only client.
-    with Server({"PAYLIVE_SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/nowhere"}) as srv:
+    # The sandbox posts nowhere: Schemathesis is the only client. Event streams end
+    # after a second and polls are held a fifth of one, so that each case ends.
+    env = {
+        "PAYLIVE_SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/nowhere",
+        "PAYLIVE_STREAM_LIFETIME_MS": "1000",
+        "PAYLIVE_POLL_HOLD_MS": "200",
+    }
+    with Server(env) as srv:
         yield srv
 
 

@@ -6,6 +6,7 @@ Redis forgets sessions that the archive still answers for, also across an outage
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from paylive.archive import SessionQuery, open_archive
+from paylive.archive import AuditQuery, SessionQuery, open_archive
 from paylive.archive.schema import migrations
 from paylive.core.codec import Encoded, Message
 from paylive.core.machine import Cancel, Decision, Rules, StartAttempt, decide, new_session
@@ -75,9 +76,8 @@ async def test_migrations_follow_search_and_purge(db: Database) -> None:
         again = open_archive(db.url)
         await again.start()
         await again.close()
-        assert [r["name"] for r in db.fetch("SELECT name FROM paylive_migrations")] == [
-            "0001_initial.sql"
-        ]
+        applied = [r["name"] for r in db.fetch("SELECT name FROM paylive_migrations")]
+        assert applied == [name for _, name, _ in migrations()], "each applied once"
         assert await archive.mark() == 0
         mark = await archive.follow(lambda after: engine.log_read(after, 2))
         assert mark == 2
@@ -113,6 +113,34 @@ async def test_migrations_follow_search_and_purge(db: Database) -> None:
         assert await archive.purge(T0 + DAY + 10) == 2 + 2
         assert await ids() == ["ps_arch2"]
         assert db.fetch("SELECT count(*) FROM paylive_session_events")[0][0] == 2
+    finally:
+        await archive.close()
+
+
+async def test_the_audit_trail_is_kept_and_searched_by_staff_session_and_date(
+    db: Database,
+) -> None:
+    archive = open_archive(db.url)
+    try:
+        entries = [
+            {"id": "aud_1", "at": T0, "staff": "ana", "action": "refund", "session": "ps_a"},
+            {"id": "aud_2", "at": T0 + DAY, "staff": "bo", "action": "send_again", "session": "ps_a"},
+            {"id": "aud_3", "at": T0 + 2 * DAY, "staff": "ana", "action": "sandbox_outage", "session": None},
+        ]  # fmt: skip
+        await archive.audit_add(entries)
+        await archive.audit_add(entries[:1])  # written again (a catch-up): still once
+
+        async def ids(**query: Any) -> list[str]:
+            return [e["id"] for e in await archive.audit_search(AuditQuery(**query))]
+
+        assert await ids() == ["aud_3", "aud_2", "aud_1"]
+        assert await ids(staff="ana") == ["aud_3", "aud_1"]
+        assert await ids(session_id="ps_a") == ["aud_2", "aud_1"]
+        assert await ids(at_from=T0 + DAY, at_to=T0 + 2 * DAY) == ["aud_2"]
+        assert await ids(limit=1) == ["aud_3"]
+        assert (await archive.audit_search(AuditQuery(staff="bo")))[0] == entries[1]
+        assert await archive.purge(T0 + DAY) >= 1
+        assert await ids() == ["aud_3", "aud_2"]
     finally:
         await archive.close()
 
@@ -193,6 +221,9 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                 reply = await http.get(f"/api/sessions/{ids[0]}", headers=merchant())
                 assert reply.status_code == 503
                 assert reply.json()["error"]["code"] == "archive_unavailable"
+                # PostgreSQL's own words (hosts, ports, SQL) stay in the server's log.
+                message = reply.json()["error"]["message"]
+                assert message == "the archive cannot be read now; retry shortly", message
                 # ...but the events log keeps what the archive has not taken yet.
                 events = (await http.get("/api/events", headers=merchant())).json()["events"]
                 assert {e["session"]["id"] for e in events} >= set(ids)
@@ -214,3 +245,28 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
     assert {r["status"] for r in rows} == {"succeeded"}
     assert db.fetch("SELECT count(*) FROM paylive_session_events")[0][0] == 2 * len(ids)
     assert db.fetch("SELECT count(*) FROM paylive_merchant_events")[0][0] == len(ids)
+
+
+async def test_a_start_waits_for_the_migrations_lock_only_so_long(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the migrations' lock cannot hang a start for ever."""
+    import asyncpg
+
+    from paylive.archive import schema
+
+    monkeypatch.setattr(schema, "MIGRATION_LOCK_WAIT_S", 1)
+    holder = await asyncpg.connect(db.url)
+    starter = await asyncpg.connect(db.url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", schema.MIGRATION_LOCK)
+        started = time.monotonic()
+        with pytest.raises(schema.MigrationLockTimeout):
+            await schema.migrate(starter)
+        assert time.monotonic() - started < 5
+        await holder.execute("SELECT pg_advisory_unlock($1)", schema.MIGRATION_LOCK)
+        assert await schema.migrate(starter), "once the lock is free the start migrates"
+        assert await starter.fetchval("SHOW lock_timeout") == "0", "the wait is not kept"
+    finally:
+        await holder.close()
+        await starter.close()

@@ -1,17 +1,28 @@
 """Signed merchant webhooks and the events API, against a real receiver (docs/protocol.md 6.8).
 
 The receiver is a Starlette app in its own uvicorn process (tests/support/receiver.py):
-it verifies every webhook with paylive's ``verify`` and de-duplicates by event id, and
+it verifies every webhook with the ``standardwebhooks`` library and de-duplicates by event id, and
 is told to fail for a while, to answer slowly, or to fail until paylive gives up.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from paylive.core import standard_webhooks
+from paylive.core.signature import SignatureError
 
 from ..support.client import admin, create, merchant
 from ..support.receiver import Receiver
@@ -20,8 +31,10 @@ from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
-NEW_SECRET = "new-merchant-secret-0123"
-OLD_SECRET = "old-merchant-secret-0123"
+# Standard Webhooks secrets: whsec_ and the base64 of 24 random bytes.
+NEW_SECRET = "whsec_" + base64.b64encode(b"new-merchant-secret-0123").decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"old-merchant-secret-0123").decode()
+JS = Path(__file__).resolve().parents[1] / "js"
 OK_CARD = {"payment_method": {"card": "4242424242424242"}}
 
 
@@ -39,12 +52,17 @@ def server(receiver: Receiver) -> Iterator[Server]:
         "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
         "PAYLIVE_MERCHANT_WEBHOOK_SECRET": f"{NEW_SECRET},{OLD_SECRET}",
         "PAYLIVE_MERCHANT_EVENTS": "all",
-        "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "300",
+        # Short, but with room for a loaded machine (the suite runs files in parallel):
+        # an answer within 1 s is a delivery, and retries go on for 5 s before giving up.
+        "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "1000",
         "PAYLIVE_MERCHANT_RETRY_MS": "50",
-        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1500",
+        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "5000",
         # The sandbox answers after 500 ms, time enough to cancel first; a refund is
         # tried again every 200 to 400 ms.
         "PAYLIVE_SANDBOX_DELAY_MS": "500",
+        # A loaded machine must not turn the sandbox's answer into a timeout (an extra
+        # session.updated for the interruption): the deadline is well past it.
+        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "5000",
         "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
         "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
     }
@@ -100,7 +118,7 @@ async def test_down_for_a_while_then_everything_in_order(
             e["type"] == "session.cancelled" for e in processed(receiver, cancelled_id)
         )
 
-    await until(done)
+    await until(done, timeout=20)
     seen = receiver.seen()["arrivals"]
     assert sum(1 for a in seen if a["answered"] == 503) == 4
     # Signed with both secrets while rotating; the shop's old one verified each.
@@ -134,7 +152,7 @@ async def test_down_for_a_while_then_everything_in_order(
 async def test_a_slow_answer_is_sent_again_and_the_shop_deduplicates(
     http: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    receiver.set(slow=1, slow_ms=1500)
+    receiver.set(slow=1, slow_ms=2500)  # past the 1 s timeout
     session_id = await cancelled(http, "order-wh-slow")
     await until(lambda: len(arrivals(receiver, session_id)) >= 2)
     first, second = arrivals(receiver, session_id)[:2]
@@ -165,7 +183,7 @@ async def test_given_up_after_the_retry_window_then_sent_again(
             if d["session"] == session_id and d["status"] == "failed"
         ]
 
-    [delivery] = await until(failed)
+    [delivery] = await until(failed, timeout=30)  # given up after the 5 s window
     assert delivery["last_status"] == 500 and delivery["last_error"] == "HTTP 500"
     assert delivery["attempts"] >= 3 and delivery["next_at"] is None
     assert processed(receiver, session_id) == []
@@ -290,3 +308,76 @@ async def test_refunded_once_confirmed_and_review_resolved_by_staff(
         return metric((await http.get("/metrics")).text, "paylive_deliveries_pending") == 0
 
     await until(nothing_owed)  # the gauge follows within a second (the summary loop)
+
+
+async def test_webhooks_verify_with_standard_webhooks_in_python_and_node(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A webhook paylive posted verifies with the standardwebhooks libraries; the same
+    webhook with its body changed, or signed ten minutes ago, does not."""
+    session_id = await cancelled(http, "order-wh-standard")
+
+    def posted() -> dict[str, Any] | None:
+        for kept in reversed(receiver.seen()["raw"]):
+            body = base64.b64decode(kept["body"])
+            if json.loads(body)["session"]["id"] == session_id:
+                return kept  # type: ignore[no-any-return]
+        return None
+
+    kept = await until(posted)
+    body = base64.b64decode(kept["body"])
+    headers = kept["headers"]
+    assert headers["webhook-id"] == json.loads(body)["id"]
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    # Signed with both secrets while rotating: two space-separated v1 signatures.
+    assert [s[:3] for s in headers["webhook-signature"].split(" ")] == ["v1,", "v1,"]
+
+    tampered = body.replace(b'"cancelled"', b'"succeeded"', 1)
+    assert tampered != body
+    old = int(time.time()) - 600
+    stale = standard_webhooks.headers([NEW_SECRET, OLD_SECRET], headers["webhook-id"], old, body)
+    cases = {"genuine": (body, headers), "tampered": (tampered, headers), "stale": (body, stale)}
+
+    # Python: the standardwebhooks package on PyPI, and paylive's own helper.
+    library = Webhook(OLD_SECRET)
+    assert library.verify(body, headers)["id"] == headers["webhook-id"]
+    for name in ("tampered", "stale"):
+        with pytest.raises(WebhookVerificationError):
+            library.verify(*cases[name])
+    now = int(time.time())
+    assert standard_webhooks.verify(headers, body, [OLD_SECRET], now) == headers["webhook-id"]
+    for name in ("tampered", "stale"):
+        with pytest.raises(SignatureError):
+            standard_webhooks.verify(cases[name][1], cases[name][0], [OLD_SECRET], now)
+
+    # Node: the standardwebhooks package on npm (tests/js).
+    results = node_verify(
+        NEW_SECRET,
+        [
+            {"name": name, "body": base64.b64encode(raw).decode(), "headers": sent}
+            for name, (raw, sent) in cases.items()
+        ],
+    )
+    assert results["genuine"] == "ok", results
+    assert "No matching signature" in results["tampered"], results
+    assert "too old" in results["stale"], results
+
+
+def node_verify(secret: str, cases: list[dict[str, Any]]) -> dict[str, str]:
+    node = shutil.which("node")
+    library = JS / "node_modules" / "standardwebhooks"
+    if node is None or not library.exists():
+        what = "node" if node is None else "tests/js's standardwebhooks (npm ci --prefix tests/js)"
+        if os.environ.get("PAYLIVE_REQUIRE_NODE") == "1":
+            pytest.fail(f"{what} is missing (PAYLIVE_REQUIRE_NODE=1)")
+        pytest.skip(f"{what} is missing")
+    done = subprocess.run(
+        [node, "verify_webhooks.mjs"],
+        cwd=JS,
+        input=json.dumps({"secret": secret, "cases": cases}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]

@@ -9,9 +9,10 @@ One real server (sandbox gateway, merchant webhooks to a real receiver) with
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,13 +27,14 @@ from websockets.asyncio.client import connect
 from ..support.client import Socket, create, merchant, session_url
 from ..support.receiver import Receiver
 from ..support.redisproc import REDIS_SERVER, start_redis
-from ..support.servers import API_KEY, Server
+from ..support.servers import Server
 from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
 METRICS_TOKEN = "test-metrics-token-0123456789"
-SHOP_SECRET = "shop-webhook-secret-0123"
+# A Standard Webhooks secret: whsec_ and the base64 of 24 bytes.
+SHOP_SECRET = "whsec_" + base64.b64encode(b"shop-webhook-secret-0123").decode()
 # A caller's trace: the payment's spans must continue it.
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_PARENT = "00f067aa0ba902b7"
@@ -386,20 +388,18 @@ async def test_spans_go_to_an_otlp_collector() -> None:
 
 
 async def test_a_full_worker_is_alive_but_not_ready() -> None:
-    """A door of one, held by a command whose body is still on its way: /readyz says
-    overloaded (503), /healthz stays 200; once the body arrives, ready again."""
-    with Server({"PAYLIVE_MAX_IN_FLIGHT": "1"}) as srv:
-        body = json.dumps({"order_id": "held", "amount": 100, "currency": "EUR"}).encode()
-        held = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-        try:
-            held.sendall(
-                b"POST /api/sessions HTTP/1.1\r\nHost: x\r\n"
-                + f"Authorization: Bearer {API_KEY}\r\n".encode()
-                + b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body[:5]
+    """A door of one, held by a command whose provider does not answer (a body still
+    on its way holds no place: issue 17): /readyz says overloaded (503), /healthz stays
+    200; once the provider deadline ends the command, ready again."""
+    env = {"PAYLIVE_MAX_IN_FLIGHT": "1", "PAYLIVE_PROVIDER_DEADLINE_MS": "3000"}
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            session = await create(http)
+            hangs = {"payment_method": {"card": "4000000000000606"}}  # the charge call hangs
+            holding = asyncio.create_task(
+                http.post(f"/api/sessions/{session['id']}/attempts", json=hangs, headers=merchant())
             )
-            async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+            try:
 
                 async def not_ready() -> httpx.Response | None:
                     reply = await http.get("/readyz")
@@ -416,9 +416,8 @@ async def test_a_full_worker_is_alive_but_not_ready() -> None:
                     },
                 }
                 assert (await http.get("/healthz")).status_code == 200
-                held.sendall(body[5:])
-                assert held.recv(4096).startswith(b"HTTP/1.1 201")
+                assert (await holding).status_code == 202
                 ready = await http.get("/readyz")
                 assert ready.status_code == 200 and ready.json()["checks"]["overloaded"] is False
-        finally:
-            held.close()
+            finally:
+                holding.cancel()

@@ -504,3 +504,37 @@ async def test_the_page_learns_how_to_collect_a_card(
     }
     sandbox = await http.post("/webhooks/sandbox", content=b"{}")
     assert sandbox.status_code == 404
+
+
+async def test_refunds_asked_for_are_stripe_refunds_of_their_amounts(
+    server: Server,
+    http: httpx.AsyncClient,
+    opened: Opener,
+    localstripe: LocalStripe,
+    proxy: FaultProxy,
+) -> None:
+    session, sock = await opened()
+    sid = session["id"]
+    await sock.send({"type": "pay", "payment_method": {"stripe": localstripe.payment_method(OK)}})
+    pi = attempt_of(await sock.state("succeeded"), 1)["provider_ref"]
+    for amount, key in ((500, "stripe-r1"), (None, "stripe-r2")):
+        body = {} if amount is None else {"amount": amount, "reason": "returned"}
+        made = await http.post(
+            f"/api/sessions/{sid}/refunds",
+            json=body,
+            headers={**merchant(), "Idempotency-Key": key},
+        )
+        assert made.status_code == 202, made.text
+        await sock.until(
+            lambda m: m["type"] == "state" and m["data"]["cause"] == "effect_done", timeout=10
+        )
+    refunds = sorted((r["amount"], r["status"]) for r in localstripe.refunds(pi))
+    assert refunds == [(500, "succeeded"), (1499, "succeeded")]
+    keys = [k for _m, path, k in proxy.seen if "refunds" in path and k]
+    assert {f"{sid}:1:refund.1", f"{sid}:1:refund.2"} <= set(keys)
+    got = (await http.get(f"/api/sessions/{sid}", headers=merchant())).json()
+    assert got["amount_refunded"] == 1999
+    third = await http.post(f"/api/sessions/{sid}/refunds", json={}, headers=merchant())
+    assert third.status_code == 409
+    assert third.json()["error"]["code"] == "refund_exceeds_captured"
+    assert len(localstripe.refunds(pi)) == 2

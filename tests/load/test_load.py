@@ -82,3 +82,14 @@ def test_refuses_a_remote_target(capsys: object) -> None:
     code = load_main(["--url", "http://203.0.113.9:8000", "--api-key", "k" * 16])
     assert code == 2
     assert "only loopback" in capsys.readouterr().err  # type: ignore[attr-defined]
+
+
+def test_progress_line_on_request_and_quiet_in_a_pipe() -> None:
+    args = ["--sockets", "5", "--rate", "5", "--duration", "2", "--processes", "1"]
+    with Server(BENCH_ENV) as srv:
+        base = ["--url", srv.url, "--api-key", API_KEY, *args]
+        shown = run([*base, "--progress"])
+        quiet = run(base)  # stdout is a pipe here: no progress line by default
+    assert shown.returncode == 0 and quiet.returncode == 0, shown.stderr + quiet.stderr
+    assert "driving 5/s on 5 sockets" in shown.stderr and "/2 s" in shown.stderr, shown.stderr
+    assert "/2 s" not in quiet.stderr and "\x1b[" not in quiet.stderr, quiet.stderr

@@ -1,6 +1,7 @@
 """A shop's webhook receiver, as a real HTTP server the tests start: it verifies each
-webhook with paylive's own ``verify``, de-duplicates by event id, and can be told to
-fail for a while or to answer slowly.
+webhook with the ``standardwebhooks`` library (PyPI), as a shop in any language would
+with its own, de-duplicates by event id, keeps the last raw webhooks (for the node
+check), and can be told to fail for a while or to answer slowly.
 
 Run by ``Receiver`` below as ``uvicorn tests.support.receiver:app`` on a free port;
 ``RECEIVER_SECRETS`` (comma-separated) are the secrets it accepts.
@@ -9,6 +10,7 @@ Run by ``Receiver`` below as ``uvicorn tests.support.receiver:app`` on a free po
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -17,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from paylive.core.signature import SignatureError, verify
 
 from .ports import free_port
 
@@ -37,15 +38,34 @@ arrivals: list[dict[str, Any]] = []
 control: dict[str, int] = {"fail": 0, "status": 503, "slow": 0, "slow_ms": 0}
 
 
+# The last webhooks as received: body (base64) and the three headers.
+raw_kept: list[dict[str, Any]] = []
+STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def verified(raw: bytes, headers: dict[str, str]) -> str | None:
+    """None when one of the shop's secrets verifies the webhook, else the last error."""
+    error = "no secret"
+    for secret in os.environ.get("RECEIVER_SECRETS", "").split(","):
+        try:
+            Webhook(secret).verify(raw, headers)
+            return None
+        except WebhookVerificationError as exc:
+            error = str(exc)
+    return error
+
+
 async def webhook(request: Request) -> Response:
     raw = await request.body()
-    secrets = os.environ.get("RECEIVER_SECRETS", "").split(",")
-    try:
-        verify(request.headers.get("paylive-signature"), raw, secrets, int(time.time()), 300)
-    except SignatureError as exc:
-        arrivals.append({"verified": False, "error": str(exc), "answered": 400})
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    headers = {name: request.headers.get(name, "") for name in STANDARD_HEADERS}
+    raw_kept.append({"body": base64.b64encode(raw).decode(), "headers": headers})
+    del raw_kept[:-20]
+    error = verified(raw, headers)
+    if error is not None:
+        arrivals.append({"verified": False, "error": error, "answered": 400})
+        return JSONResponse({"error": error}, status_code=400)
     event = await request.json()
+    assert headers["webhook-id"] == event["id"]
     entry = {
         "id": event["id"],
         "type": event["type"],
@@ -53,7 +73,7 @@ async def webhook(request: Request) -> Response:
         "status": event["session"]["status"],
         "seq": event["seq"],
         "verified": True,
-        "signatures": request.headers["paylive-signature"].count("v1="),
+        "signatures": len(headers["webhook-signature"].split(" ")),
     }
     arrivals.append(entry)
     if control["fail"] > 0:
@@ -77,7 +97,9 @@ async def set_control(request: Request) -> Response:
 
 
 async def seen(request: Request) -> Response:
-    return JSONResponse({"arrivals": arrivals, "processed": list(processed.values())})
+    return JSONResponse(
+        {"arrivals": arrivals, "processed": list(processed.values()), "raw": raw_kept}
+    )
 
 
 app = Starlette(

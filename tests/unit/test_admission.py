@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from paylive.web.admission import Admission, is_command
+from paylive.web.admission import (
+    ADDRESS_SHARE,
+    OVERLOADED,
+    SESSION_SHARE,
+    Admission,
+    is_command,
+    session_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,11 +36,35 @@ def test_which_requests_pass_the_door(method: str, path: str, expected: bool) ->
 
 def test_the_door_counts_what_is_in_flight() -> None:
     door = Admission(limit=2, retry_after_s=1)
-    assert door.enter() and door.enter()
-    assert not door.enter(), "a third command while two are in flight"
+    assert door.enter() is None and door.enter() is None
+    assert door.enter() is OVERLOADED, "a third command while two are in flight"
     assert door.in_flight == 2
     door.leave()
-    assert door.enter()
+    assert door.enter() is None
     door.leave()
     door.leave()
     assert door.in_flight == 0
+
+
+def test_the_door_names_the_session_of_a_command() -> None:
+    assert session_of({"path": "/api/sessions/ps_x/attempts"}) == "ps_x"
+    assert session_of({"path": "/api/sessions"}) is None
+
+
+def test_no_session_and_no_address_takes_every_place() -> None:
+    door = Admission(limit=4, retry_after_s=1, per_session=2, per_address=3)
+    assert door.enter("ps_a", "10.0.0.1") is None
+    assert door.enter("ps_a", "10.0.0.1") is None
+    assert door.enter("ps_a", "10.0.0.1") is SESSION_SHARE, "a session past its share"
+    assert door.enter("ps_b", "10.0.0.1") is None
+    assert door.enter("ps_c", "10.0.0.1") is ADDRESS_SHARE, "an address past its share"
+    assert door.enter("ps_c", "10.0.0.2") is None, "another address still gets in"
+    assert door.enter("ps_d", "10.0.0.3") is OVERLOADED, "and the worker is full at 4"
+    door.leave("ps_a", "10.0.0.1")
+    assert door.enter("ps_a", "10.0.0.1") is None, "a place given back is taken again"
+    for session, address in [("ps_a", "10.0.0.1")] * 2 + [
+        ("ps_b", "10.0.0.1"),
+        ("ps_c", "10.0.0.2"),
+    ]:
+        door.leave(session, address)
+    assert door.in_flight == 0 and door.enter("ps_a", "10.0.0.1") is None

@@ -33,7 +33,7 @@ SETTINGS = Settings(
     attempt_timeout_ms=1_000,
     retry_delay_ms=0,
     merchant_webhook_url="http://127.0.0.1:9/shop",
-    merchant_webhook_secrets=("a-secret-of-sixteen",),
+    merchant_webhook_secrets=("whsec_" + "A" * 32,),
     merchant_events="all",
     merchant_backoff_ms=100,
     merchant_backoff_cap_ms=2_000,
@@ -51,8 +51,9 @@ class Shop:
         self.accepted: list[dict[str, Any]] = []
         self.gate: asyncio.Event | None = None
 
-    async def post(self, body: bytes) -> Attempt:
+    async def post(self, body: bytes, message_id: str) -> Attempt:
         event = json.loads(body)
+        assert message_id == event["id"], "webhook-id is the event's own id"
         self.posts.append(event)
         if self.gate is not None:
             await self.gate.wait()
@@ -149,7 +150,7 @@ async def test_listed_at_once_posted_in_order_given_up_then_sent_again() -> None
     assert len([p for p in shop.posts if p["seq"] == 1]) == first["attempts"]
 
     shop.failure_rate = 0.0
-    again = await world.deliveries.send_again(first["id"], None)  # the failed one kept its body
+    again, _ = await world.deliveries.send_again(first["id"], None)  # the failed one kept its body
     assert again["status"] == "pending" and again["resent"] == 1
     logged = await world.engine.log_get(first["id"])
     assert logged is not None
@@ -175,7 +176,7 @@ async def test_an_event_of_a_forgotten_session_is_posted_once_at_once() -> None:
     await world.engine.claim_due(world.clock.now, 10, 1_000)  # purges ended sessions
     assert await world.engine.load(session.id) is None
     shop.failure_rate = 0.0
-    again = await world.deliveries.send_again(failed["id"], None)
+    again, _ = await world.deliveries.send_again(failed["id"], None)
     assert again["status"] == "delivered" and again["resent"] == 1
     assert [e["id"] for e in shop.accepted] == [failed["id"]]
     assert await world.deliveries.deliveries(True, 10) == []

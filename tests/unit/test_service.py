@@ -4,6 +4,10 @@ effect runner carries out the outbox."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import anyio
 import pytest
 
 from paylive.core.machine import (
@@ -11,6 +15,7 @@ from paylive.core.machine import (
     Charge,
     ProviderResult,
     Reference,
+    Refund,
     ResolveReview,
     StartAttempt,
     Tick,
@@ -35,6 +40,7 @@ class ScriptedGateway(Gateway):
         self.charges: list[str] = []
         self.voids: list[str] = []
         self.refunds: list[tuple[str, str]] = []
+        self.amounts: list[int | None] = []
         self.captures: list[tuple[str, str]] = []
         self.charge_fails = False
         self.void_fails = False
@@ -54,8 +60,11 @@ class ScriptedGateway(Gateway):
             raise GatewayError("timeout")
         return self.void_says_charged
 
-    async def refund(self, key: str, ref: str | None, idempotency_key: str) -> None:
+    async def refund(
+        self, key: str, ref: str | None, idempotency_key: str, amount: int | None = None
+    ) -> None:
         self.refunds.append((key, idempotency_key))
+        self.amounts.append(amount)
         if self.refund_failures > 0:
             self.refund_failures -= 1
             raise GatewayError("busy")
@@ -286,3 +295,143 @@ async def test_a_capture_is_made_through_the_outbox_and_never_after_a_release(pa
     assert [k for k, _ in gateway.captures].count(f"{released.id}:1") == 1, "only the failed try"
     # The known hold's release is confirmed once more through the outbox.
     assert gateway.voids.count(f"{released.id}:1") == 2
+
+
+class HangingGateway(ScriptedGateway):
+    """A provider that answers a void after ``void_s`` and never answers a charge."""
+
+    def __init__(self, void_s: float = 0.0) -> None:
+        super().__init__()
+        self.void_s = void_s
+        self.charge_hangs = True
+
+    async def charge(self, charge: Charge, remember: Remember) -> ChargeReply:
+        if self.charge_hangs:
+            self.charges.append(charge.key)
+            await anyio.sleep(3600)
+        return await super().charge(charge, remember)
+
+    async def void(self, key: str, ref: str | None, idempotency_key: str | None = None) -> bool:
+        self.voids.append(key)
+        await anyio.sleep(self.void_s)
+        return False
+
+
+def hanging(void_s: float) -> tuple[PaymentService, HangingGateway, Clock]:
+    settings = load_settings({**ENV, "PAYLIVE_PROVIDER_DEADLINE_MS": "300"})
+    gateway, clock = HangingGateway(void_s), Clock()
+    return PaymentService(settings, MemoryEngine(settings), gateway, clock), gateway, clock
+
+
+async def test_a_charge_with_no_answer_ends_the_request_at_the_deadline() -> None:
+    """The request returns by the deadline; the attempt stays in flight (its outcome
+    unknown, not a failure) until its timeout, which voids it."""
+    service, gateway, clock = hanging(void_s=0)
+    session = await service.create("o", 100, "EUR", {})
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        outcome = await service.run(session.id, StartAttempt(CARD))
+    assert 0.25 <= time.monotonic() - started < 1.5
+    assert outcome.decision.refusal is None
+    stored = await service.get(session.id)
+    assert stored.status == "processing" and stored.attempts[0].status == "processing"
+    clock.now += 1000  # the attempt's timeout
+    with anyio.fail_after(5):
+        await service.run(session.id, Tick())
+        gateway.charge_hangs = False
+        await service.run(session.id, StartAttempt())
+    retried = await service.get(session.id)
+    assert gateway.voids == [f"{session.id}:1"], "the unknown attempt was voided first"
+    assert [a.status for a in retried.attempts] == ["voided", "processing"]
+
+
+async def test_every_provider_call_of_one_request_shares_one_deadline() -> None:
+    """A void taking most of the deadline leaves the charge after it only the rest."""
+    service, gateway, clock = hanging(void_s=0.2)
+    session = await service.create("o", 100, "EUR", {})
+    with anyio.fail_after(5):
+        await service.run(session.id, StartAttempt(CARD))
+    clock.now += 1000
+    await service.run(session.id, Tick())  # timed out: a void is due before a retry
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        await service.run(session.id, StartAttempt())
+    took = time.monotonic() - started
+    assert gateway.voids and len(gateway.charges) == 2
+    assert took < 0.6, f"void 0.2 s + a hanging charge took {took:.2f} s, not one 0.3 s deadline"
+
+
+async def test_a_void_with_no_answer_by_the_deadline_starts_nothing() -> None:
+    service, gateway, clock = hanging(void_s=3600)
+    session = await service.create("o", 100, "EUR", {})
+    with anyio.fail_after(5):
+        await service.run(session.id, StartAttempt(CARD))
+    clock.now += 1000
+    await service.run(session.id, Tick())
+    before = await service.get(session.id)
+    with anyio.fail_after(5), pytest.raises(Refused) as refused:
+        await service.run(session.id, StartAttempt())
+    assert refused.value.code == "gateway_unavailable"
+    assert await service.get(session.id) == before, "nothing changed"
+    assert len(gateway.charges) == 1, "no second charge"
+
+
+async def test_an_expiry_whose_void_keeps_failing_is_flagged_not_forgotten(parts) -> None:
+    """Every expiry tick asks for the void of the attempt in doubt; once the provider
+    has refused it for the review time, the session expires flagged for review and the
+    void goes on in the outbox (which keeps the session) until it is confirmed."""
+    service, gateway, clock = parts
+    session = await service.create("o", 100, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    clock.now += 1000
+    await service.run(session.id, Tick())  # timed out: its outcome is unknown
+    gateway.void_fails = True
+    clock.now = session.expires_at
+    with pytest.raises(Refused) as refused:
+        await service.tick(session.id)
+    assert refused.value.code == "gateway_unavailable"
+    assert (await service.get(session.id)).status == "interrupted", "still waiting for it"
+    clock.now = session.expires_at + 1000  # PAYLIVE_EFFECT_REVIEW_AFTER_MS later
+    await service.tick(session.id)
+    expired = await service.get(session.id)
+    assert expired.status == "expired" and expired.needs_review
+    assert [(e.kind, e.attempt, e.pending) for e in expired.effects] == [("void", 1, True)]
+    await run_effects(service, clock)
+    assert (await service.get(session.id)).effects[0].pending, "the provider still refuses"
+    gateway.void_fails = False
+    clock.now = (await service.get(session.id)).next_effect_at()
+    await run_effects(service, clock)
+    done = await service.get(session.id)
+    assert done.effects[0].status == "done" and not done.pending_effects
+    assert len(gateway.charges) == 1, "never a second charge"
+    resolved = await service.run(session.id, ResolveReview("ana", "void confirmed"))
+    assert resolved.decision.refusal is None and not resolved.session.needs_review
+
+
+async def test_racing_refunds_take_the_remaining_amount_once(parts) -> None:
+    """Twenty refunds of 60 out of 100 at once, from two services (two workers) on one
+    engine: the compare-and-set lets exactly one be decided, and the provider is asked
+    once, for 60, under its own key."""
+    service, gateway, clock = parts
+    other = PaymentService(service.settings, service.engine, gateway, clock)
+    session = await service.create("o", 100, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    await service.run(session.id, ProviderResult(1, "succeeded"))
+    for s in (service, other):
+        await s.engine.load_for_update(session.id)  # each holds its own copy
+
+    async def ask(s: PaymentService) -> str:
+        try:
+            refusal = (await s.run(session.id, Refund(60, None, "merchant"))).decision.refusal
+        except Refused as exc:
+            return str(exc.code)
+        return "ok" if refusal is None else str(refusal.code)
+
+    answers = await asyncio.gather(*(ask(service if i % 2 else other) for i in range(20)))
+    assert answers.count("ok") == 1, answers
+    assert set(answers) <= {"ok", "refund_exceeds_captured", "conflict"}
+    await run_effects(service, clock)
+    assert gateway.refunds == [(f"{session.id}:1", f"{session.id}:1:refund.1")]
+    assert gateway.amounts == [60]
+    done = await service.get(session.id)
+    assert done.amount_refunded == 60 and done.refundable == 40

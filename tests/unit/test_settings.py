@@ -185,11 +185,15 @@ def test_connection_bounds_are_settings() -> None:
     ) == (500, 50, 2, 3)
 
 
+NEW_WHSEC = "whsec_" + "bmV3" * 8  # 24 bytes
+OLD_WHSEC = "whsec_" + "b2xk" * 8
+
+
 def test_merchant_webhook_and_archive_variables() -> None:
     s = load_settings(
         {
             "PAYLIVE_MERCHANT_WEBHOOK_URL": "https://shop.example/paylive",
-            "PAYLIVE_MERCHANT_WEBHOOK_SECRET": "new-secret-0123456789, old-secret-0123456789",
+            "PAYLIVE_MERCHANT_WEBHOOK_SECRET": f"{NEW_WHSEC}, {OLD_WHSEC}",
             "PAYLIVE_MERCHANT_EVENTS": "all",
             "PAYLIVE_DATABASE_URL": "postgresql://paylive@db.internal/paylive",
             "PAYLIVE_ARCHIVE_DAYS": "30",
@@ -197,7 +201,7 @@ def test_merchant_webhook_and_archive_variables() -> None:
         }
     )
     assert s.merchant_webhook_url == "https://shop.example/paylive"
-    assert s.merchant_webhook_secrets == ("new-secret-0123456789", "old-secret-0123456789")
+    assert s.merchant_webhook_secrets == (NEW_WHSEC, OLD_WHSEC)
     assert (s.merchant_events, s.archive_days) == ("all", 30)
     assert s.database_url == "postgresql://paylive@db.internal/paylive"
     assert s.retention_after_end_ms == 3_600_000
@@ -212,7 +216,9 @@ def test_merchant_webhook_and_archive_variables() -> None:
     [
         ({"PAYLIVE_MERCHANT_WEBHOOK_URL": "ftp://x"}, "PAYLIVE_MERCHANT_WEBHOOK_URL"),
         ({"PAYLIVE_MERCHANT_WEBHOOK_URL": "https://x"}, "PAYLIVE_MERCHANT_WEBHOOK_SECRET"),
-        ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": "long-enough-secret,short"}, "at least 16"),
+        ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": f"{NEW_WHSEC},short"}, "whsec_"),
+        ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": "whsec_" + "A" * 12}, "24 to 64 bytes"),
+        ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": "whsec_not*base64*at*all*0123456789"}, "base64"),
         ({"PAYLIVE_MERCHANT_EVENTS": "some"}, "PAYLIVE_MERCHANT_EVENTS"),
         ({"PAYLIVE_DATABASE_URL": "mysql://u:pw@h/db"}, "PAYLIVE_DATABASE_URL"),
         ({"PAYLIVE_ARCHIVE_DAYS": "0"}, "PAYLIVE_ARCHIVE_DAYS"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import PayliveError
 
@@ -21,3 +22,23 @@ class SessionQuery:
     created_from: int | None = None  # epoch ms, inclusive
     created_to: int | None = None  # epoch ms, exclusive
     limit: int = 50
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of ``GET /api/admin/audit``; ``at_from`` inclusive, ``at_to`` exclusive."""
+
+    session_id: str | None = None
+    staff: str | None = None
+    at_from: int | None = None
+    at_to: int | None = None
+    limit: int = 100
+
+    def matches(self, entry: dict[str, Any]) -> bool:
+        at = int(entry.get("at") or 0)
+        return (
+            (self.session_id is None or entry.get("session") == self.session_id)
+            and (self.staff is None or entry.get("staff") == self.staff)
+            and (self.at_from is None or at >= self.at_from)
+            and (self.at_to is None or at < self.at_to)
+        )

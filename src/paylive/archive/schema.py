@@ -12,8 +12,19 @@ import re
 from importlib import resources
 from typing import Any
 
+from .base import ArchiveUnavailable
+
 # pg_advisory_lock key: "paylive" in ASCII, so it will not clash with a shop's own.
 MIGRATION_LOCK = 0x7061796C697665
+# How long a start waits for another process's migrations before it gives up.
+MIGRATION_LOCK_WAIT_S = 60
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class MigrationLockTimeout(ArchiveUnavailable):
+    """Another process held the migrations' lock for longer than the wait: the archive
+    cannot be used yet (a start goes on without it and tries again later)."""
+
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -36,7 +47,19 @@ def migrations() -> list[tuple[int, str, str]]:
 async def migrate(conn: Any) -> list[str]:
     """Apply the migrations ``conn``'s database lacks; return the names applied."""
     applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    # Bounded: a process that died holding the lock on a connection PostgreSQL has not
+    # yet dropped, or one stuck in a migration, must not hang every start for ever.
+    await conn.execute(f"SET lock_timeout = '{MIGRATION_LOCK_WAIT_S}s'")
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            raise MigrationLockTimeout(
+                f"another process has held the migrations' lock for {MIGRATION_LOCK_WAIT_S} s"
+            ) from exc
+        raise
+    finally:
+        await conn.execute("RESET lock_timeout")
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS paylive_migrations ("
@@ -58,3 +81,14 @@ async def migrate(conn: Any) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
+
+
+async def pending(conn: Any) -> list[str]:
+    """The names of the shipped migrations ``conn``'s database lacks; changes nothing."""
+    exists = await conn.fetchval("SELECT to_regclass('paylive_migrations') IS NOT NULL")
+    done: set[int] = set()
+    if exists:
+        done = {
+            row["version"] for row in await conn.fetch("SELECT version FROM paylive_migrations")
+        }
+    return [name for version, name, _ in migrations() if version not in done]

@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 
 from ..core.merchant import read_log_record
-from .base import ArchiveUnavailable, SessionQuery
-from .schema import migrate
+from .base import ArchiveUnavailable, AuditQuery, SessionQuery
+from .schema import migrate, pending
 
 log = logging.getLogger("paylive.archive")
 
@@ -154,7 +154,13 @@ class Archive:
                 before_ms,
                 batch,
             )
-            return int(sessions.split()[-1]) + int(events.split()[-1])
+            audit = await conn.execute(
+                "DELETE FROM paylive_audit WHERE id IN (SELECT id FROM paylive_audit"
+                " WHERE at < $1 LIMIT $2)",
+                before_ms,
+                batch,
+            )
+            return int(sessions.split()[-1]) + int(events.split()[-1]) + int(audit.split()[-1])
 
         return int(await self._run(work))
 
@@ -227,6 +233,55 @@ class Archive:
 
         return [json.loads(row["body"]) for row in await self._run(work)]
 
+    # The audit trail ----------------------------------------------------------
+
+    async def audit_add(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Write audit entries; an entry written before is left as it is."""
+        rows = [
+            (
+                str(e["id"]),
+                int(e["at"]),
+                str(e["staff"]),
+                str(e["action"]),
+                e.get("session"),
+                json.dumps(e, separators=(",", ":")),
+            )
+            for e in entries
+        ]
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await conn.executemany(
+                "INSERT INTO paylive_audit (id, at, staff, action, session_id, body)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                rows,
+            )
+
+        await self._run(work)
+
+    async def audit_search(self, query: AuditQuery) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, op, value in (
+            ("session_id", "=", query.session_id),
+            ("staff", "=", query.staff),
+            ("at", ">=", query.at_from),
+            ("at", "<", query.at_to),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} {op} ${len(args)}")
+        args.append(query.limit)
+        sql = (
+            "SELECT body FROM paylive_audit"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY at DESC, id DESC LIMIT ${len(args)}"
+        )
+
+        async def work(conn: asyncpg.Connection) -> list[Any]:
+            return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+        return [json.loads(row["body"]) for row in await self._run(work)]
+
 
 async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
     """One batch of log records: merchant events, the sessions they carry, histories."""
@@ -291,3 +346,30 @@ async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         events,
     )
+
+
+async def apply_migrations(dsn: str, timeout_s: float) -> list[str]:
+    """``paylive migrate``: apply what the database lacks on one connection, as a
+    start would; return the names applied. Raises ArchiveUnavailable."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        # A wrong password or database name too: the URL is what is wrong.
+        raise ArchiveUnavailable(f"PostgreSQL refused or did not answer: {exc}") from exc
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def pending_migrations(dsn: str, timeout_s: float) -> list[str]:
+    """``paylive check``: reach the database and name the migrations it lacks."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        # A wrong password or database name too: the URL is what is wrong.
+        raise ArchiveUnavailable(f"PostgreSQL refused or did not answer: {exc}") from exc
+    try:
+        return await pending(conn)
+    finally:
+        await conn.close()

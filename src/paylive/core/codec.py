@@ -21,6 +21,13 @@ from .protocol import SUBPROTOCOLS as _BY_CODEC
 
 SUBPROTOCOLS = tuple(_BY_CODEC.values())
 
+# Server-Sent Events (docs/protocol.md 6.15), as a subscriber's "subprotocol": one
+# session's stream gives each durable event (and a snapshot) its seq as the event id,
+# so that EventSource's Last-Event-ID resumes like ``since``; the admin feed interleaves
+# every session's seqs, so its events carry no id.
+SSE = "sse"
+SSE_NO_IDS = "sse.no-ids"
+
 
 @dataclass(frozen=True)
 class Message:
@@ -52,6 +59,8 @@ class Encoded:
     _json: bytes | None = None
     _msgpack: bytes | None = None
     _text: str | None = field(default=None, repr=False)
+    _sse: bytes | None = field(default=None, repr=False)
+    _sse_no_ids: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, message: Message) -> Encoded:
@@ -100,9 +109,33 @@ class Encoded:
             self._msgpack = msgpack.packb(self.wire, use_bin_type=True)
         return self._msgpack
 
+    @property
+    def sse(self) -> bytes:
+        """One SSE event: ``id: <seq>`` for a durable event or a snapshot (it stands for
+        every event up to its seq), then the JSON map (compact JSON has no newline)."""
+        if self._sse is None:
+            seq = self.seq
+            keyed = seq is not None and (self.durable or self.type == "snapshot")
+            head = f"id: {seq}\n" if keyed else ""
+            self._sse = f"{head}data: {self.text}\n\n".encode()
+        return self._sse
+
+    @property
+    def sse_no_ids(self) -> bytes:
+        if self._sse_no_ids is None:
+            self._sse_no_ids = f"data: {self.text}\n\n".encode()
+        return self._sse_no_ids
+
     def frame(self, subprotocol: str) -> str | bytes:
-        """What to send on a socket speaking ``subprotocol``: text for JSON, binary for msgpack."""
-        return self.msgpack if subprotocol == MSGPACK else self.text
+        """What to send on a socket speaking ``subprotocol``: text for JSON, binary for
+        msgpack; on an event stream, the bytes of one event."""
+        if subprotocol == MSGPACK:
+            return self.msgpack
+        if subprotocol == SSE:
+            return self.sse
+        if subprotocol == SSE_NO_IDS:
+            return self.sse_no_ids
+        return self.text
 
 
 class DecodeError(PayliveError, ValueError):

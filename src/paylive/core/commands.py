@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .outbox import DeliveryOutcome, EffectOutcome, ResolveReview, SendAgain
+from .refunds import MarkDone, Refund
 
 
 @dataclass(frozen=True)
@@ -71,4 +72,6 @@ Command = (
     | ResolveReview
     | DeliveryOutcome
     | SendAgain
+    | Refund
+    | MarkDone
 )

@@ -152,12 +152,7 @@ class Tx:
         return attempt.ended_at if attempt.ended_at is not None else self.now
 
     def set_effect(self, effect: GatewayEffect) -> None:
-        self.update(
-            effects=tuple(
-                effect if (e.kind, e.attempt) == (effect.kind, effect.attempt) else e
-                for e in self.s.effects
-            )
-        )
+        self.update(effects=tuple(effect if e.ident == effect.ident else e for e in self.s.effects))
 
     def _bump(self) -> None:
         """Each durable event takes the next seq; bump before building its data, so

@@ -8,7 +8,11 @@ atomic step, so the effect is saved with the decision that needs it on every eng
 Cluster included, and survives whatever the worker does next. A loop at the edge carries effects out; the machine records each answer.
 
 Each effect has an idempotency key of its own, ``"{session}:{attempt}:{kind}"``, sent
-with every call, so a call repeated after a crash or a lost answer is done once.
+with every call, so a call repeated after a crash or a lost answer is done once. A
+refund the shop or staff asked for (docs/protocol.md section 6.11) is the ``number``-th
+of its session (1, 2, ...; the automatic refund of a second or late charge is 0) and
+carries its ``amount``: its key is ``"{session}:{attempt}:refund.{number}"``, so several
+partial refunds of one payment are each made once.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ DONE = "done"
 CANCELLED = "cancelled"
 
 
-def effect_key(session_id: str, attempt: int, kind: str) -> str:
-    """The effect's idempotency key (also its id): one per attempt and kind."""
+def effect_key(session_id: str, attempt: int, kind: str, number: int = 0) -> str:
+    """The effect's idempotency key (also its id): one per attempt, kind and number."""
+    if number:
+        return f"{session_id}:{attempt}:{kind}.{number}"
     return f"{session_id}:{attempt}:{kind}"
 
 
@@ -54,13 +60,31 @@ class GatewayEffect:
     tries: int = 0
     last_error: str | None = None
     done_at: int | None = None
+    # A refund asked for (section 6.11): its number in the session, amount, reason and
+    # who asked ("merchant" or a staff name). Absent on the automatic effects.
+    number: int = 0
+    amount: int | None = None
+    reason: str | None = None
+    requested_by: str | None = None
+    # Marked done by hand by staff (the provider was dealt with outside paylive).
+    done_by: str | None = None
+    note: str | None = None
 
     @property
     def pending(self) -> bool:
         return self.status == PENDING
 
+    @property
+    def ident(self) -> tuple[str, int, int]:
+        return (self.kind, self.attempt, self.number)
+
+    @property
+    def requested(self) -> bool:
+        """A refund the shop or staff asked for, not an automatic one."""
+        return self.kind == REFUND and self.number > 0
+
     def key(self, session_id: str) -> str:
-        return effect_key(session_id, self.attempt, self.kind)
+        return effect_key(session_id, self.attempt, self.kind, self.number)
 
     def to_public(self, session_id: str) -> dict[str, Any]:
         return {
@@ -74,7 +98,17 @@ class GatewayEffect:
             "last_error": self.last_error,
             "created_at": self.created_at,
             "done_at": self.done_at,
+            **self._extra(),
         }
+
+    def _extra(self) -> dict[str, Any]:
+        """The optional fields that are set: old records and answers stay as they were."""
+        extra: dict[str, Any] = {}
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value:
+                extra[name] = value
+        return extra
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -86,11 +120,15 @@ class GatewayEffect:
             "tries": self.tries,
             "last_error": self.last_error,
             "done_at": self.done_at,
+            **self._extra(),
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> GatewayEffect:
         return cls(**record)
+
+
+_OPTIONAL = ("number", "amount", "reason", "requested_by", "done_by", "note")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .decision import Decision, NeedsVoid, Rules, Tx
+from .effects import VOID
 from .session import EXPIRED, FAILED, INTERRUPTED, OUTCOME_UNKNOWN, Session
 from .voids import missing, settle_voids, unknown
 
@@ -67,15 +68,27 @@ def end_attempt(
     return tx.done()
 
 
-def expire(s: Session, now: int, voids: Mapping[int, bool]) -> Decision | NeedsVoid:
+def expire(
+    s: Session, now: int, voids: Mapping[int, bool], rules: Rules | None = None
+) -> Decision | NeedsVoid:
     pending = unknown(s, voids)
     needed = missing(pending, voids)
-    if needed:
+    overdue = rules is not None and now >= s.expires_at + rules.effect_review_after_ms
+    if needed and not overdue:
         return needed
     tx = Tx(s, now)
     previous = s.status
-    if settle_voids(tx, pending, voids, emit=False):
+    if settle_voids(tx, tuple(n for n in pending if n in voids), voids, emit=False):
         return tx.done()
+    if needed:
+        # The provider has not confirmed these voids for as long as an effect may fail
+        # before a person looks (every expiry tick asked): the session expires all the
+        # same, flagged for review, and the voids go on in the outbox, which keeps the
+        # session until they are confirmed. Waiting on would leave it active until its
+        # record expired, an unknown attempt in it and nobody told.
+        for number in needed.attempts:
+            tx.add_effect(VOID, number)
+        tx.update(needs_review=True)
     tx.update(status=EXPIRED, deadline=None, retry_at=None)
     tx.state(previous, "expired")
     return tx.done()

@@ -39,6 +39,7 @@ from .outbox import (
     send_again,
 )
 from .protocol import ErrorCode
+from .refunds import MarkDone, Refund, mark_done, refund
 from .results import provider_result, reference
 from .session import (
     A_NETWORK_ERROR,
@@ -64,9 +65,11 @@ __all__ = [
     "DeliveryOutcome",
     "EffectOutcome",
     "Interrupt",
+    "MarkDone",
     "NeedsVoid",
     "ProviderResult",
     "Reference",
+    "Refund",
     "Refusal",
     "ResolveReview",
     "Rules",
@@ -129,6 +132,13 @@ def decide(
         return record_delivery(session, command, now, rules)
     if isinstance(command, SendAgain):
         return send_again(session, command, now)
+    if isinstance(command, Refund):
+        return refund(session, command, now)
+    if isinstance(command, MarkDone):
+        found = mark_done(session, command)
+        if isinstance(found, Decision):
+            return found
+        return _effect_outcome(session, found, now, rules, voids)
     raise TypeError(f"not a command: {command!r}")
 
 
@@ -226,7 +236,7 @@ def _tick(s: Session, now: int, rules: Rules, voids: Mapping[int, bool]) -> Deci
     if s.status == PROCESSING and s.deadline is not None and now >= s.deadline:
         return end_attempt(s, s.attempt, A_TIMEOUT, "timeout", None, True, now, rules, voids)
     if s.status in (CREATED, INTERRUPTED) and now >= s.expires_at:
-        return expire(s, now, voids)
+        return expire(s, now, voids, rules)
     return Decision(s)
 
 
@@ -237,7 +247,7 @@ def _effect_outcome(
     out about the money is then the provider's word on the attempt, in the same save:
     money taken is a success (captured: the session succeeds now; found taken by a void:
     a late success, given back if the session is over), a hold gone is a failure."""
-    effect = s.effect(cmd.kind, cmd.attempt)
+    effect = s.effect(cmd.kind, cmd.attempt, cmd.number)
     recorded = record_outcome(s, cmd, now, rules)
     if effect is None or not effect.pending or not cmd.ok or cmd.kind == REFUND:
         return recorded

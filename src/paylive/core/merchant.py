@@ -33,12 +33,23 @@ FAILED = "session.failed"
 CANCELLED = "session.cancelled"
 EXPIRED = "session.expired"
 REFUNDED = "session.refunded"
+# A refund the shop or staff asked for (section 6.11) that leaves part of the payment.
+PARTIALLY_REFUNDED = "session.partially_refunded"
 NEEDS_REVIEW = "session.needs_review"
 REVIEW_RESOLVED = "session.review_resolved"
 # With PAYLIVE_MERCHANT_EVENTS=all: a durable state change that is no outcome.
 UPDATED = "session.updated"
 
-OUTCOME_TYPES = (SUCCEEDED, FAILED, CANCELLED, EXPIRED, REFUNDED, NEEDS_REVIEW, REVIEW_RESOLVED)
+OUTCOME_TYPES = (
+    SUCCEEDED,
+    FAILED,
+    CANCELLED,
+    EXPIRED,
+    REFUNDED,
+    PARTIALLY_REFUNDED,
+    NEEDS_REVIEW,
+    REVIEW_RESOLVED,
+)
 EVENT_TYPES = (*OUTCOME_TYPES, UPDATED)
 MODES = ("outcomes", "all")
 
@@ -54,6 +65,8 @@ class MerchantEvent:
     previous: str
     # On session.refunded: the confirmed effect (its attempt, kind and id).
     effect: dict[str, Any] | None = None
+    # On a refund the shop or staff asked for: {amount, amount_refunded, reason}.
+    refund: dict[str, Any] | None = None
 
     @property
     def session_id(self) -> str:
@@ -75,6 +88,8 @@ class MerchantEvent:
         }
         if self.effect is not None:
             wire["effect"] = self.effect
+        if self.refund is not None:
+            wire["refund"] = self.refund
         return wire
 
     def body(self) -> bytes:
@@ -96,16 +111,38 @@ def refund_of(data: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def refund_type(session: dict[str, Any], effect: dict[str, Any]) -> str:
+    """``session.refunded``, unless a refund asked for leaves part of the payment. The
+    automatic refund of a second or late charge is always ``session.refunded``, as it
+    was before refunds could be asked for."""
+    if effect.get("number") and session.get("amount_refunded", 0) < session["amount"]:
+        return PARTIALLY_REFUNDED
+    return REFUNDED
+
+
+def refund_details(session: dict[str, Any], effect: dict[str, Any]) -> dict[str, Any] | None:
+    """What a refund event says of a refund asked for (None for an automatic one)."""
+    if not effect.get("number"):
+        return None
+    return {
+        "id": effect["id"],
+        "amount": effect.get("amount"),
+        "amount_refunded": session.get("amount_refunded", 0),
+        "reason": effect.get("reason"),
+    }
+
+
 def outcomes_of(
-    previous: str, was_review: bool, session: dict[str, Any], refunded: bool
+    previous: str, was_review: bool, session: dict[str, Any], refunded: dict[str, Any] | None
 ) -> list[str]:
-    """The outcome types one state change makes, in the order they are delivered."""
+    """The outcome types one state change makes, in the order they are delivered
+    (``refunded``: the refund effect it confirms, if any)."""
     out: list[str] = []
     status = session["status"]
     if status != previous and status in TERMINAL_STATUSES:
         out.append(f"session.{status}")
-    if refunded:
-        out.append(REFUNDED)
+    if refunded is not None:
+        out.append(refund_type(session, refunded))
     review = bool(session.get("needs_review"))
     if review and not was_review:
         out.append(NEEDS_REVIEW)
@@ -129,10 +166,11 @@ def merchant_events(
         session = message.data["session"]
         previous, cause = str(message.data["previous"]), str(message.data["cause"])
         refund = refund_of(message.data)
-        kinds = outcomes_of(previous, was_review, session, refund is not None)
+        kinds = outcomes_of(previous, was_review, session, refund)
         if not kinds and mode == "all":
             kinds = [UPDATED]
         for kind in kinds:
+            refunds = kind in (REFUNDED, PARTIALLY_REFUNDED) and refund is not None
             out.append(
                 MerchantEvent(
                     event_id(message.session, message.seq, kind),
@@ -142,7 +180,8 @@ def merchant_events(
                     message.seq,
                     cause,
                     previous,
-                    refund if kind == REFUNDED else None,
+                    refund if refunds else None,
+                    refund_details(session, refund) if refunds and refund else None,
                 )
             )
         was_review = bool(session.get("needs_review"))

@@ -42,6 +42,11 @@ class EffectOutcome:
     # The attempt's money has moved: a capture took it, or a void found it taken. A
     # capture confirmed with False found the hold gone (released, expired).
     charged: bool = False
+    # Which refund of the session (effects.py): 0 for every other effect.
+    number: int = 0
+    # Staff marked it done by hand (``MarkDone``): who, and why.
+    by: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class SendAgain:
 
 
 def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> Decision:
-    effect = s.effect(cmd.kind, cmd.attempt)
+    effect = s.effect(cmd.kind, cmd.attempt, cmd.number)
     if effect is None:
         return refuse(
             s, ErrorCode.UNKNOWN_EFFECT, f"no {cmd.kind} effect for attempt {cmd.attempt} in {s.id}"
@@ -84,6 +89,14 @@ def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> De
     if not effect.pending:
         return Decision(s)  # answered already: a try repeated after its answer was saved
     tx = Tx(s, now)
+    if cmd.ok and cmd.by is not None:
+        # Done by hand: no call to the provider was confirmed, so no try is counted.
+        done = replace(
+            effect, status=DONE, next_at=None, done_at=now, done_by=cmd.by, note=cmd.note
+        )
+        tx.set_effect(done)
+        tx.state(s.status, "effect_done", effect=done.to_public(s.id), by_hand=True)
+        return tx.done()
     tries = effect.tries + 1
     if cmd.ok:
         done = replace(effect, status=DONE, tries=tries, next_at=None, done_at=now)
@@ -112,7 +125,8 @@ def resolve_review(s: Session, cmd: ResolveReview, now: int) -> Decision:
         return refuse(
             s,
             ErrorCode.EFFECTS_PENDING,
-            f"the provider has not confirmed the {kinds} yet; resolve once it has",
+            f"the provider has not confirmed the {kinds} yet; resolve once it has,"
+            " or once staff marked it done by hand",
         )
     if not s.needs_review:
         return refuse(s, ErrorCode.INVALID_STATE, "the session does not need review")

@@ -73,6 +73,7 @@ class ErrorCode(StrEnum):
     # Who is asking.
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
+    ROLE_NOT_ALLOWED = "role_not_allowed"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     # What is asked for.
     NOT_FOUND = "not_found"
@@ -87,6 +88,8 @@ class ErrorCode(StrEnum):
     EFFECTS_PENDING = "effects_pending"
     DELIVERY_PENDING = "delivery_pending"
     WEBHOOKS_OFF = "webhooks_off"
+    NOT_PAID = "not_paid"
+    REFUND_EXCEEDS_CAPTURED = "refund_exceeds_captured"
     CONFLICT = "conflict"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     # A field is wrong.
@@ -104,3 +107,24 @@ class ErrorCode(StrEnum):
     ENGINE_UNAVAILABLE = "engine_unavailable"
     GATEWAY_UNAVAILABLE = "gateway_unavailable"
     ARCHIVE_UNAVAILABLE = "archive_unavailable"
+
+
+# Refusals that say "not now" rather than "no": the same request may succeed later
+# without changing. An ``Idempotency-Key`` never remembers them (docs/protocol.md
+# section 6.2); every other answer with a key is final and replayed.
+TEMPORARY_CODES = frozenset(
+    {
+        ErrorCode.RETRY_NOT_YET_ALLOWED,
+        ErrorCode.CONFLICT,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.OVERLOADED,
+        ErrorCode.REQUEST_TIMEOUT,
+        ErrorCode.IDEMPOTENCY_KEY_IN_USE,
+        ErrorCode.TOO_MANY_SOCKETS,
+        ErrorCode.EFFECTS_PENDING,
+        ErrorCode.DELIVERY_PENDING,
+        ErrorCode.ENGINE_UNAVAILABLE,
+        ErrorCode.GATEWAY_UNAVAILABLE,
+        ErrorCode.ARCHIVE_UNAVAILABLE,
+    }
+)

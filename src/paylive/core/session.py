@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .effects import Delivery, GatewayEffect
+from .effects import DONE, Delivery, GatewayEffect
 from .protocol import ACTIVE_STATUSES as ACTIVE_STATUSES
 from .protocol import TERMINAL_STATUSES as TERMINAL_STATUSES
 from .protocol import AttemptStatus, Status
@@ -43,6 +43,7 @@ FINAL_ATTEMPT_STATUSES = frozenset(
     {A_SUCCEEDED, A_DECLINED, A_PROVIDER_ERROR, A_VOIDED, A_REFUNDED}
 )
 
+AUDIT_KEPT = 200
 INTERRUPTION_REASONS = ("timeout", "network_error", "declined", "provider_error")
 
 
@@ -111,6 +112,10 @@ class Session:
     deliveries: tuple[Delivery, ...] = ()
     # The last resolved review ({by, note, at}): for staff, not for the checkout page.
     review: dict[str, Any] | None = None
+    # The audit trail (docs/protocol.md section 6.13): what staff and the shop did to
+    # the session, {id, at, staff, role, action, session, address, details} each,
+    # saved with the change it records. For staff, not for the checkout page.
+    audit: tuple[dict[str, Any], ...] = ()
     # Not on the wire: the card a retry reuses when it names none, and the
     # version that compare-and-set checks (it changes with every save).
     payment_method: dict[str, Any] | None = None
@@ -137,15 +142,38 @@ class Session:
         attempts[attempt.number - 1] = attempt
         return replace(self, attempts=tuple(attempts))
 
+    def with_audit(self, entry: dict[str, Any]) -> Session:
+        """The session with ``entry`` at the end of its audit trail (the newest
+        ``AUDIT_KEPT`` are kept with it; the archive keeps them all)."""
+        return replace(self, audit=(self.audit + (entry,))[-AUDIT_KEPT:])
+
     @property
     def pending_effects(self) -> tuple[GatewayEffect, ...]:
         return tuple(e for e in self.effects if e.pending)
 
-    def effect(self, kind: str, attempt: int) -> GatewayEffect | None:
+    def effect(self, kind: str, attempt: int, number: int = 0) -> GatewayEffect | None:
         for effect in self.effects:
-            if effect.kind == kind and effect.attempt == attempt:
+            if effect.ident == (kind, attempt, number):
                 return effect
         return None
+
+    @property
+    def refunds(self) -> tuple[GatewayEffect, ...]:
+        """The refunds the shop or staff asked for, in the order they were decided."""
+        return tuple(e for e in self.effects if e.requested)
+
+    @property
+    def amount_refunded(self) -> int:
+        """What the provider confirmed was given back of the session's payment."""
+        return sum(e.amount or 0 for e in self.refunds if e.status == DONE)
+
+    @property
+    def refundable(self) -> int:
+        """What may still be refunded: the payment less every refund decided (pending
+        ones included, so that two refunds in flight never add up to more)."""
+        if self.status != SUCCEEDED:
+            return 0
+        return self.amount - sum(e.amount or 0 for e in self.refunds)
 
     def next_effect_at(self) -> int | None:
         """When the effect loop must try this session's outbox again, if ever: its
@@ -189,6 +217,27 @@ class Session:
             "seq": self.seq,
             "needs_review": self.needs_review,
             "metadata": self.metadata,
+            **self._refunds_public(),
+        }
+
+    def _refunds_public(self) -> dict[str, Any]:
+        """Only on a session with a refund asked for: every other message stays as it was."""
+        refunds = self.refunds
+        if not refunds:
+            return {}
+        return {
+            "amount_refunded": self.amount_refunded,
+            "refunds": [
+                {
+                    "id": e.key(self.id),
+                    "amount": e.amount,
+                    "reason": e.reason,
+                    "status": e.status,
+                    "created_at": e.created_at,
+                    "done_at": e.done_at,
+                }
+                for e in refunds
+            ],
         }
 
     def to_admin(self) -> dict[str, Any]:
@@ -196,10 +245,14 @@ class Session:
         out = self.to_public()
         out["effects"] = [e.to_public(self.id) for e in self.effects]
         out["review"] = self.review
+        out["audit"] = list(self.audit)
         return out
 
     def to_record(self) -> dict[str, Any]:
         record = self.to_public()
+        # Made again from the effects on the way out: not stored twice.
+        record.pop("refunds", None)
+        record.pop("amount_refunded", None)
         record["attempts"] = [
             {
                 "number": a.number,
@@ -216,6 +269,8 @@ class Session:
         if self.deliveries:  # most records never hold one: no empty list in each
             record["deliveries"] = [d.to_record() for d in self.deliveries]
         record["review"] = self.review
+        if self.audit:
+            record["audit"] = list(self.audit)
         record["payment_method"] = self.payment_method
         record["version"] = self.version
         if self.trace is not None:
@@ -245,6 +300,7 @@ class Session:
             effects=tuple(GatewayEffect.from_record(e) for e in record.get("effects", ())),
             deliveries=tuple(Delivery.from_record(d) for d in record.get("deliveries", ())),
             review=record.get("review"),
+            audit=tuple(record.get("audit", ())),
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),
             trace=record.get("trace"),

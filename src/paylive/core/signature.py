@@ -1,8 +1,8 @@
-"""Webhook signatures, both ways: ``Paylive-Signature: t=<s>,v1=<hex>[,v1=...]``.
+"""Provider webhook signatures: ``Paylive-Signature: t=<s>,v1=<hex>[,v1=...]``.
 
-The same scheme signs what the sandbox provider posts to paylive (docs/protocol.md
-section 3) and what paylive posts to the shop (section 6.8), so one ``verify`` serves
-both: the shop's receiver may import it from here or copy its dozen lines.
+What the sandbox provider posts to paylive (docs/protocol.md section 3). Webhooks
+paylive posts to the shop are signed per Standard Webhooks instead
+(``standard_webhooks.py``, section 6.8); both raise ``SignatureError``.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@ atomically with each save instead of scanning every session."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .codec import Message
 from .effects import KINDS
 from .session import (
     A_PROCESSING,
@@ -85,3 +86,57 @@ def summary(counters: Mapping[str, int]) -> dict[str, Any]:
             kind: max(0, int(counters.get(f"effects_pending:{kind}", 0))) for kind in KINDS
         },
     }
+
+
+# The dashboard's chart (docs/protocol.md 6.14): durable state changes and interruptions
+# per minute, counted in the same counters, one pair of fields per minute.
+MINUTE_MS = 60_000
+CHART_MINUTES = 60
+_MINUTE = "minute:"
+# A state event with one of these causes is an interruption, as the dashboard counts.
+INTERRUPTION_CAUSES = frozenset(INTERRUPTION_REASONS)
+
+
+def minute_delta(events: Sequence[Message]) -> dict[str, int]:
+    """Counter changes for the chart from one decision's durable events."""
+    out: dict[str, int] = {}
+    for event in events:
+        if event.type != "state":
+            continue
+        minute = event.ts // MINUTE_MS
+        name = f"{_MINUTE}{minute}:changes"
+        out[name] = out.get(name, 0) + 1
+        if event.data.get("cause") in INTERRUPTION_CAUSES:
+            name = f"{_MINUTE}{minute}:interruptions"
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def _minute_of(name: str) -> int | None:
+    if not name.startswith(_MINUTE):
+        return None
+    raw = name[len(_MINUTE) :].partition(":")[0]
+    return int(raw) if raw.isdigit() else None
+
+
+def chart(counters: Mapping[str, int], now: int, minutes: int = CHART_MINUTES) -> dict[str, Any]:
+    """The last ``minutes`` minutes up to ``now``, oldest first: for each, its start
+    (epoch ms) and its counts."""
+    last = now // MINUTE_MS
+    series = []
+    for minute in range(last - minutes + 1, last + 1):
+        series.append(
+            {
+                "at": minute * MINUTE_MS,
+                "changes": max(0, int(counters.get(f"{_MINUTE}{minute}:changes", 0))),
+                "interruptions": max(0, int(counters.get(f"{_MINUTE}{minute}:interruptions", 0))),
+            }
+        )
+    return {"minutes": series}
+
+
+def stale_minutes(counters: Mapping[str, int], now: int, minutes: int = CHART_MINUTES) -> list[str]:
+    """The chart's counters older than the window (with a minute to spare for clocks
+    a little apart): the summary loop deletes them."""
+    oldest = now // MINUTE_MS - minutes
+    return [name for name in counters if (m := _minute_of(name)) is not None and m < oldest]

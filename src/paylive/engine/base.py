@@ -68,7 +68,9 @@ class SessionStore(ABC):
         and index its outbox and its review flag for the listings below. False, and
         nothing changed, when the version moved. A session is kept while its outbox
         owes anything (``session.owes``: a pending effect or a merchant event not yet
-        delivered), however long ago it ended."""
+        delivered), and while it is flagged ``needs_review``, however long ago it
+        ended: a case for review stays listed and resolvable until a person resolves
+        it, and its retention starts then."""
 
     @abstractmethod
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
@@ -81,6 +83,10 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def counters(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        """Delete these counters (the chart's minutes past its window)."""
 
     @abstractmethod
     async def list_review(self, limit: int) -> list[Session]:
@@ -223,6 +229,14 @@ class ShopStore(ABC):
     @abstractmethod
     async def deliveries(self, open_only: bool, limit: int) -> list[bytes]:
         """Newest first."""
+
+    @abstractmethod
+    async def audit_add(self, entry: bytes, kept: int) -> None:
+        """Add an entry to the audit trail of every session; the newest ``kept`` stay."""
+
+    @abstractmethod
+    async def audit_read(self, start: int, count: int) -> list[bytes]:
+        """``count`` audit entries from the ``start``-th newest on, newest first."""
 
 
 class Engine(SessionStore, TimerStore, RecordStore, FanOut, ShopStore):

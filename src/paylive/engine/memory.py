@@ -116,7 +116,10 @@ class MemoryEngine(MemoryShop, Engine):
             self._review.pop(session.id, None)
         if stored.status in TERMINAL_STATUSES:
             self._active.pop(session.id, None)
-            if current.status not in TERMINAL_STATUSES:
+            # A case flagged for review is kept until a person resolves it, whatever
+            # the retention: its retention starts when it is resolved.
+            ended = current.status not in TERMINAL_STATUSES or current.needs_review
+            if ended and not stored.needs_review:
                 purge_at = stored.updated_at + self._settings.retention_after_end_ms
                 self._purge.append((purge_at, session.id))
         for payload in events:
@@ -145,7 +148,15 @@ class MemoryEngine(MemoryShop, Engine):
         return out
 
     async def counters(self) -> dict[str, int]:
-        return dict(self._counters)
+        # The review counter is what the review list holds, never a running sum.
+        counters = {k: v for k, v in self._counters.items() if k != "needs_review"}
+        if self._review:
+            counters["needs_review"] = len(self._review)
+        return counters
+
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._counters.pop(name, None)
 
     async def list_review(self, limit: int) -> list[Session]:
         return [self._sessions[i] for i in list(reversed(self._review))[: max(0, limit)]]
@@ -189,6 +200,9 @@ class MemoryEngine(MemoryShop, Engine):
         kept: list[tuple[int, str]] = []
         while self._purge and self._purge[0][0] <= now:
             _, session_id = self._purge.popleft()
+            session = self._sessions.get(session_id)
+            if session is None or session.needs_review:
+                continue  # gone, or kept for review: resolving it queues it again
             if session_id in self._effects:
                 # Its outbox still owes the provider a call: keep it, look again later.
                 kept.append((now + self._settings.retention_after_end_ms, session_id))

@@ -24,6 +24,7 @@ class MemoryShop:
         self._deliveries: dict[str, tuple[bytes, int]] = {}
         self._open: OrderedDict[str, None] = OrderedDict()
         self._done: OrderedDict[str, None] = OrderedDict()
+        self._audit: list[bytes] = []  # oldest first
 
     # Events log ------------------------------------------------------------------
 
@@ -85,3 +86,13 @@ class MemoryShop:
         ids = list(self._open) if open_only else [*self._open, *self._done]
         ids.sort(key=lambda event_id: self._deliveries[event_id][1], reverse=True)
         return [self._deliveries[event_id][0] for event_id in ids[:limit]]
+
+    # Audit trail -----------------------------------------------------------------
+
+    async def audit_add(self, entry: bytes, kept: int) -> None:
+        self._audit.append(entry)
+        del self._audit[:-kept]
+
+    async def audit_read(self, start: int, count: int) -> list[bytes]:
+        newest = len(self._audit) - start
+        return self._audit[max(0, newest - count) : max(0, newest)][::-1]

@@ -48,9 +48,11 @@ class Gateway(ABC):
         ``idempotency_key`` is the outbox effect's, when the void is one."""
 
     @abstractmethod
-    async def refund(self, key: str, ref: str | None, idempotency_key: str) -> None:
-        """Give back the money charged under ``key``, once per ``idempotency_key``.
-        Raises GatewayError unless the provider confirms."""
+    async def refund(
+        self, key: str, ref: str | None, idempotency_key: str, amount: int | None = None
+    ) -> None:
+        """Give back the money charged under ``key`` (``amount`` of it; None: all of it),
+        once per ``idempotency_key``. Raises GatewayError unless the provider confirms."""
 
     async def capture(self, key: str, ref: str | None, idempotency_key: str) -> bool:
         """Take the money a hold keeps, once per ``idempotency_key``: True once it is

@@ -41,6 +41,7 @@ REFUNDED = b"refunded"
 LEDGER_TTL_MS = 7 * 24 * 3600 * 1000
 OUTAGE_KEY = "sandbox:outage"
 LEDGER_KINDS = ("charge", "void", "capture", "refund")
+REFUNDS_LISTED = 100  # refunds asked for, per attempt, that the ledger lists
 
 
 def _outage() -> GatewayError:
@@ -52,7 +53,7 @@ class Card:
     """What the sandbox does with a card number."""
 
     # succeeded | declined | provider_error | never | unreachable | lost_answer | late
-    # | void_lost
+    # | void_lost | hang
     result: str
     decline_code: str | None = None
 
@@ -70,7 +71,11 @@ TEST_CARDS: dict[str, Card] = {
     # Charged, and the first void is lost on its way (acknowledged, not done): its
     # success comes after all, as a late success the server must give back.
     "4000000000000341": Card("void_lost"),
+    # The call to charge is not answered for ten minutes (a provider that hangs): the
+    # deadline of the request decides, and the attempt's timeout its outcome.
+    "4000000000000606": Card("hang"),
 }
+HANG_S = 600.0
 
 
 def card_behaviour(number: str) -> Card:
@@ -111,6 +116,9 @@ class SandboxGateway(Gateway):
             return ChargeReply.ACCEPTED
         delay = self._settings.sandbox_delay_ms / 1000
         if card.result == "never":
+            return ChargeReply.ACCEPTED
+        if card.result == "hang":
+            await asyncio.sleep(HANG_S)
             return ChargeReply.ACCEPTED
         if card.result == "unreachable":
             return ChargeReply.NETWORK_ERROR
@@ -155,13 +163,34 @@ class SandboxGateway(Gateway):
             return False
         return await self._engine.put_if_absent(f"sandbox:lost:{key}", b"1", LEDGER_TTL_MS) is None
 
-    async def refund(self, key: str, ref: str | None, idempotency_key: str) -> None:
+    async def refund(
+        self, key: str, ref: str | None, idempotency_key: str, amount: int | None = None
+    ) -> None:
         await self._up()
+        if amount is not None:
+            await self._refund_part(key, idempotency_key, amount)
+            return
         if await self._engine.get(self._ledger(key)) == CHARGED:
             # The log entry first: a refund cut short after it is finished by the retry.
             await self._log(key, "refund", idempotency_key)
             await self._engine.put(self._ledger(key), REFUNDED, LEDGER_TTL_MS)
         # Refunded already: done once. Anything else: nothing was taken to give back.
+
+    async def _refund_part(self, key: str, idempotency_key: str, amount: int) -> None:
+        """A refund asked for (``<key>:refund.<n>``): one ledger entry per refund, made
+        once whatever the number of calls (the entry is the refund)."""
+        held = await self._engine.get(self._ledger(key))
+        if held not in (CHARGED, REFUNDED):
+            raise GatewayError(f"nothing was taken under {key} to refund")
+        _, _, kind = idempotency_key.rpartition(":")
+        entry = {
+            "at": time.time_ns() // 1_000_000,
+            "idempotency_key": idempotency_key,
+            "amount": amount,
+        }
+        await self._engine.put_if_absent(
+            f"sandbox:did:{key}:{kind}", json.dumps(entry).encode(), LEDGER_TTL_MS
+        )
 
     async def capture(self, key: str, ref: str | None, idempotency_key: str) -> bool:
         await self._up()
@@ -202,6 +231,16 @@ class SandboxGateway(Gateway):
                 if raw is not None:
                     entry = json.loads(raw)
                     entries.append({"attempt": number, "kind": kind, **entry})
+            # Refunds asked for are numbered from 1; one still failing leaves a gap.
+            missed, part = 0, 0
+            while missed < 5 and part < REFUNDS_LISTED:
+                part += 1
+                raw = await self._engine.get(f"sandbox:did:{session_id}:{number}:refund.{part}")
+                if raw is None:
+                    missed += 1
+                    continue
+                missed = 0
+                entries.append({"attempt": number, "kind": "refund", **json.loads(raw)})
         entries.sort(key=lambda e: (e["at"], e["attempt"], LEDGER_KINDS.index(str(e["kind"]))))
         return entries
 

@@ -151,7 +151,9 @@ class StripeGateway(Gateway):
             return False
         raise GatewayError(f"stripe: {ref} is {status} after a capture")
 
-    async def refund(self, key: str, ref: str | None, idempotency_key: str) -> None:
+    async def refund(
+        self, key: str, ref: str | None, idempotency_key: str, amount: int | None = None
+    ) -> None:
         if ref is None:
             raise GatewayError(f"stripe: no PaymentIntent is recorded for {key}")
         try:
@@ -161,9 +163,15 @@ class StripeGateway(Gateway):
             for made in done.data:
                 if (made.to_dict().get("metadata") or {}).get(EFFECT_META) == idempotency_key:
                     return
+            params: dict[str, Any] = {
+                "payment_intent": ref,
+                "metadata": {EFFECT_META: idempotency_key},
+            }
+            if amount is not None:
+                params["amount"] = amount
             _seen(
                 await self._refunds.create_async(
-                    params={"payment_intent": ref, "metadata": {EFFECT_META: idempotency_key}},
+                    params=params,  # type: ignore[arg-type]
                     options=self._options(idempotency_key),
                 )
             )
@@ -281,13 +289,16 @@ def verify_signature(
     except UnicodeDecodeError:
         raise SignatureError("the body is not UTF-8") from None
     reason = "no webhook secret is configured"
+    matched = False
+    # Every secret is tried, so the time taken does not tell which one matched.
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(payload, header, secret, tolerance_s)
-            return
+            matched = True
         except stripe.SignatureVerificationError as exc:
             reason = str(exc.user_message or "bad signature").split(".")[0]
-    raise SignatureError(reason)
+    if not matched:
+        raise SignatureError(reason)
 
 
 def event_result(event: Mapping[str, Any]) -> tuple[str, str, ProviderResult] | None:

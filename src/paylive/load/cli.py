@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
     )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a live progress line during the drive, on stderr (default: when stdout and "
+        "stderr are terminals)",
+    )
 
 
 def run_load(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .config import Config, LoadError, plan
 from .procstat import ProcSample, machine_busy_s, raise_nofile, sample_each, sample_tree
+from .progress import drive_progress
 from .report import merge
 from .serverstats import Reading, gc_between, lag_between, redis_between, redis_reading, scrape
 
@@ -184,8 +185,10 @@ def execute(
         sampler.take("drive_start")
         busy0, busy_at0 = machine_busy_s(), time.monotonic()
         deadline = time.monotonic() + duration + DRIVE_GRACE_S
-        for worker in workers:
-            worker.expect("drove", deadline)
+        label = f"driving {args.rate:g}/s on {sockets} {'sockets' if configs[0].mode == 'ws' else 'clients'}"
+        with drive_progress(duration, label, getattr(args, "progress", None)):
+            for worker in workers:
+                worker.expect("drove", deadline)
         sampler.take("drove")
         lag1 = scrape(base_url, token)
         redis1 = redis_reading(redis_url) if redis_url else None

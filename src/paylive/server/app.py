@@ -19,7 +19,7 @@ from ..core.protocol import ErrorCode
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..telemetry import context, tracing
-from ..web import admin, observe, pages, shop, sockets
+from ..web import admin, observe, pages, shop, sockets, streams, tickets
 from ..web import routes as http_api
 from ..web.admission import Admission, Door
 from ..web.admission import serve as serve_admission
@@ -109,7 +109,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
         WebSocketRoute("/ws/admin", sockets.admin_socket),
     ]
-    routes = [*http_api.routes, *admin.routes, *shop.routes, *socket_routes, *pages.routes()]
+    routes = [
+        *http_api.routes,
+        *streams.routes,
+        *tickets.routes,
+        *admin.routes,
+        *shop.routes,
+        *socket_routes,
+        *pages.routes(),
+    ]
     middleware = []
     if settings.allowed_origins:
         # Checkout pages on the shop's own origin call the customer API with their
@@ -123,6 +131,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                     "Authorization",
                     "Content-Type",
                     "Idempotency-Key",
+                    "Last-Event-ID",
                     "X-Request-Id",
                     "traceparent",
                 ],
@@ -141,4 +150,4 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         return None if runtime is None else runtime.admission
 
-    return SocketsFirst(Observe(Door(app, admission)), app, socket_routes)
+    return SocketsFirst(Observe(Door(app, admission, settings)), app, socket_routes)

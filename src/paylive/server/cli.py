@@ -1,4 +1,4 @@
-"""``paylive serve`` and ``paylive load`` (docs/protocol.md section 5)."""
+"""``paylive serve``, ``check``, ``migrate`` and ``load`` (docs/protocol.md sections 5 and 6.9)."""
 
 from __future__ import annotations
 
@@ -109,6 +109,9 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         backlog=settings.listen_backlog,
         server_header=False,
+        # X-Forwarded-For and -Proto from these proxies only (PAYLIVE_TRUSTED_PROXIES).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
     from .uvicorn import run
 
@@ -116,22 +119,81 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
     return 0
 
 
+class _Help(argparse.HelpFormatter):
+    """Each option's default shown after its help, unless the help says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default is not None
+            and default is not False
+            and default != argparse.SUPPRESS
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="paylive", description="Live payment sessions.")
+    parser = argparse.ArgumentParser(
+        prog="paylive",
+        description="Live payment sessions. Every setting is a PAYLIVE_* environment "
+        "variable (README: Configuration); the options below override a few of them.",
+    )
     parser.add_argument("--version", action="version", version=f"paylive {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p_serve = commands.add_parser("serve", help="run the server")
-    p_serve.add_argument("--host", default=None, help="overrides HOST (default 127.0.0.1)")
-    p_serve.add_argument("--port", type=int, default=None, help="overrides PORT (default 8000)")
-    p_serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes (needs Redis above 1)"
+    p_serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        formatter_class=_Help,
+        description="Run the server. Settings come from the environment (PAYLIVE_*, "
+        "HOST, PORT; secrets also from <NAME>_FILE); a bad value stops it naming the "
+        "variable.",
     )
     p_serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--host", default=None, help="address to listen on [env: HOST] (default: 127.0.0.1)"
+    )
+    p_serve.add_argument(
+        "--port", type=int, default=None, help="port to listen on [env: PORT] (default: 8000)"
+    )
+    p_serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes; above 1 needs PAYLIVE_REDIS_URL",
+    )
+    p_serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least important log lines shown",
     )
 
-    p_load = commands.add_parser("load", help="the load generator")
+    p_check = commands.add_parser(
+        "check",
+        help="validate the configuration and reach Redis, PostgreSQL and the provider",
+        formatter_class=_Help,
+        description="Read the settings as `paylive serve` would, then reach every service "
+        "they name: Redis (PAYLIVE_REDIS_URL), PostgreSQL (PAYLIVE_DATABASE_URL) and "
+        "Stripe (PAYLIVE_STRIPE_SECRET_KEY). Exit 0 when all is well, 1 when a service "
+        "fails, 2 when a setting is wrong; each failure names its variable.",
+    )
+    p_check.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds allowed to each service"
+    )
+    p_migrate = commands.add_parser(
+        "migrate",
+        help="apply the archive's database migrations and exit",
+        formatter_class=_Help,
+        description="Apply the archive's migrations (shipped in the package) to "
+        "PAYLIVE_DATABASE_URL and exit; `paylive serve` also applies them at start.",
+    )
+    p_migrate.add_argument("--timeout", type=float, default=10.0, help="seconds allowed to connect")
+
+    p_load = commands.add_parser("load", help="the load generator", formatter_class=_Help)
     from ..load.cli import add_arguments
 
     add_arguments(p_load)
@@ -141,6 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 1:
             parser.error("--workers must be at least 1")
         return serve(args.host, args.port, args.workers, args.log_level)
+    if args.command in ("check", "migrate"):
+        if not 0 < args.timeout <= 600:
+            parser.error("--timeout must be above 0 and at most 600 seconds")
+        from . import preflight
+
+        return (
+            preflight.check(args.timeout)
+            if args.command == "check"
+            else preflight.migrate(args.timeout)
+        )
     from ..load.cli import run_load
 
     return run_load(args)

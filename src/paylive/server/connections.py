@@ -1,4 +1,5 @@
-"""Two bounds uvicorn does not have, on its httptools protocol.
+"""The bounds uvicorn does not have, on its httptools protocol: whatever a client
+sends, and however slowly, no connection outlives them.
 
 - A header timeout: a connection must finish its request headers (a socket, its
   handshake request) within ``header_timeout_ms`` of opening, and of the first byte of
@@ -8,6 +9,23 @@
 - A command refused before anything is made for it: while the worker's door
   (``web.admission``) is full, a command is answered 503 ``overloaded`` from its
   request line alone, before a task exists for it or its body is read.
+- A body deadline: the whole body must arrive within ``header_timeout_ms`` of the
+  end of the headers, counted once, not between bytes. The deadline travels in the
+  request's scope (``BODY_EXTENSION``) so that whoever reads the body (``web.admission``,
+  ``web.routes.read_body``) answers 408 by it; a second later the connection is
+  closed here if nobody did.
+- An idle connection stays idle: uvicorn restarts its keep-alive timer on every byte
+  it receives, so a byte now and then (a CRLF between requests, the rest of a body
+  nobody reads) kept a connection open for ever. Here only the start of a request
+  stops the keep-alive timer, and its header timer takes over.
+- An answered connection is closed: a request answered before its body arrived
+  (401, 413, 408, 503) gets ``Connection: close``; the connection is then half-closed
+  (the client reads the whole answer and an end of file) and what it still sends is
+  read and dropped for at most ``LINGER_S`` (and never longer than the header
+  timeout), then it is closed. Dropping rather than closing at once is what lets the
+  client read the answer: a close with unread bytes resets the connection, and the
+  reset can destroy the answer on its way. A lingering connection no longer counts
+  against the limit below.
 - A connection limit per worker: past ``max_connections`` open connections (sockets
   included), a request is answered 503 ``overloaded`` and a socket handshake is
   refused with the same 503, then the connection is closed. uvicorn's own
@@ -16,7 +34,8 @@
   cheaply as the 503 and closed the same way, so a probe never restarts a worker for
   being busy (``/readyz`` is refused: a busy worker is not ready for more).
 
-Both are ``Settings`` fields, carried to every worker in the uvicorn config.
+The timeout and the limit are ``Settings`` fields, carried to every worker in the
+uvicorn config.
 """
 
 from __future__ import annotations
@@ -34,7 +53,13 @@ from .. import metrics
 from ..core.protocol import ErrorCode
 from ..settings import Settings
 from ..web import admission
+from ..web.bodies import BODY_EXTENSION
 from ..web.errors import error_body, http_status
+
+# How long an answered connection's unread body is drained before it is closed.
+LINGER_S = 1.0
+# How long after the body deadline the connection is closed when nothing answered.
+BODY_GRACE_S = 0.5
 
 OVERLOADED_STATUS = http_status(ErrorCode.OVERLOADED)
 OVERLOADED_BODY = json.dumps(
@@ -79,6 +104,43 @@ async def healthy(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": HEALTHY_BODY})
 
 
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle, told by its connection (``protocol``) what to do when
+    the answer starts before the body has arrived."""
+
+    protocol: BoundedHttpProtocol
+
+    async def send(self, message: Any) -> None:
+        if (
+            message["type"] == "http.response.start"
+            and not self.response_started
+            and self.more_body
+            and not self.disconnected
+        ):
+            # The rest of the body will never be read: the connection cannot carry
+            # another request. uvicorn writes "Connection: close" and closes the
+            # transport after the answer; the close is the protocol's lingering one.
+            self.keep_alive = False
+            self.transport = _Lingering(self.protocol)  # type: ignore[assignment]
+        await super().send(message)
+
+
+class _Lingering:
+    """The transport as a cycle answered early sees it: ``close`` lingers."""
+
+    def __init__(self, protocol: BoundedHttpProtocol) -> None:
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol.transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.linger()
+
+
 class BoundedHttpProtocol(HttpToolsProtocol):
     def __init__(
         self,
@@ -92,6 +154,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._header_timeout = settings.header_timeout_ms / 1000
         self._max_connections = settings.max_connections
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     @property
     def _over_limit(self) -> bool:
@@ -107,10 +172,37 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
     def _headers_late(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+    def _body_late(self) -> None:
+        # Whoever reads the body answers 408 by the deadline; this is the backstop for
+        # a request whose body nobody reads and nobody answers.
+        self._body_timer = None
+        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+            self.transport.close()
+
+    def linger(self) -> None:
+        """Close a connection answered before its body arrived (see the module docstring)."""
+        if self._lingering or self.transport.is_closing():
+            return
+        self._lingering = True
+        self._disarm()
+        self._disarm_body()
+        self.connections.discard(self)  # answered: it holds no place any more
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        wait = min(LINGER_S, self._header_timeout)
+        self._linger_timer = self.loop.call_later(wait, self.transport.close)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -118,27 +210,71 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_body()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the unread rest of an answered request: dropped
+        # As uvicorn's, except that a byte does not stop the keep-alive timer (see the
+        # module docstring): on_message_begin does, when a request really starts.
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._unset_keepalive_if_required()
         self._arm()  # a later request on a kept-alive connection: its headers are timed too
 
     def on_headers_complete(self) -> None:
         self._disarm()
         if self._refused_at_once():
             return
+        upgrade = self.parser.should_upgrade() and self._should_upgrade()
+        if not upgrade:
+            deadline = self.loop.time() + self._header_timeout
+            extensions = self.scope.setdefault("extensions", {})
+            extensions[BODY_EXTENSION] = {"deadline": deadline}
+            self._disarm_body()
+            self._body_timer = self.loop.call_at(deadline + BODY_GRACE_S, self._body_late)
         if not self._over_limit:
             super().on_headers_complete()
+        else:
+            # Requests past the limit get the 503 app instead of paylive's (a socket
+            # handshake never reaches an app: handle_websocket_upgrade refuses it),
+            # except liveness. Either answer closes the connection: past the limit,
+            # none stays.
+            app, self.app = self.app, healthy if self._liveness() else overloaded
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        if not upgrade and self.cycle is not None:
+            self.cycle.__class__ = _Cycle
+            self.cycle.protocol = self  # type: ignore[attr-defined]
+
+    def on_message_complete(self) -> None:
+        self._disarm_body()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._lingering:
+            self.server_state.total_requests += 1
+            self.flow.resume_reading()  # keep draining until the client stops or the bound
             return
-        # Requests past the limit get the 503 app instead of paylive's (a socket
-        # handshake never reaches an app: handle_websocket_upgrade refuses it), except
-        # liveness. Either answer closes the connection: past the limit, none stays.
-        app, self.app = self.app, healthy if self._liveness() else overloaded
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+        super().on_response_complete()
 
     def _refused_at_once(self) -> bool:
         """A command while the worker's door is full: answered 503 ``overloaded`` here,

@@ -141,7 +141,7 @@ class Deliveries:
                 "paylive.event_type": delivery.event.get("type"),
             },
         ) as span:
-            answer = await self.sender.post(dumps_strict(delivery.event))
+            answer = await self.sender.post(dumps_strict(delivery.event), str(delivery.event["id"]))
             span.set("http.response.status_code", answer.status)
             if not answer.ok:
                 span.fail(answer.error or f"HTTP {answer.status}")
@@ -180,11 +180,14 @@ class Deliveries:
 
     # The admin API ---------------------------------------------------------------
 
-    async def send_again(self, event_id: str, body: bytes | None) -> dict[str, Any]:
+    async def send_again(
+        self, event_id: str, body: bytes | None, audit: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Post an event once more (the admin's "send again"), behind whatever its
         session still owes the shop. ``body`` is the event as posted, when the caller
         found it in the log or the archive. A session the engine has forgotten owes
-        nothing: its event is posted once, now, and the answer returned."""
+        nothing: its event is posted once, now, and the answer returned. With
+        ``audit``, also the audit entry recorded (with the session, when it has one)."""
         if self.sender is None:
             raise Refused(ErrorCode.WEBHOOKS_OFF, "PAYLIVE_MERCHANT_WEBHOOK_URL is not set")
         held = await self.engine.delivery_get(event_id)
@@ -195,18 +198,24 @@ class Deliveries:
             raise Refused(ErrorCode.NOT_FOUND, f"no event {event_id}")
         event = json.loads(body)
         resent = int(record.get("resent", 0)) + 1
+        session_id = event["session"]["id"]
         try:
-            outcome = await self.service.run(event["session"]["id"], SendAgain(event, resent))
+            outcome = await self.service.run(session_id, SendAgain(event, resent), audit)
         except Refused as exc:
             if exc.code != ErrorCode.NOT_FOUND:
                 raise
-            return await self._post_once(event, resent)
+            posted = await self._post_once(event, resent)
+            entry = None
+            if audit is not None:
+                entry = {**audit, "at": self.service.clock(), "session": session_id}
+            return posted, entry
         refusal = outcome.decision.refusal
         if refusal is not None:
             raise Refused(refusal.code, refusal.message)
         [queued] = [d for d in outcome.session.deliveries if d.id == event_id]
         await self._put(queued, PENDING, self.service.clock())
-        return queued.to_public(PENDING)
+        entry = outcome.session.audit[-1] if audit is not None else None
+        return queued.to_public(PENDING), entry
 
     async def _post_once(self, event: dict[str, Any], resent: int) -> dict[str, Any]:
         now = self.service.clock()

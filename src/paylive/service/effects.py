@@ -85,10 +85,10 @@ class EffectRunner:
         try:
             now = self.service.clock()
             due = [e for e in session.pending_effects if e.next_at is not None and e.next_at <= now]
-            for kind, number in [(e.kind, e.attempt) for e in due]:
+            for ident in [e.ident for e in due]:
                 # As the session is now: the answer just recorded may have cancelled this
                 # one (a capture whose hold a void released).
-                effect = session.effect(kind, number)
+                effect = session.effect(*ident)
                 if effect is None or not effect.pending:
                     continue
                 with tracing.span(
@@ -133,22 +133,34 @@ class EffectRunner:
         except (GatewayError, TimeoutError, OSError) as exc:
             metrics.effect_attempt(effect.kind, "failed")
             error = str(exc) or type(exc).__name__
-            return EffectOutcome(effect.kind, effect.attempt, False, error, self.jitter())
+            return EffectOutcome(
+                effect.kind, effect.attempt, False, error, self.jitter(), number=effect.number
+            )
         except Exception as exc:
             log.exception("the provider adapter failed on %s", key)
             metrics.effect_attempt(effect.kind, "failed")
             return EffectOutcome(
-                effect.kind, effect.attempt, False, f"{type(exc).__name__}: {exc}", self.jitter()
+                effect.kind,
+                effect.attempt,
+                False,
+                f"{type(exc).__name__}: {exc}",
+                self.jitter(),
+                number=effect.number,
             )
         metrics.effect_attempt(effect.kind, "ok")
-        return EffectOutcome(effect.kind, effect.attempt, True, charged=charged)
+        return EffectOutcome(
+            effect.kind, effect.attempt, True, charged=charged, number=effect.number
+        )
 
     async def _ask(self, effect: GatewayEffect, charge_key: str, ref: str | None, key: str) -> bool:
         """Call the provider for ``effect``; True when the money has moved (a capture
         taken, a void that found it charged)."""
         gateway = self.service.gateway
         if effect.kind == REFUND:
-            await gateway.refund(charge_key, ref, key)
+            if effect.amount is not None:
+                await gateway.refund(charge_key, ref, key, amount=effect.amount)
+            else:
+                await gateway.refund(charge_key, ref, key)
             return False
         if effect.kind == CAPTURE:
             return await gateway.capture(charge_key, ref, key)

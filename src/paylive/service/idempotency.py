@@ -4,8 +4,9 @@ The first request with a key takes a short lock record; it is replaced by the
 answer when the request finishes. The same key and body replay that answer,
 another body is ``idempotency_key_reused``, a second request while the first runs
 is ``idempotency_key_in_use``. An answer the handler returns is final, refusals
-included (as it would be without a key); an exception (a server error) releases the
-key so that the client may try again.
+included (as it would be without a key); an exception (a server error, or a refusal
+that only says "not now", which the edge raises rather than returns) releases the key
+so that the client may try again and the request then runs.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ them out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 from .. import metrics
@@ -45,6 +47,10 @@ from ..telemetry import context, tracing
 log = logging.getLogger("paylive.service")
 
 MAX_RACES = 16
+# The loop time by which every provider call of the current request (or timer) must
+# be over: set by the outermost ``run`` or ``check``, shared by the calls nested in
+# it (a charge remembers its reference through ``run``).
+_DEADLINE: ContextVar[float | None] = ContextVar("paylive_provider_deadline", default=None)
 
 
 def now_ms() -> int:
@@ -98,17 +104,48 @@ class PaymentService:
             raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
         return session
 
-    async def run(self, session_id: str, command: Command) -> Outcome:
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[float]:
+        """The provider deadline of this request: the one already running, or a new one
+        ``provider_deadline_ms`` from now."""
+        held = _DEADLINE.get()
+        if held is not None:
+            yield held
+            return
+        deadline = asyncio.get_running_loop().time() + self.settings.provider_deadline_ms / 1000
+        token = _DEADLINE.set(deadline)
+        try:
+            yield deadline
+        finally:
+            _DEADLINE.reset(token)
+
+    async def run(
+        self, session_id: str, command: Command, audit: dict[str, object] | None = None
+    ) -> Outcome:
         """Apply ``command``; raise Refused ``not_found`` for an unknown session. A refusal is
         returned in ``decision.refusal`` (changes may still have been saved with it:
         a void that found the money moved makes the session succeed and refuses the retry).
+        Every provider call it makes ends by one deadline (``provider_deadline_ms``).
+
+        ``audit``: who asked (an entry of the audit trail without its time), written into
+        the session with the change it made, so it is recorded exactly when that is.
 
         Work with no trace of its own (a timer firing, on any worker) continues the
         trace the session carries; whatever is saved carries the current one."""
-        with contextlib.ExitStack() as spans, context.bound(session=session_id):
-            return await self._run(session_id, command, spans)
+        with (
+            self._deadline(),
+            contextlib.ExitStack() as spans,
+            context.bound(session=session_id),
+        ):
+            return await self._run(session_id, command, spans, audit)
 
-    async def _run(self, session_id: str, command: Command, spans: contextlib.ExitStack) -> Outcome:
+    async def _run(
+        self,
+        session_id: str,
+        command: Command,
+        spans: contextlib.ExitStack,
+        audit: dict[str, object] | None,
+    ) -> Outcome:
         voids: dict[int, bool] = {}
         voided_refs: dict[int, str | None] = {}
         # The engine may answer load_for_update from a copy that is a little stale:
@@ -132,7 +169,8 @@ class PaymentService:
                     # The attempt's payment was named after its void was asked (the
                     # gateway was confirming it): the answer is stale, ask again.
                     del voids[number], voided_refs[number]
-            result = decide(session, command, self.clock(), self.rules, voids)
+            now = self.clock()
+            result = decide(session, command, now, self.rules, voids)
             if not fresh and (isinstance(result, NeedsVoid) or not result.to_save):
                 fresh = True
                 continue
@@ -148,8 +186,12 @@ class PaymentService:
                 carried = context.current_traceparent()
                 if carried is not None and carried != result.session.trace:
                     result = replace(result, session=replace(result.session, trace=carried))
+                if audit is not None and result.refusal is None:
+                    entry = {**audit, "at": now, "session": session_id}
+                    result = replace(result, session=result.session.with_audit(entry))
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
+                delta.update(stats.minute_delta(result.events))
                 saved = await self.engine.save(
                     result.session, session.version, [event.json for event in events], delta
                 )
@@ -198,17 +240,31 @@ class PaymentService:
         if attempt is None or attempt.status != A_PROCESSING:
             return session
         key = idempotency_key(session_id, attempt.number)
-        with context.bound(session=session_id), provider_call("lookup", key):
-            result = await self.gateway.lookup(key, attempt.provider_ref)
-        if result is None:
-            return session
-        return (await self.run(session_id, result)).session
+        with self._deadline() as deadline:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    with context.bound(session=session_id), provider_call("lookup", key):
+                        result = await self.gateway.lookup(key, attempt.provider_ref)
+            except TimeoutError:
+                # No word from the provider in time: its webhook (or the attempt's
+                # timeout) decides, as when it has nothing to say yet.
+                metrics.PROVIDER_DEADLINE.inc()
+                return session
+            if result is None:
+                return session
+            return (await self.run(session_id, result)).session
 
     async def _void(self, session_id: str, number: int, ref: str | None) -> bool:
         key = idempotency_key(session_id, number)
         try:
-            with provider_call("void", key):
-                return await self.gateway.void(key, ref)
+            async with asyncio.timeout_at(_DEADLINE.get()):
+                with provider_call("void", key):
+                    return await self.gateway.void(key, ref)
+        except TimeoutError as exc:
+            metrics.PROVIDER_DEADLINE.inc()
+            raise Refused(
+                ErrorCode.GATEWAY_UNAVAILABLE, "the provider did not confirm the void in time"
+            ) from exc
         except GatewayError as exc:
             raise Refused(
                 ErrorCode.GATEWAY_UNAVAILABLE, "the provider cannot confirm the void; try again"
@@ -224,8 +280,17 @@ class PaymentService:
             return outcome.decision.refusal is None
 
         try:
-            with provider_call("charge", charge.key):
-                reply = await self.gateway.charge(charge, remember)
+            async with asyncio.timeout_at(_DEADLINE.get()):
+                with provider_call("charge", charge.key):
+                    reply = await self.gateway.charge(charge, remember)
+        except TimeoutError:
+            # Asked, and no answer by the deadline: the charge may be under way at the
+            # provider. Nothing is recorded, so the attempt stays in flight: its webhook
+            # or its timeout decides (a timeout voids it, an unknown outcome never
+            # taken for a failure), and the request holding its locks ends now.
+            metrics.PROVIDER_DEADLINE.inc()
+            log.warning("the charge of %s got no answer within the provider deadline", charge.key)
+            return
         except (GatewayError, EngineUnavailable, Refused):
             reply = ChargeReply.NETWORK_ERROR
         shown = reply.value if isinstance(reply, ChargeReply) else reply.outcome

@@ -57,6 +57,12 @@ class Reads:
     async def summary(self) -> dict[str, Any]:
         return stats.summary(await self.engine.counters())
 
+    async def chart(self) -> dict[str, Any]:
+        """State changes and interruptions per minute over the last hour, of every
+        worker (the counters are the engine's)."""
+        now = self.clock()
+        return {**stats.chart(await self.engine.counters(), now), "now": now}
+
     async def admin_snapshot(self, resync: bool = False) -> Encoded:
         """The admin feed's first message; with ``resync``, the one that replaces the
         feed's state after this worker lost its fan-out for a while (marked so)."""

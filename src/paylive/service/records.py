@@ -46,10 +46,15 @@ DAY_MS = 24 * 3600 * 1000
 TRIM_BATCH = 1_000
 # The follower's longest wait between tries while PostgreSQL is down.
 FOLLOW_RETRY_CAP_MS = 5_000
+# While PostgreSQL stays unreachable, the warning is repeated this often.
+OUTAGE_WARN_EVERY_MS = 60_000
 
 
 def _unavailable(exc: ArchiveUnavailable) -> Refused:
-    return Refused(ErrorCode.ARCHIVE_UNAVAILABLE, f"the archive cannot be read now: {exc}")
+    # PostgreSQL's own words (host names, SQL, states) stay in the log: the caller is
+    # told what it can act on.
+    log.warning("the archive cannot be read: %s", exc)
+    return Refused(ErrorCode.ARCHIVE_UNAVAILABLE, "the archive cannot be read now; retry shortly")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ class Records:
         self._seeded = False
         self._failures = 0
         self._retry_at = 0
+        self._down_since = 0
+        self._warned_at = 0
 
     # Reads ---------------------------------------------------------------------------
 
@@ -165,8 +172,20 @@ class Records:
                 self._seeded = True
             await self.archive.follow(lambda mark: self.engine.log_read(mark, batch))
         except ArchiveUnavailable as exc:
+            now = self.clock()
             if not self._failures:
+                self._down_since = self._warned_at = now
                 log.warning("archive: %s; the events log keeps everything until it is back", exc)
+            elif now - self._warned_at >= OUTAGE_WARN_EVERY_MS:
+                # Redis holds every event the archive has not taken: a long outage grows
+                # it, so it is said again and again, not once.
+                self._warned_at = now
+                log.warning(
+                    "archive: still unreachable after %d s (%s); the events log in the "
+                    "engine grows until it is back",
+                    (now - self._down_since) // 1000,
+                    exc,
+                )
             self._failures += 1
             poll = self.settings.archive_poll_ms
             delay = backoff_ms(

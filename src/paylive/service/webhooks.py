@@ -1,4 +1,4 @@
-"""Posting one signed merchant webhook: the HTTP edge of ``deliveries.py``.
+"""Posting one merchant webhook, signed per Standard Webhooks: the HTTP edge of ``deliveries.py``.
 
 A delivery succeeds on a 2xx answer within the timeout, counted from the first byte
 sent to the last byte read; anything else (a refused connection, a 3xx, 4xx or 5xx,
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..core.signature import signature_header
+from ..core import standard_webhooks
 from ..telemetry import context
 
 USER_AGENT = "paylive-webhooks/1"
@@ -35,7 +35,8 @@ class WebhookSender:
         self._timeout = timeout_s
         self._client: httpx.AsyncClient | None = None
 
-    async def post(self, body: bytes) -> Attempt:
+    async def post(self, body: bytes, message_id: str) -> Attempt:
+        """Post ``body``; ``message_id`` (the event id) is its ``webhook-id``."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self._timeout,
@@ -45,8 +46,8 @@ class WebhookSender:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            # Signed with every configured secret: see core/signature.py.
-            "Paylive-Signature": signature_header(self._secrets, int(time.time()), body),
+            # Standard Webhooks, signed with every configured secret (rotation).
+            **standard_webhooks.headers(self._secrets, message_id, int(time.time()), body),
         }
         traceparent = context.current_traceparent()
         if traceparent is not None:

@@ -7,8 +7,8 @@ hands a command or a read to the service. Refusals travel as ``Refused``; the
 
 from __future__ import annotations
 
-import asyncio
 import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
-from ..core.machine import Cancel, Command, Interrupt, ProviderResult, StartAttempt
-from ..core.protocol import ErrorCode
+from ..core.machine import Cancel, Command, Interrupt, ProviderResult, Refund, StartAttempt
+from ..core.protocol import TEMPORARY_CODES, ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
 from ..errors import Refused
@@ -27,8 +27,18 @@ from ..runtime import Runtime
 from ..service.idempotency import Answer, Handler
 from ..service.payments import Outcome
 from ..telemetry import context, tracing
-from . import openapi, validation
-from .auth import ADMIN, CUSTOMER, MERCHANT, Principal, bearer, client_secret, principal_for
+from . import bodies, openapi, validation
+from .auth import (
+    ADMIN,
+    CUSTOMER,
+    MERCHANT,
+    OPERATOR,
+    VIEWER,
+    Principal,
+    bearer,
+    client_secret,
+    identify,
+)
 from .errors import ENGINE_DOWN, error_reply, error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -49,6 +59,8 @@ def endpoint(handler: Endpoint) -> Endpoint:
         except EngineUnavailable:
             metrics.ENGINE_ERRORS.inc()
             return error_response(ENGINE_DOWN)
+        except bodies.ClientGone:
+            return Response(status_code=400)  # nobody is there to read it
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -56,32 +68,13 @@ def endpoint(handler: Endpoint) -> Endpoint:
 
 
 async def read_body(request: Request, limit: int | None = None) -> bytes:
-    """The raw body, at most ``limit`` (``max_body_bytes`` by default), arriving within
-    the header timeout (a client trickling a body holds a connection as long as it
-    likes otherwise)."""
+    """The raw body, at most ``limit`` (``max_body_bytes`` by default), all of it
+    arrived by the request's body deadline (``web.bodies``)."""
     settings = runtime_of(request).settings
     limit = settings.max_body_bytes if limit is None else limit
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        size = validation.ascii_int(declared.strip())
-        if size is None:
-            raise Refused(ErrorCode.INVALID_REQUEST, "Content-Length is not a number")
-        if size > limit:
-            raise Refused(ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes")
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        async with asyncio.timeout(settings.header_timeout_ms / 1000):
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > limit:
-                    raise Refused(
-                        ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes"
-                    )
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refused(ErrorCode.REQUEST_TIMEOUT, "the body did not arrive in time") from None
-    return b"".join(chunks)
+    return await bodies.read_all(
+        request.scope, request.receive, limit, settings.header_timeout_ms / 1000
+    )
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -90,18 +83,42 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 def authenticate(request: Request, *allowed: str) -> Principal:
-    runtime = runtime_of(request)
-    token = bearer(request.headers.get("authorization"))
-    if token is None:
-        raise Refused(
-            ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api key or client secret>"
-        )
-    principal = principal_for(token, runtime.settings)
-    if principal is None:
-        raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
+    principal = identify(request.headers.get("authorization"), runtime_of(request).settings)
     if principal.kind not in allowed:
         raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot do this")
     return principal
+
+
+def require_role(principal: Principal, role: str) -> None:
+    """Staff must hold ``role`` (or one above it); anyone else passed ``authenticate``."""
+    if principal.kind == ADMIN and not principal.at_least(role):
+        raise Refused(
+            ErrorCode.ROLE_NOT_ALLOWED,
+            f"{principal.who} is a {principal.role}; this needs the {role} role or above",
+        )
+
+
+def staff(request: Request, role: str = VIEWER) -> Principal:
+    """A staff member holding ``role``: 401 without a staff token, 403 ``forbidden`` for
+    another credential, 403 ``role_not_allowed`` for a role below it."""
+    principal = authenticate(request, ADMIN)
+    require_role(principal, role)
+    return principal
+
+
+def audit_of(
+    request: Request, principal: Principal, action: str, **details: object
+) -> dict[str, object]:
+    """An entry of the audit trail (docs/protocol.md section 6.13), but its time, which
+    the service sets when it saves the change."""
+    return {
+        "id": "aud_" + secrets.token_urlsafe(12),
+        "staff": principal.who,
+        "role": principal.role or principal.kind,
+        "action": action,
+        "address": request.client.host if request.client else None,
+        "details": details,
+    }
 
 
 def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
@@ -113,14 +130,16 @@ def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
 
 
 def kept(handler: Handler) -> Handler:
-    """For an Idempotency-Key: a refusal is an answer to keep, a server error is not."""
+    """For an Idempotency-Key: a final refusal is an answer to keep; a temporary one
+    (``TEMPORARY_CODES``: not yet, not now) and a server error are not, so the same
+    key tries again."""
 
     async def answer() -> Answer:
         try:
             return await handler()
         except Refused as exc:
             status, body = error_reply(exc)
-            if status >= 500:
+            if status >= 500 or exc.code in TEMPORARY_CODES:
                 raise
             return status, body
 
@@ -232,6 +251,35 @@ async def check(request: Request) -> Response:
     return JSONResponse(session.to_public())
 
 
+@endpoint
+async def refund(request: Request) -> Response:
+    """``POST /api/sessions/{id}/refunds``: the shop, or staff from operator up."""
+    principal, session_id = session_principal(request, MERCHANT, ADMIN)
+    require_role(principal, OPERATOR)
+    body = await json_body(request)
+    runtime = runtime_of(request)
+
+    async def handler() -> Answer:
+        amount, reason = validation.parse_refund(body)
+        command = Refund(amount, reason, principal.who)
+        audit = audit_of(request, principal, "refund", amount=amount, reason=reason)
+        outcome = await runtime.service.run(session_id, command, audit)
+        refusal = outcome.decision.refusal
+        if refusal is not None:
+            raise Refused(refusal.code, refusal.message, session=outcome.session.to_public())
+        made = outcome.session.refunds[-1]
+        await runtime.audit.added(outcome.session.audit[-1])
+        return 202, {"refund": made.to_public(session_id), "session": outcome.session.to_public()}
+
+    status, payload = await runtime.idempotency.run_once(
+        f"POST /api/sessions/{session_id}/refunds",
+        request.headers.get("idempotency-key"),
+        body,
+        kept(handler),
+    )
+    return JSONResponse(payload, status_code=status)
+
+
 def _only_with(runtime: Runtime, gateway: str) -> None:
     if runtime.settings.gateway != gateway:
         raise Refused(ErrorCode.NOT_FOUND, f"the {gateway} gateway is not the one configured")
@@ -334,7 +382,7 @@ def limit_of(request: Request, default: int, maximum: int) -> int:
 @endpoint
 async def admin_sessions(request: Request) -> Response:
     runtime = runtime_of(request)
-    authenticate(request, ADMIN)
+    staff(request)
     which = request.query_params.get("status", "active")
     if which not in ("active", "all", "needs_review"):
         raise validation.invalid("status", "must be active, all or needs_review")
@@ -345,8 +393,14 @@ async def admin_sessions(request: Request) -> Response:
 
 @endpoint
 async def admin_summary(request: Request) -> Response:
-    authenticate(request, ADMIN)
+    staff(request)
     return JSONResponse(await runtime_of(request).reads.summary())
+
+
+@endpoint
+async def admin_chart(request: Request) -> Response:
+    staff(request)
+    return JSONResponse(await runtime_of(request).reads.chart())
 
 
 async def healthz(request: Request) -> Response:
@@ -397,11 +451,13 @@ routes = [
     Route("/api/sessions/{session_id}/cancel", cancel, methods=["POST"]),
     Route("/api/sessions/{session_id}/complete", complete, methods=["POST"]),
     Route("/api/sessions/{session_id}/check", check, methods=["POST"]),
+    Route("/api/sessions/{session_id}/refunds", refund, methods=["POST"]),
     Route("/api/checkout/config", checkout_config, methods=["GET"]),
     Route("/webhooks/sandbox", sandbox_webhook, methods=["POST"]),
     Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
     Route("/api/admin/sessions", admin_sessions, methods=["GET"]),
     Route("/api/admin/summary", admin_summary, methods=["GET"]),
+    Route("/api/admin/chart", admin_chart, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),

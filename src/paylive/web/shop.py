@@ -16,8 +16,8 @@ from ..archive import SessionQuery
 from ..core.protocol import ErrorCode, Status
 from ..errors import Refused
 from . import validation
-from .auth import ADMIN, MERCHANT
-from .routes import authenticate, endpoint, runtime_of
+from .auth import MERCHANT, OPERATOR
+from .routes import audit_of, authenticate, endpoint, runtime_of, staff
 
 EVENTS_PAGE = 100
 EVENTS_PAGE_MAX = 1_000
@@ -57,7 +57,7 @@ async def events(request: Request) -> Response:
 @endpoint
 async def deliveries(request: Request) -> Response:
     runtime = runtime_of(request)
-    authenticate(request, ADMIN)
+    staff(request)
     which = request.query_params.get("status", "all")
     if which not in ("open", "all"):
         raise validation.invalid("status", "must be open or all")
@@ -69,12 +69,15 @@ async def deliveries(request: Request) -> Response:
 @endpoint
 async def send_again(request: Request) -> Response:
     runtime = runtime_of(request)
-    authenticate(request, ADMIN)
+    principal = staff(request, OPERATOR)
     event_id = request.path_params["event_id"]
     if not _ID.match(event_id):
         raise Refused(ErrorCode.NOT_FOUND, "no such event")
     body = await runtime.records.event_body(event_id)
-    delivery = await runtime.deliveries.send_again(event_id, body)
+    audit = audit_of(request, principal, "send_again", event=event_id)
+    delivery, entry = await runtime.deliveries.send_again(event_id, body, audit)
+    if entry is not None:
+        await runtime.audit.added(entry)
     # 202: queued behind what its session still owes the shop; 200: its session was
     # forgotten, so it was posted once at once and this is the answer.
     status = 202 if delivery["status"] == "pending" else 200
@@ -85,7 +88,7 @@ async def send_again(request: Request) -> Response:
 async def search(request: Request) -> Response:
     """``GET /api/admin/search?id=&order_id=&status=&from=&to=&limit=``."""
     runtime = runtime_of(request)
-    authenticate(request, ADMIN)
+    staff(request)
     params = request.query_params
     status = params.get("status") or None
     if status is not None and status not in tuple(Status):

@@ -24,9 +24,9 @@ from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from ..telemetry import context, tracing
 from . import observe, validation
-from .admission import OVERLOADED
-from .auth import ADMIN, CUSTOMER, principal_for
+from .auth import ADMIN, CUSTOMER, Principal
 from .errors import ENGINE_DOWN, close_code
+from .tickets import principal_of
 
 log = logging.getLogger("paylive.sockets")
 
@@ -143,12 +143,10 @@ async def customer_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = principal_for(ws.query_params.get("token"), runtime.settings)
-    if (
-        principal is None
-        or principal.kind not in (CUSTOMER, ADMIN)
-        or not principal.may_open(session_id)
-    ):
+    principal = await _principal(ws, runtime, subprotocol)
+    if principal is None:
+        return
+    if principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
         await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
         return
     try:
@@ -165,11 +163,13 @@ async def customer_socket(ws: WebSocket) -> None:
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     # Staff watching one session see it; commands are the customer's and the merchant's.
     watching = principal.kind == ADMIN
+    address = ws.client.host if ws.client else None
     try:
         await runtime.hub.join(session_id, subscriber)
-        await _catch_up(runtime, subscriber, session_id, since)
+        if not await catch_up(runtime, subscriber, session_id, since):
+            subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
-            await _traced(runtime, subscriber, session_id, frame, watching)
+            await _traced(runtime, subscriber, session_id, frame, watching, address)
     except EngineUnavailable:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
@@ -177,17 +177,36 @@ async def customer_socket(ws: WebSocket) -> None:
         await subscriber.flush(FLUSH_TIMEOUT_S)
 
 
-async def _catch_up(
+async def _principal(ws: WebSocket, runtime: Runtime, subprotocol: str) -> Principal | None:
+    """Who opens the socket (a ticket, or a token in the URL), or a refusal sent."""
+    try:
+        principal = await principal_of(runtime, ws.query_params, None)
+    except Refused as exc:
+        await _refuse(ws, exc, subprotocol)
+        return None
+    except EngineUnavailable:
+        await _refuse(ws, ENGINE_DOWN, subprotocol)
+        return None
+    if principal is None:
+        await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
+    return principal
+
+
+async def catch_up(
     runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None
-) -> None:
-    """Replay from ``since`` when every later event is still held, else a snapshot.
-    The subscriber is already joined, so what happens meanwhile is held, not lost."""
+) -> bool:
+    """Replay from ``since`` when every later event is still held (and fits the send
+    queue), else a snapshot; False for an unknown session. The subscriber is already
+    joined, so what happens meanwhile is held, not lost. Sockets and event streams
+    start the same way."""
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
-        subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
-        return
+        return False
     runtime.hub.learn(start.session)
-    if start.replay is None:
+    # A replay longer than half the send queue would fill it before the socket sends
+    # anything and close it 1013, and the client would reconnect with the same
+    # ``since`` for ever: a snapshot says the same in one message.
+    if start.replay is None or len(start.replay) > runtime.settings.send_queue_size // 2:
         subscriber.push(snapshot_message(start.session, runtime.clock()))
         gap = subscriber.begin(start.session.seq)
     else:
@@ -198,6 +217,7 @@ async def _catch_up(
         gap = subscriber.begin(last)
     if gap:
         runtime.hub.request_fill(session_id)
+    return True
 
 
 def read_frame(
@@ -295,16 +315,17 @@ async def _traced(
     session_id: str,
     frame: dict[str, Any] | Refused,
     watching: bool,
+    address: str | None = None,
 ) -> None:
     """``_command`` in a span of its own, timed (a ping is neither: it is most frames)."""
     kind = frame.get("type") if isinstance(frame, dict) else None
     if kind == "ping":
-        await _command(runtime, subscriber, session_id, frame, watching)
+        await _command(runtime, subscriber, session_id, frame, watching, address)
         return
     name = kind if isinstance(kind, str) and kind in _COMMAND_TYPES else "invalid"
     started = time.perf_counter()
     with tracing.span(f"socket {name}", kind="server", attributes={"paylive.command": name}):
-        await _command(runtime, subscriber, session_id, frame, watching)
+        await _command(runtime, subscriber, session_id, frame, watching, address)
     metrics.socket_command(name, time.perf_counter() - started)
 
 
@@ -314,6 +335,7 @@ async def _command(
     session_id: str,
     frame: dict[str, Any] | Refused,
     watching: bool,
+    address: str | None = None,
 ) -> None:
     seq = subscriber.last_seq if subscriber.last_seq >= 0 else None
     ref: str | int | None = None
@@ -329,8 +351,9 @@ async def _command(
             raise Refused(ErrorCode.FORBIDDEN, "an admin token watches this session: no commands")
         if not runtime.limiter.take(session_id):
             raise Refused(ErrorCode.RATE_LIMITED, "too many commands for this session; slow down")
-        if not runtime.admission.enter():
-            raise OVERLOADED
+        turned_away = runtime.admission.enter(session_id, address)
+        if turned_away is not None:
+            raise turned_away
         try:
             if isinstance(command, Check):
                 session = await runtime.service.check(session_id)
@@ -341,7 +364,7 @@ async def _command(
                 return
             outcome = await runtime.service.run(session_id, command)
         finally:
-            runtime.admission.leave()
+            runtime.admission.leave(session_id, address)
     except Refused as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             # The session is gone from the store since this socket opened.
@@ -383,8 +406,10 @@ async def admin_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = principal_for(ws.query_params.get("token"), runtime.settings)
-    if principal is None or principal.kind != ADMIN:
+    principal = await _principal(ws, runtime, subprotocol)
+    if principal is None:
+        return
+    if principal.kind != ADMIN:
         await _refuse(
             ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad admin token"), subprotocol
         )

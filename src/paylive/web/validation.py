@@ -288,3 +288,37 @@ def parse_session_id(raw: str | None, field: str = "session") -> str:
     if raw is None or not raw.startswith("ps_") or not 4 <= len(raw) <= 64:
         raise invalid(field, "must be a session id (ps_...)")
     return raw
+
+
+MAX_REASON_CHARS = 200
+STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def parse_refund(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """(amount, reason) of a refund: the amount is optional (all that remains)."""
+    _only(body, {"amount", "reason"})
+    amount = None if body.get("amount") is None else _int(body, "amount", 1, MAX_AMOUNT)
+    reason = None if body.get("reason") is None else _text(body, "reason", MAX_REASON_CHARS)
+    return amount, reason
+
+
+def parse_note(body: dict[str, Any]) -> str:
+    """The note of an effect marked done by hand."""
+    _only(body, {"note"})
+    return _text(body, "note", MAX_NOTE_CHARS)
+
+
+def parse_effect_id(raw: str) -> tuple[str, int, str, int]:
+    """(session, attempt, kind, number) of an effect id, ``ps_...:<attempt>:<kind>[.<n>]``."""
+    parts = raw.split(":")
+    session_id, attempt, tail = parts if len(parts) == 3 else ("", "", "")
+    kind, _, number = tail.partition(".")
+    if (
+        not session_id.startswith("ps_")
+        or not 4 <= len(session_id) <= 64
+        or ascii_int(attempt) is None
+        or kind not in ("void", "refund", "capture")
+        or (number and ascii_int(number) is None)
+    ):
+        raise Refused(ErrorCode.NOT_FOUND, "no such effect (ids are ps_...:<attempt>:<kind>)")
+    return session_id, int(attempt), kind, int(number) if number else 0

@@ -1,6 +1,16 @@
 // A staff dashboard on the admin feed through the client's reconnecting socket.
 
-import { ReconnectingSocket, socketOrigin, type AdminMessage, type Summary } from 'paylive-client';
+import {
+  LiveConnection,
+  ReconnectingSocket,
+  TRANSPORTS,
+  TRANSPORT_DEFAULTS,
+  httpOrigin,
+  socketOrigin,
+  type AdminMessage,
+  type Summary,
+  type Transport,
+} from 'paylive-client';
 
 declare function render(rows: number, summary: Summary | null): void;
 
@@ -31,3 +41,21 @@ socket.on('fatal', ({ code, error }) => {
 });
 socket.on('open', () => socket.send({ type: 'ping' }));
 socket.connect();
+
+// The same feed over whichever transport gets through, opened with tickets (protocol 6.15).
+const live = new LiveConnection({
+  secret: token,
+  transports: ['websocket', 'sse'],
+  firstMessageTimeout: 4_000,
+  upgradeInterval: 30_000,
+  silenceTimeout: 10_000,
+});
+live.on('status', ({ status, transport }) => {
+  const shown: Transport | undefined = transport;
+  render(status === 'connected' ? 1 : 0, null);
+  void shown;
+});
+const current: Transport = live.transport;
+const all: readonly Transport[] = TRANSPORTS;
+void [current, all, httpOrigin('wss://pay.example'), TRANSPORT_DEFAULTS.firstMessageTimeout];
+live.connect();

@@ -62,9 +62,11 @@ pay.on('state', ({ data }) => {
   if (data.cause === 'late_success') show(`late success after ${data.previous}`);
 });
 
-pay.on('connection', ({ status, delay }) => {
+pay.on('connection', ({ status, delay, transport }) => {
   const s: ConnectionStatus = status;
   show(delay === undefined ? s : `${s} in ${delay} ms`);
+  // websocket, sse or polling: which one carries the page now.
+  show(`${transport ?? pay.transport}`);
 });
 
 pay.on('error', ({ code, message, closeCode }) => show(`${code}: ${message} ${closeCode ?? ''}`));

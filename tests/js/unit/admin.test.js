@@ -100,6 +100,26 @@ test('changes and interruptions are counted per minute over the last hour', () =
   assert.ok(counts.buckets.size <= 120, String(counts.buckets.size));
 });
 
+test("the server's counts seed the chart and replace the page's own for their minutes", () => {
+  const counts = new MinuteCounts(60);
+  const minute = 60_000;
+  const now = Math.floor(T0 / minute) * minute + 30_000;
+  counts.add(now, 'attempt_started'); // seen on the feed, and counted by the server too
+  const start = Math.floor(now / minute) * minute;
+  counts.seed([
+    { at: start - 30 * minute, changes: 7, interruptions: 2 },
+    { at: start, changes: 4, interruptions: 1 },
+  ]);
+  const { changes, interruptions } = counts.series(now);
+  assert.deepEqual([changes[29], interruptions[29]], [7, 2]);
+  assert.deepEqual([changes[59], interruptions[59]], [4, 1], 'the server counts once');
+  counts.add(now + 1_000, 'timeout'); // live again after the seed
+  assert.deepEqual(counts.series(now).interruptions[59], 2);
+  counts.seed([]);
+  counts.seed([{ at: 'nonsense', changes: 1 }]);
+  assert.equal(counts.series(now).changes[59], 5);
+});
+
 test('chart points span the box, the highest value at the top', () => {
   assert.equal(points([0, 5, 10], 600, 100, 10), '0.0,100.0 300.0,50.0 600.0,0.0');
 });

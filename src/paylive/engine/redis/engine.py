@@ -123,6 +123,9 @@ class RedisEngine(Shop, Engine):
     async def counters(self) -> dict[str, int]:
         return await self._store.counters()
 
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        await self._store.forget_counters(names)
+
     async def list_review(self, limit: int) -> list[Session]:
         return await self._store.list_review(limit)
 

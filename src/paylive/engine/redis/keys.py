@@ -12,7 +12,8 @@ all, also on Redis Cluster:
 Both expire ``retention_after_end_ms`` after the session's last save once it is
 terminal, and ``session_ttl_ms + retention_after_end_ms`` after it while it is active
 (every save sets the expiry afresh); while the session's outbox holds a pending
-effect or a merchant event not yet delivered they do not expire at all.
+effect or a merchant event not yet delivered, or while it is flagged for review,
+they do not expire at all.
 
 The global keys share the hash tag ``{_global}`` (one slot, so one script may update
 them together): ``timers`` (zset id -> due ms), ``order`` and ``active`` (zsets
@@ -26,7 +27,8 @@ event id -> cursor), ``logr`` (hash id -> record), ``logt`` (hash id -> created 
 and ``logn`` (the last cursor given): the merchant events log, appended once per id
 by one script, so cursors follow append order; ``dlv`` (hash event id -> delivery
 record), ``dlvopen`` and ``dlvdone`` (zsets id -> last change): webhook deliveries,
-the done ones capped. Records of ``put``/``get`` are plain strings
+the done ones capped; ``audit`` (a list, newest first, capped): the audit trail of
+staff and shop actions. Records of ``put``/``get`` are plain strings
 ``paylive:rec:<key>`` with their own expiry.
 
 Channels: ``paylive:{<id>}:ev`` per session (its hash tag puts it in the session's
@@ -78,3 +80,6 @@ def channel(session_id: str | None, sharded: bool = False) -> bytes:
 
 def record_key(key: str) -> str:
     return f"{PREFIX}:rec:{key}"
+
+
+AUDIT = f"{_G}:audit"

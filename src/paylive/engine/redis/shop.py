@@ -11,7 +11,7 @@ from ...settings import Settings
 from ..base import ShopStore
 from . import scripts
 from .client import Client
-from .keys import DELIVERIES, DONE, LOG, LOG_NEXT, LOG_RECORDS, LOG_TIMES, OPEN
+from .keys import AUDIT, DELIVERIES, DONE, LOG, LOG_NEXT, LOG_RECORDS, LOG_TIMES, OPEN
 
 
 class Shop(ShopStore):
@@ -84,3 +84,19 @@ class Shop(ShopStore):
                 return []
             records = await r.hmget(DELIVERIES, [i for i, _ in ranked])
         return [record for record in records if record is not None]
+
+    # Audit trail -----------------------------------------------------------------
+
+    async def audit_add(self, entry: bytes, kept: int) -> None:
+        r: Any = self._client.r
+        async with self._client.op():
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.lpush(AUDIT, entry)
+                pipe.ltrim(AUDIT, 0, kept - 1)
+                await pipe.execute()
+
+    async def audit_read(self, start: int, count: int) -> list[bytes]:
+        r: Any = self._client.r
+        async with self._client.op():
+            entries: Any = await r.lrange(AUDIT, start, start + count - 1)
+        return list(entries)

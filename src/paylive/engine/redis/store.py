@@ -35,8 +35,9 @@ Timers
 ``claim_due`` is one script on the global slot: it takes up to ``limit`` due members
 of ``timers`` and sets their score to ``now + lease_ms`` in the same step, so exactly
 one caller gets each. The same script unindexes the ended sessions whose retention
-ran out (the caller then deletes their keys: exactly when the memory engine purges
-them, ``updated_at + retention`` at the caller's clock) and drops index entries too
+ran out (the caller then deletes their keys, each unless a save since has made it
+kept, ``purge.lua``: exactly when the memory engine purges them, ``updated_at +
+retention`` at the caller's clock) and drops index entries too
 old to belong to any live session. Claimed ids whose session expired are dropped
 rather than returned. The keys' own expiry is the backstop.
 
@@ -121,8 +122,19 @@ def _outbox_args(session: Session) -> list[int | str]:
         _or_blank(min(pending) if pending else None),
         _or_blank(min((e.created_at for e in session.effects), default=None)),
         session.updated_at if session.needs_review else "",
-        "1" if session.owes else "",
+        # Kept (no expiry, no purge) while the outbox owes anything, and while a
+        # person has not resolved its review, whatever the retention.
+        "1" if session.owes or session.needs_review else "",
     ]
+
+
+def with_review_count(counters: dict[str, int], flagged: int) -> dict[str, int]:
+    """The counters with ``needs_review`` as the review list holds it, never the
+    running sum (which a purge or a crash between two steps could leave drifted)."""
+    counters.pop("needs_review", None)
+    if flagged:
+        counters["needs_review"] = flagged
+    return counters
 
 
 def _stat_args(stats: Mapping[str, int]) -> list[Any]:
@@ -373,8 +385,18 @@ class Store:
 
     async def counters(self) -> dict[str, int]:
         async with self._client.op():
-            raw: Any = await self._client.r.hgetall(COUNTERS)
-        return {name.decode(): int(value) for name, value in raw.items()}
+            async with self._client.r.pipeline(transaction=False) as pipe:
+                pipe.hgetall(COUNTERS)
+                pipe.zcard(REVIEW)
+                raw, flagged = await pipe.execute()
+        counters = {name.decode(): int(value) for name, value in raw.items()}
+        return with_review_count(counters, int(flagged))
+
+    async def forget_counters(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        async with self._client.op():
+            await self._client.r.hdel(COUNTERS, *names)
 
     # Timers -----------------------------------------------------------------
 
@@ -390,13 +412,14 @@ class Store:
                 [now, max(0, limit), now + lease_ms, PURGE_BATCH, cutoff],
             )
             ids = [i.decode() for i in claimed]
+            for raw in purged:
+                # Deleted only if still not kept (see purge.lua): never a refund saved
+                # since the claim unindexed it.
+                await client.eval(scripts.PURGE, session_keys(raw.decode()), [])
             async with client.r.pipeline(transaction=False) as pipe:
-                for raw in purged:
-                    pipe.delete(*session_keys(raw.decode()))
                 for session_id in ids:
                     pipe.exists(session_keys(session_id)[0])
-                replies = await pipe.execute() if purged or ids else []
-            exists = replies[len(purged) :]
+                exists = await pipe.execute() if ids else []
             gone = [sid for sid, held in zip(ids, exists, strict=True) if not held]
             if gone:
                 # Expired while their timer was still set: nothing to fire, ever.

@@ -6,9 +6,17 @@
 -- caller. Index entries older than the cutoff can only be leftovers of a crash.
 -- Then the claim: due timers are pushed to the lease end in the same step, so that
 -- exactly one caller gets each.
-local purged = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
-for _, id in ipairs(purged) do
+-- A session flagged for review is never purged (a save that flags it takes it out
+-- of ``ended``; this guards an entry left from before): it leaves ``ended`` only.
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
+local purged = {}
+for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[2], id)
+  if not redis.call('ZSCORE', KEYS[#KEYS], id) then
+    purged[#purged + 1] = id
+  end
+end
+for _, id in ipairs(purged) do
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZREM', KEYS[1], id)

@@ -16,7 +16,7 @@ end
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[2], id)
   if ARGV[10] ~= '' then
-    redis.call('ZREM', KEYS[3], id)  -- kept while its outbox owes anything
+    redis.call('ZREM', KEYS[3], id)  -- kept while its outbox owes anything or it awaits review
   else
     redis.call('ZADD', KEYS[3], 'NX', ARGV[5], id)
   end

@@ -10,7 +10,7 @@ end
 if ARGV[11] == '1' then
   redis.call('ZREM', KEYS[4], id)
   if ARGV[fx + 4] ~= '' then
-    redis.call('ZREM', KEYS[5], id)  -- kept while its outbox owes anything
+    redis.call('ZREM', KEYS[5], id)  -- kept while its outbox owes anything or it awaits review
   else
     redis.call('ZADD', KEYS[5], 'NX', ARGV[12], id)
   end

@@ -12,8 +12,9 @@
 --   12 purge time, 13 event count n, then the n events, then five outbox arguments
 --   (fx .. fx + 3: the due time of its outbox, the oldest pending effect's creation
 --   time, the first effect's creation time, the time the session was flagged for
---   review, each '' when there is none; fx + 4: '1' when the outbox owes anything, a
---   pending effect or a merchant event, else ''), then stat name/delta pairs.
+--   review, each '' when there is none; fx + 4: '1' when the session is kept: its
+--   outbox owes anything, a pending effect or a merchant event, or it is flagged
+--   for review, else ''), then stat name/delta pairs.
 local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
 if cur[1] ~= ARGV[1] then
   return {redis.call('HGET', KEYS[1], 'r')}
@@ -37,7 +38,8 @@ if n > 0 then
   redis.call('HINCRBY', KEYS[1], 'n', n)
 end
 if ARGV[fx + 4] ~= '' then
-  -- The outbox owes the provider a call or the shop an event: kept until it is made.
+  -- The outbox owes the provider a call or the shop an event, or a person has not
+  -- resolved its review: kept until then.
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 else

@@ -1,0 +1,269 @@
+// The HTTP transports (protocol 6.15) behind the same face as `ReconnectingSocket`: an
+// event stream (EventSource) and long-polling (fetch). Each comes back by itself with
+// backoff and resumes from `since()`; commands go over the HTTP API.
+
+import { Backoff } from './backoff.js';
+import { FATAL_CLOSE_CODES } from './constants.js';
+import { Emitter } from './emitter.js';
+import { fetchTicket, httpCommand, httpOrigin } from './http.js';
+
+const ABANDONED = 4000;
+const LOST = 1006;
+
+/** Status, backoff and reconnection shared by the two; subclasses open and shut. */
+class HttpConnection extends Emitter {
+  options;
+  #status = 'idle';
+  #stopped = false;
+  #active = false;
+  #timer = null;
+  #backoff;
+
+  constructor(options) {
+    super();
+    this.options = options;
+    this.#backoff = new Backoff(options);
+  }
+
+  get status() {
+    return this.#status;
+  }
+
+  get connected() {
+    return this.#status === 'connected';
+  }
+
+  connect() {
+    this.#stopped = false;
+    if (this.#active) return;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    const first = this.#status === 'idle' || this.#status === 'closed';
+    this.#setStatus(first ? 'connecting' : 'reconnecting', { attempt: this.#backoff.attempt });
+    this.#active = true;
+    this.open();
+  }
+
+  close(code = 1000, reason = 'client closed') {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    const was = this.#active;
+    this.#active = false;
+    this.shut();
+    this.#setStatus('closed', { code, reason });
+    if (was) this.emit('close', { code, reason, reconnect: false });
+  }
+
+  reconnectNow() {
+    this.#backoff.reset();
+    if (this.#active) {
+      this.shut();
+      this.ended(ABANDONED, 'reconnect requested', 0);
+    } else {
+      this.connect();
+    }
+  }
+
+  drop(reason = 'dropped') {
+    if (!this.#active) return;
+    this.shut();
+    this.ended(ABANDONED, reason);
+  }
+
+  /** Commands travel over the HTTP API; their `ack` or `error` comes back as a message. */
+  send(message) {
+    if (this.#status !== 'connected') return false;
+    httpCommand(this.options.fetch, this.options, message, (answer) => this.emit('message', answer));
+    return true;
+  }
+
+  // For the subclasses ---------------------------------------------------------
+
+  open() {}
+
+  shut() {}
+
+  opened() {
+    this.#backoff.opened(Date.now());
+    this.#setStatus('connected');
+    this.emit('open');
+  }
+
+  deliver(message) {
+    if (message && typeof message === 'object') this.emit('message', message);
+  }
+
+  ended(code, reason, delay = null) {
+    this.#active = false;
+    this.#backoff.closed(Date.now());
+    if (this.#stopped) return;
+    const fatal = FATAL_CLOSE_CODES.get(code);
+    if (fatal) {
+      this.failed({ code, reason, error: fatal });
+      return;
+    }
+    this.emit('close', { code, reason, reconnect: true });
+    if (this.#stopped) return; // a listener closed it for good
+    const wait = delay ?? this.#backoff.next();
+    this.#setStatus('reconnecting', { attempt: this.#backoff.attempt, delay: wait, code, reason });
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.connect();
+    }, wait);
+  }
+
+  failed(detail) {
+    this.#active = false;
+    this.#stopped = true;
+    this.shut();
+    this.emit('close', { code: detail.code, reason: detail.reason, reconnect: false });
+    this.#setStatus('closed', detail);
+    this.emit('fatal', detail);
+  }
+
+  #setStatus(status, detail = {}) {
+    this.#status = status;
+    this.emit('status', { status, ...detail });
+  }
+}
+
+/**
+ * Server-Sent Events: each open buys a ticket and opens an `EventSource` on the session's
+ * stream (or the admin stream), resuming with `since`. EventSource's own reconnect would
+ * reuse a spent ticket, so any error ends this stream and a fresh one is opened.
+ */
+export class EventStreamConnection extends HttpConnection {
+  #source = null;
+  #attempt = null;
+
+  open() {
+    const attempt = {};
+    this.#attempt = attempt;
+    const o = this.options;
+    fetchTicket(o.fetch, o.baseUrl, o.secret).then(
+      (ticket) => {
+        if (this.#attempt !== attempt) return;
+        const params = new URLSearchParams({ ticket });
+        const since = o.since?.();
+        if (since !== null && since !== undefined) params.set('since', String(since));
+        const path = o.sessionId ? `/api/sessions/${encodeURIComponent(o.sessionId)}/stream` : '/api/admin/stream';
+        const source = new o.EventSource(`${httpOrigin(o.baseUrl)}${path}?${params}`);
+        this.#source = source;
+        source.onopen = () => {
+          if (this.#source === source) this.opened();
+        };
+        source.onmessage = (event) => {
+          if (this.#source !== source) return;
+          try {
+            this.deliver(JSON.parse(event.data));
+          } catch {
+            console.warn('paylive: ignoring an event that is not JSON');
+          }
+        };
+        source.addEventListener('close', (event) => {
+          if (this.#source !== source) return;
+          let detail = { code: LOST, reason: 'stream closed' };
+          try {
+            detail = JSON.parse(event.data);
+          } catch {
+            // A close without a reason: reconnect.
+          }
+          this.shut();
+          this.ended(detail.code, detail.reason);
+        });
+        source.onerror = () => {
+          if (this.#source !== source) return;
+          this.shut();
+          this.ended(LOST, 'stream lost');
+        };
+      },
+      (err) => {
+        if (this.#attempt !== attempt) return;
+        this.#attempt = null;
+        if (err?.fatal) this.failed({ code: err.closeCode ?? 4401, reason: err.message, error: err.code });
+        else this.ended(LOST, err?.message ?? 'no ticket');
+      },
+    );
+  }
+
+  shut() {
+    this.#attempt = null;
+    const source = this.#source;
+    this.#source = null;
+    if (source) {
+      source.onopen = source.onmessage = source.onerror = null;
+      source.close();
+    }
+  }
+}
+
+/**
+ * Long-polling, the last resort: `GET .../events?since=` with the client secret in the
+ * Authorization header, again as soon as each answer is in. The first poll of each
+ * connection is not held, so the page hears at once; between polls the countdown is
+ * drawn from the answer's `deadline` and `server_time` (a `countdown` made here).
+ */
+export class PollingConnection extends HttpConnection {
+  #round = null;
+  #abort = null;
+
+  open() {
+    const round = {};
+    this.#round = round;
+    this.#loop(round);
+  }
+
+  shut() {
+    this.#round = null;
+    this.#abort?.abort();
+    this.#abort = null;
+  }
+
+  async #loop(round) {
+    const o = this.options;
+    let first = true;
+    while (this.#round === round) {
+      const params = new URLSearchParams();
+      const since = o.since?.();
+      if (since !== null && since !== undefined) params.set('since', String(since));
+      if (first) params.set('wait', '0');
+      const abort = typeof AbortController === 'undefined' ? null : new AbortController();
+      this.#abort = abort;
+      let body;
+      try {
+        const reply = await o.fetch(
+          `${httpOrigin(o.baseUrl)}/api/sessions/${encodeURIComponent(o.sessionId)}/events?${params}`,
+          { headers: { Authorization: `Bearer ${o.secret}` }, cache: 'no-store', signal: abort?.signal },
+        );
+        if (this.#round !== round) return;
+        if (!reply.ok) {
+          const code = { 401: 4401, 403: 4401, 404: 4404 }[reply.status] ?? 1013;
+          this.shut();
+          this.ended(code, `poll refused (HTTP ${reply.status})`);
+          return;
+        }
+        body = await reply.json();
+      } catch (err) {
+        if (this.#round !== round) return;
+        this.shut();
+        this.ended(LOST, `poll failed: ${err?.message ?? err}`);
+        return;
+      }
+      if (this.#round !== round) return;
+      if (first) this.opened();
+      first = false;
+      for (const message of body.events ?? []) this.deliver(message);
+      if (body.status === 'processing' && typeof body.deadline === 'number') {
+        this.deliver({
+          type: 'countdown',
+          session: body.session,
+          seq: body.seq,
+          ts: body.server_time,
+          data: { attempt: null, remaining_ms: Math.max(0, body.deadline - body.server_time), deadline: body.deadline },
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,82 @@
+// What the HTTP transports share: the server's http(s) origin, tickets (protocol 6.15),
+// and the customer commands sent over the HTTP API (section 3) when no socket carries them.
+
+import { PayliveError } from './emitter.js';
+
+/** http(s)://host of the current page, or of `base` when given (ws(s) URLs are mapped). */
+export function httpOrigin(base) {
+  const url = new URL(base ?? globalThis.location?.href ?? 'http://127.0.0.1/');
+  const scheme = url.protocol === 'https:' || url.protocol === 'wss:' ? 'https:' : 'http:';
+  return `${scheme}//${url.host}`;
+}
+
+/**
+ * A single-use ticket bought with `credential` in the Authorization header, so that no
+ * secret is ever written in a URL. Rejects with a `PayliveError` that has `fatal: true`
+ * when the server refuses the credential (reconnecting cannot help).
+ */
+export async function fetchTicket(fetchFn, baseUrl, credential) {
+  let reply;
+  try {
+    reply = await fetchFn(`${httpOrigin(baseUrl)}/api/tickets`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${credential}` },
+      cache: 'no-store',
+    });
+  } catch (err) {
+    throw new PayliveError('connection_lost', `no ticket: ${err?.message ?? err}`);
+  }
+  if (reply.ok) return (await reply.json()).ticket;
+  const fatal = reply.status === 401 || reply.status === 403;
+  throw new PayliveError(fatal ? 'unauthorized' : 'ticket_refused', `no ticket (HTTP ${reply.status})`, {
+    fatal,
+    closeCode: fatal ? 4401 : 1013,
+  });
+}
+
+const COMMAND_PATHS = {
+  pay: 'attempts',
+  retry: 'attempts',
+  cancel: 'cancel',
+  interrupt: 'interrupt',
+  check: 'check',
+};
+
+/**
+ * Send one customer command over the HTTP API and answer it as the socket would: an
+ * `ack` or an `error` message with the command's `ref`, handed to `deliver`.
+ */
+export async function httpCommand(fetchFn, { baseUrl, sessionId, secret }, command, deliver) {
+  const path = COMMAND_PATHS[command.type];
+  const ref = command.ref;
+  const answer = (type, data) => deliver({ type, session: sessionId, seq: null, ts: 0, data: { ...data, ref } });
+  if (!path) {
+    if (command.type !== 'ping') answer('error', { code: 'unknown_command', message: `unknown command ${command.type}` });
+    return;
+  }
+  const body = {};
+  if (command.payment_method) body.payment_method = command.payment_method;
+  if (command.type === 'interrupt') body.reason = command.reason ?? 'network_error';
+  let reply;
+  try {
+    reply = await fetchFn(`${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    answer('error', { code: 'connection_lost', message: `the command may not have arrived: ${err?.message ?? err}` });
+    return;
+  }
+  if (reply.ok) {
+    answer('ack', {});
+    return;
+  }
+  let error = { code: 'error', message: `HTTP ${reply.status}` };
+  try {
+    error = (await reply.json()).error ?? error;
+  } catch {
+    // Not JSON (a proxy's page): the status says enough.
+  }
+  answer('error', { code: error.code, message: error.message });
+}

@@ -1,0 +1,238 @@
+// The live connection a page uses, whichever transport carries it (protocol 6.15):
+// WebSocket first; when its handshake fails or no first message comes within
+// `firstMessageTimeout`, Server-Sent Events; when the stream delivers nothing either (a
+// proxy that buffers it), long-polling. On a lower transport it tries the higher ones
+// again every `upgradeInterval` and moves back up as soon as one delivers.
+
+import { Emitter } from './emitter.js';
+import { EventStreamConnection, PollingConnection } from './fallback.js';
+import { fetchTicket } from './http.js';
+import { ReconnectingSocket, SOCKET_DEFAULTS, socketOrigin } from './socket.js';
+
+/** The transports, best first. */
+export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'polling']);
+
+/** Options of `LiveConnection`, on top of `SOCKET_DEFAULTS`. */
+export const TRANSPORT_DEFAULTS = Object.freeze({
+  ...SOCKET_DEFAULTS,
+  /** The transports to use, best first (a subset of `TRANSPORTS`). */
+  transports: TRANSPORTS,
+  /** A transport that has not delivered a first message this long after it started is skipped (ms). */
+  firstMessageTimeout: 5_000,
+  /** On a lower transport, try a higher one this often (ms); 0: never. */
+  upgradeInterval: 30_000,
+  /** Injectable for tests and non-browser hosts. */
+  EventSource: globalThis.EventSource,
+  fetch: globalThis.fetch ? (...args) => globalThis.fetch(...args) : undefined,
+});
+
+/**
+ * One live connection over the best transport that works. Same face as
+ * `ReconnectingSocket` (`status`, `connect`, `close`, `reconnectNow`, `drop`, `send`;
+ * events `status`, `open`, `message`, `close`, `fatal`), plus `transport`, which every
+ * `status` event carries too.
+ *
+ * Options: `sessionId` and `secret` (a client secret) for a session's channel, or only
+ * `secret` (the admin token) for the admin feed; `since()` gives the seq to resume from.
+ * Secrets travel in `Authorization` headers only: a socket or a stream is opened with a
+ * single-use ticket bought with them.
+ */
+export class LiveConnection extends Emitter {
+  #options;
+  #transports;
+  #level = 0;
+  #carrier = null;
+  #heard = new Set(); // transports that have delivered at least once
+  #firstTimer = null;
+  #probe = null;
+  #probeLevel = 0;
+  #probeTimer = null;
+  #upgradeTimer = null;
+  #closed = false;
+
+  constructor(options = {}) {
+    super();
+    this.#options = { ...TRANSPORT_DEFAULTS, ...options };
+    const wanted = this.#options.transports.filter((t) => TRANSPORTS.includes(t));
+    // Polling is a session's alone; and a host without EventSource cannot stream.
+    this.#transports = wanted.filter(
+      (t) =>
+        (t !== 'polling' || this.#options.sessionId) &&
+        (t !== 'sse' || typeof this.#options.EventSource === 'function') &&
+        (t !== 'websocket' || typeof this.#options.WebSocket === 'function'),
+    );
+    if (!this.#transports.length) this.#transports = ['websocket'];
+  }
+
+  /** The transport in use: `websocket`, `sse` or `polling`. */
+  get transport() {
+    return this.#transports[this.#level];
+  }
+
+  get status() {
+    return this.#carrier?.status ?? 'idle';
+  }
+
+  get connected() {
+    return this.#carrier?.connected ?? false;
+  }
+
+  connect() {
+    this.#closed = false;
+    if (!this.#carrier) this.#carrier = this.#make(this.#level);
+    this.#carrier.connect();
+  }
+
+  close(code = 1000, reason = 'client closed') {
+    this.#closed = true;
+    this.#stopProbing();
+    clearTimeout(this.#firstTimer);
+    this.#carrier?.close(code, reason);
+  }
+
+  reconnectNow() {
+    if (this.#carrier) this.#carrier.reconnectNow();
+    else this.connect();
+  }
+
+  drop(reason = 'dropped') {
+    this.#carrier?.drop(reason);
+  }
+
+  send(message) {
+    return this.#carrier?.send(message) ?? false;
+  }
+
+  /** A carrier for transport `level`, its events wired to this connection. */
+  #make(level) {
+    const transport = this.#transports[level];
+    const o = this.#options;
+    let carrier;
+    if (transport === 'websocket') {
+      const path = o.sessionId ? `/ws/sessions/${encodeURIComponent(o.sessionId)}` : '/ws/admin';
+      carrier = new ReconnectingSocket(async () => {
+        const params = new URLSearchParams({ ticket: await fetchTicket(o.fetch, o.baseUrl, o.secret) });
+        const since = o.since?.();
+        if (since !== null && since !== undefined) params.set('since', String(since));
+        return `${socketOrigin(o.baseUrl)}${path}?${params}`;
+      }, o);
+    } else if (transport === 'sse') {
+      carrier = new EventStreamConnection(o);
+    } else {
+      carrier = new PollingConnection(o);
+    }
+    carrier.on('status', (detail) => {
+      if (carrier !== this.#carrier) return;
+      if (detail.status === 'connecting' || detail.status === 'reconnecting') this.#armFirst(level);
+      this.emit('status', { ...detail, transport });
+    });
+    carrier.on('open', () => {
+      if (carrier === this.#carrier) this.emit('open');
+    });
+    carrier.on('message', (message) => this.#onMessage(carrier, level, message));
+    carrier.on('close', (detail) => {
+      if (carrier === this.#probe) {
+        this.#probeFailed();
+        return;
+      }
+      if (carrier !== this.#carrier) return;
+      // A transport that never delivered anything is not going to: the next one.
+      if (detail.reconnect && !this.#heard.has(transport) && this.#level < this.#transports.length - 1) {
+        this.#stepDown();
+        return;
+      }
+      this.emit('close', { ...detail, transport });
+    });
+    carrier.on('fatal', (detail) => {
+      if (carrier === this.#probe) {
+        this.#probeFailed();
+        return;
+      }
+      if (carrier === this.#carrier) this.emit('fatal', { ...detail, transport });
+    });
+    return carrier;
+  }
+
+  #onMessage(carrier, level, message) {
+    if (carrier === this.#probe) {
+      this.#adopt(carrier, level);
+    } else if (carrier !== this.#carrier) {
+      return;
+    }
+    this.#heard.add(this.#transports[level]);
+    clearTimeout(this.#firstTimer);
+    this.#firstTimer = null;
+    this.emit('message', message);
+  }
+
+  #armFirst(level) {
+    clearTimeout(this.#firstTimer);
+    this.#firstTimer = null;
+    if (this.#heard.has(this.#transports[level]) || level >= this.#transports.length - 1) return;
+    this.#firstTimer = setTimeout(() => {
+      this.#firstTimer = null;
+      if (this.#level === level && !this.#heard.has(this.#transports[level])) this.#stepDown();
+    }, this.#options.firstMessageTimeout);
+  }
+
+  #stepDown() {
+    const old = this.#carrier;
+    this.#carrier = null;
+    old?.close(4000, 'trying another transport');
+    this.#level += 1;
+    this.emit('close', { code: 4000, reason: `moving to ${this.transport}`, reconnect: true, transport: this.#transports[this.#level - 1] });
+    if (this.#closed) return;
+    this.#carrier = this.#make(this.#level);
+    this.#carrier.connect();
+    this.#scheduleUpgrade();
+  }
+
+  #scheduleUpgrade() {
+    clearTimeout(this.#upgradeTimer);
+    const every = this.#options.upgradeInterval;
+    if (!every || this.#level === 0 || this.#closed) return;
+    this.#upgradeTimer = setTimeout(() => this.#tryUpgrade(), every);
+  }
+
+  #tryUpgrade() {
+    this.#upgradeTimer = null;
+    if (this.#closed || this.#level === 0 || this.#probe) return;
+    if (this.#probeLevel >= this.#level) this.#probeLevel = 0;
+    const level = this.#probeLevel;
+    this.#probe = this.#make(level);
+    this.#probe.connect();
+    this.#probeTimer = setTimeout(() => this.#probeFailed(), this.#options.firstMessageTimeout);
+  }
+
+  #probeFailed() {
+    const probe = this.#probe;
+    if (!probe) return;
+    this.#probe = null;
+    clearTimeout(this.#probeTimer);
+    probe.close(4000, 'probe over');
+    this.#probeLevel += 1;
+    this.#scheduleUpgrade();
+  }
+
+  #adopt(probe, level) {
+    clearTimeout(this.#probeTimer);
+    this.#probe = null;
+    const old = this.#carrier;
+    this.#carrier = probe;
+    this.#level = level;
+    this.#probeLevel = 0;
+    old?.close(4000, 'moved to a better transport');
+    this.emit('status', { status: probe.status, transport: this.transport });
+    if (probe.connected) this.emit('open');
+    this.#scheduleUpgrade();
+  }
+
+  #stopProbing() {
+    clearTimeout(this.#upgradeTimer);
+    clearTimeout(this.#probeTimer);
+    this.#upgradeTimer = this.#probeTimer = null;
+    const probe = this.#probe;
+    this.#probe = null;
+    probe?.close(4000, 'closed');
+  }
+}

@@ -1,0 +1,109 @@
+"""The audit trail (docs/protocol.md section 6.13): what staff and the shop did that
+changed something, with who, when, from which address and on which session.
+
+An action on a session is recorded in the session itself, in the same save as the
+change it made (``PaymentService.run(..., audit=...)``), so it is recorded exactly
+when the change is, and once. ``added`` then copies it to the engine's trail of every
+session (the newest ``AUDIT_KEPT_GLOBAL``) and to the archive, which keeps it as long
+as it keeps sessions; an action on no session (the sandbox's switches) is only
+``added``. Reads: one session's trail from the session while the engine holds it,
+else from the archive; the trail of every session from the engine's list merged with
+the archive's rows. ``catch_up`` (every 10 s on each worker) archives what the
+engine's trail holds past the archive's mark, so PostgreSQL being down delays the
+archive and loses nothing (unless more than ``AUDIT_KEPT_GLOBAL`` actions come
+meanwhile).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..archive import ArchiveUnavailable, AuditQuery
+from ..core.codec import dumps_strict
+from ..engine import Engine, EngineUnavailable
+
+if TYPE_CHECKING:
+    from ..archive.store import Archive
+
+log = logging.getLogger("paylive.audit")
+
+AUDIT_KEPT_GLOBAL = 10_000
+# The engine's trail is read this many entries at a time, newest first.
+PAGE = 200
+# The id of the newest entry of the engine's trail known to be archived.
+ARCHIVED_MARK = "audit:archived"
+MARK_TTL_MS = 30 * 24 * 3_600_000
+
+
+class AuditTrail:
+    def __init__(self, engine: Engine, archive: Archive | None) -> None:
+        self.engine = engine
+        self.archive = archive
+
+    async def added(self, entry: dict[str, Any]) -> None:
+        """Copy an entry recorded (or, for no session, made) just now to the trail of
+        every session and to the archive. With PostgreSQL down it reaches the archive
+        later, by ``catch_up``; with the engine down (rare: the action was just saved
+        in it) the copy is skipped, and the session's own record still holds it."""
+        try:
+            await self.engine.audit_add(dumps_strict(entry), AUDIT_KEPT_GLOBAL)
+        except EngineUnavailable as exc:
+            # The action is done and, on a session, recorded with it: its answer must not
+            # say otherwise (a client that retried would act twice).
+            log.warning("audit entry %s not copied to the trail: %s", entry.get("id"), exc)
+        if self.archive is not None:
+            try:
+                await self.archive.audit_add([entry])
+            except ArchiveUnavailable as exc:
+                log.warning("audit entry %s not archived yet: %s", entry.get("id"), exc)
+
+    async def catch_up(self) -> None:
+        """Archive the engine's entries newer than the mark (inserts are idempotent)."""
+        if self.archive is None:
+            return
+        mark = await self.engine.get(ARCHIVED_MARK)
+        newer: list[dict[str, Any]] = []
+        async for entry in self._newest_first():
+            if mark is not None and str(entry["id"]).encode() == mark:
+                break
+            newer.append(entry)
+        if not newer:
+            return
+        try:
+            await self.archive.audit_add(newer)
+        except ArchiveUnavailable:
+            return  # tried again at the next round
+        await self.engine.put(ARCHIVED_MARK, str(newer[0]["id"]).encode(), MARK_TTL_MS)
+
+    async def _newest_first(self) -> AsyncIterator[dict[str, Any]]:
+        """The engine's trail, newest first, a page at a time (most reads stop early)."""
+        for start in range(0, AUDIT_KEPT_GLOBAL, PAGE):
+            page = await self.engine.audit_read(start, PAGE)
+            for raw in page:
+                yield json.loads(raw)
+            if len(page) < PAGE:
+                return
+
+    async def search(self, query: AuditQuery) -> list[dict[str, Any]]:
+        """Entries matching ``query``, newest first, each once."""
+        found: dict[str, dict[str, Any]] = {}
+        if query.session_id is not None:
+            session = await self.engine.load(query.session_id)
+            if session is not None:
+                for entry in session.audit:
+                    found[str(entry["id"])] = entry
+        else:
+            async for entry in self._newest_first():
+                if query.matches(entry):
+                    found[str(entry["id"])] = entry
+                if len(found) >= query.limit:
+                    break
+        if self.archive is not None and len(found) < query.limit:
+            for entry in await self.archive.audit_search(query):
+                found.setdefault(str(entry["id"]), entry)
+        entries = [e for e in found.values() if query.matches(e)]
+        entries.sort(key=lambda e: (int(e.get("at") or 0), str(e["id"])), reverse=True)
+        return entries[: query.limit]

@@ -1,0 +1,72 @@
+"""Reading a request's body: whole, bounded in size, and by one deadline.
+
+The deadline is set by the connection when the headers are complete
+(``server.connections`` puts it in the scope as the ``paylive.body`` extension) and
+counts the whole body, not the pause between two bytes: a client that trickles its
+body a byte at a time is answered 408 ``request_timeout`` by then, however steadily
+it sends. Without the extension (an app run by another server) the deadline starts
+when the reading does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.types import Receive, Scope
+
+from ..core.protocol import ErrorCode
+from ..errors import PayliveError, Refused
+from . import validation
+
+# The scope extension the connection sets: ``{"deadline": <event loop time>}``.
+BODY_EXTENSION = "paylive.body"
+
+
+class ClientGone(PayliveError):
+    """The client closed the connection before its body arrived: nobody to answer."""
+
+
+def deadline_of(scope: Mapping[str, Any], timeout_s: float) -> float:
+    """The loop time by which the body must have arrived."""
+    held = (scope.get("extensions") or {}).get(BODY_EXTENSION)
+    if isinstance(held, Mapping) and isinstance(held.get("deadline"), int | float):
+        return float(held["deadline"])
+    return asyncio.get_running_loop().time() + timeout_s
+
+
+def declared_length(scope: Mapping[str, Any], limit: int) -> None:
+    """Refuse at once a body whose Content-Length says it is too large or is no number."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            size = validation.ascii_int(value.decode("latin-1").strip())
+            if size is None:
+                raise Refused(ErrorCode.INVALID_REQUEST, "Content-Length is not a number")
+            if size > limit:
+                raise Refused(ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes")
+
+
+async def read_all(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
+    """The whole body, at most ``limit`` bytes, arrived by the deadline; raises Refused
+    (``body_too_large``, ``request_timeout``, ``invalid_request``) or ClientGone."""
+    declared_length(scope, limit)
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        async with asyncio.timeout_at(deadline_of(scope, timeout_s)):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone("the client went away before its body arrived")
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    raise Refused(
+                        ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes"
+                    )
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise Refused(ErrorCode.REQUEST_TIMEOUT, "the body did not arrive in time") from None

@@ -1,0 +1,174 @@
+"""The checkout and the dashboard where a WebSocket cannot get through (protocol 6.15):
+headless Chromium behind a real proxy process (tests/support/httpproxy.py) that
+answers every WebSocket ``Upgrade`` with 403, and, in the second case, also buffers
+streamed responses until they end. Two ``paylive serve`` workers on one real Redis
+behind it, requests alternating between them (round-robin, one upstream connection
+per request): nothing missed, nothing shown twice, no secret in any URL.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from ..support.browser import require_browser
+from ..support.httpproxy import HttpProxy
+from ..support.redisproc import REDIS_SERVER, RedisProc, start_redis
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
+
+require_browser()
+from playwright.sync_api import Page, expect  # noqa: E402
+
+TIMEOUT_CARD = "4000000000000408"
+OK_CARD = "4242424242424242"
+WAIT_MS = 15_000  # falling back takes a few seconds (the client waits for a first message)
+
+TIMINGS = {
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "3000",
+    "PAYLIVE_RETRY_DELAY_MS": "500",
+    "PAYLIVE_SANDBOX_DELAY_MS": "200",
+    "PAYLIVE_COUNTDOWN_INTERVAL_MS": "250",
+    "PAYLIVE_SSE_HEARTBEAT_MS": "1000",
+}
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    proc = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def workers(redis: RedisProc) -> Iterator[tuple[Server, Server]]:
+    env = {**TIMINGS, "PAYLIVE_REDIS_URL": redis.url}
+    with Server(env) as a, Server(env) as b:
+        yield a, b
+
+
+def record(page: Page) -> None:
+    """Keep every durable event the page applied ('state' and 'retry_prompt' are emitted
+    once per applied event; a duplicate delivery is skipped before them)."""
+    page.evaluate(
+        """() => {
+          window.__applied = [];
+          window.__paylive.on('state', (m) => window.__applied.push(m.seq));
+          window.__paylive.on('retry_prompt', (m) => window.__applied.push(m.seq));
+        }"""
+    )
+
+
+def checkout_flow(page: Page, proxy: HttpProxy, transport: str, a: Server) -> None:
+    page.goto(f"{proxy.url}/demo")
+    badge = page.locator("#connection")
+    expect(badge).to_have_attribute("data-transport", transport, timeout=WAIT_MS)
+    expect(badge).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    expect(page.locator("#status")).to_have_attribute("data-status", "created")
+    record(page)
+    fragment = parse_qs(urlsplit(page.url).fragment)
+    session_id, secret = fragment["session"][0], fragment["secret"][0]
+
+    # An attempt that times out: the countdown, then the retry prompt.
+    page.fill("#card", TIMEOUT_CARD)
+    page.click("#pay")
+    expect(page.locator("#status")).to_have_attribute("data-status", "processing", timeout=WAIT_MS)
+    expect(page.locator("#processing")).to_be_visible()
+    page.wait_for_function("Number(document.getElementById('countdown').dataset.remainingMs) > 0")
+    expect(page.locator("#countdown")).to_have_text(re.compile(r"^\d+(\.\d)?\s?s left$"))
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted", timeout=WAIT_MS)
+    expect(page.locator("#prompt")).to_be_visible()
+    expect(page.locator("#no-double")).to_contain_text("You will not be charged twice")
+    expect(page.locator("#prompt-text")).to_contain_text("attempt 2 of 3")
+
+    # The retry succeeds: the final outcome.
+    page.fill("#card", OK_CARD)
+    expect(page.locator("#retry")).to_be_enabled(timeout=WAIT_MS)
+    page.click("#retry")
+    expect(page.locator("#status")).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
+    expect(page.locator("#final-title")).to_have_text("Payment succeeded")
+    assert page.evaluate("window.__paylive.transport") == transport
+
+    # Every durable event the server has, applied once each, in order.
+    history = httpx.get(
+        f"{a.url}/api/admin/sessions/{session_id}/events",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ).json()["events"]
+    server_seqs = [e["seq"] for e in history]
+    applied = page.evaluate("window.__applied")
+    assert applied == server_seqs, (applied, server_seqs)
+    assert applied == list(range(1, len(applied) + 1))
+    no_secret_in_urls(proxy, [a], secret)
+
+
+def no_secret_in_urls(proxy: HttpProxy, servers: list[Server], *secrets: str) -> None:
+    """Neither the proxy's access log (request lines as sent) nor the workers' hold a
+    token or a secret in a URL."""
+    lines = proxy.access_log().splitlines()
+    assert any("/api/tickets" in line for line in lines)
+    for text in [proxy.access_log(), *(s.log() for s in servers)]:
+        for secret in (ADMIN_TOKEN, API_KEY, *secrets):
+            assert secret not in text
+        assert "token=" not in text
+
+
+def both_served(servers: tuple[Server, Server], path: str) -> None:
+    """Requests alternated: each worker served some of the page's ``path`` requests."""
+    for server in servers:
+        assert re.search(rf'"(GET|POST) /api[^ ]*{path}', server.log()), server.log()[-2000:]
+
+
+def test_the_checkout_on_server_sent_events_when_websockets_are_refused(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    a, b = workers
+    with HttpProxy([a.port, b.port], refuse_upgrade=True) as proxy:
+        checkout_flow(page, proxy, "sse", a)
+        assert "[upgrade]" in proxy.access_log()  # the socket was tried first
+        assert "/stream?ticket=" in proxy.access_log()
+        both_served(workers, "/tickets")
+        assert "/stream" in a.log() + b.log()
+        no_secret_in_urls(proxy, [a, b])
+
+
+def test_the_checkout_on_long_polling_when_streams_are_buffered(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    a, b = workers
+    with HttpProxy([a.port, b.port], refuse_upgrade=True, buffer=True) as proxy:
+        checkout_flow(page, proxy, "polling", a)
+        log = proxy.access_log()
+        assert "[upgrade]" in log and "/stream?ticket=" in log  # both tried first
+        assert "/events?" in log
+        both_served(workers, "/events")
+        no_secret_in_urls(proxy, [a, b])
+
+
+def test_the_dashboard_on_server_sent_events_with_no_token_in_urls(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    a, b = workers
+    with HttpProxy([a.port, b.port], refuse_upgrade=True) as proxy:
+        page.goto(f"{proxy.url}/admin#token={ADMIN_TOKEN}")
+        badge = page.locator("#connection")
+        expect(badge).to_have_attribute("data-transport", "sse", timeout=WAIT_MS)
+        expect(badge).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+        expect(badge).to_contain_text("SSE")
+        # A session created now shows up through the stream.
+        reply = httpx.post(
+            f"{b.url}/api/sessions",
+            json={"order_id": f"sse-{time.monotonic_ns()}", "amount": 500, "currency": "EUR"},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        session: dict[str, Any] = reply.json()
+        expect(page.locator(f"text={session['order_id']}")).to_be_visible(timeout=WAIT_MS)
+        no_secret_in_urls(proxy, [a, b])

@@ -1,0 +1,140 @@
+"""``paylive check`` and ``paylive migrate`` as an operator runs them: real Redis, a
+real PostgreSQL database of the test's own, localstripe for Stripe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import paylive.archive as paylive_archive
+
+from ..support import postgres, redisproc
+from ..support.localstripe import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
+from ..support.ports import free_port
+from ..support.postgres import Database
+
+BASE = {"PAYLIVE_SECRET": "preflight-secret-0123456789"}
+
+
+def paylive(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PAYLIVE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "paylive", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redisproc.RedisProc]:
+    if redisproc.REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    server = redisproc.start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    if not postgres.reachable():
+        if os.environ.get("PAYLIVE_REQUIRE_POSTGRES"):
+            pytest.fail("no PostgreSQL on 127.0.0.1:5432 (PAYLIVE_REQUIRE_POSTGRES)")
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (.ci/run starts one)")
+    with Database() as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[LocalStripe]:
+    with LocalStripe() as ls:
+        yield ls
+
+
+def stripe_env(localstripe: LocalStripe, key: str = SECRET_KEY) -> dict[str, str]:
+    return {
+        "PAYLIVE_GATEWAY": "stripe",
+        "PAYLIVE_STRIPE_SECRET_KEY": key,
+        "PAYLIVE_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PAYLIVE_STRIPE_API_BASE": localstripe.url,
+    }
+
+
+def test_redis_unreachable_exits_non_zero_naming_the_variable() -> None:
+    done = paylive(
+        "check",
+        "--timeout",
+        "1",
+        env={**BASE, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1 and "PAYLIVE_REDIS_URL" in failed[0], done.stdout
+
+
+def test_a_good_configuration_exits_0(
+    redis: redisproc.RedisProc, db: Database, localstripe: LocalStripe, tmp_path: Path
+) -> None:
+    # The database URL as a mounted secret, to check the _FILE path end to end.
+    url_file = tmp_path / "database_url"
+    url_file.write_text(db.url + "\n")
+    env = {
+        **BASE,
+        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_DATABASE_URL_FILE": str(url_file),
+        **stripe_env(localstripe),
+    }
+    done = paylive("check", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for name in ("settings", "redis", "postgresql", "stripe"):
+        assert any(line.startswith(f"ok    {name}:") for line in lines), done.stdout
+    assert "migration(s) to apply" in done.stdout  # a new database: nothing applied yet
+    # check changed nothing: the database is still empty.
+    assert db.fetch("SELECT to_regclass('paylive_migrations') IS NULL")[0][0]
+
+
+def test_a_key_the_provider_refuses_is_named(localstripe: LocalStripe) -> None:
+    # localstripe answers 401 to anything but an sk_ key, as Stripe does to a revoked one.
+    done = paylive("check", env={**BASE, **stripe_env(localstripe, "rk_test_revoked0123")})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL  stripe: PAYLIVE_STRIPE_SECRET_KEY" in done.stdout, done.stdout
+
+
+def test_a_bad_setting_exits_2_naming_it() -> None:
+    done = paylive("check", env={"PAYLIVE_MAX_ATTEMPTS": "many"})
+    assert done.returncode == 2
+    assert "PAYLIVE_MAX_ATTEMPTS" in done.stdout
+
+
+MIGRATIONS = Path(paylive_archive.__file__).parent / "migrations"
+
+
+def test_migrate_applies_the_migrations_once(db: Database) -> None:
+    env = {"PAYLIVE_DATABASE_URL": db.url}
+    done = paylive("migrate", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped = sorted(p.name for p in MIGRATIONS.glob("*.sql"))
+    assert len(shipped) >= 2, shipped
+    assert f"applied {len(shipped)} migration(s): {', '.join(shipped)}" in done.stdout
+    rows = db.fetch("SELECT version, name FROM paylive_migrations ORDER BY version")
+    assert [r["name"] for r in rows] == shipped
+    assert db.fetch("SELECT to_regclass('paylive_sessions') IS NOT NULL")[0][0]
+    again = paylive("migrate", env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stdout
+    checked = paylive("check", env={**BASE, **env})
+    assert checked.returncode == 0 and "schema up to date" in checked.stdout, checked.stdout
+
+
+def test_migrate_without_a_database_names_the_variable() -> None:
+    done = paylive("migrate", env={})
+    assert done.returncode == 2 and "PAYLIVE_DATABASE_URL" in done.stdout
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    done = paylive("migrate", "--timeout", "2", env={"PAYLIVE_DATABASE_URL": unreachable})
+    assert done.returncode == 1 and "PAYLIVE_DATABASE_URL" in done.stdout, done.stdout

@@ -1,0 +1,79 @@
+"""Rotating the API key, the admin token and PAYLIVE_SECRET on a real server.
+
+While a secret is rotated its variable lists the new value first and the old one
+after it: both are accepted, the new one signs. Once the old one is gone it gets 401.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from paylive.web.auth import client_secret
+
+from ..support.servers import Server
+
+OLD = "old-api-key-0123456789"
+NEW = "new-api-key-0123456789"
+OLD_SIGN = "old-signing-secret-0123456789"
+NEW_SIGN = "new-signing-secret-0123456789"
+ORDER = {"order_id": "rot-1", "amount": 500, "currency": "EUR"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_old_and_new_keys_work_while_both_are_listed(tmp_path: Path) -> None:
+    # The admin token comes from a file, as a mounted secret would.
+    token_file = tmp_path / "admin_token"
+    token_file.write_text("new-admin-token-0123456789,old-admin-token-0123456789\n")
+    env = {
+        "PAYLIVE_API_KEY": f"{NEW},{OLD}",
+        "PAYLIVE_SECRET": f"{NEW_SIGN},{OLD_SIGN}",
+        "PAYLIVE_ADMIN_TOKEN_FILE": str(token_file),
+    }
+    with Server(env, secrets=False) as server, httpx.Client(base_url=server.url) as http:
+        sessions = []
+        for key in (OLD, NEW):
+            reply = http.post("/api/sessions", json=ORDER, headers=bearer(key))
+            assert reply.status_code == 201, reply.text
+            sessions.append(reply.json())
+        assert http.post("/api/sessions", json=ORDER, headers=bearer("x" * 22)).status_code == 401
+        session = sessions[0]
+        # The server signs with the first secret; the old one still opens the session.
+        assert session["client_secret"] == client_secret(NEW_SIGN, session["id"])
+        old_signed = client_secret(OLD_SIGN, session["id"])
+        reply = http.get(f"/api/sessions/{session['id']}", headers=bearer(old_signed))
+        assert reply.status_code == 200, reply.text
+        for token in ("new-admin-token-0123456789", "old-admin-token-0123456789"):
+            assert http.get("/api/admin/sessions", headers=bearer(token)).status_code == 200
+
+
+def test_a_key_no_longer_listed_gets_401() -> None:
+    env = {"PAYLIVE_API_KEY": NEW, "PAYLIVE_SECRET": NEW_SIGN}
+    with Server(env, secrets=False) as server, httpx.Client(base_url=server.url) as http:
+        reply = http.post("/api/sessions", json=ORDER, headers=bearer(OLD))
+        assert reply.status_code == 401
+        assert reply.json()["error"]["code"] == "unauthorized"
+        reply = http.post("/api/sessions", json=ORDER, headers=bearer(NEW))
+        assert reply.status_code == 201
+        session_id = reply.json()["id"]
+        old_signed = client_secret(OLD_SIGN, session_id)
+        assert (
+            http.get(f"/api/sessions/{session_id}", headers=bearer(old_signed)).status_code == 401
+        )
+
+
+def test_serve_refuses_a_variable_and_its_file_naming_both(tmp_path: Path) -> None:
+    secret_file = tmp_path / "key"
+    secret_file.write_text(NEW)
+    server = Server({"PAYLIVE_API_KEY_FILE": str(secret_file)})  # PAYLIVE_API_KEY is set too
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            server.start()
+        assert "PAYLIVE_API_KEY and PAYLIVE_API_KEY_FILE are both set" in str(caught.value)
+    finally:
+        server.close()

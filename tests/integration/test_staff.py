@@ -1,0 +1,258 @@
+"""Staff roles, the audit trail and effects done by hand, against a real server on its
+own Redis and the machine's PostgreSQL (docs/protocol.md sections 6.12 and 6.13): a
+viewer reads and is refused every action with 403 ``role_not_allowed``, an operator
+refunds and resolves, every action is in the trail with its staff name, also once
+Redis forgot the session (then from PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from ..support import postgres, redisproc
+from ..support.client import admin, create, merchant
+from ..support.postgres import Database
+from ..support.servers import Server
+from ..support.waiting import until
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(
+        not postgres.reachable() and not os.environ.get("PAYLIVE_REQUIRE_POSTGRES"),
+        reason="no PostgreSQL on 127.0.0.1:5432 (.ci/run starts one)",
+    ),
+    pytest.mark.skipif(redisproc.REDIS_SERVER is None, reason="redis-server is not on PATH"),
+]
+
+VIEWER = "viewer-token-0123456789"
+OPERATOR = "operator-token-0123456789"
+ADMIN = "admin2-token-0123456789"
+OK = "4242424242424242"
+WAIT_S = 15.0
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[Database]:
+    with Database() as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+def server(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    redis = redisproc.start_redis(Path(tmp_path_factory.mktemp("redis")))
+    staff_file = Path(tmp_path_factory.mktemp("staff")) / "staff"
+    staff_file.write_text(
+        f"# who may do what\nvera:viewer:{VIEWER}\n\notto:operator:{OPERATOR}\nada:admin:{ADMIN}\n"
+    )
+    env = {
+        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_DATABASE_URL": db.url,
+        "PAYLIVE_REDIS_RETENTION_MS": "1000",
+        "PAYLIVE_STAFF_TOKENS_FILE": str(staff_file),
+        "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
+        "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
+    }
+    try:
+        with Server(env) as srv:
+            yield srv
+    finally:
+        redis.stop()
+
+
+async def paid(http: httpx.AsyncClient) -> str:
+    session = await create(http, amount=100)
+    sid = str(session["id"])
+    pay = {"payment_method": {"card": OK}}
+    reply = await http.post(f"/api/sessions/{sid}/attempts", json=pay, headers=merchant())
+    assert reply.status_code == 202, reply.text
+
+    async def succeeded() -> bool:
+        got = await http.get(f"/api/sessions/{sid}", headers=merchant())
+        return bool(got.json()["status"] == "succeeded")
+
+    await until(succeeded, WAIT_S)
+    return sid
+
+
+async def test_who_am_i_and_what_may_i_do(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        expected = {
+            VIEWER: ("vera", "viewer", False, False),
+            OPERATOR: ("otto", "operator", True, False),
+            ADMIN: ("ada", "admin", True, True),
+        }
+        for token, (name, role, act, settings) in expected.items():
+            me = (await http.get("/api/admin/me", headers=bearer(token))).json()
+            assert (me["name"], me["role"]) == (name, role)
+            assert (me["may"]["act"], me["may"]["settings"]) == (act, settings)
+        old = (await http.get("/api/admin/me", headers=admin())).json()
+        assert (old["name"], old["role"]) == ("admin", "admin"), "PAYLIVE_ADMIN_TOKEN is an admin"
+        shown = await http.get("/api/admin/settings", headers=bearer(ADMIN))
+        assert shown.status_code == 200
+        assert {"name": "vera", "role": "viewer"} in shown.json()["staff"]
+        assert VIEWER not in shown.text and OPERATOR not in shown.text, "no secret shown"
+        denied = await http.get("/api/admin/settings", headers=bearer(OPERATOR))
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "role_not_allowed"
+        wrong = await http.get("/api/admin/me", headers=bearer("not-a-staff-token-0123"))
+        assert wrong.status_code == 401
+
+
+async def test_a_viewer_reads_and_is_refused_every_action(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        sid = await paid(http)
+        viewer = bearer(VIEWER)
+        for path in (
+            "/api/admin/sessions?status=all",
+            "/api/admin/summary",
+            "/api/admin/effects",
+            f"/api/admin/sessions/{sid}/events",
+            "/api/admin/deliveries",
+            "/api/admin/search",
+            "/api/admin/audit",
+            f"/api/sessions/{sid}",
+            f"/api/admin/sandbox/ledger?session={sid}",
+        ):
+            reply = await http.get(path, headers=viewer)
+            assert reply.status_code == 200, (path, reply.text)
+        actions: list[tuple[str, dict[str, Any]]] = [
+            (f"/api/sessions/{sid}/refunds", {"amount": 10}),
+            (f"/api/admin/sessions/{sid}/review", {"by": "vera", "note": "n"}),
+            (f"/api/admin/effects/{sid}:1:refund.1/done", {"note": "n"}),
+            ("/api/admin/deliveries/evt_x_1_succeeded/retry", {}),
+            ("/api/admin/sandbox/outage", {"seconds": 1}),
+        ]
+        for path, body in actions:
+            reply = await http.post(path, json=body, headers=viewer)
+            assert reply.status_code == 403, (path, reply.text)
+            assert reply.json()["error"]["code"] == "role_not_allowed", path
+            assert "viewer" in reply.json()["error"]["message"]
+        outage = await http.post(
+            "/api/admin/sandbox/outage", json={"seconds": 1}, headers=bearer(OPERATOR)
+        )
+        assert outage.json()["error"]["code"] == "role_not_allowed", "the switch is the admin's"
+        got = (await http.get(f"/api/sessions/{sid}", headers=merchant())).json()
+        assert "refunds" not in got and got["seq"] == 2, "nothing was changed"
+        # Sockets: every role may watch (they carry no action).
+        async with connect(f"{server.ws_url}/ws/admin?token={VIEWER}") as ws:
+            assert '"admin.snapshot"' in str(await ws.recv())
+
+
+async def test_an_operator_refunds_and_every_action_is_audited_also_from_postgres(
+    server: Server, db: Database
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        sid = await paid(http)
+        made = await http.post(
+            f"/api/sessions/{sid}/refunds",
+            json={"amount": 25, "reason": "damaged"},
+            headers=bearer(OPERATOR),
+        )
+        assert made.status_code == 202, made.text
+        assert made.json()["refund"]["requested_by"] == "otto"
+        by_shop = await http.post(
+            f"/api/sessions/{sid}/refunds", json={"amount": 5}, headers=merchant()
+        )
+        assert by_shop.status_code == 202, by_shop.text
+
+        async def trail() -> list[dict[str, Any]] | None:
+            reply = await http.get(f"/api/admin/audit?session={sid}", headers=bearer(VIEWER))
+            entries = reply.json()["entries"]
+            return entries if len(entries) == 2 else None
+
+        newest, oldest = await until(trail, WAIT_S)
+        assert (oldest["staff"], oldest["role"], oldest["action"]) == ("otto", "operator", "refund")
+        assert oldest["details"] == {"amount": 25, "reason": "damaged"}
+        assert oldest["session"] == sid and oldest["address"] == "127.0.0.1"
+        assert (newest["staff"], newest["action"]) == ("merchant", "refund")
+        by_staff = await http.get("/api/admin/audit?staff=otto", headers=bearer(VIEWER))
+        assert oldest["id"] in [e["id"] for e in by_staff.json()["entries"]]
+        assert newest["id"] not in [e["id"] for e in by_staff.json()["entries"]]
+        window = await http.get(
+            f"/api/admin/audit?from={oldest['at']}&to={oldest['at'] + 1}", headers=bearer(VIEWER)
+        )
+        assert oldest["id"] in [e["id"] for e in window.json()["entries"]]
+        admin_view = await http.get(f"/api/admin/sessions/{sid}/events", headers=bearer(VIEWER))
+        assert [e["id"] for e in admin_view.json()["session"]["audit"]] == [
+            oldest["id"],
+            newest["id"],
+        ]
+
+        # Both refunds done, then Redis forgets the ended session: the trail is in PostgreSQL.
+        async def forgotten() -> bool:
+            got = await http.get(f"/api/admin/sessions/{sid}/events", headers=bearer(VIEWER))
+            return got.status_code == 404
+
+        await until(forgotten, 30.0)
+        again = await http.get(f"/api/admin/audit?session={sid}", headers=bearer(VIEWER))
+        assert [e["id"] for e in again.json()["entries"]] == [newest["id"], oldest["id"]]
+        assert again.json()["entries"][1]["staff"] == "otto"
+    rows = db.fetch("SELECT staff, action FROM paylive_audit WHERE session_id = $1", sid)
+    assert sorted((r["staff"], r["action"]) for r in rows) == [
+        ("merchant", "refund"),
+        ("otto", "refund"),
+    ]
+
+
+async def test_an_effect_done_by_hand_stops_retrying_and_is_audited(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        sid = await paid(http)
+        down = await http.post(
+            "/api/admin/sandbox/outage", json={"seconds": 30}, headers=bearer(ADMIN)
+        )
+        assert down.status_code == 200
+        try:
+            made = await http.post(
+                f"/api/sessions/{sid}/refunds", json={"amount": 100}, headers=merchant()
+            )
+            assert made.status_code == 202
+            effect_id = made.json()["refund"]["id"]
+
+            async def tried() -> bool:
+                reply = await http.get(
+                    f"/api/admin/effects?session={sid}&status=pending", headers=bearer(VIEWER)
+                )
+                found = reply.json()["effects"]
+                return bool(found and found[0]["tries"] >= 1)
+
+            await until(tried, WAIT_S)
+            bad = [
+                (f"/api/admin/effects/{effect_id}/done", {}, 422, "invalid_field"),
+                (f"/api/admin/effects/{effect_id}/done", {"note": " "}, 422, "invalid_field"),
+                ("/api/admin/effects/nonsense/done", {"note": "n"}, 404, "not_found"),
+                (f"/api/admin/effects/{sid}:1:void/done", {"note": "n"}, 404, "unknown_effect"),
+            ]
+            for path, body, status, code in bad:
+                reply = await http.post(path, json=body, headers=bearer(OPERATOR))
+                assert (reply.status_code, reply.json()["error"]["code"]) == (status, code), path
+            done = await http.post(
+                f"/api/admin/effects/{effect_id}/done",
+                json={"note": "refunded in the provider's dashboard"},
+                headers=bearer(OPERATOR),
+            )
+            assert done.status_code == 200, done.text
+            [effect] = done.json()["effects"]
+            assert (effect["status"], effect["done_by"]) == ("done", "otto")
+            assert done.json()["amount_refunded"] == 100
+            twice = await http.post(
+                f"/api/admin/effects/{effect_id}/done", json={"note": "n"}, headers=bearer(OPERATOR)
+            )
+            assert twice.status_code == 409 and twice.json()["error"]["code"] == "invalid_state"
+        finally:
+            await http.post("/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin())
+        ledger = await http.get(f"/api/admin/sandbox/ledger?session={sid}", headers=admin())
+        assert [e["kind"] for e in ledger.json()["entries"]] == ["charge"], "never made by paylive"
+        trail = await http.get(f"/api/admin/audit?session={sid}", headers=bearer(VIEWER))
+        actions = [(e["staff"], e["action"]) for e in trail.json()["entries"]]
+        assert actions == [("otto", "effect_done_by_hand"), ("merchant", "refund")]
+        switches = await http.get("/api/admin/audit?staff=ada", headers=bearer(VIEWER))
+        assert [e["action"] for e in switches.json()["entries"]][:1] == ["sandbox_outage"]

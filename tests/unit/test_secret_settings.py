@@ -1,0 +1,99 @@
+"""Secrets as lists (rotation) and from files (``<NAME>_FILE``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paylive.settings import SettingsError, load_settings
+from paylive.web.auth import ADMIN, CUSTOMER, MERCHANT, client_secret, principal_for
+
+OLD = "old-key-0123456789abcdef"
+NEW = "new-key-0123456789abcdef"
+
+
+def test_every_secret_takes_a_list_whose_first_entry_signs() -> None:
+    s = load_settings(
+        {
+            "PAYLIVE_API_KEY": f"{NEW}, {OLD}",
+            "PAYLIVE_ADMIN_TOKEN": f"admin-{NEW},admin-{OLD}",
+            "PAYLIVE_SECRET": f"sign-{NEW},sign-{OLD}",
+        }
+    )
+    assert (s.api_key, s.api_keys) == (NEW, (NEW, OLD))
+    assert s.admin_tokens == (f"admin-{NEW}", f"admin-{OLD}")
+    assert (s.secret, s.signing_secrets) == (f"sign-{NEW}", (f"sign-{NEW}", f"sign-{OLD}"))
+    assert principal_for(OLD, s) == principal_for(NEW, s)
+    assert principal_for(OLD, s) is not None and principal_for(OLD, s).kind == MERCHANT  # type: ignore[union-attr]
+    assert principal_for(f"admin-{OLD}", s).kind == ADMIN  # type: ignore[union-attr]
+    # A client secret signed under the old secret opens its session while it is listed.
+    old_signed = client_secret(f"sign-{OLD}", "ps_abc")
+    assert principal_for(old_signed, s) is not None
+    assert principal_for(old_signed, s).kind == CUSTOMER  # type: ignore[union-attr]
+    rotated = load_settings({"PAYLIVE_API_KEY": NEW, "PAYLIVE_SECRET": f"sign-{NEW}"})
+    assert principal_for(OLD, rotated) is None
+    assert principal_for(old_signed, rotated) is None
+    assert principal_for(client_secret(f"sign-{NEW}", "ps_abc"), rotated) is not None
+
+
+@pytest.mark.parametrize("value", [f"{NEW},short", f"{NEW},{NEW}", " , "])
+def test_a_bad_list_is_refused_by_name(value: str) -> None:
+    with pytest.raises(SettingsError, match="PAYLIVE_API_KEY"):
+        load_settings({"PAYLIVE_API_KEY": value})
+
+
+def test_an_override_of_one_value_replaces_its_list() -> None:
+    s = load_settings({"PAYLIVE_API_KEY": f"{NEW},{OLD}"}, api_key="override-0123456789")
+    assert s.api_keys == ("override-0123456789",)
+    s = load_settings({"PAYLIVE_API_KEY": NEW}, api_keys=(OLD, NEW))
+    assert (s.api_key, s.api_keys) == (OLD, (OLD, NEW))
+
+
+def test_file_variants_are_read_and_stripped(tmp_path: Path) -> None:
+    key = tmp_path / "api_key"
+    key.write_text(f"{NEW},{OLD}\n")
+    database = tmp_path / "database"
+    database.write_text("  postgresql://paylive:pw@db/paylive\n")
+    s = load_settings(
+        {"PAYLIVE_API_KEY_FILE": str(key), "PAYLIVE_DATABASE_URL_FILE": str(database)}
+    )
+    assert s.api_keys == (NEW, OLD)
+    assert s.database_url == "postgresql://paylive:pw@db/paylive"
+    assert "PAYLIVE_API_KEY" not in s.generated
+
+
+def test_a_variable_and_its_file_both_set_is_an_error_naming_both(tmp_path: Path) -> None:
+    key = tmp_path / "api_key"
+    key.write_text(NEW)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"PAYLIVE_API_KEY": OLD, "PAYLIVE_API_KEY_FILE": str(key)})
+    assert str(caught.value).startswith("PAYLIVE_API_KEY and PAYLIVE_API_KEY_FILE")
+
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n"])
+def test_a_missing_or_empty_file_is_named(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "secret"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SettingsError, match="PAYLIVE_SECRET_FILE"):
+        load_settings({"PAYLIVE_SECRET_FILE": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, ("127.0.0.1", "::1")),
+        ({"PAYLIVE_TRUSTED_PROXIES": "none"}, ()),
+        ({"PAYLIVE_TRUSTED_PROXIES": "10.1.2.3/8, 192.168.0.7"}, ("10.0.0.0/8", "192.168.0.7")),
+        ({"PAYLIVE_TRUSTED_PROXIES": "10.0.0.1,*"}, ("*",)),
+        ({"FORWARDED_ALLOW_IPS": "172.16.0.1"}, ("172.16.0.1",)),
+    ],
+)
+def test_trusted_proxies(env: dict[str, str], expected: tuple[str, ...]) -> None:
+    assert load_settings(env).trusted_proxies == expected
+
+
+def test_a_proxy_that_is_no_address_is_named() -> None:
+    with pytest.raises(SettingsError, match="PAYLIVE_TRUSTED_PROXIES"):
+        load_settings({"PAYLIVE_TRUSTED_PROXIES": "proxy.internal"})
