@@ -99,7 +99,7 @@ class Settings:
     max_in_flight: int = 64
     # The bound follows latency (web.limit) between these two unless turned off.
     adaptive_in_flight: bool = True
-    min_in_flight: int = 4
+    min_in_flight: int = 8
     # One session's and one client address's share of those places (429 rate_limited
     # past it), so that nobody holds them all. The address share is 0, all of them, by
     # default: behind a proxy every customer comes from the proxy's address.

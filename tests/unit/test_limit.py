@@ -19,23 +19,29 @@ def test_grows_while_latency_holds_and_stops_at_the_maximum() -> None:
 
 
 def test_shrinks_when_a_queue_forms_and_never_below_the_minimum() -> None:
-    limit = GradientLimit(initial=64, min_limit=4, max_limit=64)
+    limit = GradientLimit(initial=64, min_limit=8, max_limit=64)
     _drive(limit, 0.005, 1_000)  # the baseline: 5 ms
     assert limit.limit == 64
-    _drive(limit, 0.050, 300)  # ten times slower: commands are queueing
-    assert limit.limit < 32
-    _drive(limit, 0.500, 5_000)
-    assert limit.limit >= 4
+    _drive(limit, 0.050, 100)  # ten times slower at once: commands are queueing
+    assert limit.limit < 45
+    for _ in range(20):
+        _drive(limit, 0.050 * 10, 10)  # ever slower: it keeps shrinking, down to the floor
+    assert 8 <= limit.limit < 45
 
 
-def test_comes_back_once_latency_does() -> None:
-    limit = GradientLimit(initial=64, min_limit=4, max_limit=64)
+def test_a_lasting_slow_spell_becomes_the_baseline() -> None:
+    """A worker that gets less CPU for a while is slower at any limit: after a dip,
+    the slower latency becomes the baseline and the limit comes back, rather than
+    starving the worker of work it can do at that latency."""
+    limit = GradientLimit(initial=64, min_limit=8, max_limit=64)
     _drive(limit, 0.005, 1_000)
-    _drive(limit, 0.080, 400)
+    _drive(limit, 0.050, 100)
     low = limit.limit
-    assert low < 32
-    _drive(limit, 0.005, 2_000)
+    assert low < 45
+    _drive(limit, 0.050, 1_000)
     assert limit.limit == 64 > low
+    _drive(limit, 0.005, 500)  # and back to fast: still at the top
+    assert limit.limit == 64
 
 
 def test_an_idle_worker_keeps_its_limit() -> None:

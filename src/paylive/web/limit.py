@@ -23,7 +23,10 @@ class GradientLimit:
     """A concurrency limit between ``min_limit`` and ``max_limit``.
 
     ``sample(rtt, in_flight)`` after each command; ``limit`` is the current bound
-    (an int). While the worker is not using half of its limit, latency says nothing
+    (an int). The long-run latency is an average over about ``long_window`` windows of
+    ``short_window`` commands (600 by default): a slow spell that lasts (the worker
+    gets less CPU for a while) becomes the baseline within seconds rather than
+    starving the worker of work it could do at that latency. While the worker is not using half of its limit, latency says nothing
     about the limit and it is left alone (an idle worker's limit does not drift up
     to the maximum nor down to the minimum)."""
 
@@ -34,7 +37,7 @@ class GradientLimit:
         max_limit: int,
         tolerance: float = 2.0,
         smoothing: float = 0.2,
-        long_window: int = 500,
+        long_window: int = 60,
         short_window: int = 10,
     ) -> None:
         self.min_limit = max(1, min_limit)
