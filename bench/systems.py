@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,9 @@ PAYLIVE_ENV = {
     # The idle runs hold up to 20,000 sockets, which may land unevenly on two workers:
     # lift the per-worker connection bound (10,000 by default) above that.
     "PAYLIVE_MAX_CONNECTIONS": "25000",
+    # The generator's pages do not acknowledge outcomes: no session.outcome_unseen
+    # two minutes after a session ends, an event no socket is left to receive.
+    "PAYLIVE_OUTCOME_UNSEEN_MS": "0",
 }
 
 
@@ -113,11 +116,14 @@ def _command(system: System, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _environment(system: System, redis: RedisProc | None, root: Path) -> dict[str, str]:
+def _environment(
+    system: System, redis: RedisProc | None, root: Path, extra: Mapping[str, str]
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYLIVE_", "PEER_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     if system.kind == "paylive":
         env.update(PAYLIVE_ENV, HOST="127.0.0.1")
+        env.update(extra)
         if redis is not None:
             env["PAYLIVE_REDIS_URL"] = redis.url + "/0"
     else:
@@ -150,8 +156,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running(system: System, directory: Path, root: Path) -> Iterator[Running]:
-    """``system`` started fresh (its Redis too), stopped and its Redis gone on exit."""
+def running(
+    system: System, directory: Path, root: Path, extra: Mapping[str, str] | None = None
+) -> Iterator[Running]:
+    """``system`` started fresh (its Redis too), stopped and its Redis gone on exit;
+    ``extra``: more ``PAYLIVE_*`` variables for paylive."""
     directory.mkdir(parents=True, exist_ok=True)
     redis = start_redis(directory / "redis") if system.redis else None
     port = free_port()
@@ -163,7 +172,7 @@ def running(system: System, directory: Path, root: Path) -> Iterator[Running]:
             proc = subprocess.Popen(
                 _command(system, port),
                 cwd=root,
-                env=_environment(system, redis, root),
+                env=_environment(system, redis, root, extra or {}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -87,6 +87,7 @@ function rowOf(session) {
   status.className = 'status-pill';
   status.dataset.status = session.status;
   status.textContent = session.status;
+  if (session.outcome_seen_at) status.title = `outcome seen by the customer at ${time(session.outcome_seen_at)}`;
   const statusCell = document.createElement('td');
   statusCell.className = 'status';
   statusCell.append(status);
@@ -124,6 +125,7 @@ function rowOf(session) {
   );
   row.dataset.sessionId = session.id;
   row.dataset.status = session.status;
+  row.dataset.outcomeSeen = session.outcome_seen_at ? 'yes' : 'no';
   row.classList.toggle('finished', TERMINAL_STATUSES.has(session.status));
   if (flashing.has(session.id)) row.classList.add('flash');
   return row;

@@ -190,6 +190,8 @@ async function start() {
       if (status === 'failed' && session.last_error?.message) detail = `${session.last_error.message}. ${text}`;
       if (session.needs_review) detail += ' A payment made after the end was refunded automatically.';
       setText('final-text', detail);
+      // The outcome is on the screen: tell the shop the customer saw it (protocol 6.17).
+      client.acknowledgeOutcome().catch(() => {});
     }
     if (status !== shownStatus) {
       shownStatus = status;

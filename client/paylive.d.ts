@@ -102,6 +102,8 @@ export interface Session {
   /** A payment made after the end was refunded, or a gateway effect is overdue: staff should look. */
   needs_review: boolean;
   metadata: Record<string, unknown>;
+  /** When a checkout acknowledged drawing the outcome (`acknowledgeOutcome`); null until then. */
+  outcome_seen_at?: number | null;
 }
 
 /** What the page may offer after an interruption (`retry_prompt` data, or derived from a snapshot). */
@@ -567,6 +569,12 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   interrupt(reason?: 'network_error'): Promise<AckMessage>;
   /** Ask the server to look the attempt in flight up at the provider now (after 3-D Secure). */
   check(): Promise<AckMessage>;
+  /**
+   * Say that the page drew the session's final outcome (the outcome receipt): over the
+   * socket when it is open, else `POST /api/sessions/{id}/seen`. Once per outcome;
+   * resolves with the session, or null while the session has not ended.
+   */
+  acknowledgeOutcome(): Promise<Session | null>;
   /** The server's clock now (epoch ms), as estimated from its messages. */
   serverNow(): number;
   /** Time left in the current attempt (ms); null unless processing. */

@@ -157,6 +157,14 @@ export class Drill {
       pill(session.status),
     );
     if (session.needs_review) facts.append(el('span', 'needs review', 'review-flag'));
+    if (['succeeded', 'failed', 'cancelled', 'expired'].includes(session.status)) {
+      // The outcome receipt (protocol 6.17): did a checkout show the customer the outcome?
+      const seen = session.outcome_seen_at;
+      const receipt = el('span', seen ? `outcome seen ${clock(seen)}` : 'outcome not seen', 'seen-flag');
+      receipt.id = 'drill-seen';
+      receipt.dataset.seen = seen ? 'yes' : 'no';
+      facts.append(receipt);
+    }
 
     const act = Boolean(window.__paylive_role?.may?.act);
     const refunds = session.refunds ?? [];

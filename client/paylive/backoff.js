@@ -47,3 +47,19 @@ export class Backoff {
     this.#openedAt = 0;
   }
 }
+
+/** Close code of a worker that restarts (a drain, docs/protocol.md section 6.16). */
+export const SERVICE_RESTART = 1012;
+
+/**
+ * The reconnect delay a draining server asks for: after close code 1012 with the
+ * reason `restarting; reconnect_within_ms=<n>`, a uniform draw in [0, n), so that the
+ * sockets closed together do not come back together; null for any other close (the
+ * usual backoff applies).
+ */
+export function restartDelay(code, reason, random = Math.random) {
+  if (code !== SERVICE_RESTART) return null;
+  const hint = /reconnect_within_ms=(\d{1,7})/.exec(String(reason ?? ''));
+  if (!hint) return null;
+  return Math.floor(random() * Number(hint[1]));
+}

@@ -2,7 +2,7 @@
 // event stream (EventSource) and long-polling (fetch). Each comes back by itself with
 // backoff and resumes from `since()`; commands go over the HTTP API.
 
-import { Backoff } from './backoff.js';
+import { Backoff, restartDelay } from './backoff.js';
 import { FATAL_CLOSE_CODES } from './constants.js';
 import { Emitter } from './emitter.js';
 import { fetchTicket, httpCommand, httpOrigin } from './http.js';
@@ -105,7 +105,8 @@ class HttpConnection extends Emitter {
     }
     this.emit('close', { code, reason, reconnect: true });
     if (this.#stopped) return; // a listener closed it for good
-    const wait = delay ?? this.#backoff.next();
+    // A restarting server (1012) says within how long to come back (protocol 6.16).
+    const wait = delay ?? restartDelay(code, reason) ?? this.#backoff.next();
     this.#setStatus('reconnecting', { attempt: this.#backoff.attempt, delay: wait, code, reason });
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {

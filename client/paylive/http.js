@@ -40,6 +40,7 @@ const COMMAND_PATHS = {
   cancel: 'cancel',
   interrupt: 'interrupt',
   check: 'check',
+  seen: 'seen', // the outcome receipt (protocol 6.17)
 };
 
 /**
@@ -57,6 +58,7 @@ export async function httpCommand(fetchFn, { baseUrl, sessionId, secret }, comma
   const body = {};
   if (command.payment_method) body.payment_method = command.payment_method;
   if (command.type === 'interrupt') body.reason = command.reason ?? 'network_error';
+  if (command.type === 'seen') body.status = command.status;
   let reply;
   try {
     reply = await fetchFn(`${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`, {

@@ -2,7 +2,9 @@
 // together, and the page's `beforeunload` guard.
 
 import { CommandQueue } from './commands.js';
+import { TERMINAL_STATUSES } from './constants.js';
 import { Emitter, PayliveError } from './emitter.js';
+import { httpOrigin } from './http.js';
 import { socketOrigin } from './socket.js';
 import { LiveConnection, TRANSPORT_DEFAULTS } from './transport.js';
 import { SessionState } from './state.js';
@@ -60,6 +62,8 @@ export class PayliveSession extends Emitter {
   #state = new SessionState();
   #commands;
   #guardOn = false;
+  #acknowledged = null; // the outcome acknowledged (or being acknowledged), and how
+  #receipt = null;
   #onBeforeUnload = (event) => {
     event.preventDefault();
     // Older browsers show the dialog only when returnValue is set.
@@ -194,6 +198,47 @@ export class PayliveSession extends Emitter {
    */
   check() {
     return this.#command({ type: 'check' });
+  }
+
+  /**
+   * Say that the page drew the session's final outcome (the outcome receipt, protocol
+   * section 6.17): over the live connection when it is up (a socket message; on SSE or
+   * long-polling, the same command over HTTP), else `POST /api/sessions/{id}/seen`.
+   * Once per outcome (a failed try may be made again); resolves with the session, or
+   * null while the session has not ended.
+   */
+  acknowledgeOutcome() {
+    const session = this.session;
+    const status = session?.status;
+    if (!TERMINAL_STATUSES.has(status)) return Promise.resolve(null);
+    if (this.#acknowledged === status) return this.#receipt;
+    this.#acknowledged = status;
+    if (session.outcome_seen_at) {
+      this.#receipt = Promise.resolve(session);
+    } else if (this.#socket.connected) {
+      this.#receipt = this.#command({ type: 'seen', status }).then(() => this.session);
+    } else {
+      this.#receipt = this.#postSeen(status);
+    }
+    this.#receipt.catch(() => {
+      if (this.#acknowledged === status) this.#acknowledged = null;
+    });
+    return this.#receipt;
+  }
+
+  async #postSeen(status) {
+    const { baseUrl, sessionId, secret } = this.#options;
+    const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/seen`;
+    const reply = await fetch(url, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ status }),
+    });
+    const body = await reply.json().catch(() => ({}));
+    if (!reply.ok) {
+      throw new PayliveError(body.error?.code ?? 'error', body.error?.message ?? `HTTP ${reply.status}`);
+    }
+    return body;
   }
 
   /** Tell the server the attempt was lost on this side (`interrupt` command). */

@@ -1,6 +1,6 @@
 // A WebSocket that comes back by itself; the checkout session and the admin dashboard share it.
 
-import { Backoff } from './backoff.js';
+import { Backoff, restartDelay } from './backoff.js';
 import { FATAL_CLOSE_CODES, JSON_PROTOCOL } from './constants.js';
 import { Emitter } from './emitter.js';
 
@@ -248,7 +248,8 @@ export class ReconnectingSocket extends Emitter {
       return;
     }
     const drawn = this.#backoff.next();
-    const wait = delay ?? drawn;
+    // A restarting server (1012) says within how long to come back: a random delay in it.
+    const wait = delay ?? restartDelay(code, reason) ?? drawn;
     this.#setStatus('reconnecting', { attempt: this.#backoff.attempt, delay: wait, code, reason });
     this.#schedule(wait);
   }

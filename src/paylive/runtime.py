@@ -85,6 +85,9 @@ class Runtime:
         # Effects have slots of their own: a provider in an outage that answers slowly
         # must not hold up deadlines.
         self._effect_slots = asyncio.Semaphore(settings.effect_concurrency)
+        # Draining (SIGTERM): new sockets are refused and readiness fails, while the
+        # sockets held are closed over the window; the loops go on until it ends.
+        self.draining = False
         self.shutting_down = False
         # Countdowns go out in slices 20 ms apart, each session once per interval on
         # its own phase (its slice): at 5,000 sockets one burst a second cost 100 ms of
@@ -136,18 +139,37 @@ class Runtime:
             await self.archive.close()
         await self.engine.close()
 
-    def close_sockets(self) -> None:
-        """Graceful shutdown: every socket is told 1001 and reconnects elsewhere."""
+    async def drain(self, forced: Callable[[], bool] = lambda: False) -> None:
+        """Graceful shutdown (docs/protocol.md section 6.16): refuse new sockets, then
+        close the ones held a slice at a time over ``drain_ms`` with 1012 and a
+        reconnect hint, so that they come back to the other workers spread out.
+        ``forced`` (a second signal) closes the rest at once. With no window, every
+        socket is told 1001 at once, as section 4 first said."""
+        self.draining = True
+        window_ms = self.settings.drain_ms
+        if window_ms <= 0:
+            self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
+        else:
+            held = await self.hub.drain(
+                window_ms / 1000, CloseCode.SERVICE_RESTART, self.restart_reason, forced
+            )
+            log.info("drained %d sockets over %d ms", held, window_ms)
         self.shutting_down = True
-        self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
+
+    @property
+    def restart_reason(self) -> str:
+        """The close reason of a drain: a client reconnects after a random delay up to
+        ``reconnect_within_ms`` (docs/protocol.md section 6.16)."""
+        return f"restarting; reconnect_within_ms={self.settings.drain_hint_ms}"
 
     async def readiness(self) -> dict[str, bool]:
         """/readyz: the engine answers, the subscription is up, the worker is not stopping
-        and not overloaded (every command place taken: the next would be refused)."""
+        (nor draining) and not overloaded (every command place taken: the next would be
+        refused)."""
         checks = {
             "engine": True,
             "subscription": True,
-            "shutting_down": self.shutting_down,
+            "shutting_down": self.draining or self.shutting_down,
             "overloaded": self.admission.in_flight >= self.admission.limit,
         }
         try:

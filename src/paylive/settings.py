@@ -175,6 +175,14 @@ class Settings:
     ws_protocol: str = "wsproto"
     listen_backlog: int = 4096
     shutdown_timeout_s: int = 10
+    # A stopping worker (SIGTERM) refuses new sockets and closes the ones it holds
+    # spread over this window, with 1012 and a reconnect hint, so that a deploy sends
+    # its customers back a few at a time instead of all in the same second. 0: all at
+    # once with 1001 (section 4 as first written).
+    drain_ms: int = 10_000
+    # A session whose outcome no checkout acknowledged this long after it ended gets
+    # the merchant event session.outcome_unseen (0: never).
+    outcome_unseen_ms: int = 120_000
     # Connections: a request's headers (a socket's handshake) and then its body must
     # arrive within the timeout; past the limit a worker answers 503 ``overloaded``
     # and refuses socket handshakes; sockets on one session past the cap close 1013.
@@ -221,6 +229,13 @@ class Settings:
         return max(
             self.effect_lease_ms, self.effect_call_timeout_ms + self.merchant_webhook_timeout_ms
         )
+
+    @property
+    def drain_hint_ms(self) -> int:
+        """The reconnect hint of a drain's close: a client waits a random delay up to
+        this, so that the sockets closed in one slice of the window do not come back
+        together (a fifth of the window, at least a second)."""
+        return max(1_000, self.drain_ms // 5)
 
     @property
     def production(self) -> bool:
@@ -276,6 +291,8 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_STREAM_LIFETIME_MS": ("stream_lifetime_ms", 1_000, 24 * 3_600_000),
     "PAYLIVE_POLL_HOLD_MS": ("poll_hold_ms", 0, 120_000),
     "PAYLIVE_TICKET_TTL_MS": ("ticket_ttl_ms", 1_000, 600_000),
+    "PAYLIVE_DRAIN_MS": ("drain_ms", 0, 600_000),
+    "PAYLIVE_OUTCOME_UNSEEN_MS": ("outcome_unseen_ms", 0, 7 * 24 * 3_600_000),
 }
 
 

@@ -57,6 +57,8 @@ def test_the_description_is_asyncapi_3_with_the_servers_vocabulary() -> None:
         frame: dict[str, Any] = {"type": name}
         if name == "pay":
             frame["payment_method"] = {"card": OK}
+        if name == "seen":
+            frame["status"] = "succeeded"
         parse_command(frame)
     with pytest.raises(Refused):
         parse_command({"type": "refund"})
@@ -86,11 +88,14 @@ async def test_every_message_of_a_session_fits_its_description(
         await drain(sock, "retry_prompt")  # a countdown, then the timeout
         await sock.send({"type": "pay", "ref": 7})  # refused: pay needs a payment method
         await sock.send({"type": "cancel", "ref": "c1"})
+        await sock.send({"type": "seen", "status": "cancelled", "ref": "s1"})
         await sock.send({"type": "dance", "ref": "x"})
-        await drain(sock, "error")
+        await sock.until(lambda m: m["type"] == "error" and m["data"].get("ref") == "x", 8.0)
         await feed.send({"type": "ping"})
         await drain(feed, "pong")
         await drain(feed, "summary", timeout=3)
+    causes = [m["data"]["cause"] for m in sock.received if m["type"] == "state"]
+    assert causes[-1] == "outcome_seen", causes
     seen = {m["type"] for m in sock.received} | {m["type"] for m in feed.received}
     assert seen >= {"snapshot", "state", "retry_prompt", "countdown", "ack", "error", "pong"}
     assert seen >= {"admin.snapshot", "admin.created", "summary"}

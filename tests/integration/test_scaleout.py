@@ -254,11 +254,11 @@ async def test_workers_flag_shares_one_port(redis: RedisProc) -> None:
                 x for x in text.splitlines() if x.startswith('paylive_sockets_open{kind="customer"')
             )
             assert float(line.split()[-1]) == len(socks), line
-        # Stopping the supervisor stops both workers, each closing its sockets with 1001.
+        # Stopping the supervisor stops both workers, each draining its sockets (1012).
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.to_thread.run_sync, srv.stop)
             codes = [await sock.close_code(timeout=10) for sock in socks]
-        assert set(codes) == {1001}, codes
+        assert set(codes) == {1012}, codes
 
 
 async def test_redis_outage_then_recovery(tmp_path: Path) -> None:

@@ -349,17 +349,6 @@ async def test_no_secret_in_logs(server: Server, http: httpx.AsyncClient) -> Non
         assert secret not in log
 
 
-async def test_graceful_shutdown_closes_sockets_with_1001() -> None:
-    with Server() as own:
-        async with httpx.AsyncClient(base_url=own.url) as client:
-            session = await create(client)
-        sock = await open_socket(session_url(own.ws_url, session))
-        await sock.recv()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(anyio.to_thread.run_sync, own.stop)
-            assert await sock.close_code() == 1001
-
-
 async def test_allowed_origins_setting_for_sockets_and_cors() -> None:
     with Server({"PAYLIVE_ALLOWED_ORIGINS": "https://shop.example"}) as own:
         async with httpx.AsyncClient(base_url=own.url) as client:

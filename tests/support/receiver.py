@@ -133,7 +133,7 @@ class Receiver:
             cwd=ROOT,
             env=env,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a loaded machine starts processes slowly
         while True:
             try:
                 httpx.get(self.base + "/seen", timeout=0.5)

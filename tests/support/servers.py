@@ -26,6 +26,8 @@ FAST = {
     "PAYLIVE_RETRY_DELAY_MS": "300",
     "PAYLIVE_SANDBOX_DELAY_MS": "150",
     "PAYLIVE_COUNTDOWN_INTERVAL_MS": "200",
+    # A stopping server drains its sockets over this window (default 10 s).
+    "PAYLIVE_DRAIN_MS": "500",
 }
 # Test pages open /demo again and again from one address: lift its per-address limit
 # (a test of the limit sets its own).

@@ -21,6 +21,7 @@ from paylive.core.machine import (
     NeedsVoid,
     ProviderResult,
     Rules,
+    SeeOutcome,
     StartAttempt,
     Tick,
     decide,
@@ -929,6 +930,12 @@ def test_two_retries_racing_charge_once() -> None:
 # Stale ticks and seq ------------------------------------------------------------------------
 
 
+def acknowledged(s: Session) -> Session:
+    d = decide(s, SeeOutcome(s.status), s.updated_at + 1, RULES)
+    assert isinstance(d, Decision) and d.session.outcome_seen_at is not None
+    return d.session
+
+
 @pytest.mark.parametrize(
     ("maker", "at"),
     [
@@ -936,10 +943,11 @@ def test_two_retries_racing_charge_once() -> None:
         (pay, DEADLINE - 1),
         (late_payment, EXPIRES + 5_000),  # expiry passed, but the attempt is in flight
         (lambda: end(pay(), "card_declined"), EXPIRES - 1),
-        (succeeded_session, EXPIRES + 1_000_000),
-        (failed_session, EXPIRES + 1_000_000),
-        (cancelled_session, EXPIRES + 1_000_000),
-        (expired_session, EXPIRES + 1_000_000),
+        # Ended, and the outcome acknowledged (core/receipt.py): nothing more is due.
+        (lambda: acknowledged(succeeded_session()), EXPIRES + 1_000_000),
+        (lambda: acknowledged(failed_session()), EXPIRES + 1_000_000),
+        (lambda: acknowledged(cancelled_session()), EXPIRES + 1_000_000),
+        (lambda: acknowledged(expired_session()), EXPIRES + 1_000_000),
         # A timer set for attempt 1's deadline fires after the session moved on.
         (lambda: retry(end(pay(), "card_declined")).session, DEADLINE),
     ],

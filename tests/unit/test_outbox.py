@@ -68,7 +68,9 @@ def test_a_late_success_writes_a_refund_due_at_once() -> None:
     assert s.effects == (GatewayEffect("refund", 1, created_at=2_000, next_at=2_000),)
     assert s.next_effect_at() == 2_000
     assert s.effects[0].key(SID) == f"{SID}:1:refund"
-    assert s.next_due() is None, "no session timer: the effect loop has its own"
+    # No timer for the refund (the effect loop has its own): only the outcome
+    # receipt's, from the cancel at 200 (core/receipt.py).
+    assert s.next_due() == 200 + RULES.outcome_unseen_ms
 
 
 def test_a_hold_for_an_attempt_the_provider_released_is_released_again_quietly() -> None:

@@ -57,6 +57,14 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class SeeOutcome:
+    """A checkout drew the session's outcome (``status``: succeeded, failed, cancelled
+    or expired) and says so: the receipt of core/receipt.py."""
+
+    status: str
+
+
+@dataclass(frozen=True)
 class Tick:
     """The timer loop looks at the session: deadline or expiry may have passed."""
 
@@ -68,6 +76,7 @@ Command = (
     | ProviderResult
     | Reference
     | Tick
+    | SeeOutcome
     | EffectOutcome
     | ResolveReview
     | DeliveryOutcome

@@ -33,6 +33,9 @@ class Rules:
     merchant_retry_base_ms: int = 1_000
     merchant_retry_cap_ms: int = 3_600_000
     merchant_retry_for_ms: int = 3 * 24 * 3_600_000
+    # An ended session whose outcome no checkout acknowledged this long after it ended
+    # makes session.outcome_unseen (0: never; core/receipt.py).
+    outcome_unseen_ms: int = 120_000
 
     @classmethod
     def of(cls, settings: Settings) -> Rules:
@@ -49,6 +52,7 @@ class Rules:
             merchant_retry_base_ms=settings.merchant_backoff_ms,
             merchant_retry_cap_ms=settings.merchant_backoff_cap_ms,
             merchant_retry_for_ms=settings.merchant_retry_for_ms,
+            outcome_unseen_ms=settings.outcome_unseen_ms,
         )
 
 

@@ -22,6 +22,7 @@ from .commands import (
     Interrupt,
     ProviderResult,
     Reference,
+    SeeOutcome,
     StartAttempt,
     Tick,
 )
@@ -39,6 +40,7 @@ from .outbox import (
     send_again,
 )
 from .protocol import ErrorCode
+from .receipt import outcome_unseen, see_outcome, watch_outcome
 from .refunds import MarkDone, Refund, mark_done, refund
 from .results import provider_result, reference
 from .session import (
@@ -73,6 +75,7 @@ __all__ = [
     "Refusal",
     "ResolveReview",
     "Rules",
+    "SeeOutcome",
     "SendAgain",
     "StartAttempt",
     "Tick",
@@ -111,7 +114,20 @@ def decide(
     voids: Mapping[int, bool] | None = None,
 ) -> Decision | NeedsVoid:
     """What ``command`` does to ``session`` at time ``now`` (epoch ms)."""
-    voids = voids or {}
+    result = _decide(session, command, now, rules, voids or {})
+    if isinstance(result, NeedsVoid):
+        return result
+    # Whatever ended the session, the outcome receipt's clock starts with it.
+    return watch_outcome(session, result, now, rules)
+
+
+def _decide(
+    session: Session,
+    command: Command,
+    now: int,
+    rules: Rules,
+    voids: Mapping[int, bool],
+) -> Decision | NeedsVoid:
     if isinstance(command, StartAttempt):
         return _start_attempt(session, command, now, rules, voids)
     if isinstance(command, Interrupt):
@@ -132,6 +148,8 @@ def decide(
         return record_delivery(session, command, now, rules)
     if isinstance(command, SendAgain):
         return send_again(session, command, now)
+    if isinstance(command, SeeOutcome):
+        return see_outcome(session, command, now)
     if isinstance(command, Refund):
         return refund(session, command, now)
     if isinstance(command, MarkDone):
@@ -237,7 +255,7 @@ def _tick(s: Session, now: int, rules: Rules, voids: Mapping[int, bool]) -> Deci
         return end_attempt(s, s.attempt, A_TIMEOUT, "timeout", None, True, now, rules, voids)
     if s.status in (CREATED, INTERRUPTED) and now >= s.expires_at:
         return expire(s, now, voids, rules)
-    return Decision(s)
+    return outcome_unseen(s, now) or Decision(s)
 
 
 def _effect_outcome(

@@ -26,6 +26,7 @@ from .codec import Message, dumps_strict
 from .decision import Decision, Rules
 from .effects import REFUND, Delivery
 from .protocol import TERMINAL_STATUSES
+from .receipt import UNSEEN as UNSEEN_CAUSE
 from .session import Session
 
 SUCCEEDED = "session.succeeded"
@@ -37,6 +38,8 @@ REFUNDED = "session.refunded"
 PARTIALLY_REFUNDED = "session.partially_refunded"
 NEEDS_REVIEW = "session.needs_review"
 REVIEW_RESOLVED = "session.review_resolved"
+# Nobody acknowledged the outcome in time (core/receipt.py): the shop may e-mail it.
+OUTCOME_UNSEEN = "session.outcome_unseen"
 # With PAYLIVE_MERCHANT_EVENTS=all: a durable state change that is no outcome.
 UPDATED = "session.updated"
 
@@ -49,6 +52,7 @@ OUTCOME_TYPES = (
     PARTIALLY_REFUNDED,
     NEEDS_REVIEW,
     REVIEW_RESOLVED,
+    OUTCOME_UNSEEN,
 )
 EVENT_TYPES = (*OUTCOME_TYPES, UPDATED)
 MODES = ("outcomes", "all")
@@ -133,11 +137,17 @@ def refund_details(session: dict[str, Any], effect: dict[str, Any]) -> dict[str,
 
 
 def outcomes_of(
-    previous: str, was_review: bool, session: dict[str, Any], refunded: dict[str, Any] | None
+    previous: str,
+    was_review: bool,
+    session: dict[str, Any],
+    refunded: dict[str, Any] | None,
+    cause: str = "",
 ) -> list[str]:
     """The outcome types one state change makes, in the order they are delivered
     (``refunded``: the refund effect it confirms, if any)."""
     out: list[str] = []
+    if cause == UNSEEN_CAUSE:
+        out.append(OUTCOME_UNSEEN)
     status = session["status"]
     if status != previous and status in TERMINAL_STATUSES:
         out.append(f"session.{status}")
@@ -166,7 +176,7 @@ def merchant_events(
         session = message.data["session"]
         previous, cause = str(message.data["previous"]), str(message.data["cause"])
         refund = refund_of(message.data)
-        kinds = outcomes_of(previous, was_review, session, refund)
+        kinds = outcomes_of(previous, was_review, session, refund, cause)
         if not kinds and mode == "all":
             kinds = [UPDATED]
         for kind in kinds:

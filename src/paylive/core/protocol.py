@@ -52,6 +52,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the server is shutting down: reconnect
     POLICY = 1008  # a malformed message or a policy violation
     TOO_BIG = 1009  # a message over the size limit
+    SERVICE_RESTART = 1012  # the worker is restarting (a drain): reconnect within the hint
     TRY_LATER = 1013  # too slow to keep up, too many sockets, or the store is down
     BAD_TOKEN = 4401
     ORIGIN = 4403

@@ -112,6 +112,10 @@ class Session:
     deliveries: tuple[Delivery, ...] = ()
     # The last resolved review ({by, note, at}): for staff, not for the checkout page.
     review: dict[str, Any] | None = None
+    # When a checkout acknowledged drawing the outcome (core/receipt.py), and, while
+    # nobody has, when the shop is told it went unseen (not on the wire).
+    outcome_seen_at: int | None = None
+    unseen_due: int | None = None
     # The audit trail (docs/protocol.md section 6.13): what staff and the shop did to
     # the session, {id, at, staff, role, action, session, address, details} each,
     # saved with the change it records. For staff, not for the checkout page.
@@ -191,12 +195,13 @@ class Session:
         return bool(self.deliveries) or any(e.pending for e in self.effects)
 
     def next_due(self) -> int | None:
-        """When the timer loop must look at this session again, if ever."""
+        """When the timer loop must look at this session again, if ever: an ended one
+        once more, when its outcome is still unacknowledged (core/receipt.py)."""
         if self.status == PROCESSING:
             return self.deadline
         if self.status in ACTIVE_STATUSES:
             return self.expires_at
-        return None
+        return self.unseen_due
 
     def to_public(self) -> dict[str, Any]:
         return {
@@ -217,6 +222,7 @@ class Session:
             "seq": self.seq,
             "needs_review": self.needs_review,
             "metadata": self.metadata,
+            "outcome_seen_at": self.outcome_seen_at,
             **self._refunds_public(),
         }
 
@@ -269,6 +275,8 @@ class Session:
         if self.deliveries:  # most records never hold one: no empty list in each
             record["deliveries"] = [d.to_record() for d in self.deliveries]
         record["review"] = self.review
+        if self.unseen_due is not None:
+            record["unseen_due"] = self.unseen_due
         if self.audit:
             record["audit"] = list(self.audit)
         record["payment_method"] = self.payment_method
@@ -300,6 +308,8 @@ class Session:
             effects=tuple(GatewayEffect.from_record(e) for e in record.get("effects", ())),
             deliveries=tuple(Delivery.from_record(d) for d in record.get("deliveries", ())),
             review=record.get("review"),
+            outcome_seen_at=record.get("outcome_seen_at"),
+            unseen_due=record.get("unseen_due"),
             audit=tuple(record.get("audit", ())),
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),

@@ -45,6 +45,10 @@ class SocketCounts:
     replaced: int = 0
     held_at_end: int = 0
     retired_closed: int = 0  # closed by the generator because their session ended
+    # When (epoch s) the server closed a socket, and when its customer first tried to
+    # come back.
+    closed_at: array[float] = field(default_factory=lambda: array("d"))
+    reconnect_tried_at: array[float] = field(default_factory=lambda: array("d"))
 
 
 @dataclass
@@ -155,6 +159,8 @@ def worker_result(
             "replaced": sk.replaced,
             "held_at_end": sk.held_at_end,
             "closed_after_session_end": sk.retired_closed,
+            "closed_at": _rounded(sk.closed_at, 3),
+            "reconnect_tried_at": _rounded(sk.reconnect_tried_at, 3),
         },
         "changes": {
             "scheduled": ch.scheduled,

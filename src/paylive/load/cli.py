@@ -96,6 +96,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
     )
     parser.add_argument(
+        "--restart-pid",
+        type=int,
+        default=None,
+        help="send this server worker SIGTERM during the drive and report the reconnects",
+    )
+    parser.add_argument(
+        "--restart-after",
+        type=float,
+        default=2.0,
+        help="seconds into the drive at which --restart-pid gets SIGTERM",
+    )
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,

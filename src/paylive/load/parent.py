@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -116,6 +117,43 @@ class Sampler:
             self.others[name] = sample_each(self.also)
 
 
+class Restart:
+    """``--restart-pid``: SIGTERM to one server worker, ``after`` seconds into the drive."""
+
+    def __init__(self, pid: int, after: float) -> None:
+        if pid <= 1 or not 0 <= after <= 3600:
+            raise LoadError("--restart-pid must name a process, --restart-after 0 to 3600 s")
+        try:
+            os.kill(pid, 0)
+        except OSError as exc:
+            raise LoadError(f"--restart-pid {pid}: no such process ({exc})") from None
+        self.pid, self.after = pid, after
+        self.signal_at: float | None = None
+        self._timer: threading.Timer | None = None
+
+    def arm(self, start: float) -> None:
+        """Signal at ``start + after`` (epoch s)."""
+        self._timer = threading.Timer(max(0.0, start + self.after - time.time()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.signal_at = time.time()
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except OSError:
+            self.signal_at = None  # gone already: nothing was restarted
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def report(self) -> dict[str, Any] | None:
+        if self.signal_at is None:
+            return None
+        return {"pid": self.pid, "after_s": self.after, "signal_at": self.signal_at}
+
+
 def _rusage_s() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -131,6 +169,10 @@ def execute(
     worker process (another target's worker speaks the same phases)."""
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     configs = plan(args)
+    restart_pid = getattr(args, "restart_pid", None)
+    restart = None
+    if restart_pid is not None:
+        restart = Restart(int(restart_pid), float(getattr(args, "restart_after", 2.0)))
     raise_nofile()
     sampler = Sampler(getattr(args, "server_pid", None), getattr(args, "also_pid", None) or ())
     sampler.take("start")
@@ -177,6 +219,8 @@ def execute(
         start = time.time() + 1.0
         for worker in workers:
             worker.send({"cmd": "go", "start": start})
+        if restart is not None:
+            restart.arm(start)
         duration = float(args.duration)
         say(f"driving {args.rate:g} changes/s for {duration:g} s")
         lag0 = scrape(base_url, token)
@@ -199,11 +243,14 @@ def execute(
         results = [worker.expect("done", deadline)["result"] for worker in workers]
         sampler.take("end")
     finally:
+        if restart is not None:
+            restart.cancel()
         for worker in workers:
             worker.stop()
     user1, sys1 = _rusage_s()
     generator = {"user_s": user1 - user0, "sys_s": sys1 - sys0, "wall_s": time.monotonic() - wall0}
-    out = merge(args, configs, results, sampler, generator, timings)
+    restarted = restart.report() if restart is not None else None
+    out = merge(args, configs, results, sampler, generator, timings, restarted)
     lag = lag_between(lag0.lag if lag0 else None, lag1.lag if lag1 else None)
     if lag is not None:
         out["loop_lag"] = lag

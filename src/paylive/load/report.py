@@ -91,6 +91,39 @@ class Samples(Protocol):
     others: dict[str, ProcSample | None]
 
 
+def per_second(times: Iterable[float], origin: float) -> list[int]:
+    """How many of ``times`` (epoch s) fall in each one-second bucket from ``origin``;
+    those before it are left out."""
+    counts: Counter[int] = Counter(int(t - origin) for t in times if t >= origin)
+    return [counts[i] for i in range(max(counts) + 1)] if counts else []
+
+
+def restart_report(
+    restart: Mapping[str, Any], sockets: list[Mapping[str, Any]], lost: int
+) -> dict[str, Any]:
+    """``--restart-pid``: the closes and the reconnects (their first tries) per
+    one-second bucket from the signal, the busiest bucket's share of the reconnects,
+    how many sockets came back, and the events lost."""
+    at = float(restart["signal_at"])
+    closes = per_second((t for s in sockets for t in s.get("closed_at", ())), at)
+    reconnects = per_second((t for s in sockets for t in s.get("reconnect_tried_at", ())), at)
+    total = sum(reconnects)
+    return {
+        "pid": restart["pid"],
+        "after_s": restart["after_s"],
+        "signal_at": round(at, 3),
+        "closed": sum(closes),
+        "closes_per_s": closes,
+        # Reconnects arrive at their first try; "reconnected" opened in the end.
+        "reconnects": total,
+        "reconnected": sum(s["reconnected"] for s in sockets),
+        "reconnects_per_s": reconnects,
+        "busiest_second_share": round(max(reconnects) / total, 3) if total else None,
+        "seconds_with_reconnects": sum(1 for n in reconnects if n),
+        "events_lost": lost,
+    }
+
+
 def merge(
     args: argparse.Namespace,
     configs: list[Config],
@@ -98,6 +131,7 @@ def merge(
     samples: Samples,
     generator: dict[str, float],
     timings: Mapping[str, float],
+    restart: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The workers' results as one document: requested, sockets, changes, events,
     latency, admin feeds, generator, server, machine, and the problems in words."""
@@ -165,6 +199,8 @@ def merge(
     out["events"] = {key: sum(e[key] for e in events) for key in EVENT_COUNTERS}
     out["events"]["by_type"] = _sum_counters(e["by_type"] for e in events)
     out["latency_ms"] = percentiles(x for r in results for x in r["latency_ms"])
+    if restart is not None:
+        out["restart"] = restart_report(restart, sockets, out["events"]["lost"])
     if mode == "poll":
         polls = [r["poll"] for r in results]
         window = duration + configs[0].poll_interval
@@ -239,11 +275,13 @@ def problems(out: Mapping[str, Any]) -> list[str]:
     if sockets:
         if sockets["failed"]:
             found.append(f"{sockets['failed']} sockets failed to open: {sockets['failures']}")
-        if sockets["closed_unexpectedly"]:
-            found.append(
-                f"{sockets['closed_unexpectedly']} sockets closed unexpectedly: "
-                f"{sockets['close_codes']}"
-            )
+        unexpected = sockets["closed_unexpectedly"]
+        if "restart" in out:
+            # A restarted worker closes its sockets on purpose (1012, or 1001 at once).
+            codes = sockets["close_codes"]
+            unexpected -= codes.get("1012", 0) + codes.get("1001", 0)
+        if unexpected:
+            found.append(f"{unexpected} sockets closed unexpectedly: {sockets['close_codes']}")
     events = out["events"]
     if out["mode"] == "ws":
         if events["lost"]:

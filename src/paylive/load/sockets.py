@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import time
 from typing import Protocol
 
@@ -16,10 +18,30 @@ from .records import Customer, Roster, Tracked
 MAX_RECONNECTS = 3  # per customer, as a page would (with backoff)
 OPEN_CONCURRENCY = 200  # WebSocket handshakes in flight at once
 RETIRE_WAIT_S = 3.0  # for a finished session's last event before its socket closes
+SERVICE_RESTART = 1012  # a draining worker's close (docs/protocol.md section 6.16)
+_HINT = re.compile(r"reconnect_within_ms=([0-9]{1,7})")
 
 
 def now_ms() -> float:
     return time.time() * 1000.0
+
+
+def restart_hint_ms(code: int | None, reason: str | None) -> int | None:
+    """The reconnect hint of a draining worker's close (1012 with
+    ``reconnect_within_ms=<n>``); None for any other close."""
+    if code != SERVICE_RESTART:
+        return None
+    found = _HINT.search(reason or "")
+    return int(found.group(1)) if found else None
+
+
+def reconnect_delay_s(code: int | None, reason: str | None, reconnects: int) -> float:
+    """How long a page waits before it reconnects: a random delay within a restarting
+    server's hint, as the JS client does; else a short backoff."""
+    hint = restart_hint_ms(code, reason)
+    if hint is not None:
+        return random.uniform(0, hint) / 1000
+    return 0.2 * reconnects
 
 
 class Watchers(Protocol):
@@ -56,6 +78,9 @@ class SocketFleet:
         self.counts = tally.sockets
         self.stopping = False
         self._waiters: dict[str, tuple[int, asyncio.Event]] = {}
+        # Customers between a close by the server and their socket's return.
+        self.reconnecting = 0
+        self._back = asyncio.Event()
 
     def on_message(self, session: Tracked, message: Message) -> None:
         received = now_ms()
@@ -128,14 +153,43 @@ class SocketFleet:
         # The server (or the network) closed it: count it, then come back with
         # `since` as a page would, a bounded number of times.
         self.counts.close_codes[str(conn.close_code)] += 1
+        self.counts.closed_at.append(time.time())
         customer.conn = None
         if customer.reconnects >= MAX_RECONNECTS or session.retired:
             return
+        await self._reconnect(customer, conn)
+
+    async def _come_back(self, customer: Customer, conn: ClientConnection) -> None:
+        session = customer.session
         customer.reconnects += 1
         self.counts.reconnects += 1
-        await asyncio.sleep(0.2 * customer.reconnects)
-        if not self.stopping and not customer.closing:
-            await self.open_socket(customer, "reconnect", since=session.last)
+        await asyncio.sleep(
+            reconnect_delay_s(conn.close_code, conn.close_reason, customer.reconnects)
+        )
+        # A page whose reconnect fails tries again with backoff, a bounded number of times.
+        # The reconnect counts when it first arrives at the server (its first try): that
+        # is the load a restart puts on the other workers, however long they take.
+        if not self.stopping and not customer.closing and not session.retired:
+            self.counts.reconnect_tried_at.append(time.time())
+        while not self.stopping and not customer.closing and not session.retired:
+            if await self.open_socket(customer, "reconnect", since=session.last):
+                return
+            if customer.reconnects >= MAX_RECONNECTS:
+                return
+            customer.reconnects += 1
+            await asyncio.sleep(0.5 * customer.reconnects)
+
+    async def _reconnect(self, customer: Customer, conn: ClientConnection) -> None:
+        """Come back after the server closed ``conn``; counted while under way, so that
+        the end of the run waits for the customers still coming back."""
+        self.reconnecting += 1
+        self._back.clear()
+        try:
+            await self._come_back(customer, conn)
+        finally:
+            self.reconnecting -= 1
+            if not self.reconnecting:
+                self._back.set()
 
     async def close_customer(self, customer: Customer) -> None:
         customer.closing = True
@@ -162,7 +216,13 @@ class SocketFleet:
             self._waiters.pop(session.id, None)
 
     async def drain(self, timeout: float) -> None:
-        """Give the sockets ``timeout`` seconds to receive what the server says it sent."""
+        """Give the customers still reconnecting, then the sockets, ``timeout`` seconds
+        each to come back and to receive what the server says it sent."""
+        if self.reconnecting:
+            try:
+                await asyncio.wait_for(self._back.wait(), timeout)
+            except TimeoutError:
+                pass
         behind = [
             s
             for s in self.roster.sessions

@@ -70,6 +70,21 @@ def render_table(out: Mapping[str, Any]) -> str:
             )
         )
         rows.append(("latency ms", _pct_line(out["latency_ms"])))
+        restart = out.get("restart")
+        if restart:
+            share = restart["busiest_second_share"]
+            rows.append(
+                (
+                    "restart",
+                    f"SIGTERM to {restart['pid']} at {_fmt(restart['after_s'])} s:"
+                    f" closed {_fmt(restart['closed'])}  reconnects {_fmt(restart['reconnects'])}"
+                    f"  back {_fmt(restart['reconnected'])}"
+                    f"  events lost {_fmt(restart['events_lost'])}"
+                    f"  busiest second {'-' if share is None else f'{share:.0%}'}",
+                )
+            )
+            rows.append(("closes per s", " ".join(str(n) for n in restart["closes_per_s"])))
+            rows.append(("reconnects per s", " ".join(str(n) for n in restart["reconnects_per_s"])))
     else:
         poll = out["poll"]
         rows.append(

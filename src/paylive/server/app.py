@@ -15,7 +15,7 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from ..core.protocol import ErrorCode
+from ..core.protocol import CloseCode, ErrorCode
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..telemetry import context, tracing
@@ -94,14 +94,17 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         lag = LoopLag(settings.loop_lag_interval_ms)
         lag.start()
         serve_admission(runtime.admission)
-        shutdown.register(runtime.close_sockets)
+        shutdown.register(runtime.drain)
         try:
             yield
         finally:
-            shutdown.unregister(runtime.close_sockets)
+            shutdown.unregister(runtime.drain)
             lag.stop()
             serve_admission(None)
-            runtime.close_sockets()
+            if not runtime.shutting_down:
+                # Stopped without the server's shutdown (an embedding app): no window.
+                runtime.shutting_down = True
+                runtime.hub.close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
             await runtime.stop()
             tracing.shutdown()
 

@@ -1,22 +1,29 @@
 """Hooks run when the server is asked to stop, before uvicorn closes connections
-itself (it would close sockets with 1012; the protocol promises 1001)."""
+itself (it would close every socket at once with 1012 and no hint).
+
+A hook is the worker's drain (``Runtime.drain``): it gets a function that says
+whether the stop was forced (a second signal), so that it can cut its window short.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-_hooks: list[Callable[[], None]] = []
+Forced = Callable[[], bool]
+Hook = Callable[[Forced], Awaitable[None]]
+
+_hooks: list[Hook] = []
 
 
-def register(hook: Callable[[], None]) -> None:
+def register(hook: Hook) -> None:
     _hooks.append(hook)
 
 
-def unregister(hook: Callable[[], None]) -> None:
+def unregister(hook: Hook) -> None:
     if hook in _hooks:
         _hooks.remove(hook)
 
 
-def run_hooks() -> None:
+async def run_hooks(forced: Forced) -> None:
     for hook in list(_hooks):
-        hook()
+        await hook(forced)

@@ -1,10 +1,14 @@
-"""uvicorn, made to close sockets with 1001 on shutdown, for one worker or several.
+"""uvicorn, made to drain its sockets on shutdown, for one worker or several.
 
-uvicorn closes open WebSockets with 1012 when it stops; docs/protocol.md promises 1001.
-``PayliveServer`` runs the shutdown hooks (which close every socket with 1001) before
-handing over to uvicorn. With ``--workers``, uvicorn's supervisor builds a plain
-``Server`` in each child, so the child process class is swapped for one that builds
-ours.
+uvicorn closes every open WebSocket at once with 1012 when it stops: a deploy sends
+all of a worker's customers back in the same second. ``PayliveServer`` first stops
+accepting connections (new ones go to the other workers, which share the listening
+socket), then runs the shutdown hooks (the worker's drain: its sockets closed a slice
+at a time over ``PAYLIVE_DRAIN_MS``, docs/protocol.md section 6.16), and only then
+hands over to uvicorn, whose ``timeout_graceful_shutdown`` bounds the requests still
+in flight. With ``--workers``, uvicorn's supervisor builds a plain ``Server`` in each
+child, so the child process class is swapped for one that builds ours; the supervisor
+starts a new child when one exits, so a worker sent SIGTERM is replaced after its drain.
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ class PayliveServer(uvicorn.Server):
         tune_gc()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        shutdown.run_hooks()
+        # Stop accepting first (uvicorn does it again, harmlessly): with several
+        # workers on one listening socket, the kernel hands new connections to the others.
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await shutdown.run_hooks(lambda: self.force_exit)
         await asyncio.sleep(0.2)  # let the close frames go out before uvicorn's own
         await super().shutdown(sockets=sockets)
 

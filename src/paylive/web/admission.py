@@ -56,7 +56,9 @@ ADDRESS_SHARE = Refused(
     ErrorCode.RATE_LIMITED, "this address has too many commands in flight; wait for them"
 )
 # POST /api/sessions, and POST /api/sessions/{id}/<command>.
-_COMMANDS = re.compile(r"/api/sessions(?:/([^/]+)/(?:attempts|interrupt|cancel|complete|check))?/?")
+_COMMANDS = re.compile(
+    r"/api/sessions(?:/([^/]+)/(?:attempts|interrupt|cancel|complete|check|seen))?/?"
+)
 
 
 def is_command(scope: Scope) -> bool:

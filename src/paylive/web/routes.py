@@ -18,7 +18,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
-from ..core.machine import Cancel, Command, Interrupt, ProviderResult, Refund, StartAttempt
+from ..core.machine import (
+    Cancel,
+    Command,
+    Interrupt,
+    ProviderResult,
+    Refund,
+    SeeOutcome,
+    StartAttempt,
+)
 from ..core.protocol import TEMPORARY_CODES, ErrorCode
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
@@ -229,6 +237,15 @@ async def cancel(request: Request) -> Response:
         # An optional body must still be JSON.
         validation.parse_json(raw, runtime_of(request).settings.max_json_depth)
     status, payload = await _command(request, principal, session_id, Cancel(), 200)
+    return JSONResponse(payload, status_code=status)
+
+
+@endpoint
+async def seen(request: Request) -> Response:
+    """The checkout drew the session's outcome: the receipt (protocol section 6.17)."""
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    status_seen = validation.parse_seen(await json_body(request))
+    status, payload = await _command(request, principal, session_id, SeeOutcome(status_seen), 200)
     return JSONResponse(payload, status_code=status)
 
 
@@ -451,6 +468,7 @@ routes = [
     Route("/api/sessions/{session_id}/cancel", cancel, methods=["POST"]),
     Route("/api/sessions/{session_id}/complete", complete, methods=["POST"]),
     Route("/api/sessions/{session_id}/check", check, methods=["POST"]),
+    Route("/api/sessions/{session_id}/seen", seen, methods=["POST"]),
     Route("/api/sessions/{session_id}/refunds", refund, methods=["POST"]),
     Route("/api/checkout/config", checkout_config, methods=["GET"]),
     Route("/webhooks/sandbox", sandbox_webhook, methods=["POST"]),

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from .. import metrics
 from ..core.codec import JSON, MSGPACK, SUBPROTOCOLS, DecodeError, Encoded, Message, decode_frame
-from ..core.machine import Cancel, Command, Interrupt, StartAttempt
+from ..core.machine import Cancel, Command, Interrupt, SeeOutcome, StartAttempt
 from ..core.protocol import CloseCode, ErrorCode
 from ..engine import EngineUnavailable
 from ..errors import Refused
@@ -119,6 +119,11 @@ async def _handshake(ws: WebSocket, runtime: Runtime) -> str | None:
     """Origin and subprotocol checks; the codec to speak, or None after a refusal."""
     offered = list(ws.scope.get("subprotocols") or [])
     subprotocol = choose_subprotocol(offered)
+    if runtime.draining:
+        # This worker is stopping: come back (to another one) after the hint.
+        await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol) if subprotocol else None)
+        await ws.close(code=CloseCode.SERVICE_RESTART, reason=runtime.restart_reason)
+        return None
     if not origin_allowed(
         ws.headers.get("origin"), ws.headers.get("host"), runtime.settings.allowed_origins
     ):
@@ -290,6 +295,9 @@ def parse_command(frame: dict[str, Any], gateway: str = "sandbox") -> Command | 
         command = StartAttempt(method)
     elif kind == "check":
         command = Check()
+    elif kind == "seen":
+        allowed.add("status")
+        command = SeeOutcome(validation.parse_seen({"status": frame.get("status")}))
     elif kind == "cancel":
         command = Cancel()
     elif kind == "interrupt":

@@ -195,6 +195,20 @@ def parse_interrupt(body: dict[str, Any]) -> str:
     return reason
 
 
+OUTCOMES = ("succeeded", "failed", "cancelled", "expired")
+
+
+def parse_seen(body: dict[str, Any]) -> str:
+    """The outcome a checkout drew (``seen``, docs/protocol.md section 6.17)."""
+    _only(body, {"status"})
+    status = body.get("status")
+    if status not in OUTCOMES:
+        raise invalid(
+            "status", "must be the outcome drawn: succeeded, failed, cancelled or expired"
+        )
+    return str(status)
+
+
 def parse_complete(body: dict[str, Any]) -> ProviderResult:
     _only(body, {"attempt", "outcome", "decline_code", "provider_ref"})
     attempt = _int(body, "attempt", 1, 1000)

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { Backoff, backoffDelay } from '../../../client/paylive/backoff.js';
+import { Backoff, backoffDelay, restartDelay } from '../../../client/paylive/backoff.js';
 
 const OPTIONS = { backoffBase: 500, backoffMax: 15_000, stableAfter: 5_000 };
 
@@ -60,4 +60,21 @@ test('closing a connection that never opened keeps the count', () => {
   backoff.next();
   backoff.closed(1_000_000);
   assert.equal(backoff.attempt, 1);
+});
+
+test('a restarting server (1012) sets the delay: a draw within its hint', () => {
+  const reason = 'restarting; reconnect_within_ms=2000';
+  assert.equal(restartDelay(1012, reason, () => 0), 0);
+  assert.equal(restartDelay(1012, reason, () => 0.5), 1000);
+  assert.equal(restartDelay(1012, reason, () => 0.999999999), 1999);
+  const draws = Array.from({ length: 1000 }, () => restartDelay(1012, reason));
+  assert.ok(draws.every((d) => d >= 0 && d < 2000));
+  assert.ok(Math.min(...draws) < 200 && Math.max(...draws) > 1800, 'spread over the hint');
+});
+
+test('without 1012 and a hint, the usual backoff applies', () => {
+  assert.equal(restartDelay(1001, 'server shutting down: reconnect'), null);
+  assert.equal(restartDelay(1013, 'reconnect_within_ms=2000'), null);
+  assert.equal(restartDelay(1012, 'restarting'), null);
+  assert.equal(restartDelay(1012, undefined), null);
 });

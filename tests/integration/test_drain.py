@@ -1,0 +1,137 @@
+"""A worker told to stop drains (docs/protocol.md section 6.16): new sockets refused,
+readiness failing, the sockets held closed with 1012 and a reconnect hint, spread
+over PAYLIVE_DRAIN_MS; with no window, every socket gets 1001 at once."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+import time
+
+import anyio
+import httpx
+import pytest
+
+from ..support.client import create, open_socket, session_url
+from ..support.servers import Server
+from ..support.sse import Stream
+
+pytestmark = pytest.mark.anyio
+
+WINDOW_MS = 1_500
+SOCKETS = 30
+
+
+def _upgrade_request(path: str, port: int) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: paylive.v1.json\r\n\r\n"
+    ).encode()
+
+
+def _read_close(conn: socket.socket) -> tuple[int, str]:
+    """The close code and reason the server sends on a raw socket after the upgrade."""
+    data = b""
+    conn.settimeout(5)
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, f"closed before the upgrade's answer: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    while len(rest) < 2 or len(rest) < 2 + (rest[1] & 0x7F):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    assert rest[0] == 0x88, f"a close frame first, got {rest[:4]!r}"
+    length = rest[1] & 0x7F
+    payload = rest[2 : 2 + length]
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+async def test_sigterm_spreads_1012_closes_over_the_window_and_refuses_new_sockets() -> None:
+    with Server({"PAYLIVE_DRAIN_MS": str(WINDOW_MS)}) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            sessions = [await create(http) for _ in range(SOCKETS)]
+        socks = [await open_socket(session_url(srv.ws_url, s)) for s in sessions]
+        for sock in socks:
+            assert (await sock.recv())["type"] == "snapshot"
+        # Connections made before the stop: one kept alive for /readyz, one that asks
+        # for an upgrade only once the drain has begun.
+        # An event stream (protocol 6.15) on the same worker is drained alike.
+        sse_http = httpx.AsyncClient(base_url=srv.url, timeout=httpx.Timeout(10, read=None))
+        secret = {"Authorization": f"Bearer {sessions[1]['client_secret']}"}
+        sse_cm = sse_http.stream("GET", f"/api/sessions/{sessions[1]['id']}/stream", headers=secret)
+        sse = Stream(await sse_cm.__aenter__())
+        first = await sse.next()
+        assert first is not None and first.type == "snapshot"
+        kept = httpx.Client(base_url=srv.url, timeout=5)
+        assert kept.get("/readyz").status_code == 200
+        late = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        closes: list[tuple[float, int | None, str]] = []
+
+        sse_close: list[dict[str, object]] = []
+
+        async def watch_stream() -> None:
+            event = await sse.until(lambda e: e.event == "close", timeout=WINDOW_MS / 1000 + 5)
+            sse_close.append(event.data)
+
+        async def watch(index: int) -> None:
+            code = await socks[index].close_code(timeout=WINDOW_MS / 1000 + 5)
+            closes.append((time.monotonic(), code, socks[index].conn.close_reason or ""))
+
+        try:
+            assert srv.proc is not None
+            started = time.monotonic()
+            srv.proc.terminate()
+            async with anyio.create_task_group() as tg:
+                for index in range(SOCKETS):
+                    tg.start_soon(watch, index)
+                tg.start_soon(watch_stream)
+                await anyio.sleep(0.3)
+                ready = await anyio.to_thread.run_sync(lambda: kept.get("/readyz"))
+                assert ready.status_code == 503
+                assert ready.json()["checks"]["shutting_down"] is True
+                late.sendall(_upgrade_request(f"/ws/sessions/{sessions[0]['id']}", srv.port))
+                code, reason = await anyio.to_thread.run_sync(_read_close, late)
+                assert code == 1012
+                assert reason == "restarting; reconnect_within_ms=1000"
+                elapsed = time.monotonic() - started
+                assert elapsed < WINDOW_MS / 1000, "refused at once, not after the drain"
+        finally:
+            kept.close()
+            late.close()
+            await sse_cm.__aexit__(None, None, None)
+            await sse_http.aclose()
+        assert sse_close == [{"code": 1012, "reason": "restarting; reconnect_within_ms=1000"}]
+        assert {code for _, code, _ in closes} == {1012}
+        assert {reason for _, _, reason in closes} == {"restarting; reconnect_within_ms=1000"}
+        times = sorted(at - started for at, _, _ in closes)
+        # Spread over the window, not a wall: the first go early, the last near its end,
+        # and no tenth of the window holds more than a quarter of them.
+        assert times[0] < 0.4 * WINDOW_MS / 1000, times
+        assert times[-1] - times[0] > 0.6 * WINDOW_MS / 1000, times
+        tenth = WINDOW_MS / 10_000
+        buckets: dict[int, int] = {}
+        for at in times:
+            buckets[int(at / tenth)] = buckets.get(int(at / tenth), 0) + 1
+        assert max(buckets.values()) <= SOCKETS / 4, buckets
+        # uvicorn ends by raising the signal it caught again: -15 is a clean stop.
+        assert srv.proc.wait(10) in (0, -15)
+        assert "drained 31 sockets" in srv.log()  # and the stream
+
+
+async def test_no_window_closes_every_socket_at_once_with_1001() -> None:
+    with Server({"PAYLIVE_DRAIN_MS": "0"}) as own:
+        async with httpx.AsyncClient(base_url=own.url) as client:
+            session = await create(client)
+        sock = await open_socket(session_url(own.ws_url, session))
+        await sock.recv()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, own.stop)
+            assert await sock.close_code() == 1001
