@@ -230,7 +230,10 @@ async def test_killed_worker_loses_no_deadline(redis: RedisProc) -> None:
 
 
 async def test_workers_flag_shares_one_port(redis: RedisProc) -> None:
-    with Server({"PAYLIVE_REDIS_URL": redis.url}, workers=2) as srv:
+    # 30 payments at once: an attempt timeout long enough that none of them times out
+    # on a busy machine (this test is about the port and the order, not timeouts).
+    env = {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_ATTEMPT_TIMEOUT_MS": "10000"}
+    with Server(env, workers=2) as srv:
         async with httpx.AsyncClient(base_url=srv.url) as http:
             sessions = [await create(http) for _ in range(30)]
         socks = [await open_socket(session_url(srv.ws_url, s)) for s in sessions]
