@@ -75,6 +75,8 @@ def load_args(server: Running, sockets: int, admins: int, rate: int, duration: f
     ]  # fmt: skip
     for pid in server.also_pids:
         argv += ["--also-pid", str(pid)]
+    if server.redis is not None:
+        argv += ["--redis-url", server.redis.url]
     return parser.parse_args(argv)
 
 

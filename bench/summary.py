@@ -61,6 +61,10 @@ def rate_row(result: dict[str, Any], rate: int) -> dict[str, Any]:
         "server_cpu_per_1000": round(server_cpu / ok * 1000, 3) if ok else None,
         "others_cores": _get(result, "machine", "others_cores_during_drive"),
         "http_p99": changes["http_ms"]["p99"],
+        "refused_p50": _get(changes, "refused_ms", "p50"),
+        "loop_lag_p99": _get(result, "loop_lag", "p99_ms"),
+        "loop_lag_max": _get(result, "loop_lag", "max_ms"),
+        "redis_per_change": _get(result, "redis", "per_change"),
     }
 
 
@@ -161,6 +165,7 @@ def tables(summary: dict[str, Any]) -> str:
             f"| {lost} | {_f(r['server_cores'], 2)} | {_f(r['redis_cores'], 2)} | {cpu} "
             f"| {_f(r['others_cores'], 2)} |"
         )
+    lines += _tail_and_cost(summary)
     if summary["idle"]:
         lines += [
             "",
@@ -181,6 +186,34 @@ def tables(summary: dict[str, Any]) -> str:
                 f"| {_f(r['rss_mb'], 0)} | {_f(r['open_s'])} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _tail_and_cost(summary: dict[str, Any]) -> list[str]:
+    """The second table: each worker's loop lag, the 503s' speed and Redis per change."""
+    labels = summary["labels"]
+    lines = [
+        "",
+        "| changes/s | system | loop lag p99 / max ms (worst worker) | 503 p50 ms "
+        "| Redis round trips per change | Redis commands per change | publishes per change "
+        "| Redis bytes in / out per change |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(summary["rates"], key=lambda r: (r["rate"], list(labels).index(r["system"]))):
+        if "failed" in r:
+            continue
+        pc = r.get("redis_per_change") or {}
+        lag = (
+            "-"
+            if r.get("loop_lag_p99") is None and r.get("loop_lag_max") is None
+            else (f"≤ {_f(r.get('loop_lag_p99'))} / ≤ {_f(r.get('loop_lag_max'))}")
+        )
+        traffic = f"{_f(pc.get('bytes_in'), 0)} / {_f(pc.get('bytes_out'), 0)}" if pc else "-"
+        lines.append(
+            f"| {r['rate']:,} | {labels[r['system']]} | {lag} | {_f(r.get('refused_p50'))} "
+            f"| {_f(pc.get('round_trips'), 2)} | {_f(pc.get('commands'), 2)} "
+            f"| {_f(pc.get('publish'), 2)} | {traffic} |"
+        )
+    return lines
 
 
 def write_tables(summary: dict[str, Any], path: Path) -> None:

@@ -106,6 +106,24 @@ OVERLOADED = Counter(
     "Commands refused at the door because too much work was in flight",
     registry=REGISTRY,
 )
+REFUSED_EARLY = Counter(
+    "paylive_refused_before_body_total",
+    "Of the commands refused at the door, those answered by the connection protocol "
+    "from their headers: no task made, no body read",
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "paylive_in_flight",
+    "Commands being worked on (admitted at the door and not yet answered)",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+IN_FLIGHT_LIMIT = Gauge(
+    "paylive_in_flight_limit",
+    "The worker's current bound on commands in flight (adaptive: follows latency)",
+    registry=REGISTRY,
+    multiprocess_mode="all",
+)
 PROVIDER_DEADLINE = Counter(
     "paylive_provider_deadline_total",
     "Provider calls inside a request or timer cut off by PAYLIVE_PROVIDER_DEADLINE_MS",
@@ -120,6 +138,30 @@ CATCH_UPS = Counter(
     "paylive_resync_catch_ups_total",
     "Channels caught up after a resync or a gap, by how (replay from history or snapshot)",
     ["how"],
+    registry=REGISTRY,
+)
+# Per worker (labelled with its pid): a summed histogram would hide which worker stalls.
+_LAG_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015)
+_LAG_BUCKETS += (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5)
+LOOP_LAG = Histogram(
+    "paylive_loop_lag_seconds",
+    "How late the worker's periodic loop-lag timer ran: the time its event loop was held",
+    ["worker"],
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+LOOP_LAG_OWN = Histogram(
+    "paylive_loop_lag_own_seconds",
+    "The loop lag less the time the worker waited for a core meanwhile (Linux)",
+    ["worker"],
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+GC_PAUSE = Histogram(
+    "paylive_gc_pause_seconds",
+    "Garbage collections and how long each held the worker, by generation",
+    ["worker", "generation"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
     registry=REGISTRY,
 )
 ENGINE_ERRORS = Counter(

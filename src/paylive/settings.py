@@ -97,6 +97,9 @@ class Settings:
     # Commands worked on at once per worker; past it a command is refused at once
     # (503 overloaded, Retry-After in seconds) instead of queueing.
     max_in_flight: int = 64
+    # The bound follows latency (web.limit) between these two unless turned off.
+    adaptive_in_flight: bool = True
+    min_in_flight: int = 8
     # One session's and one client address's share of those places (429 rate_limited
     # past it), so that nobody holds them all. The address share is 0, all of them, by
     # default: behind a proxy every customer comes from the proxy's address.
@@ -141,8 +144,15 @@ class Settings:
     effect_call_timeout_ms: int = 5_000
     # The most a sandbox outage (POST /api/admin/sandbox/outage) may last.
     sandbox_outage_max_s: int = 3_600
-    # Countdowns go out in up to this many slices per interval rather than one burst.
-    countdown_slices: int = 10
+    # On Redis Cluster: SPUBLISH/SSUBSCRIBE (each message on its slot's node) rather
+    # than PUBLISH, which the cluster bus copies to every node.
+    redis_sharded_pubsub: bool = True
+    # The loop-lag timer's period (0: off): how late it runs is the time the worker's
+    # event loop was held (paylive_loop_lag_seconds, read by paylive load).
+    loop_lag_interval_ms: int = 25
+    # Countdowns go out in up to this many slices per interval rather than one burst
+    # (a slice every 20 ms at most).
+    countdown_slices: int = 50
     # Merchant webhooks: a 2xx within the timeout is success; failures are retried with
     # capped exponential backoff for ``merchant_retry_for_ms``, then marked failed.
     merchant_webhook_timeout_ms: int = 10_000
@@ -272,6 +282,8 @@ _INT_VARS: dict[str, tuple[str, int, int]] = {
     "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
     "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
     "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
+    "PAYLIVE_MIN_IN_FLIGHT": ("min_in_flight", 1, 100_000),
+    "PAYLIVE_LOOP_LAG_INTERVAL_MS": ("loop_lag_interval_ms", 0, 10_000),
     "PAYLIVE_PROVIDER_DEADLINE_MS": ("provider_deadline_ms", 100, 50_000),
     "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": ("max_in_flight_per_session", 1, 100_000),
     "PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS": ("max_in_flight_per_address", 0, 100_000),
@@ -615,6 +627,22 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 f"PAYLIVE_SANDBOX_AUTHORIZE_FIRST must be 1 or 0 (true or false), got {authorize!r}"
             )
         values["sandbox_authorize_first"] = _FLAGS[authorize]
+
+    adaptive = (env.get("PAYLIVE_ADAPTIVE_IN_FLIGHT") or "").strip().lower()
+    if adaptive:
+        if adaptive not in _FLAGS:
+            raise SettingsError(
+                f"PAYLIVE_ADAPTIVE_IN_FLIGHT must be 1 or 0 (true or false), got {adaptive!r}"
+            )
+        values["adaptive_in_flight"] = _FLAGS[adaptive]
+
+    sharded = (env.get("PAYLIVE_REDIS_SHARDED_PUBSUB") or "").strip().lower()
+    if sharded:
+        if sharded not in _FLAGS:
+            raise SettingsError(
+                f"PAYLIVE_REDIS_SHARDED_PUBSUB must be 1 or 0 (true or false), got {sharded!r}"
+            )
+        values["redis_sharded_pubsub"] = _FLAGS[sharded]
 
     webhook_url = (env.get("PAYLIVE_SANDBOX_WEBHOOK_URL") or "").strip()
     if webhook_url:

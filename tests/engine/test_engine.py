@@ -17,7 +17,7 @@ from redis.crc import key_slot
 
 from paylive.core.effects import Delivery, GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
-from paylive.engine import Engine, EngineUnavailable
+from paylive.engine import Claim, Engine, EngineUnavailable
 from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
 from paylive.settings import Settings
@@ -493,6 +493,60 @@ async def test_records(engine: Engine) -> None:
     assert await engine.get("short-nx") == b"z"
 
 
+async def test_claim_is_one_decision(engine: Engine) -> None:
+    # Stored, with its companion.
+    got = await engine.claim("c:1", b"v1", 10_000, unless="c:off", also=("c:log", b"l1"))
+    assert got == Claim() and await engine.get("c:1") == b"v1"
+    assert await engine.get("c:log") == b"l1"
+    # Held: nothing changes, the companion included.
+    got = await engine.claim("c:1", b"v2", 10_000, unless="c:off", also=("c:log", b"l2"))
+    assert got == Claim(held=b"v1")
+    assert await engine.get("c:1") == b"v1" and await engine.get("c:log") == b"l1"
+    # A companion already held is kept as it was.
+    await engine.put("c:log2", b"old", 10_000)
+    assert await engine.claim("c:2", b"v", 10_000, also=("c:log2", b"new")) == Claim()
+    assert await engine.get("c:log2") == b"old"
+    # Blocked: nothing stored at all.
+    await engine.put("c:off", b"1", 10_000)
+    got = await engine.claim("c:3", b"v3", 10_000, unless="c:off", also=("c:log3", b"l3"))
+    assert got == Claim(blocked=True)
+    assert await engine.get("c:3") is None and await engine.get("c:log3") is None
+    # No blocker named: the blocker key is not looked at.
+    assert await engine.claim("c:3", b"v3", 10_000) == Claim()
+
+
+@needs_redis
+async def test_claim_is_one_round_trip_on_one_node(redis_server: RedisProc) -> None:
+    # No subscription probe while counting.
+    engine = RedisEngine(redis_server.url + "/5", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        await engine.claim("rt:warm", b"v", 10_000, unless="rt:off")  # loads the script
+        idle = -_reads(redis_server) + _reads(redis_server)  # what the counting costs
+        before = _reads(redis_server)
+        got = await engine.claim("rt:1", b"v", 10_000, unless="rt:off", also=("rt:l", b"l"))
+        spent = _reads(redis_server) - before - idle
+    finally:
+        await engine.close()
+    assert got == Claim() and spent == 1
+
+
+def _calls(port: int) -> dict[str, int]:
+    """``INFO commandstats`` of one node: calls by command."""
+    info = redisproc.command(port, "INFO", "commandstats").decode()
+    return {
+        line.split(":")[0].removeprefix("cmdstat_"): int(line.split("calls=")[1].split(",")[0])
+        for line in info.splitlines()
+        if line.startswith("cmdstat_")
+    }
+
+
+def _reads(server: RedisProc) -> int:
+    """Reads Redis made from its clients' sockets (a command, a script or a pipeline each)."""
+    info = redisproc.command(server.port, "INFO", "stats").decode()
+    return int(info.split("total_reads_processed:")[1].split()[0])
+
+
 async def test_unsubscribe_stops_delivery(engine: Engine) -> None:
     rec = Recorder(engine)
     await engine.subscribe("ps_a")
@@ -879,16 +933,24 @@ async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 @needs_redis
-async def test_cluster(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
+async def test_cluster(tmp_path: Path, sharded: bool) -> None:
     cluster = redisproc.start_cluster(tmp_path / "cluster")
     engines: list[RedisEngine] = []
     try:
         engine = RedisEngine(
-            cluster.url, replace(SETTINGS, redis_probe_interval_ms=100, redis_probe_timeout_ms=500)
+            cluster.url,
+            replace(
+                SETTINGS,
+                redis_probe_interval_ms=100,
+                redis_probe_timeout_ms=500,
+                redis_sharded_pubsub=sharded,
+            ),
         )
         engines.append(engine)
         await engine.start()
         assert engine.cluster and engine.subscription_healthy
+        assert engine.sharded is sharded
         rec = Recorder(engine)
         await engine.subscribe(None)
 
@@ -943,6 +1005,18 @@ async def test_cluster(tmp_path: Path) -> None:
         # The probes, published through any node, come back over the bus.
         await anyio.sleep(0.5)
         assert engine.subscription_healthy and rec.resyncs == 0
+        # Sharded: each event is published once, on the node of its channel's slot,
+        # and never broadcast; plain: PUBLISH only.
+        calls = [_calls(node.port) for node in cluster.nodes]
+        if sharded:
+            assert sum(c.get("publish", 0) for c in calls) == 0
+            # 6 notices + 6 saves + 4 later saves to the admin channel, 10 to sessions.
+            assert sum(c.get("spublish", 0) for c in calls) == 26
+            assert sum(1 for c in calls if c.get("spublish")) >= 2  # spread over nodes
+            assert sum(1 for c in calls if c.get("ssubscribe")) == 3  # one per primary
+        else:
+            assert sum(c.get("spublish", 0) for c in calls) == 0
+            assert sum(c.get("publish", 0) for c in calls) == 26
 
         # Without the ?cluster=1 flag the engine finds out by itself.
         detected = RedisEngine(cluster.nodes[1].url, SETTINGS)

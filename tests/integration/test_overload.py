@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
 from ..support.client import Socket, create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, RedisProc, start_redis
 from ..support.servers import ADMIN_TOKEN, Server
+from ..support.waiting import until
 
 pytestmark = [
     pytest.mark.anyio,
@@ -160,3 +162,83 @@ async def test_past_its_limit_a_worker_delivers_every_accepted_change(redis: Red
             for session_id, last in final.items():
                 assert by_session[session_id] == list(range(1, last + 1)), session_id
             await feed.conn.close()
+
+
+def _in_flight(url: str) -> float:
+    page = httpx.get(url + "/metrics", timeout=5).text
+    for line in page.splitlines():
+        if line.startswith("paylive_in_flight "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_a_refused_command_is_answered_before_its_body_and_changes_nothing(
+    redis: RedisProc,
+) -> None:
+    """While the door is full, a command is refused from its request line and headers:
+    the 503 comes back although not one byte of its body was sent (so nothing read
+    it), the body sent afterwards is dropped, the connection still serves the next
+    request, and the session the command would have created does not exist."""
+    env = {
+        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_MAX_IN_FLIGHT": "1",
+        "PAYLIVE_REDIS_TIMEOUT_MS": "5000",
+        **LONG_LIVED,
+    }
+    body = b'{"order_id": "refused-order", "amount": 500, "currency": "EUR"}'
+    head = (
+        b"POST /api/sessions HTTP/1.1\r\nHost: test\r\n"
+        + b"Authorization: " + merchant()["Authorization"].encode() + b"\r\n"
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )  # fmt: skip
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            busy = await create(http)
+            redis.pause()
+            try:
+                async with anyio.create_task_group() as tg:
+
+                    async def hold() -> None:
+                        url = f"/api/sessions/{busy['id']}/attempts"
+                        await http.post(url, json=PAY, headers=merchant())
+
+                    tg.start_soon(hold)
+                    await until(lambda: _in_flight(srv.url) == 1)
+                    stream = await anyio.connect_tcp("127.0.0.1", srv.port)
+                    async with stream:
+                        await stream.send(head)  # the headers, and no body at all
+                        with anyio.fail_after(3):
+                            answer = await _read_answer(stream)
+                        assert answer.startswith(b"HTTP/1.1 503"), answer
+                        assert b'"overloaded"' in answer and b"retry-after: 1" in answer
+                        # The body comes late: it is dropped, and the connection still
+                        # serves the next request.
+                        await stream.send(body)
+                        redis.resume()
+                        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                        with anyio.fail_after(5):
+                            nxt = await _read_answer(stream)
+                        assert nxt.startswith(b"HTTP/1.1 200"), nxt
+            finally:
+                redis.resume()
+            # Refused by the connection protocol itself: no task was made for it.
+            page = (await http.get("/metrics")).text
+            assert "paylive_refused_before_body_total 1.0" in page
+            listed = await http.get(
+                "/api/admin/sessions?status=all", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            assert listed.status_code == 200, listed.text
+            orders = [s["order_id"] for s in listed.json()["sessions"]]
+            assert busy["order_id"] in orders and "refused-order" not in orders
+
+
+async def _read_answer(stream: anyio.abc.SocketStream) -> bytes:
+    """One HTTP answer with a Content-Length body, read whole."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += await stream.receive()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(rest) < length:
+        rest += await stream.receive()
+    return head + b"\r\n\r\n" + rest

@@ -65,3 +65,37 @@ def test_quick_bench_measures_paylive_and_the_peer_alike(tmp_path: Path) -> None
     assert "python-socketio" in tables and "paylive, memory, 1 worker" in tables
     for plot in ("p99.png", "lost.png", "cpu.png", "rss.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG"), plot
+
+
+def test_fanout_bench_compares_plain_and_sharded_on_a_cluster(tmp_path: Path) -> None:
+    out = tmp_path / "fanout.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.fanout",
+            "--engines",
+            "2",
+            "--sessions",
+            "20",
+            "--concurrency",
+            "4",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert [r["mode"] for r in results] == ["plain PUBLISH", "sharded SPUBLISH"]
+    for r in results:
+        # Every save reaches its session's follower and both engines' admin channels.
+        assert r["saves_per_s"] > 0 and r["messages_per_s"] >= 2 * r["saves_per_s"]
+        assert len(r["node_cpu_s"]) == 3

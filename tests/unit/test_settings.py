@@ -69,6 +69,8 @@ def test_values_are_read() -> None:
         ("PAYLIVE_MAX_CONNECTIONS", "none"),
         ("PAYLIVE_HEADER_TIMEOUT_MS", "10"),
         ("PAYLIVE_DEMO_PER_MINUTE", "0"),
+        ("PAYLIVE_REDIS_SHARDED_PUBSUB", "sometimes"),
+        ("PAYLIVE_LOOP_LAG_INTERVAL_MS", "-1"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -227,3 +229,12 @@ def test_bad_merchant_and_archive_values_are_named(env: dict[str, str], named: s
     with pytest.raises(SettingsError, match=named) as caught:
         load_settings(env)
     assert "pw" not in str(caught.value)  # a database password never reaches the message
+
+
+def test_speed_settings() -> None:
+    s = load_settings({})
+    assert s.redis_sharded_pubsub is True and s.loop_lag_interval_ms == 25
+    tuned = load_settings(
+        {"PAYLIVE_REDIS_SHARDED_PUBSUB": "0", "PAYLIVE_LOOP_LAG_INTERVAL_MS": "0"}
+    )
+    assert tuned.redis_sharded_pubsub is False and tuned.loop_lag_interval_ms == 0

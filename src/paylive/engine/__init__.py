@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Engine, EngineUnavailable, FanOut, RecordStore, SessionStore, TimerStore
+from .base import Claim, Engine, EngineUnavailable, FanOut, RecordStore, SessionStore, TimerStore
 
 __all__ = [
+    "Claim",
     "Engine",
     "EngineUnavailable",
     "FanOut",

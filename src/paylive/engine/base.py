@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ..core.session import Session
 from ..errors import PayliveError
@@ -123,10 +124,38 @@ class TimerStore(ABC):
         """Set (or with None, clear) a session's effect due time."""
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What ``RecordStore.claim`` found: the blocker set (nothing stored), or the value
+    the record already held (nothing stored), or neither (stored)."""
+
+    blocked: bool = False
+    held: bytes | None = None
+
+
 class RecordStore(ABC):
     @abstractmethod
     async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
         """Store ``value`` unless ``key`` holds one: None when stored, else the value held."""
+
+    async def claim(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        unless: str | None = None,
+        also: tuple[str, bytes] | None = None,
+    ) -> Claim:
+        """``put_if_absent``, refused while ``unless`` holds a value, and when stored,
+        ``also`` stored too unless it is held: one decision that an engine may make in
+        one round trip (Redis on one node: one script). This default makes the calls
+        one by one, which on the memory engine is just as atomic (nothing awaits)."""
+        if unless is not None and await self.get(unless) is not None:
+            return Claim(blocked=True)
+        held = await self.put_if_absent(key, value, ttl_ms)
+        if held is None and also is not None:
+            await self.put_if_absent(also[0], also[1], ttl_ms)
+        return Claim(held=held)
 
     @abstractmethod
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None: ...

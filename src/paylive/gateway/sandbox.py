@@ -44,6 +44,10 @@ LEDGER_KINDS = ("charge", "void", "capture", "refund")
 REFUNDS_LISTED = 100  # refunds asked for, per attempt, that the ledger lists
 
 
+def _outage() -> GatewayError:
+    return GatewayError("the sandbox is in an outage (POST /api/admin/sandbox/outage)")
+
+
 @dataclass(frozen=True)
 class Card:
     """What the sandbox does with a card number."""
@@ -97,16 +101,18 @@ class SandboxGateway(Gateway):
 
     async def _up(self) -> None:
         if await self._engine.get(OUTAGE_KEY) is not None:
-            raise GatewayError("the sandbox is in an outage (POST /api/admin/sandbox/outage)")
+            raise _outage()
 
     async def charge(self, charge: Charge, remember: Remember) -> ChargeReply:
-        await self._up()
         card = card_behaviour(str(charge.payment_method.get("card", "")))
         # A key is charged once: a second charge under it is answered but does nothing.
-        first = await self._engine.put_if_absent(
-            f"sandbox:req:{charge.key}", card.result.encode(), LEDGER_TTL_MS
+        # The outage check and the claim are one decision (one round trip on Redis).
+        claim = await self._engine.claim(
+            f"sandbox:req:{charge.key}", card.result.encode(), LEDGER_TTL_MS, unless=OUTAGE_KEY
         )
-        if first is not None:
+        if claim.blocked:
+            raise _outage()
+        if claim.held is not None:
             return ChargeReply.ACCEPTED
         delay = self._settings.sandbox_delay_ms / 1000
         if card.result == "never":
@@ -129,10 +135,18 @@ class SandboxGateway(Gateway):
         return ChargeReply.ACCEPTED
 
     async def void(self, key: str, ref: str | None, idempotency_key: str | None = None) -> bool:
-        await self._up()
-        held = await self._engine.put_if_absent(self._ledger(key), VOIDED, LEDGER_TTL_MS)
+        # The outage check, the ledger and its log entry: one decision, one round trip.
+        claim = await self._engine.claim(
+            self._ledger(key),
+            VOIDED,
+            LEDGER_TTL_MS,
+            unless=OUTAGE_KEY,
+            also=(f"sandbox:did:{key}:void", self._entry(idempotency_key)),
+        )
+        if claim.blocked:
+            raise _outage()
+        held = claim.held
         if held is None:
-            await self._log(key, "void", idempotency_key)
             return False
         if held in (CHARGED, AUTHORIZED) and await self._void_lost(key):
             return False
@@ -199,10 +213,14 @@ class SandboxGateway(Gateway):
         return held is None or held == outcome
 
     async def _log(self, key: str, kind: str, idempotency_key: str | None) -> None:
-        entry = {"at": time.time_ns() // 1_000_000, "idempotency_key": idempotency_key}
         await self._engine.put_if_absent(
-            f"sandbox:did:{key}:{kind}", json.dumps(entry).encode(), LEDGER_TTL_MS
+            f"sandbox:did:{key}:{kind}", self._entry(idempotency_key), LEDGER_TTL_MS
         )
+
+    @staticmethod
+    def _entry(idempotency_key: str | None) -> bytes:
+        entry = {"at": time.time_ns() // 1_000_000, "idempotency_key": idempotency_key}
+        return json.dumps(entry).encode()
 
     async def ledger(self, session_id: str, attempts: int) -> list[dict[str, object]]:
         """What the provider did for a session's first ``attempts`` attempts, in order."""

@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sample this process too, reported apart (e.g. redis-server); repeatable",
     )
     parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="the server's Redis: its commands, round trips and bytes per change (INFO)",
+    )
+    parser.add_argument(
         "--drain",
         type=float,
         default=5.0,

@@ -24,6 +24,7 @@ from .config import Config, LoadError, plan
 from .procstat import ProcSample, machine_busy_s, raise_nofile, sample_each, sample_tree
 from .progress import drive_progress
 from .report import merge
+from .serverstats import Reading, gc_between, lag_between, redis_between, redis_reading, scrape
 
 PAYLIVE_WORKER = (sys.executable, "-m", "paylive.load.worker")
 START_TIMEOUT_S = 60.0
@@ -181,6 +182,14 @@ def execute(
     wall0 = time.monotonic()
     workers = [WorkerProcess(c, worker_argv) for c in configs]
     results: list[dict[str, Any]] = []
+    # /metrics may ask for its own token (PAYLIVE_METRICS_TOKEN); else the admin token.
+    base_url = configs[0].base_url
+    token = os.environ.get("PAYLIVE_METRICS_TOKEN") or configs[0].admin_token
+    redis_url: str | None = getattr(args, "redis_url", None)
+    lag0: Reading | None = None
+    lag1: Reading | None = None
+    redis0: dict[str, Any] | None = None
+    redis1: dict[str, Any] | None = None
     timings: dict[str, float] = {}
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -214,6 +223,8 @@ def execute(
             restart.arm(start)
         duration = float(args.duration)
         say(f"driving {args.rate:g} changes/s for {duration:g} s")
+        lag0 = scrape(base_url, token)
+        redis0 = redis_reading(redis_url) if redis_url else None
         time.sleep(max(0.0, start - time.time()))
         sampler.take("drive_start")
         busy0, busy_at0 = machine_busy_s(), time.monotonic()
@@ -223,6 +234,8 @@ def execute(
             for worker in workers:
                 worker.expect("drove", deadline)
         sampler.take("drove")
+        lag1 = scrape(base_url, token)
+        redis1 = redis_reading(redis_url) if redis_url else None
         busy1 = machine_busy_s()
         if busy0 is not None and busy1 is not None:
             timings["machine_busy_cores"] = (busy1 - busy0) / (time.monotonic() - busy_at0)
@@ -237,4 +250,16 @@ def execute(
     user1, sys1 = _rusage_s()
     generator = {"user_s": user1 - user0, "sys_s": sys1 - sys0, "wall_s": time.monotonic() - wall0}
     restarted = restart.report() if restart is not None else None
-    return merge(args, configs, results, sampler, generator, timings, restarted)
+    out = merge(args, configs, results, sampler, generator, timings, restarted)
+    lag = lag_between(lag0.lag if lag0 else None, lag1.lag if lag1 else None)
+    if lag is not None:
+        out["loop_lag"] = lag
+    own = lag_between(lag0.own if lag0 else None, lag1.own if lag1 else None)
+    if own is not None:
+        out["loop_lag_own"] = own
+    collections = gc_between(lag0, lag1)
+    if collections is not None:
+        out["gc"] = collections
+    if redis_url:
+        out["redis"] = redis_between(redis0, redis1, out["changes"]["ok"])
+    return out

@@ -140,6 +140,42 @@ def render_table(out: Mapping[str, Any]) -> str:
                 f"pids {also['pids']}: {_fmt(also['cores'])} cores during the drive",
             )
         )
+    lag = out.get("loop_lag")
+    if lag:
+        per = "  ".join(
+            f"{pid}: p99 <= {_fmt(w['p99_ms'])} max <= {_fmt(w['max_ms'])}"
+            for pid, w in lag["workers"].items()
+        )
+        rows.append(("loop lag ms", per))
+    own = out.get("loop_lag_own")
+    if own:
+        per = "  ".join(
+            f"{pid}: p99 <= {_fmt(w['p99_ms'])} max <= {_fmt(w['max_ms'])}"
+            for pid, w in own["workers"].items()
+        )
+        rows.append(("  without CPU wait", per))
+    collections = out.get("gc")
+    if collections:
+        per = "  ".join(
+            f"{pid}: "
+            + ", ".join(
+                f"{gen} {g['collections']}x {_fmt(g['total_ms'])} ms (max <= {_fmt(g['max_ms'])})"
+                for gen, g in gens.items()
+            )
+            for pid, gens in collections.items()
+        )
+        rows.append(("GC pauses", per))
+    redis = out.get("redis")
+    if redis and redis.get("per_change"):
+        pc = redis["per_change"]
+        rows.append(
+            (
+                "Redis per change",
+                f"round trips {_fmt(pc['round_trips'])}  commands {_fmt(pc['commands'])}"
+                f"  scripts {_fmt(pc['scripts'])}  publishes {_fmt(pc['publish'])}"
+                f"  bytes in {_fmt(pc['bytes_in'])} out {_fmt(pc['bytes_out'])}",
+            )
+        )
     machine = out.get("machine")
     if machine:
         line = f"{_fmt(machine['busy_cores_during_drive'])} of {machine['cores']} cores busy during the drive"

@@ -22,9 +22,11 @@ from ..telemetry import context, tracing
 from ..web import admin, observe, pages, shop, sockets, streams, tickets
 from ..web import routes as http_api
 from ..web.admission import Admission, Door
+from ..web.admission import serve as serve_admission
 from ..web.errors import error_body
 from ..web.observe import Observe
 from . import shutdown
+from .looplag import LoopLag
 
 _CODES = {
     404: ErrorCode.NOT_FOUND,
@@ -89,11 +91,16 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
+        lag = LoopLag(settings.loop_lag_interval_ms)
+        lag.start()
+        serve_admission(runtime.admission)
         shutdown.register(runtime.drain)
         try:
             yield
         finally:
             shutdown.unregister(runtime.drain)
+            lag.stop()
+            serve_admission(None)
             if not runtime.shutting_down:
                 # Stopped without the server's shutdown (an embedding app): no window.
                 runtime.shutting_down = True

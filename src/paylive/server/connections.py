@@ -6,6 +6,9 @@ sends, and however slowly, no connection outlives them.
   every later request on it, or it is closed. uvicorn only times out a connection
   idle *between* requests, so one that never sends, or sends a header a minute,
   holds a file descriptor for as long as it likes.
+- A command refused before anything is made for it: while the worker's door
+  (``web.admission``) is full, a command is answered 503 ``overloaded`` from its
+  request line alone, before a task exists for it or its body is read.
 - A body deadline: the whole body must arrive within ``header_timeout_ms`` of the
   end of the headers, counted once, not between bytes. The deadline travels in the
   request's scope (``BODY_EXTENSION``) so that whoever reads the body (``web.admission``,
@@ -46,8 +49,10 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from .. import metrics
 from ..core.protocol import ErrorCode
 from ..settings import Settings
+from ..web import admission
 from ..web.bodies import BODY_EXTENSION
 from ..web.errors import error_body, http_status
 
@@ -235,6 +240,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        if self._refused_at_once():
+            return
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
         if not upgrade:
             deadline = self.loop.time() + self._header_timeout
@@ -268,6 +275,51 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.flow.resume_reading()  # keep draining until the client stops or the bound
             return
         super().on_response_complete()
+
+    def _refused_at_once(self) -> bool:
+        """A command while the worker's door is full: answered 503 ``overloaded`` here,
+        from the request line and headers alone. No task is made for it and its body
+        is never handed to anyone: the parser skips it (the request is marked
+        answered), so the connection stays usable, unless the client waits for
+        ``100 Continue``, whose body may never come: then it is closed."""
+        door = admission.current()
+        if door is None or not door.full or self.parser.get_method() != b"POST":
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # a pipelined request: answers must go out in order
+        path = httptools.parse_url(self.url).path.decode("ascii", "replace")
+        if not admission.is_command({"method": "POST", "path": path}):
+            return False
+        metrics.OVERLOADED.inc()
+        metrics.REFUSED_EARLY.inc()
+        self.scope["method"], self.scope["path"] = "POST", path
+        keep_alive = (
+            self.parser.get_http_version() == "1.1"
+            and self.parser.should_keep_alive()
+            and not self.expect_100_continue
+        )
+        self.cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=[],
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+        )
+        # Answered: on_body and on_message_complete drop what follows.
+        self.cycle.response_complete = True
+        kept, closing = door.refusal
+        self.transport.write(kept if keep_alive else closing)
+        if keep_alive:
+            self.on_response_complete()
+        else:
+            self.transport.close()
+        return True
 
     def _liveness(self) -> bool:
         return (

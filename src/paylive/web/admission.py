@@ -7,7 +7,9 @@ socket an ``error`` with that code), before it takes an idempotency key or waits
 an engine connection. So a refused command changes nothing, and the work already
 accepted keeps the worker's time and is delivered on time.
 
-A place is taken only once the command's body has arrived whole (the door reads it,
+When the worker is already full as a command's headers arrive, the connection
+protocol (``server.connections``) answers it from the headers, with no task made and
+no body read. Otherwise a place is taken only once the command's body has arrived whole (the door reads it,
 by the body deadline of ``web.bodies``, and hands it on; a request whose credentials
 name nobody is answered 401 first, its body never read): a client sending its body
 slowly holds a connection for at most that deadline and never a place. No one holds
@@ -28,8 +30,10 @@ work they ask of it.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +46,7 @@ from ..settings import Settings
 from . import bodies
 from .auth import identify
 from .errors import error_body, http_status
+from .limit import GradientLimit
 
 OVERLOADED = Refused(ErrorCode.OVERLOADED, "this worker has too much work in flight; retry shortly")
 SESSION_SHARE = Refused(
@@ -101,8 +106,15 @@ class Admission:
         retry_after_s: int,
         per_session: int | None = None,
         per_address: int | None = None,
+        adaptive: GradientLimit | None = None,
     ) -> None:
-        self.limit = limit
+        # The limit is fixed, or (with ``adaptive``) follows the commands' measured
+        # latency (``web.limit``); the shares are of the most it may be.
+        self._fixed = limit
+        self.adaptive = adaptive
+        # When each command in flight came in, by the task that runs it (the one that
+        # calls enter and leave): its latency feeds the adaptive limit.
+        self._started: dict[asyncio.Task[Any] | None, float] = {}
         self.per_session = per_session or limit
         self.per_address = per_address or limit
         self.in_flight = 0
@@ -112,6 +124,11 @@ class Admission:
             exc.message: _answer(exc, retry_after_s)
             for exc in (OVERLOADED, SESSION_SHARE, ADDRESS_SHARE)
         }
+        body = json.dumps(error_body(OVERLOADED.code, OVERLOADED.message)).encode()
+        head = b"HTTP/1.1 %d Service Unavailable\r\n" % http_status(OVERLOADED.code)
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"retry-after: %d\r\n" % retry_after_s
+        self._raw = (head + b"\r\n" + body, head + b"connection: close\r\n\r\n" + body)
 
     @classmethod
     def of(cls, settings: Settings) -> Admission:
@@ -120,12 +137,28 @@ class Admission:
             settings.overload_retry_after_s,
             settings.max_in_flight_per_session,
             settings.max_in_flight_per_address,
+            in_flight_limit(settings),
         )
+
+    @property
+    def limit(self) -> int:
+        return self.adaptive.limit if self.adaptive is not None else self._fixed
+
+    @property
+    def full(self) -> bool:
+        """No place left: the next command is refused (the protocol asks this before
+        it reads a body or makes a task)."""
+        return self.in_flight >= self.limit
+
+    @property
+    def refusal(self) -> tuple[bytes, bytes]:
+        """The HTTP/1.1 refusal as bytes for the protocol: kept alive, and closing."""
+        return self._raw
 
     def enter(self, session: str | None = None, address: str | None = None) -> Refused | None:
         """Take a place for one command of ``session`` from ``address``; the refusal
         (counted) when the worker is full or their share is taken."""
-        if self.in_flight >= self.limit:
+        if self.full:
             metrics.OVERLOADED.inc()
             return OVERLOADED
         if session is not None and self._sessions.get(session, 0) >= self.per_session:
@@ -133,6 +166,9 @@ class Admission:
         if address is not None and self._addresses.get(address, 0) >= self.per_address:
             return ADDRESS_SHARE
         self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        if self.adaptive is not None:
+            self._started[_task()] = time.monotonic()
         if session is not None:
             self._sessions[session] = self._sessions.get(session, 0) + 1
         if address is not None:
@@ -140,7 +176,13 @@ class Admission:
         return None
 
     def leave(self, session: str | None = None, address: str | None = None) -> None:
+        if self.adaptive is not None:
+            started = self._started.pop(_task(), None)
+            if started is not None:
+                self.adaptive.sample(time.monotonic() - started, self.in_flight)
+                metrics.IN_FLIGHT_LIMIT.set(self.adaptive.limit)
         self.in_flight -= 1
+        metrics.IN_FLIGHT.dec()
         for counts, key in ((self._sessions, session), (self._addresses, address)):
             if key is not None:
                 left = counts.get(key, 0) - 1
@@ -154,6 +196,38 @@ class Admission:
         start, body = self._refusals[refusal.message]
         await send(start)
         await send(body)
+
+
+def in_flight_limit(settings: Settings) -> GradientLimit | None:
+    """The adaptive bound on commands in flight (None: the fixed ``max_in_flight``). It
+    starts at half the maximum and finds its level from the commands' latency."""
+    if not settings.adaptive_in_flight:
+        return None
+    high = settings.max_in_flight
+    low = min(settings.min_in_flight, high)
+    return GradientLimit(initial=max(low, high // 2), min_limit=low, max_limit=high)
+
+
+# This worker's admission, for the connection protocol (``server.connections``),
+# which refuses a command when it is full before a task is made or its body is read.
+_worker: Admission | None = None
+
+
+def serve(admission: Admission | None) -> None:
+    """Make ``admission`` the one the protocol asks (None: none any more)."""
+    global _worker
+    _worker = admission
+
+
+def current() -> Admission | None:
+    return _worker
+
+
+def _task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 class Door:

@@ -50,6 +50,16 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
 
 
+# A subscription connection: it waits for messages (no read timeout), the probe checks
+# it end to end (no health checks), messages come as plain arrays (RESP2, not pushes).
+_SUBSCRIBER: dict[str, Any] = {
+    "socket_timeout": None,
+    "retry": Retry(NoBackoff(), 0),
+    "health_check_interval": 0,
+    "protocol": 2,
+}
+
+
 def split_url(url: str) -> tuple[str, bool | None]:
     """Remove our own ``cluster`` query flag, which redis-py would not understand."""
     parts = urlsplit(url)
@@ -167,19 +177,21 @@ class Client:
             # First use on this server (or after a restart): EVAL also caches it.
             return await self.r.eval(script.source, len(keys), *keys, *args)
 
+    def node_connection(self, host: str, port: int) -> AbstractConnection:
+        """A new subscription connection to one Cluster node (sharded pub/sub)."""
+        assert isinstance(self.r, RedisCluster)
+        node = self.r.get_node(host=host, port=port)
+        if node is None:
+            raise rexc.ConnectionError(f"no cluster node {host}:{port}")
+        return node.connection_class(**{**node.connection_kwargs, **_SUBSCRIBER})
+
     def subscriber_connection(self, attempt: int) -> AbstractConnection:
         """A new connection for the subscription, outside the command pool.
 
         On Cluster, ``attempt`` (the failures so far) moves it along the known nodes,
         in case one is lost.
         """
-        overrides: dict[str, Any] = {
-            "socket_timeout": None,  # it waits for messages: no read timeout
-            "socket_connect_timeout": self.timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,  # the probe checks it, end to end
-            "protocol": 2,  # messages as plain arrays, not RESP3 pushes
-        }
+        overrides: dict[str, Any] = {**_SUBSCRIBER, "socket_connect_timeout": self.timeout}
         if self._pool is not None:
             kwargs = {**self._pool.connection_kwargs, **overrides}
             return self._pool.connection_class(**kwargs)

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 
 from ...core.session import Session
 from ...settings import Settings
-from ..base import Engine
+from ..base import Claim, Engine
 from .client import Client
+from .sharded import ShardedSubscription
 from .shop import Shop
 from .store import Store
 from .subscription import Subscription
@@ -29,7 +30,7 @@ class RedisEngine(Shop, Engine):
         self._store = Store(self._client, settings)
         self._settings = settings
         # Through methods: the hub sets the listeners after the engine is made.
-        self._subscription = Subscription(
+        self._subscription: Subscription | ShardedSubscription = Subscription(
             self._client,
             settings,
             self._event,
@@ -47,6 +48,11 @@ class RedisEngine(Shop, Engine):
         """True when commands go through the Redis Cluster client."""
         return self._client.cluster
 
+    @property
+    def sharded(self) -> bool:
+        """True when events go through sharded pub/sub (Cluster, unless turned off)."""
+        return self._store.sharded
+
     # Lifecycle --------------------------------------------------------------
 
     async def start(self) -> None:
@@ -59,6 +65,11 @@ class RedisEngine(Shop, Engine):
             return
         self._subscription.closed = False
         await self._client.detect_cluster()
+        if self.sharded and not isinstance(self._subscription, ShardedSubscription):
+            self._subscription = ShardedSubscription(
+                self._client, self._settings, self._event, lambda: self._on_resync()
+            )
+        self._subscription.closed = False
         self._task = asyncio.create_task(
             self._subscription.supervise(), name="paylive-redis-subscription"
         )
@@ -142,6 +153,19 @@ class RedisEngine(Shop, Engine):
 
     async def put_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
         return await self._store.put_if_absent(key, value, ttl_ms)
+
+    async def claim(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        unless: str | None = None,
+        also: tuple[str, bytes] | None = None,
+    ) -> Claim:
+        done = await self._store.claim(key, value, ttl_ms, unless, also)
+        if done is None:  # Cluster: the keys are in other slots
+            return await super().claim(key, value, ttl_ms, unless, also)
+        return done
 
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
         await self._store.put(key, value, ttl_ms)

@@ -31,8 +31,9 @@ the done ones capped; ``audit`` (a list, newest first, capped): the audit trail 
 staff and shop actions. Records of ``put``/``get`` are plain strings
 ``paylive:rec:<key>`` with their own expiry.
 
-Channels: ``paylive:{<id>}:ev`` per session (the hash tag is for a later move to
-sharded pub/sub), ``paylive:admin`` for the admin feed.
+Channels: ``paylive:{<id>}:ev`` per session (its hash tag puts it in the session's
+slot, where sharded pub/sub publishes it), ``paylive:admin`` for the admin feed, or
+``paylive:{_global}:admin`` with sharded pub/sub on Cluster.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ PENDING = f"{_G}:pending"
 REVIEW = f"{_G}:review"
 LOG, LOG_RECORDS, LOG_TIMES, LOG_NEXT = f"{_G}:log", f"{_G}:logr", f"{_G}:logt", f"{_G}:logn"
 DELIVERIES, OPEN, DONE = f"{_G}:dlv", f"{_G}:dlvopen", f"{_G}:dlvdone"
+# Sharded pub/sub (Cluster): SPUBLISH goes to the node of the channel's slot, so the
+# admin channel lives in the global slot, where the second step of a save runs.
+SHARDED_ADMIN_CHANNEL = f"{_G}:admin".encode()
 
 
 def session_keys(session_id: str) -> list[str]:
@@ -66,9 +70,12 @@ def session_channel(session_id: str) -> bytes:
     return f"{PREFIX}:{{{session_id}}}:ev".encode()
 
 
-def channel(session_id: str | None) -> bytes:
-    """The channel of a session, or with None the admin channel."""
-    return ADMIN_CHANNEL if session_id is None else session_channel(session_id)
+def channel(session_id: str | None, sharded: bool = False) -> bytes:
+    """The channel of a session, or with None the admin channel (with sharded pub/sub,
+    the one in the global slot)."""
+    if session_id is None:
+        return SHARDED_ADMIN_CHANNEL if sharded else ADMIN_CHANNEL
+    return session_channel(session_id)
 
 
 def record_key(key: str) -> str:

@@ -2,7 +2,8 @@
 
 Each file's header says its KEYS and ARGV. ``store.lua`` is the shared head of the
 two save scripts: ``save.lua`` (Cluster, the session's slot only) and
-``save_one_node.lua`` (everything in one script) each follow it.
+``save_one_node.lua`` (everything in one script) each follow it. ``plain.lua`` or
+``sharded.lua`` goes first, and says whether events go out with PUBLISH or SPUBLISH.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ class Script:
 
 
 CREATE = Script.load("create.lua")
-CREATE_GLOBAL = Script.load("create_global.lua")
-SAVE = Script.load("store.lua", "save.lua")
-SAVE_ONE_NODE = Script.load("store.lua", "save_one_node.lua")
+CREATE_GLOBAL = Script.load("plain.lua", "create_global.lua")
+CREATE_GLOBAL_SHARDED = Script.load("sharded.lua", "create_global.lua")
+SAVE = Script.load("plain.lua", "store.lua", "save.lua")
+SAVE_SHARDED = Script.load("sharded.lua", "store.lua", "save.lua")
+SAVE_ONE_NODE = Script.load("plain.lua", "store.lua", "save_one_node.lua")
 SAVE_GLOBAL = Script.load("save_global.lua")
 HISTORY = Script.load("history.lua")
 CLAIM = Script.load("claim.lua")
@@ -41,6 +44,7 @@ CLAIM_EFFECTS = Script.load("claim_effects.lua")
 PURGE = Script.load("purge.lua")
 FORGET = Script.load("forget.lua")
 PUT_IF_ABSENT = Script.load("put_if_absent.lua")
+CLAIM_RECORD = Script.load("claim_record.lua")
 LOG_APPEND = Script.load("log_append.lua")
 LOG_READ = Script.load("log_read.lua")
 LOG_TRIM = Script.load("log_trim.lua")

@@ -57,13 +57,12 @@ import msgpack
 
 from ...core.session import Session
 from ...settings import Settings
-from ..base import EngineUnavailable
+from ..base import Claim, EngineUnavailable
 from . import scripts
 from .cache import SessionCache
 from .client import Client
 from .keys import (
     ACTIVE,
-    ADMIN_CHANNEL,
     COUNTERS,
     EFFECTS,
     ENDED,
@@ -73,6 +72,7 @@ from .keys import (
     REVIEW,
     TIMERS,
     TVER,
+    channel,
     record_key,
     session_channel,
     session_keys,
@@ -152,6 +152,15 @@ class Store:
         self._settings = settings
         self.cache = SessionCache(settings.session_cache_size)
 
+    @property
+    def sharded(self) -> bool:
+        """Events go out with SPUBLISH: on Cluster, unless the settings turn it off."""
+        return self._client.cluster and self._settings.redis_sharded_pubsub
+
+    @property
+    def _admin_channel(self) -> bytes:
+        return channel(None, self.sharded)
+
     # Sessions ---------------------------------------------------------------
 
     def _ttl(self, terminal: bool) -> int:
@@ -171,14 +180,14 @@ class Store:
                 [_dump(session), session.version, session.status, self._ttl(session.terminal)],
             )
             await client.eval(
-                scripts.CREATE_GLOBAL,
+                scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
                 [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED],
                 [
                     session.id,
                     session.created_at,
                     "" if due is None else due,
                     session.version,
-                    ADMIN_CHANNEL,
+                    self._admin_channel,
                     notice,
                     *_stat_args(stats),
                 ],
@@ -261,7 +270,9 @@ class Store:
                 await client.r.zadd(TIMERS, {session.id: due}, lt=True)
             if effect_due is not None:
                 await client.r.zadd(EFFECTS, {session.id: effect_due}, lt=True)
-            previous = await client.eval(scripts.SAVE, keys, args)
+            previous = await client.eval(
+                scripts.SAVE_SHARDED if self.sharded else scripts.SAVE, keys, args
+            )
         if isinstance(previous, list):
             return self._moved(session.id, previous)
         self.cache.put(stored, events)
@@ -277,6 +288,10 @@ class Store:
                         "1" if stored.terminal else "0",
                         stored.updated_at + self._settings.retention_after_end_ms,
                         *_outbox_args(stored),
+                        self._admin_channel,
+                        # Sharded: the admin copies are published from this slot.
+                        len(events) if self.sharded else 0,
+                        *(events if self.sharded else ()),
                         *_stat_args(stats),
                     ],
                 )
@@ -307,7 +322,7 @@ class Store:
             self._ttl(stored.terminal),
             self._settings.history_cap,
             session_channel(stored.id),
-            ADMIN_CHANNEL,
+            self._admin_channel,
             stored.id,
             _or_blank(due),
             "1" if stored.terminal else "0",
@@ -456,6 +471,36 @@ class Store:
                 scripts.PUT_IF_ABSENT, [record_key(key)], [value, ttl_ms]
             )
         return held  # type: ignore[no-any-return]
+
+    async def claim(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        unless: str | None = None,
+        also: tuple[str, bytes] | None = None,
+    ) -> Claim | None:
+        """``RecordStore.claim`` in one script; None on Cluster, where the records
+        live in other slots and the caller makes the calls one by one."""
+        if self._client.cluster:
+            return None
+        keys = [record_key(key)]
+        if unless is not None:
+            keys.append(record_key(unless))
+        if also is not None:
+            keys.append(record_key(also[0]))
+        args = [
+            value,
+            ttl_ms,
+            also[1] if also else b"",
+            int(unless is not None),
+            int(also is not None),
+        ]
+        async with self._client.op():
+            reply = await self._client.eval(scripts.CLAIM_RECORD, keys, args)
+        if int(reply[0]):
+            return Claim(blocked=True)
+        return Claim(held=reply[1] if len(reply) > 1 else None)
 
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
         async with self._client.op():

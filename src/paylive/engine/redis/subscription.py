@@ -59,8 +59,20 @@ class Subscription:
         settings: Settings,
         on_event: EventListener,
         on_resync: Callable[[], None],
+        connect: Callable[[int], AbstractConnection] | None = None,
+        sharded: bool = False,
+        home_tag: str | None = None,
     ) -> None:
         self._client = client
+        # Sharded (Redis Cluster, one of these per node): SSUBSCRIBE to the channels
+        # whose slots this node serves, on a connection to that node.
+        self._connect = connect or client.subscriber_connection
+        self.sharded = sharded
+        self._verb, self._unverb = (
+            ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+        )
+        self._message = b"smessage" if sharded else b"message"
+        self._confirmation = b"ssubscribe" if sharded else b"subscribe"
         self._timeout = client.timeout
         self._probe_interval = settings.redis_probe_interval_ms / 1000
         self._probe_timeout = settings.redis_probe_timeout_ms / 1000
@@ -73,7 +85,9 @@ class Subscription:
         self._channels: dict[bytes, str | None] = {}
         # A channel of this engine's own, never published to: it keeps the connection
         # in subscribed mode (where PING is answered in-band) whatever else it follows.
-        self._home = f"{keys.PREFIX}:home:{uuid.uuid4().hex}".encode()
+        # Sharded, it must hash to a slot of the node: ``home_tag`` is such a hash tag.
+        tag = f"{{{home_tag}}}:" if home_tag else ""
+        self._home = f"{keys.PREFIX}:{tag}home:{uuid.uuid4().hex}".encode()
         self._probe_token: bytes | None = None
         self._probe_seen: asyncio.Future[bool] | None = None
         self.conn: AbstractConnection | None = None
@@ -96,7 +110,14 @@ class Subscription:
         While the subscription is down this returns at once: the channel is subscribed
         with all others when the connection is back, and ``on_resync`` follows.
         """
-        channel = keys.channel(session_id)
+        await self.add(keys.channel(session_id, self.sharded), session_id)
+
+    def channels(self) -> dict[bytes, str | None]:
+        """What this subscription follows (a copy)."""
+        return dict(self._channels)
+
+    async def add(self, channel: bytes, session_id: str | None) -> None:
+        """``subscribe`` by channel name (see there)."""
         if channel in self._channels:
             return
         self._channels[channel] = session_id
@@ -112,7 +133,7 @@ class Subscription:
                     if conn is not self.conn:
                         return  # replaced meanwhile; the new connection subscribed it
                     self._expect.append((channel, waiter))
-                    await conn.send_command("SUBSCRIBE", channel)
+                    await conn.send_command(self._verb, channel)
                 confirmed = await waiter
             if not confirmed:
                 log.debug("subscription to %r not confirmed; it follows the reconnection", channel)
@@ -122,7 +143,9 @@ class Subscription:
             log.debug("subscribing to %r failed: %r", channel, exc)
 
     async def unsubscribe(self, session_id: str | None) -> None:
-        channel = keys.channel(session_id)
+        await self.remove(keys.channel(session_id, self.sharded))
+
+    async def remove(self, channel: bytes) -> None:
         if self._channels.pop(channel, False) is False:
             return
         conn = self.conn
@@ -131,7 +154,7 @@ class Subscription:
         try:
             async with asyncio.timeout(2 * self._timeout), self._send_lock:
                 if conn is self.conn:
-                    await conn.send_command("UNSUBSCRIBE", channel)
+                    await conn.send_command(self._unverb, channel)
         except (rexc.RedisError, OSError, TimeoutError) as exc:
             log.debug("unsubscribing from %r failed: %r", channel, exc)
 
@@ -148,7 +171,7 @@ class Subscription:
         while not self.closed:
             conn: AbstractConnection | None = None
             try:
-                conn = self._client.subscriber_connection(self._failures)
+                conn = self._connect(self._failures)
                 await self._run(conn)
             except asyncio.CancelledError:
                 raise
@@ -217,7 +240,7 @@ class Subscription:
                 self._expect.append((channel, None))
             self._expect.append((channels[-1], done))
             for i in range(0, len(channels), SUBSCRIBE_CHUNK):
-                await conn.send_command("SUBSCRIBE", *channels[i : i + SUBSCRIBE_CHUNK])
+                await conn.send_command(self._verb, *channels[i : i + SUBSCRIBE_CHUNK])
         return done
 
     async def _probe_until_lost(self, reader: asyncio.Task[None]) -> None:
@@ -277,13 +300,17 @@ class Subscription:
                 self._pong(None)
                 continue
             kind = reply[0]
-            if kind == b"message":
+            if kind == self._message:
                 self._deliver(reply[1], reply[2])
-            elif kind == b"subscribe":
+            elif kind == self._confirmation:
                 self._confirm(reply[1])
             elif kind == b"pong":
                 self._pong(reply[1])
-            # "unsubscribe" replies need nothing.
+            elif kind == b"sunsubscribe" and reply[1] in self._channels:
+                # Redis unsubscribed a channel this still wants: its slot moved to
+                # another node. The sharded supervisor routes it there.
+                raise _SubscriptionLost(f"channel {reply[1]!r} moved to another node")
+            # Other "unsubscribe" replies need nothing.
 
     def _pong(self, token: bytes | None) -> None:
         """The answer to a PING: in-band with its token, or (None) out of band."""

@@ -1,4 +1,5 @@
--- A new session's global entries (the {_global} slot), and its admin notice.
+-- A new session's global entries (the {_global} slot), and its admin notice (after
+-- plain.lua or sharded.lua: with sharded pub/sub the admin channel is in this slot).
 -- KEYS: order, active, timers, counters, tver, ended.
 -- ARGV: id, created_at, due or '', version, admin channel, notice, then stat
 -- name/delta pairs.
@@ -24,5 +25,5 @@ redis.call('HSET', KEYS[5], id, ARGV[4])
 for i = 7, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call(SHARDED and 'SPUBLISH' or 'PUBLISH', ARGV[5], ARGV[6])
 return 1

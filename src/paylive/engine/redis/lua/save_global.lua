@@ -2,9 +2,15 @@
 -- {_global} slot (see the trade-off in the package docstring).
 -- KEYS: timers, active, ended, counters, tver, effects, outbox, pending, review.
 -- ARGV: id, version, due or '', terminal '1'/'0', purge time, then the five outbox
--- arguments of store.lua (6 .. 10), then stat pairs.
+-- arguments of store.lua (6 .. 10), then the admin channel (11) and the count n of
+-- events (12) to SPUBLISH on it (sharded pub/sub; 0 otherwise), the n events, then
+-- stat pairs.
 local id = ARGV[1]
-for i = 11, #ARGV, 2 do
+local n = tonumber(ARGV[12])
+for i = 13, 12 + n do
+  redis.call('SPUBLISH', ARGV[11], ARGV[i])
+end
+for i = 13 + n, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
 end
 if ARGV[4] == '1' then

@@ -1,4 +1,5 @@
--- The head of both save scripts (save.lua and save_one_node.lua follow it): compare
+-- The head of both save scripts (after plain.lua or sharded.lua; save.lua or
+-- save_one_node.lua follow it): compare
 -- the version (when it moved: nothing changed, and the reply is a one-element array
 -- holding the current record, or nil when the session is gone, so that the caller
 -- can decide again without another round trip), store, append to the capped history,
@@ -46,7 +47,13 @@ else
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 for i = first_event, last_event do
-  redis.call('PUBLISH', ARGV[7], ARGV[i])
-  redis.call('PUBLISH', ARGV[8], ARGV[i])
+  if SHARDED then
+    -- The session's channel is in this slot; the admin copies go out from the
+    -- global slot in save_global.lua.
+    redis.call('SPUBLISH', ARGV[7], ARGV[i])
+  else
+    redis.call('PUBLISH', ARGV[7], ARGV[i])
+    redis.call('PUBLISH', ARGV[8], ARGV[i])
+  end
 end
 local previous = cur[2] or ''

@@ -1,0 +1,2 @@
+-- Sharded pub/sub (Cluster): SPUBLISH, on the node of the channel's slot only.
+local SHARDED = true

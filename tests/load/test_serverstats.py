@@ -1,0 +1,161 @@
+"""The server's own readings in ``paylive load``: each worker's event-loop lag from
+``/metrics`` and Redis's commands, round trips and bytes per change from ``INFO``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from paylive.load.serverstats import (
+    gc_between,
+    lag_between,
+    parse_lag,
+    parse_metrics,
+    redis_between,
+)
+
+from ..support.redisproc import start_redis
+from ..support.servers import API_KEY, Server
+from ..support.waiting import until
+from .test_load import BENCH_ENV, run
+
+PAGE = """# HELP paylive_loop_lag_seconds lag
+paylive_loop_lag_seconds_bucket{le="0.001",worker="11"} %d
+paylive_loop_lag_seconds_bucket{le="0.05",worker="11"} %d
+paylive_loop_lag_seconds_bucket{le="+Inf",worker="11"} %d
+paylive_loop_lag_seconds_bucket{le="0.001",worker="12"} 5.0
+paylive_loop_lag_seconds_bucket{le="0.05",worker="12"} 5.0
+paylive_loop_lag_seconds_bucket{le="+Inf",worker="12"} 5.0
+paylive_loop_lag_seconds_count{worker="11"} 9
+"""
+
+
+def test_lag_is_the_difference_between_two_readings_per_worker() -> None:
+    before = parse_lag(PAGE % (10, 10, 10))
+    # 100 ticks during the drive: 98 within 1 ms, 1 within 50 ms, 1 beyond.
+    after = parse_lag(PAGE % (108, 109, 110))
+    lag = lag_between(before, after)
+    assert lag is not None
+    # Worker 12 ticked no more between the readings: it is not reported.
+    assert list(lag["workers"]) == ["11"]
+    w = lag["workers"]["11"]
+    assert w["ticks"] == 100
+    assert w["p99_ms"] == 50.0  # 99 of 100 within 50 ms, not within 1 ms
+    assert w["max_ms"] is None  # the last one is past the last finite bucket
+    assert w["over_50ms"] == 1
+    assert lag_between(before, None) is None
+
+
+def test_gc_pauses_between_two_readings() -> None:
+    page = """paylive_gc_pause_seconds_bucket{generation="2",le="0.05",worker="7"} %d
+paylive_gc_pause_seconds_bucket{generation="2",le="0.1",worker="7"} %d
+paylive_gc_pause_seconds_bucket{generation="2",le="+Inf",worker="7"} %d
+paylive_gc_pause_seconds_count{generation="2",worker="7"} %d
+paylive_gc_pause_seconds_sum{generation="2",worker="7"} %f
+"""
+    before = parse_metrics(page % (1, 1, 1, 1, 0.01))
+    after = parse_metrics(page % (2, 3, 3, 3, 0.15))
+    got = gc_between(before, after)
+    assert got == {"7": {"gen2": {"collections": 2, "total_ms": 140.0, "max_ms": 100.0}}}
+    assert gc_between(after, after) is None  # none in between
+
+
+def test_redis_figures_per_change_leave_out_the_readings_themselves() -> None:
+    before = {
+        "calls": {"evalsha": 10, "info": 4, "get": 1},
+        "net_input_bytes": 1000,
+        "net_output_bytes": 500,
+        "reads_processed": 20,
+    }
+    after = {
+        "calls": {"evalsha": 30, "info": 6, "get": 11, "publish": 40},
+        "net_input_bytes": 5000,
+        "net_output_bytes": 2500,
+        "reads_processed": 52,
+    }
+    got = redis_between(before, after, changes=10)
+    assert got is not None
+    assert got["by_command"] == {"publish": 40, "evalsha": 20, "get": 10}
+    pc = got["per_change"]
+    assert pc["round_trips"] == 3.0  # 32 reads, 2 of them the INFO readings
+    assert pc["commands"] == 7.0 and pc["scripts"] == 2.0 and pc["publish"] == 4.0
+    assert pc["bytes_in"] == 400 and pc["bytes_out"] == 200
+
+
+def _ticking_workers(url: str, metric: str = "paylive_loop_lag_seconds") -> set[int]:
+    page = httpx.get(url + "/metrics", timeout=5).text
+    found = re.findall(metric + r'_count\{worker="(\d+)"\} (\S+)', page)
+    return {int(pid) for pid, count in found if float(count) > 0}
+
+
+@pytest.mark.anyio
+async def test_each_worker_exposes_its_own_loop_lag(tmp_path: Path) -> None:
+    redis = start_redis(tmp_path / "redis")
+    try:
+        env = {"PAYLIVE_REDIS_URL": redis.url + "/0", "PAYLIVE_LOOP_LAG_INTERVAL_MS": "5"}
+        with Server(env, workers=2) as srv:
+            assert srv.proc is not None
+            pids = await until(lambda: (got := _ticking_workers(srv.url)) and len(got) == 2 and got)
+            # The same ticks, less each worker's wait for a core (Linux's schedstat).
+            own = _ticking_workers(srv.url, "paylive_loop_lag_own_seconds")
+    finally:
+        redis.stop()
+    assert srv.proc.pid not in pids  # the workers, not the supervisor
+    assert own == pids
+
+
+def test_zero_turns_the_loop_lag_timer_off() -> None:
+    with Server({"PAYLIVE_LOOP_LAG_INTERVAL_MS": "0"}) as srv:
+        assert _ticking_workers(srv.url) == set()
+
+
+def test_a_load_run_reports_loop_lag_and_redis_per_change(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    redis = start_redis(tmp_path / "redis")
+    try:
+        env = {**BENCH_ENV, "PAYLIVE_REDIS_URL": redis.url + "/0"}
+        with Server(env, workers=2) as srv:
+            done = run(
+                [
+                    "--url",
+                    srv.url,
+                    "--api-key",
+                    API_KEY,
+                    "--sockets",
+                    "40",
+                    "--rate",
+                    "40",
+                    "--duration",
+                    "2",
+                    "--processes",
+                    "1",
+                    "--redis-url",
+                    redis.url,
+                    "--out",
+                    str(out),
+                ]  # fmt: skip
+            )
+            log = srv.log()
+    finally:
+        redis.stop()
+    assert done.returncode == 0, done.stdout + done.stderr + log
+    assert "loop lag ms" in done.stdout and "Redis per change" in done.stdout
+    result = json.loads(out.read_text())
+    lag = result["loop_lag"]
+    assert len(lag["workers"]) == 2
+    for worker in lag["workers"].values():
+        # 2 s of drive at one tick per 25 ms: dozens of ticks each on a quiet machine,
+        # a few when the workers wait for a core; some in any case.
+        assert worker["ticks"] >= 2
+        assert worker["p99_ms"] is None or worker["p99_ms"] > 0
+    per = result["redis"]["per_change"]
+    ok = result["changes"]["ok"]
+    assert ok > 0 and result["redis"]["changes"] == ok
+    # Every change is at least one saving script with its publishes, on its own read.
+    assert per["round_trips"] >= 1 and per["scripts"] >= 1 and per["publish"] >= 1
+    assert per["commands"] > per["round_trips"]  # the scripts' own commands count too
+    assert per["bytes_in"] > 0 and per["bytes_out"] > 0

@@ -1,0 +1,57 @@
+"""Countdowns are spread: each processing session with local sockets gets one per
+interval, on its own slice of the interval, never all of a worker's in one burst."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from paylive.core.codec import Encoded
+from paylive.core.session import PROCESSING
+from paylive.engine.memory import MemoryEngine
+from paylive.fanout.hub import Hub, Subscriber
+from paylive.runtime import Runtime
+from paylive.settings import Settings
+
+pytestmark = pytest.mark.anyio
+SESSIONS = 500
+SLICES = 50
+
+
+async def _snapshot(_resync: bool) -> Encoded:
+    raise AssertionError("no admin feed here")
+
+
+async def test_each_session_once_per_round_in_even_slices() -> None:
+    hub = Hub(MemoryEngine(Settings()), _snapshot, lambda: 0, countdown_slices=SLICES)
+    sent: list[str | bytes] = []
+
+    async def send(frame: str | bytes) -> None:
+        sent.append(frame)
+
+    async def close(code: int, reason: str) -> None:
+        raise AssertionError(f"closed {code} {reason}")
+
+    for n in range(SESSIONS):
+        subscriber = Subscriber("customer", "json", 8, send, close)
+        await hub.join(f"ps_{n}", subscriber)
+        subscriber.begin(0)
+        channel = hub.channels[f"ps_{n}"]
+        # Half of them processing (with a deadline), half not: only those tick.
+        if n % 2 == 0:
+            channel.status, channel.deadline = PROCESSING, 30_000
+    per_slice = [hub.countdown_sweep(1_000, part) for part in range(SLICES)]
+    assert sum(per_slice) == SESSIONS // 2  # each processing session once per round
+    # Spread: no slice holds more than a few times its share (250 / 50 = 5).
+    assert max(per_slice) <= 20, per_slice
+    await anyio.sleep(0)  # the writers run
+    assert len(sent) == SESSIONS // 2 and all('"countdown"' in str(f) for f in sent)
+    assert sum(1 for n in per_slice if n) >= SLICES // 2
+    # A second round is the same sessions in the same slices (each keeps its phase).
+    assert [hub.countdown_sweep(2_000, part) for part in range(SLICES)] == per_slice
+
+
+def test_slices_are_at_least_20_ms_apart() -> None:
+    assert Runtime(Settings())._slices == 50  # 1,000 ms: a slice every 20 ms
+    assert Runtime(Settings(countdown_interval_ms=200))._slices == 10
+    assert Runtime(Settings(countdown_slices=4))._slices == 4
