@@ -30,6 +30,9 @@ WAIT_MS = 15_000  # the outage, then the refund's next try
 def server() -> Iterator[str]:
     timings = {
         "PAYLIVE_SANDBOX_DELAY_MS": "700",
+        # The sandbox's 700 ms answer well inside the attempt's time, on a busy machine
+        # too: these tests are about the dashboard, not timeouts.
+        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "5000",
         "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
         "PAYLIVE_EFFECT_RETRY_CAP_MS": "800",
     }

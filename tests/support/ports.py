@@ -1,12 +1,48 @@
-"""Free loopback ports for the servers the tests start."""
+"""Free loopback ports for the servers the tests start.
+
+The suite runs on several processes at once (pytest-xdist). A port the kernel hands
+out for ``bind(0)`` is free when asked, but nothing keeps another process from being
+handed the same one before the server that asked has bound it; a server that then
+fails to bind is not seen at once, and the test talks to the other process's server.
+So each test process takes its ports from a range of its own, below Linux's
+ephemeral range (32768 and up, where outgoing connections take theirs) and with room
+for Redis Cluster's bus (the port + 10000), one after the other, skipping any that is
+taken.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
+
+FIRST, SPAN, RANGES = 12_000, 2_000, 4
+
+
+def _range() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = FIRST + (index % RANGES) * SPAN
+    return range(start, start + SPAN)
+
+
+_next = itertools.cycle(_range())
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, from this test
+    process's own range."""
+    for _ in range(SPAN):
+        port = next(_next)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError(f"no free port in {_range()}")
