@@ -22,12 +22,13 @@ from ..archive import AuditQuery
 from ..core.machine import MarkDone
 from ..core.outbox import ResolveReview
 from ..core.protocol import ErrorCode
+from ..core.session import Session
 from ..errors import Refused
 from ..gateway.sandbox import SandboxGateway
 from ..service.effects import list_effects
 from . import validation
 from .auth import ADMIN, OPERATOR, ROLES, VIEWER, Principal
-from .routes import audit_of, endpoint, json_body, limit_of, runtime_of, staff
+from .routes import audit_of, endpoint, json_body, limit_of, run_audited, runtime_of, staff
 
 EFFECT_STATUSES = ("pending", "done", "all")
 
@@ -73,12 +74,10 @@ async def resolve_review(request: Request) -> Response:
     session_id = request.path_params["session_id"]
     by, note = validation.parse_review(await json_body(request))
     audit = audit_of(request, principal, "review_resolved", by=by, note=note)
-    outcome = await runtime.service.run(session_id, ResolveReview(by, note), audit)
-    refusal = outcome.decision.refusal
-    if refusal is not None:
-        raise Refused(refusal.code, refusal.message, session=outcome.session.to_admin())
-    await runtime.audit.added(outcome.session.audit[-1])
-    return JSONResponse(outcome.session.to_admin())
+    session = await run_audited(
+        runtime, session_id, ResolveReview(by, note), audit, Session.to_admin
+    )
+    return JSONResponse(session.to_admin())
 
 
 @endpoint
@@ -92,12 +91,8 @@ async def mark_done(request: Request) -> Response:
     command = MarkDone(kind, attempt, number, principal.who, note)
     effect_id = request.path_params["effect_id"]
     audit = audit_of(request, principal, "effect_done_by_hand", effect=effect_id, note=note)
-    outcome = await runtime.service.run(session_id, command, audit)
-    refusal = outcome.decision.refusal
-    if refusal is not None:
-        raise Refused(refusal.code, refusal.message, session=outcome.session.to_admin())
-    await runtime.audit.added(outcome.session.audit[-1])
-    return JSONResponse(outcome.session.to_admin())
+    session = await run_audited(runtime, session_id, command, audit, Session.to_admin)
+    return JSONResponse(session.to_admin())
 
 
 @endpoint

@@ -28,6 +28,7 @@ from ..core.machine import (
     StartAttempt,
 )
 from ..core.protocol import TEMPORARY_CODES, ErrorCode
+from ..core.session import Session
 from ..core.signature import SignatureError, verify
 from ..engine import EngineUnavailable
 from ..errors import Refused
@@ -127,6 +128,23 @@ def audit_of(
         "address": request.client.host if request.client else None,
         "details": details,
     }
+
+
+async def run_audited(
+    runtime: Runtime,
+    session_id: str,
+    command: Command,
+    audit: dict[str, object],
+    view: Callable[[Session], dict[str, Any]],
+) -> Session:
+    """Run a staff or shop action with its audit entry, then copy that entry to the
+    trail; a refusal is raised with the session as ``view`` shows it to the caller."""
+    outcome = await runtime.service.run(session_id, command, audit)
+    refusal = outcome.decision.refusal
+    if refusal is not None:
+        raise Refused(refusal.code, refusal.message, session=view(outcome.session))
+    await runtime.audit.added(outcome.session.audit[-1])
+    return outcome.session
 
 
 def session_principal(request: Request, *allowed: str) -> tuple[Principal, str]:
@@ -280,13 +298,9 @@ async def refund(request: Request) -> Response:
         amount, reason = validation.parse_refund(body)
         command = Refund(amount, reason, principal.who)
         audit = audit_of(request, principal, "refund", amount=amount, reason=reason)
-        outcome = await runtime.service.run(session_id, command, audit)
-        refusal = outcome.decision.refusal
-        if refusal is not None:
-            raise Refused(refusal.code, refusal.message, session=outcome.session.to_public())
-        made = outcome.session.refunds[-1]
-        await runtime.audit.added(outcome.session.audit[-1])
-        return 202, {"refund": made.to_public(session_id), "session": outcome.session.to_public()}
+        session = await run_audited(runtime, session_id, command, audit, Session.to_public)
+        made = session.refunds[-1]
+        return 202, {"refund": made.to_public(session_id), "session": session.to_public()}
 
     status, payload = await runtime.idempotency.run_once(
         f"POST /api/sessions/{session_id}/refunds",

@@ -314,7 +314,7 @@ def parse_command(frame: dict[str, Any], gateway: str = "sandbox") -> Command | 
     return command
 
 
-_COMMAND_TYPES = frozenset({"pay", "retry", "check", "cancel", "interrupt"})
+_COMMAND_TYPES = frozenset({"pay", "retry", "check", "cancel", "interrupt", "seen"})
 
 
 async def _traced(
