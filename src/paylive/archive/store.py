@@ -209,23 +209,40 @@ class Archive:
         return None if body is None else body.encode()  # type: ignore[no-any-return]
 
     async def search(self, query: SessionQuery) -> list[dict[str, Any]]:
+        return await self._bodies(
+            "paylive_sessions",
+            (
+                ("id", "=", query.session_id),
+                ("order_id", "=", query.order_id),
+                ("status", "=", query.status),
+                ("created_at", ">=", query.created_from),
+                ("created_at", "<", query.created_to),
+            ),
+            "created_at DESC, id DESC",
+            query.limit,
+        )
+
+    async def _bodies(
+        self,
+        table: str,
+        filters: Sequence[tuple[str, str, Any]],
+        order: str,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """The ``body`` of each row of ``table`` that passes every filter
+        (``column op value``) whose value is not None, in ``order``, at most ``limit``.
+        Only values are parameters; the table, columns and order are this module's."""
         where: list[str] = []
         args: list[Any] = []
-        for column, op, value in (
-            ("id", "=", query.session_id),
-            ("order_id", "=", query.order_id),
-            ("status", "=", query.status),
-            ("created_at", ">=", query.created_from),
-            ("created_at", "<", query.created_to),
-        ):
+        for column, op, value in filters:
             if value is not None:
                 args.append(value)
                 where.append(f"{column} {op} ${len(args)}")
-        args.append(query.limit)
+        args.append(limit)
         sql = (
-            "SELECT body FROM paylive_sessions"
+            f"SELECT body FROM {table}"
             + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+            + f" ORDER BY {order} LIMIT ${len(args)}"
         )
 
         async def work(conn: asyncpg.Connection) -> list[Any]:
@@ -259,28 +276,17 @@ class Archive:
         await self._run(work)
 
     async def audit_search(self, query: AuditQuery) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, op, value in (
-            ("session_id", "=", query.session_id),
-            ("staff", "=", query.staff),
-            ("at", ">=", query.at_from),
-            ("at", "<", query.at_to),
-        ):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} {op} ${len(args)}")
-        args.append(query.limit)
-        sql = (
-            "SELECT body FROM paylive_audit"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY at DESC, id DESC LIMIT ${len(args)}"
+        return await self._bodies(
+            "paylive_audit",
+            (
+                ("session_id", "=", query.session_id),
+                ("staff", "=", query.staff),
+                ("at", ">=", query.at_from),
+                ("at", "<", query.at_to),
+            ),
+            "at DESC, id DESC",
+            query.limit,
         )
-
-        async def work(conn: asyncpg.Connection) -> list[Any]:
-            return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
-
-        return [json.loads(row["body"]) for row in await self._run(work)]
 
 
 async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
