@@ -74,7 +74,9 @@ def test_the_built_wheel_installs_in_a_fresh_venv_and_serves(tmp_path: Path) -> 
     (fresh / "borrowed.pth").write_text(f"{site}\n")
     run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps"]
-        + ["--no-index", str(wheels[0])],
+        # Installed even where the borrowed packages hold a (non-editable) paylive, as
+        # `pip install .` leaves one: the fresh environment's own copy comes first.
+        + ["--no-index", "--ignore-installed", str(wheels[0])],
         timeout=120,
     )
     declared = [
