@@ -21,8 +21,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..core.decision import Charge
 from ..core.session import attempt_of
@@ -31,6 +30,9 @@ from ..engine import RecordStore
 from ..settings import Settings
 from ..telemetry import context
 from .base import ChargeReply, Gateway, GatewayError, Remember
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("paylive.sandbox")
 
@@ -297,6 +299,8 @@ class SandboxGateway(Gateway):
             log.exception("sandbox: could not deliver the result for %s", charge.key)
 
     async def _post_webhook(self, body: dict[str, object]) -> None:
+        import httpx  # here: a tenth of a server's start-up, and most servers never post
+
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=5.0)
         raw = json.dumps(body, separators=(",", ":")).encode()

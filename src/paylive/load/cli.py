@@ -20,8 +20,6 @@ import sys
 from collections.abc import Sequence
 
 from .config import SOCKETS_PER_PROCESS, LoadError
-from .parent import execute
-from .table import render_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +116,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_load(args: argparse.Namespace) -> int:
     """``paylive load``: run, print the table, write ``--out``; 0 when the run completed."""
+    # Imported here: ``paylive serve`` builds this command's parser too, and the
+    # generator's modules were a fifth of a server's start-up.
+    from .parent import execute
+    from .table import render_table
+
     try:
         result = execute(args)
     except LoadError as exc:

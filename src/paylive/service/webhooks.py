@@ -12,11 +12,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..core import standard_webhooks
 from ..telemetry import context
+
+if TYPE_CHECKING:
+    import httpx
 
 USER_AGENT = "paylive-webhooks/1"
 
@@ -37,6 +39,8 @@ class WebhookSender:
 
     async def post(self, body: bytes, message_id: str) -> Attempt:
         """Post ``body``; ``message_id`` (the event id) is its ``webhook-id``."""
+        import httpx  # here: a tenth of a server's start-up, and most servers never post
+
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self._timeout,
