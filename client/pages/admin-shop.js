@@ -2,7 +2,7 @@
 // sent to the shop with "Send again" (docs/protocol.md section 6.8). Both use the
 // admin HTTP API with the token admin.js keeps in this tab.
 
-import { formatAmount } from './paylive.js';
+import { formatAmount } from 'paylive-client';
 
 const TOKEN_KEY = 'paylive.adminToken';
 const REFRESH_MS = 5000;

@@ -8,7 +8,7 @@ import {
   TERMINAL_STATUSES,
   formatAmount,
   formatSeconds,
-} from './paylive.js';
+} from 'paylive-client';
 import { mountStripe } from './stripe.js';
 
 const $ = (id) => document.getElementById(id);

@@ -4,7 +4,7 @@
 // admin API with the token the dashboard holds; every text goes in as text, never as
 // markup.
 
-import { formatAmount } from '../paylive/format.js';
+import { formatAmount } from 'paylive-client';
 
 // While open, the session is read again this often: a failed try of an effect changes
 // its outbox without a durable event on the feed.

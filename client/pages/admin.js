@@ -8,7 +8,7 @@
 // socket cannot get through) is opened with a single-use ticket bought with it, so the
 // token never sits in a URL or an access log (protocol 6.15).
 
-import { LiveConnection, TERMINAL_STATUSES, formatAmount } from './paylive.js';
+import { LiveConnection, TERMINAL_STATUSES, formatAmount } from 'paylive-client';
 import { MinuteCounts, drawChart } from './admin/chart.js';
 import { Drill } from './admin/drill.js';
 import { PAGE_SIZE, SessionTable } from './admin/model.js';
