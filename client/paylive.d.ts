@@ -48,7 +48,10 @@ export type StateCause =
   | 'effect_done'
   | 'effect_overdue'
   | 'review_resolved'
-  | 'requires_action';
+  | 'requires_action'
+  | 'outcome_seen'
+  | 'outcome_unseen'
+  | 'refund_requested';
 
 /** A step the customer must take for the provider (3-D Secure with Stripe.js). */
 export interface AttemptAction {
@@ -218,6 +221,7 @@ export type ClientCommand =
   | { type: 'cancel'; ref?: string }
   | { type: 'interrupt'; reason: 'network_error'; ref?: string }
   | { type: 'check'; ref?: string }
+  | { type: 'seen'; status: TerminalStatus; ref?: string }
   | { type: 'ping' };
 
 export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check';
@@ -225,23 +229,46 @@ export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check';
 // ---------------------------------------------------------------------------------
 // Errors
 
-/** Codes the server answers with (sections 3, 4 and 6.2). */
+/** Codes the server answers with: every `error.code` of docs/openapi.json (`error`: an
+ * HTTP error no route answered). */
 export type ServerErrorCode =
+  | 'invalid_json'
+  | 'invalid_request'
+  | 'invalid_signature'
+  | 'unknown_command'
+  | 'request_timeout'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'role_not_allowed'
+  | 'origin_not_allowed'
+  | 'not_found'
+  | 'unknown_attempt'
+  | 'unknown_effect'
+  | 'method_not_allowed'
   | 'invalid_state'
   | 'retry_not_yet_allowed'
   | 'max_attempts_reached'
   | 'already_paid'
-  | 'invalid_json'
-  | 'unauthorized'
-  | 'forbidden'
-  | 'not_found'
+  | 'effects_pending'
+  | 'delivery_pending'
+  | 'webhooks_off'
+  | 'not_paid'
+  | 'refund_exceeds_captured'
+  | 'conflict'
+  | 'idempotency_key_in_use'
   | 'invalid_field'
   | 'invalid_currency'
   | 'invalid_card'
+  | 'invalid_payment_method'
+  | 'idempotency_key_reused'
+  | 'body_too_large'
   | 'rate_limited'
-  | 'unknown_command'
+  | 'too_many_sockets'
+  | 'overloaded'
   | 'engine_unavailable'
-  | 'gateway_unavailable';
+  | 'gateway_unavailable'
+  | 'archive_unavailable'
+  | 'error';
 
 /** Codes the client makes up: a fatal close, or a command it gave up on. */
 export type ClientErrorCode =
