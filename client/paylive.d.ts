@@ -1,5 +1,5 @@
 // Types of paylive.js, the browser client of paylive. The wire format they describe is
-// docs/protocol.md (sections 2 and 4, with the additions of section 6); the names and
+// docs/protocol.md (sections 2 and 4, and the sections after them); the names and
 // payloads here follow it field for field. Epoch times are milliseconds (numbers).
 
 // ---------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ export interface Summary {
   effects_pending: Record<EffectKind, number>;
 }
 
-/** What must still reach the provider after a decision (docs/protocol.md section 6.5). */
+/** What must still reach the provider after a decision (docs/protocol.md section 2.2). */
 export type EffectKind = 'void' | 'refund' | 'capture';
 
 /** One entry of a session's outbox (the admin API, and `effect_done`/`effect_overdue` events). */
@@ -319,7 +319,7 @@ export type ConnectionStatus =
   | 'offline'
   | 'closed';
 
-/** What carries the live channel (protocol 6.15), best first. */
+/** What carries the live channel (protocol 4.2), best first. */
 export type Transport = 'websocket' | 'sse' | 'polling';
 
 export interface ConnectionDetail {
@@ -533,7 +533,7 @@ export class ReconnectingSocket extends Emitter<SocketEvents> {
 
 /**
  * The live channel over the best transport that works: WebSocket, then Server-Sent
- * Events, then long-polling, moving back up by itself (protocol 6.15). Same face as
+ * Events, then long-polling, moving back up by itself (protocol 4.2). Same face as
  * `ReconnectingSocket`; commands go over the HTTP API when no socket carries them.
  */
 export class LiveConnection extends Emitter<SocketEvents> {
