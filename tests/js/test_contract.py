@@ -169,3 +169,21 @@ def test_module_sandbox_cards_are_the_sandboxs() -> None:
     # The demo offers the sandbox's cards but the two that only tests need (a void lost
     # on its way, a provider that hangs for ten minutes).
     assert set(numbers) == set(TEST_CARDS) - {"4000000000000341", "4000000000000606"}
+
+
+def test_module_reads_the_restart_reason_of_the_protocol() -> None:
+    # Section 4.3: a draining worker closes with 1012 and this reason; the client draws
+    # its reconnect delay in [0, n) from it, and ignores it on any other close.
+    contract = (DOCS / "protocol.md").read_text()
+    assert "`restarting; reconnect_within_ms=<n>`" in contract
+    reason = "restarting; reconnect_within_ms=2000"
+    backoff = json.dumps((CLIENT / "paylive" / "backoff.js").as_uri())
+    script = (
+        f"import {{ restartDelay }} from {backoff};"
+        f"const r = {json.dumps(reason)};"
+        "console.log(JSON.stringify([restartDelay(1012, r, () => 0.5),"
+        " restartDelay(1012, r, () => 0.9999), restartDelay(1001, r, () => 0.5)]));"
+    )
+    delays = json.loads(run([node(), "--input-type=module", "-e", script]))
+    assert delays == [1000, 1999, None]
+    assert protocol.CloseCode.SERVICE_RESTART == 1012
