@@ -1,5 +1,5 @@
 // Types of paylive.js, the browser client of paylive. The wire format they describe is
-// docs/protocol.md (sections 2 and 4, with the additions of section 6); the names and
+// docs/protocol.md (sections 2 and 4, and the sections after them); the names and
 // payloads here follow it field for field. Epoch times are milliseconds (numbers).
 
 // ---------------------------------------------------------------------------------
@@ -48,7 +48,10 @@ export type StateCause =
   | 'effect_done'
   | 'effect_overdue'
   | 'review_resolved'
-  | 'requires_action';
+  | 'requires_action'
+  | 'outcome_seen'
+  | 'outcome_unseen'
+  | 'refund_requested';
 
 /** A step the customer must take for the provider (3-D Secure with Stripe.js). */
 export interface AttemptAction {
@@ -137,7 +140,7 @@ export interface Summary {
   effects_pending: Record<EffectKind, number>;
 }
 
-/** What must still reach the provider after a decision (docs/protocol.md section 6.5). */
+/** What must still reach the provider after a decision (docs/protocol.md section 2.2). */
 export type EffectKind = 'void' | 'refund' | 'capture';
 
 /** One entry of a session's outbox (the admin API, and `effect_done`/`effect_overdue` events). */
@@ -218,6 +221,7 @@ export type ClientCommand =
   | { type: 'cancel'; ref?: string }
   | { type: 'interrupt'; reason: 'network_error'; ref?: string }
   | { type: 'check'; ref?: string }
+  | { type: 'seen'; status: TerminalStatus; ref?: string }
   | { type: 'ping' };
 
 export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check';
@@ -225,23 +229,46 @@ export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check';
 // ---------------------------------------------------------------------------------
 // Errors
 
-/** Codes the server answers with (sections 3, 4 and 6.2). */
+/** Codes the server answers with: every `error.code` of docs/openapi.json (`error`: an
+ * HTTP error no route answered). */
 export type ServerErrorCode =
+  | 'invalid_json'
+  | 'invalid_request'
+  | 'invalid_signature'
+  | 'unknown_command'
+  | 'request_timeout'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'role_not_allowed'
+  | 'origin_not_allowed'
+  | 'not_found'
+  | 'unknown_attempt'
+  | 'unknown_effect'
+  | 'method_not_allowed'
   | 'invalid_state'
   | 'retry_not_yet_allowed'
   | 'max_attempts_reached'
   | 'already_paid'
-  | 'invalid_json'
-  | 'unauthorized'
-  | 'forbidden'
-  | 'not_found'
+  | 'effects_pending'
+  | 'delivery_pending'
+  | 'webhooks_off'
+  | 'not_paid'
+  | 'refund_exceeds_captured'
+  | 'conflict'
+  | 'idempotency_key_in_use'
   | 'invalid_field'
   | 'invalid_currency'
   | 'invalid_card'
+  | 'invalid_payment_method'
+  | 'idempotency_key_reused'
+  | 'body_too_large'
   | 'rate_limited'
-  | 'unknown_command'
+  | 'too_many_sockets'
+  | 'overloaded'
   | 'engine_unavailable'
-  | 'gateway_unavailable';
+  | 'gateway_unavailable'
+  | 'archive_unavailable'
+  | 'error';
 
 /** Codes the client makes up: a fatal close, or a command it gave up on. */
 export type ClientErrorCode =
@@ -292,7 +319,7 @@ export type ConnectionStatus =
   | 'offline'
   | 'closed';
 
-/** What carries the live channel (protocol 6.15), best first. */
+/** What carries the live channel (protocol 4.2), best first. */
 export type Transport = 'websocket' | 'sse' | 'polling';
 
 export interface ConnectionDetail {
@@ -506,7 +533,7 @@ export class ReconnectingSocket extends Emitter<SocketEvents> {
 
 /**
  * The live channel over the best transport that works: WebSocket, then Server-Sent
- * Events, then long-polling, moving back up by itself (protocol 6.15). Same face as
+ * Events, then long-polling, moving back up by itself (protocol 4.2). Same face as
  * `ReconnectingSocket`; commands go over the HTTP API when no socket carries them.
  */
 export class LiveConnection extends Emitter<SocketEvents> {

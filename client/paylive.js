@@ -4,7 +4,7 @@
  * Dependency-free ES modules; this file is the entry point and re-exports the public
  * API (declared in `paylive.d.ts`). A session opens the customer channel over the best
  * transport that works (WebSocket, Server-Sent Events, long-polling: `transport.js`,
- * protocol 6.15) with single-use tickets, never a secret in a URL; it keeps the last `seq` of the
+ * protocol 4.2) with single-use tickets, never a secret in a URL; it keeps the last `seq` of the
  * durable events it has applied (`state`, `retry_prompt`) and resumes from it after
  * every reconnect, so nothing that happened while it was away is missed.
  *

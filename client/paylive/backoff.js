@@ -48,7 +48,7 @@ export class Backoff {
   }
 }
 
-/** Close code of a worker that restarts (a drain, docs/protocol.md section 6.16). */
+/** Close code of a worker that restarts (a drain, docs/protocol.md section 4.3). */
 export const SERVICE_RESTART = 1012;
 
 /**

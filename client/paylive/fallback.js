@@ -1,4 +1,4 @@
-// The HTTP transports (protocol 6.15) behind the same face as `ReconnectingSocket`: an
+// The HTTP transports (protocol 4.2) behind the same face as `ReconnectingSocket`: an
 // event stream (EventSource) and long-polling (fetch). Each comes back by itself with
 // backoff and resumes from `since()`; commands go over the HTTP API.
 
@@ -105,7 +105,7 @@ class HttpConnection extends Emitter {
     }
     this.emit('close', { code, reason, reconnect: true });
     if (this.#stopped) return; // a listener closed it for good
-    // A restarting server (1012) says within how long to come back (protocol 6.16).
+    // A restarting server (1012) says within how long to come back (protocol 4.3).
     const wait = delay ?? restartDelay(code, reason) ?? this.#backoff.next();
     this.#setStatus('reconnecting', { attempt: this.#backoff.attempt, delay: wait, code, reason });
     clearTimeout(this.#timer);

@@ -1,4 +1,4 @@
-// What the HTTP transports share: the server's http(s) origin, tickets (protocol 6.15),
+// What the HTTP transports share: the server's http(s) origin, tickets (protocol 4.2),
 // and the customer commands sent over the HTTP API (section 3) when no socket carries them.
 
 import { PayliveError } from './emitter.js';
@@ -40,7 +40,7 @@ const COMMAND_PATHS = {
   cancel: 'cancel',
   interrupt: 'interrupt',
   check: 'check',
-  seen: 'seen', // the outcome receipt (protocol 6.17)
+  seen: 'seen', // the outcome receipt (protocol 10)
 };
 
 /**

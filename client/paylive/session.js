@@ -29,7 +29,7 @@ export const SESSION_DEFAULTS = Object.freeze({
 
 /**
  * The customer channel's URL; it carries `since` once a durable event was seen. With a
- * `ticket` (protocol 6.15) the URL holds the ticket instead of the client secret, as the
+ * `ticket` (protocol 4.2) the URL holds the ticket instead of the client secret, as the
  * client's own connections do; without one, `?token=` (kept for compatibility).
  */
 export function sessionUrl({ baseUrl, sessionId, secret }, since, ticket) {
@@ -128,7 +128,7 @@ export class PayliveSession extends Emitter {
     return this.#socket.status;
   }
 
-  /** The transport carrying the session now: `websocket`, `sse` or `polling` (protocol 6.15). */
+  /** The transport carrying the session now: `websocket`, `sse` or `polling` (protocol 4.2). */
   get transport() {
     return this.#socket.transport;
   }
@@ -202,7 +202,7 @@ export class PayliveSession extends Emitter {
 
   /**
    * Say that the page drew the session's final outcome (the outcome receipt, protocol
-   * section 6.17): over the live connection when it is up (a socket message; on SSE or
+   * section 10): over the live connection when it is up (a socket message; on SSE or
    * long-polling, the same command over HTTP), else `POST /api/sessions/{id}/seen`.
    * Once per outcome (a failed try may be made again); resolves with the session, or
    * null while the session has not ended.

@@ -1,4 +1,4 @@
-// The live connection a page uses, whichever transport carries it (protocol 6.15):
+// The live connection a page uses, whichever transport carries it (protocol 4.2):
 // WebSocket first; when its handshake fails or no first message comes within
 // `firstMessageTimeout`, Server-Sent Events; when the stream delivers nothing either (a
 // proxy that buffers it), long-polling. On a lower transport it tries the higher ones

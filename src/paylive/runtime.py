@@ -140,7 +140,7 @@ class Runtime:
         await self.engine.close()
 
     async def drain(self, forced: Callable[[], bool] = lambda: False) -> None:
-        """Graceful shutdown (docs/protocol.md section 6.16): refuse new sockets, then
+        """Graceful shutdown (docs/protocol.md section 4.3): refuse new sockets, then
         close the ones held a slice at a time over ``drain_ms`` with 1012 and a
         reconnect hint, so that they come back to the other workers spread out.
         ``forced`` (a second signal) closes the rest at once. With no window, every
@@ -159,7 +159,7 @@ class Runtime:
     @property
     def restart_reason(self) -> str:
         """The close reason of a drain: a client reconnects after a random delay up to
-        ``reconnect_within_ms`` (docs/protocol.md section 6.16)."""
+        ``reconnect_within_ms`` (docs/protocol.md section 4.3)."""
         return f"restarting; reconnect_within_ms={self.settings.drain_hint_ms}"
 
     async def readiness(self) -> dict[str, bool]:

@@ -76,7 +76,7 @@ def wait_server_status(api: httpx.Client, session_id: str, status: str) -> dict[
 
 
 def wait_seen(api: httpx.Client, session_id: str) -> dict[str, Any]:
-    """The session once the page has acknowledged its outcome (protocol 6.17)."""
+    """The session once the page has acknowledged its outcome (protocol 10)."""
     deadline = time.monotonic() + WAIT_MS / 1000
     while True:
         session: dict[str, Any] = api.get(f"/api/sessions/{session_id}").json()
@@ -218,7 +218,7 @@ def test_reconnect_misses_nothing(page: Page, server: str, api: httpx.Client) ->
     expect(page.locator("#status")).to_have_attribute("data-status", "cancelled")
     expect(page.locator("#final-title")).to_have_text("Payment cancelled")
 
-    # The page acknowledges the outcome it drew (protocol 6.17): one more durable event.
+    # The page acknowledges the outcome it drew (protocol 10): one more durable event.
     server_seq = wait_seen(api, session_id)["seq"]
     page.wait_for_function(f"window.__paylive.lastSeq === {server_seq}")
     durable = page.evaluate("window.__durable")
@@ -240,7 +240,7 @@ def test_reconnect_after_socket_drop(page: Page, server: str, api: httpx.Client)
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
     assert api.post(f"/api/sessions/{session_id}/cancel").status_code == 200
     expect(page.locator("#status")).to_have_attribute("data-status", "cancelled")
-    # The cancel, then the page's own acknowledgement of it (protocol 6.17).
+    # The cancel, then the page's own acknowledgement of it (protocol 10).
     page.wait_for_function("window.__durable.length >= 2")
     assert page.evaluate("window.__durable.map((d) => d[2])") == ["cancelled", "outcome_seen"]
 

@@ -1,7 +1,7 @@
 """The dashboard for named staff, in Chromium against a real server: a page opened
 after traffic shows it in its chart (the server's counts), a viewer sees no action,
 and an operator refunds from the drill-down and finds it in the timeline and the
-audit trail with their name (docs/protocol.md sections 6.11 to 6.14)."""
+audit trail with their name (docs/protocol.md sections 7 and 8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The outcome receipt (docs/protocol.md section 6.17) with the demo checkout in
+"""The outcome receipt (docs/protocol.md section 10) with the demo checkout in
 headless Chromium, a real server and a real webhook receiver: a checkout that drew
 its outcome acknowledges it (``outcome_seen_at`` set, no ``session.outcome_unseen``);
 one closed before its outcome makes exactly one ``session.outcome_unseen`` webhook

@@ -1,4 +1,4 @@
-"""The checkout and the dashboard where a WebSocket cannot get through (protocol 6.15):
+"""The checkout and the dashboard where a WebSocket cannot get through (protocol 4.2):
 headless Chromium behind a real proxy process (tests/support/httpproxy.py) that
 answers every WebSocket ``Upgrade`` with 403, and, in the second case, also buffers
 streamed responses until they end. Two ``paylive serve`` workers on one real Redis

@@ -1,4 +1,4 @@
-"""A worker told to stop drains (docs/protocol.md section 6.16): new sockets refused,
+"""A worker told to stop drains (docs/protocol.md section 4.3): new sockets refused,
 readiness failing, the sockets held closed with 1012 and a reconnect hint, spread
 over PAYLIVE_DRAIN_MS; with no window, every socket gets 1001 at once."""
 
@@ -63,7 +63,7 @@ async def test_sigterm_spreads_1012_closes_over_the_window_and_refuses_new_socke
             assert (await sock.recv())["type"] == "snapshot"
         # Connections made before the stop: one kept alive for /readyz, one that asks
         # for an upgrade only once the drain has begun.
-        # An event stream (protocol 6.15) on the same worker is drained alike.
+        # An event stream (protocol 4.2) on the same worker is drained alike.
         sse_http = httpx.AsyncClient(base_url=srv.url, timeout=httpx.Timeout(10, read=None))
         secret = {"Authorization": f"Bearer {sessions[1]['client_secret']}"}
         sse_cm = sse_http.stream("GET", f"/api/sessions/{sessions[1]['id']}/stream", headers=secret)

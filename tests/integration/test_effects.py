@@ -1,6 +1,6 @@
 """The outbox of gateway effects and the staff's tools, against real servers: a refund
 owed during a sandbox outage is made exactly once after it, whatever dies meanwhile;
-reviews close only when nothing is pending (docs/protocol.md section 6.5)."""
+reviews close only when nothing is pending (docs/protocol.md section 2.2)."""
 
 from __future__ import annotations
 

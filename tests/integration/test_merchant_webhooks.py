@@ -1,4 +1,4 @@
-"""Signed merchant webhooks and the events API, against a real receiver (docs/protocol.md 6.8).
+"""Signed merchant webhooks and the events API, against a real receiver (docs/protocol.md 6).
 
 The receiver is a Starlette app in its own uvicorn process (tests/support/receiver.py):
 it verifies every webhook with the ``standardwebhooks`` library and de-duplicates by event id, and

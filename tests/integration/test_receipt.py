@@ -1,4 +1,4 @@
-"""The outcome receipt on Redis with two workers (docs/protocol.md section 6.17): every
+"""The outcome receipt on Redis with two workers (docs/protocol.md section 10): every
 worker's timer loop may fire a session's unseen-outcome timer, and the shop still gets
 exactly one ``session.outcome_unseen`` per session nobody acknowledged, none for the
 others; acknowledgements over HTTP and over a socket are recorded alike."""

@@ -1,4 +1,4 @@
-"""Refunds the shop asks for, against real servers (docs/protocol.md section 6.11): in
+"""Refunds the shop asks for, against real servers (docs/protocol.md section 7): in
 part and in full, each made once by the sandbox through the outbox, never more than
 was captured (also with many requests racing on two workers over Redis), and made
 exactly once after an outage by another worker when the one that decided it dies."""

@@ -1,5 +1,5 @@
 """Staff roles, the audit trail and effects done by hand, against a real server on its
-own Redis and the machine's PostgreSQL (docs/protocol.md sections 6.12 and 6.13): a
+own Redis and the machine's PostgreSQL (docs/protocol.md sections 8.1 and 8.2): a
 viewer reads and is refused every action with 403 ``role_not_allowed``, an operator
 refunds and resolves, every action is in the trail with its staff name, also once
 Redis forgot the session (then from PostgreSQL)."""

@@ -1,4 +1,4 @@
-"""Server-Sent Events, long-polling and tickets (docs/protocol.md 6.15) against real
+"""Server-Sent Events, long-polling and tickets (docs/protocol.md 4.2) against real
 ``paylive serve`` processes: one on the memory engine, and two workers on a real Redis
 for resuming a stream on the other worker."""
 

@@ -173,7 +173,7 @@ async def test_a_payment_is_authorized_then_captured(
     assert (intent["amount"], intent["currency"]) == (1999, "eur")
     assert intent["latest_charge"]["captured"] is True
     metadata = dict(intent["metadata"])
-    # The charge's trace, so that Stripe's webhook continues it (protocol 6.9).
+    # The charge's trace, so that Stripe's webhook continues it (protocol 9).
     assert context.parse_traceparent(metadata.pop("paylive_traceparent")) is not None
     assert metadata == {
         "paylive_session": session["id"],

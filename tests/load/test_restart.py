@@ -1,7 +1,7 @@
 """``paylive load --restart-pid``: one of two workers on Redis is sent SIGTERM while
 2,000 sockets watch sessions changing 200 times a second. Nothing is lost, and the
 reconnects are spread over the drain window instead of one second
-(docs/protocol.md section 6.16)."""
+(docs/protocol.md section 4.3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """An HTTP/1.1 reverse proxy, run as its own process, that behaves like the middleboxes
-paylive's fallback transports are for (protocol 6.15):
+paylive's fallback transports are for (protocol 4.2):
 
 - ``--refuse-upgrade``: every WebSocket ``Upgrade`` is answered 403 (as some corporate
   proxies, antivirus and hotel networks do); everything else passes;

@@ -1,4 +1,4 @@
-"""A Server-Sent Events reader that knows only docs/protocol.md 6.15: it parses the
+"""A Server-Sent Events reader that knows only docs/protocol.md 4.2: it parses the
 stream's lines into events (``id``, ``event``, ``data``) and keeps every one."""
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def test_confirmed_refunds_make_partial_then_full_merchant_events() -> None:
 
 def test_the_automatic_refund_keeps_its_event_as_it_was() -> None:
     """A second charge's refund is session.refunded with its effect, and no refund
-    details: the session's own payment stands (docs/protocol.md 6.8)."""
+    details: the session's own payment stands (docs/protocol.md 6)."""
     s = new_session(SID, "order-1", 100, "EUR", {}, 0, RULES)
     s = step(s, StartAttempt(CARD), 10).session
     cancelled = decide(s, Cancel(), 20, RULES, {1: False})

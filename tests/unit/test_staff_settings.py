@@ -1,4 +1,4 @@
-"""Named staff credentials and their roles (docs/protocol.md 6.12): PAYLIVE_STAFF_TOKENS
+"""Named staff credentials and their roles (docs/protocol.md 8.1): PAYLIVE_STAFF_TOKENS
 and its file read and checked, each token found in constant time, each role allowed
 what the ones before it are."""
 

@@ -1,4 +1,4 @@
-"""Tickets (docs/protocol.md 6.15): what a ticket says and who can forge one. Pure: the
+"""Tickets (docs/protocol.md 4.2): what a ticket says and who can forge one. Pure: the
 single use is the engine's, tested against real processes in tests/integration."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from .protocol import SUBPROTOCOLS as _BY_CODEC
 
 SUBPROTOCOLS = tuple(_BY_CODEC.values())
 
-# Server-Sent Events (docs/protocol.md 6.15), as a subscriber's "subprotocol": one
+# Server-Sent Events (docs/protocol.md 4.2), as a subscriber's "subprotocol": one
 # session's stream gives each durable event (and a snapshot) its seq as the event id,
 # so that EventSource's Last-Event-ID resumes like ``since``; the admin feed interleaves
 # every session's seqs, so its events carry no id.

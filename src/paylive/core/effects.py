@@ -9,7 +9,7 @@ Cluster included, and survives whatever the worker does next. A loop at the edge
 
 Each effect has an idempotency key of its own, ``"{session}:{attempt}:{kind}"``, sent
 with every call, so a call repeated after a crash or a lost answer is done once. A
-refund the shop or staff asked for (docs/protocol.md section 6.11) is the ``number``-th
+refund the shop or staff asked for (docs/protocol.md section 7) is the ``number``-th
 of its session (1, 2, ...; the automatic refund of a second or late charge is 0) and
 carries its ``amount``: its key is ``"{session}:{attempt}:refund.{number}"``, so several
 partial refunds of one payment are each made once.
@@ -60,7 +60,7 @@ class GatewayEffect:
     tries: int = 0
     last_error: str | None = None
     done_at: int | None = None
-    # A refund asked for (section 6.11): its number in the session, amount, reason and
+    # A refund asked for (section 7): its number in the session, amount, reason and
     # who asked ("merchant" or a staff name). Absent on the automatic effects.
     number: int = 0
     amount: int | None = None
@@ -133,7 +133,7 @@ _OPTIONAL = ("number", "amount", "reason", "requested_by", "done_by", "note")
 
 @dataclass(frozen=True)
 class Delivery:
-    """A merchant event the shop is owed (docs/protocol.md section 6.8), in the same
+    """A merchant event the shop is owed (docs/protocol.md section 6), in the same
     outbox as the gateway effects: saved with the decision that made it, claimed by the
     same loop, retried with the same backoff. It is first listed in the events log,
     then, with webhooks on, posted until the shop accepts it or the retry window ends.

@@ -1,4 +1,4 @@
-"""Events for the shop's backend (docs/protocol.md section 6.8): which durable changes it hears of.
+"""Events for the shop's backend (docs/protocol.md section 6): which durable changes it hears of.
 
 Pure: ``merchant_events`` reads the ``state`` events of one decision (each carries the
 session after it, its previous status and its cause) and says which merchant events
@@ -34,7 +34,7 @@ FAILED = "session.failed"
 CANCELLED = "session.cancelled"
 EXPIRED = "session.expired"
 REFUNDED = "session.refunded"
-# A refund the shop or staff asked for (section 6.11) that leaves part of the payment.
+# A refund the shop or staff asked for (section 7) that leaves part of the payment.
 PARTIALLY_REFUNDED = "session.partially_refunded"
 NEEDS_REVIEW = "session.needs_review"
 REVIEW_RESOLVED = "session.review_resolved"

@@ -60,7 +60,7 @@ class CloseCode(IntEnum):
 
 
 class ErrorCode(StrEnum):
-    """Every ``error.code`` paylive answers with (docs/protocol.md sections 3 and 6.2).
+    """Every ``error.code`` paylive answers with (docs/protocol.md sections 3 and 3.1).
 
     A code says what went wrong, never how it travels: ``paylive.web.errors`` maps each
     one to its HTTP status and, where a refusal ends a socket, its close code."""
@@ -112,7 +112,7 @@ class ErrorCode(StrEnum):
 
 # Refusals that say "not now" rather than "no": the same request may succeed later
 # without changing. An ``Idempotency-Key`` never remembers them (docs/protocol.md
-# section 6.2); every other answer with a key is final and replayed.
+# section 3.1); every other answer with a key is final and replayed.
 TEMPORARY_CODES = frozenset(
     {
         ErrorCode.RETRY_NOT_YET_ALLOWED,

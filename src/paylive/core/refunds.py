@@ -1,5 +1,5 @@
 """The machine's rules for refunds the shop or staff ask for, and for effects staff
-mark done by hand (docs/protocol.md section 6.11). Pure, like the machine.
+mark done by hand (docs/protocol.md section 7). Pure, like the machine.
 
 A refund is decided here and made by the outbox (``outbox.py``, ``effects.py``): the
 decision writes a refund effect with its amount into the session, saved in the same

@@ -116,7 +116,7 @@ class Session:
     # nobody has, when the shop is told it went unseen (not on the wire).
     outcome_seen_at: int | None = None
     unseen_due: int | None = None
-    # The audit trail (docs/protocol.md section 6.13): what staff and the shop did to
+    # The audit trail (docs/protocol.md section 8.2): what staff and the shop did to
     # the session, {id, at, staff, role, action, session, address, details} each,
     # saved with the change it records. For staff, not for the checkout page.
     audit: tuple[dict[str, Any], ...] = ()

@@ -2,7 +2,7 @@
 
 What the sandbox provider posts to paylive (docs/protocol.md section 3). Webhooks
 paylive posts to the shop are signed per Standard Webhooks instead
-(``standard_webhooks.py``, section 6.8); both raise ``SignatureError``.
+(``standard_webhooks.py``, section 6); both raise ``SignatureError``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Merchant webhook signatures per Standard Webhooks (docs/protocol.md section 6.8).
+"""Merchant webhook signatures per Standard Webhooks (docs/protocol.md section 6).
 
 Three headers: ``webhook-id`` (the event id, the same on every retry),
 ``webhook-timestamp`` (Unix seconds) and ``webhook-signature``: space-separated

@@ -88,7 +88,7 @@ def summary(counters: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-# The dashboard's chart (docs/protocol.md 6.14): durable state changes and interruptions
+# The dashboard's chart (docs/protocol.md 8.3): durable state changes and interruptions
 # per minute, counted in the same counters, one pair of fields per minute.
 MINUTE_MS = 60_000
 CHART_MINUTES = 60

@@ -12,7 +12,7 @@
 - ``FanOut``: subscribing to a session's (or the admin) channel, and the listeners
   its events and resyncs go to.
 - ``ShopStore``: the merchant events log and the webhook delivery records
-  (docs/protocol.md section 6.8); the events themselves wait in the session's
+  (docs/protocol.md section 6); the events themselves wait in the session's
   outbox, saved with it like gateway effects.
 
 ``Engine`` is all five plus a lifecycle; the memory and Redis engines implement it.

@@ -18,7 +18,7 @@ from .records import Customer, Roster, Tracked
 MAX_RECONNECTS = 3  # per customer, as a page would (with backoff)
 OPEN_CONCURRENCY = 200  # WebSocket handshakes in flight at once
 RETIRE_WAIT_S = 3.0  # for a finished session's last event before its socket closes
-SERVICE_RESTART = 1012  # a draining worker's close (docs/protocol.md section 6.16)
+SERVICE_RESTART = 1012  # a draining worker's close (docs/protocol.md section 4.3)
 _HINT = re.compile(r"reconnect_within_ms=([0-9]{1,7})")
 
 

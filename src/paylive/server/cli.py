@@ -1,4 +1,4 @@
-"""``paylive serve``, ``check``, ``migrate`` and ``load`` (docs/protocol.md sections 5 and 6.9)."""
+"""``paylive serve``, ``check``, ``migrate`` and ``load`` (docs/protocol.md section 5)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ uvicorn closes every open WebSocket at once with 1012 when it stops: a deploy se
 all of a worker's customers back in the same second. ``PayliveServer`` first stops
 accepting connections (new ones go to the other workers, which share the listening
 socket), then runs the shutdown hooks (the worker's drain: its sockets closed a slice
-at a time over ``PAYLIVE_DRAIN_MS``, docs/protocol.md section 6.16), and only then
+at a time over ``PAYLIVE_DRAIN_MS``, docs/protocol.md section 4.3), and only then
 hands over to uvicorn, whose ``timeout_graceful_shutdown`` bounds the requests still
 in flight. With ``--workers``, uvicorn's supervisor builds a plain ``Server`` in each
 child, so the child process class is swapped for one that builds ours; the supervisor

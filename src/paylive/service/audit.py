@@ -1,4 +1,4 @@
-"""The audit trail (docs/protocol.md section 6.13): what staff and the shop did that
+"""The audit trail (docs/protocol.md section 8.2): what staff and the shop did that
 changed something, with who, when, from which address and on which session.
 
 An action on a session is recorded in the session itself, in the same save as the

@@ -31,7 +31,7 @@ class Reads:
 
     async def catch_up(self, session_id: str, since: int | None) -> CatchUp | None:
         """None for an unknown session. ``since`` past the session's seq cannot be
-        replayed (docs/protocol.md section 6.4): a snapshot instead."""
+        replayed (docs/protocol.md section 4.1): a snapshot instead."""
         session = await self.engine.load(session_id)
         if session is None:
             return None

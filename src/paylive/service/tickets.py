@@ -1,4 +1,4 @@
-"""The single use of tickets (docs/protocol.md 6.15), recorded in the engine so that a
+"""The single use of tickets (docs/protocol.md 4.2), recorded in the engine so that a
 ticket spent on one worker is spent on all of them."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The admin API for staff closing cases (docs/protocol.md section 6): the outbox of
+"""The admin API for staff closing cases (docs/protocol.md sections 3.3 and 8): the outbox of
 gateway effects, a session's durable history, resolving reviews, marking an effect
 done by hand, the audit trail, who is asking, and the sandbox's outage switch and
 ledger (development only: 404 in production).
 
-Every route here needs a staff token, and the role the action needs (section 6.12):
+Every route here needs a staff token, and the role the action needs (section 8.1):
 reading is for every role, acting on a session for operators and admins, the
 sandbox's switch and the settings view for admins. As in ``routes``, no business
 rule lives here: a review is a command to the machine, which refuses it while

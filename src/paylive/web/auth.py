@@ -1,6 +1,6 @@
 """Credentials: the merchant's API key, staff tokens and client secrets.
 
-Staff are named and have a role (docs/protocol.md section 6.12): ``viewer`` (the
+Staff are named and have a role (docs/protocol.md section 8.1): ``viewer`` (the
 dashboard and the read API), ``operator`` (also the actions on sessions: refunds,
 reviews, send again, done by hand) and ``admin`` (everything, the sandbox switches and
 the settings view included). ``PAYLIVE_ADMIN_TOKEN`` is one admin named ``admin``.
@@ -141,7 +141,7 @@ def identify(header: str | None, settings: Settings) -> Principal:
     return principal
 
 
-# Tickets (docs/protocol.md 6.15): a short-lived, single-use credential for opening a
+# Tickets (docs/protocol.md 4.2): a short-lived, single-use credential for opening a
 # stream, a long-poll or a socket, where a browser cannot send a header (EventSource,
 # WebSocket). Signed, so any worker can read one; its single use is recorded in the
 # engine by the caller (``nonce``), so it holds across workers too.

@@ -1,11 +1,13 @@
 """The bundled client: the JS module, the demo checkout and the admin dashboard.
 
 Served from the package (``paylive/client`` in a wheel) or, in a checkout, from the
-repository's ``client/`` folder; ``docs/`` (the API descriptions) likewise.
+repository's ``client/`` folder; ``docs/`` (the API descriptions) likewise. The library
+sits in ``client/`` and the pages in ``client/pages/``, both under ``/client/``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from starlette.requests import Request
@@ -32,6 +34,20 @@ def bundled(name: str) -> Path:
 
 def client_dir() -> Path:
     return bundled("client")
+
+
+class ClientFiles(StaticFiles):
+    """``/client/``: the pages' folder first, then the library's; the URLs are those of
+    the time when both shared one folder, and ``/client/pages/...`` is not one of them."""
+
+    def __init__(self) -> None:
+        super().__init__(directory=client_dir(), check_dir=False)
+        self.all_directories = [client_dir() / "pages", client_dir()]
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if Path(path).parts[:1] == ("pages",):
+            return "", None
+        return super().lookup_path(path)
 
 
 async def index(request: Request) -> Response:
@@ -75,5 +91,5 @@ def routes() -> list[Route | Mount]:
         Route("/", index, methods=["GET"]),
         Route("/demo", demo, methods=["GET"]),
         Route("/admin", admin, methods=["GET"]),
-        Mount("/client", app=StaticFiles(directory=client_dir(), check_dir=False), name="client"),
+        Mount("/client", app=ClientFiles(), name="client"),
     ]

@@ -1,4 +1,4 @@
-"""The shop's side of the HTTP API (docs/protocol.md section 6.8): the events API for
+"""The shop's side of the HTTP API (docs/protocol.md section 6): the events API for
 reconciliation, webhook deliveries with "send again", and the search over live and
 archived sessions.
 """

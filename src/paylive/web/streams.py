@@ -1,4 +1,4 @@
-"""The HTTP transports of docs/protocol.md 6.15, for pages a WebSocket cannot reach:
+"""The HTTP transports of docs/protocol.md 4.2, for pages a WebSocket cannot reach:
 Server-Sent Events (one session, and the admin feed) and long-polling.
 
 Both are the hub's subscribers, as a socket is, and start with the socket's catch-up

@@ -1,4 +1,4 @@
-"""Tickets (docs/protocol.md 6.15): ``POST /api/tickets`` trades the client secret or
+"""Tickets (docs/protocol.md 4.2): ``POST /api/tickets`` trades the client secret or
 the admin token, sent in the ``Authorization`` header, for a short-lived single-use
 ticket that opens one stream, long-poll or socket from a URL, so that no long-lived
 secret is ever written in a URL (and so in no proxy's access log)."""

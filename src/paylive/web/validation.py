@@ -199,7 +199,7 @@ OUTCOMES = ("succeeded", "failed", "cancelled", "expired")
 
 
 def parse_seen(body: dict[str, Any]) -> str:
-    """The outcome a checkout drew (``seen``, docs/protocol.md section 6.17)."""
+    """The outcome a checkout drew (``seen``, docs/protocol.md section 10)."""
     _only(body, {"status"})
     status = body.get("status")
     if status not in OUTCOMES:
@@ -247,7 +247,7 @@ def parse_webhook(body: dict[str, Any]) -> tuple[str, str, ProviderResult]:
     if kind == "payment.succeeded":
         outcome = "succeeded"
     elif kind == "payment.authorized":
-        outcome = "authorized"  # the sandbox authorizing first (docs/protocol.md 6.4)
+        outcome = "authorized"  # the sandbox authorizing first (docs/protocol.md 3.2)
     elif kind == "payment.failed" and failure in ("declined", "provider_error"):
         outcome = failure
     else:

@@ -42,7 +42,7 @@ socket.on('fatal', ({ code, error }) => {
 socket.on('open', () => socket.send({ type: 'ping' }));
 socket.connect();
 
-// The same feed over whichever transport gets through, opened with tickets (protocol 6.15).
+// The same feed over whichever transport gets through, opened with tickets (protocol 4.2).
 const live = new LiveConnection({
   secret: token,
   transports: ['websocket', 'sse'],

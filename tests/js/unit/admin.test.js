@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { INTERRUPTION_CAUSES, MinuteCounts, points } from '../../../client/admin/chart.js';
-import { SessionTable, passes } from '../../../client/admin/model.js';
+import { INTERRUPTION_CAUSES, MinuteCounts, points } from '../../../client/pages/admin/chart.js';
+import { SessionTable, passes } from '../../../client/pages/admin/model.js';
 
 const T0 = 1_764_000_000_000;
 

@@ -1,4 +1,4 @@
-// The transport the client picks by itself (protocol 6.15): WebSocket, then Server-Sent
+// The transport the client picks by itself (protocol 4.2): WebSocket, then Server-Sent
 // Events, then long-polling, and back up. Stand-ins for WebSocket, EventSource and
 // fetch play the proxies: a refused Upgrade, a buffered stream, a working poll.
 // Secrets must travel in Authorization headers only, never in a URL.

@@ -6,9 +6,9 @@
 // sessionStorage, and is removed from the address bar at once. It goes to the server
 // only in Authorization headers: the feed (a WebSocket, or Server-Sent Events where a
 // socket cannot get through) is opened with a single-use ticket bought with it, so the
-// token never sits in a URL or an access log (protocol 6.15).
+// token never sits in a URL or an access log (protocol 4.2).
 
-import { LiveConnection, TERMINAL_STATUSES, formatAmount } from './paylive.js';
+import { LiveConnection, TERMINAL_STATUSES, formatAmount } from 'paylive-client';
 import { MinuteCounts, drawChart } from './admin/chart.js';
 import { Drill } from './admin/drill.js';
 import { PAGE_SIZE, SessionTable } from './admin/model.js';
@@ -281,7 +281,7 @@ async function loadChart() {
   }
 }
 
-/** Who this token is: the page shows only what its role may do (protocol 6.12). */
+/** Who this token is: the page shows only what its role may do (protocol 8.1). */
 async function loadRole() {
   try {
     const me = await api('/api/admin/me');

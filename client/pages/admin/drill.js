@@ -4,7 +4,7 @@
 // admin API with the token the dashboard holds; every text goes in as text, never as
 // markup.
 
-import { formatAmount } from '../paylive/format.js';
+import { formatAmount } from 'paylive-client';
 
 // While open, the session is read again this often: a failed try of an effect changes
 // its outbox without a durable event on the feed.
@@ -158,7 +158,7 @@ export class Drill {
     );
     if (session.needs_review) facts.append(el('span', 'needs review', 'review-flag'));
     if (['succeeded', 'failed', 'cancelled', 'expired'].includes(session.status)) {
-      // The outcome receipt (protocol 6.17): did a checkout show the customer the outcome?
+      // The outcome receipt (protocol 10): did a checkout show the customer the outcome?
       const seen = session.outcome_seen_at;
       const receipt = el('span', seen ? `outcome seen ${clock(seen)}` : 'outcome not seen', 'seen-flag');
       receipt.id = 'drill-seen';

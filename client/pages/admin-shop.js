@@ -1,8 +1,8 @@
 // The dashboard's shop panels: search live and archived sessions, and the webhooks
-// sent to the shop with "Send again" (docs/protocol.md section 6.8). Both use the
+// sent to the shop with "Send again" (docs/protocol.md section 6). Both use the
 // admin HTTP API with the token admin.js keeps in this tab.
 
-import { formatAmount } from './paylive.js';
+import { formatAmount } from 'paylive-client';
 
 const TOKEN_KEY = 'paylive.adminToken';
 const REFRESH_MS = 5000;
@@ -114,7 +114,7 @@ async function refreshDeliveries() {
     button.type = 'button';
     button.textContent = 'Send again';
     button.addEventListener('click', () => sendAgain(d.id, button));
-    // Only a role that may act sees it (protocol 6.12).
+    // Only a role that may act sees it (protocol 8.1).
     if (window.__paylive_role?.may?.act) action.append(button);
     row.append(
       cell(d.type, 'mono'),

@@ -8,7 +8,7 @@ import {
   TERMINAL_STATUSES,
   formatAmount,
   formatSeconds,
-} from './paylive.js';
+} from 'paylive-client';
 import { mountStripe } from './stripe.js';
 
 const $ = (id) => document.getElementById(id);
@@ -190,7 +190,7 @@ async function start() {
       if (status === 'failed' && session.last_error?.message) detail = `${session.last_error.message}. ${text}`;
       if (session.needs_review) detail += ' A payment made after the end was refunded automatically.';
       setText('final-text', detail);
-      // The outcome is on the screen: tell the shop the customer saw it (protocol 6.17).
+      // The outcome is on the screen: tell the shop the customer saw it (protocol 10).
       client.acknowledgeOutcome().catch(() => {});
     }
     if (status !== shownStatus) {
@@ -306,7 +306,7 @@ async function start() {
   client.on('connection', ({ status, transport }) => {
     const el = $('connection');
     el.dataset.state = status;
-    // Which transport carries the page (protocol 6.15): websocket, sse or polling.
+    // Which transport carries the page (protocol 4.2): websocket, sse or polling.
     el.dataset.transport = transport ?? client.transport;
     el.querySelector('.connection-text').textContent = CONNECTION_LABELS[status] ?? status;
     el.title = `Live connection to the payment server (${el.dataset.transport})`;

@@ -2,7 +2,7 @@
 // order id and cut into pages, so the page renders one page of rows however many
 // sessions it holds (10,000 active ones on a busy day). No DOM here: node tests it.
 
-import { TERMINAL_STATUSES } from '../paylive/constants.js';
+import { TERMINAL_STATUSES } from 'paylive-client';
 
 export const PAGE_SIZE = 50;
 // Finished sessions are dropped, oldest first, past this many (flagged ones are kept).
