@@ -7,7 +7,7 @@ lease makes it exactly one), the effect loop claims sessions whose outbox has an
 item due the same way (gateway effects, then merchant events to list and deliver),
 the countdown loop ticks every processing session that has sockets here, the summary
 loop feeds the admin dashboards and the outbox gauges, and the archive loop follows
-the events log into PostgreSQL (service/records.py).
+the events log into PostgreSQL (service/retention.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
 from .service.reads import Reads
-from .service.records import Records
+from .service.retention import Retention
 from .service.tickets import TicketUses
 from .service.webhooks import WebhookSender
 from .settings import Settings
@@ -62,7 +62,7 @@ class Runtime:
         self.gateway = gateway or create_gateway(settings, self.engine)
         self.service = PaymentService(settings, self.engine, self.gateway, clock)
         self.archive = open_archive(settings.database_url) if settings.database_url else None
-        self.records = Records(settings, self.engine, self.archive, clock)
+        self.retention = Retention(settings, self.engine, self.archive, clock)
         self.audit = AuditTrail(self.engine, self.archive)
         sender = None
         if settings.merchant_webhook_url:
@@ -73,7 +73,7 @@ class Runtime:
             )
         self.deliveries = Deliveries(self.service, sender, self.archive is not None)
         self.effects = EffectRunner(self.service, self.deliveries)
-        self.reads = Reads(settings, self.engine, clock)
+        self.reads = Reads(settings, self.engine, clock, self.archive)
         self.tickets = TicketUses(self.engine)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
@@ -115,12 +115,14 @@ class Runtime:
                 self._every(self.settings.countdown_interval_ms // self._slices, self._countdowns)
             ),
             asyncio.create_task(self._every(self.settings.summary_interval_ms, self._summary)),
-            asyncio.create_task(self._every(HOUSEKEEPING_MS, self.records.housekeeping)),
+            asyncio.create_task(self._every(HOUSEKEEPING_MS, self.retention.housekeeping)),
         ]
         if self.archive is not None:
             await self.archive.start()
             self._loops.append(
-                asyncio.create_task(self._every(self.settings.archive_poll_ms, self.records.follow))
+                asyncio.create_task(
+                    self._every(self.settings.archive_poll_ms, self.retention.follow)
+                )
             )
             self._loops.append(
                 asyncio.create_task(self._every(HOUSEKEEPING_MS, self.audit.catch_up))

@@ -17,9 +17,10 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from uvicorn.logging import AccessFormatter
 
 from paylive.core.machine import Cancel, ProviderResult, StartAttempt
-from paylive.server.logs import JsonAccessFormatter, JsonFormatter, RedactTokens
+from paylive.server.logs import JsonAccessFormatter, JsonFormatter, RedactTokens, log_config
 from paylive.service.payments import PaymentService
 from paylive.settings import SettingsError, load_settings
 from paylive.telemetry import context, tracing
@@ -216,6 +217,37 @@ def test_json_lines_keep_tokens_out() -> None:
     assert (line["method"], line["status"], line["event"]) == ("GET", 101, "http.request")
     bearer = json.loads(JsonFormatter().format(_record("sent Bearer abc123 and %s", "sk_live_x1")))
     assert "abc123" not in bearer["event"] and "sk_live_x1" not in bearer["event"]
+
+
+def test_a_bearer_placeholder_keeps_its_argument_and_the_line_stays_whole() -> None:
+    """``"Bearer %s"`` in a format string: the redactor once took the ``%s`` for the
+    token, which left an argument without a place (the line failed to format) and
+    the token itself unredacted among the arguments."""
+    record = _record("calling with Authorization: Bearer %s for %s", "tok_live_9f8e7d", "ps_a")
+    event = json.loads(JsonFormatter().format(record))["event"]
+    assert event == "calling with Authorization: Bearer [redacted] for ps_a"
+    text = logging.Formatter("%(message)s").format(
+        _record("header %r then Bearer %(x)s", name="paylive.web")
+    )
+    assert text == "header %r then Bearer %(x)s"  # no arguments: the template as written
+
+
+def test_a_stream_ticket_in_a_query_is_redacted_in_the_access_log() -> None:
+    ticket = "tk_0123456789abcdefghij"
+    access = _record(
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5000",
+        "GET",
+        f"/api/sessions/ps_abc/stream?since=3&ticket={ticket}",
+        "1.1",
+        200,
+        name="uvicorn.access",
+    )
+    line = json.loads(JsonAccessFormatter().format(access))
+    assert ticket not in json.dumps(line)
+    assert line["path"] == "/api/sessions/ps_abc/stream?since=3&ticket=[redacted]"
+    text = AccessFormatter(log_config()["formatters"]["access"]["fmt"]).format(access)
+    assert ticket not in text and "ticket=[redacted]" in text
 
 
 # Without OpenTelemetry --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, WebSocketRoute
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -19,14 +19,41 @@ from ..core.protocol import CloseCode, ErrorCode
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..telemetry import context, tracing
-from ..web import admin, observe, pages, shop, sockets, streams, tickets
-from ..web import routes as http_api
+from ..web import (
+    customer,
+    merchant,
+    observe,
+    operations,
+    pages,
+    sockets,
+    staff,
+    streams,
+    tickets,
+    webhooks,
+)
 from ..web.admission import Admission, Door
 from ..web.admission import serve as serve_admission
 from ..web.errors import error_body
 from ..web.observe import Observe
 from . import shutdown
 from .looplag import LoopLag
+
+# The HTTP API by audience, each module's routes (docs/openapi.json describes exactly
+# these): the checkout with its client secret, its streams and tickets; the shop with
+# its API key; staff; the providers; whoever runs paylive.
+API_ROUTES: list[BaseRoute] = [
+    *customer.routes,
+    *streams.routes,
+    *tickets.routes,
+    *merchant.routes,
+    *staff.routes,
+    *webhooks.routes,
+    *operations.routes,
+]
+SOCKET_ROUTES = [
+    WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
+    WebSocketRoute("/ws/admin", sockets.admin_socket),
+]
 
 _CODES = {
     404: ErrorCode.NOT_FOUND,
@@ -108,19 +135,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             await runtime.stop()
             tracing.shutdown()
 
-    socket_routes = [
-        WebSocketRoute("/ws/sessions/{session_id}", sockets.customer_socket),
-        WebSocketRoute("/ws/admin", sockets.admin_socket),
-    ]
-    routes = [
-        *http_api.routes,
-        *streams.routes,
-        *tickets.routes,
-        *admin.routes,
-        *shop.routes,
-        *socket_routes,
-        *pages.routes(),
-    ]
+    # Pages last: their static mount takes every path under /client.
+    routes = [*API_ROUTES, *SOCKET_ROUTES, *pages.routes]
     middleware = []
     if settings.allowed_origins:
         # Checkout pages on the shop's own origin call the customer API with their
@@ -153,4 +169,4 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         return None if runtime is None else runtime.admission
 
-    return SocketsFirst(Observe(Door(app, admission, settings)), app, socket_routes)
+    return SocketsFirst(Observe(Door(app, admission, settings)), app, SOCKET_ROUTES)

@@ -12,7 +12,7 @@ sends, and however slowly, no connection outlives them.
 - A body deadline: the whole body must arrive within ``header_timeout_ms`` of the
   end of the headers, counted once, not between bytes. The deadline travels in the
   request's scope (``BODY_EXTENSION``) so that whoever reads the body (``web.admission``,
-  ``web.routes.read_body``) answers 408 by it; a second later the connection is
+  ``web.http.read_body``) answers 408 by it; a second later the connection is
   closed here if nobody did.
 - An idle connection stays idle: uvicorn restarts its keep-alive timer on every byte
   it receives, so a byte now and then (a CRLF between requests, the rest of a body

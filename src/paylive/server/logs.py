@@ -1,5 +1,6 @@
-"""Logging that never writes a token: URLs lose their ``token`` values, headers
-their bearer values, before any handler sees the record (the access log included).
+"""Logging that never writes a token: URLs lose their ``token`` (and stream
+``ticket``) values, headers their bearer values, before any handler sees the record
+(the access log included).
 
 A query key is compared once decoded, as the app reads it: ``?%74oken=`` and
 ``?t%6Fken=`` are ``token`` to Starlette, so they are to the redactor too.
@@ -25,9 +26,13 @@ from ..telemetry import context
 
 # key=value in a query string (or a form body); the key as sent, percent-encoded or not.
 _QUERY_PAIR = re.compile(r"(?P<lead>[?&;\s])(?P<key>[^=&;\s\"'#?]+)=(?P<value>[^&;\s\"'#]*)")
-_SECRET_KEYS = frozenset({"token", "secret", "client_secret", "api_key", "access_token"})
+# A ticket opens a stream for a minute (web/tickets.py): short-lived, still a credential.
+_SECRET_KEYS = frozenset({"token", "secret", "client_secret", "api_key", "access_token", "ticket"})
+# A %-placeholder of a log format string ("Bearer %s"): the token is in the arguments,
+# and the line is redacted again once formatted (``RedactTokens``).
+_PLACEHOLDER = r"%(?:\([^)]*\))?[-#0 +]*[0-9*]*(?:\.[0-9*]+)?[diouxXeEfFgGcrsa%]"
 _PATTERNS = (
-    (re.compile(r"(Bearer\s+)[^\s\"',]+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(rf"(Bearer\s+)(?!{_PLACEHOLDER})[^\s\"',]+", re.IGNORECASE), r"\1[redacted]"),
     (
         re.compile(r"ps_[A-Za-z0-9]+(?:_|%5f)secret(?:_|%5f)[A-Za-z0-9_\-%]+", re.IGNORECASE),
         "[redacted client secret]",
@@ -57,6 +62,13 @@ def _redact_arg(value: Any) -> Any:
 
 
 class RedactTokens(logging.Filter):
+    """Redacts the format string and each argument; then, when a secret shows only
+    once they are put together (``"Bearer %s"`` and the token as its argument), the
+    record becomes its redacted line with no arguments left.
+
+    The arguments stay apart otherwise: the access log's formatters read them as
+    fields (client, method, path, version, status)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
@@ -64,6 +76,14 @@ class RedactTokens(logging.Filter):
             record.args = tuple(_redact_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        if record.args and isinstance(record.msg, str):
+            try:
+                line = record.getMessage()
+            except (TypeError, ValueError, KeyError):
+                return True  # logging reports a bad format string itself
+            cleaned = redact(line)
+            if cleaned != line:
+                record.msg, record.args = cleaned, ()
         return True
 
 

@@ -1,33 +1,121 @@
-"""What the edge reads, through the service rather than from the engine: a socket's
-catch-up, the admin listing, the summary and the admin feed's first message."""
+"""The read model: every read the edge makes of sessions and of the events log, in
+one place, through the service rather than from the engine.
+
+What is read, by name (this module's vocabulary):
+
+- a **session** is the live value (``core.session.Session``) the engine holds: while
+  it runs and for ``PAYLIVE_REDIS_RETENTION_MS`` after it ends. ``live`` reads one
+  (404 when the engine holds none); ``catch_up`` reads one with its history for a
+  socket or a stream; ``listing`` reads the newest, for the dashboard.
+- a session's **public view** is the JSON the API shows (``Session.to_public()``).
+  The archive keeps only that, so a read that may reach the archive answers with it:
+  ``public`` (one session, by id) and ``search``.
+- a session's **history** is its durable events (encoded JSON, in ``seq`` order),
+  held up to ``PAYLIVE_HISTORY_CAP``.
+- the **events log** is every merchant event in cursor order; each **log entry**
+  holds the event as posted and the session history it carried
+  (``core.merchant.log_record``). ``events`` reads a page of it, ``event_body`` one
+  event as it was posted. The archive (``service/retention.py``) takes the log over
+  past the engine's window.
+- the **summary** and **chart** are the dashboard's counts, from the engine's
+  counters of every worker.
+
+Reads that fall back to the archive go to the engine first and to PostgreSQL only
+for what the engine has forgotten; PostgreSQL being down is ``archive_unavailable``
+(503), never a 500. The word "record" is not used here: elsewhere it names the
+engine's short-lived keyed values (``RecordStore``: idempotency keys, seen webhook
+ids), a log entry's bytes (``core.merchant.log_record``), a session as the Redis
+engine stores it, and a ``logging.LogRecord``.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..archive import ArchiveUnavailable, SessionQuery
 from ..core import stats
-from ..core.codec import Encoded, Message
+from ..core.codec import Encoded, Message, dumps_strict
+from ..core.merchant import read_log_record
+from ..core.protocol import ErrorCode
 from ..core.session import Session
-from ..engine import SessionStore
+from ..engine import Engine
+from ..errors import Refused
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..archive.store import Archive
+
+log = logging.getLogger("paylive.reads")
+
+
+def unavailable(exc: ArchiveUnavailable) -> Refused:
+    """The refusal for a read the archive could not answer."""
+    # PostgreSQL's own words (host names, SQL, states) stay in the log: the caller is
+    # told what it can act on.
+    log.warning("the archive cannot be read: %s", exc)
+    return Refused(ErrorCode.ARCHIVE_UNAVAILABLE, "the archive cannot be read now; retry shortly")
 
 
 @dataclass(frozen=True)
 class CatchUp:
-    """A socket's start: the session, and either the durable events after ``since``
-    (``replay``) or None, when they are not all held any more and a snapshot is due."""
+    """A socket's start: the session, and either its history after ``since``
+    (``replay``) or None, when that is not all held any more and a snapshot is due."""
 
     session: Session
     replay: list[Encoded] | None
 
 
+@dataclass(frozen=True)
+class EventsPage:
+    """A page of the events log: the events (each with its ``cursor``) and the cursor
+    to ask after for the next page."""
+
+    events: list[dict[str, Any]]
+    next: int
+
+    def to_public(self, limit: int) -> dict[str, Any]:
+        return {"events": self.events, "next": self.next, "has_more": len(self.events) >= limit}
+
+
 class Reads:
-    def __init__(self, settings: Settings, engine: SessionStore, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        clock: Callable[[], int],
+        archive: Archive | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.clock = clock
+        self.archive = archive
+
+    # One session ---------------------------------------------------------------------
+
+    async def live(self, session_id: str) -> Session:
+        """The session the engine holds; 404 ``not_found`` when it holds none."""
+        session = await self.engine.load(session_id)
+        if session is None:
+            raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
+        return session
+
+    async def public(self, session_id: str) -> dict[str, Any]:
+        """The session's public view, from the engine or else the archive."""
+        session = await self.engine.load(session_id)
+        if session is not None:
+            return session.to_public()
+        if self.archive is not None:
+            try:
+                archived = await self.archive.session(session_id)
+            except ArchiveUnavailable as exc:
+                raise unavailable(exc) from None
+            if archived is not None:
+                return archived
+        raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
 
     async def catch_up(self, session_id: str, since: int | None) -> CatchUp | None:
         """None for an unknown session. ``since`` past the session's seq cannot be
@@ -42,17 +130,45 @@ class Reads:
                 replay = [Encoded.from_json(raw) for raw in history]
         return CatchUp(session, replay)
 
-    async def sessions(self, which: str, limit: int) -> list[Session]:
-        """``active``, ``all`` or ``needs_review`` sessions, newest first, at most
-        ``limit`` (capped by ``admin_list_max``)."""
+    async def history(self, session_id: str, since: int) -> list[bytes] | None:
+        """A session's history after ``since``, or None when some of it is trimmed."""
+        return await self.engine.history(session_id, since)
+
+    # Many sessions -------------------------------------------------------------------
+
+    async def listing(self, which: str, limit: int) -> list[Session]:
+        """``active``, ``all`` or ``needs_review`` sessions the engine holds, newest
+        first, at most ``limit`` (capped by ``admin_list_max``)."""
         limit = min(limit, self.settings.admin_list_max)
         if which == "needs_review":
             return await self.engine.list_review(limit)
         return await self.engine.list_sessions(which == "active", limit)
 
-    async def history(self, session_id: str, since: int) -> list[bytes] | None:
-        """A session's durable events after ``since``, or None when some are trimmed."""
-        return await self.engine.history(session_id, since)
+    async def search(self, query: SessionQuery) -> list[dict[str, Any]]:
+        """Public views of the sessions matching ``query``, newest first: live and
+        recent ones from the engine (by id, or among its newest ``admin_list_max``),
+        the rest from the archive."""
+        found: dict[str, dict[str, Any]] = {}
+        if query.session_id is not None:
+            session = await self.engine.load(query.session_id)
+            candidates = [session] if session is not None else []
+        else:
+            candidates = await self.engine.list_sessions(False, self.settings.admin_list_max)
+        for session in candidates:
+            public = session.to_public()
+            if _matches(public, query):
+                found[session.id] = public
+        if self.archive is not None:
+            try:
+                archived = await self.archive.search(query)
+            except ArchiveUnavailable as exc:
+                raise unavailable(exc) from None
+            for public in archived:
+                held = found.get(public["id"])
+                if held is None or held["seq"] < public["seq"]:
+                    found[public["id"]] = public
+        ordered = sorted(found.values(), key=lambda s: (s["created_at"], s["id"]), reverse=True)
+        return ordered[: query.limit]
 
     async def summary(self) -> dict[str, Any]:
         return stats.summary(await self.engine.counters())
@@ -74,3 +190,46 @@ class Reads:
         if resync:
             data["resync"] = True
         return Encoded.of(Message("admin.snapshot", data, None, None, self.clock()))
+
+    # The events log ------------------------------------------------------------------
+
+    async def events(self, after: int, limit: int) -> EventsPage:
+        """Merchant events after the cursor ``after``, in order: from the archive for
+        what the engine no longer holds, then from the engine."""
+        out: list[tuple[int, dict[str, Any]]] = []
+        first = await self.engine.log_first()
+        if after + 1 < first and self.archive is not None:
+            try:
+                archived = await self.archive.events(after, limit)
+            except ArchiveUnavailable as exc:
+                raise unavailable(exc) from None
+            out = [(cursor, json.loads(raw)) for cursor, raw in archived if cursor < first]
+        if len(out) < limit:
+            since = out[-1][0] if out else after
+            for cursor, entry in await self.engine.log_read(since, limit - len(out)):
+                out.append((cursor, read_log_record(entry)[0]))
+        return EventsPage(
+            [{"cursor": cursor, **event} for cursor, event in out], out[-1][0] if out else after
+        )
+
+    async def event_body(self, event_id: str) -> bytes | None:
+        """An event as it was posted, from the log or the archive (for "send again")."""
+        entry = await self.engine.log_get(event_id)
+        if entry is not None:
+            return dumps_strict(read_log_record(entry)[0])
+        if self.archive is not None:
+            try:
+                return await self.archive.event(event_id)
+            except ArchiveUnavailable as exc:
+                raise unavailable(exc) from None
+        return None
+
+
+def _matches(session: dict[str, Any], query: SessionQuery) -> bool:
+    if query.order_id is not None and session["order_id"] != query.order_id:
+        return False
+    if query.status is not None and session["status"] != query.status:
+        return False
+    if query.created_from is not None and session["created_at"] < query.created_from:
+        return False
+    return query.created_to is None or session["created_at"] < query.created_to

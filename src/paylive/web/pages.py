@@ -1,4 +1,6 @@
-"""The bundled client: the JS module, the demo checkout and the admin dashboard.
+"""Pages for people (HTML, redirects, static files), not the API: the bundled client
+(the JS module, the demo checkout and the admin dashboard), the demo's fresh session
+and the front door.
 
 Served from the package (``paylive/client`` in a wheel) or, in a checkout, from the
 repository's ``client/`` folder; ``docs/`` (the API descriptions) likewise. The library
@@ -86,10 +88,9 @@ async def admin(request: Request) -> Response:
     return RedirectResponse("/client/admin.html", status_code=307)
 
 
-def routes() -> list[Route | Mount]:
-    return [
-        Route("/", index, methods=["GET"]),
-        Route("/demo", demo, methods=["GET"]),
-        Route("/admin", admin, methods=["GET"]),
-        Mount("/client", app=ClientFiles(), name="client"),
-    ]
+routes: list[Route | Mount] = [
+    Route("/", index, methods=["GET"]),
+    Route("/demo", demo, methods=["GET"]),
+    Route("/admin", admin, methods=["GET"]),
+    Mount("/client", app=ClientFiles(), name="client"),
+]

@@ -27,7 +27,7 @@ from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
 from . import validation
 from .auth import ADMIN, CUSTOMER, Principal
-from .routes import endpoint, runtime_of
+from .http import endpoint, runtime_of
 from .sockets import ADMIN_QUEUE_FACTOR, FLUSH_TIMEOUT_S, catch_up
 from .tickets import principal_of
 

@@ -15,7 +15,7 @@ from ..core.protocol import ErrorCode
 from ..errors import Refused
 from ..runtime import Runtime
 from .auth import ADMIN, CUSTOMER, Principal, bearer, make_ticket, principal_for, read_ticket
-from .routes import authenticate, endpoint, read_body, runtime_of
+from .http import authenticate, endpoint, read_body, runtime_of
 from .validation import parse_json
 
 BAD_TICKET = Refused(

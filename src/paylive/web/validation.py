@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.codec import DecodeError, loads_json
@@ -63,6 +64,32 @@ def parse_json(raw: bytes, max_depth: int) -> dict[str, Any]:
 def ascii_int(raw: str) -> int | None:
     """``raw`` as a non-negative integer of at most 18 ASCII digits, else None."""
     return int(raw) if len(raw) <= 18 and _DIGITS.fullmatch(raw) else None
+
+
+# A query parameter's number (the events API's cursor and page, the staff searches).
+_QUERY_DIGITS = re.compile(r"^[0-9]{1,19}$")
+# An id sent in a query or a path: 1 to 128 printable ASCII characters.
+PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def query_int(params: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
+    """The query parameter ``name``, a whole number from ``lo`` to ``hi``, or None."""
+    raw = params.get(name)
+    if raw is None:
+        return None
+    if not _QUERY_DIGITS.match(raw) or not lo <= int(raw) <= hi:
+        raise invalid(name, f"must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def query_id(params: Mapping[str, str], name: str) -> str | None:
+    """The query parameter ``name``, an id (``PRINTABLE_ID``), or None when absent or empty."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not PRINTABLE_ID.match(raw):
+        raise invalid(name, "must be 1 to 128 printable ASCII characters")
+    return raw
 
 
 def parse_digits(raw: str, field: str, lo: int, hi: int) -> int:

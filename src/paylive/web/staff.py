@@ -1,13 +1,14 @@
-"""The admin API for staff closing cases (docs/protocol.md sections 3.3 and 8): the outbox of
-gateway effects, a session's durable history, resolving reviews, marking an effect
-done by hand, the audit trail, who is asking, and the sandbox's outage switch and
-ledger (development only: 404 in production).
+"""The staff API (``/api/admin/*``, docs/protocol.md sections 2.2, 3.3, 6
+and 8): what the dashboard and staff closing cases read and do with a staff token.
 
-Every route here needs a staff token, and the role the action needs (section 8.1):
-reading is for every role, acting on a session for operators and admins, the
-sandbox's switch and the settings view for admins. As in ``routes``, no business
-rule lives here: a review is a command to the machine, which refuses it while
-effects pend.
+Reading is for every role: the sessions, the summary and chart, the outbox of
+gateway effects, a session's durable history, the audit trail, webhook deliveries,
+the search over live and archived sessions, who is asking. Acting on a session
+(resolving a review, marking an effect done by hand, sending a delivery again) is for
+operators and admins, each action audited; the sandbox's outage switch and the
+settings view for admins. The sandbox's switch and ledger exist outside production
+only (404 in it). As everywhere at the edge, no business rule lives here: a review is
+a command to the machine, which refuses it while effects pend.
 """
 
 from __future__ import annotations
@@ -18,17 +19,47 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..archive import AuditQuery
+from ..archive import AuditQuery, SessionQuery
 from ..core.machine import MarkDone
 from ..core.outbox import ResolveReview
-from ..core.protocol import ErrorCode
+from ..core.protocol import ErrorCode, Status
 from ..core.session import Session
 from ..errors import Refused
 from ..gateway.sandbox import SandboxGateway
 from ..service.effects import list_effects
 from . import validation
 from .auth import ADMIN, OPERATOR, ROLES, VIEWER, Principal
-from .routes import audit_of, endpoint, json_body, limit_of, run_audited, runtime_of, staff
+from .http import audit_of, endpoint, json_body, limit_of, run_audited, runtime_of, staff
+
+# Sessions and the dashboard's counts ---------------------------------------------
+
+
+@endpoint
+async def sessions(request: Request) -> Response:
+    runtime = runtime_of(request)
+    staff(request)
+    which = request.query_params.get("status", "active")
+    if which not in ("active", "all", "needs_review"):
+        raise validation.invalid("status", "must be active, all or needs_review")
+    limit = limit_of(request, 100, runtime.settings.admin_list_max)
+    listed = await runtime.reads.listing(which, limit)
+    return JSONResponse({"sessions": [s.to_public() for s in listed]})
+
+
+@endpoint
+async def summary(request: Request) -> Response:
+    staff(request)
+    return JSONResponse(await runtime_of(request).reads.summary())
+
+
+@endpoint
+async def chart(request: Request) -> Response:
+    staff(request)
+    return JSONResponse(await runtime_of(request).reads.chart())
+
+
+# Cases: effects, history, reviews, the audit trail, who is asking, the sandbox -------
+
 
 EFFECT_STATUSES = ("pending", "done", "all")
 
@@ -51,7 +82,7 @@ async def effects(request: Request) -> Response:
 async def session_events(request: Request) -> Response:
     runtime = runtime_of(request)
     staff(request)
-    session = await runtime.service.get(request.path_params["session_id"])
+    session = await runtime.reads.live(request.path_params["session_id"])
     held = await runtime.reads.history(session.id, 0)
     complete = held is not None
     if held is None:
@@ -188,16 +219,78 @@ async def sandbox_outage(request: Request) -> Response:
 async def sandbox_ledger(request: Request) -> Response:
     sandbox, _ = _sandbox(request, VIEWER)
     session_id = validation.parse_session_id(request.query_params.get("session"))
-    session = await runtime_of(request).service.get(session_id)
+    session = await runtime_of(request).reads.live(session_id)
     return JSONResponse({"entries": await sandbox.ledger(session.id, session.attempt)})
 
 
+# The shop's deliveries and the search (section 6) -----------------------------------
+
+
+@endpoint
+async def deliveries(request: Request) -> Response:
+    runtime = runtime_of(request)
+    staff(request)
+    which = request.query_params.get("status", "all")
+    if which not in ("open", "all"):
+        raise validation.invalid("status", "must be open or all")
+    limit = (
+        validation.query_int(request.query_params, "limit", 1, runtime.settings.admin_list_max)
+        or 100
+    )
+    listed = await runtime.deliveries.deliveries(which == "open", limit)
+    return JSONResponse({"deliveries": listed})
+
+
+@endpoint
+async def send_again(request: Request) -> Response:
+    runtime = runtime_of(request)
+    principal = staff(request, OPERATOR)
+    event_id = request.path_params["event_id"]
+    if not validation.PRINTABLE_ID.match(event_id):
+        raise Refused(ErrorCode.NOT_FOUND, "no such event")
+    body = await runtime.reads.event_body(event_id)
+    audit = audit_of(request, principal, "send_again", event=event_id)
+    delivery, entry = await runtime.deliveries.send_again(event_id, body, audit)
+    if entry is not None:
+        await runtime.audit.added(entry)
+    # 202: queued behind what its session still owes the shop; 200: its session was
+    # forgotten, so it was posted once at once and this is the answer.
+    status = 202 if delivery["status"] == "pending" else 200
+    return JSONResponse({"delivery": delivery}, status_code=status)
+
+
+@endpoint
+async def search(request: Request) -> Response:
+    """``GET /api/admin/search?id=&order_id=&status=&from=&to=&limit=``."""
+    runtime = runtime_of(request)
+    staff(request)
+    params = request.query_params
+    status = params.get("status") or None
+    if status is not None and status not in tuple(Status):
+        raise validation.invalid("status", "must be one of " + ", ".join(Status))
+    query = SessionQuery(
+        session_id=validation.query_id(params, "id"),
+        order_id=validation.query_id(params, "order_id"),
+        status=status,
+        created_from=validation.query_int(params, "from", 0, 2**62),
+        created_to=validation.query_int(params, "to", 0, 2**62),
+        limit=validation.query_int(params, "limit", 1, runtime.settings.admin_list_max) or 50,
+    )
+    return JSONResponse({"sessions": await runtime.reads.search(query)})
+
+
 routes = [
+    Route("/api/admin/sessions", sessions, methods=["GET"]),
+    Route("/api/admin/summary", summary, methods=["GET"]),
+    Route("/api/admin/chart", chart, methods=["GET"]),
+    Route("/api/admin/search", search, methods=["GET"]),
     Route("/api/admin/effects", effects, methods=["GET"]),
+    Route("/api/admin/effects/{effect_id}/done", mark_done, methods=["POST"]),
     Route("/api/admin/sessions/{session_id}/events", session_events, methods=["GET"]),
     Route("/api/admin/sessions/{session_id}/review", resolve_review, methods=["POST"]),
-    Route("/api/admin/effects/{effect_id}/done", mark_done, methods=["POST"]),
     Route("/api/admin/audit", audit_trail, methods=["GET"]),
+    Route("/api/admin/deliveries", deliveries, methods=["GET"]),
+    Route("/api/admin/deliveries/{event_id}/retry", send_again, methods=["POST"]),
     Route("/api/admin/me", me, methods=["GET"]),
     Route("/api/admin/settings", settings_view, methods=["GET"]),
     Route("/api/admin/sandbox/outage", sandbox_outage, methods=["POST"]),

@@ -1,0 +1,119 @@
+"""Retention: the archive follows the events log into PostgreSQL, the log is trimmed
+behind it, and the archive is purged past its days. (What is read from the archive
+is read through ``service/reads.py``, the one read model.)
+
+The engine holds live sessions and, for ``PAYLIVE_REDIS_RETENTION_MS`` after they
+end, their state and history; it holds the events log for as long too. With
+``PAYLIVE_DATABASE_URL`` the archive follows the log (``follow``), and a session,
+an event or a search the engine has forgotten is read from it. The log is trimmed
+only past the archive's mark, so PostgreSQL being down delays the archive, never
+loses from it.
+
+Why the archive follows the log rather than taking items of the outbox as webhooks
+do: the outbox is what makes the log (each merchant event is saved with its
+decision and listed from the outbox, once per id), and the archive is the log's
+continuation. The events API reads the archive below the log's first cursor and the
+engine above it, so the archive must hold a prefix of the log in cursor order with
+its mark; a follower that writes a batch and its mark in one transaction gives
+exactly that, each event written once, 500 per transaction. Per-session outbox items
+would arrive in any order, one transaction each, and leave no mark to trim the log
+by. What the follower shares with the outbox is its backoff while PostgreSQL is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..archive import ArchiveUnavailable
+from ..core.effects import backoff_ms
+from ..engine import Engine
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..archive.store import Archive
+
+log = logging.getLogger("paylive.retention")
+
+DAY_MS = 24 * 3600 * 1000
+TRIM_BATCH = 1_000
+# The follower's longest wait between tries while PostgreSQL is down.
+FOLLOW_RETRY_CAP_MS = 5_000
+# While PostgreSQL stays unreachable, the warning is repeated this often.
+OUTAGE_WARN_EVERY_MS = 60_000
+
+
+class Retention:
+    """How long the engine keeps the events log and the archive keeps it after:
+    the follower of the log into the archive, and the housekeeping of both."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        archive: Archive | None,
+        clock: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.archive = archive
+        self.clock = clock
+        self._seeded = False
+        self._failures = 0
+        self._retry_at = 0
+        self._down_since = 0
+        self._warned_at = 0
+
+    async def follow(self) -> None:
+        """Archive what the log holds past the archive's mark (one batch a call);
+        while PostgreSQL is down, try again with the outbox's backoff."""
+        if self.archive is None or self.clock() < self._retry_at:
+            return
+        batch = self.settings.archive_batch
+        try:
+            if not self._seeded:
+                # An engine that lost its log (a new Redis) must not give cursors
+                # again that the archive already holds.
+                await self.engine.log_seed(await self.archive.last_cursor())
+                self._seeded = True
+            await self.archive.follow(lambda mark: self.engine.log_read(mark, batch))
+        except ArchiveUnavailable as exc:
+            now = self.clock()
+            if not self._failures:
+                self._down_since = self._warned_at = now
+                log.warning("archive: %s; the events log keeps everything until it is back", exc)
+            elif now - self._warned_at >= OUTAGE_WARN_EVERY_MS:
+                # Redis holds every event the archive has not taken: a long outage grows
+                # it, so it is said again and again, not once.
+                self._warned_at = now
+                log.warning(
+                    "archive: still unreachable after %d s (%s); the events log in the "
+                    "engine grows until it is back",
+                    (now - self._down_since) // 1000,
+                    exc,
+                )
+            self._failures += 1
+            poll = self.settings.archive_poll_ms
+            delay = backoff_ms(
+                self._failures, random.random(), poll, max(poll, FOLLOW_RETRY_CAP_MS)
+            )
+            self._retry_at = self.clock() + delay
+            raise
+        if self._failures:
+            log.warning("archive: reachable again; catching up")
+        self._failures = 0
+
+    async def housekeeping(self) -> None:
+        """Trim the log past its window (and past the archive's mark), and purge the
+        archive past ``PAYLIVE_ARCHIVE_DAYS``."""
+        now = self.clock()
+        upto = 2**62
+        if self.archive is not None:
+            try:
+                upto = await self.archive.mark()
+                await self.archive.purge(now - self.settings.archive_days * DAY_MS)
+            except ArchiveUnavailable:
+                return  # nothing is trimmed that the archive may not have
+        await self.engine.log_trim(now - self.settings.retention_after_end_ms, upto, TRIM_BATCH)

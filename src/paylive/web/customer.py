@@ -1,0 +1,117 @@
+"""The customer API (docs/protocol.md section 3): what a checkout page may do with its
+session's client secret. Read the session, start an attempt, interrupt, cancel,
+check with the provider, say the outcome was seen; and the checkout's configuration.
+
+The shop's API key may do each of these too (the session routes also take
+``MERCHANT``); a client secret opens its own session only, and its commands are rate
+limited per session (``http.rate_limit``). Tickets (``web.tickets``), streams
+(``web.streams``) and sockets (``web.sockets``) are the customer's other doors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..core.machine import Cancel, Interrupt, SeeOutcome, StartAttempt
+from ..service.idempotency import Answer
+from . import validation
+from .auth import ADMIN, CUSTOMER, MERCHANT
+from .http import (
+    endpoint,
+    json_body,
+    kept,
+    optional_json_body,
+    rate_limit,
+    run_command,
+    runtime_of,
+    session_principal,
+)
+
+
+@endpoint
+async def get_session(request: Request) -> Response:
+    _, session_id = session_principal(request, MERCHANT, CUSTOMER, ADMIN)
+    # From the engine, or from the archive once the engine has forgotten it.
+    return JSONResponse(await runtime_of(request).reads.public(session_id))
+
+
+@endpoint
+async def start_attempt(request: Request) -> Response:
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    body = await json_body(request)
+
+    async def handler() -> Answer:
+        method = validation.parse_attempt(body, runtime_of(request).settings.gateway)
+        return await run_command(request, principal, session_id, StartAttempt(method), 202)
+
+    status, payload = await runtime_of(request).idempotency.run_once(
+        f"POST /api/sessions/{session_id}/attempts",
+        request.headers.get("idempotency-key"),
+        body,
+        kept(handler),
+    )
+    return JSONResponse(payload, status_code=status)
+
+
+@endpoint
+async def interrupt(request: Request) -> Response:
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    reason = validation.parse_interrupt(await json_body(request))
+    status, payload = await run_command(request, principal, session_id, Interrupt(reason), 200)
+    return JSONResponse(payload, status_code=status)
+
+
+@endpoint
+async def cancel(request: Request) -> Response:
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    await optional_json_body(request)
+    status, payload = await run_command(request, principal, session_id, Cancel(), 200)
+    return JSONResponse(payload, status_code=status)
+
+
+@endpoint
+async def seen(request: Request) -> Response:
+    """The checkout drew the session's outcome: the receipt (protocol section 10)."""
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    status_seen = validation.parse_seen(await json_body(request))
+    command = SeeOutcome(status_seen)
+    status, payload = await run_command(request, principal, session_id, command, 200)
+    return JSONResponse(payload, status_code=status)
+
+
+@endpoint
+async def check(request: Request) -> Response:
+    principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
+    await optional_json_body(request)
+    rate_limit(request, principal, session_id)
+    session = await runtime_of(request).service.check(session_id)
+    return JSONResponse(session.to_public())
+
+
+async def checkout_config(request: Request) -> Response:
+    """What a checkout page needs to collect a payment method (no secret in it)."""
+    settings = runtime_of(request).settings
+    body: dict[str, Any] = {"gateway": settings.gateway}
+    if settings.gateway == "stripe":
+        base = settings.stripe_api_base
+        body["stripe"] = {
+            "publishable_key": settings.stripe_publishable_key or None,
+            # Stripe.js comes from Stripe; a stand-in server serves its own at this path.
+            "js": f"{base}/js.stripe.com/v3/" if base else "https://js.stripe.com/v3/",
+        }
+    return JSONResponse(body)
+
+
+routes = [
+    Route("/api/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/api/sessions/{session_id}/attempts", start_attempt, methods=["POST"]),
+    Route("/api/sessions/{session_id}/interrupt", interrupt, methods=["POST"]),
+    Route("/api/sessions/{session_id}/cancel", cancel, methods=["POST"]),
+    Route("/api/sessions/{session_id}/check", check, methods=["POST"]),
+    Route("/api/sessions/{session_id}/seen", seen, methods=["POST"]),
+    Route("/api/checkout/config", checkout_config, methods=["GET"]),
+]
