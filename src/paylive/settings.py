@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .core.decision import Rules
 from .core.standard_webhooks import secret_key
 from .errors import PayliveError
 
@@ -725,3 +726,22 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             "PAYLIVE_EFFECT_RETRY_CAP_MS must be at least PAYLIVE_EFFECT_RETRY_BASE_MS"
         )
     return settings
+
+
+def machine_rules(settings: Settings) -> Rules:
+    """The part of the settings the machine decides by (the core never reads settings)."""
+    return Rules(
+        attempt_timeout_ms=settings.attempt_timeout_ms,
+        max_attempts=settings.max_attempts,
+        retry_delay_ms=settings.retry_delay_ms,
+        session_ttl_ms=settings.session_ttl_ms,
+        effect_retry_base_ms=settings.effect_retry_base_ms,
+        effect_retry_cap_ms=settings.effect_retry_cap_ms,
+        effect_review_after_ms=settings.effect_review_after_ms,
+        merchant_events=settings.merchant_events,
+        webhooks=settings.merchant_webhook_url is not None,
+        merchant_retry_base_ms=settings.merchant_backoff_ms,
+        merchant_retry_cap_ms=settings.merchant_backoff_cap_ms,
+        merchant_retry_for_ms=settings.merchant_retry_for_ms,
+        outcome_unseen_ms=settings.outcome_unseen_ms,
+    )

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from paylive.core.machine import Rules
-from paylive.settings import SettingsError, load_settings
+from paylive.settings import SettingsError, load_settings, machine_rules
 
 SECRETS = {
     "PAYLIVE_API_KEY": "k" * 20,
@@ -123,11 +123,13 @@ def test_redis_limits_are_settings() -> None:
 
 
 def test_the_machine_rules_come_from_settings_alone() -> None:
-    rules = Rules.of(load_settings({}))
+    rules = machine_rules(load_settings({}))
     assert rules == Rules(
         attempt_timeout_ms=30_000, max_attempts=3, retry_delay_ms=2_000, session_ttl_ms=900_000
     )
-    tuned = Rules.of(load_settings({"PAYLIVE_MAX_ATTEMPTS": "5", "PAYLIVE_RETRY_DELAY_MS": "0"}))
+    tuned = machine_rules(
+        load_settings({"PAYLIVE_MAX_ATTEMPTS": "5", "PAYLIVE_RETRY_DELAY_MS": "0"})
+    )
     assert (tuned.max_attempts, tuned.retry_delay_ms) == (5, 0)
 
 
@@ -147,7 +149,7 @@ def test_the_outbox_is_configured_by_its_variables() -> None:
             "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "true",
         }
     )
-    rules = Rules.of(tuned)
+    rules = machine_rules(tuned)
     assert (rules.effect_review_after_ms, rules.effect_retry_base_ms) == (60_000, 50)
     assert rules.effect_retry_cap_ms == 50 and tuned.sandbox_authorize_first is True
     with pytest.raises(SettingsError, match="PAYLIVE_EFFECT_RETRY_CAP_MS must be at least"):

@@ -16,12 +16,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ..core.protocol import CloseCode, ErrorCode
+from ..limits.admission import Admission
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..telemetry import context, tracing
 from ..web import admin, observe, pages, shop, sockets, streams, tickets
 from ..web import routes as http_api
-from ..web.admission import Admission, Door
+from ..web.admission import Door
 from ..web.admission import serve as serve_admission
 from ..web.errors import error_body
 from ..web.observe import Observe
