@@ -240,3 +240,46 @@ def test_speed_settings() -> None:
         {"PAYLIVE_REDIS_SHARDED_PUBSUB": "0", "PAYLIVE_LOOP_LAG_INTERVAL_MS": "0"}
     )
     assert tuned.redis_sharded_pubsub is False and tuned.loop_lag_interval_ms == 0
+
+
+def test_serve_help_lists_every_variable_of_the_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from paylive.server.cli import main
+    from paylive.settings import VARIABLES
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    helped = capsys.readouterr().out
+    for var in VARIABLES:
+        assert f"  {var.env} (default: {var.default}" in helped
+    assert "PAYLIVE_MAX_ATTEMPTS (default: 3, 1..20)" in helped
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PAYLIVE_ALLOW_SANDBOX",
+        "PAYLIVE_SANDBOX_AUTHORIZE_FIRST",
+        "PAYLIVE_ADAPTIVE_IN_FLIGHT",
+        "PAYLIVE_REDIS_SHARDED_PUBSUB",
+    ],
+)
+def test_every_yes_no_variable_is_read_alike(name: str) -> None:
+    from paylive.settings import VARIABLES
+
+    field = next(var.field for var in VARIABLES if var.env == name)
+    assert field is not None
+    for raw, value in (("1", True), ("TRUE", True), ("yes", True), ("0", False), ("No", False)):
+        assert getattr(load_settings({name: raw}), field) is value
+    with pytest.raises(SettingsError, match=f"{name} must be 1 or 0 \\(true or false\\)"):
+        load_settings({name: "maybe"})
+
+
+def test_merchant_event_modes_are_the_cores() -> None:
+    from paylive.core.merchant import MODES
+
+    for mode in MODES:
+        assert load_settings({"PAYLIVE_MERCHANT_EVENTS": mode}).merchant_events == mode
+    with pytest.raises(SettingsError, match="must be outcomes or all, got 'some'"):
+        load_settings({"PAYLIVE_MERCHANT_EVENTS": "some"})
