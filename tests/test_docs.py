@@ -77,6 +77,19 @@ def test_each_documented_default_is_the_settings_default() -> None:
     assert not wrong, f"docs/configuration.md's default, and the settings': {wrong}"
 
 
+def test_the_secret_files_row_names_the_secrets_the_settings_read_from_files() -> None:
+    # "the four above" are the generated ones; the others are named one by one.
+    row = next(
+        line
+        for line in (ROOT / "docs/configuration.md").read_text().splitlines()
+        if line.startswith("| `<secret>_FILE`")
+    )
+    named = set(re.findall(r"`(PAYLIVE_[A-Z0-9_]+)`", row))
+    generated = {var.env for var in VARIABLES if var.generate}
+    assert "the four above" in row and len(generated) == 4
+    assert named | generated == set(SECRET_VARIABLES)
+
+
 def test_no_doc_names_a_setting_that_does_not_exist() -> None:
     """Every PAYLIVE_* name in the README and docs/ is a setting, a secret's _FILE, or a
     variable something else in the repository reads (the Procfile, the tests)."""

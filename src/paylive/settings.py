@@ -278,8 +278,8 @@ class Variable:
     it sets, how it is parsed and held to its bounds, and the line that describes it.
 
     The default is the field's own (``Settings``); ``shown`` is how the docs and
-    ``--help`` say it when the field's value is not what a reader sets (a generated
-    secret, "this server")."""
+    ``--help`` say it when the field's value is not what a reader sets ("this
+    server")."""
 
     env: str
     field: str | None
@@ -288,6 +288,8 @@ class Variable:
     shown: str | None = None
     # May also come from ``<env>_FILE`` (the file's content, stripped).
     secret: bool = False
+    # Unset: generated outside production, and production refuses to start without it.
+    generate: bool = False
     # Read only when this holds of the values read before it (the rows above).
     when: Callable[[Mapping[str, object]], bool] | None = None
     # Parsed even when unset or blank: the parser says it is required.
@@ -304,6 +306,8 @@ class Variable:
     def default(self) -> str:
         if self.shown is not None:
             return self.shown
+        if self.generate:
+            return "generated"
         if self.field is None:
             return "unset"
         value = _FIELDS[self.field].default
@@ -752,14 +756,14 @@ VARIABLES: tuple[Variable, ...] = (
              "the same from a file, one a line (not with PAYLIVE_STAFF_TOKENS)"),
     # The secrets a server cannot run without: generated when unset outside production.
     Variable("PAYLIVE_API_KEY", "api_keys", _secrets,
-             "the merchant's key (a list while rotating)", shown="generated", secret=True),
+             "the merchant's key (a list while rotating)", generate=True, secret=True),
     Variable("PAYLIVE_ADMIN_TOKEN", "admin_tokens", _secrets,
-             "the admin token (a list while rotating)", shown="generated", secret=True),
+             "the admin token (a list while rotating)", generate=True, secret=True),
     Variable("PAYLIVE_SECRET", "signing_secrets", _secrets,
-             "signs client secrets (the first of a list signs)", shown="generated",
+             "signs client secrets (the first of a list signs)", generate=True,
              secret=True),
     Variable("PAYLIVE_WEBHOOK_SECRET", "webhook_secrets", _secrets,
-             "verifies sandbox webhooks (a list while rotating)", shown="generated",
+             "verifies sandbox webhooks (a list while rotating)", generate=True,
              secret=True),
 )
 # fmt: on
@@ -768,7 +772,6 @@ VARIABLES: tuple[Variable, ...] = (
 # as container orchestrators mount them (PAYLIVE_STAFF_TOKENS reads its own file, one
 # token a line).
 SECRET_VARIABLES: tuple[str, ...] = tuple(v.env for v in VARIABLES if v.secret)
-_GENERATED = ("PAYLIVE_API_KEY", "PAYLIVE_ADMIN_TOKEN", "PAYLIVE_SECRET", "PAYLIVE_WEBHOOK_SECRET")
 
 # A secret file is a few lines at most; anything bigger is a wrong path.
 _MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -835,7 +838,7 @@ def _check(values: dict[str, object]) -> list[str]:
     generated: list[str] = []
     missing: list[str] = []
     for var in VARIABLES:
-        if var.env not in _GENERATED or var.field is None or var.field in values:
+        if not var.generate or var.field is None or var.field in values:
             continue
         # With Stripe the sandbox's webhook is off, so its secret is not needed.
         if production and not (var.env == "PAYLIVE_WEBHOOK_SECRET" and gateway == "stripe"):
