@@ -135,6 +135,24 @@ def test_the_engine_is_called_by_the_layers_the_architecture_names() -> None:
     assert callers == ENGINE_CALLERS
 
 
+def test_the_edge_never_calls_the_engine_itself() -> None:
+    # Routes and sockets hand ``runtime.engine`` to the service at most; a call of one
+    # of its methods (``runtime.engine.get(...)``) from web/ or server/ fails.
+    calls = []
+    for path in SOURCES:
+        if package_of(path)[0] not in {"web", "server"}:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "engine"
+            ):
+                calls.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert calls == []
+
+
 def test_runtime_imports_nothing_from_the_edge() -> None:
     runtime = SOURCE / "runtime.py"
     reached = set().union(*(layers_of(m, n) for _, m, n in imports(runtime)))
