@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from paylive.settings import SECRET_VARIABLES, VARIABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 800 * 1024  # all of docs/img: room for a phone-width set beside the 270 KB of today
 
@@ -26,31 +28,84 @@ def test_pictures_stay_small() -> None:
 
 
 def _settings_variables() -> set[str]:
-    return set(
-        re.findall(r'"(PAYLIVE_[A-Z0-9_]+)"', (ROOT / "src/paylive/settings.py").read_text())
-    )
+    # The table settings.py parses by: what the server reads is what is documented.
+    return {var.env for var in VARIABLES if var.env.startswith("PAYLIVE_")}
+
+
+def _rows() -> dict[str, list[str]]:
+    """docs/configuration.md's table: each variable named in a row's first cell, with
+    the rows that name it (their default cell)."""
+    rows: dict[str, list[str]] = {}
+    for line in (ROOT / "docs/configuration.md").read_text().splitlines():
+        if line.startswith("| `"):
+            cells = line.split("|")
+            names = re.findall(r"`((?:PAYLIVE_[A-Z0-9_]+)|HOST|PORT)`", cells[1])
+            defaults = [part.strip() for part in cells[2].split(", ")]
+            for index, name in enumerate(names):
+                shown = defaults[index] if len(defaults) == len(names) else ""
+                rows.setdefault(name, []).append(shown)
+    return rows
 
 
 def test_every_variable_the_settings_read_is_documented_once() -> None:
-    """A PAYLIVE_* variable named in settings.py has exactly one row in
+    """A PAYLIVE_* variable of the settings table has exactly one row in
     docs/configuration.md's table, and the contract names it; a row naming a variable
     that nothing reads fails too."""
     names = _settings_variables()
     assert "PAYLIVE_API_KEY" in names and "PAYLIVE_TRUSTED_PROXIES" in names
-    rows: dict[str, int] = {}
-    for line in (ROOT / "docs/configuration.md").read_text().splitlines():
-        if line.startswith("| `"):
-            for name in re.findall(r"`(PAYLIVE_[A-Z0-9_]+)`", line.split("|")[1]):
-                rows[name] = rows.get(name, 0) + 1
+    rows = {name: shown for name, shown in _rows().items() if name.startswith("PAYLIVE_")}
     missing = sorted(names - set(rows))
     assert not missing, f"docs/configuration.md has no row for {missing}"
-    twice = sorted(name for name, count in rows.items() if count > 1)
+    twice = sorted(name for name, shown in rows.items() if len(shown) > 1)
     assert not twice, f"docs/configuration.md describes {twice} more than once"
     unknown = sorted(set(rows) - names)
     assert not unknown, f"docs/configuration.md describes {unknown}, which nothing reads"
     contract = (ROOT / "docs/protocol.md").read_text()
     missing = sorted(name for name in names if f"`{name}`" not in contract)
     assert not missing, f"docs/protocol.md does not name {missing}"
+
+
+def test_each_documented_default_is_the_settings_default() -> None:
+    # Where a row gives a variable's default as a value (`30000`) or as unset,
+    # generated or this server, it is the table's; prose ("3 days") is left alone.
+    rows, wrong = _rows(), {}
+    for var in VARIABLES:
+        shown = rows.get(var.env, [""])[0]
+        if shown.startswith("`") or shown in ("unset", "generated", "this server"):
+            if shown.strip("`") != var.default:
+                wrong[var.env] = (shown, var.default)
+    assert not wrong, f"docs/configuration.md's default, and the settings': {wrong}"
+
+
+def test_the_secret_files_row_names_the_secrets_the_settings_read_from_files() -> None:
+    # "the four above" are the generated ones; the others are named one by one.
+    row = next(
+        line
+        for line in (ROOT / "docs/configuration.md").read_text().splitlines()
+        if line.startswith("| `<secret>_FILE`")
+    )
+    named = set(re.findall(r"`(PAYLIVE_[A-Z0-9_]+)`", row))
+    generated = {var.env for var in VARIABLES if var.generate}
+    assert "the four above" in row and len(generated) == 4
+    assert named | generated == set(SECRET_VARIABLES)
+
+
+def test_no_doc_names_a_setting_that_does_not_exist() -> None:
+    """Every PAYLIVE_* name in the README and docs/ is a setting, a secret's _FILE, or a
+    variable something else in the repository reads (the Procfile, the tests)."""
+    known = _settings_variables() | {f"{name}_FILE" for name in SECRET_VARIABLES}
+    known.add("PAYLIVE_STAFF_TOKENS_FILE")
+    elsewhere = "\n".join(
+        path.read_text(errors="replace")
+        for pattern in ("tests/**/*.py", "Procfile", "bench/**/*.py", ".ci/*")
+        for path in ROOT.glob(pattern)
+        if path.is_file() and path.name != "test_docs.py"
+    )
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for doc in docs:
+        for name in set(re.findall(r"PAYLIVE_[A-Z0-9_]*[A-Z0-9]", doc.read_text())):
+            if name not in known:
+                assert name in elsewhere, f"{doc.name} names {name}, which nothing reads"
 
 
 def test_the_readme_is_a_front_page_whose_links_lead_somewhere() -> None:

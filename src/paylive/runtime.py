@@ -27,6 +27,8 @@ from .engine import Engine, EngineUnavailable, create_engine
 from .errors import Refused
 from .fanout.hub import Hub
 from .gateway import Gateway, create_gateway
+from .limits.admission import Admission
+from .limits.buckets import TokenBuckets
 from .service.audit import AuditTrail
 from .service.deliveries import Deliveries
 from .service.effects import EffectRunner
@@ -37,8 +39,6 @@ from .service.retention import Retention
 from .service.tickets import TicketUses
 from .service.webhooks import WebhookSender
 from .settings import Settings
-from .web.admission import Admission
-from .web.ratelimit import TokenBuckets
 
 log = logging.getLogger("paylive.runtime")
 

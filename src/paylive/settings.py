@@ -1,4 +1,12 @@
-"""Every knob of the server, read from the environment once (docs/protocol.md section 1)."""
+"""Every knob of the server, read from the environment once (docs/protocol.md section 1).
+
+``Settings`` holds the values (each field's default is the one default); ``VARIABLES``
+is the table of the environment variables that set them: name, field, parser with its
+bounds, and a line of description. Parsing and validation (``load_settings``), the
+variables listed by ``paylive serve --help`` (``describe``), the secrets read from
+``<NAME>_FILE`` and the check of docs/configuration.md (tests/test_docs.py) all come
+from it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,11 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from .core.decision import Rules
+from .core.merchant import MODES
 from .core.standard_webhooks import secret_key
 from .errors import PayliveError
 
@@ -34,7 +44,7 @@ class Settings:
     # accepted. ``api_key`` is ``api_keys[0]`` (and so on), kept for the signers.
     api_key: str = ""
     admin_token: str = ""
-    # Named staff credentials, (name, role, token) each (docs/protocol.md section 6.12).
+    # Named staff credentials, (name, role, token) each (docs/protocol.md section 8.1).
     staff_tokens: tuple[tuple[str, str, str], ...] = ()
     secret: str = ""
     api_keys: tuple[str, ...] = ()
@@ -58,7 +68,7 @@ class Settings:
     effect_retry_base_ms: int = 1_000
     effect_retry_cap_ms: int = 60_000
     effect_review_after_ms: int = 900_000
-    # The payment provider: the built-in sandbox, or Stripe (docs/protocol.md 6.1).
+    # The payment provider: the built-in sandbox, or Stripe (docs/protocol.md section 1).
     gateway: str = "sandbox"
     allow_sandbox: bool = False
     stripe_secret_key: str = ""
@@ -97,7 +107,7 @@ class Settings:
     # Commands worked on at once per worker; past it a command is refused at once
     # (503 overloaded, Retry-After in seconds) instead of queueing.
     max_in_flight: int = 64
-    # The bound follows latency (web.limit) between these two unless turned off.
+    # The bound follows latency (limits.gradient) between these two unless turned off.
     adaptive_in_flight: bool = True
     min_in_flight: int = 8
     # One session's and one client address's share of those places (429 rate_limited
@@ -189,7 +199,7 @@ class Settings:
     header_timeout_ms: int = 10_000
     max_connections: int = 10_000
     max_sockets_per_session: int = 8
-    # Server-Sent Events and long-polling (docs/protocol.md 6.15): a comment this often
+    # Server-Sent Events and long-polling (docs/protocol.md 4.2): a comment this often
     # so that idle proxies keep a stream open; a stream ends after its lifetime (the
     # client reopens it with Last-Event-ID); a poll with nothing new is held this long;
     # a ticket is good this long, once.
@@ -255,75 +265,513 @@ class Settings:
         return f"http://{host}:{self.port}/webhooks/sandbox"
 
 
-_INT_VARS: dict[str, tuple[str, int, int]] = {
-    # variable: (field, minimum, maximum)
-    "PAYLIVE_ATTEMPT_TIMEOUT_MS": ("attempt_timeout_ms", 50, 3_600_000),
-    "PAYLIVE_MAX_ATTEMPTS": ("max_attempts", 1, 20),
-    "PAYLIVE_RETRY_DELAY_MS": ("retry_delay_ms", 0, 3_600_000),
-    "PAYLIVE_SESSION_TTL_MS": ("session_ttl_ms", 100, 30 * 24 * 3_600_000),
-    "PAYLIVE_COUNTDOWN_INTERVAL_MS": ("countdown_interval_ms", 20, 60_000),
-    "PAYLIVE_SANDBOX_DELAY_MS": ("sandbox_delay_ms", 0, 3_600_000),
-    "PORT": ("port", 0, 65_535),
-    # Additions: limits worth tuning per deployment.
-    "PAYLIVE_SEND_QUEUE_SIZE": ("send_queue_size", 1, 100_000),
-    "PAYLIVE_HISTORY_CAP": ("history_cap", 16, 100_000),
-    "PAYLIVE_REDIS_POOL_SIZE": ("redis_pool_size", 1, 10_000),
-    "PAYLIVE_REDIS_TIMEOUT_MS": ("redis_timeout_ms", 50, 60_000),
-    "PAYLIVE_EFFECT_REVIEW_AFTER_MS": ("effect_review_after_ms", 100, 30 * 24 * 3_600_000),
-    "PAYLIVE_EFFECT_RETRY_BASE_MS": ("effect_retry_base_ms", 10, 3_600_000),
-    "PAYLIVE_EFFECT_RETRY_CAP_MS": ("effect_retry_cap_ms", 10, 24 * 3_600_000),
-    "PAYLIVE_HEADER_TIMEOUT_MS": ("header_timeout_ms", 100, 600_000),
-    "PAYLIVE_MAX_CONNECTIONS": ("max_connections", 1, 1_000_000),
-    "PAYLIVE_MAX_SOCKETS_PER_SESSION": ("max_sockets_per_session", 1, 10_000),
-    "PAYLIVE_DEMO_PER_MINUTE": ("demo_per_minute", 1, 100_000),
-    "PAYLIVE_ARCHIVE_DAYS": ("archive_days", 1, 36_500),
-    "PAYLIVE_REDIS_RETENTION_MS": ("retention_after_end_ms", 1_000, 30 * 24 * 3_600_000),
-    "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": ("merchant_webhook_timeout_ms", 100, 60_000),
-    "PAYLIVE_MERCHANT_RETRY_MS": ("merchant_backoff_ms", 10, 3_600_000),
-    "PAYLIVE_MERCHANT_RETRY_FOR_MS": ("merchant_retry_for_ms", 100, 30 * 24 * 3_600_000),
-    "PAYLIVE_MAX_IN_FLIGHT": ("max_in_flight", 1, 100_000),
-    "PAYLIVE_MIN_IN_FLIGHT": ("min_in_flight", 1, 100_000),
-    "PAYLIVE_LOOP_LAG_INTERVAL_MS": ("loop_lag_interval_ms", 0, 10_000),
-    "PAYLIVE_PROVIDER_DEADLINE_MS": ("provider_deadline_ms", 100, 50_000),
-    "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": ("max_in_flight_per_session", 1, 100_000),
-    "PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS": ("max_in_flight_per_address", 0, 100_000),
-    "PAYLIVE_SSE_HEARTBEAT_MS": ("sse_heartbeat_ms", 100, 300_000),
-    "PAYLIVE_STREAM_LIFETIME_MS": ("stream_lifetime_ms", 1_000, 24 * 3_600_000),
-    "PAYLIVE_POLL_HOLD_MS": ("poll_hold_ms", 0, 120_000),
-    "PAYLIVE_TICKET_TTL_MS": ("ticket_ttl_ms", 1_000, 600_000),
-    "PAYLIVE_DRAIN_MS": ("drain_ms", 0, 600_000),
-    "PAYLIVE_OUTCOME_UNSEEN_MS": ("outcome_unseen_ms", 0, 7 * 24 * 3_600_000),
-}
-
-
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
+# A parser turns a variable's raw value (set and not blank, unless the variable is
+# required) into its field's value, or raises SettingsError naming the variable.
+Parser = Callable[[str, str], object]
 
-def _parse_int(name: str, raw: str, lo: int, hi: int) -> int:
-    digits = raw.strip()
-    if not re.fullmatch(r"-?[0-9]{1,18}", digits):
-        raise SettingsError(f"{name} must be an integer, got {raw!r}")
-    value = int(digits)
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
 
+@dataclass(frozen=True)
+class Variable:
+    """One row of the settings table: an environment variable, the ``Settings`` field
+    it sets, how it is parsed and held to its bounds, and the line that describes it.
+
+    The default is the field's own (``Settings``); ``shown`` is how the docs and
+    ``--help`` say it when the field's value is not what a reader sets ("this
+    server")."""
+
+    env: str
+    field: str | None
+    parse: Parser | None
+    doc: str
+    shown: str | None = None
+    # May also come from ``<env>_FILE`` (the file's content, stripped).
+    secret: bool = False
+    # Unset: generated outside production, and production refuses to start without it.
+    generate: bool = False
+    # Read only when this holds of the values read before it (the rows above).
+    when: Callable[[Mapping[str, object]], bool] | None = None
+    # Parsed even when unset or blank: the parser says it is required.
+    required: bool = False
+    # Where the value comes from, when not simply ``env``: the name errors give and the
+    # raw value (None: unset).
+    source: Callable[[Mapping[str, str]], tuple[str, str | None]] | None = None
+    # A rule across variables, checked once this row and those above it are read.
+    then: Callable[[Mapping[str, object]], None] | None = None
+    # Bounds, for the docs and --help (the parser holds the value to them).
+    bounds: tuple[int, int] | None = None
+
+    @property
+    def default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if self.generate:
+            return "generated"
+        if self.field is None:
+            return "unset"
+        value = _FIELDS[self.field].default
+        if value is None or value == "" or value == ():
+            return "unset"
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, tuple):
+            return ",".join(str(item) for item in value)
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _or(options: tuple[str, ...]) -> str:
+    return ", ".join(options[:-1]) + " or " + options[-1]
+
+
+def _integer(lo: int, hi: int) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        digits = raw.strip()
+        if not re.fullmatch(r"-?[0-9]{1,18}", digits):
+            raise SettingsError(f"{name} must be an integer, got {raw!r}")
+        value = int(digits)
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _flag(name: str, raw: str) -> bool:
+    """Every yes/no variable alike: 1, true, yes or 0, false, no (any case)."""
+    value = raw.strip().lower()
+    if value not in _FLAGS:
+        raise SettingsError(f"{name} must be 1 or 0 (true or false), got {value!r}")
+    return _FLAGS[value]
+
+
+def _choice(*options: str, lower: bool = False) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower() if lower else raw.strip()
+        if value not in options:
+            raise SettingsError(f"{name} must be {_or(options)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _redis_url(name: str, raw: str) -> str:
+    url = raw.strip()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"{name} must start with redis://, rediss:// or unix://, got {url!r}")
+    return url
+
+
+def _web_url(name: str, raw: str) -> str:
+    url = raw.strip()
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must start with http:// or https://, got {url!r}")
+    return url
+
+
+def _database_url(name: str, raw: str) -> str:
+    url = raw.strip()
+    if not url.startswith(("postgres://", "postgresql://")):
+        # Only what follows the credentials is shown: the URL may hold a password.
+        raise SettingsError(
+            f"{name} must start with postgresql:// or postgres://, got {url.split('@')[-1]!r}"
+        )
+    return url
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    parsed = _split(raw)
+    for origin in parsed:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"{name} must list origins such as https://shop.example, got {origin!r}"
+            )
+    return parsed
+
+
+def _proxies(name: str, raw: str) -> tuple[str, ...]:
+    """Addresses or networks, as uvicorn reads them (10.1.2.3/8 is 10.0.0.0/8); none; *."""
+    if raw.strip().lower() == "none":
+        return ()
+    entries = _split(raw)
+    if "*" in entries:
+        return ("*",)
+    parsed: list[str] = []
+    for entry in entries:
+        try:
+            parsed.append(
+                str(ipaddress.ip_network(entry, strict=False))
+                if "/" in entry
+                else str(ipaddress.ip_address(entry))
+            )
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list IP addresses or networks (such as 10.0.0.0/8), "
+                f"none, or *; got {entry!r}"
+            ) from None
+    return tuple(parsed)
+
+
+def _secrets(name: str, raw: str) -> tuple[str, ...]:
+    """A secret is a list (rotation: the first signs, all are accepted); each entry is
+    held to the rule."""
+    entries = _split(raw)
+    if not entries:
+        raise SettingsError(f"{name} lists no value")
+    for entry in entries:
+        if len(entry) < MIN_SECRET_LENGTH:
+            which = " entry" if len(entries) > 1 else ""
+            raise SettingsError(
+                f"{name}{which} must be at least {MIN_SECRET_LENGTH} characters long"
+            )
+    if len(set(entries)) != len(entries):
+        raise SettingsError(f"{name} lists the same value twice")
+    return entries
+
+
+def _token(name: str, raw: str) -> str:
+    token = raw.strip()
+    if len(token) < MIN_SECRET_LENGTH:
+        raise SettingsError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+    return token
+
+
+def _stripe_key(name: str, raw: str) -> str:
+    key = raw.strip()
+    if not key.startswith(("sk_", "rk_")):
+        raise SettingsError(
+            f"{name} must be a Stripe secret or restricted key (sk_... or "
+            "rk_...) with PAYLIVE_GATEWAY=stripe"
+        )
+    return key
+
+
+def _stripe_hooks(name: str, raw: str) -> tuple[str, ...]:
+    hooks = _split(raw)
+    if not hooks or not all(h.startswith("whsec_") for h in hooks):
+        raise SettingsError(
+            f"{name} must be the endpoint's signing secret (whsec_...; "
+            "a comma-separated list while rotating) with PAYLIVE_GATEWAY=stripe"
+        )
+    return hooks
+
+
+def _stripe_base(name: str, raw: str) -> str | None:
+    base = raw.strip().rstrip("/")
+    if base and not base.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http(s) URL, got {base!r}")
+    return base or None
+
+
+def _publishable(name: str, raw: str) -> str:
+    key = raw.strip()
+    if not key.startswith("pk_"):
+        raise SettingsError(f"{name} must be a publishable key (pk_...)")
+    return key
+
+
+def _merchant_secrets(name: str, raw: str) -> tuple[str, ...]:
+    parsed = _split(raw)
+    for entry in parsed:
+        try:
+            secret_key(entry)
+        except ValueError as exc:
+            raise SettingsError(
+                f"{name} must list Standard Webhooks secrets "
+                f"(whsec_ and the base64 of 24 to 64 random bytes): {exc}"
+            ) from None
+    return parsed
+
+
+_OTEL_EXPORTERS = ("off", "otlp", "file")
+
+
+def _exporter(name: str, raw: str) -> str:
+    exporter = _choice(*_OTEL_EXPORTERS, lower=True)(name, raw)
+    if exporter != "off":
+        needed = "opentelemetry.sdk"
+        if exporter == "otlp":
+            needed = "opentelemetry.exporter.otlp.proto.http"
+        if not _importable(needed):
+            raise SettingsError(
+                f"{name}={exporter} needs OpenTelemetry: pip install 'paylive[otel]'"
+            )
+    return exporter
+
+
+def _otel_file(name: str, raw: str) -> str:
+    path = raw.strip()
+    if not path:
+        raise SettingsError(f"{name} is required with PAYLIVE_OTEL_EXPORTER=file")
+    return path
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+STAFF_ROLES = ("viewer", "operator", "admin")
+_STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
+    """Each line ``name:role:token``; an error names the entry by its place, never by
+    its text, which may hold a token."""
+    entries: list[tuple[str, str, str]] = []
+    for number, line in enumerate(lines, 1):
+        staff, _, rest = line.partition(":")
+        role, _, token = rest.partition(":")
+        staff, role, token = staff.strip(), role.strip(), token.strip()
+        where = f"{name}: entry {number}"
+        if not _STAFF_NAME.match(staff):
+            raise SettingsError(
+                f"{where} must be name:role:token, the name 1 to 64 letters, digits or ._@-"
+            )
+        if role not in STAFF_ROLES:
+            raise SettingsError(f"{where}: the role must be {_or(STAFF_ROLES)}")
+        if len(token) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"{where}: the token must be at least {MIN_SECRET_LENGTH} characters"
+            )
+        entries.append((staff, role, token))
+    return entries
+
+
+def _staff(name: str, raw: str) -> tuple[tuple[str, str, str], ...]:
+    """Entries separated by commas or new lines; blank lines and lines starting with #
+    are skipped."""
+    lines = [part.strip() for line in raw.splitlines() for part in line.split(",")]
+    entries = _staff_entries(name, [ln for ln in lines if ln and not ln.startswith("#")])
+    tokens = [token for _, _, token in entries]
+    if len(set(tokens)) != len(tokens):
+        raise SettingsError(f"{name}: a token is listed twice")
+    return tuple(entries)
+
+
+def _staff_source(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """PAYLIVE_STAFF_TOKENS, or the file PAYLIVE_STAFF_TOKENS_FILE names (then errors
+    name the file's variable)."""
+    raw = (env.get("PAYLIVE_STAFF_TOKENS") or "").strip()
+    path = (env.get("PAYLIVE_STAFF_TOKENS_FILE") or "").strip()
+    if not path:
+        return "PAYLIVE_STAFF_TOKENS", raw
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(64 * 1024).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
+    # The same text twice is the file already read into the variable: not a clash.
+    if raw and raw != text:
+        raise SettingsError(
+            "PAYLIVE_STAFF_TOKENS and PAYLIVE_STAFF_TOKENS_FILE are both set: set only one"
+        )
+    return "PAYLIVE_STAFF_TOKENS_FILE", text
+
+
+def _proxies_source(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """PAYLIVE_TRUSTED_PROXIES; unset, uvicorn's FORWARDED_ALLOW_IPS (the variable this
+    one names for paylive)."""
+    raw = env.get("PAYLIVE_TRUSTED_PROXIES")
+    if (raw is None or not raw.strip()) and (env.get("FORWARDED_ALLOW_IPS") or "").strip():
+        return "FORWARDED_ALLOW_IPS", env.get("FORWARDED_ALLOW_IPS")
+    return "PAYLIVE_TRUSTED_PROXIES", raw
+
+
+def _webhooks_signed(values: Mapping[str, object]) -> None:
+    if values.get("merchant_webhook_url") and "merchant_webhook_secrets" not in values:
+        raise SettingsError(
+            "PAYLIVE_MERCHANT_WEBHOOK_SECRET is required with PAYLIVE_MERCHANT_WEBHOOK_URL: "
+            "the shop verifies every webhook with it"
+        )
+
+
+def _retention_archived(values: Mapping[str, object]) -> None:
+    retention = values.get("retention_after_end_ms")
+    if retention is not None and not values.get("database_url") and int(str(retention)) < _DAY:
+        raise SettingsError(
+            "PAYLIVE_REDIS_RETENTION_MS below 86400000 (24 h) needs PAYLIVE_DATABASE_URL: "
+            "without the archive, ended sessions would be forgotten sooner"
+        )
+
+
+def _stripe(values: Mapping[str, object]) -> bool:
+    return values.get("gateway") == "stripe"
+
+
+def _file_exporter(values: Mapping[str, object]) -> bool:
+    return values.get("otel_exporter") == "file"
+
+
+def _bounded(name: str, field: str, lo: int, hi: int, doc: str) -> Variable:
+    """An integer variable between ``lo`` and ``hi``."""
+    return Variable(name, field, _integer(lo, hi), doc, bounds=(lo, hi))
+
+
+_DAY = 24 * 3_600_000
+
+# Every variable paylive reads, in the order they are read (a row's ``when`` looks at
+# the rows above it). docs/configuration.md describes each PAYLIVE_* one exactly once
+# (tests/test_docs.py), and ``paylive serve --help`` lists them from here.
+# fmt: off
+VARIABLES: tuple[Variable, ...] = (
+    _bounded("PAYLIVE_ATTEMPT_TIMEOUT_MS", "attempt_timeout_ms", 50, 3_600_000,
+             "an attempt with no provider result by then is interrupted"),
+    _bounded("PAYLIVE_MAX_ATTEMPTS", "max_attempts", 1, 20, "attempts per session"),
+    _bounded("PAYLIVE_RETRY_DELAY_MS", "retry_delay_ms", 0, 3_600_000,
+             "wait after a failed attempt before the next"),
+    _bounded("PAYLIVE_SESSION_TTL_MS", "session_ttl_ms", 100, 30 * _DAY,
+             "unfinished sessions expire after this"),
+    _bounded("PAYLIVE_COUNTDOWN_INTERVAL_MS", "countdown_interval_ms", 20, 60_000,
+             "period of countdown messages"),
+    _bounded("PAYLIVE_SANDBOX_DELAY_MS", "sandbox_delay_ms", 0, 3_600_000,
+             "how long the sandbox provider takes to answer"),
+    _bounded("PORT", "port", 0, 65_535, "port paylive serve listens on (--port overrides)"),
+    _bounded("PAYLIVE_SEND_QUEUE_SIZE", "send_queue_size", 1, 100_000,
+             "messages queued per customer socket before it is closed with 1013"),
+    _bounded("PAYLIVE_HISTORY_CAP", "history_cap", 16, 100_000,
+             "durable events kept per session for since= replay"),
+    _bounded("PAYLIVE_REDIS_POOL_SIZE", "redis_pool_size", 1, 10_000,
+             "Redis connections per worker for commands"),
+    _bounded("PAYLIVE_REDIS_TIMEOUT_MS", "redis_timeout_ms", 50, 60_000,
+             "connect, read and pool-wait timeout of Redis commands"),
+    _bounded("PAYLIVE_EFFECT_REVIEW_AFTER_MS", "effect_review_after_ms", 100, 30 * _DAY,
+             "an effect unconfirmed this long flags its session for review"),
+    _bounded("PAYLIVE_EFFECT_RETRY_BASE_MS", "effect_retry_base_ms", 10, 3_600_000,
+             "first delay between tries of a failing effect (doubling)"),
+    _bounded("PAYLIVE_EFFECT_RETRY_CAP_MS", "effect_retry_cap_ms", 10, _DAY,
+             "the longest delay between tries of a failing effect"),
+    _bounded("PAYLIVE_HEADER_TIMEOUT_MS", "header_timeout_ms", 100, 600_000,
+             "a request's headers, then its body, must arrive within this"),
+    _bounded("PAYLIVE_MAX_CONNECTIONS", "max_connections", 1, 1_000_000,
+             "open connections per worker; past it 503 overloaded"),
+    _bounded("PAYLIVE_MAX_SOCKETS_PER_SESSION", "max_sockets_per_session", 1, 10_000,
+             "sockets on one session per worker; the next is closed with 1013"),
+    _bounded("PAYLIVE_DEMO_PER_MINUTE", "demo_per_minute", 1, 100_000,
+             "GET /demo sessions per client address a minute"),
+    _bounded("PAYLIVE_ARCHIVE_DAYS", "archive_days", 1, 36_500,
+             "how long the archive keeps a session and its events"),
+    _bounded("PAYLIVE_REDIS_RETENTION_MS", "retention_after_end_ms", 1_000, 30 * _DAY,
+             "how long an ended session is kept (shorter only with the archive)"),
+    _bounded("PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS", "merchant_webhook_timeout_ms", 100, 60_000,
+             "a 2xx within this is a delivery"),
+    _bounded("PAYLIVE_MERCHANT_RETRY_MS", "merchant_backoff_ms", 10, 3_600_000,
+             "first retry delay of a merchant webhook (doubling to 1 h)"),
+    _bounded("PAYLIVE_MERCHANT_RETRY_FOR_MS", "merchant_retry_for_ms", 100, 30 * _DAY,
+             "how long merchant webhooks are retried"),
+    _bounded("PAYLIVE_MAX_IN_FLIGHT", "max_in_flight", 1, 100_000,
+             "the most commands one worker works on at once (503 overloaded past it)"),
+    _bounded("PAYLIVE_MIN_IN_FLIGHT", "min_in_flight", 1, 100_000,
+             "the adaptive bound's floor"),
+    _bounded("PAYLIVE_LOOP_LAG_INTERVAL_MS", "loop_lag_interval_ms", 0, 10_000,
+             "period of the loop-lag timer (0: off)"),
+    _bounded("PAYLIVE_PROVIDER_DEADLINE_MS", "provider_deadline_ms", 100, 50_000,
+             "every provider call inside one request or timer ends within this"),
+    _bounded("PAYLIVE_MAX_IN_FLIGHT_PER_SESSION", "max_in_flight_per_session", 1, 100_000,
+             "commands in flight one session may hold (429 past it)"),
+    _bounded("PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS", "max_in_flight_per_address", 0, 100_000,
+             "commands in flight one client address may hold (0: all)"),
+    _bounded("PAYLIVE_SSE_HEARTBEAT_MS", "sse_heartbeat_ms", 100, 300_000,
+             "an idle event stream sends a comment this often"),
+    _bounded("PAYLIVE_STREAM_LIFETIME_MS", "stream_lifetime_ms", 1_000, _DAY,
+             "an event stream ends after this (the client reopens it)"),
+    _bounded("PAYLIVE_POLL_HOLD_MS", "poll_hold_ms", 0, 120_000,
+             "a long-poll with nothing new is held this long"),
+    _bounded("PAYLIVE_TICKET_TTL_MS", "ticket_ttl_ms", 1_000, 600_000,
+             "a ticket opens one stream, poll or socket within this"),
+    _bounded("PAYLIVE_DRAIN_MS", "drain_ms", 0, 600_000,
+             "a stopping worker closes its sockets spread over this (0: at once)"),
+    _bounded("PAYLIVE_OUTCOME_UNSEEN_MS", "outcome_unseen_ms", 0, 7 * _DAY,
+             "an outcome no checkout acknowledged by then makes session.outcome_unseen (0: never)"),
+    Variable("PAYLIVE_ENV", "env", _choice("development", "production", "test"),
+             "production refuses to start without its secrets and serves no demo"),
+    Variable("PAYLIVE_REDIS_URL", "redis_url", _redis_url,
+             "unset: in-memory engine, one process; set: the Redis engine", secret=True),
+    Variable("HOST", "host", _text, "address paylive serve listens on (--host overrides)"),
+    Variable("PAYLIVE_ALLOWED_ORIGINS", "allowed_origins", _origins,
+             "origins allowed to open sockets and call the API (CORS); unset: same origin"),
+    Variable("PAYLIVE_TRUSTED_PROXIES", "trusted_proxies", _proxies,
+             "proxies whose X-Forwarded-For is believed (addresses, networks, none or *)",
+             source=_proxies_source),
+    Variable("PAYLIVE_SANDBOX_AUTHORIZE_FIRST", "sandbox_authorize_first", _flag,
+             "the sandbox authorizes first and moves money on capture"),
+    Variable("PAYLIVE_ADAPTIVE_IN_FLIGHT", "adaptive_in_flight", _flag,
+             "the in-flight bound follows latency (0: fixed at the maximum)"),
+    Variable("PAYLIVE_REDIS_SHARDED_PUBSUB", "redis_sharded_pubsub", _flag,
+             "on Redis Cluster, SPUBLISH/SSUBSCRIBE (0: plain PUBLISH)"),
+    Variable("PAYLIVE_SANDBOX_WEBHOOK_URL", "sandbox_webhook_url", _text,
+             "where the sandbox posts its webhooks", shown="this server"),
+    Variable("PAYLIVE_GATEWAY", "gateway", _choice("sandbox", "stripe"),
+             "the payment provider: sandbox or stripe"),
+    Variable("PAYLIVE_ALLOW_SANDBOX", "allow_sandbox", _flag,
+             "production may run the sandbox on purpose, with no real money"),
+    Variable("PAYLIVE_STRIPE_SECRET_KEY", "stripe_secret_key", _stripe_key,
+             "sk_... or rk_...; required with stripe", secret=True, when=_stripe,
+             required=True),
+    Variable("PAYLIVE_STRIPE_WEBHOOK_SECRET", "stripe_webhook_secrets", _stripe_hooks,
+             "the webhook endpoint's whsec_... (a list while rotating); required with stripe",
+             secret=True, when=_stripe, required=True),
+    Variable("PAYLIVE_STRIPE_API_BASE", "stripe_api_base", _stripe_base,
+             "another server that speaks Stripe's API (localstripe in tests)", when=_stripe),
+    Variable("PAYLIVE_STRIPE_PUBLISHABLE_KEY", "stripe_publishable_key", _publishable,
+             "pk_... for checkout pages", when=_stripe),
+    Variable("PAYLIVE_MERCHANT_WEBHOOK_URL", "merchant_webhook_url", _web_url,
+             "where signed merchant events are posted; unset: no webhooks"),
+    Variable("PAYLIVE_MERCHANT_WEBHOOK_SECRET", "merchant_webhook_secrets",
+             _merchant_secrets, "signs merchant webhooks (Standard Webhooks whsec_...)",
+             secret=True, then=_webhooks_signed),
+    Variable("PAYLIVE_MERCHANT_EVENTS", "merchant_events", _choice(*MODES),
+             f"which merchant events are made: {_or(MODES)}"),
+    Variable("PAYLIVE_DATABASE_URL", "database_url", _database_url,
+             "postgresql://...: the archive in PostgreSQL", secret=True,
+             then=_retention_archived),
+    Variable("PAYLIVE_LOG_FORMAT", "log_format", _choice("text", "json", lower=True),
+             "log lines as text or one JSON object each"),
+    Variable("PAYLIVE_OTEL_EXPORTER", "otel_exporter", _exporter,
+             "OpenTelemetry spans: off, otlp or file"),
+    Variable("PAYLIVE_OTEL_FILE", "otel_file", _otel_file,
+             "with file: the JSON-lines file of the spans", when=_file_exporter,
+             required=True),
+    Variable("PAYLIVE_METRICS_TOKEN", "metrics_token", _token,
+             "GET /metrics asks for it as a bearer token", secret=True),
+    Variable("PAYLIVE_STAFF_TOKENS", "staff_tokens", _staff,
+             "named staff credentials, name:role:token separated by commas",
+             source=_staff_source),
+    Variable("PAYLIVE_STAFF_TOKENS_FILE", None, None,
+             "the same from a file, one a line (not with PAYLIVE_STAFF_TOKENS)"),
+    # The secrets a server cannot run without: generated when unset outside production.
+    Variable("PAYLIVE_API_KEY", "api_keys", _secrets,
+             "the merchant's key (a list while rotating)", generate=True, secret=True),
+    Variable("PAYLIVE_ADMIN_TOKEN", "admin_tokens", _secrets,
+             "the admin token (a list while rotating)", generate=True, secret=True),
+    Variable("PAYLIVE_SECRET", "signing_secrets", _secrets,
+             "signs client secrets (the first of a list signs)", generate=True,
+             secret=True),
+    Variable("PAYLIVE_WEBHOOK_SECRET", "webhook_secrets", _secrets,
+             "verifies sandbox webhooks (a list while rotating)", generate=True,
+             secret=True),
+)
+# fmt: on
 
 # Secrets that may also come from a file (``<NAME>_FILE``: the file's content, stripped),
-# as container orchestrators mount them. Another secret setting adds its name here
-# (PAYLIVE_STAFF_TOKENS reads its own file, one token a line).
-SECRET_VARIABLES: tuple[str, ...] = (
-    "PAYLIVE_API_KEY",
-    "PAYLIVE_ADMIN_TOKEN",
-    "PAYLIVE_SECRET",
-    "PAYLIVE_WEBHOOK_SECRET",
-    "PAYLIVE_STRIPE_SECRET_KEY",
-    "PAYLIVE_STRIPE_WEBHOOK_SECRET",
-    "PAYLIVE_MERCHANT_WEBHOOK_SECRET",
-    "PAYLIVE_DATABASE_URL",
-    "PAYLIVE_REDIS_URL",
-    "PAYLIVE_METRICS_TOKEN",
-)
+# as container orchestrators mount them (PAYLIVE_STAFF_TOKENS reads its own file, one
+# token a line).
+SECRET_VARIABLES: tuple[str, ...] = tuple(v.env for v in VARIABLES if v.secret)
 
 # A secret file is a few lines at most; anything bigger is a wrong path.
 _MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -363,360 +811,72 @@ def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
     return resolved
 
 
-def _split(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
-    """PAYLIVE_TRUSTED_PROXIES; unset, uvicorn's FORWARDED_ALLOW_IPS (the variable this
-    one names for paylive), else a proxy on the same host (loopback)."""
-    name = "PAYLIVE_TRUSTED_PROXIES"
-    raw = (env.get(name) or "").strip()
-    if not raw and (env.get("FORWARDED_ALLOW_IPS") or "").strip():
-        name, raw = "FORWARDED_ALLOW_IPS", str(env.get("FORWARDED_ALLOW_IPS")).strip()
-    if not raw:
-        return ("127.0.0.1", "::1")
-    if raw.lower() == "none":
-        return ()
-    entries = _split(raw)
-    if "*" in entries:
-        return ("*",)
-    parsed: list[str] = []
-    for entry in entries:
-        try:
-            # Networks as uvicorn reads them (10.1.2.3/8 is 10.0.0.0/8).
-            parsed.append(
-                str(ipaddress.ip_network(entry, strict=False))
-                if "/" in entry
-                else str(ipaddress.ip_address(entry))
-            )
-        except ValueError:
-            raise SettingsError(
-                f"{name} must list IP addresses or networks (such as 10.0.0.0/8), "
-                f"none, or *; got {entry!r}"
-            ) from None
-    return tuple(parsed)
-
-
-def _gateway_values(env: Mapping[str, str], mode: str) -> dict[str, object]:
-    """PAYLIVE_GATEWAY and the Stripe variables; production refuses the sandbox."""
-    gateway = (env.get("PAYLIVE_GATEWAY") or "sandbox").strip() or "sandbox"
-    if gateway not in ("sandbox", "stripe"):
-        raise SettingsError(f"PAYLIVE_GATEWAY must be sandbox or stripe, got {gateway!r}")
-    allow = (env.get("PAYLIVE_ALLOW_SANDBOX") or "0").strip()
-    if allow not in ("0", "1"):
-        raise SettingsError(f"PAYLIVE_ALLOW_SANDBOX must be 0 or 1, got {allow!r}")
-    values: dict[str, object] = {"gateway": gateway, "allow_sandbox": allow == "1"}
-    if gateway == "sandbox":
-        return values
-    key = (env.get("PAYLIVE_STRIPE_SECRET_KEY") or "").strip()
-    if not key.startswith(("sk_", "rk_")):
-        raise SettingsError(
-            "PAYLIVE_STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_... or "
-            "rk_...) with PAYLIVE_GATEWAY=stripe"
-        )
-    hooks = _split(env.get("PAYLIVE_STRIPE_WEBHOOK_SECRET") or "")
-    if not hooks or not all(h.startswith("whsec_") for h in hooks):
-        raise SettingsError(
-            "PAYLIVE_STRIPE_WEBHOOK_SECRET must be the endpoint's signing secret (whsec_...; "
-            "a comma-separated list while rotating) with PAYLIVE_GATEWAY=stripe"
-        )
-    base = (env.get("PAYLIVE_STRIPE_API_BASE") or "").strip().rstrip("/")
-    if base and not base.startswith(("http://", "https://")):
-        raise SettingsError(f"PAYLIVE_STRIPE_API_BASE must be an http(s) URL, got {base!r}")
-    publishable = (env.get("PAYLIVE_STRIPE_PUBLISHABLE_KEY") or "").strip()
-    if publishable and not publishable.startswith("pk_"):
-        raise SettingsError("PAYLIVE_STRIPE_PUBLISHABLE_KEY must be a publishable key (pk_...)")
-    values.update(
-        stripe_secret_key=key,
-        stripe_webhook_secrets=hooks,
-        stripe_api_base=base or None,
-        stripe_publishable_key=publishable,
-    )
+def _read(env: Mapping[str, str]) -> dict[str, object]:
+    """Each row of the table in order: its parsed value, for the variables that are set
+    (or required), and the rules across variables as their rows come."""
+    values: dict[str, object] = {}
+    for var in VARIABLES:
+        if var.parse is None or var.field is None:
+            continue
+        if var.when is not None and not var.when(values):
+            continue
+        name, raw = var.source(env) if var.source else (var.env, env.get(var.env))
+        if raw is not None and raw.strip():
+            values[var.field] = var.parse(name, raw)
+        elif var.required:
+            values[var.field] = var.parse(name, "")
+        if var.then is not None:
+            var.then(values)
     return values
 
 
-def _shop(env: Mapping[str, str], values: dict[str, object]) -> None:
-    """The merchant webhook and archive variables (docs/protocol.md section 6.8)."""
-    url = (env.get("PAYLIVE_MERCHANT_WEBHOOK_URL") or "").strip()
-    raw_secrets = (env.get("PAYLIVE_MERCHANT_WEBHOOK_SECRET") or "").strip()
-    if url:
-        if not url.startswith(("http://", "https://")):
-            raise SettingsError(
-                f"PAYLIVE_MERCHANT_WEBHOOK_URL must start with http:// or https://, got {url!r}"
-            )
-        if not raw_secrets:
-            raise SettingsError(
-                "PAYLIVE_MERCHANT_WEBHOOK_SECRET is required with PAYLIVE_MERCHANT_WEBHOOK_URL: "
-                "the shop verifies every webhook with it"
-            )
-        values["merchant_webhook_url"] = url
-    if raw_secrets:
-        parsed = _split(raw_secrets)
-        for entry in parsed:
-            try:
-                secret_key(entry)
-            except ValueError as exc:
-                raise SettingsError(
-                    f"PAYLIVE_MERCHANT_WEBHOOK_SECRET must list Standard Webhooks secrets "
-                    f"(whsec_ and the base64 of 24 to 64 random bytes): {exc}"
-                ) from None
-        values["merchant_webhook_secrets"] = parsed
-    events = (env.get("PAYLIVE_MERCHANT_EVENTS") or "").strip()
-    if events:
-        if events not in ("outcomes", "all"):
-            raise SettingsError(f"PAYLIVE_MERCHANT_EVENTS must be outcomes or all, got {events!r}")
-        values["merchant_events"] = events
-    database = (env.get("PAYLIVE_DATABASE_URL") or "").strip()
-    if database:
-        if not database.startswith(("postgres://", "postgresql://")):
-            raise SettingsError(
-                "PAYLIVE_DATABASE_URL must start with postgresql:// or postgres://, "
-                f"got {database.split('@')[-1]!r}"
-            )
-        values["database_url"] = database
-    retention = values.get("retention_after_end_ms")
-    if retention is not None and not database and int(str(retention)) < 24 * 3_600_000:
-        raise SettingsError(
-            "PAYLIVE_REDIS_RETENTION_MS below 86400000 (24 h) needs PAYLIVE_DATABASE_URL: "
-            "without the archive, ended sessions would be forgotten sooner"
-        )
-
-
-def _operations(env: Mapping[str, str], values: dict[str, object]) -> None:
-    """PAYLIVE_LOG_FORMAT, PAYLIVE_OTEL_EXPORTER (and _FILE), PAYLIVE_METRICS_TOKEN."""
-    log_format = (env.get("PAYLIVE_LOG_FORMAT") or "").strip().lower()
-    if log_format:
-        if log_format not in ("text", "json"):
-            raise SettingsError(f"PAYLIVE_LOG_FORMAT must be text or json, got {log_format!r}")
-        values["log_format"] = log_format
-    exporter = (env.get("PAYLIVE_OTEL_EXPORTER") or "").strip().lower() or "off"
-    if exporter not in ("off", "otlp", "file"):
-        raise SettingsError(f"PAYLIVE_OTEL_EXPORTER must be off, otlp or file, got {exporter!r}")
-    if exporter != "off":
-        needed = "opentelemetry.sdk"
-        if exporter == "otlp":
-            needed = "opentelemetry.exporter.otlp.proto.http"
-        if not _importable(needed):
-            raise SettingsError(
-                f"PAYLIVE_OTEL_EXPORTER={exporter} needs OpenTelemetry: pip install 'paylive[otel]'"
-            )
-    values["otel_exporter"] = exporter
-    path = (env.get("PAYLIVE_OTEL_FILE") or "").strip()
-    if exporter == "file":
-        if not path:
-            raise SettingsError("PAYLIVE_OTEL_FILE is required with PAYLIVE_OTEL_EXPORTER=file")
-        values["otel_file"] = path
-    token = (env.get("PAYLIVE_METRICS_TOKEN") or "").strip()
-    if token:
-        if len(token) < MIN_SECRET_LENGTH:
-            raise SettingsError(
-                f"PAYLIVE_METRICS_TOKEN must be at least {MIN_SECRET_LENGTH} characters long"
-            )
-        values["metrics_token"] = token
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-STAFF_ROLES = ("viewer", "operator", "admin")
-_STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-
-
-def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
-    """Each line ``name:role:token``; an error names the entry by its place, never by
-    its text, which may hold a token."""
-    entries: list[tuple[str, str, str]] = []
-    for number, line in enumerate(lines, 1):
-        staff, _, rest = line.partition(":")
-        role, _, token = rest.partition(":")
-        staff, role, token = staff.strip(), role.strip(), token.strip()
-        where = f"{name}: entry {number}"
-        if not _STAFF_NAME.match(staff):
-            raise SettingsError(
-                f"{where} must be name:role:token, the name 1 to 64 letters, digits or ._@-"
-            )
-        if role not in STAFF_ROLES:
-            raise SettingsError(f"{where}: the role must be viewer, operator or admin")
-        if len(token) < MIN_SECRET_LENGTH:
-            raise SettingsError(
-                f"{where}: the token must be at least {MIN_SECRET_LENGTH} characters"
-            )
-        entries.append((staff, role, token))
-    return entries
-
-
-def _staff(env: Mapping[str, str], values: dict[str, object]) -> None:
-    """PAYLIVE_STAFF_TOKENS (entries separated by commas or new lines) or
-    PAYLIVE_STAFF_TOKENS_FILE (the same in a file, one a line; blank lines and lines
-    starting with # are skipped)."""
-    raw = (env.get("PAYLIVE_STAFF_TOKENS") or "").strip()
-    name = "PAYLIVE_STAFF_TOKENS"
-    path = (env.get("PAYLIVE_STAFF_TOKENS_FILE") or "").strip()
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read(64 * 1024).strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
-        # The same text twice is the file already read into the variable: not a clash.
-        if raw and raw != text:
-            raise SettingsError(
-                "PAYLIVE_STAFF_TOKENS and PAYLIVE_STAFF_TOKENS_FILE are both set: set only one"
-            )
-        raw, name = text, "PAYLIVE_STAFF_TOKENS_FILE"
-    lines = [part.strip() for line in raw.splitlines() for part in line.split(",")]
-    entries = _staff_entries(name, [ln for ln in lines if ln and not ln.startswith("#")])
-    tokens = [token for _, _, token in entries]
-    if len(set(tokens)) != len(tokens):
-        raise SettingsError(f"{name}: a token is listed twice")
-    if entries:
-        values["staff_tokens"] = tuple(entries)
-
-
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Read docs/protocol.md section 1 from ``environ``; raise SettingsError naming a bad variable.
-
-    Outside production, a missing API key, admin token or signing secret is generated
-    (and listed in ``generated`` so that ``paylive serve`` can print it).
-    """
-    env = resolve_secret_files(os.environ if environ is None else environ)
-    values: dict[str, object] = {}
-    for name, (attr, lo, hi) in _INT_VARS.items():
-        raw = env.get(name)
-        if raw is not None and raw.strip() != "":
-            values[attr] = _parse_int(name, raw, lo, hi)
-
-    mode = env.get("PAYLIVE_ENV", "development").strip() or "development"
-    if mode not in ("development", "production", "test"):
-        raise SettingsError(f"PAYLIVE_ENV must be development, production or test, got {mode!r}")
-    values["env"] = mode
-
-    redis_url = (env.get("PAYLIVE_REDIS_URL") or "").strip() or None
-    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(
-            f"PAYLIVE_REDIS_URL must start with redis://, rediss:// or unix://, got {redis_url!r}"
-        )
-    values["redis_url"] = redis_url
-
-    host = (env.get("HOST") or "").strip()
-    if host:
-        values["host"] = host
-
-    origins = env.get("PAYLIVE_ALLOWED_ORIGINS")
-    if origins is not None and origins.strip():
-        parsed = _split(origins)
-        for origin in parsed:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise SettingsError(
-                    "PAYLIVE_ALLOWED_ORIGINS must list origins such as https://shop.example, "
-                    f"got {origin!r}"
-                )
-        values["allowed_origins"] = parsed
-
-    values["trusted_proxies"] = _trusted_proxies(env)
-
-    authorize = (env.get("PAYLIVE_SANDBOX_AUTHORIZE_FIRST") or "").strip().lower()
-    if authorize:
-        if authorize not in _FLAGS:
-            raise SettingsError(
-                f"PAYLIVE_SANDBOX_AUTHORIZE_FIRST must be 1 or 0 (true or false), got {authorize!r}"
-            )
-        values["sandbox_authorize_first"] = _FLAGS[authorize]
-
-    adaptive = (env.get("PAYLIVE_ADAPTIVE_IN_FLIGHT") or "").strip().lower()
-    if adaptive:
-        if adaptive not in _FLAGS:
-            raise SettingsError(
-                f"PAYLIVE_ADAPTIVE_IN_FLIGHT must be 1 or 0 (true or false), got {adaptive!r}"
-            )
-        values["adaptive_in_flight"] = _FLAGS[adaptive]
-
-    sharded = (env.get("PAYLIVE_REDIS_SHARDED_PUBSUB") or "").strip().lower()
-    if sharded:
-        if sharded not in _FLAGS:
-            raise SettingsError(
-                f"PAYLIVE_REDIS_SHARDED_PUBSUB must be 1 or 0 (true or false), got {sharded!r}"
-            )
-        values["redis_sharded_pubsub"] = _FLAGS[sharded]
-
-    webhook_url = (env.get("PAYLIVE_SANDBOX_WEBHOOK_URL") or "").strip()
-    if webhook_url:
-        values["sandbox_webhook_url"] = webhook_url
-
-    values.update(_gateway_values(env, mode))
-    _shop(env, values)
-    _operations(env, values)
-    _staff(env, values)
-
+def _check(values: dict[str, object]) -> list[str]:
+    """The secrets generated when unset (their names returned), or refused missing in
+    production, and production's refusal of the sandbox."""
+    production = values.get("env") == "production"
+    gateway = values.get("gateway", _FIELDS["gateway"].default)
     generated: list[str] = []
     missing: list[str] = []
-    for name, one, many in (
-        ("PAYLIVE_API_KEY", "api_key", "api_keys"),
-        ("PAYLIVE_ADMIN_TOKEN", "admin_token", "admin_tokens"),
-        ("PAYLIVE_SECRET", "secret", "signing_secrets"),
-        ("PAYLIVE_WEBHOOK_SECRET", None, "webhook_secrets"),
-    ):
-        raw = (env.get(name) or "").strip()
-        if raw:
-            # Every secret is a list (rotation: the first signs, all are accepted);
-            # each entry is held to the rule.
-            entries = _split(raw)
-            if not entries:
-                raise SettingsError(f"{name} lists no value")
-            for entry in entries:
-                if len(entry) < MIN_SECRET_LENGTH:
-                    which = " entry" if len(entries) > 1 else ""
-                    raise SettingsError(
-                        f"{name}{which} must be at least {MIN_SECRET_LENGTH} characters long"
-                    )
-            if len(set(entries)) != len(entries):
-                raise SettingsError(f"{name} lists the same value twice")
-            values[many] = entries
-            if one is not None:
-                values[one] = entries[0]
+    for var in VARIABLES:
+        if not var.generate or var.field is None or var.field in values:
             continue
         # With Stripe the sandbox's webhook is off, so its secret is not needed.
-        if mode == "production" and not (
-            name == "PAYLIVE_WEBHOOK_SECRET" and values["gateway"] == "stripe"
-        ):
-            missing.append(name)
+        if production and not (var.env == "PAYLIVE_WEBHOOK_SECRET" and gateway == "stripe"):
+            missing.append(var.env)
             continue
-        if name == "PAYLIVE_SECRET" and redis_url is not None:
+        if var.env == "PAYLIVE_SECRET" and values.get("redis_url") is not None:
             # Workers must agree on the secret that signs client secrets.
             raise SettingsError(
                 "PAYLIVE_SECRET is required with PAYLIVE_REDIS_URL: every worker must sign "
                 "client secrets with the same key"
             )
-        token = secrets.token_urlsafe(24)
-        values[many] = (token,)
-        if one is not None:
-            values[one] = token
-        generated.append(name)
+        values[var.field] = (secrets.token_urlsafe(24),)
+        generated.append(var.env)
     if missing:
         raise SettingsError("PAYLIVE_ENV=production refuses to start without " + ", ".join(missing))
-    if mode == "production" and values["gateway"] == "sandbox" and not values["allow_sandbox"]:
+    if production and gateway == "sandbox" and not values.get("allow_sandbox"):
         raise SettingsError(
             "PAYLIVE_ENV=production refuses the sandbox gateway (any card that passes the "
             "Luhn check pays): set PAYLIVE_GATEWAY=stripe, or PAYLIVE_ALLOW_SANDBOX=1 to "
             "run production with no real money on purpose"
         )
-    values["generated"] = tuple(generated)
+    return generated
 
-    for one, many in (
-        ("api_key", "api_keys"),
-        ("admin_token", "admin_tokens"),
-        ("secret", "signing_secrets"),
-    ):
-        if many in overrides and one not in overrides:
-            values.pop(one, None)
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read the variables of ``VARIABLES`` from ``environ``; raise SettingsError naming
+    a bad variable.
+
+    Outside production, a missing API key, admin token or signing secret is generated
+    (and listed in ``generated`` so that ``paylive serve`` can print it). ``overrides``
+    set fields directly (tests, embedding); a list of secrets given alone brings its
+    first entry as the single value (``Settings.__post_init__``).
+    """
+    env = resolve_secret_files(os.environ if environ is None else environ)
+    values = _read(env)
+    values["generated"] = tuple(_check(values))
     values.update(overrides)
-    known = {f.name for f in dataclasses.fields(Settings)}
-    unknown = set(values) - known
+    unknown = set(values) - set(_FIELDS)
     if unknown:
         raise SettingsError(f"unknown settings: {sorted(unknown)}")
     settings = Settings(**values)  # type: ignore[arg-type]
@@ -725,3 +885,33 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             "PAYLIVE_EFFECT_RETRY_CAP_MS must be at least PAYLIVE_EFFECT_RETRY_BASE_MS"
         )
     return settings
+
+
+def describe() -> str:
+    """The variables for ``paylive serve --help``: each with its default, its bounds and
+    its line, in the table's order."""
+    lines = ["environment variables (secrets also as <NAME>_FILE):"]
+    for var in VARIABLES:
+        bounds = f", {var.bounds[0]}..{var.bounds[1]}" if var.bounds else ""
+        lines.append(f"  {var.env} (default: {var.default}{bounds})")
+        lines.append(f"      {var.doc}")
+    return "\n".join(lines)
+
+
+def machine_rules(settings: Settings) -> Rules:
+    """The part of the settings the machine decides by (the core never reads settings)."""
+    return Rules(
+        attempt_timeout_ms=settings.attempt_timeout_ms,
+        max_attempts=settings.max_attempts,
+        retry_delay_ms=settings.retry_delay_ms,
+        session_ttl_ms=settings.session_ttl_ms,
+        effect_retry_base_ms=settings.effect_retry_base_ms,
+        effect_retry_cap_ms=settings.effect_retry_cap_ms,
+        effect_review_after_ms=settings.effect_review_after_ms,
+        merchant_events=settings.merchant_events,
+        webhooks=settings.merchant_webhook_url is not None,
+        merchant_retry_base_ms=settings.merchant_backoff_ms,
+        merchant_retry_cap_ms=settings.merchant_backoff_cap_ms,
+        merchant_retry_for_ms=settings.merchant_retry_for_ms,
+        outcome_unseen_ms=settings.outcome_unseen_ms,
+    )

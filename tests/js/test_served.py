@@ -39,7 +39,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def get(url: str) -> httpx.Response:
-    transport = httpx.ASGITransport(app=Starlette(routes=pages.routes()))
+    transport = httpx.ASGITransport(app=Starlette(routes=pages.routes))
     async with httpx.AsyncClient(transport=transport, base_url="http://paylive") as client:
         return await client.get(url)
 

@@ -1,17 +1,12 @@
-"""The door (web/admission.py): which requests pass it, and how many at once."""
+"""The door (web/admission.py, limits/admission.py): which requests pass it, and how
+many at once."""
 
 from __future__ import annotations
 
 import pytest
 
-from paylive.web.admission import (
-    ADDRESS_SHARE,
-    OVERLOADED,
-    SESSION_SHARE,
-    Admission,
-    is_command,
-    session_of,
-)
+from paylive.limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
+from paylive.web.admission import is_command, session_of
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
-"""The adaptive in-flight limit (``web.limit.GradientLimit``), driven by latencies."""
+"""The adaptive in-flight limit (``limits.gradient.GradientLimit``), driven by latencies."""
 
 from __future__ import annotations
 
-from paylive.web.limit import GradientLimit
+from paylive.limits.gradient import GradientLimit
 
 
 def _drive(limit: GradientLimit, rtt: float, samples: int, busy: bool = True) -> None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from paylive.core.machine import Rules
-from paylive.settings import SettingsError, load_settings
+from paylive.settings import SettingsError, load_settings, machine_rules
 
 SECRETS = {
     "PAYLIVE_API_KEY": "k" * 20,
@@ -123,11 +123,13 @@ def test_redis_limits_are_settings() -> None:
 
 
 def test_the_machine_rules_come_from_settings_alone() -> None:
-    rules = Rules.of(load_settings({}))
+    rules = machine_rules(load_settings({}))
     assert rules == Rules(
         attempt_timeout_ms=30_000, max_attempts=3, retry_delay_ms=2_000, session_ttl_ms=900_000
     )
-    tuned = Rules.of(load_settings({"PAYLIVE_MAX_ATTEMPTS": "5", "PAYLIVE_RETRY_DELAY_MS": "0"}))
+    tuned = machine_rules(
+        load_settings({"PAYLIVE_MAX_ATTEMPTS": "5", "PAYLIVE_RETRY_DELAY_MS": "0"})
+    )
     assert (tuned.max_attempts, tuned.retry_delay_ms) == (5, 0)
 
 
@@ -147,7 +149,7 @@ def test_the_outbox_is_configured_by_its_variables() -> None:
             "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "true",
         }
     )
-    rules = Rules.of(tuned)
+    rules = machine_rules(tuned)
     assert (rules.effect_review_after_ms, rules.effect_retry_base_ms) == (60_000, 50)
     assert rules.effect_retry_cap_ms == 50 and tuned.sandbox_authorize_first is True
     with pytest.raises(SettingsError, match="PAYLIVE_EFFECT_RETRY_CAP_MS must be at least"):
@@ -238,3 +240,46 @@ def test_speed_settings() -> None:
         {"PAYLIVE_REDIS_SHARDED_PUBSUB": "0", "PAYLIVE_LOOP_LAG_INTERVAL_MS": "0"}
     )
     assert tuned.redis_sharded_pubsub is False and tuned.loop_lag_interval_ms == 0
+
+
+def test_serve_help_lists_every_variable_of_the_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from paylive.server.cli import main
+    from paylive.settings import VARIABLES
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    helped = capsys.readouterr().out
+    for var in VARIABLES:
+        assert f"  {var.env} (default: {var.default}" in helped
+    assert "PAYLIVE_MAX_ATTEMPTS (default: 3, 1..20)" in helped
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PAYLIVE_ALLOW_SANDBOX",
+        "PAYLIVE_SANDBOX_AUTHORIZE_FIRST",
+        "PAYLIVE_ADAPTIVE_IN_FLIGHT",
+        "PAYLIVE_REDIS_SHARDED_PUBSUB",
+    ],
+)
+def test_every_yes_no_variable_is_read_alike(name: str) -> None:
+    from paylive.settings import VARIABLES
+
+    field = next(var.field for var in VARIABLES if var.env == name)
+    assert field is not None
+    for raw, value in (("1", True), ("TRUE", True), ("yes", True), ("0", False), ("No", False)):
+        assert getattr(load_settings({name: raw}), field) is value
+    with pytest.raises(SettingsError, match=f"{name} must be 1 or 0 \\(true or false\\)"):
+        load_settings({name: "maybe"})
+
+
+def test_merchant_event_modes_are_the_cores() -> None:
+    from paylive.core.merchant import MODES
+
+    for mode in MODES:
+        assert load_settings({"PAYLIVE_MERCHANT_EVENTS": mode}).merchant_events == mode
+    with pytest.raises(SettingsError, match="must be outcomes or all, got 'some'"):
+        load_settings({"PAYLIVE_MERCHANT_EVENTS": "some"})

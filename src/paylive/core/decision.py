@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..settings import Settings
 from .codec import Message
 from .effects import CANCELLED, CAPTURE, VOID, GatewayEffect
 from .protocol import ErrorCode
@@ -15,7 +14,8 @@ from .session import A_VOIDED, Session
 
 @dataclass(frozen=True)
 class Rules:
-    """The part of ``Settings`` the machine decides by; ``Rules.of`` is the only source."""
+    """What the machine decides by: a value, built from the settings by
+    ``paylive.settings.machine_rules`` (the only source outside tests)."""
 
     attempt_timeout_ms: int
     max_attempts: int
@@ -36,24 +36,6 @@ class Rules:
     # An ended session whose outcome no checkout acknowledged this long after it ended
     # makes session.outcome_unseen (0: never; core/receipt.py).
     outcome_unseen_ms: int = 120_000
-
-    @classmethod
-    def of(cls, settings: Settings) -> Rules:
-        return cls(
-            attempt_timeout_ms=settings.attempt_timeout_ms,
-            max_attempts=settings.max_attempts,
-            retry_delay_ms=settings.retry_delay_ms,
-            session_ttl_ms=settings.session_ttl_ms,
-            effect_retry_base_ms=settings.effect_retry_base_ms,
-            effect_retry_cap_ms=settings.effect_retry_cap_ms,
-            effect_review_after_ms=settings.effect_review_after_ms,
-            merchant_events=settings.merchant_events,
-            webhooks=settings.merchant_webhook_url is not None,
-            merchant_retry_base_ms=settings.merchant_backoff_ms,
-            merchant_retry_cap_ms=settings.merchant_backoff_cap_ms,
-            merchant_retry_for_ms=settings.merchant_retry_for_ms,
-            outcome_unseen_ms=settings.outcome_unseen_ms,
-        )
 
 
 @dataclass(frozen=True)

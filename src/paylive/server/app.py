@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ..core.protocol import CloseCode, ErrorCode
+from ..limits.admission import Admission
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..telemetry import context, tracing
@@ -31,7 +32,7 @@ from ..web import (
     tickets,
     webhooks,
 )
-from ..web.admission import Admission, Door
+from ..web.admission import Door
 from ..web.admission import serve as serve_admission
 from ..web.errors import error_body
 from ..web.observe import Observe

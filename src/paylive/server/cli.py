@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Sequence
 
 from .. import __version__
-from ..settings import Settings, SettingsError, load_settings
+from ..settings import Settings, SettingsError, describe, load_settings
 from .logs import announce, log_config
 
 
@@ -136,6 +136,13 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
+class _ServeHelp(_Help):
+    """Its description and the list of variables (``settings.describe``) kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="paylive",
@@ -148,10 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve = commands.add_parser(
         "serve",
         help="run the server",
-        formatter_class=_Help,
-        description="Run the server. Settings come from the environment (PAYLIVE_*, "
-        "HOST, PORT; secrets also from <NAME>_FILE); a bad value stops it naming the "
-        "variable.",
+        formatter_class=_ServeHelp,
+        description="Run the server. Settings come from the environment: the variables below\n"
+        "(docs/configuration.md), secrets also from <NAME>_FILE. A bad value stops it,\n"
+        "naming the variable.",
+        epilog=describe(),
     )
     p_serve.add_argument(
         "--host", default=None, help="address to listen on [env: HOST] (default: 127.0.0.1)"

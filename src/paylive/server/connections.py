@@ -313,7 +313,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         )
         # Answered: on_body and on_message_complete drop what follows.
         self.cycle.response_complete = True
-        kept, closing = door.refusal
+        kept, closing = admission.raw_refusal(door.retry_after_s)
         self.transport.write(kept if keep_alive else closing)
         if keep_alive:
             self.on_response_complete()

@@ -30,7 +30,6 @@ from ..core.machine import (
     NeedsVoid,
     ProviderResult,
     Reference,
-    Rules,
     Tick,
     decide,
     new_session,
@@ -41,7 +40,7 @@ from ..core.session import A_PROCESSING, Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
-from ..settings import Settings
+from ..settings import Settings, machine_rules
 from ..telemetry import context, tracing
 
 log = logging.getLogger("paylive.service")
@@ -79,7 +78,7 @@ class PaymentService:
         self.engine = engine
         self.gateway = gateway
         self.clock = clock
-        self.rules = Rules.of(settings)
+        self.rules = machine_rules(settings)
 
     async def create(
         self, order_id: str, amount: int, currency: str, metadata: dict[str, object]

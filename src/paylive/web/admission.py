@@ -1,4 +1,6 @@
-"""The door: commands in flight on this worker, and the refusal of one too many.
+"""The door at the HTTP edge: which requests are commands, and the refusal of one too
+many as an HTTP answer. The count itself (places, shares, the adaptive limit) is
+``limits.admission``'s; what follows is the door as a whole.
 
 Overload is shed at the door, by what is already in flight, not by how long a
 request has waited: past ``max_in_flight`` commands being worked on by this worker,
@@ -30,31 +32,21 @@ work they ask of it.)
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import metrics
-from ..core.protocol import ErrorCode
 from ..errors import Refused
+from ..limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
 from ..settings import Settings
 from . import bodies
 from .auth import identify
 from .errors import error_body, http_status
-from .limit import GradientLimit
 
-OVERLOADED = Refused(ErrorCode.OVERLOADED, "this worker has too much work in flight; retry shortly")
-SESSION_SHARE = Refused(
-    ErrorCode.RATE_LIMITED, "this session has too many commands in flight; wait for them"
-)
-ADDRESS_SHARE = Refused(
-    ErrorCode.RATE_LIMITED, "this address has too many commands in flight; wait for them"
-)
 # POST /api/sessions, and POST /api/sessions/{id}/<command>.
 _COMMANDS = re.compile(
     r"/api/sessions(?:/([^/]+)/(?:attempts|interrupt|cancel|complete|check|seen))?/?"
@@ -96,116 +88,32 @@ def _answer(exc: Refused, retry_after_s: int | None) -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
-class Admission:
-    """Commands in flight with a limit, and each session's and address's share of it
-    (one per worker)."""
-
-    def __init__(
-        self,
-        limit: int,
-        retry_after_s: int,
-        per_session: int | None = None,
-        per_address: int | None = None,
-        adaptive: GradientLimit | None = None,
-    ) -> None:
-        # The limit is fixed, or (with ``adaptive``) follows the commands' measured
-        # latency (``web.limit``); the shares are of the most it may be.
-        self._fixed = limit
-        self.adaptive = adaptive
-        # When each command in flight came in, by the task that runs it (the one that
-        # calls enter and leave): its latency feeds the adaptive limit.
-        self._started: dict[asyncio.Task[Any] | None, float] = {}
-        self.per_session = per_session or limit
-        self.per_address = per_address or limit
-        self.in_flight = 0
-        self._sessions: dict[str, int] = {}
-        self._addresses: dict[str, int] = {}
-        self._refusals = {
-            exc.message: _answer(exc, retry_after_s)
-            for exc in (OVERLOADED, SESSION_SHARE, ADDRESS_SHARE)
-        }
-        body = json.dumps(error_body(OVERLOADED.code, OVERLOADED.message)).encode()
-        head = b"HTTP/1.1 %d Service Unavailable\r\n" % http_status(OVERLOADED.code)
-        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
-        head += b"retry-after: %d\r\n" % retry_after_s
-        self._raw = (head + b"\r\n" + body, head + b"connection: close\r\n\r\n" + body)
-
-    @classmethod
-    def of(cls, settings: Settings) -> Admission:
-        return cls(
-            settings.max_in_flight,
-            settings.overload_retry_after_s,
-            settings.max_in_flight_per_session,
-            settings.max_in_flight_per_address,
-            in_flight_limit(settings),
-        )
-
-    @property
-    def limit(self) -> int:
-        return self.adaptive.limit if self.adaptive is not None else self._fixed
-
-    @property
-    def full(self) -> bool:
-        """No place left: the next command is refused (the protocol asks this before
-        it reads a body or makes a task)."""
-        return self.in_flight >= self.limit
-
-    @property
-    def refusal(self) -> tuple[bytes, bytes]:
-        """The HTTP/1.1 refusal as bytes for the protocol: kept alive, and closing."""
-        return self._raw
-
-    def enter(self, session: str | None = None, address: str | None = None) -> Refused | None:
-        """Take a place for one command of ``session`` from ``address``; the refusal
-        (counted) when the worker is full or their share is taken."""
-        if self.full:
-            metrics.OVERLOADED.inc()
-            return OVERLOADED
-        if session is not None and self._sessions.get(session, 0) >= self.per_session:
-            return SESSION_SHARE
-        if address is not None and self._addresses.get(address, 0) >= self.per_address:
-            return ADDRESS_SHARE
-        self.in_flight += 1
-        metrics.IN_FLIGHT.inc()
-        if self.adaptive is not None:
-            self._started[_task()] = time.monotonic()
-        if session is not None:
-            self._sessions[session] = self._sessions.get(session, 0) + 1
-        if address is not None:
-            self._addresses[address] = self._addresses.get(address, 0) + 1
-        return None
-
-    def leave(self, session: str | None = None, address: str | None = None) -> None:
-        if self.adaptive is not None:
-            started = self._started.pop(_task(), None)
-            if started is not None:
-                self.adaptive.sample(time.monotonic() - started, self.in_flight)
-                metrics.IN_FLIGHT_LIMIT.set(self.adaptive.limit)
-        self.in_flight -= 1
-        metrics.IN_FLIGHT.dec()
-        for counts, key in ((self._sessions, session), (self._addresses, address)):
-            if key is not None:
-                left = counts.get(key, 0) - 1
-                if left > 0:
-                    counts[key] = left
-                else:
-                    counts.pop(key, None)
-
-    async def refuse(self, send: Send, refusal: Refused = OVERLOADED) -> None:
-        """Answer an HTTP command refused at the door."""
-        start, body = self._refusals[refusal.message]
-        await send(start)
-        await send(body)
+@functools.cache
+def _prepared(retry_after_s: int) -> dict[str, tuple[Message, Message]]:
+    """The HTTP answer of each refusal at the door, made once: under overload the
+    refusals are most of the requests."""
+    return {
+        exc.message: _answer(exc, retry_after_s)
+        for exc in (OVERLOADED, SESSION_SHARE, ADDRESS_SHARE)
+    }
 
 
-def in_flight_limit(settings: Settings) -> GradientLimit | None:
-    """The adaptive bound on commands in flight (None: the fixed ``max_in_flight``). It
-    starts at half the maximum and finds its level from the commands' latency."""
-    if not settings.adaptive_in_flight:
-        return None
-    high = settings.max_in_flight
-    low = min(settings.min_in_flight, high)
-    return GradientLimit(initial=max(low, high // 2), min_limit=low, max_limit=high)
+@functools.cache
+def raw_refusal(retry_after_s: int) -> tuple[bytes, bytes]:
+    """The HTTP/1.1 ``overloaded`` refusal as bytes for the connection protocol: kept
+    alive, and closing."""
+    body = json.dumps(error_body(OVERLOADED.code, OVERLOADED.message)).encode()
+    head = b"HTTP/1.1 %d Service Unavailable\r\n" % http_status(OVERLOADED.code)
+    head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    head += b"retry-after: %d\r\n" % retry_after_s
+    return head + b"\r\n" + body, head + b"connection: close\r\n\r\n" + body
+
+
+async def refuse(send: Send, door: Admission, refusal: Refused = OVERLOADED) -> None:
+    """Answer an HTTP command refused at ``door``."""
+    start, body = _prepared(door.retry_after_s)[refusal.message]
+    await send(start)
+    await send(body)
 
 
 # This worker's admission, for the connection protocol (``server.connections``),
@@ -221,13 +129,6 @@ def serve(admission: Admission | None) -> None:
 
 def current() -> Admission | None:
     return _worker
-
-
-def _task() -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
 
 
 class Door:
@@ -263,7 +164,7 @@ class Door:
         session, address = session_of(scope), address_of(scope)
         refusal = door.enter(session, address)
         if refusal is not None:
-            await door.refuse(send, refusal)
+            await refuse(send, door, refusal)
             return
         replayed = False
 
