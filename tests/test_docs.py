@@ -1,8 +1,10 @@
 """The docs stay true: the README's pictures exist and stay small (scripts/screenshots.py
-makes them), every setting is described once, and links lead somewhere."""
+makes them), every setting is described once (in docs/configuration.md, and in no other
+doc's table), and links lead somewhere."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -63,6 +65,33 @@ def test_every_variable_the_settings_read_is_documented_once() -> None:
     contract = (ROOT / "docs/protocol.md").read_text()
     missing = sorted(name for name in names if f"`{name}`" not in contract)
     assert not missing, f"docs/protocol.md does not name {missing}"
+
+
+def _markdown() -> list[Path]:
+    """Every markdown file of the repository (not the venv's, node's or git's)."""
+    found: list[Path] = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "node_modules"]
+        found += [Path(folder) / name for name in files if name.endswith(".md")]
+    return sorted(found)
+
+
+def test_no_other_doc_describes_a_variable_in_a_table_row() -> None:
+    """docs/configuration.md is the one description of each variable: a table row that
+    starts with a PAYLIVE_* name anywhere else is a second description, which drifts
+    (the protocol named the API key's default "unset" while this page said
+    "generated"). Other docs name a variable in prose, for what they promise of it."""
+    table = ROOT / "docs/configuration.md"
+    docs = _markdown()
+    assert table in docs and ROOT / "docs/protocol.md" in docs
+    rows = [
+        f"{doc.relative_to(ROOT)}:{number}: {line[:60]}"
+        for doc in docs
+        if doc != table
+        for number, line in enumerate(doc.read_text(errors="replace").splitlines(), 1)
+        if line.startswith("| `PAYLIVE_")
+    ]
+    assert not rows, "described outside docs/configuration.md:\n" + "\n".join(rows)
 
 
 def test_each_documented_default_is_the_settings_default() -> None:
