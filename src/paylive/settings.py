@@ -90,7 +90,7 @@ class Settings:
     otel_file: str | None = None
     metrics_token: str = ""
 
-    # Limits. Not in the protocol's table, but each is one field so it can be tuned.
+    # Limits: each is one field so that it can be tuned (docs/configuration.md).
     max_body_bytes: int = 16 * 1024
     max_message_bytes: int = 4 * 1024
     send_queue_size: int = 256
