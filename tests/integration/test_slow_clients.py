@@ -172,7 +172,8 @@ def test_a_worker_at_its_connection_limit_still_answers_a_fresh_customer() -> No
             asked = time.monotonic()
             statuses = []
             with httpx.Client(base_url=srv.url, timeout=1) as http:
-                while time.monotonic() - asked < 1:
+                # At least one try, however late the loop starts on a loaded machine.
+                while not statuses or time.monotonic() - asked < 1:
                     reply = http.post(
                         "/api/sessions",
                         json={"order_id": "fresh", "amount": 100, "currency": "EUR"},
