@@ -1,6 +1,30 @@
+"""The fixtures more than one tier uses, and the suite's scheduling.
+
+Every fixture has one home: this file for those of several tiers, a tier's
+``conftest.py`` for those of one tier (``tests/test_suite_layout.py`` fails on a
+fixture name defined twice). A module says what it needs of a shared fixture by
+module-level names:
+
+- ``SERVER_ENV``: the ``server`` fixture's environment: a dict, or a function of the
+  fixture request that returns one (it may ask for other fixtures, such as
+  ``receiver`` or ``localstripe``, with ``request.getfixturevalue``, and read an
+  indirect parameter as ``request.param``);
+- ``CHECK_SERVER_LOG``: a function that the server's whole output, once it stopped,
+  is given to (it asserts what the log must not hold);
+- ``RECEIVER_SECRET``: the shop's webhook secret the ``receiver`` fixture checks.
+"""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
+
+from .support import redisproc
+from .support.localstripe import LocalStripe
+from .support.receiver import Receiver
+from .support.servers import Server
 
 # The suite runs in parallel (pytest-xdist, ``--dist loadgroup`` in pyproject.toml):
 # a file's tests stay together on one process, with the servers its fixtures start.
@@ -8,14 +32,88 @@ import pytest
 # process, so that they run one after the other and never beside each other.
 HEAVY = frozenset({"tests/load/test_restart.py", "tests/load/test_bench.py"})
 
+# The groups that take longest (wall seconds measured on the 2-core machine) are handed
+# out first, so that no long file starts last and keeps one process busy alone at the
+# end. Files not listed are short and keep their collection order after these.
+LONGEST_FIRST = [
+    "heavy",
+    "tests/browser/test_accessibility.py",
+    "tests/fuzz/test_openapi.py",
+    "tests/browser/test_browser.py",
+    "tests/browser/test_transports.py",
+    "tests/integration/test_scaleout.py",
+    "tests/integration/test_observability.py",
+    "tests/integration/test_slow_clients.py",
+    "tests/browser/test_dashboard_work.py",
+    "tests/integration/test_streams.py",
+    "tests/integration/test_effects.py",
+    "tests/integration/test_hardening.py",
+    "tests/integration/test_stripe.py",
+    "tests/integration/test_merchant_webhooks.py",
+    "tests/browser/test_screenshots.py",
+    "tests/js/test_client_js.py",
+    "tests/unit/test_properties.py",
+    "tests/test_style.py",
+]
+
+
+def group_of(item: pytest.Item) -> str:
+    path = item.nodeid.split("::", 1)[0]
+    return "heavy" if path in HEAVY else path
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
     for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("heavy" if path in HEAVY else path))
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
+    # A stable sort: within a group, and among the unlisted groups, the order stays.
+    items.sort(key=lambda item: rank.get(group_of(item), len(rank)))
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The module's ``paylive serve``, with the environment its ``SERVER_ENV`` gives."""
+    declared: Any = getattr(request.module, "SERVER_ENV", {})
+    env = declared(request) if callable(declared) else declared
+    with Server(env) as running:
+        yield running
+        running.stop()
+        log = running.log()
+    check = getattr(request.module, "CHECK_SERVER_LOG", None)
+    if check is not None:
+        check(log)
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redisproc.RedisProc]:
+    """One ``redis-server`` (append-only, so that a restart keeps its data) for the
+    module; its tests use keys of their own sessions."""
+    if redisproc.REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    proc = redisproc.start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    """A shop's webhook endpoint that checks signatures with ``RECEIVER_SECRET``."""
+    rx = Receiver(request.module.RECEIVER_SECRET)
+    try:
+        yield rx
+    finally:
+        rx.close()
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[LocalStripe]:
+    with LocalStripe() as ls:
+        yield ls

@@ -2,8 +2,9 @@
 
 Chromium is started once per module, because Playwright's sync API must not outlive
 it (later modules run asyncio loops of their own). Each module calls
-``require_browser()`` before importing Playwright and defines the ``server`` fixture
-(a URL) with the timings it needs; a module may set ``VIEWPORT`` for its pages.
+``require_browser()`` before importing Playwright and sets ``SERVER_ENV`` (see
+``tests/conftest.py``) to the timings it needs; a module may set ``VIEWPORT`` for its
+pages.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from ..support.browser import CHROMIUM, LAUNCH_ARGS
-from ..support.servers import API_KEY
+from ..support.servers import API_KEY, Server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -53,9 +54,15 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
+@pytest.fixture(scope="module")
+def server_url(server: Server) -> str:
+    """Where the module's server is, for the pages to open."""
+    return server.url
+
+
 @pytest.fixture
-def api(server: str) -> Iterator[httpx.Client]:
+def api(server: Server) -> Iterator[httpx.Client]:
     """The merchant's HTTP API of this module's server."""
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    with httpx.Client(base_url=server, headers=headers, timeout=5) as client:
+    with httpx.Client(base_url=server.url, headers=headers, timeout=5) as client:
         yield client
