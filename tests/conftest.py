@@ -34,10 +34,14 @@ from .support.servers import Server
 # the servers the tests start keep the environment as it is.
 sys.dont_write_bytecode = False
 
-# The suite runs in parallel (pytest-xdist, ``--dist loadgroup`` in pyproject.toml):
-# a file's tests stay together on one process, with the servers its fixtures start.
-# The files that load the whole machine (thousands of sockets, a benchmark) share one
-# process, so that they run one after the other and never beside each other.
+# The suite runs in parallel (pytest-xdist, ``-n 4 --dist loadfile`` in pyproject.toml):
+# a file's tests stay together on one process, so that the servers its module-scoped
+# fixtures start are started once. The files that load the whole machine (thousands
+# of sockets, a benchmark) share one process, so that they run one after the other
+# and never beside each other. (xdist's own --dist loadgroup no longer groups
+# anything under pytest 9, which ignores the node id it rewrites: every test was
+# handed out alone, and a module's servers were started again on every process that
+# ran one of its tests.)
 HEAVY = frozenset({"tests/load/test_restart.py", "tests/load/test_bench.py"})
 
 # The groups that take longest (wall seconds measured on the 2-core machine) are handed
@@ -65,18 +69,36 @@ LONGEST_FIRST = [
 ]
 
 
-def group_of(item: pytest.Item) -> str:
-    path = item.nodeid.split("::", 1)[0]
+def group_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its file, or "heavy"."""
+    path = nodeid.split("::", 1)[0]
     return "heavy" if path in HEAVY else path
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of(item)))
     # A stable sort: within a group, and among the unlisted groups, the order stays.
-    items.sort(key=lambda item: rank.get(group_of(item), len(rank)))
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+
+
+class _FileGroups:
+    """Hands out work to the xdist processes a group (``group_of``) at a time, in
+    collection order (``--no-loadscope-reorder``)."""
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        from xdist.scheduler import LoadScopeScheduling
+
+        class FileGroupScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return group_of(nodeid)
+
+        return FileGroupScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_FileGroups(), "paylive-file-groups")
 
 
 @pytest.fixture(scope="session")
