@@ -4,6 +4,9 @@ two set-ups that drift apart (and, in a module, silently hides a conftest's)."""
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -58,3 +61,23 @@ def test_the_check_sees_fixtures() -> None:
     tree = ast.parse("@pytest.fixture(name='b')\ndef a(): ...\n@pytest.fixture\ndef c(): ...")
     names = [fixture_name(n) for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert names == ["b", "c"]
+
+
+def test_a_files_tests_run_on_one_process() -> None:
+    # xdist's own grouping once stopped working silently (pytest 9 ignores the node id
+    # it rewrites), and each module's servers were started on every process: the
+    # suite's scheduler (tests/conftest.py) is checked on two small files.
+    files = ["tests/unit/test_limit.py", "tests/load/test_restart_report.py"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "-v", "-p", "no:cacheprovider", *files],
+        cwd=TESTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    workers: dict[str, set[str]] = {}
+    for worker, path in re.findall(r"^\[(gw\d+)\].* PASSED (\S+?)::", done.stdout, re.M):
+        workers.setdefault(path, set()).add(worker)
+    assert set(workers) == set(files), done.stdout
+    assert all(len(ran_on) == 1 for ran_on in workers.values()), workers
