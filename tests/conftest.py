@@ -1,21 +1,149 @@
+"""The fixtures more than one tier uses, and the suite's scheduling.
+
+Every fixture has one home: this file for those of several tiers, a tier's
+``conftest.py`` for those of one tier (``tests/test_suite_layout.py`` fails on a
+fixture name defined twice). A module says what it needs of a shared fixture by
+module-level names:
+
+- ``SERVER_ENV``: the ``server`` fixture's environment: a dict, or a function of the
+  fixture request that returns one (it may ask for other fixtures, such as
+  ``receiver`` or ``localstripe``, with ``request.getfixturevalue``, and read an
+  indirect parameter as ``request.param``);
+- ``CHECK_SERVER_LOG``: a function that the server's whole output, once it stopped,
+  is given to (it asserts what the log must not hold);
+- ``RECEIVER_SECRET``: the shop's webhook secret the ``receiver`` fixture checks.
+"""
+
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-# The suite runs in parallel (pytest-xdist, ``--dist loadgroup`` in pyproject.toml):
-# a file's tests stay together on one process, with the servers its fixtures start.
-# The files that load the whole machine (thousands of sockets, a benchmark) share one
-# process, so that they run one after the other and never beside each other.
+from .support import redisproc
+from .support.localstripe import LocalStripe
+from .support.receiver import Receiver
+from .support.servers import Server
+
+# pytest rewrites every test module's asserts when it imports it, and caches the result
+# only where bytecode may be written: with PYTHONDONTWRITEBYTECODE set (as on this
+# machine), each of the parallel processes rewrote the whole suite on every run, about
+# 3 of its 6 CPU-seconds of collection. The cache goes to __pycache__ (ignored by git);
+# the servers the tests start keep the environment as it is.
+sys.dont_write_bytecode = False
+
+# The suite runs in parallel (pytest-xdist, ``-n 4 --dist loadfile`` in pyproject.toml):
+# a file's tests stay together on one process, so that the servers its module-scoped
+# fixtures start are started once. The files that load the whole machine (thousands
+# of sockets, a benchmark) share one process, so that they run one after the other
+# and never beside each other. (xdist's own --dist loadgroup no longer groups
+# anything under pytest 9, which ignores the node id it rewrites: every test was
+# handed out alone, and a module's servers were started again on every process that
+# ran one of its tests.)
 HEAVY = frozenset({"tests/load/test_restart.py", "tests/load/test_bench.py"})
+
+# The groups that take longest (wall seconds measured on the 2-core machine) are handed
+# out first, so that no long file starts last and keeps one process busy alone at the
+# end. Files not listed are short and keep their collection order after these.
+LONGEST_FIRST = [
+    "heavy",
+    "tests/browser/test_accessibility.py",
+    "tests/fuzz/test_openapi.py",
+    "tests/browser/test_browser.py",
+    "tests/browser/test_transports.py",
+    "tests/integration/test_scaleout.py",
+    "tests/integration/test_observability.py",
+    "tests/integration/test_slow_clients.py",
+    "tests/browser/test_dashboard_work.py",
+    "tests/integration/test_streams.py",
+    "tests/integration/test_effects.py",
+    "tests/integration/test_hardening.py",
+    "tests/integration/test_stripe.py",
+    "tests/integration/test_merchant_webhooks.py",
+    "tests/browser/test_screenshots.py",
+    "tests/js/test_client_js.py",
+    "tests/unit/test_properties.py",
+    "tests/test_style.py",
+]
+
+
+def group_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its file, or "heavy"."""
+    path = nodeid.split("::", 1)[0]
+    return "heavy" if path in HEAVY else path
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("heavy" if path in HEAVY else path))
+    rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
+    # A stable sort: within a group, and among the unlisted groups, the order stays.
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+
+
+class _FileGroups:
+    """Hands out work to the xdist processes a group (``group_of``) at a time, in
+    collection order (``--no-loadscope-reorder``)."""
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        from xdist.scheduler import LoadScopeScheduling
+
+        class FileGroupScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return group_of(nodeid)
+
+        return FileGroupScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_FileGroups(), "paylive-file-groups")
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The module's ``paylive serve``, with the environment its ``SERVER_ENV`` gives."""
+    declared: Any = getattr(request.module, "SERVER_ENV", {})
+    env = declared(request) if callable(declared) else declared
+    with Server(env) as running:
+        yield running
+        running.stop()
+        log = running.log()
+    check = getattr(request.module, "CHECK_SERVER_LOG", None)
+    if check is not None:
+        check(log)
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redisproc.RedisProc]:
+    """One ``redis-server`` (append-only, so that a restart keeps its data) for the
+    module; its tests use keys of their own sessions."""
+    if redisproc.REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    proc = redisproc.start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    """A shop's webhook endpoint that checks signatures with ``RECEIVER_SECRET``."""
+    rx = Receiver(request.module.RECEIVER_SECRET)
+    try:
+        yield rx
+    finally:
+        rx.close()
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[LocalStripe]:
+    with LocalStripe() as ls:
+        yield ls

@@ -30,6 +30,10 @@ VIEWPORT = {"width": 375, "height": 667}  # the pages open on a phone
 PHONE_MAX_WIDTH = 480  # at or below this, controls are touch targets
 MIN_TARGET_PX = 44
 
+# A long attempt timeout keeps "processing" (and its countdown) still while it is
+# measured; a long retry delay keeps the retry prompt counting down.
+SERVER_ENV = {"PAYLIVE_ATTEMPT_TIMEOUT_MS": "20000", "PAYLIVE_RETRY_DELAY_MS": "60000"}
+
 OK_CARD = "4242424242424242"
 TIMEOUT_CARD = "4000000000000408"  # never answers: stays processing until the deadline
 UNREACHABLE_CARD = "4000000000000507"  # network_error at once: interrupted, outcome unknown
@@ -44,15 +48,6 @@ CHECKOUT_STATES = {
     "failed": "Failed",
     "cancelled": "Cancelled",
 }
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    # A long attempt timeout keeps "processing" (and its countdown) still while it is
-    # measured; a long retry delay keeps the retry prompt counting down.
-    timings = {"PAYLIVE_ATTEMPT_TIMEOUT_MS": "20000", "PAYLIVE_RETRY_DELAY_MS": "60000"}
-    with Server(env=timings) as running:
-        yield running.url
 
 
 # Everything that is wrong with the layout at the current viewport, as sentences.
@@ -198,8 +193,8 @@ def reach(page: Page, server: str, state: str) -> list[str]:
 
 
 @pytest.mark.parametrize("state", CHECKOUT_STATES)
-def test_checkout_fits_every_width(page: Page, server: str, state: str) -> None:
-    must_see = reach(page, server, state)
+def test_checkout_fits_every_width(page: Page, server_url: str, state: str) -> None:
+    must_see = reach(page, server_url, state)
     problems = layout_problems(page, must_see)
     # Measured in the state it was meant to be in (processing has a deadline).
     expect(page.locator("#status")).to_have_attribute("data-status", state)
@@ -207,8 +202,8 @@ def test_checkout_fits_every_width(page: Page, server: str, state: str) -> None:
 
 
 @pytest.mark.parametrize("state", CHECKOUT_STATES)
-def test_checkout_passes_axe(page: Page, server: str, state: str) -> None:
-    reach(page, server, state)
+def test_checkout_passes_axe(page: Page, server_url: str, state: str) -> None:
+    reach(page, server_url, state)
     violations = axe_violations(page)
     expect(page.locator("#status")).to_have_attribute("data-status", state)
     assert violations == [], "\n".join(violations)
@@ -325,8 +320,8 @@ TABLE_SCROLLS = """() => {
 }"""
 
 
-def test_dashboard_fits_every_width(page: Page, server: str, api: httpx.Client) -> None:
-    open_dashboard(page, server, api)
+def test_dashboard_fits_every_width(page: Page, server_url: str, api: httpx.Client) -> None:
+    open_dashboard(page, server_url, api)
     assert layout_problems(page, ["#summary"]) == []
 
     # On the smallest phone the sessions table keeps its columns and scrolls sideways
@@ -347,15 +342,15 @@ def open_token_form(page: Page, server: str) -> None:
     expect(page.locator("#token-form")).to_be_visible()
 
 
-def test_dashboard_token_form_fits(page: Page, server: str) -> None:
-    open_token_form(page, server)
+def test_dashboard_token_form_fits(page: Page, server_url: str) -> None:
+    open_token_form(page, server_url)
     assert layout_problems(page, ["#token", "#token-submit"]) == []
 
 
-def test_dashboard_passes_axe(page: Page, server: str, api: httpx.Client) -> None:
-    open_token_form(page, server)
+def test_dashboard_passes_axe(page: Page, server_url: str, api: httpx.Client) -> None:
+    open_token_form(page, server_url)
     violations = [f"token form: {v}" for v in axe_violations(page)]
-    open_dashboard(page, server, api)
+    open_dashboard(page, server_url, api)
     violations += [f"dashboard: {v}" for v in axe_violations(page)]
     assert violations == [], "\n".join(violations)
 
@@ -368,9 +363,9 @@ LIVE_ANCESTOR = """(id) => {
 
 
 def test_checkout_announces_status_politely_and_only_the_prompt_assertively(
-    page: Page, server: str
+    page: Page, server_url: str
 ) -> None:
-    open_checkout(page, server)
+    open_checkout(page, server_url)
     assertive = page.locator('[aria-live="assertive"], [role="alert"]')
     expect(assertive).to_have_count(1)
     expect(assertive).to_have_id("prompt-live")
@@ -416,8 +411,8 @@ def tab_to(page: Page, selector: str, limit: int = 20) -> list[dict[str, Any]]:
     raise AssertionError(f"Tab never reached {selector}: {[s['id'] for s in stops]}")
 
 
-def test_checkout_by_keyboard_alone(page: Page, server: str) -> None:
-    open_checkout(page, server)
+def test_checkout_by_keyboard_alone(page: Page, server_url: str) -> None:
+    open_checkout(page, server_url)
     # Tab order follows the page; every stop shows a solid ring at least 2 px wide.
     stops = tab_to(page, "#cancel")
     order = [s["id"] for s in stops]
@@ -440,8 +435,8 @@ def test_checkout_by_keyboard_alone(page: Page, server: str) -> None:
     expect(page.locator("#final-title")).to_be_focused()
 
 
-def test_dashboard_by_keyboard_alone(page: Page, server: str, api: httpx.Client) -> None:
-    open_dashboard(page, server, api)
+def test_dashboard_by_keyboard_alone(page: Page, server_url: str, api: httpx.Client) -> None:
+    open_dashboard(page, server_url, api)
     stops = tab_to(page, "#show-finished")
     stops += tab_to(page, "[role=region]")  # the scrolling sessions table
     bad = [s for s in stops if s["outline"] != "solid" or s["width"] < 2]
@@ -460,9 +455,9 @@ MOTION = """() => ({
 })"""
 
 
-def test_reduced_motion_is_honoured(page: Page, server: str) -> None:
+def test_reduced_motion_is_honoured(page: Page, server_url: str) -> None:
     # Without a session in the address the page never connects: the dot keeps pulsing.
-    page.goto(f"{server}/client/checkout.html")
+    page.goto(f"{server_url}/client/checkout.html")
     expect(page.locator("#connection")).to_have_attribute("data-state", "connecting")
     moving = page.evaluate(MOTION)
     assert moving["dot"] == "pulse" and moving["bar"] != "0s" and moving["button"] != "0s", moving
@@ -480,8 +475,8 @@ BACKGROUNDS = """() => [document.body, document.getElementById('checkout')].map(
 })"""
 
 
-def test_dark_colour_scheme_is_honoured(page: Page, server: str) -> None:
-    open_checkout(page, server)
+def test_dark_colour_scheme_is_honoured(page: Page, server_url: str) -> None:
+    open_checkout(page, server_url)
     assert all(light > 0.9 for light in page.evaluate(BACKGROUNDS))
     page.emulate_media(color_scheme="dark")
     assert all(dark < 0.2 for dark in page.evaluate(BACKGROUNDS))

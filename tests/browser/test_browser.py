@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 
 from ..support.browser import require_browser
-from ..support.servers import ADMIN_TOKEN, Server
+from ..support.servers import ADMIN_TOKEN
 
 require_browser()
 from playwright.sync_api import Page, expect  # noqa: E402
@@ -27,22 +25,17 @@ RETRY_DELAY_MS = 600
 SANDBOX_DELAY_MS = 200
 COUNTDOWN_INTERVAL_MS = 200
 
+SERVER_ENV = {
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": str(ATTEMPT_TIMEOUT_MS),
+    "PAYLIVE_RETRY_DELAY_MS": str(RETRY_DELAY_MS),
+    "PAYLIVE_SANDBOX_DELAY_MS": str(SANDBOX_DELAY_MS),
+    "PAYLIVE_COUNTDOWN_INTERVAL_MS": str(COUNTDOWN_INTERVAL_MS),
+}
+
 OK_CARD = "4242424242424242"
 TIMEOUT_CARD = "4000000000000408"
 
 WAIT_MS = 5000  # the longest any single expectation may take
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    timings = {
-        "PAYLIVE_ATTEMPT_TIMEOUT_MS": str(ATTEMPT_TIMEOUT_MS),
-        "PAYLIVE_RETRY_DELAY_MS": str(RETRY_DELAY_MS),
-        "PAYLIVE_SANDBOX_DELAY_MS": str(SANDBOX_DELAY_MS),
-        "PAYLIVE_COUNTDOWN_INTERVAL_MS": str(COUNTDOWN_INTERVAL_MS),
-    }
-    with Server(env=timings) as running:
-        yield running.url
 
 
 def create_session(api: httpx.Client, amount: int = 1999) -> dict[str, Any]:
@@ -98,8 +91,8 @@ RECORD_DURABLE = """() => {
 }"""
 
 
-def test_happy_path(page: Page, server: str) -> None:
-    open_demo(page, server)
+def test_happy_path(page: Page, server_url: str) -> None:
+    open_demo(page, server_url)
     expect(page.locator("#amount")).to_contain_text("19.99")
     expect(page.locator("#card")).to_have_value(OK_CARD)
     expect(page.locator("#test-cards button")).to_have_count(9)
@@ -113,8 +106,8 @@ def test_happy_path(page: Page, server: str) -> None:
     assert page.evaluate("window.__paylive.guardActive") is False
 
 
-def test_timeout_then_retry_without_double_charge(page: Page, server: str) -> None:
-    open_demo(page, server)
+def test_timeout_then_retry_without_double_charge(page: Page, server_url: str) -> None:
+    open_demo(page, server_url)
     page.fill("#card", TIMEOUT_CARD)
     page.click("#pay")
     expect(page.locator("#status")).to_have_attribute("data-status", "processing")
@@ -164,8 +157,8 @@ def test_timeout_then_retry_without_double_charge(page: Page, server: str) -> No
     expect(page.locator("#message")).to_have_text("")
 
 
-def test_beforeunload_guard_while_processing(page: Page, server: str) -> None:
-    open_demo(page, server)
+def test_beforeunload_guard_while_processing(page: Page, server_url: str) -> None:
+    open_demo(page, server_url)
     assert page.evaluate("window.__paylive.guardActive") is False
     page.fill("#card", TIMEOUT_CARD)
     page.click("#pay")
@@ -187,8 +180,8 @@ def test_beforeunload_guard_while_processing(page: Page, server: str) -> None:
     assert page.evaluate("window.__paylive.guardActive") is False
 
 
-def test_reconnect_misses_nothing(page: Page, server: str, api: httpx.Client) -> None:
-    session_id = open_demo(page, server)
+def test_reconnect_misses_nothing(page: Page, server_url: str, api: httpx.Client) -> None:
+    session_id = open_demo(page, server_url)
     page.evaluate(RECORD_DURABLE)
     start_seq = page.evaluate("window.__paylive.lastSeq")
 
@@ -232,8 +225,8 @@ def test_reconnect_misses_nothing(page: Page, server: str, api: httpx.Client) ->
     assert page.evaluate("window.__paylive.lastSeq") == server_seq
 
 
-def test_reconnect_after_socket_drop(page: Page, server: str, api: httpx.Client) -> None:
-    session_id = open_demo(page, server)
+def test_reconnect_after_socket_drop(page: Page, server_url: str, api: httpx.Client) -> None:
+    session_id = open_demo(page, server_url)
     page.evaluate(RECORD_DURABLE)
     # Close the socket from the page; the client comes back by itself (backoff with jitter).
     page.evaluate("window.__paylive.drop()")
@@ -245,8 +238,8 @@ def test_reconnect_after_socket_drop(page: Page, server: str, api: httpx.Client)
     assert page.evaluate("window.__durable.map((d) => d[2])") == ["cancelled", "outcome_seen"]
 
 
-def test_pay_while_offline_is_queued(page: Page, server: str) -> None:
-    open_demo(page, server)
+def test_pay_while_offline_is_queued(page: Page, server_url: str) -> None:
+    open_demo(page, server_url)
     page.context.set_offline(True)
     expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
     page.click("#pay")
@@ -261,28 +254,28 @@ def test_pay_while_offline_is_queued(page: Page, server: str) -> None:
     expect(page.locator("#message")).to_have_text("")
 
 
-def test_bad_secret_does_not_reconnect(page: Page, server: str, api: httpx.Client) -> None:
+def test_bad_secret_does_not_reconnect(page: Page, server_url: str, api: httpx.Client) -> None:
     session = create_session(api)
-    page.goto(f"{server}/client/checkout.html#session={session['id']}&secret=not-the-secret")
+    page.goto(f"{server_url}/client/checkout.html#session={session['id']}&secret=not-the-secret")
     expect(page.locator("#connection")).to_have_attribute("data-state", "closed")
     expect(page.locator("#message")).to_contain_text("unauthorized")
     page.wait_for_timeout(800)
     assert page.evaluate("window.__paylive.connection") == "closed"
 
 
-def test_checkout_from_api_session(page: Page, server: str, api: httpx.Client) -> None:
+def test_checkout_from_api_session(page: Page, server_url: str, api: httpx.Client) -> None:
     session = create_session(api, amount=500)
     fragment = f"session={session['id']}&secret={session['client_secret']}"
-    page.goto(f"{server}/client/checkout.html#{fragment}")
+    page.goto(f"{server_url}/client/checkout.html#{fragment}")
     expect(page.locator("#status")).to_have_attribute("data-status", "created")
     expect(page.locator("#amount")).to_contain_text("5.00")
     page.click("#cancel")
     expect(page.locator("#status")).to_have_attribute("data-status", "cancelled")
 
 
-def test_admin_dashboard_live(page: Page, server: str, api: httpx.Client) -> None:
+def test_admin_dashboard_live(page: Page, server_url: str, api: httpx.Client) -> None:
     # /admin redirects to the page; the fragment survives the redirect.
-    page.goto(f"{server}/admin#token={ADMIN_TOKEN}")
+    page.goto(f"{server_url}/admin#token={ADMIN_TOKEN}")
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
     assert urlsplit(page.url).path == "/client/admin.html"
     # The token left the address bar at once; it stays in this tab's sessionStorage.
@@ -307,8 +300,8 @@ def test_admin_dashboard_live(page: Page, server: str, api: httpx.Client) -> Non
     page.wait_for_function("Number(document.getElementById('sum-succeeded').textContent) >= 1")
 
 
-def test_admin_bad_token_shows_form(page: Page, server: str) -> None:
-    page.goto(f"{server}/client/admin.html#token=wrong-token-0123456789")
+def test_admin_bad_token_shows_form(page: Page, server_url: str) -> None:
+    page.goto(f"{server_url}/client/admin.html#token=wrong-token-0123456789")
     expect(page.locator("#token-form")).to_be_visible()
     expect(page.locator("#token-error")).to_contain_text("refused")
     assert page.evaluate("sessionStorage.getItem('paylive.adminToken')") is None

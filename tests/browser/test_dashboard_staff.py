@@ -6,28 +6,20 @@ audit trail with their name (docs/protocol.md sections 7 and 8)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from ..support.browser import require_browser
-from ..support.servers import Server
 
 require_browser()
 from playwright.sync_api import Page, expect  # noqa: E402
 
 VIEWER = "viewer-token-0123456789"
 OPERATOR = "operator-token-0123456789"
+
+SERVER_ENV = {"PAYLIVE_STAFF_TOKENS": f"vera:viewer:{VIEWER},otto:operator:{OPERATOR}"}
 OK = "4242424242424242"
 DECLINED = "4000000000000002"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    env = {"PAYLIVE_STAFF_TOKENS": f"vera:viewer:{VIEWER},otto:operator:{OPERATOR}"}
-    with Server(env=env) as running:
-        yield running.url
 
 
 def pay(api: httpx.Client, card: str, amount: int = 2500) -> str:
@@ -52,12 +44,12 @@ def open_dashboard(page: Page, server: str, token: str) -> None:
 
 
 def test_a_page_opened_after_traffic_shows_it_and_a_viewer_sees_no_action(
-    page: Page, server: str, api: httpx.Client
+    page: Page, server_url: str, api: httpx.Client
 ) -> None:
     pay(api, OK)
     pay(api, DECLINED)  # an interruption
     # Opened after the traffic: only the server can know of it.
-    open_dashboard(page, server, VIEWER)
+    open_dashboard(page, server_url, VIEWER)
     expect(page.locator("#whoami")).to_have_text("vera · viewer")
     expect(page.locator("#chart-desc")).not_to_contain_text("In the last minute 0 state changes")
     totals = page.evaluate(
@@ -80,9 +72,9 @@ def test_a_page_opened_after_traffic_shows_it_and_a_viewer_sees_no_action(
 
 
 def test_an_operator_refunds_from_the_drill_down_and_is_in_the_audit_trail(
-    page: Page, server: str, api: httpx.Client
+    page: Page, server_url: str, api: httpx.Client
 ) -> None:
-    open_dashboard(page, server, OPERATOR)
+    open_dashboard(page, server_url, OPERATOR)
     expect(page.locator("#whoami")).to_have_text("otto · operator")
     paid = pay(api, OK)
     page.fill("#search", paid)

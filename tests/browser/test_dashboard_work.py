@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from ..support.browser import require_browser
-from ..support.servers import ADMIN_TOKEN, Server
+from ..support.servers import ADMIN_TOKEN
 
 require_browser()
 from playwright.sync_api import Page, expect  # noqa: E402
@@ -25,19 +23,14 @@ VOID_LOST = "4000000000000341"  # charged, its first void lost: a late success t
 OUTAGE_S = 4
 WAIT_MS = 15_000  # the outage, then the refund's next try
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    timings = {
-        "PAYLIVE_SANDBOX_DELAY_MS": "700",
-        # The sandbox's 700 ms answer well inside the attempt's time, on a busy machine
-        # too: these tests are about the dashboard, not timeouts.
-        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "5000",
-        "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
-        "PAYLIVE_EFFECT_RETRY_CAP_MS": "800",
-    }
-    with Server(env=timings) as running:
-        yield running.url
+SERVER_ENV = {
+    "PAYLIVE_SANDBOX_DELAY_MS": "700",
+    # The sandbox's 700 ms answer well inside the attempt's time, on a busy machine
+    # too: these tests are about the dashboard, not timeouts.
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "5000",
+    "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
+    "PAYLIVE_EFFECT_RETRY_CAP_MS": "800",
+}
 
 
 def admin_headers() -> dict[str, str]:
@@ -82,9 +75,9 @@ def open_dashboard(page: Page, server: str) -> None:
 
 
 def test_a_row_opens_the_session_and_its_review_closes_once_nothing_is_pending(
-    page: Page, server: str, api: httpx.Client
+    page: Page, server_url: str, api: httpx.Client
 ) -> None:
-    open_dashboard(page, server)
+    open_dashboard(page, server_url)
     order_id = f"order-drill-{time.monotonic_ns()}"
     session_id = refund_owed(api, order_id)
     row = page.locator(f"tr[data-session-id='{session_id}']")
@@ -138,7 +131,7 @@ def test_a_row_opens_the_session_and_its_review_closes_once_nothing_is_pending(
 
 
 def test_the_needs_review_filter_finds_old_cases_and_the_search_finds_orders(
-    page: Page, server: str, api: httpx.Client
+    page: Page, server_url: str, api: httpx.Client
 ) -> None:
     flagged = refund_owed(api, f"order-flagged-{time.monotonic_ns()}", outage_s=0)
     refunded(api, flagged)
@@ -147,7 +140,7 @@ def test_the_needs_review_filter_finds_old_cases_and_the_search_finds_orders(
     assert calm.status_code == 201
     # Opened after the fact: the feed's snapshot holds active sessions only, and the
     # flagged one ended before the page was opened.
-    open_dashboard(page, server)
+    open_dashboard(page, server_url)
     rows = page.locator("#sessions-body tr")
     expect(page.locator(f"tr[data-session-id='{calm.json()['id']}']")).to_be_visible()
     expect(page.locator(f"tr[data-session-id='{flagged}']")).to_have_count(0)
@@ -182,8 +175,10 @@ FILL = """(n) => {
 }"""
 
 
-def test_ten_thousand_active_sessions_are_shown_a_page_at_a_time(page: Page, server: str) -> None:
-    open_dashboard(page, server)
+def test_ten_thousand_active_sessions_are_shown_a_page_at_a_time(
+    page: Page, server_url: str
+) -> None:
+    open_dashboard(page, server_url)
     page.evaluate(FILL, 10_000)
     rows = page.locator("#sessions-body tr")
     expect(rows).to_have_count(50)
@@ -209,8 +204,8 @@ def test_ten_thousand_active_sessions_are_shown_a_page_at_a_time(page: Page, ser
     assert counted == 1
 
 
-def test_the_drill_down_passes_axe(page: Page, server: str, api: httpx.Client) -> None:
-    open_dashboard(page, server)
+def test_the_drill_down_passes_axe(page: Page, server_url: str, api: httpx.Client) -> None:
+    open_dashboard(page, server_url)
     created = api.post("/api/sessions", json={"order_id": "axe-1", "amount": 99, "currency": "EUR"})
     session_id = created.json()["id"]
     paid = api.post(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 
 from ..support.browser import require_browser
 from ..support.receiver import Receiver
-from ..support.servers import ADMIN_TOKEN, Server
+from ..support.servers import ADMIN_TOKEN
 
 require_browser()
 from playwright.sync_api import Page, expect  # noqa: E402
@@ -27,25 +26,18 @@ UNSEEN_MS = 1500
 SANDBOX_DELAY_MS = 1200  # long enough to close the page while the payment processes
 SECRET = "whsec_" + base64.b64encode(b"receipt-merchant-secret-0123").decode()
 
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    rx = Receiver(SECRET)
-    yield rx
-    rx.close()
+RECEIVER_SECRET = SECRET
 
 
-@pytest.fixture(scope="module")
-def server(receiver: Receiver) -> Iterator[str]:
-    env = {
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    receiver: Receiver = request.getfixturevalue("receiver")
+    return {
         "PAYLIVE_OUTCOME_UNSEEN_MS": str(UNSEEN_MS),
         "PAYLIVE_SANDBOX_DELAY_MS": str(SANDBOX_DELAY_MS),
         "PAYLIVE_ATTEMPT_TIMEOUT_MS": "5000",
         "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
         "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SECRET,
     }
-    with Server(env=env) as running:
-        yield running.url
 
 
 def unseen(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:
@@ -69,12 +61,12 @@ def wait_for(check: Any, timeout: float) -> Any:
 
 
 def test_a_checkout_that_drew_its_outcome_acknowledges_it(
-    page: Page, server: str, api: httpx.Client, receiver: Receiver
+    page: Page, server_url: str, api: httpx.Client, receiver: Receiver
 ) -> None:
     # Staff watch the dashboard while the customer pays.
     dashboard = page.context.new_page()
-    dashboard.goto(f"{server}/client/admin.html#token={ADMIN_TOKEN}")
-    session_id = open_demo(page, server)
+    dashboard.goto(f"{server_url}/client/admin.html#token={ADMIN_TOKEN}")
+    session_id = open_demo(page, server_url)
     page.fill("#card", OK_CARD)
     page.click("#pay")
     expect(page.locator("#final-title")).to_have_text("Payment succeeded")
@@ -101,9 +93,9 @@ def test_a_checkout_that_drew_its_outcome_acknowledges_it(
 
 
 def test_a_checkout_closed_before_its_outcome_makes_one_outcome_unseen(
-    page: Page, server: str, api: httpx.Client, receiver: Receiver
+    page: Page, server_url: str, api: httpx.Client, receiver: Receiver
 ) -> None:
-    session_id = open_demo(page, server)
+    session_id = open_demo(page, server_url)
     page.fill("#card", OK_CARD)
     page.click("#pay")
     expect(page.locator("#status")).to_have_attribute("data-status", "processing")

@@ -4,7 +4,6 @@ shown and sent again from its row; a search finds a session by its order id."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,24 +20,17 @@ from playwright.sync_api import Page, expect  # noqa: E402
 # A Standard Webhooks secret: whsec_ and the base64 of 24 bytes.
 SECRET = "whsec_cGFuZWwtbWVyY2hhbnQtc2VjcmV0LTAxMg=="
 
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    rx = Receiver(SECRET)
-    yield rx
-    rx.close()
+RECEIVER_SECRET = SECRET
 
 
-@pytest.fixture(scope="module")
-def server(receiver: Receiver) -> Iterator[Server]:
-    env = {
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    receiver: Receiver = request.getfixturevalue("receiver")
+    return {
         "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
         "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SECRET,
         "PAYLIVE_MERCHANT_RETRY_MS": "50",
         "PAYLIVE_MERCHANT_RETRY_FOR_MS": "500",
     }
-    with Server(env) as srv:
-        yield srv
 
 
 def deliveries(server: Server) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ never a card number, and completes 3-D Secure when paylive pushes the step."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,15 +22,9 @@ OK = "4242424242424242"
 THREE_D_SECURE = "4000002500003155"
 
 
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    with LocalStripe() as ls:
-        yield ls
-
-
-@pytest.fixture(scope="module")
-def server(localstripe: LocalStripe) -> Iterator[str]:
-    env = {
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    localstripe: LocalStripe = request.getfixturevalue("localstripe")
+    return {
         "PAYLIVE_GATEWAY": "stripe",
         "PAYLIVE_STRIPE_SECRET_KEY": SECRET_KEY,
         "PAYLIVE_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -39,9 +32,11 @@ def server(localstripe: LocalStripe) -> Iterator[str]:
         "PAYLIVE_STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
         "PAYLIVE_ATTEMPT_TIMEOUT_MS": "10000",
     }
-    with Server(env=env) as running:
-        localstripe.send_webhooks_to(f"{running.url}/webhooks/stripe")
-        yield running.url
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stripe_webhooks_to_paylive(localstripe: LocalStripe, server: Server) -> None:
+    localstripe.send_webhooks_to(f"{server.url}/webhooks/stripe")
 
 
 def pay_with(page: Page, server: str, number: str) -> tuple[str, list[dict[str, Any]]]:
@@ -80,11 +75,11 @@ def session_of(server: str, session_id: str) -> dict[str, Any]:
 
 
 def test_the_card_goes_to_stripe_and_paylive_gets_a_payment_method(
-    page: Page, server: str, localstripe: LocalStripe
+    page: Page, server_url: str, localstripe: LocalStripe
 ) -> None:
-    session_id, sent = pay_with(page, server, OK)
+    session_id, sent = pay_with(page, server_url, OK)
     expect(page.locator("#status")).to_have_attribute("data-status", "succeeded")
-    attempt = session_of(server, session_id)["attempts"][0]
+    attempt = session_of(server_url, session_id)["attempts"][0]
     assert localstripe.payment_intent(attempt["provider_ref"])["status"] == "succeeded"
     frames = [str(m.get("ws") or m.get("body")) for m in sent]
     assert any('"stripe"' in f for f in frames), frames
@@ -92,22 +87,22 @@ def test_the_card_goes_to_stripe_and_paylive_gets_a_payment_method(
 
 
 def test_three_d_secure_is_completed_in_the_page(
-    page: Page, server: str, localstripe: LocalStripe
+    page: Page, server_url: str, localstripe: LocalStripe
 ) -> None:
-    session_id, _ = pay_with(page, server, THREE_D_SECURE)
+    session_id, _ = pay_with(page, server_url, THREE_D_SECURE)
     # paylive pushes the step; Stripe.js (the stand-in: a dialog) asks the customer.
     page.get_by_role("button", name="Complete authentication").click()
     expect(page.locator("#status")).to_have_attribute("data-status", "succeeded")
-    attempt = session_of(server, session_id)["attempts"][0]
+    attempt = session_of(server_url, session_id)["attempts"][0]
     assert attempt["status"] == "succeeded" and "action" not in attempt
     assert localstripe.payment_intent(attempt["provider_ref"])["status"] == "succeeded"
 
 
 def test_a_failed_authentication_lets_the_customer_retry(
-    page: Page, server: str, localstripe: LocalStripe
+    page: Page, server_url: str, localstripe: LocalStripe
 ) -> None:
-    session_id, _ = pay_with(page, server, THREE_D_SECURE)
+    session_id, _ = pay_with(page, server_url, THREE_D_SECURE)
     page.get_by_role("button", name="Fail authentication").click()
     expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
-    attempt = session_of(server, session_id)["attempts"][0]
+    attempt = session_of(server_url, session_id)["attempts"][0]
     assert attempt["decline_code"] == "payment_intent_authentication_failure"

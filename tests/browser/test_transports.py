@@ -19,7 +19,7 @@ import pytest
 
 from ..support.browser import require_browser
 from ..support.httpproxy import HttpProxy
-from ..support.redisproc import REDIS_SERVER, RedisProc, start_redis
+from ..support.redisproc import RedisProc
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 
 require_browser()
@@ -36,17 +36,6 @@ TIMINGS = {
     "PAYLIVE_COUNTDOWN_INTERVAL_MS": "250",
     "PAYLIVE_SSE_HEARTBEAT_MS": "1000",
 }
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    proc = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

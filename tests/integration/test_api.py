@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -18,21 +17,11 @@ from ..support.servers import WEBHOOK_SECRET, Server
 
 pytestmark = pytest.mark.anyio
 
+# The sandbox posts nowhere useful: these tests send the webhooks themselves.
+SERVER_ENV = {"PAYLIVE_SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/nowhere"}
+
 OK = "4242424242424242"
 NEVER = "4000000000000408"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    # The sandbox posts nowhere useful: these tests send the webhooks themselves.
-    with Server({"PAYLIVE_SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/nowhere"}) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        yield client  # type: ignore[misc]
 
 
 def customer(session: dict[str, Any]) -> dict[str, str]:

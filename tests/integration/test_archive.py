@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,12 +38,6 @@ pytestmark = [
 RULES = Rules(attempt_timeout_ms=1_000, max_attempts=2, retry_delay_ms=0, session_ttl_ms=60_000)
 T0 = 1_764_000_000_000
 DAY = 24 * 3600 * 1000
-
-
-@pytest.fixture
-def db() -> Iterator[Database]:
-    with Database() as database:
-        yield database
 
 
 def cancelled_session(session_id: str, order_id: str, at: int) -> tuple[list[bytes], list[Message]]:
@@ -145,15 +137,6 @@ async def test_the_audit_trail_is_kept_and_searched_by_staff_session_and_date(
         await archive.close()
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[redisproc.RedisProc]:
-    if redisproc.REDIS_SERVER is None:
-        pytest.skip("redis-server is not on PATH")
-    server = redisproc.start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
 def archive_env(database_url: str, redis_url: str) -> dict[str, str]:
     return {
         "PAYLIVE_DATABASE_URL": database_url,
@@ -181,12 +164,12 @@ async def finished(http: httpx.AsyncClient, order: str) -> str:
 
 
 async def test_found_through_the_archive_after_redis_forgot(
-    db: Database, redis: redisproc.RedisProc
+    db: Database, fresh_redis: redisproc.RedisProc
 ) -> None:
-    with Server(archive_env(db.url, redis.url)) as server:
+    with Server(archive_env(db.url, fresh_redis.url)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             session_id = await finished(http, "order-arch-1")
-            await until(lambda: not redis_has(redis, session_id), timeout=15.0)
+            await until(lambda: not redis_has(fresh_redis, session_id), timeout=15.0)
             reply = await http.get(f"/api/sessions/{session_id}", headers=merchant())
             assert reply.status_code == 200, reply.text
             assert reply.json()["status"] == "succeeded" and reply.json()["id"] == session_id
@@ -205,11 +188,11 @@ async def test_found_through_the_archive_after_redis_forgot(
 
 
 async def test_written_while_postgres_is_unreachable_and_caught_up_after(
-    db: Database, redis: redisproc.RedisProc
+    db: Database, fresh_redis: redisproc.RedisProc
 ) -> None:
     proxy = TcpProxy(postgres.PORT).start()
     try:
-        with Server(archive_env(db.url_via(proxy.port), redis.url)) as server:
+        with Server(archive_env(db.url_via(proxy.port), fresh_redis.url)) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
                 await until(
                     lambda: db.fetch("SELECT to_regclass('paylive_sessions')")[0][0], timeout=15.0
@@ -217,7 +200,7 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                 proxy.stop()  # PostgreSQL is gone, as far as paylive can tell
                 ids = [await finished(http, f"order-outage-{i}") for i in range(3)]
                 # Redis forgets them while the archive cannot be written...
-                await until(lambda: not any(redis_has(redis, i) for i in ids), timeout=15.0)
+                await until(lambda: not any(redis_has(fresh_redis, i) for i in ids), timeout=15.0)
                 reply = await http.get(f"/api/sessions/{ids[0]}", headers=merchant())
                 assert reply.status_code == 503
                 assert reply.json()["error"]["code"] == "archive_unavailable"

@@ -4,7 +4,6 @@ and admin feed receive, in either codec, fits the schema the description gives i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +61,6 @@ def test_the_description_is_asyncapi_3_with_the_servers_vocabulary() -> None:
         parse_command(frame)
     with pytest.raises(Refused):
         parse_command({"type": "refund"})
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with Server() as srv:
-        yield srv
 
 
 async def drain(sock: Socket, until: str, timeout: float = 8.0) -> None:

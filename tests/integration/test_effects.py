@@ -5,7 +5,6 @@ reviews close only when nothing is pending (docs/protocol.md section 2.2)."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,9 @@ OUTBOX = {
     "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
     "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
 }
+
+SERVER_ENV = OUTBOX
 WAIT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with Server(OUTBOX) as srv:
-        yield srv
 
 
 def cause(name: str) -> Any:

@@ -46,35 +46,21 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc | None]:
-    if REDIS_SERVER is None:
-        yield None
-        return
-    proc = start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-def engine_env(engine: str, redis: RedisProc | None) -> dict[str, str]:
+def engine_env(engine: str, request: pytest.FixtureRequest) -> dict[str, str]:
     if engine == "memory":
         return {}
-    assert redis is not None
+    redis: RedisProc = request.getfixturevalue("redis")
     return {"PAYLIVE_REDIS_URL": redis.url}
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def server(request: pytest.FixtureRequest, redis: RedisProc | None) -> Iterator[Server]:
-    with Server({**LIMITS, **engine_env(request.param, redis)}) as srv:
-        yield srv
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The module's server runs each engine in turn: every test of it runs on both.
+    if "server" in metafunc.fixturenames:
+        metafunc.parametrize("server", ENGINES, indirect=True, scope="module")
 
 
-@pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        yield client  # type: ignore[misc]
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {**LIMITS, **engine_env(request.param, request)}
 
 
 def strict_json(raw: str | bytes) -> Any:
@@ -334,10 +320,10 @@ def test_slow_clients_are_cut_off(server: Server) -> None:
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def crowded(request: pytest.FixtureRequest, redis: RedisProc | None) -> Iterator[Server]:
+def crowded(request: pytest.FixtureRequest) -> Iterator[Server]:
     """A worker that takes four connections at most (and waits long for headers)."""
     env = {"PAYLIVE_MAX_CONNECTIONS": "4", "PAYLIVE_HEADER_TIMEOUT_MS": "30000"}
-    with Server({**env, **engine_env(request.param, redis)}) as srv:
+    with Server({**env, **engine_env(request.param, request)}) as srv:
         yield srv
 
 

@@ -4,7 +4,6 @@ configured with a short session TTL and a tiny send queue."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import anyio
 import httpx
@@ -16,21 +15,7 @@ from ..support.servers import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    env = {
-        "PAYLIVE_SESSION_TTL_MS": "1500",
-        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1200",
-    }
-    with Server(env) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        yield client  # type: ignore[misc]
+SERVER_ENV = {"PAYLIVE_SESSION_TTL_MS": "1500", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1200"}
 
 
 async def test_an_untouched_session_expires(server: Server, http: httpx.AsyncClient) -> None:

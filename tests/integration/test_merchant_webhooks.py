@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from paylive.core.signature import SignatureError
 
 from ..support.client import admin, create, merchant
 from ..support.receiver import Receiver
-from ..support.servers import Server
 from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -37,18 +35,13 @@ OLD_SECRET = "whsec_" + base64.b64encode(b"old-merchant-secret-0123").decode()
 JS = Path(__file__).resolve().parents[1] / "js"
 OK_CARD = {"payment_method": {"card": "4242424242424242"}}
 
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    # The shop has not rotated yet: it knows only the old secret.
-    rx = Receiver(OLD_SECRET)
-    yield rx
-    rx.close()
+# The shop has not rotated yet: it knows only the old secret.
+RECEIVER_SECRET = OLD_SECRET
 
 
-@pytest.fixture(scope="module")
-def server(receiver: Receiver) -> Iterator[Server]:
-    env = {
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    receiver: Receiver = request.getfixturevalue("receiver")
+    return {
         "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
         "PAYLIVE_MERCHANT_WEBHOOK_SECRET": f"{NEW_SECRET},{OLD_SECRET}",
         "PAYLIVE_MERCHANT_EVENTS": "all",
@@ -66,14 +59,6 @@ def server(receiver: Receiver) -> Iterator[Server]:
         "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
         "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
     }
-    with Server(env) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        yield client  # type: ignore[misc]
 
 
 def processed(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import base64
 import json
 import re
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +34,23 @@ pytestmark = pytest.mark.anyio
 METRICS_TOKEN = "test-metrics-token-0123456789"
 # A Standard Webhooks secret: whsec_ and the base64 of 24 bytes.
 SHOP_SECRET = "whsec_" + base64.b64encode(b"shop-webhook-secret-0123").decode()
+
+RECEIVER_SECRET = SHOP_SECRET
+
+
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    receiver: Receiver = request.getfixturevalue("receiver")
+    spans_path: Path = request.getfixturevalue("spans_path")
+    return {
+        "PAYLIVE_LOG_FORMAT": "json",
+        "PAYLIVE_OTEL_EXPORTER": "file",
+        "PAYLIVE_OTEL_FILE": str(spans_path),
+        "PAYLIVE_METRICS_TOKEN": METRICS_TOKEN,
+        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SHOP_SECRET,
+    }
+
+
 # A caller's trace: the payment's spans must continue it.
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_PARENT = "00f067aa0ba902b7"
@@ -43,30 +59,6 @@ CALLER_PARENT = "00f067aa0ba902b7"
 @pytest.fixture(scope="module")
 def spans_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("otel") / "spans.jsonl"
-
-
-@pytest.fixture(scope="module")
-def server(spans_path: Path) -> Iterator[Server]:
-    receiver = Receiver(SHOP_SECRET)
-    env = {
-        "PAYLIVE_LOG_FORMAT": "json",
-        "PAYLIVE_OTEL_EXPORTER": "file",
-        "PAYLIVE_OTEL_FILE": str(spans_path),
-        "PAYLIVE_METRICS_TOKEN": METRICS_TOKEN,
-        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
-        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SHOP_SECRET,
-    }
-    try:
-        with Server(env) as srv:
-            yield srv
-    finally:
-        receiver.close()
-
-
-@pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        yield client  # type: ignore[misc]
 
 
 def log_lines(server: Server) -> list[dict[str, Any]]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,7 +11,7 @@ import httpx
 import pytest
 
 from ..support.client import Socket, create, merchant, open_socket, session_url
-from ..support.redisproc import REDIS_SERVER, RedisProc, start_redis
+from ..support.redisproc import REDIS_SERVER, RedisProc
 from ..support.servers import ADMIN_TOKEN, Server
 from ..support.waiting import until
 
@@ -33,21 +31,12 @@ LONG_LIVED = {
 }
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProc]:
-    proc = start_redis(tmp_path / "redis")
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-async def test_a_command_refused_for_overload_changes_nothing(redis: RedisProc) -> None:
+async def test_a_command_refused_for_overload_changes_nothing(fresh_redis: RedisProc) -> None:
     """One command in flight fills a door of one (Redis is frozen under it); the next
     is refused at once with 503 ``overloaded`` and Retry-After, over HTTP and on a
     socket, and leaves the session and its idempotency key untouched."""
     env = {
-        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_REDIS_URL": fresh_redis.url,
         "PAYLIVE_MAX_IN_FLIGHT": "1",
         "PAYLIVE_REDIS_TIMEOUT_MS": "5000",
         **LONG_LIVED,
@@ -58,7 +47,7 @@ async def test_a_command_refused_for_overload_changes_nothing(redis: RedisProc) 
             sock = await open_socket(session_url(srv.ws_url, quiet))
             assert (await sock.recv())["type"] == "snapshot"
             keyed = {**merchant(), "Idempotency-Key": "pay-quiet-1"}
-            redis.pause()
+            fresh_redis.pause()
             try:
                 async with anyio.create_task_group() as tg:
                     answers: list[httpx.Response] = []
@@ -74,9 +63,9 @@ async def test_a_command_refused_for_overload_changes_nothing(redis: RedisProc) 
                     )
                     await sock.send({"type": "pay", "payment_method": PAY["payment_method"]})
                     error = await sock.until(lambda m: m["type"] == "error")
-                    redis.resume()
+                    fresh_redis.resume()
             finally:
-                redis.resume()
+                fresh_redis.resume()
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "overloaded"
             assert int(refused.headers["retry-after"]) >= 1
@@ -96,11 +85,13 @@ async def test_a_command_refused_for_overload_changes_nothing(redis: RedisProc) 
             await sock.conn.close()
 
 
-async def test_past_its_limit_a_worker_delivers_every_accepted_change(redis: RedisProc) -> None:
+async def test_past_its_limit_a_worker_delivers_every_accepted_change(
+    fresh_redis: RedisProc,
+) -> None:
     """Many clients at once on a worker that takes two commands at a time: some are
     refused, and every event of every accepted change reaches the session's socket
     and the admin feed, in order, with no snapshot in between."""
-    env = {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_MAX_IN_FLIGHT": "2", **LONG_LIVED}
+    env = {"PAYLIVE_REDIS_URL": fresh_redis.url, "PAYLIVE_MAX_IN_FLIGHT": "2", **LONG_LIVED}
     sessions_n, changes_per_session = 16, 8
     with Server(env) as srv:
         async with httpx.AsyncClient(
@@ -173,14 +164,14 @@ def _in_flight(url: str) -> float:
 
 
 async def test_a_refused_command_is_answered_before_its_body_and_changes_nothing(
-    redis: RedisProc,
+    fresh_redis: RedisProc,
 ) -> None:
     """While the door is full, a command is refused from its request line and headers:
     the 503 comes back although not one byte of its body was sent (so nothing read
     it), the body sent afterwards is dropped, the connection still serves the next
     request, and the session the command would have created does not exist."""
     env = {
-        "PAYLIVE_REDIS_URL": redis.url,
+        "PAYLIVE_REDIS_URL": fresh_redis.url,
         "PAYLIVE_MAX_IN_FLIGHT": "1",
         "PAYLIVE_REDIS_TIMEOUT_MS": "5000",
         **LONG_LIVED,
@@ -194,7 +185,7 @@ async def test_a_refused_command_is_answered_before_its_body_and_changes_nothing
     with Server(env) as srv:
         async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
             busy = await create(http)
-            redis.pause()
+            fresh_redis.pause()
             try:
                 async with anyio.create_task_group() as tg:
 
@@ -214,13 +205,13 @@ async def test_a_refused_command_is_answered_before_its_body_and_changes_nothing
                         # The body comes late: it is dropped, and the connection still
                         # serves the next request.
                         await stream.send(body)
-                        redis.resume()
+                        fresh_redis.resume()
                         await stream.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
                         with anyio.fail_after(5):
                             nxt = await _read_answer(stream)
                         assert nxt.startswith(b"HTTP/1.1 200"), nxt
             finally:
-                redis.resume()
+                fresh_redis.resume()
             # Refused by the connection protocol itself: no task was made for it.
             page = (await http.get("/metrics")).text
             assert "paylive_refused_before_body_total 1.0" in page

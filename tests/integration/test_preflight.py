@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import paylive.archive as paylive_archive
 
-from ..support import postgres, redisproc
+from ..support import redisproc
 from ..support.localstripe import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
 from ..support.ports import free_port
 from ..support.postgres import Database
@@ -30,31 +27,6 @@ def paylive(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=60,
     )
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redisproc.RedisProc]:
-    if redisproc.REDIS_SERVER is None:
-        pytest.skip("redis-server is not on PATH")
-    server = redisproc.start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def db() -> Iterator[Database]:
-    if not postgres.reachable():
-        if os.environ.get("PAYLIVE_REQUIRE_POSTGRES"):
-            pytest.fail("no PostgreSQL on 127.0.0.1:5432 (PAYLIVE_REQUIRE_POSTGRES)")
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (.ci/run starts one)")
-    with Database() as database:
-        yield database
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    with LocalStripe() as ls:
-        yield ls
 
 
 def stripe_env(localstripe: LocalStripe, key: str = SECRET_KEY) -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -23,14 +22,9 @@ from ..support.waiting import until
 pytestmark = pytest.mark.anyio
 
 SECRET = "whsec_" + base64.b64encode(b"receipt-merchant-secret-0123").decode()
+
+RECEIVER_SECRET = SECRET
 UNSEEN_MS = 2000
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    rx = Receiver(SECRET)
-    yield rx
-    rx.close()
 
 
 async def test_exactly_one_outcome_unseen_per_unacknowledged_session(

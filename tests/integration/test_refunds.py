@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,10 @@ OUTBOX = {
     "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
     "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
 }
+
+SERVER_ENV = OUTBOX
 WAIT_S = 15.0
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with Server(OUTBOX) as srv:
-        yield srv
 
 
 async def paid_session(http: httpx.AsyncClient, amount: int = 100) -> str:

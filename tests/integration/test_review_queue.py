@@ -29,12 +29,6 @@ VOID_LOST = "4000000000000341"  # charged, and its first void is lost: a late su
 RETENTION_MS = 2_000
 
 
-@pytest.fixture
-def db() -> Iterator[Database]:
-    with Database() as database:
-        yield database
-
-
 @pytest.fixture(params=["memory", "redis"])
 def engine_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     if request.param == "memory":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -14,7 +13,7 @@ import pytest
 from ..support import redisproc
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
-from ..support.servers import ADMIN_TOKEN, Server, free_port
+from ..support.servers import ADMIN_TOKEN, Server
 from ..support.waiting import until
 
 pytestmark = [
@@ -24,30 +23,6 @@ pytestmark = [
 
 OK = "4242424242424242"
 NEVER = "4000000000000408"
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    proc = start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def pair(redis: RedisProc) -> Iterator[tuple[Server, Server]]:
-    """Two workers on two ports; A's sandbox posts its webhooks to B."""
-    port_b = free_port()
-    b = Server({"PAYLIVE_REDIS_URL": redis.url}, port=port_b)
-    a = Server(
-        {
-            "PAYLIVE_REDIS_URL": redis.url,
-            "PAYLIVE_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{port_b}/webhooks/sandbox",
-        }
-    )
-    with b, a:
-        yield a, b
 
 
 def customer(session: dict) -> dict[str, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ DECLINED = "4000000000000002"
 # Short, so the tests wait little; long enough that a busy machine never trips it
 # for a client that sends its headers at once.
 HEADER_TIMEOUT_S = 1.5
+
+SERVER_ENV = {"PAYLIVE_HEADER_TIMEOUT_MS": str(int(HEADER_TIMEOUT_S * 1000))}
 
 
 def early_answered(kind: str) -> bytes:
@@ -125,13 +126,6 @@ class Trickler:
         self.selector.close()
         for sock in self.socks:
             sock.close()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    env = {"PAYLIVE_HEADER_TIMEOUT_MS": str(int(HEADER_TIMEOUT_S * 1000))}
-    with Server(env) as srv:
-        yield srv
 
 
 # The door's connections --------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import httpx
 import pytest
@@ -19,18 +17,6 @@ LOST_ANSWER = "4000000000000523"
 LATE = "4000000000000770"
 DECLINE = "4000000000000002"
 STOLEN = "4000000000009979"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with Server() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        yield client  # type: ignore[misc]
 
 
 async def connect(server: Server, session: dict, **kw: object) -> Socket:

@@ -37,36 +37,33 @@ OK = "4242424242424242"
 WAIT_S = 15.0
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture(scope="module")
-def db() -> Iterator[Database]:
+def archive_db() -> Iterator[Database]:
+    """The module's server's archive (one for the module, as its server is)."""
     with Database() as database:
         yield database
 
 
-@pytest.fixture(scope="module")
-def server(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    redis = redisproc.start_redis(Path(tmp_path_factory.mktemp("redis")))
-    staff_file = Path(tmp_path_factory.mktemp("staff")) / "staff"
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    archive_db: Database = request.getfixturevalue("archive_db")
+    redis: redisproc.RedisProc = request.getfixturevalue("redis")
+    tmp: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    staff_file = Path(tmp.mktemp("staff")) / "staff"
     staff_file.write_text(
         f"# who may do what\nvera:viewer:{VIEWER}\n\notto:operator:{OPERATOR}\nada:admin:{ADMIN}\n"
     )
-    env = {
+    return {
         "PAYLIVE_REDIS_URL": redis.url,
-        "PAYLIVE_DATABASE_URL": db.url,
+        "PAYLIVE_DATABASE_URL": archive_db.url,
         "PAYLIVE_REDIS_RETENTION_MS": "1000",
         "PAYLIVE_STAFF_TOKENS_FILE": str(staff_file),
         "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
         "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
     }
-    try:
-        with Server(env) as srv:
-            yield srv
-    finally:
-        redis.stop()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def paid(http: httpx.AsyncClient) -> str:
@@ -148,7 +145,7 @@ async def test_a_viewer_reads_and_is_refused_every_action(server: Server) -> Non
 
 
 async def test_an_operator_refunds_and_every_action_is_audited_also_from_postgres(
-    server: Server, db: Database
+    server: Server, archive_db: Database
 ) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         sid = await paid(http)
@@ -196,7 +193,7 @@ async def test_an_operator_refunds_and_every_action_is_audited_also_from_postgre
         again = await http.get(f"/api/admin/audit?session={sid}", headers=bearer(VIEWER))
         assert [e["id"] for e in again.json()["entries"]] == [newest["id"], oldest["id"]]
         assert again.json()["entries"][1]["staff"] == "otto"
-    rows = db.fetch("SELECT staff, action FROM paylive_audit WHERE session_id = $1", sid)
+    rows = archive_db.fetch("SELECT staff, action FROM paylive_audit WHERE session_id = $1", sid)
     assert sorted((r["staff"], r["action"]) for r in rows) == [
         ("merchant", "refund"),
         ("otto", "refund"),

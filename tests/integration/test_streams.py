@@ -8,7 +8,7 @@ import contextlib
 import signal
 import socket as socket_module
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -16,26 +16,20 @@ import httpx
 import pytest
 
 from ..support.client import admin, create, open_socket
-from ..support.redisproc import REDIS_SERVER, RedisProc, start_redis
-from ..support.servers import ADMIN_TOKEN, API_KEY, Server, free_port
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 from ..support.sse import Stream, ticket
 
 pytestmark = pytest.mark.anyio
 
+SERVER_ENV = {
+    "PAYLIVE_SSE_HEARTBEAT_MS": "300",
+    "PAYLIVE_POLL_HOLD_MS": "3000",
+    "PAYLIVE_MAX_SOCKETS_PER_SESSION": "3",
+}
+
 OK = "4242424242424242"
 DECLINED = "4000000000000002"
 NEVER = "4000000000000408"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    env = {
-        "PAYLIVE_SSE_HEARTBEAT_MS": "300",
-        "PAYLIVE_POLL_HOLD_MS": "3000",
-        "PAYLIVE_MAX_SOCKETS_PER_SESSION": "3",
-    }
-    with Server(env) as srv:
-        yield srv
 
 
 def bearer(credential: str) -> dict[str, str]:
@@ -242,31 +236,6 @@ async def test_a_long_poll_answers_at_once_or_holds_then_answers_empty(server: S
 
 
 # Two workers on one Redis: no request needs the worker of the one before it -------
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    proc = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def pair(redis: RedisProc) -> Iterator[tuple[Server, Server]]:
-    port_b = free_port()
-    b = Server({"PAYLIVE_REDIS_URL": redis.url}, port=port_b)
-    a = Server(
-        {
-            "PAYLIVE_REDIS_URL": redis.url,
-            "PAYLIVE_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{port_b}/webhooks/sandbox",
-        }
-    )
-    with b, a:
-        yield a, b
 
 
 async def test_a_stream_resumed_with_last_event_id_on_the_other_worker(

@@ -43,23 +43,12 @@ THREE_D_SECURE = "4000002500003155"
 RETIRED_SECRET = "whsec_retired_0123456789"
 ATTEMPT_TIMEOUT_MS = 2000
 
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    with LocalStripe() as ls:
-        yield ls
+HTTP_TIMEOUT = 15
 
 
-@pytest.fixture(scope="module")
-def proxy(localstripe: LocalStripe) -> Iterator[FaultProxy]:
-    fault = FaultProxy(localstripe.url).start()
-    yield fault
-    fault.close()
-
-
-@pytest.fixture(scope="module")
-def server(localstripe: LocalStripe, proxy: FaultProxy) -> Iterator[Server]:
-    env = {
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    proxy: FaultProxy = request.getfixturevalue("proxy")
+    return {
         "PAYLIVE_GATEWAY": "stripe",
         "PAYLIVE_STRIPE_SECRET_KEY": SECRET_KEY,
         "PAYLIVE_STRIPE_WEBHOOK_SECRET": f"{RETIRED_SECRET},{WEBHOOK_SECRET}",
@@ -70,10 +59,17 @@ def server(localstripe: LocalStripe, proxy: FaultProxy) -> Iterator[Server]:
         "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
         "PAYLIVE_EFFECT_RETRY_CAP_MS": "1000",
     }
-    with Server(env) as srv:
-        yield srv
-        log = srv.log()
+
+
+def CHECK_SERVER_LOG(log: str) -> None:
     assert SECRET_KEY not in log and "_secret_" not in log, "a secret reached the log"
+
+
+@pytest.fixture(scope="module")
+def proxy(localstripe: LocalStripe) -> Iterator[FaultProxy]:
+    fault = FaultProxy(localstripe.url).start()
+    yield fault
+    fault.close()
 
 
 @pytest.fixture(autouse=True)
@@ -83,12 +79,6 @@ def network(localstripe: LocalStripe, proxy: FaultProxy, server: Server) -> Iter
     localstripe.send_webhooks_to(f"{server.url}/webhooks/stripe")
     yield
     proxy.restore()
-
-
-@pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
-        yield client  # type: ignore[misc]
 
 
 Opener = Callable[[], Awaitable[tuple[dict[str, Any], Socket]]]

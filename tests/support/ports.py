@@ -26,7 +26,16 @@ def _range() -> range:
     return range(start, start + SPAN)
 
 
-_next = itertools.cycle(_range())
+def _ports() -> itertools.cycle[int]:
+    # Several test runs share this machine (each with its gw0, gw1, ...): starting at a
+    # place of this process's own in its range keeps two runs' same-named processes
+    # from stepping through the same ports in step.
+    ports = _range()
+    start = os.getpid() % len(ports)
+    return itertools.cycle([*ports[start:], *ports[:start]])
+
+
+_next = _ports()
 
 
 def _bindable(port: int) -> bool:

@@ -9,6 +9,7 @@ fails the test instead of hanging it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -60,6 +61,10 @@ def command(port: int, *args: str, timeout: float = 2.0) -> bytes:
                 continue
             break
         return reply
+
+
+class PortTaken(RuntimeError):
+    """The port was free when chosen, and another process's by the time of the bind."""
 
 
 def _answers(port: int) -> bool:
@@ -117,10 +122,19 @@ class RedisProc:
             # PING answers -LOADING while the append-only file is replayed, so a
             # +PONG means the data is back, not only that the port is open.
             if _answers(self.port):
-                return
+                if self._answered_by_ours():
+                    return
+                # Another test run's server holds the port: ours cannot bind it.
+                self.stop()
+                raise PortTaken(f"port {self.port} is another redis-server's")
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not answer in time")
+
+    def _answered_by_ours(self) -> bool:
+        info = command(self.port, "INFO", "server", timeout=2.0)
+        pid = re.search(rb"process_id:(\d+)", info)
+        return self.process is not None and pid is not None and int(pid[1]) == self.process.pid
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it (SIGTERM lets it flush its append-only file) and wait, bounded."""
@@ -152,9 +166,15 @@ class RedisProc:
 
 def start_redis(directory: Path, *, appendonly: bool = False) -> RedisProc:
     """A new single-node server on a free port, files under ``directory``."""
-    proc = RedisProc(port=free_port(), directory=directory, appendonly=appendonly)
-    proc.start()
-    return proc
+    for attempt in range(3):
+        proc = RedisProc(port=free_port(), directory=directory, appendonly=appendonly)
+        try:
+            proc.start()
+            return proc
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass

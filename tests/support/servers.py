@@ -32,6 +32,8 @@ FAST = {
 # Test pages open /demo again and again from one address: lift its per-address limit
 # (a test of the limit sets its own).
 OPEN = {"PAYLIVE_DEMO_PER_MINUTE": "100000"}
+# What uvicorn writes once it has bound its port (any log format).
+BOUND = b"Uvicorn running on"
 
 
 class Server:
@@ -44,9 +46,10 @@ class Server:
         port: int | None = None,
         secrets: bool = True,
     ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        # A port of our choosing may be taken by another test run before the server
+        # binds it: then the server is started again on another.
+        self._own_port = port is None
+        self._use_port(port or free_port())
         self.workers = workers
         self._dir = tempfile.TemporaryDirectory(prefix="paylive-test-")
         self.log_path = Path(self._dir.name) / "server.log"
@@ -63,7 +66,21 @@ class Server:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+
     def start(self, timeout: float = 60.0) -> Server:
+        for _ in range(3):
+            if self._start_once(timeout):
+                return self
+            self._use_port(free_port())
+        raise RuntimeError(f"server found no free port in 3 tries:\n{self.log()}")
+
+    def _start_once(self, timeout: float) -> bool:
+        """Start the server; False if its port was taken meanwhile and ours to change."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
@@ -84,15 +101,26 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self._own_port and b"address already in use" in self._output(offset):
+                    return False
                 raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            # Only once uvicorn says it listens is the answer on the port this server's
+            # (another test run's server may hold the port this one failed to bind).
+            if BOUND in self._output(offset):
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                        return True
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    def _output(self, offset: int) -> bytes:
+        """What the server wrote since ``offset``."""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return log.read()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

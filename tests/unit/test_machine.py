@@ -47,15 +47,13 @@ from paylive.core.session import (
     Session,
 )
 
-RULES = Rules(
-    attempt_timeout_ms=30_000, max_attempts=3, retry_delay_ms=2_000, session_ttl_ms=900_000
-)
+from ..support import core
+from ..support.core import CARD, RULES, T0
+
 SID = "ps_test8Jk2"
-T0 = 1_764_129_990_000
 PAY = T0 + 1_000
 DEADLINE = PAY + RULES.attempt_timeout_ms
 EXPIRES = T0 + RULES.session_ttl_ms
-CARD = {"card": "4242424242424242"}
 OTHER_CARD = {"card": "5555555555554444"}
 
 
@@ -63,7 +61,9 @@ OTHER_CARD = {"card": "5555555555554444"}
 
 
 def fresh(rules: Rules = RULES, now: int = T0) -> Session:
-    return new_session(SID, "order-1001", 1999, "EUR", {"cart": "7"}, now, rules)
+    return core.fresh(
+        rules, sid=SID, order_id="order-1001", amount=1999, metadata={"cart": "7"}, now=now
+    )
 
 
 def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:

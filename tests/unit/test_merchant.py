@@ -23,7 +23,6 @@ from paylive.core.machine import (
     StartAttempt,
     Tick,
     decide,
-    new_session,
 )
 from paylive.core.merchant import (
     CANCELLED,
@@ -41,13 +40,15 @@ from paylive.core.merchant import (
 )
 from paylive.core.session import Session
 
+from ..support import core
+from ..support.core import CARD
+
 RULES = Rules(attempt_timeout_ms=1_000, max_attempts=2, retry_delay_ms=0, session_ttl_ms=10_000)
 T0 = 1_764_000_000_000
-CARD = {"card": "4242424242424242"}
 
 
 def fresh() -> Session:
-    return new_session("ps_m1", "order-1", 500, "EUR", {}, T0, RULES)
+    return core.fresh(RULES, sid="ps_m1", now=T0)
 
 
 def run(s: Session, command: object, now: int, voids: dict[int, bool] | None = None) -> Decision:

@@ -30,6 +30,8 @@ from paylive.core.machine import (
 )
 from paylive.core.session import Session
 
+from ..support.core import CARD
+
 RULES = Rules(
     attempt_timeout_ms=1000,
     max_attempts=3,
@@ -39,7 +41,6 @@ RULES = Rules(
     effect_retry_cap_ms=2_000,
     effect_review_after_ms=3_000,
 )
-CARD = {"card": "4242424242424242"}
 
 
 class Unavailable(Exception):

@@ -22,6 +22,8 @@ from paylive.core.machine import (
 )
 from paylive.core.session import Session
 
+from ..support.core import CARD
+
 RULES = Rules(
     attempt_timeout_ms=1_000,
     max_attempts=3,
@@ -31,8 +33,8 @@ RULES = Rules(
     effect_retry_cap_ms=8_000,
     effect_review_after_ms=30_000,
 )
+
 SID = "ps_outbox"
-CARD = {"card": "4242424242424242"}
 
 
 def step(s: Session, command: object, now: int, **voids: bool) -> Decision:

@@ -22,6 +22,8 @@ from paylive.core.machine import (
 from paylive.core.merchant import OUTCOME_UNSEEN, merchant_events, queue_events
 from paylive.core.session import Session
 
+from ..support.core import CARD
+
 SID = "ps_receipt"
 RULES = Rules(
     attempt_timeout_ms=30_000,
@@ -30,7 +32,6 @@ RULES = Rules(
     session_ttl_ms=60_000,
     outcome_unseen_ms=120_000,
 )
-CARD = {"card": "4242424242424242"}
 
 
 def step(s: Session, command: object, now: int, rules: Rules = RULES) -> Decision:

@@ -30,6 +30,8 @@ from paylive.core.merchant import (
 )
 from paylive.core.session import Session
 
+from ..support.core import CARD
+
 RULES = Rules(
     attempt_timeout_ms=1_000,
     max_attempts=3,
@@ -37,8 +39,8 @@ RULES = Rules(
     session_ttl_ms=60_000,
     effect_review_after_ms=30_000,
 )
+
 SID = "ps_refunds"
-CARD = {"card": "4242424242424242"}
 
 
 def step(s: Session, command: object, now: int) -> Decision:

@@ -28,9 +28,9 @@ from paylive.service.effects import EffectRunner, list_effects
 from paylive.service.payments import PaymentService
 from paylive.settings import load_settings
 
-pytestmark = pytest.mark.anyio
+from ..support.core import CARD
 
-CARD = {"card": "4242424242424242"}
+pytestmark = pytest.mark.anyio
 
 
 class ScriptedGateway(Gateway):

@@ -20,22 +20,18 @@ from paylive.core.machine import (
     NeedsVoid,
     ProviderResult,
     ResolveReview,
-    Rules,
     StartAttempt,
     Tick,
     decide,
-    new_session,
 )
 from paylive.core.session import Session
 from paylive.core.stats import delta, summary
 
-RULES = Rules(
-    attempt_timeout_ms=30_000, max_attempts=3, retry_delay_ms=2_000, session_ttl_ms=900_000
-)
-T0 = 1_764_129_990_000
+from ..support import core
+from ..support.core import CARD, RULES, T0
+
 PAY = T0 + 1_000
 EXPIRES = T0 + RULES.session_ttl_ms
-CARD = {"card": "4242424242424242"}
 
 # Deadlines and retry times when every attempt times out, one after the other.
 D1 = PAY + 30_000
@@ -48,7 +44,7 @@ Step = tuple[object, int, Collection[int]]  # command, when, attempts the gatewa
 
 
 def fresh(sid: str = "ps_stats") -> Session:
-    return new_session(sid, "order-1", 500, "EUR", {}, T0, RULES)
+    return core.fresh(sid=sid)
 
 
 def apply(s: Session, command: object, at: int, charged: Collection[int] = ()) -> Session:
