@@ -99,3 +99,40 @@ def test_fanout_bench_compares_plain_and_sharded_on_a_cluster(tmp_path: Path) ->
         # Every save reaches its session's follower and both engines' admin channels.
         assert r["saves_per_s"] > 0 and r["messages_per_s"] >= 2 * r["saves_per_s"]
         assert len(r["node_cpu_s"]) == 3
+
+
+def test_paired_runs_compare_a_base_commit_with_the_checkout(tmp_path: Path) -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("bench.paired takes its base with git archive: not a git checkout")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.paired",
+            "--base",
+            "HEAD",
+            "--system",
+            "paylive-redis",
+            "--rate",
+            "20",
+            "--sockets",
+            "20",
+            "--duration",
+            "1",
+            "--pairs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    runs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["run"] for r in runs] == ["base-1", "checkout-1"], runs
+    for run in runs:
+        assert run["server_cpu_s_per_1000"] > 0 and run["redis_cpu_s_per_1000"] > 0, run
+        assert run["redis_commands_per_change"] > 0, run
+        assert run["redis_round_trips_per_change"] > 0, run

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from paylive.limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
+from paylive.limits.gradient import GradientLimit
+from paylive.metrics import REGISTRY
 from paylive.web.admission import is_command, session_of
 
 
@@ -63,3 +65,14 @@ def test_no_session_and_no_address_takes_every_place() -> None:
     ]:
         door.leave(session, address)
     assert door.in_flight == 0 and door.enter("ps_a", "10.0.0.1") is None
+
+
+def _gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
+
+
+def test_the_limit_metric_shows_a_fixed_bound_and_the_adaptive_start() -> None:
+    Admission(limit=37, retry_after_s=1)
+    assert _gauge("paylive_in_flight_limit") == 37, "a fixed bound read 0 before"
+    Admission(limit=64, retry_after_s=1, adaptive=GradientLimit(20, 8, 64))
+    assert _gauge("paylive_in_flight_limit") == 20, "the adaptive bound's starting point"

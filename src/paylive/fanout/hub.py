@@ -38,7 +38,8 @@ log = logging.getLogger("paylive.hub")
 # sockets every 50 ms).
 DRAIN_SLICE_S = 0.05
 
-Send = Callable[[str | bytes], Awaitable[None]]
+# A coroutine function: ``Subscriber._send_now`` steps the coroutine itself.
+Send = Callable[[str | bytes], Coroutine[Any, Any, None]]
 Close = Callable[[int, str], Coroutine[Any, Any, None]]
 
 
@@ -88,6 +89,9 @@ class Subscriber(SeqOrder[Encoded]):
         if self.closing:
             return
         pending = self._pending
+        if self._writer is None and not pending:
+            self._send_now(event)
+            return
         if pending is None:
             pending = self._pending = deque()
         elif len(pending) >= self._limit:
@@ -98,6 +102,27 @@ class Subscriber(SeqOrder[Encoded]):
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
+    def _send_now(self, event: Encoded) -> None:
+        """Send ``event`` on an idle socket without a writer task: the send coroutine
+        is stepped here, and it almost always finishes in that one step (the server's
+        send writes to the transport and returns unless its buffer is full). A task
+        and its scheduling per message were the largest part of a countdown's cost.
+        When the send must wait, a writer task takes it over where it stopped, and
+        what is pushed meanwhile queues behind it, in order, as before."""
+        send = self._send(event.frame(self.subprotocol))
+        try:
+            waiting = send.send(None)
+        except StopIteration:
+            _sent(event)
+            return
+        except Exception:
+            # The peer is gone: the socket's reader sees the disconnect and leaves.
+            self.closing = True
+            return
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write(_Resumed(send, waiting, event))
+        )
+
     def kill(self, code: int, reason: str) -> None:
         if self.closing:
             return
@@ -106,16 +131,18 @@ class Subscriber(SeqOrder[Encoded]):
 
     # The writer task ---------------------------------------------------------
 
-    async def _write(self) -> None:
-        """Send what is queued, in order, then end (the next push starts another)."""
+    async def _write(self, resumed: _Resumed | None = None) -> None:
+        """Send what is queued, in order, then end (the next push starts another);
+        first the send ``_send_now`` began, if it had to wait."""
         try:
+            if resumed is not None:
+                await resumed.finish()
+                _sent(resumed.event)
             pending = self._pending
             while pending and not self.closing:
                 event = pending.popleft()
                 await self._send(event.frame(self.subprotocol))
-                metrics.delivered(event.type)
-                if event.durable and event.ts:
-                    metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - event.ts / 1000))
+                _sent(event)
         except Exception:
             # The peer is gone: the socket's reader sees the disconnect and leaves.
             self.closing = True
@@ -135,6 +162,46 @@ class Subscriber(SeqOrder[Encoded]):
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         self.closing = True
+
+
+def _sent(event: Encoded) -> None:
+    metrics.delivered(event.type)
+    if event.durable and event.ts:
+        metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - event.ts / 1000))
+
+
+class _Resumed:
+    """A send coroutine stepped once by ``Subscriber._send_now`` that stopped on
+    ``waiting`` (what it awaits: a future, or None for a bare yield); ``finish`` runs
+    it to its end inside the writer task, passing on each wait as the task would."""
+
+    __slots__ = ("send", "waiting", "event")
+
+    def __init__(self, send: Coroutine[Any, Any, None], waiting: object, event: Encoded) -> None:
+        self.send, self.waiting, self.event = send, waiting, event
+
+    async def finish(self) -> None:
+        send, waiting = self.send, self.waiting
+        while True:
+            try:
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    # As a task does with a future its coroutine yields: the flag says
+                    # "yielded by an await" and is taken down by whoever waits on it,
+                    # here before this task's own await raises it again.
+                    waiting._asyncio_future_blocking = False  # type: ignore[attr-defined]
+                    await waiting  # type: ignore[misc]
+            except BaseException as exc:  # a cancel, or the future's error: pass it in
+                try:
+                    waiting = send.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                waiting = send.send(None)
+            except StopIteration:
+                return
 
 
 @dataclass

@@ -60,6 +60,8 @@ class Admission:
         self.per_session = per_session or limit
         self.per_address = per_address or limit
         self.in_flight = 0
+        # Shown from the start: a fixed bound never changes, so nothing else sets it.
+        metrics.IN_FLIGHT_LIMIT.set(self.limit)
         self._sessions: dict[str, int] = {}
         self._addresses: dict[str, int] = {}
 

@@ -198,7 +198,7 @@ class Store:
         if not session_id:
             return None
         async with self._client.op():
-            raw: Any = await self._client.r.hget(session_keys(session_id)[0], "r")
+            raw: Any = await self._client.call("HGET", session_keys(session_id)[0], "r")
         session = None if raw is None else _load(raw)
         self.cache.refresh(session_id, session)
         return session

@@ -15,7 +15,7 @@
 --   review, each '' when there is none; fx + 4: '1' when the session is kept: its
 --   outbox owes anything, a pending effect or a merchant event, or it is flagged
 --   for review, else ''), then stat name/delta pairs.
-local cur = redis.call('HMGET', KEYS[1], 'v', 'st')
+local cur = redis.call('HMGET', KEYS[1], 'v', 'st', 'n')
 if cur[1] ~= ARGV[1] then
   return {redis.call('HGET', KEYS[1], 'r')}
 end
@@ -24,18 +24,20 @@ local n = tonumber(ARGV[13])
 local first_event = 14
 local last_event = 13 + n
 local fx = last_event + 1
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
 if n > 0 then
-  for i = first_event, last_event do
-    redis.call('RPUSH', KEYS[2], ARGV[i])
-  end
+  -- The events counted in the same HSET (n was read with the version) and appended
+  -- in one RPUSH: no HINCRBY, and one RPUSH for all of them.
+  redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4],
+    'n', (tonumber(cur[3]) or 0) + n)
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, first_event, last_event))
   local cap = tonumber(ARGV[6])
   if cap > 0 then
     redis.call('LTRIM', KEYS[2], -cap, -1)
   else
     redis.call('DEL', KEYS[2])
   end
-  redis.call('HINCRBY', KEYS[1], 'n', n)
+else
+  redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
 end
 if ARGV[fx + 4] ~= '' then
   -- The outbox owes the provider a call or the shop an event, or a person has not
