@@ -17,6 +17,7 @@ module-level names:
 from __future__ import annotations
 
 import sys
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,50 +37,69 @@ sys.dont_write_bytecode = False
 
 # The suite runs in parallel (pytest-xdist, ``-n 4 --dist loadfile`` in pyproject.toml):
 # a file's tests stay together on one process, so that the servers its module-scoped
-# fixtures start are started once. The files that load the whole machine (thousands
-# of sockets, a benchmark) share one process, so that they run one after the other
-# and never beside each other. (xdist's own --dist loadgroup no longer groups
+# fixtures start are started once. (xdist's own --dist loadgroup no longer groups
 # anything under pytest 9, which ignores the node id it rewrites: every test was
 # handed out alone, and a module's servers were started again on every process that
 # ran one of its tests.)
-HEAVY = frozenset({"tests/load/test_restart.py", "tests/load/test_bench.py"})
+
+# Files whose tests are independent cases against one module server, long enough to
+# be the last process's tail alone: their tests are dealt into this many parts, each
+# a group of its own with a server of its own (the CRC of the test id picks the part,
+# so that every process computes the same one).
+SPLIT = {"tests/fuzz/test_openapi.py": 3, "tests/browser/test_accessibility.py": 2}
 
 # The groups that take longest (wall seconds measured on the 2-core machine) are handed
 # out first, so that no long file starts last and keeps one process busy alone at the
 # end. Files not listed are short and keep their collection order after these.
 LONGEST_FIRST = [
-    "heavy",
+    "tests/load/test_restart.py",
+    "tests/load/test_bench.py",
     "tests/browser/test_accessibility.py",
     "tests/fuzz/test_openapi.py",
     "tests/browser/test_browser.py",
-    "tests/browser/test_transports.py",
-    "tests/integration/test_scaleout.py",
-    "tests/integration/test_observability.py",
     "tests/integration/test_slow_clients.py",
-    "tests/browser/test_dashboard_work.py",
+    "tests/integration/test_scaleout.py",
+    "tests/browser/test_transports.py",
     "tests/integration/test_streams.py",
+    "tests/integration/test_review_queue.py",
     "tests/integration/test_effects.py",
-    "tests/integration/test_hardening.py",
-    "tests/integration/test_stripe.py",
-    "tests/integration/test_merchant_webhooks.py",
+    "tests/engine/test_engine.py",
+    "tests/browser/test_receipt.py",
     "tests/browser/test_screenshots.py",
-    "tests/js/test_client_js.py",
-    "tests/unit/test_properties.py",
+    "tests/browser/test_dashboard_work.py",
+    "tests/integration/test_merchant_webhooks.py",
+    "tests/integration/test_stripe.py",
+    "tests/load/test_load.py",
     "tests/test_style.py",
+    "tests/integration/test_sockets.py",
+    "tests/integration/test_observability.py",
+    "tests/js/test_client_js.py",
+    "tests/integration/test_hardening.py",
 ]
 
 
+def file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def group_of(nodeid: str) -> str:
-    """The unit of work a test belongs to: its file, or "heavy"."""
-    path = nodeid.split("::", 1)[0]
-    return "heavy" if path in HEAVY else path
+    """The unit of work a test belongs to: its file, or a part of a split file."""
+    path = file_of(nodeid)
+    if path in SPLIT:
+        return f"{path}#{zlib.crc32(nodeid.encode()) % SPLIT[path]}"
+    return path
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
-    # A stable sort: within a group, and among the unlisted groups, the order stays.
-    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+
+    def order(item: pytest.Item) -> tuple[int, str]:
+        return rank.get(file_of(item.nodeid), len(rank)), group_of(item.nodeid)
+
+    # A stable sort: within a group the order stays; a split file's parts follow each
+    # other, and the unlisted files come after the listed ones, by name.
+    items.sort(key=order)
 
 
 class _FileGroups:
