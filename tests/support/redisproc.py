@@ -98,6 +98,8 @@ class RedisProc:
             raise RuntimeError("redis-server is not on PATH")
         if self.running:
             return
+        # Absolute: the server runs in this folder, and reads --dir from there.
+        self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             REDIS_SERVER,
@@ -117,8 +119,9 @@ class RedisProc:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"redis-server exited at start:\n{log}")
+                log = self.directory / "redis.log"
+                said = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+                raise RuntimeError(f"redis-server exited at start:\n{said}")
             # PING answers -LOADING while the append-only file is replayed, so a
             # +PONG means the data is back, not only that the port is open.
             if _answers(self.port):

@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from uvicorn.logging import AccessFormatter
 
 from paylive.core.machine import Cancel, ProviderResult, StartAttempt
+from paylive.server import logs
 from paylive.server.logs import JsonAccessFormatter, JsonFormatter, RedactTokens, log_config
 from paylive.service.payments import PaymentService
 from paylive.settings import SettingsError, load_settings
@@ -384,3 +387,22 @@ async def test_a_stripe_call_names_stripes_request_id_on_its_span(
     assert span.attributes is not None
     # The last call made under the span (the confirm) names its request.
     assert span.attributes[PROVIDER_REQUEST_ID] == "req_confirm"
+
+
+# Fragments a log line is made of, secrets among them, in any case and order.
+_FRAGMENTS = [
+    " ", "/", "?", "&", "=", "%5f", "_", "Bearer ", "bearer\t", "token", "ticket",
+    "secret", "SECRET", "ps_abc", "pi_123", "sk_live", "rk_test", "whsec_x", "abc",
+    "GET /api/sessions/ps_abc", "HTTP/1.1", "200", "client_secret", "api_key",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join))
+def test_a_line_redact_skips_holds_no_secret(text: str) -> None:
+    """``redact`` returns a line untouched after one search when none of its markers
+    is in it: no pattern it would have applied may match such a line."""
+    if logs._SUSPECT.search(text) is None:
+        assert logs._QUERY_PAIR.search(text) is None
+        for pattern, _ in logs._PATTERNS:
+            assert pattern.search(text) is None, (pattern.pattern, text)
+    assert logs.redact(text) == logs.redact(logs.redact(text))

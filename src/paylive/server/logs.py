@@ -50,7 +50,15 @@ def _redact_pair(match: re.Match[str]) -> str:
     return match.group(0)
 
 
+# Every pattern above needs one of these in the text: a line without any (most access
+# lines) is returned as it is, after one search instead of five substitutions. The
+# access log was a seventh of a worker's CPU under load, most of it redacting.
+_SUSPECT = re.compile(r"=|bearer|secret|sk_|rk_|whsec_", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
+    if not _SUSPECT.search(text):
+        return text
     text = _QUERY_PAIR.sub(_redact_pair, text)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
