@@ -16,7 +16,7 @@ import itertools
 import os
 import socket
 
-# Eight ranges (pyproject runs six processes), all with their bus port below 32768.
+# Eight ranges (pyproject runs four processes; more by -n), each bus port below 32768.
 FIRST, SPAN, RANGES = 12_000, 1_300, 8
 
 
