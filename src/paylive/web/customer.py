@@ -23,7 +23,7 @@ from .auth import ADMIN, CUSTOMER, MERCHANT
 from .http import (
     endpoint,
     json_body,
-    kept,
+    once,
     optional_json_body,
     rate_limit,
     run_command,
@@ -48,13 +48,7 @@ async def start_attempt(request: Request) -> Response:
         method = validation.parse_attempt(body, runtime_of(request).settings.gateway)
         return await run_command(request, principal, session_id, StartAttempt(method), 202)
 
-    status, payload = await runtime_of(request).idempotency.run_once(
-        f"POST /api/sessions/{session_id}/attempts",
-        request.headers.get("idempotency-key"),
-        body,
-        kept(handler),
-    )
-    return JSONResponse(payload, status_code=status)
+    return await once(request, f"POST /api/sessions/{session_id}/attempts", body, handler)
 
 
 @endpoint

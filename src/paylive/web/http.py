@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from .. import metrics
 from ..core.machine import Command
@@ -144,6 +144,15 @@ def kept(handler: Handler) -> Handler:
             return status, body
 
     return answer
+
+
+async def once(request: Request, name: str, body: Any, handler: Handler) -> Response:
+    """Run ``handler`` at most once per ``Idempotency-Key`` (when the request has one)
+    for the command ``name``, keeping what ``kept`` lets it keep."""
+    status, payload = await runtime_of(request).idempotency.run_once(
+        name, request.headers.get("idempotency-key"), body, kept(handler)
+    )
+    return JSONResponse(payload, status_code=status)
 
 
 def answer(outcome: Outcome, status: int) -> Answer:

@@ -24,7 +24,7 @@ from .http import (
     authenticate,
     endpoint,
     json_body,
-    kept,
+    once,
     require_role,
     run_audited,
     run_command,
@@ -49,10 +49,7 @@ async def create_session(request: Request) -> Response:
         payload["client_secret"] = client_secret(runtime.settings.secret, session.id)
         return 201, payload
 
-    status, payload = await runtime.idempotency.run_once(
-        "POST /api/sessions", request.headers.get("idempotency-key"), body, kept(handler)
-    )
-    return JSONResponse(payload, status_code=status)
+    return await once(request, "POST /api/sessions", body, handler)
 
 
 @endpoint
@@ -79,13 +76,7 @@ async def refund(request: Request) -> Response:
         made = session.refunds[-1]
         return 202, {"refund": made.to_public(session_id), "session": session.to_public()}
 
-    status, payload = await runtime.idempotency.run_once(
-        f"POST /api/sessions/{session_id}/refunds",
-        request.headers.get("idempotency-key"),
-        body,
-        kept(handler),
-    )
-    return JSONResponse(payload, status_code=status)
+    return await once(request, f"POST /api/sessions/{session_id}/refunds", body, handler)
 
 
 @endpoint
