@@ -3,11 +3,12 @@ which builds one decision event by event. Pure, like the machine."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .codec import Message
 from .effects import CANCELLED, CAPTURE, VOID, GatewayEffect
+from .evolve import evolve
 from .protocol import ErrorCode
 from .session import A_VOIDED, Session
 
@@ -107,12 +108,12 @@ class Tx:
         self.charges: list[Charge] = []
 
     def update(self, **changes: Any) -> None:
-        self.s = replace(self.s, **changes)
+        self.s = evolve(self.s, **changes)
 
     def set_attempt(self, number: int, **changes: Any) -> None:
         attempt = self.s.attempt_by_number(number)
         assert attempt is not None
-        self.s = self.s.with_attempt(replace(attempt, **changes))
+        self.s = self.s.with_attempt(evolve(attempt, **changes))
 
     def add_effect(self, kind: str, attempt: int) -> None:
         """Put an effect in the outbox, due at once; one per attempt and kind."""
@@ -128,7 +129,7 @@ class Tx:
         self.set_attempt(number, status=A_VOIDED, ended_at=self.ended(number))
         capture = self.s.effect(CAPTURE, number)
         if capture is not None and capture.pending:
-            self.set_effect(replace(capture, status=CANCELLED, next_at=None, done_at=self.now))
+            self.set_effect(evolve(capture, status=CANCELLED, next_at=None, done_at=self.now))
             self.add_effect(VOID, number)
 
     def ended(self, number: int) -> int:
@@ -143,7 +144,7 @@ class Tx:
     def _bump(self) -> None:
         """Each durable event takes the next seq; bump before building its data, so
         the session it carries shows that seq."""
-        self.s = replace(self.s, seq=self.s.seq + 1, updated_at=self.now)
+        self.s = evolve(self.s, seq=self.s.seq + 1, updated_at=self.now)
 
     def _append(self, kind: str, data: dict[str, Any]) -> None:
         self.events.append(Message(kind, data, self.s.id, self.s.seq, self.now))

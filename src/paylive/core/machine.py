@@ -13,7 +13,6 @@ at the edge.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from .commands import (
@@ -29,6 +28,7 @@ from .commands import (
 from .decision import Charge, Decision, NeedsVoid, Refusal, Rules, Tx, refuse
 from .effects import CAPTURE, REFUND
 from .endings import end_attempt, expire
+from .evolve import evolve
 from .outbox import (
     DeliveryOutcome,
     EffectOutcome,
@@ -188,7 +188,7 @@ def _start_attempt(
             if decision.session.status == SUCCEEDED
             else Refusal(ErrorCode.INVALID_STATE, "the session has expired")
         )
-        return replace(decision, refusal=refusal)
+        return evolve(decision, refusal=refusal)
     if s.status == INTERRUPTED:
         if s.attempt >= s.max_attempts:
             return refuse(

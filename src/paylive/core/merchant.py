@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .codec import Message, dumps_strict
 from .decision import Decision, Rules
 from .effects import REFUND, Delivery
+from .evolve import evolve
 from .protocol import TERMINAL_STATUSES
 from .receipt import UNSEEN as UNSEEN_CAUSE
 from .session import Session
@@ -205,8 +206,8 @@ def queue_events(before: Session, decision: Decision, rules: Rules) -> Decision:
     if not made:
         return decision
     queued = tuple(Delivery(e.to_wire(), since=e.created, next_at=e.created) for e in made)
-    session = replace(decision.session, deliveries=decision.session.deliveries + queued)
-    return replace(decision, session=session)
+    session = evolve(decision.session, deliveries=decision.session.deliveries + queued)
+    return evolve(decision, session=session)
 
 
 def log_record(body: bytes, history: Sequence[bytes] | None = None) -> bytes:

@@ -20,11 +20,12 @@ durable event: the shop's webhooks are not part of the session's story.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .decision import Decision, Rules, Tx, refuse
 from .effects import DONE, Delivery, backoff_ms
+from .evolve import evolve
 from .protocol import ErrorCode
 from .session import Session
 
@@ -91,15 +92,13 @@ def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> De
     tx = Tx(s, now)
     if cmd.ok and cmd.by is not None:
         # Done by hand: no call to the provider was confirmed, so no try is counted.
-        done = replace(
-            effect, status=DONE, next_at=None, done_at=now, done_by=cmd.by, note=cmd.note
-        )
+        done = evolve(effect, status=DONE, next_at=None, done_at=now, done_by=cmd.by, note=cmd.note)
         tx.set_effect(done)
         tx.state(s.status, "effect_done", effect=done.to_public(s.id), by_hand=True)
         return tx.done()
     tries = effect.tries + 1
     if cmd.ok:
-        done = replace(effect, status=DONE, tries=tries, next_at=None, done_at=now)
+        done = evolve(effect, status=DONE, tries=tries, next_at=None, done_at=now)
         tx.set_effect(done)
         tx.state(s.status, "effect_done", effect=done.to_public(s.id))
         return tx.done()
@@ -109,7 +108,7 @@ def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> De
     )
     if not s.needs_review and now < review_at < next_at:
         next_at = review_at  # try once more exactly when the review would be due
-    failed = replace(effect, tries=tries, last_error=cmd.error or "failed", next_at=next_at)
+    failed = evolve(effect, tries=tries, last_error=cmd.error or "failed", next_at=next_at)
     tx.set_effect(failed)
     if now >= review_at and not s.needs_review:
         tx.update(needs_review=True)
@@ -138,7 +137,7 @@ def resolve_review(s: Session, cmd: ResolveReview, now: int) -> Decision:
 
 def tried(delivery: Delivery, status: int | None, error: str | None, now: int) -> Delivery:
     """``delivery`` with one more post written on it (its answer, or why none came)."""
-    return replace(
+    return evolve(
         delivery,
         attempts=delivery.attempts + 1,
         last_attempt_at=now,
@@ -148,7 +147,7 @@ def tried(delivery: Delivery, status: int | None, error: str | None, now: int) -
 
 
 def record_delivery(s: Session, cmd: DeliveryOutcome, now: int, rules: Rules) -> Decision:
-    items = [replace(d, listed=True) if d.id in cmd.listed else d for d in s.deliveries]
+    items = [evolve(d, listed=True) if d.id in cmd.listed else d for d in s.deliveries]
     head = items[0] if items else None
     if cmd.posted is not None and head is not None and head.id == cmd.posted:
         if cmd.ok or now - head.since >= rules.merchant_retry_for_ms:
@@ -161,7 +160,7 @@ def record_delivery(s: Session, cmd: DeliveryOutcome, now: int, rules: Rules) ->
                 rules.merchant_retry_base_ms,
                 rules.merchant_retry_cap_ms,
             )
-            items[0] = replace(failed, next_at=now + delay)
+            items[0] = evolve(failed, next_at=now + delay)
     if not rules.webhooks:
         items = [d for d in items if not d.listed]  # listed is all they are owed
     if tuple(items) == s.deliveries:

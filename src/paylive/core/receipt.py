@@ -15,10 +15,9 @@ after it is recorded all the same.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .commands import SeeOutcome
 from .decision import Decision, Rules, Tx, refuse
+from .evolve import evolve
 from .protocol import TERMINAL_STATUSES, ErrorCode
 from .session import Session
 
@@ -36,7 +35,7 @@ def watch_outcome(before: Session, decision: Decision, now: int, rules: Rules) -
         or after.outcome_seen_at is not None
     ):
         return decision
-    return replace(decision, session=replace(after, unseen_due=now + rules.outcome_unseen_ms))
+    return evolve(decision, session=evolve(after, unseen_due=now + rules.outcome_unseen_ms))
 
 
 def see_outcome(s: Session, cmd: SeeOutcome, now: int) -> Decision:

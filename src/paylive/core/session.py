@@ -8,10 +8,11 @@ compare-and-set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .effects import DONE, Delivery, GatewayEffect
+from .evolve import evolve
 from .protocol import ACTIVE_STATUSES as ACTIVE_STATUSES
 from .protocol import TERMINAL_STATUSES as TERMINAL_STATUSES
 from .protocol import AttemptStatus, Status
@@ -144,12 +145,12 @@ class Session:
     def with_attempt(self, attempt: Attempt) -> Session:
         attempts = list(self.attempts)
         attempts[attempt.number - 1] = attempt
-        return replace(self, attempts=tuple(attempts))
+        return evolve(self, attempts=tuple(attempts))
 
     def with_audit(self, entry: dict[str, Any]) -> Session:
         """The session with ``entry`` at the end of its audit trail (the newest
         ``AUDIT_KEPT`` are kept with it; the archive keeps them all)."""
-        return replace(self, audit=(self.audit + (entry,))[-AUDIT_KEPT:])
+        return evolve(self, audit=(self.audit + (entry,))[-AUDIT_KEPT:])
 
     @property
     def pending_effects(self) -> tuple[GatewayEffect, ...]:
