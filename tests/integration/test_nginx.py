@@ -29,6 +29,7 @@ from websockets.typing import Origin, Subprotocol
 from ..support import redisproc
 from ..support.client import create, merchant, open_socket, session_url
 from ..support.ports import free_port
+from ..support.processes import stop as stop_process
 from ..support.servers import Server
 
 pytestmark = pytest.mark.anyio
@@ -110,13 +111,7 @@ class Nginx:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish requests, then exit
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, signal.SIGQUIT, 10)  # graceful: finish requests, then exit
 
 
 @pytest.fixture(scope="module")

@@ -194,13 +194,9 @@ class HttpProxy:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        from .processes import stop as stop_process
+
+        stop_process(self.proc)
 
     def __enter__(self) -> HttpProxy:
         return self.start()

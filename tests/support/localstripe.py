@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from .ports import free_port
+from .processes import stop as stop_process
 
 SECRET_KEY = "sk_test_paylive0123456789"
 PUBLISHABLE_KEY = "pk_test_paylive0123456789"
@@ -72,13 +73,7 @@ class LocalStripe:
         raise RuntimeError(f"localstripe did not start in {START_TIMEOUT_S} s:\n{self.log()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def close(self) -> None:
         self.stop()

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .ports import free_port
+from .processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,10 +154,4 @@ class Receiver:
         return reply.json()  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from .ports import free_port
+from .processes import stop as stop_process
 
 API_KEY = "test-api-key-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -123,14 +124,7 @@ class Server:
             return log.read()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        return stop_process(self.proc, sig, timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
