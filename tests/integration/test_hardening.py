@@ -23,6 +23,7 @@ from paylive.core.signature import signature_header
 from ..support.client import admin, create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, RedisProc, start_redis
 from ..support.servers import ADMIN_TOKEN, API_KEY, WEBHOOK_SECRET, Server
+from ..support.waiting import closed_by_server
 
 pytestmark = pytest.mark.anyio
 
@@ -264,23 +265,6 @@ async def test_sockets_per_session_are_capped(server: Server, http: httpx.AsyncC
     await second.conn.close()
 
 
-def _closed_by_server(sock: socket.socket, deadline: float) -> bytes | None:
-    """What the server sent before closing ``sock`` (EOF or reset) by ``deadline``
-    (monotonic seconds); None when it was still open then."""
-    received = b""
-    try:
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data = sock.recv(65536)
-            if not data:
-                return received
-            received += data
-    except (ConnectionResetError, BrokenPipeError):
-        return received
-    except TimeoutError:
-        return None
-
-
 def test_slow_clients_are_cut_off(server: Server) -> None:
     """Headers (a socket's handshake too) must arrive within the header timeout of the
     connection or of a later request's first byte, and a body within it as well."""
@@ -307,7 +291,7 @@ def test_slow_clients_are_cut_off(server: Server) -> None:
         for name, sock in socks.items():
             sock.sendall(slow[name])
         deadline = time.monotonic() + HEADER_TIMEOUT_MS / 1000 + 4
-        answers = {name: _closed_by_server(sock, deadline) for name, sock in socks.items()}
+        answers = {name: closed_by_server(sock, deadline) for name, sock in socks.items()}
     finally:
         for sock in socks.values():
             sock.close()

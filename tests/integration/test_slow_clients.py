@@ -23,6 +23,7 @@ import pytest
 from ..support.client import create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import API_KEY, Server
+from ..support.waiting import closed_by_server
 
 pytestmark = pytest.mark.anyio
 
@@ -182,26 +183,6 @@ def test_a_worker_at_its_connection_limit_still_answers_a_fresh_customer() -> No
             trickler.close()
 
 
-def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
-    """What came before the server closed ``sock`` within ``seconds``; None if open."""
-    received = b""
-    deadline = time.monotonic() + seconds
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            sock.settimeout(left)
-            data = sock.recv(65536)
-            if not data:
-                return received
-            received += data
-    except (ConnectionResetError, BrokenPipeError):
-        return received
-    except TimeoutError:
-        return None
-
-
 def test_a_body_sent_steadily_but_slowly_is_cut_off_by_one_deadline(server: Server) -> None:
     """A byte every 0.1 s keeps no gap long, but the whole body is late: 408."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -252,7 +233,7 @@ def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) 
             except (ConnectionResetError, BrokenPipeError):
                 closed = True
                 break
-            if _closed_within(sock, 0.5) is not None:
+            if closed_by_server(sock, time.monotonic() + 0.5) is not None:
                 closed = True
                 break
         took = time.monotonic() - started

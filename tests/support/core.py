@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from paylive.core.machine import Rules, new_session
+from paylive.core.machine import Decision, Rules, decide, new_session
 from paylive.core.session import Session
 
 CARD = {"card": "4242424242424242"}  # the sandbox charges it at once
@@ -32,3 +32,16 @@ def fresh(
 ) -> Session:
     """A session just created (``created``, seq 0) in euros."""
     return new_session(sid, order_id, amount, "EUR", dict(metadata or {}), now, rules)
+
+
+def decided(
+    s: Session,
+    command: object,
+    now: int,
+    rules: Rules = RULES,
+    voids: Mapping[int, bool] | None = None,
+) -> Decision:
+    """The machine's decision on ``command``; fails the test on a refusal."""
+    out = decide(s, command, now, rules, voids)  # type: ignore[arg-type]
+    assert isinstance(out, Decision), f"expected a decision, got {out!r}"
+    return out

@@ -1,8 +1,10 @@
-"""Bounded polling for conditions that become true on their own (a webhook, a flush)."""
+"""Bounded waits for conditions that become true on their own (a webhook, a flush, a
+server closing a socket)."""
 
 from __future__ import annotations
 
 import inspect
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,3 +24,23 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s")
         await anyio.sleep(0.05)
+
+
+def closed_by_server(sock: socket.socket, deadline: float) -> bytes | None:
+    """What the server sent before closing ``sock`` (EOF or reset) by ``deadline``
+    (monotonic seconds); None when it was still open then."""
+    received = b""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                return received
+            received += data
+    except (ConnectionResetError, BrokenPipeError):
+        return received
+    except TimeoutError:
+        return None

@@ -48,7 +48,7 @@ from paylive.core.session import (
 )
 
 from ..support import core
-from ..support.core import CARD, RULES, T0
+from ..support.core import CARD, RULES, T0, decided
 
 SID = "ps_test8Jk2"
 PAY = T0 + 1_000
@@ -152,8 +152,7 @@ def step(
     voids: Mapping[int, bool] | None = None,
     rules: Rules = RULES,
 ) -> Decision:
-    out = decide(s, command, now, rules, voids)
-    assert isinstance(out, Decision), f"expected a decision, got {out!r}"
+    out = decided(s, command, now, rules, voids)
     check(s, out, now, rules)
     return out
 

@@ -22,7 +22,7 @@ from paylive.core.machine import (
 )
 from paylive.core.session import Session
 
-from ..support.core import CARD
+from ..support.core import CARD, decided
 
 RULES = Rules(
     attempt_timeout_ms=1_000,
@@ -38,9 +38,7 @@ SID = "ps_outbox"
 
 
 def step(s: Session, command: object, now: int, **voids: bool) -> Decision:
-    out = decide(s, command, now, RULES, {int(k[1:]): v for k, v in voids.items()})
-    assert isinstance(out, Decision), out
-    return out
+    return decided(s, command, now, RULES, {int(k[1:]): v for k, v in voids.items()})
 
 
 def causes(d: Decision) -> list[str]:

@@ -16,13 +16,12 @@ from paylive.core.machine import (
     SeeOutcome,
     StartAttempt,
     Tick,
-    decide,
     new_session,
 )
 from paylive.core.merchant import OUTCOME_UNSEEN, merchant_events, queue_events
 from paylive.core.session import Session
 
-from ..support.core import CARD
+from ..support.core import CARD, decided
 
 SID = "ps_receipt"
 RULES = Rules(
@@ -35,9 +34,7 @@ RULES = Rules(
 
 
 def step(s: Session, command: object, now: int, rules: Rules = RULES) -> Decision:
-    d = decide(s, command, now, rules)  # type: ignore[arg-type]
-    assert isinstance(d, Decision)
-    return d
+    return decided(s, command, now, rules)
 
 
 def succeeded(rules: Rules = RULES) -> Session:

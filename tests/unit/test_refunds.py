@@ -30,7 +30,7 @@ from paylive.core.merchant import (
 )
 from paylive.core.session import Session
 
-from ..support.core import CARD
+from ..support.core import CARD, decided
 
 RULES = Rules(
     attempt_timeout_ms=1_000,
@@ -44,9 +44,7 @@ SID = "ps_refunds"
 
 
 def step(s: Session, command: object, now: int) -> Decision:
-    out = decide(s, command, now, RULES)
-    assert isinstance(out, Decision), out
-    return out
+    return decided(s, command, now, RULES)
 
 
 def paid(amount: int = 100) -> Session:
