@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 
 from ...core.session import Session
-from ...settings import Settings
+from ...settings import RedisSettings
 from ..base import Claim, Engine
 from .client import Client
 from .sharded import ShardedSubscription
@@ -24,7 +24,7 @@ class RedisEngine(Shop, Engine):
     backoff) are fields of ``settings``.
     """
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: RedisSettings) -> None:
         super().__init__()
         self._client = Client(url, settings)
         self._store = Store(self._client, settings)
