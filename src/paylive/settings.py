@@ -5,7 +5,8 @@ is the table of the environment variables that set them: name, field, parser wit
 bounds, and a line of description. Parsing and validation (``load_settings``), the
 variables listed by ``paylive serve --help`` (``describe``), the secrets read from
 ``<NAME>_FILE`` and the check of docs/configuration.md (tests/test_docs.py) all come
-from it.
+from it. Components do not take ``Settings`` whole: each takes its part (a frozen
+dataclass below it, ``settings.redis`` and so on), which the wiring hands out.
 """
 
 from __future__ import annotations

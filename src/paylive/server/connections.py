@@ -34,8 +34,8 @@ sends, and however slowly, no connection outlives them.
   cheaply as the 503 and closed the same way, so a probe never restarts a worker for
   being busy (``/readyz`` is refused: a busy worker is not ready for more).
 
-The timeout and the limit are ``Settings`` fields, carried to every worker in the
-uvicorn config.
+The timeout and the limit are the connections' part of the settings
+(``Settings.connections``), carried to every worker in the uvicorn config.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ class RedisEngine(Shop, Engine):
 
     ``url`` is a redis://, rediss:// or unix:// URL; ``?cluster=1`` selects the Redis
     Cluster client. Its limits (pool size, timeouts, the subscription's probe and
-    backoff) are fields of ``settings``.
+    backoff) are fields of ``settings``, the Redis engine's part.
     """
 
     def __init__(self, url: str, settings: RedisSettings) -> None:
