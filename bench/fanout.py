@@ -57,7 +57,7 @@ def _session(session_id: str) -> Session:
 async def run_mode(
     cluster: RedisClusterProc, sharded: bool, args: argparse.Namespace
 ) -> dict[str, Any]:
-    settings = Settings(redis_sharded_pubsub=sharded, redis_pool_size=64)
+    settings = Settings(redis_sharded_pubsub=sharded, redis_pool_size=64).redis
     received = 0
 
     def count(_session: str | None, _payload: bytes) -> None:

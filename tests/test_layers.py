@@ -181,6 +181,56 @@ def test_the_core_is_pure_of_settings() -> None:
             assert "settings" not in layers_of(module, names), path
 
 
+# The modules that may take ``Settings`` whole: the wiring, which hands every component
+# below it its part (``settings.engine``, ``settings.redis``, ... in settings.py).
+# Anything else that reads a setting takes its part, so that what a component depends
+# on is its signature (docs/architecture.md, "Settings").
+WIRING = {
+    "settings.py",  # the table itself, and where each part is made from it
+    "runtime.py",  # one worker's parts wired together; its loops' timings are its own
+    "engine/__init__.py",  # create_engine: memory or Redis, each given its part
+    "gateway/__init__.py",  # create_gateway: the sandbox or Stripe, each given its part
+    "server/app.py",  # the ASGI app: CORS, the door, telemetry and the runtime
+    "server/cli.py",  # paylive serve: the banner, the secrets it prints, uvicorn's options
+    "server/connections.py",  # outside paylive serve, uvicorn's protocol takes the defaults
+    "server/preflight.py",  # paylive check: every dependency the settings name, in turn
+}
+# What only the wiring takes from settings.py: the whole, and what reads it whole.
+WHOLE = {"Settings", "load_settings", "machine_rules", "*"}
+
+
+def takes_settings_whole(path: Path, source: str | None = None) -> list[str]:
+    """The imports by ``path`` of the settings as a whole, rather than of a part."""
+    found = []
+    for line, module, names in imports(path, source):
+        whole = set(names) & WHOLE if module == ["settings"] else set()
+        if not module and "settings" in names:
+            whole = {"settings"}  # the module itself: ``settings.Settings`` is in reach
+        if whole:
+            found.append(f"{path.relative_to(ROOT)}:{line} takes {sorted(whole)}")
+    return found
+
+
+def test_components_take_their_part_of_the_settings() -> None:
+    # Web routes read ``runtime.settings`` (the runtime is what the wiring gives them);
+    # what they hand down (web/auth.py, web/admission.py) is a part.
+    outside = [path for path in SOURCES if str(path.relative_to(SOURCE)) not in WIRING]
+    assert len(outside) + len(WIRING) == len(SOURCES), "WIRING names a module that is gone"
+    assert [line for path in outside for line in takes_settings_whole(path)] == []
+    # And the list is no longer than it must be: each of the wiring still takes it.
+    idle = [name for name in WIRING - {"settings.py"} if not takes_settings_whole(SOURCE / name)]
+    assert idle == [], "WIRING names modules that no longer take Settings whole"
+
+
+def test_the_settings_check_can_fail() -> None:
+    engine = SOURCE / "engine" / "memory.py"
+    assert takes_settings_whole(engine, "from ..settings import EngineSettings\n") == []
+    assert takes_settings_whole(engine, "from ..settings import Settings\n") != []
+    typing = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .. import settings\n"
+    assert takes_settings_whole(engine, typing) != []
+    assert takes_settings_whole(engine, "import paylive.settings\n") != []
+
+
 def test_the_check_catches_an_upward_import() -> None:
     # The check must be able to fail: runtime.py as it was (importing the door and
     # the token buckets from web/), a relative import inside a function, and one

@@ -60,9 +60,9 @@ class Runtime:
         self.clock = clock
         self.engine = engine or create_engine(settings)
         self.gateway = gateway or create_gateway(settings, self.engine)
-        self.service = PaymentService(settings, self.engine, self.gateway, clock)
+        self.service = PaymentService(settings.service, self.engine, self.gateway, clock)
         self.archive = open_archive(settings.database_url) if settings.database_url else None
-        self.retention = Retention(settings, self.engine, self.archive, clock)
+        self.retention = Retention(settings.archive, self.engine, self.archive, clock)
         self.audit = AuditTrail(self.engine, self.archive)
         sender = None
         if settings.merchant_webhook_url:
@@ -73,12 +73,12 @@ class Runtime:
             )
         self.deliveries = Deliveries(self.service, sender, self.archive is not None)
         self.effects = EffectRunner(self.service, self.deliveries)
-        self.reads = Reads(settings, self.engine, clock, self.archive)
+        self.reads = Reads(settings.reads, self.engine, clock, self.archive)
         self.tickets = TicketUses(self.engine)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
-        self.admission = Admission.of(settings)
+        self.admission = Admission.of(settings.admission)
         self._loops: list[asyncio.Task[None]] = []
         self._ticks: set[asyncio.Task[None]] = set()
         self._tick_slots = asyncio.Semaphore(settings.timer_concurrency)

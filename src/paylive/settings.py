@@ -5,12 +5,14 @@ is the table of the environment variables that set them: name, field, parser wit
 bounds, and a line of description. Parsing and validation (``load_settings``), the
 variables listed by ``paylive serve --help`` (``describe``), the secrets read from
 ``<NAME>_FILE`` and the check of docs/configuration.md (tests/test_docs.py) all come
-from it.
+from it. Components do not take ``Settings`` whole: each takes its part (a frozen
+dataclass below it, ``settings.redis`` and so on), which the wiring hands out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -18,11 +20,15 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from .core.decision import Rules
 from .core.merchant import MODES
 from .core.standard_webhooks import secret_key
 from .errors import PayliveError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 class SettingsError(PayliveError, ValueError):
@@ -263,6 +269,201 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}/webhooks/sandbox"
+
+    # The parts: what each component reads, handed out by the wiring (runtime.py,
+    # server/, create_engine, create_gateway). Each is a projection of the fields and
+    # properties above (``_part``), made once per ``Settings``.
+
+    @functools.cached_property
+    def rules(self) -> Rules:
+        """The machine's part (``machine_rules``)."""
+        return machine_rules(self)
+
+    @functools.cached_property
+    def engine(self) -> EngineSettings:
+        return _part(EngineSettings, self)
+
+    @functools.cached_property
+    def redis(self) -> RedisSettings:
+        return _part(RedisSettings, self)
+
+    @functools.cached_property
+    def sandbox(self) -> SandboxSettings:
+        return _part(SandboxSettings, self)
+
+    @functools.cached_property
+    def stripe(self) -> StripeSettings:
+        return _part(StripeSettings, self)
+
+    @functools.cached_property
+    def service(self) -> ServiceSettings:
+        return _part(ServiceSettings, self)
+
+    @functools.cached_property
+    def reads(self) -> ReadsSettings:
+        return _part(ReadsSettings, self)
+
+    @functools.cached_property
+    def archive(self) -> ArchiveSettings:
+        return _part(ArchiveSettings, self)
+
+    @functools.cached_property
+    def admission(self) -> AdmissionSettings:
+        return _part(AdmissionSettings, self)
+
+    @functools.cached_property
+    def credentials(self) -> Credentials:
+        return _part(Credentials, self)
+
+    @functools.cached_property
+    def bodies(self) -> BodySettings:
+        return _part(BodySettings, self)
+
+    @functools.cached_property
+    def connections(self) -> ConnectionSettings:
+        return _part(ConnectionSettings, self)
+
+    @functools.cached_property
+    def telemetry(self) -> TelemetrySettings:
+        return _part(TelemetrySettings, self)
+
+
+# The parts of the settings, one per concern. A part's fields carry the names of the
+# ``Settings`` fields (or properties) they copy and have no defaults of their own: the
+# one default is the table's, and a test takes a part of ``Settings(...)``. A new
+# setting that a component reads is a field of ``Settings``, a row of ``VARIABLES``,
+# and a field of that component's part (docs/architecture.md, "Settings").
+
+_P = TypeVar("_P", bound="DataclassInstance")
+
+
+def _part(cls: type[_P], settings: Settings) -> _P:
+    """``cls`` filled from ``settings``, field by field of the same name."""
+    return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What every engine reads: how long sessions and their history are kept."""
+
+    history_cap: int
+    retention_after_end_ms: int
+    session_ttl_ms: int
+    attempt_timeout_ms: int
+    deliveries_kept: int
+
+
+@dataclass(frozen=True)
+class RedisSettings(EngineSettings):
+    """The Redis engine's part: an engine's, and its connection (pool, timeouts, the
+    subscription's probe and backoff, sharded pub/sub) and its copies of sessions."""
+
+    redis_pool_size: int
+    redis_timeout_ms: int
+    redis_probe_interval_ms: int
+    redis_probe_timeout_ms: int
+    redis_backoff_base_ms: int
+    redis_backoff_cap_ms: int
+    redis_sharded_pubsub: bool
+    session_cache_size: int
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The sandbox gateway's: its delays, authorize-first, and its own webhooks."""
+
+    sandbox_authorize_first: bool
+    sandbox_delay_ms: int
+    attempt_timeout_ms: int
+    webhook_secrets: tuple[str, ...]
+    webhook_target: str
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    """The Stripe gateway's: the key, where its API is, and how calls are made."""
+
+    stripe_secret_key: str
+    stripe_api_base: str | None
+    stripe_timeout_s: float
+    stripe_network_retries: int
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The payment service's, which the outbox's runners (effects, deliveries) read
+    through it: the machine's rules, the provider deadline, the outbox's timings."""
+
+    rules: Rules
+    provider_deadline_ms: int
+    retention_after_end_ms: int
+    effect_call_timeout_ms: int
+    webhook_concurrency: int
+    outbox_lease_ms: int
+
+
+@dataclass(frozen=True)
+class ReadsSettings:
+    """The read model's: the longest list staff are given."""
+
+    admin_list_max: int
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """The archive's follower and housekeeping (service/retention.py)."""
+
+    archive_batch: int
+    archive_poll_ms: int
+    archive_days: int
+    retention_after_end_ms: int
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """The door's count of commands in flight (limits/admission.py)."""
+
+    max_in_flight: int
+    min_in_flight: int
+    adaptive_in_flight: bool
+    max_in_flight_per_session: int
+    max_in_flight_per_address: int
+    overload_retry_after_s: int
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who may ask (web/auth.py): the merchant's keys, the admin tokens, the named
+    staff tokens, the secrets that sign client secrets (each list's first entry signs)."""
+
+    api_keys: tuple[str, ...]
+    admin_tokens: tuple[str, ...]
+    staff_tokens: tuple[tuple[str, str, str], ...]
+    signing_secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BodySettings:
+    """A request body's limits: its size, and the time it has to arrive."""
+
+    max_body_bytes: int
+    header_timeout_ms: int
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """uvicorn's connections (server/connections.py): the header timeout and the limit."""
+
+    header_timeout_ms: int
+    max_connections: int
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Where spans go (telemetry/)."""
+
+    otel_exporter: str
+    otel_file: str | None
 
 
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}

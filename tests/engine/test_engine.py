@@ -115,9 +115,9 @@ async def make_engine(request: pytest.FixtureRequest) -> AsyncIterator[MakeEngin
     async def make(settings: Settings = SETTINGS) -> Engine:
         engine: Engine
         if server is None:
-            engine = MemoryEngine(settings)
+            engine = MemoryEngine(settings.engine)
         else:
-            engine = RedisEngine(server.url, settings)
+            engine = RedisEngine(server.url, settings.redis)
         made.append(engine)
         await engine.start()
         return engine
@@ -142,7 +142,7 @@ async def redis_engines(
     made: list[RedisEngine] = []
 
     async def make(url: str | None = None, **limits: Any) -> RedisEngine:
-        engine = RedisEngine(url or redis_server.url, replace(SETTINGS, **limits))
+        engine = RedisEngine(url or redis_server.url, replace(SETTINGS, **limits).redis)
         made.append(engine)
         await engine.start()
         return engine
@@ -518,7 +518,9 @@ async def test_claim_is_one_decision(engine: Engine) -> None:
 @needs_redis
 async def test_claim_is_one_round_trip_on_one_node(redis_server: RedisProc) -> None:
     # No subscription probe while counting.
-    engine = RedisEngine(redis_server.url + "/5", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    engine = RedisEngine(
+        redis_server.url + "/5", replace(SETTINGS, redis_probe_interval_ms=60_000).redis
+    )
     await engine.start()
     try:
         await engine.claim("rt:warm", b"v", 10_000, unless="rt:off")  # loads the script
@@ -582,7 +584,7 @@ async def test_redis_keeps_a_session_whose_outbox_owes_a_call_past_its_expiry(
     redis_server: RedisProc,
 ) -> None:
     redis_server.flushall()
-    engine = RedisEngine(redis_server.url, replace(SETTINGS, retention_after_end_ms=200))
+    engine = RedisEngine(redis_server.url, replace(SETTINGS, retention_after_end_ms=200).redis)
     try:
         await engine.start()
         session = make_session("ps_owed")
@@ -622,7 +624,7 @@ async def test_the_purge_never_deletes_a_session_saved_as_kept_after_its_claim(
     from paylive.engine.redis.keys import session_keys
 
     redis_server.flushall()
-    engine = RedisEngine(redis_server.url, SETTINGS)
+    engine = RedisEngine(redis_server.url, SETTINGS.redis)
     try:
         await engine.start()
         for session_id in ("ps_gone", "ps_kept"):
@@ -806,7 +808,7 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
 @needs_redis
 async def test_data_survives_a_restart_with_append_only_file(tmp_path: Path) -> None:
     server = redisproc.start_redis(tmp_path / "aof", appendonly=True)
-    engine = RedisEngine(server.url, SETTINGS)
+    engine = RedisEngine(server.url, SETTINGS.redis)
     try:
         await engine.start()
         rec = Recorder(engine)
@@ -859,7 +861,7 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
     """Stopped: connections close. Frozen (SIGSTOP): nothing answers and nothing closes,
     so only the timeouts and the probe can tell."""
     server = redisproc.start_redis(tmp_path / "outage", appendonly=True)
-    engine = RedisEngine(server.url, FAST_PROBE)
+    engine = RedisEngine(server.url, FAST_PROBE.redis)
     try:
         await engine.start()
         assert engine.subscription_healthy
@@ -907,7 +909,7 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
 @needs_redis
 async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
     server = redisproc.RedisProc(port=redisproc.free_port(), directory=tmp_path / "late")
-    engine = RedisEngine(server.url, replace(SETTINGS, redis_backoff_cap_ms=300))
+    engine = RedisEngine(server.url, replace(SETTINGS, redis_backoff_cap_ms=300).redis)
     try:
         rec = Recorder(engine)
         started = time.monotonic()
@@ -945,7 +947,7 @@ async def test_cluster(tmp_path: Path, sharded: bool) -> None:
                 redis_probe_interval_ms=100,
                 redis_probe_timeout_ms=500,
                 redis_sharded_pubsub=sharded,
-            ),
+            ).redis,
         )
         engines.append(engine)
         await engine.start()
@@ -1019,7 +1021,7 @@ async def test_cluster(tmp_path: Path, sharded: bool) -> None:
             assert sum(c.get("publish", 0) for c in calls) == 26
 
         # Without the ?cluster=1 flag the engine finds out by itself.
-        detected = RedisEngine(cluster.nodes[1].url, SETTINGS)
+        detected = RedisEngine(cluster.nodes[1].url, SETTINGS.redis)
         engines.append(detected)
         await detected.start()
         assert detected.cluster
@@ -1048,7 +1050,7 @@ async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> 
 
     settings = replace(SETTINGS, sandbox_delay_ms=3_600_000)  # no webhook during the test
     service = PaymentService(
-        settings, engine, SandboxGateway(settings, engine, send), lambda: now[0]
+        settings.service, engine, SandboxGateway(settings.sandbox, engine, send), lambda: now[0]
     )
     card = {"card": "4242424242424242"}
     # Minute 0: a payment that is declined (two changes, one interruption); minute 5:
@@ -1065,7 +1067,7 @@ async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> 
     await service.run(session.id, StartAttempt())
     await service.run(session.id, ProviderResult(2, "succeeded"))
 
-    reads = Reads(settings, engine, lambda: T0 + 10 * 60_000)
+    reads = Reads(settings.reads, engine, lambda: T0 + 10 * 60_000)
     got = await reads.chart()
     minutes = got["minutes"]
     assert len(minutes) == 60 and minutes[-1]["at"] == (T0 + 10 * 60_000) // 60_000 * 60_000

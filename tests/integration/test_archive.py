@@ -53,7 +53,7 @@ def cancelled_session(session_id: str, order_id: str, at: int) -> tuple[list[byt
 
 async def test_migrations_follow_search_and_purge(db: Database) -> None:
     assert [name for _, name, _ in migrations()][0] == "0001_initial.sql"
-    engine = MemoryEngine(Settings())
+    engine = MemoryEngine(Settings().engine)
     for i, (at, order) in enumerate(
         [(T0, "order-a"), (T0 + DAY, "order-b"), (T0 + 2 * DAY, "order-a")]
     ):

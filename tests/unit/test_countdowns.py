@@ -23,7 +23,7 @@ async def _snapshot(_resync: bool) -> Encoded:
 
 
 async def test_each_session_once_per_round_in_even_slices() -> None:
-    hub = Hub(MemoryEngine(Settings()), _snapshot, lambda: 0, countdown_slices=SLICES)
+    hub = Hub(MemoryEngine(Settings().engine), _snapshot, lambda: 0, countdown_slices=SLICES)
     sent: list[str | bytes] = []
 
     async def send(frame: str | bytes) -> None:

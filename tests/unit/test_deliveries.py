@@ -70,8 +70,8 @@ class World:
     def __init__(self, shop: Shop | None, settings: Settings = SETTINGS) -> None:
         self.clock = Clock()
         self.gateway = ScriptedGateway()
-        self.engine = MemoryEngine(settings)
-        self.service = PaymentService(settings, self.engine, self.gateway, self.clock)
+        self.engine = MemoryEngine(settings.engine)
+        self.service = PaymentService(settings.service, self.engine, self.gateway, self.clock)
         self.deliveries = Deliveries(self.service, shop, jitter=lambda: 0.5)  # type: ignore[arg-type]
         self.runner = EffectRunner(self.service, self.deliveries, jitter=lambda: 0.5)
 

@@ -24,17 +24,19 @@ def test_every_secret_takes_a_list_whose_first_entry_signs() -> None:
     assert (s.api_key, s.api_keys) == (NEW, (NEW, OLD))
     assert s.admin_tokens == (f"admin-{NEW}", f"admin-{OLD}")
     assert (s.secret, s.signing_secrets) == (f"sign-{NEW}", (f"sign-{NEW}", f"sign-{OLD}"))
-    assert principal_for(OLD, s) == principal_for(NEW, s)
-    assert principal_for(OLD, s) is not None and principal_for(OLD, s).kind == MERCHANT  # type: ignore[union-attr]
-    assert principal_for(f"admin-{OLD}", s).kind == ADMIN  # type: ignore[union-attr]
+    who = s.credentials
+    assert principal_for(OLD, who) == principal_for(NEW, who)
+    assert principal_for(OLD, who) is not None and principal_for(OLD, who).kind == MERCHANT  # type: ignore[union-attr]
+    assert principal_for(f"admin-{OLD}", who).kind == ADMIN  # type: ignore[union-attr]
     # A client secret signed under the old secret opens its session while it is listed.
     old_signed = client_secret(f"sign-{OLD}", "ps_abc")
-    assert principal_for(old_signed, s) is not None
-    assert principal_for(old_signed, s).kind == CUSTOMER  # type: ignore[union-attr]
+    assert principal_for(old_signed, who) is not None
+    assert principal_for(old_signed, who).kind == CUSTOMER  # type: ignore[union-attr]
     rotated = load_settings({"PAYLIVE_API_KEY": NEW, "PAYLIVE_SECRET": f"sign-{NEW}"})
-    assert principal_for(OLD, rotated) is None
-    assert principal_for(old_signed, rotated) is None
-    assert principal_for(client_secret(f"sign-{NEW}", "ps_abc"), rotated) is not None
+    rotated_who = rotated.credentials
+    assert principal_for(OLD, rotated_who) is None
+    assert principal_for(old_signed, rotated_who) is None
+    assert principal_for(client_secret(f"sign-{NEW}", "ps_abc"), rotated_who) is not None
 
 
 @pytest.mark.parametrize("value", [f"{NEW},short", f"{NEW},{NEW}", " , "])

@@ -98,7 +98,11 @@ ENV = {
 def parts() -> tuple[PaymentService, ScriptedGateway, Clock]:
     settings = load_settings(ENV)
     gateway, clock = ScriptedGateway(), Clock()
-    return PaymentService(settings, MemoryEngine(settings), gateway, clock), gateway, clock
+    return (
+        PaymentService(settings.service, MemoryEngine(settings.engine), gateway, clock),
+        gateway,
+        clock,
+    )
 
 
 async def run_effects(service: PaymentService, clock: Clock, jitter: float = 0.0) -> list[str]:
@@ -257,7 +261,7 @@ class NamingGateway(ScriptedGateway):
 async def test_a_void_asked_before_the_payment_was_named_is_asked_again() -> None:
     settings = load_settings({"PAYLIVE_ATTEMPT_TIMEOUT_MS": "1000"})
     gateway = NamingGateway()
-    service = PaymentService(settings, MemoryEngine(settings), gateway, Clock())
+    service = PaymentService(settings.service, MemoryEngine(settings.engine), gateway, Clock())
     gateway.service = service
     session = await service.create("o", 100, "EUR", {})
     await service.run(session.id, StartAttempt(CARD))
@@ -320,7 +324,11 @@ class HangingGateway(ScriptedGateway):
 def hanging(void_s: float) -> tuple[PaymentService, HangingGateway, Clock]:
     settings = load_settings({**ENV, "PAYLIVE_PROVIDER_DEADLINE_MS": "300"})
     gateway, clock = HangingGateway(void_s), Clock()
-    return PaymentService(settings, MemoryEngine(settings), gateway, clock), gateway, clock
+    return (
+        PaymentService(settings.service, MemoryEngine(settings.engine), gateway, clock),
+        gateway,
+        clock,
+    )
 
 
 async def test_a_charge_with_no_answer_ends_the_request_at_the_deadline() -> None:

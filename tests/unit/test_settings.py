@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import subprocess
 import sys
 
 import pytest
 
 from paylive.core.machine import Rules
-from paylive.settings import SettingsError, load_settings, machine_rules
+from paylive.settings import Settings, SettingsError, load_settings, machine_rules
 
 SECRETS = {
     "PAYLIVE_API_KEY": "k" * 20,
@@ -131,6 +133,31 @@ def test_the_machine_rules_come_from_settings_alone() -> None:
         load_settings({"PAYLIVE_MAX_ATTEMPTS": "5", "PAYLIVE_RETRY_DELAY_MS": "0"})
     )
     assert (tuned.max_attempts, tuned.retry_delay_ms) == (5, 0)
+
+
+PARTS = [
+    name
+    for name, value in vars(Settings).items()
+    if isinstance(value, functools.cached_property) and name != "rules"
+]
+
+
+def test_each_part_copies_its_fields_from_the_settings() -> None:
+    # A part holds no default of its own: each field is the Settings field (or property)
+    # of its name, as the environment set it.
+    s = load_settings({"PAYLIVE_HISTORY_CAP": "70", "PAYLIVE_REDIS_POOL_SIZE": "3"}, port=9000)
+    assert {"engine", "redis", "sandbox", "stripe", "credentials"} <= set(PARTS)
+    for name in PARTS:
+        part = getattr(s, name)
+        assert part is getattr(s, name), "a part is made once"
+        for f in dataclasses.fields(part):
+            assert f.default is dataclasses.MISSING, f"{name}.{f.name} has a default"
+            assert getattr(part, f.name) == getattr(s, f.name), f"{name}.{f.name}"
+    assert (s.engine.history_cap, s.redis.redis_pool_size) == (70, 3)
+    assert s.sandbox.webhook_target == "http://127.0.0.1:9000/webhooks/sandbox"
+    assert s.service.rules == machine_rules(s)
+    # A copy with a field changed makes its parts anew.
+    assert dataclasses.replace(s, history_cap=9).engine.history_cap == 9
 
 
 def test_the_outbox_is_configured_by_its_variables() -> None:

@@ -77,13 +77,13 @@ def test_each_token_is_its_staff_member_with_its_role() -> None:
         secret="s" * 20,
         staff_tokens=(("vera", "viewer", VERA), ("otto", "operator", OTTO)),
     )
-    vera = principal_for(VERA, settings)
-    otto = principal_for(OTTO, settings)
-    old = principal_for("old-admin-token-0123456789", settings)
+    vera = principal_for(VERA, settings.credentials)
+    otto = principal_for(OTTO, settings.credentials)
+    old = principal_for("old-admin-token-0123456789", settings.credentials)
     assert vera is not None and (vera.kind, vera.name, vera.role) == (ADMIN, "vera", "viewer")
     assert otto is not None and otto.at_least("viewer") and otto.at_least("operator")
     assert not otto.at_least("admin") and not vera.at_least("operator")
     assert old is not None and (old.name, old.role) == ("admin", "admin") and old.at_least("admin")
-    merchant = principal_for("merchant-key-0123456789", settings)
+    merchant = principal_for("merchant-key-0123456789", settings.credentials)
     assert merchant is not None and merchant.kind == MERCHANT and merchant.who == "merchant"
-    assert principal_for(VERA[:-1], settings) is None
+    assert principal_for(VERA[:-1], settings.credentials) is None

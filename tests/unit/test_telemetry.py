@@ -369,7 +369,7 @@ async def test_a_stripe_call_names_stripes_request_id_on_its_span(
             "PAYLIVE_STRIPE_API_BASE": f"http://127.0.0.1:{stripe_like.server_address[1]}",
         }
     )
-    gateway = StripeGateway(settings)
+    gateway = StripeGateway(settings.stripe)
 
     async def remember(ref: str) -> bool:
         return True

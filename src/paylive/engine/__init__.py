@@ -22,7 +22,7 @@ def create_engine(settings: Settings) -> Engine:
     if settings.redis_url:
         from .redis import RedisEngine
 
-        return RedisEngine(settings.redis_url, settings)
+        return RedisEngine(settings.redis_url, settings.redis)
     from .memory import MemoryEngine
 
-    return MemoryEngine(settings)
+    return MemoryEngine(settings.engine)

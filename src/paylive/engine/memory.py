@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from ..core.session import TERMINAL_STATUSES, Session
-from ..settings import Settings
+from ..settings import EngineSettings
 from .base import Engine
 from .memory_shop import MemoryShop
 
@@ -51,7 +51,7 @@ class _DueSet:
 
 
 class MemoryEngine(MemoryShop, Engine):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         super().__init__()
         self._settings = settings
         self._sessions: dict[str, Session] = {}

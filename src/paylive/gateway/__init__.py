@@ -14,7 +14,7 @@ def create_gateway(settings: Settings, engine: Engine) -> Gateway:
     if settings.gateway == "stripe":
         from .stripe import StripeGateway
 
-        return StripeGateway(settings)
+        return StripeGateway(settings.stripe)
     from .sandbox import SandboxGateway
 
-    return SandboxGateway(settings, engine)
+    return SandboxGateway(settings.sandbox, engine)

@@ -27,7 +27,7 @@ from ..core.decision import Charge
 from ..core.session import attempt_of
 from ..core.signature import signature_header
 from ..engine import RecordStore
-from ..settings import Settings
+from ..settings import SandboxSettings
 from ..telemetry import context
 from .base import ChargeReply, Gateway, GatewayError, Remember
 
@@ -88,7 +88,9 @@ Sender = Callable[[dict[str, object]], Awaitable[None]]
 
 
 class SandboxGateway(Gateway):
-    def __init__(self, settings: Settings, engine: RecordStore, send: Sender | None = None) -> None:
+    def __init__(
+        self, settings: SandboxSettings, engine: RecordStore, send: Sender | None = None
+    ) -> None:
         self._settings = settings
         self._engine = engine
         self._send = send or self._post_webhook

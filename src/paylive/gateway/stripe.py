@@ -36,7 +36,7 @@ from ..core.commands import ProviderResult
 from ..core.decision import Charge
 from ..core.session import attempt_of
 from ..core.signature import SignatureError
-from ..settings import Settings
+from ..settings import StripeSettings
 from ..telemetry import context, tracing
 from .base import ChargeReply, Gateway, GatewayError, Remember
 
@@ -56,7 +56,7 @@ _SESSION = re.compile(r"^ps_[A-Za-z0-9]{1,61}$")
 
 
 class StripeGateway(Gateway):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StripeSettings) -> None:
         self._http = stripe.HTTPXClient(timeout=settings.stripe_timeout_s)
         base = settings.stripe_api_base
         client = stripe.StripeClient(

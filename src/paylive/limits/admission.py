@@ -25,7 +25,7 @@ from typing import Any
 from .. import metrics
 from ..core.protocol import ErrorCode
 from ..errors import Refused
-from ..settings import Settings
+from ..settings import AdmissionSettings
 from .gradient import GradientLimit
 
 OVERLOADED = Refused(ErrorCode.OVERLOADED, "this worker has too much work in flight; retry shortly")
@@ -66,7 +66,7 @@ class Admission:
         self._addresses: dict[str, int] = {}
 
     @classmethod
-    def of(cls, settings: Settings) -> Admission:
+    def of(cls, settings: AdmissionSettings) -> Admission:
         return cls(
             settings.max_in_flight,
             settings.overload_retry_after_s,
@@ -122,7 +122,7 @@ class Admission:
                     counts.pop(key, None)
 
 
-def in_flight_limit(settings: Settings) -> GradientLimit | None:
+def in_flight_limit(settings: AdmissionSettings) -> GradientLimit | None:
     """The adaptive bound on commands in flight (None: the fixed ``max_in_flight``). It
     starts at half the maximum and finds its level from the commands' latency."""
     if not settings.adaptive_in_flight:

@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tracing.install(settings)
+        tracing.install(settings.telemetry)
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
@@ -170,4 +170,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         return None if runtime is None else runtime.admission
 
-    return SocketsFirst(Observe(Door(app, admission, settings)), app, SOCKET_ROUTES)
+    return SocketsFirst(
+        Observe(Door(app, admission, settings.credentials, settings.bodies)), app, SOCKET_ROUTES
+    )

@@ -92,7 +92,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
 
     config = PayliveConfig(
         "paylive.server.app:create_app",
-        settings=settings,
+        settings=settings.connections,
         factory=True,
         http=BoundedHttpProtocol,
         host=host,

@@ -34,8 +34,8 @@ sends, and however slowly, no connection outlives them.
   cheaply as the 503 and closed the same way, so a probe never restarts a worker for
   being busy (``/readyz`` is refused: a busy worker is not ready for more).
 
-The timeout and the limit are ``Settings`` fields, carried to every worker in the
-uvicorn config.
+The timeout and the limit are the connections' part of the settings
+(``Settings.connections``), carried to every worker in the uvicorn config.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from uvicorn.server import ServerState
 
 from .. import metrics
 from ..core.protocol import ErrorCode
-from ..settings import Settings
+from ..settings import ConnectionSettings, Settings
 from ..web import admission
 from ..web.bodies import BODY_EXTENSION
 from ..web.errors import error_body, http_status
@@ -85,7 +85,7 @@ HEALTHZ = b"/healthz"
 class PayliveConfig(uvicorn.Config):
     """uvicorn's config with paylive's settings, so that every worker's protocol has them."""
 
-    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: ConnectionSettings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
 
@@ -150,7 +150,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        settings = config.settings if isinstance(config, PayliveConfig) else Settings()
+        settings = config.settings if isinstance(config, PayliveConfig) else Settings().connections
         self._header_timeout = settings.header_timeout_ms / 1000
         self._max_connections = settings.max_connections
         self._header_timer: asyncio.TimerHandle | None = None

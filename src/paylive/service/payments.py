@@ -40,7 +40,7 @@ from ..core.session import A_PROCESSING, Session, idempotency_key
 from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
-from ..settings import Settings, machine_rules
+from ..settings import ServiceSettings
 from ..telemetry import context, tracing
 
 log = logging.getLogger("paylive.service")
@@ -69,7 +69,7 @@ class Outcome:
 class PaymentService:
     def __init__(
         self,
-        settings: Settings,
+        settings: ServiceSettings,
         engine: Engine,
         gateway: Gateway,
         clock: Callable[[], int] = now_ms,
@@ -78,7 +78,7 @@ class PaymentService:
         self.engine = engine
         self.gateway = gateway
         self.clock = clock
-        self.rules = machine_rules(settings)
+        self.rules = settings.rules
 
     async def create(
         self, order_id: str, amount: int, currency: str, metadata: dict[str, object]

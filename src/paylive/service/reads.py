@@ -44,7 +44,7 @@ from ..core.protocol import ErrorCode
 from ..core.session import Session
 from ..engine import Engine
 from ..errors import Refused
-from ..settings import Settings
+from ..settings import ReadsSettings
 
 if TYPE_CHECKING:
     from ..archive.store import Archive
@@ -84,7 +84,7 @@ class EventsPage:
 class Reads:
     def __init__(
         self,
-        settings: Settings,
+        settings: ReadsSettings,
         engine: Engine,
         clock: Callable[[], int],
         archive: Archive | None = None,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ..archive import ArchiveUnavailable
 from ..core.effects import backoff_ms
 from ..engine import Engine
-from ..settings import Settings
+from ..settings import ArchiveSettings
 
 if TYPE_CHECKING:
     from ..archive.store import Archive
@@ -51,7 +51,7 @@ class Retention:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ArchiveSettings,
         engine: Engine,
         archive: Archive | None,
         clock: Callable[[], int],

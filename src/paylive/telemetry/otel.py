@@ -32,7 +32,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from .context import TraceContext
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from ..settings import TelemetrySettings
 
 _KINDS = {
     "internal": SpanKind.INTERNAL,
@@ -80,7 +80,7 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-def provider_for(settings: Settings) -> TracerProvider:
+def provider_for(settings: TelemetrySettings) -> TracerProvider:
     resource = Resource.create({"service.instance.id": str(os.getpid())})
     name = resource.attributes.get("service.name")
     if not isinstance(name, str) or name.startswith("unknown_service"):

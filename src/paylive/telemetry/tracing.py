@@ -20,7 +20,7 @@ from . import context
 from .context import TraceContext
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from ..settings import TelemetrySettings
 
 SESSION_ATTRIBUTE = "paylive.session_id"
 Attribute = str | bool | int | float
@@ -68,7 +68,7 @@ def use(provider: Any) -> None:
     _tracer = None if provider is None else provider.get_tracer("paylive")
 
 
-def install(settings: Settings) -> None:
+def install(settings: TelemetrySettings) -> None:
     """The worker's exporter, as ``PAYLIVE_OTEL_EXPORTER`` says (off: nothing)."""
     global _installed
     if settings.otel_exporter == "off" or _provider is not None:

@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import Refused
 from ..limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
-from ..settings import Settings
+from ..settings import BodySettings, Credentials
 from . import bodies
 from .auth import identify
 from .errors import error_body, http_status
@@ -136,13 +136,17 @@ class Door:
     worker's, once it runs) or are refused before anything else looks at them."""
 
     def __init__(
-        self, app: ASGIApp, admission: Callable[[], Admission | None], settings: Settings
+        self,
+        app: ASGIApp,
+        admission: Callable[[], Admission | None],
+        credentials: Credentials,
+        body: BodySettings,
     ) -> None:
         self.app = app
         self._admission = admission
-        self._settings = settings
-        self._max_body = settings.max_body_bytes
-        self._body_timeout_s = settings.header_timeout_ms / 1000
+        self._credentials = credentials
+        self._max_body = body.max_body_bytes
+        self._body_timeout_s = body.header_timeout_ms / 1000
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         door = self._admission() if scope["type"] == "http" and is_command(scope) else None
@@ -152,7 +156,7 @@ class Door:
         try:
             # A stranger is answered before its body is read: nobody holds a worker's
             # memory with bodies it was never going to be allowed to send.
-            identify(_header(scope, b"authorization"), self._settings)
+            identify(_header(scope, b"authorization"), self._credentials)
             body = await bodies.read_all(scope, receive, self._max_body, self._body_timeout_s)
         except Refused as exc:
             start, end = _answer(exc, None)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..core.protocol import ErrorCode
 from ..errors import Refused
-from ..settings import Settings
+from ..settings import Credentials
 
 MERCHANT = "merchant"
 CUSTOMER = "customer"
@@ -91,29 +91,29 @@ def matches_any(given: str, expected: Sequence[str]) -> bool:
     return matched
 
 
-def principal_for(token: str | None, settings: Settings) -> Principal | None:
+def principal_for(token: str | None, credentials: Credentials) -> Principal | None:
     """Who ``token`` (a bearer token) is, or None."""
     if not token:
         return None
-    if matches_any(token, settings.api_keys):
+    if matches_any(token, credentials.api_keys):
         return Principal(MERCHANT)
-    staff = staff_of(token, settings)
+    staff = staff_of(token, credentials)
     if staff is not None:
         return staff
-    session_id = session_of_client_secret(settings.signing_secrets, token)
+    session_id = session_of_client_secret(credentials.signing_secrets, token)
     if session_id is not None:
         return Principal(CUSTOMER, session_id)
     return None
 
 
-def staff_of(token: str, settings: Settings) -> Principal | None:
+def staff_of(token: str, credentials: Credentials) -> Principal | None:
     """The staff member ``token`` belongs to; every listed token is compared (in constant
     time each), so how long it takes says nothing about which one matched."""
     found: Principal | None = None
-    for name, role, expected in settings.staff_tokens:
+    for name, role, expected in credentials.staff_tokens:
         if equal(token, expected) and found is None:
             found = Principal(ADMIN, name=name, role=role)
-    if matches_any(token, settings.admin_tokens) and found is None:
+    if matches_any(token, credentials.admin_tokens) and found is None:
         found = Principal(ADMIN, name=ADMIN_TOKEN_NAME, role=ADMIN)
     return found
 
@@ -127,7 +127,7 @@ def bearer(header: str | None) -> str | None:
     return value.strip()
 
 
-def identify(header: str | None, settings: Settings) -> Principal:
+def identify(header: str | None, credentials: Credentials) -> Principal:
     """Who sends ``header`` (an Authorization header); Refused ``unauthorized`` when
     it names nobody."""
     token = bearer(header)
@@ -135,7 +135,7 @@ def identify(header: str | None, settings: Settings) -> Principal:
         raise Refused(
             ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api key or client secret>"
         )
-    principal = principal_for(token, settings)
+    principal = principal_for(token, credentials)
     if principal is None:
         raise Refused(ErrorCode.UNAUTHORIZED, "the credentials are not valid")
     return principal

@@ -94,7 +94,8 @@ def limit_of(request: Request, default: int, maximum: int) -> int:
 
 
 def authenticate(request: Request, *allowed: str) -> Principal:
-    principal = identify(request.headers.get("authorization"), runtime_of(request).settings)
+    credentials = runtime_of(request).settings.credentials
+    principal = identify(request.headers.get("authorization"), credentials)
     if principal.kind not in allowed:
         raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot do this")
     return principal

@@ -60,7 +60,7 @@ async def principal_of(
     if ticket:
         return await redeem(runtime, ticket)
     token = bearer(authorization) or query.get("token")
-    return principal_for(token, runtime.settings)
+    return principal_for(token, runtime.settings.credentials)
 
 
 routes = [Route("/api/tickets", create_ticket, methods=["POST"])]

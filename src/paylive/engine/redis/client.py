@@ -29,7 +29,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ...settings import Settings
+from ...settings import RedisSettings
 from ..base import EngineUnavailable
 from .scripts import Script
 
@@ -81,7 +81,7 @@ def unavailable(exc: BaseException) -> EngineUnavailable:
 class Client:
     """The command client (single node or Cluster) with bounded, mapped operations."""
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: RedisSettings) -> None:
         self.url, self._cluster_flag = split_url(url)
         self._max_connections = settings.redis_pool_size
         self.timeout = settings.redis_timeout_ms / 1000

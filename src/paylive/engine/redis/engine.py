@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 
 from ...core.session import Session
-from ...settings import Settings
+from ...settings import RedisSettings
 from ..base import Claim, Engine
 from .client import Client
 from .sharded import ShardedSubscription
@@ -21,10 +21,10 @@ class RedisEngine(Shop, Engine):
 
     ``url`` is a redis://, rediss:// or unix:// URL; ``?cluster=1`` selects the Redis
     Cluster client. Its limits (pool size, timeouts, the subscription's probe and
-    backoff) are fields of ``settings``.
+    backoff) are fields of ``settings``, the Redis engine's part.
     """
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: RedisSettings) -> None:
         super().__init__()
         self._client = Client(url, settings)
         self._store = Store(self._client, settings)

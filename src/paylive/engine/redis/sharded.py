@@ -28,7 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import SlotNotCoveredError
 
-from ...settings import Settings
+from ...settings import RedisSettings
 from ..base import EventListener
 from . import keys
 from .client import Client
@@ -49,7 +49,7 @@ class ShardedSubscription:
     def __init__(
         self,
         client: Client,
-        settings: Settings,
+        settings: RedisSettings,
         on_event: EventListener,
         on_resync: Callable[[], None],
     ) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...settings import Settings
+from ...settings import RedisSettings
 from ..base import ShopStore
 from . import scripts
 from .client import Client
@@ -18,7 +18,7 @@ class Shop(ShopStore):
     """Mixed into ``RedisEngine``, which sets ``_client`` and ``_settings``."""
 
     _client: Client
-    _settings: Settings
+    _settings: RedisSettings
 
     # Events log ------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ from typing import Any
 import msgpack
 
 from ...core.session import Session
-from ...settings import Settings
+from ...settings import RedisSettings
 from ..base import Claim, EngineUnavailable
 from . import scripts
 from .cache import SessionCache
@@ -147,7 +147,7 @@ def _stat_args(stats: Mapping[str, int]) -> list[Any]:
 class Store:
     """The storage half of the Redis engine (see the module docstring)."""
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: RedisSettings) -> None:
         self._client = client
         self._settings = settings
         self.cache = SessionCache(settings.session_cache_size)

@@ -35,7 +35,7 @@ from typing import Any
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
 
-from ...settings import Settings
+from ...settings import RedisSettings
 from ..base import EventListener
 from . import keys
 from .client import Client
@@ -56,7 +56,7 @@ class Subscription:
     def __init__(
         self,
         client: Client,
-        settings: Settings,
+        settings: RedisSettings,
         on_event: EventListener,
         on_resync: Callable[[], None],
         connect: Callable[[int], AbstractConnection] | None = None,
