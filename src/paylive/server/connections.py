@@ -54,6 +54,7 @@ from ..core.protocol import ErrorCode
 from ..settings import Settings
 from ..web import admission
 from ..web.bodies import BODY_EXTENSION
+from .coalesce import Coalescing
 from ..web.errors import error_body, http_status
 
 # How long an answered connection's unread body is drained before it is closed.
@@ -205,7 +206,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._linger_timer = self.loop.call_later(wait, self.transport.close)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # Its writes in one turn of the loop go out as one (``server.coalesce``); a
+        # socket upgraded from this connection writes through the same.
+        super().connection_made(Coalescing(transport, self.loop))
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
