@@ -270,6 +270,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm_body()
+        held = (self.scope.get("extensions") or {}).get(BODY_EXTENSION)
+        if isinstance(held, dict):
+            held["arrived"] = True  # web.bodies reads it with no deadline to watch
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
