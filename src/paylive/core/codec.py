@@ -167,9 +167,13 @@ class DecodeError(PayliveError, ValueError):
     """A client frame that is not a map in the socket's encoding."""
 
 
+# One encoder for every message: ``json.dumps`` with options makes a new one a call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps_strict(obj: Any) -> bytes:
     """JSON out: compact, and never the ``NaN`` or ``Infinity`` that JSON does not have."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def loads_json(raw: str | bytes, max_depth: int) -> Any:
