@@ -54,8 +54,8 @@ from ..core.protocol import ErrorCode
 from ..settings import Settings
 from ..web import admission
 from ..web.bodies import BODY_EXTENSION
-from .coalesce import Coalescing
 from ..web.errors import error_body, http_status
+from .coalesce import Coalescing
 
 # How long an answered connection's unread body is drained before it is closed.
 LINGER_S = 1.0
