@@ -36,10 +36,6 @@ class Coalescing(asyncio.Transport):
         self._loop = loop
         self._held: list[bytes] | None = None
 
-    @property
-    def inner(self) -> asyncio.Transport:
-        return self._transport
-
     def write(self, data: bytes | bytearray | memoryview) -> None:
         # A caller may reuse a bytearray once write returns: hold a copy of it.
         chunk = data if type(data) is bytes else bytes(data)
