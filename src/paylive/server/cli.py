@@ -47,6 +47,7 @@ def _banner(settings: Settings, host: str, port: int, workers: int) -> str:
 
 def serve(host: str | None, port: int | None, workers: int, log_level: str) -> int:
     from .connections import BoundedHttpProtocol, PayliveConfig
+    from .websocket import ws_protocol
 
     try:
         settings = load_settings()
@@ -100,7 +101,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         workers=workers,
         log_config=log_config(log_level, settings.log_format),
         log_level=log_level,
-        ws=settings.ws_protocol,
+        ws=ws_protocol(settings.ws_protocol),
         ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_interval_s,

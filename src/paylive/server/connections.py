@@ -55,6 +55,7 @@ from ..settings import ConnectionSettings, Settings
 from ..web import admission
 from ..web.bodies import BODY_EXTENSION
 from ..web.errors import error_body, http_status
+from .coalesce import Coalescing
 
 # How long an answered connection's unread body is drained before it is closed.
 LINGER_S = 1.0
@@ -205,7 +206,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._linger_timer = self.loop.call_later(wait, self.transport.close)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # Its writes in one turn of the loop go out as one (``server.coalesce``); a
+        # socket upgraded from this connection writes through the same.
+        super().connection_made(Coalescing(transport, self.loop))
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -267,6 +270,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm_body()
+        held = (self.scope.get("extensions") or {}).get(BODY_EXTENSION)
+        if isinstance(held, dict):
+            held["arrived"] = True  # web.bodies reads it with no deadline to watch
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

@@ -18,11 +18,12 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .. import metrics
 from ..core import stats
 from ..core.codec import Encoded, Message
+from ..core.evolve import evolve
 from ..core.machine import (
     Charge,
     Command,
@@ -87,7 +88,7 @@ class PaymentService:
         session = new_session(
             new_session_id(), order_id, amount, currency, dict(metadata), now, self.rules
         )
-        session = replace(session, trace=context.current_traceparent())
+        session = evolve(session, trace=context.current_traceparent())
         notice = Encoded.of(
             Message("admin.created", {"session": session.to_public()}, session.id, 0, now)
         )
@@ -184,15 +185,15 @@ class PaymentService:
                 result = queue_events(session, result, self.rules)
                 carried = context.current_traceparent()
                 if carried is not None and carried != result.session.trace:
-                    result = replace(result, session=replace(result.session, trace=carried))
+                    result = evolve(result, session=evolve(result.session, trace=carried))
                 if audit is not None and result.refusal is None:
                     entry = {**audit, "at": now, "session": session_id}
-                    result = replace(result, session=result.session.with_audit(entry))
+                    result = evolve(result, session=result.session.with_audit(entry))
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
                 delta.update(stats.minute_delta(result.events))
                 saved = await self.engine.save(
-                    result.session, session.version, [event.json for event in events], delta
+                    result.session, session.version, [event.handed() for event in events], delta
                 )
                 if not saved:
                     metrics.CAS_CONFLICTS.inc()

@@ -44,7 +44,7 @@ from ..errors import Refused
 from ..limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
 from ..settings import BodySettings, Credentials
 from . import bodies
-from .auth import identify
+from .auth import PRINCIPAL, identify
 from .errors import error_body, http_status
 
 # POST /api/sessions, and POST /api/sessions/{id}/<command>.
@@ -156,7 +156,9 @@ class Door:
         try:
             # A stranger is answered before its body is read: nobody holds a worker's
             # memory with bodies it was never going to be allowed to send.
-            identify(_header(scope, b"authorization"), self._credentials)
+            # The route asks who it is again (``web.http.authenticate``): it finds
+            # the answer here instead of checking the credential a second time.
+            scope[PRINCIPAL] = identify(_header(scope, b"authorization"), self._credentials)
             body = await bodies.read_all(scope, receive, self._max_body, self._body_timeout_s)
         except Refused as exc:
             start, end = _answer(exc, None)

@@ -127,6 +127,11 @@ def bearer(header: str | None) -> str | None:
     return value.strip()
 
 
+# The scope key under which the door leaves the Principal it identified from the
+# request's Authorization header.
+PRINCIPAL = "paylive.principal"
+
+
 def identify(header: str | None, credentials: Credentials) -> Principal:
     """Who sends ``header`` (an Authorization header); Refused ``unauthorized`` when
     it names nobody."""

@@ -20,7 +20,8 @@ from ..core.protocol import ErrorCode
 from ..errors import PayliveError, Refused
 from . import validation
 
-# The scope extension the connection sets: ``{"deadline": <event loop time>}``.
+# The scope extension the connection sets: ``{"deadline": <event loop time>}``, and
+# ``"arrived": True`` once the whole body is in.
 BODY_EXTENSION = "paylive.body"
 
 
@@ -51,22 +52,36 @@ async def read_all(scope: Scope, receive: Receive, limit: int, timeout_s: float)
     """The whole body, at most ``limit`` bytes, arrived by the deadline; raises Refused
     (``body_too_large``, ``request_timeout``, ``invalid_request``) or ClientGone."""
     declared_length(scope, limit)
-    chunks: list[bytes] = []
-    received = 0
+    if arrived(scope):
+        # Nothing to wait for, so no deadline to watch: a timeout's enter and exit
+        # were 3 to 6 % of a worker's samples under load, twice a command (the door
+        # reads the body, then the route reads it again from the door).
+        return await _read(receive, limit)
     try:
         async with asyncio.timeout_at(deadline_of(scope, timeout_s)):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone("the client went away before its body arrived")
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > limit:
-                    raise Refused(
-                        ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes"
-                    )
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
+            return await _read(receive, limit)
     except TimeoutError:
         raise Refused(ErrorCode.REQUEST_TIMEOUT, "the body did not arrive in time") from None
+
+
+def arrived(scope: Mapping[str, Any]) -> bool:
+    """Whether the connection has the whole body already (``arrived`` in the
+    extension), so that reading it cannot wait."""
+    held = (scope.get("extensions") or {}).get(BODY_EXTENSION)
+    return isinstance(held, Mapping) and held.get("arrived") is True
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone("the client went away before its body arrived")
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            raise Refused(ErrorCode.BODY_TOO_LARGE, f"the body may be at most {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
