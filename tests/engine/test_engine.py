@@ -17,7 +17,7 @@ from redis.crc import key_slot
 
 from paylive.core.effects import Delivery, GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
-from paylive.engine import Claim, Engine, EngineUnavailable
+from paylive.engine import Claim, Engine, EngineUnavailable, RecordClaim
 from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
 from paylive.settings import Settings
@@ -529,6 +529,75 @@ async def test_claim_is_one_round_trip_on_one_node(redis_server: RedisProc) -> N
     finally:
         await engine.close()
     assert got == Claim() and spent == 1
+
+
+async def test_claims_made_with_a_save_answer_as_the_claim_would(engine: Engine) -> None:
+    session = make_session("ps_claims")
+    await engine.create(session, {}, b"n")
+    ask = RecordClaim("sc:1", b"v1", 10_000, unless="sc:off")
+    # A save that loses its compare-and-set claims nothing.
+    assert await engine.save(replace(session, seq=1), 7, [b"x"], {}, [ask]) is False
+    assert await engine.get("sc:1") is None
+    assert await engine.save(replace(session, seq=1), 0, [b"e1"], {}, [ask]) is True
+    assert await engine.claim(ask.key, ask.value, ask.ttl_ms, unless=ask.unless) == Claim()
+    assert await engine.get("sc:1") == b"v1"
+    # Asked again: held, whether or not the engine answered the first from the save.
+    assert await engine.claim(ask.key, b"v2", 10_000, unless="sc:off") == Claim(held=b"v1")
+    # Blocked at the save: nothing stored, and the claim says so.
+    await engine.put("sc:off", b"1", 10_000)
+    blocked = RecordClaim("sc:2", b"v", 10_000, unless="sc:off")
+    assert await engine.save(replace(session, seq=2), 1, [b"e2"], {}, [blocked]) is True
+    assert await engine.claim("sc:2", b"v", 10_000, unless="sc:off") == Claim(blocked=True)
+    assert await engine.get("sc:2") is None
+
+
+@needs_redis
+async def test_a_save_and_its_charge_claim_are_one_round_trip_on_one_node(
+    redis_server: RedisProc,
+) -> None:
+    engine = RedisEngine(redis_server.url + "/6", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        session = make_session("ps_rt")
+        await engine.create(session, {}, b"n")
+        warm = RecordClaim("rt:warm", b"v", 10_000, unless="rt:off")
+        assert await engine.save(replace(session, seq=1), 0, [b"e1"], {}, [warm])
+        idle = -_reads(redis_server) + _reads(redis_server)
+        before = _reads(redis_server)
+        ask = RecordClaim("rt:2", b"v", 10_000, unless="rt:off")
+        assert await engine.save(replace(session, seq=2), 1, [b"e2"], {}, [ask])
+        got = await engine.claim(ask.key, ask.value, ask.ttl_ms, unless=ask.unless)
+        spent = _reads(redis_server) - before - idle
+    finally:
+        await engine.close()
+    assert got == Claim() and spent == 1
+
+
+@needs_redis
+async def test_a_save_on_one_node_touches_only_the_indexes_the_session_is_in(
+    redis_server: RedisProc,
+) -> None:
+    engine = RedisEngine(redis_server.url + "/7", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        session = make_session("ps_ix")
+        await engine.create(session, {}, b"n")
+        assert await engine.save(replace(session, seq=1), 0, [b"e1"], {})
+        before = _calls(redis_server.port)
+        assert await engine.save(replace(session, seq=2), 1, [b"e2"], {})
+        after = _calls(redis_server.port)
+        spent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+        # Flagged for review, then resolved: taken out of the review index again.
+        flagged = replace(session, seq=3, needs_review=True, updated_at=T0 + 5)
+        assert await engine.save(flagged, 2, [b"e3"], {})
+        assert [s.id for s in await engine.list_review(10)] == ["ps_ix"]
+        assert await engine.save(replace(flagged, seq=4, needs_review=False), 3, [b"e4"], {})
+        assert await engine.list_review(10) == []
+    finally:
+        await engine.close()
+    # Never in the effects, pending or review index: nothing removed from them, and
+    # on one node no tver (Cluster's guard of its two steps).
+    assert "zrem" not in spent and spent["hset"] == 1, spent
 
 
 def _calls(port: int) -> dict[str, int]:
