@@ -873,6 +873,25 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
 
 @pytest.mark.redis
 @needs_redis
+async def test_the_command_pool_hands_its_connections_on_in_turn(
+    redis_engines: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    """One connection, many commands at once: each waits for it in turn, and a waiter
+    that gives up (cancelled) passes its turn on instead of keeping it."""
+    engine = await redis_engines(redis_pool_size=1, redis_timeout_ms=2_000)
+    await engine.create(make_session("ps_pool"), {}, b"n")
+    loads = [asyncio.create_task(engine.load("ps_pool")) for _ in range(20)]
+    await asyncio.sleep(0)
+    loads[5].cancel()
+    done = await asyncio.gather(*loads, return_exceptions=True)
+    assert isinstance(done[5], asyncio.CancelledError)
+    assert all(isinstance(s, Session) for i, s in enumerate(done) if i != 5)
+    pool = engine._client._pool
+    assert pool is not None and len(pool._available_connections) == 1
+
+
+@pytest.mark.redis
+@needs_redis
 async def test_data_survives_a_restart_with_append_only_file(tmp_path: Path) -> None:
     server = redisproc.start_redis(tmp_path / "aof", appendonly=True)
     engine = RedisEngine(server.url, SETTINGS)
