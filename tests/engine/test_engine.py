@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Sess
 from paylive.engine import Claim, Engine, EngineUnavailable, RecordClaim
 from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
+from paylive.engine.redis.keys import REVIEW
 from paylive.settings import Settings
 
 from ..support import redisproc
@@ -593,11 +595,37 @@ async def test_a_save_on_one_node_touches_only_the_indexes_the_session_is_in(
         assert [s.id for s in await engine.list_review(10)] == ["ps_ix"]
         assert await engine.save(replace(flagged, seq=4, needs_review=False), 3, [b"e4"], {})
         assert await engine.list_review(10) == []
+        # An older worker's save (a rolling deploy) flags it and leaves x as it was:
+        # the next save takes it out of the review index all the same.
+        port = redis_server.port
+        older = replace(flagged, seq=5, version=5)
+        record = _redis_record(older)
+        _command_db(port, 7, "HSET", "paylive:{ps_ix}:s", "v", "5", "r", record)
+        _command_db(port, 7, "ZADD", REVIEW, "5", "ps_ix")
+        assert [s.id for s in await engine.list_review(10)] == ["ps_ix"]
+        assert await engine.save(replace(older, seq=6, needs_review=False), 5, [b"e6"], {})
+        assert await engine.list_review(10) == []
     finally:
         await engine.close()
     # Never in the effects, pending or review index: nothing removed from them, and
     # on one node no tver (Cluster's guard of its two steps).
     assert "zrem" not in spent and spent["hset"] == 1, spent
+
+
+def _redis_record(session: Session) -> str:
+    return json.dumps(session.to_record(), separators=(",", ":"))
+
+
+def _command_db(port: int, db: int, *args: str) -> None:
+    """One command on database ``db`` (MULTI-less: SELECT then the command, one
+    connection), through redis-cli."""
+    assert redisproc.REDIS_CLI is not None
+    subprocess.run(
+        [redisproc.REDIS_CLI, "-p", str(port), "-n", str(db), *args],
+        check=True,
+        capture_output=True,
+        timeout=5,
+    )
 
 
 def _calls(port: int) -> dict[str, int]:

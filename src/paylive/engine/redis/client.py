@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import hiredis
 from redis import exceptions as rexc
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -145,6 +146,29 @@ class LeanPool(ConnectionPool):
         finally:
             self._available_connections.append(connection)
             self._wake()
+
+
+async def _send(connection: AbstractConnection, packed: bytes, timeout: float) -> None:
+    """``send_command`` in less: the arguments packed by hiredis in one call (redis-py
+    encodes each in Python first), and the write bounded by ``asyncio.timeout`` where
+    redis-py's ``asyncio.wait_for`` makes a task per command on Python 3.11, to bound
+    a write that almost never waits. As there, any failure disconnects the connection
+    (the pool makes it anew), a timeout is a TimeoutError and an OS error a
+    ConnectionError."""
+    writer = connection._writer
+    try:
+        if writer is None:
+            raise ConnectionResetError("not connected")
+        writer.write(packed)
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+    except BaseException as exc:
+        await connection.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):
+            raise rexc.TimeoutError("Timeout writing to socket") from None
+        if isinstance(exc, OSError):
+            raise rexc.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        raise
 
 
 async def _ready(connection: AbstractConnection) -> None:
@@ -269,7 +293,7 @@ class Client:
             return await self.r.execute_command(*args)
         conn = await pool.get_connection()
         try:
-            await conn.send_command(*args)
+            await _send(conn, hiredis.pack_command(args), self.timeout)
             return await conn.read_response()
         finally:
             await pool.release(conn)

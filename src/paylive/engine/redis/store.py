@@ -56,11 +56,11 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import msgpack
 
+from ...core.evolve import evolve
 from ...core.session import Session
 from ...settings import Settings
 from ..base import Claim, EngineUnavailable, RecordClaim
@@ -268,7 +268,7 @@ class Store:
         claims: Sequence[RecordClaim],
     ) -> bool:
         client = self._client
-        stored = replace(session, version=expected_version + 1)
+        stored = evolve(session, version=expected_version + 1)
         due = stored.next_due()
         effect_due = stored.next_effect_at()
         keys = session_keys(session.id)

@@ -46,9 +46,9 @@ if ARGV[11] == '1' then
     redis.call('ZADD', KEYS[5], 'NX', ARGV[12], id)
   end
 end
--- In none of the effects, pending and review indexes before this save ('-', see
--- store.lua): nothing to remove from them.
-local was_out = cur[4] == '-'
+-- In none of the effects, pending and review indexes before this save (x is the
+-- version it replaces, see store.lua): nothing to remove from them.
+local was_out = cur[4] == cur[1]
 local function place(key, score, skip)
   if score ~= '' then
     redis.call('ZADD', key, score, id)

@@ -17,9 +17,11 @@
 --   for review, else ''), then (fx + 5) the count m of records to claim with the
 --   save and their 3m arguments (save_one_node.lua; 0 on Cluster), then stat
 --   name/delta pairs.
--- The record's field x says whether this save left the session out of the effects,
--- pending and review indexes ('-') or perhaps in one of them ('+'), so that the next
--- save on one node need not remove it from indexes it is not in.
+-- The record's field x holds the version of a save that left the session out of the
+-- effects, pending and review indexes (else ''), so that the next save on one node
+-- need not remove it from indexes it is not in. A version, not a flag: a save that
+-- does not write x (an older worker's, during a rolling deploy) leaves it stale, and
+-- a stale x is taken for "perhaps in any of them".
 local cur = redis.call('HMGET', KEYS[1], 'v', 'st', 'n', 'x')
 if cur[1] ~= ARGV[1] then
   return {redis.call('HGET', KEYS[1], 'r')}
@@ -29,9 +31,9 @@ local n = tonumber(ARGV[13])
 local first_event = 14
 local last_event = 13 + n
 local fx = last_event + 1
-local out = '+'
+local out = ''
 if ARGV[fx] == '' and ARGV[fx + 1] == '' and ARGV[fx + 3] == '' and ARGV[fx + 4] == '' then
-  out = '-'
+  out = ARGV[3]
 end
 if n > 0 then
   -- The events counted in the same HSET (n was read with the version) and appended
