@@ -576,6 +576,28 @@ async def test_a_save_and_its_charge_claim_are_one_round_trip_on_one_node(
 
 
 @needs_redis
+async def test_a_create_is_one_round_trip_on_one_node(redis_server: RedisProc) -> None:
+    engine = RedisEngine(redis_server.url + "/8", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        rec = Recorder(engine)
+        await engine.subscribe(None)
+        await engine.create(make_session("ps_warm"), {}, b"w")  # loads the script
+        idle = -_reads(redis_server) + _reads(redis_server)
+        before = _reads(redis_server)
+        session = make_session("ps_one", created_at=T0 + 1)
+        await engine.create(session, {"status:created": 1}, b"notice")
+        spent = _reads(redis_server) - before - idle
+        assert await engine.load("ps_one") == session
+        assert [s.id for s in await engine.list_sessions(True, 10)] == ["ps_one", "ps_warm"]
+        assert (await engine.counters())["status:created"] == 1
+        await eventually(lambda: rec.of(None) == [b"w", b"notice"])
+    finally:
+        await engine.close()
+    assert spent == 1
+
+
+@needs_redis
 async def test_a_save_on_one_node_touches_only_the_indexes_the_session_is_in(
     redis_server: RedisProc,
 ) -> None:

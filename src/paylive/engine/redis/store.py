@@ -192,25 +192,32 @@ class Store:
             raise ValueError("a session needs an id")
         due = session.next_due()
         client = self._client
+        own = [_dump(session), session.version, session.status, self._ttl(session.terminal)]
+        global_keys = [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED]
+        global_args = [
+            session.id,
+            session.created_at,
+            "" if due is None else due,
+            session.version,
+            self._admin_channel,
+            notice,
+            *_stat_args(stats),
+        ]
         async with client.op():
-            await client.eval(
-                scripts.CREATE,
-                session_keys(session.id),
-                [_dump(session), session.version, session.status, self._ttl(session.terminal)],
-            )
-            await client.eval(
-                scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
-                [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED],
-                [
-                    session.id,
-                    session.created_at,
-                    "" if due is None else due,
-                    session.version,
-                    self._admin_channel,
-                    notice,
-                    *_stat_args(stats),
-                ],
-            )
+            if not client.cluster:
+                # Every key on one server: one script, one round trip.
+                await client.eval(
+                    scripts.CREATE_ONE_NODE,
+                    [*session_keys(session.id), *global_keys],
+                    [*own, *global_args],
+                )
+            else:
+                await client.eval(scripts.CREATE, session_keys(session.id), own)
+                await client.eval(
+                    scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
+                    global_keys,
+                    global_args,
+                )
         self.cache.put(session)
 
     async def load(self, session_id: str) -> Session | None:
