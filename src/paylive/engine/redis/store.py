@@ -8,11 +8,13 @@ trip: nothing of the two-step trade-off applies there (nor its version guard,
 ``tver``). The same script claims the records the decision's charges start with (the
 sandbox's ledger entry, ``Gateway.charge_claims``), only when the compare-and-set
 wins, and ``claim`` answers the charge's own claim from that, so a pay is one round
-trip. The record notes whether the save left the session out of the effects,
-pending and review indexes, so the next save removes it only from those it may be in. On Cluster, ``save`` is one
-Lua script on the session's slot: compare the version, store the record, append the
-events to the capped history and PUBLISH each of them on the session channel and
-the admin channel. No event is published for a state that was not stored, and none
+trip. The record notes the version of a save that left the session out of the
+effects, pending and review indexes (``x``, see store.lua), so the next save removes
+it only from those it may be in.
+
+On Cluster, ``save`` is one Lua script on the session's slot: compare the version,
+store the record, append the events to the capped history and PUBLISH each of them
+on the session channel and the admin channel. No event is published for a state that was not stored, and none
 stored without being published. The global keys live in another slot (on Cluster,
 perhaps another node), so a second script updates them right after a successful
 compare-and-set: counters, the active index, the purge time, the timer, and the
