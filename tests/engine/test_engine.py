@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -17,9 +18,10 @@ from redis.crc import key_slot
 
 from paylive.core.effects import Delivery, GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
-from paylive.engine import Claim, Engine, EngineUnavailable
+from paylive.engine import Claim, Engine, EngineUnavailable, RecordClaim
 from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
+from paylive.engine.redis.keys import REVIEW
 from paylive.settings import Settings
 
 from ..support import redisproc
@@ -533,6 +535,123 @@ async def test_claim_is_one_round_trip_on_one_node(redis_server: RedisProc) -> N
     assert got == Claim() and spent == 1
 
 
+async def test_claims_made_with_a_save_answer_as_the_claim_would(engine: Engine) -> None:
+    session = make_session("ps_claims")
+    await engine.create(session, {}, b"n")
+    ask = RecordClaim("sc:1", b"v1", 10_000, unless="sc:off")
+    # A save that loses its compare-and-set claims nothing.
+    assert await engine.save(replace(session, seq=1), 7, [b"x"], {}, [ask]) is False
+    assert await engine.get("sc:1") is None
+    assert await engine.save(replace(session, seq=1), 0, [b"e1"], {}, [ask]) is True
+    assert await engine.claim(ask.key, ask.value, ask.ttl_ms, unless=ask.unless) == Claim()
+    assert await engine.get("sc:1") == b"v1"
+    # Asked again: held, whether or not the engine answered the first from the save.
+    assert await engine.claim(ask.key, b"v2", 10_000, unless="sc:off") == Claim(held=b"v1")
+    # Blocked at the save: nothing stored, and the claim says so.
+    await engine.put("sc:off", b"1", 10_000)
+    blocked = RecordClaim("sc:2", b"v", 10_000, unless="sc:off")
+    assert await engine.save(replace(session, seq=2), 1, [b"e2"], {}, [blocked]) is True
+    assert await engine.claim("sc:2", b"v", 10_000, unless="sc:off") == Claim(blocked=True)
+    assert await engine.get("sc:2") is None
+
+
+@needs_redis
+async def test_a_save_and_its_charge_claim_are_one_round_trip_on_one_node(
+    redis_server: RedisProc,
+) -> None:
+    engine = RedisEngine(redis_server.url + "/6", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        session = make_session("ps_rt")
+        await engine.create(session, {}, b"n")
+        warm = RecordClaim("rt:warm", b"v", 10_000, unless="rt:off")
+        assert await engine.save(replace(session, seq=1), 0, [b"e1"], {}, [warm])
+        idle = -_reads(redis_server) + _reads(redis_server)
+        before = _reads(redis_server)
+        ask = RecordClaim("rt:2", b"v", 10_000, unless="rt:off")
+        assert await engine.save(replace(session, seq=2), 1, [b"e2"], {}, [ask])
+        got = await engine.claim(ask.key, ask.value, ask.ttl_ms, unless=ask.unless)
+        spent = _reads(redis_server) - before - idle
+    finally:
+        await engine.close()
+    assert got == Claim() and spent == 1
+
+
+@needs_redis
+async def test_a_create_is_one_round_trip_on_one_node(redis_server: RedisProc) -> None:
+    engine = RedisEngine(redis_server.url + "/8", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        rec = Recorder(engine)
+        await engine.subscribe(None)
+        await engine.create(make_session("ps_warm"), {}, b"w")  # loads the script
+        idle = -_reads(redis_server) + _reads(redis_server)
+        before = _reads(redis_server)
+        session = make_session("ps_one", created_at=T0 + 1)
+        await engine.create(session, {"status:created": 1}, b"notice")
+        spent = _reads(redis_server) - before - idle
+        assert await engine.load("ps_one") == session
+        assert [s.id for s in await engine.list_sessions(True, 10)] == ["ps_one", "ps_warm"]
+        assert (await engine.counters())["status:created"] == 1
+        await eventually(lambda: rec.of(None) == [b"w", b"notice"])
+    finally:
+        await engine.close()
+    assert spent == 1
+
+
+@needs_redis
+async def test_a_save_on_one_node_touches_only_the_indexes_the_session_is_in(
+    redis_server: RedisProc,
+) -> None:
+    engine = RedisEngine(redis_server.url + "/7", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    await engine.start()
+    try:
+        session = make_session("ps_ix")
+        await engine.create(session, {}, b"n")
+        assert await engine.save(replace(session, seq=1), 0, [b"e1"], {})
+        before = _calls(redis_server.port)
+        assert await engine.save(replace(session, seq=2), 1, [b"e2"], {})
+        after = _calls(redis_server.port)
+        spent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+        # Flagged for review, then resolved: taken out of the review index again.
+        flagged = replace(session, seq=3, needs_review=True, updated_at=T0 + 5)
+        assert await engine.save(flagged, 2, [b"e3"], {})
+        assert [s.id for s in await engine.list_review(10)] == ["ps_ix"]
+        assert await engine.save(replace(flagged, seq=4, needs_review=False), 3, [b"e4"], {})
+        assert await engine.list_review(10) == []
+        # An older worker's save (a rolling deploy) flags it and leaves x as it was:
+        # the next save takes it out of the review index all the same.
+        port = redis_server.port
+        older = replace(flagged, seq=5, version=5)
+        record = _redis_record(older)
+        _command_db(port, 7, "HSET", "paylive:{ps_ix}:s", "v", "5", "r", record)
+        _command_db(port, 7, "ZADD", REVIEW, "5", "ps_ix")
+        assert [s.id for s in await engine.list_review(10)] == ["ps_ix"]
+        assert await engine.save(replace(older, seq=6, needs_review=False), 5, [b"e6"], {})
+        assert await engine.list_review(10) == []
+    finally:
+        await engine.close()
+    # Never in the effects, pending or review index: nothing removed from them, and
+    # on one node no tver (Cluster's guard of its two steps).
+    assert "zrem" not in spent and spent["hset"] == 1, spent
+
+
+def _redis_record(session: Session) -> str:
+    return json.dumps(session.to_record(), separators=(",", ":"))
+
+
+def _command_db(port: int, db: int, *args: str) -> None:
+    """One command on database ``db`` (MULTI-less: SELECT then the command, one
+    connection), through redis-cli."""
+    assert redisproc.REDIS_CLI is not None
+    subprocess.run(
+        [redisproc.REDIS_CLI, "-p", str(port), "-n", str(db), *args],
+        check=True,
+        capture_output=True,
+        timeout=5,
+    )
+
+
 def _calls(port: int) -> dict[str, int]:
     """``INFO commandstats`` of one node: calls by command."""
     info = redisproc.command(port, "INFO", "commandstats").decode()
@@ -802,6 +921,25 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
     await eventually(lambda: len(rec.of("ps_busy")) == 5)
     assert rec.of("ps_busy") == [b"e1", b"e2", b"e3", b"e4", b"e5"]
     assert engine.subscription_healthy and rec.resyncs == 0
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_the_command_pool_hands_its_connections_on_in_turn(
+    redis_engines: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    """One connection, many commands at once: each waits for it in turn, and a waiter
+    that gives up (cancelled) passes its turn on instead of keeping it."""
+    engine = await redis_engines(redis_pool_size=1, redis_timeout_ms=2_000)
+    await engine.create(make_session("ps_pool"), {}, b"n")
+    loads = [asyncio.create_task(engine.load("ps_pool")) for _ in range(20)]
+    await asyncio.sleep(0)
+    loads[5].cancel()
+    done = await asyncio.gather(*loads, return_exceptions=True)
+    assert isinstance(done[5], asyncio.CancelledError)
+    assert all(isinstance(s, Session) for i, s in enumerate(done) if i != 5)
+    pool = engine._client._pool
+    assert pool is not None and len(pool._available_connections) == 1
 
 
 @pytest.mark.redis

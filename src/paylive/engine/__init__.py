@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Claim, Engine, EngineUnavailable, FanOut, RecordStore, SessionStore, TimerStore
+from .base import (
+    Claim,
+    Engine,
+    EngineUnavailable,
+    FanOut,
+    RecordClaim,
+    RecordStore,
+    SessionStore,
+    TimerStore,
+)
 
 __all__ = [
     "Claim",
     "Engine",
     "EngineUnavailable",
     "FanOut",
+    "RecordClaim",
     "RecordStore",
     "SessionStore",
     "TimerStore",

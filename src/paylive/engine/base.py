@@ -39,6 +39,16 @@ class EngineUnavailable(PayliveError):
     """The engine cannot be reached; the API answers 503 and sockets stay open."""
 
 
+@dataclass(frozen=True)
+class RecordClaim:
+    """A ``RecordStore.claim`` asked for ahead, with a save (see ``SessionStore.save``)."""
+
+    key: str
+    value: bytes
+    ttl_ms: int
+    unless: str | None = None
+
+
 class SessionStore(ABC):
     @abstractmethod
     async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
@@ -60,6 +70,7 @@ class SessionStore(ABC):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        claims: Sequence[RecordClaim] = (),
     ) -> bool:
         """Store ``session`` (its version bumped) if the stored version is still
         ``expected_version``, append ``events`` to its history, publish them on its
@@ -70,7 +81,14 @@ class SessionStore(ABC):
         owes anything (``session.owes``: a pending effect or a merchant event not yet
         delivered), and while it is flagged ``needs_review``, however long ago it
         ended: a case for review stays listed and resolvable until a person resolves
-        it, and its retention starts then."""
+        it, and its retention starts then.
+
+        ``claims``: records the caller will ``claim`` right after a save that wins (the
+        sandbox's ledger entry of a charge the decision asks for). An engine may make
+        them in the same step, only when the save wins, and answer the next ``claim``
+        of each (same key, value, ttl and blocker) on this engine from that, once,
+        instead of another round trip; or ignore them. Either way the caller's
+        ``claim`` gets the answer it would have got a moment earlier."""
 
     @abstractmethod
     async def history(self, session_id: str, since: int) -> list[bytes] | None:

@@ -11,11 +11,12 @@ repeated after a crash or a lost answer is done once by the provider.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 
 from ..core.commands import ProviderResult
 from ..core.decision import Charge
+from ..engine import RecordClaim
 from ..errors import PayliveError
 
 
@@ -53,6 +54,12 @@ class Gateway(ABC):
     ) -> None:
         """Give back the money charged under ``key`` (``amount`` of it; None: all of it),
         once per ``idempotency_key``. Raises GatewayError unless the provider confirms."""
+
+    def charge_claims(self, charge: Charge) -> Sequence[RecordClaim]:
+        """The records of the engine this provider's ``charge`` starts by claiming (the
+        sandbox's ledger), which the save of the decision may claim ahead so that the
+        charge needs no round trip of its own for them (``SessionStore.save``)."""
+        return ()
 
     async def capture(self, key: str, ref: str | None, idempotency_key: str) -> bool:
         """Take the money a hold keeps, once per ``idempotency_key``: True once it is

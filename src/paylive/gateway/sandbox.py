@@ -19,14 +19,14 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..core.decision import Charge
 from ..core.session import attempt_of
 from ..core.signature import signature_header
-from ..engine import RecordStore
+from ..engine import RecordClaim, RecordStore
 from ..settings import SandboxSettings
 from ..telemetry import context
 from .base import ChargeReply, Gateway, GatewayError, Remember
@@ -107,13 +107,21 @@ class SandboxGateway(Gateway):
         if await self._engine.get(OUTAGE_KEY) is not None:
             raise _outage()
 
+    def charge_claims(self, charge: Charge) -> Sequence[RecordClaim]:
+        card = card_behaviour(str(charge.payment_method.get("card", "")))
+        return (
+            RecordClaim(
+                f"sandbox:req:{charge.key}", card.result.encode(), LEDGER_TTL_MS, OUTAGE_KEY
+            ),
+        )
+
     async def charge(self, charge: Charge, remember: Remember) -> ChargeReply:
         card = card_behaviour(str(charge.payment_method.get("card", "")))
         # A key is charged once: a second charge under it is answered but does nothing.
-        # The outage check and the claim are one decision (one round trip on Redis).
-        claim = await self._engine.claim(
-            f"sandbox:req:{charge.key}", card.result.encode(), LEDGER_TTL_MS, unless=OUTAGE_KEY
-        )
+        # The outage check and the claim are one decision (one round trip on Redis, or
+        # none when the save of the decision made it: see ``charge_claims``).
+        (ask,) = self.charge_claims(charge)
+        claim = await self._engine.claim(ask.key, ask.value, ask.ttl_ms, unless=ask.unless)
         if claim.blocked:
             raise _outage()
         if claim.held is not None:

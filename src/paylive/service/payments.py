@@ -192,8 +192,17 @@ class PaymentService:
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
                 delta.update(stats.minute_delta(result.events))
+                # The records its charges start by claiming go with the save (on one
+                # Redis: in the same script, no round trip of their own).
+                claims = [
+                    made for charge in result.charges for made in self.gateway.charge_claims(charge)
+                ]
                 saved = await self.engine.save(
-                    result.session, session.version, [event.handed() for event in events], delta
+                    result.session,
+                    session.version,
+                    [event.handed() for event in events],
+                    delta,
+                    claims,
                 )
                 if not saved:
                     metrics.CAS_CONFLICTS.inc()

@@ -1,9 +1,10 @@
 """Which Redis client runs the commands, and what its failures mean.
 
-Commands use a BlockingConnectionPool of ``redis_pool_size`` (redis-py 8 raises "Too
-many connections" on its default pool instead of waiting) with connect, read and
-pool-wait timeouts of ``redis_timeout_ms``, and no automatic retries (a retried
-compare-and-set could report a save it made as lost). Every connection failure,
+Commands use a ``LeanPool`` of ``redis_pool_size`` connections (redis-py 8 raises
+"Too many connections" on its default pool instead of waiting, and its blocking pool
+costs about a twentieth of a worker's CPU at 500 changes/s, see the class) with connect,
+read and pool-wait timeouts of ``redis_timeout_ms``, and no automatic retries (a
+retried compare-and-set could report a save it made as lost). Every connection failure,
 timeout, loading or cluster-down error becomes ``EngineUnavailable`` so that the API
 answers 503 within 1-2 s.
 
@@ -18,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import hiredis
 from redis import exceptions as rexc
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
@@ -78,6 +81,112 @@ def unavailable(exc: BaseException) -> EngineUnavailable:
     return EngineUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
 
 
+class LeanPool(ConnectionPool):
+    """A pool of at most ``max_connections`` that waits up to ``timeout`` for one, as
+    redis-py's ``BlockingConnectionPool`` does, in a few lines of its cost.
+
+    redis-py 8's blocking pool takes a condition, a lock and a timeout, records its
+    observability counters (awaited) and runs ``connect`` through the retry object
+    for every command, even on a connection that is up: about 5 % of the samples of
+    both Redis workers at 500 changes/s (py-spy), for two or three commands a change. Here a
+    free connection is taken and given back without awaiting anything; a connection
+    is checked exactly as the blocking pool checks it (``can_read``: the server closed
+    it, or a reply was left unread) and made anew when it fails the check. Waiters
+    are woken in the order they came (a command that finds a connection free takes
+    it at once)."""
+
+    def __init__(self, timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self, *_args: Any, **_options: Any) -> AbstractConnection:
+        if not self.can_get_connection():
+            await self._wait()
+        connection: AbstractConnection = self.get_available_connection()
+        try:
+            await _ready(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def _wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout):
+                while not self.can_get_connection():
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._waiters.append(waiter)
+                    try:
+                        await waiter
+                    except BaseException:
+                        if waiter.done() and not waiter.cancelled():
+                            self._wake()  # woken, and leaving: the next waiter's turn
+                        else:
+                            waiter.cancel()
+                        raise
+        except TimeoutError as exc:
+            raise rexc.ConnectionError("No connection available.") from exc
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def release(self, connection: AbstractConnection) -> None:
+        self._in_use_connections.discard(connection)
+        try:
+            if connection.should_reconnect():
+                await connection.disconnect()
+        except BaseException:
+            connection._force_disconnect()  # not known to be closed: reuse reconnects
+            raise
+        finally:
+            self._available_connections.append(connection)
+            self._wake()
+
+
+async def _send(connection: AbstractConnection, packed: bytes, timeout: float) -> None:
+    """``send_command`` in less: the arguments packed by hiredis in one call (redis-py
+    encodes each in Python first), and the write bounded by ``asyncio.timeout`` where
+    redis-py's ``asyncio.wait_for`` makes a task per command on Python 3.11, to bound
+    a write that almost never waits. As there, any failure disconnects the connection
+    (the pool makes it anew), a timeout is a TimeoutError and an OS error a
+    ConnectionError."""
+    writer = connection._writer
+    try:
+        if writer is None:
+            raise ConnectionResetError("not connected")
+        writer.write(packed)
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+    except BaseException as exc:
+        await connection.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):
+            raise rexc.TimeoutError("Timeout writing to socket") from None
+        if isinstance(exc, OSError):
+            raise rexc.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        raise
+
+
+async def _ready(connection: AbstractConnection) -> None:
+    """``connection`` up and with nothing left to read, as ``ensure_connection`` makes
+    it, without going through ``connect`` when it is up already."""
+    if connection.is_connected:
+        try:
+            if not await connection.can_read():
+                return
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+            pass
+        await connection.disconnect()
+    await connection.connect()
+    if await connection.can_read():
+        raise rexc.ConnectionError("Connection not ready")
+
+
 class Client:
     """The command client (single node or Cluster) with bounded, mapped operations."""
 
@@ -87,7 +196,7 @@ class Client:
         self.timeout = settings.redis_timeout_ms / 1000
         self._tcp = not self.url.startswith("unix://")
         self.r: Redis | RedisCluster
-        self._pool: BlockingConnectionPool | None = None
+        self._pool: LeanPool | None = None
         self._gate: asyncio.Semaphore | None = None
         if self._cluster_flag:
             self._use_cluster()
@@ -96,7 +205,7 @@ class Client:
 
     def _use_single(self) -> None:
         extra: dict[str, Any] = {"socket_keepalive": True} if self._tcp else {}
-        self._pool = BlockingConnectionPool.from_url(
+        self._pool = LeanPool.from_url(
             self.url,
             max_connections=self._max_connections,
             timeout=self.timeout,
@@ -185,7 +294,7 @@ class Client:
             return await self.r.execute_command(*args)
         conn = await pool.get_connection()
         try:
-            await conn.send_command(*args)
+            await _send(conn, hiredis.pack_command(args), self.timeout)
             return await conn.read_response()
         finally:
             await pool.release(conn)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from ...core.session import Session
 from ...settings import RedisSettings
-from ..base import Claim, Engine
+from ..base import Claim, Engine, RecordClaim
 from .client import Client
 from .sharded import ShardedSubscription
 from .shop import Shop
@@ -111,8 +111,9 @@ class RedisEngine(Shop, Engine):
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        claims: Sequence[RecordClaim] = (),
     ) -> bool:
-        return await self._store.save(session, expected_version, events, stats)
+        return await self._store.save(session, expected_version, events, stats, claims)
 
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
         return await self._store.history(session_id, since)

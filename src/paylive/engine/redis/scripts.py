@@ -28,11 +28,26 @@ class Script:
     @classmethod
     def load(cls, *names: str) -> Script:
         """The files ``names`` of ``lua/``, one after the other, as one script."""
-        return cls("".join(_LUA.joinpath(name).read_text(encoding="utf-8") for name in names))
+        return cls("".join(_read(name) for name in names))
+
+
+def _read(name: str) -> str:
+    return _LUA.joinpath(name).read_text(encoding="utf-8")
 
 
 CREATE = Script.load("create.lua")
 CREATE_GLOBAL = Script.load("plain.lua", "create_global.lua")
+# One node: both steps of a create in one script and one round trip, each file the
+# body of a function whose KEYS and ARGV are its own part of the script's.
+CREATE_ONE_NODE = Script(
+    _read("plain.lua")
+    + "local function own(KEYS, ARGV)\n"
+    + _read("create.lua")
+    + "end\nlocal function global(KEYS, ARGV)\n"
+    + _read("create_global.lua")
+    + "end\nown({KEYS[1], KEYS[2]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})\n"
+    + "return global({unpack(KEYS, 3)}, {unpack(ARGV, 5)})\n"
+)
 CREATE_GLOBAL_SHARDED = Script.load("sharded.lua", "create_global.lua")
 SAVE = Script.load("plain.lua", "store.lua", "save.lua")
 SAVE_SHARDED = Script.load("sharded.lua", "store.lua", "save.lua")

@@ -4,10 +4,17 @@ One save
 --------
 On a single Redis (not Cluster) every key lives on one server, so ``save`` is one
 script, ``save_one_node.lua``, that does everything below atomically in one round
-trip: nothing of the two-step trade-off applies there. On Cluster, ``save`` is one
-Lua script on the session's slot: compare the version, store the record, append the
-events to the capped history and PUBLISH each of them on the session channel and
-the admin channel. No event is published for a state that was not stored, and none
+trip: nothing of the two-step trade-off applies there (nor its version guard,
+``tver``). The same script claims the records the decision's charges start with (the
+sandbox's ledger entry, ``Gateway.charge_claims``), only when the compare-and-set
+wins, and ``claim`` answers the charge's own claim from that, so a pay is one round
+trip. The record notes the version of a save that left the session out of the
+effects, pending and review indexes (``x``, see store.lua), so the next save removes
+it only from those it may be in.
+
+On Cluster, ``save`` is one Lua script on the session's slot: compare the version,
+store the record, append the events to the capped history and PUBLISH each of them
+on the session channel and the admin channel. No event is published for a state that was not stored, and none
 stored without being published. The global keys live in another slot (on Cluster,
 perhaps another node), so a second script updates them right after a successful
 compare-and-set: counters, the active index, the purge time, the timer, and the
@@ -49,15 +56,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import msgpack
 
+from ...core.evolve import evolve
 from ...core.session import Session
 from ...settings import RedisSettings
-from ..base import Claim, EngineUnavailable
+from ..base import Claim, EngineUnavailable, RecordClaim
 from . import scripts
 from .cache import SessionCache
 from .client import Client
@@ -83,6 +91,10 @@ log = logging.getLogger(__name__)
 # Ended sessions purged per claim_due call at most, so that a backlog drains in small
 # steps (claim_due runs every timer_poll_ms on every worker).
 PURGE_BATCH = 200
+# Answers of records claimed with a save (``Store.save``'s ``claims``), held until the
+# caller's own ``claim`` asks for them: at most this many, the oldest dropped (a
+# charge never asked leaves one behind).
+CLAIMS_HELD = 1_024
 # list_sessions skips (and unindexes) sessions that expired; it looks at most this
 # many pages for replacements, so a listing stays bounded.
 LIST_PAGES = 4
@@ -128,6 +140,13 @@ def _outbox_args(session: Session) -> list[int | str]:
     ]
 
 
+def _claim_reply(reply: list[Any]) -> Claim:
+    """A claim's answer as claim_record.lua (and save_one_node.lua) give it."""
+    if int(reply[0]):
+        return Claim(blocked=True)
+    return Claim(held=reply[1] if len(reply) > 1 else None)
+
+
 def with_review_count(counters: dict[str, int], flagged: int) -> dict[str, int]:
     """The counters with ``needs_review`` as the review list holds it, never the
     running sum (which a purge or a crash between two steps could leave drifted)."""
@@ -151,6 +170,8 @@ class Store:
         self._client = client
         self._settings = settings
         self.cache = SessionCache(settings.session_cache_size)
+        # record key -> (what was claimed, its answer): see ``claim``.
+        self._claimed: OrderedDict[str, tuple[RecordClaim, Claim]] = OrderedDict()
 
     @property
     def sharded(self) -> bool:
@@ -173,25 +194,32 @@ class Store:
             raise ValueError("a session needs an id")
         due = session.next_due()
         client = self._client
+        own = [_dump(session), session.version, session.status, self._ttl(session.terminal)]
+        global_keys = [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED]
+        global_args = [
+            session.id,
+            session.created_at,
+            "" if due is None else due,
+            session.version,
+            self._admin_channel,
+            notice,
+            *_stat_args(stats),
+        ]
         async with client.op():
-            await client.eval(
-                scripts.CREATE,
-                session_keys(session.id),
-                [_dump(session), session.version, session.status, self._ttl(session.terminal)],
-            )
-            await client.eval(
-                scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
-                [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED],
-                [
-                    session.id,
-                    session.created_at,
-                    "" if due is None else due,
-                    session.version,
-                    self._admin_channel,
-                    notice,
-                    *_stat_args(stats),
-                ],
-            )
+            if not client.cluster:
+                # Every key on one server: one script, one round trip.
+                await client.eval(
+                    scripts.CREATE_ONE_NODE,
+                    [*session_keys(session.id), *global_keys],
+                    [*own, *global_args],
+                )
+            else:
+                await client.eval(scripts.CREATE, session_keys(session.id), own)
+                await client.eval(
+                    scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
+                    global_keys,
+                    global_args,
+                )
         self.cache.put(session)
 
     async def load(self, session_id: str) -> Session | None:
@@ -227,12 +255,15 @@ class Store:
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        claims: Sequence[RecordClaim] = (),
     ) -> bool:
-        """See ``Engine.save``; the module docstring says what is atomic and what is not."""
+        """See ``Engine.save``; the module docstring says what is atomic and what is not.
+        ``claims`` are made in the save's script on one node (see ``claim``), and left
+        to the caller on Cluster, where the records live in other slots."""
         if not session.id:
             return False
         try:
-            return await self._save(session, expected_version, events, stats)
+            return await self._save(session, expected_version, events, stats, claims)
         except BaseException:
             self.cache.drop(session.id)  # the save may or may not have happened
             raise
@@ -243,26 +274,37 @@ class Store:
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        claims: Sequence[RecordClaim],
     ) -> bool:
         client = self._client
-        stored = replace(session, version=expected_version + 1)
+        stored = evolve(session, version=expected_version + 1)
         due = stored.next_due()
         effect_due = stored.next_effect_at()
         keys = session_keys(session.id)
-        args = self._save_args(stored, expected_version, events, stats)
         if not client.cluster:
-            # Every key on one server: the whole save, indexes and counters included,
-            # is one script and one round trip.
+            # Every key on one server: the whole save, indexes, counters and the records
+            # its charges claim included, is one script and one round trip.
+            claim_keys: list[str] = []
+            claim_args: list[Any] = []
+            for made in claims:
+                claim_keys.append(record_key(made.key))
+                if made.unless is not None:
+                    claim_keys.append(record_key(made.unless))
+                claim_args += [made.value, made.ttl_ms, int(made.unless is not None)]
+            args = self._save_args(stored, expected_version, events, stats, claims, claim_args)
             async with client.op():
-                previous = await client.eval(
+                reply = await client.eval(
                     scripts.SAVE_ONE_NODE,
-                    [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES],
+                    [*keys, TIMERS, ACTIVE, ENDED, COUNTERS, TVER, *_OUTBOX_INDEXES, *claim_keys],
                     args,
                 )
-            if isinstance(previous, list):
-                return self._moved(session.id, previous)
+            if reply[0] != b"ok":
+                return self._moved(session.id, reply)
             self.cache.put(stored, events)
+            for made, answer in zip(claims, reply[1:], strict=True):
+                self._hold(made, _claim_reply(answer))
             return True
+        args = self._save_args(stored, expected_version, events, stats, (), [])
         async with client.op():
             # The hints first (see the module docstring): another slot, perhaps
             # another node, so calls of their own.
@@ -311,6 +353,8 @@ class Store:
         expected_version: int,
         events: Sequence[bytes],
         stats: Mapping[str, int],
+        claims: Sequence[RecordClaim],
+        claim_args: Sequence[Any],
     ) -> list[Any]:
         """ARGV of both save scripts (the layout is written at the top of store.lua)."""
         due = stored.next_due()
@@ -330,6 +374,8 @@ class Store:
             len(events),
             *events,
             *_outbox_args(stored),
+            len(claims),
+            *claim_args,
             *_stat_args(stats),
         ]
 
@@ -481,9 +527,15 @@ class Store:
         also: tuple[str, bytes] | None = None,
     ) -> Claim | None:
         """``RecordStore.claim`` in one script; None on Cluster, where the records
-        live in other slots and the caller makes the calls one by one."""
+        live in other slots and the caller makes the calls one by one. The answer of
+        the same claim made by a save (``save``'s ``claims``) is given once without
+        asking again: the record was claimed then, in the save's script."""
         if self._client.cluster:
             return None
+        if also is None:
+            held = self._claimed.pop(record_key(key), None)
+            if held is not None and held[0] == RecordClaim(key, value, ttl_ms, unless):
+                return held[1]
         keys = [record_key(key)]
         if unless is not None:
             keys.append(record_key(unless))
@@ -498,9 +550,13 @@ class Store:
         ]
         async with self._client.op():
             reply = await self._client.eval(scripts.CLAIM_RECORD, keys, args)
-        if int(reply[0]):
-            return Claim(blocked=True)
-        return Claim(held=reply[1] if len(reply) > 1 else None)
+        return _claim_reply(reply)
+
+    def _hold(self, made: RecordClaim, answer: Claim) -> None:
+        held = self._claimed
+        held[record_key(made.key)] = (made, answer)
+        while len(held) > CLAIMS_HELD:
+            held.popitem(last=False)
 
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
         async with self._client.op():

@@ -14,8 +14,15 @@
 --   time, the first effect's creation time, the time the session was flagged for
 --   review, each '' when there is none; fx + 4: '1' when the session is kept: its
 --   outbox owes anything, a pending effect or a merchant event, or it is flagged
---   for review, else ''), then stat name/delta pairs.
-local cur = redis.call('HMGET', KEYS[1], 'v', 'st', 'n')
+--   for review, else ''), then (fx + 5) the count m of records to claim with the
+--   save and their 3m arguments (save_one_node.lua; 0 on Cluster), then stat
+--   name/delta pairs.
+-- The record's field x holds the version of a save that left the session out of the
+-- effects, pending and review indexes (else ''), so that the next save on one node
+-- need not remove it from indexes it is not in. A version, not a flag: a save that
+-- does not write x (an older worker's, during a rolling deploy) leaves it stale, and
+-- a stale x is taken for "perhaps in any of them".
+local cur = redis.call('HMGET', KEYS[1], 'v', 'st', 'n', 'x')
 if cur[1] ~= ARGV[1] then
   return {redis.call('HGET', KEYS[1], 'r')}
 end
@@ -24,11 +31,15 @@ local n = tonumber(ARGV[13])
 local first_event = 14
 local last_event = 13 + n
 local fx = last_event + 1
+local out = ''
+if ARGV[fx] == '' and ARGV[fx + 1] == '' and ARGV[fx + 3] == '' and ARGV[fx + 4] == '' then
+  out = ARGV[3]
+end
 if n > 0 then
   -- The events counted in the same HSET (n was read with the version) and appended
   -- in one RPUSH: no HINCRBY, and one RPUSH for all of them.
   redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4],
-    'n', (tonumber(cur[3]) or 0) + n)
+    'n', (tonumber(cur[3]) or 0) + n, 'x', out)
   redis.call('RPUSH', KEYS[2], unpack(ARGV, first_event, last_event))
   local cap = tonumber(ARGV[6])
   if cap > 0 then
@@ -37,7 +48,7 @@ if n > 0 then
     redis.call('DEL', KEYS[2])
   end
 else
-  redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4])
+  redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3], 'st', ARGV[4], 'x', out)
 end
 if ARGV[fx + 4] ~= '' then
   -- The outbox owes the provider a call or the shop an event, or a person has not
