@@ -19,7 +19,7 @@ from .http import HttpFailure, Pool
 from .records import Customer, Roster, Tracked
 from .sockets import Watchers, now_ms
 
-MAX_STRIKES = 3  # consecutive refused commands before a session is given up
+MAX_STRIKES = 3  # consecutive failed commands (not 503s) before a session is given up
 HTTP_SETUP_CONCURRENCY = 32  # session creation and the final reads
 CREATE_TRIES = 10  # a session creation refused with 503 is sent again, this many times at most
 SETTLE_TIMEOUT_S = 15.0  # in-flight commands and retirements after the drive
@@ -189,7 +189,13 @@ class Driver:
                 session.apply(data["session"])
         else:
             counts.errors[str(status)] += 1
-            session.strikes += 1
+            # A 503 says "retry shortly", and a customer told so pays again for the
+            # same checkout: the session goes back in the round robin (about a second
+            # at these rates, as Retry-After asks) rather than being given up for a
+            # fresh session and socket, which would load the server with set-up work
+            # that only overload made.
+            if status != 503:
+                session.strikes += 1
         self.after(session)
 
     def after(self, session: Tracked) -> None:
