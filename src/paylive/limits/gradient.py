@@ -10,6 +10,12 @@ with their long-run latency, shrinks the limit when the recent one rises above
 square root when latency holds (there is room). So the worker admits what it can
 finish at its normal latency, and refuses the rest at once, which is cheap.
 
+The loop's own lag is a second signal (``lagged``): a command's latency is measured
+from when its connection parsed it, but a refusal waits for everything the loop runs
+before it, accepted work included. While a worker's loop is late by more than its
+target because of its own work (not because it waited for a core), the limit shrinks
+by a tenth a tick, so that the worker keeps the headroom to answer a refusal at once.
+
 Pure: the caller says when a command ended and how long it took (seconds) and how
 many were in flight; no clock and no I/O here.
 """
@@ -17,6 +23,9 @@ many were in flight; no clock and no I/O here.
 from __future__ import annotations
 
 import math
+
+# What a tick of the loop late past its target leaves of the limit.
+LAG_BACKOFF = 0.9
 
 
 class GradientLimit:
@@ -53,6 +62,12 @@ class GradientLimit:
     @property
     def limit(self) -> int:
         return int(self._limit)
+
+    def lagged(self, lag: float, target: float) -> None:
+        """The loop ran ``lag`` seconds late by its own work; past ``target`` the limit
+        shrinks (multiplicative decrease; the gradient grows it back)."""
+        if target > 0 and lag > target:
+            self._limit = max(self.min_limit, self._limit * LAG_BACKOFF)
 
     def sample(self, rtt: float, in_flight: int) -> None:
         """One command ended after ``rtt`` seconds with ``in_flight`` (itself
