@@ -345,7 +345,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # Answered: on_body and on_message_complete drop what follows.
         self.cycle.response_complete = True
         kept, closing = admission.raw_refusal(door.retry_after_s)
-        self.transport.write(kept if keep_alive else closing)
+        answer = kept if keep_alive else closing
+        if isinstance(self.transport, Coalescing):
+            # At once, not at the start of the next turn behind the commands queued
+            # in this one: under overload the refusal is the answer most clients get.
+            self.transport.write_now(answer)
+        else:
+            self.transport.write(answer)
         if keep_alive:
             self.on_response_complete()
         else:
