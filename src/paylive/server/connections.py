@@ -226,13 +226,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
-        # Commands whose task never reached the door (pipelined behind this one, or
-        # parsed as the client left) give their places back.
+        self._release_waiting()
+        super().connection_lost(exc)
+
+    def _release_waiting(self) -> None:
+        """Commands whose task never reached the door (pipelined behind another, or
+        parsed as the client left) give their places back."""
         door = admission.current()
         for cycle in (self.cycle, *(cycle for cycle, _ in self.pipeline)):
             if cycle is not None:
                 admission.release(cast(Scope, cycle.scope), door)
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -262,6 +265,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._refused_at_once():
             return
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
+        if upgrade:
+            self._command_since = None  # a socket handshake: no door on its way
         if not upgrade:
             deadline = self.loop.time() + self._header_timeout
             extensions = self.scope.setdefault("extensions", {})
@@ -299,6 +304,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if not self.pipeline and self.cycle is not None:
+            # The answered request's place, if the door never took it back (answered
+            # before the door ran): a place is never kept by an answered request.
+            admission.release(cast(Scope, self.cycle.scope), admission.current())
         if self._lingering:
             self.server_state.total_requests += 1
             self.flow.resume_reading()  # keep draining until the client stops or the bound
@@ -366,6 +375,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         )
 
     def handle_websocket_upgrade(self) -> None:
+        # The connection becomes a socket's: what is pipelined before the handshake
+        # never runs, and this protocol never hears of the connection again.
+        self._release_waiting()
         if not self._over_limit:
             super().handle_websocket_upgrade()
             return
