@@ -172,7 +172,7 @@ class Runtime:
             "engine": True,
             "subscription": True,
             "shutting_down": self.draining or self.shutting_down,
-            "overloaded": self.admission.in_flight >= self.admission.limit,
+            "overloaded": self.admission.full,
         }
         try:
             await self.engine.ping()

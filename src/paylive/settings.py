@@ -116,6 +116,9 @@ class Settings:
     # The bound follows latency (limits.gradient) between these two unless turned off.
     adaptive_in_flight: bool = True
     min_in_flight: int = 8
+    # While the worker's loop runs later than this by its own work (not waiting for a
+    # core), the adaptive bound shrinks: headroom to answer refusals at once (0: off).
+    in_flight_lag_target_ms: int = 10
     # One session's and one client address's share of those places (429 rate_limited
     # past it), so that nobody holds them all. The address share is 0, all of them, by
     # default: behind a proxy every customer comes from the proxy's address.
@@ -425,6 +428,7 @@ class AdmissionSettings:
 
     max_in_flight: int
     min_in_flight: int
+    in_flight_lag_target_ms: int
     adaptive_in_flight: bool
     max_in_flight_per_session: int
     max_in_flight_per_address: int
@@ -879,6 +883,8 @@ VARIABLES: tuple[Variable, ...] = (
              "the most commands one worker works on at once (503 overloaded past it)"),
     _bounded("PAYLIVE_MIN_IN_FLIGHT", "min_in_flight", 1, 100_000,
              "the adaptive bound's floor"),
+    _bounded("PAYLIVE_IN_FLIGHT_LAG_TARGET_MS", "in_flight_lag_target_ms", 0, 10_000,
+             "the adaptive bound shrinks while the loop's own lag is past this (0: off)"),
     _bounded("PAYLIVE_LOOP_LAG_INTERVAL_MS", "loop_lag_interval_ms", 0, 10_000,
              "period of the loop-lag timer (0: off)"),
     _bounded("PAYLIVE_PROVIDER_DEADLINE_MS", "provider_deadline_ms", 100, 50_000,

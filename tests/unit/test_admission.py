@@ -3,6 +3,8 @@ many at once."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from paylive.limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
@@ -76,3 +78,58 @@ def test_the_limit_metric_shows_a_fixed_bound_and_the_adaptive_start() -> None:
     assert _gauge("paylive_in_flight_limit") == 37, "a fixed bound read 0 before"
     Admission(limit=64, retry_after_s=1, adaptive=GradientLimit(20, 8, 64))
     assert _gauge("paylive_in_flight_limit") == 20, "the adaptive bound's starting point"
+
+
+def test_a_command_waiting_for_its_task_holds_a_place() -> None:
+    """Parsed whole and handed a task, a command counts before it reaches the door: the
+    commands waiting in the loop's queue fill it too, and the next one is refused."""
+    door = Admission(limit=2, retry_after_s=1)
+    first = door.queue(since=1.0)
+    door.queue(since=2.0)
+    assert door.full and door.queued == 2
+    assert door.enter() is OVERLOADED, "two commands waiting: no room for a third"
+    door.unqueue(first)
+    door.unqueue(first)  # given back twice (its connection went too): once counts
+    assert door.queued == 1 and not door.full
+    assert door.enter(since=first.since) is None
+    assert door.full
+
+
+def test_the_adaptive_limit_counts_waiting_commands_as_busy_and_its_latency() -> None:
+    """A command's latency runs from when it was parsed, and the commands waiting count
+    as in use, so a queue in the loop shrinks the limit though few run at once."""
+    limit = GradientLimit(initial=16, min_limit=4, max_limit=64)
+    door = Admission(limit=64, retry_after_s=1, adaptive=limit)
+
+    for _ in range(300):  # the baseline: 5 ms
+        held = [door.queue(time.monotonic() - 0.005) for _ in range(15)]
+        door.unqueue(held.pop())
+        door.enter(since=time.monotonic() - 0.005)
+        door.leave()
+        for h in held:
+            door.unqueue(h)
+    settled = limit.limit
+    assert settled > 16, "busy (15 waiting) at a steady latency: it grows"
+    for _ in range(100):  # twice as many waiting, ten times as long
+        held = [door.queue(time.monotonic() - 0.05) for _ in range(30)]
+        door.unqueue(held.pop())
+        door.enter(since=time.monotonic() - 0.05)
+        door.leave()
+        for h in held:
+            door.unqueue(h)
+    assert limit.limit < settled
+
+
+def test_the_loops_own_lag_past_its_target_shrinks_the_adaptive_limit() -> None:
+    limit = GradientLimit(initial=40, min_limit=8, max_limit=64)
+    door = Admission(limit=64, retry_after_s=1, adaptive=limit, lag_target_s=0.010)
+    door.lagged(0.005)
+    assert door.limit == 40, "within the target: left alone"
+    door.lagged(0.030)
+    assert door.limit == 36
+    for _ in range(100):
+        door.lagged(0.030)
+    assert door.limit == 8, "never below the floor"
+    fixed = Admission(limit=64, retry_after_s=1)
+    fixed.lagged(1.0)
+    assert fixed.limit == 64, "a fixed bound stays fixed"

@@ -91,3 +91,15 @@ async def test_what_is_held_for_a_lost_connection_is_dropped() -> None:
     aborted.abort()
     await asyncio.sleep(0)
     assert underneath.calls == [] and underneath.closed
+
+
+async def test_an_answer_written_now_goes_out_at_once_after_what_is_held() -> None:
+    recorder = Recorder()
+    transport = _around(recorder, asyncio.get_running_loop())
+    transport.write(b"a")
+    transport.write_now(b"refused")
+    assert recorder.calls == [b"arefused"], "in order, and without waiting for the turn"
+    await asyncio.sleep(0)
+    assert recorder.calls == [b"arefused"], "nothing held is written twice"
+    transport.write_now(b"again")
+    assert recorder.calls == [b"arefused", b"again"]

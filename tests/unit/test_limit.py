@@ -59,3 +59,30 @@ def test_one_slow_command_is_not_a_queue() -> None:
         # One in ten is a slow provider call: the median of each window ignores it.
         limit.sample(1.0 if i % 10 == 0 else 0.005, limit.limit)
     assert limit.limit >= before
+
+
+def test_a_late_loop_shrinks_the_limit_by_a_tenth_a_tick_down_to_the_floor() -> None:
+    limit = GradientLimit(initial=50, min_limit=8, max_limit=64)
+    limit.lagged(0.009, target=0.010)
+    assert limit.limit == 50
+    limit.lagged(0.011, target=0.010)
+    assert limit.limit == 45
+    limit.lagged(1.0, target=0.0)
+    assert limit.limit == 45, "no target: the lag says nothing"
+    for _ in range(50):
+        limit.lagged(0.5, target=0.010)
+    assert limit.limit == 8
+    limit.lagged(0.001, target=0.010)  # on time again
+    _drive(limit, 0.005, 2_000)
+    assert limit.limit > 8, "the gradient grows it back while latency holds"
+
+
+def test_it_does_not_grow_while_the_loop_is_late() -> None:
+    limit = GradientLimit(initial=20, min_limit=4, max_limit=64)
+    limit.lagged(0.050, target=0.010)
+    held = limit.limit
+    _drive(limit, 0.005, 500)
+    assert limit.limit == held, "latency holds, but the loop is late: no growth"
+    limit.lagged(0.001, target=0.010)
+    _drive(limit, 0.005, 500)
+    assert limit.limit > held

@@ -11,6 +11,15 @@ place either: one session (one client secret) holds at most
 ``max_in_flight_per_address``; past its share a command is refused ``rate_limited``,
 and the others still get in.
 
+A command counts from the moment the connection protocol has it whole and hands it a
+task (``queue``), not only once that task runs and takes its place (``enter``): on a
+busy worker, commands parsed in one turn of the loop wait in its ready queue for the
+next, and a bound that did not see them let the queue grow behind it (the door was
+never full on the memory engine, whose commands run to the end in one step, while
+answers took 100 ms). Counted from the start, the commands waiting are bounded by the
+limit too, the rest are refused in the protocol at once, and a command's latency for
+the adaptive limit includes its wait in the queue.
+
 This is the count and the refusal as a ``Refused``; how a refusal goes over the wire
 (the prepared HTTP answers, ``Retry-After``, the socket's error) is the edge's
 (``web.admission``).
@@ -37,6 +46,16 @@ ADDRESS_SHARE = Refused(
 )
 
 
+class Queued:
+    """A command handed a task but not yet at the door: its place, held since ``since``
+    (``time.monotonic()``)."""
+
+    __slots__ = ("since",)
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+
+
 class Admission:
     """Commands in flight with a limit, and each session's and address's share of it
     (one per worker). ``retry_after_s`` is how long a refused client is told to wait."""
@@ -48,11 +67,14 @@ class Admission:
         per_session: int | None = None,
         per_address: int | None = None,
         adaptive: GradientLimit | None = None,
+        lag_target_s: float = 0.0,
     ) -> None:
         # The limit is fixed, or (with ``adaptive``) follows the commands' measured
         # latency (``limits.gradient``); the shares are of the most it may be.
         self._fixed = limit
         self.adaptive = adaptive
+        # The adaptive limit shrinks while the loop's own lag is past this (0: never).
+        self.lag_target_s = lag_target_s
         self.retry_after_s = retry_after_s
         # When each command in flight came in, by the task that runs it (the one that
         # calls enter and leave): its latency feeds the adaptive limit.
@@ -60,6 +82,8 @@ class Admission:
         self.per_session = per_session or limit
         self.per_address = per_address or limit
         self.in_flight = 0
+        # Commands parsed whole and given a task that has not reached the door yet.
+        self._queued: set[Queued] = set()
         # Shown from the start: a fixed bound never changes, so nothing else sets it.
         metrics.IN_FLIGHT_LIMIT.set(self.limit)
         self._sessions: dict[str, int] = {}
@@ -73,6 +97,7 @@ class Admission:
             settings.max_in_flight_per_session,
             settings.max_in_flight_per_address,
             in_flight_limit(settings),
+            settings.in_flight_lag_target_ms / 1000,
         )
 
     @property
@@ -83,11 +108,29 @@ class Admission:
     def full(self) -> bool:
         """No place left: the next command is refused (the connection protocol asks
         this before it reads a body or makes a task)."""
-        return self.in_flight >= self.limit
+        return self.in_flight + len(self._queued) >= self.limit
 
-    def enter(self, session: str | None = None, address: str | None = None) -> Refused | None:
-        """Take a place for one command of ``session`` from ``address``; the refusal
-        (counted) when the worker is full or their share is taken."""
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    def queue(self, since: float) -> Queued:
+        """A command parsed whole and handed a task at ``since``: it counts from now."""
+        held = Queued(since)
+        self._queued.add(held)
+        return held
+
+    def unqueue(self, held: Queued) -> None:
+        """The command reached the door, or never will (its connection is gone); once
+        is enough, more is harmless."""
+        self._queued.discard(held)
+
+    def enter(
+        self, session: str | None = None, address: str | None = None, since: float | None = None
+    ) -> Refused | None:
+        """Take a place for one command of ``session`` from ``address`` (that came in at
+        ``since``, by default now); the refusal (counted) when the worker is full or
+        their share is taken."""
         if self.full:
             metrics.OVERLOADED.inc()
             return OVERLOADED
@@ -98,18 +141,24 @@ class Admission:
         self.in_flight += 1
         metrics.IN_FLIGHT.inc()
         if self.adaptive is not None:
-            self._started[_task()] = time.monotonic()
+            self._started[_task()] = time.monotonic() if since is None else since
         if session is not None:
             self._sessions[session] = self._sessions.get(session, 0) + 1
         if address is not None:
             self._addresses[address] = self._addresses.get(address, 0) + 1
         return None
 
+    def lagged(self, lag: float) -> None:
+        """The worker's loop ran ``lag`` seconds late by its own work (``server.looplag``)."""
+        if self.adaptive is not None and self.lag_target_s > 0:
+            self.adaptive.lagged(lag, self.lag_target_s)
+            metrics.IN_FLIGHT_LIMIT.set(self.adaptive.limit)
+
     def leave(self, session: str | None = None, address: str | None = None) -> None:
         if self.adaptive is not None:
             started = self._started.pop(_task(), None)
             if started is not None:
-                self.adaptive.sample(time.monotonic() - started, self.in_flight)
+                self.adaptive.sample(time.monotonic() - started, self.in_flight + len(self._queued))
                 metrics.IN_FLIGHT_LIMIT.set(self.adaptive.limit)
         self.in_flight -= 1
         metrics.IN_FLIGHT.dec()

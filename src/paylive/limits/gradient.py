@@ -10,6 +10,13 @@ with their long-run latency, shrinks the limit when the recent one rises above
 square root when latency holds (there is room). So the worker admits what it can
 finish at its normal latency, and refuses the rest at once, which is cheap.
 
+The loop's own lag is a second signal (``lagged``): a command's latency is measured
+from when its connection parsed it, but a refusal waits for everything the loop runs
+before it, accepted work included. While a worker's loop is late by more than its
+target because of its own work (not because it waited for a core), the limit shrinks
+by a tenth a tick and does not grow (the gradient may still shrink it), so that the
+worker keeps the headroom to answer a refusal at once.
+
 Pure: the caller says when a command ended and how long it took (seconds) and how
 many were in flight; no clock and no I/O here.
 """
@@ -17,6 +24,9 @@ many were in flight; no clock and no I/O here.
 from __future__ import annotations
 
 import math
+
+# What a tick of the loop late past its target leaves of the limit.
+LAG_BACKOFF = 0.9
 
 
 class GradientLimit:
@@ -49,10 +59,19 @@ class GradientLimit:
         self._short_window = max(1, short_window)
         self._short: list[float] = []
         self.long_rtt = 0.0
+        # The loop's last tick was late past its target: no growth until one is not.
+        self._late = False
 
     @property
     def limit(self) -> int:
         return int(self._limit)
+
+    def lagged(self, lag: float, target: float) -> None:
+        """The loop ran ``lag`` seconds late by its own work; past ``target`` the limit
+        shrinks (multiplicative decrease; the gradient grows it back)."""
+        self._late = target > 0 and lag > target
+        if self._late:
+            self._limit = max(self.min_limit, self._limit * LAG_BACKOFF)
 
     def sample(self, rtt: float, in_flight: int) -> None:
         """One command ended after ``rtt`` seconds with ``in_flight`` (itself
@@ -75,6 +94,6 @@ class GradientLimit:
         if in_flight < self._limit / 2:
             return  # not using the limit: latency cannot say whether it is right
         gradient = max(0.5, min(1.0, self.tolerance * self.long_rtt / short))
-        target = self._limit * gradient + math.sqrt(self._limit)
+        target = self._limit * gradient + (0.0 if self._late else math.sqrt(self._limit))
         self._limit = (1 - self.smoothing) * self._limit + self.smoothing * target
         self._limit = min(self.max_limit, max(self.min_limit, self._limit))

@@ -65,6 +65,9 @@ class ChangeCounts:
     peak_inflight: int = 0
     http_ms: array[float] = field(default_factory=lambda: array("d"))
     refused_ms: array[float] = field(default_factory=lambda: array("d"))  # the 503 answers alone
+    # How late a 10 ms timer ran in this generator process during the drive: an answer
+    # is timed by this loop, so its own backlog is part of every latency it reports.
+    loop_lag_ms: array[float] = field(default_factory=lambda: array("d"))
 
 
 @dataclass
@@ -175,6 +178,7 @@ def worker_result(
             "max_lag_ms": round(ch.max_lag_s * 1000, 1),
             "http_ms": _rounded(ch.http_ms),
             "refused_ms": _rounded(ch.refused_ms),
+            "loop_lag_ms": _rounded(ch.loop_lag_ms),
         },
         "events": events,
         "latency_ms": _rounded(tally.latency),

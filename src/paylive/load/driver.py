@@ -19,10 +19,11 @@ from .http import HttpFailure, Pool
 from .records import Customer, Roster, Tracked
 from .sockets import Watchers, now_ms
 
-MAX_STRIKES = 3  # consecutive refused commands before a session is given up
+MAX_STRIKES = 3  # consecutive failed commands (not 503s) before a session is given up
 HTTP_SETUP_CONCURRENCY = 32  # session creation and the final reads
 CREATE_TRIES = 10  # a session creation refused with 503 is sent again, this many times at most
 SETTLE_TIMEOUT_S = 15.0  # in-flight commands and retirements after the drive
+TICK_S = 0.01  # the generator's loop-lag probe
 HOPELESS_S = 1.0  # past the drive's end by this much, what is left is not sent
 
 
@@ -89,6 +90,7 @@ class Driver:
             await asyncio.sleep(t0 - loop.time())
         cpu0 = cpu_seconds()
         self.roster.driving = True
+        ticker = asyncio.ensure_future(self.tick())
         counts = self.counts
         total = int(round(self.conf.rate * self.conf.duration))
         counts.scheduled = total
@@ -117,8 +119,20 @@ class Driver:
         if end > loop.time():
             await asyncio.sleep(end - loop.time())
         self.roster.driving = False
+        ticker.cancel()
         cpu1 = cpu_seconds()
         self.tally.drive_cpu = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
+
+    async def tick(self) -> None:
+        """This process's own loop lag while it drives: how late a 10 ms timer runs.
+        Every time it takes (an answer, a 503) is taken by this loop, so a late loop
+        here reads as a slow server unless it is reported apart."""
+        loop = asyncio.get_running_loop()
+        lags = self.counts.loop_lag_ms
+        while self.roster.driving:
+            before = loop.time()
+            await asyncio.sleep(TICK_S)
+            lags.append((loop.time() - before - TICK_S) * 1000)
 
     def fire(self) -> None:
         if len(self.inflight) >= self.conf.concurrency:
@@ -175,7 +189,13 @@ class Driver:
                 session.apply(data["session"])
         else:
             counts.errors[str(status)] += 1
-            session.strikes += 1
+            # A 503 says "retry shortly", and a customer told so pays again for the
+            # same checkout: the session goes back in the round robin (about a second
+            # at these rates, as Retry-After asks) rather than being given up for a
+            # fresh session and socket, which would load the server with set-up work
+            # that only overload made.
+            if status != 503:
+                session.strikes += 1
         self.after(session)
 
     def after(self, session: Tracked) -> None:

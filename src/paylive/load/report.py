@@ -194,6 +194,8 @@ def merge(
         "in_flight_cap": sum(c.concurrency for c in configs),
         "http_ms": percentiles(x for c in changes for x in c["http_ms"]),
         "refused_ms": percentiles(x for c in changes for x in c.get("refused_ms", ())),
+        # The generator's own event-loop lag (every process's ticks together).
+        "generator_lag_ms": percentiles(x for c in changes for x in c.get("loop_lag_ms", ())),
         "sessions_replaced": replaced,
     }
     out["events"] = {key: sum(e[key] for e in events) for key in EVENT_COUNTERS}

@@ -58,6 +58,8 @@ def render_table(out: Mapping[str, Any]) -> str:
     rows.append(("change HTTP ms", _pct_line(ch["http_ms"])))
     if ch["refused_ms"]["count"]:
         rows.append(("503 answer ms", _pct_line(ch["refused_ms"])))
+    if ch.get("generator_lag_ms", {}).get("count"):
+        rows.append(("generator lag ms", _pct_line(ch["generator_lag_ms"])))
     ev = out["events"]
     if out["mode"] == "ws":
         rows.append(

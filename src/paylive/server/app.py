@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
-        lag = LoopLag(settings.loop_lag_interval_ms)
+        lag = LoopLag(settings.loop_lag_interval_ms, runtime.admission.lagged)
         lag.start()
         serve_admission(runtime.admission)
         shutdown.register(runtime.drain)

@@ -14,7 +14,8 @@ machine, nearly all of it the system call.
 start of the next (``loop.call_soon``), in the order written; a close or an end of
 file sends what is held first, an abort drops it, as a real transport's would. The
 frames stay frames (docs/protocol.md section 4: one message a frame); only the system
-calls that carry them are fewer. Flow control is the real transport's: it pauses the
+calls that carry them are fewer. A refusal made by the connection protocol goes out at
+once (``write_now``): it is the one answer whose worth is its speed. Flow control is the real transport's: it pauses the
 protocol when the held bytes reach its buffer, one turn later than before.
 """
 
@@ -57,6 +58,15 @@ class Coalescing(asyncio.Transport):
         if not held or self._transport.is_closing():
             return  # the connection is gone: nobody is there to read it
         self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_now(self, data: bytes) -> None:
+        """What is held and ``data``, written at once: an answer that must not wait
+        for the next turn (a refusal made in ``data_received`` would otherwise wait
+        behind every callback the busy turn queued before it)."""
+        held, self._held = self._held, None
+        if self._transport.is_closing():
+            return
+        self._transport.write(b"".join([*held, data]) if held else data)
 
     def close(self) -> None:
         self.flush()

@@ -8,7 +8,11 @@ sends, and however slowly, no connection outlives them.
   holds a file descriptor for as long as it likes.
 - A command refused before anything is made for it: while the worker's door
   (``web.admission``) is full, a command is answered 503 ``overloaded`` from its
-  request line alone, before a task exists for it or its body is read.
+  request line alone, before a task exists for it or its body is read. A command
+  let through holds a place from the moment its body is whole (``admission.hold``),
+  so the commands parsed in one turn of the loop and waiting for their tasks to run
+  fill the door too, and the next ones are refused here at once rather than queued
+  behind them.
 - A body deadline: the whole body must arrive within ``header_timeout_ms`` of the
   end of the headers, counted once, not between bytes. The deadline travels in the
   request's scope (``BODY_EXTENSION``) so that whoever reads the body (``web.admission``,
@@ -42,10 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import time
+from typing import Any, cast
 
 import httptools
 import uvicorn
+from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -158,6 +164,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._lingering = False
+        # When the current request, a command let through, finished its headers
+        # (None: not a command, or refused): it holds a place once whole.
+        self._command_since: float | None = None
 
     @property
     def _over_limit(self) -> bool:
@@ -217,7 +226,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
+        self._release_waiting()
         super().connection_lost(exc)
+
+    def _release_waiting(self) -> None:
+        """Commands whose task never reached the door (pipelined behind another, or
+        parsed as the client left) give their places back."""
+        door = admission.current()
+        for cycle in (self.cycle, *(cycle for cycle, _ in self.pipeline)):
+            if cycle is not None:
+                admission.release(cast(Scope, cycle.scope), door)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -243,9 +261,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._command_since = None
         if self._refused_at_once():
             return
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
+        if upgrade:
+            self._command_since = None  # a socket handshake: no door on its way
         if not upgrade:
             deadline = self.loop.time() + self._header_timeout
             extensions = self.scope.setdefault("extensions", {})
@@ -255,6 +276,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if not self._over_limit:
             super().on_headers_complete()
         else:
+            self._command_since = None  # answered 503 by the limit's app, not the door
             # Requests past the limit get the 503 app instead of paylive's (a socket
             # handshake never reaches an app: handle_websocket_upgrade refuses it),
             # except liveness. Either answer closes the connection: past the limit,
@@ -273,9 +295,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         held = (self.scope.get("extensions") or {}).get(BODY_EXTENSION)
         if isinstance(held, dict):
             held["arrived"] = True  # web.bodies reads it with no deadline to watch
+        cycle, since = self.cycle, self._command_since
+        self._command_since = None
+        if since is not None and cycle is not None and not cycle.response_started:
+            door = admission.current()
+            if door is not None:
+                admission.hold(cast(Scope, cycle.scope), door, since)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if not self.pipeline and self.cycle is not None:
+            # The answered request's place, if the door never took it back (answered
+            # before the door ran): a place is never kept by an answered request.
+            admission.release(cast(Scope, self.cycle.scope), admission.current())
         if self._lingering:
             self.server_state.total_requests += 1
             self.flow.resume_reading()  # keep draining until the client stops or the bound
@@ -289,12 +321,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         answered), so the connection stays usable, unless the client waits for
         ``100 Continue``, whose body may never come: then it is closed."""
         door = admission.current()
-        if door is None or not door.full or self.parser.get_method() != b"POST":
+        if door is None or self.parser.get_method() != b"POST":
             return False
-        if self.cycle is not None and not self.cycle.response_complete:
-            return False  # a pipelined request: answers must go out in order
         path = httptools.parse_url(self.url).path.decode("ascii", "replace")
         if not admission.is_command({"method": "POST", "path": path}):
+            return False
+        if not door.full or (self.cycle is not None and not self.cycle.response_complete):
+            # Let through (a pipelined request too: answers must go out in order).
+            self._command_since = time.monotonic()
             return False
         metrics.OVERLOADED.inc()
         metrics.REFUSED_EARLY.inc()
@@ -320,7 +354,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # Answered: on_body and on_message_complete drop what follows.
         self.cycle.response_complete = True
         kept, closing = admission.raw_refusal(door.retry_after_s)
-        self.transport.write(kept if keep_alive else closing)
+        answer = kept if keep_alive else closing
+        if isinstance(self.transport, Coalescing):
+            # At once, not at the start of the next turn behind the commands queued
+            # in this one: under overload the refusal is the answer most clients get.
+            self.transport.write_now(answer)
+        else:
+            self.transport.write(answer)
         if keep_alive:
             self.on_response_complete()
         else:
@@ -335,6 +375,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         )
 
     def handle_websocket_upgrade(self) -> None:
+        # The connection becomes a socket's: what is pipelined before the handshake
+        # never runs, and this protocol never hears of the connection again.
+        self._release_waiting()
         if not self._over_limit:
             super().handle_websocket_upgrade()
             return

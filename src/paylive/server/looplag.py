@@ -14,6 +14,9 @@ lag less that wait over the same window is observed apart, as
 ``paylive_loop_lag_own_seconds{worker}``: the part of the lag the worker's own work
 made.
 
+Whoever holds the worker's admission listens (``on_own_lag``): the loop's own lag
+is a signal for the bound on commands in flight (``limits.gradient``).
+
 A timer handle re-armed from its own callback, not a task: one small callback per
 interval, no coroutine and no future. The garbage collector is one known cause, so
 each collection's pause is observed too (``paylive_gc_pause_seconds{worker,
@@ -26,14 +29,16 @@ import asyncio
 import gc
 import os
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .. import metrics
 
 
 class LoopLag:
-    def __init__(self, interval_ms: int) -> None:
+    def __init__(self, interval_ms: int, on_own_lag: Callable[[float], None] | None = None) -> None:
         self._interval = interval_ms / 1000
+        self._on_own_lag = on_own_lag
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
@@ -97,8 +102,12 @@ class LoopLag:
         lag = max(0.0, now - self._due)
         self._observe(lag)
         waited = self._run_queue_ns()
+        own = lag
         if self._schedstat is not None:
             # The wait for a core since the last tick, at most all of the lag.
-            self._observe_own(max(0.0, lag - (waited - self._waited) / 1e9))
+            own = max(0.0, lag - (waited - self._waited) / 1e9)
+            self._observe_own(own)
         self._waited = waited
+        if self._on_own_lag is not None:
+            self._on_own_lag(own)
         self._arm(now)

@@ -11,10 +11,13 @@ accepted keeps the worker's time and is delivered on time.
 
 When the worker is already full as a command's headers arrive, the connection
 protocol (``server.connections``) answers it from the headers, with no task made and
-no body read. Otherwise a place is taken only once the command's body has arrived whole (the door reads it,
-by the body deadline of ``web.bodies``, and hands it on; a request whose credentials
-name nobody is answered 401 first, its body never read): a client sending its body
-slowly holds a connection for at most that deadline and never a place. No one holds
+no body read. A command the protocol has parsed whole and handed a task counts from
+then (``hold``), so the commands waiting in the loop's queue for their task to run
+count against the limit too; the door gives that place back for its own. A place is
+held only once the command's body has arrived whole (the door reads it, by the body
+deadline of ``web.bodies``, and hands it on; a request whose credentials name nobody
+is answered 401 first, its body never read): a client sending its body slowly holds a
+connection for at most that deadline and never a place. No one holds
 every place either: one session (one client secret) holds at most
 ``max_in_flight_per_session`` of them and one client address at most
 ``max_in_flight_per_address``; past its share a command is refused 429
@@ -41,7 +44,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import Refused
-from ..limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
+from ..limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission, Queued
 from ..settings import BodySettings, Credentials
 from . import bodies
 from .auth import PRINCIPAL, identify
@@ -131,6 +134,25 @@ def current() -> Admission | None:
     return _worker
 
 
+# Where the connection protocol leaves the place it holds for a command parsed whole
+# (``limits.admission.Queued``) until the door takes it back.
+QUEUED = "paylive.queued"
+
+
+def hold(scope: Scope, door: Admission, since: float) -> None:
+    """The protocol has a command whole at ``since`` and hands it a task: it counts."""
+    scope[QUEUED] = door.queue(since)
+
+
+def release(scope: Scope, door: Admission | None) -> Queued | None:
+    """Give back the place held for the command of ``scope`` (the door reached it, or
+    its connection is gone); what was held, if anything."""
+    held: Queued | None = scope.pop(QUEUED, None)
+    if held is not None and door is not None:
+        door.unqueue(held)
+    return held
+
+
 class Door:
     """ASGI middleware: HTTP commands are read whole, then pass ``admission()`` (the
     worker's, once it runs) or are refused before anything else looks at them."""
@@ -154,6 +176,12 @@ class Door:
             await self.app(scope, receive, send)
             return
         try:
+            await self._command(door, scope, receive, send)
+        finally:
+            release(scope, door)
+
+    async def _command(self, door: Admission, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
             # A stranger is answered before its body is read: nobody holds a worker's
             # memory with bodies it was never going to be allowed to send.
             # The route asks who it is again (``web.http.authenticate``): it finds
@@ -167,8 +195,11 @@ class Door:
             return
         except bodies.ClientGone:
             return
+        # The place the protocol held for it since it was parsed whole, if it did, is
+        # given back for the real one, which counts from then.
+        held = release(scope, door)
         session, address = session_of(scope), address_of(scope)
-        refusal = door.enter(session, address)
+        refusal = door.enter(session, address, None if held is None else held.since)
         if refusal is not None:
             await refuse(send, door, refusal)
             return
