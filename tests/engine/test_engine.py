@@ -808,8 +808,10 @@ async def test_two_engines_share_state_and_fan_out(
 async def test_a_silent_subscription_is_detected(
     redis_engines: Callable[..., Awaitable[RedisEngine]],
 ) -> None:
+    # A probe a tenth of a second, answered within one second: on a machine busy with
+    # the parallel suite, 300 ms was once too short for a live subscription's answer.
     engine = await redis_engines(
-        redis_probe_interval_ms=100, redis_probe_timeout_ms=300, redis_backoff_cap_ms=200
+        redis_probe_interval_ms=100, redis_probe_timeout_ms=1000, redis_backoff_cap_ms=200
     )
     rec = Recorder(engine)
     await engine.subscribe("ps_s")
@@ -821,7 +823,7 @@ async def test_a_silent_subscription_is_detected(
     conn = engine._subscription.conn
     assert conn is not None
     await conn.send_command("UNSUBSCRIBE")
-    await eventually(lambda: not engine.subscription_healthy, timeout=2)
+    await eventually(lambda: not engine.subscription_healthy, timeout=4)
     await eventually(lambda: engine.subscription_healthy and rec.resyncs == 1, timeout=5)
 
     session = make_session("ps_s")
