@@ -142,6 +142,10 @@ def archive_env(database_url: str, redis_url: str) -> dict[str, str]:
         "PAYLIVE_DATABASE_URL": database_url,
         "PAYLIVE_REDIS_URL": redis_url,
         "PAYLIVE_REDIS_RETENTION_MS": "1000",
+        # The tests count each paid session's events (two): a charge must not race the
+        # one-second attempt timeout of FAST, which a busy machine once let interrupt
+        # it (eight events for three sessions).
+        "PAYLIVE_ATTEMPT_TIMEOUT_MS": "15000",
     }
 
 
