@@ -519,17 +519,13 @@ async def test_claim_is_one_decision(engine: Engine) -> None:
 
 @needs_redis
 async def test_claim_is_one_round_trip_on_one_node(redis_server: RedisProc) -> None:
-    # No subscription probe while counting.
-    engine = RedisEngine(
-        redis_server.url + "/5", replace(SETTINGS, redis_probe_interval_ms=60_000).redis
-    )
+    engine = _counted_engine(redis_server, 5)
     await engine.start()
     try:
         await engine.claim("rt:warm", b"v", 10_000, unless="rt:off")  # loads the script
-        idle = -_reads(redis_server) + _reads(redis_server)  # what the counting costs
-        before = _reads(redis_server)
+        trips = RoundTrips(redis_server)
         got = await engine.claim("rt:1", b"v", 10_000, unless="rt:off", also=("rt:l", b"l"))
-        spent = _reads(redis_server) - before - idle
+        spent = trips.spent()
     finally:
         await engine.close()
     assert got == Claim() and spent == 1
@@ -559,19 +555,18 @@ async def test_claims_made_with_a_save_answer_as_the_claim_would(engine: Engine)
 async def test_a_save_and_its_charge_claim_are_one_round_trip_on_one_node(
     redis_server: RedisProc,
 ) -> None:
-    engine = RedisEngine(redis_server.url + "/6", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    engine = _counted_engine(redis_server, 6)
     await engine.start()
     try:
         session = make_session("ps_rt")
         await engine.create(session, {}, b"n")
         warm = RecordClaim("rt:warm", b"v", 10_000, unless="rt:off")
         assert await engine.save(replace(session, seq=1), 0, [b"e1"], {}, [warm])
-        idle = -_reads(redis_server) + _reads(redis_server)
-        before = _reads(redis_server)
+        trips = RoundTrips(redis_server)
         ask = RecordClaim("rt:2", b"v", 10_000, unless="rt:off")
         assert await engine.save(replace(session, seq=2), 1, [b"e2"], {}, [ask])
         got = await engine.claim(ask.key, ask.value, ask.ttl_ms, unless=ask.unless)
-        spent = _reads(redis_server) - before - idle
+        spent = trips.spent()
     finally:
         await engine.close()
     assert got == Claim() and spent == 1
@@ -579,17 +574,16 @@ async def test_a_save_and_its_charge_claim_are_one_round_trip_on_one_node(
 
 @needs_redis
 async def test_a_create_is_one_round_trip_on_one_node(redis_server: RedisProc) -> None:
-    engine = RedisEngine(redis_server.url + "/8", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    engine = _counted_engine(redis_server, 8)
     await engine.start()
     try:
         rec = Recorder(engine)
         await engine.subscribe(None)
         await engine.create(make_session("ps_warm"), {}, b"w")  # loads the script
-        idle = -_reads(redis_server) + _reads(redis_server)
-        before = _reads(redis_server)
+        trips = RoundTrips(redis_server)
         session = make_session("ps_one", created_at=T0 + 1)
         await engine.create(session, {"status:created": 1}, b"notice")
-        spent = _reads(redis_server) - before - idle
+        spent = trips.spent()
         assert await engine.load("ps_one") == session
         assert [s.id for s in await engine.list_sessions(True, 10)] == ["ps_one", "ps_warm"]
         assert (await engine.counters())["status:created"] == 1
@@ -603,7 +597,7 @@ async def test_a_create_is_one_round_trip_on_one_node(redis_server: RedisProc) -
 async def test_a_save_on_one_node_touches_only_the_indexes_the_session_is_in(
     redis_server: RedisProc,
 ) -> None:
-    engine = RedisEngine(redis_server.url + "/7", replace(SETTINGS, redis_probe_interval_ms=60_000))
+    engine = _counted_engine(redis_server, 7)
     await engine.start()
     try:
         session = make_session("ps_ix")
@@ -666,6 +660,26 @@ def _reads(server: RedisProc) -> int:
     """Reads Redis made from its clients' sockets (a command, a script or a pipeline each)."""
     info = redisproc.command(server.port, "INFO", "stats").decode()
     return int(info.split("total_reads_processed:")[1].split()[0])
+
+
+class RoundTrips:
+    """The reads Redis makes from its clients' sockets from now to ``spent``, less the
+    reads that counting them costs (each count is an INFO of its own)."""
+
+    def __init__(self, server: RedisProc) -> None:
+        self.server = server
+        self.idle = -_reads(server) + _reads(server)
+        self.before = _reads(server)
+
+    def spent(self) -> int:
+        return _reads(self.server) - self.before - self.idle
+
+
+def _counted_engine(server: RedisProc, db: int) -> RedisEngine:
+    """A Redis engine on database ``db`` whose subscription is not probed, so that
+    its round trips can be counted."""
+    part = replace(SETTINGS, redis_probe_interval_ms=60_000).redis
+    return RedisEngine(f"{server.url}/{db}", part)
 
 
 async def test_unsubscribe_stops_delivery(engine: Engine) -> None:

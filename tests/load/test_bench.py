@@ -22,33 +22,37 @@ pytestmark = pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def test_quick_bench_measures_paylive_and_the_peer_alike(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--systems",
-            "paylive-memory,socketio",
-            "--sockets",
-            "40",
-            "--admins",
-            "1",
-            "--rates",
-            "40",
-            "--duration",
-            "2",
-            "--idle",
-            "",
-            "--drain",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],  # fmt: skip
+def bench(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` from the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
+        timeout=timeout,
+    )
+
+
+def test_quick_bench_measures_paylive_and_the_peer_alike(tmp_path: Path) -> None:
+    done = bench(
+        "bench",
+        "--quick",
+        "--systems",
+        "paylive-memory,socketio",
+        "--sockets",
+        "40",
+        "--admins",
+        "1",
+        "--rates",
+        "40",
+        "--duration",
+        "2",
+        "--idle",
+        "",
+        "--drain",
+        "2",
+        "--out",
+        str(tmp_path),
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
@@ -74,27 +78,20 @@ def test_quick_bench_measures_paylive_and_the_peer_alike(tmp_path: Path) -> None
 
 def test_fanout_bench_compares_plain_and_sharded_on_a_cluster(tmp_path: Path) -> None:
     out = tmp_path / "fanout.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.fanout",
-            "--engines",
-            "2",
-            "--sessions",
-            "20",
-            "--concurrency",
-            "4",
-            "--seconds",
-            "1",
-            "--rounds",
-            "1",
-            "--out",
-            str(out),
-        ],  # fmt: skip
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = bench(
+        "bench.fanout",
+        "--engines",
+        "2",
+        "--sessions",
+        "20",
+        "--concurrency",
+        "4",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+        "--out",
+        str(out),
         timeout=120,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -109,29 +106,22 @@ def test_fanout_bench_compares_plain_and_sharded_on_a_cluster(tmp_path: Path) ->
 def test_paired_runs_compare_a_base_commit_with_the_checkout(tmp_path: Path) -> None:
     if not (ROOT / ".git").exists():
         pytest.skip("bench.paired takes its base with git archive: not a git checkout")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.paired",
-            "--base",
-            "HEAD",
-            "--system",
-            "paylive-redis",
-            "--rate",
-            "100",
-            "--sockets",
-            "20",
-            "--duration",
-            "2",
-            "--pairs",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],  # fmt: skip
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = bench(
+        "bench.paired",
+        "--base",
+        "HEAD",
+        "--system",
+        "paylive-redis",
+        "--rate",
+        "100",
+        "--sockets",
+        "20",
+        "--duration",
+        "2",
+        "--pairs",
+        "1",
+        "--out",
+        str(tmp_path),
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]

@@ -101,22 +101,21 @@ def test_the_adaptive_limit_counts_waiting_commands_as_busy_and_its_latency() ->
     limit = GradientLimit(initial=16, min_limit=4, max_limit=64)
     door = Admission(limit=64, retry_after_s=1, adaptive=limit)
 
-    for _ in range(300):  # the baseline: 5 ms
-        held = [door.queue(time.monotonic() - 0.005) for _ in range(15)]
-        door.unqueue(held.pop())
-        door.enter(since=time.monotonic() - 0.005)
-        door.leave()
-        for h in held:
-            door.unqueue(h)
+    def commands(rounds: int, waiting: int, latency_s: float) -> None:
+        """``rounds`` times: ``waiting`` commands parsed ``latency_s`` ago queue, one of
+        them runs to its end, and the rest go."""
+        for _ in range(rounds):
+            held = [door.queue(time.monotonic() - latency_s) for _ in range(waiting)]
+            door.unqueue(held.pop())
+            door.enter(since=time.monotonic() - latency_s)
+            door.leave()
+            for h in held:
+                door.unqueue(h)
+
+    commands(300, waiting=15, latency_s=0.005)  # the baseline
     settled = limit.limit
     assert settled > 16, "busy (15 waiting) at a steady latency: it grows"
-    for _ in range(100):  # twice as many waiting, ten times as long
-        held = [door.queue(time.monotonic() - 0.05) for _ in range(30)]
-        door.unqueue(held.pop())
-        door.enter(since=time.monotonic() - 0.05)
-        door.leave()
-        for h in held:
-            door.unqueue(h)
+    commands(100, waiting=30, latency_s=0.05)  # twice as many waiting, ten times as long
     assert limit.limit < settled
 
 
