@@ -217,7 +217,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # Its writes in one turn of the loop go out as one (``server.coalesce``); a
         # socket upgraded from this connection writes through the same.
-        super().connection_made(Coalescing(transport, self.loop))
+        self._coalescing = Coalescing(transport, self.loop)
+        super().connection_made(self._coalescing)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -355,12 +356,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.cycle.response_complete = True
         kept, closing = admission.raw_refusal(door.retry_after_s)
         answer = kept if keep_alive else closing
-        if isinstance(self.transport, Coalescing):
-            # At once, not at the start of the next turn behind the commands queued
-            # in this one: under overload the refusal is the answer most clients get.
-            self.transport.write_now(answer)
-        else:
-            self.transport.write(answer)
+        # At once, not at the start of the next turn behind the commands queued in
+        # this one: under overload the refusal is the answer most clients get.
+        self._coalescing.write_now(answer)
         if keep_alive:
             self.on_response_complete()
         else:
