@@ -279,8 +279,8 @@ async def lost_capture(
     took the money; paylive does not know (its webhook is lost too), and the attempt
     times out with its outcome unknown."""
     localstripe.send_webhooks_to(f"http://127.0.0.1:{free_port()}/lost")
-    proxy.cut_after("POST", r"/capture$")
     session, sock = await opened()
+    proxy.cut_after("POST", r"/capture$", key=f"{session['id']}:1:capture")
     await sock.send({"type": "pay", "payment_method": {"stripe": localstripe.payment_method(OK)}})
     interrupted = await sock.state("interrupted", timeout=ATTEMPT_TIMEOUT_MS / 1000 + 5)
     assert interrupted["data"]["cause"] == "timeout"
@@ -324,7 +324,12 @@ async def test_a_capture_paylive_did_not_hear_of_makes_the_retry_already_paid(
     # Then the capture's own answer closes its effect; every try went under one key.
     proxy.restore()
     await sock.until(
-        lambda m: m["type"] == "state" and m["data"]["cause"] == "effect_done", timeout=10
+        lambda m: (
+            m["type"] == "state"
+            and m["data"]["cause"] == "effect_done"
+            and m["data"]["effect"]["kind"] == "capture"
+        ),
+        timeout=10,
     )
     tries = [key for step, key in calls(proxy, pi) if step == "capture"]
     assert len(tries) >= 2 and set(tries) == {f"{session['id']}:1:capture"}

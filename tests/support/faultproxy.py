@@ -41,7 +41,7 @@ class FaultProxy:
         # (method, path, Idempotency-Key or None) of every request, in order.
         self.seen: list[tuple[str, str, str | None]] = []
         self._lock = threading.Lock()
-        self._cut_after: tuple[str, re.Pattern[str]] | None = None
+        self._cut_after: tuple[str, re.Pattern[str], str | None] | None = None
         self._cut = False
         self._lost: tuple[str, re.Pattern[str]] | None = None
         self._fakes: list[_Fake] = []
@@ -76,11 +76,13 @@ class FaultProxy:
 
     # Faults ------------------------------------------------------------------------
 
-    def cut_after(self, method: str, pattern: str) -> None:
-        """The next request matching is forwarded and its answer lost; from then on no
-        request gets through (the provider is unreachable) until ``restore``."""
+    def cut_after(self, method: str, pattern: str, key: str | None = None) -> None:
+        """The next request matching (and, with ``key``, made under that Idempotency-Key)
+        is forwarded and its answer lost; from then on no request gets through (the
+        provider is unreachable) until ``restore``. The key keeps an earlier test's
+        effect, retried by the outbox, from being the request that cuts."""
         with self._lock:
-            self._cut_after = (method, re.compile(pattern))
+            self._cut_after = (method, re.compile(pattern), key)
 
     def fake(
         self, method: str, pattern: str, status: int, body: Callable[[re.Match[str]], dict]
@@ -134,7 +136,9 @@ class FaultProxy:
                     (f for f in self._fakes if f.method == method and f.path.search(path)), None
                 )
                 lose = self._cut_after is not None and (
-                    self._cut_after[0] == method and self._cut_after[1].search(path)
+                    self._cut_after[0] == method
+                    and self._cut_after[1].search(path) is not None
+                    and self._cut_after[2] in (None, key)
                 )
                 if lose:
                     self._cut = True
