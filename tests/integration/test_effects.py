@@ -5,6 +5,7 @@ reviews close only when nothing is pending (docs/protocol.md section 2.2)."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import Server
+from ..support.started import started
+from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -30,6 +33,11 @@ OUTBOX = {
 
 SERVER_ENV = OUTBOX
 WAIT_S = 10.0
+# The sandbox is taken down for longer than any test needs, and each test brings it
+# back as soon as it has seen what happens during the outage: a fixed outage of a few
+# seconds was mostly waited out on a quiet machine, and on a loaded one could end
+# before what it was for had happened.
+OUTAGE_S = 60
 
 
 def cause(name: str) -> Any:
@@ -42,11 +50,20 @@ async def outage(http: httpx.AsyncClient, seconds: float) -> None:
     assert (reply.json()["outage_until"] is None) == (seconds == 0)
 
 
-async def refund_owed(
-    http: httpx.AsyncClient, ws_url: str, outage_s: int
-) -> tuple[dict[str, Any], Socket]:
+async def outage_over(http: httpx.AsyncClient) -> None:
+    """End the outage; the server may still be reconnecting to a restarted Redis."""
+
+    async def ended() -> bool:
+        reply = await http.post("/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin())
+        return reply.status_code == 200
+
+    await until(ended, WAIT_S)
+
+
+async def refund_owed(http: httpx.AsyncClient, ws_url: str) -> tuple[dict[str, Any], Socket]:
     """Pay with the card whose void is lost, cancel, take the sandbox down: the success
-    lands after the end, and its refund waits in the outbox while the outage lasts."""
+    lands after the end, and its refund waits in the outbox until the caller ends the
+    outage."""
     session = await create(http)
     sock = await open_socket(session_url(ws_url, session))
     assert (await sock.recv())["type"] == "snapshot"
@@ -58,7 +75,7 @@ async def refund_owed(
     assert paying.status_code == 202, paying.text
     cancelled = await http.post(f"/api/sessions/{session['id']}/cancel", headers=merchant())
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    await outage(http, outage_s)
+    await outage(http, OUTAGE_S)
     late = await sock.until(cause("late_success_refunded"), timeout=WAIT_S)
     assert late["data"]["session"]["needs_review"] is True
     return session, sock
@@ -106,9 +123,21 @@ def metric(text: str, line_start: str) -> float:
 # One worker, memory engine ----------------------------------------------------------
 
 
-async def test_a_refund_owed_during_an_outage_is_made_once_after_it(server: Server) -> None:
+@pytest.fixture
+def sandbox_back(server: Server) -> Iterator[None]:
+    """The module's server serves the next tests: an outage a failed test left is ended."""
+    yield
+    reply = httpx.post(
+        f"{server.url}/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin(), timeout=10
+    )
+    assert reply.status_code == 200, reply.text
+
+
+async def test_a_refund_owed_during_an_outage_is_made_once_after_it(
+    server: Server, sandbox_back: None
+) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        session, sock = await refund_owed(http, server.ws_url, outage_s=3)
+        session, sock = await refund_owed(http, server.ws_url)
         sid = session["id"]
         pending = await tried_and_pending(http, sid)
         # The outbox gauges follow within a second (the summary loop sets them).
@@ -131,6 +160,7 @@ async def test_a_refund_owed_during_an_outage_is_made_once_after_it(server: Serv
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "effects_pending"
         assert refused.json()["session"]["needs_review"] is True
 
+        await outage(http, 0)
         done = await sock.until(cause("effect_done"), timeout=WAIT_S)
         assert done["data"]["effect"]["id"] == f"{sid}:1:refund"
         effect = await done_once(http, sid)
@@ -144,12 +174,13 @@ async def test_a_refund_owed_during_an_outage_is_made_once_after_it(server: Serv
         await sock.conn.close()
 
 
-async def test_a_review_closes_once_nothing_is_pending(server: Server) -> None:
+async def test_a_review_closes_once_nothing_is_pending(server: Server, sandbox_back: None) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        session, sock = await refund_owed(http, server.ws_url, outage_s=1)
+        session, sock = await refund_owed(http, server.ws_url)
         sid = session["id"]
         flagged = await http.get("/api/admin/sessions?status=needs_review", headers=admin())
         assert sid in [s["id"] for s in flagged.json()["sessions"]]
+        await outage(http, 0)
         await done_once(http, sid)
         resolved = await http.post(
             f"/api/admin/sessions/{sid}/review",
@@ -316,10 +347,12 @@ async def test_a_provider_that_authorizes_first_is_paid_when_the_capture_is_conf
             await sock.recv()
             await sock.send({"type": "pay", "payment_method": {"card": OK}})
             await sock.until(cause("attempt_started"), timeout=WAIT_S)
-            await outage(http, 4)
+            await outage(http, OUTAGE_S)
             timed_out = await sock.until(lambda m: m["type"] == "state", timeout=WAIT_S)
             assert timed_out["data"]["cause"] == "timeout"
             assert timed_out["data"]["session"]["attempts"][0]["status"] == "timeout"
+            await tried_and_pending(http, session["id"])  # the capture failed in the outage
+            await outage(http, 0)
             late = await sock.state("succeeded", timeout=WAIT_S)
             assert late["data"]["cause"] == "late_success"
             assert await ledger(http, session["id"]) == [(1, "charge"), (1, "capture")]
@@ -343,21 +376,18 @@ async def test_the_refund_survives_the_death_of_the_worker_that_decided_it(
         env = {**OUTBOX, "PAYLIVE_REDIS_URL": redis.url}
         # The doomed worker decides (its sandbox posts the success to itself) and tries
         # the refund during the outage; the survivor makes it once the outage is over.
-        with Server(env) as survivor:
-            doomed = Server(env).start()
-            try:
-                async with httpx.AsyncClient(base_url=doomed.url, timeout=10) as on_doomed:
-                    session, sock = await refund_owed(on_doomed, doomed.ws_url, outage_s=3)
-                    await sock.conn.close()
-                    await tried_and_pending(on_doomed, session["id"])
-                doomed.stop(signal.SIGKILL)
-            finally:
-                doomed.close()
+        with started(Server(env), Server(env)) as (survivor, doomed):
+            async with httpx.AsyncClient(base_url=doomed.url, timeout=10) as on_doomed:
+                session, sock = await refund_owed(on_doomed, doomed.ws_url)
+                await sock.conn.close()
+                await tried_and_pending(on_doomed, session["id"])
+            doomed.stop(signal.SIGKILL)
             async with httpx.AsyncClient(base_url=survivor.url, timeout=10) as http:
                 sid = session["id"]
                 assert [e["status"] for e in await effects(http, f"status=all&session={sid}")] == [
                     "pending"
                 ]
+                await outage(http, 0)
                 effect = await done_once(http, sid)
                 assert effect["id"] == f"{sid}:1:refund"
                 history = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
@@ -376,7 +406,7 @@ async def test_the_refund_survives_a_redis_restart(tmp_path: Path) -> None:
     try:
         with Server({**OUTBOX, "PAYLIVE_REDIS_URL": redis.url}) as srv:
             async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
-                session, sock = await refund_owed(http, srv.ws_url, outage_s=3)
+                session, sock = await refund_owed(http, srv.ws_url)
                 await sock.conn.close()
                 sid = session["id"]
                 await tried_and_pending(http, sid)
@@ -384,6 +414,7 @@ async def test_the_refund_survives_a_redis_restart(tmp_path: Path) -> None:
                 down = await http.get("/api/admin/effects", headers=admin())
                 assert down.status_code == 503
                 redis.start()
+                await outage_over(http)
                 effect = await done_once(http, sid)
                 assert effect["tries"] >= 2
                 got = (await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())).json()

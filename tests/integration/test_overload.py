@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -57,7 +58,8 @@ async def test_a_command_refused_for_overload_changes_nothing(fresh_redis: Redis
                         answers.append(await http.post(url, json=PAY, headers=merchant()))
 
                     tg.start_soon(hold)
-                    await anyio.sleep(0.3)  # it is in flight, waiting for the frozen Redis
+                    # In flight, waiting for the frozen Redis.
+                    await until(lambda: _in_flight(srv.url) == 1)
                     refused = await http.post(
                         f"/api/sessions/{quiet['id']}/attempts", json=PAY, headers=keyed
                     )
@@ -235,13 +237,24 @@ async def _read_answer(stream: anyio.abc.SocketStream) -> bytes:
     return head + b"\r\n\r\n" + rest
 
 
+@pytest.fixture(scope="module")
+def two_places() -> Iterator[Server]:
+    """A worker of two places, fixed, that the cases below share: each ends with both
+    places free again, which is what the next one starts from (a place a case kept
+    fails that case, or the next if it was given back late)."""
+    with Server({"PAYLIVE_MAX_IN_FLIGHT": "2", "PAYLIVE_ADAPTIVE_IN_FLIGHT": "0"}) as srv:
+        yield srv
+
+
 @pytest.mark.parametrize("case", ["one", "pipelined", "upgrade", "pipelined_upgrade"])
-async def test_commands_cut_off_on_the_way_in_give_their_places_back(case: str) -> None:
+async def test_commands_cut_off_on_the_way_in_give_their_places_back(
+    case: str, two_places: Server
+) -> None:
     """A command holds a place from the moment the worker has it whole: commands whose
     connection closes before or while they run, commands pipelined behind them, and a
     command that asks for a socket upgrade give them all back, so the worker still
     accepts work afterwards (two places, fixed)."""
-    env = {"PAYLIVE_MAX_IN_FLIGHT": "2", "PAYLIVE_ADAPTIVE_IN_FLIGHT": "0"}
+    srv = two_places
     body = b'{"order_id": "cut-off", "amount": 500, "currency": "EUR"}'
     one = (
         b"POST /api/sessions HTTP/1.1\r\nHost: test\r\n"
@@ -252,40 +265,39 @@ async def test_commands_cut_off_on_the_way_in_give_their_places_back(case: str) 
     upgrade = one.replace(b"Host: test\r\n", b"Host: test\r\nConnection: Upgrade\r\n"
                           b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
                           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")  # fmt: skip
-    with Server(env) as srv:
-        payload = {
-            "one": one,
-            "pipelined": one * 3,
-            "upgrade": upgrade,
-            "pipelined_upgrade": one * 2 + upgrade,
-        }[case]
-        for _ in range(4):
-            stream = await anyio.connect_tcp("127.0.0.1", srv.port)
-            await stream.send(payload)
-            await stream.aclose()  # gone before any answer
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+    payload = {
+        "one": one,
+        "pipelined": one * 3,
+        "upgrade": upgrade,
+        "pipelined_upgrade": one * 2 + upgrade,
+    }[case]
+    for _ in range(4):
+        stream = await anyio.connect_tcp("127.0.0.1", srv.port)
+        await stream.send(payload)
+        await stream.aclose()  # gone before any answer
+    async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
 
-            async def accepted() -> bool:
-                answer = await http.post(
-                    "/api/sessions",
-                    json={"order_id": "after", "amount": 500, "currency": "EUR"},
-                    headers=merchant(),
-                )
-                return answer.status_code in (200, 201)
+        async def accepted() -> bool:
+            answer = await http.post(
+                "/api/sessions",
+                json={"order_id": "after", "amount": 500, "currency": "EUR"},
+                headers=merchant(),
+            )
+            return answer.status_code in (200, 201)
 
-            # What was cut off finishes or is dropped within moments; then two at once fit.
-            deadline = time.monotonic() + 10
-            while not await accepted():
-                assert time.monotonic() < deadline, "a place was kept by a command that is gone"
-                await anyio.sleep(0.1)
-            with anyio.fail_after(10):
-                async with anyio.create_task_group() as tg:
-                    results: list[bool] = []
+        # What was cut off finishes or is dropped within moments; then two at once fit.
+        deadline = time.monotonic() + 10
+        while not await accepted():
+            assert time.monotonic() < deadline, "a place was kept by a command that is gone"
+            await anyio.sleep(0.1)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                results: list[bool] = []
 
-                    async def one_more() -> None:
-                        results.append(await accepted())
+                async def one_more() -> None:
+                    results.append(await accepted())
 
-                    for _ in range(2):
-                        tg.start_soon(one_more)
-            assert results == [True, True], results
-            assert "paylive_in_flight 0.0" in (await http.get("/metrics")).text
+                for _ in range(2):
+                    tg.start_soon(one_more)
+        assert results == [True, True], results
+        assert "paylive_in_flight 0.0" in (await http.get("/metrics")).text

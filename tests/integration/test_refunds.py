@@ -16,6 +16,7 @@ import pytest
 from ..support.client import admin, create, merchant
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import Server
+from ..support.started import started
 from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -174,7 +175,7 @@ async def test_twenty_racing_refunds_of_60_on_two_workers_make_one(tmp_path: Pat
     redis = start_redis(tmp_path / "redis")
     try:
         env = {**OUTBOX, "PAYLIVE_REDIS_URL": redis.url}
-        with Server(env) as one, Server(env) as two:
+        with started(Server(env), Server(env)) as (one, two):
             async with (
                 httpx.AsyncClient(base_url=one.url, timeout=20) as a,
                 httpx.AsyncClient(base_url=two.url, timeout=20) as b,
@@ -210,30 +211,32 @@ async def test_a_refund_decided_in_an_outage_is_made_once_by_the_other_worker(
     redis = start_redis(tmp_path / "redis", appendonly=True)
     try:
         env = {**OUTBOX, "PAYLIVE_REDIS_URL": redis.url}
-        with Server(env) as survivor:
-            doomed = Server(env).start()
-            try:
-                async with httpx.AsyncClient(base_url=doomed.url, timeout=10) as on_doomed:
-                    sid = await paid_session(on_doomed)
-                    out = await on_doomed.post(
-                        "/api/admin/sandbox/outage", json={"seconds": 3}, headers=admin()
+        with started(Server(env), Server(env)) as (survivor, doomed):
+            async with httpx.AsyncClient(base_url=doomed.url, timeout=10) as on_doomed:
+                sid = await paid_session(on_doomed)
+                # Longer than the test needs: it ends the outage once the doomed worker
+                # has tried the refund in it and died (a fixed outage was waited out).
+                out = await on_doomed.post(
+                    "/api/admin/sandbox/outage", json={"seconds": 60}, headers=admin()
+                )
+                assert out.status_code == 200
+                made = await refund(on_doomed, sid, {"amount": 40}, "outage-1")
+                assert made.status_code == 202, made.text
+
+                async def tried() -> bool:
+                    reply = await on_doomed.get(
+                        f"/api/admin/effects?status=pending&session={sid}", headers=admin()
                     )
-                    assert out.status_code == 200
-                    made = await refund(on_doomed, sid, {"amount": 40}, "outage-1")
-                    assert made.status_code == 202, made.text
+                    found = reply.json()["effects"]
+                    return bool(found and found[0]["tries"] >= 1)
 
-                    async def tried() -> bool:
-                        reply = await on_doomed.get(
-                            f"/api/admin/effects?status=pending&session={sid}", headers=admin()
-                        )
-                        found = reply.json()["effects"]
-                        return bool(found and found[0]["tries"] >= 1)
-
-                    await until(tried, WAIT_S)
-                doomed.stop(signal.SIGKILL)
-            finally:
-                doomed.close()
+                await until(tried, WAIT_S)
+            doomed.stop(signal.SIGKILL)
             async with httpx.AsyncClient(base_url=survivor.url, timeout=10) as http:
+                back = await http.post(
+                    "/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin()
+                )
+                assert back.status_code == 200
                 got = await refunded(http, sid, 40)
                 [effect] = got["refunds"]
                 assert effect["id"] == f"{sid}:1:refund.1"

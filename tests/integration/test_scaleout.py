@@ -14,6 +14,7 @@ from ..support import redisproc
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
 from ..support.servers import ADMIN_TOKEN, Server
+from ..support.started import started
 from ..support.waiting import until
 
 pytestmark = [
@@ -184,32 +185,30 @@ async def test_concurrent_commands_on_two_workers_never_both_win(
 
 
 async def test_killed_worker_loses_no_deadline(redis: RedisProc) -> None:
-    with Server({"PAYLIVE_REDIS_URL": redis.url}) as survivor:
-        doomed = Server({"PAYLIVE_REDIS_URL": redis.url}).start()
-        try:
-            async with httpx.AsyncClient(base_url=doomed.url) as on_doomed:
-                session = await create(on_doomed)
-                sock = await open_socket(session_url(survivor.ws_url, session))
-                await sock.recv()
-                reply = await on_doomed.post(
-                    f"/api/sessions/{session['id']}/attempts",
-                    json={"payment_method": {"card": NEVER}},
-                    headers=merchant(),
-                )
-                assert reply.status_code == 202
-            doomed.stop(signal.SIGKILL)
-            interrupted = await sock.state("interrupted", timeout=15)
-            assert interrupted["data"]["cause"] == "timeout"
-            await sock.until(lambda m: m["type"] == "retry_prompt")
-            # Exactly once: nothing more arrives for that deadline.
-            with anyio.move_on_after(1.5):
-                await sock.until(lambda m: m["type"] in ("state", "retry_prompt"), timeout=2)
-            timeouts = [m for m in sock.durable() if m["data"].get("cause") == "timeout"]
-            assert len(timeouts) == 1
-            gapless(sock)
-            await sock.conn.close()
-        finally:
-            doomed.close()
+    env = {"PAYLIVE_REDIS_URL": redis.url}
+    with started(Server(env), Server(env)) as (survivor, doomed):
+        async with httpx.AsyncClient(base_url=doomed.url) as on_doomed:
+            session = await create(on_doomed)
+            sock = await open_socket(session_url(survivor.ws_url, session))
+            await sock.recv()
+            reply = await on_doomed.post(
+                f"/api/sessions/{session['id']}/attempts",
+                json={"payment_method": {"card": NEVER}},
+                headers=merchant(),
+            )
+            assert reply.status_code == 202
+        doomed.stop(signal.SIGKILL)
+        interrupted = await sock.state("interrupted", timeout=15)
+        assert interrupted["data"]["cause"] == "timeout"
+        await sock.until(lambda m: m["type"] == "retry_prompt")
+        # Exactly once: nothing more arrives for that deadline (the survivor's timer
+        # loop polls every 50 ms: a second firing would come within a few of its polls).
+        with anyio.move_on_after(0.5):
+            await sock.until(lambda m: m["type"] in ("state", "retry_prompt"), timeout=2)
+        timeouts = [m for m in sock.durable() if m["data"].get("cause") == "timeout"]
+        assert len(timeouts) == 1
+        gapless(sock)
+        await sock.conn.close()
 
 
 async def test_workers_flag_shares_one_port(redis: RedisProc) -> None:
@@ -355,7 +354,7 @@ async def test_two_workers_on_a_redis_cluster(tmp_path: Path) -> None:
     cluster = start_cluster(tmp_path / "cluster")
     try:
         env = {"PAYLIVE_REDIS_URL": cluster.url}
-        with Server(env) as a, Server(env) as b:
+        with started(Server(env), Server(env)) as (a, b):
             async with httpx.AsyncClient(base_url=b.url) as on_b:
                 sessions = [await create(on_b) for _ in range(6)]  # spread over the slots
                 socks = [await open_socket(session_url(a.ws_url, s)) for s in sessions]

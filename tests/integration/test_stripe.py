@@ -33,6 +33,7 @@ from ..support.localstripe import (
 )
 from ..support.ports import free_port
 from ..support.servers import Server
+from ..support.waiting import until
 from .test_asyncapi import check as fits_description
 
 pytestmark = pytest.mark.anyio
@@ -55,9 +56,9 @@ def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
         "PAYLIVE_STRIPE_API_BASE": proxy.url,
         "PAYLIVE_STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
         "PAYLIVE_ATTEMPT_TIMEOUT_MS": str(ATTEMPT_TIMEOUT_MS),
-        # The outbox tries a failing capture again within a second.
+        # The outbox tries a failing capture again within half a second.
         "PAYLIVE_EFFECT_RETRY_BASE_MS": "200",
-        "PAYLIVE_EFFECT_RETRY_CAP_MS": "1000",
+        "PAYLIVE_EFFECT_RETRY_CAP_MS": "500",
     }
 
 
@@ -174,9 +175,14 @@ async def test_a_payment_is_authorized_then_captured(
     creates = [k for m, path, k in proxy.seen if path == "/v1/payment_intents" and m == "POST"]
     assert f"{key}:create" in creates
     assert calls(proxy, pi) == [("confirm", f"{key}:confirm"), ("capture", f"{key}:capture")]
-    # Stripe's payment_intent.succeeded follows a second later and changes nothing.
+    # Stripe's payment_intent.succeeded follows a second later and changes nothing: once
+    # paylive has applied it, no state follows (the socket is given a moment for one
+    # already on its way). Waiting for the webhook itself, not a window that may close
+    # before it comes on a loaded machine.
+    event = stored_event(localstripe, "payment_intent.succeeded", pi)
+    await until(lambda: f"provider event {event['id']} applied" in server.log(), timeout=10)
     with pytest.raises(TimeoutError):
-        await sock.until(lambda m: m["type"] == "state", timeout=1.5)
+        await sock.until(lambda m: m["type"] == "state", timeout=0.3)
 
 
 async def test_a_decline_then_a_retry_that_pays(
