@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -12,7 +14,13 @@ import pytest
 
 from ..support import redisproc
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
-from ..support.redisproc import REDIS_SERVER, RedisProc, start_cluster, start_redis
+from ..support.redisproc import (
+    REDIS_SERVER,
+    RedisClusterProc,
+    RedisProc,
+    start_cluster,
+    start_redis,
+)
 from ..support.servers import ADMIN_TOKEN, Server
 from ..support.started import started
 from ..support.waiting import until
@@ -24,6 +32,23 @@ pytestmark = [
 
 OK = "4242424242424242"
 NEVER = "4000000000000408"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster_started(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Future[RedisClusterProc]]:
+    """The Redis Cluster of the module's last test, started from the module's start:
+    joining its nodes is mostly waiting (redis-cli's own pauses, seconds of them), which
+    the tests before it cover."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(start_cluster, tmp_path_factory.mktemp("cluster"))
+    try:
+        yield future
+    finally:
+        pool.shutdown(wait=True)
+        if future.exception() is None:
+            future.result().stop()
 
 
 def customer(session: dict) -> dict[str, str]:
@@ -350,34 +375,33 @@ async def test_a_lost_subscription_replays_the_missed_events(tmp_path: Path) -> 
         redis.stop()
 
 
-async def test_two_workers_on_a_redis_cluster(tmp_path: Path) -> None:
-    cluster = start_cluster(tmp_path / "cluster")
-    try:
-        env = {"PAYLIVE_REDIS_URL": cluster.url}
-        with started(Server(env), Server(env)) as (a, b):
-            async with httpx.AsyncClient(base_url=b.url) as on_b:
-                sessions = [await create(on_b) for _ in range(6)]  # spread over the slots
-                socks = [await open_socket(session_url(a.ws_url, s)) for s in sessions]
-                for sock in socks:
-                    assert (await sock.recv())["type"] == "snapshot"
-                for session in sessions:
-                    reply = await on_b.post(
-                        f"/api/sessions/{session['id']}/attempts",
-                        json={"payment_method": {"card": OK}},
-                        headers=merchant(),
-                    )
-                    assert reply.status_code == 202
-                for sock in socks:
-                    await sock.state("succeeded")
-                    assert gapless(sock) == [1, 2]
-                    await sock.conn.close()
+async def test_two_workers_on_a_redis_cluster(
+    cluster_started: Future[RedisClusterProc],
+) -> None:
+    cluster = cluster_started.result(timeout=60)
+    env = {"PAYLIVE_REDIS_URL": cluster.url}
+    with started(Server(env), Server(env)) as (a, b):
+        async with httpx.AsyncClient(base_url=b.url) as on_b:
+            sessions = [await create(on_b) for _ in range(6)]  # spread over the slots
+            socks = [await open_socket(session_url(a.ws_url, s)) for s in sessions]
+            for sock in socks:
+                assert (await sock.recv())["type"] == "snapshot"
+            for session in sessions:
+                reply = await on_b.post(
+                    f"/api/sessions/{session['id']}/attempts",
+                    json={"payment_method": {"card": OK}},
+                    headers=merchant(),
+                )
+                assert reply.status_code == 202
+            for sock in socks:
+                await sock.state("succeeded")
+                assert gapless(sock) == [1, 2]
+                await sock.conn.close()
 
-                # On Cluster the counters follow the save in a second step (README), so
-                # the summary may trail the sockets by that step: wait for it, boundedly.
-                async def all_six_counted() -> bool:
-                    summary = (await on_b.get("/api/admin/summary", headers=admin())).json()
-                    return bool(summary["by_status"]["succeeded"] == 6)
+            # On Cluster the counters follow the save in a second step (README), so
+            # the summary may trail the sockets by that step: wait for it, boundedly.
+            async def all_six_counted() -> bool:
+                summary = (await on_b.get("/api/admin/summary", headers=admin())).json()
+                return bool(summary["by_status"]["succeeded"] == 6)
 
-                await until(all_six_counted, timeout=5.0)
-    finally:
-        cluster.stop()
+            await until(all_six_counted, timeout=5.0)
