@@ -13,7 +13,6 @@ the events log into PostgreSQL (service/retention.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -46,6 +45,9 @@ log = logging.getLogger("paylive.runtime")
 HOUSEKEEPING_MS = 10_000
 # The countdown loop's shortest period: one slice of the sessions each tick.
 COUNTDOWN_TICK_MS = 20
+# How long a stop waits for the worker's loops to end once cancelled: a loop step is
+# a few engine calls, each bounded by the engine's own timeout.
+STOP_WAIT_S = 5.0
 
 
 class Runtime:
@@ -130,11 +132,16 @@ class Runtime:
 
     async def stop(self) -> None:
         self.shutting_down = True
-        for task in self._loops + list(self._ticks):
+        tasks = self._loops + list(self._ticks)
+        for task in tasks:
             task.cancel()
-        for task in self._loops + list(self._ticks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("a worker loop ended with %r", task.exception())
+            if stuck:
+                log.warning("%d worker loops did not stop within %s s", len(stuck), STOP_WAIT_S)
         await self.deliveries.close()
         await self.gateway.close()
         if self.archive is not None:
@@ -184,6 +191,7 @@ class Runtime:
     async def _every(self, interval_ms: int, step: Callable[[], Awaitable[None]]) -> None:
         interval = interval_ms / 1000
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
         next_at = loop.time()
         while True:
             try:
@@ -192,6 +200,11 @@ class Runtime:
                 pass  # readiness reports it; the next round tries again
             except Exception:
                 log.exception("a worker loop step failed; carrying on")
+            if me is not None and me.cancelling():
+                # redis-py can swallow a cancel that lands while a command waits for
+                # its reply (seen on uvloop; redis-py issues 2028 and 2551): the
+                # loop would run on and the stop wait for it forever.
+                raise asyncio.CancelledError
             next_at += interval
             delay = next_at - loop.time()
             if delay < 0:  # fell behind: skip the missed rounds rather than burst

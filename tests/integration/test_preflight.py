@@ -4,6 +4,7 @@ real PostgreSQL database of the test's own, localstripe for Stripe."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,14 +19,16 @@ from ..support.postgres import Database
 BASE = {"PAYLIVE_SECRET": "preflight-secret-0123456789"}
 
 
-def paylive(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def paylive(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PAYLIVE_")}
     return subprocess.run(
         [sys.executable, "-m", "paylive", *args],
         env={**clean, **env},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
 
 
@@ -48,6 +51,21 @@ def test_redis_unreachable_exits_non_zero_naming_the_variable() -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1 and "PAYLIVE_REDIS_URL" in failed[0], done.stdout
+
+
+def test_a_worker_on_redis_that_cannot_bind_its_port_exits(redis: redisproc.RedisProc) -> None:
+    # uvicorn binds after the app's start-up and, when it cannot, runs the shutdown and
+    # exits. On Redis that shutdown once waited forever: redis-py swallowed the cancel
+    # of a worker loop caught mid-command, so the process lived on, bound to nothing.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**BASE, "PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_API_KEY": "k" * 24}
+        done = paylive("serve", "--port", str(port), env=env, timeout=30)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "address already in use" in done.stdout + done.stderr
+    assert "Application shutdown complete" in done.stdout + done.stderr
 
 
 def test_a_good_configuration_exits_0(
