@@ -20,8 +20,10 @@ from playwright.sync_api import Page, expect  # noqa: E402
 from .test_accessibility import axe_violations  # noqa: E402
 
 VOID_LOST = "4000000000000341"  # charged, its first void lost: a late success to refund
-OUTAGE_S = 4
-WAIT_MS = 15_000  # the outage, then the refund's next try
+# Longer than the pending refund takes to check on a loaded machine: the test ends the
+# outage itself once it has (and the next test's refund_owed ends any left over).
+OUTAGE_S = 30
+WAIT_MS = 15_000  # the refund's next try, once the outage is over
 
 SERVER_ENV = {
     "PAYLIVE_SANDBOX_DELAY_MS": "700",
@@ -111,6 +113,8 @@ def test_a_row_opens_the_session_and_its_review_closes_once_nothing_is_pending(
     expect(page.locator("#review-form")).to_be_visible()
 
     # The outage ends; the refund is made, and the open drill-down follows the feed.
+    ended = api.post("/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin_headers())
+    assert ended.status_code == 200 and ended.json()["outage_until"] is None, ended.text
     expect(effect).to_have_attribute("data-status", "done", timeout=WAIT_MS)
     expect(timeline).to_have_count(4)
     expect(timeline.nth(3)).to_have_attribute("data-cause", "effect_done")
