@@ -144,7 +144,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _listening_inode(port: int) -> int | None:
+def listening_inode(port: int) -> int | None:
     """The inode of the socket listening on 127.0.0.1:``port`` (Linux's /proc/net/tcp)."""
     local = f"0100007F:{port:04X}"
     try:
@@ -158,7 +158,7 @@ def _listening_inode(port: int) -> int | None:
     return None
 
 
-def _accepting_workers(supervisor: int, inode: int) -> int:
+def accepting_workers(supervisor: int, inode: int) -> int:
     """How many of ``supervisor``'s worker processes accept on the listening socket:
     it is in their event loop's epoll set (its entry in /proc/<pid>/fdinfo names the
     socket's inode). A worker only adds it once its application has started."""
@@ -228,10 +228,10 @@ def running(
         if system.workers > 1:
             # The first worker answers before the others are up: until they accept
             # too, it would take every socket of the run.
-            inode = _listening_inode(port)
+            inode = listening_inode(port)
             if inode is None:
                 time.sleep(2.0)  # no /proc/net/tcp to go by: give them the time
-            while inode is not None and _accepting_workers(proc.pid, inode) < system.workers:
+            while inode is not None and accepting_workers(proc.pid, inode) < system.workers:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = log_path.read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"{system.name}: not every worker accepts:\n{tail}")

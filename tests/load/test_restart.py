@@ -23,6 +23,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from bench.systems import accepting_workers, listening_inode
+
 from ..support.redisproc import start_redis
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 from ..support.waiting import until
@@ -81,7 +83,11 @@ async def test_sigterm_to_one_of_two_workers_loses_nothing_and_spreads_reconnect
         with Server(env, workers=2) as srv:
             assert srv.proc is not None
             supervisor = srv.proc.pid
-            await until(lambda: len(workers_of(supervisor)) == 2)
+            # Both accept before the load opens its sockets: else the first to start
+            # could take them all, and the one stopped might hold none.
+            inode = listening_inode(srv.port)
+            assert inode is not None
+            await until(lambda: accepting_workers(supervisor, inode) == 2, timeout=30)
             workers = workers_of(supervisor)
             # Either worker may be stopped (the one holding more sockets now, before the
             # load: its share of the load's sockets is its own, about half).
