@@ -144,6 +144,48 @@ def _answers(url: str) -> bool:
         return False
 
 
+def listening_inode(port: int) -> int | None:
+    """The inode of the socket listening on 127.0.0.1:``port`` (Linux's /proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) > 9 and fields[1] == local and fields[3] == "0A":  # LISTEN
+                    return int(fields[9])
+    except OSError:
+        pass
+    return None
+
+
+def accepting_workers(supervisor: int, inode: int) -> int:
+    """How many of ``supervisor``'s worker processes accept on the listening socket:
+    it is in their event loop's epoll set (its entry in /proc/<pid>/fdinfo names the
+    socket's inode). A worker only adds it once its application has started."""
+    entry = f"ino:{inode:x} "
+    try:
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    except OSError:
+        return 0
+    accepting = 0
+    for pid in children:
+        try:
+            if b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            infos = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+        except OSError:
+            continue
+        for info in infos:
+            try:
+                text = info.read_text()
+            except OSError:
+                continue
+            if "tfd:" in text and entry in text:
+                accepting += 1
+                break
+    return accepting
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
@@ -184,7 +226,16 @@ def running(
                 raise RuntimeError(f"{system.name} did not start:\n{tail}")
             time.sleep(0.1)
         if system.workers > 1:
-            time.sleep(2.0)  # the first worker answers before the second is up
+            # The first worker answers before the others are up: until they accept
+            # too, it would take every socket of the run.
+            inode = listening_inode(port)
+            if inode is None:
+                time.sleep(2.0)  # no /proc/net/tcp to go by: give them the time
+            while inode is not None and accepting_workers(proc.pid, inode) < system.workers:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{system.name}: not every worker accepts:\n{tail}")
+                time.sleep(0.05)
         yield Running(system, url, proc, redis, log_path)
     finally:
         if proc is not None:

@@ -61,7 +61,9 @@ class PeerDialect:
                 if message is not None:
                     return message
 
-    async def greet_customer(self, conn: ClientConnection, session: Tracked) -> Message:
+    async def greet_customer(
+        self, conn: ClientConnection, session: Tracked, since: int | None
+    ) -> Message:
         return await self._greet(conn, {"session": session.id, "token": session.secret})
 
     async def greet_admin(self, conn: ClientConnection) -> Message:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from paylive.load.cli import main as load_main
@@ -47,7 +48,7 @@ def test_small_websocket_run(tmp_path: Path) -> None:
                 "--rate",
                 "50",
                 "--duration",
-                "3",
+                "2",
                 "--admins",
                 "1",
                 "--processes",
@@ -63,7 +64,7 @@ def test_small_websocket_run(tmp_path: Path) -> None:
     sockets = result["sockets"]
     assert sockets["opened"] == 50 and sockets["failed"] == 0
     assert sockets["closed_unexpectedly"] == 0 and sockets["held_at_end"] == 50
-    assert result["changes"]["ok"] >= 100  # 150 scheduled
+    assert result["changes"]["ok"] >= 67  # 100 scheduled
     events = result["events"]
     assert events["received"] > 0 and events["received"] == events["sent"]
     assert events["lost"] == 0 and events["gaps"] == 0 and events["out_of_order"] == 0
@@ -85,11 +86,13 @@ def test_refuses_a_remote_target(capsys: object) -> None:
 
 
 def test_progress_line_on_request_and_quiet_in_a_pipe() -> None:
-    args = ["--sockets", "5", "--rate", "5", "--duration", "2", "--processes", "1"]
+    args = ["--sockets", "5", "--rate", "5", "--duration", "1", "--processes", "1"]
     with Server(BENCH_ENV) as srv:
         base = ["--url", srv.url, "--api-key", API_KEY, *args]
-        shown = run([*base, "--progress"])
-        quiet = run(base)  # stdout is a pipe here: no progress line by default
+        # Both at once (each is mostly waiting): the one asked shows the line, the
+        # other's stdout is a pipe here, so it shows none by default.
+        with ThreadPoolExecutor(2) as pool:
+            shown, quiet = pool.map(run, [[*base, "--progress"], base])
     assert shown.returncode == 0 and quiet.returncode == 0, shown.stderr + quiet.stderr
-    assert "driving 5/s on 5 sockets" in shown.stderr and "/2 s" in shown.stderr, shown.stderr
-    assert "/2 s" not in quiet.stderr and "\x1b[" not in quiet.stderr, quiet.stderr
+    assert "driving 5/s on 5 sockets" in shown.stderr and "/1 s" in shown.stderr, shown.stderr
+    assert "/1 s" not in quiet.stderr and "\x1b[" not in quiet.stderr, quiet.stderr

@@ -1,7 +1,16 @@
 """``paylive load --restart-pid``: one of two workers on Redis is sent SIGTERM while
-1,000 sockets watch sessions changing 100 times a second. Nothing is lost, and the
-reconnects are spread over the drain window instead of one second
-(docs/protocol.md section 4.3)."""
+300 sockets watch sessions changing 100 times a second. Nothing is lost, and the
+reconnects are spread over the 6 s drain window instead of one second
+(docs/protocol.md section 4.3).
+
+The size: the stopped worker holds about 150 sockets, so an even spread is about 25
+reconnects a second (a sixth of them), and the busiest second's bar, twice that
+share, is several standard deviations above it (busiest seconds of 0.18 to 0.21 were
+seen on a 2-core machine at a load average of 9), while closing them all at once
+would put at least half in one second (a reconnect waits at most 1.2 s). A server
+starved for a second bunches a sixth of the closes; the hint still spreads them
+under the bar.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from bench.systems import accepting_workers, listening_inode
+
 from ..support.redisproc import start_redis
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 from ..support.waiting import until
@@ -21,8 +32,13 @@ from .test_load import BENCH_ENV
 
 pytestmark = pytest.mark.anyio
 
-WINDOW_MS = 8_000  # shorter than the default 10 s; at 4 s a quarter per second is the mean
-SOCKETS = 1_000  # the stopped worker holds about 500: 60 a second if spread evenly
+WINDOW_MS = 6_000  # shorter than the default 10 s, long enough for a spread to show
+SOCKETS = 300  # the stopped worker holds about 150: 25 a second if spread evenly
+RESTART_AFTER_S = 1  # into the drive: every socket is open before the drive starts
+# The drive outlasts the window and the last reconnects' hint (a fifth of the window),
+# so that changes flow all through the restart and every close comes from the server.
+DRIVE_S = RESTART_AFTER_S + WINDOW_MS / 1000 * 1.2 + 0.8
+RATE = 100
 
 
 def workers_of(supervisor: int) -> list[int]:
@@ -67,10 +83,14 @@ async def test_sigterm_to_one_of_two_workers_loses_nothing_and_spreads_reconnect
         with Server(env, workers=2) as srv:
             assert srv.proc is not None
             supervisor = srv.proc.pid
-            await until(lambda: len(workers_of(supervisor)) == 2)
+            # Both accept before the load opens its sockets: else the first to start
+            # could take them all, and the one stopped might hold none.
+            inode = listening_inode(srv.port)
+            assert inode is not None
+            await until(lambda: accepting_workers(supervisor, inode) == 2, timeout=30)
             workers = workers_of(supervisor)
-            # The worker that holds the most sockets is stopped; the probe runs once
-            # the sockets are open (3 s into the drive is well after).
+            # Either worker may be stopped (the one holding more sockets now, before the
+            # load: its share of the load's sockets is its own, about half).
             probe = subprocess.Popen(
                 [
                     sys.executable,
@@ -84,9 +104,9 @@ async def test_sigterm_to_one_of_two_workers_loses_nothing_and_spreads_reconnect
                     "--sockets",
                     str(SOCKETS),
                     "--rate",
-                    "100",
+                    str(RATE),
                     "--duration",
-                    "12",
+                    str(DRIVE_S),
                     "--processes",
                     "1",
                     "--drain",
@@ -94,7 +114,7 @@ async def test_sigterm_to_one_of_two_workers_loses_nothing_and_spreads_reconnect
                     "--restart-pid",
                     str(max(workers, key=sockets_held)),
                     "--restart-after",
-                    "2",
+                    str(RESTART_AFTER_S),
                     "--out",
                     str(out),
                 ],  # fmt: skip
@@ -120,21 +140,22 @@ async def test_sigterm_to_one_of_two_workers_loses_nothing_and_spreads_reconnect
     assert "reconnects per s" in stdout
     events = result["events"]
     # Changes flowed all through the restart (how many depends on how busy the machine
-    # is: 993 of the asked 200/s were seen once under the parallel suite).
+    # is: 993 events of 2,400 changes asked were seen once under the parallel suite;
+    # 900 changes are asked, about 1,500 events when all are made).
     assert events["sent"] > 500, events
     assert events["lost"] == 0 and events["out_of_order"] == 0, events
     assert restart["events_lost"] == 0
     # The stopped worker held its share of the sockets; each came back once.
-    assert restart["closed"] >= 200, restart
+    assert restart["closed"] >= SOCKETS // 5, restart
     assert set(result["sockets"]["close_codes"]) == {"1012"}, result["sockets"]
-    # Every page tried to come back. How many made it within the run depends on how
-    # busy the shared machine is (a handshake gives up after 15 s, three tries): on a
-    # quiet one all of them, under the parallel suite a fifth timed out; never lost.
+    # Every page tried to come back, and came back unless its handshake failed three
+    # times (15 s each) on a starved machine; none is lost either way.
     failed = result["sockets"]["failed"]
     assert restart["reconnects"] == restart["closed"], restart
     assert restart["reconnected"] >= restart["closed"] - failed, (restart, result["sockets"])
     assert restart["reconnected"] >= restart["closed"] // 2, (restart, result["sockets"])
-    # Spread: over at least half the window, no one-second bucket with over a quarter.
+    # Spread: over at least half the window, no one-second bucket with over twice the
+    # share of an even spread (a third at 6 s; at 8 s it was a quarter).
     assert restart["seconds_with_reconnects"] >= WINDOW_MS / 2000, restart
-    assert restart["busiest_second_share"] <= 0.25, restart
+    assert restart["busiest_second_share"] <= 2 * 1000 / WINDOW_MS, restart
     assert f"drained {restart['closed']} sockets over {WINDOW_MS} ms" in log

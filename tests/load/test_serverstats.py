@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -92,18 +93,26 @@ def _ticking_workers(url: str, metric: str = "paylive_loop_lag_seconds") -> set[
     return {int(pid) for pid, count in found if float(count) > 0}
 
 
-@pytest.mark.anyio
-async def test_each_worker_exposes_its_own_loop_lag(tmp_path: Path) -> None:
-    redis = start_redis(tmp_path / "redis")
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """Two workers on a Redis of their own, ticking every 5 ms; shared by the tests
+    below, which only read from them (starting them was most of each test's time)."""
+    redis = start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        env = {"PAYLIVE_REDIS_URL": redis.url + "/0", "PAYLIVE_LOOP_LAG_INTERVAL_MS": "5"}
-        with Server(env, workers=2) as srv:
-            assert srv.proc is not None
-            pids = await until(lambda: (got := _ticking_workers(srv.url)) and len(got) == 2 and got)
-            # The same ticks, less each worker's wait for a core (Linux's schedstat).
-            own = _ticking_workers(srv.url, "paylive_loop_lag_own_seconds")
+        env = {**BENCH_ENV, "PAYLIVE_REDIS_URL": redis.url + "/0"}
+        with Server({**env, "PAYLIVE_LOOP_LAG_INTERVAL_MS": "5"}, workers=2) as srv:
+            yield srv, redis.url
     finally:
         redis.stop()
+
+
+@pytest.mark.anyio
+async def test_each_worker_exposes_its_own_loop_lag(two_workers: tuple[Server, str]) -> None:
+    srv, _ = two_workers
+    assert srv.proc is not None
+    pids = await until(lambda: (got := _ticking_workers(srv.url)) and len(got) == 2 and got)
+    # The same ticks, less each worker's wait for a core (Linux's schedstat).
+    own = _ticking_workers(srv.url, "paylive_loop_lag_own_seconds")
     assert srv.proc.pid not in pids  # the workers, not the supervisor
     assert own == pids
 
@@ -113,43 +122,41 @@ def test_zero_turns_the_loop_lag_timer_off() -> None:
         assert _ticking_workers(srv.url) == set()
 
 
-def test_a_load_run_reports_loop_lag_and_redis_per_change(tmp_path: Path) -> None:
+def test_a_load_run_reports_loop_lag_and_redis_per_change(
+    two_workers: tuple[Server, str], tmp_path: Path
+) -> None:
+    srv, redis_url = two_workers
     out = tmp_path / "load.json"
-    redis = start_redis(tmp_path / "redis")
-    try:
-        env = {**BENCH_ENV, "PAYLIVE_REDIS_URL": redis.url + "/0"}
-        with Server(env, workers=2) as srv:
-            done = run(
-                [
-                    "--url",
-                    srv.url,
-                    "--api-key",
-                    API_KEY,
-                    "--sockets",
-                    "40",
-                    "--rate",
-                    "40",
-                    "--duration",
-                    "2",
-                    "--processes",
-                    "1",
-                    "--redis-url",
-                    redis.url,
-                    "--out",
-                    str(out),
-                ]  # fmt: skip
-            )
-            log = srv.log()
-    finally:
-        redis.stop()
+    done = run(
+        [
+            "--url",
+            srv.url,
+            "--api-key",
+            API_KEY,
+            "--sockets",
+            "40",
+            "--rate",
+            "40",
+            "--duration",
+            "1",
+            "--processes",
+            "1",
+            "--redis-url",
+            redis_url,
+            "--out",
+            str(out),
+        ]  # fmt: skip
+    )
+    log = srv.log()
     assert done.returncode == 0, done.stdout + done.stderr + log
     assert "loop lag ms" in done.stdout and "Redis per change" in done.stdout
     result = json.loads(out.read_text())
     lag = result["loop_lag"]
     assert len(lag["workers"]) == 2
     for worker in lag["workers"].values():
-        # 2 s of drive at one tick per 25 ms: dozens of ticks each on a quiet machine,
-        # a few when the workers wait for a core; some in any case.
+        # A second of drive (and the second before it) at one tick per 5 ms: hundreds of
+        # ticks each on a quiet machine, a few when the workers wait for a core; some
+        # in any case.
         assert worker["ticks"] >= 2
         assert worker["p99_ms"] is None or worker["p99_ms"] > 0
     per = result["redis"]["per_change"]

@@ -38,8 +38,11 @@ class Dialect(Protocol):
 
     def admin_url(self) -> str: ...
 
-    async def greet_customer(self, conn: ClientConnection, session: Tracked) -> Message:
-        """Whatever the handshake needs; the first message (a snapshot)."""
+    async def greet_customer(
+        self, conn: ClientConnection, session: Tracked, since: int | None
+    ) -> Message | None:
+        """Whatever the handshake needs; the first message (a snapshot), or None when a
+        socket resumed with ``since`` may rightly get nothing yet."""
         ...
 
     async def greet_admin(self, conn: ClientConnection) -> Message: ...
@@ -91,7 +94,15 @@ class PayliveDialect:
     def admin_url(self) -> str:
         return f"{self.conf.ws_url}/ws/admin?token={self.conf.admin_token or ''}"
 
-    async def greet_customer(self, conn: ClientConnection, session: Tracked) -> Message:
+    async def greet_customer(
+        self, conn: ClientConnection, session: Tracked, since: int | None
+    ) -> Message | None:
+        if since is not None and since >= 0:
+            # Resumed: the server replays what the page missed, and a page that missed
+            # nothing gets nothing until the session's next event (docs/protocol.md
+            # section 4.1). Waiting for a first message would count an up-to-date page
+            # as a failed reconnect once OPEN_TIMEOUT_S passed; the reader takes what comes.
+            return None
         return decode(await asyncio.wait_for(conn.recv(), OPEN_TIMEOUT_S))
 
     async def greet_admin(self, conn: ClientConnection) -> Message:

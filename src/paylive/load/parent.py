@@ -111,6 +111,11 @@ class Sampler:
         self.server: dict[str, ProcSample | None] = {}
         self.others: dict[str, ProcSample | None] = {}
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is sampled at all (else the settling pauses are for nothing)."""
+        return self.pid is not None or bool(self.also)
+
     def take(self, name: str) -> None:
         self.server[name] = sample_tree(self.pid)
         if self.also:
@@ -176,6 +181,9 @@ def execute(
     raise_nofile()
     sampler = Sampler(getattr(args, "server_pid", None), getattr(args, "also_pid", None) or ())
     sampler.take("start")
+    # The pause lets the server's allocations settle before it is sampled: with nothing
+    # sampled, it would only lengthen the run.
+    settle_s = SETTLE_S if sampler.active else 0.0
     sockets = int(args.sockets)
     setup_timeout = 60 + sockets / 100
     user0, sys0 = _rusage_s()
@@ -207,14 +215,14 @@ def execute(
             raise LoadError(
                 f"could not create a single session (errors: {errors}); is --url right?"
             )
-        time.sleep(SETTLE_S)  # let the server's allocations settle before sampling
+        time.sleep(settle_s)
         sampler.take("sessions")
         t = time.monotonic()
         opened = _phase(workers, "open", setup_timeout)
         timings["open_s"] = time.monotonic() - t
         if configs[0].mode == "ws":
             say(f"opened {sum(m['opened'] for m in opened)} sockets in {timings['open_s']:.1f} s")
-        time.sleep(SETTLE_S)
+        time.sleep(settle_s)
         sampler.take("sockets")
         start = time.time() + 1.0
         for worker in workers:

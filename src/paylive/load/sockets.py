@@ -110,7 +110,7 @@ class SocketFleet:
             failed[f"{purpose}:{type(exc).__name__}"] += 1
             return False
         try:
-            first = await self.dialect.greet_customer(conn, session)
+            first = await self.dialect.greet_customer(conn, session, since)
         except ConnectionClosed:
             failed[f"{purpose}:closed_{conn.close_code}"] += 1
             return False
@@ -121,7 +121,8 @@ class SocketFleet:
         customer.conn = conn
         customer.closing = False
         session.observed = True
-        self.on_message(session, first)
+        if first is not None:
+            self.on_message(session, first)
         self.counts.opened[purpose] += 1
         customer.reader = asyncio.create_task(self.read(customer, conn))
         return True
