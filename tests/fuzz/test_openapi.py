@@ -76,7 +76,7 @@ def test_every_error_code_is_described() -> None:
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[httpx.Client]:
+def plain_http(server: Server) -> Iterator[httpx.Client]:
     """One client for the module's own requests: ``httpx.post`` made a client, and so
     an SSL context (about 30 CPU-ms), for every session a case asks for. A connection
     a request, as before: no idle one for the server to close under the next."""
@@ -85,8 +85,8 @@ def http(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
-def test_the_server_serves_the_document(http: httpx.Client) -> None:
-    reply = http.get("/openapi.json")
+def test_the_server_serves_the_document(plain_http: httpx.Client) -> None:
+    reply = plain_http.get("/openapi.json")
     assert reply.status_code == 200
     assert reply.json() == DOCUMENT
 
@@ -139,7 +139,7 @@ def _credentials(case: Any, http: httpx.Client) -> dict[str, str]:
 
 @pytest.mark.parametrize("path, method, mode", OPERATIONS)
 def test_the_server_keeps_to_its_description(
-    schema: Any, server: Server, http: httpx.Client, path: str, method: str, mode: str
+    schema: Any, server: Server, plain_http: httpx.Client, path: str, method: str, mode: str
 ) -> None:
     """Positive cases follow the description, negative ones break it on purpose: either
     way no server error, every answer as described, every status documented."""
@@ -160,7 +160,7 @@ def test_the_server_keeps_to_its_description(
         suppress_health_check=list(HealthCheck),
     )
     def call(case: Any) -> None:
-        headers = _credentials(case, http)
+        headers = _credentials(case, plain_http)
         kwargs: dict[str, Any] = {}
         if case.path == "/webhooks/sandbox" and isinstance(case.body, dict):
             # Signed, so that the body reaches the parser rather than stop at the signature.
