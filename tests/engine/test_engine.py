@@ -1087,11 +1087,30 @@ async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[redisproc.RedisClusterProc]:
+    """One three-node cluster for the module: ``redis-cli --cluster create`` waits in
+    whole seconds for the nodes to join, about 3 s of each start."""
+    if redisproc.REDIS_SERVER is None or redisproc.REDIS_CLI is None:
+        pytest.skip("redis-server and redis-cli are needed")
+    cluster = redisproc.start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.redis
 @needs_redis
 @pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
-async def test_cluster(tmp_path: Path, sharded: bool) -> None:
-    cluster = redisproc.start_cluster(tmp_path / "cluster")
+async def test_cluster(redis_cluster: redisproc.RedisClusterProc, sharded: bool) -> None:
+    cluster = redis_cluster
+    # Each test starts from an empty cluster with its command counts at zero.
+    cluster.flushall()
+    for node in cluster.nodes:
+        assert redisproc.command(node.port, "CONFIG", "RESETSTAT").startswith(b"+OK")
     engines: list[RedisEngine] = []
     try:
         engine = RedisEngine(
@@ -1184,7 +1203,6 @@ async def test_cluster(tmp_path: Path, sharded: bool) -> None:
         with anyio.fail_after(CLOSE_TIMEOUT_S):
             for engine in engines:
                 await engine.close()
-        cluster.stop()
 
 
 async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> None:
