@@ -724,12 +724,12 @@ async def test_redis_keeps_a_session_whose_outbox_owes_a_call_past_its_expiry(
         await engine.create(session, {}, b"n")
         owed = with_refund(session, 1, T0 + 100)
         assert await engine.save(owed, 0, [b"late"], {})
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.3)  # past the retention of 0.2 s
         assert await engine.load("ps_owed") is not None, "no expiry while a call is owed"
         done_effect = replace(owed.effects[0], status="done", next_at=None, done_at=T0 + 200)
         confirmed = replace(owed, seq=2, effects=(done_effect,))
         assert await engine.save(confirmed, 1, [b"d"], {})
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.3)
         assert await engine.load("ps_owed") is not None, "no expiry while it awaits review"
         resolved = replace(confirmed, seq=3, needs_review=False)
         assert await engine.save(resolved, 2, [b"r"], {})
@@ -931,8 +931,9 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
     with pytest.raises(EngineUnavailable):
         await engine.load("ps_busy")  # the pool is exhausted: 503 material
     for seq in range(1, 6):
+        # Spread over the 3 s the hogs hold the pool: published while it is saturated.
         assert await publisher.save(replace(session, seq=seq), seq - 1, [b"e%d" % seq], {})
-        await anyio.sleep(0.3)
+        await anyio.sleep(0.15)
     await asyncio.gather(*hogs, return_exceptions=True)
     await eventually(lambda: len(rec.of("ps_busy")) == 5)
     assert rec.of("ps_busy") == [b"e1", b"e2", b"e3", b"e4", b"e5"]
@@ -1015,7 +1016,8 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
     """Stopped: connections close. Frozen (SIGSTOP): nothing answers and nothing closes,
     so only the timeouts and the probe can tell."""
     server = redisproc.start_redis(tmp_path / "outage", appendonly=True)
-    engine = RedisEngine(server.url, FAST_PROBE.redis)
+    # Frozen, each of the four calls below waits out this timeout (1 s by default).
+    engine = RedisEngine(server.url, replace(FAST_PROBE, redis_timeout_ms=600).redis)
     try:
         await engine.start()
         assert engine.subscription_healthy
@@ -1030,7 +1032,7 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
             server.stop()
         else:
             server.pause()
-        # Three calls, each must give up within about a second.
+        # Three calls, each must give up within about a second (its timeout is 0.6 s).
         assert await _assert_unavailable_fast(engine) < 4.0
         started = time.monotonic()
         with pytest.raises(EngineUnavailable):
@@ -1063,7 +1065,9 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
 @needs_redis
 async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
     server = redisproc.RedisProc(port=redisproc.free_port(), directory=tmp_path / "late")
-    engine = RedisEngine(server.url, replace(SETTINGS, redis_backoff_cap_ms=300).redis)
+    # The start waits twice the command timeout for a subscription that cannot come.
+    part = replace(SETTINGS, redis_backoff_cap_ms=300, redis_timeout_ms=500).redis
+    engine = RedisEngine(server.url, part)
     try:
         rec = Recorder(engine)
         started = time.monotonic()
