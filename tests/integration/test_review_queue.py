@@ -83,6 +83,7 @@ async def test_a_flagged_case_outlives_its_retention_until_it_is_resolved(
                 got = await http.get(
                     f"/api/admin/effects?status=all&session={sid}", headers=admin()
                 )
+                assert got.status_code == 200, got.text
                 found = got.json()["effects"]
                 return bool(found) and all(e["status"] == "done" for e in found)
 
