@@ -24,7 +24,7 @@ import pytest
 from ..support.client import create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import API_KEY, Server
-from ..support.waiting import closed_by_server
+from ..support.waiting import closed_by_server, until
 
 pytestmark = pytest.mark.anyio
 
@@ -366,7 +366,7 @@ async def test_the_same_key_after_retry_at_starts_the_attempt(retrying: Server) 
 async def test_concurrent_idempotent_retries_across_retry_at_start_one_attempt(
     retrying: Server,
 ) -> None:
-    """Requests with one key every 50 ms from 1 s before ``retry_at`` to 1 s after it:
+    """Requests with one key every 50 ms from 0.6 s before ``retry_at`` to 0.6 s after it:
     those before are told "not yet" or "in use", exactly one attempt starts, and every
     answer after the first 202 is that 202."""
     async with httpx.AsyncClient(base_url=retrying.url, timeout=10) as http:
@@ -382,9 +382,9 @@ async def test_concurrent_idempotent_retries_across_retry_at_start_one_attempt(
             reply = await http.post(url, json=pay, headers=keyed)
             answers.append((time.monotonic(), reply))
 
-        await _until_epoch_ms(int(str(session["retry_at"])) - 1000)
+        await _until_epoch_ms(int(str(session["retry_at"])) - 600)
         async with anyio.create_task_group() as tg:
-            for _ in range(40):  # 2 s of them, across retry_at
+            for _ in range(24):  # 1.2 s of them, across retry_at
                 tg.start_soon(one)
                 await anyio.sleep(0.05)
         answers.sort(key=lambda pair: pair[0])
@@ -507,14 +507,20 @@ async def test_one_session_holds_only_its_share_of_the_door(tmp_path: Path) -> N
                     )
                     answers[who].append(reply)
 
+                async def in_flight(count: int) -> bool:
+                    # /metrics reads no Redis: it answers while Redis is frozen.
+                    metrics = (await http.get("/metrics")).text
+                    return f"\npaylive_in_flight {count}.0\n" in metrics
+
                 redis.pause()
                 try:
                     async with anyio.create_task_group() as tg:
                         for _ in range(4):
                             tg.start_soon(command, "mine", mine)
-                        await anyio.sleep(0.5)  # two inside, waiting on Redis; two refused
+                        # Two inside, waiting on Redis; two refused.
+                        await until(lambda: len(answers["mine"]) == 2 and in_flight(2))
                         tg.start_soon(command, "other", other)
-                        await anyio.sleep(0.3)
+                        await until(lambda: in_flight(3))  # the other session's got in
                         redis.resume()
                 finally:
                     redis.resume()
