@@ -15,7 +15,13 @@ from ..support.servers import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.anyio
 
-SERVER_ENV = {"PAYLIVE_SESSION_TTL_MS": "1500", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1200"}
+SERVER_ENV = {
+    "PAYLIVE_SESSION_TTL_MS": "1500",
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1200",
+    # The slow consumer's queue (sixty-four on an admin feed); the other tests' sockets
+    # are read all along and get a few messages at a time.
+    "PAYLIVE_SEND_QUEUE_SIZE": "4",
+}
 
 
 async def test_an_untouched_session_expires(server: Server, http: httpx.AsyncClient) -> None:
@@ -53,10 +59,10 @@ async def test_expiry_waits_for_the_attempt_in_flight(
     await sock.conn.close()
 
 
-async def test_a_consumer_that_cannot_keep_up_is_closed_1013() -> None:
-    with Server({"PAYLIVE_SEND_QUEUE_SIZE": "4"}) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            await _slow_consumer(server, http)
+async def test_a_consumer_that_cannot_keep_up_is_closed_1013(
+    server: Server, http: httpx.AsyncClient
+) -> None:
+    await _slow_consumer(server, http)
 
 
 async def _slow_consumer(server: Server, http: httpx.AsyncClient) -> None:
