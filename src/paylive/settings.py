@@ -209,6 +209,9 @@ class Settings:
     # arrive within the timeout; past the limit a worker answers 503 ``overloaded``
     # and refuses socket handshakes; sockets on one session past the cap close 1013.
     header_timeout_ms: int = 10_000
+    # An idle kept-alive connection is closed this long after its last answer
+    # (uvicorn's keep-alive timer, whose default it keeps).
+    keepalive_ms: int = 5_000
     max_connections: int = 10_000
     max_sockets_per_session: int = 8
     # Server-Sent Events and long-polling (docs/protocol.md 4.2): a comment this often
@@ -866,6 +869,8 @@ VARIABLES: tuple[Variable, ...] = (
              "the longest delay between tries of a failing effect"),
     _bounded("PAYLIVE_HEADER_TIMEOUT_MS", "header_timeout_ms", 100, 600_000,
              "a request's headers, then its body, must arrive within this"),
+    _bounded("PAYLIVE_KEEPALIVE_MS", "keepalive_ms", 100, 600_000,
+             "an idle kept-alive connection is closed this long after its last answer"),
     _bounded("PAYLIVE_MAX_CONNECTIONS", "max_connections", 1, 1_000_000,
              "open connections per worker; past it 503 overloaded"),
     _bounded("PAYLIVE_MAX_SOCKETS_PER_SESSION", "max_sockets_per_session", 1, 10_000,

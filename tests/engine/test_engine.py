@@ -724,12 +724,12 @@ async def test_redis_keeps_a_session_whose_outbox_owes_a_call_past_its_expiry(
         await engine.create(session, {}, b"n")
         owed = with_refund(session, 1, T0 + 100)
         assert await engine.save(owed, 0, [b"late"], {})
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.3)  # past the retention of 0.2 s
         assert await engine.load("ps_owed") is not None, "no expiry while a call is owed"
         done_effect = replace(owed.effects[0], status="done", next_at=None, done_at=T0 + 200)
         confirmed = replace(owed, seq=2, effects=(done_effect,))
         assert await engine.save(confirmed, 1, [b"d"], {})
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.3)
         assert await engine.load("ps_owed") is not None, "no expiry while it awaits review"
         resolved = replace(confirmed, seq=3, needs_review=False)
         assert await engine.save(resolved, 2, [b"r"], {})
@@ -911,7 +911,7 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
     healthy and keeps delivering: no resync."""
     engine = await redis_engines(
         redis_pool_size=1,
-        redis_timeout_ms=2_000,
+        redis_timeout_ms=1_000,
         redis_probe_interval_ms=100,
         redis_probe_timeout_ms=200,
     )
@@ -921,22 +921,23 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
     session = make_session("ps_busy")
     await publisher.create(session, {}, b"n")
 
-    async def hog() -> None:
-        # Holds the engine's only command connection: the server blocks it 1.5 s.
-        async with engine._client.op():
-            await engine._client.r.blpop(["paylive:test:nothing"], 1.5)
-
-    hogs = [asyncio.create_task(hog()) for _ in range(2)]
-    await anyio.sleep(0.1)
-    with pytest.raises(EngineUnavailable):
-        await engine.load("ps_busy")  # the pool is exhausted: 503 material
-    for seq in range(1, 6):
-        assert await publisher.save(replace(session, seq=seq), seq - 1, [b"e%d" % seq], {})
-        await anyio.sleep(0.3)
-    await asyncio.gather(*hogs, return_exceptions=True)
+    pool = engine._client._pool
+    assert pool is not None
+    # The engine's only command connection, taken as a long command takes it, for as
+    # long as the test says (about 1.8 s: nine probe timeouts).
+    held = await pool.get_connection()
+    try:
+        with pytest.raises(EngineUnavailable):
+            await engine.load("ps_busy")  # the pool is exhausted for 1 s: 503 material
+        for seq in range(1, 6):
+            assert await publisher.save(replace(session, seq=seq), seq - 1, [b"e%d" % seq], {})
+            await anyio.sleep(0.15)
+    finally:
+        await pool.release(held)
     await eventually(lambda: len(rec.of("ps_busy")) == 5)
     assert rec.of("ps_busy") == [b"e1", b"e2", b"e3", b"e4", b"e5"]
     assert engine.subscription_healthy and rec.resyncs == 0
+    assert await engine.load("ps_busy") is not None, "the connection serves again"
 
 
 @pytest.mark.redis
@@ -1015,7 +1016,8 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
     """Stopped: connections close. Frozen (SIGSTOP): nothing answers and nothing closes,
     so only the timeouts and the probe can tell."""
     server = redisproc.start_redis(tmp_path / "outage", appendonly=True)
-    engine = RedisEngine(server.url, FAST_PROBE.redis)
+    # Frozen, each of the four calls below waits out this timeout (1 s by default).
+    engine = RedisEngine(server.url, replace(FAST_PROBE, redis_timeout_ms=600).redis)
     try:
         await engine.start()
         assert engine.subscription_healthy
@@ -1030,7 +1032,7 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
             server.stop()
         else:
             server.pause()
-        # Three calls, each must give up within about a second.
+        # Three calls, each must give up within about a second (its timeout is 0.6 s).
         assert await _assert_unavailable_fast(engine) < 4.0
         started = time.monotonic()
         with pytest.raises(EngineUnavailable):
@@ -1063,7 +1065,9 @@ async def test_outage_fails_fast_and_recovers(tmp_path: Path, outage: str) -> No
 @needs_redis
 async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
     server = redisproc.RedisProc(port=redisproc.free_port(), directory=tmp_path / "late")
-    engine = RedisEngine(server.url, replace(SETTINGS, redis_backoff_cap_ms=300).redis)
+    # The start waits twice the command timeout for a subscription that cannot come.
+    part = replace(SETTINGS, redis_backoff_cap_ms=300, redis_timeout_ms=500).redis
+    engine = RedisEngine(server.url, part)
     try:
         rec = Recorder(engine)
         started = time.monotonic()
@@ -1087,11 +1091,30 @@ async def test_starting_while_redis_is_down(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[redisproc.RedisClusterProc]:
+    """One three-node cluster for the module: ``redis-cli --cluster create`` waits in
+    whole seconds for the nodes to join, about 3 s of each start."""
+    if redisproc.REDIS_SERVER is None or redisproc.REDIS_CLI is None:
+        pytest.skip("redis-server and redis-cli are needed")
+    cluster = redisproc.start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.redis
 @needs_redis
 @pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
-async def test_cluster(tmp_path: Path, sharded: bool) -> None:
-    cluster = redisproc.start_cluster(tmp_path / "cluster")
+async def test_cluster(redis_cluster: redisproc.RedisClusterProc, sharded: bool) -> None:
+    cluster = redis_cluster
+    # Each test starts from an empty cluster with its command counts at zero.
+    cluster.flushall()
+    for node in cluster.nodes:
+        assert redisproc.command(node.port, "CONFIG", "RESETSTAT").startswith(b"+OK")
     engines: list[RedisEngine] = []
     try:
         engine = RedisEngine(
@@ -1184,7 +1207,6 @@ async def test_cluster(tmp_path: Path, sharded: bool) -> None:
         with anyio.fail_after(CLOSE_TIMEOUT_S):
             for engine in engines:
                 await engine.close()
-        cluster.stop()
 
 
 async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> None:

@@ -15,7 +15,13 @@ from ..support.servers import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.anyio
 
-SERVER_ENV = {"PAYLIVE_SESSION_TTL_MS": "1500", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1200"}
+SERVER_ENV = {
+    "PAYLIVE_SESSION_TTL_MS": "1500",
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1200",
+    # The slow consumer's queue (sixty-four on an admin feed); the other tests' sockets
+    # are read all along and get a few messages at a time.
+    "PAYLIVE_SEND_QUEUE_SIZE": "4",
+}
 
 
 async def test_an_untouched_session_expires(server: Server, http: httpx.AsyncClient) -> None:
@@ -53,17 +59,20 @@ async def test_expiry_waits_for_the_attempt_in_flight(
     await sock.conn.close()
 
 
-async def test_a_consumer_that_cannot_keep_up_is_closed_1013() -> None:
-    with Server({"PAYLIVE_SEND_QUEUE_SIZE": "4"}) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            await _slow_consumer(server, http)
+async def test_a_consumer_that_cannot_keep_up_is_closed_1013(
+    server: Server, http: httpx.AsyncClient
+) -> None:
+    await _slow_consumer(server, http)
 
 
 async def _slow_consumer(server: Server, http: httpx.AsyncClient) -> None:
     # A reader that never reads, with the smallest receive buffer the kernel allows,
-    # so the server's writes back up into its queue of 8.
+    # so the server's writes back up into its queue. Small segments too: the server's
+    # send buffer grows with the segment size (to about 2 MB on loopback's 64 KB ones),
+    # and must fill before its writes wait.
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
     raw.connect(("127.0.0.1", server.port))
     slow = await connect(
         f"{server.ws_url}/ws/admin?token={ADMIN_TOKEN}", sock=raw, max_queue=1, max_size=2**20
@@ -78,9 +87,12 @@ async def _slow_consumer(server: Server, http: httpx.AsyncClient) -> None:
         with anyio.move_on_after(20):
             while len(created) < 3000:
                 created.append((await create(http, metadata=padding))["id"])
-                if len(created) % 25 == 0 and await _slow_consumers(http) > 0:
+                if len(created) % 10 == 0 and await _slow_consumers(http) > 0:
                     break
-        await anyio.sleep(0.5)
+        # The brisk feed catches up with the last sessions (asserted below), bounded.
+        with anyio.move_on_after(5):
+            while not set(created) <= _created_seen(brisk):
+                await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
     # The slow reader now drains what it has and sees the close.
     with anyio.fail_after(10):
@@ -92,9 +104,12 @@ async def _slow_consumer(server: Server, http: httpx.AsyncClient) -> None:
     assert slow.close_code == 1013, f"closed with {slow.close_code} after {len(created)} sessions"
     # The brisk feed was not held back: it is open and saw every session created.
     assert brisk.conn.close_code is None
-    seen = {m["session"] for m in brisk.received if m["type"] == "admin.created"}
-    assert set(created) <= seen
+    assert set(created) <= _created_seen(brisk)
     await brisk.conn.close()
+
+
+def _created_seen(feed: Socket) -> set[str]:
+    return {m["session"] for m in feed.received if m["type"] == "admin.created"}
 
 
 async def _slow_consumers(http: httpx.AsyncClient) -> float:

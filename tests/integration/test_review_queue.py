@@ -83,6 +83,7 @@ async def test_a_flagged_case_outlives_its_retention_until_it_is_resolved(
                 got = await http.get(
                     f"/api/admin/effects?status=all&session={sid}", headers=admin()
                 )
+                assert got.status_code == 200, got.text
                 found = got.json()["effects"]
                 return bool(found) and all(e["status"] == "done" for e in found)
 
@@ -91,10 +92,26 @@ async def test_a_flagged_case_outlives_its_retention_until_it_is_resolved(
             flagged = (await summary(http))["needs_review"]
             assert flagged == 1
 
-            confirmed_at = time.monotonic()
-            while time.monotonic() - confirmed_at < 3 * RETENTION_MS / 1000:  # three retentions
+            # A control session ended after the flagged one's last save: once the engine
+            # has forgotten it, the retention has passed for the flagged one too, and
+            # the purge has run (rather than waiting a fixed three retentions).
+            control = await create(http)
+            ended = await http.post(f"/api/sessions/{control['id']}/cancel", headers=merchant())
+            assert ended.status_code == 200, ended.text
+
+            async def control_held() -> bool:
+                got = await http.get(
+                    f"/api/sessions/{control['id']}/events?wait=0", headers=admin()
+                )
+                assert got.status_code in (200, 404), got.text
+                return got.status_code == 200
+
+            deadline = time.monotonic() + 5 * RETENTION_MS / 1000
+            while await control_held():
+                assert time.monotonic() < deadline, "the control session was never purged"
                 assert sid in await review_list(http), "it fell out of the review list"
-                await anyio.sleep(0.5)
+                await anyio.sleep(0.2)
+            assert sid in await review_list(http), "it was purged with the control session"
             got = await http.get(f"/api/sessions/{sid}", headers=merchant())
             assert got.status_code == 200 and got.json()["needs_review"] is True
             assert (await summary(http))["needs_review"] == flagged

@@ -13,6 +13,7 @@ from __future__ import annotations
 import selectors
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,47 @@ import pytest
 from ..support.client import create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import API_KEY, Server
-from ..support.waiting import closed_by_server
+from ..support.waiting import closed_by_server, until
 
 pytestmark = pytest.mark.anyio
 
 OK = "4242424242424242"
 DECLINED = "4000000000000002"
+NEVER = "4000000000000408"  # the sandbox never answers the charge
 # Short, so the tests wait little; long enough that a busy machine never trips it
 # for a client that sends its headers at once.
 HEADER_TIMEOUT_S = 1.5
+# An idle connection's keep-alive (uvicorn's timer, 5 s unless set): short, so that
+# the keep-alive test waits little; longer than the 0.5 s between its blank lines.
+KEEPALIVE_S = 2.0
 
-SERVER_ENV = {"PAYLIVE_HEADER_TIMEOUT_MS": str(int(HEADER_TIMEOUT_S * 1000))}
+# The module's server, shared by the tests whose settings agree: a send queue of four
+# (the replay test), a provider deadline (the hanging provider's test) and no retry
+# delay mean nothing to the trickle and keep-alive tests, which send no command.
+SERVER_ENV = {
+    "PAYLIVE_HEADER_TIMEOUT_MS": str(int(HEADER_TIMEOUT_S * 1000)),
+    "PAYLIVE_KEEPALIVE_MS": str(int(KEEPALIVE_S * 1000)),
+    "PAYLIVE_SEND_QUEUE_SIZE": "4",
+    "PAYLIVE_RETRY_DELAY_MS": "0",
+    "PAYLIVE_PROVIDER_DEADLINE_MS": "500",
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1500",
+}
+# Long enough that a request sent as soon as a decline is seen arrives before its
+# retry_at on a loaded machine.
+RETRY_DELAY_MS = 1500
+
+
+@pytest.fixture(scope="module")
+def retrying() -> Iterator[Server]:
+    """A server of the tests that retry across ``retry_at``, and of the slow-bodies
+    test (which sends no retry: its long header timeout and door of 64 are its own)."""
+    env = {
+        "PAYLIVE_RETRY_DELAY_MS": str(RETRY_DELAY_MS),
+        "PAYLIVE_HEADER_TIMEOUT_MS": "8000",
+        "PAYLIVE_MAX_IN_FLIGHT": "64",
+    }
+    with Server(env) as srv:
+        yield srv
 
 
 def early_answered(kind: str) -> bytes:
@@ -159,8 +190,9 @@ def test_a_worker_at_its_connection_limit_still_answers_a_fresh_customer() -> No
     with Server(env) as srv:
         trickler = Trickler(srv.port, ["401", "413"] * 50)
         try:
-            trickler.run(until=time.monotonic() + 5, stop_when_closed=False)  # answers in
-            deadline = time.monotonic() + 5
+            # Every answer in, the connections still trickling (within their 5 s header
+            # timeout): the fresh customer comes while they are all held open.
+            deadline = time.monotonic() + 10
             while trickler.answered() < 100 and time.monotonic() < deadline:
                 trickler.run(until=time.monotonic() + 0.1, stop_when_closed=False)
             assert trickler.answered() == 100
@@ -216,7 +248,8 @@ def test_a_body_sent_steadily_but_slowly_is_cut_off_by_one_deadline(server: Serv
 
 def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) -> None:
     """Blank lines start no request: they must not restart the keep-alive timer
-    (uvicorn's, 5 s), so the connection is closed on time however many come."""
+    (uvicorn's, PAYLIVE_KEEPALIVE_MS), so the connection is closed on time however many
+    come."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     try:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -227,7 +260,7 @@ def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) 
             first += chunk
         started = time.monotonic()
         closed = False
-        while time.monotonic() - started < 9:
+        while time.monotonic() - started < KEEPALIVE_S + 4:
             try:
                 sock.send(b"\r\n")
             except (ConnectionResetError, BrokenPipeError):
@@ -237,8 +270,8 @@ def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) 
                 closed = True
                 break
         took = time.monotonic() - started
-        assert closed, "still open after 9 s of blank lines"
-        assert took <= 5 + 1.5, f"closed after {took:.2f} s"
+        assert closed, f"still open after {KEEPALIVE_S + 4} s of blank lines"
+        assert took <= KEEPALIVE_S + 1.5, f"closed after {took:.2f} s"
     finally:
         sock.close()
 
@@ -246,43 +279,44 @@ def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) 
 # The door's places ----------------------------------------------------------------
 
 
-async def test_slow_bodies_of_one_secret_leave_the_door_open_to_others() -> None:
+async def test_slow_bodies_of_one_secret_leave_the_door_open_to_others(
+    retrying: Server,
+) -> None:
     """One client secret sending 64 bodies slowly: another session's command and a
     session creation still get in (before, each slow body held one of the 64 places)."""
-    env = {"PAYLIVE_HEADER_TIMEOUT_MS": "8000", "PAYLIVE_MAX_IN_FLIGHT": "64"}
-    with Server(env) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
-            mine, other = await create(http), await create(http)
-            head = (
-                f"POST /api/sessions/{mine['id']}/attempts HTTP/1.1\r\nHost: x\r\n"
-                f"Authorization: Bearer {mine['client_secret']}\r\n"
-                "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
-                '{"payment_method": '
-            ).encode()
-            slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(64)]
-            try:
-                for sock in slow:
-                    sock.sendall(head)
-                await anyio.sleep(0.5)  # every one of them is inside, waiting for its body
-                pay = await http.post(
-                    f"/api/sessions/{other['id']}/attempts",
-                    json={"payment_method": {"card": OK}},
-                    headers={"Authorization": f"Bearer {other['client_secret']}"},
-                )
-                assert pay.status_code == 202, pay.text
-                created = await http.post(
-                    "/api/sessions",
-                    json={"order_id": "o-2", "amount": 100, "currency": "EUR"},
-                    headers=merchant(),
-                )
-                assert created.status_code == 201, created.text
-                for sock in slow:
-                    sock.setblocking(False)
-                    with pytest.raises(BlockingIOError):
-                        sock.recv(1)  # still waiting for its body, not refused
-            finally:
-                for sock in slow:
-                    sock.close()
+    srv = retrying
+    async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+        mine, other = await create(http), await create(http)
+        head = (
+            f"POST /api/sessions/{mine['id']}/attempts HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {mine['client_secret']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+            '{"payment_method": '
+        ).encode()
+        slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(64)]
+        try:
+            for sock in slow:
+                sock.sendall(head)
+            await anyio.sleep(0.5)  # every one of them is inside, waiting for its body
+            pay = await http.post(
+                f"/api/sessions/{other['id']}/attempts",
+                json={"payment_method": {"card": OK}},
+                headers={"Authorization": f"Bearer {other['client_secret']}"},
+            )
+            assert pay.status_code == 202, pay.text
+            created = await http.post(
+                "/api/sessions",
+                json={"order_id": "o-2", "amount": 100, "currency": "EUR"},
+                headers=merchant(),
+            )
+            assert created.status_code == 201, created.text
+            for sock in slow:
+                sock.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    sock.recv(1)  # still waiting for its body, not refused
+        finally:
+            for sock in slow:
+                sock.close()
 
 
 # Idempotency-Key across retry_at ---------------------------------------------------
@@ -306,66 +340,70 @@ async def _interrupted(http: httpx.AsyncClient) -> dict[str, object]:
     return found
 
 
-async def test_the_same_key_after_retry_at_starts_the_attempt() -> None:
-    env = {"PAYLIVE_RETRY_DELAY_MS": "1500"}
-    with Server(env) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
-            session = await _interrupted(http)
-            url = f"/api/sessions/{session['id']}/attempts"
-            keyed = {**merchant(), "Idempotency-Key": "retry-once"}
-            pay = {"payment_method": {"card": OK}}
-            early = await http.post(url, json=pay, headers=keyed)
-            assert early.status_code == 409, early.text
-            assert early.json()["error"]["code"] == "retry_not_yet_allowed"
-            retry_at = int(str(session["retry_at"]))
-            while time.time() * 1000 < retry_at + 50:
-                await anyio.sleep(0.05)
-            later = await http.post(url, json=pay, headers=keyed)
-            assert later.status_code == 202, later.text
-            assert len(later.json()["attempts"]) == 2
-            again = await http.post(url, json=pay, headers=keyed)
-            assert again.status_code == 202 and again.json() == later.json(), "replayed"
+async def _until_epoch_ms(at: int) -> None:
+    """Wait for a moment the server named (``retry_at``, epoch milliseconds)."""
+    while time.time() * 1000 < at:
+        await anyio.sleep(0.05)
 
 
-async def test_concurrent_idempotent_retries_across_retry_at_start_one_attempt() -> None:
-    """Requests with one key every 50 ms from before ``retry_at`` to after it: those
-    before are told "not yet" or "in use", exactly one attempt starts, and every
+async def test_the_same_key_after_retry_at_starts_the_attempt(retrying: Server) -> None:
+    async with httpx.AsyncClient(base_url=retrying.url, timeout=5) as http:
+        session = await _interrupted(http)
+        url = f"/api/sessions/{session['id']}/attempts"
+        keyed = {**merchant(), "Idempotency-Key": "retry-once"}
+        pay = {"payment_method": {"card": OK}}
+        early = await http.post(url, json=pay, headers=keyed)
+        assert early.status_code == 409, early.text
+        assert early.json()["error"]["code"] == "retry_not_yet_allowed"
+        await _until_epoch_ms(int(str(session["retry_at"])) + 50)
+        later = await http.post(url, json=pay, headers=keyed)
+        assert later.status_code == 202, later.text
+        assert len(later.json()["attempts"]) == 2
+        again = await http.post(url, json=pay, headers=keyed)
+        assert again.status_code == 202 and again.json() == later.json(), "replayed"
+
+
+async def test_concurrent_idempotent_retries_across_retry_at_start_one_attempt(
+    retrying: Server,
+) -> None:
+    """Requests with one key every 50 ms from 0.6 s before ``retry_at`` to 0.6 s after it:
+    those before are told "not yet" or "in use", exactly one attempt starts, and every
     answer after the first 202 is that 202."""
-    env = {"PAYLIVE_RETRY_DELAY_MS": "1000", "PAYLIVE_SANDBOX_DELAY_MS": "3000"}
-    with Server(env) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
-            session = await _interrupted(http)
-            url = f"/api/sessions/{session['id']}/attempts"
-            keyed = {**merchant(), "Idempotency-Key": "retry-together"}
-            pay = {"payment_method": {"card": OK}}
-            answers: list[tuple[float, httpx.Response]] = []
+    async with httpx.AsyncClient(base_url=retrying.url, timeout=10) as http:
+        session = await _interrupted(http)
+        url = f"/api/sessions/{session['id']}/attempts"
+        keyed = {**merchant(), "Idempotency-Key": "retry-together"}
+        # A charge that never answers: the attempt stays in flight all along, as a slow
+        # provider's would (a quick decline first, so that retry_at comes soon).
+        pay = {"payment_method": {"card": NEVER}}
+        answers: list[tuple[float, httpx.Response]] = []
 
-            async def one() -> None:
-                reply = await http.post(url, json=pay, headers=keyed)
-                answers.append((time.monotonic(), reply))
+        async def one() -> None:
+            reply = await http.post(url, json=pay, headers=keyed)
+            answers.append((time.monotonic(), reply))
 
-            async with anyio.create_task_group() as tg:
-                for _ in range(40):  # 2 s of them, across retry_at
-                    tg.start_soon(one)
-                    await anyio.sleep(0.05)
-            answers.sort(key=lambda pair: pair[0])
-            codes = [
-                reply.status_code if reply.status_code == 202 else reply.json()["error"]["code"]
-                for _, reply in answers
-            ]
-            assert 202 in codes, codes
-            first = codes.index(202)
-            assert set(codes[:first]) <= {"retry_not_yet_allowed", "idempotency_key_in_use"}, codes
-            started = [reply.json() for _, reply in answers[first:]]
-            assert all(
-                reply.status_code == 202
-                or reply.json()["error"]["code"] == "idempotency_key_in_use"
-                for _, reply in answers[first:]
-            ), codes
-            bodies = {str(body) for body in started if "attempts" in body}
-            assert len(bodies) == 1, "every 202 is the same answer"
-            got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
-            assert len(got["attempts"]) == 2, "exactly one attempt started"
+        await _until_epoch_ms(int(str(session["retry_at"])) - 600)
+        async with anyio.create_task_group() as tg:
+            for _ in range(24):  # 1.2 s of them, across retry_at
+                tg.start_soon(one)
+                await anyio.sleep(0.05)
+        answers.sort(key=lambda pair: pair[0])
+        codes = [
+            reply.status_code if reply.status_code == 202 else reply.json()["error"]["code"]
+            for _, reply in answers
+        ]
+        assert 202 in codes, codes
+        first = codes.index(202)
+        assert set(codes[:first]) <= {"retry_not_yet_allowed", "idempotency_key_in_use"}, codes
+        started = [reply.json() for _, reply in answers[first:]]
+        assert all(
+            reply.status_code == 202 or reply.json()["error"]["code"] == "idempotency_key_in_use"
+            for _, reply in answers[first:]
+        ), codes
+        bodies = {str(body) for body in started if "attempts" in body}
+        assert len(bodies) == 1, "every 202 is the same answer"
+        got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
+        assert len(got["attempts"]) == 2, "exactly one attempt started"
 
 
 # A provider that does not answer ----------------------------------------------------
@@ -373,68 +411,70 @@ async def test_concurrent_idempotent_retries_across_retry_at_start_one_attempt()
 HANGS = "4000000000000606"  # the sandbox's charge call hangs for ten minutes
 
 
-async def test_a_provider_that_hangs_holds_a_request_only_until_the_deadline() -> None:
+async def test_a_provider_that_hangs_holds_a_request_only_until_the_deadline(
+    server: Server,
+) -> None:
     """The request (its place at the door, its Idempotency-Key lock) ends at
     PAYLIVE_PROVIDER_DEADLINE_MS; the attempt's timeout then decides the outcome."""
-    env = {"PAYLIVE_PROVIDER_DEADLINE_MS": "500", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "1500"}
-    with Server(env) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
-            session = await create(http)
-            url = f"/api/sessions/{session['id']}/attempts"
-            keyed = {**merchant(), "Idempotency-Key": "hangs-1"}
-            started = time.monotonic()
-            reply = await http.post(url, json={"payment_method": {"card": HANGS}}, headers=keyed)
-            took = time.monotonic() - started
-            assert reply.status_code == 202, reply.text
-            assert took < 3, f"the request was held {took:.1f} s by the provider"
-            assert reply.json()["attempts"][0]["status"] == "processing", "outcome unknown"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        session = await create(http)
+        url = f"/api/sessions/{session['id']}/attempts"
+        keyed = {**merchant(), "Idempotency-Key": "hangs-1"}
+        started = time.monotonic()
+        reply = await http.post(url, json={"payment_method": {"card": HANGS}}, headers=keyed)
+        took = time.monotonic() - started
+        assert reply.status_code == 202, reply.text
+        assert took < 3, f"the request was held {took:.1f} s by the provider"
+        assert reply.json()["attempts"][0]["status"] == "processing", "outcome unknown"
 
-            async def timed_out() -> dict[str, object] | None:
-                got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
-                return got if got["status"] == "interrupted" else None
+        async def timed_out() -> dict[str, object] | None:
+            got = (await http.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
+            return got if got["status"] == "interrupted" else None
 
-            deadline = time.monotonic() + 10
-            while (ended := await timed_out()) is None:
-                assert time.monotonic() < deadline, "the attempt's timeout never decided"
-                await anyio.sleep(0.1)
-            assert ended["last_error"]["reason"] == "timeout"  # type: ignore[index]
-            metrics = (await http.get("/metrics")).text
-            assert "paylive_provider_deadline_total 1.0" in metrics
+        deadline = time.monotonic() + 10
+        while (ended := await timed_out()) is None:
+            assert time.monotonic() < deadline, "the attempt's timeout never decided"
+            await anyio.sleep(0.1)
+        assert ended["last_error"]["reason"] == "timeout"  # type: ignore[index]
+        metrics = (await http.get("/metrics")).text
+        # The module's server: this test is the only one whose provider hangs.
+        assert "paylive_provider_deadline_total 1.0" in metrics
 
 
 # A replay longer than the send queue -------------------------------------------------
 
 
-async def test_a_replay_longer_than_the_send_queue_is_a_snapshot_not_a_close_loop() -> None:
+async def test_a_replay_longer_than_the_send_queue_is_a_snapshot_not_a_close_loop(
+    server: Server,
+) -> None:
     """Six durable events behind ``since=0`` on a queue of four: the socket gets a
     snapshot and stays (before, it was closed 1013 before anything was sent, and the
     client reconnected with the same ``since`` for ever)."""
-    env = {"PAYLIVE_SEND_QUEUE_SIZE": "4", "PAYLIVE_RETRY_DELAY_MS": "0"}
-    with Server(env) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
-            session = await create(http)
-            url = f"/api/sessions/{session['id']}/attempts"
-            for _ in range(2):
-                reply = await http.post(
-                    url, json={"payment_method": {"card": DECLINED}}, headers=merchant()
-                )
-                assert reply.status_code == 202, reply.text
-                deadline = time.monotonic() + 10
-                while True:
-                    got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
-                    if got.json()["status"] == "interrupted":
-                        break
-                    assert time.monotonic() < deadline, "the decline never came"
-                    await anyio.sleep(0.05)
-            seq = got.json()["seq"]
-            assert seq > 2, seq
-            sock = await open_socket(session_url(srv.ws_url, session) + "&since=0")
-            first = await sock.recv()
-            assert first["type"] == "snapshot", first
-            assert first["data"]["session"]["seq"] == seq
-            await sock.send({"type": "ping"})
-            assert (await sock.until(lambda m: m["type"] == "pong"))["type"] == "pong"
-            await sock.conn.close()
+    srv = server  # a send queue of four, and no retry delay
+    async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+        session = await create(http)
+        url = f"/api/sessions/{session['id']}/attempts"
+        for _ in range(2):
+            reply = await http.post(
+                url, json={"payment_method": {"card": DECLINED}}, headers=merchant()
+            )
+            assert reply.status_code == 202, reply.text
+            deadline = time.monotonic() + 10
+            while True:
+                got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
+                if got.json()["status"] == "interrupted":
+                    break
+                assert time.monotonic() < deadline, "the decline never came"
+                await anyio.sleep(0.05)
+        seq = got.json()["seq"]
+        assert seq > 2, seq
+        sock = await open_socket(session_url(srv.ws_url, session) + "&since=0")
+        first = await sock.recv()
+        assert first["type"] == "snapshot", first
+        assert first["data"]["session"]["seq"] == seq
+        await sock.send({"type": "ping"})
+        assert (await sock.until(lambda m: m["type"] == "pong"))["type"] == "pong"
+        await sock.conn.close()
 
 
 # Each session's share of the door --------------------------------------------------
@@ -467,14 +507,20 @@ async def test_one_session_holds_only_its_share_of_the_door(tmp_path: Path) -> N
                     )
                     answers[who].append(reply)
 
+                async def in_flight(count: int) -> bool:
+                    # /metrics reads no Redis: it answers while Redis is frozen.
+                    metrics = (await http.get("/metrics")).text
+                    return f"\npaylive_in_flight {count}.0\n" in metrics
+
                 redis.pause()
                 try:
                     async with anyio.create_task_group() as tg:
                         for _ in range(4):
                             tg.start_soon(command, "mine", mine)
-                        await anyio.sleep(0.5)  # two inside, waiting on Redis; two refused
+                        # Two inside, waiting on Redis; two refused.
+                        await until(lambda: len(answers["mine"]) == 2 and in_flight(2))
                         tg.start_soon(command, "other", other)
-                        await anyio.sleep(0.3)
+                        await until(lambda: in_flight(3))  # the other session's got in
                         redis.resume()
                 finally:
                     redis.resume()

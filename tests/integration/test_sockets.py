@@ -8,6 +8,7 @@ import pytest
 
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.servers import ADMIN_TOKEN, Server
+from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -189,8 +190,13 @@ async def test_resume_with_since_replays_what_was_missed(
     await sock.send({"type": "pay", "payment_method": {"card": DECLINE}})
     first = await sock.state("processing")
     await sock.conn.close()
+
     # Offline while the attempt is declined and a retry prompt goes out.
-    await anyio.sleep(0.6)
+    async def missed() -> bool:
+        got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
+        return bool(got.json()["seq"] == first["seq"] + 2)
+
+    await until(missed, timeout=5)
     resumed = await connect(server, session, since=first["seq"])
     replay = [await resumed.recv(), await resumed.recv()]
     assert [m["type"] for m in replay] == ["state", "retry_prompt"]

@@ -108,6 +108,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         # Compression costs tens of KB of zlib state per socket; events are small.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_keep_alive=settings.keepalive_ms / 1000,  # type: ignore[arg-type]
         backlog=settings.listen_backlog,
         server_header=False,
         # X-Forwarded-For and -Proto from these proxies only (PAYLIVE_TRUSTED_PROXIES).
