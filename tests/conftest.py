@@ -45,36 +45,49 @@ sys.dont_write_bytecode = False
 # Files whose tests are independent cases against one module server, long enough to
 # be the last process's tail alone: their tests are dealt into this many parts, each
 # a group of its own with a server of its own (the CRC of the test id picks the part,
-# so that every process computes the same one).
-SPLIT = {"tests/fuzz/test_openapi.py": 3, "tests/browser/test_accessibility.py": 2}
+# so that every process computes the same one). A part costs a server start and, for
+# the fuzz file, a schema load and a first Hypothesis run: two parts, not more.
+SPLIT = {"tests/fuzz/test_openapi.py": 2, "tests/browser/test_accessibility.py": 2}
+# Files whose tests share nothing (each starts its own servers): every test is a group.
+EACH = {"tests/load/test_bench.py"}
 
-# The groups that take longest (wall seconds measured on the 2-core machine) are handed
-# out first, so that no long file starts last and keeps one process busy alone at the
-# end. Files not listed are short and keep their collection order after these.
+# The groups that take longest (wall seconds of a run of the whole suite on the 2-core
+# machine, docs/testing.md) are handed out first, so that no long file starts last and
+# keeps one process busy alone at the end. Files not listed are short and keep their
+# collection order after these.
 LONGEST_FIRST = [
-    "tests/load/test_restart.py",
-    "tests/load/test_bench.py",
-    "tests/browser/test_accessibility.py",
-    "tests/fuzz/test_openapi.py",
+    "tests/load/test_bench.py",  # 35 + 22 + 8 s, one test a group
+    "tests/browser/test_accessibility.py",  # 65 s in two parts
+    "tests/fuzz/test_openapi.py",  # 50-70 s in two parts
     "tests/browser/test_browser.py",
-    "tests/integration/test_slow_clients.py",
     "tests/integration/test_scaleout.py",
-    "tests/browser/test_transports.py",
-    "tests/integration/test_streams.py",
-    "tests/integration/test_review_queue.py",
-    "tests/integration/test_effects.py",
-    "tests/engine/test_engine.py",
-    "tests/browser/test_receipt.py",
-    "tests/browser/test_screenshots.py",
-    "tests/browser/test_dashboard_work.py",
-    "tests/integration/test_merchant_webhooks.py",
-    "tests/integration/test_stripe.py",
-    "tests/load/test_load.py",
-    "tests/test_style.py",
-    "tests/integration/test_sockets.py",
-    "tests/integration/test_observability.py",
-    "tests/js/test_client_js.py",
+    "tests/integration/test_slow_clients.py",
+    "tests/load/test_restart.py",
     "tests/integration/test_hardening.py",
+    "tests/browser/test_transports.py",
+    "tests/integration/test_sockets.py",
+    "tests/integration/test_effects.py",
+    "tests/integration/test_stripe.py",
+    "tests/browser/test_screenshots.py",
+    "tests/integration/test_streams.py",
+    "tests/js/test_client_js.py",
+    "tests/engine/test_engine.py",
+    "tests/test_style.py",  # mypy without its cache, as on a fresh clone: 15-25 s
+    "tests/browser/test_receipt.py",
+    "tests/browser/test_dashboard_work.py",
+    "tests/load/test_load.py",
+    "tests/integration/test_observability.py",
+    "tests/integration/test_merchant_webhooks.py",
+    "tests/integration/test_preflight.py",
+    "tests/integration/test_archive.py",
+    "tests/browser/test_stripe_checkout.py",
+    "tests/integration/test_refunds.py",
+    "tests/test_package.py",
+    "tests/unit/test_properties.py",
+    "tests/integration/test_receipt.py",
+    "tests/integration/test_review_queue.py",
+    "tests/load/test_serverstats.py",
+    "tests/integration/test_overload.py",
 ]
 
 
@@ -85,6 +98,8 @@ def file_of(nodeid: str) -> str:
 def group_of(nodeid: str) -> str:
     """The unit of work a test belongs to: its file, or a part of a split file."""
     path = file_of(nodeid)
+    if path in EACH:
+        return nodeid
     if path in SPLIT:
         return f"{path}#{zlib.crc32(nodeid.encode()) % SPLIT[path]}"
     return path
