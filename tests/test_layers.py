@@ -10,12 +10,13 @@ relative ones (``from ..x import``), and those inside functions or under
 from __future__ import annotations
 
 import ast
-import gc
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .support.source import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src" / "paylive"
@@ -44,20 +45,6 @@ ONLY = {
 }
 # The packages that call the engine (they import more of it than its exception).
 ENGINE_CALLERS = {"service", "fanout", "runtime", "gateway"}
-
-
-def parse(source: str, filename: str = "<unknown>") -> ast.Module:
-    """``ast.parse`` with the collector paused. On CPython 3.11.7 a collection inside
-    the parse can run a finalizer (a socket another test left open, reported through
-    pytest's warning hook, which parses source itself), and the nested parse fails
-    the outer one with "AST constructor recursion depth mismatch"."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return ast.parse(source, filename)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _rank() -> dict[str, int]:

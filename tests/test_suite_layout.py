@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .support.source import parse
+
 TESTS = Path(__file__).resolve().parent
 # Files another tool owns: the JavaScript client's own unit tests.
 OUTSIDE = (TESTS / "js" / "unit",)
@@ -34,7 +36,7 @@ def fixtures() -> dict[str, list[str]]:
     for path in sorted(TESTS.rglob("*.py")):
         if any(path.is_relative_to(outside) for outside in OUTSIDE):
             continue
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 name = fixture_name(node)

@@ -14,6 +14,8 @@ from paylive.load.config import Config, LoadError, plan
 from paylive.load.records import FeedRecord, Tracked
 from paylive.load.report import merge, percentiles
 
+from ..support.source import parse
+
 
 def session(seq: int = 0, status: str = "created") -> Tracked:
     return Tracked({"id": "s1", "client_secret": "x", "seq": seq, "status": status})
@@ -162,7 +164,7 @@ def test_plan_shares_the_work_out_and_the_config_crosses_a_pipe() -> None:
 def test_the_generator_imports_only_the_protocol_and_the_exception_root() -> None:
     package = Path(paylive.load.__file__).parent
     for path in package.glob("*.py"):
-        tree = ast.parse(path.read_text())
+        tree = parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 2:
                 allowed = ("core.protocol", "errors")
