@@ -35,7 +35,7 @@ from .support.servers import Server
 # the servers the tests start keep the environment as it is.
 sys.dont_write_bytecode = False
 
-# The suite runs in parallel (pytest-xdist, ``-n 6 --dist loadfile`` in pyproject.toml):
+# The suite runs in parallel (pytest-xdist, ``-n 8 --dist loadfile`` in pyproject.toml):
 # a file's tests stay together on one process, so that the servers its module-scoped
 # fixtures start are started once. (xdist's own --dist loadgroup no longer groups
 # anything under pytest 9, which ignores the node id it rewrites: every test was
