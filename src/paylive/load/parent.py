@@ -224,6 +224,11 @@ def execute(
             say(f"opened {sum(m['opened'] for m in opened)} sockets in {timings['open_s']:.1f} s")
         time.sleep(settle_s)
         sampler.take("sockets")
+        # The readings before the drive are taken before its start is set: on a busy
+        # machine they once took longer than the second's lead, and the drive's first
+        # sample came after a one-second drive had ended (no CPU seen at all).
+        lag0 = scrape(base_url, token)
+        redis0 = redis_reading(redis_url) if redis_url else None
         start = time.time() + 1.0
         for worker in workers:
             worker.send({"cmd": "go", "start": start})
@@ -231,8 +236,6 @@ def execute(
             restart.arm(start)
         duration = float(args.duration)
         say(f"driving {args.rate:g} changes/s for {duration:g} s")
-        lag0 = scrape(base_url, token)
-        redis0 = redis_reading(redis_url) if redis_url else None
         time.sleep(max(0.0, start - time.time()))
         sampler.take("drive_start")
         busy0, busy_at0 = machine_busy_s(), time.monotonic()
