@@ -379,7 +379,9 @@ async def test_two_workers_on_a_redis_cluster(
     cluster_started: Future[RedisClusterProc],
 ) -> None:
     cluster = cluster_started.result(timeout=60)
-    env = {"PAYLIVE_REDIS_URL": cluster.url}
+    # Six payments that must succeed: a 1 s attempt timeout was once shorter than two
+    # workers and a 3-node cluster took to answer on a machine loaded to 11.
+    env = {"PAYLIVE_REDIS_URL": cluster.url, "PAYLIVE_ATTEMPT_TIMEOUT_MS": "10000"}
     with started(Server(env), Server(env)) as (a, b):
         async with httpx.AsyncClient(base_url=b.url) as on_b:
             sessions = [await create(on_b) for _ in range(6)]  # spread over the slots
