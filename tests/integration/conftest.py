@@ -50,12 +50,15 @@ def fresh_redis(tmp_path: Path) -> Iterator[redisproc.RedisProc]:
 
 @pytest.fixture(scope="module")
 def pair(redis: redisproc.RedisProc) -> Iterator[tuple[Server, Server]]:
-    """Two workers on one Redis; A's sandbox posts its webhooks to B."""
+    """Two workers on one Redis; A's sandbox posts its webhooks to B. No test of the
+    pair waits for an attempt to time out, and its payments must succeed: attempts wait
+    10 s (at 1 s, a payment on a machine loaded to 11 once timed out, then succeeded late)."""
     port_b = free_port()
-    b = Server({"PAYLIVE_REDIS_URL": redis.url}, port=port_b)
+    patient = {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_ATTEMPT_TIMEOUT_MS": "10000"}
+    b = Server(patient, port=port_b)
     a = Server(
         {
-            "PAYLIVE_REDIS_URL": redis.url,
+            **patient,
             "PAYLIVE_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{port_b}/webhooks/sandbox",
         }
     )

@@ -201,12 +201,8 @@ async def test_concurrent_commands_on_two_workers_never_both_win(
     async with httpx.AsyncClient(base_url=b.url) as on_b:
         got = (await on_b.get(f"/api/sessions/{session['id']}", headers=merchant())).json()
     assert len(got["attempts"]) == 1, got
-    # One event, the attempt's start; unless the one-second attempt timeout passed
-    # before this read on a loaded machine, when the events after it are the timeout's.
-    if got["attempts"][0]["status"] == "processing":
-        assert got["seq"] == 1, got
-    else:
-        assert got["attempts"][0]["status"] == "timeout", got
+    # One event, the attempt's start (the pair's attempts wait 10 s).
+    assert got["attempts"][0]["status"] == "processing" and got["seq"] == 1, got
 
 
 async def test_killed_worker_loses_no_deadline(redis: RedisProc) -> None:
