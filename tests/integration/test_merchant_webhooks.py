@@ -122,8 +122,11 @@ async def test_down_for_a_while_then_everything_in_order(
         seqs = [a["seq"] for a in mine]
         assert seqs == sorted(seqs)
         assert [e["type"] for e in processed(receiver, session_id)] == expected
-        accepted = [a for a in mine if a["answered"] == 200]
-        assert [a["seq"] for a in accepted] == sorted({a["seq"] for a in accepted})
+        # A try the receiver accepted after paylive stopped waiting for its answer is
+        # made again (at least once; the shop dedupes by webhook-id, as "processed"
+        # does): a seq may be accepted twice, never before the one before it.
+        accepted = [a["seq"] for a in mine if a["answered"] == 200]
+        assert accepted == sorted(accepted) and accepted[0] == seqs[0], mine
     body = processed(receiver, paid_id)[-1]
     assert set(body) == {"id", "type", "created", "session", "seq", "cause", "previous"}
     assert body["session"]["status"] == "succeeded" and body["seq"] == body["session"]["seq"]
