@@ -63,9 +63,14 @@ class Socket:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no matching message in {timeout} s; got {self.types()}")
-            message = await self.recv(left)
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                message = await self.recv(left)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no matching message in {timeout} s; got {self.summary()}"
+                ) from None
             if predicate(message):
                 return message
 
@@ -76,6 +81,18 @@ class Socket:
 
     def types(self) -> list[str]:
         return [m["type"] for m in self.received]
+
+    def summary(self) -> list[str]:
+        """What came, shortly: each message's type and what it says happened (a state's
+        status and cause, an error's code), for a failure's message."""
+        said = []
+        for m in self.received:
+            data = m.get("data") if isinstance(m.get("data"), dict) else {}
+            session = data.get("session") if isinstance(data.get("session"), dict) else {}
+            detail = str(data.get("code") or data.get("cause") or "")
+            status = str(session.get("status", ""))
+            said.append(":".join(x for x in (m["type"], status, detail) if x))
+        return said
 
     def durable(self) -> list[Msg]:
         return [m for m in self.received if m["type"] in ("state", "retry_prompt")]
