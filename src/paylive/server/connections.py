@@ -59,7 +59,7 @@ from .. import metrics
 from ..core.protocol import ErrorCode
 from ..settings import ConnectionSettings, Settings
 from ..web import admission
-from ..web.bodies import BODY_EXTENSION
+from ..web.bodies import BODY_EXTENSION, body_state
 from ..web.errors import error_body, http_status
 from .coalesce import Coalescing
 
@@ -268,7 +268,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
         if upgrade:
             self._command_since = None  # a socket handshake: no door on its way
-        if not upgrade:
+        else:
             deadline = self.loop.time() + self._header_timeout
             extensions = self.scope.setdefault("extensions", {})
             extensions[BODY_EXTENSION] = {"deadline": deadline}
@@ -293,8 +293,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm_body()
-        held = (self.scope.get("extensions") or {}).get(BODY_EXTENSION)
-        if isinstance(held, dict):
+        held = body_state(self.scope)
+        if held is not None:
             held["arrived"] = True  # web.bodies reads it with no deadline to watch
         cycle, since = self.cycle, self._command_since
         self._command_since = None

@@ -29,10 +29,16 @@ class ClientGone(PayliveError):
     """The client closed the connection before its body arrived: nobody to answer."""
 
 
+def body_state(scope: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the connection noted of the request's body (``BODY_EXTENSION``), if it did."""
+    held = (scope.get("extensions") or {}).get(BODY_EXTENSION)
+    return held if isinstance(held, dict) else None
+
+
 def deadline_of(scope: Mapping[str, Any], timeout_s: float) -> float:
     """The loop time by which the body must have arrived."""
-    held = (scope.get("extensions") or {}).get(BODY_EXTENSION)
-    if isinstance(held, Mapping) and isinstance(held.get("deadline"), int | float):
+    held = body_state(scope)
+    if held is not None and isinstance(held.get("deadline"), int | float):
         return float(held["deadline"])
     return asyncio.get_running_loop().time() + timeout_s
 
@@ -67,8 +73,8 @@ async def read_all(scope: Scope, receive: Receive, limit: int, timeout_s: float)
 def arrived(scope: Mapping[str, Any]) -> bool:
     """Whether the connection has the whole body already (``arrived`` in the
     extension), so that reading it cannot wait."""
-    held = (scope.get("extensions") or {}).get(BODY_EXTENSION)
-    return isinstance(held, Mapping) and held.get("arrived") is True
+    held = body_state(scope)
+    return held is not None and held.get("arrived") is True
 
 
 async def _read(receive: Receive, limit: int) -> bytes:
