@@ -13,7 +13,15 @@ import anyio
 import httpx
 import pytest
 
-from ..support.client import Socket, admin, create, merchant, open_socket, session_url
+from ..support.client import (
+    Socket,
+    admin,
+    create,
+    merchant,
+    open_socket,
+    sandbox_outage,
+    session_url,
+)
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import Server
 from ..support.started import started
@@ -44,12 +52,6 @@ def cause(name: str) -> Any:
     return lambda m: m["type"] == "state" and m["data"]["cause"] == name
 
 
-async def outage(http: httpx.AsyncClient, seconds: float) -> None:
-    reply = await http.post("/api/admin/sandbox/outage", json={"seconds": seconds}, headers=admin())
-    assert reply.status_code == 200, reply.text
-    assert (reply.json()["outage_until"] is None) == (seconds == 0)
-
-
 async def outage_over(http: httpx.AsyncClient) -> None:
     """End the outage; the server may still be reconnecting to a restarted Redis."""
 
@@ -75,7 +77,7 @@ async def refund_owed(http: httpx.AsyncClient, ws_url: str) -> tuple[dict[str, A
     assert paying.status_code == 202, paying.text
     cancelled = await http.post(f"/api/sessions/{session['id']}/cancel", headers=merchant())
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    await outage(http, OUTAGE_S)
+    await sandbox_outage(http, OUTAGE_S)
     late = await sock.until(cause("late_success_refunded"), timeout=WAIT_S)
     assert late["data"]["session"]["needs_review"] is True
     return session, sock
@@ -160,7 +162,7 @@ async def test_a_refund_owed_during_an_outage_is_made_once_after_it(
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "effects_pending"
         assert refused.json()["session"]["needs_review"] is True
 
-        await outage(http, 0)
+        await sandbox_outage(http, 0)
         done = await sock.until(cause("effect_done"), timeout=WAIT_S)
         assert done["data"]["effect"]["id"] == f"{sid}:1:refund"
         effect = await done_once(http, sid)
@@ -180,7 +182,7 @@ async def test_a_review_closes_once_nothing_is_pending(server: Server, sandbox_b
         sid = session["id"]
         flagged = await http.get("/api/admin/sessions?status=needs_review", headers=admin())
         assert sid in [s["id"] for s in flagged.json()["sessions"]]
-        await outage(http, 0)
+        await sandbox_outage(http, 0)
         await done_once(http, sid)
         resolved = await http.post(
             f"/api/admin/sessions/{sid}/review",
@@ -272,7 +274,7 @@ async def test_admin_inputs_are_checked(server: Server) -> None:
 async def test_a_charge_in_an_outage_is_a_network_error_and_nothing_moves(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         session = await create(http)
-        await outage(http, 30)
+        await sandbox_outage(http, 30)
         try:
             reply = await http.post(
                 f"/api/sessions/{session['id']}/attempts",
@@ -298,7 +300,7 @@ async def test_a_charge_in_an_outage_is_a_network_error_and_nothing_moves(server
                 retry.status_code == 503 and retry.json()["error"]["code"] == "gateway_unavailable"
             )
         finally:
-            await outage(http, 0)
+            await sandbox_outage(http, 0)
         assert await ledger(http, session["id"]) == []
         retry = await http.post(
             f"/api/sessions/{session['id']}/attempts", json={}, headers=merchant()
@@ -347,12 +349,12 @@ async def test_a_provider_that_authorizes_first_is_paid_when_the_capture_is_conf
             await sock.recv()
             await sock.send({"type": "pay", "payment_method": {"card": OK}})
             await sock.until(cause("attempt_started"), timeout=WAIT_S)
-            await outage(http, OUTAGE_S)
+            await sandbox_outage(http, OUTAGE_S)
             timed_out = await sock.until(lambda m: m["type"] == "state", timeout=WAIT_S)
             assert timed_out["data"]["cause"] == "timeout"
             assert timed_out["data"]["session"]["attempts"][0]["status"] == "timeout"
             await tried_and_pending(http, session["id"])  # the capture failed in the outage
-            await outage(http, 0)
+            await sandbox_outage(http, 0)
             late = await sock.state("succeeded", timeout=WAIT_S)
             assert late["data"]["cause"] == "late_success"
             assert await ledger(http, session["id"]) == [(1, "charge"), (1, "capture")]
@@ -387,7 +389,7 @@ async def test_the_refund_survives_the_death_of_the_worker_that_decided_it(
                 assert [e["status"] for e in await effects(http, f"status=all&session={sid}")] == [
                     "pending"
                 ]
-                await outage(http, 0)
+                await sandbox_outage(http, 0)
                 effect = await done_once(http, sid)
                 assert effect["id"] == f"{sid}:1:refund"
                 history = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())

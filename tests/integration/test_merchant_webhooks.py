@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from paylive.core import standard_webhooks
 from paylive.core.signature import SignatureError
 
-from ..support.client import admin, create, merchant
+from ..support.client import admin, create, merchant, sandbox_outage
 from ..support.receiver import Receiver
 from ..support.servers import Server
 from ..support.waiting import until
@@ -271,8 +271,7 @@ async def test_refunded_once_confirmed_and_review_resolved_by_staff(
     # The provider is down while its late success is given back: down for longer than
     # the test needs, which ends the outage once it has seen the refund owed (a fixed
     # outage was waited out).
-    outage = await http.post("/api/admin/sandbox/outage", json={"seconds": 60}, headers=admin())
-    assert outage.status_code == 200, outage.text
+    await sandbox_outage(http, 60)
 
     def outcomes() -> list[str]:
         return [e["type"] for e in processed(receiver, sid) if e["type"] != "session.updated"]
@@ -283,8 +282,7 @@ async def test_refunded_once_confirmed_and_review_resolved_by_staff(
         assert [e["kind"] for e in owed.json()["effects"]] == ["refund"]
         assert "session.refunded" not in outcomes(), "decided is not refunded: not confirmed yet"
     finally:
-        back = await http.post("/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin())
-        assert back.status_code == 200, back.text
+        await sandbox_outage(http, 0)
 
     await until(lambda: "session.refunded" in outcomes(), timeout=20)
     [refunded] = [e for e in processed(receiver, sid) if e["type"] == "session.refunded"]

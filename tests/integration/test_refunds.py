@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..support.client import admin, create, merchant
+from ..support.client import admin, create, merchant, sandbox_outage
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import Server
 from ..support.started import started
@@ -216,10 +216,7 @@ async def test_a_refund_decided_in_an_outage_is_made_once_by_the_other_worker(
                 sid = await paid_session(on_doomed)
                 # Longer than the test needs: it ends the outage once the doomed worker
                 # has tried the refund in it and died (a fixed outage was waited out).
-                out = await on_doomed.post(
-                    "/api/admin/sandbox/outage", json={"seconds": 60}, headers=admin()
-                )
-                assert out.status_code == 200
+                await sandbox_outage(on_doomed, 60)
                 made = await refund(on_doomed, sid, {"amount": 40}, "outage-1")
                 assert made.status_code == 202, made.text
 
@@ -233,10 +230,7 @@ async def test_a_refund_decided_in_an_outage_is_made_once_by_the_other_worker(
                 await until(tried, WAIT_S)
             doomed.stop(signal.SIGKILL)
             async with httpx.AsyncClient(base_url=survivor.url, timeout=10) as http:
-                back = await http.post(
-                    "/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin()
-                )
-                assert back.status_code == 200
+                await sandbox_outage(http, 0)
                 got = await refunded(http, sid, 40)
                 [effect] = got["refunds"]
                 assert effect["id"] == f"{sid}:1:refund.1"

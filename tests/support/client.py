@@ -32,6 +32,13 @@ async def create(http: httpx.AsyncClient, **body: Any) -> Msg:
     return reply.json()
 
 
+async def sandbox_outage(http: httpx.AsyncClient, seconds: float) -> None:
+    """The sandbox provider unreachable for ``seconds`` from now; 0 ends an outage."""
+    reply = await http.post("/api/admin/sandbox/outage", json={"seconds": seconds}, headers=admin())
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["outage_until"] is None) == (seconds == 0)
+
+
 class Socket:
     """A customer or admin socket that keeps every message it received."""
 
