@@ -858,7 +858,7 @@ VARIABLES: tuple[Variable, ...] = (
     _bounded("PAYLIVE_HISTORY_CAP", "history_cap", 16, 100_000,
              "durable events kept per session for since= replay"),
     _bounded("PAYLIVE_REDIS_POOL_SIZE", "redis_pool_size", 1, 10_000,
-             "Redis connections per worker for commands"),
+             "Redis connections per worker for listings, probes and counters"),
     _bounded("PAYLIVE_REDIS_TIMEOUT_MS", "redis_timeout_ms", 50, 60_000,
              "connect, read and pool-wait timeout of Redis commands"),
     _bounded("PAYLIVE_EFFECT_REVIEW_AFTER_MS", "effect_review_after_ms", 100, 30 * _DAY,

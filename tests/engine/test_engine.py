@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from paylive.core.effects import Delivery, GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
@@ -903,12 +904,50 @@ async def test_records_stored_as_json_before_still_load(
 
 @pytest.mark.redis
 @needs_redis
+async def test_a_held_command_connection_is_not_a_lost_subscription(
+    redis_engines: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    """The shared command connection held by a long command (a BLPOP, as a slow
+    script would hold it) for longer than the timeout: the commands behind it fail with
+    EngineUnavailable within about the timeout, yet the subscription is checked on its
+    own connection, stays healthy and keeps delivering: no resync. The next command
+    gets a fresh connection."""
+    engine = await redis_engines(
+        redis_timeout_ms=600,
+        redis_probe_interval_ms=100,
+        redis_probe_timeout_ms=200,
+    )
+    publisher = await redis_engines()
+    rec = Recorder(engine)
+    await engine.subscribe("ps_busy")
+    session = make_session("ps_busy")
+    await publisher.create(session, {}, b"n")
+    assert await engine.load("ps_busy") is not None
+
+    held = asyncio.create_task(engine._client.call("BLPOP", "paylive:test:never", 30))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable):
+        async with engine._client.op():
+            await asyncio.gather(held, engine.load("ps_busy"))
+    assert time.monotonic() - started < 2.0, "bounded by the timeout, not by the BLPOP"
+    for seq in range(1, 6):
+        assert await publisher.save(replace(session, seq=seq), seq - 1, [b"e%d" % seq], {})
+    await eventually(lambda: len(rec.of("ps_busy")) == 5)
+    assert rec.of("ps_busy") == [b"e1", b"e2", b"e3", b"e4", b"e5"]
+    assert engine.subscription_healthy and rec.resyncs == 0
+    loaded = await engine.load("ps_busy")
+    assert loaded is not None and loaded.seq == 5, "a fresh connection serves again"
+
+
+@pytest.mark.redis
+@needs_redis
 async def test_a_saturated_command_pool_is_not_a_lost_subscription(
     redis_engines: Callable[..., Awaitable[RedisEngine]],
 ) -> None:
-    """Every command connection busy for many probe timeouts: commands fail with
-    EngineUnavailable, yet the subscription is checked on its own connection, stays
-    healthy and keeps delivering: no resync."""
+    """Every pooled connection (the one for listings and probes) busy for many probe
+    timeouts: its commands fail with EngineUnavailable, yet the subscription is checked
+    on its own connection, stays healthy and keeps delivering: no resync."""
     engine = await redis_engines(
         redis_pool_size=1,
         redis_timeout_ms=1_000,
@@ -923,12 +962,12 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
 
     pool = engine._client._pool
     assert pool is not None
-    # The engine's only command connection, taken as a long command takes it, for as
-    # long as the test says (about 1.8 s: nine probe timeouts).
+    # The pool's only connection, taken as a long command takes it, for as long as the
+    # test says (about 1.8 s: nine probe timeouts).
     held = await pool.get_connection()
     try:
         with pytest.raises(EngineUnavailable):
-            await engine.load("ps_busy")  # the pool is exhausted for 1 s: 503 material
+            await engine.list_sessions(False, 10)  # exhausted for 1 s: 503 material
         for seq in range(1, 6):
             assert await publisher.save(replace(session, seq=seq), seq - 1, [b"e%d" % seq], {})
             await anyio.sleep(0.15)
@@ -937,7 +976,56 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
     await eventually(lambda: len(rec.of("ps_busy")) == 5)
     assert rec.of("ps_busy") == [b"e1", b"e2", b"e3", b"e4", b"e5"]
     assert engine.subscription_healthy and rec.resyncs == 0
-    assert await engine.load("ps_busy") is not None, "the connection serves again"
+    assert [s.id for s in await engine.list_sessions(False, 10)] == ["ps_busy"]
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_the_commands_of_one_turn_share_one_write_and_keep_their_order(
+    redis_engines: Callable[..., Awaitable[RedisEngine]], redis_server: RedisProc
+) -> None:
+    """Forty loads started in one turn reach Redis in a few reads, not forty, and each
+    gets its own session; one cancelled on the way leaves its reply to be dropped, not
+    handed to the next; an error reply fails its command only."""
+    engine = await redis_engines()
+    ids = [f"ps_turn{i}" for i in range(40)]
+    for session_id in ids:
+        await engine.create(make_session(session_id), {}, b"n")
+    trips = RoundTrips(redis_server)
+    loads = [asyncio.create_task(engine.load(session_id)) for session_id in ids]
+    await asyncio.sleep(0)
+    loads[5].cancel()
+    done = await asyncio.gather(*loads, return_exceptions=True)
+    reads = trips.spent()
+    assert isinstance(done[5], asyncio.CancelledError)
+    got = [s.id for i, s in enumerate(done) if i != 5 and isinstance(s, Session)]
+    assert got == [session_id for i, session_id in enumerate(ids) if i != 5]
+    assert 1 <= reads <= 4, f"{reads} reads for 40 commands"
+
+    with pytest.raises(ResponseError):
+        await engine._client.call("HGET", "only-a-key")
+    loaded = await engine.load("ps_turn7")
+    assert loaded is not None and loaded.id == "ps_turn7"
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_a_killed_command_connection_is_made_anew(
+    redis_engines: Callable[..., Awaitable[RedisEngine]], redis_server: RedisProc
+) -> None:
+    """Redis closes the shared connection (CLIENT KILL, as a restart or a proxy would):
+    a command then in flight fails as unavailable, and the next one connects again."""
+    engine = await redis_engines()
+    await engine.create(make_session("ps_kill"), {}, b"n")
+    assert await engine.load("ps_kill") is not None
+    in_flight = asyncio.create_task(engine._client.call("BLPOP", "paylive:test:never", 5))
+    await asyncio.sleep(0.1)
+    redisproc.command(redis_server.port, "CLIENT", "KILL", "TYPE", "normal")
+    with pytest.raises(EngineUnavailable):
+        async with engine._client.op():
+            await in_flight
+    loaded = await engine.load("ps_kill")
+    assert loaded is not None and loaded.id == "ps_kill"
 
 
 @pytest.mark.redis
@@ -945,16 +1033,17 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
 async def test_the_command_pool_hands_its_connections_on_in_turn(
     redis_engines: Callable[..., Awaitable[RedisEngine]],
 ) -> None:
-    """One connection, many commands at once: each waits for it in turn, and a waiter
+    """One pooled connection (listings, probes), many commands at once: each waits for it in turn, and a waiter
     that gives up (cancelled) passes its turn on instead of keeping it."""
     engine = await redis_engines(redis_pool_size=1, redis_timeout_ms=2_000)
     await engine.create(make_session("ps_pool"), {}, b"n")
-    loads = [asyncio.create_task(engine.load("ps_pool")) for _ in range(20)]
+    loads = [asyncio.create_task(engine.list_sessions(False, 5)) for _ in range(20)]
     await asyncio.sleep(0)
     loads[5].cancel()
     done = await asyncio.gather(*loads, return_exceptions=True)
     assert isinstance(done[5], asyncio.CancelledError)
-    assert all(isinstance(s, Session) for i, s in enumerate(done) if i != 5)
+    assert all(isinstance(s, list) for i, s in enumerate(done) if i != 5)
+    assert [s.id for s in done[0]] == ["ps_pool"]  # type: ignore[union-attr]
     pool = engine._client._pool
     assert pool is not None and len(pool._available_connections) == 1
 

@@ -1,6 +1,9 @@
 """Which Redis client runs the commands, and what its failures mean.
 
-Commands use a ``LeanPool`` of ``redis_pool_size`` connections (redis-py 8 raises
+On one node, the commands of every state change (its script, and a read of a session
+this worker did not save last) go on one shared connection, pipelined across tasks
+(``Pipe``, pipe.py), with the same timeout. The rest (listings, probes, counters) use a
+``LeanPool`` of ``redis_pool_size`` connections (redis-py 8 raises
 "Too many connections" on its default pool instead of waiting, and its blocking pool
 costs about a twentieth of a worker's CPU at 500 changes/s, see the class) with connect,
 read and pool-wait timeouts of ``redis_timeout_ms``, and no automatic retries (a
@@ -34,6 +37,7 @@ from redis.backoff import NoBackoff
 
 from ...settings import RedisSettings
 from ..base import EngineUnavailable
+from .pipe import Pipe
 from .scripts import Script
 
 log = logging.getLogger(__name__)
@@ -149,29 +153,6 @@ class LeanPool(ConnectionPool):
             self._wake()
 
 
-async def _send(connection: AbstractConnection, packed: bytes, timeout: float) -> None:
-    """``send_command`` in less: the arguments packed by hiredis in one call (redis-py
-    encodes each in Python first), and the write bounded by ``asyncio.timeout`` where
-    redis-py's ``asyncio.wait_for`` makes a task per command on Python 3.11, to bound
-    a write that almost never waits. As there, any failure disconnects the connection
-    (the pool makes it anew), a timeout is a TimeoutError and an OS error a
-    ConnectionError."""
-    writer = connection._writer
-    try:
-        if writer is None:
-            raise ConnectionResetError("not connected")
-        writer.write(packed)
-        async with asyncio.timeout(timeout):
-            await writer.drain()
-    except BaseException as exc:
-        await connection.disconnect(nowait=True)
-        if isinstance(exc, TimeoutError):
-            raise rexc.TimeoutError("Timeout writing to socket") from None
-        if isinstance(exc, OSError):
-            raise rexc.ConnectionError(f"Error while writing to socket: {exc}") from exc
-        raise
-
-
 async def _ready(connection: AbstractConnection) -> None:
     """``connection`` up and with nothing left to read, as ``ensure_connection`` makes
     it, without going through ``connect`` when it is up already."""
@@ -197,6 +178,7 @@ class Client:
         self._tcp = not self.url.startswith("unix://")
         self.r: Redis | RedisCluster
         self._pool: LeanPool | None = None
+        self._pipe: Pipe | None = None
         self._gate: asyncio.Semaphore | None = None
         if self._cluster_flag:
             self._use_cluster()
@@ -219,6 +201,8 @@ class Client:
             **extra,
         )
         self.r = Redis.from_pool(self._pool)
+        pool = self._pool
+        self._pipe = Pipe(lambda: pool.connection_class(**pool.connection_kwargs), self.timeout)
         self._gate = None
 
     def _use_cluster(self) -> None:
@@ -231,6 +215,7 @@ class Client:
             protocol=2,  # as for one node
         )
         self._pool = None
+        self._pipe = None
         # The cluster's per-node pools raise instead of waiting when full.
         self._gate = asyncio.Semaphore(self._max_connections)
 
@@ -250,10 +235,12 @@ class Client:
             log.warning("could not ask Redis whether it is a cluster: %s", exc)
             return
         if info.get("cluster_enabled") and not self.cluster:
-            await self.r.aclose()
+            await self.close()
             self._use_cluster()
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
         await self.r.aclose()
 
     @contextlib.asynccontextmanager
@@ -280,24 +267,17 @@ class Client:
             raise
 
     async def call(self, *args: Any) -> Any:
-        """One command whose reply needs no parsing (a script, HGET), on one node:
-        straight on a connection of the pool. redis-py's client wraps every command in
-        its retry object and its operation metrics, about a third of the client's CPU
-        for a script on a loopback connection (95 against 70 us a call, measured), and
-        this runs two or three times per state change. Nothing else differs: the
-        connection disconnects itself on a failed write or read (a timeout or a cancel
-        included), a reply error leaves it usable, and it goes back to the pool either
-        way, exactly as ``execute_command`` does with no retries. On Cluster, the
-        client (which routes the command)."""
-        pool = self._pool
-        if pool is None:
+        """One command whose reply needs no parsing (a script, HGET): on one node, on
+        the worker's shared connection (``Pipe``), where the commands of a turn go out
+        in one write; on Cluster, through the client, which routes it. redis-py's
+        client wraps every command in its retry object and its operation metrics,
+        about a third of the client's CPU for a script on a loopback connection (95
+        against 70 us a call, measured), and this runs two or three times per state
+        change; nothing else differs from ``execute_command`` with no retries."""
+        pipe = self._pipe
+        if pipe is None:
             return await self.r.execute_command(*args)
-        conn = await pool.get_connection()
-        try:
-            await _send(conn, hiredis.pack_command(args), self.timeout)
-            return await conn.read_response()
-        finally:
-            await pool.release(conn)
+        return await pipe.call(hiredis.pack_command(args))
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self._pool is None:
