@@ -15,7 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paylive.core.codec import JSON, MSGPACK, DecodeError, Encoded, Message, decode_frame
+from paylive.core.codec import (
+    JSON,
+    MSGPACK,
+    DecodeError,
+    Encoded,
+    Message,
+    decode_frame,
+    dumps_strict,
+)
 from paylive.core.machine import Cancel, Interrupt, ProviderResult, StartAttempt
 from paylive.errors import Refused
 from paylive.web import validation
@@ -236,6 +244,45 @@ def test_both_codecs_carry_the_same_message(
     from_msgpack = msgpack.unpackb(encoded.msgpack, raw=False)
     assert from_json == from_msgpack == encoded.wire
     assert Encoded.from_json(encoded.json).wire == encoded.wire
+
+
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()  # beyond 64 bits too: the fallback encoder writes them
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),  # lone surrogates too: refused by both, or written by both
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=3)
+        ),
+        max_leaves=15,
+    )
+)
+def test_the_fast_encoder_writes_what_the_standard_one_writes(value: Any) -> None:
+    """``dumps_strict`` (orjson, with the standard encoder behind it) gives the bytes
+    the standard encoder gives, or refuses what it refuses."""
+    standard = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        expected = standard.encode(value).encode()
+    except (ValueError, UnicodeEncodeError):
+        with pytest.raises((ValueError, UnicodeEncodeError)):
+            dumps_strict(value)
+        return
+    got = dumps_strict(value)
+    # Floats may be spelled otherwise (both give the shortest repr): same values.
+    assert json.loads(got) == json.loads(expected)
+    if not any(isinstance(leaf, float) for leaf in _leaves(value)):
+        assert got == expected
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for child in value.values() for leaf in _leaves(child)]
+    if isinstance(value, list):
+        return [leaf for child in value for leaf in _leaves(child)]
+    return [value]
 
 
 def test_every_error_code_has_a_status() -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.responses import JSONResponse
-
 from ..core.protocol import CloseCode as C
 from ..core.protocol import ErrorCode as E
 from ..errors import Refused
+from .responses import Json
 
 # The answer to any request or command while the engine cannot be reached.
 ENGINE_DOWN = Refused(E.ENGINE_UNAVAILABLE, "the session store is unavailable; retry shortly")
@@ -95,9 +94,9 @@ def error_reply(exc: Refused) -> tuple[int, dict[str, Any]]:
     return http_status(exc.code), error_body(exc.code, exc.message, **exc.extra)
 
 
-def error_response(exc: Refused, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(exc: Refused, headers: Mapping[str, str] | None = None) -> Json:
     status, body = error_reply(exc)
     if exc.code == E.REQUEST_TIMEOUT:
         # The rest of the body may still come: the connection cannot carry another request.
         headers = {**(headers or {}), "Connection": "close"}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return Json(body, status_code=status, headers=headers)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .. import metrics
 from ..core.machine import Command
@@ -31,6 +31,7 @@ from ..service.payments import Outcome
 from . import bodies, validation
 from .auth import ADMIN, CUSTOMER, PRINCIPAL, VIEWER, Principal, identify
 from .errors import ENGINE_DOWN, error_reply, error_response
+from .responses import Json
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -155,7 +156,7 @@ async def once(request: Request, name: str, body: Any, handler: Handler) -> Resp
     status, payload = await runtime_of(request).idempotency.run_once(
         name, request.headers.get("idempotency-key"), body, kept(handler)
     )
-    return JSONResponse(payload, status_code=status)
+    return Json(payload, status_code=status)
 
 
 def answer(outcome: Outcome, status: int) -> Answer:
