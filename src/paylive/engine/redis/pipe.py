@@ -41,6 +41,12 @@ from redis.asyncio.connection import AbstractConnection
 READ_SIZE = 1 << 16
 
 
+def reply_parser() -> hiredis.Reader:
+    """A RESP parser whose error replies come out as redis-py's exceptions (as values,
+    for the reader to raise or hand on)."""
+    return hiredis.Reader(protocolError=rexc.InvalidResponse, replyError=BaseParser.parse_error)
+
+
 class _Link:
     """One connected socket, its commands awaiting replies (oldest first) and the
     bytes of this turn's commands not yet written."""
