@@ -62,7 +62,11 @@ def _line(label: str, result: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.paired", description=__doc__)
     p.add_argument("--base", default="main", help="the commit to compare against")
-    p.add_argument("--system", default="paylive-redis", choices=["paylive-memory", "paylive-redis"])
+    p.add_argument(
+        "--system",
+        default="paylive-redis",
+        choices=["paylive-memory", "paylive-redis-1", "paylive-redis"],
+    )
     p.add_argument("--rate", type=int, default=150)
     p.add_argument("--sockets", type=int, default=1000)
     p.add_argument("--admins", type=int, default=1)
