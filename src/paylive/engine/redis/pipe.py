@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -91,7 +92,7 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 class Pipe:
     """Commands on one shared connection (see the module docstring)."""
 
-    def __init__(self, make: Any, timeout: float) -> None:
+    def __init__(self, make: Callable[[], AbstractConnection], timeout: float) -> None:
         # ``make`` gives a new, unconnected redis-py connection.
         self._make = make
         self.timeout = timeout
@@ -156,9 +157,7 @@ class Pipe:
         return link
 
     async def _read(self, link: _Link) -> None:
-        parser = hiredis.Reader(
-            protocolError=rexc.InvalidResponse, replyError=BaseParser.parse_error
-        )
+        parser = reply_parser()
         waiting = link.waiting
         try:
             while True:
