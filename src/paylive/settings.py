@@ -116,6 +116,7 @@ class Settings:
     # The bound follows latency (limits.gradient) between these two unless turned off.
     adaptive_in_flight: bool = True
     min_in_flight: int = 8
+    max_starts_per_turn: int = 16
     # While the worker's loop runs later than this by its own work (not waiting for a
     # core), the adaptive bound shrinks: headroom to answer refusals at once. Off by
     # default: a burst's own work passes 10 ms, and the bound it shrank refused part of
@@ -434,6 +435,7 @@ class AdmissionSettings:
 
     max_in_flight: int
     min_in_flight: int
+    max_starts_per_turn: int
     in_flight_lag_target_ms: int
     adaptive_in_flight: bool
     max_in_flight_per_session: int
@@ -891,6 +893,8 @@ VARIABLES: tuple[Variable, ...] = (
              "the most commands one worker works on at once (503 overloaded past it)"),
     _bounded("PAYLIVE_MIN_IN_FLIGHT", "min_in_flight", 1, 100_000,
              "the adaptive bound's floor"),
+    _bounded("PAYLIVE_MAX_STARTS_PER_TURN", "max_starts_per_turn", 0, 100_000,
+             "new commands a worker starts per turn of its event loop (0: no such bound)"),
     _bounded("PAYLIVE_IN_FLIGHT_LAG_TARGET_MS", "in_flight_lag_target_ms", 0, 10_000,
              "the adaptive bound shrinks while the loop's own lag is past this (0: off)"),
     _bounded("PAYLIVE_LOOP_LAG_INTERVAL_MS", "loop_lag_interval_ms", 0, 10_000,

@@ -3,6 +3,7 @@ many at once."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -132,3 +133,37 @@ def test_the_loops_own_lag_past_its_target_shrinks_the_adaptive_limit() -> None:
     fixed = Admission(limit=64, retry_after_s=1)
     fixed.lagged(1.0)
     assert fixed.limit == 64, "a fixed bound stays fixed"
+
+
+@pytest.mark.anyio
+async def test_a_refusing_worker_starts_at_most_its_share_a_turn() -> None:
+    """``per_turn``: a burst that fits the free places is taken whole; once the worker
+    has refused, each turn starts at most its share (the protocol's queued commands and
+    a socket's command alike) and refuses the rest though places are free, while the
+    queued ones still take their places; ``refusing_for_s`` without a refusal ends it."""
+    now = time.monotonic()
+    door = Admission(limit=8, retry_after_s=1, per_turn=2, refusing_for_s=0.2)
+    burst = [door.queue(now) for _ in range(5)]
+    assert not door.full, "not refusing: a burst within the free places is taken whole"
+    for place in burst:
+        door.unqueue(place)
+        assert door.enter(since=place.since) is None
+    assert all(door.enter() is None for _ in range(3))
+    assert door.full, "eight in flight: refused"
+    await asyncio.sleep(0)  # the loop's next turn
+
+    for _ in range(6):
+        door.leave()
+    held = door.queue(now)
+    assert door.enter("ps_sock") is None, "the second start of the turn"
+    assert door.full and door.enter("ps_late") is OVERLOADED, "its share is taken"
+    door.unqueue(held)
+    assert door.enter(since=held.since) is None, "queued: only a place is asked of it"
+    assert door.in_flight == 4
+    await asyncio.sleep(0)
+    assert door.enter() is None and door.enter() is None
+    assert door.full, "still refusing: the next turn's share too"
+
+    await asyncio.sleep(0.25)  # refusing_for_s with no refusal
+    assert not door.full and door.enter() is None and door.enter() is None
+    assert door.in_flight == 8
