@@ -902,6 +902,22 @@ async def test_records_stored_as_json_before_still_load(
     assert await engine.load("ps_old") == replace(old, seq=1, version=1)
 
 
+async def _busy_pair(
+    redis_engines: Callable[..., Awaitable[RedisEngine]], **settings: Any
+) -> tuple[RedisEngine, RedisEngine, Recorder, Session]:
+    """An engine whose subscription is probed every 100 ms (``settings`` besides),
+    following the session ``ps_busy`` that another engine, the publisher, created."""
+    engine = await redis_engines(
+        redis_probe_interval_ms=100, redis_probe_timeout_ms=200, **settings
+    )
+    publisher = await redis_engines()
+    rec = Recorder(engine)
+    await engine.subscribe("ps_busy")
+    session = make_session("ps_busy")
+    await publisher.create(session, {}, b"n")
+    return engine, publisher, rec, session
+
+
 @pytest.mark.redis
 @needs_redis
 async def test_a_held_command_connection_is_not_a_lost_subscription(
@@ -912,16 +928,7 @@ async def test_a_held_command_connection_is_not_a_lost_subscription(
     EngineUnavailable within about the timeout, yet the subscription is checked on its
     own connection, stays healthy and keeps delivering: no resync. The next command
     gets a fresh connection."""
-    engine = await redis_engines(
-        redis_timeout_ms=600,
-        redis_probe_interval_ms=100,
-        redis_probe_timeout_ms=200,
-    )
-    publisher = await redis_engines()
-    rec = Recorder(engine)
-    await engine.subscribe("ps_busy")
-    session = make_session("ps_busy")
-    await publisher.create(session, {}, b"n")
+    engine, publisher, rec, session = await _busy_pair(redis_engines, redis_timeout_ms=600)
     assert await engine.load("ps_busy") is not None
 
     held = asyncio.create_task(engine._client.call("BLPOP", "paylive:test:never", 30))
@@ -948,17 +955,9 @@ async def test_a_saturated_command_pool_is_not_a_lost_subscription(
     """Every pooled connection (the one for listings and probes) busy for many probe
     timeouts: its commands fail with EngineUnavailable, yet the subscription is checked
     on its own connection, stays healthy and keeps delivering: no resync."""
-    engine = await redis_engines(
-        redis_pool_size=1,
-        redis_timeout_ms=1_000,
-        redis_probe_interval_ms=100,
-        redis_probe_timeout_ms=200,
+    engine, publisher, rec, session = await _busy_pair(
+        redis_engines, redis_pool_size=1, redis_timeout_ms=1_000
     )
-    publisher = await redis_engines()
-    rec = Recorder(engine)
-    await engine.subscribe("ps_busy")
-    session = make_session("ps_busy")
-    await publisher.create(session, {}, b"n")
 
     pool = engine._client._pool
     assert pool is not None

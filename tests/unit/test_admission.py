@@ -149,7 +149,7 @@ async def test_a_refusing_worker_starts_at_most_its_share_a_turn() -> None:
         door.unqueue(place)
         assert door.enter(since=place.since) is None
     assert all(door.enter() is None for _ in range(3))
-    assert door.full, "eight in flight: refused"
+    assert door.full and door.enter() is OVERLOADED, "eight in flight: refused"
     await asyncio.sleep(0)  # the loop's next turn
 
     for _ in range(6):
@@ -163,6 +163,7 @@ async def test_a_refusing_worker_starts_at_most_its_share_a_turn() -> None:
     await asyncio.sleep(0)
     assert door.enter() is None and door.enter() is None
     assert door.full, "still refusing: the next turn's share too"
+    door.refused()  # as the protocol says when it refuses on ``full``
 
     await asyncio.sleep(0.25)  # refusing_for_s with no refusal
     assert not door.full and door.enter() is None and door.enter() is None

@@ -55,14 +55,13 @@ OVERLOADED = Refused(ErrorCode.OVERLOADED, "this worker has too much work in fli
 SESSION_SHARE = Refused(
     ErrorCode.RATE_LIMITED, "this session has too many commands in flight; wait for them"
 )
-# How long after its last refusal a worker counts as refusing (see ``per_turn``): about
-# a round trip of a client told to retry, so that a flash sale keeps the share on
-# between its waves rather than letting a long turn in at each lull.
-REFUSING_FOR_S = 0.5
-
 ADDRESS_SHARE = Refused(
     ErrorCode.RATE_LIMITED, "this address has too many commands in flight; wait for them"
 )
+# How long after its last refusal a worker counts as refusing (see ``per_turn``): half
+# the second a refused client is told to wait, so that the share stays on between the
+# waves of a flash sale rather than letting a long turn in at each lull.
+REFUSING_FOR_S = 0.5
 
 
 class Queued:
@@ -136,9 +135,9 @@ class Admission:
     @property
     def full(self) -> bool:
         """No place left, or (while refusing) this turn started its share: the next
-        command is refused, and the worker counts as refusing for a while (the
-        connection protocol asks this before it reads a body or makes a task)."""
-        return self._refusing(self._no_place or self._turn_taken)
+        command is refused (the connection protocol asks this before it reads a body
+        or makes a task, and says ``refused`` when it does)."""
+        return self._no_place or self._turn_taken
 
     @property
     def _no_place(self) -> bool:
@@ -152,10 +151,11 @@ class Admission:
             and time.monotonic() < self._refusing_until
         )
 
-    def _refusing(self, refused: bool) -> bool:
-        if refused and self.per_turn > 0:
+    def refused(self) -> None:
+        """A command was refused for want of a place or of the turn's share: the worker
+        counts as refusing for ``refusing_for_s`` from now."""
+        if self.per_turn > 0:
             self._refusing_until = time.monotonic() + self._refusing_for_s
-        return refused
 
     def _start(self) -> None:
         """One more command started in this turn."""
@@ -197,8 +197,9 @@ class Admission:
         ``since``, by default now); the refusal (counted) when the worker is full or
         their share is taken. A command with ``since`` was queued (and counted as a
         start of its turn) by the protocol: only a place is asked of it here."""
-        if self._refusing(self._no_place) if since is not None else self.full:
+        if self._no_place if since is not None else self.full:
             metrics.OVERLOADED.inc()
+            self.refused()
             return OVERLOADED
         if session is not None and self._sessions.get(session, 0) >= self.per_session:
             return SESSION_SHARE

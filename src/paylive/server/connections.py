@@ -333,6 +333,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return False
         metrics.OVERLOADED.inc()
         metrics.REFUSED_EARLY.inc()
+        door.refused()
         self.scope["method"], self.scope["path"] = "POST", path
         keep_alive = (
             self.parser.get_http_version() == "1.1"
