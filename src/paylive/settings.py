@@ -116,6 +116,8 @@ class Settings:
     # The bound follows latency (limits.gradient) between these two unless turned off.
     adaptive_in_flight: bool = True
     min_in_flight: int = 8
+    # While a worker is refusing, each turn of its loop starts at most this many new
+    # commands, so that a refusal does not wait behind a long turn (limits/admission.py).
     max_starts_per_turn: int = 16
     # While the worker's loop runs later than this by its own work (not waiting for a
     # core), the adaptive bound shrinks: headroom to answer refusals at once. Off by
