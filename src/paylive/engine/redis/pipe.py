@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import hiredis
@@ -46,6 +46,21 @@ def reply_parser() -> hiredis.Reader:
     """A RESP parser whose error replies come out as redis-py's exceptions (as values,
     for the reader to raise or hand on)."""
     return hiredis.Reader(protocolError=rexc.InvalidResponse, replyError=BaseParser.parse_error)
+
+
+async def read_into(stream: asyncio.StreamReader, parser: hiredis.Reader) -> None:
+    """The next read of ``stream`` fed to ``parser``; ``ConnectionError`` once Redis has
+    closed the connection."""
+    data = await stream.read(READ_SIZE)
+    if not data:
+        raise rexc.ConnectionError("Connection closed by Redis")
+    parser.feed(data)
+
+
+def whole_replies(parser: hiredis.Reader) -> Iterator[Any]:
+    """Each reply the fed bytes complete, in order, as it is parsed."""
+    while (reply := parser.gets()) is not False:
+        yield reply
 
 
 class _Link:
@@ -161,11 +176,8 @@ class Pipe:
         waiting = link.waiting
         try:
             while True:
-                data = await link.reader.read(READ_SIZE)
-                if not data:
-                    raise rexc.ConnectionError("Connection closed by Redis")
-                parser.feed(data)
-                while (reply := parser.gets()) is not False:
+                await read_into(link.reader, parser)
+                for reply in whole_replies(parser):
                     if not waiting:
                         raise rexc.InvalidResponse("a reply that no command asked for")
                     future, _ = waiting.popleft()

@@ -38,7 +38,7 @@ from ...settings import RedisSettings
 from ..base import EventListener
 from . import keys
 from .client import Client
-from .pipe import READ_SIZE, reply_parser
+from .pipe import read_into, reply_parser, whole_replies
 
 log = logging.getLogger(__name__)
 
@@ -299,11 +299,8 @@ class Subscription:
         stream = conn._reader
         assert stream is not None
         while True:
-            data = await stream.read(READ_SIZE)
-            if not data:
-                raise rexc.ConnectionError("Connection closed by Redis")
-            parser.feed(data)
-            while (reply := parser.gets()) is not False:
+            await read_into(stream, parser)
+            for reply in whole_replies(parser):
                 self._on_reply(reply)
 
     def _on_reply(self, reply: Any) -> None:
