@@ -457,14 +457,8 @@ async def test_a_replay_longer_than_the_send_queue_is_a_snapshot_not_a_close_loo
                 url, json={"payment_method": {"card": DECLINED}}, headers=merchant()
             )
             assert reply.status_code == 202, reply.text
-            deadline = time.monotonic() + 10
-            while True:
-                got = await http.get(f"/api/sessions/{session['id']}", headers=merchant())
-                if got.json()["status"] == "interrupted":
-                    break
-                assert time.monotonic() < deadline, "the decline never came"
-                await anyio.sleep(0.05)
-        seq = got.json()["seq"]
+            got = await _interrupted_now(http, str(session["id"]))  # the decline came
+        seq = got["seq"]
         assert seq > 2, seq
         sock = await open_socket(session_url(srv.ws_url, session) + "&since=0")
         first = await sock.recv()
