@@ -20,6 +20,8 @@ from paylive.core.machine import (
     StartAttempt,
     Tick,
 )
+from paylive.core.outbox import EffectOutcome
+from paylive.core.protocol import ErrorCode
 from paylive.engine.memory import MemoryEngine
 from paylive.errors import Refused
 from paylive.gateway import ChargeReply, Gateway, GatewayError, Remember
@@ -205,6 +207,33 @@ async def test_a_try_whose_answer_was_not_saved_is_made_again_with_the_same_key(
     assert await run_effects(service, clock) == [session_id]
     assert {k for _, k in gateway.refunds} == {f"{session_id}:1:refund"}
     assert (await service.get(session_id)).effects[0].status == "done"
+
+
+async def test_an_answer_that_could_not_be_saved_is_tried_again_after_the_retry_delay(
+    parts,
+) -> None:
+    """A busy session refuses the record of an effect's answer: the effect is due again
+    after PAYLIVE_EFFECT_RETRY_BASE_MS (100 ms here), not when its 15 s lease runs out."""
+    service, gateway, clock = parts
+    session_id = await late_success_after_cancel(service)
+    saving = service.run
+    refusals = []
+
+    async def busy_once(sid, command, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(command, EffectOutcome) and not refusals:
+            refusals.append(command)
+            raise Refused(ErrorCode.CONFLICT, "the session changed too often; try again")
+        return await saving(sid, command, *args, **kwargs)
+
+    service.run = busy_once  # type: ignore[method-assign]
+    assert await run_effects(service, clock) == [session_id]
+    assert len(refusals) == 1 and (await service.get(session_id)).effects[0].pending
+    clock.now += 99
+    assert await run_effects(service, clock) == [], "not before the retry delay"
+    clock.now += 1
+    assert await run_effects(service, clock) == [session_id]
+    assert (await service.get(session_id)).effects[0].status == "done"
+    assert {k for _, k in gateway.refunds} == {f"{session_id}:1:refund"}
 
 
 async def test_an_effect_failing_past_the_review_time_flags_the_session(parts) -> None:

@@ -108,10 +108,14 @@ class EffectRunner:
                     except Refused as exc:
                         # The session changed too often to record it now, or the provider
                         # cannot confirm a void the answer needs: the effect is still due
-                        # and is tried again (under the same key) when the lease runs out.
+                        # and is tried again (under the same key) after the first retry
+                        # delay, not after the whole lease: a refund must not wait 15 s
+                        # because a busy session was saved meanwhile.
                         log.warning(
                             "could not record the %s of %s: %s", effect.kind, session_id, exc
                         )
+                        retry_at = self.service.clock() + self.service.rules.effect_retry_base_ms
+                        await engine.schedule_effects(session_id, retry_at)
                         return
         finally:
             gateway_done()
