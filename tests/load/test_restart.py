@@ -147,7 +147,12 @@ async def test_sigterm_to_one_of_two_workers_loses_nothing_and_spreads_reconnect
     assert restart["events_lost"] == 0
     # The stopped worker held its share of the sockets; each came back once.
     assert restart["closed"] >= SOCKETS // 5, restart
-    assert set(result["sockets"]["close_codes"]) == {"1012"}, result["sockets"]
+    # Closed by the drain (1012); on a starved machine a few more may be closed with
+    # 1013 (the remaining worker could not reach Redis in time to catch a socket up, or
+    # it fell behind), and come back with since like the others.
+    codes = result["sockets"]["close_codes"]
+    assert set(codes) <= {"1012", "1013"}, result["sockets"]
+    assert codes.get("1013", 0) <= restart["closed"] // 10, result["sockets"]
     # Every page tried to come back, and came back unless its handshake failed three
     # times (15 s each) on a starved machine; none is lost either way.
     failed = result["sockets"]["failed"]
