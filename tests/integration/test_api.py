@@ -257,8 +257,9 @@ async def test_webhook_signatures(http: httpx.AsyncClient) -> None:
     for headers in (
         {"Content-Type": "application/json"},
         signed(body, secret="not-the-secret-0123456789")[1],
-        signed(body, at=int(time.time()) - 301)[1],
-        signed(body, at=int(time.time()) + 301)[1],
+        # Well past the 300 s tolerance: a starved server reads the header seconds later.
+        signed(body, at=int(time.time()) - 330)[1],
+        signed(body, at=int(time.time()) + 330)[1],
         {"Paylive-Signature": "t=abc,v1=00"},
         {"Paylive-Signature": good["Paylive-Signature"].replace("v1=", "v1=0")},
     ):

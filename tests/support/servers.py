@@ -29,6 +29,10 @@ FAST = {
     "PAYLIVE_COUNTDOWN_INTERVAL_MS": "200",
     # A stopping server drains its sockets over this window (default 10 s).
     "PAYLIVE_DRAIN_MS": "500",
+    # The parallel suite can starve a server's loop for over a second on two slow
+    # cores: the default 1 s turned a few commands into engine_unavailable. A test of
+    # a stalled Redis sets its own.
+    "PAYLIVE_REDIS_TIMEOUT_MS": "3000",
 }
 # Test pages open /demo again and again from one address: lift its per-address limit
 # (a test of the limit sets its own).
