@@ -324,7 +324,9 @@ async def test_the_sandbox_controls_are_not_served_in_production() -> None:
 
 
 async def test_a_provider_that_authorizes_first_is_paid_when_the_capture_is_confirmed() -> None:
-    env = {**OUTBOX, "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "1", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "3000"}
+    # The hold's capture must beat the attempt's timeout: under the parallel suite on
+    # two slow cores it once took over 3 s; the outage half waits this long once.
+    env = {**OUTBOX, "PAYLIVE_SANDBOX_AUTHORIZE_FIRST": "1", "PAYLIVE_ATTEMPT_TIMEOUT_MS": "6000"}
     with Server(env) as srv:
         async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
             session = await create(http)
