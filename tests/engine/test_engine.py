@@ -1213,7 +1213,9 @@ async def test_cluster(redis_cluster: redisproc.RedisClusterProc, sharded: bool)
             replace(
                 SETTINGS,
                 redis_probe_interval_ms=100,
-                redis_probe_timeout_ms=500,
+                # Nothing here fails on purpose: 2 s, so that a loop starved by the
+                # parallel suite is not taken for a lost subscription (500 ms once was).
+                redis_probe_timeout_ms=2_000,
                 redis_sharded_pubsub=sharded,
             ).redis,
         )

@@ -27,9 +27,10 @@ pytestmark = [
 
 VOID_LOST = "4000000000000341"  # charged, and its first void is lost: a late success
 # Short, but longer than the sandbox's late answer takes to arrive on a loaded machine:
-# at 1 s the cancelled session was purged before its late success came in (the void
-# effect was done by then), and the test waited for a refund that had no session.
-RETENTION_MS = 2_000
+# at 1 s, and once at 2 s under the parallel suite on two slow cores, the cancelled
+# session was purged before its late success came in (the void effect was done by
+# then), and the test waited for a refund that had no session.
+RETENTION_MS = 5_000
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -92,7 +93,8 @@ async def test_a_flagged_case_outlives_its_retention_until_it_is_resolved(
             try:
                 await until(refund_confirmed, timeout=30)
             except AssertionError as exc:
-                raise AssertionError(srv.log()[-4000:]) from exc
+                lines = [line for line in srv.log().splitlines() if " access: " not in line]
+                raise AssertionError("\n".join(lines)[-4000:]) from exc
             assert sid in await review_list(http)
             flagged = (await summary(http))["needs_review"]
             assert flagged == 1
