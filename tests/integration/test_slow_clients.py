@@ -166,18 +166,20 @@ class Trickler:
 def test_a_trickle_after_an_early_answer_does_not_keep_the_connection(server: Server) -> None:
     """200 connections answered 401 or 413 before their body, then sending a byte
     every 0.1 s, all get their answer and an end of file, and are let go (a byte sent
-    is refused) within the header timeout + 2 s."""
+    is refused) within the header timeout + 4 s."""
     trickler = Trickler(server.port, ["401", "401 command", "413", "413"] * 50)
     try:
-        trickler.run(until=time.monotonic() + HEADER_TIMEOUT_S + 3)
+        trickler.run(until=time.monotonic() + HEADER_TIMEOUT_S + 5)
         open_still = len(trickler.socks) - len(trickler.closed_at)
         assert open_still == 0, f"{open_still} of 200 connections still open"
         for fd, started in trickler.started.items():
             # Each byte is 0.1 s apart: a close is seen at most 0.2 s after it happened.
-            # The bound allows 2 s past the header timeout: this process and the server
-            # share two cores with the suite's seven others (2.57 s was once seen).
+            # The bound allows 4 s past the header timeout: this process and the server
+            # share two cores with the suite's seven others (2.57 s was once seen, and
+            # 3.55 s on a slower machine). A connection never let go trickles on to the
+            # end of the run and fails the count above.
             took = trickler.closed_at[fd] - started - 0.2
-            assert took <= HEADER_TIMEOUT_S + 2, f"closed after {took:.2f} s"
+            assert took <= HEADER_TIMEOUT_S + 4, f"closed after {took:.2f} s"
             assert fd in trickler.eof_at, "the answer was not followed by an end of file"
             answer = trickler.answers[fd]
             assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 413")), answer[:60]
