@@ -77,7 +77,9 @@ async def test_socket_on_one_worker_commands_and_webhooks_on_the_other(
         )
         assert reply.status_code == 202
         await sock.state("processing")
-        done = await sock.state("succeeded")
+        # Within the pair's 10 s attempt timeout: a starved machine once took over 5 s
+        # for the sandbox's first webhook (its first post imports its HTTP client).
+        done = await sock.state("succeeded", timeout=10)
         assert done["data"]["cause"] == "succeeded"
         assert gapless(sock) == [1, 2]
         await sock.conn.close()
@@ -91,7 +93,7 @@ async def test_webhook_lands_on_the_other_worker(pair: tuple[Server, Server]) ->
         await sock.recv()
         # A charges; its sandbox posts the result to B, which applies it.
         await sock.send({"type": "pay", "payment_method": {"card": OK}})
-        await sock.state("succeeded")
+        await sock.state("succeeded", timeout=10)
         await sock.conn.close()
     # B writes its access line once its answer is sent, which may be after the event
     # it published reached the socket.
