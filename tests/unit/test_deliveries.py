@@ -17,6 +17,8 @@ from paylive import metrics
 from paylive.core.codec import dumps_strict
 from paylive.core.machine import Cancel, Command, ProviderResult, StartAttempt, Tick
 from paylive.core.merchant import read_log_record
+from paylive.core.outbox import DeliveryOutcome
+from paylive.core.protocol import ErrorCode
 from paylive.engine.memory import MemoryEngine
 from paylive.errors import Refused
 from paylive.service.deliveries import BUSY_RETRY_MS, Deliveries
@@ -208,6 +210,33 @@ async def test_a_slow_shop_never_holds_up_a_refund() -> None:
     await hung
     await world.loop()
     assert set(of(shop.accepted, owed.id, "type")) >= {"session.refunded", "session.cancelled"}
+
+
+async def test_a_post_that_could_not_be_recorded_is_made_again_a_second_later() -> None:
+    """The session refuses the record of a post (saved too often meanwhile): the event
+    is posted again BUSY_RETRY_MS later, not when the 15 s lease runs out."""
+    shop = Shop(random.Random(1), failure_rate=0.0)
+    world = World(shop)
+    session_id = (await world.service.create("o", 100, "EUR", {})).id
+    await world.service.run(session_id, Cancel())  # session.cancelled is owed to the shop
+    saving = world.service.run
+    refusals: list[Command] = []
+
+    async def busy_once(sid, command, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(command, DeliveryOutcome) and not refusals:
+            refusals.append(command)
+            raise Refused(ErrorCode.CONFLICT, "the session changed too often; try again")
+        return await saving(sid, command, *args, **kwargs)
+
+    world.service.run = busy_once  # type: ignore[method-assign]
+    assert await world.loop() == [session_id]
+    assert len(refusals) == 1 and len(shop.posts) == 1
+    world.clock.now += BUSY_RETRY_MS - 1
+    assert await world.loop() == [], "not before the busy delay"
+    world.clock.now += 1
+    assert await world.loop() == [session_id]
+    assert [e["id"] for e in shop.posts] == [shop.posts[0]["id"]] * 2, "the same event again"
+    assert not (await world.service.get(session_id)).deliveries, "recorded this time"
 
 
 async def test_the_pending_gauge_follows_the_shop() -> None:

@@ -101,8 +101,10 @@ class Deliveries:
                 session = (await self.service.run(session.id, recorded)).session
             except Refused as exc:
                 # The session changed too often to record it now: it stays due and is
-                # listed (once per id) and posted (at least once) again after the lease.
+                # listed (once per id) and posted (at least once) again, as a busy
+                # session is, not when the whole lease has run out.
                 log.warning("could not record the merchant events of %s: %s", session.id, exc)
+                await self._later(session, self.service.clock() + BUSY_RETRY_MS)
                 return True
             if answer is not None and head is not None:
                 await self._record_try(head, answer, session)
