@@ -109,27 +109,38 @@ def test_paired_runs_compare_a_base_commit_with_the_checkout(tmp_path: Path) -> 
     # 800 changes asked: Redis's CPU in the drive must show in /proc's 10 ms ticks,
     # and a pipelined change costs it 0.05 to 0.1 ms (200 once gave none on a busy
     # machine that did half of them).
-    done = bench(
-        "bench.paired",
-        "--base",
-        "HEAD",
-        "--system",
-        "paylive-redis",
-        "--rate",
-        "400",
-        "--sockets",
-        "40",
-        "--duration",
-        "2",
-        "--pairs",
-        "1",
-        "--out",
-        str(tmp_path),
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    runs = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [r["run"] for r in runs] == ["base-1", "checkout-1"], runs
+    # bench.paired goes on without a run that failed (a server that did not start, a
+    # port taken meanwhile on a shared machine) and gives the reason on that run's line.
+    # One failed so in a fresh clone's suite on a slow machine, its reason not kept: a
+    # failed pair is made again once, and any reason is in the message.
+    skipped: list[dict[str, object]] = []
+    for _ in range(2):
+        done = bench(
+            "bench.paired",
+            "--base",
+            "HEAD",
+            "--system",
+            "paylive-redis",
+            "--rate",
+            "400",
+            "--sockets",
+            "40",
+            "--duration",
+            "2",
+            "--pairs",
+            "1",
+            "--out",
+            str(tmp_path),
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        runs = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [r["run"] for r in runs] == ["base-1", "checkout-1"], runs
+        failed = [r for r in runs if "failed" in r]
+        if not failed:
+            break
+        skipped += failed
+    assert not failed, (runs, skipped)
     for run in runs:
         assert run["server_cpu_s_per_1000"] > 0 and run["redis_cpu_s_per_1000"] > 0, run
         assert run["redis_commands_per_change"] > 0, run
