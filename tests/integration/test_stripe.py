@@ -42,7 +42,9 @@ OK = "4242424242424242"
 DECLINED = "4000000000000341"  # localstripe declines it when it is charged
 THREE_D_SECURE = "4000002500003155"
 RETIRED_SECRET = "whsec_retired_0123456789"
-ATTEMPT_TIMEOUT_MS = 2000
+# Long enough for a 3-D Secure step (pay, authenticate at localstripe, check) to end
+# before it: at 2 s the parallel suite on a slow 2-core machine once timed it out.
+ATTEMPT_TIMEOUT_MS = 4000
 
 HTTP_TIMEOUT = 15
 
