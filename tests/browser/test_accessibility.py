@@ -209,9 +209,10 @@ def test_checkout_fits_every_width_and_passes_axe(page: Page, server_url: str, s
 @pytest.fixture(scope="module")
 def counting() -> Iterator[str]:
     """A server whose retry prompt counts down for a few seconds, then lets go."""
-    # 5.5 s: one look with axe-core (two colour schemes) took over 3 s on a loaded
-    # machine, and the test needs it and a second look at the label inside the countdown.
-    with Server(env={"PAYLIVE_RETRY_DELAY_MS": "5500"}) as running:
+    # 10 s: one look with axe-core (two colour schemes) took over 3 s on a loaded
+    # machine, and the test needs it and a second look at the label inside the countdown
+    # (5.5 s was not enough for both under the parallel suite on a slower machine).
+    with Server(env={"PAYLIVE_RETRY_DELAY_MS": "10000"}) as running:
         yield running.url
 
 
