@@ -38,7 +38,7 @@ TESTS = Path(__file__).resolve().parent
 # the servers the tests start keep the environment as it is.
 sys.dont_write_bytecode = False
 
-# The suite runs in parallel (pytest-xdist, ``-n 8 --dist loadfile`` in pyproject.toml):
+# The suite runs in parallel (pytest-xdist, ``-n 6 --dist loadfile`` in pyproject.toml):
 # a file's tests stay together on one process, so that the servers its module-scoped
 # fixtures start are started once. (xdist's own --dist loadgroup no longer groups
 # anything under pytest 9, which ignores the node id it rewrites: every test was
@@ -136,7 +136,7 @@ class _FileGroups:
 
 def _rewrite_once(config: pytest.Config) -> None:
     """Rewrite every test module's asserts into pytest's bytecode cache, once, before
-    the processes start. On a fresh clone each of the eight processes rewrote all of
+    the processes start. On a fresh clone each of the processes (eight then) rewrote all of
     them itself, at the same moment (about 1.6 CPU-s each, 13 in all); done here
     first, every process finds them cached. This uses pytest's private functions: if
     they change, the processes rewrite as before."""
