@@ -145,6 +145,13 @@ PROVIDER_DEADLINE = Counter(
     "Provider calls inside a request or timer cut off by PAYLIVE_PROVIDER_DEADLINE_MS",
     registry=REGISTRY,
 )
+UNHELD_RESULTS = Counter(
+    "paylive_provider_results_unheld_total",
+    "Provider results for a session paylive does not hold (purged or never made), by "
+    "whether they say money moved",
+    ["money"],
+    registry=REGISTRY,
+)
 RESYNCS = Counter(
     "paylive_resyncs_total",
     "Times the fan-out subscription was lost and rebuilt",

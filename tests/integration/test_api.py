@@ -14,6 +14,7 @@ from paylive.core.signature import signature_header
 
 from ..support.client import admin, create, merchant
 from ..support.servers import WEBHOOK_SECRET, Server
+from ..support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -279,6 +280,38 @@ async def test_webhook_signatures(http: httpx.AsyncClient) -> None:
     )
     assert applied.status_code == 200 and applied.json()["applied"] is True
     assert (await snapshot(http, sid))["status"] == "succeeded"
+
+
+def unheld(text: str, money: str) -> float:
+    line = f'paylive_provider_results_unheld_total{{money="{money}"}}'
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line))
+
+
+async def test_a_result_for_a_session_paylive_does_not_hold_is_refused_and_told(
+    http: httpx.AsyncClient, server: Server
+) -> None:
+    """A provider's word for a session this store does not hold (purged, or never made
+    here) is refused as before (404, so the provider sends it again), is not taken for
+    seen, and is counted; a success is an error in the log: money may have moved that
+    nobody here will refund."""
+    before = (await http.get("/metrics")).text
+    gone = "ps_" + "Q" * 24
+    raw, headers = signed(webhook(gone, 1))
+    for _ in range(2):  # sent again: refused again, never remembered as applied
+        reply = await http.post("/webhooks/sandbox", content=raw, headers=headers)
+        assert reply.status_code == 404 and error_code(reply) == "not_found", reply.text
+    raw, headers = signed(webhook(gone, 2, "payment.failed", "declined"))
+    reply = await http.post("/webhooks/sandbox", content=raw, headers=headers)
+    assert reply.status_code == 404 and error_code(reply) == "not_found", reply.text
+    after = (await http.get("/metrics")).text
+    assert unheld(after, "moved") - unheld(before, "moved") == 2
+    assert unheld(after, "none") - unheld(before, "none") == 1
+
+    def told() -> bool:
+        return f"evt_{gone}_1_payment.succeeded says succeeded" in server.log()
+
+    await until(told, timeout=5)
+    assert "the money may have moved" in server.log()
 
 
 async def test_duplicate_webhooks_apply_once(http: httpx.AsyncClient) -> None:

@@ -67,6 +67,35 @@ class Outcome:
     decision: Decision
 
 
+# What a provider says when money was taken or is held for the shop.
+MONEY_MOVED = frozenset({"succeeded", "authorized"})
+
+
+def _unheld(event_id: str, session_id: str, result: ProviderResult) -> None:
+    """A provider's result for a session this store does not hold: purged after its
+    retention (a webhook more than that late), or never made here. It is still refused
+    (404: the provider sends it again, and a store restored meanwhile takes it), and
+    counted; when it says money moved, it is an error in the log, because nobody here
+    will refund it: someone must look at the provider."""
+    moved = result.outcome in MONEY_MOVED
+    metrics.UNHELD_RESULTS.labels("moved" if moved else "none").inc()
+    with context.bound(session=session_id):
+        if moved:
+            log.error(
+                "provider event %s says %s for attempt %d of a session paylive does not "
+                "hold (purged or never made): the money may have moved; look at the provider",
+                event_id,
+                result.outcome,
+                result.attempt,
+            )
+        else:
+            log.warning(
+                "provider event %s (%s) is for a session paylive does not hold",
+                event_id,
+                result.outcome,
+            )
+
+
 class PaymentService:
     def __init__(
         self,
@@ -235,7 +264,12 @@ class PaymentService:
         seen = f"webhook:{event_id}"
         if await self.engine.get(seen) is not None:
             return None
-        outcome = await self.run(session_id, result)
+        try:
+            outcome = await self.run(session_id, result)
+        except Refused as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
+                _unheld(event_id, session_id, result)
+            raise
         await self.engine.put(seen, b"1", self.settings.retention_after_end_ms)
         with context.bound(session=session_id):
             log.info("provider event %s applied: %s", event_id, result.outcome)
