@@ -52,6 +52,10 @@ def _line(label: str, result: dict[str, Any]) -> dict[str, Any]:
         "done_per_s": result["changes"]["achieved_per_s"],
         "refused": result["changes"]["errors"].get("503", 0),
         "server_cpu_s_per_1000": round(1000 * result["server"]["drive_cpu_s"] / done, 3),
+        "server_switches_per_change": {
+            kind: round(count / done, 2)
+            for kind, count in result["server"].get("drive_switches", {}).items()
+        },
         "redis_cpu_s_per_1000": round(1000 * redis.get("drive_cpu_s", 0.0) / done, 3),
         "redis_commands_per_change": per.get("commands"),
         "redis_round_trips_per_change": per.get("round_trips"),

@@ -145,3 +145,4 @@ def test_paired_runs_compare_a_base_commit_with_the_checkout(tmp_path: Path) -> 
         assert run["server_cpu_s_per_1000"] > 0 and run["redis_cpu_s_per_1000"] > 0, run
         assert run["redis_commands_per_change"] > 0, run
         assert run["redis_round_trips_per_change"] > 0, run
+        assert run["server_switches_per_change"]["voluntary"] > 0, run

@@ -143,6 +143,8 @@ def test_a_load_run_reports_loop_lag_and_redis_per_change(
             "1",
             "--redis-url",
             redis_url,
+            "--server-pid",
+            str(srv.proc.pid if srv.proc else 0),
             "--out",
             str(out),
         ]  # fmt: skip
@@ -151,6 +153,10 @@ def test_a_load_run_reports_loop_lag_and_redis_per_change(
     assert done.returncode == 0, done.stdout + done.stderr + log
     assert "loop lag ms" in done.stdout and "Redis per change" in done.stdout
     result = json.loads(out.read_text())
+    # The workers wait for their sockets between changes, so each gave up its core many
+    # times in a second of drive: the switches come from /proc with the CPU.
+    switches = result["server"]["drive_switches"]
+    assert switches["voluntary"] > 0 and switches["involuntary"] >= 0, result["server"]
     lag = result["loop_lag"]
     assert len(lag["workers"]) == 2
     for worker in lag["workers"].values():

@@ -1,5 +1,5 @@
-"""The server seen from /proc (CPU seconds and RSS of a process tree, the machine's load),
-and this process's open-files limit.
+"""The server seen from /proc (CPU seconds, RSS and context switches of a process tree, the
+machine's load), and this process's open-files limit.
 
 This is how ``paylive load`` measures memory per socket and server CPU per second of
 drive without any help from the server.
@@ -21,6 +21,11 @@ class ProcSample:
     at: float  # time.monotonic()
     cpu_s: float
     rss_kb: int
+    # Times the processes gave up a core waiting (voluntary) or were switched out by the
+    # scheduler (involuntary): two workers on two cores cost more per change than one,
+    # and what grows with them is these, not the work (BENCHMARKS.md).
+    voluntary: int = 0
+    involuntary: int = 0
 
     def as_dict(self) -> dict[str, float]:
         return {"cpu_s": round(self.cpu_s, 3), "rss_mb": round(self.rss_kb / 1024, 1)}
@@ -49,33 +54,47 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _stat(pid: int) -> tuple[float, int] | None:
+def _stat(pid: int) -> ProcSample | None:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
         with open(f"/proc/{pid}/status") as fh:
-            rss = next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+            status = {
+                name: value
+                for name, _, value in (line.partition(":") for line in fh)
+                if name in ("VmRSS", "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+            }
+        rss = int(status.get("VmRSS", "0 kB").split()[0])
+        voluntary = int(status.get("voluntary_ctxt_switches", "0"))
+        involuntary = int(status.get("nonvoluntary_ctxt_switches", "0"))
     except (OSError, IndexError, ValueError):
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     # Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the name.
-    return (int(fields[11]) + int(fields[12])) / ticks, rss
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return ProcSample(time.monotonic(), cpu, rss, voluntary, involuntary)
+
+
+def _sum(samples: list[ProcSample]) -> ProcSample:
+    return ProcSample(
+        time.monotonic(),
+        sum(s.cpu_s for s in samples),
+        sum(s.rss_kb for s in samples),
+        sum(s.voluntary for s in samples),
+        sum(s.involuntary for s in samples),
+    )
 
 
 def sample_tree(pid: int | None) -> ProcSample | None:
-    """CPU seconds and RSS of ``pid`` plus its children (uvicorn workers), or None."""
+    """CPU seconds, RSS and context switches of ``pid`` plus its children (uvicorn
+    workers), or None."""
     if pid is None:
         return None
     own = _stat(pid)
     if own is None:
         return None
-    cpu, rss = own
-    for child in _children(pid)[:MAX_CHILDREN]:
-        stat = _stat(child)
-        if stat is not None:
-            cpu += stat[0]
-            rss += stat[1]
-    return ProcSample(time.monotonic(), cpu, rss)
+    children = (_stat(child) for child in _children(pid)[:MAX_CHILDREN])
+    return _sum([own, *(s for s in children if s is not None)])
 
 
 def sample_each(pids: Iterable[int]) -> ProcSample | None:
@@ -83,9 +102,7 @@ def sample_each(pids: Iterable[int]) -> ProcSample | None:
     samples = [s for s in (sample_tree(pid) for pid in pids) if s is not None]
     if not samples:
         return None
-    return ProcSample(
-        time.monotonic(), sum(s.cpu_s for s in samples), sum(s.rss_kb for s in samples)
-    )
+    return _sum(samples)
 
 
 def raise_nofile() -> int:

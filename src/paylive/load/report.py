@@ -44,12 +44,17 @@ def _drive_cpu(got: Mapping[str, ProcSample]) -> dict[str, Any]:
     """CPU from the scheduled start to the moment every worker reported its drive over."""
     if "drive_start" not in got or "drove" not in got:
         return {}
-    cpu = got["drove"].cpu_s - got["drive_start"].cpu_s
-    window = got["drove"].at - got["drive_start"].at
+    start, end = got["drive_start"], got["drove"]
+    cpu = end.cpu_s - start.cpu_s
+    window = end.at - start.at
     return {
         "drive_cpu_s": round(cpu, 2),
         "drive_window_s": round(window, 2),
         "cores": round(cpu / window, 3) if window > 0 else None,
+        "drive_switches": {
+            "voluntary": end.voluntary - start.voluntary,
+            "involuntary": end.involuntary - start.involuntary,
+        },
     }
 
 
