@@ -117,20 +117,8 @@ def test_paired_runs_compare_a_base_commit_with_the_checkout(tmp_path: Path) -> 
     for _ in range(2):
         done = bench(
             "bench.paired",
-            "--base",
-            "HEAD",
-            "--system",
-            "paylive-redis",
-            "--rate",
-            "400",
-            "--sockets",
-            "40",
-            "--duration",
-            "2",
-            "--pairs",
-            "1",
-            "--out",
-            str(tmp_path),
+            *("--base", "HEAD", "--system", "paylive-redis", "--rate", "400"),
+            *("--sockets", "40", "--duration", "2", "--pairs", "1", "--out", str(tmp_path)),
             timeout=180,
         )
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
