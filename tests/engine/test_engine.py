@@ -1032,8 +1032,9 @@ async def test_a_killed_command_connection_is_made_anew(
 async def test_the_command_pool_hands_its_connections_on_in_turn(
     redis_engines: Callable[..., Awaitable[RedisEngine]],
 ) -> None:
-    """One pooled connection (listings, probes), many commands at once: each waits for it in turn, and a waiter
-    that gives up (cancelled) passes its turn on instead of keeping it."""
+    """One pooled connection (listings, probes), many commands at once: each waits for
+    it in turn, and a waiter that gives up (cancelled) passes its turn on instead of
+    keeping it."""
     engine = await redis_engines(redis_pool_size=1, redis_timeout_ms=2_000)
     await engine.create(make_session("ps_pool"), {}, b"n")
     loads = [asyncio.create_task(engine.list_sessions(False, 5)) for _ in range(20)]

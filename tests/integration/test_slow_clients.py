@@ -175,7 +175,7 @@ def test_a_trickle_after_an_early_answer_does_not_keep_the_connection(server: Se
         for fd, started in trickler.started.items():
             # Each byte is 0.1 s apart: a close is seen at most 0.2 s after it happened.
             # The bound allows 4 s past the header timeout: this process and the server
-            # share two cores with the suite's seven others (2.57 s was once seen, and
+            # share two cores with the suite's other processes (2.57 s was once seen, and
             # 3.55 s on a slower machine). A connection never let go trickles on to the
             # end of the run and fails the count above.
             took = trickler.closed_at[fd] - started - 0.2
