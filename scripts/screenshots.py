@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.support.browser import LAUNCH_ARGS  # noqa: E402
 from tests.support.servers import ADMIN_TOKEN, API_KEY, Server  # noqa: E402
 
 # Sandbox cards (docs/protocol.md section 3).
@@ -213,10 +214,7 @@ def take(out: Path, sizes: Sequence[Viewport], chromium: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     with Server(env=TIMINGS) as server, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
         try:
             # The dashboard first, while the server holds only its batch.
             paths += admin(browser, server.url, sizes, out)
