@@ -21,6 +21,7 @@ import uvicorn
 from uvicorn.supervisors import multiprocess
 
 from . import shutdown
+from .accepting import Acceptor, accept_for
 
 # Measured at 5,000 sockets and 1,000 changes/s: with CPython's default thresholds the
 # collector walks every socket's objects often enough to add ~100 ms to p99 delivery;
@@ -36,13 +37,33 @@ def tune_gc() -> None:
 
 
 class PayliveServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.acceptors: list[Acceptor] = []
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
+        if self.started:
+            # As uvicorn's own servers make each connection's protocol.
+            config, loop = self.config, asyncio.get_running_loop()
+
+            def protocol() -> asyncio.Protocol:
+                made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config,
+                    server_state=self.server_state,
+                    app_state=self.lifespan.state,
+                    _loop=loop,
+                )
+                return made
+
+            self.acceptors = accept_for(loop, self.servers, protocol)
         tune_gc()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting first (uvicorn does it again, harmlessly): with several
         # workers on one listening socket, the kernel hands new connections to the others.
+        for acceptor in self.acceptors:
+            acceptor.stop()
         for server in self.servers:
             server.close()
         for sock in sockets or []:

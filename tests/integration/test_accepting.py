@@ -1,0 +1,115 @@
+"""A busy worker takes every connection waiting for it in a turn of its loop, not one.
+
+A real uvloop loop and real loopback connections. The loop is kept busy as a saturated
+worker's is: every turn runs a callback that holds it for a few milliseconds. Each
+connection is counted when its protocol is made, and the test counts turns of the loop
+rather than seconds, so the machine's speed does not decide it. uvloop alone takes one
+connection a turn (the first test shows it, so that the second can fail); with the
+server's ``Acceptor`` beside it, all of them arrive within a few turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import uvloop
+
+from paylive.server.accepting import PER_TURN, Acceptor, accept_for
+
+CLIENTS = 120
+TURN_S = 0.005  # what each turn of the busy loop holds it for
+
+
+class Counted(asyncio.Protocol):
+    def __init__(self, made: list[asyncio.BaseTransport]) -> None:
+        self.made = made
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made.append(transport)
+
+
+async def _turns_to_take_all(with_acceptor: bool) -> int:
+    """Turns of a busy loop from the moment CLIENTS connections are waiting until the
+    last one has its protocol."""
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.BaseTransport] = []
+
+    def protocol() -> asyncio.Protocol:
+        return Counted(made)
+
+    listening = socket.create_server(("127.0.0.1", 0), backlog=CLIENTS * 2)
+    listening.setblocking(False)
+    server = await loop.create_server(protocol, sock=listening, backlog=CLIENTS * 2)
+    acceptors: list[Acceptor] = accept_for(loop, [server], protocol) if with_acceptor else []
+    turns = 0
+    busy = True
+
+    def turn() -> None:
+        nonlocal turns
+        turns += 1
+        time.sleep(TURN_S)  # a saturated worker's turn: the loop is held
+        if busy:
+            loop.call_soon(turn)
+
+    port = listening.getsockname()[1]
+    clients: list[socket.socket] = []
+    try:
+        # The connections queue up in the kernel while this holds the loop; then it is
+        # busy for a while every turn, as a saturated worker is.
+        for _ in range(CLIENTS):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        loop.call_soon(turn)
+        start = turns
+        deadline = time.monotonic() + 30
+        while len(made) < CLIENTS and time.monotonic() < deadline:
+            await asyncio.sleep(0)
+        assert len(made) == CLIENTS, f"only {len(made)} of {CLIENTS} connections were taken"
+        return turns - start
+    finally:
+        busy = False
+        for acceptor in acceptors:
+            acceptor.stop()
+        for transport in made:
+            transport.close()
+        for client in clients:
+            client.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_uvloop_alone_takes_one_connection_a_turn() -> None:
+    """What the acceptor is for: without it, a busy loop needs a turn per connection."""
+    turns = uvloop.run(_turns_to_take_all(with_acceptor=False))
+    assert turns >= CLIENTS * 3 // 4, turns
+
+
+def test_with_the_acceptor_a_busy_loop_takes_them_all_in_a_few_turns() -> None:
+    assert CLIENTS <= PER_TURN  # one turn's share takes them all
+    turns = uvloop.run(_turns_to_take_all(with_acceptor=True))
+    assert turns <= 5, turns
+
+
+def test_a_stopped_acceptor_takes_nothing_and_leaves_the_socket_open() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.setblocking(False)
+        made: list[asyncio.BaseTransport] = []
+        acceptor = Acceptor(loop, listening.fileno(), lambda: Counted(made))
+        acceptor.stop()
+        acceptor.stop()  # twice is harmless: a drain and uvicorn's own shutdown
+        client = socket.create_connection(listening.getsockname(), timeout=5)
+        try:
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert made == []
+            # The shared socket is still the listening one: the connection waits there.
+            accepted, _ = listening.accept()
+            accepted.close()
+        finally:
+            client.close()
+            listening.close()
+
+    uvloop.run(run())
