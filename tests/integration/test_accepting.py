@@ -113,3 +113,27 @@ def test_a_stopped_acceptor_takes_nothing_and_leaves_the_socket_open() -> None:
             listening.close()
 
     uvloop.run(run())
+
+
+def test_a_connection_whose_protocol_fails_is_closed_not_leaked() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.setblocking(False)
+
+        def failing() -> asyncio.Protocol:
+            raise RuntimeError("no protocol for this one")
+
+        acceptor = Acceptor(loop, listening.fileno(), failing)
+        client = socket.create_connection(listening.getsockname(), timeout=5)
+        client.setblocking(False)
+        try:
+            # The server side is closed: the client reads the end of the stream.
+            ended = await asyncio.wait_for(loop.sock_recv(client, 1), timeout=5)
+            assert ended == b""
+        finally:
+            acceptor.stop()
+            client.close()
+            listening.close()
+
+    uvloop.run(run())

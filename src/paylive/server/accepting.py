@@ -72,11 +72,13 @@ class Acceptor:
 
     def _started(self, conn: socket.socket, task: asyncio.Task[object]) -> None:
         self._starting.discard(task)
-        if task.cancelled():
-            conn.close()  # the loop stopped before the connection got its transport
-        elif task.exception() is not None:
-            # Its transport was made and has closed it.
-            log.debug("a connection closed as it started: %s", task.exception())
+        if task.cancelled() or task.exception() is not None:
+            # A transport that took the socket and closed it has detached it (this close
+            # is then nothing); one never made (the loop stopped first, the protocol
+            # failed) left it to us.
+            if not task.cancelled():
+                log.warning("a connection could not start: %r", task.exception())
+            conn.close()
 
     def stop(self) -> None:
         """Take no more connections (the shared socket stays open for the others)."""
