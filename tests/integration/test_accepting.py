@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 
 import uvloop
 
@@ -137,3 +138,48 @@ def test_a_connection_whose_protocol_fails_is_closed_not_leaked() -> None:
             listening.close()
 
     uvloop.run(run())
+
+
+def test_paylive_server_serves_through_its_acceptor_and_stops_it_first() -> None:
+    """The wiring: uvicorn's server in paylive's hands gets an acceptor on its socket,
+    whose connections reach the app, and a shutdown stops it."""
+    import gc
+
+    import uvicorn
+
+    from paylive.server.uvicorn import PayliveServer
+
+    async def app(scope: dict[str, object], receive: object, send: Callable) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
+    server = PayliveServer(config)
+    thresholds = gc.get_threshold()
+
+    async def run() -> None:
+        config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup()
+        try:
+            assert len(server.acceptors) == 1
+            port = server.servers[0].sockets[0].getsockname()[1]
+            # The loop's own server is closed: only the acceptor can take this one.
+            server.servers[0].close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head = await asyncio.wait_for(reader.readline(), timeout=5)
+            assert head.startswith(b"HTTP/1.1 204"), head
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            await server.shutdown()
+        assert all(acceptor.stopped for acceptor in server.acceptors)
+
+    try:
+        uvloop.run(run())
+    finally:
+        # PayliveServer tunes the collector for a worker's life; this process goes on.
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)

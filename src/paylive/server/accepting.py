@@ -80,9 +80,13 @@ class Acceptor:
                 log.warning("a connection could not start: %r", task.exception())
             conn.close()
 
+    @property
+    def stopped(self) -> bool:
+        return self._sock.fileno() == -1
+
     def stop(self) -> None:
         """Take no more connections (the shared socket stays open for the others)."""
-        if self._sock.fileno() == -1:
+        if self.stopped:
             return
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()

@@ -43,7 +43,9 @@ class PayliveServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        if self.started:
+        # paylive serve has no TLS of its own (it ends at the proxy); a server given
+        # uvicorn's would need it on the connections the acceptors take too.
+        if self.started and self.config.ssl is None:
             # As uvicorn's own servers make each connection's protocol.
             config, loop = self.config, asyncio.get_running_loop()
 
