@@ -16,10 +16,10 @@ CHROMIUM = os.environ.get("PAYLIVE_TEST_CHROMIUM", "/usr/bin/chromium")
 # Chromium's headless mode is the whole browser: every new context (one per test) opened a
 # window whose omnibox popup, a WebUI page, was rendered in a renderer of its own, about
 # 1 CPU-second per context and over a quarter of the suite's CPU. The popup is never
-# shown here, so its two features are off. Chromium reads only the last
-# --disable-features, so Playwright's own list (playwright-core's chromiumSwitches.ts,
-# added before these arguments) is repeated with them; a feature missing from a newer
-# list is only a feature left on.
+# shown here, so its two features are off. Playwright passes its own --disable-features
+# before these arguments (playwright-core's chromiumSwitches.ts); in case Chromium takes
+# only the last one, that list is repeated here. A feature a newer Playwright adds and
+# this list lacks is at worst a feature left on.
 PLAYWRIGHT_DISABLED = [
     "AvoidUnnecessaryBeforeUnloadCheckSync",
     "DestroyProfileOnBrowserClose",
