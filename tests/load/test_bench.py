@@ -72,6 +72,7 @@ def test_quick_bench_measures_paylive_and_the_peer_alike(tmp_path: Path) -> None
     )
     tables = (tmp_path / "tables.md").read_text()
     assert "python-socketio" in tables and "paylive, memory, 1 worker" in tables
+    assert "503 p50 / p99 / max ms" in tables
     for plot in ("p99.png", "lost.png", "cpu.png", "rss.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG"), plot
 
