@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.support.browser import LAUNCH_ARGS  # noqa: E402
+from tests.support.chromium import LAUNCH_ARGS  # noqa: E402
 from tests.support.servers import ADMIN_TOKEN, API_KEY, Server  # noqa: E402
 
 # Sandbox cards (docs/protocol.md section 3).

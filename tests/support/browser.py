@@ -13,36 +13,6 @@ import pytest
 
 REQUIRED = os.environ.get("PAYLIVE_REQUIRE_BROWSER") == "1"
 CHROMIUM = os.environ.get("PAYLIVE_TEST_CHROMIUM", "/usr/bin/chromium")
-# Chromium's headless mode is the whole browser: every new context (one per test) opened a
-# window whose omnibox popup, a WebUI page, was rendered in a renderer of its own, about
-# 1 CPU-second per context and over a quarter of the suite's CPU. The popup is never
-# shown here, so its two features are off. Playwright passes its own --disable-features
-# before these arguments (playwright-core's chromiumSwitches.ts); in case Chromium takes
-# only the last one, that list is repeated here. A feature a newer Playwright adds and
-# this list lacks is at worst a feature left on.
-PLAYWRIGHT_DISABLED = [
-    "AvoidUnnecessaryBeforeUnloadCheckSync",
-    "DestroyProfileOnBrowserClose",
-    "HttpsUpgrades",
-    "HttpsFirstBalancedModeAutoEnable",
-    "LensOverlay",
-    "MediaRouter",
-    "PaintHolding",
-    "ThirdPartyStoragePartitioning",
-    "AvoidCorsURLLoaderRestartOnRedirect",
-    "OptimizationHints",
-    "NetworkTimeServiceQuerying",
-    "AimEnabled",
-    "PreconnectToSearch",
-]
-DISABLED = [*PLAYWRIGHT_DISABLED, "WebUIOmniboxPopup", "WebUIOmniboxAimPopup"]
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-features=" + ",".join(DISABLED),
-]
 # Test-only npm packages (tests/js/package.json), installed by `npm ci --prefix tests/js`.
 AXE = Path(__file__).resolve().parent.parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
 
