@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from ..support.browser import CHROMIUM
-from ..support.chromium import LAUNCH_ARGS
+from ..support.chromium import CHROMIUM, LAUNCH_ARGS
 from ..support.servers import API_KEY, Server
 
 if TYPE_CHECKING:

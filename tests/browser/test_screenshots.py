@@ -6,20 +6,17 @@ shooting it; a page that no longer reaches a state fails here.
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from ..support.browser import require_browser
+from ..support.chromium import CHROMIUM
+
+require_browser()
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-CHROMIUM = os.environ.get("PAYLIVE_TEST_CHROMIUM", "/usr/bin/chromium")
-if os.environ.get("PAYLIVE_REQUIRE_BROWSER") != "1":
-    pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
 SHOTS = ["admin", "checkout-processing", "checkout-interrupted", "checkout-succeeded"]
 SHOTS.append("checkout-failed")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from .chromium import CHROMIUM
+
 REQUIRED = os.environ.get("PAYLIVE_REQUIRE_BROWSER") == "1"
-CHROMIUM = os.environ.get("PAYLIVE_TEST_CHROMIUM", "/usr/bin/chromium")
 # Test-only npm packages (tests/js/package.json), installed by `npm ci --prefix tests/js`.
 AXE = Path(__file__).resolve().parent.parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
 

@@ -1,7 +1,12 @@
-"""How the tests and scripts/screenshots.py start Chromium: its arguments only, so that
-the script (and mypy, which follows it) does not import the test harness."""
+"""Which Chromium the tests drive and how the tests and scripts/screenshots.py start it,
+apart from the test harness, so that the script (and mypy, which follows it) does not
+import pytest."""
 
 from __future__ import annotations
+
+import os
+
+CHROMIUM = os.environ.get("PAYLIVE_TEST_CHROMIUM", "/usr/bin/chromium")
 
 # Chromium's headless mode is the whole browser: every new context (one per test) opened a
 # window whose omnibox popup, a WebUI page, was rendered in a renderer of its own, about
