@@ -5,8 +5,9 @@ readable. A busy worker's turn takes milliseconds, so under overload new connect
 were taken one a turn: measured with 5,000 sockets and a memory worker asked 6,000
 changes/s, a new connection's first request waited up to 9.9 s in the kernel's accept
 queue (the generator's p99 over all its commands 2.2 s), where kept-alive ones were
-answered in milliseconds (BENCHMARKS.md, "New connections under overload"). A customer opening the checkout in a flash sale is such a
-new connection, and so is a refusal that must come back fast.
+answered in milliseconds (BENCHMARKS.md, "New connections under overload"). A customer
+opening the checkout in a flash sale is such a new connection, and so is a refusal that
+must come back fast.
 
 ``Acceptor`` watches a duplicate of the listening socket beside the loop's own server
 and, each time it is readable, accepts what is waiting, up to ``PER_TURN``; the rest is
