@@ -15,7 +15,7 @@ from ..core.protocol import TERMINAL_STATUSES
 from .accounting import Tally, cpu_seconds
 from .config import Config
 from .dialect import Api
-from .http import HttpFailure, Pool
+from .http import HttpFailure, Pool, warm
 from .records import Customer, Roster, Tracked
 from .sockets import Watchers, now_ms
 
@@ -79,6 +79,11 @@ class Driver:
                 self.roster.customers.append(Customer(session))
 
         await asyncio.gather(*(one() for _ in range(self.conf.sockets)))
+
+    async def warm(self) -> None:
+        """Every connection of the pool made live just before the drive (``warm``)."""
+        if self.roster.sessions:
+            await warm(self.http, self.api.read(self.roster.sessions[0]), self.api.headers)
 
     # The drive ----------------------------------------------------------------------------
 

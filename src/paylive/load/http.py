@@ -27,6 +27,7 @@ import sys
 sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 from typing import Any, Protocol  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
@@ -210,6 +211,23 @@ class HttpxPool:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+async def warm(pool: Pool, path: str, headers: dict[str, str] | None = None) -> None:
+    """``GET path`` on every connection of ``pool`` at once (set-up, not measured).
+
+    A pool that sat idle longer than the server's keep-alive (while ``paylive load``
+    opened its sockets) holds connections the server has closed; the drive's first
+    requests would then all go on new connections in the same instant (768 in a
+    bench run), a burst of connects that steady traffic does not have. Each request
+    here takes a connection of its own, and a closed one is made again.
+    """
+
+    async def one() -> None:
+        with contextlib.suppress(HttpFailure):
+            await pool.request("GET", path, None, headers)
+
+    await asyncio.gather(*(one() for _ in range(pool.size)))
 
 
 def make_pool(kind: str, base_url: str, size: int) -> Pool:

@@ -78,6 +78,7 @@ class Worker:
     async def open(self) -> dict[str, Any]:
         if self.pollers is None:
             await self.fleet.open_all()
+        await self.driver.warm()
         counts = self.tally.sockets
         return {"opened": counts.opened["initial"], "failures": dict(counts.open_failed)}
 
