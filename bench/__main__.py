@@ -51,9 +51,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help=f"seconds per rate (default {FULL['duration']})")
     p.add_argument("--idle", help=f"idle socket counts for RSS (default {FULL['idle']}; '' none)")
     p.add_argument("--drain", type=float, default=5.0, help="seconds for the last events")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="turns of every system at each rate (default 1); with more, the tables show "
+        "each system's median run by CPU per change and a table of the spread",
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results folder")
     p.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib)")
     args = p.parse_args(argv)
+    if not 1 <= args.rounds <= 20:
+        p.error("--rounds must be from 1 to 20")
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -117,14 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     # Systems take turns at each size, so that the noise of a shared machine falls on
     # all of them alike rather than on whichever ran during a busy minute.
+    # With --rounds, each system's runs at a rate are spread over the minutes the rate
+    # takes, for the same reason.
     for rate in _ints(args.rates):
-        for system in systems:
-            load = dict(sockets=args.sockets, admins=args.admins, rate=rate)
-            results.append(
-                one_run(
-                    system, f"rate-{rate}", out, duration=args.duration, drain=args.drain, **load
+        for turn in range(1, args.rounds + 1):
+            name = f"rate-{rate}" if args.rounds == 1 else f"rate-{rate}-round-{turn}"
+            for system in systems:
+                load = dict(sockets=args.sockets, admins=args.admins, rate=rate)
+                results.append(
+                    one_run(system, name, out, duration=args.duration, drain=args.drain, **load)
                 )
-            )
     for sockets in _ints(args.idle):
         for system in systems:
             if sockets <= system.max_sockets:

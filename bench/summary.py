@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -105,12 +106,15 @@ def summarize(
     for result in results:
         kind, _, size = result["bench"]["run"].partition("-")
         if kind == "rate":
-            rates.append(rate_row(result, int(size)))
+            size, _, turn = size.partition("-round-")
+            rates.append({**rate_row(result, int(size)), "round": int(turn or 1)})
         else:
             idle.append(idle_row(result, int(size)))
     others = [r["others_cores"] for r in rates if r.get("others_cores") is not None]
+    rounds = getattr(args, "rounds", 1)
     return {
         "meta": {
+            "rounds": rounds,
             "commit": at_commit,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(),
@@ -125,9 +129,69 @@ def summarize(
             "loadavg_at_end": [round(x, 1) for x in os.getloadavg()],
         },
         "labels": {name: SYSTEMS[name].label for name in systems},
-        "rates": rates,
+        "rates": median_runs(rates) if rounds > 1 else rates,
+        "spread": spread(rates, systems) if rounds > 1 else [],
         "idle": idle,
     }
+
+
+def _cpu(row: dict[str, Any]) -> float | None:
+    return None if "failed" in row else row.get("cpu_per_1000")
+
+
+def median_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each system's run at each rate whose CPU per 1,000 changes is the median of its
+    rounds (the lower of the two middle ones for an even count): a run that happened,
+    so that its latencies, losses and refusals go together; a failed one only when all
+    failed."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["rate"], row["system"]), []).append(row)
+    picked = []
+    for group in groups.values():
+        measured = sorted((r for r in group if _cpu(r) is not None), key=lambda r: _cpu(r) or 0)
+        chosen = measured[(len(measured) - 1) // 2] if measured else group[0]
+        picked.append({**chosen, "rounds_measured": len(measured), "rounds_run": len(group)})
+    return picked
+
+
+def _range(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def spread(rows: list[dict[str, Any]], systems: list[str]) -> list[dict[str, Any]]:
+    """Over the rounds, for each rate and system: how far the figures moved, and its CPU
+    per 1,000 changes over the memory engine's in the same round (the two ran minutes
+    apart at most, so the machine's drift falls on both)."""
+    memory = {(r["rate"], r["round"]): _cpu(r) for r in rows if r["system"] == "paylive-memory"}
+    out = []
+    for rate in sorted({r["rate"] for r in rows}):
+        for name in systems:
+            runs = [r for r in rows if r["rate"] == rate and r["system"] == name]
+            done = [r for r in runs if _cpu(r) is not None]
+            ratios = [
+                (_cpu(r) or 0) / base
+                for r in done
+                if (base := memory.get((rate, r["round"]))) and name != "paylive-memory"
+            ]
+            out.append(
+                {
+                    "rate": rate,
+                    "system": name,
+                    "rounds_run": len(runs),
+                    "rounds_measured": len(done),
+                    "done_per_s": _range([r["done_per_s"] for r in done]),
+                    "p99": _range([r["p99"] for r in done if r["p99"] is not None]),
+                    "refused_p50": _range(
+                        [r["refused_p50"] for r in done if r.get("refused_p50") is not None]
+                    ),
+                    "cpu_per_1000": _range([_cpu(r) or 0 for r in done]),
+                    "cpu_over_memory": _range(ratios),
+                }
+            )
+    return out
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -145,7 +209,8 @@ def tables(summary: dict[str, Any]) -> str:
     lines = [
         f"Commit `{meta['commit']}`, {meta['date']}, Python {meta['python']}, "
         f"{meta['cores']} cores; {meta['sockets']:,} customer sockets + {meta['admins']} admin "
-        f"feeds, {meta['duration_s']:g} s per rate, a fresh server and Redis for every run; "
+        f"feeds, {meta['duration_s']:g} s per rate{_rounds_note(meta)}, a fresh server and "
+        "Redis for every run; "
         f"the whole bench took {meta['wall_s']:,} s. Other processes took "
         f"{_f(meta['others_cores_mean'], 2)} cores on average during the drives (load average "
         f"at the end {' / '.join(map(str, meta['loadavg_at_end']))}).",
@@ -170,6 +235,7 @@ def tables(summary: dict[str, Any]) -> str:
             f"| {_f(r['others_cores'], 2)} |"
         )
     lines += _tail_and_cost(summary)
+    lines += _spread_table(summary)
     if summary["idle"]:
         lines += [
             "",
@@ -222,6 +288,48 @@ def _tail_and_cost(summary: dict[str, Any]) -> list[str]:
             f"| {_f(pc.get('round_trips'), 2)} | {_f(pc.get('commands'), 2)} "
             f"| {_f(pc.get('publish'), 2)} | {traffic} |"
         )
+    return lines
+
+
+def _rounds_note(meta: dict[str, Any]) -> str:
+    rounds = meta.get("rounds", 1)
+    if rounds <= 1:
+        return ""
+    return (
+        f", {rounds} rounds per rate (below, each system's median run by CPU per 1,000 "
+        "changes; the last table, how far the rounds moved)"
+    )
+
+
+def _spread(value: dict[str, float] | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return (
+        f"{_f(float(value['median']), digits)} ({_f(float(value['min']), digits)} to "
+        f"{_f(float(value['max']), digits)})"
+    )
+
+
+def _spread_table(summary: dict[str, Any]) -> list[str]:
+    """With --rounds: the median and range of each figure over the rounds."""
+    if not summary.get("spread"):
+        return []
+    labels = summary["labels"]
+    lines = [
+        "",
+        "| changes/s | system | rounds measured | done/s | latency p99 ms | 503 p50 ms "
+        "| CPU s per 1,000 changes | ÷ memory's, same round |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["spread"]:
+        lines.append(
+            f"| {r['rate']:,} | {labels[r['system']]} | {r['rounds_measured']} of "
+            f"{r['rounds_run']} | {_spread(r['done_per_s'], 0)} | {_spread(r['p99'])} "
+            f"| {_spread(r['refused_p50'])} | {_spread(r['cpu_per_1000'], 2)} "
+            f"| {_spread(r['cpu_over_memory'], 2)} |"
+        )
+    lines.append("")
+    lines.append("Each cell: the median over the rounds, then the lowest to the highest.")
     return lines
 
 
