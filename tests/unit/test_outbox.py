@@ -211,3 +211,34 @@ def test_the_outbox_and_the_review_survive_the_record() -> None:
         step(s, EffectOutcome("refund", 1, True), 9_000).session, ResolveReview("a", "b"), 9_100
     ).session
     assert Session.from_record(resolved.to_record()) == resolved
+
+
+def overdue_expiry_of_a_hold() -> Session:
+    """A hold (the provider authorizes first) whose capture failed while the provider
+    was down; the attempt timed out, and the void its expiry needs was never confirmed:
+    once past the review time the session expires all the same."""
+    s = new_session(SID, "order-8", 500, "EUR", {}, 0, RULES)
+    s = step(s, StartAttempt(CARD), 10).session
+    s = step(s, ProviderResult(1, "authorized", provider_ref="pi_1"), 20).session
+    assert ("capture", 1, "pending") in outbox(s)
+    s = step(s, EffectOutcome("capture", 1, False, "down"), 30).session
+    s = step(s, Tick(), 1_100).session
+    assert s.status == "interrupted"
+    assert decide(s, Tick(), 60_000, RULES) == NeedsVoid((1,))
+    return step(s, Tick(), 60_000 + RULES.effect_review_after_ms).session
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_an_overdue_expiry_releases_the_hold_and_never_captures_it(taken: bool) -> None:
+    s = overdue_expiry_of_a_hold()
+    assert s.status == "expired" and s.needs_review
+    # The session is over: its hold is released, never captured (protocol 2.3). The
+    # capture stayed pending here once, and the outbox, older first, would have taken
+    # the money of an expired session and then refunded it.
+    assert outbox(s) == [("capture", 1, "cancelled"), ("void", 1, "pending")]
+    # The provider back, the release decides: nothing moved, or the money had been
+    # taken after all (then refunded as any late success of a session over).
+    after = step(s, EffectOutcome("void", 1, True, charged=taken), 100_000).session
+    refunds = [e for e in after.effects if e.kind == "refund"]
+    assert (after.attempts[0].status == "refunded") is taken
+    assert [(e.attempt, e.status) for e in refunds] == ([(1, "pending")] if taken else [])

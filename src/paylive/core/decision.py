@@ -127,10 +127,17 @@ class Tx:
         known, so its release is also put in the outbox, confirmed once more in case
         the void was acknowledged and lost (a release done already is answered as done)."""
         self.set_attempt(number, status=A_VOIDED, ended_at=self.ended(number))
-        capture = self.s.effect(CAPTURE, number)
-        if capture is not None and capture.pending:
-            self.set_effect(evolve(capture, status=CANCELLED, next_at=None, done_at=self.now))
+        if self.cancel_capture(number):
             self.add_effect(VOID, number)
+
+    def cancel_capture(self, number: int) -> bool:
+        """A capture of attempt ``number`` still pending is never made (its hold is to
+        be released); True when there was one."""
+        capture = self.s.effect(CAPTURE, number)
+        if capture is None or not capture.pending:
+            return False
+        self.set_effect(evolve(capture, status=CANCELLED, next_at=None, done_at=self.now))
+        return True
 
     def ended(self, number: int) -> int:
         """When attempt ``number`` ended: now, unless it had ended already."""

@@ -85,8 +85,12 @@ def expire(
         # before a person looks (every expiry tick asked): the session expires all the
         # same, flagged for review, and the voids go on in the outbox, which keeps the
         # session until they are confirmed. Waiting on would leave it active until its
-        # record expired, an unknown attempt in it and nobody told.
+        # record expired, an unknown attempt in it and nobody told. A hold's capture
+        # still pending is cancelled: the session is over, so its hold is released,
+        # never captured (docs/protocol.md 2.3); if the money was taken after all, the
+        # void finds it and it is refunded as any late success of a session over.
         for number in needed.attempts:
+            tx.cancel_capture(number)
             tx.add_effect(VOID, number)
         tx.update(needs_review=True)
     tx.update(status=EXPIRED, deadline=None, retry_at=None)
