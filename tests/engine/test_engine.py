@@ -1370,3 +1370,27 @@ async def test_the_audit_trail_keeps_the_newest(engine: Engine) -> None:
     assert [json.loads(raw)["id"] for raw in await engine.audit_read(1, 1)] == ["aud_3"]
     assert [json.loads(raw)["id"] for raw in await engine.audit_read(2, 5)] == ["aud_2"]
     assert await engine.audit_read(3, 5) == []
+
+
+async def test_a_hold_is_captured_or_released_once_when_both_race(engine: Engine) -> None:
+    """The sandbox's capture (the outbox) and release (a retry or cancel on another
+    request) of one hold at the same time: one of them decides, and both answers say
+    the same thing. Each read the ledger and then wrote it once, and on Redis both
+    succeeded: the capture said the money was taken, the release that nothing moved."""
+    from paylive.gateway.sandbox import AUTHORIZED, SandboxGateway
+
+    settings = replace(SETTINGS, sandbox_authorize_first=True)
+    sandbox = SandboxGateway(settings.sandbox, engine, send=None)
+    for n in range(20):
+        key = f"ps_race{n}:1"
+        await engine.put(f"sandbox:req:{key}", b"succeeded", 60_000)
+        await engine.put(f"sandbox:{key}", AUTHORIZED, 60_000)
+        captured, taken = await asyncio.gather(
+            sandbox.capture(key, None, f"{key}:capture"), sandbox.void(key, None)
+        )
+        assert captured == taken, (n, captured, taken)
+        ledger = await engine.get(f"sandbox:{key}")
+        assert ledger == (b"charged" if captured else b"voided"), (n, ledger)
+        # Asked again, each is answered as decided.
+        assert await sandbox.capture(key, None, f"{key}:capture") is captured
+        assert await sandbox.void(key, None) is captured

@@ -163,10 +163,8 @@ class SandboxGateway(Gateway):
         if held in (CHARGED, AUTHORIZED) and await self._void_lost(key):
             return False
         if held == AUTHORIZED:
-            # Released: nothing was captured, so nothing moved.
-            await self._log(key, "void", idempotency_key)
-            await self._engine.put(self._ledger(key), VOIDED, LEDGER_TTL_MS)
-            return False
+            # Released, unless a capture decided the hold first: then the money moved.
+            return await self._settle_hold(key, VOIDED, "void", idempotency_key) == CHARGED
         return held in (CHARGED, REFUNDED)
 
     async def _void_lost(self, key: str) -> bool:
@@ -208,14 +206,30 @@ class SandboxGateway(Gateway):
         await self._up()
         held = await self._engine.get(self._ledger(key))
         if held == AUTHORIZED:
-            await self._log(key, "capture", idempotency_key)
-            await self._engine.put(self._ledger(key), CHARGED, LEDGER_TTL_MS)
-            return True
+            # Taken, unless a release decided the hold first.
+            return await self._settle_hold(key, CHARGED, "capture", idempotency_key) == CHARGED
         if held in (CHARGED, REFUNDED):
             return True  # captured already: done once
         if held is None:
             raise GatewayError(f"nothing is held under {key} yet")
         return False  # released (or declined): the hold is gone, nothing can be taken
+
+    async def _settle_hold(
+        self, key: str, fate: bytes, kind: str, idempotency_key: str | None
+    ) -> bytes:
+        """A hold is captured or released once, by whichever asks first (as a provider
+        serializes the two): the first claim of ``sandbox:hold:<key>`` decides, and the
+        fate decided (``CHARGED`` or ``VOIDED``) is what either is answered. Reading
+        the ledger and then writing it let a capture and a release racing on two
+        workers both succeed. The other kind's call only reads the decision; a call of
+        the deciding kind (the decider asked again) writes it, so a decider cut short
+        before its write is finished by its retry."""
+        decided = await self._engine.put_if_absent(f"sandbox:hold:{key}", fate, LEDGER_TTL_MS)
+        if decided is not None and decided != fate:
+            return decided
+        await self._log(key, kind, idempotency_key)
+        await self._engine.put(self._ledger(key), fate, LEDGER_TTL_MS)
+        return fate
 
     async def _settle(self, key: str, outcome: bytes) -> bool:
         """True when ``outcome`` is now the key's fate (no void got there first)."""
