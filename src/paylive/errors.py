@@ -13,6 +13,7 @@ the code that raises it and drawn here::
     ├── ClientGone          the client left before its body arrived    (paylive.web.bodies)
     ├── SignatureError      a webhook is unsigned, badly signed or old (paylive.core.signature)
     ├── DecodeError         a client frame is not a map in its codec   (paylive.core.codec)
+    ├── HeadersTooLarge     a request's line and headers pass 32 KiB   (paylive.server.connections)
     ├── LoadError           ``paylive load`` cannot start or failed    (paylive.load.config)
     └── HttpFailure         ``paylive load`` got no HTTP answer        (paylive.load.http)
 

@@ -98,6 +98,8 @@ class Settings:
 
     # Limits: each is one field so that it can be tuned (docs/configuration.md).
     max_body_bytes: int = 16 * 1024
+    # A request's line and headers (a socket's handshake): past this, 431 and closed.
+    max_header_bytes: int = 32 * 1024
     max_message_bytes: int = 4 * 1024
     send_queue_size: int = 256
     history_cap: int = 512
@@ -466,9 +468,11 @@ class BodySettings:
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """uvicorn's connections (server/connections.py): the header timeout and the limit."""
+    """uvicorn's connections (server/connections.py): the header timeout and size, and
+    the limit."""
 
     header_timeout_ms: int
+    max_header_bytes: int
     max_connections: int
 
 
@@ -754,7 +758,7 @@ def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
         role, _, token = rest.partition(":")
         staff, role, token = staff.strip(), role.strip(), token.strip()
         where = f"{name}: entry {number}"
-        if not _STAFF_NAME.match(staff):
+        if not _STAFF_NAME.fullmatch(staff):
             raise SettingsError(
                 f"{where} must be name:role:token, the name 1 to 64 letters, digits or ._@-"
             )

@@ -101,6 +101,7 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     # Too much.
     BODY_TOO_LARGE = "body_too_large"
+    HEADERS_TOO_LARGE = "headers_too_large"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_SOCKETS = "too_many_sockets"
     OVERLOADED = "overloaded"

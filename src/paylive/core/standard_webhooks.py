@@ -81,7 +81,7 @@ def verify(
     signatures = lowered.get("webhook-signature", "")
     if not (message_id and raw_timestamp and signatures):
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
-    if not raw_timestamp.isdigit() or len(raw_timestamp) > 12:
+    if not (raw_timestamp.isascii() and raw_timestamp.isdigit()) or len(raw_timestamp) > 12:
         raise SignatureError("webhook-timestamp is not a Unix time in seconds")
     timestamp = int(raw_timestamp)
     if abs(now_s - timestamp) > tolerance_s:

@@ -53,6 +53,8 @@ PROVIDER_REQUEST_ID = "paylive.provider.request_id"
 
 _CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 _SESSION = re.compile(r"^ps_[A-Za-z0-9]{1,61}$")
+# ASCII digits only: str.isdigit() takes "²", which int() then refuses.
+_ATTEMPT = re.compile(r"[0-9]{1,4}")
 
 
 class StripeGateway(Gateway):
@@ -245,7 +247,7 @@ def _declined(number: int, ref: str, exc: stripe.CardError) -> ProviderResult:
 
 
 def _decline_code(code: str) -> str:
-    return code if _CODE.match(code) else "card_declined"
+    return code if _CODE.fullmatch(code) else "card_declined"
 
 
 def _metadata(values: dict[str, str]) -> dict[str, str]:
@@ -317,9 +319,13 @@ def event_result(event: Mapping[str, Any]) -> tuple[str, str, ProviderResult] | 
         return None
     session_id = metadata.get(SESSION_META)
     attempt = metadata.get(ATTEMPT_META)
-    if not isinstance(session_id, str) or not _SESSION.match(session_id):
+    if not isinstance(session_id, str) or not _SESSION.fullmatch(session_id):
         return None
-    if not isinstance(attempt, str) or not attempt.isdigit() or not 1 <= int(attempt) <= 1000:
+    if (
+        not isinstance(attempt, str)
+        or not _ATTEMPT.fullmatch(attempt)
+        or not 1 <= int(attempt) <= 1000
+    ):
         return None
     if metadata.get(KEY_META) != f"{session_id}:{attempt}":
         return None

@@ -57,6 +57,7 @@ from uvicorn.server import ServerState
 
 from .. import metrics
 from ..core.protocol import ErrorCode
+from ..errors import PayliveError
 from ..settings import ConnectionSettings, Settings
 from ..web import admission
 from ..web.bodies import BODY_EXTENSION, body_state
@@ -87,6 +88,25 @@ HEALTHY_HEADERS = [
     (b"connection", b"close"),
 ]
 HEALTHZ = b"/healthz"
+
+HEADERS_TOO_LARGE_STATUS = http_status(ErrorCode.HEADERS_TOO_LARGE)
+
+
+class HeadersTooLarge(PayliveError):
+    """Raised from a parser callback to stop parsing a request whose head is too big
+    (it reaches ``data_received`` as httptools' own callback error)."""
+
+
+def _headers_too_large(limit: int) -> bytes:
+    body = json.dumps(
+        error_body(
+            ErrorCode.HEADERS_TOO_LARGE,
+            f"the request line and headers may be at most {limit} bytes",
+        )
+    ).encode()
+    head = b"HTTP/1.1 %d Request Header Fields Too Large\r\n" % HEADERS_TOO_LARGE_STATUS
+    head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    return head + b"connection: close\r\n\r\n" + body
 
 
 class PayliveConfig(uvicorn.Config):
@@ -160,6 +180,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         settings = config.settings if isinstance(config, PayliveConfig) else Settings().connections
         self._header_timeout = settings.header_timeout_ms / 1000
         self._max_connections = settings.max_connections
+        self._max_head = settings.max_header_bytes
+        # The current request's line and headers so far: as parsed (``_head_parsed``),
+        # and the bytes received while they were not whole (``_head_bytes``; None:
+        # not in them). httptools holds a header until it ends, so the second bounds
+        # what one endless header makes a worker hold.
+        self._head_parsed = 0
+        self._head_bytes: int | None = None
+        self._head_over = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -245,22 +273,50 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # module docstring): on_message_begin does, when a request really starts.
         try:
             self.parser.feed_data(data)
+            if self._head_bytes is not None:
+                self._head_bytes += len(data)
+                if self._head_bytes > self._max_head:
+                    self._refuse_headers()
         except httptools.HttpParserError:
+            if self._head_over:  # raised by _count_head, through the parser
+                self._refuse_headers()
+                return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
+            if not all(value.isascii() for _, value in self.headers):
+                # The socket libraries decode a handshake's headers as ASCII and raise
+                # on anything else, after the connection is theirs: no answer at all.
+                self.send_400_response("A socket handshake's headers must be ASCII.")
+            elif self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_bytes = 0
+        self._head_parsed = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+
+    def _count_head(self, size: int) -> None:
+        self._head_parsed += size
+        if self._head_parsed > self._max_head:
+            self._head_over = True
+            raise HeadersTooLarge
         self._unset_keepalive_if_required()
         self._arm()  # a later request on a kept-alive connection: its headers are timed too
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = None
         self._disarm()
         self._command_since = None
         if self._refused_at_once():
@@ -314,6 +370,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.flow.resume_reading()  # keep draining until the client stops or the bound
             return
         super().on_response_complete()
+
+    def _refuse_headers(self) -> None:
+        """Request line and headers past ``max_header_bytes``: 431, and the connection
+        closed (lingering, so that the client reads the answer)."""
+        self._head_bytes = None
+        self._head_over = False
+        self.transport.write(_headers_too_large(self._max_head))
+        self.linger()
 
     def _refused_at_once(self) -> bool:
         """A command while the worker's door is full: answered 503 ``overloaded`` here,

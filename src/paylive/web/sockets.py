@@ -26,7 +26,7 @@ from ..telemetry import context, tracing
 from . import observe, validation
 from .auth import ADMIN, CUSTOMER, Principal
 from .errors import ENGINE_DOWN, close_code
-from .tickets import principal_of
+from .tickets import Admit, principal_of
 
 log = logging.getLogger("paylive.sockets")
 
@@ -148,22 +148,21 @@ async def customer_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = await _principal(ws, runtime, subprotocol)
+    cap = runtime.settings.max_sockets_per_session
+
+    def admit(principal: Principal) -> None:
+        # Before a ticket is spent: a refusal here leaves it usable (see tickets.redeem).
+        if principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
+            raise Refused(ErrorCode.UNAUTHORIZED, "missing or bad token")
+        validation.parse_since(ws.query_params.get("since"))
+        if runtime.hub.sockets_on(session_id) >= cap:
+            message = f"at most {cap} sockets per session: close another one first"
+            raise Refused(ErrorCode.TOO_MANY_SOCKETS, message)
+
+    principal = await _principal(ws, runtime, subprotocol, admit)
     if principal is None:
         return
-    if principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
-        await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
-        return
-    try:
-        since = validation.parse_since(ws.query_params.get("since"))
-    except Refused as exc:
-        await _refuse(ws, exc, subprotocol)
-        return
-    cap = runtime.settings.max_sockets_per_session
-    if runtime.hub.sockets_on(session_id) >= cap:
-        message = f"at most {cap} sockets per session: close another one first"
-        await _refuse(ws, Refused(ErrorCode.TOO_MANY_SOCKETS, message), subprotocol)
-        return
+    since = validation.parse_since(ws.query_params.get("since"))
     await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol), headers=_echoed())
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     # Staff watching one session see it; commands are the customer's and the merchant's.
@@ -182,10 +181,13 @@ async def customer_socket(ws: WebSocket) -> None:
         await subscriber.flush(FLUSH_TIMEOUT_S)
 
 
-async def _principal(ws: WebSocket, runtime: Runtime, subprotocol: str) -> Principal | None:
-    """Who opens the socket (a ticket, or a token in the URL), or a refusal sent."""
+async def _principal(
+    ws: WebSocket, runtime: Runtime, subprotocol: str, admit: Admit | None = None
+) -> Principal | None:
+    """Who opens the socket (a ticket, or a token in the URL), once ``admit`` let it
+    through, or a refusal sent."""
     try:
-        principal = await principal_of(runtime, ws.query_params, None)
+        principal = await principal_of(runtime, ws.query_params, None, admit)
     except Refused as exc:
         await _refuse(ws, exc, subprotocol)
         return None

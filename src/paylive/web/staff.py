@@ -134,7 +134,7 @@ async def audit_trail(request: Request) -> Response:
     params = request.query_params
     raw_session = params.get("session")
     raw_staff = params.get("staff")
-    if raw_staff is not None and not validation.STAFF_NAME.match(raw_staff):
+    if raw_staff is not None and not validation.STAFF_NAME.fullmatch(raw_staff):
         raise validation.invalid("staff", "must be a staff name (or merchant)")
     query = AuditQuery(
         session_id=None if raw_session is None else validation.parse_session_id(raw_session),
@@ -246,7 +246,7 @@ async def send_again(request: Request) -> Response:
     runtime = runtime_of(request)
     principal = staff(request, OPERATOR)
     event_id = request.path_params["event_id"]
-    if not validation.PRINTABLE_ID.match(event_id):
+    if not validation.PRINTABLE_ID.fullmatch(event_id):
         raise Refused(ErrorCode.NOT_FOUND, "no such event")
     body = await runtime.reads.event_body(event_id)
     audit = audit_of(request, principal, "send_again", event=event_id)

@@ -29,7 +29,7 @@ from . import validation
 from .auth import ADMIN, CUSTOMER, Principal
 from .http import endpoint, runtime_of
 from .sockets import ADMIN_QUEUE_FACTOR, FLUSH_TIMEOUT_S, catch_up
-from .tickets import principal_of
+from .tickets import Admit, principal_of
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -47,17 +47,25 @@ def close_event(code: int, reason: str) -> bytes:
     return b"event: close\ndata: " + dumps_strict({"code": code, "reason": reason}) + b"\n\n"
 
 
-async def _stream_principal(request: Request, *allowed: str) -> Principal:
+async def _stream_principal(
+    request: Request, *allowed: str, admit: Admit | None = None
+) -> Principal:
+    """Who opens it; a ticket is spent only once the kind and ``admit`` let it through."""
+
+    def admit_kind(principal: Principal) -> None:
+        if principal.kind not in allowed:
+            raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot open this")
+        if admit is not None:
+            admit(principal)
+
     principal = await principal_of(
-        runtime_of(request), request.query_params, request.headers.get("authorization")
+        runtime_of(request), request.query_params, request.headers.get("authorization"), admit_kind
     )
     if principal is None:
         raise Refused(
             ErrorCode.UNAUTHORIZED,
             "send a ticket (POST /api/tickets), or Authorization: Bearer <client secret>",
         )
-    if principal.kind not in allowed:
-        raise Refused(ErrorCode.FORBIDDEN, f"a {principal.kind} credential cannot open this")
     return principal
 
 
@@ -172,9 +180,12 @@ async def session_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     session_id: str = request.path_params["session_id"]
     since = _since(request)
-    principal = await _stream_principal(request, CUSTOMER, ADMIN)
-    _session_principal(principal, session_id)
-    _check_cap(runtime, session_id)
+
+    def admit(principal: Principal) -> None:
+        _session_principal(principal, session_id)
+        _check_cap(runtime, session_id)
+
+    await _stream_principal(request, CUSTOMER, ADMIN, admit=admit)
     stream = EventStream(runtime, "customer")
     hub = runtime.hub
 
@@ -261,8 +272,9 @@ async def poll_events(request: Request) -> Response:
     hold = settings.poll_hold_ms
     if raw_wait is not None:
         hold = validation.parse_digits(raw_wait, "wait", 0, settings.poll_hold_ms)
-    principal = await _stream_principal(request, CUSTOMER, ADMIN)
-    _session_principal(principal, session_id)
+    await _stream_principal(
+        request, CUSTOMER, ADMIN, admit=lambda principal: _session_principal(principal, session_id)
+    )
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
         raise Refused(ErrorCode.NOT_FOUND, "unknown session")

@@ -5,7 +5,7 @@ secret is ever written in a URL (and so in no proxy's access log)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,27 +40,44 @@ async def create_ticket(request: Request) -> Response:
     )
 
 
-async def redeem(runtime: Runtime, ticket: str) -> Principal:
-    """The holder of ``ticket``, spending it; Refused(unauthorized) when it cannot be."""
+# What else a request must pass before it may spend a ticket: raises Refused.
+Admit = Callable[[Principal], None]
+
+
+async def redeem(runtime: Runtime, ticket: str, admit: Admit | None = None) -> Principal:
+    """The holder of ``ticket``, spending it; Refused(unauthorized) when it cannot be.
+    ``admit`` runs on the holder first: a request it refuses leaves the ticket unspent
+    (bad input changes nothing, and a "not now" may be sent again as it was)."""
     now = runtime.clock()
     found = read_ticket(runtime.settings.signing_secrets, ticket, now)
-    if found is None or not await runtime.tickets.first_use(found.nonce, found.expires_at, now):
+    if found is None:
+        raise BAD_TICKET
+    if admit is not None:
+        admit(found.principal)
+    if not await runtime.tickets.first_use(found.nonce, found.expires_at, now):
         raise BAD_TICKET
     return found.principal
 
 
 async def principal_of(
-    runtime: Runtime, query: Mapping[str, str], authorization: str | None
+    runtime: Runtime,
+    query: Mapping[str, str],
+    authorization: str | None,
+    admit: Admit | None = None,
 ) -> Principal | None:
-    """Who opens a stream, a long-poll or a socket: a ``ticket`` (spent here), else the
-    ``Authorization`` header, else a ``token`` in the URL (kept for compatibility,
-    discouraged). None when nothing was sent or what was sent is not valid; Refused
-    for a ticket that is not (so the caller can say which)."""
+    """Who opens a stream, a long-poll or a socket: a ``ticket`` (spent here, once
+    ``admit`` let it through), else the ``Authorization`` header, else a ``token`` in
+    the URL (kept for compatibility, discouraged), each then put to ``admit`` too. None
+    when nothing was sent or what was sent is not valid; Refused for a ticket that is
+    not (so the caller can say which), or what ``admit`` refused."""
     ticket = query.get("ticket")
     if ticket:
-        return await redeem(runtime, ticket)
+        return await redeem(runtime, ticket, admit)
     token = bearer(authorization) or query.get("token")
-    return principal_for(token, runtime.settings.credentials)
+    principal = principal_for(token, runtime.settings.credentials)
+    if principal is not None and admit is not None:
+        admit(principal)
+    return principal
 
 
 routes = [Route("/api/tickets", create_ticket, methods=["POST"])]

@@ -77,7 +77,7 @@ def query_int(params: Mapping[str, str], name: str, lo: int, hi: int) -> int | N
     raw = params.get(name)
     if raw is None:
         return None
-    if not _QUERY_DIGITS.match(raw) or not lo <= int(raw) <= hi:
+    if not _QUERY_DIGITS.fullmatch(raw) or not lo <= int(raw) <= hi:
         raise invalid(name, f"must be an integer from {lo} to {hi}")
     return int(raw)
 
@@ -87,7 +87,7 @@ def query_id(params: Mapping[str, str], name: str) -> str | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    if not PRINTABLE_ID.match(raw):
+    if not PRINTABLE_ID.fullmatch(raw):
         raise invalid(name, "must be 1 to 128 printable ASCII characters")
     return raw
 
@@ -120,7 +120,7 @@ def _only(body: dict[str, Any], allowed: set[str]) -> None:
 def parse_create(body: dict[str, Any]) -> tuple[str, int, str, dict[str, Any]]:
     _only(body, {"order_id", "amount", "currency", "metadata"})
     order_id = body.get("order_id")
-    if not isinstance(order_id, str) or not _ORDER_ID.match(order_id):
+    if not isinstance(order_id, str) or not _ORDER_ID.fullmatch(order_id):
         raise invalid("order_id", "must be 1 to 128 printable ASCII characters without spaces")
     amount = _int(body, "amount", 1, MAX_AMOUNT)
     currency = body.get("currency")
@@ -198,7 +198,7 @@ def _stripe_method(value: Any) -> dict[str, Any]:
         )
     _only_prefixed(value, {"stripe"}, "payment_method")
     method = value.get("stripe")
-    if not isinstance(method, str) or not _STRIPE_METHOD.match(method):
+    if not isinstance(method, str) or not _STRIPE_METHOD.fullmatch(method):
         raise invalid("payment_method.stripe", shape, ErrorCode.INVALID_PAYMENT_METHOD)
     return {"stripe": method}
 
@@ -244,14 +244,14 @@ def parse_complete(body: dict[str, Any]) -> ProviderResult:
         raise invalid("outcome", "must be succeeded, declined or provider_error")
     decline_code = body.get("decline_code")
     if decline_code is not None and (
-        not isinstance(decline_code, str) or not _DECLINE_CODE.match(decline_code)
+        not isinstance(decline_code, str) or not _DECLINE_CODE.fullmatch(decline_code)
     ):
         raise invalid("decline_code", "must be a short lower-case code such as card_declined")
     if outcome != "declined" and decline_code is not None:
         raise invalid("decline_code", "only goes with outcome declined")
     provider_ref = body.get("provider_ref")
     if provider_ref is not None and (
-        not isinstance(provider_ref, str) or not _PROVIDER_REF.match(provider_ref)
+        not isinstance(provider_ref, str) or not _PROVIDER_REF.fullmatch(provider_ref)
     ):
         raise invalid("provider_ref", "must be 1 to 128 printable characters")
     return ProviderResult(attempt, outcome, decline_code, provider_ref)
@@ -284,11 +284,11 @@ def parse_webhook(body: dict[str, Any]) -> tuple[str, str, ProviderResult]:
         )
     decline_code = body.get("decline_code") if outcome == "declined" else None
     if decline_code is not None and (
-        not isinstance(decline_code, str) or not _DECLINE_CODE.match(decline_code)
+        not isinstance(decline_code, str) or not _DECLINE_CODE.fullmatch(decline_code)
     ):
         raise invalid("decline_code", "must be a short lower-case code")
     ref = body.get("provider_ref")
-    provider_ref = ref if isinstance(ref, str) and _PROVIDER_REF.match(ref) else None
+    provider_ref = ref if isinstance(ref, str) and _PROVIDER_REF.fullmatch(ref) else None
     return event_id, session_id, ProviderResult(attempt, outcome, decline_code, provider_ref)
 
 

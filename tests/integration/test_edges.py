@@ -1,0 +1,237 @@
+"""Odd input at the edges, against a real ``paylive serve``: each was once answered
+otherwise than docs/protocol.md says (found in a review on 2026-12-07). A socket
+handshake with bytes past ASCII in a header; request headers without end; a refusal
+that spent the single-use ticket it came with; a trailing newline taken by a pattern
+anchored with ``$``."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
+
+MERCHANT = {"Authorization": f"Bearer {API_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+# One socket or stream per session: the place a ticket test fills.
+SERVER_ENV = {"PAYLIVE_MAX_SOCKETS_PER_SESSION": "1"}
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as plain:
+        yield plain
+
+
+def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    payload = {"order_id": "order-1", "amount": 1999, "currency": "EUR", **body}
+    reply = client.post("/api/sessions", json=payload, headers=MERCHANT)
+    assert reply.status_code == 201, reply.text
+    return dict(reply.json())
+
+
+def ticket_for(client: httpx.Client, session: dict[str, Any]) -> str:
+    reply = client.post(
+        "/api/tickets", headers={"Authorization": f"Bearer {session['client_secret']}"}
+    )
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["ticket"])
+
+
+def socket_close(url: str) -> tuple[int | None, list[str]]:
+    """Open a socket, read until the server closes it (2 s at most): its close code
+    and the messages it sent."""
+    received: list[str] = []
+    with connect(url, open_timeout=5, subprotocols=["paylive.v1.json"]) as conn:  # type: ignore[list-item]
+        try:
+            while True:
+                received.append(str(conn.recv(timeout=2)))
+        except (ConnectionClosed, TimeoutError):
+            pass
+        code = conn.close_code
+    return code, received
+
+
+def raw_exchange(port: int, request: bytes, wait_s: float = 2.0) -> bytes:
+    """Send ``request`` on a fresh connection; what comes back until the server
+    closes it or ``wait_s`` passes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=wait_s)
+    answer = b""
+    deadline = time.monotonic() + wait_s
+    try:
+        sock.sendall(request)
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        sock.close()
+    return answer
+
+
+# A socket handshake with a header past ASCII: once an unhandled exception, no answer
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Sec-WebSocket-Protocol: paylive.v1.json, \xc3\xa9",
+        b"Sec-WebSocket-Extensions: \xff",
+        b"Host: \xff",
+    ],
+    ids=["subprotocol", "extensions", "host"],
+)
+def test_a_handshake_with_a_non_ascii_header_is_answered_not_a_crash(
+    server: Server, header: bytes
+) -> None:
+    offset = len(server.log())
+    lines = [
+        b"GET /ws/admin?token=" + ADMIN_TOKEN.encode() + b" HTTP/1.1",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        b"Sec-WebSocket-Version: 13",
+    ]
+    if not header.startswith(b"Host:"):
+        lines.insert(1, b"Host: 127.0.0.1")
+    lines.append(header)
+    answer = raw_exchange(server.port, b"\r\n".join(lines) + b"\r\n\r\n")
+    time.sleep(0.3)
+    logged = server.log()[offset:]
+    assert "Traceback" not in logged, f"unhandled exception in the server log:\n{logged}"
+    # A malformed handshake still gets an answer, not a dropped connection.
+    assert answer.startswith(b"HTTP/1.1 400"), f"the client got {answer[:200]!r}"
+
+
+# A refusal before the socket or stream opens leaves its ticket unspent
+
+
+def test_a_socket_refused_for_a_bad_since_does_not_spend_its_ticket(
+    server: Server, client: httpx.Client
+) -> None:
+    session = create(client)
+    ticket = ticket_for(client, session)
+    base = f"{server.ws_url}/ws/sessions/{session['id']}?ticket={ticket}"
+    code, _ = socket_close(base + "&since=abc")
+    assert code == 1008  # the bad `since` is refused, as section 3.1 says
+    # Bad input changes nothing: the same ticket still opens the socket (it was
+    # spent before `since` was read, and the second open closed 4401).
+    code, received = socket_close(base)
+    assert code is None, code
+    assert received and '"snapshot"' in received[0], received
+
+
+def test_a_stream_refused_429_too_many_sockets_does_not_spend_its_ticket(
+    server: Server, client: httpx.Client
+) -> None:
+    session = create(client)
+    secret = {"Authorization": f"Bearer {session['client_secret']}"}
+    url = f"{server.url}/api/sessions/{session['id']}/stream"
+    # PAYLIVE_MAX_SOCKETS_PER_SESSION=1: one stream open holds the session's place.
+    with httpx.Client(timeout=10) as holder, holder.stream("GET", url, headers=secret) as held:
+        assert held.status_code == 200
+        ticket = ticket_for(client, session)
+        refused = client.get(f"{url}?ticket={ticket}")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_sockets"
+    # The place is free again: "not now" was the answer, so the same request may be
+    # sent again as it was.
+    time.sleep(0.3)
+    again = client.get(
+        f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0",
+    )
+    assert again.status_code == 200, again.text
+
+
+# Patterns anchored with `$` took a trailing newline (re.match): now fullmatch
+
+
+@pytest.mark.parametrize("order_id", ["order-1\n"])
+def test_an_order_id_with_a_trailing_newline_is_refused(
+    client: httpx.Client, order_id: str
+) -> None:
+    # openapi.json: order_id matches ^[\x21-\x7e]{1,128}$ (JSON Schema: no newline).
+    reply = client.post(
+        "/api/sessions",
+        json={"order_id": order_id, "amount": 100, "currency": "EUR"},
+        headers=MERCHANT,
+    )
+    assert reply.status_code == 422, f"{reply.status_code}: stored as {reply.text[:120]}"
+    assert reply.json()["error"]["code"] == "invalid_field"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/api/events?limit=5%0A", MERCHANT),
+        ("/api/events?after=5%0A", MERCHANT),
+        ("/api/admin/search?limit=5%0A", ADMIN),
+        ("/api/admin/deliveries?limit=5%0A", ADMIN),
+        ("/api/admin/search?id=ps_x%0A", ADMIN),
+        ("/api/admin/audit?staff=admin%0A", ADMIN),
+    ],
+)
+def test_a_query_value_with_a_trailing_newline_is_422(
+    client: httpx.Client, path: str, headers: dict[str, str]
+) -> None:
+    reply = client.get(path, headers=headers)
+    assert reply.status_code == 422, f"{path}: {reply.status_code} {reply.text[:120]}"
+
+
+def test_a_decline_code_with_a_trailing_newline_is_refused(client: httpx.Client) -> None:
+    session = create(client)
+    secret = {"Authorization": f"Bearer {session['client_secret']}"}
+    started = client.post(
+        f"/api/sessions/{session['id']}/attempts",
+        json={"payment_method": {"card": "4242424242424242"}},
+        headers=secret,
+    )
+    assert started.status_code == 202, started.text
+    reply = client.post(
+        f"/api/sessions/{session['id']}/complete",
+        json={"attempt": 1, "outcome": "declined", "decline_code": "card_declined\n"},
+        headers=MERCHANT,
+    )
+    assert reply.status_code == 422, f"{reply.status_code}: {reply.text[:300]}"
+
+
+# Request headers without end: httptools holds a header until it ends
+
+
+def test_request_headers_past_32_kib_are_answered_431_and_closed(server: Server) -> None:
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    answer = raw_exchange(server.port, request + pad * 40 + b"\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    # A client that goes on sending is cut off, not held: its header never ends here.
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        sock.sendall(request)
+        sent, deadline = 0, time.monotonic() + 5
+        with pytest.raises(OSError):
+            while time.monotonic() < deadline:
+                sock.sendall(pad * 64)
+                sent += len(pad) * 64
+        # Read and dropped for at most a second (LINGER_S), then closed.
+    finally:
+        sock.close()
+    # Just under the bound is a request like any other.
+    answer = raw_exchange(server.port, request + pad * 28 + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
