@@ -296,6 +296,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._unset_keepalive_if_required()
+        self._arm()  # a later request on a kept-alive connection: its headers are timed too
         self._head_bytes = 0
         self._head_parsed = 0
 
@@ -312,8 +314,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._head_parsed > self._max_head:
             self._head_over = True
             raise HeadersTooLarge
-        self._unset_keepalive_if_required()
-        self._arm()  # a later request on a kept-alive connection: its headers are timed too
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
