@@ -18,13 +18,20 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
+from ..support.waiting import closed_by_server
 
 MERCHANT = {"Authorization": f"Bearer {API_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-# One socket or stream per session: the place a ticket test fills.
-SERVER_ENV = {"PAYLIVE_MAX_SOCKETS_PER_SESSION": "1"}
+# One socket or stream per session: the place a ticket test fills. Headers within 1 s,
+# and a keep-alive far longer, so that only the header timer can close a connection
+# whose later request never ends its headers.
+SERVER_ENV = {
+    "PAYLIVE_MAX_SOCKETS_PER_SESSION": "1",
+    "PAYLIVE_HEADER_TIMEOUT_MS": "1000",
+    "PAYLIVE_KEEPALIVE_MS": "30000",
+}
 
 
 @pytest.fixture
@@ -235,3 +242,25 @@ def test_request_headers_past_32_kib_are_answered_431_and_closed(server: Server)
     # Just under the bound is a request like any other.
     answer = raw_exchange(server.port, request + pad * 28 + b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_a_later_request_on_a_kept_alive_connection_has_its_headers_timed(
+    server: Server,
+) -> None:
+    """Beside the header bound, counted in the parser's callbacks, the start of every
+    request still arms the header timer and stops the keep-alive one: a later request
+    that never ends its headers is closed by the header timeout, not the keep-alive."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, first
+            first += chunk
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        assert closed_by_server(sock, started + 5) == b""
+        assert time.monotonic() - started < 4, "closed by the keep-alive, not the header timer"
+    finally:
+        sock.close()
