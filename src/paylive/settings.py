@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import secrets
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -598,6 +599,15 @@ def _web_url(name: str, raw: str) -> str:
     url = raw.strip()
     if not url.startswith(("http://", "https://")):
         raise SettingsError(f"{name} must start with http:// or https://, got {url!r}")
+    # A host and, if given, a port a client can use: a URL no post can be made to (a
+    # mistyped port, an unclosed bracket) stops the server here, not every post later.
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range or not a number
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a usable URL ({exc}), got {url!r}") from None
+    if not parts.hostname:
+        raise SettingsError(f"{name} has no host, got {url!r}")
     return url
 
 

@@ -24,8 +24,8 @@ from paylive.errors import Refused
 from paylive.service.deliveries import BUSY_RETRY_MS, Deliveries
 from paylive.service.effects import EffectRunner
 from paylive.service.payments import PaymentService
-from paylive.service.webhooks import Attempt
-from paylive.settings import Settings
+from paylive.service.webhooks import Attempt, WebhookSender
+from paylive.settings import Settings, SettingsError, load_settings
 
 from .test_service import CARD, Clock, ScriptedGateway
 
@@ -254,3 +254,58 @@ async def test_the_pending_gauge_follows_the_shop() -> None:
     await world.loop()
     metrics.observe_outbox(await world.engine.counters(), None, world.clock.now)
     assert metrics.DELIVERIES_PENDING._value.get() == 0  # type: ignore[attr-defined]
+
+
+# A webhook URL no client can post to (found in a review, 2026-12-07): it was accepted at
+# start, and every post of it raised instead of failing, so the delivery was tried again
+# after every lease, for ever, never recorded and never given up.
+BAD_URL = "http://127.0.0.1:99999/hook"  # a typo'd port: not a URL any client can post to
+SECRET = "whsec_" + "A" * 32
+
+
+def test_a_webhook_url_no_client_can_post_to_stops_the_server() -> None:
+    # "a bad value stops the server with a message naming the variable" (section 1)
+    with pytest.raises(SettingsError, match="PAYLIVE_MERCHANT_WEBHOOK_URL"):
+        load_settings(
+            {
+                "PAYLIVE_MERCHANT_WEBHOOK_URL": BAD_URL,
+                "PAYLIVE_MERCHANT_WEBHOOK_SECRET": SECRET,
+            }
+        )
+
+
+async def test_a_post_that_cannot_be_made_is_a_failure_and_is_given_up() -> None:
+    """Section 6: anything but a 2xx is retried for PAYLIVE_MERCHANT_RETRY_FOR_MS,
+    then the delivery is ``failed``; never retried for ever."""
+    settings = replace(
+        Settings(),
+        merchant_webhook_url=BAD_URL,
+        merchant_webhook_secrets=(SECRET,),
+        merchant_backoff_ms=100,
+        merchant_backoff_cap_ms=1_000,
+        merchant_retry_for_ms=5_000,
+    )
+    clock = Clock()
+    engine = MemoryEngine(settings.engine)
+    service = PaymentService(settings.service, engine, ScriptedGateway(), clock)
+    sender = WebhookSender(BAD_URL, (SECRET,), 1.0)
+    deliveries = Deliveries(service, sender, jitter=lambda: 0.5)
+    runner = EffectRunner(service, deliveries, jitter=lambda: 0.5)
+    session = await service.create("o", 100, "EUR", {})
+    await service.run(session.id, Cancel())  # session.cancelled is owed to the shop
+    raised: list[str] = []
+    try:
+        for _ in range(60):  # 60 rounds, a lease apart: far past the 5 s window
+            for claimed in await engine.claim_effects(clock.now, 10, settings.outbox_lease_ms):
+                try:
+                    await runner.run_due(claimed)
+                except Exception as exc:  # the runtime logs it and waits for the lease
+                    raised.append(type(exc).__name__)
+            clock.now += settings.outbox_lease_ms
+    finally:
+        await sender.close()
+    owed = (await service.get(session.id)).deliveries
+    records = await deliveries.deliveries(False, 10)
+    assert not raised, f"the post raised {raised[0]} ({len(raised)} times) instead of failing"
+    assert owed == (), "the delivery is still owed after the retry window"
+    assert [r["status"] for r in records] == ["failed"]

@@ -93,8 +93,11 @@ class AuditTrail:
         if query.session_id is not None:
             session = await self.engine.load(query.session_id)
             if session is not None:
+                # Only the session's entries that match count towards the limit: those
+                # that do not must not keep the archive from being asked for older ones.
                 for entry in session.audit:
-                    found[str(entry["id"])] = entry
+                    if query.matches(entry):
+                        found[str(entry["id"])] = entry
         else:
             async for entry in self._newest_first():
                 if query.matches(entry):

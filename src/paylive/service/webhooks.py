@@ -61,7 +61,11 @@ class WebhookSender:
                 reply = await self._client.post(self._url, content=body, headers=headers)
         except TimeoutError:
             return Attempt(False, None, f"no answer within {self._timeout:g} s")
-        except httpx.HTTPError as exc:
+        except Exception as exc:
+            # Any post that cannot be made is a failed try, retried and given up as
+            # section 6 says: httpx raises more than its HTTPError (an ExceptionGroup
+            # from the connection attempts, InvalidURL), and what escaped here was
+            # tried again for ever, never recorded, never failed.
             return Attempt(
                 False, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             )

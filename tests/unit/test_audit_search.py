@@ -1,0 +1,79 @@
+"""GET /api/admin/audit?session=...&staff=... (docs/protocol.md 8.2): "from the engine,
+and from the archive for what the engine has forgotten". A session keeps its newest
+200 entries; the archive keeps them all. With a session filter, the search once
+counted the session's entries before applying the other filters (staff, from, to) and
+skipped the archive once it had ``limit`` of them, so the older entries that match were
+never found (found in a review, 2026-12-07)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from paylive.archive import AuditQuery
+from paylive.core.machine import ProviderResult, Refund, StartAttempt
+from paylive.engine.memory import MemoryEngine
+from paylive.service.audit import AuditTrail
+from paylive.service.payments import PaymentService
+from paylive.settings import load_settings
+
+from ..support.core import CARD
+from .test_service import ENV, Clock, ScriptedGateway
+
+pytestmark = pytest.mark.anyio
+
+
+class Archive:
+    """The archive's audit table, as PostgreSQL answers it: every entry, by filter."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def audit_add(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            self.rows.setdefault(str(entry["id"]), entry)
+
+    async def audit_search(self, query: AuditQuery) -> list[dict[str, Any]]:
+        found = [e for e in self.rows.values() if query.matches(e)]
+        found.sort(key=lambda e: (int(e["at"]), str(e["id"])), reverse=True)
+        return found[: query.limit]
+
+
+def entry(n: int, who: str, role: str) -> dict[str, object]:
+    return {
+        "id": f"aud_{n:04d}",
+        "staff": who,
+        "role": role,
+        "action": "refund",
+        "address": "127.0.0.1",
+        "details": {"amount": 1},
+    }
+
+
+async def test_older_entries_of_a_busy_session_are_found_in_the_archive() -> None:
+    settings = load_settings(ENV)
+    clock = Clock()
+    engine = MemoryEngine(settings.engine)
+    service = PaymentService(settings.service, engine, ScriptedGateway(), clock)
+    archive = Archive()
+    trail = AuditTrail(engine, archive)  # type: ignore[arg-type]
+    session = await service.create("o", 1_000, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    await service.run(session.id, ProviderResult(1, "succeeded"))
+    # otto (an operator) refunds 1 fifty times, then the shop refunds 1 two hundred times.
+    for n in range(250):
+        who, role = ("otto", "operator") if n < 50 else ("merchant", "merchant")
+        clock.now += 1
+        outcome = await service.run(session.id, Refund(1, None, who), entry(n, who, role))
+        assert outcome.decision.refusal is None
+        await trail.added(outcome.session.audit[-1])
+    held = await service.get(session.id)
+    assert len(held.audit) == 200 and len(archive.rows) == 250  # the engine forgot otto's
+
+    by_otto = await trail.search(AuditQuery(session_id=session.id, staff="otto", limit=100))
+    assert len(by_otto) == 50, f"otto's 50 refunds of the session: {len(by_otto)} found"
+
+    first = int(archive.rows["aud_0000"]["at"])
+    early = await trail.search(AuditQuery(session_id=session.id, at_to=first + 10, limit=100))
+    assert len(early) == 10, f"the first 10 actions on the session: {len(early)} found"
