@@ -461,7 +461,8 @@ class Store:
             for raw in purged:
                 # Deleted only if still not kept (see purge.lua): never a refund saved
                 # since the claim unindexed it.
-                await client.eval(scripts.PURGE, session_keys(raw.decode()), [])
+                if not await client.eval(scripts.PURGE, session_keys(raw.decode()), []):
+                    await self._restore(raw.decode())
             async with client.r.pipeline(transaction=False) as pipe:
                 for session_id in ids:
                     pipe.exists(session_keys(session_id)[0])
@@ -471,6 +472,29 @@ class Store:
                 # Expired while their timer was still set: nothing to fire, ever.
                 await client.eval(scripts.FORGET, _FORGET_KEYS, gone)
             return [sid for sid, held in zip(ids, exists, strict=True) if held]
+
+    async def _restore(self, session_id: str) -> None:
+        """A session the purge found kept: claim.lua had taken it out of every index,
+        and a save since made it owe an effect or need review (a late success's
+        refund), or on Cluster a second step late or lost had left it in ``ended``
+        (save_global.lua's ``ended`` is not versioned). Its entries are written back
+        from its record, so that its effects are tried, its timer fires and it is
+        listed; the earliest due time wins, so a newer save's is never pushed back."""
+        session = await self.load(session_id)
+        if session is None:
+            return
+        effect, pending, outbox, review, _ = _outbox_args(session)
+        due = session.next_due()
+        r = self._client.r
+        async with self._client.op():
+            await r.zadd(ORDER, {session_id: session.created_at}, nx=True)
+            if due is not None:
+                await r.zadd(TIMERS, {session_id: due}, lt=True)
+            if effect != "":
+                await r.zadd(EFFECTS, {session_id: effect}, lt=True)
+            for key, score in ((PENDING, pending), (OUTBOX, outbox), (REVIEW, review)):
+                if score != "":
+                    await r.zadd(key, {session_id: score}, nx=True)
 
     async def claim_effects(self, now: int, limit: int, lease_ms: int) -> list[str]:
         if limit <= 0:
