@@ -37,6 +37,11 @@ log = logging.getLogger("paylive.hub")
 # A drain closes one slice of its sockets this often (at 10 s and 5,000 sockets: 25
 # sockets every 50 ms).
 DRAIN_SLICE_S = 0.05
+# A fill whose history read failed is tried again after these pauses: a failure of a
+# moment (the shared Redis connection timed out under load) must not leave a socket
+# without what it missed, and no resync follows while the subscription is healthy.
+# Past them the engine is down for longer, and its subscription's resync takes over.
+FILL_RETRIES_S = (0.1, 0.5, 2.0)
 
 # A coroutine function: ``Subscriber._send_now`` steps the coroutine itself.
 Send = Callable[[str | bytes], Coroutine[Any, Any, None]]
@@ -66,6 +71,7 @@ class Subscriber(SeqOrder[Encoded]):
         "_close",
         "closing",
         "_closer",
+        "after_begin",
     )
 
     def __init__(
@@ -82,6 +88,16 @@ class Subscriber(SeqOrder[Encoded]):
         self._close = close
         self.closing = False
         self._closer: asyncio.Task[None] | None = None
+        # Set by a resync that found this subscriber still catching up: run once it
+        # goes live, so that what the resync replayed to the others reaches it too.
+        self.after_begin: Callable[[], None] | None = None
+
+    def begin(self, last_seq: int) -> bool:
+        gap = super().begin(last_seq)
+        hook, self.after_begin = self.after_begin, None
+        if hook is not None:
+            hook()
+        return gap
 
     # Called by the hub (synchronously, never blocking) --------------------
 
@@ -360,9 +376,10 @@ class Hub:
         if gap:
             self.request_fill(session_id)
 
-    def request_fill(self, session_id: str) -> None:
-        """Fill the gaps of ``session_id``'s lagging subscribers from the history."""
-        self._spawn(self._fill(session_id))
+    def request_fill(self, session_id: str, everyone: bool = False) -> None:
+        """Fill the gaps of ``session_id``'s lagging subscribers from the history
+        (``everyone``: replay to every live one, as a resync does)."""
+        self._spawn(self._fill(session_id, everyone))
 
     def on_resync(self) -> None:
         """The engine lost its subscription for a while: catch everyone up (once; a
@@ -374,18 +391,33 @@ class Hub:
 
     async def _fill(self, session_id: str, everyone: bool = False) -> None:
         """Replay the history to the subscribers with a gap (``everyone``: to all live
-        ones, after a resync); a snapshot only to those the history cannot serve."""
+        ones, after a resync); a snapshot only to those the history cannot serve. A
+        failed read is tried again (``FILL_RETRIES_S``)."""
+        for pause in (*FILL_RETRIES_S, None):
+            try:
+                await self._fill_once(session_id, everyone)
+                return
+            except EngineUnavailable:
+                if pause is None:
+                    return  # down for longer: the resync after it comes back repairs it
+                await asyncio.sleep(pause)
+
+    async def _fill_once(self, session_id: str, everyone: bool) -> None:
         channel = self.channels.get(session_id)
         if channel is None:
             return
+        if everyone:
+            # A subscriber still catching up read the session before the resync, maybe
+            # before the subscription was back: its replay may miss what was saved in
+            # between. It is replayed to as well once it goes live.
+            for waiting in channel.subscribers:
+                if not waiting.live:
+                    waiting.after_begin = lambda: self.request_fill(session_id, True)
         lagging = [s for s in channel.subscribers if s.live and (everyone or s.has_gap)]
         if not lagging:
             return
         since = min(s.last_seq for s in lagging)
-        try:
-            history = await self._engine.history(session_id, since)
-        except EngineUnavailable:
-            return  # the resync after the engine comes back repairs it
+        history = await self._engine.history(session_id, since)
         for raw in history or []:
             event = Encoded.from_json(raw)
             if event.type == "state":
