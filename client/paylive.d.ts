@@ -262,6 +262,7 @@ export type ServerErrorCode =
   | 'invalid_payment_method'
   | 'idempotency_key_reused'
   | 'body_too_large'
+  | 'headers_too_large'
   | 'rate_limited'
   | 'too_many_sockets'
   | 'overloaded'
