@@ -27,10 +27,13 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # One socket or stream per session: the place a ticket test fills. Headers within 1 s,
 # and a keep-alive far longer, so that only the header timer can close a connection
 # whose later request never ends its headers.
+# Three commands in flight at most, fixed: the place a leak would take is counted.
 SERVER_ENV = {
     "PAYLIVE_MAX_SOCKETS_PER_SESSION": "1",
     "PAYLIVE_HEADER_TIMEOUT_MS": "1000",
     "PAYLIVE_KEEPALIVE_MS": "30000",
+    "PAYLIVE_MAX_IN_FLIGHT": "3",
+    "PAYLIVE_ADAPTIVE_IN_FLIGHT": "0",
 }
 
 
@@ -264,3 +267,28 @@ def test_a_later_request_on_a_kept_alive_connection_has_its_headers_timed(
         assert time.monotonic() - started < 4, "closed by the keep-alive, not the header timer"
     finally:
         sock.close()
+
+
+# A command place held for a path that is a command only while percent-encoded
+
+
+def test_a_pipelined_request_whose_path_is_a_command_only_encoded_leaks_no_place(
+    server: Server, client: httpx.Client
+) -> None:
+    """The connection holds a command's place from its request line; the door, which
+    gives it back, reads the decoded path. ``/api/sessions/a%2Fb/cancel`` matched as a
+    command before decoding and not after: with a request pipelined behind it, nothing
+    gave its place back, and three such connections refused every command 503."""
+    pipelined = (
+        b"POST /api/sessions/a%2Fb/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    for _ in range(3):  # PAYLIVE_MAX_IN_FLIGHT
+        answers = raw_exchange(server.port, pipelined, wait_s=5)
+        assert answers.count(b"HTTP/1.1 ") == 2, answers
+    reply = client.post(
+        "/api/sessions",
+        json={"order_id": "order-1", "amount": 1999, "currency": "EUR"},
+        headers=MERCHANT,
+    )
+    assert reply.status_code == 201, (reply.status_code, reply.text)
