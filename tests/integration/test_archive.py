@@ -18,6 +18,7 @@ from paylive.core.codec import Encoded, Message
 from paylive.core.machine import Cancel, Decision, Rules, StartAttempt, decide, new_session
 from paylive.core.merchant import log_record, merchant_events
 from paylive.engine.memory import MemoryEngine
+from paylive.service.retention import DAY_MS, Retention
 from paylive.settings import Settings
 
 from ..support import postgres, redisproc
@@ -94,7 +95,7 @@ async def test_migrations_follow_search_and_purge(db: Database) -> None:
 
         page = await archive.events(1, 10)
         assert [cursor for cursor, _ in page] == [2, 3]
-        assert await archive.last_cursor() == 3
+        assert await archive.mark() == 3
         plan = db.fetch(
             "EXPLAIN SELECT body FROM paylive_sessions WHERE order_id = 'x'"
             " ORDER BY created_at DESC LIMIT 5"
@@ -257,3 +258,87 @@ async def test_a_start_waits_for_the_migrations_lock_only_so_long(
     finally:
         await holder.close()
         await starter.close()
+
+
+async def _append(engine: MemoryEngine, session_id: str, at: int) -> None:
+    history, messages = cancelled_session(session_id, "order-x", at)
+    [event] = merchant_events(False, messages)
+    await engine.log_append([(event.id, event.created, log_record(event.body(), history))])
+
+
+async def test_events_after_a_lost_log_reach_the_archive_after_a_full_purge(
+    db: Database,
+) -> None:
+    """An engine that lost its log was seeded from the highest cursor the archive still
+    held: once its purge took every merchant event (a quiet shop past
+    PAYLIVE_ARCHIVE_DAYS), that was 0, the new log gave cursors at or below the mark,
+    and the follower, which reads past the mark, never took them (found in a review,
+    2026-12-07)."""
+    settings = Settings()
+    now = [T0]
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        first = MemoryEngine(settings.engine)
+        for i in range(3):
+            await _append(first, f"ps_old{i}", T0 + i)
+        retention = Retention(settings.archive, first, archive, lambda: now[0])
+        await retention.follow()
+        assert await archive.mark() == 3
+        # Long quiet: everything archived is past PAYLIVE_ARCHIVE_DAYS and purged.
+        now[0] = T0 + (settings.archive.archive_days + 1) * DAY_MS
+        await retention.housekeeping()
+        assert db.fetch("SELECT count(*) FROM paylive_merchant_events")[0][0] == 0
+
+        # The engine loses its log (a new Redis, a restarted memory worker).
+        second = MemoryEngine(settings.engine)
+        retention = Retention(settings.archive, second, archive, lambda: now[0])
+        await retention.follow()  # seeds the new log
+        await _append(second, "ps_new", now[0])
+        for _ in range(3):
+            await retention.follow()
+        assert await archive.session("ps_new") is not None, (
+            "event logged after the engine lost its log never reached the archive; "
+            f"log cursors {[c for c, _ in await second.log_read(0, 10)]}, "
+            f"archive mark {await archive.mark()}"
+        )
+    finally:
+        await archive.close()
+
+
+async def test_events_after_redis_restarts_empty_reach_the_archive(
+    db: Database, redis: redisproc.RedisProc
+) -> None:
+    """A Redis restarted without persistence while the worker runs (docs/operations.md:
+    it forgets sessions in flight) starts its log's cursors again at 1. The follower
+    seeded the log once per process, so every later event got a cursor at or below the
+    archive's mark and was never archived; it now seeds it every round (events logged
+    between the restart and the next round, 200 ms at most, are still lost to it)."""
+    from paylive.engine import create_engine
+    from paylive.settings import load_settings
+
+    settings = load_settings(
+        {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_SECRET": "test-signing-secret-0123456789"}
+    )
+    engine = create_engine(settings)
+    await engine.start()
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        retention = Retention(settings.archive, engine, archive, lambda: T0)
+        for i in range(3):
+            await _append(engine, f"ps_before{i}", T0 + i)
+        await retention.follow()
+        assert await archive.mark() == 3
+        redis.flushall()  # what a restart without appendonly leaves
+        await retention.follow()  # its next round
+        await _append(engine, "ps_after", T0 + 10)
+        for _ in range(3):
+            await retention.follow()
+        assert await archive.session("ps_after") is not None, (
+            f"log cursors {[c for c, _ in await engine.log_read(0, 10)]}, "
+            f"archive mark {await archive.mark()}"
+        )
+    finally:
+        await archive.close()
+        await engine.close()

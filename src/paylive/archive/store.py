@@ -129,15 +129,6 @@ class Archive:
 
         return int(await self._run(work))
 
-    async def last_cursor(self) -> int:
-        """The highest cursor archived, so that an engine that lost its log starts above it."""
-
-        async def work(conn: asyncpg.Connection) -> int:
-            held = await conn.fetchval("SELECT max(cursor) FROM paylive_merchant_events")
-            return int(held or 0)
-
-        return int(await self._run(work))
-
     async def purge(self, before_ms: int, batch: int = 5_000) -> int:
         """Forget sessions (with their events) and merchant events older than ``before_ms``."""
 

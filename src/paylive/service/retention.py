@@ -33,7 +33,7 @@ from ..engine import Engine
 from ..settings import ArchiveSettings
 
 if TYPE_CHECKING:
-    from ..archive.store import Archive
+    from ..archive.store import Archive, LogRows
 
 log = logging.getLogger("paylive.retention")
 
@@ -60,7 +60,6 @@ class Retention:
         self.engine = engine
         self.archive = archive
         self.clock = clock
-        self._seeded = False
         self._failures = 0
         self._retry_at = 0
         self._down_since = 0
@@ -72,13 +71,18 @@ class Retention:
         if self.archive is None or self.clock() < self._retry_at:
             return
         batch = self.settings.archive_batch
+
+        async def read(mark: int) -> LogRows:
+            # An engine that lost its log (a new Redis, or one restarted without
+            # persistence while this worker runs) must give no cursor again at or
+            # below the archive's mark: the follower reads past it only. Every round,
+            # not once a process, and from the mark, not from the highest cursor the
+            # archive still holds (nothing, once its purge took every event).
+            await self.engine.log_seed(mark)
+            return await self.engine.log_read(mark, batch)
+
         try:
-            if not self._seeded:
-                # An engine that lost its log (a new Redis) must not give cursors
-                # again that the archive already holds.
-                await self.engine.log_seed(await self.archive.last_cursor())
-                self._seeded = True
-            await self.archive.follow(lambda mark: self.engine.log_read(mark, batch))
+            await self.archive.follow(read)
         except ArchiveUnavailable as exc:
             now = self.clock()
             if not self._failures:
