@@ -62,6 +62,7 @@ export class PayliveSession extends Emitter {
   #state = new SessionState();
   #commands;
   #guardOn = false;
+  #closed = false;
   #acknowledged = null; // the outcome acknowledged (or being acknowledged), and how
   #receipt = null;
   #onBeforeUnload = (event) => {
@@ -139,7 +140,8 @@ export class PayliveSession extends Emitter {
 
   /** True while leaving the page could strand a payment: processing, or a pay/retry not yet acknowledged. */
   get guardActive() {
-    return this.status === 'processing' || this.#commands.paymentPending;
+    // Closed: the page said it is done with the session, whatever its state.
+    return !this.#closed && (this.status === 'processing' || this.#commands.paymentPending);
   }
 
   /** Commands sent or queued and not yet answered. */
@@ -153,11 +155,13 @@ export class PayliveSession extends Emitter {
   }
 
   connect() {
+    this.#closed = false;
     this.#socket.connect();
   }
 
   /** Close for good: pending commands are rejected, the guard is removed. */
   close() {
+    this.#closed = true;
     this.#socket.close();
     this.#commands.rejectAll(new PayliveError('closed', 'the session client was closed'));
     this.#updateGuard();

@@ -127,7 +127,11 @@ export class LiveConnection extends Emitter {
       this.emit('status', { ...detail, transport });
     });
     carrier.on('open', () => {
-      if (carrier === this.#carrier) this.emit('open');
+      // A socket that opens delivers (no proxy buffers a WebSocket), and one opened
+      // with `since` at the current seq is sent nothing until something happens: an
+      // idle page must not wait for a message to move back up. A stream must deliver.
+      if (carrier === this.#probe && transport === 'websocket') this.#adopt(carrier, level);
+      else if (carrier === this.#carrier) this.emit('open');
     });
     carrier.on('message', (message) => this.#onMessage(carrier, level, message));
     carrier.on('close', (detail) => {
@@ -136,8 +140,12 @@ export class LiveConnection extends Emitter {
         return;
       }
       if (carrier !== this.#carrier) return;
-      // A transport that never delivered anything is not going to: the next one.
-      if (detail.reconnect && !this.#heard.has(transport) && this.#level < this.#transports.length - 1) {
+      // A transport that never delivered anything is not going to: the next one. Not
+      // when the server itself said to come back later (1012 restarting, 1013 try
+      // later): the transport got through, and its own wait (the 1012 hint, the
+      // backoff) spreads a deploy's pages instead of sending them all to the next one.
+      const comeBack = detail.code === 1012 || detail.code === 1013;
+      if (detail.reconnect && !comeBack && !this.#heard.has(transport) && this.#level < this.#transports.length - 1) {
         this.#stepDown();
         return;
       }
@@ -148,12 +156,24 @@ export class LiveConnection extends Emitter {
         this.#probeFailed();
         return;
       }
-      if (carrier === this.#carrier) this.emit('fatal', { ...detail, transport });
+      if (carrier !== this.#carrier) return;
+      // Over for good (a bad token, an unknown session): no probe may bring it back.
+      this.#closed = true;
+      this.#stopProbing();
+      clearTimeout(this.#firstTimer);
+      this.emit('fatal', { ...detail, transport });
     });
     return carrier;
   }
 
   #onMessage(carrier, level, message) {
+    if (isCommandAnswer(message)) {
+      // A command sent over HTTP is answered by its own request, whichever carrier is
+      // current by then; and that answer says nothing of whether the stream delivers
+      // (a buffering proxy passes requests and holds the events back).
+      this.emit('message', message);
+      return;
+    }
     if (carrier === this.#probe) {
       this.#adopt(carrier, level);
     } else if (carrier !== this.#carrier) {
@@ -235,4 +255,9 @@ export class LiveConnection extends Emitter {
     this.#probe = null;
     probe?.close(4000, 'closed');
   }
+}
+
+/** An `ack`, or an `error` naming a command's `ref`: the answer to one command. */
+function isCommandAnswer(message) {
+  return message?.type === 'ack' || (message?.type === 'error' && message.ref !== undefined && message.ref !== null);
 }

@@ -1,0 +1,181 @@
+// A fake paylive server for the client's transport tests: sockets, event streams,
+// long-polls, tickets and commands, answering as docs/protocol.md sections 4 to 4.3 say
+// (a stream or socket reopened with \`since\` at the current seq is sent nothing).
+
+export const SECRET = 'ps_1_secret_abc';
+export const ID = 'ps_1';
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function fakeServer({ websocket = 'ok', sse = 'ok' } = {}) {
+  const srv = {
+    websocket, // 'ok' | 'blocked' (the Upgrade is refused) | {code, reason} (accepted, then closed)
+    sse, // 'ok' | 'buffered' (headers pass, events are held back) | 'blocked'
+    seq: 0,
+    session: { id: ID, status: 'created', attempt: 0, max_attempts: 3, deadline: null, retry_at: null, last_error: null, seq: 0 },
+    history: [],
+    sockets: [],
+    sources: [],
+    opened: [], // every connection attempt: 'ticket', 'ws', 'sse', 'poll'
+    at: [], // when each was made
+    waiters: new Set(),
+    onCommand: async () => ({ status: 202, body: {} }),
+  };
+  const message = (type, data, seq) => ({ type, session: ID, seq, ts: Date.now(), data });
+  srv.snapshot = () => message('snapshot', { session: { ...srv.session } }, srv.seq);
+  srv.catchUp = (since) => (since == null || since > srv.seq ? [srv.snapshot()] : srv.history.filter((e) => e.seq > since));
+  srv.emit = (fields, cause) => {
+    const previous = srv.session.status;
+    srv.seq += 1;
+    srv.session = { ...srv.session, ...fields, seq: srv.seq };
+    const event = message('state', { session: { ...srv.session }, previous, cause }, srv.seq);
+    srv.history.push(event);
+    for (const ws of srv.sockets) if (ws.live) ws.deliver(event);
+    for (const source of srv.sources) if (source.live) source.deliver(event);
+    for (const wake of srv.waiters) wake();
+    return event;
+  };
+  const sinceOf = (url) => {
+    const value = new URL(url).searchParams.get('since');
+    return value === null ? null : Number(value);
+  };
+
+  srv.WebSocket = class {
+    constructor(url) {
+      srv.opened.push('ws');
+      srv.at.push(Date.now());
+      srv.sockets.push(this);
+      this.url = url;
+      setTimeout(() => {
+        if (this.closed) return;
+        const mode = srv.websocket;
+        if (mode === 'blocked') {
+          this.onclose?.({ code: 1006, reason: '' });
+          return;
+        }
+        this.onopen?.();
+        if (typeof mode === 'object') {
+          srv.closedAt = Date.now();
+          srv.closedIndex = srv.opened.length;
+          this.onclose?.({ code: mode.code, reason: mode.reason });
+          return;
+        }
+        this.live = true;
+        for (const event of srv.catchUp(sinceOf(url))) this.deliver(event);
+      }, 1);
+    }
+    deliver(event) {
+      setTimeout(() => !this.closed && this.onmessage?.({ data: JSON.stringify(event) }), 0);
+    }
+    send(data) {
+      const frame = JSON.parse(data);
+      if (frame.type === 'ping') this.deliver(message('pong', {}, srv.seq));
+      else srv.onSocketCommand?.(this, frame);
+    }
+    close() {
+      this.closed = true;
+      this.live = false;
+    }
+    /** The server (or the network) ends this socket. */
+    kill(code = 1006, reason = '') {
+      this.live = false;
+      this.closed = true;
+      this.onclose?.({ code, reason });
+    }
+  };
+
+  srv.EventSource = class {
+    constructor(url) {
+      srv.opened.push('sse');
+      srv.at.push(Date.now());
+      srv.sources.push(this);
+      this.url = url;
+      this.listeners = {};
+      setTimeout(() => {
+        if (this.closed) return;
+        if (srv.sse === 'blocked') {
+          this.onerror?.({});
+          return;
+        }
+        this.onopen?.();
+        this.live = true;
+        for (const event of srv.catchUp(sinceOf(url))) this.deliver(event);
+      }, 1);
+    }
+    addEventListener(type, listener) {
+      this.listeners[type] = listener;
+    }
+    deliver(event) {
+      if (srv.sse === 'buffered') return;
+      setTimeout(() => !this.closed && this.onmessage?.({ data: JSON.stringify(event) }), 0);
+    }
+    /** The server ends the stream with `event: close`. */
+    end(code, reason) {
+      this.live = false;
+      this.listeners.close?.({ data: JSON.stringify({ code, reason }) });
+    }
+    close() {
+      this.closed = true;
+      this.live = false;
+    }
+  };
+
+  srv.fetch = async (url, init = {}) => {
+    if (url.endsWith('/api/tickets')) {
+      srv.opened.push('ticket');
+      srv.at.push(Date.now());
+      return { ok: true, status: 201, json: async () => ({ ticket: `tk${srv.opened.length}` }) };
+    }
+    if (url.includes('/events?')) {
+      srv.opened.push('poll');
+      srv.at.push(Date.now());
+      const since = sinceOf(url);
+      let events = srv.catchUp(since);
+      if (!events.length && new URL(url).searchParams.get('wait') !== '0') {
+        await new Promise((resolve) => {
+          const wake = () => {
+            srv.waiters.delete(wake);
+            resolve();
+          };
+          srv.waiters.add(wake);
+          setTimeout(wake, 30);
+        });
+        events = srv.catchUp(since);
+      }
+      const s = srv.session;
+      const body = { session: ID, events, seq: srv.seq, status: s.status, deadline: s.deadline, retry_at: s.retry_at, server_time: Date.now() };
+      return { ok: true, status: 200, json: async () => body };
+    }
+    if (init.method === 'POST') {
+      const answer = await srv.onCommand(url, JSON.parse(init.body ?? '{}'));
+      return { ok: answer.status < 300, status: answer.status, json: async () => answer.body ?? {} };
+    }
+    return { ok: false, status: 404, json: async () => ({}) };
+  };
+  return srv;
+}
+
+export async function until(check, timeout = 2_000) {
+  const deadline = Date.now() + timeout;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(5);
+  }
+}
+
+/** A window with listeners only: whether the page guards its unload. */
+export function fakeWindow() {
+  const listeners = new Map();
+  return {
+    navigator: { onLine: true },
+    addEventListener(type, fn) {
+      if (!listeners.has(type)) listeners.set(type, new Set());
+      listeners.get(type).add(fn);
+    },
+    removeEventListener(type, fn) {
+      listeners.get(type)?.delete(fn);
+    },
+    guarded() {
+      return (listeners.get('beforeunload')?.size ?? 0) > 0;
+    },
+  };
+}
