@@ -54,8 +54,11 @@ export function fakeServer({ websocket = 'ok', sse = 'ok' } = {}) {
         }
         this.onopen?.();
         if (typeof mode === 'object') {
-          srv.closedAt = Date.now();
-          srv.closedIndex = srv.opened.length;
+          if (srv.closedAt === undefined) {
+            // The first close only: what the page does next is what is measured.
+            srv.closedAt = Date.now();
+            srv.closedIndex = srv.opened.length;
+          }
           this.onclose?.({ code: mode.code, reason: mode.reason });
           return;
         }
