@@ -57,6 +57,19 @@ class Socket:
         return [f["seq"] for f in self.frames if f["type"] in ("state", "snapshot")]
 
 
+def _hub_counting_resyncs(engine: RedisEngine) -> tuple[Hub, list[int]]:
+    """A hub listening to ``engine``, and how many resyncs it has been told of."""
+    hub = Hub(engine, _no_admin, lambda: T0)
+    resyncs = [0]
+
+    def counted() -> None:
+        resyncs[0] += 1
+        hub.on_resync()
+
+    engine.set_listeners(hub.on_event, counted)
+    return hub, resyncs
+
+
 async def _lose_subscription(engine: RedisEngine) -> None:
     """Silence the subscription behind the engine's back (as test_engine does)."""
     conn = engine._subscription.conn
@@ -76,16 +89,7 @@ async def test_a_resync_whose_history_read_fails_once_is_tried_again(
     engine = RedisEngine(hub_redis.url, FAST_PROBE.redis)
     try:
         await engine.start()
-        hub = Hub(engine, _no_admin, lambda: T0)
-        resyncs = 0
-        hub_on_resync = hub.on_resync
-
-        def counted() -> None:
-            nonlocal resyncs
-            resyncs += 1
-            hub_on_resync()
-
-        engine.set_listeners(hub.on_event, counted)
+        hub, resyncs = _hub_counting_resyncs(engine)
         session = make_session("ps_hub")
         await engine.create(session, {}, b"n")
         sock = Socket()
@@ -110,12 +114,12 @@ async def test_a_resync_whose_history_read_fails_once_is_tried_again(
         await _lose_subscription(engine)
         # Saved while the subscription is down: published, but not heard here.
         assert await engine.save(replace(session, seq=2), 1, [_event("ps_hub", 2)], {})
-        await eventually(lambda: engine.subscription_healthy and resyncs == 1, timeout=5)
+        await eventually(lambda: engine.subscription_healthy and resyncs[0] == 1, timeout=5)
         await eventually(lambda: failures == 1, timeout=2)
         await anyio.sleep(1.5)  # several probe intervals: the subscription stays healthy
         assert engine.subscription_healthy
         assert sock.seqs() == [1, 2], (
-            f"seq 2 missed across the reconnect and never replayed (resyncs={resyncs})"
+            f"seq 2 missed across the reconnect and never replayed (resyncs={resyncs[0]})"
         )
     finally:
         with anyio.fail_after(5):
@@ -135,16 +139,7 @@ async def test_a_resync_during_a_sockets_catch_up_reaches_it_once_live(
     engine = RedisEngine(hub_redis.url, FAST_PROBE.redis)
     try:
         await engine.start()
-        hub = Hub(engine, _no_admin, lambda: T0)
-        resyncs = 0
-        hub_on_resync = hub.on_resync
-
-        def counted() -> None:
-            nonlocal resyncs
-            resyncs += 1
-            hub_on_resync()
-
-        engine.set_listeners(hub.on_event, counted)
+        hub, resyncs = _hub_counting_resyncs(engine)
         session = make_session("ps_join")
         await engine.create(session, {}, b"n")
         assert await engine.save(replace(session, seq=1), 0, [_event("ps_join", 1)], {})
@@ -155,7 +150,7 @@ async def test_a_resync_during_a_sockets_catch_up_reaches_it_once_live(
         start = await engine.load("ps_join")  # the catch-up's read: seq 1
         assert start is not None and start.seq == 1
         assert await engine.save(replace(start, seq=2), 1, [_event("ps_join", 2)], {})
-        await eventually(lambda: engine.subscription_healthy and resyncs == 1, timeout=5)
+        await eventually(lambda: engine.subscription_healthy and resyncs[0] == 1, timeout=5)
         await anyio.sleep(0.1)  # the resync's task runs
         # The catch-up ends: snapshot at seq 1, then live (web/sockets.py catch_up).
         sock.subscriber.push(snapshot_message(start, T0))
