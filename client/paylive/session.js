@@ -233,7 +233,7 @@ export class PayliveSession extends Emitter {
   async #postSeen(status) {
     const { baseUrl, sessionId, secret } = this.#options;
     const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/seen`;
-    const reply = await fetch(url, {
+    const reply = await this.#options.fetch(url, {
       method: 'POST',
       headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
       body: JSON.stringify({ status }),

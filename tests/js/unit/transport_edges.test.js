@@ -151,3 +151,20 @@ test('after a fatal close on a lower transport it stops trying to connect', asyn
   pay.close();
   assert.deepEqual(after, [], `connection attempts after the fatal 4404: ${after.join(', ')}`);
 });
+
+test('the outcome is acknowledged through the fetch the page was given', async () => {
+  const srv = fakeServer();
+  const asked = [];
+  const fetch = async (url, init) => {
+    asked.push(String(url));
+    if (String(url).endsWith('/seen')) return { ok: true, status: 200, json: async () => srv.session };
+    return srv.fetch(url, init);
+  };
+  const pay = drainSession(srv, { fetch });
+  await until(() => pay.session !== null);
+  srv.emit({ status: 'succeeded' }, 'succeeded');
+  await until(() => pay.status === 'succeeded');
+  pay.close(); // not connected: the receipt goes over HTTP
+  await pay.acknowledgeOutcome().catch(() => {});
+  assert.ok(asked.some((url) => url.endsWith(`/api/sessions/${ID}/seen`)), `asked: ${asked.join(', ')}`);
+});
