@@ -257,7 +257,8 @@ export class LiveConnection extends Emitter {
   }
 }
 
-/** An `ack`, or an `error` naming a command's `ref`: the answer to one command. */
+/** An `ack`, or an `error` whose data names a command's `ref`: the answer to one command. */
 function isCommandAnswer(message) {
-  return message?.type === 'ack' || (message?.type === 'error' && message.ref !== undefined && message.ref !== null);
+  const ref = message?.data?.ref;
+  return message?.type === 'ack' || (message?.type === 'error' && ref !== undefined && ref !== null);
 }

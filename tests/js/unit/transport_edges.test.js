@@ -97,6 +97,21 @@ test('a pay accepted over HTTP is acknowledged even when the page moved up to th
   assert.deepEqual(result, { ok: true, type: 'ack' }, 'the server accepted the pay');
 });
 
+test('a pay refused over HTTP is rejected with its code even when the page moved up meanwhile', async (t) => {
+  const srv = fakeServer({ websocket: 'blocked' });
+  const pay = httpSession(srv, { upgradeInterval: 40 });
+  t.after(() => pay.close());
+  await until(() => pay.transport === 'sse' && pay.connection === 'connected' && pay.session);
+  srv.websocket = 'ok';
+  // The refusal's \`ref\` is in its data, as every command answer's.
+  srv.onCommand = async () => {
+    await until(() => pay.transport === 'websocket');
+    return { status: 409, body: { error: { code: 'invalid_state', message: 'not now' } } };
+  };
+  const result = await outcome(pay.pay('4242424242424242'));
+  assert.deepEqual(result, { ok: false, code: 'invalid_state' }, 'the refusal, not a timeout');
+});
+
 test('a stream that delivers nothing makes way for long-polling, even after a command was answered', async (t) => {
   // A proxy that passes the stream's headers but buffers its events.
   const srv = fakeServer({ websocket: 'blocked', sse: 'buffered' });
