@@ -188,7 +188,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # what one endless header makes a worker hold.
         self._head_parsed = 0
         self._head_bytes: int | None = None
-        self._head_over = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -279,7 +278,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 if self._head_bytes > self._max_head:
                     self._refuse_headers()
         except httptools.HttpParserError:
-            if self._head_over:  # raised by _count_head, through the parser
+            if self._head_parsed > self._max_head:  # _count_head's, through the parser
                 self._refuse_headers()
                 return
             msg = "Invalid HTTP request received."
@@ -313,7 +312,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _count_head(self, size: int) -> None:
         self._head_parsed += size
         if self._head_parsed > self._max_head:
-            self._head_over = True
             raise HeadersTooLarge
 
     def on_headers_complete(self) -> None:
@@ -376,7 +374,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """Request line and headers past ``max_header_bytes``: 431, and the connection
         closed (lingering, so that the client reads the answer)."""
         self._head_bytes = None
-        self._head_over = False
         self.transport.write(_headers_too_large(self._max_head))
         self.linger()
 
