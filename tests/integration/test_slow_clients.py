@@ -24,7 +24,7 @@ import pytest
 from ..support.client import create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import API_KEY, Server
-from ..support.waiting import closed_by_server, until
+from ..support.waiting import closed_by_server, healthz_on, until
 
 pytestmark = pytest.mark.anyio
 
@@ -256,12 +256,7 @@ def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) 
     come."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     try:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = b""
-        while not first.endswith(b"}"):
-            chunk = sock.recv(65536)
-            assert chunk, f"closed after {first!r}"
-            first += chunk
+        healthz_on(sock)
         started = time.monotonic()
         closed = False
         while time.monotonic() - started < KEEPALIVE_S + 4:

@@ -44,3 +44,15 @@ def closed_by_server(sock: socket.socket, deadline: float) -> bytes | None:
         return received
     except TimeoutError:
         return None
+
+
+def healthz_on(sock: socket.socket) -> bytes:
+    """``GET /healthz`` on ``sock``, left open (kept alive), and the whole answer read:
+    a connection that has served a request, for what a test does with the next."""
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"}"):  # the body may come in a segment of its own
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {answer!r}"
+        answer += chunk
+    return answer
