@@ -75,14 +75,20 @@ function httpSession(srv, extra = {}) {
   });
 }
 
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
-
-test('a pay accepted over HTTP is acknowledged even when the page moved up to the socket meanwhile', async (t) => {
+/** A page on SSE (its sockets refused), and then sockets let through again. */
+async function onSseWithSocketsBack(t) {
   const srv = fakeServer({ websocket: 'blocked' });
   const pay = httpSession(srv, { upgradeInterval: 40 });
   t.after(() => pay.close());
   await until(() => pay.transport === 'sse' && pay.connection === 'connected' && pay.session);
   srv.websocket = 'ok';
+  return { srv, pay };
+}
+
+const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
+
+test('a pay accepted over HTTP is acknowledged even when the page moved up to the socket meanwhile', async (t) => {
+  const { srv, pay } = await onSseWithSocketsBack(t);
   // The server takes the pay: the attempt starts (a durable event to every channel,
   // the probing socket included), then the POST is answered 202.
   srv.onCommand = async () => {
@@ -98,11 +104,7 @@ test('a pay accepted over HTTP is acknowledged even when the page moved up to th
 });
 
 test('a pay refused over HTTP is rejected with its code even when the page moved up meanwhile', async (t) => {
-  const srv = fakeServer({ websocket: 'blocked' });
-  const pay = httpSession(srv, { upgradeInterval: 40 });
-  t.after(() => pay.close());
-  await until(() => pay.transport === 'sse' && pay.connection === 'connected' && pay.session);
-  srv.websocket = 'ok';
+  const { srv, pay } = await onSseWithSocketsBack(t);
   // The refusal's \`ref\` is in its data, as every command answer's.
   srv.onCommand = async () => {
     await until(() => pay.transport === 'websocket');
