@@ -756,7 +756,8 @@ def _importable(module: str) -> bool:
 
 
 STAFF_ROLES = ("viewer", "operator", "admin")
-_STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# A staff name, as a staff token gives it and the audit is searched by it.
+STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
 def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
@@ -768,7 +769,7 @@ def _staff_entries(name: str, lines: list[str]) -> list[tuple[str, str, str]]:
         role, _, token = rest.partition(":")
         staff, role, token = staff.strip(), role.strip(), token.strip()
         where = f"{name}: entry {number}"
-        if not _STAFF_NAME.fullmatch(staff):
+        if not STAFF_NAME.fullmatch(staff):
             raise SettingsError(
                 f"{where} must be name:role:token, the name 1 to 64 letters, digits or ._@-"
             )

@@ -27,6 +27,7 @@ from ..core.session import Session
 from ..errors import Refused
 from ..gateway.sandbox import SandboxGateway
 from ..service.effects import list_effects
+from ..settings import STAFF_NAME
 from . import validation
 from .auth import ADMIN, OPERATOR, ROLES, VIEWER, Principal
 from .http import audit_of, endpoint, json_body, limit_of, run_audited, runtime_of, staff
@@ -134,7 +135,7 @@ async def audit_trail(request: Request) -> Response:
     params = request.query_params
     raw_session = params.get("session")
     raw_staff = params.get("staff")
-    if raw_staff is not None and not validation.STAFF_NAME.fullmatch(raw_staff):
+    if raw_staff is not None and not STAFF_NAME.fullmatch(raw_staff):
         raise validation.invalid("staff", "must be a staff name (or merchant)")
     query = AuditQuery(
         session_id=None if raw_session is None else validation.parse_session_id(raw_session),

@@ -332,7 +332,6 @@ def parse_session_id(raw: str | None, field: str = "session") -> str:
 
 
 MAX_REASON_CHARS = 200
-STAFF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
 def parse_refund(body: dict[str, Any]) -> tuple[int | None, str | None]:
