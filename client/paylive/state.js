@@ -33,7 +33,7 @@ export class SessionState {
   /**
    * Take in one server message, received at local time `now` (ms). Returns
    * `'applied'`; `'skipped'` for a durable event already applied (a replay that
-   * overlaps); `'gap'` when durable events are missing before this one: nothing is
+   * overlaps) or a snapshot older than the last `seq` applied; `'gap'` when durable events are missing before this one: nothing is
    * applied, and resuming with `since = lastSeq` makes the server replay them all,
    * this one included; `'other'` for a type that changes no state (`ack`, `pong`...).
    */
@@ -45,12 +45,16 @@ export class SessionState {
     }
     const data = message.data ?? {};
     switch (message.type) {
-      case 'snapshot':
-        if (data.session) {
-          this.lastSeq = data.session.seq ?? message.seq ?? this.lastSeq;
-          this.#apply(data.session);
-        }
+      case 'snapshot': {
+        if (!data.session) return 'applied';
+        const seq = data.session.seq ?? message.seq;
+        // Never back in time: a snapshot older than what was applied (a late answer
+        // made before a newer event) stands for less than the page knows.
+        if (typeof seq === 'number' && this.lastSeq !== null && seq < this.lastSeq) return 'skipped';
+        this.lastSeq = seq ?? this.lastSeq;
+        this.#apply(data.session);
         return 'applied';
+      }
       case 'state': {
         const order = this.#order(message.seq);
         if (order === 'applied' && data.session) this.#apply(data.session);

@@ -139,3 +139,16 @@ test('messages that change no state say so', () => {
   }
   assert.equal(st.session, null);
 });
+
+test('an older snapshot is refused: the page never goes back in time', () => {
+  const st = new SessionState();
+  st.receive(snapshot(session({ seq: 3 })), T0);
+  assert.equal(st.receive(state(4, 'processing', 'attempt_started', { attempt: 1, deadline: T0 + 30_000 }), T0), 'applied');
+  // A late answer from a slower transport, made before event 4.
+  assert.equal(st.receive(snapshot(session({ seq: 3, status: 'created' })), T0), 'skipped');
+  assert.deepEqual([st.lastSeq, st.session.status, st.session.seq], [4, 'processing', 4]);
+  // One at the same seq or newer is taken.
+  assert.equal(st.receive(snapshot(session({ seq: 4, status: 'processing', attempt: 1 })), T0), 'applied');
+  assert.equal(st.receive(snapshot(session({ seq: 6, status: 'succeeded' })), T0), 'applied');
+  assert.deepEqual([st.lastSeq, st.session.status], [6, 'succeeded']);
+});
