@@ -71,10 +71,13 @@ class HttpConnection extends Emitter {
     this.ended(ABANDONED, reason);
   }
 
-  /** Commands travel over the HTTP API; their `ack` or `error` comes back as a message. */
-  send(message) {
+  /**
+   * Commands travel over the HTTP API; their `ack` or `error` goes to `answer`, by
+   * default as a message of this connection.
+   */
+  send(message, answer = (reply) => this.emit('message', reply)) {
     if (this.#status !== 'connected') return false;
-    httpCommand(this.options.fetch, this.options, message, (answer) => this.emit('message', answer));
+    httpCommand(this.options.fetch, this.options, message, answer);
     return true;
   }
 
@@ -137,6 +140,7 @@ class HttpConnection extends Emitter {
  */
 export class EventStreamConnection extends HttpConnection {
   #source = null;
+  #onClose = null; // the source's `close` event listener
   #attempt = null;
 
   open() {
@@ -163,7 +167,7 @@ export class EventStreamConnection extends HttpConnection {
             console.warn('paylive: ignoring an event that is not JSON');
           }
         };
-        source.addEventListener('close', (event) => {
+        this.#onClose = (event) => {
           if (this.#source !== source) return;
           let detail = { code: LOST, reason: 'stream closed' };
           try {
@@ -173,7 +177,8 @@ export class EventStreamConnection extends HttpConnection {
           }
           this.shut();
           this.ended(detail.code, detail.reason);
-        });
+        };
+        source.addEventListener('close', this.#onClose);
         source.onerror = () => {
           if (this.#source !== source) return;
           this.shut();
@@ -195,8 +200,10 @@ export class EventStreamConnection extends HttpConnection {
     this.#source = null;
     if (source) {
       source.onopen = source.onmessage = source.onerror = null;
+      source.removeEventListener('close', this.#onClose);
       source.close();
     }
+    this.#onClose = null;
   }
 }
 

@@ -20,7 +20,7 @@ export const SOCKET_DEFAULTS = Object.freeze({
   backoffMax: 15_000,
   /** A connection that lasted this long (ms) resets the backoff to its first step. */
   stableAfter: 5_000,
-  /** Listen to the window's `offline` and `online` events. */
+  /** Listen to the window's `offline` and `online` events (from `connect()` until closed). */
   watchNetwork: true,
   /** Injectable for tests and non-browser hosts. */
   WebSocket: globalThis.WebSocket,
@@ -52,6 +52,9 @@ export class ReconnectingSocket extends Emitter {
   #pingTimer = null;
   #silenceTimer = null;
   #stopped = false;
+  #watching = false; // listening to the window's `offline` and `online` events
+  #onOffline = () => this.#wentOffline();
+  #onOnline = () => this.#cameOnline();
 
   /**
    * `makeUrl()` is called before every attempt, so the URL may change (say, `since`); it
@@ -63,11 +66,6 @@ export class ReconnectingSocket extends Emitter {
     this.#makeUrl = makeUrl;
     this.#options = { ...SOCKET_DEFAULTS, ...options };
     this.#backoff = new Backoff(this.#options);
-    const win = this.#options.window;
-    if (this.#options.watchNetwork && win?.addEventListener) {
-      win.addEventListener('offline', () => this.#wentOffline());
-      win.addEventListener('online', () => this.#cameOnline());
-    }
   }
 
   get status() {
@@ -87,6 +85,7 @@ export class ReconnectingSocket extends Emitter {
   /** Open the socket (again). Does nothing when already open or connecting. */
   connect() {
     this.#stopped = false;
+    this.#watchNetwork(true);
     if (this.#ws) return;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
@@ -148,6 +147,7 @@ export class ReconnectingSocket extends Emitter {
   /** Close for good; no reconnect until `connect()` is called again. */
   close(code = 1000, reason = 'client closed') {
     this.#stopped = true;
+    this.#watchNetwork(false);
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
     const ws = this.#detach();
@@ -264,6 +264,7 @@ export class ReconnectingSocket extends Emitter {
 
   #stop(status, detail) {
     this.#stopped = true;
+    this.#watchNetwork(false);
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
     this.#setStatus(status, detail);
@@ -273,6 +274,19 @@ export class ReconnectingSocket extends Emitter {
   #heard() {
     clearTimeout(this.#silenceTimer);
     this.#silenceTimer = setTimeout(() => this.#abandon('server silent'), this.silenceTimeout);
+  }
+
+  /**
+   * Listen to the window's network events while the socket is wanted, and only then: a
+   * socket closed for good (a probe given up, say) leaves no listener on the window.
+   */
+  #watchNetwork(on) {
+    const win = this.#options.window;
+    if (on === this.#watching || !this.#options.watchNetwork || !win?.addEventListener) return;
+    this.#watching = on;
+    const method = on ? 'addEventListener' : 'removeEventListener';
+    win[method]('offline', this.#onOffline);
+    win[method]('online', this.#onOnline);
   }
 
   #wentOffline() {

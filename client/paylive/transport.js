@@ -42,6 +42,7 @@ export class LiveConnection extends Emitter {
   #transports;
   #level = 0;
   #carrier = null;
+  #wiring = new Map(); // carrier -> the functions that stop this connection listening to it
   #heard = new Set(); // transports that have delivered at least once
   #firstTimer = null;
   #probe = null;
@@ -100,7 +101,11 @@ export class LiveConnection extends Emitter {
   }
 
   send(message) {
-    return this.#carrier?.send(message) ?? false;
+    // A command sent over HTTP is answered by its own request, whichever carrier is
+    // current by then (even once the one that sent it is given up); and that answer
+    // says nothing of whether the stream delivers (a buffering proxy passes requests
+    // and holds the events back). A socket's answers come as its messages.
+    return this.#carrier?.send(message, (answer) => this.emit('message', answer)) ?? false;
   }
 
   /** A carrier for transport `level`, its events wired to this connection. */
@@ -121,20 +126,22 @@ export class LiveConnection extends Emitter {
     } else {
       carrier = new PollingConnection(o);
     }
-    carrier.on('status', (detail) => {
+    const wiring = [];
+    this.#wiring.set(carrier, wiring);
+    wiring.push(carrier.on('status', (detail) => {
       if (carrier !== this.#carrier) return;
       if (detail.status === 'connecting' || detail.status === 'reconnecting') this.#armFirst(level);
       this.emit('status', { ...detail, transport });
-    });
-    carrier.on('open', () => {
+    }));
+    wiring.push(carrier.on('open', () => {
       // A socket that opens delivers (no proxy buffers a WebSocket), and one opened
       // with `since` at the current seq is sent nothing until something happens: an
       // idle page must not wait for a message to move back up. A stream must deliver.
       if (carrier === this.#probe && transport === 'websocket') this.#adopt(carrier, level);
       else if (carrier === this.#carrier) this.emit('open');
-    });
-    carrier.on('message', (message) => this.#onMessage(carrier, level, message));
-    carrier.on('close', (detail) => {
+    }));
+    wiring.push(carrier.on('message', (message) => this.#onMessage(carrier, level, message)));
+    wiring.push(carrier.on('close', (detail) => {
       if (carrier === this.#probe) {
         this.#probeFailed();
         return;
@@ -150,8 +157,8 @@ export class LiveConnection extends Emitter {
         return;
       }
       this.emit('close', { ...detail, transport });
-    });
-    carrier.on('fatal', (detail) => {
+    }));
+    wiring.push(carrier.on('fatal', (detail) => {
       if (carrier === this.#probe) {
         this.#probeFailed();
         return;
@@ -162,15 +169,21 @@ export class LiveConnection extends Emitter {
       this.#stopProbing();
       clearTimeout(this.#firstTimer);
       this.emit('fatal', { ...detail, transport });
-    });
+    }));
     return carrier;
+  }
+
+  /** Close a carrier this connection is done with, and stop listening to it. */
+  #retire(carrier, reason) {
+    if (!carrier) return;
+    for (const off of this.#wiring.get(carrier) ?? []) off();
+    this.#wiring.delete(carrier);
+    carrier.close(4000, reason);
   }
 
   #onMessage(carrier, level, message) {
     if (isCommandAnswer(message)) {
-      // A command sent over HTTP is answered by its own request, whichever carrier is
-      // current by then; and that answer says nothing of whether the stream delivers
-      // (a buffering proxy passes requests and holds the events back).
+      // An answer on a socket: no sign of anything beyond the command it answers.
       this.emit('message', message);
       return;
     }
@@ -198,7 +211,7 @@ export class LiveConnection extends Emitter {
   #stepDown() {
     const old = this.#carrier;
     this.#carrier = null;
-    old?.close(4000, 'trying another transport');
+    this.#retire(old, 'trying another transport');
     this.#level += 1;
     this.emit('close', { code: 4000, reason: `moving to ${this.transport}`, reconnect: true, transport: this.#transports[this.#level - 1] });
     if (this.#closed) return;
@@ -229,7 +242,7 @@ export class LiveConnection extends Emitter {
     if (!probe) return;
     this.#probe = null;
     clearTimeout(this.#probeTimer);
-    probe.close(4000, 'probe over');
+    this.#retire(probe, 'probe over');
     this.#probeLevel += 1;
     this.#scheduleUpgrade();
   }
@@ -241,7 +254,7 @@ export class LiveConnection extends Emitter {
     this.#carrier = probe;
     this.#level = level;
     this.#probeLevel = 0;
-    old?.close(4000, 'moved to a better transport');
+    this.#retire(old, 'moved to a better transport');
     this.emit('status', { status: probe.status, transport: this.transport });
     if (probe.connected) this.emit('open');
     this.#scheduleUpgrade();
@@ -253,7 +266,7 @@ export class LiveConnection extends Emitter {
     this.#upgradeTimer = this.#probeTimer = null;
     const probe = this.#probe;
     this.#probe = null;
-    probe?.close(4000, 'closed');
+    this.#retire(probe, 'closed');
   }
 }
 

@@ -107,6 +107,9 @@ export function fakeServer({ websocket = 'ok', sse = 'ok' } = {}) {
     addEventListener(type, listener) {
       this.listeners[type] = listener;
     }
+    removeEventListener(type, listener) {
+      if (this.listeners[type] === listener) delete this.listeners[type];
+    }
     deliver(event) {
       if (srv.sse === 'buffered') return;
       setTimeout(() => !this.closed && this.onmessage?.({ data: JSON.stringify(event) }), 0);
@@ -179,6 +182,10 @@ export function fakeWindow() {
     },
     guarded() {
       return (listeners.get('beforeunload')?.size ?? 0) > 0;
+    },
+    /** How many listeners of `type` are on the window. */
+    count(type) {
+      return listeners.get(type)?.size ?? 0;
     },
   };
 }

@@ -55,6 +55,9 @@ function network({ websocket = false, sse = false } = {}) {
     addEventListener(type, listener) {
       this.listeners[type] = listener;
     }
+    removeEventListener(type, listener) {
+      if (this.listeners[type] === listener) delete this.listeners[type];
+    }
     close() {
       this.closed = true;
     }
