@@ -66,7 +66,9 @@ export class SessionState {
         return order;
       }
       case 'countdown':
-        if (typeof data.deadline === 'number' && typeof data.remaining_ms === 'number') {
+        // 0 left is clamped (the server's clock may be well past the deadline): only
+        // the message's `ts` tells the time then.
+        if (typeof data.deadline === 'number' && typeof data.remaining_ms === 'number' && data.remaining_ms > 0) {
           this.clockOffset = data.deadline - data.remaining_ms - now;
         }
         this.countdown = { ...data };

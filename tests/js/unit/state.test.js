@@ -152,3 +152,18 @@ test('an older snapshot is refused: the page never goes back in time', () => {
   assert.equal(st.receive(snapshot(session({ seq: 6, status: 'succeeded' })), T0), 'applied');
   assert.deepEqual([st.lastSeq, st.session.status], [6, 'succeeded']);
 });
+
+test('a countdown past the deadline (remaining_ms 0) does not pull the clock back to the deadline', () => {
+  const st = new SessionState();
+  st.receive(snapshot(session({ status: 'processing', attempt: 1, deadline: T0 + 30_000, seq: 1 }), T0), T0);
+  assert.equal(st.clockOffset, 0);
+  // The attempt's timer runs late: the server's clock reads 2 s past the deadline, and
+  // the countdown says 0 left (clamped).
+  const late = T0 + 32_000;
+  st.receive({ type: 'countdown', session: ID, seq: 1, ts: late, data: { attempt: 1, remaining_ms: 0, deadline: T0 + 30_000 } }, late);
+  assert.equal(st.clockOffset, 0);
+  // Interrupted, with a retry allowed 3 s after that: the wait is 3 s, not 5 s.
+  const s = interrupted('timeout');
+  st.receive({ type: 'state', session: ID, seq: 2, ts: late, data: { session: { ...s, retry_at: late + 3000 }, previous: 'processing', cause: 'timeout' } }, late);
+  assert.equal(st.retryInMs(late), 3000);
+});
