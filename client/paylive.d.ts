@@ -417,7 +417,7 @@ export interface SocketOptions {
   pingInterval?: number;
   /** The server's `PAYLIVE_COUNTDOWN_INTERVAL_MS`; it sets how long a silence is tolerated. Default 1000. */
   countdownInterval?: number;
-  /** A server silent for longer than this (ms) is gone; null: 2 * countdownInterval + pingInterval. */
+  /** A server silent for longer than this (ms) is gone, and an attempt not open after it is given up; null: 2 * countdownInterval + pingInterval. */
   silenceTimeout?: number | null;
   /** Reconnect delay: uniform in [0, min(backoffMax, backoffBase * 2^n)) for attempt n. Defaults 500, 15000. */
   backoffBase?: number;
@@ -518,7 +518,7 @@ export class ReconnectingSocket extends Emitter<SocketEvents> {
   constructor(makeUrl: () => string | Promise<string>, options?: SocketOptions);
   readonly status: ConnectionStatus;
   readonly connected: boolean;
-  /** How long a silent server is tolerated before the socket is dropped (ms). */
+  /** How long a silent server (or an attempt not yet open) is tolerated before the socket is dropped (ms). */
   readonly silenceTimeout: number;
   /** Open the socket (again); nothing when already open or connecting. */
   connect(): void;

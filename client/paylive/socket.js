@@ -13,7 +13,10 @@ export const SOCKET_DEFAULTS = Object.freeze({
   pingInterval: 10_000,
   /** The server's countdown period (ms); it sets how long a silence is tolerated. */
   countdownInterval: 1_000,
-  /** A server silent for longer than this (ms) is gone; null: 2 * countdown + ping. */
+  /**
+   * A server silent for longer than this (ms) is gone, and an attempt not open after it
+   * is given up; null: 2 * countdown + ping.
+   */
   silenceTimeout: null,
   /** Reconnect delay: uniform in [0, min(backoffMax, backoffBase * 2^n)] for attempt n. */
   backoffBase: 500,
@@ -76,7 +79,7 @@ export class ReconnectingSocket extends Emitter {
     return this.#status === 'connected';
   }
 
-  /** How long a silent server is tolerated before the socket is dropped (ms). */
+  /** How long a silent server (or an attempt not yet open) is tolerated before the socket is dropped (ms). */
   get silenceTimeout() {
     const o = this.#options;
     return o.silenceTimeout ?? 2 * o.countdownInterval + (o.pingInterval || 0);
@@ -97,6 +100,9 @@ export class ReconnectingSocket extends Emitter {
     }
     const first = this.#status === 'idle' || this.#status === 'closed';
     this.#setStatus(first ? 'connecting' : 'reconnecting', { attempt: this.#backoff.attempt });
+    // An attempt that has not opened within the silence bound is given up and tried
+    // again: on a bad network a ticket request or a handshake may hang, not fail.
+    this.#heard();
     let url;
     try {
       url = this.#makeUrl();
@@ -116,7 +122,7 @@ export class ReconnectingSocket extends Emitter {
         },
         (err) => {
           if (this.#ws !== pending) return;
-          this.#ws = null;
+          this.#detach();
           if (err?.fatal) this.#stop('closed', { code: err.closeCode ?? 4401, reason: err.message, error: err.code });
           else this.#afterClose(ABANDONED, err?.message ?? 'no ticket');
         },
@@ -266,7 +272,8 @@ export class ReconnectingSocket extends Emitter {
     this.#stopped = true;
     this.#watchNetwork(false);
     clearTimeout(this.#retryTimer);
-    this.#retryTimer = null;
+    clearTimeout(this.#silenceTimer);
+    this.#retryTimer = this.#silenceTimer = null;
     this.#setStatus(status, detail);
     this.emit('fatal', detail);
   }
