@@ -262,7 +262,13 @@ export class PollingConnection extends HttpConnection {
       if (this.#round !== round) return;
       if (first) this.opened();
       first = false;
-      for (const message of body.events ?? []) this.deliver(message);
+      // A listener may end this round (close(), a resume after a gap): then the rest of
+      // the answer is not for it.
+      for (const message of body.events ?? []) {
+        if (this.#round !== round) return;
+        this.deliver(message);
+      }
+      if (this.#round !== round) return;
       if (body.status === 'processing' && typeof body.deadline === 'number') {
         this.deliver({
           type: 'countdown',

@@ -32,3 +32,30 @@ test('a reconnect whose ticket request hangs is given up and tried again', async
   srv.emit({ status: 'processing', attempt: 1, deadline: Date.now() + 30_000 }, 'attempt_started');
   await until(() => pay.status === 'processing');
 });
+
+test('on long-polling, close() from a handler ends the delivery of the poll it came in', async (t) => {
+  const srv = fakeServer({ websocket: 'blocked', sse: 'buffered' });
+  const pay = new PayliveSession({
+    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
+    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
+    watchNetwork: false, window: null, pingInterval: 0,
+    firstMessageTimeout: 60, upgradeInterval: 0, backoffBase: 5, backoffMax: 20,
+  });
+  t.after(() => pay.close());
+  await until(() => pay.transport === 'polling' && pay.connection === 'connected' && pay.session !== null);
+  await new Promise((resolve) => setTimeout(resolve, 10)); // the next poll is held
+  const after = [];
+  let closed = false;
+  pay.on('message', (message) => closed && after.push(message.type));
+  pay.on('state', () => {
+    closed = true;
+    pay.close(); // the page is done (say, it navigates away)
+  });
+  // Two events answer the held poll together.
+  srv.emit({ status: 'processing', attempt: 1, deadline: Date.now() + 30_000 }, 'attempt_started');
+  srv.emit({ status: 'succeeded' }, 'succeeded');
+  await until(() => closed);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual(after, [], 'messages after close()');
+  assert.equal(pay.lastSeq, 1);
+});
