@@ -17,6 +17,7 @@ class HttpConnection extends Emitter {
   #stopped = false;
   #active = false;
   #timer = null;
+  #openTimer = null;
   #backoff;
 
   constructor(options) {
@@ -41,13 +42,25 @@ class HttpConnection extends Emitter {
     const first = this.#status === 'idle' || this.#status === 'closed';
     this.#setStatus(first ? 'connecting' : 'reconnecting', { attempt: this.#backoff.attempt });
     this.#active = true;
+    // An open not done within the socket's silence bound is given up and made again:
+    // on a bad network a ticket request or the first poll may hang, not fail.
+    const o = this.options;
+    const bound = o.silenceTimeout ?? 2 * o.countdownInterval + (o.pingInterval || 0);
+    clearTimeout(this.#openTimer);
+    this.#openTimer = setTimeout(() => {
+      this.#openTimer = null;
+      if (!this.#active || this.#status === 'connected') return;
+      this.shut();
+      this.ended(LOST, 'no answer');
+    }, bound);
     this.open();
   }
 
   close(code = 1000, reason = 'client closed') {
     this.#stopped = true;
     clearTimeout(this.#timer);
-    this.#timer = null;
+    clearTimeout(this.#openTimer);
+    this.#timer = this.#openTimer = null;
     const was = this.#active;
     this.#active = false;
     this.shut();
@@ -88,6 +101,8 @@ class HttpConnection extends Emitter {
   shut() {}
 
   opened() {
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
     this.#backoff.opened(Date.now());
     this.#setStatus('connected');
     this.emit('open');
@@ -99,6 +114,8 @@ class HttpConnection extends Emitter {
 
   ended(code, reason, delay = null) {
     this.#active = false;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
     this.#backoff.closed(Date.now());
     if (this.#stopped) return;
     const fatal = FATAL_CLOSE_CODES.get(code);
@@ -120,6 +137,8 @@ class HttpConnection extends Emitter {
 
   failed(detail) {
     this.#active = false;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
     this.#stopped = true;
     this.shut();
     this.emit('close', { code: detail.code, reason: detail.reason, reconnect: false });

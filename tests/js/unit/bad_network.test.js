@@ -59,3 +59,28 @@ test('on long-polling, close() from a handler ends the delivery of the poll it c
   assert.deepEqual(after, [], 'messages after close()');
   assert.equal(pay.lastSeq, 1);
 });
+
+test('on SSE, a reopen whose ticket request hangs is given up and made again', async (t) => {
+  const srv = fakeServer({ websocket: 'blocked' });
+  let hang = 0;
+  const fetch = (url, init) => {
+    if (hang > 0 && String(url).endsWith('/api/tickets')) {
+      hang -= 1;
+      return new Promise(() => {});
+    }
+    return srv.fetch(url, init);
+  };
+  const pay = new PayliveSession({
+    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
+    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch,
+    watchNetwork: false, window: null, pingInterval: 0, silenceTimeout: 150,
+    firstMessageTimeout: 60, upgradeInterval: 0, backoffBase: 5, backoffMax: 20,
+  });
+  t.after(() => pay.close());
+  await until(() => pay.transport === 'sse' && pay.connection === 'connected' && pay.session !== null);
+  hang = 1;
+  srv.sources.at(-1).onerror?.({}); // the stream is lost
+  await until(() => pay.connection === 'reconnecting');
+  await until(() => pay.connection === 'connected', 1_500);
+  assert.equal(pay.transport, 'sse');
+});
