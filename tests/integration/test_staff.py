@@ -253,3 +253,15 @@ async def test_an_effect_done_by_hand_stops_retrying_and_is_audited(server: Serv
         assert actions == [("otto", "effect_done_by_hand"), ("merchant", "refund")]
         switches = await http.get("/api/admin/audit?staff=ada", headers=bearer(VIEWER))
         assert [e["action"] for e in switches.json()["entries"]][:1] == ["sandbox_outage"]
+
+
+async def test_a_nul_in_a_session_id_is_no_session_not_a_server_error(server: Server) -> None:
+    # PostgreSQL's text cannot hold NUL: asking the archive for such an id was an error
+    # from PostgreSQL, and a 500 for the client, where no such session can exist.
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        trail = await http.get("/api/admin/audit?session=ps_%00x", headers=bearer(VIEWER))
+        assert trail.status_code == 200, trail.text
+        assert trail.json() == {"entries": []}
+        session = await http.get("/api/sessions/ps_%00x", headers=merchant())
+        assert session.status_code == 404, session.text
+        assert session.json()["error"]["code"] == "not_found"
