@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -302,14 +303,26 @@ MAX_NOTE_CHARS = 1000
 MAX_REVIEWER_CHARS = 100
 
 
-def _text(body: dict[str, Any], field: str, limit: int) -> str:
+# Bidirectional overrides and isolates: they make a text shown in the dashboard or the
+# audit trail read as other than it is (a reason or a name shown reversed).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _text(body: dict[str, Any], field: str, limit: int, lines: bool = True) -> str:
+    """A required text of at most ``limit`` characters with no control character (all of
+    Unicode's: DEL and C1 too, and the bidirectional ones); new lines and tabs only when
+    ``lines`` (a note may have paragraphs, a name may not)."""
     value = body.get(field)
     if not isinstance(value, str) or not value.strip():
         raise invalid(field, "is required and must be a non-empty string")
     value = value.strip()
     if len(value) > limit:
         raise invalid(field, f"may be at most {limit} characters")
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+    allowed = "\n\t" if lines else ""
+    if any(
+        (unicodedata.category(ch) == "Cc" and ch not in allowed) or ch in _BIDI_CONTROLS
+        for ch in value
+    ):
         raise invalid(field, "may not hold control characters")
     return value
 
@@ -317,7 +330,8 @@ def _text(body: dict[str, Any], field: str, limit: int) -> str:
 def parse_review(body: dict[str, Any]) -> tuple[str, str]:
     """(by, note) of a resolved review."""
     _only(body, {"note", "by"})
-    return _text(body, "by", MAX_REVIEWER_CHARS), _text(body, "note", MAX_NOTE_CHARS)
+    by = _text(body, "by", MAX_REVIEWER_CHARS, lines=False)
+    return by, _text(body, "note", MAX_NOTE_CHARS)
 
 
 def parse_outage(body: dict[str, Any], maximum: int) -> int:
