@@ -226,6 +226,11 @@ async def test_an_effect_done_by_hand_stops_retrying_and_is_audited(server: Serv
                 (f"/api/admin/effects/{effect_id}/done", {}, 422, "invalid_field"),
                 (f"/api/admin/effects/{effect_id}/done", {"note": " "}, 422, "invalid_field"),
                 ("/api/admin/effects/nonsense/done", {"note": "n"}, 404, "not_found"),
+                # Other spellings of the effect's id once marked it done, and the audit
+                # trail recorded the spelling sent, not the effect's id.
+                (f"/api/admin/effects/{sid}:01:refund.1/done", {"note": "n"}, 404, "not_found"),
+                (f"/api/admin/effects/{sid}:1:refund.01/done", {"note": "n"}, 404, "not_found"),
+                (f"/api/admin/effects/{sid}:1:refund./done", {"note": "n"}, 404, "not_found"),
                 (f"/api/admin/effects/{sid}:1:void/done", {"note": "n"}, 404, "unknown_effect"),
             ]
             for path, body, status, code in bad:

@@ -362,17 +362,25 @@ def parse_note(body: dict[str, Any]) -> str:
     return _text(body, "note", MAX_NOTE_CHARS)
 
 
+def _canonical(raw: str) -> bool:
+    """A whole number from 1, in ASCII digits without a leading zero."""
+    value = ascii_int(raw)
+    return value is not None and value >= 1 and str(value) == raw
+
+
 def parse_effect_id(raw: str) -> tuple[str, int, str, int]:
-    """(session, attempt, kind, number) of an effect id, ``ps_...:<attempt>:<kind>[.<n>]``."""
+    """(session, attempt, kind, number) of an effect id, ``ps_...:<attempt>:<kind>[.<n>]``,
+    written as paylive writes it: the audit trail records the id as sent, so ``01`` for
+    ``1`` or ``refund.0`` for ``refund`` would name the effect acted on otherwise."""
     parts = raw.split(":")
     session_id, attempt, tail = parts if len(parts) == 3 else ("", "", "")
-    kind, _, number = tail.partition(".")
+    kind, dot, number = tail.partition(".")
     if (
         not session_id.startswith("ps_")
         or not 4 <= len(session_id) <= 64
-        or ascii_int(attempt) is None
+        or not _canonical(attempt)
         or kind not in ("void", "refund", "capture")
-        or (number and ascii_int(number) is None)
+        or (dot and not _canonical(number))
     ):
         raise Refused(ErrorCode.NOT_FOUND, "no such effect (ids are ps_...:<attempt>:<kind>)")
     return session_id, int(attempt), kind, int(number) if number else 0
