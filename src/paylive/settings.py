@@ -714,6 +714,10 @@ def _publishable(name: str, raw: str) -> str:
 
 def _merchant_secrets(name: str, raw: str) -> tuple[str, ...]:
     parsed = _split(raw)
+    if not parsed:
+        # Only commas: an empty list would sign no webhook, and every post would go out
+        # with an empty webhook-signature.
+        raise SettingsError(f"{name} lists no value")
     for entry in parsed:
         try:
             secret_key(entry)

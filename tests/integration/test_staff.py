@@ -226,6 +226,11 @@ async def test_an_effect_done_by_hand_stops_retrying_and_is_audited(server: Serv
                 (f"/api/admin/effects/{effect_id}/done", {}, 422, "invalid_field"),
                 (f"/api/admin/effects/{effect_id}/done", {"note": " "}, 422, "invalid_field"),
                 ("/api/admin/effects/nonsense/done", {"note": "n"}, 404, "not_found"),
+                # Other spellings of the effect's id once marked it done, and the audit
+                # trail recorded the spelling sent, not the effect's id.
+                (f"/api/admin/effects/{sid}:01:refund.1/done", {"note": "n"}, 404, "not_found"),
+                (f"/api/admin/effects/{sid}:1:refund.01/done", {"note": "n"}, 404, "not_found"),
+                (f"/api/admin/effects/{sid}:1:refund./done", {"note": "n"}, 404, "not_found"),
                 (f"/api/admin/effects/{sid}:1:void/done", {"note": "n"}, 404, "unknown_effect"),
             ]
             for path, body, status, code in bad:
@@ -253,3 +258,45 @@ async def test_an_effect_done_by_hand_stops_retrying_and_is_audited(server: Serv
         assert actions == [("otto", "effect_done_by_hand"), ("merchant", "refund")]
         switches = await http.get("/api/admin/audit?staff=ada", headers=bearer(VIEWER))
         assert [e["action"] for e in switches.json()["entries"]][:1] == ["sandbox_outage"]
+
+
+async def test_a_nul_in_a_session_id_is_no_session_not_a_server_error(server: Server) -> None:
+    # PostgreSQL's text cannot hold NUL: asking the archive for such an id was an error
+    # from PostgreSQL, and a 500 for the client, where no such session can exist.
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        trail = await http.get("/api/admin/audit?session=ps_%00x", headers=bearer(VIEWER))
+        assert trail.status_code == 200, trail.text
+        assert trail.json() == {"entries": []}
+        session = await http.get("/api/sessions/ps_%00x", headers=merchant())
+        assert session.status_code == 404, session.text
+        assert session.json()["error"]["code"] == "not_found"
+
+
+async def test_texts_with_control_characters_are_refused_and_change_nothing(
+    server: Server,
+) -> None:
+    # Only C0 controls were refused: DEL, C1 (U+0085 is a line break to some readers) and
+    # bidirectional overrides, which show a reason reversed in the trail, went through.
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        sid = await paid(http)
+        operator = bearer(OPERATOR)
+        bad: list[tuple[str, dict[str, Any], str]] = [
+            (f"/api/sessions/{sid}/refunds", {"amount": 1, "reason": "a\x7fb"}, "reason"),
+            (f"/api/sessions/{sid}/refunds", {"amount": 1, "reason": "a\x85b"}, "reason"),
+            (f"/api/sessions/{sid}/refunds", {"reason": "\u202edegamad"}, "reason"),
+            (f"/api/admin/sessions/{sid}/review", {"by": "otto\nada", "note": "n"}, "by"),
+            (f"/api/admin/sessions/{sid}/review", {"by": "otto", "note": "\u2066n"}, "note"),
+            (f"/api/admin/effects/{sid}:1:refund.1/done", {"note": "n\x9b"}, "note"),
+        ]
+        for path, body, field in bad:
+            reply = await http.post(path, json=body, headers=operator)
+            assert reply.status_code == 422, (body, reply.text)
+            error = reply.json()["error"]
+            assert error["code"] == "invalid_field" and error["message"].startswith(field), body
+        fine = {"amount": 1, "reason": "two lines:\nreturned\tdamaged"}
+        made = await http.post(f"/api/sessions/{sid}/refunds", json=fine, headers=operator)
+        assert made.status_code == 202, made.text
+        got = (await http.get(f"/api/sessions/{sid}", headers=merchant())).json()
+        assert [r["reason"] for r in got["refunds"]] == [fine["reason"]], "only the good one"
+        trail = await http.get(f"/api/admin/audit?session={sid}", headers=bearer(VIEWER))
+        assert [e["details"]["reason"] for e in trail.json()["entries"]] == [fine["reason"]]

@@ -245,6 +245,11 @@ def test_merchant_webhook_and_archive_variables() -> None:
     [
         ({"PAYLIVE_MERCHANT_WEBHOOK_URL": "ftp://x"}, "PAYLIVE_MERCHANT_WEBHOOK_URL"),
         ({"PAYLIVE_MERCHANT_WEBHOOK_URL": "https://x"}, "PAYLIVE_MERCHANT_WEBHOOK_SECRET"),
+        # Only commas once read as no secret at all: every webhook went out unsigned.
+        (
+            {"PAYLIVE_MERCHANT_WEBHOOK_URL": "https://x", "PAYLIVE_MERCHANT_WEBHOOK_SECRET": " , "},
+            "PAYLIVE_MERCHANT_WEBHOOK_SECRET lists no value",
+        ),
         ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": f"{NEW_WHSEC},short"}, "whsec_"),
         ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": "whsec_" + "A" * 12}, "24 to 64 bytes"),
         ({"PAYLIVE_MERCHANT_WEBHOOK_SECRET": "whsec_not*base64*at*all*0123456789"}, "base64"),

@@ -42,6 +42,13 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 LogRows = Sequence[tuple[int, bytes]]
 
 
+def _holdable(*values: object) -> bool:
+    """Whether every text value could be in a row: PostgreSQL's text cannot hold NUL, so
+    a value with one (a client's id, a query's filter) matches nothing, where asking
+    would be an error from PostgreSQL (and a 500 for the client)."""
+    return not any(isinstance(value, str) and "\x00" in value for value in values)
+
+
 class Archive:
     def __init__(self, dsn: str, timeout_s: float = 5.0, pool_size: int = 4) -> None:
         self._dsn = dsn
@@ -158,6 +165,9 @@ class Archive:
     # Reading ----------------------------------------------------------------
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
+        if not _holdable(session_id):
+            return None
+
         async def work(conn: asyncpg.Connection) -> str | None:
             return await conn.fetchval(  # type: ignore[no-any-return]
                 "SELECT body FROM paylive_sessions WHERE id = $1", session_id
@@ -167,6 +177,9 @@ class Archive:
         return None if body is None else json.loads(body)  # type: ignore[no-any-return]
 
     async def history(self, session_id: str) -> list[dict[str, Any]]:
+        if not _holdable(session_id):
+            return []
+
         async def work(conn: asyncpg.Connection) -> list[Any]:
             return await conn.fetch(  # type: ignore[no-any-return]
                 "SELECT body FROM paylive_session_events WHERE session_id = $1 ORDER BY seq",
@@ -190,6 +203,8 @@ class Archive:
 
     async def event(self, event_id: str) -> bytes | None:
         """One merchant event as it was posted."""
+        if not _holdable(event_id):
+            return None
 
         async def work(conn: asyncpg.Connection) -> str | None:
             return await conn.fetchval(  # type: ignore[no-any-return]
@@ -223,6 +238,8 @@ class Archive:
         """The ``body`` of each row of ``table`` that passes every filter
         (``column op value``) whose value is not None, in ``order``, at most ``limit``.
         Only values are parameters; the table, columns and order are this module's."""
+        if not _holdable(*(value for _, _, value in filters)):
+            return []
         where: list[str] = []
         args: list[Any] = []
         for column, op, value in filters:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -302,14 +303,26 @@ MAX_NOTE_CHARS = 1000
 MAX_REVIEWER_CHARS = 100
 
 
-def _text(body: dict[str, Any], field: str, limit: int) -> str:
+# Bidirectional overrides and isolates: they make a text shown in the dashboard or the
+# audit trail read as other than it is (a reason or a name shown reversed).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _text(body: dict[str, Any], field: str, limit: int, lines: bool = True) -> str:
+    """A required text of at most ``limit`` characters with no control character (all of
+    Unicode's: DEL and C1 too, and the bidirectional ones); new lines and tabs only when
+    ``lines`` (a note may have paragraphs, a name may not)."""
     value = body.get(field)
     if not isinstance(value, str) or not value.strip():
         raise invalid(field, "is required and must be a non-empty string")
     value = value.strip()
     if len(value) > limit:
         raise invalid(field, f"may be at most {limit} characters")
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+    allowed = "\n\t" if lines else ""
+    if any(
+        (unicodedata.category(ch) == "Cc" and ch not in allowed) or ch in _BIDI_CONTROLS
+        for ch in value
+    ):
         raise invalid(field, "may not hold control characters")
     return value
 
@@ -317,7 +330,8 @@ def _text(body: dict[str, Any], field: str, limit: int) -> str:
 def parse_review(body: dict[str, Any]) -> tuple[str, str]:
     """(by, note) of a resolved review."""
     _only(body, {"note", "by"})
-    return _text(body, "by", MAX_REVIEWER_CHARS), _text(body, "note", MAX_NOTE_CHARS)
+    by = _text(body, "by", MAX_REVIEWER_CHARS, lines=False)
+    return by, _text(body, "note", MAX_NOTE_CHARS)
 
 
 def parse_outage(body: dict[str, Any], maximum: int) -> int:
@@ -348,17 +362,25 @@ def parse_note(body: dict[str, Any]) -> str:
     return _text(body, "note", MAX_NOTE_CHARS)
 
 
+def _canonical(raw: str) -> bool:
+    """A whole number from 1, in ASCII digits without a leading zero."""
+    value = ascii_int(raw)
+    return value is not None and value >= 1 and str(value) == raw
+
+
 def parse_effect_id(raw: str) -> tuple[str, int, str, int]:
-    """(session, attempt, kind, number) of an effect id, ``ps_...:<attempt>:<kind>[.<n>]``."""
+    """(session, attempt, kind, number) of an effect id, ``ps_...:<attempt>:<kind>[.<n>]``,
+    written as paylive writes it: the audit trail records the id as sent, so ``01`` for
+    ``1`` or ``refund.0`` for ``refund`` would name the effect acted on otherwise."""
     parts = raw.split(":")
     session_id, attempt, tail = parts if len(parts) == 3 else ("", "", "")
-    kind, _, number = tail.partition(".")
+    kind, dot, number = tail.partition(".")
     if (
         not session_id.startswith("ps_")
         or not 4 <= len(session_id) <= 64
-        or ascii_int(attempt) is None
+        or not _canonical(attempt)
         or kind not in ("void", "refund", "capture")
-        or (number and ascii_int(number) is None)
+        or (dot and not _canonical(number))
     ):
         raise Refused(ErrorCode.NOT_FOUND, "no such effect (ids are ps_...:<attempt>:<kind>)")
     return session_id, int(attempt), kind, int(number) if number else 0
