@@ -131,6 +131,11 @@ async def test_the_audit_trail_is_kept_and_searched_by_staff_session_and_date(
         assert await ids(session_id="ps_a") == ["aud_2", "aud_1"]
         assert await ids(at_from=T0 + DAY, at_to=T0 + 2 * DAY) == ["aud_2"]
         assert await ids(limit=1) == ["aud_3"]
+        # After a place in the trail: at, then id for one millisecond's entries.
+        assert await ids(before=(T0 + DAY, "aud_2")) == ["aud_1"]
+        await archive.audit_add([{**entries[0], "id": "aud_0"}, {**entries[0], "id": "aud_9"}])
+        assert await ids(before=(T0, "aud_1")) == ["aud_0"]
+        assert await ids(before=(T0 + 1, "aud_")) == ["aud_9", "aud_1", "aud_0"]
         assert (await archive.audit_search(AuditQuery(staff="bo")))[0] == entries[1]
         assert await archive.purge(T0 + DAY) >= 1
         assert await ids() == ["aud_3", "aud_2"]

@@ -193,6 +193,22 @@ async def test_an_operator_refunds_and_every_action_is_audited_also_from_postgre
         again = await http.get(f"/api/admin/audit?session={sid}", headers=bearer(VIEWER))
         assert [e["id"] for e in again.json()["entries"]] == [newest["id"], oldest["id"]]
         assert again.json()["entries"][1]["staff"] == "otto"
+        assert again.json()["next"] is None  # not a full page
+        # Page by page from PostgreSQL, one entry a page: each once, by `next`.
+        first = (
+            await http.get(f"/api/admin/audit?session={sid}&limit=1", headers=bearer(VIEWER))
+        ).json()
+        assert [e["id"] for e in first["entries"]] == [newest["id"]]
+        assert first["next"] == f"{newest['at']}:{newest['id']}"
+        second = await http.get(
+            f"/api/admin/audit?session={sid}&limit=1&before={first['next']}", headers=bearer(VIEWER)
+        )
+        assert [e["id"] for e in second.json()["entries"]] == [oldest["id"]]
+        for bad in ("x", "12:ps_1", ":aud_1", f"{2**63}:aud_1", "1:aud_%00"):
+            refused = await http.get(f"/api/admin/audit?before={bad}", headers=bearer(VIEWER))
+            assert refused.status_code == 422, (bad, refused.text)
+            error = refused.json()["error"]
+            assert error["code"] == "invalid_field" and error["message"].startswith("before:")
     rows = archive_db.fetch("SELECT staff, action FROM paylive_audit WHERE session_id = $1", sid)
     assert sorted((r["staff"], r["action"]) for r in rows) == [
         ("merchant", "refund"),

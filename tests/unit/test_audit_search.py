@@ -77,3 +77,53 @@ async def test_older_entries_of_a_busy_session_are_found_in_the_archive() -> Non
     first = int(archive.rows["aud_0000"]["at"])
     early = await trail.search(AuditQuery(session_id=session.id, at_to=first + 10, limit=100))
     assert len(early) == 10, f"the first 10 actions on the session: {len(early)} found"
+
+
+def made(n: int, at: int) -> dict[str, object]:
+    return {**entry(n, "otto", "operator"), "session": None, "at": at}
+
+
+async def pages(trail: AuditTrail, limit: int) -> list[str]:
+    """Every entry's id, page after page, as a client follows ``next``."""
+    seen: list[str] = []
+    before: tuple[int, str] | None = None
+    while True:
+        page = await trail.search(AuditQuery(before=before, limit=limit))
+        seen += [str(e["id"]) for e in page]
+        if len(page) < limit:
+            return seen
+        before = (int(page[-1]["at"]), str(page[-1]["id"]))
+
+
+async def test_the_newest_entry_is_found_though_it_reached_the_trail_after_an_older_one() -> None:
+    # Two actions: the one done at 12 is copied to the engine's trail before the one done
+    # at 11 (its request was slower between its save and its copy). The newest first is
+    # the one at 12, whatever the trail's order.
+    trail = AuditTrail(MemoryEngine(load_settings(ENV).engine), None)
+    for n, at in ((1, 10), (2, 12), (3, 11)):
+        await trail.added(made(n, at))
+    newest = await trail.search(AuditQuery(limit=1))
+    assert [e["id"] for e in newest] == ["aud_0002"]
+    assert await pages(trail, 1) == ["aud_0002", "aud_0003", "aud_0001"]
+
+
+async def test_pages_of_the_trail_neither_skip_nor_repeat_entries_of_one_millisecond() -> None:
+    # 250 actions in three milliseconds, 50 of them forgotten by the engine (kept in the
+    # archive): paged 100 at a time, each is read exactly once, newest first.
+    engine = MemoryEngine(load_settings(ENV).engine)
+    archive = Archive()
+    trail = AuditTrail(engine, archive)  # type: ignore[arg-type]
+    for n in range(250):
+        one = made(n, 1_000 + n // 100)
+        if n < 50:
+            await archive.audit_add([one])
+        else:
+            await trail.added(one)
+    read = await pages(trail, 100)
+    assert len(read) == len(set(read)) == 250
+    expected = sorted(
+        (made(n, 1_000 + n // 100) for n in range(250)),
+        key=lambda e: (int(e["at"]), str(e["id"])),  # type: ignore[call-overload]
+        reverse=True,
+    )
+    assert read == [e["id"] for e in expected]

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import ArchiveUnavailable, AuditQuery, SessionQuery
+from .base import ArchiveUnavailable, AuditQuery, SessionQuery, audit_order
 
 if TYPE_CHECKING:
     from .store import Archive
 
-__all__ = ["ArchiveUnavailable", "AuditQuery", "SessionQuery", "open_archive"]
+__all__ = [
+    "ArchiveUnavailable",
+    "AuditQuery",
+    "SessionQuery",
+    "audit_order",
+    "open_archive",
+]
 
 
 def open_archive(dsn: str) -> Archive:

@@ -26,12 +26,15 @@ class SessionQuery:
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """Filters of ``GET /api/admin/audit``; ``at_from`` inclusive, ``at_to`` exclusive."""
+    """Filters of ``GET /api/admin/audit``; ``at_from`` inclusive, ``at_to`` exclusive;
+    ``before``: only entries after this (at, id) in the trail's order, newest first (the
+    last entry of the page before, so that pages neither skip nor repeat an entry)."""
 
     session_id: str | None = None
     staff: str | None = None
     at_from: int | None = None
     at_to: int | None = None
+    before: tuple[int, str] | None = None
     limit: int = 100
 
     def matches(self, entry: dict[str, Any]) -> bool:
@@ -41,4 +44,10 @@ class AuditQuery:
             and (self.staff is None or entry.get("staff") == self.staff)
             and (self.at_from is None or at >= self.at_from)
             and (self.at_to is None or at < self.at_to)
+            and (self.before is None or audit_order(entry) < self.before)
         )
+
+
+def audit_order(entry: dict[str, Any]) -> tuple[int, str]:
+    """Where an entry stands in the trail: by ``at``, then by id (ties in one ms)."""
+    return int(entry.get("at") or 0), str(entry["id"])

@@ -238,12 +238,20 @@ class Archive:
         """The ``body`` of each row of ``table`` that passes every filter
         (``column op value``) whose value is not None, in ``order``, at most ``limit``.
         Only values are parameters; the table, columns and order are this module's."""
-        if not _holdable(*(value for _, _, value in filters)):
+        values = [
+            v for _, _, value in filters for v in (value if isinstance(value, tuple) else (value,))
+        ]
+        if not _holdable(*values):
             return []
         where: list[str] = []
         args: list[Any] = []
         for column, op, value in filters:
-            if value is not None:
+            if isinstance(value, tuple):  # a row compared whole: (a, b) < ($1, $2)
+                first = len(args) + 1
+                args.extend(value)
+                marks = ", ".join(f"${n}" for n in range(first, len(args) + 1))
+                where.append(f"{column} {op} ({marks})")
+            elif value is not None:
                 args.append(value)
                 where.append(f"{column} {op} ${len(args)}")
         args.append(limit)
@@ -291,6 +299,7 @@ class Archive:
                 ("staff", "=", query.staff),
                 ("at", ">=", query.at_from),
                 ("at", "<", query.at_to),
+                ("(at, id)", "<", query.before),
             ),
             "at DESC, id DESC",
             query.limit,

@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from ..archive import ArchiveUnavailable, AuditQuery
+from ..archive import ArchiveUnavailable, AuditQuery, audit_order
 from ..core.codec import dumps_strict
 from ..engine import Engine, EngineUnavailable
 
@@ -36,6 +36,9 @@ PAGE = 200
 # The id of the newest entry of the engine's trail known to be archived.
 ARCHIVED_MARK = "audit:archived"
 MARK_TTL_MS = 30 * 24 * 3_600_000
+# How far an entry's place in the engine's trail may be from its ``at``: the time from a
+# save to its copy to the trail (a request's, plus an engine slow to answer).
+ORDER_SLACK_MS = 60_000
 
 
 class AuditTrail:
@@ -99,14 +102,21 @@ class AuditTrail:
                     if query.matches(entry):
                         found[str(entry["id"])] = entry
         else:
+            # The engine's trail is in the order entries were copied to it: the order of
+            # ``at`` but for the moments between a save and its copy. Past ``limit``
+            # matches the scan goes on while an entry could still be newer than the
+            # oldest found, or the page would miss it and the next page skip it.
+            cut: int | None = None
             async for entry in self._newest_first():
+                if cut is not None and int(entry.get("at") or 0) < cut:
+                    break
                 if query.matches(entry):
                     found[str(entry["id"])] = entry
-                if len(found) >= query.limit:
-                    break
+                if cut is None and len(found) >= query.limit:
+                    cut = min(int(e.get("at") or 0) for e in found.values()) - ORDER_SLACK_MS
         if self.archive is not None and len(found) < query.limit:
             for entry in await self.archive.audit_search(query):
                 found.setdefault(str(entry["id"]), entry)
         entries = [e for e in found.values() if query.matches(e)]
-        entries.sort(key=lambda e: (int(e.get("at") or 0), str(e["id"])), reverse=True)
+        entries.sort(key=audit_order, reverse=True)
         return entries[: query.limit]

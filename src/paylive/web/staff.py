@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..archive import AuditQuery, SessionQuery
+from ..archive import AuditQuery, SessionQuery, audit_order
 from ..core.machine import MarkDone
 from ..core.outbox import ResolveReview
 from ..core.protocol import ErrorCode, Status
@@ -127,9 +127,13 @@ async def mark_done(request: Request) -> Response:
     return JSONResponse(session.to_admin())
 
 
+# A time as the archive's bigint columns can hold it.
+MAX_EPOCH_MS = 2**62
+
+
 @endpoint
 async def audit_trail(request: Request) -> Response:
-    """``GET /api/admin/audit?session=&staff=&from=&to=&limit=``."""
+    """``GET /api/admin/audit?session=&staff=&from=&to=&before=&limit=``."""
     runtime = runtime_of(request)
     staff(request)
     params = request.query_params
@@ -142,13 +146,34 @@ async def audit_trail(request: Request) -> Response:
         staff=raw_staff,
         at_from=_epoch(params.get("from"), "from"),
         at_to=_epoch(params.get("to"), "to"),
+        before=_place(params.get("before")),
         limit=limit_of(request, 100, runtime.settings.admin_list_max),
     )
-    return JSONResponse({"entries": await runtime.audit.search(query)})
+    entries = await runtime.audit.search(query)
+    # A full page may have more behind it: the next one starts after its last entry.
+    last = entries[-1] if len(entries) == query.limit else None
+    following = None if last is None else "{}:{}".format(*audit_order(last))
+    return JSONResponse({"entries": entries, "next": following})
+
+
+def _place(raw: str | None) -> tuple[int, str] | None:
+    """A place in the trail, ``<at>:<id>`` (an answer's ``next``)."""
+    if raw is None:
+        return None
+    at, _, entry_id = raw.partition(":")
+    value = validation.ascii_int(at)
+    if (
+        value is None
+        or value > MAX_EPOCH_MS
+        or not entry_id.startswith("aud_")
+        or not validation.PRINTABLE_ID.fullmatch(entry_id)
+    ):
+        raise validation.invalid("before", "must be a page's next (<at>:aud_...)")
+    return value, entry_id
 
 
 def _epoch(raw: str | None, field: str) -> int | None:
-    return None if raw is None else validation.parse_digits(raw, field, 0, 2**62)
+    return None if raw is None else validation.parse_digits(raw, field, 0, MAX_EPOCH_MS)
 
 
 @endpoint
