@@ -127,7 +127,7 @@ def test_a_handshake_with_a_non_ascii_header_is_answered_not_a_crash(
     assert answer.startswith(b"HTTP/1.1 400"), f"the client got {answer[:200]!r}"
 
 
-# A refusal before the socket or stream opens leaves its ticket unspent
+# A refusal before the socket, stream or poll opens leaves its ticket unspent
 
 
 def test_a_socket_refused_for_a_bad_since_does_not_spend_its_ticket(
@@ -165,6 +165,42 @@ def test_a_stream_refused_429_too_many_sockets_does_not_spend_its_ticket(
         f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0",
     )
     assert again.status_code == 200, again.text
+
+
+def test_a_poll_refused_429_too_many_sockets_does_not_spend_its_ticket(
+    server: Server, client: httpx.Client
+) -> None:
+    """A poll learns that it would wait, and so takes a socket's place, only once it
+    has read the session: the ticket was spent before, so the 429 used it up."""
+    session = create(client)
+    secret = {"Authorization": f"Bearer {session['client_secret']}"}
+    url = f"{server.url}/api/sessions/{session['id']}/stream"
+    ticket = ticket_for(client, session)
+    # Nothing after `since`: the poll would wait, which needs the session's one place.
+    poll = f"/api/sessions/{session['id']}/events?ticket={ticket}&since={session['seq']}"
+    with httpx.Client(timeout=10) as holder, holder.stream("GET", url, headers=secret) as held:
+        assert held.status_code == 200
+        refused = client.get(poll + "&wait=1000")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_sockets"
+    time.sleep(0.3)
+    again = client.get(poll + "&wait=0")
+    assert again.status_code == 200, again.text
+
+
+def test_a_poll_refused_404_does_not_spend_its_ticket(server: Server, client: httpx.Client) -> None:
+    """An admin ticket may watch any session, so a poll for one that does not exist is
+    let through to the read, and its 404 came after the ticket was spent."""
+    session = create(client)
+    reply = client.post("/api/tickets", headers=ADMIN)
+    assert reply.status_code == 201, reply.text
+    ticket = reply.json()["ticket"]
+    missing = client.get(f"/api/sessions/ps_nobody/events?ticket={ticket}&wait=0")
+    assert missing.status_code == 404, missing.text
+    found = client.get(f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0")
+    assert found.status_code == 200, found.text
+    spent = client.get(f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0")
+    assert spent.status_code == 401, spent.text  # and good once, as before
 
 
 # Patterns anchored with `$` took a trailing newline (re.match): now fullmatch
