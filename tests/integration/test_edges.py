@@ -7,6 +7,7 @@ anchored with ``$``."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -27,13 +28,15 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # One socket or stream per session: the place a ticket test fills. Headers within 1 s,
 # and a keep-alive far longer, so that only the header timer can close a connection
 # whose later request never ends its headers.
-# Three commands in flight at most, fixed: the place a leak would take is counted.
+# Three commands in flight at most, fixed: the place a leak would take is counted;
+# one of them per session.
 SERVER_ENV = {
     "PAYLIVE_MAX_SOCKETS_PER_SESSION": "1",
     "PAYLIVE_HEADER_TIMEOUT_MS": "1000",
     "PAYLIVE_KEEPALIVE_MS": "30000",
     "PAYLIVE_MAX_IN_FLIGHT": "3",
     "PAYLIVE_ADAPTIVE_IN_FLIGHT": "0",
+    "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": "1",
 }
 
 
@@ -127,7 +130,7 @@ def test_a_handshake_with_a_non_ascii_header_is_answered_not_a_crash(
     assert answer.startswith(b"HTTP/1.1 400"), f"the client got {answer[:200]!r}"
 
 
-# A refusal before the socket or stream opens leaves its ticket unspent
+# A refusal before the socket, stream or poll opens leaves its ticket unspent
 
 
 def test_a_socket_refused_for_a_bad_since_does_not_spend_its_ticket(
@@ -165,6 +168,42 @@ def test_a_stream_refused_429_too_many_sockets_does_not_spend_its_ticket(
         f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0",
     )
     assert again.status_code == 200, again.text
+
+
+def test_a_poll_refused_429_too_many_sockets_does_not_spend_its_ticket(
+    server: Server, client: httpx.Client
+) -> None:
+    """A poll learns that it would wait, and so takes a socket's place, only once it
+    has read the session: the ticket was spent before, so the 429 used it up."""
+    session = create(client)
+    secret = {"Authorization": f"Bearer {session['client_secret']}"}
+    url = f"{server.url}/api/sessions/{session['id']}/stream"
+    ticket = ticket_for(client, session)
+    # Nothing after `since`: the poll would wait, which needs the session's one place.
+    poll = f"/api/sessions/{session['id']}/events?ticket={ticket}&since={session['seq']}"
+    with httpx.Client(timeout=10) as holder, holder.stream("GET", url, headers=secret) as held:
+        assert held.status_code == 200
+        refused = client.get(poll + "&wait=1000")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_sockets"
+    time.sleep(0.3)
+    again = client.get(poll + "&wait=0")
+    assert again.status_code == 200, again.text
+
+
+def test_a_poll_refused_404_does_not_spend_its_ticket(server: Server, client: httpx.Client) -> None:
+    """An admin ticket may watch any session, so a poll for one that does not exist is
+    let through to the read, and its 404 came after the ticket was spent."""
+    session = create(client)
+    reply = client.post("/api/tickets", headers=ADMIN)
+    assert reply.status_code == 201, reply.text
+    ticket = reply.json()["ticket"]
+    missing = client.get(f"/api/sessions/ps_nobody/events?ticket={ticket}&wait=0")
+    assert missing.status_code == 404, missing.text
+    found = client.get(f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0")
+    assert found.status_code == 200, found.text
+    spent = client.get(f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0")
+    assert spent.status_code == 401, spent.text  # and good once, as before
 
 
 # Patterns anchored with `$` took a trailing newline (re.match): now fullmatch
@@ -287,3 +326,45 @@ def test_a_pipelined_request_whose_path_is_a_command_only_encoded_leaks_no_place
         headers=MERCHANT,
     )
     assert reply.status_code == 201, (reply.status_code, reply.text)
+
+
+# Commands pipelined on one connection took places past their session's share
+
+
+def test_commands_pipelined_behind_a_held_poll_hold_no_more_than_their_share(
+    server: Server, client: httpx.Client
+) -> None:
+    """The connection holds a place for each command it has whole, and a pipelined
+    one was held even on a full worker (its answer must wait its turn); the session's
+    share was asked only at the door, when each command's turn came. So six commands
+    of one session pipelined behind a held poll took every place of the worker for as
+    long as the poll was held, and everyone else was refused 503. One place at a time
+    is the session's share (PAYLIVE_MAX_IN_FLIGHT_PER_SESSION=1)."""
+    session = create(client)
+    sid = str(session["id"]).encode()
+    auth = b"Authorization: Bearer " + str(session["client_secret"]).encode() + b"\r\n"
+    poll = b"GET /api/sessions/%s/events?since=%d&wait=3000 HTTP/1.1\r\nHost: x\r\n" % (
+        sid,
+        session["seq"],
+    )
+    command = b"POST /api/sessions/%s/check HTTP/1.1\r\nHost: x\r\n" % sid + auth
+    last = command + b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+    command += b"Content-Length: 0\r\n\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(poll + auth + b"\r\n" + command * 5 + last)
+        time.sleep(0.5)  # all parsed, the poll still held
+        other = client.post(
+            "/api/sessions",
+            json={"order_id": "order-2", "amount": 500, "currency": "EUR"},
+            headers=MERCHANT,
+        )
+        answers = closed_by_server(sock, time.monotonic() + 10)
+    finally:
+        sock.close()
+    assert other.status_code == 201, (other.status_code, other.text)
+    assert answers is not None
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
+    # The poll, then each command in its turn, as a lone one would be answered.
+    assert statuses[0] == b"200" and len(statuses) == 7, answers
+    assert len(set(statuses[1:])) == 1 and statuses[1] not in (b"429", b"503"), answers

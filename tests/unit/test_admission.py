@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from paylive.limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission
+from paylive.limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission, Queued
 from paylive.limits.gradient import GradientLimit
 from paylive.metrics import REGISTRY
 from paylive.web.admission import is_command, session_of
@@ -81,12 +81,18 @@ def test_the_limit_metric_shows_a_fixed_bound_and_the_adaptive_start() -> None:
     assert _gauge("paylive_in_flight_limit") == 20, "the adaptive bound's starting point"
 
 
+def _queued(door: Admission, since: float, session: str | None = None) -> Queued:
+    held = door.queue(since, session)
+    assert held is not None, "queued"
+    return held
+
+
 def test_a_command_waiting_for_its_task_holds_a_place() -> None:
     """Parsed whole and handed a task, a command counts before it reaches the door: the
     commands waiting in the loop's queue fill it too, and the next one is refused."""
     door = Admission(limit=2, retry_after_s=1)
-    first = door.queue(since=1.0)
-    door.queue(since=2.0)
+    first = _queued(door, 1.0)
+    _queued(door, 2.0)
     assert door.full and door.queued == 2
     assert door.enter() is OVERLOADED, "two commands waiting: no room for a third"
     door.unqueue(first)
@@ -94,6 +100,28 @@ def test_a_command_waiting_for_its_task_holds_a_place() -> None:
     assert door.queued == 1 and not door.full
     assert door.enter(since=first.since) is None
     assert door.full
+
+
+def test_a_waiting_command_holds_a_place_only_within_its_share() -> None:
+    """A queued command counts in its session's and address's share, and one past
+    them, or past the last place, is not queued at all (the door decides on it when it
+    gets there): commands pipelined on one connection each held a place, whatever the
+    share, and a session's share was asked only at the door."""
+    door = Admission(limit=4, retry_after_s=1, per_session=2, per_address=3)
+    first = door.queue(1.0, "ps_a", "10.0.0.1")
+    assert first is not None and door.queue(1.0, "ps_a", "10.0.0.1") is not None
+    assert door.queue(1.0, "ps_a", "10.0.0.1") is None, "the session's share is queued"
+    assert door.queued == 2 and not door.full
+    assert door.enter("ps_a", "10.0.0.1") is SESSION_SHARE, "queued places are its share"
+    assert door.queue(1.0, "ps_b", "10.0.0.1") is not None
+    assert door.queue(1.0, "ps_c", "10.0.0.1") is None, "the address's share is queued"
+    assert door.queue(1.0, "ps_c", "10.0.0.2") is not None and door.full
+    assert door.queue(1.0, "ps_d", "10.0.0.3") is None, "no place left: nothing held"
+    assert door.queued == 4
+    door.unqueue(first)
+    door.unqueue(first)  # once counts
+    assert door.enter("ps_a", "10.0.0.1", since=first.since) is None, "its own place again"
+    assert door.enter("ps_a", "10.0.0.1") is OVERLOADED, "and the worker is full"
 
 
 def test_the_adaptive_limit_counts_waiting_commands_as_busy_and_its_latency() -> None:
@@ -106,7 +134,9 @@ def test_the_adaptive_limit_counts_waiting_commands_as_busy_and_its_latency() ->
         """``rounds`` times: ``waiting`` commands parsed ``latency_s`` ago queue, one of
         them runs to its end, and the rest go."""
         for _ in range(rounds):
-            held = [door.queue(time.monotonic() - latency_s) for _ in range(waiting)]
+            # As many as there are places: the protocol queues no more (Admission.queue).
+            queued = (door.queue(time.monotonic() - latency_s) for _ in range(waiting))
+            held = [h for h in queued if h is not None]
             door.unqueue(held.pop())
             door.enter(since=time.monotonic() - latency_s)
             door.leave()
@@ -143,7 +173,7 @@ async def test_a_refusing_worker_starts_at_most_its_share_a_turn() -> None:
     queued ones still take their places; ``refusing_for_s`` without a refusal ends it."""
     now = time.monotonic()
     door = Admission(limit=8, retry_after_s=1, per_turn=2, refusing_for_s=0.2)
-    burst = [door.queue(now) for _ in range(5)]
+    burst = [_queued(door, now) for _ in range(5)]
     assert not door.full, "not refusing: a burst within the free places is taken whole"
     for place in burst:
         door.unqueue(place)
@@ -154,7 +184,7 @@ async def test_a_refusing_worker_starts_at_most_its_share_a_turn() -> None:
 
     for _ in range(6):
         door.leave()
-    held = door.queue(now)
+    held = _queued(door, now)
     assert door.enter("ps_sock") is None, "the second start of the turn"
     assert door.full and door.enter("ps_late") is OVERLOADED, "its share is taken"
     door.unqueue(held)

@@ -18,7 +18,11 @@ next, and a bound that did not see them let the queue grow behind it (the door w
 never full on the memory engine, whose commands run to the end in one step, while
 answers took 100 ms). Counted from the start, the commands waiting are bounded by the
 limit too, the rest are refused in the protocol at once, and a command's latency for
-the adaptive limit includes its wait in the queue.
+the adaptive limit includes its wait in the queue. A queued command counts in its
+session's and address's share as well, and is queued only within them and the places
+left: one past them holds nothing until the door decides on it, so no client holds
+more than its share at any moment (commands pipelined on one connection are all
+handed over as they are parsed, and each had held a place of its own).
 
 A bound on places alone lets one turn of the loop start as many commands as there are
 free places, and a refusal (written as its connection is read) waits for that turn to
@@ -66,12 +70,14 @@ REFUSING_FOR_S = 0.5
 
 class Queued:
     """A command handed a task but not yet at the door: its place, held since ``since``
-    (``time.monotonic()``)."""
+    (``time.monotonic()``), counted in the share of its ``session`` and ``address``."""
 
-    __slots__ = ("since",)
+    __slots__ = ("address", "session", "since")
 
-    def __init__(self, since: float) -> None:
+    def __init__(self, since: float, session: str | None, address: str | None) -> None:
         self.since = since
+        self.session = session
+        self.address = address
 
 
 class Admission:
@@ -178,17 +184,52 @@ class Admission:
     def queued(self) -> int:
         return len(self._queued)
 
-    def queue(self, since: float) -> Queued:
-        """A command parsed whole and handed a task at ``since``: it counts from now."""
-        held = Queued(since)
+    def queue(
+        self, since: float, session: str | None = None, address: str | None = None
+    ) -> Queued | None:
+        """A command of ``session`` from ``address`` parsed whole and handed a task at
+        ``since``: it counts from now, in their shares too. None, and nothing held, when
+        no place is left or their share is taken (commands pipelined on one connection
+        are handed over even then, their answers going out in order): the door decides
+        on it when it gets there, as on one that held nothing (``enter`` without
+        ``since``)."""
+        if self._no_place or self._share_taken(session, address) is not None:
+            return None
+        held = Queued(since, session, address)
         self._queued.add(held)
+        self._take(session, address)
         self._start()
         return held
 
     def unqueue(self, held: Queued) -> None:
         """The command reached the door, or never will (its connection is gone); once
         is enough, more is harmless."""
-        self._queued.discard(held)
+        if held in self._queued:
+            self._queued.discard(held)
+            self._give_back(held.session, held.address)
+
+    def _share_taken(self, session: str | None, address: str | None) -> Refused | None:
+        # Its places queued or in flight, both.
+        if session is not None and self._sessions.get(session, 0) >= self.per_session:
+            return SESSION_SHARE
+        if address is not None and self._addresses.get(address, 0) >= self.per_address:
+            return ADDRESS_SHARE
+        return None
+
+    def _take(self, session: str | None, address: str | None) -> None:
+        if session is not None:
+            self._sessions[session] = self._sessions.get(session, 0) + 1
+        if address is not None:
+            self._addresses[address] = self._addresses.get(address, 0) + 1
+
+    def _give_back(self, session: str | None, address: str | None) -> None:
+        for counts, key in ((self._sessions, session), (self._addresses, address)):
+            if key is not None:
+                left = counts.get(key, 0) - 1
+                if left > 0:
+                    counts[key] = left
+                else:
+                    counts.pop(key, None)
 
     def enter(
         self, session: str | None = None, address: str | None = None, since: float | None = None
@@ -201,20 +242,16 @@ class Admission:
             metrics.OVERLOADED.inc()
             self.refused()
             return OVERLOADED
-        if session is not None and self._sessions.get(session, 0) >= self.per_session:
-            return SESSION_SHARE
-        if address is not None and self._addresses.get(address, 0) >= self.per_address:
-            return ADDRESS_SHARE
+        share = self._share_taken(session, address)
+        if share is not None:
+            return share
         if since is None:
             self._start()
         self.in_flight += 1
         metrics.IN_FLIGHT.inc()
         if self.adaptive is not None:
             self._started[_task()] = time.monotonic() if since is None else since
-        if session is not None:
-            self._sessions[session] = self._sessions.get(session, 0) + 1
-        if address is not None:
-            self._addresses[address] = self._addresses.get(address, 0) + 1
+        self._take(session, address)
         return None
 
     def lagged(self, lag: float) -> None:
@@ -231,13 +268,7 @@ class Admission:
                 metrics.IN_FLIGHT_LIMIT.set(self.adaptive.limit)
         self.in_flight -= 1
         metrics.IN_FLIGHT.dec()
-        for counts, key in ((self._sessions, session), (self._addresses, address)):
-            if key is not None:
-                left = counts.get(key, 0) - 1
-                if left > 0:
-                    counts[key] = left
-                else:
-                    counts.pop(key, None)
+        self._give_back(session, address)
 
 
 def in_flight_limit(settings: AdmissionSettings) -> GradientLimit | None:

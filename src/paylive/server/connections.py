@@ -12,7 +12,9 @@ sends, and however slowly, no connection outlives them.
   let through holds a place from the moment its body is whole (``admission.hold``),
   so the commands parsed in one turn of the loop and waiting for their tasks to run
   fill the door too, and the next ones are refused here at once rather than queued
-  behind them.
+  behind them. It holds one only within its session's and address's share and the
+  places left: commands pipelined on one connection are let through whatever the
+  door says (their answers go out in order), and each held a place of its own.
 - A body deadline: the whole body must arrive within ``header_timeout_ms`` of the
   end of the headers, counted once, not between bytes. The deadline travels in the
   request's scope (``BODY_EXTENSION``) so that whoever reads the body (``web.admission``,
@@ -396,7 +398,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if not admission.is_command({"method": "POST", "path": path}):
             return False
         if not door.full or (self.cycle is not None and not self.cycle.response_complete):
-            # Let through (a pipelined request too: answers must go out in order).
+            # Let through (a pipelined request too: answers must go out in order; it
+            # holds a place once whole only within its share, see admission.hold).
             self._command_since = time.monotonic()
             return False
         metrics.OVERLOADED.inc()

@@ -13,7 +13,9 @@ When the worker is already full as a command's headers arrive, the connection
 protocol (``server.connections``) answers it from the headers, with no task made and
 no body read. A command the protocol has parsed whole and handed a task counts from
 then (``hold``), so the commands waiting in the loop's queue for their task to run
-count against the limit too; the door gives that place back for its own. A place is
+count against the limit too; the door gives that place back for its own. Such a
+place counts in its session's and address's share as well, and is held only within
+them: one client pipelining commands on one connection takes no more than its share. A place is
 held only once the command's body has arrived whole (the door reads it, by the body
 deadline of ``web.bodies``, and hands it on; a request whose credentials name nobody
 is answered 401 first, its body never read): a client sending its body slowly holds a
@@ -140,8 +142,11 @@ QUEUED = "paylive.queued"
 
 
 def hold(scope: Scope, door: Admission, since: float) -> None:
-    """The protocol has a command whole at ``since`` and hands it a task: it counts."""
-    scope[QUEUED] = door.queue(since)
+    """The protocol has a command whole at ``since`` and hands it a task: it counts,
+    when a place within its session's and address's share is left (``Admission.queue``)."""
+    held = door.queue(since, session_of(scope), address_of(scope))
+    if held is not None:
+        scope[QUEUED] = held
 
 
 def release(scope: Scope, door: Admission | None) -> Queued | None:

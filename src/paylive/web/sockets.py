@@ -151,7 +151,7 @@ async def customer_socket(ws: WebSocket) -> None:
     cap = runtime.settings.max_sockets_per_session
 
     def admit(principal: Principal) -> None:
-        # Before a ticket is spent: a refusal here leaves it usable (see tickets.redeem).
+        # Before a ticket is spent: a refusal here leaves it usable (see tickets.Opening).
         if principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
             raise Refused(ErrorCode.UNAUTHORIZED, "missing or bad token")
         validation.parse_since(ws.query_params.get("since"))

@@ -29,7 +29,7 @@ from . import validation
 from .auth import ADMIN, CUSTOMER, Principal
 from .http import endpoint, runtime_of
 from .sockets import ADMIN_QUEUE_FACTOR, FLUSH_TIMEOUT_S, catch_up
-from .tickets import Admit, principal_of
+from .tickets import Admit, Opening, opening_of
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -47,10 +47,9 @@ def close_event(code: int, reason: str) -> bytes:
     return b"event: close\ndata: " + dumps_strict({"code": code, "reason": reason}) + b"\n\n"
 
 
-async def _stream_principal(
-    request: Request, *allowed: str, admit: Admit | None = None
-) -> Principal:
-    """Who opens it; a ticket is spent only once the kind and ``admit`` let it through."""
+def _stream_opening(request: Request, *allowed: str, admit: Admit | None = None) -> Opening:
+    """Who opens it, once the kind and ``admit`` let it through; its ticket, if it came
+    with one, not spent yet (``Opening.spend``)."""
 
     def admit_kind(principal: Principal) -> None:
         if principal.kind not in allowed:
@@ -58,15 +57,22 @@ async def _stream_principal(
         if admit is not None:
             admit(principal)
 
-    principal = await principal_of(
+    opening = opening_of(
         runtime_of(request), request.query_params, request.headers.get("authorization"), admit_kind
     )
-    if principal is None:
+    if opening is None:
         raise Refused(
             ErrorCode.UNAUTHORIZED,
             "send a ticket (POST /api/tickets), or Authorization: Bearer <client secret>",
         )
-    return principal
+    return opening
+
+
+async def _stream_principal(
+    request: Request, *allowed: str, admit: Admit | None = None
+) -> Principal:
+    """Who opens it; a ticket is spent only once the kind and ``admit`` let it through."""
+    return await _stream_opening(request, *allowed, admit=admit).spend()
 
 
 def _session_principal(principal: Principal, session_id: str) -> None:
@@ -272,13 +278,18 @@ async def poll_events(request: Request) -> Response:
     hold = settings.poll_hold_ms
     if raw_wait is not None:
         hold = validation.parse_digits(raw_wait, "wait", 0, settings.poll_hold_ms)
-    await _stream_principal(
+    # Its ticket is spent only once the poll goes through: whether it would wait, and
+    # so needs a place (too_many_sockets), and whether the session exists are known
+    # only from the read.
+    opening = _stream_opening(
         request, CUSTOMER, ADMIN, admit=lambda principal: _session_principal(principal, session_id)
     )
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
         raise Refused(ErrorCode.NOT_FOUND, "unknown session")
-    if start.replay == [] and hold > 0:
+    if start.replay != [] or hold == 0:
+        await opening.spend()
+    else:
         _check_cap(runtime, session_id)
         waker = _Waker()
         try:
@@ -287,6 +298,8 @@ async def poll_events(request: Request) -> Response:
             start = await runtime.reads.catch_up(session_id, since)
             if start is None:
                 raise Refused(ErrorCode.NOT_FOUND, "unknown session")
+            # Spent while the poll holds its place: no other open can take it meanwhile.
+            await opening.spend()
             if start.replay == []:
                 waker.begin(start.session.seq)
                 gone = asyncio.ensure_future(_disconnected(request))

@@ -14,7 +14,16 @@ from starlette.routing import Route
 from ..core.protocol import ErrorCode
 from ..errors import Refused
 from ..runtime import Runtime
-from .auth import ADMIN, CUSTOMER, Principal, bearer, make_ticket, principal_for, read_ticket
+from .auth import (
+    ADMIN,
+    CUSTOMER,
+    Principal,
+    Ticket,
+    bearer,
+    make_ticket,
+    principal_for,
+    read_ticket,
+)
 from .http import authenticate, endpoint, read_body, runtime_of
 from .validation import parse_json
 
@@ -44,19 +53,55 @@ async def create_ticket(request: Request) -> Response:
 Admit = Callable[[Principal], None]
 
 
-async def redeem(runtime: Runtime, ticket: str, admit: Admit | None = None) -> Principal:
-    """The holder of ``ticket``, spending it; Refused(unauthorized) when it cannot be.
-    ``admit`` runs on the holder first: a request it refuses leaves the ticket unspent
-    (bad input changes nothing, and a "not now" may be sent again as it was)."""
-    now = runtime.clock()
-    found = read_ticket(runtime.settings.signing_secrets, ticket, now)
-    if found is None:
-        raise BAD_TICKET
+class Opening:
+    """Who opens a stream, a long-poll or a socket, let through by ``admit``, and the
+    ticket that still has to be spent for it (none for a header or a token). The
+    opener spends it (``spend``) once nothing else can refuse the open: a refusal
+    before leaves the ticket good (bad input changes nothing, and a "not now" may be
+    sent again as it was)."""
+
+    def __init__(self, runtime: Runtime, principal: Principal, ticket: Ticket | None) -> None:
+        self.principal = principal
+        self._runtime = runtime
+        self._ticket = ticket
+
+    async def spend(self) -> Principal:
+        """The holder, its ticket spent; Refused(unauthorized) when it was used already
+        (by another open, on any worker)."""
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            now = self._runtime.clock()
+            if not await self._runtime.tickets.first_use(ticket.nonce, ticket.expires_at, now):
+                raise BAD_TICKET
+        return self.principal
+
+
+def opening_of(
+    runtime: Runtime,
+    query: Mapping[str, str],
+    authorization: str | None,
+    admit: Admit | None = None,
+) -> Opening | None:
+    """Who opens a stream, a long-poll or a socket: a ``ticket`` (not spent yet), else
+    the ``Authorization`` header, else a ``token`` in the URL (kept for compatibility,
+    discouraged), each put to ``admit``. None when nothing was sent or what was sent is
+    not valid; Refused for a ticket that is not (so the caller can say which), or what
+    ``admit`` refused."""
+    ticket = query.get("ticket")
+    if ticket:
+        found = read_ticket(runtime.settings.signing_secrets, ticket, runtime.clock())
+        if found is None:
+            raise BAD_TICKET
+        if admit is not None:
+            admit(found.principal)
+        return Opening(runtime, found.principal, found)
+    token = bearer(authorization) or query.get("token")
+    principal = principal_for(token, runtime.settings.credentials)
+    if principal is None:
+        return None
     if admit is not None:
-        admit(found.principal)
-    if not await runtime.tickets.first_use(found.nonce, found.expires_at, now):
-        raise BAD_TICKET
-    return found.principal
+        admit(principal)
+    return Opening(runtime, principal, None)
 
 
 async def principal_of(
@@ -65,19 +110,10 @@ async def principal_of(
     authorization: str | None,
     admit: Admit | None = None,
 ) -> Principal | None:
-    """Who opens a stream, a long-poll or a socket: a ``ticket`` (spent here, once
-    ``admit`` let it through), else the ``Authorization`` header, else a ``token`` in
-    the URL (kept for compatibility, discouraged), each then put to ``admit`` too. None
-    when nothing was sent or what was sent is not valid; Refused for a ticket that is
-    not (so the caller can say which), or what ``admit`` refused."""
-    ticket = query.get("ticket")
-    if ticket:
-        return await redeem(runtime, ticket, admit)
-    token = bearer(authorization) or query.get("token")
-    principal = principal_for(token, runtime.settings.credentials)
-    if principal is not None and admit is not None:
-        admit(principal)
-    return principal
+    """``opening_of``, its ticket spent at once: for an open that ``admit`` alone may
+    refuse."""
+    opening = opening_of(runtime, query, authorization, admit)
+    return None if opening is None else await opening.spend()
 
 
 routes = [Route("/api/tickets", create_ticket, methods=["POST"])]
