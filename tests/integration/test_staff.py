@@ -282,7 +282,7 @@ async def test_a_nul_in_a_session_id_is_no_session_not_a_server_error(server: Se
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         trail = await http.get("/api/admin/audit?session=ps_%00x", headers=bearer(VIEWER))
         assert trail.status_code == 200, trail.text
-        assert trail.json() == {"entries": []}
+        assert trail.json() == {"entries": [], "next": None}
         session = await http.get("/api/sessions/ps_%00x", headers=merchant())
         assert session.status_code == 404, session.text
         assert session.json()["error"]["code"] == "not_found"
