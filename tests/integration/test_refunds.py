@@ -247,3 +247,44 @@ async def test_a_refund_decided_in_an_outage_is_made_once_by_the_other_worker(
                 assert tries >= 2, "tried in the outage, made after it"
     finally:
         redis.stop()
+
+
+@needs_redis
+async def test_a_refund_asked_again_after_its_kept_answer_was_lost_is_not_made_twice(
+    tmp_path: Path,
+) -> None:
+    """The shop's retry, with the same Idempotency-Key, of a refund whose answer was
+    never kept: the worker died after the save and before keeping it (its lock runs
+    out), or the engine's reply to the save was lost (the key is let go for a retry).
+    Either way the key's record is gone, which is what deleting it here makes. The
+    refund was decided and saved: the retry must find it, not decide a second one
+    (with 30 of 100 asked, that gave 60 back)."""
+    import redis.asyncio as aioredis
+
+    redis = start_redis(tmp_path / "redis")
+    try:
+        env = {**OUTBOX, "PAYLIVE_REDIS_URL": redis.url}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                sid = await paid_session(http)
+                first = await refund(http, sid, {"amount": 30}, "lost-1")
+                assert first.status_code == 202, first.text
+                client = aioredis.from_url(redis.url)
+                try:
+                    kept = await client.keys("paylive:rec:idem:*")
+                    assert len(kept) == 1, kept
+                    await client.delete(*kept)
+                finally:
+                    await client.aclose()
+                again = await refund(http, sid, {"amount": 30}, "lost-1")
+                assert again.status_code == 202, again.text
+                assert again.json()["refund"]["id"] == first.json()["refund"]["id"]
+                got = await refunded(http, sid, 30)
+                assert [r["amount"] for r in got["refunds"]] == [30], "refunded twice"
+                entries = await ledger(http, sid)
+                assert [(e["kind"], e.get("amount")) for e in entries] == [
+                    ("charge", None),
+                    ("refund", 30),
+                ]
+    finally:
+        redis.stop()

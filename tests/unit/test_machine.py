@@ -115,8 +115,12 @@ def check(before: Session, d: Decision, now: int, rules: Rules = RULES) -> None:
         assert s.retry_at is not None
     if s.terminal:
         assert s.retry_at is None
-        # Nothing is left whose outcome is unknown once the session is over.
-        assert not [a for a in s.attempts if a.status in OUTCOME_UNKNOWN]
+        # Nothing is left whose outcome is unknown once the session is over, but an
+        # attempt whose void the provider did not confirm in time: flagged for review,
+        # its void in the outbox (docs/protocol.md 2.2).
+        for a in s.attempts:
+            if a.status in OUTCOME_UNKNOWN:
+                assert s.needs_review and s.effect("void", a.number) is not None
     for charge in d.charges:
         assert charge.key == f"{s.id}:{charge.attempt}"
     # The outbox only grows: an effect, once decided, is never dropped or decided twice.
@@ -697,6 +701,27 @@ def test_unknown_outcome_after_expiry_voids_then_expires(how: str) -> None:
     assert d.session.attempts[0].status == A_VOIDED
     d = step(s, command, at, voids={1: True})
     assert causes(d) == ["late_success"]
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_an_ending_timeout_whose_void_stays_unconfirmed_ends_flagged(last: bool) -> None:
+    """docs/protocol.md 2.2: an attempt in doubt whose void the provider does not
+    confirm for ``effect_review_after_ms`` ends its session all the same, flagged, with
+    the void in the outbox. Only the expiry of a created or interrupted session did:
+    the timeout of an attempt in flight at the expiry, or of the last attempt, asked
+    for the void at every tick for good (the session processing, nobody told) until
+    its record's expiry dropped it with the money in doubt."""
+    rules = replace(RULES, max_attempts=1) if last else RULES
+    s = pay(fresh(rules), now=EXPIRES - 10_000)
+    at = s.deadline
+    assert needs_void(s, Tick(), at, rules) == (1,)
+    assert needs_void(s, Tick(), at + rules.effect_review_after_ms - 1, rules) == (1,)
+    d = step(s, Tick(), at + rules.effect_review_after_ms, rules=rules)
+    assert causes(d) == ["failed" if last else "expired"]
+    assert d.session.status == (FAILED if last else EXPIRED)
+    assert d.session.needs_review and d.session.deadline is None
+    assert d.session.attempts[0].status == A_TIMEOUT, "still in doubt: not voided"
+    assert [(e.kind, e.attempt) for e in d.session.pending_effects] == [("void", 1)]
 
 
 @pytest.mark.parametrize(("charged", "status"), [((), EXPIRED), ((1,), SUCCEEDED)])

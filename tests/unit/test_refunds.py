@@ -226,3 +226,23 @@ def test_refunds_never_add_up_to_more_than_the_payment(
         assert s.refundable == amount - decided
     numbers = [e.number for e in s.refunds]
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_the_same_request_again_finds_its_refund_and_decides_nothing() -> None:
+    """A refund asked again by the request that decided it (same Idempotency-Key and
+    body, its kept answer lost) is that refund, even once what remains would refuse
+    it; another request is another refund."""
+    s = paid()
+    first = step(s, Refund(30, None, "merchant", request="req-a"), 100)
+    again = step(first.session, Refund(30, None, "merchant", request="req-a"), 110)
+    assert not again.to_save and again.refusal is None
+    assert [e.amount for e in again.session.refunds] == [30]
+    other = step(first.session, Refund(70, None, "merchant", request="req-b"), 120)
+    assert [e.amount for e in other.session.refunds] == [30, 70]
+    # In full now: the first request retried is still answered with its refund.
+    late = step(other.session, Refund(30, None, "merchant", request="req-a"), 130)
+    assert late.refusal is None and not late.to_save
+    # The request is in the record (it survives a save), in no answer.
+    [made, _] = other.session.refunds
+    assert made.to_record()["request"] == "req-a"
+    assert "request" not in made.to_public(SID)

@@ -69,6 +69,10 @@ class GatewayEffect:
     # Marked done by hand by staff (the provider was dealt with outside paylive).
     done_by: str | None = None
     note: str | None = None
+    # The request that asked for it (a digest of its Idempotency-Key and body), so
+    # that the same request retried finds it after its kept answer was lost. Kept in
+    # the record only: it is no part of any answer.
+    request: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -98,13 +102,13 @@ class GatewayEffect:
             "last_error": self.last_error,
             "created_at": self.created_at,
             "done_at": self.done_at,
-            **self._extra(),
+            **self._extra(_OPTIONAL),
         }
 
-    def _extra(self) -> dict[str, Any]:
+    def _extra(self, names: tuple[str, ...]) -> dict[str, Any]:
         """The optional fields that are set: old records and answers stay as they were."""
         extra: dict[str, Any] = {}
-        for name in _OPTIONAL:
+        for name in names:
             value = getattr(self, name)
             if value:
                 extra[name] = value
@@ -120,7 +124,7 @@ class GatewayEffect:
             "tries": self.tries,
             "last_error": self.last_error,
             "done_at": self.done_at,
-            **self._extra(),
+            **self._extra(_RECORDED),
         }
 
     @classmethod
@@ -129,6 +133,7 @@ class GatewayEffect:
 
 
 _OPTIONAL = ("number", "amount", "reason", "requested_by", "done_by", "note")
+_RECORDED = (*_OPTIONAL, "request")
 
 
 @dataclass(frozen=True)

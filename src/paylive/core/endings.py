@@ -44,9 +44,15 @@ def end_attempt(
     else:
         final = INTERRUPTED
     outcome_unknown = attempt_status in OUTCOME_UNKNOWN
+    needed = None
     if final != INTERRUPTED and outcome_unknown:
         needed = missing((number,), voids)
-        if needed:
+        # As at the expiry (``expire``): every tick from the deadline on asks for the
+        # void, and past the review delay the session ends all the same, flagged, with
+        # the void in the outbox. Waiting on kept it processing and nobody told, until
+        # its record's expiry forgot it with the money in doubt.
+        overdue = s.deadline is not None and now >= s.deadline + rules.effect_review_after_ms
+        if needed and not overdue:
             return needed
     message = REASON_MESSAGES[reason].format(seconds=rules.attempt_timeout_ms / 1000)
     last_error: dict[str, Any] = {"reason": reason, "attempt": number, "message": message}
@@ -61,7 +67,14 @@ def end_attempt(
         tx.state(previous, reason)
         tx.retry_prompt(number, reason, outcome_unknown)
         return tx.done()
-    if outcome_unknown and settle_voids(tx, (number,), voids, emit=False):
+    if needed:
+        # A hold's capture still pending is never made: the session is over, so its
+        # hold is released (docs/protocol.md 2.3); money taken after all is found by
+        # the void and given back as any late success of a session over.
+        tx.cancel_capture(number)
+        tx.add_effect(VOID, number)
+        tx.update(needs_review=True)
+    elif outcome_unknown and settle_voids(tx, (number,), voids, emit=False):
         return tx.done()
     tx.update(status=final, retry_at=None)
     tx.state(previous, "expired" if final == EXPIRED else "failed")

@@ -26,11 +26,13 @@ from .session import A_SUCCEEDED, SUCCEEDED, Session
 @dataclass(frozen=True)
 class Refund:
     """Give back ``amount`` of the session's payment (None: all that remains).
-    ``by`` is who asked: ``merchant`` or a staff name."""
+    ``by`` is who asked: ``merchant`` or a staff name. ``request`` names the request
+    (a digest of its Idempotency-Key and body), when it has a key."""
 
     amount: int | None
     reason: str | None
     by: str
+    request: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,20 @@ def paid_attempt(s: Session) -> int | None:
     return None
 
 
+def asked_by(s: Session, request: str | None) -> GatewayEffect | None:
+    """The refund the request ``request`` decided, if it decided one."""
+    if request is None:
+        return None
+    return next((e for e in s.refunds if e.request == request), None)
+
+
 def refund(s: Session, cmd: Refund, now: int) -> Decision:
+    if asked_by(s, cmd.request) is not None:
+        # The same request again, its kept answer lost (the worker died before keeping
+        # it, or the engine's reply to the save was lost and the key let go): the
+        # refund it decided is the answer. Deciding again would give the money back
+        # twice; checked first, because what remains may no longer allow it.
+        return Decision(s)
     number = paid_attempt(s)
     if s.status != SUCCEEDED or number is None:
         return refuse(
@@ -82,6 +97,7 @@ def refund(s: Session, cmd: Refund, now: int) -> Decision:
         amount=amount,
         reason=cmd.reason,
         requested_by=cmd.by,
+        request=cmd.request,
     )
     tx = Tx(s, now)
     tx.update(effects=s.effects + (effect,))

@@ -212,5 +212,8 @@ async def run_audited(
     refusal = outcome.decision.refusal
     if refusal is not None:
         raise Refused(refusal.code, refusal.message, session=view(outcome.session))
-    await runtime.audit.added(outcome.session.audit[-1])
+    if outcome.decision.to_save:
+        # Nothing saved (a refund asked again by the request that decided it) added
+        # no entry: the session's last one is another action's, copied already.
+        await runtime.audit.added(outcome.session.audit[-1])
     return outcome.session

@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.machine import Refund
+from ..core.refunds import asked_by
 from ..core.session import Session
-from ..service.idempotency import Answer
+from ..service.idempotency import Answer, request_digest
 from . import validation
 from .auth import ADMIN, MERCHANT, OPERATOR, client_secret
 from .http import (
@@ -70,10 +71,11 @@ async def refund(request: Request) -> Response:
 
     async def handler() -> Answer:
         amount, reason = validation.parse_refund(body)
-        command = Refund(amount, reason, principal.who)
+        asked = request_digest(request.headers.get("idempotency-key"), body)
+        command = Refund(amount, reason, principal.who, asked)
         audit = audit_of(request, principal, "refund", amount=amount, reason=reason)
         session = await run_audited(runtime, session_id, command, audit, Session.to_public)
-        made = session.refunds[-1]
+        made = asked_by(session, asked) or session.refunds[-1]
         return 202, {"refund": made.to_public(session_id), "session": session.to_public()}
 
     return await once(request, f"POST /api/sessions/{session_id}/refunds", body, handler)
