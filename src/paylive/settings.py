@@ -688,12 +688,18 @@ def _stripe_key(name: str, raw: str) -> str:
     return key
 
 
+# Stripe's signing secrets are whsec_ and 32 letters and digits; a value cut short (a
+# bare "whsec_" left by a template) would be a key anyone can guess.
+_STRIPE_HOOK = re.compile(r"whsec_[A-Za-z0-9_+/=-]{16,}")
+
+
 def _stripe_hooks(name: str, raw: str) -> tuple[str, ...]:
     hooks = _split(raw)
-    if not hooks or not all(h.startswith("whsec_") for h in hooks):
+    if not hooks or not all(_STRIPE_HOOK.fullmatch(h) for h in hooks):
         raise SettingsError(
-            f"{name} must be the endpoint's signing secret (whsec_...; "
-            "a comma-separated list while rotating) with PAYLIVE_GATEWAY=stripe"
+            f"{name} must be the endpoint's signing secret (whsec_ and at least 16 "
+            "letters or digits; a comma-separated list while rotating) with "
+            "PAYLIVE_GATEWAY=stripe"
         )
     return hooks
 

@@ -22,7 +22,7 @@ from paylive.web.validation import parse_payment_method
 STRIPE = {
     "PAYLIVE_GATEWAY": "stripe",
     "PAYLIVE_STRIPE_SECRET_KEY": "sk_test_abc",
-    "PAYLIVE_STRIPE_WEBHOOK_SECRET": "whsec_one, whsec_two",
+    "PAYLIVE_STRIPE_WEBHOOK_SECRET": "whsec_one_0123456789abcdef, whsec_two_0123456789abcdef",
 }
 PRODUCTION = {
     "PAYLIVE_ENV": "production",
@@ -35,7 +35,7 @@ PRODUCTION = {
 def test_stripe_variables_are_read() -> None:
     s = load_settings({**STRIPE, "PAYLIVE_STRIPE_API_BASE": "http://127.0.0.1:9/"})
     assert s.gateway == "stripe" and s.stripe_secret_key == "sk_test_abc"
-    assert s.stripe_webhook_secrets == ("whsec_one", "whsec_two")
+    assert s.stripe_webhook_secrets == ("whsec_one_0123456789abcdef", "whsec_two_0123456789abcdef")
     assert s.stripe_api_base == "http://127.0.0.1:9"
     assert load_settings({}).gateway == "sandbox"
 
@@ -49,6 +49,10 @@ def test_stripe_variables_are_read() -> None:
         ("PAYLIVE_STRIPE_SECRET_KEY", ""),
         ("PAYLIVE_STRIPE_WEBHOOK_SECRET", "secret"),
         ("PAYLIVE_STRIPE_WEBHOOK_SECRET", ""),
+        # A bare prefix (a template's placeholder) or a short tail: a guessable key.
+        ("PAYLIVE_STRIPE_WEBHOOK_SECRET", "whsec_"),
+        ("PAYLIVE_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef, whsec_1"),
+        ("PAYLIVE_STRIPE_WEBHOOK_SECRET", "whsec_0123456789 abcdef"),
         ("PAYLIVE_STRIPE_API_BASE", "localhost:8420"),
         ("PAYLIVE_STRIPE_PUBLISHABLE_KEY", "sk_test_abc"),
     ],
