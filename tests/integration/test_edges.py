@@ -368,3 +368,48 @@ def test_commands_pipelined_behind_a_held_poll_hold_no_more_than_their_share(
     # The poll, then each command in its turn, as a lone one would be answered.
     assert statuses[0] == b"200" and len(statuses) == 7, answers
     assert len(set(statuses[1:])) == 1 and statuses[1] not in (b"429", b"503"), answers
+
+
+def test_commands_pipelined_behind_a_held_poll_hold_no_place_before_their_turn(
+    server: Server, client: httpx.Client
+) -> None:
+    """A command pipelined behind a request not yet answered cannot start before that
+    one is answered, and a held poll (or an SSE stream) may not be for a long time. It
+    held a place from the moment it was parsed all the same: one connection with a
+    command of each of three sessions (each within its share) behind a held poll took
+    all three places of the worker (PAYLIVE_MAX_IN_FLIGHT=3), and everyone else was
+    refused 503 for as long as the poll was held. A pipelined command now takes its
+    place when its turn comes."""
+    sessions = [create(client) for _ in range(3)]
+    first = sessions[0]
+    auth = b"Authorization: Bearer " + str(first["client_secret"]).encode() + b"\r\n"
+    poll = b"GET /api/sessions/%s/events?since=%d&wait=3000 HTTP/1.1\r\nHost: x\r\n" % (
+        str(first["id"]).encode(),
+        first["seq"],
+    )
+    commands = b""
+    for n, session in enumerate(sessions):
+        commands += (
+            b"POST /api/sessions/%s/check HTTP/1.1\r\nHost: x\r\n" % str(session["id"]).encode()
+            + b"Authorization: Bearer " + str(session["client_secret"]).encode() + b"\r\n"
+            + (b"Connection: close\r\n" if n == len(sessions) - 1 else b"")
+            + b"Content-Length: 0\r\n\r\n"
+        )  # fmt: skip
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(poll + auth + b"\r\n" + commands)
+        time.sleep(0.5)  # all parsed, the poll still held
+        other = client.post(
+            "/api/sessions",
+            json={"order_id": "order-3", "amount": 500, "currency": "EUR"},
+            headers=MERCHANT,
+        )
+        answers = closed_by_server(sock, time.monotonic() + 10)
+    finally:
+        sock.close()
+    assert other.status_code == 201, (other.status_code, other.text)
+    assert answers is not None
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
+    # The poll, then each command in its turn, each answered as a lone one would be.
+    assert statuses[0] == b"200" and len(statuses) == 4, answers
+    assert set(statuses[1:]) == {b"200"}, answers

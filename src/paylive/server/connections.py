@@ -14,7 +14,9 @@ sends, and however slowly, no connection outlives them.
   fill the door too, and the next ones are refused here at once rather than queued
   behind them. It holds one only within its session's and address's share and the
   places left: commands pipelined on one connection are let through whatever the
-  door says (their answers go out in order), and each held a place of its own.
+  door says (their answers go out in order), and each held a place of its own. One
+  pipelined behind a request not yet answered holds none before its turn comes
+  (a held poll or an SSE stream ahead of it may never be answered).
 - A body deadline: the whole body must arrive within ``header_timeout_ms`` of the
   end of the headers, counted once, not between bytes. The deadline travels in the
   request's scope (``BODY_EXTENSION``) so that whoever reads the body (``web.admission``,
@@ -132,6 +134,10 @@ async def healthy(scope: Any, receive: Any, send: Any) -> None:
     """The ASGI app that answers liveness past the connection limit."""
     await send({"type": "http.response.start", "status": 200, "headers": HEALTHY_HEADERS})
     await send({"type": "http.response.body", "body": HEALTHY_BODY})
+
+
+# A pipelined command parsed whole before its turn: it takes its place at its turn.
+_TURN_PENDING = "paylive.turn_pending"
 
 
 class _Cycle(RequestResponseCycle):
@@ -356,9 +362,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         cycle, since = self.cycle, self._command_since
         self._command_since = None
         if since is not None and cycle is not None and not cycle.response_started:
-            door = admission.current()
-            if door is not None:
-                admission.hold(cast(Scope, cycle.scope), door, since)
+            if any(waiting is cycle for waiting, _ in self.pipeline):
+                # Pipelined behind a request not yet answered (a held poll, an SSE
+                # stream: perhaps not for a long time): it cannot start before that, so
+                # it takes its place when its turn comes (on_response_complete).
+                cast(Scope, cycle.scope)[_TURN_PENDING] = True
+            else:
+                door = admission.current()
+                if door is not None:
+                    admission.hold(cast(Scope, cycle.scope), door, since)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -366,6 +378,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # The answered request's place, if the door never took it back (answered
             # before the door ran): a place is never kept by an answered request.
             admission.release(cast(Scope, self.cycle.scope), admission.current())
+        if self.pipeline and not self._lingering and not self.transport.is_closing():
+            # uvicorn starts the next pipelined request now: a command parsed whole
+            # while it waited counts from here.
+            scope = cast(Scope, self.pipeline[-1][0].scope)
+            door = admission.current()
+            if scope.pop(_TURN_PENDING, False) and door is not None:
+                admission.hold(scope, door, time.monotonic())
         if self._lingering:
             self.server_state.total_requests += 1
             self.flow.resume_reading()  # keep draining until the client stops or the bound
