@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import struct
 import time
@@ -14,7 +15,8 @@ import anyio
 import httpx
 import pytest
 
-from ..support.client import create, open_socket, session_url
+from ..support.client import Socket, create, open_socket, session_url
+from ..support.redisproc import RedisProc
 from ..support.servers import Server
 from ..support.sse import Stream
 
@@ -141,3 +143,46 @@ async def test_no_window_closes_every_socket_at_once_with_1001() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.to_thread.run_sync, own.stop)
             assert await sock.close_code() == 1001
+
+
+async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
+    """SIGTERM, then ``sig`` once the first slices went: every socket held closes with
+    1012 at once, not over the window, and the server exits."""
+    async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+        sessions = [await create(http) for _ in range(SOCKETS)]
+    socks = [await open_socket(session_url(srv.ws_url, s)) for s in sessions]
+    for sock in socks:
+        assert (await sock.recv())["type"] == "snapshot"
+    assert srv.proc is not None
+    srv.proc.terminate()
+    await anyio.sleep(0.5)
+    assert sum(sock.conn.close_code is None for sock in socks) > SOCKETS / 2, "still draining"
+    srv.proc.send_signal(sig)
+    codes: list[int | None] = []
+
+    async def watch(sock: Socket) -> None:
+        codes.append(await sock.close_code(timeout=3))
+
+    async with anyio.create_task_group() as tg:
+        for sock in socks:
+            tg.start_soon(watch, sock)
+    assert codes == [1012] * SOCKETS
+    # uvicorn ends by raising the first signal it caught again.
+    assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -signal.SIGTERM)
+
+
+# A window far longer than the tests wait: only the second signal can end it.
+LONG_WINDOW = {"PAYLIVE_DRAIN_MS": "60000"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_second_signal_closes_the_rest_at_once(sig: int) -> None:
+    with Server(LONG_WINDOW) as srv:
+        await _second_signal_closes_the_rest(srv, sig)
+
+
+async def test_a_second_sigterm_to_the_supervisor_reaches_its_workers(
+    redis: RedisProc,
+) -> None:
+    with Server({**LONG_WINDOW, "PAYLIVE_REDIS_URL": redis.url}, workers=2) as srv:
+        await _second_signal_closes_the_rest(srv, signal.SIGTERM)
