@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import struct
 import time
@@ -14,7 +15,8 @@ import anyio
 import httpx
 import pytest
 
-from ..support.client import create, open_socket, session_url
+from ..support.client import Socket, create, open_socket, session_url
+from ..support.redisproc import RedisProc
 from ..support.servers import Server
 from ..support.sse import Stream
 
@@ -141,3 +143,91 @@ async def test_no_window_closes_every_socket_at_once_with_1001() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.to_thread.run_sync, own.stop)
             assert await sock.close_code() == 1001
+
+
+async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
+    """SIGTERM, then ``sig`` once the first slices went: every socket held closes with
+    1012 at once, not over the window, and the server exits."""
+    async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+        sessions = [await create(http) for _ in range(SOCKETS)]
+    socks = [await open_socket(session_url(srv.ws_url, s)) for s in sessions]
+    for sock in socks:
+        assert (await sock.recv())["type"] == "snapshot"
+    assert srv.proc is not None
+    srv.proc.terminate()
+    await anyio.sleep(0.5)
+    assert sum(sock.conn.close_code is None for sock in socks) > SOCKETS / 2, "still draining"
+    srv.proc.send_signal(sig)
+    codes: list[int | None] = []
+
+    async def watch(sock: Socket) -> None:
+        codes.append(await sock.close_code(timeout=3))
+
+    async with anyio.create_task_group() as tg:
+        for sock in socks:
+            tg.start_soon(watch, sock)
+    assert codes == [1012] * SOCKETS
+    # uvicorn ends by raising the first signal it caught again.
+    assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -signal.SIGTERM)
+
+
+# A window far longer than the tests wait: only the second signal can end it.
+LONG_WINDOW = {"PAYLIVE_DRAIN_MS": "60000"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_second_signal_closes_the_rest_at_once(sig: int) -> None:
+    with Server(LONG_WINDOW) as srv:
+        await _second_signal_closes_the_rest(srv, sig)
+
+
+async def test_a_second_sigterm_to_the_supervisor_reaches_its_workers(
+    redis: RedisProc,
+) -> None:
+    with Server({**LONG_WINDOW, "PAYLIVE_REDIS_URL": redis.url}, workers=2) as srv:
+        await _second_signal_closes_the_rest(srv, signal.SIGTERM)
+
+
+async def test_streams_and_polls_opened_during_the_drain_end_at_once() -> None:
+    # The sockets held keep the drain going over its window; a stream and a long-poll
+    # that start meanwhile (on a connection kept alive from before) are told 1012 and
+    # answered at once, not held past the window until uvicorn cuts them.
+    with Server({"PAYLIVE_DRAIN_MS": "2000", "PAYLIVE_POLL_HOLD_MS": "60000"}) as srv:
+        timeout = httpx.Timeout(10, read=None)
+        async with httpx.AsyncClient(base_url=srv.url, timeout=timeout) as http:
+            *held, streamed, polled = [await create(http) for _ in range(SOCKETS + 2)]
+            socks = [await open_socket(session_url(srv.ws_url, s)) for s in held]
+            for sock in socks:
+                await sock.recv()
+            # The two connections the stream and the poll go on, opened before the stop.
+            other = httpx.AsyncClient(base_url=srv.url, timeout=timeout)
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await other.get("/healthz")).status_code == 200
+            assert srv.proc is not None
+            started = time.monotonic()
+            srv.proc.terminate()
+            await anyio.sleep(0.3)
+            secret = {"Authorization": f"Bearer {streamed['client_secret']}"}
+            url = f"/api/sessions/{streamed['id']}/stream"
+            async with http.stream("GET", url, headers=secret) as response:
+                stream = Stream(response)
+                close = await stream.until(lambda e: e.event == "close", timeout=1.5)
+                assert close.data == {
+                    "code": 1012,
+                    "reason": "restarting; reconnect_within_ms=1000",
+                }
+                assert await stream.next(timeout=1.5) is None, "and the stream ends"
+            with anyio.fail_after(1.5):
+                poll = await other.get(
+                    f"/api/sessions/{polled['id']}/events",
+                    params={"since": 0, "wait": 60000},
+                    headers={"Authorization": f"Bearer {polled['client_secret']}"},
+                )
+            await other.aclose()
+            assert poll.status_code == 200 and poll.json()["events"] == []
+            for sock in socks:
+                assert await sock.close_code(timeout=5) == 1012
+        # The window plus a little, not uvicorn's 10 s cut on top of it.
+        assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -15)
+        assert time.monotonic() - started < 4
+        assert "graceful shutdown exceeded" not in srv.log()

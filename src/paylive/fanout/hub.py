@@ -273,6 +273,10 @@ class Hub:
         # sessions is not serialised behind one lock.
         self._locks: dict[str | None, tuple[asyncio.Lock, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by a drain (or ``close_all``): the close every subscriber gets, those that
+        # join afterwards too. An event stream or a long-poll that starts on a kept-alive
+        # connection meanwhile was held past the window, until uvicorn cut it.
+        self.closing: tuple[int, str] | None = None
         engine.set_listeners(self.on_event, self.on_resync)
 
     # Membership --------------------------------------------------------------
@@ -285,6 +289,7 @@ class Hub:
             self._slice_of(session_id)[session_id] = channel
         channel.subscribers.add(subscriber)
         metrics.SOCKETS.labels("customer").inc()
+        self._close_late(subscriber)
         await self._sync(session_id)
 
     async def leave(self, session_id: str, subscriber: Subscriber) -> None:
@@ -301,7 +306,14 @@ class Hub:
     async def join_admin(self, subscriber: Subscriber) -> None:
         self.admins.add(subscriber)
         metrics.SOCKETS.labels("admin").inc()
+        self._close_late(subscriber)
         await self._sync(None)
+
+    def _close_late(self, subscriber: Subscriber) -> None:
+        """A subscriber that joins once the hub is closing is closed at once, as the
+        ones it held are (a poll is answered with what it read)."""
+        if self.closing is not None:
+            subscriber.kill(*self.closing)
 
     async def leave_admin(self, subscriber: Subscriber) -> None:
         if subscriber in self.admins:
@@ -513,6 +525,7 @@ class Hub:
         at once when ``forced`` turns true. By the clock, not by counting slices: a
         busy loop that wakes late closes what is due by then, so the window holds.
         Returns how many were held."""
+        self.closing = (code, reason)
         held = [s for channel in self.channels.values() for s in channel.subscribers]
         held += list(self.admins)
         loop = asyncio.get_running_loop()
@@ -530,6 +543,7 @@ class Hub:
         return len(held)
 
     def close_all(self, code: int, reason: str) -> None:
+        self.closing = (code, reason)
         for channel in self.channels.values():
             for subscriber in channel.subscribers:
                 subscriber.kill(code, reason)

@@ -9,13 +9,20 @@ hands over to uvicorn, whose ``timeout_graceful_shutdown`` bounds the requests s
 in flight. With ``--workers``, uvicorn's supervisor builds a plain ``Server`` in each
 child, so the child process class is swapped for one that builds ours; the supervisor
 starts a new child when one exits, so a worker sent SIGTERM is replaced after its drain.
+
+A second signal cuts the drain short (docs/protocol.md section 4.3). uvicorn forces a
+stop only on a second SIGINT, and its supervisor, once stopping, keeps what it is sent
+to itself: a platform's second SIGTERM reached no drain, which ran its whole window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import socket
+from types import FrameType
 
 import uvicorn
 from uvicorn.supervisors import multiprocess
@@ -40,6 +47,17 @@ class PayliveServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.acceptors: list[Acceptor] = []
+        self._terms = 0
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A second SIGTERM forces, as a second SIGINT does in uvicorn. Not a SIGTERM
+        # after a SIGINT: Ctrl-C at a terminal signals a worker, then its supervisor
+        # passes the same stop on as SIGTERM, and one Ctrl-C must still drain.
+        if sig == signal.SIGTERM:
+            self._terms += 1
+            if self._terms > 1:
+                self.force_exit = True
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -83,6 +101,26 @@ class PayliveProcess(multiprocess.Process):
         return self._server
 
 
+class PayliveSupervisor(multiprocess.Multiprocess):
+    def join_all(self) -> None:
+        """Wait for the workers to drain; a signal meanwhile is passed on to them (their
+        second: the rest of their sockets closed at once)."""
+
+        def forward(sig: int, frame: FrameType | None) -> None:
+            for process in self.processes:
+                # Not yet joined, so its pid is still its own (a zombie keeps it).
+                pid = process.pid
+                if pid is not None and process.exitcode is None:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, forward)
+        super().join_all()
+
+
 def run(config: uvicorn.Config) -> None:
     """Serve ``config`` until a signal stops it."""
     if config.workers <= 1:
@@ -92,4 +130,4 @@ def run(config: uvicorn.Config) -> None:
     # ours by reference, so this only has to hold in this (the parent) process.
     multiprocess.Process = PayliveProcess  # type: ignore[misc]
     sock = config.bind_socket()
-    multiprocess.Multiprocess(config, sockets=[sock]).run()
+    PayliveSupervisor(config, sockets=[sock]).run()
