@@ -6,6 +6,10 @@ It runs its own event loop in a thread so that synchronous and async tests alike
 steer it. Each request is forwarded on a fresh upstream connection and each client
 connection carries one request (``Connection: close``), which keeps the parsing to a
 request head, a ``Content-Length`` body and an answer read to its end.
+
+As Stripe does, it holds an ``Idempotency-Key`` while the provider works on the request
+made under it: another request under that key meanwhile is answered 409
+``idempotency_key_in_use`` and never forwarded (localstripe has no such rule).
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class FaultProxy:
         self._cut = False
         self._lost: tuple[str, re.Pattern[str]] | None = None
         self._fakes: list[_Fake] = []
+        self._slow: tuple[str, re.Pattern[str], float] | None = None
+        # Idempotency-Keys whose request the provider is working on, and the requests
+        # answered 409 because theirs was (method, path, key).
+        self._working: set[str] = set()
+        self.in_use: list[tuple[str, str, str]] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -91,11 +100,18 @@ class FaultProxy:
         with self._lock:
             self._fakes.append(_Fake(method, re.compile(pattern), status, body))
 
+    def slow(self, method: str, pattern: str, seconds: float) -> None:
+        """Matching requests reach the provider ``seconds`` late (a provider slow to do
+        them), whether or not the client still waits: it does them all the same."""
+        with self._lock:
+            self._slow = (method, re.compile(pattern), seconds)
+
     def restore(self, still_lost: tuple[str, str] | None = None) -> None:
         """The provider is reachable again, except (``still_lost``, a method and a path
         pattern) for requests that keep getting no answer."""
         with self._lock:
             self._cut_after, self._cut, self._fakes = None, False, []
+            self._slow = None
             self._lost = None if still_lost is None else (still_lost[0], re.compile(still_lost[1]))
 
     @property
@@ -142,6 +158,35 @@ class FaultProxy:
                 )
                 if lose:
                     self._cut = True
+                busy = fake is None and key is not None and key in self._working
+                if busy:
+                    assert key is not None
+                    self.in_use.append((method, path, key))
+                elif fake is None and key is not None:
+                    self._working.add(key)
+                slow = self._slow
+                delay = (
+                    slow[2]
+                    if slow is not None and slow[0] == method and slow[1].search(path)
+                    else 0
+                )
+            if busy:
+                payload = json.dumps(
+                    {
+                        "error": {
+                            "type": "idempotency_error",
+                            "code": "idempotency_key_in_use",
+                            "message": "There is currently another in-progress request"
+                            " using this Idempotent Key.",
+                        }
+                    }
+                ).encode()
+                writer.write(
+                    b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(payload), payload)
+                )
+                await writer.drain()
+                return
             if fake is not None:
                 match = fake.path.search(path)
                 assert match is not None
@@ -153,7 +198,13 @@ class FaultProxy:
                 )
                 await writer.drain()
                 return
-            answer = await self._forward(method, target, headers, body)
+            try:
+                await asyncio.sleep(delay)
+                answer = await self._forward(method, target, headers, body)
+            finally:
+                with self._lock:
+                    if key is not None:
+                        self._working.discard(key)
             if not lose:
                 writer.write(answer)
                 await writer.drain()
