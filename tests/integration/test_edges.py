@@ -1,11 +1,13 @@
 """Odd input at the edges, against a real ``paylive serve``: each was once answered
 otherwise than docs/protocol.md says (found in a review on 2026-12-07). A socket
 handshake with bytes past ASCII in a header; request headers without end; a refusal
-that spent the single-use ticket it came with; a trailing newline taken by a pattern
-anchored with ``$``."""
+that spent the single-use ticket it came with; opens made at the same time that all
+passed the per-session cap; a trailing newline taken by a pattern anchored with ``$``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -15,9 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from ..support.redisproc import RedisProc
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 from ..support.waiting import closed_by_server, healthz_on
 
@@ -38,6 +42,13 @@ SERVER_ENV = {
     "PAYLIVE_ADAPTIVE_IN_FLIGHT": "0",
     "PAYLIVE_MAX_IN_FLIGHT_PER_SESSION": "1",
 }
+
+
+@pytest.fixture(scope="module")
+def on_redis(redis: RedisProc) -> Iterator[Server]:
+    """The same server on the Redis engine, where spending a ticket is a round trip."""
+    with Server({**SERVER_ENV, "PAYLIVE_REDIS_URL": redis.url}) as running:
+        yield running
 
 
 @pytest.fixture
@@ -204,6 +215,122 @@ def test_a_poll_refused_404_does_not_spend_its_ticket(server: Server, client: ht
     assert found.status_code == 200, found.text
     spent = client.get(f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0")
     assert spent.status_code == 401, spent.text  # and good once, as before
+
+
+def test_a_stream_to_an_unknown_session_does_not_spend_its_ticket(
+    server: Server, client: httpx.Client
+) -> None:
+    """The stream joined the hub and read the session only after the ticket was spent,
+    so its 404 used the ticket up."""
+    session = create(client)
+    reply = client.post("/api/tickets", headers=ADMIN)
+    assert reply.status_code == 201, reply.text
+    ticket = reply.json()["ticket"]
+    missing = client.get(f"/api/sessions/ps_nobody/stream?ticket={ticket}")
+    assert missing.status_code == 404, missing.text
+    found = client.get(f"/api/sessions/{session['id']}/events?ticket={ticket}&wait=0")
+    assert found.status_code == 200, found.text
+
+
+def test_a_socket_to_an_unknown_session_does_not_spend_its_ticket(
+    server: Server, client: httpx.Client
+) -> None:
+    session = create(client)
+    reply = client.post("/api/tickets", headers=ADMIN)
+    assert reply.status_code == 201, reply.text
+    ticket = reply.json()["ticket"]
+    code, _ = socket_close(f"{server.ws_url}/ws/sessions/ps_nobody?ticket={ticket}")
+    assert code == 4404
+    code, received = socket_close(f"{server.ws_url}/ws/sessions/{session['id']}?ticket={ticket}")
+    assert code is None, code
+    assert received and '"snapshot"' in received[0], received
+
+
+def test_the_admin_feed_refusing_a_customer_ticket_does_not_spend_it(
+    server: Server, client: httpx.Client
+) -> None:
+    """The admin socket asked the ticket's kind only once it had spent it."""
+    session = create(client)
+    ticket = ticket_for(client, session)
+    code, _ = socket_close(f"{server.ws_url}/ws/admin?ticket={ticket}")
+    assert code == 4401
+    code, received = socket_close(f"{server.ws_url}/ws/sessions/{session['id']}?ticket={ticket}")
+    assert code is None, code
+    assert received and '"snapshot"' in received[0], received
+
+
+# Opens made at the same time all passed the per-session cap
+
+# Opens of one session sent together, and how many sessions are tried: the cap was
+# asked before the ticket's round trip to Redis, and the stream or socket counted only
+# after it, so opens whose checks fell in the same moment all passed.
+AT_ONCE = 6
+ROUNDS = 3
+
+
+async def _streams_at_once(server: Server, session_id: str, tickets: list[str]) -> list[int]:
+    """The status of each stream opened with ``tickets`` together; all held open until
+    every one has answered, so that no place is given back in between."""
+    path = f"/api/sessions/{session_id}/stream"
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+        contextlib.AsyncExitStack() as held,
+    ):
+
+        async def one(ticket: str) -> int:
+            response = await held.enter_async_context(
+                http.stream("GET", path, params={"ticket": ticket})
+            )
+            return response.status_code
+
+        return list(await asyncio.gather(*(one(t) for t in tickets)))
+
+
+async def _sockets_at_once(server: Server, session_id: str, tickets: list[str]) -> list[Any]:
+    """The first message's type of each socket opened with ``tickets`` together, or
+    its close code; all held open until every one has answered."""
+    base = f"{server.ws_url}/ws/sessions/{session_id}?ticket="
+    conns = await asyncio.gather(
+        *(
+            connect_async(base + t, subprotocols=["paylive.v1.json"], open_timeout=5)  # type: ignore[list-item]
+            for t in tickets
+        )
+    )
+    outcomes: list[Any] = []
+    try:
+        for conn in conns:
+            try:
+                outcomes.append(json.loads(await asyncio.wait_for(conn.recv(), 5))["type"])
+            except ConnectionClosed:
+                outcomes.append(conn.close_code)
+    finally:
+        for conn in conns:
+            await conn.close()
+    return outcomes
+
+
+def test_streams_opened_at_once_pass_the_cap_no_more_than_it_allows(
+    on_redis: Server,
+) -> None:
+    with httpx.Client(base_url=on_redis.url, timeout=10) as plain:
+        for _ in range(ROUNDS):
+            session = create(plain)
+            tickets = [ticket_for(plain, session) for _ in range(AT_ONCE)]
+            statuses = asyncio.run(_streams_at_once(on_redis, session["id"], tickets))
+            # PAYLIVE_MAX_SOCKETS_PER_SESSION=1
+            assert sorted(statuses) == [200] + [429] * (AT_ONCE - 1), statuses
+
+
+def test_sockets_opened_at_once_pass_the_cap_no_more_than_it_allows(
+    on_redis: Server,
+) -> None:
+    with httpx.Client(base_url=on_redis.url, timeout=10) as plain:
+        for _ in range(ROUNDS):
+            session = create(plain)
+            tickets = [ticket_for(plain, session) for _ in range(AT_ONCE)]
+            outcomes = asyncio.run(_sockets_at_once(on_redis, session["id"], tickets))
+            assert outcomes.count("snapshot") == 1, outcomes
+            assert outcomes.count(1013) == AT_ONCE - 1, outcomes
 
 
 # Patterns anchored with `$` took a trailing newline (re.match): now fullmatch

@@ -239,6 +239,24 @@ class Channel:
         self.deadline = session.get("deadline")
 
 
+class Place:
+    """A place on one session's channel on this worker, held (``Hub.hold``) for an open
+    still on its way: ``Hub.join`` passes it to the subscriber, ``release`` gives it
+    back (after a join, or a second time, it does nothing)."""
+
+    __slots__ = ("_hub", "session_id", "held")
+
+    def __init__(self, hub: Hub, session_id: str) -> None:
+        self._hub = hub
+        self.session_id = session_id
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._hub._unhold(self.session_id)
+
+
 # The admin feed's snapshot; True marks one sent after a resync.
 AdminSnapshot = Callable[[bool], Awaitable[Encoded]]
 Clock = Callable[[], int]
@@ -269,6 +287,8 @@ class Hub:
         self._last_event: Encoded | None = None
         self.admins: set[Subscriber] = set()
         self._subscribed: set[str | None] = set()
+        # Places held by opens on their way, by session: counted as sockets already.
+        self._held: dict[str, int] = {}
         # One lock per channel being (un)subscribed, so a reconnect storm over many
         # sessions is not serialised behind one lock.
         self._locks: dict[str | None, tuple[asyncio.Lock, int]] = {}
@@ -281,8 +301,15 @@ class Hub:
 
     # Membership --------------------------------------------------------------
 
-    async def join(self, session_id: str, subscriber: Subscriber) -> None:
-        """Add a socket (not yet live: call ``subscriber.begin`` after the catch-up)."""
+    async def join(
+        self, session_id: str, subscriber: Subscriber, place: Place | None = None
+    ) -> None:
+        """Add a socket (not yet live: call ``subscriber.begin`` after the catch-up),
+        in the ``place`` held for it if any."""
+        if place is not None:
+            # In the same step as the add below: the place is never counted twice, nor
+            # free for a moment.
+            place.release()
         channel = self.channels.get(session_id)
         if channel is None:
             channel = self.channels[session_id] = Channel()
@@ -322,9 +349,27 @@ class Hub:
             await self._sync_quietly(None)
 
     def sockets_on(self, session_id: str) -> int:
-        """How many sockets on this worker follow ``session_id``."""
+        """How many sockets on this worker follow ``session_id``, or hold a place to."""
         channel = self.channels.get(session_id)
-        return len(channel.subscribers) if channel is not None else 0
+        joined = len(channel.subscribers) if channel is not None else 0
+        return joined + self._held.get(session_id, 0)
+
+    def hold(self, session_id: str, cap: int) -> Place | None:
+        """A place among the ``cap`` of ``session_id`` on this worker, or None when all
+        are taken. An open awaits before it joins (its handshake, its ticket spent): it
+        holds its place from its check on, so that opens in flight together cannot all
+        pass the cap. Join with it, or release it."""
+        if self.sockets_on(session_id) >= cap:
+            return None
+        self._held[session_id] = self._held.get(session_id, 0) + 1
+        return Place(self, session_id)
+
+    def _unhold(self, session_id: str) -> None:
+        left = self._held.get(session_id, 0) - 1
+        if left > 0:
+            self._held[session_id] = left
+        else:
+            self._held.pop(session_id, None)
 
     def _slice_of(self, session_id: str) -> dict[str, Channel]:
         return self._slices[hash(session_id) % len(self._slices)]

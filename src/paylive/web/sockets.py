@@ -26,7 +26,7 @@ from ..telemetry import context, tracing
 from . import observe, validation
 from .auth import ADMIN, CUSTOMER, Principal
 from .errors import ENGINE_DOWN, close_code
-from .tickets import Admit, principal_of
+from .tickets import Admit, Opening, opening_of
 
 log = logging.getLogger("paylive.sockets")
 
@@ -148,67 +148,79 @@ async def customer_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    cap = runtime.settings.max_sockets_per_session
 
     def admit(principal: Principal) -> None:
         # Before a ticket is spent: a refusal here leaves it usable (see tickets.Opening).
         if principal.kind not in (CUSTOMER, ADMIN) or not principal.may_open(session_id):
             raise Refused(ErrorCode.UNAUTHORIZED, "missing or bad token")
         validation.parse_since(ws.query_params.get("since"))
-        if runtime.hub.sockets_on(session_id) >= cap:
-            message = f"at most {cap} sockets per session: close another one first"
-            raise Refused(ErrorCode.TOO_MANY_SOCKETS, message)
 
-    principal = await _principal(ws, runtime, subprotocol, admit)
-    if principal is None:
+    opening = await _opening(ws, runtime, subprotocol, admit)
+    if opening is None:
         return
     since = validation.parse_since(ws.query_params.get("since"))
-    await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol), headers=_echoed())
+    # Held from the check on, in the same step: the opens awaiting their handshake or
+    # their ticket meanwhile count against the cap.
+    cap = runtime.settings.max_sockets_per_session
+    place = runtime.hub.hold(session_id, cap)
+    if place is None:
+        message = f"at most {cap} sockets per session: close another one first"
+        await _refuse(ws, Refused(ErrorCode.TOO_MANY_SOCKETS, message), subprotocol)
+        return
     subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
     # Staff watching one session see it; commands are the customer's and the merchant's.
-    watching = principal.kind == ADMIN
+    watching = opening.principal.kind == ADMIN
     address = ws.client.host if ws.client else None
     try:
-        await runtime.hub.join(session_id, subscriber)
-        if not await catch_up(runtime, subscriber, session_id, since):
+        await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol), headers=_echoed())
+        await runtime.hub.join(session_id, subscriber, place)
+        if not await catch_up(runtime, subscriber, session_id, since, opening):
             subscriber.kill(CloseCode.UNKNOWN_SESSION, "unknown session")
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
             await _traced(runtime, subscriber, session_id, frame, watching, address)
+    except Refused as exc:  # its ticket, used already
+        subscriber.kill(close_code(exc.code), exc.message)
     except EngineUnavailable:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:
+        place.release()
         await runtime.hub.leave(session_id, subscriber)
         await subscriber.flush(FLUSH_TIMEOUT_S)
 
 
-async def _principal(
+async def _opening(
     ws: WebSocket, runtime: Runtime, subprotocol: str, admit: Admit | None = None
-) -> Principal | None:
-    """Who opens the socket (a ticket, or a token in the URL), once ``admit`` let it
-    through, or a refusal sent."""
+) -> Opening | None:
+    """Who opens the socket (a ticket, not spent yet, or a token in the URL), once
+    ``admit`` let it through, or a refusal sent."""
     try:
-        principal = await principal_of(runtime, ws.query_params, None, admit)
+        opening = opening_of(runtime, ws.query_params, None, admit)
     except Refused as exc:
         await _refuse(ws, exc, subprotocol)
         return None
-    except EngineUnavailable:
-        await _refuse(ws, ENGINE_DOWN, subprotocol)
-        return None
-    if principal is None:
+    if opening is None:
         await _refuse(ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad token"), subprotocol)
-    return principal
+    return opening
 
 
 async def catch_up(
-    runtime: Runtime, subscriber: Subscriber, session_id: str, since: int | None
+    runtime: Runtime,
+    subscriber: Subscriber,
+    session_id: str,
+    since: int | None,
+    opening: Opening | None = None,
 ) -> bool:
     """Replay from ``since`` when every later event is still held (and fits the send
     queue), else a snapshot; False for an unknown session. The subscriber is already
     joined, so what happens meanwhile is held, not lost. Sockets and event streams
-    start the same way."""
+    start the same way. ``opening``'s ticket is spent once the session is found and
+    before anything is sent: a 404 or an engine down leaves it good, and a ticket used
+    already (Refused) is sent nothing."""
     start = await runtime.reads.catch_up(session_id, since)
     if start is None:
         return False
+    if opening is not None:
+        await opening.spend()
     runtime.hub.learn(start.session)
     # A replay longer than half the send queue would fill it before the socket sends
     # anything and close it 1013, and the client would reconnect with the same
@@ -416,22 +428,28 @@ async def admin_socket(ws: WebSocket) -> None:
     subprotocol = await _handshake(ws, runtime)
     if subprotocol is None:
         return
-    principal = await _principal(ws, runtime, subprotocol)
-    if principal is None:
-        return
-    if principal.kind != ADMIN:
-        await _refuse(
-            ws, Refused(ErrorCode.UNAUTHORIZED, "missing or bad admin token"), subprotocol
-        )
+
+    def admit(principal: Principal) -> None:
+        # Before a ticket is spent: a customer's is refused and stays good.
+        if principal.kind != ADMIN:
+            raise Refused(ErrorCode.UNAUTHORIZED, "missing or bad admin token")
+
+    opening = await _opening(ws, runtime, subprotocol, admit)
+    if opening is None:
         return
     await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol), headers=_echoed())
     subscriber = _make_subscriber(ws, "admin", subprotocol, runtime)
     try:
         await runtime.hub.join_admin(subscriber)
-        subscriber.push(await runtime.reads.admin_snapshot())
+        snapshot = await runtime.reads.admin_snapshot()
+        # Spent once the engine answered, and before anything is sent.
+        await opening.spend()
+        subscriber.push(snapshot)
         subscriber.begin(0)
         async for frame in _frames(ws, runtime, subscriber, subprotocol):
             _admin_command(runtime, subscriber, frame)
+    except Refused as exc:  # its ticket, used already
+        subscriber.kill(close_code(exc.code), exc.message)
     except EngineUnavailable:
         subscriber.kill(close_code(ENGINE_DOWN.code), ENGINE_DOWN.message)
     finally:

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from ..core.codec import SSE, SSE_NO_IDS, Encoded, dumps_strict
 from ..core.protocol import ErrorCode
 from ..errors import Refused
-from ..fanout.hub import Subscriber, snapshot_message
+from ..fanout.hub import Place, Subscriber, snapshot_message
 from ..runtime import Runtime
 from . import validation
 from .auth import ADMIN, CUSTOMER, Principal
@@ -68,25 +68,21 @@ def _stream_opening(request: Request, *allowed: str, admit: Admit | None = None)
     return opening
 
 
-async def _stream_principal(
-    request: Request, *allowed: str, admit: Admit | None = None
-) -> Principal:
-    """Who opens it; a ticket is spent only once the kind and ``admit`` let it through."""
-    return await _stream_opening(request, *allowed, admit=admit).spend()
-
-
 def _session_principal(principal: Principal, session_id: str) -> None:
     if not principal.may_open(session_id):
         raise Refused(ErrorCode.FORBIDDEN, "this credential opens another session")
 
 
-def _check_cap(runtime: Runtime, session_id: str) -> None:
+def _place(runtime: Runtime, session_id: str) -> Place:
+    """A place on the session (``Hub.hold``), or Refused when all are taken."""
     cap = runtime.settings.max_sockets_per_session
-    if runtime.hub.sockets_on(session_id) >= cap:
+    place = runtime.hub.hold(session_id, cap)
+    if place is None:
         raise Refused(
             ErrorCode.TOO_MANY_SOCKETS,
             f"at most {cap} connections per session on one worker: close another one first",
         )
+    return place
 
 
 class EventStream(Response):
@@ -187,21 +183,21 @@ async def session_stream(request: Request) -> Response:
     session_id: str = request.path_params["session_id"]
     since = _since(request)
 
-    def admit(principal: Principal) -> None:
-        _session_principal(principal, session_id)
-        _check_cap(runtime, session_id)
-
-    await _stream_principal(request, CUSTOMER, ADMIN, admit=admit)
+    opening = _stream_opening(
+        request, CUSTOMER, ADMIN, admit=lambda principal: _session_principal(principal, session_id)
+    )
     stream = EventStream(runtime, "customer")
     hub = runtime.hub
 
     async def leave() -> None:
         await hub.leave(session_id, stream.subscriber)
 
+    place = _place(runtime, session_id)
     try:
         # Inside: a join whose subscription fails has still added the subscriber.
-        await hub.join(session_id, stream.subscriber)
-        found = await catch_up(runtime, stream.subscriber, session_id, since)
+        await hub.join(session_id, stream.subscriber, place)
+        # Its ticket is spent there, once the session is found.
+        found = await catch_up(runtime, stream.subscriber, session_id, since, opening)
     except BaseException:
         await leave()
         raise
@@ -215,7 +211,7 @@ async def session_stream(request: Request) -> Response:
 @endpoint
 async def admin_stream(request: Request) -> Response:
     runtime = runtime_of(request)
-    await _stream_principal(request, ADMIN)
+    opening = _stream_opening(request, ADMIN)
     stream = EventStream(runtime, "admin")
     hub = runtime.hub
 
@@ -224,10 +220,13 @@ async def admin_stream(request: Request) -> Response:
 
     try:
         await hub.join_admin(stream.subscriber)
-        stream.subscriber.push(await runtime.reads.admin_snapshot())
+        snapshot = await runtime.reads.admin_snapshot()
+        # Spent once the engine answered: a 503 before leaves it good.
+        await opening.spend()
     except BaseException:
         await leave()
         raise
+    stream.subscriber.push(snapshot)
     stream.subscriber.begin(0)
     stream.leave = leave
     return stream
@@ -290,10 +289,10 @@ async def poll_events(request: Request) -> Response:
     if start.replay != [] or hold == 0:
         await opening.spend()
     else:
-        _check_cap(runtime, session_id)
+        place = _place(runtime, session_id)
         waker = _Waker()
         try:
-            await runtime.hub.join(session_id, waker)
+            await runtime.hub.join(session_id, waker, place)
             # Joined first, then read again: an event saved in between is not missed.
             start = await runtime.reads.catch_up(session_id, since)
             if start is None:

@@ -104,16 +104,4 @@ def opening_of(
     return Opening(runtime, principal, None)
 
 
-async def principal_of(
-    runtime: Runtime,
-    query: Mapping[str, str],
-    authorization: str | None,
-    admit: Admit | None = None,
-) -> Principal | None:
-    """``opening_of``, its ticket spent at once: for an open that ``admit`` alone may
-    refuse."""
-    opening = opening_of(runtime, query, authorization, admit)
-    return None if opening is None else await opening.spend()
-
-
 routes = [Route("/api/tickets", create_ticket, methods=["POST"])]
