@@ -365,7 +365,7 @@ async def test_a_stripe_call_names_stripes_request_id_on_its_span(
         {
             "PAYLIVE_GATEWAY": "stripe",
             "PAYLIVE_STRIPE_SECRET_KEY": "sk_test_traced",
-            "PAYLIVE_STRIPE_WEBHOOK_SECRET": "whsec_traced",
+            "PAYLIVE_STRIPE_WEBHOOK_SECRET": "whsec_traced_0123456789abcdef",
             "PAYLIVE_STRIPE_API_BASE": f"http://127.0.0.1:{stripe_like.server_address[1]}",
         }
     )
