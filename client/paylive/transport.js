@@ -82,6 +82,8 @@ export class LiveConnection extends Emitter {
     this.#closed = false;
     if (!this.#carrier) this.#carrier = this.#make(this.#level);
     this.#carrier.connect();
+    // On a lower transport, probe for a better one again: close() stopped the probes.
+    if (!this.#probe && !this.#upgradeTimer) this.#scheduleUpgrade();
   }
 
   close(code = 1000, reason = 'client closed') {
@@ -222,6 +224,7 @@ export class LiveConnection extends Emitter {
 
   #scheduleUpgrade() {
     clearTimeout(this.#upgradeTimer);
+    this.#upgradeTimer = null;
     const every = this.#options.upgradeInterval;
     if (!every || this.#level === 0 || this.#closed) return;
     this.#upgradeTimer = setTimeout(() => this.#tryUpgrade(), every);

@@ -1,0 +1,36 @@
+// The client on a bad network, from a second review of its transports (2027-01): a page
+// closed and connected again on a lower transport, a socket adopted while the page is
+// idle and dropped before its first message, the page's own close() and the commands
+// in flight, reconnectNow() and the backoff, a network that goes away before the first
+// message.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { PayliveSession } from '../../../client/paylive/session.js';
+import { ReconnectingSocket } from '../../../client/paylive/socket.js';
+import { ID, SECRET, fakeServer, fakeWindow, sleep, until } from './fake_server.js';
+
+function session(srv, extra = {}) {
+  return new PayliveSession({
+    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
+    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
+    watchNetwork: false, window: null, pingInterval: 0,
+    firstMessageTimeout: 60, upgradeInterval: 40, backoffBase: 5, backoffMax: 20,
+    commandTimeout: 5_000, ...extra,
+  });
+}
+
+const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
+
+test('close() then connect() on SSE: the page probes for the socket again and moves back up', async (t) => {
+  const srv = fakeServer({ websocket: 'blocked' });
+  const pay = session(srv);
+  t.after(() => pay.close());
+  await until(() => pay.transport === 'sse' && pay.connection === 'connected' && pay.session !== null);
+  pay.close();
+  pay.connect();
+  await until(() => pay.transport === 'sse' && pay.connection === 'connected');
+  srv.websocket = 'ok'; // the proxy lets sockets through again
+  await until(() => pay.transport === 'websocket', 1_000);
+});
