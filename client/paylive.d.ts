@@ -447,7 +447,11 @@ export type FetchLike = (url: string, init?: any) => Promise<any>;
 export interface TransportOptions extends SocketOptions {
   /** The transports to use, best first. Default `['websocket', 'sse', 'polling']`. */
   transports?: readonly Transport[];
-  /** A transport with no first message this long after it started is skipped (ms). Default 5000. */
+  /**
+   * A transport with no first message this long after it started is skipped (ms); a
+   * socket opened with `since` (sent nothing until something happens) has worked once
+   * it opens. Default 5000.
+   */
   firstMessageTimeout?: number;
   /** On a lower transport, try a higher one this often (ms); 0: never. Default 30000. */
   upgradeInterval?: number;

@@ -115,12 +115,14 @@ export class LiveConnection extends Emitter {
     const transport = this.#transports[level];
     const o = this.#options;
     let carrier;
+    let resumed = false; // this socket's last attempt was made with `since`
     if (transport === 'websocket') {
       const path = o.sessionId ? `/ws/sessions/${encodeURIComponent(o.sessionId)}` : '/ws/admin';
       carrier = new ReconnectingSocket(async () => {
         const params = new URLSearchParams({ ticket: await fetchTicket(o.fetch, o.baseUrl, o.secret) });
         const since = o.since?.();
-        if (since !== null && since !== undefined) params.set('since', String(since));
+        resumed = since !== null && since !== undefined;
+        if (resumed) params.set('since', String(since));
         return `${socketOrigin(o.baseUrl)}${path}?${params}`;
       }, o);
     } else if (transport === 'sse') {
@@ -138,7 +140,11 @@ export class LiveConnection extends Emitter {
     wiring.push(carrier.on('open', () => {
       // A socket that opens delivers (no proxy buffers a WebSocket), and one opened
       // with `since` at the current seq is sent nothing until something happens: an
-      // idle page must not wait for a message to move back up. A stream must deliver.
+      // idle page must not wait for a message to move back up, and such a socket has
+      // worked (one that drops before its first pong comes back as a socket). Without
+      // `since` the server sends a snapshot at once: that first message is waited for.
+      // A stream must deliver.
+      if (transport === 'websocket' && resumed) this.#heard.add(transport);
       if (carrier === this.#probe && transport === 'websocket') this.#adopt(carrier, level);
       else if (carrier === this.#carrier) this.emit('open');
     }));

@@ -34,3 +34,22 @@ test('close() then connect() on SSE: the page probes for the socket again and mo
   srv.websocket = 'ok'; // the proxy lets sockets through again
   await until(() => pay.transport === 'websocket', 1_000);
 });
+
+test('a socket adopted while idle that drops before its first message is reconnected, not given up for SSE', async (t) => {
+  const srv = fakeServer({ websocket: 'blocked' });
+  // No ping: the adopted socket, opened at the current seq, is sent nothing at all.
+  const pay = session(srv);
+  t.after(() => pay.close());
+  await until(() => pay.transport === 'sse' && pay.session !== null);
+  srv.websocket = 'ok';
+  await until(() => pay.transport === 'websocket' && pay.connection === 'connected');
+  const before = srv.opened.length;
+  srv.sockets.at(-1).kill(1006); // the network drops it
+  await until(() => srv.opened.length > before + 1 && pay.connection === 'connected');
+  await sleep(100);
+  assert.deepEqual(
+    { transport: pay.transport, opened: srv.opened.slice(before, before + 2) },
+    { transport: 'websocket', opened: ['ticket', 'ws'] },
+    'the socket had opened with since: it worked',
+  );
+});
