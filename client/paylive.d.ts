@@ -586,7 +586,7 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   /** A socket URL with the client secret and `since` (for other clients: this one opens with tickets). */
   url(): string;
   connect(): void;
-  /** Close for good: pending commands are rejected, the guard is removed. */
+  /** Close for good: pending commands, sent ones included, are rejected with `closed`; the guard is removed. */
   close(): void;
   /** Drop the connection and reconnect at once, resuming with `since`. */
   reconnect(): void;

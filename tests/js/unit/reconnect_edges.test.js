@@ -53,3 +53,15 @@ test('a socket adopted while idle that drops before its first message is reconne
     'the socket had opened with since: it worked',
   );
 });
+
+test("close() rejects a command already sent on the socket with 'closed', not 'connection_lost'", async (t) => {
+  const srv = fakeServer();
+  srv.onSocketCommand = () => {}; // taken, not answered yet
+  const pay = session(srv, { upgradeInterval: 0 });
+  t.after(() => pay.close());
+  await until(() => pay.connection === 'connected' && pay.session !== null);
+  const paid = outcome(pay.pay('4242424242424242'));
+  await until(() => pay.pendingCommands[0]?.sent === true);
+  pay.close();
+  assert.deepEqual(await paid, { ok: false, code: 'closed' });
+});
