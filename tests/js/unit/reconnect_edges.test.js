@@ -65,3 +65,22 @@ test("close() rejects a command already sent on the socket with 'closed', not 'c
   pay.close();
   assert.deepEqual(await paid, { ok: false, code: 'closed' });
 });
+
+test('reconnectNow() counts no backoff attempt: the next failure waits the first step', async (t) => {
+  t.mock.method(Math, 'random', () => 0.99); // the first step's draw: 0.99 * 500 = 495 ms
+  const srv = fakeServer();
+  const socket = new ReconnectingSocket(() => `ws://pay.example/ws/sessions/${ID}`, {
+    WebSocket: srv.WebSocket, watchNetwork: false, window: null, pingInterval: 0,
+    backoffBase: 500, backoffMax: 15_000, stableAfter: 5_000,
+  });
+  t.after(() => socket.close());
+  const waits = [];
+  socket.on('status', (detail) => detail.status === 'reconnecting' && detail.delay !== undefined && waits.push(detail.delay));
+  socket.connect();
+  await until(() => socket.connected);
+  socket.reconnectNow();
+  await until(() => socket.connected && srv.sockets.length === 2);
+  srv.sockets.at(-1).kill(1006);
+  await until(() => waits.length === 2);
+  assert.deepEqual(waits, [0, 495]);
+});
