@@ -159,8 +159,9 @@ export class LiveConnection extends Emitter {
       // when the server itself said to come back later (1012 restarting, 1013 try
       // later): the transport got through, and its own wait (the 1012 hint, the
       // backoff) spreads a deploy's pages instead of sending them all to the next one.
+      // Nor while the browser says the network is down: that tells nothing of the transport.
       const comeBack = detail.code === 1012 || detail.code === 1013;
-      if (detail.reconnect && !comeBack && !this.#heard.has(transport) && this.#level < this.#transports.length - 1) {
+      if (detail.reconnect && !comeBack && !this.#offline() && !this.#heard.has(transport) && this.#level < this.#transports.length - 1) {
         this.#stepDown();
         return;
       }
@@ -212,8 +213,16 @@ export class LiveConnection extends Emitter {
     if (this.#heard.has(this.#transports[level]) || level >= this.#transports.length - 1) return;
     this.#firstTimer = setTimeout(() => {
       this.#firstTimer = null;
+      // Offline, nothing could have come: the next attempt, once back online, is timed.
+      if (this.#offline()) return;
       if (this.#level === level && !this.#heard.has(this.#transports[level])) this.#stepDown();
     }, this.#options.firstMessageTimeout);
+  }
+
+  /** The browser says the network is down (as the socket reads it). */
+  #offline() {
+    const o = this.#options;
+    return Boolean(o.watchNetwork && o.window?.navigator?.onLine === false);
   }
 
   #stepDown() {

@@ -84,3 +84,42 @@ test('reconnectNow() counts no backoff attempt: the next failure waits the first
   await until(() => waits.length === 2);
   assert.deepEqual(waits, [0, 495]);
 });
+
+test('a network that goes away before the first message does not send the page down to SSE', async (t) => {
+  const srv = fakeServer();
+  const win = fakeWindow();
+  let hang = true;
+  const fetch = (url, init) => {
+    if (hang && String(url).endsWith('/api/tickets')) return new Promise(() => {}); // lost with the network
+    return srv.fetch(url, init);
+  };
+  const pay = session(srv, { fetch, watchNetwork: true, window: win, upgradeInterval: 0, firstMessageTimeout: 150 });
+  t.after(() => pay.close());
+  await sleep(10);
+  win.fire('offline');
+  await sleep(400); // past firstMessageTimeout
+  hang = false;
+  win.fire('online');
+  await until(() => pay.connection === 'connected' && pay.session !== null);
+  assert.deepEqual({ transport: pay.transport, sse: srv.opened.includes('sse') }, { transport: 'websocket', sse: false });
+});
+
+test('a stream lost while the network is away does not send the page down to long-polling', async (t) => {
+  const srv = fakeServer({ websocket: 'blocked' });
+  const win = fakeWindow();
+  let tickets = 0;
+  const fetch = (url, init) => {
+    if (!win.navigator.onLine) return Promise.reject(new TypeError('Failed to fetch'));
+    // The stream's ticket request, in flight when the network goes: never answered.
+    if (String(url).endsWith('/api/tickets') && (tickets += 1) === 2) return new Promise(() => {});
+    return srv.fetch(url, init);
+  };
+  const pay = session(srv, { fetch, watchNetwork: true, window: win, upgradeInterval: 0, firstMessageTimeout: 150, silenceTimeout: 200 });
+  t.after(() => pay.close());
+  await until(() => pay.transport === 'sse'); // the socket refused; the stream's ticket hangs
+  win.fire('offline');
+  await sleep(400); // the stream's open given up (silenceTimeout), and tried again, offline
+  win.fire('online');
+  await until(() => pay.connection === 'connected' && pay.session !== null);
+  assert.deepEqual({ transport: pay.transport, polled: srv.opened.includes('poll') }, { transport: 'sse', polled: false });
+});
