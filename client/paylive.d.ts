@@ -424,7 +424,7 @@ export interface SocketOptions {
   backoffMax?: number;
   /** A connection that lasted this long (ms) resets the backoff. Default 5000. */
   stableAfter?: number;
-  /** Listen to the window's `offline` and `online` events (from `connect()` until closed). Default true. */
+  /** Listen to the window's `offline` and `online` events (from `connect()` until closed); offline, no transport is given up. Default true. */
   watchNetwork?: boolean;
   /** Injectable for tests and non-browser hosts; the global `WebSocket` by default. */
   WebSocket?: WebSocketConstructor;
@@ -447,7 +447,11 @@ export type FetchLike = (url: string, init?: any) => Promise<any>;
 export interface TransportOptions extends SocketOptions {
   /** The transports to use, best first. Default `['websocket', 'sse', 'polling']`. */
   transports?: readonly Transport[];
-  /** A transport with no first message this long after it started is skipped (ms). Default 5000. */
+  /**
+   * A transport with no first message this long after it started is skipped (ms); a
+   * socket opened with `since` (sent nothing until something happens) has worked once
+   * it opens. Default 5000.
+   */
   firstMessageTimeout?: number;
   /** On a lower transport, try a higher one this often (ms); 0: never. Default 30000. */
   upgradeInterval?: number;
@@ -582,7 +586,7 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   /** A socket URL with the client secret and `since` (for other clients: this one opens with tickets). */
   url(): string;
   connect(): void;
-  /** Close for good: pending commands are rejected, the guard is removed. */
+  /** Close for good: pending commands, sent ones included, are rejected with `closed`; the guard is removed. */
   close(): void;
   /** Drop the connection and reconnect at once, resuming with `since`. */
   reconnect(): void;

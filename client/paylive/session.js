@@ -159,11 +159,13 @@ export class PayliveSession extends Emitter {
     this.#socket.connect();
   }
 
-  /** Close for good: pending commands are rejected, the guard is removed. */
+  /** Close for good: pending commands, sent ones included, are rejected with `closed`; the guard is removed. */
   close() {
     this.#closed = true;
-    this.#socket.close();
+    // Before the socket's close event, which would take a command sent on it for one
+    // lost with the connection (`connection_lost`): the page closed it, `closed`.
     this.#commands.rejectAll(new PayliveError('closed', 'the session client was closed'));
+    this.#socket.close();
     this.#updateGuard();
   }
 

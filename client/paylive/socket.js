@@ -253,7 +253,8 @@ export class ReconnectingSocket extends Emitter {
       this.#schedule(this.#options.backoffMax);
       return;
     }
-    const drawn = this.#backoff.next();
+    // A reconnect asked for at once (`reconnectNow`) is no failed attempt: not counted.
+    const drawn = delay === null ? this.#backoff.next() : 0;
     // A restarting server (1012) says within how long to come back: a random delay in it.
     const wait = delay ?? restartDelay(code, reason) ?? drawn;
     this.#setStatus('reconnecting', { attempt: this.#backoff.attempt, delay: wait, code, reason });

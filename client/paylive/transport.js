@@ -82,6 +82,8 @@ export class LiveConnection extends Emitter {
     this.#closed = false;
     if (!this.#carrier) this.#carrier = this.#make(this.#level);
     this.#carrier.connect();
+    // On a lower transport, probe for a better one again: close() stopped the probes.
+    if (!this.#probe && !this.#upgradeTimer) this.#scheduleUpgrade();
   }
 
   close(code = 1000, reason = 'client closed') {
@@ -113,12 +115,14 @@ export class LiveConnection extends Emitter {
     const transport = this.#transports[level];
     const o = this.#options;
     let carrier;
+    let resumed = false; // this socket's last attempt was made with `since`
     if (transport === 'websocket') {
       const path = o.sessionId ? `/ws/sessions/${encodeURIComponent(o.sessionId)}` : '/ws/admin';
       carrier = new ReconnectingSocket(async () => {
         const params = new URLSearchParams({ ticket: await fetchTicket(o.fetch, o.baseUrl, o.secret) });
         const since = o.since?.();
-        if (since !== null && since !== undefined) params.set('since', String(since));
+        resumed = since !== null && since !== undefined;
+        if (resumed) params.set('since', String(since));
         return `${socketOrigin(o.baseUrl)}${path}?${params}`;
       }, o);
     } else if (transport === 'sse') {
@@ -136,7 +140,11 @@ export class LiveConnection extends Emitter {
     wiring.push(carrier.on('open', () => {
       // A socket that opens delivers (no proxy buffers a WebSocket), and one opened
       // with `since` at the current seq is sent nothing until something happens: an
-      // idle page must not wait for a message to move back up. A stream must deliver.
+      // idle page must not wait for a message to move back up, and such a socket has
+      // worked (one that drops before its first pong comes back as a socket). Without
+      // `since` the server sends a snapshot at once: that first message is waited for.
+      // A stream must deliver.
+      if (transport === 'websocket' && resumed) this.#heard.add(transport);
       if (carrier === this.#probe && transport === 'websocket') this.#adopt(carrier, level);
       else if (carrier === this.#carrier) this.emit('open');
     }));
@@ -151,8 +159,9 @@ export class LiveConnection extends Emitter {
       // when the server itself said to come back later (1012 restarting, 1013 try
       // later): the transport got through, and its own wait (the 1012 hint, the
       // backoff) spreads a deploy's pages instead of sending them all to the next one.
+      // Nor while the browser says the network is down: that tells nothing of the transport.
       const comeBack = detail.code === 1012 || detail.code === 1013;
-      if (detail.reconnect && !comeBack && !this.#heard.has(transport) && this.#level < this.#transports.length - 1) {
+      if (detail.reconnect && !comeBack && !this.#offline() && !this.#heard.has(transport) && this.#level < this.#transports.length - 1) {
         this.#stepDown();
         return;
       }
@@ -204,8 +213,16 @@ export class LiveConnection extends Emitter {
     if (this.#heard.has(this.#transports[level]) || level >= this.#transports.length - 1) return;
     this.#firstTimer = setTimeout(() => {
       this.#firstTimer = null;
+      // Offline, nothing could have come: the next attempt, once back online, is timed.
+      if (this.#offline()) return;
       if (this.#level === level && !this.#heard.has(this.#transports[level])) this.#stepDown();
     }, this.#options.firstMessageTimeout);
+  }
+
+  /** The browser says the network is down (as the socket reads it). */
+  #offline() {
+    const o = this.#options;
+    return Boolean(o.watchNetwork && o.window?.navigator?.onLine === false);
   }
 
   #stepDown() {
@@ -222,6 +239,7 @@ export class LiveConnection extends Emitter {
 
   #scheduleUpgrade() {
     clearTimeout(this.#upgradeTimer);
+    this.#upgradeTimer = null;
     const every = this.#options.upgradeInterval;
     if (!every || this.#level === 0 || this.#closed) return;
     this.#upgradeTimer = setTimeout(() => this.#tryUpgrade(), every);

@@ -187,5 +187,10 @@ export function fakeWindow() {
     count(type) {
       return listeners.get(type)?.size ?? 0;
     },
+    /** The network goes (`offline`) or comes back (`online`), as the browser tells it. */
+    fire(type) {
+      this.navigator.onLine = type !== 'offline';
+      for (const fn of [...(listeners.get(type) ?? [])]) fn({ type });
+    },
   };
 }
