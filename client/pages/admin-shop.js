@@ -141,23 +141,44 @@ function details(entry) {
     .join(' · ');
 }
 
-async function refreshAudit(event) {
-  event?.preventDefault();
+// The trail is read a page at a time, newest first (protocol 8.2). The newest page is
+// asked again on every refresh, so new actions come in on top; an older page is asked
+// with the place it starts after, so the refresh keeps it where it is. "Older" follows
+// the `next` of the page on screen: reading on neither skips nor repeats an entry.
+const audit = {
+  filters: new URLSearchParams(), // the staff and session filters "Show" applied
+  places: [], // each older page open: { before, offset } (entries on the pages above it)
+  next: null, // the page on screen's `next`, null when nothing is older
+  shown: 0, // entries on the page on screen
+  asked: 0, // the latest question: an answer to an earlier one is stale
+  drawn: null, // the question the rows on screen answer
+};
+const auditButtons = ['audit-newest', 'audit-newer', 'audit-older'];
+
+async function refreshAudit() {
   if ($('dashboard').hidden) return;
+  const place = audit.places.at(-1);
   const params = new URLSearchParams({ limit: '100' });
-  const staff = $('audit-staff').value.trim();
-  const session = $('audit-session').value.trim();
-  if (staff) params.set('staff', staff);
-  if (session) params.set('session', session);
+  for (const [name, value] of audit.filters) params.set(name, value);
+  if (place) params.set('before', place.before);
+  const asked = ++audit.asked;
   let found;
   try {
     found = await api(`/api/admin/audit?${params}`);
   } catch (error) {
+    if (asked !== audit.asked) return;
+    if (audit.drawn !== String(params)) {
+      // The rows on screen are of another page: they go, not to be read as this one.
+      $('audit-body').replaceChildren();
+      audit.shown = 0;
+      audit.drawn = null;
+    }
     $('audit-empty').hidden = false;
     $('audit-empty').textContent = `Could not read the audit trail: ${error.message}`;
+    showAuditPager(true);
     return;
   }
-  if (!found) return;
+  if (!found || asked !== audit.asked) return;
   const rows = found.entries.map((entry) => {
     const row = document.createElement('tr');
     row.dataset.audit = entry.id;
@@ -172,11 +193,63 @@ async function refreshAudit(event) {
     return row;
   });
   $('audit-body').replaceChildren(...rows);
+  audit.drawn = String(params);
+  audit.next = found.next ?? null;
+  audit.shown = rows.length;
   $('audit-empty').hidden = rows.length > 0;
-  $('audit-empty').textContent = 'No action recorded yet.';
+  $('audit-empty').textContent = audit.places.length ? 'No older action.' : 'No action recorded yet.';
+  showAuditPager();
 }
 
-$('audit-form').addEventListener('submit', refreshAudit);
+/** The pager's buttons and where the page is; the focus stays on a button it can press. */
+function showAuditPager(failed = false) {
+  const focused = document.activeElement;
+  const offset = audit.places.at(-1)?.offset ?? 0;
+  $('audit-newest').disabled = audit.places.length === 0;
+  $('audit-newer').disabled = audit.places.length === 0;
+  $('audit-older').disabled = audit.next === null;
+  const page = `Page ${audit.places.length + 1}`;
+  let text = `${page} · no entries`;
+  if (audit.shown === 1) text = `${page} · entry ${offset + 1}`;
+  if (audit.shown > 1) text = `${page} · entries ${offset + 1}–${offset + audit.shown}`;
+  if (audit.next === null && audit.places.length > 0) text += ' · nothing older';
+  if (failed && audit.drawn === null) text = `${page} · not read`;
+  // Written only when it changes: the live region announces a new page, not each refresh.
+  if ($('audit-page').textContent !== text) $('audit-page').textContent = text;
+  if (auditButtons.includes(focused?.id) && focused.disabled) {
+    const other = [...auditButtons].reverse().map($).find((button) => !button.disabled);
+    (other ?? $('audit-form').querySelector('button[type=submit]')).focus();
+  }
+}
+
+$('audit-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const filters = new URLSearchParams();
+  const staff = $('audit-staff').value.trim();
+  const session = $('audit-session').value.trim();
+  if (staff) filters.set('staff', staff);
+  if (session) filters.set('session', session);
+  audit.filters = filters;
+  audit.places = [];
+  void refreshAudit();
+});
+$('audit-older').addEventListener('click', () => {
+  if (audit.next === null) return;
+  const offset = (audit.places.at(-1)?.offset ?? 0) + audit.shown;
+  // Once: a second press before the answer would open the same page twice.
+  const before = audit.next;
+  audit.next = null;
+  audit.places.push({ before, offset });
+  void refreshAudit();
+});
+$('audit-newer').addEventListener('click', () => {
+  audit.places.pop();
+  void refreshAudit();
+});
+$('audit-newest').addEventListener('click', () => {
+  audit.places = [];
+  void refreshAudit();
+});
 document.addEventListener('paylive:role', () => void refreshDeliveries());
 $('search-form').addEventListener('submit', search);
 $('deliveries-open').addEventListener('change', refreshDeliveries);

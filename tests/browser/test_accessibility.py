@@ -11,6 +11,7 @@ critical violation, in the light and the dark colour scheme.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -357,6 +358,31 @@ def test_dashboard_passes_axe(page: Page, server_url: str, api: httpx.Client) ->
     open_dashboard(page, server_url, api)
     violations += [f"dashboard: {v}" for v in axe_violations(page)]
     assert violations == [], "\n".join(violations)
+
+
+def test_audit_pages_pass_axe_and_fit(page: Page, server_url: str, api: httpx.Client) -> None:
+    """The audit panel on an older page, with both ways open: axe, and the pager's
+    buttons inside their card and touch targets at every size."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for _ in range(3):  # three actions: the sandbox's outage switch
+        switched = httpx.post(
+            f"{server_url}/api/admin/sandbox/outage", json={"seconds": 0}, headers=admin
+        )
+        assert switched.status_code == 200, switched.text
+    open_dashboard(page, server_url, api)
+    # One entry a page: the query the panel sends, made small on its way.
+    page.route(
+        re.compile(r"/api/admin/audit\?"),
+        lambda route: route.continue_(url=route.request.url.replace("limit=100", "limit=1")),
+    )
+    page.locator("#audit-form button[type=submit]").click()
+    expect(page.locator("#audit-page")).to_have_text("Page 1 · entry 1")
+    page.locator("#audit-older").click()
+    expect(page.locator("#audit-page")).to_have_text("Page 2 · entry 2")
+    expect(page.locator("#audit-newer")).to_be_enabled()
+    expect(page.locator("#audit-older")).to_be_enabled()
+    problems = layout_problems(page, []) + [f"audit page 2: {v}" for v in axe_violations(page)]
+    assert problems == [], "\n".join(problems)
 
 
 LIVE_ANCESTOR = """(id) => {

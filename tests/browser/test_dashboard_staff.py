@@ -1,7 +1,8 @@
 """The dashboard for named staff, in Chromium against a real server: a page opened
 after traffic shows it in its chart (the server's counts), a viewer sees no action,
 and an operator refunds from the drill-down and finds it in the timeline and the
-audit trail with their name (docs/protocol.md sections 7 and 8)."""
+audit trail with their name; staff page through the audit trail and back, the panel's
+refresh keeping their page (docs/protocol.md sections 7 and 8)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import time
 import httpx
 
 from ..support.browser import require_browser
+from ..support.servers import ADMIN_TOKEN
 
 require_browser()
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Page, Route, expect  # noqa: E402
 
 VIEWER = "viewer-token-0123456789"
 OPERATOR = "operator-token-0123456789"
@@ -21,6 +23,14 @@ OPERATOR = "operator-token-0123456789"
 SERVER_ENV = {"PAYLIVE_STAFF_TOKENS": f"vera:viewer:{VIEWER},otto:operator:{OPERATOR}"}
 OK = "4242424242424242"
 DECLINED = "4000000000000002"
+
+# Whether an element is announced, and how: its live region's politeness, or None.
+LIVE_REGION = """(id) => {
+  const live = document.getElementById(id).closest('[aria-live], [role=status], [role=log]');
+  return live ? (live.getAttribute('aria-live') ?? 'polite') : null;
+}"""
+# Resolves once the page has drawn twice: what a finished request led to is on screen.
+TWO_FRAMES = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
 
 
 def pay(api: httpx.Client, card: str, amount: int = 2500) -> str:
@@ -106,3 +116,123 @@ def test_an_operator_refunds_from_the_drill_down_and_is_in_the_audit_trail(
     expect(row).to_contain_text(paid)
     got = api.get(f"/api/sessions/{paid}").json()
     assert got["amount_refunded"] == 1000
+
+
+AUDIT_PAGE = 3  # entries on a page of the audit panel: its limit=100, made small on the way
+
+
+def small_audit_pages(page: Page) -> list[str]:
+    """Ask the audit trail AUDIT_PAGE entries at a time; the queries the page sent."""
+    asked: list[str] = []
+
+    def shrink(route: Route) -> None:
+        url = route.request.url
+        asked.append(url)
+        assert "limit=100" in url, url
+        route.continue_(url=url.replace("limit=100", f"limit={AUDIT_PAGE}"))
+
+    page.route(re.compile(r"/api/admin/audit\?"), shrink)
+    return asked
+
+
+def switch_sandbox(server: str) -> None:
+    """An action of the admin: the sandbox's outage switch (an entry of the trail)."""
+    reply = httpx.post(
+        f"{server}/api/admin/sandbox/outage",
+        json={"seconds": 0},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def audit_ids(server: str, staff: str) -> list[str]:
+    reply = httpx.get(
+        f"{server}/api/admin/audit",
+        params={"staff": staff, "limit": "500"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    return [e["id"] for e in reply.json()["entries"]]
+
+
+SHOWN = "rows => rows.map((row) => row.dataset.audit)"
+
+
+def test_staff_page_through_the_audit_trail_and_the_refresh_keeps_the_place(
+    page: Page, server_url: str, api: httpx.Client
+) -> None:
+    paid = pay(api, OK)
+    for n in range(7):  # seven actions of the admin; three of otto's among them
+        switch_sandbox(server_url)
+        if n % 3 == 0:
+            refunded = httpx.post(
+                f"{server_url}/api/sessions/{paid}/refunds",
+                json={"amount": 100, "reason": f"part {n}"},
+                headers={"Authorization": f"Bearer {OPERATOR}"},
+            )
+            assert refunded.status_code == 202, refunded.text
+    trail = audit_ids(server_url, "admin")
+    assert len(trail) == 7
+
+    open_dashboard(page, server_url, ADMIN_TOKEN)
+    asked = small_audit_pages(page)
+    page.fill("#audit-staff", "admin")
+    page.locator("#audit-form button[type=submit]").click()
+    card = page.locator("#audit-card")
+    older = card.get_by_role("button", name="Older actions")
+    newer = card.get_by_role("button", name="Newer actions")
+    newest = card.get_by_role("button", name="Newest actions")
+    where = page.locator("#audit-page")
+    rows = page.locator("#audit-body tr")
+
+    expect(where).to_have_text("Page 1 · entries 1–3")
+    assert rows.evaluate_all(SHOWN) == trail[:3]
+    expect(older).to_be_enabled()
+    expect(newer).to_be_disabled()
+    expect(newest).to_be_disabled()
+    assert page.evaluate(LIVE_REGION, "audit-page") == "polite"
+
+    older.focus()
+    page.keyboard.press("Enter")
+    expect(where).to_have_text("Page 2 · entries 4–6")
+    assert rows.evaluate_all(SHOWN) == trail[3:6]
+    expect(older).to_be_focused()
+    expect(newer).to_be_enabled()
+    assert all(
+        text.startswith("admin (admin)")
+        for text in rows.locator("td:nth-child(2)").all_inner_texts()
+    )
+    # The same filter, after the last entry of page 1 (its place, <at>:<id>).
+    assert "staff=admin" in asked[-1] and f"%3A{trail[2]}" in asked[-1], asked[-1]
+
+    # A new action, then the panel's periodic refresh: still page 2, the same entries.
+    switch_sandbox(server_url)
+    with page.expect_request_finished(lambda r: "/api/admin/audit?" in r.url, timeout=10_000):
+        pass
+    page.evaluate(TWO_FRAMES)
+    assert "before=" in asked[-1] and "staff=admin" in asked[-1], asked[-1]
+    expect(where).to_have_text("Page 2 · entries 4–6")
+    assert rows.evaluate_all(SHOWN) == trail[3:6]
+
+    page.keyboard.press("Enter")  # Older, still focused: the last page
+    expect(where).to_have_text("Page 3 · entry 7 · nothing older")
+    assert rows.evaluate_all(SHOWN) == trail[6:]
+    expect(older).to_be_disabled()
+    expect(newer).to_be_focused()  # the focus is not lost with the button
+
+    page.keyboard.press("Enter")  # Newer: page 2 again, the same entries
+    expect(where).to_have_text("Page 2 · entries 4–6")
+    assert rows.evaluate_all(SHOWN) == trail[3:6]
+    expect(newer).to_be_focused()
+
+    newest.click()  # the newest, with the new action on top
+    now = audit_ids(server_url, "admin")
+    assert now[1:] == trail
+    expect(where).to_have_text("Page 1 · entries 1–3")
+    assert rows.evaluate_all(SHOWN) == now[:3]
+    expect(newer).to_be_disabled()
+    expect(older).to_be_focused()
+
+    # Older follows the page shown: it neither skips nor repeats an entry.
+    page.keyboard.press("Enter")
+    expect(where).to_have_text("Page 2 · entries 4–6")
+    assert rows.evaluate_all(SHOWN) == now[3:6]
