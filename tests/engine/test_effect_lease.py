@@ -14,28 +14,40 @@ failed try (a step toward review) for nothing but the overlap.
 Here the provider is a real localstripe behind the fault proxy, which does refunds
 half a second late and answers 409 as Stripe does; the effect loop's call timeout and
 lease are short, through their variables, so every refund's first call times out.
+
+The merchant events the same loop posts to the shop had the same gap: the answer
+recorded for a session's first event is a save that makes the session due at once
+while the next event is, and the other worker posted that next event beside the first
+worker, which went on to it: a shop that answers slowly got each event twice at once
+("at least once" allows a post twice, but a shop that handles both at once may do its
+work twice). Here the shop is the suite's real receiver, answering every post late,
+and the posts have their own short timeout.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from paylive.core.machine import StartAttempt
+from paylive.core.machine import ProviderResult, StartAttempt
 from paylive.core.refunds import Refund
 from paylive.engine.redis import RedisEngine
 from paylive.gateway import create_gateway
 from paylive.service.deliveries import Deliveries
 from paylive.service.effects import EffectRunner
 from paylive.service.payments import PaymentService
+from paylive.service.webhooks import WebhookSender
 from paylive.settings import Settings, load_settings
 
 from ..support import redisproc
 from ..support.faultproxy import FaultProxy
 from ..support.localstripe import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, LocalStripe
+from ..support.receiver import Receiver
 from .test_engine import needs_redis
 
 pytestmark = [
@@ -217,3 +229,131 @@ async def test_a_try_whose_worker_died_mid_call_is_made_by_another_after_the_lea
     assert slow_proxy.in_use == []
     made = [r["metadata"]["paylive_effect"] for r in localstripe.refunds(intent)]
     assert made == [f"{session_id}:1:refund.1"]
+
+
+# The shop's secret (the receiver fixture's), and how late it answers each post: well
+# within a post's timeout, and longer than the effect loop's poll.
+RECEIVER_SECRET = "whsec_" + base64.b64encode(b"lease-merchant-secret-012").decode()
+SHOP_SLOW_MS = 300
+
+
+def shop_settings(receiver: Receiver) -> Settings:
+    return load_settings(
+        {
+            "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+            "PAYLIVE_MERCHANT_WEBHOOK_SECRET": RECEIVER_SECRET,
+            # Every durable change makes an event: a session owes the shop several.
+            "PAYLIVE_MERCHANT_EVENTS": "all",
+            "PAYLIVE_RETRY_DELAY_MS": "0",
+            "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "1500",
+            "PAYLIVE_EFFECT_CALL_TIMEOUT_MS": "500",
+            # A claim posts for a third of the lease (a second: several slow posts one
+            # after the other), and a dead worker's hold runs out 3 s after it was taken.
+            "PAYLIVE_EFFECT_LEASE_MS": "3000",
+        }
+    )
+
+
+def shop_for(settings: Settings, service: PaymentService) -> Deliveries:
+    """A worker's merchant events, posted to the shop as the runtime posts them."""
+    assert settings.merchant_webhook_url is not None
+    sender = WebhookSender(
+        settings.merchant_webhook_url,
+        settings.merchant_webhook_secrets,
+        settings.merchant_webhook_timeout_ms / 1000,
+    )
+    return Deliveries(service, sender)
+
+
+async def events_owed(service: PaymentService) -> tuple[str, list[str]]:
+    """A session paid on its third attempt, its merchant events listed and none posted
+    yet: its id and the events' ids, in ``seq`` order."""
+    session = await service.create("order-1", 100, "EUR", {})
+    for result in ("declined", "declined", "succeeded"):
+        await service.run(session.id, StartAttempt({"card": OK}))
+        attempt = (await service.get(session.id)).attempt
+        await service.run(session.id, ProviderResult(attempt, result))
+    await EffectRunner(service, Deliveries(service, None)).run_due(session.id)
+    owed = await service.get(session.id)
+    assert owed.status == "succeeded" and all(d.listed for d in owed.deliveries), owed
+    return session.id, [d.id for d in owed.deliveries]
+
+
+def posts_of(receiver: Receiver, session_id: str) -> list[dict[str, Any]]:
+    """The posts the shop got for ``session_id``, in arrival order."""
+    return [p for p in receiver.seen()["arrivals"] if p.get("session") == session_id]
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_two_workers_never_post_one_event_at_once(
+    lease_redis: redisproc.RedisProc, receiver: Receiver
+) -> None:
+    settings = shop_settings(receiver)
+    services = await workers(lease_redis, settings)
+    shops = [shop_for(settings, s) for s in services]
+    try:
+        a = services[0]
+        session_id, owed = await events_owed(a)
+        receiver.set(slow=1_000, slow_ms=SHOP_SLOW_MS)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as loops:
+            for service, shop in zip(services, shops, strict=True):
+                loops.start_soon(effect_loop, settings, service, EffectRunner(service, shop), stop)
+            with anyio.fail_after(WAIT_S):
+                while (await a.get(session_id)).deliveries:
+                    await anyio.sleep(0.05)
+            stop.set()
+    finally:
+        receiver.set(slow=0)
+        for shop in shops:
+            await shop.close()
+        await closed(services)
+
+    posts = posts_of(receiver, session_id)
+    assert [(p["id"], p["beside"]) for p in posts if p["beside"]] == [], (
+        "an event was posted to the shop by two workers at once"
+    )
+    # Nothing timed out: each event was posted once, in seq order.
+    assert [p["id"] for p in posts] == owed
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_a_post_whose_worker_died_mid_way_is_made_by_another_after_the_lease(
+    lease_redis: redisproc.RedisProc, receiver: Receiver
+) -> None:
+    settings = shop_settings(receiver)
+    services = await workers(lease_redis, settings)
+    shops = [shop_for(settings, s) for s in services]
+    try:
+        a, b = services
+        session_id, owed = await events_owed(a)
+        receiver.set(slow=1_000, slow_ms=SHOP_SLOW_MS)
+        # Worker A dies while the shop answers its post of the first event.
+        async with anyio.create_task_group() as dying:
+            dying.start_soon(EffectRunner(a, shops[0]).run_due, session_id)
+            with anyio.fail_after(WAIT_S):
+                while not posts_of(receiver, session_id):
+                    await anyio.sleep(0.01)
+            died_at = b.clock()
+            dying.cancel_scope.cancel()
+        survivor = EffectRunner(b, shops[1])
+        await survivor.run_due(session_id)
+        assert len(posts_of(receiver, session_id)) == 1, "posted again while A's try was held"
+        head = (await b.get(session_id)).deliveries[0]
+        assert (head.id, head.attempts) == (owed[0], 0)
+        # Once A's hold has run out, B posts the event again, then the others.
+        with anyio.fail_after(WAIT_S):
+            while (await b.get(session_id)).deliveries:
+                await anyio.sleep(0.05)
+                await survivor.run_due(session_id)
+        assert b.clock() - died_at >= settings.outbox_lease_ms - 100
+    finally:
+        receiver.set(slow=0)
+        for shop in shops:
+            await shop.close()
+        await closed(services)
+    posts = posts_of(receiver, session_id)
+    assert [p["id"] for p in posts] == [owed[0], *owed]
+    assert [p["beside"] for p in posts] == [0] * len(posts)

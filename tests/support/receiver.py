@@ -1,7 +1,9 @@
 """A shop's webhook receiver, as a real HTTP server the tests start: it verifies each
 webhook with the ``standardwebhooks`` library (PyPI), as a shop in any language would
 with its own, de-duplicates by event id, keeps the last raw webhooks (for the node
-check), and can be told to fail for a while or to answer slowly.
+check), and can be told to fail for a while or to answer slowly. Each arrival says how
+many posts of the same event it was still answering (``beside``): at least once allows
+a post twice, never two at once.
 
 Run by ``Receiver`` below as ``uvicorn tests.support.receiver:app`` on a free port;
 ``RECEIVER_SECRETS`` (comma-separated) are the secrets it accepts.
@@ -32,8 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # What the shop has done: one entry per event id, however often it came.
 processed: dict[str, dict[str, Any]] = {}
-# Every request, in arrival order: {id, type, session, seq, verified, answered}.
+# Every request, in arrival order: {id, type, session, seq, verified, beside, answered}.
 arrivals: list[dict[str, Any]] = []
+# The posts of each event id being answered now.
+answering: dict[str, int] = {}
 # Behaviour the tests set: answer `fail` requests with `status`, then answer `slow`
 # requests only after `slow_ms`.
 control: dict[str, int] = {"fail": 0, "status": 503, "slow": 0, "slow_ms": 0}
@@ -75,8 +79,18 @@ async def webhook(request: Request) -> Response:
         "seq": event["seq"],
         "verified": True,
         "signatures": len(headers["webhook-signature"].split(" ")),
+        "beside": answering.get(event["id"], 0),
     }
     arrivals.append(entry)
+    answering[event["id"]] = entry["beside"] + 1
+    try:
+        return await answer(event, entry)
+    finally:
+        answering[event["id"]] -= 1
+
+
+async def answer(event: dict[str, Any], entry: dict[str, Any]) -> Response:
+    """The shop's answer to a verified post, as the tests set it (``control``)."""
     if control["fail"] > 0:
         control["fail"] -= 1
         entry["answered"] = control["status"]

@@ -10,6 +10,14 @@ the outbox's backoff (core/effects.py ``backoff_ms``) and the retry window. A wo
 that dies mid-way leaves them due again once its lease runs out: the log is appended
 once per event id, and a webhook posted twice is what "at least once" allows.
 
+Never twice at once, though: each post holds its event for a lease of its own, taken
+just before it (``holds.py``), as each try of a gateway effect does. Without it, the
+answer recorded for a session's first event made the session due at once while the
+next one was, and another worker posted that next event beside this one, which went
+on to it: a shop that handles both at once may do its work twice. A worker that finds
+the post held leaves the session to the holder, whose save of the answer makes it
+due again; one that dies mid-post leaves it held until its lease runs out.
+
 Only the session's first event is posted, so the shop gets a session's events in
 ``seq`` order: one is never sent before the one before it was accepted or given up.
 All the waiting ones are listed in the log at once, so the events API has them even
@@ -39,6 +47,7 @@ from ..core.protocol import ErrorCode
 from ..core.session import Session
 from ..errors import Refused
 from ..telemetry import tracing
+from .holds import Hold, TryHolds
 from .payments import PaymentService
 from .webhooks import Attempt, WebhookSender
 
@@ -65,6 +74,7 @@ class Deliveries:
         self._slots = asyncio.Semaphore(service.settings.webhook_concurrency)
         # Work on one claim for a third of its lease at most, so nobody else claims it.
         self._budget_ms = service.settings.outbox_lease_ms // 3
+        self.holds = TryHolds(service)
 
     async def run_due(self, session: Session) -> bool:
         """Work on ``session``'s merchant events; False when none was due."""
@@ -81,14 +91,25 @@ class Deliveries:
             if unlisted:
                 await self._list(session, unlisted)
             answer: Attempt | None = None
+            hold: Hold | None = None
             busy = post and self._slots.locked()
             if post and not busy:
                 assert head is not None
                 async with self._slots:
-                    answer = await self._post(head)
+                    hold = await self._hold(head)
+                    if hold is not None:
+                        answer = await self._post(head)
             if busy and not unlisted:
                 await self._later(session, now + BUSY_RETRY_MS)
                 return True
+            if post and not busy and hold is None:
+                # Posted by another worker now (or by one that died: its hold runs out
+                # with its lease, as the claim of this session does, and it is posted
+                # again then). Its answer, once saved, makes the session due again.
+                assert head is not None
+                log.info("webhook %s is being posted elsewhere", head.id)
+                if not unlisted:
+                    return True
             recorded = DeliveryOutcome(
                 listed=tuple(d.id for d in unlisted),
                 posted=head.id if answer is not None and head is not None else None,
@@ -104,6 +125,8 @@ class Deliveries:
                 # listed (once per id) and posted (at least once) again, as a busy
                 # session is, not when the whole lease has run out.
                 log.warning("could not record the merchant events of %s: %s", session.id, exc)
+                if hold is not None:
+                    await self.holds.give_up(hold)
                 await self._later(session, self.service.clock() + BUSY_RETRY_MS)
                 return True
             if answer is not None and head is not None:
@@ -154,6 +177,12 @@ class Deliveries:
             "accepted" if answer.ok else f"failed ({answer.error or answer.status})",
         )
         return answer
+
+    async def _hold(self, delivery: Delivery) -> Hold | None:
+        """Hold the next post of ``delivery``; None when another worker holds it."""
+        # "Send again" counts its posts afresh under the same event id: a hold of the
+        # first run of posts, still held, must not keep it waiting.
+        return await self.holds.take(f"{delivery.id}:{delivery.resent}", delivery.attempts)
 
     async def _later(self, session: Session, due: int) -> None:
         """Make the outbox due at ``due`` unless a gateway effect is due sooner."""

@@ -10,14 +10,10 @@ stays due. A worker that dies after the call and before the save leaves it due
 again once its lease runs out; the next call carries the same key, so the provider
 does it once.
 
-The claim's lease alone cannot keep a second worker off an effect: it is the session's
-score in the effects index, and every save of the session writes that score again from
-its outbox, so the answer recorded for one effect makes the session due at once while
-the next effect is still due (and so does any other save meanwhile). Each try
-therefore holds its effect for a lease of its own, a record in the engine taken just
-before the call (``_hold``): a worker that finds the try held leaves that effect to
-the holder and goes on to the next. The hold is named by the effect and its count of
-recorded tries, so the answer, once saved, frees the next try at once; a worker that
+The claim's lease alone cannot keep a second worker off an effect (every save of the
+session makes it due again while its next effect is), so each try holds its effect
+for a lease of its own, taken just before the call (``holds.py``): a worker that finds
+the try held leaves that effect to the holder and goes on to the next. A worker that
 dies mid-try leaves it held until its lease runs out, then any worker makes it again
 under the same key. Two calls under one key at once would be done once all the same,
 but Stripe refuses the second (409 ``idempotency_key_in_use``), a failed try counted
@@ -40,6 +36,7 @@ from ..engine import Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import GatewayError
 from ..telemetry import context, tracing
+from .holds import TryHolds
 from .payments import MAX_RACES, PaymentService, provider_call, provider_ref
 
 if TYPE_CHECKING:
@@ -59,8 +56,7 @@ class EffectRunner:
         self.deliveries = deliveries
         self.jitter = jitter
         self.call_timeout = service.settings.effect_call_timeout_ms / 1000
-        # Longer than a call (settings.outbox_lease_ms): a hold never runs out mid-call.
-        self.lease_ms = service.settings.outbox_lease_ms
+        self.holds = TryHolds(service)
 
     async def run_due(
         self, session_id: str, gateway_done: Callable[[], None] = lambda: None
@@ -106,13 +102,12 @@ class EffectRunner:
                 effect = session.effect(*ident)
                 if effect is None or not effect.pending:
                     continue
-                hold = await self._hold(session_id, effect)
+                hold = await self.holds.take(effect.key(session_id), effect.tries)
                 if hold is None:
                     # Another worker is making this try (or died making it: the hold
                     # runs out with its lease, and the try is made again then).
                     log.info("%s of %s is in flight elsewhere", effect.kind, effect.key(session_id))
                     continue
-                held_at = self.service.clock()
                 with tracing.span(
                     f"outbox {effect.kind}",
                     kind="consumer",
@@ -136,11 +131,7 @@ class EffectRunner:
                         log.warning(
                             "could not record the %s of %s: %s", effect.kind, session_id, exc
                         )
-                        if self.service.clock() - held_at < self.lease_ms // 2:
-                            # Still surely this worker's (it runs out a whole lease after
-                            # it was taken): given up, so that the retry need not wait
-                            # for it.
-                            await engine.delete(hold)
+                        await self.holds.give_up(hold)
                         retry_at = self.service.clock() + self.service.rules.effect_retry_base_ms
                         await engine.schedule_effects(session_id, retry_at)
                         return
@@ -169,13 +160,6 @@ class EffectRunner:
         # Saved again and again meanwhile: looked at once more soon, never left stale.
         retry_at = self.service.clock() + self.service.rules.effect_retry_base_ms
         await engine.schedule_effects(session_id, retry_at)
-
-    async def _hold(self, session_id: str, effect: GatewayEffect) -> str | None:
-        """Take the next try of ``effect`` for a lease; the hold's key, or None when
-        another worker holds it."""
-        key = f"outbox:try:{effect.key(session_id)}:{effect.tries}"
-        held = await self.service.engine.put_if_absent(key, b"1", self.lease_ms)
-        return key if held is None else None
 
     async def _call(self, session: Session, effect: GatewayEffect) -> EffectOutcome:
         charge_key = idempotency_key(session.id, effect.attempt)
