@@ -417,7 +417,10 @@ export interface SocketOptions {
   pingInterval?: number;
   /** The server's `PAYLIVE_COUNTDOWN_INTERVAL_MS`; it sets how long a silence is tolerated. Default 1000. */
   countdownInterval?: number;
-  /** A server silent for longer than this (ms) is gone, and an attempt not open after it is given up; null: 2 * countdownInterval + pingInterval. */
+  /**
+   * A server silent for longer than this (ms) is gone, and an attempt not open after it is given up; null: 2 * countdownInterval + pingInterval.
+   * On SSE, the margin on top of the server's ping interval: a stream silent for longer than both is given up and opened again.
+   */
   silenceTimeout?: number | null;
   /** Reconnect delay: uniform in [0, min(backoffMax, backoffBase * 2^n)) for attempt n. Defaults 500, 15000. */
   backoffBase?: number;

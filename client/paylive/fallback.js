@@ -44,16 +44,20 @@ class HttpConnection extends Emitter {
     this.#active = true;
     // An open not done within the socket's silence bound is given up and made again:
     // on a bad network a ticket request or the first poll may hang, not fail.
-    const o = this.options;
-    const bound = o.silenceTimeout ?? 2 * o.countdownInterval + (o.pingInterval || 0);
     clearTimeout(this.#openTimer);
     this.#openTimer = setTimeout(() => {
       this.#openTimer = null;
       if (!this.#active || this.#status === 'connected') return;
       this.shut();
       this.ended(LOST, 'no answer');
-    }, bound);
+    }, this.silenceTimeout);
     this.open();
+  }
+
+  /** The socket's silence bound (ms): how long an open may take, and the margin on top of the server's own bounds. */
+  get silenceTimeout() {
+    const o = this.options;
+    return o.silenceTimeout ?? 2 * o.countdownInterval + (o.pingInterval || 0);
   }
 
   close(code = 1000, reason = 'client closed') {
@@ -155,11 +159,16 @@ class HttpConnection extends Emitter {
 /**
  * Server-Sent Events: each open buys a ticket and opens an `EventSource` on the session's
  * stream (or the admin stream), resuming with `since`. EventSource's own reconnect would
- * reuse a spent ticket, so any error ends this stream and a fresh one is opened.
+ * reuse a spent ticket, so any error ends this stream and a fresh one is opened. The
+ * server's `ping` events say how often it speaks at least: a stream silent for longer
+ * than that plus `silenceTimeout` died without a word (a NAT or a proxy dropped it,
+ * and EventSource may never notice), and a fresh one is opened.
  */
 export class EventStreamConnection extends HttpConnection {
   #source = null;
   #onClose = null; // the source's `close` event listener
+  #onPing = null; // and its `ping` event listener
+  #silenceTimer = null;
   #attempt = null;
 
   open() {
@@ -175,11 +184,35 @@ export class EventStreamConnection extends HttpConnection {
         const path = o.sessionId ? `/api/sessions/${encodeURIComponent(o.sessionId)}/stream` : '/api/admin/stream';
         const source = new o.EventSource(`${httpOrigin(o.baseUrl)}${path}?${params}`);
         this.#source = source;
+        // Armed by the first ping, which says the server's interval: a server that
+        // sends none (an older one) is not held to it.
+        let interval = null;
+        const heard = () => {
+          if (interval === null) return;
+          clearTimeout(this.#silenceTimer);
+          this.#silenceTimer = setTimeout(() => {
+            if (this.#source !== source) return;
+            this.shut();
+            this.ended(LOST, 'stream silent');
+          }, interval + this.silenceTimeout);
+        };
+        this.#onPing = (event) => {
+          if (this.#source !== source) return;
+          try {
+            const every = JSON.parse(event.data)?.interval_ms;
+            if (Number.isFinite(every) && every > 0) interval = every;
+          } catch {
+            // A ping without an interval still says the stream is alive.
+          }
+          heard();
+        };
+        source.addEventListener('ping', this.#onPing);
         source.onopen = () => {
           if (this.#source === source) this.opened();
         };
         source.onmessage = (event) => {
           if (this.#source !== source) return;
+          heard();
           try {
             this.deliver(JSON.parse(event.data));
           } catch {
@@ -215,14 +248,17 @@ export class EventStreamConnection extends HttpConnection {
 
   shut() {
     this.#attempt = null;
+    clearTimeout(this.#silenceTimer);
+    this.#silenceTimer = null;
     const source = this.#source;
     this.#source = null;
     if (source) {
       source.onopen = source.onmessage = source.onerror = null;
       source.removeEventListener('close', this.#onClose);
+      source.removeEventListener('ping', this.#onPing);
       source.close();
     }
-    this.#onClose = null;
+    this.#onClose = this.#onPing = null;
   }
 }
 

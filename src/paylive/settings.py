@@ -937,7 +937,7 @@ VARIABLES: tuple[Variable, ...] = (
     _bounded("PAYLIVE_MAX_IN_FLIGHT_PER_ADDRESS", "max_in_flight_per_address", 0, 100_000,
              "commands in flight one client address may hold (0: all)"),
     _bounded("PAYLIVE_SSE_HEARTBEAT_MS", "sse_heartbeat_ms", 100, 300_000,
-             "an idle event stream sends a comment this often"),
+             "an event stream sends a comment and a ping event this often"),
     _bounded("PAYLIVE_STREAM_LIFETIME_MS", "stream_lifetime_ms", 100, _DAY,
              "an event stream ends after this (the client reopens it)"),
     _bounded("PAYLIVE_SUMMARY_INTERVAL_MS", "summary_interval_ms", 20, 60_000,

@@ -87,6 +87,28 @@ async def test_a_session_stream_carries_the_socket_messages_with_seq_as_id(
             assert ids == list(range(1, len(ids) + 1))
 
 
+async def test_a_stream_says_it_is_alive_with_pings_a_page_can_see(server: Server) -> None:
+    """EventSource hands a page no comment: a ``ping`` event first and at every
+    heartbeat, with its interval, is what lets a page tell a quiet stream from a dead
+    one. The comment stays for proxies, and the messages are as before."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        session = await create(http)
+        path = f"/api/sessions/{session['id']}/stream"
+        async with stream(http, path, headers=bearer(session["client_secret"])) as sse:
+            first = await sse.next()
+            assert first is not None and first.type == "snapshot"
+            # The first ping came ahead of the first message.
+            assert sse.pings[:1] == [{"interval_ms": 300}]
+            comments = sse.comments
+            with contextlib.suppress(TimeoutError):
+                await sse.next(1.0)  # an idle stream: three heartbeats
+            assert len(sse.pings) >= 3 and sse.comments > comments
+            assert all(ping == {"interval_ms": 300} for ping in sse.pings)
+        async with stream(http, "/api/admin/stream", headers=admin()) as feed:
+            assert (await feed.next()) is not None
+            assert feed.pings[:1] == [{"interval_ms": 300}]
+
+
 async def test_a_ticket_opens_once_and_only_its_session(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         session = await create(http)

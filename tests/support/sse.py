@@ -1,5 +1,7 @@
 """A Server-Sent Events reader that knows only docs/protocol.md 4.2: it parses the
-stream's lines into events (``id``, ``event``, ``data``) and keeps every one."""
+stream's lines into events (``id``, ``event``, ``data``) and keeps every one, but its
+heartbeats: comments and ``event: ping`` are counted, as a page's EventSource would not
+hand either to its ``onmessage``."""
 
 from __future__ import annotations
 
@@ -25,12 +27,14 @@ class Event:
 
 
 class Stream:
-    """An open event stream: ``next()`` gives the next event (comments are counted)."""
+    """An open event stream: ``next()`` gives the next event (comments and pings are
+    counted, in ``comments`` and ``pings``: each ping's data)."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.events: list[Event] = []
         self.comments = 0
+        self.pings: list[dict[str, Any]] = []
         self.retry: int | None = None
         self._lines: AsyncIterator[str] = response.aiter_lines()
 
@@ -47,6 +51,10 @@ class Stream:
                             fields.get("id"),
                             fields.get("event", "message"),
                         )
+                        if event.event == "ping":
+                            self.pings.append(event.data)
+                            fields, data = {}, []
+                            continue
                         self.events.append(event)
                         return event
                     fields = {}

@@ -37,9 +37,18 @@ HEADERS = [
     # nginx buffers a proxied response unless told not to.
     (b"x-accel-buffering", b"no"),
 ]
-HEARTBEAT = b": keep-alive\n\n"
 # How long EventSource waits before it reopens a stream that ended (its `retry:`).
 RECONNECT_MS = 1_000
+
+
+def heartbeat(interval_ms: int) -> bytes:
+    """What a stream sends every ``interval_ms`` (and once first): the ``: keep-alive``
+    comment that protocol 4.2 promised, for proxies, in one event block with an
+    ``event: ping`` saying the interval. EventSource never shows a page a comment, so
+    a ping is the only way a page can tell a quiet stream from a dead one; a client that
+    listens for no ``ping`` (every one before it) never sees it."""
+    data = dumps_strict({"interval_ms": interval_ms})
+    return b": keep-alive\nevent: ping\ndata: " + data + b"\n\n"
 
 
 def close_event(code: int, reason: str) -> bytes:
@@ -133,10 +142,13 @@ class EventStream(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             self._send = send
+            beat_bytes = heartbeat(settings.sse_heartbeat_ms)
+            # A ping first, ahead of any message: the page knows at once how long a
+            # silence may last.
             await send(
                 {
                     "type": "http.response.body",
-                    "body": f"retry: {RECONNECT_MS}\n\n".encode(),
+                    "body": f"retry: {RECONNECT_MS}\n\n".encode() + beat_bytes,
                     "more_body": True,
                 }
             )
@@ -154,7 +166,7 @@ class EventStream(Response):
                 if not self.subscriber.closing and not self._lock.locked():
                     # Bounded: a client that stopped reading cannot hold this loop.
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._write(HEARTBEAT), beat)
+                        await asyncio.wait_for(self._write(beat_bytes), beat)
         finally:
             watcher.cancel()
             if self.leave is not None:

@@ -6,10 +6,11 @@ export const SECRET = 'ps_1_secret_abc';
 export const ID = 'ps_1';
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export function fakeServer({ websocket = 'ok', sse = 'ok' } = {}) {
+export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = {}) {
   const srv = {
     websocket, // 'ok' | 'blocked' (the Upgrade is refused) | {code, reason} (accepted, then closed)
     sse, // 'ok' | 'buffered' (headers pass, events are held back) | 'blocked'
+    heartbeat, // PAYLIVE_SSE_HEARTBEAT_MS: a stream's `ping` first and this often; null: none (an older server)
     seq: 0,
     session: { id: ID, status: 'created', attempt: 0, max_attempts: 3, deadline: null, retry_at: null, last_error: null, seq: 0 },
     history: [],
@@ -101,6 +102,11 @@ export function fakeServer({ websocket = 'ok', sse = 'ok' } = {}) {
         }
         this.onopen?.();
         this.live = true;
+        if (srv.heartbeat !== null) {
+          const ping = () => this.deliver({ interval_ms: srv.heartbeat }, 'ping');
+          ping();
+          this.beat = setInterval(ping, srv.heartbeat);
+        }
         for (const event of srv.catchUp(sinceOf(url))) this.deliver(event);
       }, 1);
     }
@@ -110,18 +116,28 @@ export function fakeServer({ websocket = 'ok', sse = 'ok' } = {}) {
     removeEventListener(type, listener) {
       if (this.listeners[type] === listener) delete this.listeners[type];
     }
-    deliver(event) {
-      if (srv.sse === 'buffered') return;
-      setTimeout(() => !this.closed && this.onmessage?.({ data: JSON.stringify(event) }), 0);
+    deliver(event, type = 'message') {
+      if (srv.sse === 'buffered' || this.muted) return;
+      setTimeout(() => {
+        if (this.closed || this.muted) return;
+        const frame = { data: JSON.stringify(event) };
+        if (type === 'message') this.onmessage?.(frame);
+        else this.listeners[type]?.(frame);
+      }, 0);
     }
     /** The server ends the stream with `event: close`. */
     end(code, reason) {
       this.live = false;
       this.listeners.close?.({ data: JSON.stringify({ code, reason }) });
     }
+    /** The connection dies without a word (a NAT timeout): nothing more arrives, no error. */
+    mute() {
+      this.muted = true;
+    }
     close() {
       this.closed = true;
       this.live = false;
+      clearInterval(this.beat);
     }
   };
 

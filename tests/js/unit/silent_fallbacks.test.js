@@ -1,0 +1,44 @@
+// The HTTP transports on a connection that dies without a word (found in a review,
+// 2026-12-07): a socket notices a silent server by its pings and countdowns, and the
+// event stream and the long-poll must too (protocol 4.2), resuming with `since` so that
+// nothing is missed.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { PayliveSession } from '../../../client/paylive/session.js';
+import { ID, SECRET, fakeServer, until } from './fake_server.js';
+
+function session(srv, extra = {}) {
+  return new PayliveSession({
+    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
+    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
+    watchNetwork: false, window: null, pingInterval: 0,
+    firstMessageTimeout: 5_000, upgradeInterval: 0, backoffBase: 5, backoffMax: 20,
+    silenceTimeout: 60, ...extra,
+  });
+}
+
+test('a stream silent past the server ping interval is given up and resumed with since', async (t) => {
+  const srv = fakeServer({ heartbeat: 20 });
+  const pay = session(srv, { transports: ['sse'] });
+  t.after(() => pay.close());
+  await until(() => pay.connection === 'connected' && pay.session !== null);
+  // Pings alone keep a quiet stream: well past interval + silenceTimeout, still the first.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(srv.sources.length, 1, 'a stream that pings is not given up');
+  srv.sources[0].mute(); // its TCP connection died silently
+  srv.emit({ status: 'processing' }, 'attempt_started'); // lost with it
+  await until(() => srv.sources.length === 2 && pay.session?.status === 'processing', 1_000);
+  assert.equal(new URL(srv.sources[1].url).searchParams.get('since'), '0');
+  assert.equal(pay.transport, 'sse');
+});
+
+test('a stream from a server that sends no ping is not held to an interval', async (t) => {
+  const srv = fakeServer(); // an older server: comments only, which EventSource never shows
+  const pay = session(srv, { transports: ['sse'] });
+  t.after(() => pay.close());
+  await until(() => pay.connection === 'connected' && pay.session !== null);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(srv.sources.length, 1);
+});
