@@ -419,7 +419,8 @@ export interface SocketOptions {
   countdownInterval?: number;
   /**
    * A server silent for longer than this (ms) is gone, and an attempt not open after it is given up; null: 2 * countdownInterval + pingInterval.
-   * On SSE, the margin on top of the server's ping interval: a stream silent for longer than both is given up and opened again.
+   * On SSE, the margin on top of the server's ping interval: a stream silent for longer than both is given up and opened again;
+   * on long-polling, on top of the server's `hold_ms`: a poll unanswered for longer than both is aborted and made again.
    */
   silenceTimeout?: number | null;
   /** Reconnect delay: uniform in [0, min(backoffMax, backoffBase * 2^n)) for attempt n. Defaults 500, 15000. */

@@ -266,11 +266,14 @@ export class EventStreamConnection extends HttpConnection {
  * Long-polling, the last resort: `GET .../events?since=` with the client secret in the
  * Authorization header, again as soon as each answer is in. The first poll of each
  * connection is not held, so the page hears at once; between polls the countdown is
- * drawn from the answer's `deadline` and `server_time` (a `countdown` made here).
+ * drawn from the answer's `deadline` and `server_time` (a `countdown` made here). A
+ * held poll not answered within the server's `hold_ms` plus `silenceTimeout` lost its
+ * connection without a word: it is aborted and the page polls again.
  */
 export class PollingConnection extends HttpConnection {
   #round = null;
   #abort = null;
+  #pollTimer = null;
 
   open() {
     const round = {};
@@ -280,6 +283,8 @@ export class PollingConnection extends HttpConnection {
 
   shut() {
     this.#round = null;
+    clearTimeout(this.#pollTimer);
+    this.#pollTimer = null;
     this.#abort?.abort();
     this.#abort = null;
   }
@@ -287,6 +292,7 @@ export class PollingConnection extends HttpConnection {
   async #loop(round) {
     const o = this.options;
     let first = true;
+    let hold = null; // the server's longest hold, from its last answer (none from an older server)
     while (this.#round === round) {
       const params = new URLSearchParams();
       const since = o.since?.();
@@ -294,6 +300,15 @@ export class PollingConnection extends HttpConnection {
       if (first) params.set('wait', '0');
       const abort = typeof AbortController === 'undefined' ? null : new AbortController();
       this.#abort = abort;
+      // The first poll is timed as an open (`connect`); a held one by what the server said.
+      if (!first && hold !== null) {
+        this.#pollTimer = setTimeout(() => {
+          this.#pollTimer = null;
+          if (this.#round !== round) return;
+          this.shut();
+          this.ended(LOST, 'poll unanswered');
+        }, hold + this.silenceTimeout);
+      }
       let body;
       try {
         const reply = await o.fetch(
@@ -313,8 +328,14 @@ export class PollingConnection extends HttpConnection {
         this.shut();
         this.ended(LOST, `poll failed: ${err?.message ?? err}`);
         return;
+      } finally {
+        if (this.#round === round) {
+          clearTimeout(this.#pollTimer);
+          this.#pollTimer = null;
+        }
       }
       if (this.#round !== round) return;
+      if (Number.isFinite(body?.hold_ms) && body.hold_ms >= 0) hold = body.hold_ms;
       if (first) this.opened();
       first = false;
       // A listener may end this round (close(), a resume after a gap): then the rest of

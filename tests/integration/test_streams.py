@@ -224,6 +224,26 @@ async def test_the_admin_stream_is_the_admin_feed_without_ids(server: Server) ->
             assert done.id is None
 
 
+async def test_a_long_poll_answer_says_how_long_a_poll_may_be_held(server: Server) -> None:
+    """``hold_ms`` is PAYLIVE_POLL_HOLD_MS (3000 here), in every answer, held or not: a
+    client cannot ask for more (422), and bounds its wait for a held poll by it."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        session = await create(http)
+        events = f"/api/sessions/{session['id']}/events"
+        auth = bearer(session["client_secret"])
+        first = (await http.get(events, params={"wait": 0}, headers=auth)).json()
+        assert first["hold_ms"] == 3000
+        started = time.monotonic()
+        held = (await http.get(events, params={"since": first["seq"]}, headers=auth)).json()
+        assert held["events"] == [] and held["hold_ms"] == 3000
+        # Held no longer than it said (a margin for the answer's way back).
+        assert 2.5 < time.monotonic() - started < held["hold_ms"] / 1000 + 1.5
+        short = (await http.get(events, params={"since": 0, "wait": 100}, headers=auth)).json()
+        assert short["hold_ms"] == 3000
+        too_long = await http.get(events, params={"wait": 3001}, headers=auth)
+        assert too_long.status_code == 422
+
+
 async def test_a_long_poll_answers_at_once_or_holds_then_answers_empty(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         session = await create(http)

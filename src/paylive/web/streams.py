@@ -280,7 +280,8 @@ async def _disconnected(request: Request) -> None:
 async def poll_events(request: Request) -> Response:
     """Long-polling: the durable events after ``since`` at once when there are some
     (or a snapshot when they cannot all be replayed), else the first ones within
-    ``wait`` ms (at most ``PAYLIVE_POLL_HOLD_MS``), else none."""
+    ``wait`` ms (at most ``PAYLIVE_POLL_HOLD_MS``, which the answer's ``hold_ms`` says),
+    else none."""
     runtime = runtime_of(request)
     settings = runtime.settings
     session_id: str = request.path_params["session_id"]
@@ -342,6 +343,10 @@ async def poll_events(request: Request) -> Response:
         "deadline": public["deadline"],
         "retry_at": public["retry_at"],
         "server_time": now,
+        # The longest this server holds a poll (``wait``'s default and bound): the
+        # client cannot read PAYLIVE_POLL_HOLD_MS otherwise, and needs it to bound its
+        # wait for a poll whose connection died without a word.
+        "hold_ms": settings.poll_hold_ms,
     }
     return Response(
         dumps_strict(body),

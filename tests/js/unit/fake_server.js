@@ -11,6 +11,9 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
     websocket, // 'ok' | 'blocked' (the Upgrade is refused) | {code, reason} (accepted, then closed)
     sse, // 'ok' | 'buffered' (headers pass, events are held back) | 'blocked'
     heartbeat, // PAYLIVE_SSE_HEARTBEAT_MS: a stream's `ping` first and this often; null: none (an older server)
+    hold: 30, // PAYLIVE_POLL_HOLD_MS, said as `hold_ms`; null: not said (an older server)
+    hang: false, // a held poll's connection dies without a word: never answered, only aborted
+    aborted: 0, // polls the page aborted
     seq: 0,
     session: { id: ID, status: 'created', attempt: 0, max_attempts: 3, deadline: null, retry_at: null, last_error: null, seq: 0 },
     history: [],
@@ -153,18 +156,27 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
       const since = sinceOf(url);
       let events = srv.catchUp(since);
       if (!events.length && new URL(url).searchParams.get('wait') !== '0') {
+        if (srv.hang) {
+          await new Promise((resolve, reject) => {
+            init.signal?.addEventListener('abort', () => {
+              srv.aborted += 1;
+              reject(new Error('aborted'));
+            });
+          });
+        }
         await new Promise((resolve) => {
           const wake = () => {
             srv.waiters.delete(wake);
             resolve();
           };
           srv.waiters.add(wake);
-          setTimeout(wake, 30);
+          setTimeout(wake, srv.hold ?? 30);
         });
         events = srv.catchUp(since);
       }
       const s = srv.session;
       const body = { session: ID, events, seq: srv.seq, status: s.status, deadline: s.deadline, retry_at: s.retry_at, server_time: Date.now() };
+      if (srv.hold !== null) body.hold_ms = srv.hold;
       return { ok: true, status: 200, json: async () => body };
     }
     if (init.method === 'POST') {

@@ -42,3 +42,30 @@ test('a stream from a server that sends no ping is not held to an interval', asy
   await new Promise((resolve) => setTimeout(resolve, 200));
   assert.equal(srv.sources.length, 1);
 });
+
+test('a held poll unanswered past the server hold is aborted and the page polls again', async (t) => {
+  const srv = fakeServer();
+  const pay = session(srv, { transports: ['polling'] });
+  t.after(() => pay.close());
+  await until(() => pay.connection === 'connected' && pay.session !== null);
+  await until(() => srv.opened.filter((o) => o === 'poll').length >= 3); // held polls come and go
+  srv.hang = true; // the next held poll's connection dies silently
+  const polls = srv.opened.length;
+  await until(() => srv.aborted >= 1, 1_000); // hold_ms 30 + silenceTimeout 60
+  srv.hang = false;
+  srv.emit({ status: 'processing' }, 'attempt_started');
+  await until(() => pay.session?.status === 'processing', 1_000);
+  assert.ok(srv.opened.length > polls + 1);
+});
+
+test('a poll answer without hold_ms (an older server) sets no bound', async (t) => {
+  const srv = fakeServer();
+  srv.hold = null;
+  const pay = session(srv, { transports: ['polling'] });
+  t.after(() => pay.close());
+  await until(() => pay.connection === 'connected' && pay.session !== null);
+  srv.hang = true;
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(srv.aborted, 0);
+  assert.equal(pay.connection, 'connected');
+});
