@@ -428,7 +428,7 @@ export interface SocketOptions {
   backoffMax?: number;
   /** A connection that lasted this long (ms) resets the backoff. Default 5000. */
   stableAfter?: number;
-  /** Listen to the window's `offline` and `online` events (from `connect()` until closed); offline, no transport is given up. Default true. */
+  /** Listen to the window's `offline` and `online` events (from `connect()` until closed); offline, no transport is given up; back online, the transport in use (SSE and polling too) reconnects at once. Default true. */
   watchNetwork?: boolean;
   /** Injectable for tests and non-browser hosts; the global `WebSocket` by default. */
   WebSocket?: WebSocketConstructor;

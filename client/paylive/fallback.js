@@ -89,6 +89,23 @@ class HttpConnection extends Emitter {
   }
 
   /**
+   * The browser is back online: come back now, not after the backoff drawn during the
+   * outage (up to `backoffMax`). A stream or held poll that lived through it may be
+   * dead without a word: made again, with `since`. An attempt under way is left to
+   * finish (its open is timed).
+   */
+  backOnline() {
+    if (this.#stopped) return;
+    this.#backoff.reset();
+    if (!this.#active) {
+      this.connect();
+    } else if (this.#status === 'connected') {
+      this.shut();
+      this.ended(ABANDONED, 'back online', 0);
+    }
+  }
+
+  /**
    * Commands travel over the HTTP API; their `ack` or `error` goes to `answer`, by
    * default as a message of this connection.
    */

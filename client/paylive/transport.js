@@ -50,6 +50,8 @@ export class LiveConnection extends Emitter {
   #probeTimer = null;
   #upgradeTimer = null;
   #closed = false;
+  #watching = false; // listening to the window's `online` event
+  #onOnline = () => this.#cameOnline();
 
   constructor(options = {}) {
     super();
@@ -80,6 +82,7 @@ export class LiveConnection extends Emitter {
 
   connect() {
     this.#closed = false;
+    this.#watchNetwork(true);
     if (!this.#carrier) this.#carrier = this.#make(this.#level);
     this.#carrier.connect();
     // On a lower transport, probe for a better one again: close() stopped the probes.
@@ -88,6 +91,7 @@ export class LiveConnection extends Emitter {
 
   close(code = 1000, reason = 'client closed') {
     this.#closed = true;
+    this.#watchNetwork(false);
     this.#stopProbing();
     clearTimeout(this.#firstTimer);
     this.#carrier?.close(code, reason);
@@ -175,6 +179,7 @@ export class LiveConnection extends Emitter {
       if (carrier !== this.#carrier) return;
       // Over for good (a bad token, an unknown session): no probe may bring it back.
       this.#closed = true;
+      this.#watchNetwork(false);
       this.#stopProbing();
       clearTimeout(this.#firstTimer);
       this.emit('fatal', { ...detail, transport });
@@ -217,6 +222,28 @@ export class LiveConnection extends Emitter {
       if (this.#offline()) return;
       if (this.#level === level && !this.#heard.has(this.#transports[level])) this.#stepDown();
     }, this.#options.firstMessageTimeout);
+  }
+
+  /**
+   * Listen to the window's `online` event from `connect()` until closed (or over for
+   * good), and only then: a connection closed leaves no listener on the window.
+   */
+  #watchNetwork(on) {
+    const o = this.#options;
+    const win = o.window;
+    if (on === this.#watching || !o.watchNetwork || !win?.addEventListener) return;
+    this.#watching = on;
+    win[on ? 'addEventListener' : 'removeEventListener']('online', this.#onOnline);
+  }
+
+  /**
+   * Back online: the HTTP transport in use comes back at once, as a socket does by
+   * itself (it watches the network on its own). Only the one in use: a probe is timed
+   * on its own, and a transport given up is no longer listened to.
+   */
+  #cameOnline() {
+    if (this.#closed || this.transport === 'websocket') return;
+    this.#carrier?.backOnline();
   }
 
   /** The browser says the network is down (as the socket reads it). */

@@ -14,6 +14,7 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
     hold: 30, // PAYLIVE_POLL_HOLD_MS, said as `hold_ms`; null: not said (an older server)
     hang: false, // a held poll's connection dies without a word: never answered, only aborted
     aborted: 0, // polls the page aborted
+    down: false, // the network is down: every request fails, every stream errors
     seq: 0,
     session: { id: ID, status: 'created', attempt: 0, max_attempts: 3, deadline: null, retry_at: null, last_error: null, seq: 0 },
     history: [],
@@ -99,7 +100,7 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
       this.listeners = {};
       setTimeout(() => {
         if (this.closed) return;
-        if (srv.sse === 'blocked') {
+        if (srv.sse === 'blocked' || srv.down) {
           this.onerror?.({});
           return;
         }
@@ -145,6 +146,7 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
   };
 
   srv.fetch = async (url, init = {}) => {
+    if (srv.down) throw new TypeError('Failed to fetch');
     if (url.endsWith('/api/tickets')) {
       srv.opened.push('ticket');
       srv.at.push(Date.now());
