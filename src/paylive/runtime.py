@@ -171,7 +171,7 @@ class Runtime:
                 log.info("closed %d sockets in %d ms, the rest at once on a second signal",
                          held, took_ms)  # fmt: skip
             else:
-                log.info("drained %d sockets over %d ms", held, window_ms)
+                log.info("drained %d sockets in %d ms (window %d ms)", held, took_ms, window_ms)
         self.shutting_down = True
 
     @property
