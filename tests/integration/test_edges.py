@@ -458,6 +458,43 @@ def test_a_pipelined_request_whose_path_is_a_command_only_encoded_leaks_no_place
 # Commands pipelined on one connection took places past their session's share
 
 
+def _behind_a_held_poll(
+    server: Server, client: httpx.Client, polled: dict[str, Any], commands: bytes
+) -> tuple[httpx.Response, list[bytes], bytes]:
+    """``commands`` pipelined behind a held poll of ``polled``'s session, on one
+    connection; meanwhile another client creates a session. Its answer, the statuses
+    of the poll and the commands in order, and what the connection was sent."""
+    auth = b"Authorization: Bearer " + str(polled["client_secret"]).encode() + b"\r\n"
+    poll = b"GET /api/sessions/%s/events?since=%d&wait=3000 HTTP/1.1\r\nHost: x\r\n" % (
+        str(polled["id"]).encode(),
+        polled["seq"],
+    )
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(poll + auth + b"\r\n" + commands)
+        time.sleep(0.5)  # all parsed, the poll still held
+        other = client.post(
+            "/api/sessions",
+            json={"order_id": "order-other", "amount": 500, "currency": "EUR"},
+            headers=MERCHANT,
+        )
+        answers = closed_by_server(sock, time.monotonic() + 10)
+    finally:
+        sock.close()
+    assert answers is not None
+    return other, re.findall(rb"HTTP/1\.1 (\d{3}) ", answers), answers
+
+
+def _check(session: dict[str, Any], last: bool) -> bytes:
+    """A pipelined ``check`` of ``session``; the last one closes the connection."""
+    return (
+        b"POST /api/sessions/%s/check HTTP/1.1\r\nHost: x\r\n" % str(session["id"]).encode()
+        + b"Authorization: Bearer " + str(session["client_secret"]).encode() + b"\r\n"
+        + (b"Connection: close\r\n" if last else b"")
+        + b"Content-Length: 0\r\n\r\n"
+    )  # fmt: skip
+
+
 def test_commands_pipelined_behind_a_held_poll_hold_no_more_than_their_share(
     server: Server, client: httpx.Client
 ) -> None:
@@ -468,30 +505,9 @@ def test_commands_pipelined_behind_a_held_poll_hold_no_more_than_their_share(
     long as the poll was held, and everyone else was refused 503. One place at a time
     is the session's share (PAYLIVE_MAX_IN_FLIGHT_PER_SESSION=1)."""
     session = create(client)
-    sid = str(session["id"]).encode()
-    auth = b"Authorization: Bearer " + str(session["client_secret"]).encode() + b"\r\n"
-    poll = b"GET /api/sessions/%s/events?since=%d&wait=3000 HTTP/1.1\r\nHost: x\r\n" % (
-        sid,
-        session["seq"],
-    )
-    command = b"POST /api/sessions/%s/check HTTP/1.1\r\nHost: x\r\n" % sid + auth
-    last = command + b"Connection: close\r\nContent-Length: 0\r\n\r\n"
-    command += b"Content-Length: 0\r\n\r\n"
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    try:
-        sock.sendall(poll + auth + b"\r\n" + command * 5 + last)
-        time.sleep(0.5)  # all parsed, the poll still held
-        other = client.post(
-            "/api/sessions",
-            json={"order_id": "order-2", "amount": 500, "currency": "EUR"},
-            headers=MERCHANT,
-        )
-        answers = closed_by_server(sock, time.monotonic() + 10)
-    finally:
-        sock.close()
+    commands = _check(session, False) * 5 + _check(session, True)
+    other, statuses, answers = _behind_a_held_poll(server, client, session, commands)
     assert other.status_code == 201, (other.status_code, other.text)
-    assert answers is not None
-    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
     # The poll, then each command in its turn, as a lone one would be answered.
     assert statuses[0] == b"200" and len(statuses) == 7, answers
     assert len(set(statuses[1:])) == 1 and statuses[1] not in (b"429", b"503"), answers
@@ -508,35 +524,9 @@ def test_commands_pipelined_behind_a_held_poll_hold_no_place_before_their_turn(
     refused 503 for as long as the poll was held. A pipelined command now takes its
     place when its turn comes."""
     sessions = [create(client) for _ in range(3)]
-    first = sessions[0]
-    auth = b"Authorization: Bearer " + str(first["client_secret"]).encode() + b"\r\n"
-    poll = b"GET /api/sessions/%s/events?since=%d&wait=3000 HTTP/1.1\r\nHost: x\r\n" % (
-        str(first["id"]).encode(),
-        first["seq"],
-    )
-    commands = b""
-    for n, session in enumerate(sessions):
-        commands += (
-            b"POST /api/sessions/%s/check HTTP/1.1\r\nHost: x\r\n" % str(session["id"]).encode()
-            + b"Authorization: Bearer " + str(session["client_secret"]).encode() + b"\r\n"
-            + (b"Connection: close\r\n" if n == len(sessions) - 1 else b"")
-            + b"Content-Length: 0\r\n\r\n"
-        )  # fmt: skip
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    try:
-        sock.sendall(poll + auth + b"\r\n" + commands)
-        time.sleep(0.5)  # all parsed, the poll still held
-        other = client.post(
-            "/api/sessions",
-            json={"order_id": "order-3", "amount": 500, "currency": "EUR"},
-            headers=MERCHANT,
-        )
-        answers = closed_by_server(sock, time.monotonic() + 10)
-    finally:
-        sock.close()
+    commands = b"".join(_check(s, n == len(sessions) - 1) for n, s in enumerate(sessions))
+    other, statuses, answers = _behind_a_held_poll(server, client, sessions[0], commands)
     assert other.status_code == 201, (other.status_code, other.text)
-    assert answers is not None
-    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
     # The poll, then each command in its turn, each answered as a lone one would be.
     assert statuses[0] == b"200" and len(statuses) == 4, answers
     assert set(statuses[1:]) == {b"200"}, answers
