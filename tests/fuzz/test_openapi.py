@@ -176,3 +176,35 @@ def test_the_server_keeps_to_its_description(
         )
 
     call()
+
+
+def _documents(path: str, method: str, status: int) -> bool:
+    return str(status) in DOCUMENT["paths"][path][method]["responses"]
+
+
+def test_an_optional_body_refused_for_its_field_is_a_documented_status(
+    plain_http: httpx.Client,
+) -> None:
+    """A route whose body is optional still reads it strictly (section 3.1: ``NaN`` and
+    lone surrogates are 422 ``invalid_field``): the description must list that 422,
+    which the fuzzer's few examples rarely reach."""
+    session = _new_session(plain_http)
+    headers = {
+        "Authorization": f"Bearer {session['client_secret']}",
+        "Content-Type": "application/json",
+    }
+    for path, url in (
+        ("/api/sessions/{session_id}/check", f"/api/sessions/{session['id']}/check"),
+        ("/api/tickets", "/api/tickets"),
+    ):
+        reply = plain_http.post(url, content=b'{"a": NaN}', headers=headers)
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["error"]["code"] == "invalid_field"
+        assert _documents(path, "post", 422), path
+
+
+def test_check_may_answer_a_conflict_and_the_description_says_so() -> None:
+    """``check`` applies the provider's word through the same compare-and-set as every
+    command, which answers 409 ``conflict`` when the session changed too often
+    (section 3.1)."""
+    assert _documents("/api/sessions/{session_id}/check", "post", 409)

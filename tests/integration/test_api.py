@@ -314,6 +314,21 @@ async def test_a_result_for_a_session_paylive_does_not_hold_is_refused_and_told(
     assert "the money may have moved" in server.log()
 
 
+async def test_a_result_for_an_attempt_the_session_lacks_is_refused_each_time_it_comes(
+    http: httpx.AsyncClient,
+) -> None:
+    """404 for an unknown attempt (section 3.2) is there so that the provider sends the
+    event again: it must not be remembered as applied, or its next delivery is a 200
+    ``duplicate`` and the provider stops sending a result paylive never applied."""
+    session, sid = await processing(http)
+    raw, headers = signed(webhook(sid, 2))
+    for _ in range(2):
+        reply = await http.post("/webhooks/sandbox", content=raw, headers=headers)
+        assert reply.status_code == 404 and error_code(reply) == "unknown_attempt", reply.text
+    got = await snapshot(http, sid)
+    assert got["status"] == "processing" and got["seq"] == 1
+
+
 async def test_duplicate_webhooks_apply_once(http: httpx.AsyncClient) -> None:
     session, sid = await processing(http)
     raw, headers = signed(webhook(sid, 1))

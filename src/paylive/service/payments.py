@@ -270,6 +270,11 @@ class PaymentService:
             if exc.code == ErrorCode.NOT_FOUND:
                 _unheld(event_id, session_id, result)
             raise
+        refusal = outcome.decision.refusal
+        if refusal is not None and refusal.code == ErrorCode.UNKNOWN_ATTEMPT:
+            # Answered 404 so that the provider sends it again (docs/protocol.md 3.2):
+            # remembered, its next delivery would be a ``duplicate`` and never applied.
+            return outcome
         await self.engine.put(seen, b"1", self.settings.retention_after_end_ms)
         with context.bound(session=session_id):
             log.info("provider event %s applied: %s", event_id, result.outcome)
