@@ -347,3 +347,22 @@ async def test_events_after_redis_restarts_empty_reach_the_archive(
     finally:
         await archive.close()
         await engine.close()
+
+
+async def test_calls_at_once_before_the_archive_is_reached_make_one_pool(db: Database) -> None:
+    """With PostgreSQL down at start, the follower, the housekeeping, the audit catch-up
+    and requests all find no pool and each made one when it came back: every pool but
+    the last one kept was never closed, its connections held until the process ended
+    (found in a review, 2026-12-07)."""
+    import asyncio
+
+    archive = open_archive(db.url)
+    try:
+        await asyncio.gather(*(archive.mark() for _ in range(6)))
+    finally:
+        await archive.close()
+    held = db.fetch(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        db.name,
+    )[0][0]
+    assert held == 0, f"{held} connections left open by pools no one closes"
