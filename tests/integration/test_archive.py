@@ -366,3 +366,38 @@ async def test_calls_at_once_before_the_archive_is_reached_make_one_pool(db: Dat
         db.name,
     )[0][0]
     assert held == 0, f"{held} connections left open by pools no one closes"
+
+
+async def test_a_page_of_events_skips_none_that_a_trim_moves_to_the_archive_meanwhile(
+    db: Database,
+) -> None:
+    """The events API read where the engine's log starts, then the archive below it,
+    then the engine's log after what the archive gave: another worker's housekeeping
+    trimming the log in between (entries the archive holds) left the page without them,
+    and ``next`` past them, so the shop never saw those events (found in a review,
+    2026-12-07)."""
+    import asyncio
+
+    from paylive.service.reads import Reads
+
+    settings = Settings()
+    engine = MemoryEngine(settings.engine)
+    for i in range(10):
+        await _append(engine, f"ps_page{i}", T0 + i)
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        assert await archive.follow(lambda after: engine.log_read(after, 100)) == 10
+        # (Each event is created 2 ms after its session.)
+        await engine.log_trim(T0 + 6, 10, 100)  # the log now starts at cursor 5
+        reads = Reads(settings.reads, engine, lambda: T0, archive)
+
+        async def trim() -> None:  # another worker's housekeeping, while the page is read
+            await engine.log_trim(T0 + 9, 10, 100)
+
+        page, _ = await asyncio.gather(reads.events(0, 8), trim())
+        assert await engine.log_first() == 8, "the trim ran while the page was read"
+        assert [e["cursor"] for e in page.events] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert page.next == 8
+    finally:
+        await archive.close()
