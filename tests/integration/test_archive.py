@@ -217,6 +217,12 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                 # PostgreSQL's own words (hosts, ports, SQL) stay in the server's log.
                 message = reply.json()["error"]["message"]
                 assert message == "the archive cannot be read now; retry shortly", message
+                # The staff reads that reach the archive say so too; the audit trail's
+                # answered 500 (found in a review, 2026-12-07).
+                for path in ("/api/admin/audit", "/api/admin/search?status=succeeded"):
+                    reply = await http.get(path, headers=admin())
+                    assert reply.status_code == 503, (path, reply.status_code, reply.text)
+                    assert reply.json()["error"]["code"] == "archive_unavailable"
                 # ...but the events log keeps what the archive has not taken yet.
                 events = (await http.get("/api/events", headers=merchant())).json()["events"]
                 assert {e["session"]["id"] for e in events} >= set(ids)
