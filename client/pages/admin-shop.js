@@ -3,6 +3,7 @@
 // admin HTTP API with the token admin.js keeps in this tab.
 
 import { formatAmount } from 'paylive-client';
+import { dayRange } from './admin/model.js';
 
 const TOKEN_KEY = 'paylive.adminToken';
 const REFRESH_MS = 5000;
@@ -43,18 +44,15 @@ function pill(status) {
 
 // Search ----------------------------------------------------------------------
 
-function dayStart(value) {
-  return value ? String(new Date(`${value}T00:00:00`).getTime()) : '';
-}
-
 async function search(event) {
   event.preventDefault();
   const query = new URLSearchParams({ limit: '100' });
   const ref = $('q-ref').value.trim();
   if (ref) query.set(ref.startsWith('ps_') ? 'id' : 'order_id', ref);
   if ($('q-status').value) query.set('status', $('q-status').value);
-  if ($('q-from').value) query.set('from', dayStart($('q-from').value));
-  if ($('q-to').value) query.set('to', String(Number(dayStart($('q-to').value)) + 86400000));
+  const days = dayRange($('q-from').value, $('q-to').value);
+  if (days.from) query.set('from', days.from);
+  if (days.to) query.set('to', days.to);
   const note = $('search-note');
   try {
     const { sessions } = await api(`/api/admin/search?${query}`);

@@ -217,6 +217,12 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                 # PostgreSQL's own words (hosts, ports, SQL) stay in the server's log.
                 message = reply.json()["error"]["message"]
                 assert message == "the archive cannot be read now; retry shortly", message
+                # The staff reads that reach the archive say so too; the audit trail's
+                # answered 500 (found in a review, 2026-12-07).
+                for path in ("/api/admin/audit", "/api/admin/search?status=succeeded"):
+                    reply = await http.get(path, headers=admin())
+                    assert reply.status_code == 503, (path, reply.status_code, reply.text)
+                    assert reply.json()["error"]["code"] == "archive_unavailable"
                 # ...but the events log keeps what the archive has not taken yet.
                 events = (await http.get("/api/events", headers=merchant())).json()["events"]
                 assert {e["session"]["id"] for e in events} >= set(ids)
@@ -347,3 +353,57 @@ async def test_events_after_redis_restarts_empty_reach_the_archive(
     finally:
         await archive.close()
         await engine.close()
+
+
+async def test_calls_at_once_before_the_archive_is_reached_make_one_pool(db: Database) -> None:
+    """With PostgreSQL down at start, the follower, the housekeeping, the audit catch-up
+    and requests all find no pool and each made one when it came back: every pool but
+    the last one kept was never closed, its connections held until the process ended
+    (found in a review, 2026-12-07)."""
+    import asyncio
+
+    archive = open_archive(db.url)
+    try:
+        await asyncio.gather(*(archive.mark() for _ in range(6)))
+    finally:
+        await archive.close()
+    held = db.fetch(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        db.name,
+    )[0][0]
+    assert held == 0, f"{held} connections left open by pools no one closes"
+
+
+async def test_a_page_of_events_skips_none_that_a_trim_moves_to_the_archive_meanwhile(
+    db: Database,
+) -> None:
+    """The events API read where the engine's log starts, then the archive below it,
+    then the engine's log after what the archive gave: another worker's housekeeping
+    trimming the log in between (entries the archive holds) left the page without them,
+    and ``next`` past them, so the shop never saw those events (found in a review,
+    2026-12-07)."""
+    import asyncio
+
+    from paylive.service.reads import Reads
+
+    settings = Settings()
+    engine = MemoryEngine(settings.engine)
+    for i in range(10):
+        await _append(engine, f"ps_page{i}", T0 + i)
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        assert await archive.follow(lambda after: engine.log_read(after, 100)) == 10
+        # (Each event is created 2 ms after its session.)
+        await engine.log_trim(T0 + 6, 10, 100)  # the log now starts at cursor 5
+        reads = Reads(settings.reads, engine, lambda: T0, archive)
+
+        async def trim() -> None:  # another worker's housekeeping, while the page is read
+            await engine.log_trim(T0 + 9, 10, 100)
+
+        page, _ = await asyncio.gather(reads.events(0, 8), trim())
+        assert await engine.log_first() == 8, "the trim ran while the page was read"
+        assert [e["cursor"] for e in page.events] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert page.next == 8
+    finally:
+        await archive.close()

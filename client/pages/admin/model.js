@@ -124,3 +124,15 @@ export class SessionTable {
     }
   }
 }
+
+/** The search form's dates (``YYYY-MM-DD``, days of the browser's clock) as the epoch
+ * ms of ``GET /api/admin/search``: ``from`` where its day starts, ``to`` where the day
+ * after it starts (exclusive); '' for a date not given. The day after is found on the
+ * calendar, not 24 hours on: a day the clocks change has 23 or 25 hours. */
+export function dayRange(from, to) {
+  const start = (value, days = 0) => {
+    const [year, month, day] = value.split('-').map(Number);
+    return String(new Date(year, month - 1, day + days).getTime());
+  };
+  return { from: from ? start(from) : '', to: to ? start(to, 1) : '' };
+}

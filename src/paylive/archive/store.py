@@ -13,6 +13,7 @@ server goes on without it and tries again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,10 +56,20 @@ class Archive:
         self._timeout = timeout_s
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        # One connect at a time: with PostgreSQL down at start, every loop and request
+        # finds no pool, and each would make one when it is back, all but the last kept
+        # never closed (up to ``pool_size`` connections each, held until the process ends).
+        self._connecting = asyncio.Lock()
 
     async def _connect(self) -> asyncpg.Pool:
         if self._pool is not None:
             return self._pool
+        async with self._connecting:
+            if self._pool is None:
+                self._pool = await self._new_pool()
+        return self._pool
+
+    async def _new_pool(self) -> asyncpg.Pool:
         try:
             conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
             try:
@@ -67,7 +78,7 @@ class Archive:
                 await conn.close()
             if applied:
                 log.info("archive: applied migrations %s", ", ".join(applied))
-            self._pool = await asyncpg.create_pool(
+            return await asyncpg.create_pool(
                 self._dsn,
                 min_size=1,
                 max_size=self._pool_size,
@@ -76,7 +87,6 @@ class Archive:
             )
         except _UNAVAILABLE as exc:
             raise ArchiveUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-        return self._pool
 
     async def start(self) -> None:
         """Connect and migrate; PostgreSQL being down is not fatal (the loops retry)."""

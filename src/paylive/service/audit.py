@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..archive import ArchiveUnavailable, AuditQuery, audit_order
 from ..core.codec import dumps_strict
 from ..engine import Engine, EngineUnavailable
+from .reads import unavailable
 
 if TYPE_CHECKING:
     from ..archive.store import Archive
@@ -115,7 +116,12 @@ class AuditTrail:
                 if cut is None and len(found) >= query.limit:
                     cut = min(int(e.get("at") or 0) for e in found.values()) - ORDER_SLACK_MS
         if self.archive is not None and len(found) < query.limit:
-            for entry in await self.archive.audit_search(query):
+            try:
+                archived = await self.archive.audit_search(query)
+            except ArchiveUnavailable as exc:
+                # Not a partial trail that reads as the whole, and not a 500: 503.
+                raise unavailable(exc) from None
+            for entry in archived:
                 found.setdefault(str(entry["id"]), entry)
         entries = [e for e in found.values() if query.matches(e)]
         entries.sort(key=audit_order, reverse=True)

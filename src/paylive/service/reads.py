@@ -196,18 +196,24 @@ class Reads:
     async def events(self, after: int, limit: int) -> EventsPage:
         """Merchant events after the cursor ``after``, in order: from the archive for
         what the engine no longer holds, then from the engine."""
-        out: list[tuple[int, dict[str, Any]]] = []
+        # The engine's log first, then where it starts: another worker may trim it
+        # between two reads, and read the other way round (where it starts, the archive
+        # below that, then the log) the entries trimmed meanwhile were in neither read
+        # and the page skipped them. A trim drops only entries the archive holds, so
+        # whatever the log lacked when read is below ``first``, in the archive.
+        held = await self.engine.log_read(after, limit)
         first = await self.engine.log_first()
+        found: dict[int, dict[str, Any]] = {}
         if after + 1 < first and self.archive is not None:
             try:
                 archived = await self.archive.events(after, limit)
             except ArchiveUnavailable as exc:
                 raise unavailable(exc) from None
-            out = [(cursor, json.loads(raw)) for cursor, raw in archived if cursor < first]
-        if len(out) < limit:
-            since = out[-1][0] if out else after
-            for cursor, entry in await self.engine.log_read(since, limit - len(out)):
-                out.append((cursor, read_log_record(entry)[0]))
+            found = {cursor: json.loads(raw) for cursor, raw in archived if cursor < first}
+        for cursor, entry in held:
+            if cursor not in found:
+                found[cursor] = read_log_record(entry)[0]
+        out = sorted(found.items())[:limit]
         return EventsPage(
             [{"cursor": cursor, **event} for cursor, event in out], out[-1][0] if out else after
         )

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { INTERRUPTION_CAUSES, MinuteCounts, points } from '../../../client/pages/admin/chart.js';
-import { SessionTable, passes } from '../../../client/pages/admin/model.js';
+import { SessionTable, dayRange, passes } from '../../../client/pages/admin/model.js';
 
 const T0 = 1_764_000_000_000;
 
@@ -122,4 +122,21 @@ test("the server's counts seed the chart and replace the page's own for their mi
 
 test('chart points span the box, the highest value at the top', () => {
   assert.equal(points([0, 5, 10], 600, 100, 10), '0.0,100.0 300.0,50.0 600.0,0.0');
+});
+
+test("the search's dates are whole days of the browser's clock, the day clocks change too", () => {
+  const zone = process.env.TZ;
+  process.env.TZ = 'Europe/Berlin';
+  try {
+    // 2026-10-25 has 25 hours in Berlin (back from summer time), 2026-03-29 has 23.
+    const autumn = dayRange('2026-10-25', '2026-10-25');
+    assert.equal(autumn.from, String(Date.UTC(2026, 9, 24, 22)));
+    assert.equal(autumn.to, String(Date.UTC(2026, 9, 25, 23)), 'its last hour is searched');
+    const spring = dayRange('2026-03-29', '2026-03-29');
+    assert.equal(spring.to, String(Date.UTC(2026, 2, 29, 22)), 'no hour of the day after');
+    assert.deepEqual(dayRange('', ''), { from: '', to: '' });
+  } finally {
+    if (zone === undefined) delete process.env.TZ;
+    else process.env.TZ = zone;
+  }
 });
