@@ -812,7 +812,7 @@ def _staff_source(env: Mapping[str, str]) -> tuple[str, str | None]:
     if not path:
         return "PAYLIVE_STAFF_TOKENS", raw
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a byte order mark is no name
             text = handle.read(64 * 1024).strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
@@ -1053,7 +1053,10 @@ def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
         if len(raw) > _MAX_SECRET_FILE_BYTES:
             raise SettingsError(f"{file_name} names a file over 64 KiB ({path!r})")
         try:
-            text = raw.decode("utf-8").strip()
+            # utf-8-sig: Notepad and Windows PowerShell open a UTF-8 file with a byte
+            # order mark, which strip() keeps (U+FEFF is no whitespace): the first key
+            # would start with it and match nothing a client sends.
+            text = raw.decode("utf-8-sig").strip()
         except UnicodeDecodeError:
             raise SettingsError(f"{file_name} names a file that is not UTF-8 text") from None
         if not text:
