@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -178,6 +179,39 @@ async def test_a_request_id_that_is_not_sensible_is_replaced(http: httpx.AsyncCl
     bad_parent = await http.get("/healthz", headers={"traceparent": "00-" + "0" * 32 + "-1-01"})
     assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", bad_parent.headers["traceparent"])
     assert "0" * 32 not in bad_parent.headers["traceparent"]
+
+
+async def test_a_client_secret_sent_as_a_session_id_is_in_no_log_line_nor_span(
+    server: Server, http: httpx.AsyncClient, spans_path: Path
+) -> None:
+    """A page that puts its client secret where the session id goes (``ps_..._secret_...``
+    in the path of a request or a socket): the path is the client's, and so is the
+    session id read from it; neither carries the secret to the log's fields or a span."""
+    session = await create(http, order_id="secret-in-path")
+    secret = session["client_secret"]
+    mac = secret.rpartition("_secret_")[2]
+    reply = await http.get(f"/api/sessions/{secret}", headers={"X-Request-Id": "leaky-0001"})
+    assert reply.status_code in (401, 404), reply.text
+    with contextlib.suppress(Exception):
+        conn = await connect(
+            f"{server.ws_url}/ws/sessions/{secret}?token={secret}",
+            additional_headers={"X-Request-Id": "leaky-0002"},
+            open_timeout=5,
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.recv(), 2)
+        await conn.close()
+
+    def written() -> bool:
+        return any(
+            s["attributes"].get("paylive.request_id") == "leaky-0001" for s in spans(spans_path)
+        ) and any(line.get("request_id") == "leaky-0002" for line in log_lines(server))
+
+    await until(written)
+    leaks = [line for line in server.log().splitlines() if mac in line]
+    assert not leaks, leaks
+    leaks = [json.dumps(s) for s in spans(spans_path) if mac in json.dumps(s)]
+    assert not leaks, leaks
 
 
 async def test_metrics_need_their_token(http: httpx.AsyncClient) -> None:

@@ -22,11 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from uvicorn.logging import AccessFormatter
 
 from paylive.core.machine import Cancel, ProviderResult, StartAttempt
-from paylive.server import logs
 from paylive.server.logs import JsonAccessFormatter, JsonFormatter, RedactTokens, log_config
 from paylive.service.payments import PaymentService
 from paylive.settings import SettingsError, load_settings
-from paylive.telemetry import context, tracing
+from paylive.telemetry import context, redaction, tracing
 from paylive.telemetry.context import TraceContext
 
 from .test_service import CARD, Clock, ScriptedGateway, run_effects
@@ -401,8 +400,8 @@ _FRAGMENTS = [
 def test_a_line_redact_skips_holds_no_secret(text: str) -> None:
     """``redact`` returns a line untouched after one search when none of its markers
     is in it: no pattern it would have applied may match such a line."""
-    if logs._SUSPECT.search(text) is None:
-        assert logs._QUERY_PAIR.search(text) is None
-        for pattern, _ in logs._PATTERNS:
+    if redaction._SUSPECT.search(text) is None:
+        assert redaction._QUERY_PAIR.search(text) is None
+        for pattern, _ in redaction._PATTERNS:
             assert pattern.search(text) is None, (pattern.pattern, text)
-    assert logs.redact(text) == logs.redact(logs.redact(text))
+    assert redaction.redact(text) == redaction.redact(redaction.redact(text))
