@@ -4,6 +4,7 @@ scripted provider), and paylive without OpenTelemetry in a fresh interpreter."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -219,6 +220,31 @@ def test_json_lines_keep_tokens_out() -> None:
     assert (line["method"], line["status"], line["event"]) == ("GET", 101, "http.request")
     bearer = json.loads(JsonFormatter().format(_record("sent Bearer abc123 and %s", "sk_live_x1")))
     assert "abc123" not in bearer["event"] and "sk_live_x1" not in bearer["event"]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_traceback_keeps_tokens_out_in_both_formats(log_format: str) -> None:
+    """An exception's message is the caller's text (a URL, a header): the handler
+    ``paylive serve`` configures writes its traceback redacted, in the text format as
+    in JSON."""
+    secret = "ps_abc_secret_0123456789abcdef"
+    config = log_config("info", log_format)
+    made = config["formatters"]["default"]
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(made["format"])
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactTokens())
+    try:
+        raise ValueError(f"no session at /ws/sessions/ps_abc?token={secret}, Bearer {secret}")
+    except ValueError:
+        record = logging.LogRecord(
+            "paylive.web", logging.ERROR, __file__, 1, "a socket failed", (), sys.exc_info()
+        )
+    handler.handle(record)
+    written = out.getvalue()
+    assert "ValueError: no session at" in written
+    assert secret not in written, written
 
 
 def test_a_bearer_placeholder_keeps_its_argument_and_the_line_stays_whole() -> None:

@@ -27,6 +27,9 @@ def _redact_arg(value: Any) -> Any:
     return redact(value) if isinstance(value, str) else value
 
 
+_TRACEBACKS = logging.Formatter()
+
+
 class RedactTokens(logging.Filter):
     """Redacts the format string and each argument; then, when a secret shows only
     once they are put together (``"Bearer %s"`` and the token as its argument), the
@@ -42,6 +45,13 @@ class RedactTokens(logging.Filter):
             record.args = tuple(_redact_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        # An exception's message is often the caller's text (a URL, a header). A
+        # formatter writes the traceback from ``exc_text`` when it is set, so setting
+        # it redacted here keeps the secret out of the text format as out of JSON's.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         if record.args and isinstance(record.msg, str):
             try:
                 line = record.getMessage()
