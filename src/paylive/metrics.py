@@ -138,7 +138,8 @@ IN_FLIGHT_LIMIT = Gauge(
     "paylive_in_flight_limit",
     "The worker's current bound on commands in flight (adaptive: follows latency)",
     registry=REGISTRY,
-    multiprocess_mode="all",
+    # "live": a dead worker's bound leaves with its files (``render``), not listed for ever.
+    multiprocess_mode="liveall",
 )
 PROVIDER_DEADLINE = Counter(
     "paylive_provider_deadline_total",
@@ -291,24 +292,30 @@ def socket_command(kind: str, seconds: float) -> None:
     SOCKET_COMMANDS.labels(kind).observe(seconds)
 
 
-def _live_workers(directory: str) -> list[int]:
-    """The process ids with files in the multiprocess directory that are still running."""
+def _workers(directory: str) -> tuple[list[int], list[int]]:
+    """The process ids with files in the multiprocess directory: those still running,
+    and those that are not."""
     pids: set[int] = set()
     for name in os.listdir(directory):
         stem = name.rpartition(".")[0]
         tail = stem.rpartition("_")[2]
         if tail.isdigit():
             pids.add(int(tail))
-    alive = []
+    alive, dead = [], []
     for pid in sorted(pids):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
+            dead.append(pid)
             continue
         except PermissionError:
             pass
         alive.append(pid)
-    return alive
+    return alive, dead
+
+
+def _live_workers(directory: str) -> list[int]:
+    return _workers(directory)[0]
 
 
 def _constant(pid: int) -> Callable[[], int]:
@@ -343,6 +350,13 @@ def render() -> bytes:
     if directory:
         from prometheus_client import multiprocess
 
+        # The client library sums a "live" gauge's files until someone says the process
+        # is dead; nobody else does. A worker killed (out of memory, a hung one killed
+        # by the supervisor) would keep its sockets and commands in flight in the sums
+        # for ever, and its bound listed. Its counters and histograms stay: they count
+        # what happened.
+        for pid in _workers(directory)[1]:
+            multiprocess.mark_process_dead(pid, directory)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
         merged.register(WorkerProcesses(directory))

@@ -588,35 +588,47 @@ def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _shown_url(url: str) -> str:
+    """``url`` for an error message, which ``paylive check`` prints into CI logs: its
+    credentials (before an ``@``) and its query (a token) left out."""
+    url = url.partition("?")[0].partition("#")[0]
+    if "@" not in url:
+        return url
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}{sep}***@{url.rpartition('@')[2]}" if sep else f"***@{url.rpartition('@')[2]}"
+
+
 def _redis_url(name: str, raw: str) -> str:
     url = raw.strip()
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{name} must start with redis://, rediss:// or unix://, got {url!r}")
+        raise SettingsError(
+            f"{name} must start with redis://, rediss:// or unix://, got {_shown_url(url)!r}"
+        )
     return url
 
 
 def _web_url(name: str, raw: str) -> str:
     url = raw.strip()
+    shown = _shown_url(url)
     if not url.startswith(("http://", "https://")):
-        raise SettingsError(f"{name} must start with http:// or https://, got {url!r}")
+        raise SettingsError(f"{name} must start with http:// or https://, got {shown!r}")
     # A host and, if given, a port a client can use: a URL no post can be made to (a
     # mistyped port, an unclosed bracket) stops the server here, not every post later.
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises for a port out of range or not a number
     except ValueError as exc:
-        raise SettingsError(f"{name} is not a usable URL ({exc}), got {url!r}") from None
+        raise SettingsError(f"{name} is not a usable URL ({exc}), got {shown!r}") from None
     if not parts.hostname:
-        raise SettingsError(f"{name} has no host, got {url!r}")
+        raise SettingsError(f"{name} has no host, got {shown!r}")
     return url
 
 
 def _database_url(name: str, raw: str) -> str:
     url = raw.strip()
     if not url.startswith(("postgres://", "postgresql://")):
-        # Only what follows the credentials is shown: the URL may hold a password.
         raise SettingsError(
-            f"{name} must start with postgresql:// or postgres://, got {url.split('@')[-1]!r}"
+            f"{name} must start with postgresql:// or postgres://, got {_shown_url(url)!r}"
         )
     return url
 
@@ -812,7 +824,7 @@ def _staff_source(env: Mapping[str, str]) -> tuple[str, str | None]:
     if not path:
         return "PAYLIVE_STAFF_TOKENS", raw
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a byte order mark is no name
             text = handle.read(64 * 1024).strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
@@ -1053,7 +1065,10 @@ def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
         if len(raw) > _MAX_SECRET_FILE_BYTES:
             raise SettingsError(f"{file_name} names a file over 64 KiB ({path!r})")
         try:
-            text = raw.decode("utf-8").strip()
+            # utf-8-sig: Notepad and Windows PowerShell open a UTF-8 file with a byte
+            # order mark, which strip() keeps (U+FEFF is no whitespace): the first key
+            # would start with it and match nothing a client sends.
+            text = raw.decode("utf-8-sig").strip()
         except UnicodeDecodeError:
             raise SettingsError(f"{file_name} names a file that is not UTF-8 text") from None
         if not text:

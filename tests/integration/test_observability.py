@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import re
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -178,6 +181,39 @@ async def test_a_request_id_that_is_not_sensible_is_replaced(http: httpx.AsyncCl
     assert "0" * 32 not in bad_parent.headers["traceparent"]
 
 
+async def test_a_client_secret_sent_as_a_session_id_is_in_no_log_line_nor_span(
+    server: Server, http: httpx.AsyncClient, spans_path: Path
+) -> None:
+    """A page that puts its client secret where the session id goes (``ps_..._secret_...``
+    in the path of a request or a socket): the path is the client's, and so is the
+    session id read from it; neither carries the secret to the log's fields or a span."""
+    session = await create(http, order_id="secret-in-path")
+    secret = session["client_secret"]
+    mac = secret.rpartition("_secret_")[2]
+    reply = await http.get(f"/api/sessions/{secret}", headers={"X-Request-Id": "leaky-0001"})
+    assert reply.status_code in (401, 404), reply.text
+    with contextlib.suppress(Exception):
+        conn = await connect(
+            f"{server.ws_url}/ws/sessions/{secret}?token={secret}",
+            additional_headers={"X-Request-Id": "leaky-0002"},
+            open_timeout=5,
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.recv(), 2)
+        await conn.close()
+
+    def written() -> bool:
+        return any(
+            s["attributes"].get("paylive.request_id") == "leaky-0001" for s in spans(spans_path)
+        ) and any(line.get("request_id") == "leaky-0002" for line in log_lines(server))
+
+    await until(written)
+    leaks = [line for line in server.log().splitlines() if mac in line]
+    assert not leaks, leaks
+    leaks = [json.dumps(s) for s in spans(spans_path) if mac in json.dumps(s)]
+    assert not leaks, leaks
+
+
 async def test_metrics_need_their_token(http: httpx.AsyncClient) -> None:
     refused = await http.get("/metrics")
     assert refused.status_code == 401
@@ -332,6 +368,64 @@ async def test_a_socket_payment_on_two_workers_is_one_trace(
         if s.name.endswith("_count") and s.labels["type"] == "pay"
     ]
     assert pay and pay[0].value == 1
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+async def test_a_killed_worker_leaves_nothing_in_the_live_gauges(tmp_path: Path) -> None:
+    """A worker killed (OOM, SIGKILL) with a socket open is replaced by the supervisor;
+    its socket is gone with it, so the sum is 0 again and its in-flight bound is no
+    longer listed: a dead worker's gauges are not added up for ever."""
+    redis = start_redis(tmp_path / "redis")
+    env = {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_METRICS_TOKEN": METRICS_TOKEN}
+    auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    try:
+        with Server(env, workers=2) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+
+                async def scrape() -> dict[str, Any]:
+                    return _families((await http.get("/metrics", headers=auth)).text)
+
+                def workers(families: dict[str, Any]) -> set[str]:
+                    samples = families["process_cpu_seconds"].samples
+                    return {s.labels["worker"] for s in samples}
+
+                def sockets(families: dict[str, Any]) -> float:
+                    # No family at all once no live worker has written one.
+                    family = families.get("paylive_sockets_open")
+                    return sum(s.value for s in family.samples) if family else 0
+
+                session = await create(http, order_id="killed-worker")
+                conn = await connect(session_url(srv.ws_url, session), open_timeout=5)
+                try:
+                    await conn.recv()  # the snapshot: the socket is counted by now
+                    before = await scrape()
+                    assert sockets(before) == 1
+                    old = workers(before)
+                    assert len(old) == 2, old
+                    for pid in old:
+                        os.kill(int(pid), signal.SIGKILL)
+                finally:
+                    await conn.close()
+
+                async def replaced() -> dict[str, Any] | None:
+                    try:
+                        families = await scrape()
+                    except httpx.HTTPError:
+                        return None
+                    new = workers(families)
+                    return families if len(new) == 2 and not new & old else None
+
+                after = await until(replaced, timeout=30)
+                assert sockets(after) == 0
+                limits = after["paylive_in_flight_limit"].samples
+                bounds = {s.labels["pid"] for s in limits}
+                assert bounds <= workers(after), bounds
+    finally:
+        redis.stop()
 
 
 # OTLP: the standard exporter, to a collector ------------------------------------------------

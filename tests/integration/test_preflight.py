@@ -3,6 +3,7 @@ real PostgreSQL database of the test's own, localstripe for Stripe."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from ..support.ports import free_port
 from ..support.postgres import Database
 
 BASE = {"PAYLIVE_SECRET": "preflight-secret-0123456789"}
+# A Standard Webhooks secret: whsec_ and the base64 of 24 bytes.
+SHOP_SECRET = "whsec_" + base64.b64encode(b"shop-webhook-secret-0123").decode()
 
 
 def paylive(
@@ -101,6 +104,30 @@ def test_a_bad_setting_exits_2_naming_it() -> None:
     done = paylive("check", env={"PAYLIVE_MAX_ATTEMPTS": "many"})
     assert done.returncode == 2
     assert "PAYLIVE_MAX_ATTEMPTS" in done.stdout
+
+
+def test_a_url_holding_a_password_is_never_printed_whole() -> None:
+    """``paylive check`` runs in CI, whose logs many can read: a Redis URL refused for its
+    scheme, a shop's webhook URL refused for its port, and one accepted (shown in the
+    summary) are named without their password or token."""
+    password = "hunter2-redis-pw"
+    done = paylive(
+        "check", env={**BASE, "PAYLIVE_REDIS_URL": f"redis-tls://:{password}@cache:6380/0"}
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PAYLIVE_REDIS_URL" in done.stdout and "cache:6380" in done.stdout, done.stdout
+    assert password not in done.stdout + done.stderr, done.stdout
+    hooks = {"PAYLIVE_MERCHANT_WEBHOOK_SECRET": SHOP_SECRET}
+    url = f"https://shop:{password}@shop.example:99999/hooks"
+    done = paylive("check", env={**BASE, **hooks, "PAYLIVE_MERCHANT_WEBHOOK_URL": url})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PAYLIVE_MERCHANT_WEBHOOK_URL" in done.stdout, done.stdout
+    assert password not in done.stdout + done.stderr, done.stdout
+    url = f"https://shop:{password}@shop.example/hooks?token=tok-{password}"
+    done = paylive("check", env={**BASE, **hooks, "PAYLIVE_MERCHANT_WEBHOOK_URL": url})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "merchant webhooks to https://shop:***@shop.example/hooks" in done.stdout
+    assert password not in done.stdout + done.stderr, done.stdout
 
 
 MIGRATIONS = Path(paylive_archive.__file__).parent / "migrations"

@@ -77,3 +77,16 @@ def test_serve_refuses_a_variable_and_its_file_naming_both(tmp_path: Path) -> No
         assert "PAYLIVE_API_KEY and PAYLIVE_API_KEY_FILE are both set" in str(caught.value)
     finally:
         server.close()
+
+
+def test_a_secret_file_saved_with_a_byte_order_mark_holds_the_secret(tmp_path: Path) -> None:
+    """Notepad and Windows PowerShell's ``Set-Content -Encoding utf8`` open a UTF-8 file
+    with a byte order mark (and end lines with CRLF): the key is the text after it, not
+    a key that starts with an invisible U+FEFF and matches nothing sent."""
+    key_file = tmp_path / "api_key"
+    key_file.write_bytes(f"{NEW},{OLD}\r\n".encode("utf-8-sig"))
+    env = {"PAYLIVE_API_KEY_FILE": str(key_file), "PAYLIVE_SECRET": NEW_SIGN}
+    with Server(env, secrets=False) as server, httpx.Client(base_url=server.url) as http:
+        for key in (NEW, OLD):
+            reply = http.post("/api/sessions", json=ORDER, headers=bearer(key))
+            assert reply.status_code == 201, reply.text

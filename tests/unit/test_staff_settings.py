@@ -59,6 +59,14 @@ def test_bad_entries_are_refused_by_name(value: str, named: str) -> None:
     assert VERA not in str(caught.value), "a token is never printed"
 
 
+def test_a_staff_file_with_a_byte_order_mark_is_read_as_its_text(tmp_path: Path) -> None:
+    # As Notepad saves UTF-8: the mark is no part of the first staff member's name.
+    path = tmp_path / "staff"
+    path.write_bytes(f"vera:viewer:{VERA}\r\n".encode("utf-8-sig"))
+    s = load_settings({"PAYLIVE_STAFF_TOKENS_FILE": str(path)})
+    assert s.staff_tokens == (("vera", "viewer", VERA),)
+
+
 def test_a_missing_file_or_both_set_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="PAYLIVE_STAFF_TOKENS_FILE"):
         load_settings({"PAYLIVE_STAFF_TOKENS_FILE": str(tmp_path / "none")})

@@ -4,6 +4,7 @@ scripted provider), and paylive without OpenTelemetry in a fresh interpreter."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -22,11 +23,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from uvicorn.logging import AccessFormatter
 
 from paylive.core.machine import Cancel, ProviderResult, StartAttempt
-from paylive.server import logs
 from paylive.server.logs import JsonAccessFormatter, JsonFormatter, RedactTokens, log_config
 from paylive.service.payments import PaymentService
 from paylive.settings import SettingsError, load_settings
-from paylive.telemetry import context, tracing
+from paylive.telemetry import context, redaction, tracing
 from paylive.telemetry.context import TraceContext
 
 from .test_service import CARD, Clock, ScriptedGateway, run_effects
@@ -222,6 +222,31 @@ def test_json_lines_keep_tokens_out() -> None:
     assert "abc123" not in bearer["event"] and "sk_live_x1" not in bearer["event"]
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_traceback_keeps_tokens_out_in_both_formats(log_format: str) -> None:
+    """An exception's message is the caller's text (a URL, a header): the handler
+    ``paylive serve`` configures writes its traceback redacted, in the text format as
+    in JSON."""
+    secret = "ps_abc_secret_0123456789abcdef"
+    config = log_config("info", log_format)
+    made = config["formatters"]["default"]
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(made["format"])
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactTokens())
+    try:
+        raise ValueError(f"no session at /ws/sessions/ps_abc?token={secret}, Bearer {secret}")
+    except ValueError:
+        record = logging.LogRecord(
+            "paylive.web", logging.ERROR, __file__, 1, "a socket failed", (), sys.exc_info()
+        )
+    handler.handle(record)
+    written = out.getvalue()
+    assert "ValueError: no session at" in written
+    assert secret not in written, written
+
+
 def test_a_bearer_placeholder_keeps_its_argument_and_the_line_stays_whole() -> None:
     """``"Bearer %s"`` in a format string: the redactor once took the ``%s`` for the
     token, which left an argument without a place (the line failed to format) and
@@ -401,8 +426,8 @@ _FRAGMENTS = [
 def test_a_line_redact_skips_holds_no_secret(text: str) -> None:
     """``redact`` returns a line untouched after one search when none of its markers
     is in it: no pattern it would have applied may match such a line."""
-    if logs._SUSPECT.search(text) is None:
-        assert logs._QUERY_PAIR.search(text) is None
-        for pattern, _ in logs._PATTERNS:
+    if redaction._SUSPECT.search(text) is None:
+        assert redaction._QUERY_PAIR.search(text) is None
+        for pattern, _ in redaction._PATTERNS:
             assert pattern.search(text) is None, (pattern.pattern, text)
-    assert logs.redact(text) == logs.redact(logs.redact(text))
+    assert redaction.redact(text) == redaction.redact(redaction.redact(text))

@@ -2,8 +2,7 @@
 ``ticket``) values, headers their bearer values, before any handler sees the record
 (the access log included).
 
-A query key is compared once decoded, as the app reads it: ``?%74oken=`` and
-``?t%6Fken=`` are ``token`` to Starlette, so they are to the redactor too.
+What is redacted, and how, is ``telemetry.redaction``'s: spans are redacted the same way.
 
 Lines are text for a terminal, or with ``PAYLIVE_LOG_FORMAT=json`` one JSON object
 each: time, level, logger, event (the message), worker (the process id), and the
@@ -17,56 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from typing import Any
-from urllib.parse import unquote_plus
 
 from ..telemetry import context
-
-# key=value in a query string (or a form body); the key as sent, percent-encoded or not.
-_QUERY_PAIR = re.compile(r"(?P<lead>[?&;\s])(?P<key>[^=&;\s\"'#?]+)=(?P<value>[^&;\s\"'#]*)")
-# A ticket opens a stream for a minute (web/tickets.py): short-lived, still a credential.
-_SECRET_KEYS = frozenset({"token", "secret", "client_secret", "api_key", "access_token", "ticket"})
-# A %-placeholder of a log format string ("Bearer %s"): the token is in the arguments,
-# and the line is redacted again once formatted (``RedactTokens``).
-_PLACEHOLDER = r"%(?:\([^)]*\))?[-#0 +]*[0-9*]*(?:\.[0-9*]+)?[diouxXeEfFgGcrsa%]"
-_PATTERNS = (
-    (re.compile(rf"(Bearer\s+)(?!{_PLACEHOLDER})[^\s\"',]+", re.IGNORECASE), r"\1[redacted]"),
-    (
-        re.compile(r"ps_[A-Za-z0-9]+(?:_|%5f)secret(?:_|%5f)[A-Za-z0-9_\-%]+", re.IGNORECASE),
-        "[redacted client secret]",
-    ),
-    # A Stripe PaymentIntent's client secret (the page's, for 3-D Secure) and API keys.
-    (re.compile(r"pi_[A-Za-z0-9]+_secret_[A-Za-z0-9]+"), "[redacted payment secret]"),
-    (re.compile(r"\b(?:sk|rk|whsec)_[A-Za-z0-9_]+"), "[redacted stripe secret]"),
-)
-
-
-def _redact_pair(match: re.Match[str]) -> str:
-    key = unquote_plus(match["key"]).strip().lower()
-    if key in _SECRET_KEYS:
-        return f"{match['lead']}{match['key']}=[redacted]"
-    return match.group(0)
-
-
-# Every pattern above needs one of these in the text: a line without any (most access
-# lines) is returned as it is, after one search instead of five substitutions. The
-# access log was a seventh of a worker's CPU under load, most of it redacting.
-_SUSPECT = re.compile(r"=|bearer|secret|sk_|rk_|whsec_", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    if not _SUSPECT.search(text):
-        return text
-    text = _QUERY_PAIR.sub(_redact_pair, text)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+from ..telemetry.redaction import redact
 
 
 def _redact_arg(value: Any) -> Any:
     return redact(value) if isinstance(value, str) else value
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 class RedactTokens(logging.Filter):
@@ -84,6 +45,13 @@ class RedactTokens(logging.Filter):
             record.args = tuple(_redact_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        # An exception's message is often the caller's text (a URL, a header). A
+        # formatter writes the traceback from ``exc_text`` when it is set, so setting
+        # it redacted here keeps the secret out of the text format as out of JSON's.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         if record.args and isinstance(record.msg, str):
             try:
                 line = record.getMessage()
@@ -111,12 +79,14 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             "worker": os.getpid(),
         }
+        # Both come from the client (a header, a path): a page that puts its client
+        # secret where the session id goes must not have it written here.
         request = context.request_id.get()
         if request is not None:
-            out["request_id"] = request
+            out["request_id"] = redact(request)
         session = context.session_id.get()
         if session is not None:
-            out["session_id"] = session
+            out["session_id"] = redact(session)
         trace = context.trace.get()
         if trace is not None:
             out["trace_id"] = trace.trace_id

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..settings import Settings, SettingsError, load_settings
+from ..telemetry.redaction import redact
 
 # Exit codes: 0 all good, 1 a service failed, 2 the configuration itself is wrong.
 OK, FAILED, BAD_CONFIG = 0, 1, 2
@@ -163,7 +164,8 @@ def summary(settings: Settings) -> Outcome:
     engine = "redis" if settings.redis_url else "memory (one process)"
     parts = [f"env {settings.env}", f"engine {engine}", f"gateway {settings.gateway}"]
     if settings.merchant_webhook_url:
-        parts.append(f"merchant webhooks to {settings.merchant_webhook_url}")
+        # The shop's URL may carry its own credentials: a password, a ?token=.
+        parts.append(f"merchant webhooks to {shown(redact(settings.merchant_webhook_url))}")
     if settings.generated:
         parts.append("generated at start: " + ", ".join(settings.generated))
     return Outcome("settings", True, "; ".join(parts))

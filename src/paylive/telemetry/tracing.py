@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import context
 from .context import TraceContext
+from .redaction import redact
 
 if TYPE_CHECKING:
     from ..settings import TelemetrySettings
@@ -36,7 +37,7 @@ class Span:
 
     def set(self, key: str, value: Attribute | None) -> None:
         if self._otel is not None and value is not None:
-            self._otel.set_attribute(key, value)
+            self._otel.set_attribute(key, _clean(value))
 
     def rename(self, name: str) -> None:
         if self._otel is not None:
@@ -48,6 +49,12 @@ class Span:
             from opentelemetry.trace import Status, StatusCode
 
             self._otel.set_status(Status(StatusCode.ERROR, description))
+
+
+def _clean(value: Attribute) -> Attribute:
+    """A span leaves the process as a log line does: a path or a session id read from
+    it is the client's, and may hold a token (a client secret where the id goes)."""
+    return redact(value) if isinstance(value, str) else value
 
 
 # The innermost span of the work in progress, for ``annotate``.
@@ -134,10 +141,10 @@ class span:  # noqa: N801 - used as a function: ``with tracing.span(...) as s``
         otel = self._otel = start(_tracer, self._name, self._kind, parent)
         session = context.session_id.get()
         if session is not None:
-            otel.set_attribute(SESSION_ATTRIBUTE, session)
+            otel.set_attribute(SESSION_ATTRIBUTE, _clean(session))
         for key, value in (self._attributes or {}).items():
             if value is not None:
-                otel.set_attribute(key, value)
+                otel.set_attribute(key, _clean(value))
         made = otel.get_span_context()
         self._token = context.trace.set(
             TraceContext(
