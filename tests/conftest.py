@@ -51,46 +51,53 @@ sys.dont_write_bytecode = False
 # so that every process computes the same one). A part costs a server start and, for
 # the fuzz file, a schema load and a first Hypothesis run: two parts, not more.
 SPLIT = {"tests/fuzz/test_openapi.py": 2, "tests/browser/test_accessibility.py": 2}
-# Files whose tests share nothing (each starts its own servers): every test is a group.
-EACH = {"tests/load/test_bench.py"}
+# Files whose tests share nothing (each starts its own servers or tools): every test is
+# a group.
+EACH = {"tests/load/test_bench.py", "tests/js/test_client_js.py"}
 
 # The groups that take longest (wall seconds of a run of the whole suite on the 2-core
 # machine, docs/testing.md) are handed out first, so that no long file starts last and
 # keeps one process busy alone at the end. Files not listed are short and keep their
 # collection order after these.
 LONGEST_FIRST = [
-    "tests/load/test_bench.py",  # 35 + 22 + 8 s, one test a group
-    "tests/browser/test_accessibility.py",  # 65 s in two parts
-    "tests/fuzz/test_openapi.py",  # 50-70 s in two parts
-    "tests/browser/test_browser.py",
-    "tests/integration/test_scaleout.py",
-    "tests/integration/test_slow_clients.py",
-    "tests/load/test_restart.py",
-    "tests/integration/test_hardening.py",
-    "tests/browser/test_transports.py",
-    "tests/integration/test_sockets.py",
-    "tests/integration/test_effects.py",
-    "tests/integration/test_stripe.py",
-    "tests/browser/test_screenshots.py",
-    "tests/integration/test_streams.py",
-    "tests/js/test_client_js.py",
-    "tests/engine/test_engine.py",
+    # Measured 2026-12-07 in a fresh clone (wall seconds, 4,041 tests).
+    "tests/load/test_bench.py",  # 56 s, one test a group
+    "tests/browser/test_accessibility.py",  # 50 s in two parts
+    "tests/fuzz/test_openapi.py",  # 47 s in two parts
+    "tests/js/test_client_js.py",  # 29 s, one test a group
+    "tests/integration/test_scaleout.py",  # 27
+    "tests/integration/test_stripe.py",  # 27
     "tests/test_style.py",  # mypy without its cache, as on a fresh clone: 15-25 s
-    "tests/browser/test_receipt.py",
-    "tests/browser/test_dashboard_work.py",
-    "tests/load/test_load.py",
-    "tests/integration/test_observability.py",
-    "tests/integration/test_merchant_webhooks.py",
-    "tests/integration/test_preflight.py",
-    "tests/integration/test_archive.py",
-    "tests/browser/test_stripe_checkout.py",
-    "tests/integration/test_refunds.py",
-    "tests/test_package.py",
-    "tests/unit/test_properties.py",
-    "tests/integration/test_receipt.py",
-    "tests/integration/test_review_queue.py",
-    "tests/load/test_serverstats.py",
-    "tests/integration/test_overload.py",
+    "tests/browser/test_browser.py",  # 22
+    "tests/integration/test_edges.py",  # 22
+    "tests/integration/test_slow_clients.py",  # 21
+    "tests/integration/test_effects.py",  # 21
+    "tests/integration/test_sockets.py",  # 20
+    "tests/integration/test_observability.py",  # 19
+    "tests/integration/test_drain.py",  # 19
+    "tests/integration/test_streams.py",  # 18
+    "tests/integration/test_review_queue.py",  # 18
+    "tests/load/test_restart.py",  # 18
+    "tests/browser/test_screenshots.py",  # 17
+    "tests/browser/test_transports.py",  # 16
+    "tests/engine/test_engine.py",  # 16
+    "tests/integration/test_merchant_webhooks.py",  # 16
+    "tests/integration/test_archive.py",  # 15
+    "tests/browser/test_receipt.py",  # 15
+    "tests/integration/test_refunds.py",  # 14
+    "tests/integration/test_hardening.py",  # 14
+    "tests/load/test_load.py",  # 14
+    "tests/browser/test_dashboard_staff.py",  # 13
+    "tests/engine/test_effect_lease.py",  # 13
+    "tests/browser/test_dashboard_work.py",  # 12
+    "tests/unit/test_properties.py",  # 12
+    "tests/load/test_serverstats.py",  # 12
+    "tests/test_package.py",  # 12
+    "tests/integration/test_preflight.py",  # 11
+    "tests/integration/test_receipt.py",  # 9
+    "tests/test_suite_layout.py",  # 8
+    "tests/browser/test_stripe_checkout.py",  # 8
+    "tests/integration/test_overload.py",  # 8
 ]
 
 
