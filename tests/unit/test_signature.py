@@ -33,3 +33,13 @@ def test_bad_signatures_are_refused(
 ) -> None:
     with pytest.raises(SignatureError, match=message):
         verify(header, body, ["the-secret-0123456789"], now, 300)
+
+
+@pytest.mark.parametrize("written", ["1_764_000_000", "+1764000000", "١٧٦٤٠٠٠٠٠٠", "0x6923C400"])
+def test_a_timestamp_not_in_ascii_digits_is_refused(written: str) -> None:
+    # The HMAC covers "<t>.<raw body>" with t as the sender wrote it. int() reads the
+    # first three as this decimal, whose signature this is: a t= other than the one
+    # signed was taken (the last was refused already).
+    signed = signature_header("the-secret-0123456789", NOW, BODY).partition(",")[2]
+    with pytest.raises(SignatureError, match="not an integer"):
+        verify(f"t={written},{signed}", BODY, ["the-secret-0123456789"], NOW, 300)

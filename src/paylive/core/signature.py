@@ -41,10 +41,11 @@ def verify(
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         if name == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                raise SignatureError("the signature timestamp is not an integer") from None
+            # ASCII digits only: int() also reads "1_000", " 1000" and other scripts'
+            # digits, a t= other than the "<t>" the sender signed (docs/protocol.md 3.2).
+            if not (value.isascii() and value.isdigit()):
+                raise SignatureError("the signature timestamp is not an integer")
+            timestamp = int(value)
         elif name == "v1" and value:
             candidates.append(value.lower())
     if timestamp is None or not candidates:
