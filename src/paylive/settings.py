@@ -825,9 +825,14 @@ def _staff_source(env: Mapping[str, str]) -> tuple[str, str | None]:
         return "PAYLIVE_STAFF_TOKENS", raw
     try:
         with open(path, encoding="utf-8-sig") as handle:  # a byte order mark is no name
-            text = handle.read(64 * 1024).strip()
+            text = handle.read(_MAX_SECRET_FILE_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE cannot be read: {exc}") from None
+    if len(text) > _MAX_SECRET_FILE_BYTES:
+        # Refused, as every other secret file is: cut at the bound, the staff past it
+        # would be left out without a word, and the last token be a shorter one.
+        raise SettingsError(f"PAYLIVE_STAFF_TOKENS_FILE names a file over 64 KiB ({path!r})")
+    text = text.strip()
     # The same text twice is the file already read into the variable: not a clash.
     if raw and raw != text:
         raise SettingsError(

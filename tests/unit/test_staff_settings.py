@@ -67,6 +67,17 @@ def test_a_staff_file_with_a_byte_order_mark_is_read_as_its_text(tmp_path: Path)
     assert s.staff_tokens == (("vera", "viewer", VERA),)
 
 
+def test_a_staff_file_past_64_kib_is_refused_not_cut(tmp_path: Path) -> None:
+    # Cut at the bound, the staff past it were left out without a word, and the last
+    # line's token was read shorter (weaker) than written.
+    lines = [f"s{n:04d}:viewer:{VERA}{n:04d}" for n in range(2_000)]
+    path = tmp_path / "staff"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 64 * 1024
+    with pytest.raises(SettingsError, match="PAYLIVE_STAFF_TOKENS_FILE names a file over 64 KiB"):
+        load_settings({"PAYLIVE_STAFF_TOKENS_FILE": str(path)})
+
+
 def test_a_missing_file_or_both_set_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="PAYLIVE_STAFF_TOKENS_FILE"):
         load_settings({"PAYLIVE_STAFF_TOKENS_FILE": str(tmp_path / "none")})
