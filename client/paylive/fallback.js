@@ -6,6 +6,7 @@ import { Backoff, restartDelay } from './backoff.js';
 import { FATAL_CLOSE_CODES } from './constants.js';
 import { Emitter } from './emitter.js';
 import { fetchTicket, httpCommand, httpOrigin } from './http.js';
+import { silenceBound } from './socket.js';
 
 const ABANDONED = 4000;
 const LOST = 1006;
@@ -56,8 +57,7 @@ class HttpConnection extends Emitter {
 
   /** The socket's silence bound (ms): how long an open may take, and the margin on top of the server's own bounds. */
   get silenceTimeout() {
-    const o = this.options;
-    return o.silenceTimeout ?? 2 * o.countdownInterval + (o.pingInterval || 0);
+    return silenceBound(this.options);
   }
 
   close(code = 1000, reason = 'client closed') {

@@ -30,6 +30,11 @@ export const SOCKET_DEFAULTS = Object.freeze({
   window: typeof window === 'undefined' ? null : window,
 });
 
+/** The silence bound (ms) of `options`: its `silenceTimeout`, else two countdown periods and a ping. */
+export function silenceBound(options) {
+  return options.silenceTimeout ?? 2 * options.countdownInterval + (options.pingInterval || 0);
+}
+
 /** ws(s)://host of the current page, or of `base` when given (http(s) URLs are mapped). */
 export function socketOrigin(base) {
   const url = new URL(base ?? globalThis.location?.href ?? 'http://127.0.0.1/');
@@ -81,8 +86,7 @@ export class ReconnectingSocket extends Emitter {
 
   /** How long a silent server (or an attempt not yet open) is tolerated before the socket is dropped (ms). */
   get silenceTimeout() {
-    const o = this.#options;
-    return o.silenceTimeout ?? 2 * o.countdownInterval + (o.pingInterval || 0);
+    return silenceBound(this.#options);
   }
 
   /** Open the socket (again). Does nothing when already open or connecting. */
