@@ -27,7 +27,7 @@ and the posts have their own short timeout.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,34 @@ async def effect_loop(
             await anyio.sleep(settings.effect_poll_ms / 1000)
 
 
+async def both_until(
+    settings: Settings,
+    services: list[PaymentService],
+    runners: list[EffectRunner],
+    done: Callable[[], Awaitable[bool]],
+) -> None:
+    """Both workers' effect loops, run until ``done()``."""
+    stop = anyio.Event()
+    async with anyio.create_task_group() as loops:
+        for service, runner in zip(services, runners, strict=True):
+            loops.start_soon(effect_loop, settings, service, runner, stop)
+        with anyio.fail_after(WAIT_S):
+            while not await done():
+                await anyio.sleep(0.05)
+        stop.set()
+
+
+async def dies_mid_way(runner: EffectRunner, session_id: str, started: Callable[[], bool]) -> None:
+    """``runner``'s worker dies in its work on ``session_id`` once ``started()``: the
+    provider or the shop is still answering it."""
+    async with anyio.create_task_group() as dying:
+        dying.start_soon(runner.run_due, session_id)
+        with anyio.fail_after(WAIT_S):
+            while not started():
+                await anyio.sleep(0.01)
+        dying.cancel_scope.cancel()
+
+
 async def workers(redis: redisproc.RedisProc, settings: Settings) -> list[PaymentService]:
     """Two workers' services, each with its own engine on ``redis`` and its own gateway."""
     services = []
@@ -166,14 +194,11 @@ async def test_two_workers_never_ask_for_one_refund_at_once(
         session_id, intent = await refunds_owed(b, localstripe, REFUNDS)
 
         slow_proxy.slow("POST", r"^/v1/refunds$", SLOW_S)
-        stop = anyio.Event()
-        async with anyio.create_task_group() as loops:
-            for service, runner in zip(services, runners, strict=True):
-                loops.start_soon(effect_loop, settings, service, runner, stop)
-            with anyio.fail_after(WAIT_S):
-                while (await a.get(session_id)).owes:
-                    await anyio.sleep(0.05)
-            stop.set()
+
+        async def paid_back() -> bool:
+            return not (await a.get(session_id)).owes
+
+        await both_until(settings, services, runners, paid_back)
         final = await a.get(session_id)
     finally:
         await closed(services)
@@ -205,13 +230,12 @@ async def test_a_try_whose_worker_died_mid_call_is_made_by_another_after_the_lea
         slow_proxy.slow("POST", r"^/v1/refunds$", SLOW_S)
         posted = len(slow_proxy.seen)
         # Worker A dies while the provider works on its refund.
-        async with anyio.create_task_group() as dying:
-            dying.start_soon(EffectRunner(a, Deliveries(a, None)).run_due, session_id)
-            with anyio.fail_after(WAIT_S):
-                while not any(m == "POST" for m, _, _ in slow_proxy.seen[posted:]):
-                    await anyio.sleep(0.01)
-            died_at = b.clock()
-            dying.cancel_scope.cancel()
+        await dies_mid_way(
+            EffectRunner(a, Deliveries(a, None)),
+            session_id,
+            lambda: any(m == "POST" for m, _, _ in slow_proxy.seen[posted:]),
+        )
+        died_at = b.clock()
         survivor = EffectRunner(b, Deliveries(b, None))
         await survivor.run_due(session_id)
         left = (await b.get(session_id)).effects[-1]
@@ -296,14 +320,12 @@ async def test_two_workers_never_post_one_event_at_once(
         a = services[0]
         session_id, owed = await events_owed(a)
         receiver.set(slow=1_000, slow_ms=SHOP_SLOW_MS)
-        stop = anyio.Event()
-        async with anyio.create_task_group() as loops:
-            for service, shop in zip(services, shops, strict=True):
-                loops.start_soon(effect_loop, settings, service, EffectRunner(service, shop), stop)
-            with anyio.fail_after(WAIT_S):
-                while (await a.get(session_id)).deliveries:
-                    await anyio.sleep(0.05)
-            stop.set()
+
+        async def delivered() -> bool:
+            return not (await a.get(session_id)).deliveries
+
+        runners = [EffectRunner(s, shop) for s, shop in zip(services, shops, strict=True)]
+        await both_until(settings, services, runners, delivered)
     finally:
         receiver.set(slow=0)
         for shop in shops:
@@ -331,13 +353,10 @@ async def test_a_post_whose_worker_died_mid_way_is_made_by_another_after_the_lea
         session_id, owed = await events_owed(a)
         receiver.set(slow=1_000, slow_ms=SHOP_SLOW_MS)
         # Worker A dies while the shop answers its post of the first event.
-        async with anyio.create_task_group() as dying:
-            dying.start_soon(EffectRunner(a, shops[0]).run_due, session_id)
-            with anyio.fail_after(WAIT_S):
-                while not posts_of(receiver, session_id):
-                    await anyio.sleep(0.01)
-            died_at = b.clock()
-            dying.cancel_scope.cancel()
+        await dies_mid_way(
+            EffectRunner(a, shops[0]), session_id, lambda: bool(posts_of(receiver, session_id))
+        )
+        died_at = b.clock()
         survivor = EffectRunner(b, shops[1])
         await survivor.run_due(session_id)
         assert len(posts_of(receiver, session_id)) == 1, "posted again while A's try was held"
