@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .support import tls
 from .support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,9 @@ def test_the_built_wheel_installs_in_a_fresh_venv_and_serves(tmp_path: Path) -> 
         answer = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/healthz", timeout=1, verify=tls.CONTEXT
+                )
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)

@@ -115,7 +115,11 @@ class Runtime:
             asyncio.create_task(self._every(self.settings.timer_poll_ms, self._fire_timers)),
             asyncio.create_task(self._every(self.settings.effect_poll_ms, self._fire_effects)),
             asyncio.create_task(
-                self._every(self.settings.countdown_interval_ms // self._slices, self._countdowns)
+                self._every(
+                    self.settings.countdown_interval_ms // self._slices,
+                    self._countdowns,
+                    until=self.hub.occupied,
+                )
             ),
             asyncio.create_task(self._every(self.settings.summary_interval_ms, self._summary)),
             asyncio.create_task(self._every(HOUSEKEEPING_MS, self.retention.housekeeping)),
@@ -197,12 +201,23 @@ class Runtime:
         checks["subscription"] = self.engine.subscription_healthy
         return checks
 
-    async def _every(self, interval_ms: int, step: Callable[[], Awaitable[None]]) -> None:
+    async def _every(
+        self,
+        interval_ms: int,
+        step: Callable[[], Awaitable[None]],
+        until: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run ``step`` every ``interval_ms``; with ``until``, only while it returns at
+        once (the loop sleeps in it, not in a timer, while there is nothing to do)."""
         interval = interval_ms / 1000
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         next_at = loop.time()
         while True:
+            if until is not None:
+                # A long sleep here leaves next_at behind: the catch-up below restarts
+                # the rounds from now.
+                await until()
             try:
                 await step()
             except (EngineUnavailable, ArchiveUnavailable):

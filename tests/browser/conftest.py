@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from ..support import tls
 from ..support.chromium import CHROMIUM, LAUNCH_ARGS
 from ..support.servers import API_KEY, Server
 
@@ -90,5 +91,7 @@ def server_url(server: Server) -> str:
 def api(server: Server) -> Iterator[httpx.Client]:
     """The merchant's HTTP API of this module's server."""
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=5) as client:
+    with httpx.Client(
+        base_url=server.url, headers=headers, timeout=5, verify=tls.CONTEXT
+    ) as client:
         yield client

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..support import postgres, redisproc
+from ..support import postgres, redisproc, tls
 from ..support.ports import free_port
 from ..support.postgres import Database
 from ..support.servers import Server
@@ -20,7 +20,9 @@ from ..support.servers import Server
 async def http(server: Server, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the module's ``server``; a module may set ``HTTP_TIMEOUT`` (s)."""
     timeout = getattr(request.module, "HTTP_TIMEOUT", 10)
-    async with httpx.AsyncClient(base_url=server.url, timeout=timeout) as client:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=timeout, verify=tls.CONTEXT
+    ) as client:
         yield client
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from paylive.core.signature import signature_header
 
+from ..support import tls
 from ..support.client import admin, create, merchant
 from ..support.servers import WEBHOOK_SECRET, Server
 from ..support.waiting import until
@@ -236,7 +237,7 @@ async def test_idempotency_key_in_use(server: Server, http: httpx.AsyncClient) -
     replies: list[httpx.Response] = []
 
     async def post() -> None:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, verify=tls.CONTEXT) as client:
             replies.append(await client.post("/api/sessions", json=body, headers=headers))
 
     async with anyio.create_task_group() as tg:

@@ -21,6 +21,7 @@ from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from ..support import tls
 from ..support.redisproc import RedisProc
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 from ..support.waiting import closed_by_server, healthz_on
@@ -53,7 +54,7 @@ def on_redis(redis: RedisProc) -> Iterator[Server]:
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10) as plain:
+    with httpx.Client(base_url=server.url, timeout=10, verify=tls.CONTEXT) as plain:
         yield plain
 
 

@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Origin, Subprotocol
 
-from ..support import redisproc
+from ..support import redisproc, tls
 from ..support.client import create, merchant, open_socket, session_url
 from ..support.ports import free_port
 from ..support.processes import stop as stop_process
@@ -96,7 +96,10 @@ class Nginx:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log()
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if (
+                    httpx.get(self.url + "/healthz", timeout=1, verify=tls.CONTEXT).status_code
+                    == 200
+                ):
                     return self
             except httpx.HTTPError:
                 pass
@@ -150,7 +153,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def client_from(address: str, base_url: str) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(local_address=address)
+    transport = httpx.AsyncHTTPTransport(local_address=address, verify=tls.CONTEXT)
     return httpx.AsyncClient(base_url=base_url, transport=transport, timeout=10)
 
 

@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from ..support import redisproc
+from ..support import redisproc, tls
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.redisproc import (
     REDIS_SERVER,
@@ -183,7 +183,7 @@ async def test_concurrent_commands_on_two_workers_never_both_win(
     replies: list[httpx.Response] = []
 
     async def pay(url: str) -> None:
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, verify=tls.CONTEXT) as client:
             replies.append(
                 await client.post(
                     f"/api/sessions/{session['id']}/attempts",

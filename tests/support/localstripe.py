@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from . import tls
 from .ports import free_port
 from .processes import stop as stop_process
 
@@ -65,7 +66,7 @@ class LocalStripe:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"localstripe exited at start:\n{self.log()}")
             try:
-                httpx.get(self.url + "/js.stripe.com/v3/", timeout=0.5)
+                httpx.get(self.url + "/js.stripe.com/v3/", timeout=0.5, verify=tls.CONTEXT)
                 return self
             except httpx.HTTPError:
                 time.sleep(0.05)

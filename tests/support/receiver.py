@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import tls
 from .ports import free_port
 from .processes import stop as stop_process
 
@@ -151,7 +152,7 @@ class Receiver:
         deadline = time.monotonic() + 60  # a loaded machine starts processes slowly
         while True:
             try:
-                httpx.get(self.base + "/seen", timeout=0.5)
+                httpx.get(self.base + "/seen", timeout=0.5, verify=tls.CONTEXT)
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -160,10 +161,12 @@ class Receiver:
                 time.sleep(0.05)
 
     def set(self, **behaviour: int) -> None:
-        httpx.post(self.base + "/control", json=behaviour, timeout=2).raise_for_status()
+        httpx.post(
+            self.base + "/control", json=behaviour, timeout=2, verify=tls.CONTEXT
+        ).raise_for_status()
 
     def seen(self) -> dict[str, list[dict[str, Any]]]:
-        reply = httpx.get(self.base + "/seen", timeout=2)
+        reply = httpx.get(self.base + "/seen", timeout=2, verify=tls.CONTEXT)
         reply.raise_for_status()
         return reply.json()  # type: ignore[no-any-return]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from . import tls
 from .ports import free_port
 from .processes import stop as stop_process
 
@@ -113,7 +114,12 @@ class Server:
             # (another test run's server may hold the port this one failed to bind).
             if BOUND in self._output(offset):
                 try:
-                    if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    if (
+                        httpx.get(
+                            self.url + "/healthz", timeout=0.5, verify=tls.CONTEXT
+                        ).status_code
+                        == 200
+                    ):
                         return True
                 except httpx.HTTPError:
                     pass

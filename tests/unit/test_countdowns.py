@@ -55,3 +55,40 @@ def test_slices_are_at_least_20_ms_apart() -> None:
     assert Runtime(Settings())._slices == 50  # 1,000 ms: a slice every 20 ms
     assert Runtime(Settings(countdown_interval_ms=200))._slices == 10
     assert Runtime(Settings(countdown_slices=4))._slices == 4
+
+
+async def test_a_worker_without_customer_sockets_does_not_tick() -> None:
+    # An idle worker's countdown loop woke 50 times a second to sweep nothing: it now
+    # sleeps until a customer channel opens, and ticks again from then on.
+    runtime = Runtime(Settings(countdown_interval_ms=200))
+    sweeps: list[int] = []
+    sweep = runtime.hub.countdown_sweep
+
+    def counted(now: int, part: int = 0) -> int:
+        sweeps.append(part)
+        return sweep(now, part)
+
+    runtime.hub.countdown_sweep = counted  # type: ignore[method-assign]
+    await runtime.start()
+    try:
+        await anyio.sleep(0.3)  # 15 ticks of 20 ms, were there a socket
+        assert sweeps == []
+        subscriber = Subscriber("customer", "json", 8, _never_sent, _never_closed)
+        await runtime.hub.join("ps_idle", subscriber)
+        await anyio.sleep(0.3)
+        assert len(sweeps) >= 5, sweeps
+        await runtime.hub.leave("ps_idle", subscriber)
+        await anyio.sleep(0.05)  # a tick already due may still run
+        ticked = len(sweeps)
+        await anyio.sleep(0.3)
+        assert len(sweeps) == ticked
+    finally:
+        await runtime.stop()
+
+
+async def _never_sent(frame: str | bytes) -> None:
+    raise AssertionError(f"sent {frame!r}")
+
+
+async def _never_closed(code: int, reason: str) -> None:
+    raise AssertionError(f"closed {code} {reason}")

@@ -281,6 +281,10 @@ class Hub:
         self.channels: dict[str, Channel] = {}
         # The same channels, by countdown slice: a sweep looks only at its own slice.
         self._slices: list[dict[str, Channel]] = [{} for _ in range(max(1, countdown_slices))]
+        # Set while any channel is open: a worker with no customer socket has no
+        # countdown to send, and its countdown loop sleeps on this instead of waking
+        # fifty times a second for nothing.
+        self._occupied = asyncio.Event()
         # The last event decoded, for its second arrival (a worker that follows both a
         # session's channel and the admin channel gets each event twice, back to back).
         self._last_payload = b""
@@ -314,6 +318,7 @@ class Hub:
         if channel is None:
             channel = self.channels[session_id] = Channel()
             self._slice_of(session_id)[session_id] = channel
+            self._occupied.set()
         channel.subscribers.add(subscriber)
         metrics.SOCKETS.labels("customer").inc()
         self._close_late(subscriber)
@@ -328,6 +333,8 @@ class Hub:
         if not channel.subscribers:
             del self.channels[session_id]
             del self._slice_of(session_id)[session_id]
+            if not self.channels:
+                self._occupied.clear()
             await self._sync_quietly(session_id)
 
     async def join_admin(self, subscriber: Subscriber) -> None:
@@ -528,6 +535,10 @@ class Hub:
             return  # the engine is down again: its next resync starts over
 
     # Sweeps, run by the worker's loops --------------------------------------
+
+    async def occupied(self) -> None:
+        """Return once this worker holds at least one customer channel."""
+        await self._occupied.wait()
 
     def countdown_sweep(self, now: int, part: int = 0) -> int:
         """One ``countdown`` per processing session with local sockets in slice ``part``
