@@ -185,19 +185,20 @@ class Runtime:
         return f"restarting; reconnect_within_ms={self.settings.drain_hint_ms}"
 
     async def readiness(self) -> dict[str, bool]:
-        """/readyz: the engine answers, the subscription is up, the worker is not stopping
-        (nor draining) and not overloaded (every command place taken: the next would be
-        refused)."""
+        """/readyz: the engine answers and takes writes, the subscription is up, the
+        worker is not stopping (nor draining) and not overloaded (every command place
+        taken: the next would be refused)."""
         checks = {
             "engine": True,
+            "engine_writable": True,
             "subscription": True,
             "shutting_down": self.draining or self.shutting_down,
             "overloaded": self.admission.full,
         }
         try:
-            await self.engine.ping()
+            checks["engine_writable"] = await self.engine.writable()
         except EngineUnavailable:
-            checks["engine"] = False
+            checks["engine"] = checks["engine_writable"] = False
         checks["subscription"] = self.engine.subscription_healthy
         return checks
 

@@ -508,6 +508,8 @@ class Variable:
     shown: str | None = None
     # May also come from ``<env>_FILE`` (the file's content, stripped).
     secret: bool = False
+    # A list (rotation): in ``<env>_FILE`` one entry a line, as well as commas.
+    listed: bool = False
     # Unset: generated outside production, and production refuses to start without it.
     generate: bool = False
     # Read only when this holds of the values read before it (the rows above).
@@ -994,7 +996,7 @@ VARIABLES: tuple[Variable, ...] = (
              required=True),
     Variable("PAYLIVE_STRIPE_WEBHOOK_SECRET", "stripe_webhook_secrets", _stripe_hooks,
              "the webhook endpoint's whsec_... (a list while rotating); required with stripe",
-             secret=True, when=_stripe, required=True),
+             secret=True, listed=True, when=_stripe, required=True),
     Variable("PAYLIVE_STRIPE_API_BASE", "stripe_api_base", _stripe_base,
              "another server that speaks Stripe's API (localstripe in tests)", when=_stripe),
     Variable("PAYLIVE_STRIPE_PUBLISHABLE_KEY", "stripe_publishable_key", _publishable,
@@ -1003,7 +1005,7 @@ VARIABLES: tuple[Variable, ...] = (
              "where signed merchant events are posted; unset: no webhooks"),
     Variable("PAYLIVE_MERCHANT_WEBHOOK_SECRET", "merchant_webhook_secrets",
              _merchant_secrets, "signs merchant webhooks (Standard Webhooks whsec_...)",
-             secret=True, then=_webhooks_signed),
+             secret=True, listed=True, then=_webhooks_signed),
     Variable("PAYLIVE_MERCHANT_EVENTS", "merchant_events", _choice(*MODES),
              f"which merchant events are made: {_or(MODES)}"),
     Variable("PAYLIVE_DATABASE_URL", "database_url", _database_url,
@@ -1025,15 +1027,17 @@ VARIABLES: tuple[Variable, ...] = (
              "the same from a file, one a line (not with PAYLIVE_STAFF_TOKENS)"),
     # The secrets a server cannot run without: generated when unset outside production.
     Variable("PAYLIVE_API_KEY", "api_keys", _secrets,
-             "the merchant's key (a list while rotating)", generate=True, secret=True),
+             "the merchant's key (a list while rotating)", generate=True, secret=True,
+             listed=True),
     Variable("PAYLIVE_ADMIN_TOKEN", "admin_tokens", _secrets,
-             "the admin token (a list while rotating)", generate=True, secret=True),
+             "the admin token (a list while rotating)", generate=True, secret=True,
+             listed=True),
     Variable("PAYLIVE_SECRET", "signing_secrets", _secrets,
              "signs client secrets (the first of a list signs)", generate=True,
-             secret=True),
+             secret=True, listed=True),
     Variable("PAYLIVE_WEBHOOK_SECRET", "webhook_secrets", _secrets,
              "verifies sandbox webhooks (a list while rotating)", generate=True,
-             secret=True),
+             secret=True, listed=True),
 )
 # fmt: on
 
@@ -1041,6 +1045,8 @@ VARIABLES: tuple[Variable, ...] = (
 # as container orchestrators mount them (PAYLIVE_STAFF_TOKENS reads its own file, one
 # token a line).
 SECRET_VARIABLES: tuple[str, ...] = tuple(v.env for v in VARIABLES if v.secret)
+# Of those, the rotation lists: their file holds one entry a line, or commas, or both.
+LISTED_VARIABLES: frozenset[str] = frozenset(v.env for v in VARIABLES if v.secret and v.listed)
 
 # A secret file is a few lines at most; anything bigger is a wrong path.
 _MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -1078,6 +1084,10 @@ def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
             raise SettingsError(f"{file_name} names a file that is not UTF-8 text") from None
         if not text:
             raise SettingsError(f"{file_name} names an empty file ({path!r})")
+        if name in LISTED_VARIABLES:
+            # A rotation written into a file goes a line an entry: kept whole, the
+            # lines would make one secret with a newline in it, matching nothing sent.
+            text = ",".join(line.strip() for line in text.splitlines() if line.strip())
         resolved[name] = text
         del resolved[file_name]  # resolved: nothing downstream reads the file again
     return resolved

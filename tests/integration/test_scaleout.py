@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import jsonschema
 import pytest
 
 from ..support import redisproc, tls
@@ -32,6 +34,8 @@ pytestmark = [
 
 OK = "4242424242424242"
 NEVER = "4000000000000408"
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+READINESS = json.loads(OPENAPI.read_text())["components"]["schemas"]["Readiness"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -331,6 +335,56 @@ def metric(srv: Server, name: str) -> float:
     )
 
 
+async def test_a_redis_that_refuses_writes_is_not_ready(tmp_path: Path) -> None:
+    """A Redis that answers but takes no write (made a replica, as after a failover that
+    demoted it) fails every save: PING still answers, readiness must not."""
+    replica = start_redis(tmp_path / "replica")
+    primary = start_redis(tmp_path / "primary")
+    try:
+        with Server({"PAYLIVE_REDIS_URL": replica.url}) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                ready = await http.get("/readyz")
+                assert ready.status_code == 200, ready.text
+                assert ready.json()["checks"]["engine_writable"] is True
+                said = redisproc.command(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
+                assert said.startswith(b"+OK"), said
+
+                async def refused() -> dict | None:
+                    reply = await http.get("/readyz")
+                    body = reply.json()
+                    # While the replica loads the primary's data it answers LOADING
+                    # (the engine down); once loaded it answers and refuses writes.
+                    if reply.status_code == 503 and body["checks"]["engine"]:
+                        return body
+                    return None
+
+                body = await until(refused, timeout=10)
+                jsonschema.validate(body, READINESS)
+                assert body["ready"] is False and body["checks"]["engine_writable"] is False
+                assert not body["checks"]["shutting_down"] and not body["checks"]["overloaded"]
+                down = await http.post(
+                    "/api/sessions",
+                    json={"order_id": "o", "amount": 1, "currency": "EUR"},
+                    headers=merchant(),
+                )
+                assert down.status_code == 503, down.text
+                assert down.json()["error"]["code"] == "engine_unavailable"
+
+                # Promoted again (the failover's other half): ready, and saves work.
+                said = redisproc.command(replica.port, "REPLICAOF", "NO", "ONE")
+                assert said.startswith(b"+OK"), said
+
+                async def ready_again() -> bool:
+                    return (await http.get("/readyz")).status_code == 200
+
+                await until(ready_again, timeout=10)
+                assert (await http.get("/readyz")).json()["checks"]["engine_writable"] is True
+                await create(http)
+    finally:
+        replica.stop()
+        primary.stop()
+
+
 async def test_a_lost_subscription_replays_the_missed_events(tmp_path: Path) -> None:
     """The worker's subscription connection is killed, and state changes are saved
     while it reconnects: each socket is replayed what it missed from the history, in
@@ -387,6 +441,11 @@ async def test_two_workers_on_a_redis_cluster(
     # workers and a 3-node cluster took to answer on a machine loaded to 11.
     env = {"PAYLIVE_REDIS_URL": cluster.url, "PAYLIVE_ATTEMPT_TIMEOUT_MS": "10000"}
     with started(Server(env), Server(env)) as (a, b):
+        for worker in (a, b):
+            # Readiness writes its probe key through the Cluster client, to its slot's node.
+            ready = httpx.get(worker.url + "/readyz", timeout=10)
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"]["engine_writable"] is True
         async with httpx.AsyncClient(base_url=b.url) as on_b:
             sessions = [await create(on_b) for _ in range(6)]  # spread over the slots
             socks = [await open_socket(session_url(a.ws_url, s)) for s in sessions]

@@ -90,3 +90,23 @@ def test_a_secret_file_saved_with_a_byte_order_mark_holds_the_secret(tmp_path: P
         for key in (NEW, OLD):
             reply = http.post("/api/sessions", json=ORDER, headers=bearer(key))
             assert reply.status_code == 201, reply.text
+
+
+def test_a_rotation_written_one_entry_a_line_in_a_file_accepts_each(tmp_path: Path) -> None:
+    """A mounted secret file holding a rotation one entry a line (as a secrets manager
+    or ``printf '%s\\n' new old`` writes it), with a blank line and spaces around: each
+    entry is a value of its own, the first line's signs."""
+    key_file = tmp_path / "api_key"
+    key_file.write_text(f"{NEW}\n\n  {OLD}  \n")
+    sign_file = tmp_path / "secret"
+    sign_file.write_text(f"{NEW_SIGN}\n{OLD_SIGN}\n")
+    env = {"PAYLIVE_API_KEY_FILE": str(key_file), "PAYLIVE_SECRET_FILE": str(sign_file)}
+    with Server(env, secrets=False) as server, httpx.Client(base_url=server.url) as http:
+        for key in (NEW, OLD):
+            reply = http.post("/api/sessions", json=ORDER, headers=bearer(key))
+            assert reply.status_code == 201, reply.text
+        session = reply.json()
+        assert session["client_secret"] == client_secret(NEW_SIGN, session["id"])
+        old_signed = client_secret(OLD_SIGN, session["id"])
+        reply = http.get(f"/api/sessions/{session['id']}", headers=bearer(old_signed))
+        assert reply.status_code == 200, reply.text

@@ -65,6 +65,82 @@ def test_file_variants_are_read_and_stripped(tmp_path: Path) -> None:
     assert "PAYLIVE_API_KEY" not in s.generated
 
 
+# Each setting that takes a rotation list, and two entries of it: the new, the old.
+ROTATING = {
+    "PAYLIVE_API_KEY": ("api_keys", NEW, OLD),
+    "PAYLIVE_ADMIN_TOKEN": ("admin_tokens", f"admin-{NEW}", f"admin-{OLD}"),
+    "PAYLIVE_SECRET": ("signing_secrets", f"sign-{NEW}", f"sign-{OLD}"),
+    "PAYLIVE_WEBHOOK_SECRET": ("webhook_secrets", f"hook-{NEW}", f"hook-{OLD}"),
+    "PAYLIVE_STRIPE_WEBHOOK_SECRET": (
+        "stripe_webhook_secrets",
+        "whsec_new0123456789abcdef",
+        "whsec_old0123456789abcdef",
+    ),
+    "PAYLIVE_MERCHANT_WEBHOOK_SECRET": (
+        "merchant_webhook_secrets",
+        "whsec_" + "bmV3" * 8,
+        "whsec_" + "b2xk" * 8,
+    ),
+}
+# What the Stripe and merchant webhook secrets are read with.
+BESIDE = {
+    "PAYLIVE_GATEWAY": "stripe",
+    "PAYLIVE_STRIPE_SECRET_KEY": "sk_test_0123456789abcdef",
+    "PAYLIVE_MERCHANT_WEBHOOK_URL": "https://shop.example/hooks",
+}
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "{new}\n{old}\n",  # one a line, as a rotation is written into a mounted file
+        "\n  {new}  \r\n\n\t{old}\n\n",  # blank lines, spaces, CRLF
+        "{new},\n{old}",  # commas and lines together
+    ],
+)
+def test_a_rotation_list_in_a_file_takes_one_entry_a_line(tmp_path: Path, layout: str) -> None:
+    env = dict(BESIDE)
+    for name, (_, new, old) in ROTATING.items():
+        path = tmp_path / name
+        path.write_text(layout.format(new=new, old=old))
+        env[f"{name}_FILE"] = str(path)
+    s = load_settings(env)
+    for name, (field, new, old) in ROTATING.items():
+        assert getattr(s, field) == (new, old), name
+
+
+def test_a_single_secret_in_a_file_is_read_as_before(tmp_path: Path) -> None:
+    """A file of one entry is that entry, for the lists as for the settings that hold one
+    value, whose content is kept whole (stripped) as it always was."""
+    key = tmp_path / "api_key"
+    key.write_text(f"  {NEW}\n\n")
+    metrics = tmp_path / "metrics"
+    metrics.write_text("\n metrics-token-0123456789 \n")
+    redis_url = tmp_path / "redis"
+    redis_url.write_text("redis://:pw@127.0.0.1:6380/0\n")
+    s = load_settings(
+        {
+            "PAYLIVE_API_KEY_FILE": str(key),
+            "PAYLIVE_METRICS_TOKEN_FILE": str(metrics),
+            "PAYLIVE_REDIS_URL_FILE": str(redis_url),
+            "PAYLIVE_SECRET": f"sign-{NEW}",
+        }
+    )
+    assert (s.api_key, s.api_keys) == (NEW, (NEW,))
+    assert s.metrics_token == "metrics-token-0123456789"
+    assert s.redis_url == "redis://:pw@127.0.0.1:6380/0"
+
+
+def test_an_entry_a_line_is_held_to_the_rules_of_a_list(tmp_path: Path) -> None:
+    key = tmp_path / "api_key"
+    key.write_text(f"{NEW}\n{NEW}\n")
+    with pytest.raises(SettingsError, match="PAYLIVE_API_KEY lists the same value twice"):
+        load_settings({"PAYLIVE_API_KEY_FILE": str(key)})
+    key.write_text(f"{NEW}\nshort\n")
+    with pytest.raises(SettingsError, match="PAYLIVE_API_KEY entry must be at least 16"):
+        load_settings({"PAYLIVE_API_KEY_FILE": str(key)})
+
+
 def test_a_variable_and_its_file_both_set_is_an_error_naming_both(tmp_path: Path) -> None:
     key = tmp_path / "api_key"
     key.write_text(NEW)

@@ -179,6 +179,31 @@ async def test_a_failed_provider_call_is_a_failed_span(
     assert charge.events and charge.events[0].name == "exception"
 
 
+def test_an_exception_leaves_on_its_span_redacted(exporter: InMemorySpanExporter) -> None:
+    """An exception's message is often the caller's text (a URL, a header), as in a
+    log's traceback: its span event (message and stacktrace, the cause's included) and
+    the span's status reach the exporter redacted as the log does."""
+    secret = "ps_abc_secret_0123456789abcdef"
+    with pytest.raises(ValueError), tracing.span("GET /api/sessions/{id}"):
+        try:
+            raise KeyError(f"Bearer tok_live_{secret[-12:]}")
+        except KeyError as cause:
+            raise ValueError(f"no session at /ws/sessions/ps_abc?token={secret}") from cause
+    [span] = exporter.get_finished_spans()
+    [event] = span.events
+    assert event.name == "exception" and event.attributes is not None
+    message = event.attributes["exception.message"]
+    stacktrace = event.attributes["exception.stacktrace"]
+    assert message == "no session at /ws/sessions/ps_abc?token=[redacted]"
+    assert isinstance(stacktrace, str) and "ValueError: no session at" in stacktrace
+    assert "KeyError: 'Bearer [redacted]'" in stacktrace
+    assert event.attributes["exception.type"] == "ValueError"
+    exported = repr(dict(event.attributes)) + str(span.status.description)
+    assert secret not in exported and secret[-12:] not in exported, exported
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description == "ValueError: " + message
+
+
 # JSON log lines ---------------------------------------------------------------------------
 
 

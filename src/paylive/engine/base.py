@@ -269,3 +269,10 @@ class Engine(SessionStore, TimerStore, RecordStore, FanOut, ShopStore):
     @abstractmethod
     async def ping(self) -> None:
         """Raise EngineUnavailable unless the engine answers."""
+
+    async def writable(self) -> bool:
+        """Whether the engine takes a write now; raise EngineUnavailable unless it
+        answers. An engine that answers and refuses writes (a Redis replica, one out of
+        memory) would fail every save while a ping still succeeds."""
+        await self.ping()
+        return True

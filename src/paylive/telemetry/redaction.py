@@ -1,6 +1,6 @@
 """Redaction of tokens and secrets in text that leaves the process: log lines
-(``server.logs``) and span attributes (``tracing``). Here, below both, so that a span
-set by any layer is redacted as a log line is.
+(``server.logs``), and span attributes, statuses and recorded exceptions (``tracing``).
+Here, below both, so that a span set by any layer is redacted as a log line is.
 
 A query key is compared once decoded, as the app reads it: ``?%74oken=`` and
 ``?t%6Fken=`` are ``token`` to Starlette, so they are to the redactor too.

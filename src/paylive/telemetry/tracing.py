@@ -12,6 +12,7 @@ turned on.
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ class Span:
         if self._otel is not None:
             from opentelemetry.trace import Status, StatusCode
 
-            self._otel.set_status(Status(StatusCode.ERROR, description))
+            self._otel.set_status(Status(StatusCode.ERROR, redact(description)))
 
 
 def _clean(value: Attribute) -> Attribute:
@@ -162,9 +163,24 @@ class span:  # noqa: N801 - used as a function: ``with tracing.span(...) as s``
             return
         _current.reset(self._current)
         if exc is not None:
-            otel.record_exception(exc)
+            _record_exception(otel, exc)
             Span(otel).fail(f"{type(exc).__name__}: {exc}")
         otel.end()
+
+
+def _record_exception(otel: Any, exc: BaseException) -> None:
+    """``otel.record_exception``, its message and stacktrace redacted: an exception's
+    text is often the caller's (a URL with ``?token=``, a header), and leaves the
+    process in the span as a logged traceback does (``server.logs``). The SDK's own
+    values are replaced by passing them as the event's attributes, which take
+    precedence, so the event keeps its name and the semantic conventions' keys."""
+    otel.record_exception(
+        exc,
+        attributes={
+            "exception.message": redact(str(exc)),
+            "exception.stacktrace": redact("".join(traceback.format_exception(exc))),
+        },
+    )
 
 
 def annotate(key: str, value: Attribute | None) -> None:

@@ -28,6 +28,7 @@ async def readyz(request: Request) -> Response:
     checks = await runtime_of(request).readiness()
     ready = (
         checks["engine"]
+        and checks["engine_writable"]
         and checks["subscription"]
         and not checks["shutting_down"]
         and not checks["overloaded"]

@@ -6,14 +6,23 @@ import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 
+from redis import exceptions as rexc
+
 from ...core.session import Session
 from ...settings import RedisSettings
 from ..base import Claim, Engine, RecordClaim
+from . import keys
 from .client import Client
 from .sharded import ShardedSubscription
 from .shop import Shop
 from .store import Store
 from .subscription import Subscription
+
+# The probe key outlives a few readiness checks, and then goes: nothing else reads it.
+READY_TTL_MS = 60_000
+# Redis answered, and refused the write: the engine is up but takes no save.
+_WRITE_REFUSED = (rexc.ReadOnlyError, rexc.OutOfMemoryError)
+_WRITE_REFUSED_REPLIES = ("NOREPLICAS", "MISCONF")
 
 
 class RedisEngine(Shop, Engine):
@@ -89,6 +98,23 @@ class RedisEngine(Shop, Engine):
         client = self._client
         async with client.op(), asyncio.timeout(client.timeout):
             await client.r.ping()
+
+    async def writable(self) -> bool:
+        """A write of paylive's own probe key, not ROLE or INFO: it is refused for every
+        reason a save would be (a replica, ``maxmemory`` reached with no eviction,
+        ``min-replicas-to-write`` unmet, a failed background save), and on Cluster it
+        goes to the primary of the global slot, where every save's second step runs."""
+        client = self._client
+        async with client.op(), asyncio.timeout(client.timeout):
+            try:
+                await client.call("SET", keys.READY, b"1", "PX", READY_TTL_MS)
+            except _WRITE_REFUSED:
+                return False
+            except rexc.ResponseError as exc:
+                if str(exc).startswith(_WRITE_REFUSED_REPLIES):
+                    return False
+                raise
+        return True
 
     @property
     def subscription_healthy(self) -> bool:

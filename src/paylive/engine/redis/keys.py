@@ -29,7 +29,9 @@ by one script, so cursors follow append order; ``dlv`` (hash event id -> deliver
 record), ``dlvopen`` and ``dlvdone`` (zsets id -> last change): webhook deliveries,
 the done ones capped; ``audit`` (a list, newest first, capped): the audit trail of
 staff and shop actions. Records of ``put``/``get`` are plain strings
-``paylive:rec:<key>`` with their own expiry.
+``paylive:rec:<key>`` with their own expiry. ``ready`` (a string that expires a minute
+after it was last written) is readiness's probe: writing it is how a worker learns
+that the node of the global slot still takes writes.
 
 Channels: ``paylive:{<id>}:ev`` per session (its hash tag puts it in the session's
 slot, where sharded pub/sub publishes it), ``paylive:admin`` for the admin feed, or
@@ -53,6 +55,7 @@ PENDING = f"{_G}:pending"
 REVIEW = f"{_G}:review"
 LOG, LOG_RECORDS, LOG_TIMES, LOG_NEXT = f"{_G}:log", f"{_G}:logr", f"{_G}:logt", f"{_G}:logn"
 DELIVERIES, OPEN, DONE = f"{_G}:dlv", f"{_G}:dlvopen", f"{_G}:dlvdone"
+READY = f"{_G}:ready"
 # Sharded pub/sub (Cluster): SPUBLISH goes to the node of the channel's slot, so the
 # admin channel lives in the global slot, where the second step of a save runs.
 SHARDED_ADMIN_CHANNEL = f"{_G}:admin".encode()
