@@ -271,7 +271,14 @@ export type ServerErrorCode =
   | 'archive_unavailable'
   | 'error';
 
-/** Codes the client makes up: a fatal close, or a command it gave up on. */
+/**
+ * Codes the client makes up: a fatal close, or a command it gave up on. `connection_lost`
+ * and `timeout`: the command was sent and its answer never came, so the server may have
+ * applied it (the session tells; after a close for good, only a reload does). A fatal
+ * close's code (`unauthorized`, `unknown_session`, ...) rejects the commands not sent
+ * yet; one sent on the socket settles `connection_lost`, one sent over HTTP (SSE,
+ * long-polling) by its own request's answer.
+ */
 export type ClientErrorCode =
   | 'connection_lost'
   | 'timeout'
