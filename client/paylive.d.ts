@@ -271,7 +271,14 @@ export type ServerErrorCode =
   | 'archive_unavailable'
   | 'error';
 
-/** Codes the client makes up: a fatal close, or a command it gave up on. */
+/**
+ * Codes the client makes up: a fatal close, or a command it gave up on. `connection_lost`
+ * and `timeout`: the command was sent and its answer never came, so the server may have
+ * applied it (the session tells; after a close for good, only a reload does). A fatal
+ * close's code (`unauthorized`, `unknown_session`, ...) rejects the commands not sent
+ * yet; one sent on the socket settles `connection_lost`, one sent over HTTP (SSE,
+ * long-polling) by its own request's answer.
+ */
 export type ClientErrorCode =
   | 'connection_lost'
   | 'timeout'
@@ -343,6 +350,10 @@ export interface CloseDetail {
   reason: string;
   /** False when the close is final (a fatal close code, or `close()`). */
   reconnect: boolean;
+  /** An open socket given up because the server stayed silent past `silenceTimeout`. */
+  silent?: boolean;
+  /** With `silent`: a ping had gone out on that socket, so it owed an answer. */
+  pinged?: boolean;
   /** The transport that closed (from `LiveConnection`). */
   transport?: Transport;
 }
@@ -454,10 +465,16 @@ export interface TransportOptions extends SocketOptions {
   /**
    * A transport with no first message this long after it started is skipped (ms); a
    * socket opened with `since` (sent nothing until something happens) has worked once
-   * it opens. Default 5000.
+   * it opens, unless two open sockets in a row are given up as silent (`silenceTimeout`)
+   * with nothing, not their snapshot nor an answer to a ping, received: then sockets are
+   * skipped too (a middlebox that holds their frames). Default 5000.
    */
   firstMessageTimeout?: number;
-  /** On a lower transport, try a higher one this often (ms); 0: never. Default 30000. */
+  /**
+   * On a lower transport, try a higher one this often (ms); 0: never. Default 30000. A
+   * socket tried moves the page up once something came through on it (it sends a ping
+   * as it opens with `since`), not merely once open.
+   */
   upgradeInterval?: number;
   /** Injectable; the global `EventSource` by default. */
   EventSource?: EventSourceConstructor;

@@ -89,6 +89,17 @@ export class CommandQueue {
     }
   }
 
+  /**
+   * Reject the commands not sent yet with `error`. Those sent stay: the server may have
+   * applied them, so a refusal would mislead; each is settled by its answer (an HTTP
+   * command's own request), by `connectionLost`, or by its timeout.
+   */
+  rejectQueued(error) {
+    for (const [ref, pending] of [...this.#pending]) {
+      if (!pending.sent) this.settle(ref, error);
+    }
+  }
+
   /** Reject every command, sent or queued, with `error`. */
   rejectAll(error) {
     for (const ref of [...this.#pending.keys()]) this.settle(ref, error);

@@ -281,7 +281,9 @@ export class PayliveSession extends Emitter {
   }
 
   #fail(error) {
-    this.#commands.rejectAll(error);
+    // A command a socket carried was settled `connection_lost` by the close before this;
+    // one sent over HTTP still has its own request, whose answer says what happened.
+    this.#commands.rejectQueued(error);
     this.emit('error', { code: error.code, message: error.message, closeCode: error.closeCode });
   }
 

@@ -47,8 +47,9 @@ export function socketOrigin(base) {
  *
  * `status` is one of `idle`, `connecting`, `connected`, `reconnecting`, `offline`,
  * `closed`. Events: `status` ({status, attempt?, delay?, code?, reason?}), `open`,
- * `message` (the decoded map), `close` ({code, reason, reconnect}), `fatal`
- * ({code, reason, error}).
+ * `message` (the decoded map), `close` ({code, reason, reconnect, silent?, pinged?}:
+ * `silent` when an open socket was given up for its silence, `pinged` when a ping had
+ * gone out on it), `fatal` ({code, reason, error}).
  */
 export class ReconnectingSocket extends Emitter {
   #makeUrl;
@@ -59,6 +60,7 @@ export class ReconnectingSocket extends Emitter {
   #retryTimer = null;
   #pingTimer = null;
   #silenceTimer = null;
+  #pinged = false; // a ping went out on the connection open now
   #stopped = false;
   #watching = false; // listening to the window's `offline` and `online` events
   #onOffline = () => this.#wentOffline();
@@ -193,8 +195,13 @@ export class ReconnectingSocket extends Emitter {
     if (ws !== this.#ws) return;
     this.#backoff.opened(Date.now());
     this.#setStatus('connected');
+    this.#pinged = false;
     const every = this.#options.pingInterval;
-    if (every > 0) this.#pingTimer = setInterval(() => this.send({ type: 'ping' }), every);
+    if (every > 0) {
+      this.#pingTimer = setInterval(() => {
+        if (this.send({ type: 'ping' })) this.#pinged = true;
+      }, every);
+    }
     this.#heard();
     this.emit('open');
   }
@@ -219,14 +226,14 @@ export class ReconnectingSocket extends Emitter {
   }
 
   /** Forget a socket without waiting for its close handshake (a dead peer never answers). */
-  #abandon(reason, delay = null) {
+  #abandon(reason, delay = null, detail = {}) {
     const ws = this.#detach();
     try {
       ws?.close(ABANDONED, reason);
     } catch {
       // Already closing.
     }
-    this.#afterClose(ABANDONED, reason, delay);
+    this.#afterClose(ABANDONED, reason, delay, detail);
   }
 
   #detach() {
@@ -240,7 +247,7 @@ export class ReconnectingSocket extends Emitter {
     return ws;
   }
 
-  #afterClose(code, reason, delay = null) {
+  #afterClose(code, reason, delay = null, detail = {}) {
     this.#backoff.closed(Date.now());
     if (this.#stopped) return;
     const fatal = FATAL_CLOSE_CODES.get(code);
@@ -249,7 +256,7 @@ export class ReconnectingSocket extends Emitter {
       this.#stop('closed', { code, reason, error: fatal });
       return;
     }
-    this.emit('close', { code, reason, reconnect: true });
+    this.emit('close', { code, reason, reconnect: true, ...detail });
     if (this.#stopped) return; // a listener closed it for good
     if (this.#isOffline()) {
       this.#setStatus('offline', { code, reason });
@@ -285,7 +292,13 @@ export class ReconnectingSocket extends Emitter {
 
   #heard() {
     clearTimeout(this.#silenceTimer);
-    this.#silenceTimer = setTimeout(() => this.#abandon('server silent'), this.silenceTimeout);
+    this.#silenceTimer = setTimeout(() => {
+      // An open socket's silence is told apart from a hung handshake: a middlebox that
+      // passes the handshake and holds every frame shows only as open sockets that stay
+      // silent, and the caller may take that transport for one that does not work here.
+      const silent = this.#status === 'connected' ? { silent: true, pinged: this.#pinged } : {};
+      this.#abandon('server silent', null, silent);
+    }, this.silenceTimeout);
   }
 
   /**

@@ -1,8 +1,9 @@
 // The live connection a page uses, whichever transport carries it (protocol 4.2):
 // WebSocket first; when its handshake fails or no first message comes within
-// `firstMessageTimeout`, Server-Sent Events; when the stream delivers nothing either (a
-// proxy that buffers it), long-polling. On a lower transport it tries the higher ones
-// again every `upgradeInterval` and moves back up as soon as one delivers.
+// `firstMessageTimeout`, or when sockets open and then stay silent twice in a row (a
+// middlebox that holds their frames), Server-Sent Events; when the stream delivers
+// nothing either (a proxy that buffers it), long-polling. On a lower transport it tries
+// the higher ones again every `upgradeInterval` and moves back up as soon as one delivers.
 
 import { Emitter } from './emitter.js';
 import { EventStreamConnection, PollingConnection } from './fallback.js';
@@ -11,6 +12,11 @@ import { ReconnectingSocket, SOCKET_DEFAULTS, socketOrigin } from './socket.js';
 
 /** The transports, best first. */
 export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'polling']);
+
+// Open sockets given up as silent, in a row, that make the socket a transport that does
+// not work here. One is a network's hiccup; two with nothing at all in between is a
+// middlebox, and each costs the page a silence bound without news.
+const SILENT_SOCKETS = 2;
 
 /** Options of `LiveConnection`, on top of `SOCKET_DEFAULTS`. */
 export const TRANSPORT_DEFAULTS = Object.freeze({
@@ -44,6 +50,7 @@ export class LiveConnection extends Emitter {
   #carrier = null;
   #wiring = new Map(); // carrier -> the functions that stop this connection listening to it
   #heard = new Set(); // transports that have delivered at least once
+  #silentSockets = 0; // open sockets given up as silent in a row, each owed a message
   #firstTimer = null;
   #probe = null;
   #probeLevel = 0;
@@ -120,6 +127,7 @@ export class LiveConnection extends Emitter {
     const o = this.#options;
     let carrier;
     let resumed = false; // this socket's last attempt was made with `since`
+    let delivered = false; // the connection open now has delivered a frame
     if (transport === 'websocket') {
       const path = o.sessionId ? `/ws/sessions/${encodeURIComponent(o.sessionId)}` : '/ws/admin';
       carrier = new ReconnectingSocket(async () => {
@@ -142,23 +150,45 @@ export class LiveConnection extends Emitter {
       this.emit('status', { ...detail, transport });
     }));
     wiring.push(carrier.on('open', () => {
-      // A socket that opens delivers (no proxy buffers a WebSocket), and one opened
-      // with `since` at the current seq is sent nothing until something happens: an
-      // idle page must not wait for a message to move back up, and such a socket has
-      // worked (one that drops before its first pong comes back as a socket). Without
-      // `since` the server sends a snapshot at once: that first message is waited for.
-      // A stream must deliver.
+      delivered = false;
+      if (carrier === this.#probe) {
+        // A middlebox may pass the handshake and hold every frame: a probe moves the page
+        // up only once something came through (`#onMessage`), and a ping makes an idle
+        // server answer at once (without `since` the snapshot comes by itself). A stream
+        // must deliver anyway.
+        if (transport === 'websocket' && resumed) carrier.send({ type: 'ping' });
+        return;
+      }
+      if (carrier !== this.#carrier) return;
+      // The socket in use, reopened with `since` at the current seq, is sent nothing
+      // until something happens, so an idle page cannot wait for a message: it counts as
+      // working once open (one that drops before its first pong comes back as a socket),
+      // until open sockets keep staying silent (`#silentSockets`). Without `since` the
+      // server sends a snapshot at once: that first message is waited for.
       if (transport === 'websocket' && resumed) this.#heard.add(transport);
-      if (carrier === this.#probe && transport === 'websocket') this.#adopt(carrier, level);
-      else if (carrier === this.#carrier) this.emit('open');
+      this.emit('open');
     }));
-    wiring.push(carrier.on('message', (message) => this.#onMessage(carrier, level, message)));
+    wiring.push(carrier.on('message', (message) => {
+      delivered = true;
+      if (transport === 'websocket') this.#silentSockets = 0;
+      this.#onMessage(carrier, level, message);
+    }));
     wiring.push(carrier.on('close', (detail) => {
       if (carrier === this.#probe) {
         this.#probeFailed();
         return;
       }
       if (carrier !== this.#carrier) return;
+      // Only a socket that owed a message counts: its snapshot (opened without `since`)
+      // or the answer to its ping. One opened with `since` on a page that does not ping
+      // is sent nothing while the session is idle, and its silence says nothing.
+      if (detail.silent && !delivered && (detail.pinged || !resumed)) {
+        this.#silentSockets += 1;
+        if (this.#silentSockets >= SILENT_SOCKETS) {
+          this.#silentSockets = 0;
+          this.#heard.delete(transport);
+        }
+      }
       // A transport that never delivered anything is not going to: the next one. Not
       // when the server itself said to come back later (1012 restarting, 1013 try
       // later): the transport got through, and its own wait (the 1012 hint, the

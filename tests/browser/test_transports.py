@@ -1,7 +1,8 @@
 """The checkout and the dashboard where a WebSocket cannot get through (protocol 4.2):
 headless Chromium behind a real proxy process (tests/support/httpproxy.py) that
 answers every WebSocket ``Upgrade`` with 403, and, in the second case, also buffers
-streamed responses until they end. Two ``paylive serve`` workers on one real Redis
+streamed responses until they end; in the last case it lets the handshake through and
+holds every frame the server sends on the socket. Two ``paylive serve`` workers on one real Redis
 behind it, requests alternating between them (round-robin, one upstream connection
 per request): nothing missed, nothing shown twice, no secret in any URL.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +32,8 @@ WAIT_MS = 15_000  # the longest a page state may take behind the proxy, on a bus
 # How long the client waits for a stream's first message before it falls back to
 # long-polling (``firstMessageTimeout`` of client/paylive/transport.js).
 FIRST_MESSAGE_MS = 5_000
+# How often the client on a lower transport tries a better one (``upgradeInterval``).
+UPGRADE_MS = 30_000
 
 TIMINGS = {
     "PAYLIVE_ATTEMPT_TIMEOUT_MS": "2000",
@@ -182,3 +185,45 @@ def test_the_dashboard_on_server_sent_events_with_no_token_in_urls(
         session: dict[str, Any] = reply.json()
         expect(page.locator(f"text={session['order_id']}")).to_be_visible(timeout=WAIT_MS)
         no_secret_in_urls(proxy, [a, b])
+
+
+def test_the_checkout_stays_on_sse_when_a_middlebox_holds_the_sockets_frames(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    # The handshake passes, nothing comes down the socket: not its snapshot, not a pong.
+    # The page moves down to SSE, and its probes back up must not take it onto such a
+    # socket again, where it would see nothing of the payment.
+    a, b = workers
+    with HttpProxy([a.port, b.port], refuse_upgrade=False, hold_sockets=True) as proxy:
+        page.clock.install()
+        page.goto(f"{proxy.url}/demo")
+        badge = page.locator("#connection")
+
+        def upgrades() -> int:
+            return proxy.access_log().count("[upgrade]")
+
+        wait_until(lambda: upgrades() >= 1, "the page never tried its socket")
+        time.sleep(0.5)  # the handshake's answer reaches the page
+        page.clock.fast_forward(FIRST_MESSAGE_MS)
+        expect(badge).to_have_attribute("data-transport", "sse", timeout=WAIT_MS)
+        expect(badge).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+        # The probe for a better transport (upgradeInterval, 30 s): a socket that opens
+        # and answers nothing, given up after the wait for its first message.
+        page.clock.fast_forward(UPGRADE_MS)
+        wait_until(lambda: upgrades() >= 2, "the page never probed for its socket")
+        time.sleep(0.5)
+        assert page.evaluate("window.__paylive.transport") == "sse"
+        page.clock.fast_forward(FIRST_MESSAGE_MS)
+        page.fill("#card", OK_CARD)
+        page.click("#pay")
+        expect(page.locator("#status")).to_have_attribute(
+            "data-status", "succeeded", timeout=WAIT_MS
+        )
+        assert page.evaluate("window.__paylive.transport") == "sse"
+
+
+def wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)

@@ -5,6 +5,9 @@ paylive's fallback transports are for (protocol 4.2):
   proxies, antivirus and hotel networks do); everything else passes;
 - ``--buffer``: a response reaches the client only once it has ended (a proxy that
   buffers streamed responses), so an event stream delivers nothing;
+- ``--hold-sockets``: a WebSocket handshake passes, and then nothing the server sends
+  on the socket reaches the client (a middlebox that holds the frames); the client's
+  frames still reach the server;
 - requests go round-robin over the ``--upstream`` ports, one upstream connection per
   request, so consecutive requests of one page land on different workers;
 - ``--log``: one access-log line per request, the request line as the client sent it
@@ -33,11 +36,17 @@ HEAD_TIMEOUT_S = 30.0
 
 class Proxy:
     def __init__(
-        self, upstreams: list[int], refuse_upgrade: bool, buffer: bool, log: IO[str] | None
+        self,
+        upstreams: list[int],
+        refuse_upgrade: bool,
+        buffer: bool,
+        log: IO[str] | None,
+        hold_sockets: bool = False,
     ) -> None:
         self._next = itertools.cycle(upstreams)
         self.refuse_upgrade = refuse_upgrade
         self.buffer = buffer
+        self.hold_sockets = hold_sockets
         self.log = log
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -84,7 +93,10 @@ class Proxy:
                 # A socket passes whole, both ways, for as long as it lives.
                 up_writer.write(head + body)
                 await up_writer.drain()
-                await _pipe_both(reader, writer, up_reader, up_writer)
+                if self.hold_sockets:
+                    await _pipe_handshake_only(reader, writer, up_reader, up_writer)
+                else:
+                    await _pipe_both(reader, writer, up_reader, up_writer)
                 return False
             kept = [(n, v) for n, v in headers if n.lower() not in ("connection", "keep-alive")]
             out = request_line + "\r\n" + "".join(f"{n}: {v}\r\n" for n, v in kept)
@@ -147,6 +159,33 @@ async def _pipe_both(
     await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
+async def _pipe_handshake_only(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    up_reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+) -> None:
+    """The client's frames go up; of the server's side, only the handshake's answer
+    comes down, and the rest is held for as long as the socket lives."""
+
+    async def up() -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                up_writer.write(chunk)
+                await up_writer.drain()
+        with contextlib.suppress(Exception):
+            up_writer.close()
+
+    async def down() -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            writer.write(await up_reader.readuntil(b"\r\n\r\n"))
+            await writer.drain()
+            while await up_reader.read(65536):
+                pass
+
+    await asyncio.gather(up(), down())
+
+
 async def serve(port: int, proxy: Proxy) -> None:
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", port, limit=MAX_HEAD)
     async with server:
@@ -157,7 +196,12 @@ class HttpProxy:
     """The proxy as a subprocess in front of ``upstreams`` (ports), on a free port."""
 
     def __init__(
-        self, upstreams: list[int], *, refuse_upgrade: bool = True, buffer: bool = False
+        self,
+        upstreams: list[int],
+        *,
+        refuse_upgrade: bool = True,
+        buffer: bool = False,
+        hold_sockets: bool = False,
     ) -> None:
         from .ports import free_port
 
@@ -171,6 +215,8 @@ class HttpProxy:
             args.append("--refuse-upgrade")
         if buffer:
             args.append("--buffer")
+        if hold_sockets:
+            args.append("--hold-sockets")
         self._args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -212,11 +258,13 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="comma-separated ports")
     parser.add_argument("--refuse-upgrade", action="store_true")
     parser.add_argument("--buffer", action="store_true")
+    parser.add_argument("--hold-sockets", action="store_true")
     parser.add_argument("--log")
     args = parser.parse_args()
     upstreams = [int(p) for p in args.upstream.split(",") if p]
     log = open(args.log, "a") if args.log else None  # noqa: SIM115 (open for the process's life)
-    asyncio.run(serve(args.port, Proxy(upstreams, args.refuse_upgrade, args.buffer, log)))
+    proxy = Proxy(upstreams, args.refuse_upgrade, args.buffer, log, args.hold_sockets)
+    asyncio.run(serve(args.port, proxy))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = {}) {
   const srv = {
-    websocket, // 'ok' | 'blocked' (the Upgrade is refused) | {code, reason} (accepted, then closed)
+    websocket, // 'ok' | 'blocked' (the Upgrade is refused) | 'held' (accepted, then every frame held back) | {code, reason} (accepted, then closed)
     sse, // 'ok' | 'buffered' (headers pass, events are held back) | 'blocked'
     heartbeat, // PAYLIVE_SSE_HEARTBEAT_MS: a stream's `ping` first and this often; null: none (an older server)
     hold: 30, // PAYLIVE_POLL_HOLD_MS, said as `hold_ms`; null: not said (an older server)
@@ -58,6 +58,11 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
           return;
         }
         this.onopen?.();
+        if (mode === 'held') {
+          // A middlebox passed the handshake and holds what the server sends: nothing, not even a pong, arrives.
+          this.held = true;
+          return;
+        }
         if (typeof mode === 'object') {
           if (srv.closedAt === undefined) {
             // The first close only: what the page does next is what is measured.
@@ -72,6 +77,7 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
       }, 1);
     }
     deliver(event) {
+      if (this.held) return;
       setTimeout(() => !this.closed && this.onmessage?.({ data: JSON.stringify(event) }), 0);
     }
     send(data) {
