@@ -140,29 +140,67 @@ function details(entry) {
 }
 
 // The trail is read a page at a time, newest first (protocol 8.2). The newest page is
-// asked again on every refresh, so new actions come in on top; an older page is asked
-// with the place it starts after, so the refresh keeps it where it is. "Older" follows
-// the `next` of the page on screen: reading on neither skips nor repeats an entry.
+// asked again on every refresh, so new actions come in on top; any other page is asked
+// by a place in the trail, so the refresh keeps it where it is. "Older" reads past the
+// last entry shown (`before=<next>`), "Newer" past the first (`after=<prev>`, the
+// oldest entries newer than it): neither skips an entry, even when new actions came in
+// meanwhile, which going back to a page read before would.
 const audit = {
   filters: new URLSearchParams(), // the staff and session filters "Show" applied
-  places: [], // each older page open: { before, offset } (entries on the pages above it)
+  // The page on screen unless it is the newest: { way: 'before' | 'after', at, page,
+  // offset } (its number and the entries above it, null once new actions made them
+  // unknown); read forwards, offset is that of the page it was read from.
+  place: null,
   next: null, // the page on screen's `next`, null when nothing is older
+  prev: null, // its `prev`, null when nothing is newer; undefined once used
   shown: 0, // entries on the page on screen
   asked: 0, // the latest question: an answer to an earlier one is stale
   drawn: null, // the question the rows on screen answer
 };
 const auditButtons = ['audit-newest', 'audit-newer', 'audit-older'];
 
+function auditQuery(way, at, limit = '100') {
+  const params = new URLSearchParams({ limit });
+  for (const [name, value] of audit.filters) params.set(name, value);
+  if (way) params.set(way, at);
+  return params;
+}
+
+/** Where the page on screen stands: { page, offset }, or null when it is not known. */
+function auditWhere() {
+  const place = audit.place;
+  if (!place) return { page: 1, offset: 0 };
+  if (place.page === null || place.offset === null) return null;
+  if (place.way === 'before') return { page: place.page, offset: place.offset };
+  // A page read forwards that is not the newest: entries above it, or new actions came.
+  const offset = place.offset - audit.shown;
+  return place.page > 1 && offset > 0 ? { page: place.page, offset } : null;
+}
+
 async function refreshAudit() {
   if ($('dashboard').hidden) return;
-  const place = audit.places.at(-1);
-  const params = new URLSearchParams({ limit: '100' });
-  for (const [name, value] of audit.filters) params.set(name, value);
-  if (place) params.set('before', place.before);
+  const place = audit.place;
+  let params = auditQuery(place?.way, place?.at);
   const asked = ++audit.asked;
   let found;
   try {
     found = await api(`/api/admin/audit?${params}`);
+    if (found && place?.way === 'after' && asked === audit.asked) {
+      // Read forwards, a page that is not full holds everything newer, and so does the
+      // newest page, which takes its place; a full one is the newest when nothing
+      // stands past it.
+      let newest = found.prev === null;
+      if (!newest) {
+        const past = await api(`/api/admin/audit?${auditQuery('after', found.prev, '1')}`);
+        newest = past.entries.length === 0;
+      }
+      if (asked !== audit.asked) return;
+      if (newest) {
+        audit.place = null;
+        params = auditQuery();
+        if (found.prev === null) found = await api(`/api/admin/audit?${params}`);
+      }
+    }
   } catch (error) {
     if (asked !== audit.asked) return;
     if (audit.drawn !== String(params)) {
@@ -193,24 +231,29 @@ async function refreshAudit() {
   $('audit-body').replaceChildren(...rows);
   audit.drawn = String(params);
   audit.next = found.next ?? null;
+  audit.prev = found.prev ?? null;
   audit.shown = rows.length;
   $('audit-empty').hidden = rows.length > 0;
-  $('audit-empty').textContent = audit.places.length ? 'No older action.' : 'No action recorded yet.';
+  $('audit-empty').textContent = audit.place ? 'No older action.' : 'No action recorded yet.';
   showAuditPager();
 }
 
 /** The pager's buttons and where the page is; the focus stays on a button it can press. */
 function showAuditPager(failed = false) {
   const focused = document.activeElement;
-  const offset = audit.places.at(-1)?.offset ?? 0;
-  $('audit-newest').disabled = audit.places.length === 0;
-  $('audit-newer').disabled = audit.places.length === 0;
+  const where = auditWhere();
+  $('audit-newest').disabled = audit.place === null;
+  $('audit-newer').disabled = audit.place === null;
   $('audit-older').disabled = audit.next === null;
-  const page = `Page ${audit.places.length + 1}`;
+  const entries = audit.shown === 1 ? 'entry' : 'entries';
+  // Past new actions the pages above are not counted: the page says which way it went.
+  const way = audit.place?.way === 'after' ? 'Newer' : 'Older';
+  const page = where ? `Page ${where.page}` : `${way} actions`;
   let text = `${page} · no entries`;
-  if (audit.shown === 1) text = `${page} · entry ${offset + 1}`;
-  if (audit.shown > 1) text = `${page} · entries ${offset + 1}–${offset + audit.shown}`;
-  if (audit.next === null && audit.places.length > 0) text += ' · nothing older';
+  if (where && audit.shown === 1) text = `${page} · entry ${where.offset + 1}`;
+  if (where && audit.shown > 1) text = `${page} · entries ${where.offset + 1}–${where.offset + audit.shown}`;
+  if (!where && audit.shown > 0) text = `${page} · ${audit.shown} ${entries}`;
+  if (audit.next === null && audit.place) text += ' · nothing older';
   if (failed && audit.drawn === null) text = `${page} · not read`;
   // Written only when it changes: the live region announces a new page, not each refresh.
   if ($('audit-page').textContent !== text) $('audit-page').textContent = text;
@@ -228,24 +271,31 @@ $('audit-form').addEventListener('submit', (event) => {
   if (staff) filters.set('staff', staff);
   if (session) filters.set('session', session);
   audit.filters = filters;
-  audit.places = [];
+  audit.place = null;
   void refreshAudit();
 });
 $('audit-older').addEventListener('click', () => {
   if (audit.next === null) return;
-  const offset = (audit.places.at(-1)?.offset ?? 0) + audit.shown;
+  const where = auditWhere();
   // Once: a second press before the answer would open the same page twice.
-  const before = audit.next;
+  const at = audit.next;
   audit.next = null;
-  audit.places.push({ before, offset });
+  const [page, offset] = where ? [where.page + 1, where.offset + audit.shown] : [null, null];
+  audit.place = { way: 'before', at, page, offset };
   void refreshAudit();
 });
 $('audit-newer').addEventListener('click', () => {
-  audit.places.pop();
+  if (audit.place === null || audit.prev === undefined) return;
+  const where = auditWhere();
+  const at = audit.prev;
+  audit.prev = undefined; // once, as Older
+  const [page, offset] = where ? [where.page - 1, where.offset] : [null, null];
+  // Nothing to read on from (the page on screen is empty): the newest page.
+  audit.place = at === null ? null : { way: 'after', at, page, offset };
   void refreshAudit();
 });
 $('audit-newest').addEventListener('click', () => {
-  audit.places = [];
+  audit.place = null;
   void refreshAudit();
 });
 document.addEventListener('paylive:role', () => void refreshDeliveries());

@@ -2,7 +2,9 @@
 after traffic shows it in its chart (the server's counts), a viewer sees no action,
 and an operator refunds from the drill-down and finds it in the timeline and the
 audit trail with their name; staff page through the audit trail and back, the panel's
-refresh keeping their page (docs/protocol.md sections 7 and 8)."""
+refresh keeping their page, and back to the newest past new actions without skipping
+one; on a phone every column of the trail can be scrolled to (docs/protocol.md
+sections 7 and 8)."""
 
 from __future__ import annotations
 
@@ -128,7 +130,8 @@ def small_audit_pages(page: Page) -> list[str]:
     def shrink(route: Route) -> None:
         url = route.request.url
         asked.append(url)
-        assert "limit=100" in url, url
+        # A page, or whether anything stands past one (a single entry).
+        assert "limit=100" in url or "limit=1&" in url or url.endswith("limit=1"), url
         route.continue_(url=url.replace("limit=100", f"limit={AUDIT_PAGE}"))
 
     page.route(re.compile(r"/api/admin/audit\?"), shrink)
@@ -236,3 +239,103 @@ def test_staff_page_through_the_audit_trail_and_the_refresh_keeps_the_place(
     page.keyboard.press("Enter")
     expect(where).to_have_text("Page 2 · entries 4–6")
     assert rows.evaluate_all(SHOWN) == now[3:6]
+
+
+def test_newer_after_new_actions_skips_none_of_them(
+    page: Page, server_url: str, api: httpx.Client
+) -> None:
+    # Newer once went back to the page read before, and from the second page to the
+    # newest: the actions between that page and the newest page were on neither.
+    for _ in range(7):
+        switch_sandbox(server_url)
+    trail = audit_ids(server_url, "admin")
+    open_dashboard(page, server_url, ADMIN_TOKEN)
+    asked = small_audit_pages(page)
+    page.fill("#audit-staff", "admin")
+    page.locator("#audit-form button[type=submit]").click()
+    card = page.locator("#audit-card")
+    older = card.get_by_role("button", name="Older actions")
+    newer = card.get_by_role("button", name="Newer actions")
+    where = page.locator("#audit-page")
+    rows = page.locator("#audit-body tr")
+    expect(where).to_have_text("Page 1 · entries 1–3")
+    older.click()
+    expect(where).to_have_text("Page 2 · entries 4–6")
+    older.click()
+    expect(where).to_have_text(re.compile(r"^Page 3 · entr"))
+    pages = [rows.evaluate_all(SHOWN)]
+    assert pages[0][0] == trail[6]
+
+    for _ in range(AUDIT_PAGE + 1):  # more new actions than a page holds
+        switch_sandbox(server_url)
+    now = audit_ids(server_url, "admin")
+    assert now[AUDIT_PAGE + 1 :] == trail
+    while newer.is_enabled():
+        shown = pages[-1]
+        newer.click()
+        page.wait_for_function(
+            "(first) => document.querySelector('#audit-body tr')?.dataset.audit !== first",
+            arg=shown[0],
+        )
+        page.evaluate(TWO_FRAMES)
+        pages.append(rows.evaluate_all(SHOWN))
+        assert len(pages) < 10, pages
+    # Each page read on from the one before: its oldest entry is at most the one just
+    # newer than the first entry of the page before (an entry past it would be skipped).
+    for before, after in zip(pages, pages[1:], strict=False):
+        assert now.index(after[-1]) >= now.index(before[0]) - 1, (before, after, now)
+    assert set(now[: now.index(trail[6]) + 1]) <= {i for p in pages for i in p}
+    assert pages[-1] == now[:AUDIT_PAGE]
+    expect(where).to_have_text("Page 1 · entries 1–3")
+    assert any("after=" in url for url in asked), asked
+
+
+PHONE = {"width": 390, "height": 844}
+# Why a column of the audit table cannot be seen at any sideways scroll, or null: each
+# header cell must lie within what the box that scrolls the table sideways can show,
+# that box within the screen, and the last column, scrolled to, not hidden by the card.
+COLUMNS_UNREACHABLE = """() => {
+  const table = document.getElementById('audit');
+  let box = table.parentElement;
+  while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) {
+    box = box.parentElement;
+  }
+  if (!box || !document.getElementById('audit-card').contains(box)) {
+    return 'no box in the card scrolls the table sideways';
+  }
+  const seen = box.getBoundingClientRect();
+  if (seen.left < 0 || seen.right > innerWidth + 1) return 'the box is wider than the screen';
+  box.scrollLeft = 0;
+  const cells = [...table.querySelectorAll('thead th')];
+  for (const th of cells) {
+    const r = th.getBoundingClientRect();
+    const left = r.left - seen.left, right = r.right - seen.left;
+    if (left < -1 || right > box.scrollWidth + 1) return `${th.textContent} is past the box`;
+  }
+  box.scrollLeft = box.scrollWidth;
+  const last = cells.at(-1).getBoundingClientRect();
+  if (last.right > seen.right + 1) return 'the last column is past the box, scrolled to';
+  const hit = document.elementFromPoint((last.left + last.right) / 2, (last.top + last.bottom) / 2);
+  if (!cells.at(-1).contains(hit)) return 'the last column, scrolled to, is covered';
+  return null;
+}"""
+
+
+def test_on_a_phone_every_column_of_the_audit_trail_can_be_scrolled_to(
+    page: Page, server_url: str
+) -> None:
+    # The card hides what overflows it: the table's right-hand columns (session,
+    # details, from) were cut off on a phone, with no way to reach them.
+    switch_sandbox(server_url)
+    page.set_viewport_size(PHONE)
+    open_dashboard(page, server_url, ADMIN_TOKEN)
+    page.locator("#audit-form button[type=submit]").click()
+    expect(page.locator("#audit-body tr").first).to_be_visible()
+    page.locator("#audit").scroll_into_view_if_needed()
+    assert page.evaluate(COLUMNS_UNREACHABLE) is None
+    # Not by chance: at this width the table is wider than its card.
+    widths = "() => [document.getElementById('audit').scrollWidth, innerWidth]"
+    table, screen = page.evaluate(widths)
+    assert table > screen, (table, screen)
+    # The page itself does not scroll sideways: only the table's box.
+    assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")

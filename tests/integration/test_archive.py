@@ -136,6 +136,10 @@ async def test_the_audit_trail_is_kept_and_searched_by_staff_session_and_date(
         await archive.audit_add([{**entries[0], "id": "aud_0"}, {**entries[0], "id": "aud_9"}])
         assert await ids(before=(T0, "aud_1")) == ["aud_0"]
         assert await ids(before=(T0 + 1, "aud_")) == ["aud_9", "aud_1", "aud_0"]
+        # Newer than a place: the oldest of them cut, newest first.
+        assert await ids(after=(T0, "aud_0"), limit=2) == ["aud_9", "aud_1"]
+        assert await ids(after=(T0, "aud_9")) == ["aud_3", "aud_2"]
+        assert await ids(after=(T0, "aud_1"), before=(T0 + 2 * DAY, "aud_3")) == ["aud_2", "aud_9"]
         assert (await archive.audit_search(AuditQuery(staff="bo")))[0] == entries[1]
         assert await archive.purge(T0 + DAY) >= 1
         assert await ids() == ["aud_3", "aud_2"]

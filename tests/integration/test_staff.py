@@ -204,11 +204,52 @@ async def test_an_operator_refunds_and_every_action_is_audited_also_from_postgre
             f"/api/admin/audit?session={sid}&limit=1&before={first['next']}", headers=bearer(VIEWER)
         )
         assert [e["id"] for e in second.json()["entries"]] == [oldest["id"]]
+        # Read backwards, newer entries stand past the page's first one.
+        assert second.json()["prev"] == second.json()["next"] == f"{oldest['at']}:{oldest['id']}"
+        # Forwards from the oldest, by `prev`: each page the oldest cut past the place.
+        ahead = (
+            await http.get(
+                f"/api/admin/audit?session={sid}&limit=1&after={second.json()['next']}",
+                headers=bearer(VIEWER),
+            )
+        ).json()
+        assert [e["id"] for e in ahead["entries"]] == [newest["id"]]
+        assert ahead["prev"] == ahead["next"] == first["next"]
+        last = (
+            await http.get(
+                f"/api/admin/audit?session={sid}&after={ahead['prev']}", headers=bearer(VIEWER)
+            )
+        ).json()
+        assert last == {"entries": [], "next": None, "prev": None}
         for bad in ("x", "12:ps_1", ":aud_1", f"{2**63}:aud_1", "1:aud_%00"):
-            refused = await http.get(f"/api/admin/audit?before={bad}", headers=bearer(VIEWER))
-            assert refused.status_code == 422, (bad, refused.text)
-            error = refused.json()["error"]
-            assert error["code"] == "invalid_field" and error["message"].startswith("before:")
+            for place in ("before", "after"):
+                refused = await http.get(f"/api/admin/audit?{place}={bad}", headers=bearer(VIEWER))
+                assert refused.status_code == 422, (place, bad, refused.text)
+                error = refused.json()["error"]
+                assert error["code"] == "invalid_field" and error["message"].startswith(place)
+
+        # The whole trail (the engine's, in Redis, with PostgreSQL's), read forwards from
+        # before the first entry page by page, is what reading it backwards reads.
+        async def read(**params: str) -> dict[str, Any]:
+            reply = await http.get("/api/admin/audit", params=params, headers=bearer(VIEWER))
+            assert reply.status_code == 200, reply.text
+            return dict(reply.json())
+
+        backwards: list[str] = []
+        page = await read(limit="1")
+        while page["entries"]:
+            backwards += [e["id"] for e in page["entries"]]
+            if page["next"] is None:
+                break
+            page = await read(limit="1", before=page["next"])
+        forwards: list[str] = []
+        page = await read(limit="1", after="0:aud_")
+        while page["entries"]:
+            forwards = [e["id"] for e in page["entries"]] + forwards
+            if page["prev"] is None:
+                break
+            page = await read(limit="1", after=page["prev"])
+        assert forwards == backwards and {oldest["id"], newest["id"]} <= set(forwards)
     rows = archive_db.fetch("SELECT staff, action FROM paylive_audit WHERE session_id = $1", sid)
     assert sorted((r["staff"], r["action"]) for r in rows) == [
         ("merchant", "refund"),
@@ -282,7 +323,7 @@ async def test_a_nul_in_a_session_id_is_no_session_not_a_server_error(server: Se
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         trail = await http.get("/api/admin/audit?session=ps_%00x", headers=bearer(VIEWER))
         assert trail.status_code == 200, trail.text
-        assert trail.json() == {"entries": [], "next": None}
+        assert trail.json() == {"entries": [], "next": None, "prev": None}
         session = await http.get("/api/sessions/ps_%00x", headers=merchant())
         assert session.status_code == 404, session.text
         assert session.json()["error"]["code"] == "not_found"

@@ -3,7 +3,8 @@ and from the archive for what the engine has forgotten". A session keeps its new
 200 entries; the archive keeps them all. With a session filter, the search once
 counted the session's entries before applying the other filters (staff, from, to) and
 skipped the archive once it had ``limit`` of them, so the older entries that match were
-never found (found in a review, 2026-12-07)."""
+never found (found in a review, 2026-12-07). Pages read backwards (``before``) and
+forwards (``after``) each read every entry once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from paylive.archive import AuditQuery
+from paylive.archive import AuditQuery, audit_order
 from paylive.core.machine import ProviderResult, Refund, StartAttempt
 from paylive.engine.memory import MemoryEngine
 from paylive.service.audit import AuditTrail
@@ -36,8 +37,10 @@ class Archive:
 
     async def audit_search(self, query: AuditQuery) -> list[dict[str, Any]]:
         found = [e for e in self.rows.values() if query.matches(e)]
-        found.sort(key=lambda e: (int(e["at"]), str(e["id"])), reverse=True)
-        return found[: query.limit]
+        # ORDER BY at, id: descending, or ascending from an `after` place (its oldest cut).
+        found.sort(key=lambda e: (int(e["at"]), str(e["id"])), reverse=query.after is None)
+        cut = found[: query.limit]
+        return cut if query.after is None else cut[::-1]
 
 
 def entry(n: int, who: str, role: str) -> dict[str, object]:
@@ -127,3 +130,80 @@ async def test_pages_of_the_trail_neither_skip_nor_repeat_entries_of_one_millise
         reverse=True,
     )
     assert read == [e["id"] for e in expected]
+
+
+async def pages_forward(
+    trail: AuditTrail, limit: int, after: tuple[int, str], session_id: str | None = None
+) -> list[str]:
+    """Every entry newer than ``after``, page after page as a client follows ``prev``,
+    newest first like one page: each page is newest first and cut oldest first."""
+    seen: list[str] = []
+    while True:
+        query = AuditQuery(session_id=session_id, after=after, limit=limit)
+        page = await trail.search(query)
+        assert page == sorted(page, key=audit_order, reverse=True), "a page is newest first"
+        seen = [str(e["id"]) for e in page] + seen
+        if len(page) < limit:
+            return seen
+        after = audit_order(page[0])
+
+
+async def test_pages_read_forwards_neither_skip_nor_repeat_entries() -> None:
+    # The same 250 actions in three milliseconds, 50 of them only in the archive: read
+    # forwards from before the first, 100 at a time, each is read exactly once; the first
+    # page is the oldest 100, not the newest.
+    engine = MemoryEngine(load_settings(ENV).engine)
+    archive = Archive()
+    trail = AuditTrail(engine, archive)  # type: ignore[arg-type]
+    for n in range(250):
+        one = made(n, 1_000 + n // 100)
+        if n < 50:
+            await archive.audit_add([one])
+        else:
+            await trail.added(one)
+    first = await trail.search(AuditQuery(after=(0, "aud_"), limit=100))
+    assert [e["id"] for e in first] == [f"aud_{n:04d}" for n in range(99, -1, -1)]
+    read = await pages_forward(trail, 100, (0, "aud_"))
+    assert len(read) == len(set(read)) == 250
+    assert read == await pages(trail, 100)
+    # From the middle of a millisecond: only what stands after that place.
+    middle = await trail.search(AuditQuery(after=(1_001, "aud_0150"), limit=3))
+    assert [e["id"] for e in middle] == ["aud_0153", "aud_0152", "aud_0151"]
+    assert await trail.search(AuditQuery(after=(1_002, "aud_0249"), limit=3)) == []
+    # Both places: what lies between them, the oldest first cut.
+    between = AuditQuery(after=(1_000, "aud_0010"), before=(1_000, "aud_0020"), limit=3)
+    assert [e["id"] for e in await trail.search(between)] == ["aud_0013", "aud_0012", "aud_0011"]
+
+
+async def test_reading_forwards_finds_an_entry_copied_to_the_trail_late() -> None:
+    # The action at 11 reached the engine's trail after the one at 12: reading forwards
+    # from the one at 10 still reads 11 before 12.
+    trail = AuditTrail(MemoryEngine(load_settings(ENV).engine), None)
+    for n, at in ((1, 10), (2, 12), (3, 11)):
+        await trail.added(made(n, at))
+    assert await pages_forward(trail, 1, (10, "aud_0001")) == ["aud_0002", "aud_0003"]
+
+
+async def test_reading_a_busy_session_forwards_reaches_into_the_archive() -> None:
+    # A session keeps its newest 200 entries: reading it forwards from its first entry
+    # starts with entries only the archive still holds for it.
+    settings = load_settings(ENV)
+    clock = Clock()
+    engine = MemoryEngine(settings.engine)
+    service = PaymentService(settings.service, engine, ScriptedGateway(), clock)
+    archive = Archive()
+    trail = AuditTrail(engine, archive)  # type: ignore[arg-type]
+    session = await service.create("o", 1_000, "EUR", {})
+    await service.run(session.id, StartAttempt(CARD))
+    await service.run(session.id, ProviderResult(1, "succeeded"))
+    for n in range(250):
+        clock.now += 1
+        audit = entry(n, "otto", "operator")
+        outcome = await service.run(session.id, Refund(1, None, "otto"), audit)
+        await trail.added(outcome.session.audit[-1])
+    start = audit_order(archive.rows["aud_0000"])
+    query = AuditQuery(session_id=session.id, after=start, limit=100)
+    assert [e["id"] for e in await trail.search(query)] == [
+        f"aud_{n:04d}" for n in range(100, 0, -1)
+    ]
+    assert len(set(await pages_forward(trail, 100, start, session.id))) == 249

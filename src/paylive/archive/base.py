@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +29,16 @@ class SessionQuery:
 class AuditQuery:
     """Filters of ``GET /api/admin/audit``; ``at_from`` inclusive, ``at_to`` exclusive;
     ``before``: only entries after this (at, id) in the trail's order, newest first (the
-    last entry of the page before, so that pages neither skip nor repeat an entry)."""
+    last entry of the page before, so that pages neither skip nor repeat an entry);
+    ``after``: only entries newer than this (at, id), and the page is the ``limit``
+    oldest of them (the first entry of the page before, read forwards)."""
 
     session_id: str | None = None
     staff: str | None = None
     at_from: int | None = None
     at_to: int | None = None
     before: tuple[int, str] | None = None
+    after: tuple[int, str] | None = None
     limit: int = 100
 
     def matches(self, entry: dict[str, Any]) -> bool:
@@ -45,7 +49,15 @@ class AuditQuery:
             and (self.at_from is None or at >= self.at_from)
             and (self.at_to is None or at < self.at_to)
             and (self.before is None or audit_order(entry) < self.before)
+            and (self.after is None or audit_order(entry) > self.after)
         )
+
+    def page(self, entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page of ``entries`` (all matching) this query answers, newest first."""
+        # Read forwards, the page is the oldest ``limit``: the newest would skip the
+        # entries between the place and them.
+        ordered = sorted(entries, key=audit_order, reverse=self.after is None)[: self.limit]
+        return ordered if self.after is None else ordered[::-1]
 
 
 def audit_order(entry: dict[str, Any]) -> tuple[int, str]:

@@ -302,7 +302,8 @@ class Archive:
         await self._run(work)
 
     async def audit_search(self, query: AuditQuery) -> list[dict[str, Any]]:
-        return await self._bodies(
+        """The page ``query`` answers, newest first (read forwards: its oldest cut)."""
+        found = await self._bodies(
             "paylive_audit",
             (
                 ("session_id", "=", query.session_id),
@@ -310,10 +311,12 @@ class Archive:
                 ("at", ">=", query.at_from),
                 ("at", "<", query.at_to),
                 ("(at, id)", "<", query.before),
+                ("(at, id)", ">", query.after),
             ),
-            "at DESC, id DESC",
+            "at DESC, id DESC" if query.after is None else "at, id",
             query.limit,
         )
+        return found if query.after is None else found[::-1]
 
 
 async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..archive import ArchiveUnavailable, AuditQuery, audit_order
 from ..core.codec import dumps_strict
+from ..core.session import AUDIT_KEPT
 from ..engine import Engine, EngineUnavailable
 from .reads import unavailable
 
@@ -94,6 +95,9 @@ class AuditTrail:
     async def search(self, query: AuditQuery) -> list[dict[str, Any]]:
         """Entries matching ``query``, newest first, each once."""
         found: dict[str, dict[str, Any]] = {}
+        # Read forwards, whether the engine holds every entry newer than ``after``: the
+        # page is the oldest of them, which the archive may hold alone.
+        whole = False
         if query.session_id is not None:
             session = await self.engine.load(query.session_id)
             if session is not None:
@@ -102,6 +106,20 @@ class AuditTrail:
                 for entry in session.audit:
                     if query.matches(entry):
                         found[str(entry["id"])] = entry
+                whole = query.after is not None and (
+                    len(session.audit) < AUDIT_KEPT or audit_order(session.audit[0]) <= query.after
+                )
+        elif query.after is not None:
+            # Every entry newer than the place, down to where the trail's order (that of
+            # the copies, ``at``'s but for the moments between a save and its copy) can
+            # no longer hold one.
+            floor = query.after[0] - ORDER_SLACK_MS
+            async for entry in self._newest_first():
+                if int(entry.get("at") or 0) < floor:
+                    whole = True
+                    break
+                if query.matches(entry):
+                    found[str(entry["id"])] = entry
         else:
             # The engine's trail is in the order entries were copied to it: the order of
             # ``at`` but for the moments between a save and its copy. Past ``limit``
@@ -115,7 +133,8 @@ class AuditTrail:
                     found[str(entry["id"])] = entry
                 if cut is None and len(found) >= query.limit:
                     cut = min(int(e.get("at") or 0) for e in found.values()) - ORDER_SLACK_MS
-        if self.archive is not None and len(found) < query.limit:
+        short = not whole if query.after is not None else len(found) < query.limit
+        if self.archive is not None and short:
             try:
                 archived = await self.archive.audit_search(query)
             except ArchiveUnavailable as exc:
@@ -123,6 +142,4 @@ class AuditTrail:
                 raise unavailable(exc) from None
             for entry in archived:
                 found.setdefault(str(entry["id"]), entry)
-        entries = [e for e in found.values() if query.matches(e)]
-        entries.sort(key=audit_order, reverse=True)
-        return entries[: query.limit]
+        return query.page(e for e in found.values() if query.matches(e))

@@ -133,7 +133,7 @@ MAX_EPOCH_MS = 2**62
 
 @endpoint
 async def audit_trail(request: Request) -> Response:
-    """``GET /api/admin/audit?session=&staff=&from=&to=&before=&limit=``."""
+    """``GET /api/admin/audit?session=&staff=&from=&to=&before=&after=&limit=``."""
     runtime = runtime_of(request)
     staff(request)
     params = request.query_params
@@ -146,18 +146,28 @@ async def audit_trail(request: Request) -> Response:
         staff=raw_staff,
         at_from=_epoch(params.get("from"), "from"),
         at_to=_epoch(params.get("to"), "to"),
-        before=_place(params.get("before")),
+        before=_place(params.get("before"), "before", "next"),
+        after=_place(params.get("after"), "after", "prev"),
         limit=limit_of(request, 100, runtime.settings.admin_list_max),
     )
     entries = await runtime.audit.search(query)
-    # A full page may have more behind it: the next one starts after its last entry.
-    last = entries[-1] if len(entries) == query.limit else None
-    following = None if last is None else "{}:{}".format(*audit_order(last))
-    return JSONResponse({"entries": entries, "next": following})
+    full = len(entries) == query.limit
+    # Older entries may lie past a full page, and past any page read forwards (the
+    # place it was read from at least); newer ones past any page read backwards, and
+    # past a full page read forwards (its cut is the oldest).
+    older = bool(entries) and (full or query.after is not None)
+    newer = bool(entries) and (query.before is not None or (full and query.after is not None))
+    return JSONResponse(
+        {
+            "entries": entries,
+            "next": "{}:{}".format(*audit_order(entries[-1])) if older else None,
+            "prev": "{}:{}".format(*audit_order(entries[0])) if newer else None,
+        }
+    )
 
 
-def _place(raw: str | None) -> tuple[int, str] | None:
-    """A place in the trail, ``<at>:<id>`` (an answer's ``next``)."""
+def _place(raw: str | None, field: str, given_as: str) -> tuple[int, str] | None:
+    """A place in the trail, ``<at>:<id>`` (an answer's ``next`` or ``prev``)."""
     if raw is None:
         return None
     at, _, entry_id = raw.partition(":")
@@ -168,7 +178,7 @@ def _place(raw: str | None) -> tuple[int, str] | None:
         or not entry_id.startswith("aud_")
         or not validation.PRINTABLE_ID.fullmatch(entry_id)
     ):
-        raise validation.invalid("before", "must be a page's next (<at>:aud_...)")
+        raise validation.invalid(field, f"must be a page's {given_as} (<at>:aud_...)")
     return value, entry_id
 
 
