@@ -110,18 +110,22 @@ async def test_the_newest_entry_is_found_though_it_reached_the_trail_after_an_ol
     assert await pages(trail, 1) == ["aud_0002", "aud_0003", "aud_0001"]
 
 
-async def test_pages_of_the_trail_neither_skip_nor_repeat_entries_of_one_millisecond() -> None:
-    # 250 actions in three milliseconds, 50 of them forgotten by the engine (kept in the
-    # archive): paged 100 at a time, each is read exactly once, newest first.
-    engine = MemoryEngine(load_settings(ENV).engine)
-    archive = Archive()
-    trail = AuditTrail(engine, archive)  # type: ignore[arg-type]
+async def trail_of_250() -> AuditTrail:
+    """250 actions in three milliseconds, the oldest 50 only in the archive."""
+    trail = AuditTrail(MemoryEngine(load_settings(ENV).engine), Archive())  # type: ignore[arg-type]
     for n in range(250):
         one = made(n, 1_000 + n // 100)
         if n < 50:
-            await archive.audit_add([one])
+            await trail.archive.audit_add([one])  # type: ignore[union-attr]
         else:
             await trail.added(one)
+    return trail
+
+
+async def test_pages_of_the_trail_neither_skip_nor_repeat_entries_of_one_millisecond() -> None:
+    # 250 actions in three milliseconds, 50 of them forgotten by the engine (kept in the
+    # archive): paged 100 at a time, each is read exactly once, newest first.
+    trail = await trail_of_250()
     read = await pages(trail, 100)
     assert len(read) == len(set(read)) == 250
     expected = sorted(
@@ -152,15 +156,7 @@ async def test_pages_read_forwards_neither_skip_nor_repeat_entries() -> None:
     # The same 250 actions in three milliseconds, 50 of them only in the archive: read
     # forwards from before the first, 100 at a time, each is read exactly once; the first
     # page is the oldest 100, not the newest.
-    engine = MemoryEngine(load_settings(ENV).engine)
-    archive = Archive()
-    trail = AuditTrail(engine, archive)  # type: ignore[arg-type]
-    for n in range(250):
-        one = made(n, 1_000 + n // 100)
-        if n < 50:
-            await archive.audit_add([one])
-        else:
-            await trail.added(one)
+    trail = await trail_of_250()
     first = await trail.search(AuditQuery(after=(0, "aud_"), limit=100))
     assert [e["id"] for e in first] == [f"aud_{n:04d}" for n in range(99, -1, -1)]
     read = await pages_forward(trail, 100, (0, "aud_"))
