@@ -69,11 +69,11 @@ async function search(event) {
       );
       return row;
     }));
-    $('search-results').hidden = sessions.length === 0;
+    $('search-scroll').hidden = sessions.length === 0;
     note.hidden = sessions.length > 0;
     note.textContent = 'Nothing found.';
   } catch (error) {
-    $('search-results').hidden = true;
+    $('search-scroll').hidden = true;
     note.hidden = false;
     note.textContent = `Search failed: ${error.message}`;
   }

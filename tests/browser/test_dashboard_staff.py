@@ -3,8 +3,9 @@ after traffic shows it in its chart (the server's counts), a viewer sees no acti
 and an operator refunds from the drill-down and finds it in the timeline and the
 audit trail with their name; staff page through the audit trail and back, the panel's
 refresh keeping their page, and back to the newest past new actions without skipping
-one; on a phone every column of the trail can be scrolled to (docs/protocol.md
-sections 7 and 8)."""
+one (docs/protocol.md sections 7 and 8). That every column of the trail can be
+scrolled to on a phone is checked with the dashboard's other tables, in
+test_shop_panels.py."""
 
 from __future__ import annotations
 
@@ -288,54 +289,3 @@ def test_newer_after_new_actions_skips_none_of_them(
     assert pages[-1] == now[:AUDIT_PAGE]
     expect(where).to_have_text("Page 1 · entries 1–3")
     assert any("after=" in url for url in asked), asked
-
-
-PHONE = {"width": 390, "height": 844}
-# Why a column of the audit table cannot be seen at any sideways scroll, or null: each
-# header cell must lie within what the box that scrolls the table sideways can show,
-# that box within the screen, and the last column, scrolled to, not hidden by the card.
-COLUMNS_UNREACHABLE = """() => {
-  const table = document.getElementById('audit');
-  let box = table.parentElement;
-  while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) {
-    box = box.parentElement;
-  }
-  if (!box || !document.getElementById('audit-card').contains(box)) {
-    return 'no box in the card scrolls the table sideways';
-  }
-  const seen = box.getBoundingClientRect();
-  if (seen.left < 0 || seen.right > innerWidth + 1) return 'the box is wider than the screen';
-  box.scrollLeft = 0;
-  const cells = [...table.querySelectorAll('thead th')];
-  for (const th of cells) {
-    const r = th.getBoundingClientRect();
-    const left = r.left - seen.left, right = r.right - seen.left;
-    if (left < -1 || right > box.scrollWidth + 1) return `${th.textContent} is past the box`;
-  }
-  box.scrollLeft = box.scrollWidth;
-  const last = cells.at(-1).getBoundingClientRect();
-  if (last.right > seen.right + 1) return 'the last column is past the box, scrolled to';
-  const hit = document.elementFromPoint((last.left + last.right) / 2, (last.top + last.bottom) / 2);
-  if (!cells.at(-1).contains(hit)) return 'the last column, scrolled to, is covered';
-  return null;
-}"""
-
-
-def test_on_a_phone_every_column_of_the_audit_trail_can_be_scrolled_to(
-    page: Page, server_url: str
-) -> None:
-    # The card hides what overflows it: the table's right-hand columns (session,
-    # details, from) were cut off on a phone, with no way to reach them.
-    switch_sandbox(server_url)
-    page.set_viewport_size(PHONE)
-    open_dashboard(page, server_url, ADMIN_TOKEN)
-    page.locator("#audit-form button[type=submit]").click()
-    expect(page.locator("#audit-body tr").first).to_be_visible()
-    page.locator("#audit").scroll_into_view_if_needed()
-    assert page.evaluate(COLUMNS_UNREACHABLE) is None
-    # Not by chance: at this width the table is wider than its card.
-    widths = "() => [document.getElementById('audit').scrollWidth, innerWidth]"
-    table, screen = page.evaluate(widths)
-    assert table > screen, (table, screen)
-    # The page itself does not scroll sideways: only the table's box.
-    assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
