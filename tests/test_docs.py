@@ -174,3 +174,21 @@ def test_links_between_the_docs_lead_somewhere() -> None:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
             if not target.startswith(("http:", "https:", "mailto:")):
                 assert (base / target).exists(), f"{name} links to {target}, which does not exist"
+
+
+def test_the_code_names_sections_of_the_contract_that_exist() -> None:
+    """A source or migration's "protocol.md section N" leads to a heading of
+    docs/protocol.md: the contract was renumbered once (its table "Where the former
+    section 6 went"), and a number from before leads to the wrong place or nowhere."""
+    headings = set(
+        re.findall(r"^#{2,3} (\d+(?:\.\d+)*)\.? ", (ROOT / "docs/protocol.md").read_text(), re.M)
+    )
+    assert {"1", "5.2", "8.2", "10"} <= headings, sorted(headings)
+    reference = re.compile(r"protocol(?:\.md)?,? sections? (\d+(?:\.\d+)*)")
+    stale = []
+    for path in sorted((ROOT / "src").rglob("*")):
+        if path.suffix in {".py", ".sql", ".lua"}:
+            for number in reference.findall(path.read_text()):
+                if number not in headings:
+                    stale.append(f"{path.relative_to(ROOT)}: section {number}")
+    assert not stale, stale

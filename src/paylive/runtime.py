@@ -315,3 +315,18 @@ class Runtime:
             return
         summary = stats.summary(counters)
         self.hub.broadcast_admin(Encoded.of(Message("summary", summary, None, None, now)))
+
+
+async def engine_writable(settings: Settings) -> bool:
+    """Whether the engine ``serve`` would open takes a write, asked as ``/readyz`` asks
+    it (``Engine.writable``), for ``paylive check``: a Redis replica answers PING and
+    refuses every save. Raises ``EngineUnavailable`` when the engine does not answer.
+
+    Here, not in the check, because the edge never calls the engine itself; the engine
+    is started so that a Cluster the URL does not name is found as a worker finds it."""
+    engine = create_engine(settings)
+    await engine.start()
+    try:
+        return await engine.writable()
+    finally:
+        await engine.close()

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import paylive.archive as paylive_archive
@@ -91,6 +92,38 @@ def test_a_good_configuration_exits_0(
     assert "migration(s) to apply" in done.stdout  # a new database: nothing applied yet
     # check changed nothing: the database is still empty.
     assert db.fetch("SELECT to_regclass('paylive_migrations') IS NULL")[0][0]
+
+
+def test_a_redis_that_refuses_writes_fails_the_check(tmp_path: Path) -> None:
+    """A replica answers PING and refuses every save (as after a failover that demoted
+    it): ``/readyz`` says so with ``engine_writable``, and so must the check."""
+    replica = redisproc.start_redis(tmp_path / "replica")
+    primary = redisproc.start_redis(tmp_path / "primary")
+    try:
+        env = {**BASE, "PAYLIVE_REDIS_URL": replica.url}
+        done = paylive("check", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ok    redis:" in done.stdout and "takes writes" in done.stdout, done.stdout
+
+        said = redisproc.command(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
+        assert said.startswith(b"+OK"), said
+        # Until it has loaded the primary's data it answers LOADING (unreachable, for the
+        # check); once linked it answers, and refuses writes.
+        deadline = time.monotonic() + 10
+        while b"master_link_status:up" not in redisproc.command(
+            replica.port, "INFO", "replication"
+        ):
+            assert time.monotonic() < deadline, "the replica never linked to its primary"
+            time.sleep(0.05)
+        done = paylive("check", env=env)
+        assert done.returncode == 1, done.stdout + done.stderr
+        [failed] = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
+        assert failed.startswith("FAIL  redis: PAYLIVE_REDIS_URL: "), done.stdout
+        assert "answers PING and refuses writes" in failed, failed
+        assert "replica" in failed, failed
+    finally:
+        replica.stop()
+        primary.stop()
 
 
 def test_a_key_the_provider_refuses_is_named(localstripe: LocalStripe) -> None:

@@ -303,6 +303,103 @@ def test_a_stream_ticket_in_a_query_is_redacted_in_the_access_log() -> None:
     assert ticket not in text and "ticket=[redacted]" in text
 
 
+# Credentials inside URLs: a driver's connection error, or a logged URL, names them.
+_URLS = [
+    ("redis://:hunter2-redis@cache:6379/0", "redis://:***@cache:6379/0"),
+    ("rediss://default:hunter2-redis@cache.example:6380", "rediss://default:***@cache.example:6380"),
+    ("postgresql://paylive:hunter2-pg@db/paylive", "postgresql://paylive:***@db/paylive"),
+    ("postgres://paylive:hunter2-pg@db:5432/paylive?sslmode=require",
+     "postgres://paylive:***@db:5432/paylive?sslmode=require"),
+    ("https://shop:hunter2-hook@shop.example/hook", "https://shop:***@shop.example/hook"),
+    ("unix://:hunter2-sock@/run/redis.sock?db=0", "unix://:***@/run/redis.sock?db=0"),
+    ("redis://:p%40ss%3Aword@cache:6379/0", "redis://:***@cache:6379/0"),
+    ("redis://:hunter2@redis@cache:6379/0", "redis://:***@cache:6379/0"),  # an unescaped @
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url, shown", _URLS)
+def test_the_password_of_a_url_is_redacted_and_the_rest_kept(url: str, shown: str) -> None:
+    assert redaction.redact(url) == shown
+    line = f"Error connecting to {url}: Connection refused (attempt 2), retrying"
+    assert (
+        redaction.redact(line)
+        == f"Error connecting to {shown}: Connection refused (attempt 2), retrying"
+    )
+    quoted = f"could not reach {url!r}; https://shop.example/no-credentials stays"
+    assert (
+        redaction.redact(quoted)
+        == f"could not reach {shown!r}; https://shop.example/no-credentials stays"
+    )
+    assert redaction.redact(shown) == shown  # redacted once is redacted
+
+
+def test_a_url_without_a_password_is_left_as_it_is() -> None:
+    for text in (
+        "redis://cache:6379/0",
+        "postgresql://paylive@db/paylive",  # a user and no password
+        "mail ops@shop.example about https://shop.example/a@b",  # an @ past the host
+        "ps_abc@worker-2:8000",
+    ):
+        assert redaction.redact(text) == text
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_url_password_never_reaches_a_log_line(log_format: str) -> None:
+    """The handlers ``paylive serve`` configures (``log_config``), in a process of
+    their own: a URL as an argument, in the message itself and in a traceback."""
+    probe = textwrap.dedent(
+        """
+        import logging, logging.config, sys
+        from paylive.server.logs import log_config
+
+        logging.config.dictConfig(log_config("info", sys.argv[1]))
+        log = logging.getLogger("paylive.archive")
+        log.warning("archive at %s unreachable, retrying", "postgresql://paylive:hunter2-pg@db/paylive")
+        log.warning("webhook to https://shop:hunter2-hook@shop.example/hook failed")
+        try:
+            raise ConnectionError("Error connecting to redis://:hunter2-redis@cache:6379/0")
+        except ConnectionError:
+            log.exception("the subscription failed")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, log_format], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    written = done.stderr
+    assert "hunter2" not in written, written
+    assert "postgresql://paylive:***@db/paylive" in written, written
+    assert "https://shop:***@shop.example/hook" in written, written
+    assert "redis://:***@cache:6379/0" in written, written
+    lines = written.splitlines()
+    if log_format == "json":
+        parsed = [json.loads(line) for line in lines]
+        assert [p["event"] for p in parsed] == [
+            "archive at postgresql://paylive:***@db/paylive unreachable, retrying",
+            "webhook to https://shop:***@shop.example/hook failed",
+            "the subscription failed",
+        ]
+        assert (
+            "ConnectionError: Error connecting to redis://:***@cache:6379/0" in parsed[2]["error"]
+        )
+    else:
+        assert "ConnectionError: Error connecting to redis://:***@cache:6379/0" in written
+
+
+def test_a_url_password_never_reaches_a_span(exporter: InMemorySpanExporter) -> None:
+    url = "postgresql://paylive:hunter2-pg@db/paylive"
+    with pytest.raises(OSError), tracing.span("archive follow") as span:
+        span.set("db.connection_string", url)
+        raise OSError(f"connection to {url} refused")
+    [done] = exporter.get_finished_spans()
+    [event] = done.events
+    exported = repr(dict(done.attributes or {})) + repr(dict(event.attributes or {}))
+    exported += str(done.status.description)
+    assert "hunter2" not in exported, exported
+    assert done.attributes is not None
+    assert done.attributes["db.connection_string"] == "postgresql://paylive:***@db/paylive"
+
+
 # Without OpenTelemetry --------------------------------------------------------------------
 
 
@@ -444,6 +541,7 @@ _FRAGMENTS = [
     " ", "/", "?", "&", "=", "%5f", "_", "Bearer ", "bearer\t", "token", "ticket",
     "secret", "SECRET", "ps_abc", "pi_123", "sk_live", "rk_test", "whsec_x", "abc",
     "GET /api/sessions/ps_abc", "HTTP/1.1", "200", "client_secret", "api_key",
+    "redis://", "https://", ":", "@", "pw", "user", "'",
 ]  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """Logging that never writes a token: URLs lose their ``token`` (and stream
-``ticket``) values, headers their bearer values, before any handler sees the record
-(the access log included).
+``ticket``) values and their password, headers their bearer values, before any handler
+sees the record (the access log included).
 
 What is redacted, and how, is ``telemetry.redaction``'s: spans are redacted the same way.
 

@@ -1,8 +1,9 @@
 """``paylive check`` and ``paylive migrate``: a configuration tried before it is deployed.
 
 ``check`` reads the settings as ``serve`` would, then reaches every service they name:
-Redis (a PING), PostgreSQL (a connection, and the migrations it lacks) and the
-provider (Stripe: one cheap authenticated read). Each failure names the variable to
+Redis (a PING, and a write: a replica answers the one and refuses the other),
+PostgreSQL (a connection, and the migrations it lacks) and the provider (Stripe: one
+cheap authenticated read). Each failure names the variable to
 fix. ``migrate`` applies the archive's migrations on their own, so a deployment can
 run them as a step before the new workers start.
 """
@@ -67,7 +68,31 @@ async def check_redis(settings: Settings, timeout_s: float) -> Outcome:
         )
     finally:
         await client.aclose()
-    detail = f"{shown(settings.redis_url)} answers PING"
+    from ..runtime import engine_writable
+
+    # A replica (a failover demoted it), or a primary out of memory with no eviction,
+    # answers PING and refuses every save: serve would start and answer 503 to all.
+    try:
+        async with asyncio.timeout(timeout_s * 2):
+            writable = await engine_writable(settings)
+    except Exception as exc:  # any failure here is the answer, named
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Outcome(
+            "redis",
+            False,
+            f"{shown(settings.redis_url)} answers PING, and its write probe failed ({detail})",
+            "PAYLIVE_REDIS_URL",
+        )
+    if not writable:
+        return Outcome(
+            "redis",
+            False,
+            f"{shown(settings.redis_url)} answers PING and refuses writes (a replica, or "
+            "out of memory with no eviction, min-replicas-to-write unmet, a failed "
+            "background save): every save would fail; point it at the primary",
+            "PAYLIVE_REDIS_URL",
+        )
+    detail = f"{shown(settings.redis_url)} answers PING and takes writes"
     from .checks import redis_persistence_warning
 
     warning = await asyncio.to_thread(redis_persistence_warning, settings.redis_url, timeout_s)

@@ -1,5 +1,6 @@
 """Redaction of tokens and secrets in text that leaves the process: log lines
 (``server.logs``), and span attributes, statuses and recorded exceptions (``tracing``).
+A URL keeps its scheme, user and host, and loses its password (``redis://:***@host``).
 Here, below both, so that a span set by any layer is redacted as a log line is.
 
 A query key is compared once decoded, as the app reads it: ``?%74oken=`` and
@@ -19,6 +20,12 @@ _SECRET_KEYS = frozenset({"token", "secret", "client_secret", "api_key", "access
 # and the line is redacted again once formatted (``RedactTokens``).
 _PLACEHOLDER = r"%(?:\([^)]*\))?[-#0 +]*[0-9*]*(?:\.[0-9*]+)?[diouxXeEfFgGcrsa%]"
 _PATTERNS = (
+    # A URL's password (redis://:pw@host, postgresql://user:pw@db), which a driver's
+    # connection error or a logged URL carries. The scheme, user and host stay, so the
+    # line still says what was reached. ``***`` as ``paylive check`` shows one: a
+    # ``[redacted]`` there would read as an IPv6 host to a URL parser (urlsplit raises).
+    # The password runs to the authority's last @: one with an unescaped @ is all gone.
+    (re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:\"']*:)[^\s/?#\"']*@"), r"\1***@"),
     (re.compile(rf"(Bearer\s+)(?!{_PLACEHOLDER})[^\s\"',]+", re.IGNORECASE), r"\1[redacted]"),
     (
         re.compile(r"ps_[A-Za-z0-9]+(?:_|%5f)secret(?:_|%5f)[A-Za-z0-9_\-%]+", re.IGNORECASE),
@@ -40,7 +47,7 @@ def _redact_pair(match: re.Match[str]) -> str:
 # Every pattern above needs one of these in the text: a line without any (most access
 # lines) is returned as it is, after one search instead of five substitutions. The
 # access log was a seventh of a worker's CPU under load, most of it redacting.
-_SUSPECT = re.compile(r"=|bearer|secret|sk_|rk_|whsec_", re.IGNORECASE)
+_SUSPECT = re.compile(r"=|@|bearer|secret|sk_|rk_|whsec_", re.IGNORECASE)
 
 
 def redact(text: str) -> str:

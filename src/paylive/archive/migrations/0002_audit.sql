@@ -1,4 +1,4 @@
--- The audit trail (docs/protocol.md section 6.13): what staff and the shop did, with
+-- The audit trail (docs/protocol.md section 8.2): what staff and the shop did, with
 -- who, when, from which address and on which session. Kept as long as sessions are.
 
 CREATE TABLE paylive_audit (
