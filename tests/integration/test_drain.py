@@ -159,6 +159,7 @@ async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
     await anyio.sleep(0.5)
     assert sum(sock.conn.close_code is None for sock in socks) > SOCKETS / 2, "still draining"
     srv.proc.send_signal(sig)
+    forced_at = time.monotonic()
     codes: list[int | None] = []
 
     async def watch(sock: Socket) -> None:
@@ -170,11 +171,18 @@ async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
     assert codes == [1012] * SOCKETS
     # uvicorn ends by raising the first signal it caught again.
     assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -signal.SIGTERM)
+    # Promptly: the app's stop, not the 60 s window nor uvicorn's grace.
+    assert time.monotonic() - forced_at < 6
     # The log says the window was cut short, not that it ran its course (a worker of
     # two that held no socket drained at once, and says so).
     log = srv.log()
     assert "the rest at once on a second signal" in log, log[-2000:]
     assert not re.search(r"drained [1-9]", log), log[-2000:]
+    # And the app's shutdown still ran in every worker: uvicorn skips it on a forced
+    # stop, which left the runtime's loops, its engine and the exporter to the exit.
+    stopped = log.count("worker stopped: loops ended, engine closed")
+    assert stopped == srv.workers, log[-3000:]
+    assert log.count("Application shutdown complete") == srv.workers, log[-3000:]
 
 
 # A window far longer than the tests wait: only the second signal can end it.
