@@ -137,6 +137,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self.shutting_down = True
+        stuck: set[asyncio.Task[None]] = set()
         tasks = self._loops + list(self._ticks)
         for task in tasks:
             task.cancel()
@@ -152,6 +153,12 @@ class Runtime:
         if self.archive is not None:
             await self.archive.close()
         await self.engine.close()
+        # Said, so that an operator (and the drain tests) can tell a stop that ended
+        # here from one cut off by the process's exit.
+        if stuck:
+            log.info("worker stopped: engine closed, %d loops left to the exit", len(stuck))
+        else:
+            log.info("worker stopped: loops ended, engine closed")
 
     async def drain(self, forced: Callable[[], bool] = lambda: False) -> None:
         """Graceful shutdown (docs/protocol.md section 4.3): refuse new sockets, then

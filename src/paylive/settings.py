@@ -195,14 +195,16 @@ class Settings:
     archive_batch: int = 500
     archive_poll_ms: int = 200
     # uvicorn: frames past this are refused before they reach the app; the listen
-    # backlog; how long a stopping worker waits for requests in flight.
+    # backlog.
     ws_max_frame_bytes: int = 64 * 1024
     # uvicorn's WebSocket implementation. Measured at 20,000 idle sockets on 2 workers
     # (RSS per socket): wsproto 21.1 KB, websockets-sansio 23.2 KB, websockets (the
     # legacy one) 37 KB; the CPU per state change was the same within the noise.
     ws_protocol: str = "wsproto"
     listen_backlog: int = 4096
-    shutdown_timeout_s: int = 10
+    # After the drain, requests still in flight get this long before uvicorn cancels
+    # them (its timeout_graceful_shutdown, whose 10 s paylive always passed).
+    shutdown_grace_ms: int = 10_000
     # A stopping worker (SIGTERM) refuses new sockets and closes the ones it holds
     # spread over this window, with 1012 and a reconnect hint, so that a deploy sends
     # its customers back a few at a time instead of all in the same second. 0: all at
@@ -967,6 +969,8 @@ VARIABLES: tuple[Variable, ...] = (
              "a ticket opens one stream, poll or socket within this"),
     _bounded("PAYLIVE_DRAIN_MS", "drain_ms", 0, 600_000,
              "a stopping worker closes its sockets spread over this (0: at once)"),
+    _bounded("PAYLIVE_SHUTDOWN_GRACE_MS", "shutdown_grace_ms", 0, 600_000,
+             "after the drain, requests in flight get this long, then are cut"),
     _bounded("PAYLIVE_OUTCOME_UNSEEN_MS", "outcome_unseen_ms", 0, 7 * _DAY,
              "an outcome no checkout acknowledged by then makes session.outcome_unseen (0: never)"),
     Variable("PAYLIVE_ENV", "env", _choice("development", "production", "test"),

@@ -5,6 +5,7 @@ over PAYLIVE_DRAIN_MS; with no window, every socket gets 1001 at once."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -18,8 +19,9 @@ import pytest
 
 from ..support.client import Socket, create, open_socket, session_url
 from ..support.redisproc import RedisProc
-from ..support.servers import Server
+from ..support.servers import API_KEY, Server
 from ..support.sse import Stream
+from ..support.waiting import closed_by_server, until
 
 pytestmark = pytest.mark.anyio
 
@@ -159,6 +161,7 @@ async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
     await anyio.sleep(0.5)
     assert sum(sock.conn.close_code is None for sock in socks) > SOCKETS / 2, "still draining"
     srv.proc.send_signal(sig)
+    forced_at = time.monotonic()
     codes: list[int | None] = []
 
     async def watch(sock: Socket) -> None:
@@ -170,11 +173,18 @@ async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
     assert codes == [1012] * SOCKETS
     # uvicorn ends by raising the first signal it caught again.
     assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -signal.SIGTERM)
+    # Promptly: the app's stop, not the 60 s window nor uvicorn's grace.
+    assert time.monotonic() - forced_at < 6
     # The log says the window was cut short, not that it ran its course (a worker of
     # two that held no socket drained at once, and says so).
     log = srv.log()
     assert "the rest at once on a second signal" in log, log[-2000:]
     assert not re.search(r"drained [1-9]", log), log[-2000:]
+    # And the app's shutdown still ran in every worker: uvicorn skips it on a forced
+    # stop, which left the runtime's loops, its engine and the exporter to the exit.
+    stopped = log.count("worker stopped: loops ended, engine closed")
+    assert stopped == srv.workers, log[-3000:]
+    assert log.count("Application shutdown complete") == srv.workers, log[-3000:]
 
 
 # A window far longer than the tests wait: only the second signal can end it.
@@ -237,3 +247,55 @@ async def test_streams_and_polls_opened_during_the_drain_end_at_once() -> None:
         assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -15)
         assert time.monotonic() - started < 4
         assert "graceful shutdown exceeded" not in srv.log()
+
+
+GRACE_MS = 1_000
+
+
+async def test_requests_in_flight_get_the_grace_then_are_cut() -> None:
+    """PAYLIVE_SHUTDOWN_GRACE_MS (protocol 4.3): once the drain is over, a request
+    still in flight that ends within the grace is answered, and one that does not is
+    cut at its end (uvicorn's 10 s could not be changed)."""
+    env = {
+        "PAYLIVE_DRAIN_MS": "0",
+        "PAYLIVE_SHUTDOWN_GRACE_MS": str(GRACE_MS),
+        # Far past the grace: only the grace may cut the body left unfinished.
+        "PAYLIVE_HEADER_TIMEOUT_MS": "30000",
+    }
+    with Server(env) as srv:
+        body = json.dumps({"order_id": "order-grace", "amount": 1999, "currency": "EUR"})
+        head = (
+            f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+            f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        # In flight: headers read, the app waiting for the body's last byte.
+        short = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        long = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        try:
+            for conn in (short, long):
+                conn.sendall(head + body[:-1].encode())
+            # Answered once the worker's loop has been round since both were accepted
+            # and read (a connection still in the backlog would be reset by the stop).
+            async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+                assert (await http.get("/readyz")).status_code == 200
+            assert srv.proc is not None
+            started = time.monotonic()
+            srv.proc.terminate()
+            # The drain is over and uvicorn waits for the requests in flight.
+            await until(lambda: "Waiting for connections to close" in srv.log(), timeout=5)
+            short.sendall(body[-1:].encode())
+            answer = await anyio.to_thread.run_sync(closed_by_server, short, time.monotonic() + 5)
+            assert answer is not None and answer.startswith(b"HTTP/1.1 201 "), answer
+            cut = await anyio.to_thread.run_sync(
+                closed_by_server, long, started + GRACE_MS / 1000 + 4
+            )
+            took = time.monotonic() - started
+        finally:
+            short.close()
+            long.close()
+        assert cut is not None, "still open well past the grace"
+        assert b" 201 " not in cut, cut
+        assert GRACE_MS / 1000 <= took < GRACE_MS / 1000 + 4, took
+        assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -15)
+        assert "timeout graceful shutdown exceeded" in srv.log()

@@ -73,6 +73,7 @@ def test_values_are_read() -> None:
         ("PAYLIVE_DEMO_PER_MINUTE", "0"),
         ("PAYLIVE_REDIS_SHARDED_PUBSUB", "sometimes"),
         ("PAYLIVE_LOOP_LAG_INTERVAL_MS", "-1"),
+        ("PAYLIVE_SHUTDOWN_GRACE_MS", "600001"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -263,6 +264,11 @@ def test_bad_merchant_and_archive_values_are_named(env: dict[str, str], named: s
     with pytest.raises(SettingsError, match=named) as caught:
         load_settings(env)
     assert "pw" not in str(caught.value)  # a database password never reaches the message
+
+
+def test_the_shutdown_grace_keeps_uvicorns_default() -> None:
+    assert load_settings({}).shutdown_grace_ms == 10_000
+    assert load_settings({"PAYLIVE_SHUTDOWN_GRACE_MS": "0"}).shutdown_grace_ms == 0
 
 
 def test_speed_settings() -> None:

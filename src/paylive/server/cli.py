@@ -107,7 +107,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         ws_ping_timeout=settings.ws_ping_interval_s,
         # Compression costs tens of KB of zlib state per socket; events are small.
         ws_per_message_deflate=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_graceful_shutdown=settings.shutdown_grace_ms / 1000,  # type: ignore[arg-type]
         timeout_keep_alive=settings.keepalive_ms / 1000,  # type: ignore[arg-type]
         backlog=settings.listen_backlog,
         server_header=False,

@@ -13,12 +13,19 @@ starts a new child when one exits, so a worker sent SIGTERM is replaced after it
 A second signal cuts the drain short (docs/protocol.md section 4.3). uvicorn forces a
 stop only on a second SIGINT, and its supervisor, once stopping, keeps what it is sent
 to itself: a platform's second SIGTERM reached no drain, which ran its whole window.
+A forced stop in uvicorn also skips the app's lifespan shutdown (``Server.shutdown``
+sends it only ``if not self.force_exit``) and then re-raises the signal, which ends the
+process at once: the runtime's loops and the effects they had started were cut
+wherever they stood, and the gateway, webhook sender, archive and engine were never
+closed, nor the trace exporter flushed. ``PayliveServer`` runs that shutdown itself
+after a forced stop, bounded by ``FORCED_STOP_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import socket
@@ -27,13 +34,20 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
+from ..runtime import STOP_WAIT_S
 from . import shutdown
 from .accepting import Acceptor, accept_for
+
+log = logging.getLogger("paylive.server")
 
 # Measured at 5,000 sockets and 1,000 changes/s: with CPython's default thresholds the
 # collector walks every socket's objects often enough to add ~100 ms to p99 delivery;
 # with these, p99 fell from 105-119 ms to 11 ms at the same CPU.
 GC_THRESHOLDS = (20_000, 50, 100)
+# A forced stop still gives the app's shutdown this long: the runtime's stop waits up
+# to STOP_WAIT_S for its loops, then closes the provider, archive and engine clients,
+# each bounded by its own timeout. A stop that hangs past it is left to the exit.
+FORCED_STOP_S = STOP_WAIT_S + 2.0
 
 
 def tune_gc() -> None:
@@ -91,6 +105,20 @@ class PayliveServer(uvicorn.Server):
         await shutdown.run_hooks(lambda: self.force_exit)
         await asyncio.sleep(0.2)  # let the close frames go out before uvicorn's own
         await super().shutdown(sockets=sockets)
+        if self.force_exit:
+            await self._stop_app()
+
+    async def _stop_app(self) -> None:
+        """The app's lifespan shutdown, which uvicorn skips on a forced stop; unless it
+        ran already (the second signal came while uvicorn was running it)."""
+        done = getattr(self.lifespan, "shutdown_event", None)
+        if done is not None and done.is_set():
+            return
+        try:
+            async with asyncio.timeout(FORCED_STOP_S):
+                await self.lifespan.shutdown()
+        except TimeoutError:
+            log.error("the app's shutdown did not end within %s s of a forced stop", FORCED_STOP_S)
 
 
 class PayliveProcess(multiprocess.Process):
