@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -1403,3 +1404,21 @@ async def test_a_hold_is_captured_or_released_once_when_both_race(engine: Engine
         # Asked again, each is answered as decided.
         assert await sandbox.capture(key, None, f"{key}:capture") is captured
         assert await sandbox.void(key, None) is captured
+
+
+async def test_a_redis_user_refused_the_write_is_not_writable(redis_server: RedisProc) -> None:
+    # Readiness asks ``writable``: an answer that refuses the write for any reason (here
+    # an ACL without SET, NOPERM) must read as "takes no write", not reach /readyz as a
+    # raised error (a 500 where a load balancer expects 503).
+    user = f"noset{uuid.uuid4().hex[:8]}"
+    redisproc.command(
+        redis_server.port, "ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", "-set"
+    )
+    engine = RedisEngine(redis_server.url.replace("://", f"://{user}:x@", 1), SETTINGS.redis)
+    try:
+        await engine.start()
+        assert await engine.writable() is False
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+        redisproc.command(redis_server.port, "ACL", "DELUSER", user)

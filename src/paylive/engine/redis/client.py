@@ -54,7 +54,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
-_TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
+TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
 
 
 # A subscription connection: it waits for messages (no read timeout), the probe checks
@@ -262,7 +262,7 @@ class Client:
         except _UNAVAILABLE as exc:
             raise unavailable(exc) from exc
         except rexc.ResponseError as exc:
-            if str(exc).startswith(_TRANSIENT_REPLIES):
+            if str(exc).startswith(TRANSIENT_REPLIES):
                 raise unavailable(exc) from exc
             raise
 

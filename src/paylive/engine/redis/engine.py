@@ -12,7 +12,7 @@ from ...core.session import Session
 from ...settings import RedisSettings
 from ..base import Claim, Engine, RecordClaim
 from . import keys
-from .client import Client
+from .client import TRANSIENT_REPLIES, Client
 from .sharded import ShardedSubscription
 from .shop import Shop
 from .store import Store
@@ -20,9 +20,6 @@ from .subscription import Subscription
 
 # The probe key outlives a few readiness checks, and then goes: nothing else reads it.
 READY_TTL_MS = 60_000
-# Redis answered, and refused the write: the engine is up but takes no save.
-_WRITE_REFUSED = (rexc.ReadOnlyError, rexc.OutOfMemoryError)
-_WRITE_REFUSED_REPLIES = ("NOREPLICAS", "MISCONF")
 
 
 class RedisEngine(Shop, Engine):
@@ -108,12 +105,13 @@ class RedisEngine(Shop, Engine):
         async with client.op(), asyncio.timeout(client.timeout):
             try:
                 await client.call("SET", keys.READY, b"1", "PX", READY_TTL_MS)
-            except _WRITE_REFUSED:
-                return False
             except rexc.ResponseError as exc:
-                if str(exc).startswith(_WRITE_REFUSED_REPLIES):
-                    return False
-                raise
+                if str(exc).startswith(TRANSIENT_REPLIES):
+                    raise  # a node loading or a cluster down: the engine is unavailable
+                # Redis answered and refused the write: a replica, OOM, MISCONF, an ACL
+                # without SET (NOPERM)... A save would be refused the same way, so not
+                # writable, whichever the reason.
+                return False
         return True
 
     @property
