@@ -517,6 +517,7 @@ async def test_a_full_worker_is_alive_but_not_ready() -> None:
                     "ready": False,
                     "checks": {
                         "engine": True,
+                        "engine_writable": True,
                         "subscription": True,
                         "shutting_down": False,
                         "overloaded": True,
