@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +37,7 @@ MIN_TARGET_PX = 44
 # measured; a long retry delay keeps the retry prompt counting down.
 SERVER_ENV = {"PAYLIVE_ATTEMPT_TIMEOUT_MS": "20000", "PAYLIVE_RETRY_DELAY_MS": "60000"}
 
+PAGES = Path(__file__).resolve().parents[2] / "client" / "pages"
 OK_CARD = "4242424242424242"
 TIMEOUT_CARD = "4000000000000408"  # never answers: stays processing until the deadline
 UNREACHABLE_CARD = "4000000000000507"  # network_error at once: interrupted, outcome unknown
@@ -510,3 +513,35 @@ def test_dark_colour_scheme_is_honoured(page: Page, server_url: str) -> None:
     assert all(light > 0.9 for light in page.evaluate(BACKGROUNDS))
     page.emulate_media(color_scheme="dark")
     assert all(dark < 0.2 for dark in page.evaluate(BACKGROUNDS))
+
+
+def test_every_table_header_of_the_dashboard_names_its_column() -> None:
+    # A screen reader reads each cell with its column's header: a header without text
+    # (the webhooks table's action column) or without a scope (the search, audit and
+    # webhooks tables) left cells unnamed or named by guess.
+    headers = _table_headers((PAGES / "admin.html").read_text())
+    assert headers, "no table header found"
+    unnamed = [h for h in headers if not h["text"].strip() or h["scope"] not in ("col", "row")]
+    assert not unnamed, unnamed
+
+
+def _table_headers(html: str) -> list[dict[str, str]]:
+    """Each ``<th>`` of ``html``: its ``scope`` and its text (hidden text included)."""
+    found: list[dict[str, str]] = []
+
+    class Headers(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "th":
+                found.append({"scope": dict(attrs).get("scope") or "", "text": ""})
+                self.inside = True
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "th":
+                self.inside = False
+
+        def handle_data(self, data: str) -> None:
+            if getattr(self, "inside", False):
+                found[-1]["text"] += data
+
+    Headers().feed(html)
+    return found
