@@ -1149,6 +1149,27 @@ def _check(values: dict[str, object]) -> list[str]:
     return generated
 
 
+def _credentials_apart(settings: Settings) -> None:
+    """Refuse one token listed for two credentials. The API key is tried first, then
+    the staff tokens, then the admin token (``web.auth.principal_for``): a viewer's
+    token that is also the API key would be the shop's, with refunds and ``complete``,
+    and an admin token that is also a viewer's would be the viewer's. The error names
+    the variables and staff names, never the token."""
+    holders: dict[str, str] = {}
+    listed = [("PAYLIVE_API_KEY", key) for key in settings.api_keys]
+    listed += [("PAYLIVE_ADMIN_TOKEN", token) for token in settings.admin_tokens]
+    listed += [
+        (f"PAYLIVE_STAFF_TOKENS ({name})", token) for name, _, token in settings.staff_tokens
+    ]
+    for holder, token in listed:
+        first = holders.setdefault(token, holder)
+        if first != holder:
+            raise SettingsError(
+                f"{first} and {holder} hold the same token: each credential needs its own, "
+                "or one would be taken for the other (and its role with it)"
+            )
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read the variables of ``VARIABLES`` from ``environ``; raise SettingsError naming
     a bad variable.
@@ -1166,6 +1187,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if unknown:
         raise SettingsError(f"unknown settings: {sorted(unknown)}")
     settings = Settings(**values)  # type: ignore[arg-type]
+    _credentials_apart(settings)
     if settings.effect_retry_cap_ms < settings.effect_retry_base_ms:
         raise SettingsError(
             "PAYLIVE_EFFECT_RETRY_CAP_MS must be at least PAYLIVE_EFFECT_RETRY_BASE_MS"

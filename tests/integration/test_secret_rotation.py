@@ -110,3 +110,23 @@ def test_a_rotation_written_one_entry_a_line_in_a_file_accepts_each(tmp_path: Pa
         old_signed = client_secret(OLD_SIGN, session["id"])
         reply = http.get(f"/api/sessions/{session['id']}", headers=bearer(old_signed))
         assert reply.status_code == 200, reply.text
+
+
+def test_serve_refuses_one_token_for_two_credentials() -> None:
+    """The API key is tried before the staff tokens: a viewer whose token was also the
+    API key got the shop's rights (refunds, ``complete``), and an API key that was also
+    the admin token made every staff request the shop's. Neither may start."""
+    viewer = f"vera:viewer:{NEW}"
+    for env in (
+        {"PAYLIVE_API_KEY": NEW, "PAYLIVE_STAFF_TOKENS": viewer},
+        {"PAYLIVE_API_KEY": f"{NEW},{OLD}", "PAYLIVE_ADMIN_TOKEN": OLD},
+    ):
+        server = Server(env)
+        try:
+            with pytest.raises(RuntimeError) as caught:
+                server.start()
+            assert "hold the same token" in str(caught.value)
+            # Named by its variables, never written out.
+            assert NEW not in server.log() and OLD not in server.log()
+        finally:
+            server.close()

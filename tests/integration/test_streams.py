@@ -15,8 +15,10 @@ import anyio
 import httpx
 import pytest
 
+from paylive.web.auth import ADMIN, VIEWER, Principal, make_ticket
+
 from ..support.client import admin, create, open_socket
-from ..support.servers import ADMIN_TOKEN, API_KEY, Server
+from ..support.servers import ADMIN_TOKEN, API_KEY, SECRET, Server
 from ..support.sse import Stream, ticket
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +109,23 @@ async def test_a_stream_says_it_is_alive_with_pings_a_page_can_see(server: Serve
         async with stream(http, "/api/admin/stream", headers=admin()) as feed:
             assert (await feed.next()) is not None
             assert feed.pings[:1] == [{"interval_ms": 300}]
+
+
+async def test_a_staff_ticket_dies_with_its_token(server: Server) -> None:
+    """A ticket is signed with PAYLIVE_SECRET, which outlives a staff token: one bought
+    by a member since struck off the staff list (a restart with the list without
+    them, the same PAYLIVE_SECRET) must not open a feed or watch a session in the
+    seconds it has left. Minted here as that restart would find it."""
+    expires_at = int(time.time() * 1000) + 20_000
+    gone = make_ticket(SECRET, Principal(ADMIN, name="gone", role=VIEWER), expires_at)
+    listed = make_ticket(SECRET, Principal(ADMIN, name="admin", role=ADMIN), expires_at)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        events = f"/api/sessions/{(await create(http))['id']}/events"
+        refused = await http.get(events, params={"ticket": gone, "wait": 0})
+        assert refused.status_code == 401, refused.text
+        assert (await http.get("/api/admin/stream", params={"ticket": gone})).status_code == 401
+        # The admin token's is still good: the refusal is the name's, not the minting's.
+        assert (await http.get(events, params={"ticket": listed, "wait": 0})).status_code == 200
 
 
 async def test_a_ticket_opens_once_and_only_its_session(server: Server) -> None:

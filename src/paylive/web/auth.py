@@ -118,6 +118,19 @@ def staff_of(token: str, credentials: Credentials) -> Principal | None:
     return found
 
 
+def still_listed(principal: Principal, credentials: Credentials) -> bool:
+    """Whether a ticket's staff member still holds a token of that role. A ticket
+    outlives the token that bought it (it is signed with ``PAYLIVE_SECRET``, which a
+    staff list rotated by a restart leaves as it was): a member struck off or moved
+    to another role keeps nothing a ticket of theirs still promises."""
+    if principal.kind != ADMIN:
+        return True
+    held = {(name, role) for name, role, _ in credentials.staff_tokens}
+    if credentials.admin_tokens:
+        held.add((ADMIN_TOKEN_NAME, ADMIN))
+    return (principal.name, principal.role) in held
+
+
 def bearer(header: str | None) -> str | None:
     if not header:
         return None

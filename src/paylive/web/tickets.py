@@ -23,6 +23,7 @@ from .auth import (
     make_ticket,
     principal_for,
     read_ticket,
+    still_listed,
 )
 from .http import authenticate, endpoint, read_body, runtime_of
 from .validation import parse_json
@@ -90,7 +91,7 @@ def opening_of(
     ticket = query.get("ticket")
     if ticket:
         found = read_ticket(runtime.settings.signing_secrets, ticket, runtime.clock())
-        if found is None:
+        if found is None or not still_listed(found.principal, runtime.settings.credentials):
             raise BAD_TICKET
         if admit is not None:
             admit(found.principal)
