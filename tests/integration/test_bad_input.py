@@ -125,3 +125,40 @@ def test_a_webhook_timestamp_of_thousands_of_digits_is_a_bad_signature(
     status, now = call(server, "GET", f"/api/sessions/{session['id']}")
     assert (status, now["status"], now["seq"]) == (200, "created", 0)
     no_traceback_since(server, offset)
+
+
+# Requests HTTP cannot parse: the protocol's JSON error, not uvicorn's plain text
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ([AUTH, LENGTH, LENGTH], CREATE),
+        ([AUTH, LENGTH, b"Content-Length: 5"], CREATE),
+        ([AUTH, b"Content-Length: 5", b"Transfer-Encoding: chunked"], CREATE),
+        ([AUTH, b"Content-Length: -1"], CREATE),
+        ([AUTH, b"Transfer-Encoding: chunked"], b"zz\r\n" + CREATE + b"\r\n0\r\n\r\n"),
+        ([AUTH, b"Transfer-Encoding: chunked"], b"f" * 20 + b"\r\n" + CREATE + b"\r\n0\r\n\r\n"),
+        ([AUTH, LENGTH, b"Idempotency-Key: a\x01b"], CREATE),
+    ],
+    ids=[
+        "two-lengths",
+        "conflicting-lengths",
+        "length-and-chunked",
+        "negative-length",
+        "chunk-size-not-hex",
+        "chunk-size-endless",
+        "control-byte-in-header",
+    ],
+)
+def test_a_request_http_cannot_parse_is_400_invalid_request_as_json(
+    server: Server, headers: list[bytes], body: bytes
+) -> None:
+    before, offset = created(server), len(server.log())
+    raw = exchange(server.port, request("POST", "/api/sessions", headers, body))
+    status, answer_headers, payload = answer_of(raw)
+    assert status == 400, raw[:300]
+    assert answer_headers["content-type"].startswith("application/json"), raw[:300]
+    assert payload["error"]["code"] == "invalid_request", payload
+    assert created(server) == before, "nothing made"
+    no_traceback_since(server, offset)

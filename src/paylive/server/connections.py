@@ -95,6 +95,7 @@ HEALTHY_HEADERS = [
 HEALTHZ = b"/healthz"
 
 HEADERS_TOO_LARGE_STATUS = http_status(ErrorCode.HEADERS_TOO_LARGE)
+INVALID_REQUEST_STATUS = http_status(ErrorCode.INVALID_REQUEST)
 
 
 class HeadersTooLarge(PayliveError):
@@ -285,13 +286,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self._head_bytes += len(data)
                 if self._head_bytes > self._max_head:
                     self._refuse_headers()
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self._head_parsed > self._max_head:  # _count_head's, through the parser
                 self._refuse_headers()
                 return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response(f"the request is not valid HTTP/1.1 ({exc})")
         except httptools.HttpParserUpgrade:
             if not all(value.isascii() for _, value in self.headers):
                 # The socket libraries decode a handshake's headers as ASCII and raise
@@ -301,6 +301,28 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request HTTP cannot parse (two Content-Lengths, a chunk size that is no
+        number, a control byte in a header) is answered as every error is, 400
+        ``invalid_request`` in JSON, not uvicorn's plain text; then the connection is
+        closed, lingering so that the client reads the answer: the parser cannot tell
+        where the next request would start."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # A body that broke off mid-way (a bad chunk size): its app hears that the
+            # client is gone, as on a lost connection, and writes nothing after this.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                # An answer is on its way (a stream): a second one would corrupt it.
+                self.transport.close()
+                return
+        body = json.dumps(error_body(ErrorCode.INVALID_REQUEST, msg)).encode()
+        head = b"HTTP/1.1 %d Bad Request\r\n" % INVALID_REQUEST_STATUS
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        self.transport.write(head + b"connection: close\r\n\r\n" + body)
+        self.linger()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
