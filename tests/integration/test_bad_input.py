@@ -7,8 +7,11 @@ and leaves no traceback in the server's log (found in a review on 2026-12-07).""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
+import struct
 import time
 from typing import Any
 
@@ -161,4 +164,82 @@ def test_a_request_http_cannot_parse_is_400_invalid_request_as_json(
     assert answer_headers["content-type"].startswith("application/json"), raw[:300]
     assert payload["error"]["code"] == "invalid_request", payload
     assert created(server) == before, "nothing made"
+    no_traceback_since(server, offset)
+
+
+# WebSocket frames that break RFC 6455: a close code, not a dropped connection
+
+
+def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    key = os.urandom(4)
+    body = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + key + body
+
+
+def close_code_after(server: Server, session: dict[str, Any], frame: bytes) -> int | None:
+    """Open the session's socket, send ``frame``; the close code the server sent
+    (None: it dropped the connection without a close frame)."""
+    key = base64.b64encode(os.urandom(16))
+    handshake = request(
+        "GET",
+        f"/ws/sessions/{session['id']}?token={session['client_secret']}",
+        [b"Upgrade: websocket", b"Sec-WebSocket-Key: " + key, b"Sec-WebSocket-Version: 13"],
+    ).replace(b"Connection: close", b"Connection: Upgrade")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=3)
+    received = b""
+    try:
+        sock.sendall(handshake)
+        while b'"snapshot"' not in received:
+            received += sock.recv(65536)
+        sock.sendall(frame)
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        sock.close()
+    # The server's frames after the handshake: the last is the close, if any.
+    frames = received.partition(b"\r\n\r\n")[2]
+    code = None
+    while len(frames) >= 2:
+        opcode, size = frames[0] & 0x0F, frames[1] & 0x7F
+        start = 2
+        if size == 126:
+            size, start = struct.unpack("!H", frames[2:4])[0], 4
+        if opcode == 0x8 and size >= 2:
+            code = struct.unpack("!H", frames[start : start + 2])[0]
+        frames = frames[start + size :]
+    return code
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (masked(0x0, b"x"), 1002),
+        (masked(0x3, b"x"), 1002),
+        (masked(0x9, b"x", fin=False), 1002),
+        (bytes([0x81, 0x01]) + b"x", 1002),
+        (masked(0x8, b"\x03\xe7"), 1002),
+        (masked(0x1, b"\xff\xfe"), 1007),
+    ],
+    ids=[
+        "continuation-first",
+        "reserved-opcode",
+        "fragmented-ping",
+        "unmasked",
+        "close-code-999",
+        "text-not-utf-8",
+    ],
+)
+def test_a_frame_that_breaks_rfc_6455_is_closed_with_its_close_code(
+    server: Server, session: dict[str, Any], frame: bytes, code: int
+) -> None:
+    offset = len(server.log())
+    assert close_code_after(server, session, frame) == code
+    status, now = call(server, "GET", f"/api/sessions/{session['id']}")
+    assert (status, now["status"], now["seq"]) == (200, "created", 0)
     no_traceback_since(server, offset)

@@ -16,6 +16,7 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+from wsproto import events
 from wsproto.connection import ConnectionState
 
 TEXT = 0x81  # FIN and the text opcode
@@ -54,6 +55,27 @@ class FramingWSProtocol(WSProtocol):
                     self.transport.write(frame)
                 return
         await super().send(message)
+
+    def handle_close(self, event: events.CloseConnection) -> None:
+        if not self.close_sent and self.conn.state is ConnectionState.OPEN:
+            # wsproto reports a frame that breaks RFC 6455 (an unmasked frame, a
+            # reserved opcode, text that is not UTF-8) as a close with the code it
+            # deserves, 1002 or 1007, while the peer sent none; uvicorn then dropped
+            # the connection without a close frame, and the client saw 1006.
+            reason = _close_reason(event.reason or "")
+            self.transport.write(self.conn.send(events.CloseConnection(event.code, reason)))
+            super().handle_close(event)  # the app hears the close; the connection ends
+            self.close_sent = True
+            return
+        super().handle_close(event)
+
+
+# A close reason is at most 123 bytes of UTF-8 (RFC 6455 section 5.5).
+MAX_REASON_BYTES = 123
+
+
+def _close_reason(text: str) -> str:
+    return text.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
 
 
 def ws_protocol(name: str) -> str | type[WSProtocol]:
