@@ -243,3 +243,47 @@ def test_a_frame_that_breaks_rfc_6455_is_closed_with_its_close_code(
     status, now = call(server, "GET", f"/api/sessions/{session['id']}")
     assert (status, now["status"], now["seq"]) == (200, "created", 0)
     no_traceback_since(server, offset)
+
+
+# JSON is UTF-8, and a number beyond a double is 422 whatever its length
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xef\xbb\xbf" + CREATE,
+        CREATE.decode().encode("utf-16"),
+        CREATE.decode().encode("utf-16-le"),
+        CREATE.decode().encode("utf-32"),
+    ],
+    ids=["utf-8-bom", "utf-16", "utf-16-le-without-bom", "utf-32"],
+)
+def test_a_body_that_is_not_utf_8_json_is_400_invalid_json(server: Server, body: bytes) -> None:
+    before = created(server)
+    status, payload = call(server, "POST", "/api/sessions", body=body)
+    assert (status, payload["error"]["code"]) == (400, "invalid_json"), payload
+    assert created(server) == before, "nothing made"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"order_id": "o", "amount": ' + b"9" * 5000 + b', "currency": "EUR"}', "amount"),
+        (b'{"order_id": "o", "amount": -' + b"9" * 5000 + b', "currency": "EUR"}', "amount"),
+        (
+            b'{"order_id": "o", "amount": 1, "currency": "EUR", "metadata": {"n": '
+            + b"1" * 4400
+            + b"}}",
+            "metadata.n",
+        ),
+    ],
+    ids=["amount", "negative-amount", "metadata"],
+)
+def test_an_integer_of_thousands_of_digits_is_422_invalid_field_naming_it(
+    server: Server, body: bytes, field: str
+) -> None:
+    before = created(server)
+    status, payload = call(server, "POST", "/api/sessions", body=body)
+    assert (status, payload["error"]["code"]) == (422, "invalid_field"), payload
+    assert payload["error"]["message"].startswith(field + ":"), payload
+    assert created(server) == before, "nothing made"

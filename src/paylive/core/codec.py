@@ -194,13 +194,29 @@ def loads_json(raw: str | bytes, max_depth: int) -> Any:
     ``max_depth``; ``Refused(invalid_field)`` naming the field for a number that is not
     finite (``NaN``, ``Infinity``, ``1e999``), which Python's parser would accept."""
     try:
-        obj = json.loads(raw)
+        if not isinstance(raw, str):
+            # JSON travels as UTF-8 (RFC 8259 section 8.1), without a byte order mark:
+            # json.loads would guess UTF-16 or UTF-32 from bytes and skip a BOM, where
+            # a socket's frame, decoded here as UTF-8, refuses both.
+            raw = raw.decode("utf-8")
+        obj = json.loads(raw, parse_int=_integer)
     except RecursionError:
         raise DecodeError(f"nested more than {max_depth} deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"not valid JSON: {exc}") from None
     check_tree(obj, max_depth)
     return obj
+
+
+# Past this many digits an integer is beyond a double (1.8e308 has 309), and int()
+# refuses past 4,300 with a ValueError read as malformed JSON.
+_MAX_INT_DIGITS = 400
+
+
+def _integer(text: str) -> int | float:
+    """A JSON integer; one beyond a double is infinite, so ``check_tree`` refuses it as
+    it refuses ``1e999``, naming its field."""
+    return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
