@@ -287,3 +287,88 @@ def test_an_integer_of_thousands_of_digits_is_422_invalid_field_naming_it(
     assert (status, payload["error"]["code"]) == (422, "invalid_field"), payload
     assert payload["error"]["message"].startswith(field + ":"), payload
     assert created(server) == before, "nothing made"
+
+
+# Headers that decide who asks and whether a command runs once, given twice
+
+
+@pytest.mark.parametrize(
+    "twice",
+    [
+        [AUTH, b"Authorization: Bearer nobody"],
+        [b"Authorization: Bearer nobody", AUTH],
+        [AUTH, AUTH],
+        [AUTH, b"Idempotency-Key: k-1", b"Idempotency-Key: k-2"],
+    ],
+    ids=[
+        "authorization-good-then-bad",
+        "authorization-bad-then-good",
+        "authorization-same",
+        "idempotency-key",
+    ],
+)
+def test_a_header_given_twice_is_400_invalid_request_and_makes_nothing(
+    server: Server, twice: list[bytes]
+) -> None:
+    before = created(server)
+    headers = [*twice, b"Content-Type: application/json", LENGTH]
+    raw = exchange(server.port, request("POST", "/api/sessions", headers, CREATE))
+    status, _, payload = answer_of(raw)
+    assert (status, payload["error"]["code"]) == (400, "invalid_request"), raw[:300]
+    assert created(server) == before, "nothing made"
+
+
+def test_authorization_twice_on_a_read_is_400_too(server: Server, session: dict[str, Any]) -> None:
+    admin = f"Authorization: Bearer {ADMIN_TOKEN}".encode()
+    for path in ("/api/admin/summary", f"/api/sessions/{session['id']}"):
+        raw = exchange(server.port, request("GET", path, [admin, AUTH]))
+        status, _, payload = answer_of(raw)
+        assert (status, payload["error"]["code"]) == (400, "invalid_request"), raw[:300]
+
+
+# A query parameter given twice
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/api/admin/sessions?limit=5&limit=abc",
+        "/api/admin/sessions?limit=abc&limit=5",
+        "/api/admin/sessions?status=all&status=active",
+        "/api/admin/effects?limit=1&limit=2",
+        "/api/admin/audit?limit=1&limit=2",
+        "/api/admin/audit?from=1&from=2",
+        "/api/admin/search?limit=1&limit=2",
+        "/api/admin/deliveries?limit=1&limit=2",
+    ],
+)
+def test_a_query_parameter_given_twice_is_422_invalid_field_naming_it(
+    server: Server, query: str
+) -> None:
+    status, payload = call(server, "GET", query, ADMIN_TOKEN)
+    name = query.split("?")[1].split("=")[0]
+    assert (status, payload["error"]["code"]) == (422, "invalid_field"), payload
+    assert payload["error"]["message"].startswith(name + ":"), payload
+
+
+def test_the_events_apis_refuse_a_cursor_given_twice(
+    server: Server, session: dict[str, Any]
+) -> None:
+    status, payload = call(server, "GET", "/api/events?after=0&after=1")
+    assert (status, payload["error"]["code"]) == (422, "invalid_field"), payload
+    poll = f"/api/sessions/{session['id']}/events?since=0&since=x&wait=0"
+    status, payload = call(server, "GET", poll, session["client_secret"])
+    assert (status, payload["error"]["code"]) == (422, "invalid_field"), payload
+
+
+def test_a_socket_with_since_given_twice_is_closed_with_1008(
+    server: Server, session: dict[str, Any]
+) -> None:
+    key = base64.b64encode(os.urandom(16))
+    path = f"/ws/sessions/{session['id']}?token={session['client_secret']}&since=0&since=5"
+    headers = [b"Upgrade: websocket", b"Sec-WebSocket-Key: " + key, b"Sec-WebSocket-Version: 13"]
+    handshake = request("GET", path, headers).replace(b"Connection: close", b"Connection: Upgrade")
+    frames = exchange(server.port, handshake).partition(b"\r\n\r\n")[2]
+    assert frames[:1] == b"\x88", frames[:80]  # the first frame is the close
+    assert struct.unpack("!H", frames[2:4])[0] == 1008, frames[:80]
+    assert b"since" in frames, frames[:80]

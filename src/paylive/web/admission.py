@@ -48,7 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import Refused
 from ..limits.admission import ADDRESS_SHARE, OVERLOADED, SESSION_SHARE, Admission, Queued
 from ..settings import BodySettings, Credentials
-from . import bodies
+from . import bodies, validation
 from .auth import PRINCIPAL, identify
 from .errors import error_body, http_status
 
@@ -176,6 +176,16 @@ class Door:
         self._body_timeout_s = body.header_timeout_ms / 1000
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # Before anything reads one of them: a refusal here has changed nothing.
+            ambiguous = validation.repeated_header(scope.get("headers") or ())
+            if ambiguous is None and scope.get("path", "").startswith("/api/"):
+                ambiguous = validation.repeated_parameter(scope.get("query_string", b""))
+            if ambiguous is not None:
+                start, end = _answer(ambiguous, None)
+                await send(start)
+                await send(end)
+                return
         door = self._admission() if scope["type"] == "http" and is_command(scope) else None
         if door is None:
             await self.app(scope, receive, send)

@@ -133,6 +133,10 @@ async def _handshake(ws: WebSocket, runtime: Runtime) -> str | None:
         message = f"unsupported subprotocol; use one of {list(SUBPROTOCOLS)}"
         await _refuse(ws, Refused(ErrorCode.INVALID_FIELD, message))
         return None
+    repeated = validation.repeated_parameter(ws.scope.get("query_string", b""))
+    if repeated is not None:  # since=1&since=5: which one did the client mean?
+        await _refuse(ws, repeated, subprotocol)
+        return None
     return subprotocol
 
 

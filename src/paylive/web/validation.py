@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ..core.codec import DecodeError, loads_json
 from ..core.machine import ProviderResult
@@ -71,6 +72,38 @@ def ascii_int(raw: str) -> int | None:
 _QUERY_DIGITS = re.compile(r"^[0-9]{1,19}$")
 # An id sent in a query or a path: 1 to 128 printable ASCII characters.
 PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+# Headers that say who asks, whether a command runs once and where a stream resumes:
+# given twice they are ambiguous (Starlette reads the first, a proxy may read the last),
+# so neither is taken.
+SINGLE_HEADERS = (b"authorization", b"idempotency-key", b"last-event-id")
+
+
+def repeated_header(headers: Iterable[tuple[bytes, bytes]]) -> Refused | None:
+    """400 ``invalid_request`` for a ``SINGLE_HEADERS`` header sent more than once."""
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                return Refused(
+                    ErrorCode.INVALID_REQUEST, f"the {name.decode()} header may be sent once"
+                )
+            seen.add(name)
+    return None
+
+
+def repeated_parameter(query_string: bytes) -> Refused | None:
+    """422 ``invalid_field`` naming a query parameter given more than once: Starlette
+    keeps the last, so ``limit=5&limit=abc`` was refused and ``limit=abc&limit=5`` not."""
+    if b"&" not in query_string:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return invalid(name[:64], "may be given once")
+        seen.add(name)
+    return None
 
 
 def query_int(params: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
