@@ -19,6 +19,7 @@ import pytest
 
 from paylive.core.signature import signature_header
 
+from ..support import waiting
 from ..support.servers import ADMIN_TOKEN, API_KEY, WEBHOOK_SECRET, Server
 
 CREATE = b'{"order_id": "o-1", "amount": 100, "currency": "EUR"}'
@@ -33,24 +34,7 @@ def CHECK_SERVER_LOG(log: str) -> None:
 
 
 def exchange(port: int, request: bytes, wait_s: float = 3.0) -> bytes:
-    """Send ``request`` on a fresh connection; all that comes back until the server
-    closes it (or ``wait_s``)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=wait_s)
-    answer = b""
-    deadline = time.monotonic() + wait_s
-    try:
-        sock.sendall(request)
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            answer += chunk
-    finally:
-        sock.close()
-    return answer
+    return waiting.exchange(port, request, wait_s)
 
 
 def answer_of(raw: bytes) -> tuple[int, dict[str, str], Any]:

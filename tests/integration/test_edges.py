@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 from ..support import tls
 from ..support.redisproc import RedisProc
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
-from ..support.waiting import closed_by_server, healthz_on
+from ..support.waiting import closed_by_server, exchange, healthz_on
 
 MERCHANT = {"Authorization": f"Bearer {API_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -95,27 +95,6 @@ def opens_live(url: str) -> None:
     assert received and '"snapshot"' in received[0], received
 
 
-def raw_exchange(port: int, request: bytes, wait_s: float = 2.0) -> bytes:
-    """Send ``request`` on a fresh connection; what comes back until the server
-    closes it or ``wait_s`` passes."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=wait_s)
-    answer = b""
-    deadline = time.monotonic() + wait_s
-    try:
-        sock.sendall(request)
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            answer += chunk
-    finally:
-        sock.close()
-    return answer
-
-
 # A socket handshake with a header past ASCII: once an unhandled exception, no answer
 
 
@@ -142,7 +121,7 @@ def test_a_handshake_with_a_non_ascii_header_is_answered_not_a_crash(
     if not header.startswith(b"Host:"):
         lines.insert(1, b"Host: 127.0.0.1")
     lines.append(header)
-    answer = raw_exchange(server.port, b"\r\n".join(lines) + b"\r\n\r\n")
+    answer = exchange(server.port, b"\r\n".join(lines) + b"\r\n\r\n")
     time.sleep(0.3)
     logged = server.log()[offset:]
     assert "Traceback" not in logged, f"unhandled exception in the server log:\n{logged}"
@@ -394,7 +373,7 @@ def test_a_decline_code_with_a_trailing_newline_is_refused(client: httpx.Client)
 def test_request_headers_past_32_kib_are_answered_431_and_closed(server: Server) -> None:
     pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    answer = raw_exchange(server.port, request + pad * 40 + b"\r\n")
+    answer = exchange(server.port, request + pad * 40 + b"\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431"), answer[:200]
     assert b"connection: close" in head.lower()
@@ -412,7 +391,7 @@ def test_request_headers_past_32_kib_are_answered_431_and_closed(server: Server)
     finally:
         sock.close()
     # Just under the bound is a request like any other.
-    answer = raw_exchange(server.port, request + pad * 28 + b"Connection: close\r\n\r\n")
+    answer = exchange(server.port, request + pad * 28 + b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
@@ -448,7 +427,7 @@ def test_a_pipelined_request_whose_path_is_a_command_only_encoded_leaks_no_place
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     for _ in range(3):  # PAYLIVE_MAX_IN_FLIGHT
-        answers = raw_exchange(server.port, pipelined, wait_s=5)
+        answers = exchange(server.port, pipelined, wait_s=5)
         assert answers.count(b"HTTP/1.1 ") == 2, answers
     reply = client.post(
         "/api/sessions",

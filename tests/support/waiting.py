@@ -56,3 +56,25 @@ def healthz_on(sock: socket.socket) -> bytes:
         assert chunk, f"closed after {answer!r}"
         answer += chunk
     return answer
+
+
+def exchange(port: int, request: bytes, wait_s: float = 2.0) -> bytes:
+    """Send ``request`` on a fresh connection to ``port``; all that comes back until the
+    server closes it or ``wait_s`` passes (for requests an HTTP client would refuse to
+    send)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=wait_s)
+    answer = b""
+    deadline = time.monotonic() + wait_s
+    try:
+        sock.sendall(request)
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        sock.close()
+    return answer
