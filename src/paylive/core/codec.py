@@ -199,7 +199,10 @@ def loads_json(raw: str | bytes, max_depth: int) -> Any:
             # json.loads would guess UTF-16 or UTF-32 from bytes and skip a BOM, where
             # a socket's frame, decoded here as UTF-8, refuses both.
             raw = raw.decode("utf-8")
-        obj = json.loads(raw, parse_int=_integer)
+        # A Python call per integer doubles the parse of a command's body: only a text
+        # with a run of digits that long needs it.
+        long_digits = _LONG_DIGITS.search(raw) is not None
+        obj = json.loads(raw, parse_int=_integer) if long_digits else json.loads(raw)
     except RecursionError:
         raise DecodeError(f"nested more than {max_depth} deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -211,6 +214,7 @@ def loads_json(raw: str | bytes, max_depth: int) -> Any:
 # Past this many digits an integer is beyond a double (1.8e308 has 309), and int()
 # refuses past 4,300 with a ValueError read as malformed JSON.
 _MAX_INT_DIGITS = 400
+_LONG_DIGITS = re.compile(f"[0-9]{{{_MAX_INT_DIGITS + 1}}}")
 
 
 def _integer(text: str) -> int | float:
