@@ -34,6 +34,11 @@ sends, and however slowly, no connection outlives them.
   client read the answer: a close with unread bytes resets the connection, and the
   reset can destroy the answer on its way. A lingering connection no longer counts
   against the limit below.
+- Pipelined requests are parsed as their turn nears: at most ``MAX_PIPELINED`` wait
+  parsed behind the one being answered, and what the client sent past them waits as
+  the bytes it is (reading paused) until those ahead are answered. uvicorn parsed a
+  whole read at once, a request cycle and a scope for each request in it: a client
+  that sent 250 KB of the smallest requests and never read made a worker hold 14 MB.
 - A connection limit per worker: past ``max_connections`` open connections (sockets
   included), a request is answered 503 ``overloaded`` and a socket handshake is
   refused with the same 503, then the connection is closed. uvicorn's own
@@ -73,6 +78,12 @@ from .coalesce import Coalescing
 LINGER_S = 1.0
 # How long after the body deadline the connection is closed when nothing answered.
 BODY_GRACE_S = 0.5
+# Requests parsed and waiting behind the one being answered, at most (past it the rest
+# of what the client sent waits unparsed), and the most the parser is given at once:
+# httptools parses all it is given, and one read of the smallest requests made a
+# request cycle and a scope of each, 55 times the bytes they came in.
+MAX_PIPELINED = 16
+FEED_BYTES = 1024
 
 OVERLOADED_STATUS = http_status(ErrorCode.OVERLOADED)
 OVERLOADED_BODY = json.dumps(
@@ -201,6 +212,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._lingering = False
+        # What the client sent that is not parsed yet (the pipeline is full), and
+        # whether that cut a body off (its deadline starts again when it is parsed on).
+        self._unparsed = b""
+        self._body_stopped = False
         # When the current request, a command let through, finished its headers
         # (None: not a command, or refused): it holds a place once whole.
         self._command_since: float | None = None
@@ -265,6 +280,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._linger_timer.cancel()
             self._linger_timer = None
         self._release_waiting()
+        self._unparsed = b""
         super().connection_lost(exc)
 
     def _release_waiting(self) -> None:
@@ -278,8 +294,50 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # the unread rest of an answered request: dropped
-        # As uvicorn's, except that a byte does not stop the keep-alive timer (see the
-        # module docstring): on_message_begin does, when a request really starts.
+        if self._unparsed:
+            # Behind what waits already, in order; reading stops until it is parsed.
+            self._unparsed += data
+            self.flow.pause_reading()
+            return
+        self._parse(memoryview(data))
+
+    def _parse(self, data: memoryview) -> None:
+        """Feed the parser ``data`` a slice at a time, and stop while ``MAX_PIPELINED``
+        requests wait: the rest is kept until one of them starts."""
+        for start in range(0, len(data), FEED_BYTES):
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self._unparsed = bytes(data[start:])
+                self.flow.pause_reading()
+                # The client is not late: the worker stopped reading it. The request
+                # cut off, if any, is timed again when the worker reads on.
+                self._disarm()
+                self._body_stopped = self._body_timer is not None
+                self._disarm_body()
+                return
+            if not self._feed(data[start : start + FEED_BYTES]):
+                return
+
+    def _parse_unparsed(self) -> None:
+        if not self._unparsed or self._lingering or self.transport.is_closing():
+            return
+        if self._head_bytes is not None:
+            self._arm()
+        elif self._body_stopped:
+            deadline = self.loop.time() + self._header_timeout
+            held = body_state(self.scope)
+            if held is not None:
+                held["deadline"] = deadline
+            self._body_timer = self.loop.call_at(deadline + BODY_GRACE_S, self._body_late)
+        self._body_stopped = False
+        waiting, self._unparsed = self._unparsed, b""
+        self._parse(memoryview(waiting))
+        if not self._unparsed:
+            self.flow.resume_reading()
+
+    def _feed(self, data: memoryview) -> bool:
+        """As uvicorn's ``data_received``, except that a byte does not stop the
+        keep-alive timer (see the module docstring): on_message_begin does, when a
+        request really starts. False once the connection takes no more requests."""
         try:
             self.parser.feed_data(data)
             if self._head_bytes is not None:
@@ -289,9 +347,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             if self._head_parsed > self._max_head:  # _count_head's, through the parser
                 self._refuse_headers()
-                return
+                return False
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response(f"the request is not valid HTTP/1.1 ({exc})")
+            return False
         except httptools.HttpParserUpgrade:
             if not all(value.isascii() for _, value in self.headers):
                 # The socket libraries decode a handshake's headers as ASCII and raise
@@ -301,6 +360,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+            return False  # uvicorn drops what follows a handshake in the read too
+        return not self._lingering and not self.transport.is_closing()
 
     def send_400_response(self, msg: str) -> None:
         """A request HTTP cannot parse (two Content-Lengths, a chunk size that is no
@@ -412,6 +473,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.flow.resume_reading()  # keep draining until the client stops or the bound
             return
         super().on_response_complete()
+        if self._unparsed:
+            # A place in the pipeline came free. Not from inside the answer's send,
+            # which called this: the requests parsed now may start tasks of their own.
+            self.loop.call_soon(self._parse_unparsed)
 
     def _refuse_headers(self) -> None:
         """Request line and headers past ``max_header_bytes``: 431, and the connection
