@@ -231,6 +231,30 @@ async def test_idempotency_keys(http: httpx.AsyncClient) -> None:
     assert len((await snapshot(http, session["id"]))["attempts"]) == 1, "charged once"
 
 
+async def test_kept_refusals_of_a_customer_are_rate_limited(http: httpx.AsyncClient) -> None:
+    """A refusal the same request always gets (``invalid_field``) is kept for its
+    Idempotency-Key for 24 h, and the body was refused before the session's rate
+    limit was asked: a checkout page's secret stored one record per request with a new
+    key and a bad body, as fast as it could send them. Each is a customer command like
+    any other now: past the burst and the rate, 429 and nothing kept."""
+    session = await create(http)
+    path = f"/api/sessions/{session['id']}/attempts"
+    started = time.monotonic()
+    codes = [
+        (
+            await http.post(
+                path,
+                json={"payment_method": {"card": OK}, "bogus": n},
+                headers={**customer(session), "Idempotency-Key": f"bad-{n}"},
+            )
+        ).status_code
+        for n in range(40)
+    ]
+    # 20 at once, then 5 a second (PAYLIVE_COMMAND_BURST, _RATE_PER_S: the defaults).
+    allowed = 20 + 5 * (time.monotonic() - started) + 1
+    assert set(codes) == {422, 429} and codes.count(422) <= allowed, codes
+
+
 async def test_idempotency_key_in_use(server: Server, http: httpx.AsyncClient) -> None:
     body = {"order_id": "idem-race", "amount": 500, "currency": "EUR"}
     headers = {**merchant(), "Idempotency-Key": "race-key"}

@@ -21,6 +21,7 @@ from ..service.idempotency import Answer
 from . import validation
 from .auth import ADMIN, CUSTOMER, MERCHANT
 from .http import (
+    answer,
     endpoint,
     json_body,
     once,
@@ -43,10 +44,14 @@ async def get_session(request: Request) -> Response:
 async def start_attempt(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
     body = await json_body(request)
+    # Before the key: a refusal of the body is kept for it for a day, and a checkout
+    # sending a new key with each bad body would store one record a request.
+    rate_limit(request, principal, session_id)
 
     async def handler() -> Answer:
-        method = validation.parse_attempt(body, runtime_of(request).settings.gateway)
-        return await run_command(request, principal, session_id, StartAttempt(method), 202)
+        runtime = runtime_of(request)
+        method = validation.parse_attempt(body, runtime.settings.gateway)
+        return answer(await runtime.service.run(session_id, StartAttempt(method)), 202)
 
     return await once(request, f"POST /api/sessions/{session_id}/attempts", body, handler)
 
