@@ -1,5 +1,6 @@
-"""The connection protocol (``server.connections``) driven in this process over a
-transport that records what it is told: what a client's bytes make a worker hold."""
+"""The connection protocols (``server.connections``, ``server.websocket``) driven in
+this process over a transport that records what it is told: what a client's bytes
+make a worker hold."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 from uvicorn.server import ServerState
 
-from paylive.server import connections
+from paylive.server import connections, websocket
 from paylive.server.connections import BoundedHttpProtocol, PayliveConfig
+from paylive.server.websocket import FramingWSProtocol
 from paylive.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -110,4 +112,45 @@ async def test_requests_pipelined_in_one_read_are_parsed_only_as_far_as_a_bound(
         assert len(made.pipeline) <= BOUND
     answers = re.findall(rb"HTTP/1\.1 (\d{3})", bytes(transport.written))
     assert answers == [b"200"] * count
+    made.connection_lost(None)
+
+
+async def test_socket_messages_in_one_read_are_parsed_only_as_far_as_a_bound() -> None:
+    """The same for a socket: wsproto's events of a whole read went into the app's
+    queue at once, a message dict for each frame of the read (256 KB of the smallest
+    masked frames: 32,000 messages, 25 times the bytes). Past ``MAX_QUEUED`` messages
+    waiting for the app the rest stays as bytes, parsed as the app takes them."""
+    received: list[str] = []
+    done = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            received.append(message["text"])
+            if len(received) == count:
+                done.set()
+
+    config = PayliveConfig(app=app, settings=Settings().connections, log_level="warning")
+    config.load()
+    made = FramingWSProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    transport = Transport()
+    made.connection_made(transport)  # type: ignore[arg-type]
+    made.data_received(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for _ in range(100):
+        if b"101 Switching" in transport.written:
+            break
+        await asyncio.sleep(0)
+    frame = bytes((0x81, 0x80 | 2)) + b"\0\0\0\0" + b"{}"  # masked (by zeros) "{}"
+    count = 256_000 // len(frame)
+    made.data_received(frame * count)
+    assert made.queue.qsize() <= websocket.MAX_QUEUED
+    async with asyncio.timeout(10):
+        while not done.is_set():
+            assert made.queue.qsize() <= websocket.MAX_QUEUED
+            await asyncio.sleep(0)
+    assert received == ["{}"] * count
     made.connection_lost(None)

@@ -7,6 +7,11 @@ serializer, a bytearray copy and an empty extension loop: 4 % of a memory worker
 py-spy samples at its ceiling, where this takes a fraction of that. Everything else
 (the handshake, pings, closes, the connection's state) is still wsproto's, and a
 message sent in any state but OPEN goes through it as before.
+
+A client's frames are parsed as the app takes them: at most ``MAX_QUEUED`` messages
+wait for it, and what the client sent past them stays in wsproto's buffer as the bytes
+it is. uvicorn parsed every frame of a read at once into a message of the app's queue:
+one read of 256 KB of the smallest frames was 32,000 messages, 25 times the bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto import events
 from wsproto.connection import ConnectionState
+
+# Messages parsed and waiting for the app, at most (see the module docstring).
+MAX_QUEUED = 16
 
 TEXT = 0x81  # FIN and the text opcode
 BINARY = 0x82  # FIN and the binary opcode
@@ -38,6 +46,38 @@ def data_frame(data: str | bytes) -> bytes:
 
 
 class FramingWSProtocol(WSProtocol):
+    # Frames left unparsed in wsproto's buffer while the queue was full.
+    _backlog = False
+
+    def handle_events(self) -> None:
+        """uvicorn's, stopped while ``MAX_QUEUED`` messages wait for the app: the
+        events not asked of wsproto yet stay in its buffer, unparsed, in order."""
+        for event in self.conn.events():
+            if self.close_sent:
+                if isinstance(event, events.CloseConnection):
+                    self.handle_close(event)
+                continue
+            if isinstance(event, events.Request):
+                self.handle_connect(event)
+            elif isinstance(event, events.TextMessage | events.BytesMessage):
+                self.handle_message(event)
+            elif isinstance(event, events.CloseConnection):
+                self.handle_close(event)
+            elif isinstance(event, events.Ping):
+                self.handle_ping(event)
+            elif isinstance(event, events.Pong):
+                self.handle_pong(event)
+            if self.queue.qsize() >= MAX_QUEUED:
+                self._backlog = True
+                return
+        self._backlog = False
+
+    async def receive(self) -> Any:
+        message = await super().receive()
+        if self._backlog and self.queue.empty() and not self.disconnected:
+            self.handle_events()
+        return message
+
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.send" and not self.config.ws_per_message_deflate:
             await self.writable.wait()
