@@ -2,6 +2,11 @@
 
 Per worker on purpose: a customer hammering one session is slowed wherever it lands,
 and a shared bucket would cost an engine round trip on every command.
+
+A bucket that has had the time to fill is the same as none, so a key leaves once its
+bucket would be full: the buckets held are those of the keys seen within that time
+(4 s for a session's commands, a minute for the demo), not every key ever seen up to
+``max_keys``, which stays the bound on a burst of new keys.
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ class TokenBuckets:
         self.capacity = capacity
         self.per_second = per_second
         self.max_keys = max_keys
+        # From empty to full: a bucket untouched for this long is full.
+        self._fills_in = capacity / per_second
+        # Least recently used first, so the ones that would be full are at the front.
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def take(self, key: str, now: float | None = None) -> bool:
         """Spend one token for ``key``; False when it has none left."""
@@ -25,7 +36,10 @@ class TokenBuckets:
         allowed = tokens >= 1
         if allowed:
             tokens -= 1
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)  # the least recently used
+        buckets = self._buckets
+        while buckets and now - buckets[next(iter(buckets))][1] >= self._fills_in:
+            buckets.popitem(last=False)
+        buckets[key] = (tokens, now)
+        while len(buckets) > self.max_keys:
+            buckets.popitem(last=False)  # the least recently used
         return allowed
