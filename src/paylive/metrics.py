@@ -280,8 +280,13 @@ def delivered(kind: str) -> None:
 _http_children: dict[tuple[str, str, int], Histogram] = {}
 
 
+def method_label(method: str) -> str:
+    """A client's HTTP method as a label or a name: one of the usual seven, or ``other``."""
+    return method if method in _METHODS else "other"
+
+
 def http_request(method: str, route: str, status: int, seconds: float) -> None:
-    key = (method if method in _METHODS else "other", route, status)
+    key = (method_label(method), route, status)
     child = _http_children.get(key)
     if child is None:
         child = _http_children[key] = HTTP_DURATION.labels(key[0], route, str(status))

@@ -13,6 +13,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -554,3 +555,33 @@ def test_a_line_redact_skips_holds_no_secret(text: str) -> None:
         for pattern, _ in redaction._PATTERNS:
             assert pattern.search(text) is None, (pattern.pattern, text)
     assert redaction.redact(text) == redaction.redact(redaction.redact(text))
+
+
+async def test_span_names_are_bounded_whatever_method_is_sent(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A request's span is named ``<METHOD> <route>``, and the method was the client's
+    own: a thousand invented methods were a thousand span names, which a tracing
+    backend keeps as a list of operations. As in the metric's label, a method not
+    among the usual seven is ``other`` (kept whole in ``http.request.method_original``)."""
+    from paylive.web.observe import Observe
+
+    async def not_found(scope: object, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    observed = Observe(not_found)
+    for n in range(1_000):
+        scope = {"type": "http", "method": f"M{n}", "path": f"/x/{n}", "headers": []}
+        await observed(scope, receive, send)
+    await observed({"type": "http", "method": "GET", "path": "/", "headers": []}, receive, send)
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} == {"other unmatched", "GET unmatched"}
+    assert spans[0].attributes is not None
+    assert spans[0].attributes["http.request.method_original"] == "M0"

@@ -68,7 +68,8 @@ class Observe:
             return
         started = time.perf_counter()
         request_id, parent = request_ids(scope)
-        method = scope.get("method", "GET")
+        # Bounded: the span's name is an operation a tracing backend lists for ever.
+        method = metrics.method_label(scope.get("method", "GET"))
         status = 500
         extra: list[tuple[bytes, bytes]] = []
 
@@ -88,10 +89,12 @@ class Observe:
         attributes = None
         if tracing.enabled():
             attributes = {
-                "http.request.method": method,
+                "http.request.method": method if method != "other" else "_OTHER",
                 "url.path": scope.get("path"),
                 "paylive.request_id": request_id,
             }
+            if method == "other":
+                attributes["http.request.method_original"] = scope.get("method")
         with (
             context.bound(request=request_id),
             tracing.span(
