@@ -5,6 +5,11 @@ Threads, not asyncio, so that it runs beside any event loop: one thread accepts,
 two pump each connection. ``stop`` closes the listener and every connection (the
 client sees resets, as when a database host goes away); ``start`` listens again on
 the same port.
+
+``lose_reply(pattern)`` cuts the connection whose client sends a command holding
+``pattern``: the command reaches the server whole, and its reply (with any other
+reply on that connection from then on) never comes back, as when a network drops
+between a write and its answer.
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 from .ports import free_port
+
+# How long the server has to run the command whose reply is lost, before the cut.
+APPLY_S = 0.3
 
 
 class TcpProxy:
@@ -23,6 +32,22 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._lose: list[bytes] = []
+        self.lost = 0
+
+    def lose_reply(self, pattern: bytes) -> None:
+        """Lose the reply to the next command holding ``pattern`` (see the docstring)."""
+        with self._lock:
+            self._lose.append(pattern)
+
+    def _losing(self, chunk: bytes) -> bool:
+        with self._lock:
+            for pattern in self._lose:
+                if pattern in chunk:
+                    self._lose.remove(pattern)
+                    self.lost += 1
+                    return True
+        return False
 
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -64,12 +89,26 @@ class TcpProxy:
                     upstream.close()
                     return
                 self._sockets |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            muted = threading.Event()
+            for a, b, asks in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, asks, muted), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, asks: bool, muted: threading.Event
+    ) -> None:
         try:
             while chunk := source.recv(65536):
+                if not asks:
+                    if not muted.is_set():
+                        sink.sendall(chunk)
+                    continue
+                if self._losing(chunk):
+                    # Replies from now on are dropped; the command goes through whole,
+                    # and the client is cut once the server has surely run it.
+                    muted.set()
+                    sink.sendall(chunk)
+                    time.sleep(APPLY_S)
+                    break
                 sink.sendall(chunk)
         except OSError:
             pass

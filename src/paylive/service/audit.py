@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..archive import ArchiveUnavailable, AuditQuery, audit_order
 from ..core.codec import dumps_strict
-from ..core.session import AUDIT_KEPT
+from ..core.session import AUDIT_KEPT, Session
 from ..engine import Engine, EngineUnavailable
 from .reads import unavailable
 
@@ -64,6 +64,24 @@ class AuditTrail:
                 await self.archive.audit_add([entry])
             except ArchiveUnavailable as exc:
                 log.warning("audit entry %s not archived yet: %s", entry.get("id"), exc)
+
+    async def saved_with(
+        self, session_id: str, entry_id: object
+    ) -> tuple[Session, dict[str, Any]] | None:
+        """The session and its entry ``entry_id`` if a save whose reply was lost
+        stored it, else None (also when the engine cannot say yet). The action was then made:
+        its entry must still reach the trail of every session, and a retry would not
+        copy it (it finds the change made, and is refused or changes nothing)."""
+        try:
+            session = await self.engine.load(session_id)
+        except EngineUnavailable:
+            return None
+        if session is None:
+            return None
+        for entry in reversed(session.audit):
+            if entry.get("id") == entry_id:
+                return session, entry
+        return None
 
     async def catch_up(self) -> None:
         """Archive the engine's entries newer than the mark (inserts are idempotent)."""

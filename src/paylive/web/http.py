@@ -208,7 +208,18 @@ async def run_audited(
 ) -> Session:
     """Run a staff or shop action with its audit entry, then copy that entry to the
     trail; a refusal is raised with the session as ``view`` shows it to the caller."""
-    outcome = await runtime.service.run(session_id, command, audit)
+    try:
+        outcome = await runtime.service.run(session_id, command, audit)
+    except EngineUnavailable:
+        # The save may have been made and only its reply lost: then the action is done,
+        # and the client's retry would not copy its entry (it is refused, or finds the
+        # change made). Read the session again: if it holds the entry, copy it and say so.
+        saved = await runtime.audit.saved_with(session_id, audit["id"])
+        if saved is None:
+            raise
+        session, entry = saved
+        await runtime.audit.added(entry)
+        return session
     refusal = outcome.decision.refusal
     if refusal is not None:
         raise Refused(refusal.code, refusal.message, session=view(outcome.session))

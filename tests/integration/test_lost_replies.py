@@ -1,0 +1,142 @@
+"""Writes whose reply from Redis is lost (docs/protocol.md sections 2.2, 7, 8.2): the
+command reached Redis and was applied, the worker never heard back and answered 503
+``engine_unavailable``, and the client asks again. A TCP proxy between the worker and
+Redis (``TcpProxy.lose_reply``) lets the chosen command through and drops its reply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ..support.client import admin, create, merchant, sandbox_outage
+from ..support.redisproc import REDIS_SERVER, start_redis
+from ..support.servers import Server
+from ..support.started import started
+from ..support.tcpproxy import TcpProxy
+from ..support.waiting import until
+from .test_refunds import OK, OUTBOX, WAIT_S, ledger, merchant_events, paid_session, refund
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+]
+
+# A lost reply is answered within a second, not the suite's generous three.
+ENV = {**OUTBOX, "PAYLIVE_REDIS_TIMEOUT_MS": "1000"}
+
+
+async def trail(http: httpx.AsyncClient, action: str) -> list[dict[str, Any]]:
+    """The entries of ``action`` in the trail of every session."""
+    reply = await http.get("/api/admin/audit?limit=500", headers=admin())
+    assert reply.status_code == 200, reply.text
+    return [e for e in reply.json()["entries"] if e["action"] == action]
+
+
+async def test_an_effect_done_by_hand_whose_reply_was_lost_is_in_the_trail_once(
+    tmp_path: Path,
+) -> None:
+    """The action was saved with its entry in the session; the worker must still copy
+    it to the trail of every session (and the archive), not leave it to a retry that
+    finds the effect done and is refused."""
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                sid = await paid_session(http)
+                await sandbox_outage(http, 60)
+                made = await refund(http, sid, {"amount": 40}, "hand-1")
+                assert made.status_code == 202, made.text
+                effect_id = made.json()["refund"]["id"]
+                proxy.lose_reply(b"effect_done_by_hand")
+                url = f"/api/admin/effects/{effect_id}/done"
+                first = await http.post(url, json={"note": "made by hand"}, headers=admin())
+                assert proxy.lost == 1
+                if first.status_code != 200:
+                    assert first.json()["error"]["code"] == "engine_unavailable", first.text
+                    again = await http.post(url, json={"note": "made by hand"}, headers=admin())
+                    assert again.status_code in (200, 409), again.text
+                got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+                held = got.json()["session"]["audit"]
+                assert [e["action"] for e in held].count("effect_done_by_hand") == 1
+                entries = await trail(http, "effect_done_by_hand")
+                assert [e["session"] for e in entries] == [sid], entries
+    finally:
+        proxy.stop()
+        redis.stop()
+
+
+async def test_a_refund_whose_reply_was_lost_is_decided_once_and_audited_once(
+    tmp_path: Path,
+) -> None:
+    """The shop asks again with the same Idempotency-Key: one refund of 30 (not 60
+    given back), one entry in the session's trail and in the trail of every session."""
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                sid = await paid_session(http)
+                proxy.lose_reply(b"refund_requested")
+                first = await refund(http, sid, {"amount": 30}, "lost-reply-1")
+                assert proxy.lost == 1
+                again = await refund(http, sid, {"amount": 30}, "lost-reply-1")
+                assert again.status_code == 202, again.text
+                if first.status_code == 202:
+                    assert first.json()["refund"]["id"] == again.json()["refund"]["id"]
+
+                async def done() -> dict[str, Any] | None:
+                    got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+                    session = got.json()["session"]
+                    return session if session.get("amount_refunded") == 30 else None
+
+                session = await until(done, WAIT_S)
+                assert [r["amount"] for r in session["refunds"]] == [30], "refunded twice"
+                assert [e["action"] for e in session["audit"]].count("refund") == 1
+                assert [e["session"] for e in await trail(http, "refund")] == [sid]
+    finally:
+        proxy.stop()
+        redis.stop()
+
+
+async def test_a_provider_success_whose_reply_was_lost_is_applied_once(tmp_path: Path) -> None:
+    """The sandbox's webhook is answered 503 and sent again: the session succeeds once,
+    one merchant event says so, nothing is refunded."""
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                sid = str((await create(http, amount=100))["id"])
+                proxy.lose_reply(b'"status":"succeeded"')
+                paying = await http.post(
+                    f"/api/sessions/{sid}/attempts",
+                    json={"payment_method": {"card": OK}},
+                    headers=merchant(),
+                )
+                assert paying.status_code == 202, paying.text
+
+                async def succeeded() -> bool:
+                    got = await http.get(f"/api/sessions/{sid}", headers=merchant())
+                    return got.status_code == 200 and got.json()["status"] == "succeeded"
+
+                await until(succeeded, WAIT_S)
+                assert proxy.lost == 1
+                got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+                session = got.json()["session"]
+                assert [a["status"] for a in session["attempts"]] == ["succeeded"]
+                assert not session["needs_review"]
+                assert session.get("effects", []) == []
+                events = await merchant_events(http, sid)
+                assert [e["type"] for e in events].count("session.succeeded") == 1, events
+                assert [e["kind"] for e in await ledger(http, sid)] == ["charge"]
+    finally:
+        proxy.stop()
+        redis.stop()
+
