@@ -140,3 +140,28 @@ async def test_a_provider_success_whose_reply_was_lost_is_applied_once(tmp_path:
         proxy.stop()
         redis.stop()
 
+
+async def test_a_session_created_with_a_key_whose_reply_was_lost_is_made_once(
+    tmp_path: Path,
+) -> None:
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                body = {"order_id": "order-lost-create", "amount": 100, "currency": "EUR"}
+                headers = {**merchant(), "Idempotency-Key": "create-1"}
+                await create(http)  # the script is loaded: the next create is applied
+                proxy.lose_reply(b"order-lost-create")
+                first = await http.post("/api/sessions", json=body, headers=headers)
+                assert proxy.lost == 1
+                again = await http.post("/api/sessions", json=body, headers=headers)
+                assert again.status_code == 201, again.text
+                listed = await http.get("/api/admin/sessions?limit=100", headers=admin())
+                orders = [s["order_id"] for s in listed.json()["sessions"]]
+                assert first.status_code == 503, first.text
+                assert orders.count("order-lost-create") == 1, (first.text, orders)
+    finally:
+        proxy.stop()
+        redis.stop()

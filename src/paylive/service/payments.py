@@ -12,6 +12,7 @@ them out.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import secrets
@@ -59,6 +60,13 @@ def now_ms() -> int:
 
 def new_session_id() -> str:
     return "ps_" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+
+
+def session_id_for(asked: str) -> str:
+    """The id of the session a create request names (``asked``, a hex digest), shaped
+    as ``new_session_id``'s."""
+    raw = base64.urlsafe_b64encode(bytes.fromhex(asked)[:18]).decode()
+    return "ps_" + raw.replace("-", "x").replace("_", "y")
 
 
 @dataclass(frozen=True)
@@ -111,11 +119,26 @@ class PaymentService:
         self.rules = settings.rules
 
     async def create(
-        self, order_id: str, amount: int, currency: str, metadata: dict[str, object]
+        self,
+        order_id: str,
+        amount: int,
+        currency: str,
+        metadata: dict[str, object],
+        asked: str | None = None,
     ) -> Session:
+        """A new session; with ``asked`` (``request_digest`` of the request's
+        Idempotency-Key and body), the one that request made already, if any. Its kept
+        answer can be gone while the session stands (the engine's reply to the create
+        was lost, so the key was let go for a retry): the id named after the request
+        is what lets the retry find the session rather than make a second one."""
+        session_id = new_session_id() if asked is None else session_id_for(asked)
+        if asked is not None:
+            made = await self.engine.load(session_id)
+            if made is not None:
+                return made
         now = self.clock()
         session = new_session(
-            new_session_id(), order_id, amount, currency, dict(metadata), now, self.rules
+            session_id, order_id, amount, currency, dict(metadata), now, self.rules
         )
         session = evolve(session, trace=context.current_traceparent())
         notice = Encoded.of(

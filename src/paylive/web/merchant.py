@@ -45,7 +45,8 @@ async def create_session(request: Request) -> Response:
 
     async def handler() -> Answer:
         order_id, amount, currency, metadata = validation.parse_create(body)
-        session = await runtime.service.create(order_id, amount, currency, metadata)
+        asked = request_digest(request.headers.get("idempotency-key"), body)
+        session = await runtime.service.create(order_id, amount, currency, metadata, asked)
         payload = session.to_public()
         payload["client_secret"] = client_secret(runtime.settings.secret, session.id)
         return 201, payload
