@@ -110,6 +110,11 @@ class Deliveries:
                 log.info("webhook %s is being posted elsewhere", head.id)
                 if not unlisted:
                     return True
+            if answer is not None and answer.ok and head is not None:
+                # Before the answer's save: a save made whose reply is lost leaves the
+                # event owed to nobody, never posted or recorded again.
+                at = self.service.clock()
+                await self._put(tried(head, answer.status, answer.error, at), "delivered", at)
             recorded = DeliveryOutcome(
                 listed=tuple(d.id for d in unlisted),
                 posted=head.id if answer is not None and head is not None else None,
@@ -129,7 +134,7 @@ class Deliveries:
                     await self.holds.give_up(hold)
                 await self._later(session, self.service.clock() + BUSY_RETRY_MS)
                 return True
-            if answer is not None and head is not None:
+            if answer is not None and not answer.ok and head is not None:
                 await self._record_try(head, answer, session)
             if busy:
                 await self._later(session, now + BUSY_RETRY_MS)
@@ -190,12 +195,11 @@ class Deliveries:
         await self.engine.schedule_effects(session.id, min([due, *effects]))
 
     async def _record_try(self, head: Delivery, answer: Attempt, after: Session) -> None:
-        """Write the delivery record of one post, as the machine settled it."""
+        """Write the delivery record of one failed post, as the machine settled it
+        (an accepted one is recorded before its save, in ``run_due``)."""
         now = self.service.clock()
         held = next((d for d in after.deliveries if d.id == head.id), None)
-        if answer.ok:
-            await self._put(tried(head, answer.status, answer.error, now), "delivered", now)
-        elif held is not None and held.attempts > head.attempts:
+        if held is not None and held.attempts > head.attempts:
             await self._put(held, PENDING, now)
         elif held is None and now - head.since >= self.service.rules.merchant_retry_for_ms:
             log.error("webhook %s failed for good after %d tries", head.id, head.attempts + 1)

@@ -1,0 +1,94 @@
+"""A merchant event posted to the shop and accepted, whose recording save reached
+Redis while its reply was lost (docs/protocol.md section 6): the session no longer
+owes the event, so nothing posts it again; its delivery record must still say it was
+delivered. A real redis-server behind a TCP proxy that drops the reply to the save
+made right after the post, and the suite's real receiver as the shop."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paylive.core.commands import Cancel
+from paylive.engine import EngineUnavailable
+from paylive.engine.redis import RedisEngine, scripts
+from paylive.gateway import create_gateway
+from paylive.service.deliveries import Deliveries
+from paylive.service.effects import EffectRunner
+from paylive.service.payments import PaymentService
+from paylive.service.webhooks import Attempt, WebhookSender
+from paylive.settings import load_settings
+
+from ..support import redisproc
+from ..support.receiver import Receiver
+from ..support.tcpproxy import TcpProxy
+from .test_engine import needs_redis
+
+pytestmark = [pytest.mark.anyio, needs_redis]
+
+RECEIVER_SECRET = "whsec_" + base64.b64encode(b"lost-reply-merchant-secret").decode()
+
+
+class LosingSender(WebhookSender):
+    """The real sender; once the shop has accepted a post, the reply to the next save
+    (the one recording that answer) is lost."""
+
+    def __init__(self, proxy: TcpProxy, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.proxy = proxy
+
+    async def post(self, body: bytes, message_id: str) -> Attempt:
+        answer = await super().post(body, message_id)
+        if answer.ok:
+            self.proxy.lose_reply(scripts.SAVE_ONE_NODE.sha.encode())
+        return answer
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[TcpProxy]:
+    server = redisproc.start_redis(tmp_path / "redis")
+    proxy = TcpProxy(server.port).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+        server.stop()
+
+
+async def test_a_delivery_whose_recording_reply_was_lost_is_recorded_delivered(
+    proxied: TcpProxy, receiver: Receiver
+) -> None:
+    settings = load_settings(
+        {
+            "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxied.port}/0",
+            "PAYLIVE_REDIS_TIMEOUT_MS": "1000",
+            "PAYLIVE_SECRET": "test-signing-secret-0123456789",
+            "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+            "PAYLIVE_MERCHANT_WEBHOOK_SECRET": RECEIVER_SECRET,
+            "PAYLIVE_MERCHANT_EVENTS": "all",
+        }
+    )
+    engine = RedisEngine(settings.redis_url, settings.redis)
+    await engine.start()
+    try:
+        service = PaymentService(settings.service, engine, create_gateway(settings, engine))
+        sender = LosingSender(proxied, receiver.url, [RECEIVER_SECRET], 2.0)
+        runner = EffectRunner(service, Deliveries(service, sender))
+        session = await service.create("order-1", 100, "EUR", {})
+        cancelled = await service.run(session.id, Cancel())
+        [owed] = cancelled.session.deliveries
+        with pytest.raises(EngineUnavailable):
+            await runner.run_due(session.id)
+        assert proxied.lost == 1
+        after = await engine.load(session.id)
+        assert after is not None and after.deliveries == (), "the answer was saved"
+        held = await engine.delivery_get(owed.id)
+        assert held is not None, "no delivery record for a post the shop accepted"
+        assert json.loads(held)["status"] == "delivered", held
+        await sender.close()
+    finally:
+        await engine.close()
