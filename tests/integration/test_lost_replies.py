@@ -165,3 +165,73 @@ async def test_a_session_created_with_a_key_whose_reply_was_lost_is_made_once(
     finally:
         proxy.stop()
         redis.stop()
+
+
+async def test_a_pay_whose_reply_was_lost_starts_one_attempt(tmp_path: Path) -> None:
+    """The attempt was saved, its charge never asked (the request ended at the save):
+    the retry with the same key starts no second attempt, nothing is charged twice,
+    and the attempt in doubt times out and is voided (section 2)."""
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                await paid_session(http)  # the save script is loaded
+                sid = str((await create(http, amount=100))["id"])
+                url = f"/api/sessions/{sid}/attempts"
+                body = {"payment_method": {"card": OK}}
+                headers = {**merchant(), "Idempotency-Key": "pay-1"}
+                proxy.lose_reply(b'"status":"processing"')
+                first = await http.post(url, json=body, headers=headers)
+                assert proxy.lost == 1
+                assert first.status_code == 503, first.text
+                again = await http.post(url, json=body, headers=headers)
+                assert again.status_code in (202, 409), again.text
+
+                async def settled() -> dict[str, Any] | None:
+                    got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+                    session = got.json()["session"]
+                    return None if session["status"] == "processing" else session
+
+                session = await until(settled, WAIT_S)
+                assert len(session["attempts"]) == 1, session["attempts"]
+                charges = [e for e in await ledger(http, sid) if e["kind"] == "charge"]
+                assert len(charges) <= 1, charges
+    finally:
+        proxy.stop()
+        redis.stop()
+
+
+async def test_a_refund_confirmed_whose_reply_was_lost_is_made_and_told_once(
+    tmp_path: Path,
+) -> None:
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                sid = await paid_session(http)
+                proxy.lose_reply(b'"cause":"effect_done"')
+                made = await refund(http, sid, {"amount": 30}, "confirm-1")
+                assert made.status_code == 202, made.text
+
+                async def done() -> dict[str, Any] | None:
+                    got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+                    if got.status_code != 200:
+                        return None
+                    reply = got.json()
+                    return reply if reply["session"].get("amount_refunded") == 30 else None
+
+                reply = await until(done, WAIT_S)
+                assert proxy.lost == 1
+                causes = [e["data"].get("cause") for e in reply["events"]]
+                assert causes.count("effect_done") == 1, causes
+                refunds = [e for e in await ledger(http, sid) if e["kind"] == "refund"]
+                assert len(refunds) == 1, refunds
+                events = [e["type"] for e in await merchant_events(http, sid)]
+                assert events.count("session.partially_refunded") == 1, events
+    finally:
+        proxy.stop()
+        redis.stop()

@@ -1,8 +1,12 @@
-"""A merchant event posted to the shop and accepted, whose recording save reached
-Redis while its reply was lost (docs/protocol.md section 6): the session no longer
-owes the event, so nothing posts it again; its delivery record must still say it was
-delivered. A real redis-server behind a TCP proxy that drops the reply to the save
-made right after the post, and the suite's real receiver as the shop."""
+"""Writes whose reply from Redis is lost, on real engines: a real redis-server behind a
+TCP proxy that lets the chosen command through and drops its reply.
+
+- A merchant event posted to the shop and accepted, whose recording save reached
+  Redis (docs/protocol.md section 6): the session no longer owes the event, so
+  nothing posts it again; its delivery record must still say it was delivered. The
+  suite's real receiver is the shop.
+- The claim of a due timer or outbox: its lease alone brings the session back.
+"""
 
 from __future__ import annotations
 
@@ -90,5 +94,42 @@ async def test_a_delivery_whose_recording_reply_was_lost_is_recorded_delivered(
         assert held is not None, "no delivery record for a post the shop accepted"
         assert json.loads(held)["status"] == "delivered", held
         await sender.close()
+    finally:
+        await engine.close()
+
+
+@pytest.mark.parametrize("which", ["timers", "effects"])
+async def test_a_claim_whose_reply_was_lost_is_claimed_again_once_its_lease_ran_out(
+    proxied: TcpProxy, which: str
+) -> None:
+    """The claim moved the session's due time a lease ahead and nobody heard of it: the
+    lease is what brings it back, no sooner (no second worker at once) and no later."""
+    settings = load_settings(
+        {
+            "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxied.port}/0",
+            "PAYLIVE_REDIS_TIMEOUT_MS": "1000",
+            "PAYLIVE_SECRET": "test-signing-secret-0123456789",
+        }
+    )
+    engine = RedisEngine(settings.redis_url, settings.redis)
+    await engine.start()
+    try:
+        service = PaymentService(settings.service, engine, create_gateway(settings, engine))
+        session = await service.create("order-1", 100, "EUR", {})
+        now = service.clock()
+        lease = 400
+        if which == "timers":
+            await engine.schedule(session.id, now)
+            claim, script = engine.claim_due, scripts.CLAIM
+        else:
+            await engine.schedule_effects(session.id, now)
+            claim, script = engine.claim_effects, scripts.CLAIM_EFFECTS
+        assert await claim(now - 1, 10, lease) == []  # the script is loaded
+        proxied.lose_reply(script.sha.encode())
+        with pytest.raises(EngineUnavailable):
+            await claim(now, 10, lease)
+        assert proxied.lost == 1
+        assert await claim(now + lease - 1, 10, lease) == [], "claimed twice within a lease"
+        assert await claim(now + lease, 10, lease) == [session.id], "lost with the reply"
     finally:
         await engine.close()
