@@ -5,6 +5,7 @@ Redis (``TcpProxy.lose_reply``) lets the chosen command through and drops its re
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from ..support.client import admin, create, merchant, sandbox_outage
+from ..support.receiver import Receiver
 from ..support.redisproc import REDIS_SERVER, start_redis
 from ..support.servers import Server
 from ..support.started import started
@@ -24,6 +26,7 @@ pytestmark = [
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
 ]
 
+RECEIVER_SECRET = "whsec_" + base64.b64encode(b"lost-reply-merchant-secret").decode()
 # A lost reply is answered within a second, not the suite's generous three.
 ENV = {**OUTBOX, "PAYLIVE_REDIS_TIMEOUT_MS": "1000"}
 
@@ -233,5 +236,55 @@ async def test_a_refund_confirmed_whose_reply_was_lost_is_made_and_told_once(
                 events = [e["type"] for e in await merchant_events(http, sid)]
                 assert events.count("session.partially_refunded") == 1, events
     finally:
+        proxy.stop()
+        redis.stop()
+
+
+async def test_a_send_again_whose_reply_was_lost_is_in_the_trail_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Staff send again an event the shop never took; the save that queues it is made
+    and its reply lost. The retry is refused (``delivery_pending``, or it is sent a
+    second time later): the first action's entry must reach the trail all the same."""
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {
+            **ENV,
+            "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+            "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+            "PAYLIVE_MERCHANT_WEBHOOK_SECRET": RECEIVER_SECRET,
+            "PAYLIVE_MERCHANT_EVENTS": "all",
+            "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "1000",
+            "PAYLIVE_MERCHANT_RETRY_MS": "50",
+            "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1000",
+        }
+        receiver.set(fail=10_000, status=500)
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                sid = str((await create(http, amount=100))["id"])
+                cancel = await http.post(f"/api/sessions/{sid}/cancel", headers=merchant())
+                assert cancel.status_code == 200, cancel.text
+
+                async def failed() -> list[dict[str, Any]]:
+                    reply = await http.get("/api/admin/deliveries?status=open", headers=admin())
+                    return [
+                        d
+                        for d in reply.json()["deliveries"]
+                        if d["session"] == sid and d["status"] == "failed"
+                    ]
+
+                [delivery] = await until(failed, WAIT_S)
+                receiver.set(fail=0)
+                proxy.lose_reply(b"send_again")
+                url = f"/api/admin/deliveries/{delivery['id']}/retry"
+                first = await http.post(url, headers=admin())
+                assert proxy.lost == 1
+                if first.status_code != 202:
+                    assert first.json()["error"]["code"] == "engine_unavailable", first.text
+                entries = await trail(http, "send_again")
+                assert [e["session"] for e in entries] == [sid], entries
+    finally:
+        receiver.set(fail=0)
         proxy.stop()
         redis.stop()

@@ -68,20 +68,8 @@ class AuditTrail:
     async def saved_with(
         self, session_id: str, entry_id: object
     ) -> tuple[Session, dict[str, Any]] | None:
-        """The session and its entry ``entry_id`` if a save whose reply was lost
-        stored it, else None (also when the engine cannot say yet). The action was then made:
-        its entry must still reach the trail of every session, and a retry would not
-        copy it (it finds the change made, and is refused or changes nothing)."""
-        try:
-            session = await self.engine.load(session_id)
-        except EngineUnavailable:
-            return None
-        if session is None:
-            return None
-        for entry in reversed(session.audit):
-            if entry.get("id") == entry_id:
-                return session, entry
-        return None
+        """See ``saved_with`` (the module's function), on this trail's engine."""
+        return await saved_with(self.engine, session_id, entry_id)
 
     async def catch_up(self) -> None:
         """Archive the engine's entries newer than the mark (inserts are idempotent)."""
@@ -161,3 +149,22 @@ class AuditTrail:
             for entry in archived:
                 found.setdefault(str(entry["id"]), entry)
         return query.page(e for e in found.values() if query.matches(e))
+
+
+async def saved_with(
+    engine: Engine, session_id: str, entry_id: object
+) -> tuple[Session, dict[str, Any]] | None:
+    """The session and its entry ``entry_id`` if a save whose reply was lost stored
+    it, else None (also when the engine cannot say yet). The action was then made: its
+    entry must still reach the trail of every session, and a retry would not copy it
+    (it finds the change made, and is refused or changes nothing)."""
+    try:
+        session = await engine.load(session_id)
+    except EngineUnavailable:
+        return None
+    if session is None:
+        return None
+    for entry in reversed(session.audit):
+        if entry.get("id") == entry_id:
+            return session, entry
+    return None

@@ -45,8 +45,10 @@ from ..core.merchant import OUTCOME_TYPES, log_record
 from ..core.outbox import DeliveryOutcome, SendAgain, tried
 from ..core.protocol import ErrorCode
 from ..core.session import Session
+from ..engine import EngineUnavailable
 from ..errors import Refused
 from ..telemetry import tracing
+from .audit import saved_with
 from .holds import Hold, TryHolds
 from .payments import PaymentService
 from .webhooks import Attempt, WebhookSender
@@ -244,6 +246,24 @@ class Deliveries:
             if audit is not None:
                 entry = {**audit, "at": self.service.clock(), "session": session_id}
             return posted, entry
+        except EngineUnavailable:
+            # Queued, perhaps, with only the save's reply lost: then the staff action is
+            # made, and a retry would be refused (delivery_pending) and not audit it.
+            saved = (
+                None if audit is None else await saved_with(self.engine, session_id, audit["id"])
+            )
+            if saved is None:
+                raise
+            session, entry = saved
+            queued_now = [d for d in session.deliveries if d.id == event_id]
+            if queued_now:
+                await self._put(queued_now[0], PENDING, self.service.clock())
+                return queued_now[0].to_public(PENDING), entry
+            # Posted already, so soon after: its record says how it went.
+            record = await self.engine.delivery_get(event_id)
+            if record is None:
+                raise
+            return json.loads(record), entry
         refusal = outcome.decision.refusal
         if refusal is not None:
             raise Refused(refusal.code, refusal.message)
