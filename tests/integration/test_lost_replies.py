@@ -288,3 +288,33 @@ async def test_a_send_again_whose_reply_was_lost_is_in_the_trail_once(
         receiver.set(fail=0)
         proxy.stop()
         redis.stop()
+
+
+async def test_a_cancel_whose_reply_was_lost_is_told_once(tmp_path: Path) -> None:
+    """The retry finds the session cancelled (409 ``invalid_state``): one cancel, one
+    merchant event, made by the save that was applied."""
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        with started(Server(env)) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                await paid_session(http)  # the save script is loaded
+                sid = str((await create(http, amount=100))["id"])
+                proxy.lose_reply(b'"status":"cancelled"')
+                url = f"/api/sessions/{sid}/cancel"
+                first = await http.post(url, headers=merchant())
+                assert proxy.lost == 1
+                assert first.status_code == 503, first.text
+                again = await http.post(url, headers=merchant())
+                assert again.status_code == 409, again.text
+                assert again.json()["error"]["code"] == "invalid_state"
+
+                async def told() -> list[str]:
+                    return [e["type"] for e in await merchant_events(http, sid)]
+
+                events = await until(told, WAIT_S)
+                assert events.count("session.cancelled") == 1, events
+    finally:
+        proxy.stop()
+        redis.stop()
