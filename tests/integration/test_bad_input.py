@@ -176,14 +176,7 @@ def close_code_after(server: Server, session: dict[str, Any], frame: bytes) -> i
         while b'"snapshot"' not in received:
             received += sock.recv(65536)
         sock.sendall(frame)
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            received += chunk
+        received += waiting.read_to_close(sock)
     finally:
         sock.close()
     # The server's frames after the handshake: the last is the close, if any.

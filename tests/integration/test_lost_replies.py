@@ -6,6 +6,8 @@ Redis (``TcpProxy.lose_reply``) lets the chosen command through and drops its re
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,39 +40,49 @@ async def trail(http: httpx.AsyncClient, action: str) -> list[dict[str, Any]]:
     return [e for e in reply.json()["entries"] if e["action"] == action]
 
 
+@contextlib.asynccontextmanager
+async def behind_proxy(
+    tmp_path: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[TcpProxy, httpx.AsyncClient]]:
+    """A server whose Redis is reached through a proxy that can lose a reply, and a
+    client of it; ``env`` is added to the module's."""
+    redis = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis.port).start()
+    try:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        with started(Server({**ENV, "PAYLIVE_REDIS_URL": url, **(env or {})})) as (server,):
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                yield proxy, http
+    finally:
+        proxy.stop()
+        redis.stop()
+
+
 async def test_an_effect_done_by_hand_whose_reply_was_lost_is_in_the_trail_once(
     tmp_path: Path,
 ) -> None:
     """The action was saved with its entry in the session; the worker must still copy
     it to the trail of every session (and the archive), not leave it to a retry that
     finds the effect done and is refused."""
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
-    try:
-        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                sid = await paid_session(http)
-                await sandbox_outage(http, 60)
-                made = await refund(http, sid, {"amount": 40}, "hand-1")
-                assert made.status_code == 202, made.text
-                effect_id = made.json()["refund"]["id"]
-                proxy.lose_reply(b"effect_done_by_hand")
-                url = f"/api/admin/effects/{effect_id}/done"
-                first = await http.post(url, json={"note": "made by hand"}, headers=admin())
-                assert proxy.lost == 1
-                if first.status_code != 200:
-                    assert first.json()["error"]["code"] == "engine_unavailable", first.text
-                    again = await http.post(url, json={"note": "made by hand"}, headers=admin())
-                    assert again.status_code in (200, 409), again.text
-                got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
-                held = got.json()["session"]["audit"]
-                assert [e["action"] for e in held].count("effect_done_by_hand") == 1
-                entries = await trail(http, "effect_done_by_hand")
-                assert [e["session"] for e in entries] == [sid], entries
-    finally:
-        proxy.stop()
-        redis.stop()
+    async with behind_proxy(tmp_path) as (proxy, http):
+        sid = await paid_session(http)
+        await sandbox_outage(http, 60)
+        made = await refund(http, sid, {"amount": 40}, "hand-1")
+        assert made.status_code == 202, made.text
+        effect_id = made.json()["refund"]["id"]
+        proxy.lose_reply(b"effect_done_by_hand")
+        url = f"/api/admin/effects/{effect_id}/done"
+        first = await http.post(url, json={"note": "made by hand"}, headers=admin())
+        assert proxy.lost == 1
+        if first.status_code != 200:
+            assert first.json()["error"]["code"] == "engine_unavailable", first.text
+            again = await http.post(url, json={"note": "made by hand"}, headers=admin())
+            assert again.status_code in (200, 409), again.text
+        got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+        held = got.json()["session"]["audit"]
+        assert [e["action"] for e in held].count("effect_done_by_hand") == 1
+        entries = await trail(http, "effect_done_by_hand")
+        assert [e["session"] for e in entries] == [sid], entries
 
 
 async def test_a_refund_whose_reply_was_lost_is_decided_once_and_audited_once(
@@ -78,166 +90,126 @@ async def test_a_refund_whose_reply_was_lost_is_decided_once_and_audited_once(
 ) -> None:
     """The shop asks again with the same Idempotency-Key: one refund of 30 (not 60
     given back), one entry in the session's trail and in the trail of every session."""
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
-    try:
-        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                sid = await paid_session(http)
-                proxy.lose_reply(b"refund_requested")
-                first = await refund(http, sid, {"amount": 30}, "lost-reply-1")
-                assert proxy.lost == 1
-                again = await refund(http, sid, {"amount": 30}, "lost-reply-1")
-                assert again.status_code == 202, again.text
-                if first.status_code == 202:
-                    assert first.json()["refund"]["id"] == again.json()["refund"]["id"]
+    async with behind_proxy(tmp_path) as (proxy, http):
+        sid = await paid_session(http)
+        proxy.lose_reply(b"refund_requested")
+        first = await refund(http, sid, {"amount": 30}, "lost-reply-1")
+        assert proxy.lost == 1
+        again = await refund(http, sid, {"amount": 30}, "lost-reply-1")
+        assert again.status_code == 202, again.text
+        if first.status_code == 202:
+            assert first.json()["refund"]["id"] == again.json()["refund"]["id"]
 
-                async def done() -> dict[str, Any] | None:
-                    got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
-                    session = got.json()["session"]
-                    return session if session.get("amount_refunded") == 30 else None
+        async def done() -> dict[str, Any] | None:
+            got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+            session = got.json()["session"]
+            return session if session.get("amount_refunded") == 30 else None
 
-                session = await until(done, WAIT_S)
-                assert [r["amount"] for r in session["refunds"]] == [30], "refunded twice"
-                assert [e["action"] for e in session["audit"]].count("refund") == 1
-                assert [e["session"] for e in await trail(http, "refund")] == [sid]
-    finally:
-        proxy.stop()
-        redis.stop()
+        session = await until(done, WAIT_S)
+        assert [r["amount"] for r in session["refunds"]] == [30], "refunded twice"
+        assert [e["action"] for e in session["audit"]].count("refund") == 1
+        assert [e["session"] for e in await trail(http, "refund")] == [sid]
 
 
 async def test_a_provider_success_whose_reply_was_lost_is_applied_once(tmp_path: Path) -> None:
     """The sandbox's webhook is answered 503 and sent again: the session succeeds once,
     one merchant event says so, nothing is refunded."""
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
-    try:
-        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                sid = str((await create(http, amount=100))["id"])
-                proxy.lose_reply(b'"status":"succeeded"')
-                paying = await http.post(
-                    f"/api/sessions/{sid}/attempts",
-                    json={"payment_method": {"card": OK}},
-                    headers=merchant(),
-                )
-                assert paying.status_code == 202, paying.text
+    async with behind_proxy(tmp_path) as (proxy, http):
+        sid = str((await create(http, amount=100))["id"])
+        proxy.lose_reply(b'"status":"succeeded"')
+        paying = await http.post(
+            f"/api/sessions/{sid}/attempts",
+            json={"payment_method": {"card": OK}},
+            headers=merchant(),
+        )
+        assert paying.status_code == 202, paying.text
 
-                async def succeeded() -> bool:
-                    got = await http.get(f"/api/sessions/{sid}", headers=merchant())
-                    return got.status_code == 200 and got.json()["status"] == "succeeded"
+        async def succeeded() -> bool:
+            got = await http.get(f"/api/sessions/{sid}", headers=merchant())
+            return got.status_code == 200 and got.json()["status"] == "succeeded"
 
-                await until(succeeded, WAIT_S)
-                assert proxy.lost == 1
-                got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
-                session = got.json()["session"]
-                assert [a["status"] for a in session["attempts"]] == ["succeeded"]
-                assert not session["needs_review"]
-                assert session.get("effects", []) == []
-                events = await merchant_events(http, sid)
-                assert [e["type"] for e in events].count("session.succeeded") == 1, events
-                assert [e["kind"] for e in await ledger(http, sid)] == ["charge"]
-    finally:
-        proxy.stop()
-        redis.stop()
+        await until(succeeded, WAIT_S)
+        assert proxy.lost == 1
+        got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+        session = got.json()["session"]
+        assert [a["status"] for a in session["attempts"]] == ["succeeded"]
+        assert not session["needs_review"]
+        assert session.get("effects", []) == []
+        events = await merchant_events(http, sid)
+        assert [e["type"] for e in events].count("session.succeeded") == 1, events
+        assert [e["kind"] for e in await ledger(http, sid)] == ["charge"]
 
 
 async def test_a_session_created_with_a_key_whose_reply_was_lost_is_made_once(
     tmp_path: Path,
 ) -> None:
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
-    try:
-        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                body = {"order_id": "order-lost-create", "amount": 100, "currency": "EUR"}
-                headers = {**merchant(), "Idempotency-Key": "create-1"}
-                await create(http)  # the script is loaded: the next create is applied
-                proxy.lose_reply(b"order-lost-create")
-                first = await http.post("/api/sessions", json=body, headers=headers)
-                assert proxy.lost == 1
-                again = await http.post("/api/sessions", json=body, headers=headers)
-                assert again.status_code == 201, again.text
-                listed = await http.get("/api/admin/sessions?limit=100", headers=admin())
-                orders = [s["order_id"] for s in listed.json()["sessions"]]
-                assert first.status_code == 503, first.text
-                assert orders.count("order-lost-create") == 1, (first.text, orders)
-    finally:
-        proxy.stop()
-        redis.stop()
+    async with behind_proxy(tmp_path) as (proxy, http):
+        body = {"order_id": "order-lost-create", "amount": 100, "currency": "EUR"}
+        headers = {**merchant(), "Idempotency-Key": "create-1"}
+        await create(http)  # the script is loaded: the next create is applied
+        proxy.lose_reply(b"order-lost-create")
+        first = await http.post("/api/sessions", json=body, headers=headers)
+        assert proxy.lost == 1
+        again = await http.post("/api/sessions", json=body, headers=headers)
+        assert again.status_code == 201, again.text
+        listed = await http.get("/api/admin/sessions?limit=100", headers=admin())
+        orders = [s["order_id"] for s in listed.json()["sessions"]]
+        assert first.status_code == 503, first.text
+        assert orders.count("order-lost-create") == 1, (first.text, orders)
 
 
 async def test_a_pay_whose_reply_was_lost_starts_one_attempt(tmp_path: Path) -> None:
     """The attempt was saved, its charge never asked (the request ended at the save):
     the retry with the same key starts no second attempt, nothing is charged twice,
     and the attempt in doubt times out and is voided (section 2)."""
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
-    try:
-        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                await paid_session(http)  # the save script is loaded
-                sid = str((await create(http, amount=100))["id"])
-                url = f"/api/sessions/{sid}/attempts"
-                body = {"payment_method": {"card": OK}}
-                headers = {**merchant(), "Idempotency-Key": "pay-1"}
-                proxy.lose_reply(b'"status":"processing"')
-                first = await http.post(url, json=body, headers=headers)
-                assert proxy.lost == 1
-                assert first.status_code == 503, first.text
-                again = await http.post(url, json=body, headers=headers)
-                assert again.status_code in (202, 409), again.text
+    async with behind_proxy(tmp_path) as (proxy, http):
+        await paid_session(http)  # the save script is loaded
+        sid = str((await create(http, amount=100))["id"])
+        url = f"/api/sessions/{sid}/attempts"
+        body = {"payment_method": {"card": OK}}
+        headers = {**merchant(), "Idempotency-Key": "pay-1"}
+        proxy.lose_reply(b'"status":"processing"')
+        first = await http.post(url, json=body, headers=headers)
+        assert proxy.lost == 1
+        assert first.status_code == 503, first.text
+        again = await http.post(url, json=body, headers=headers)
+        assert again.status_code in (202, 409), again.text
 
-                async def settled() -> dict[str, Any] | None:
-                    got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
-                    session = got.json()["session"]
-                    return None if session["status"] == "processing" else session
+        async def settled() -> dict[str, Any] | None:
+            got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+            session = got.json()["session"]
+            return None if session["status"] == "processing" else session
 
-                session = await until(settled, WAIT_S)
-                assert len(session["attempts"]) == 1, session["attempts"]
-                charges = [e for e in await ledger(http, sid) if e["kind"] == "charge"]
-                assert len(charges) <= 1, charges
-    finally:
-        proxy.stop()
-        redis.stop()
+        session = await until(settled, WAIT_S)
+        assert len(session["attempts"]) == 1, session["attempts"]
+        charges = [e for e in await ledger(http, sid) if e["kind"] == "charge"]
+        assert len(charges) <= 1, charges
 
 
 async def test_a_refund_confirmed_whose_reply_was_lost_is_made_and_told_once(
     tmp_path: Path,
 ) -> None:
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
-    try:
-        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                sid = await paid_session(http)
-                proxy.lose_reply(b'"cause":"effect_done"')
-                made = await refund(http, sid, {"amount": 30}, "confirm-1")
-                assert made.status_code == 202, made.text
+    async with behind_proxy(tmp_path) as (proxy, http):
+        sid = await paid_session(http)
+        proxy.lose_reply(b'"cause":"effect_done"')
+        made = await refund(http, sid, {"amount": 30}, "confirm-1")
+        assert made.status_code == 202, made.text
 
-                async def done() -> dict[str, Any] | None:
-                    got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
-                    if got.status_code != 200:
-                        return None
-                    reply = got.json()
-                    return reply if reply["session"].get("amount_refunded") == 30 else None
+        async def done() -> dict[str, Any] | None:
+            got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+            if got.status_code != 200:
+                return None
+            reply = got.json()
+            return reply if reply["session"].get("amount_refunded") == 30 else None
 
-                reply = await until(done, WAIT_S)
-                assert proxy.lost == 1
-                causes = [e["data"].get("cause") for e in reply["events"]]
-                assert causes.count("effect_done") == 1, causes
-                refunds = [e for e in await ledger(http, sid) if e["kind"] == "refund"]
-                assert len(refunds) == 1, refunds
-                events = [e["type"] for e in await merchant_events(http, sid)]
-                assert events.count("session.partially_refunded") == 1, events
-    finally:
-        proxy.stop()
-        redis.stop()
+        reply = await until(done, WAIT_S)
+        assert proxy.lost == 1
+        causes = [e["data"].get("cause") for e in reply["events"]]
+        assert causes.count("effect_done") == 1, causes
+        refunds = [e for e in await ledger(http, sid) if e["kind"] == "refund"]
+        assert len(refunds) == 1, refunds
+        events = [e["type"] for e in await merchant_events(http, sid)]
+        assert events.count("session.partially_refunded") == 1, events
 
 
 async def test_a_send_again_whose_reply_was_lost_is_in_the_trail_once(
@@ -246,75 +218,60 @@ async def test_a_send_again_whose_reply_was_lost_is_in_the_trail_once(
     """Staff send again an event the shop never took; the save that queues it is made
     and its reply lost. The retry is refused (``delivery_pending``, or it is sent a
     second time later): the first action's entry must reach the trail all the same."""
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
+    webhooks = {
+        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": RECEIVER_SECRET,
+        "PAYLIVE_MERCHANT_EVENTS": "all",
+        "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "1000",
+        "PAYLIVE_MERCHANT_RETRY_MS": "50",
+        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1000",
+    }
+    receiver.set(fail=10_000, status=500)
     try:
-        env = {
-            **ENV,
-            "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
-            "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
-            "PAYLIVE_MERCHANT_WEBHOOK_SECRET": RECEIVER_SECRET,
-            "PAYLIVE_MERCHANT_EVENTS": "all",
-            "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "1000",
-            "PAYLIVE_MERCHANT_RETRY_MS": "50",
-            "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1000",
-        }
-        receiver.set(fail=10_000, status=500)
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                sid = str((await create(http, amount=100))["id"])
-                cancel = await http.post(f"/api/sessions/{sid}/cancel", headers=merchant())
-                assert cancel.status_code == 200, cancel.text
+        async with behind_proxy(tmp_path, webhooks) as (proxy, http):
+            sid = str((await create(http, amount=100))["id"])
+            cancel = await http.post(f"/api/sessions/{sid}/cancel", headers=merchant())
+            assert cancel.status_code == 200, cancel.text
 
-                async def failed() -> list[dict[str, Any]]:
-                    reply = await http.get("/api/admin/deliveries?status=open", headers=admin())
-                    return [
-                        d
-                        for d in reply.json()["deliveries"]
-                        if d["session"] == sid and d["status"] == "failed"
-                    ]
+            async def failed() -> list[dict[str, Any]]:
+                reply = await http.get("/api/admin/deliveries?status=open", headers=admin())
+                return [
+                    d
+                    for d in reply.json()["deliveries"]
+                    if d["session"] == sid and d["status"] == "failed"
+                ]
 
-                [delivery] = await until(failed, WAIT_S)
-                receiver.set(fail=0)
-                proxy.lose_reply(b"send_again")
-                url = f"/api/admin/deliveries/{delivery['id']}/retry"
-                first = await http.post(url, headers=admin())
-                assert proxy.lost == 1
-                if first.status_code != 202:
-                    assert first.json()["error"]["code"] == "engine_unavailable", first.text
-                entries = await trail(http, "send_again")
-                assert [e["session"] for e in entries] == [sid], entries
+            [delivery] = await until(failed, WAIT_S)
+            receiver.set(fail=0)
+            proxy.lose_reply(b"send_again")
+            url = f"/api/admin/deliveries/{delivery['id']}/retry"
+            first = await http.post(url, headers=admin())
+            assert proxy.lost == 1
+            if first.status_code != 202:
+                assert first.json()["error"]["code"] == "engine_unavailable", first.text
+            entries = await trail(http, "send_again")
+            assert [e["session"] for e in entries] == [sid], entries
     finally:
         receiver.set(fail=0)
-        proxy.stop()
-        redis.stop()
 
 
 async def test_a_cancel_whose_reply_was_lost_is_told_once(tmp_path: Path) -> None:
     """The retry finds the session cancelled (409 ``invalid_state``): one cancel, one
     merchant event, made by the save that was applied."""
-    redis = start_redis(tmp_path / "redis")
-    proxy = TcpProxy(redis.port).start()
-    try:
-        env = {**ENV, "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-        with started(Server(env)) as (server,):
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-                await paid_session(http)  # the save script is loaded
-                sid = str((await create(http, amount=100))["id"])
-                proxy.lose_reply(b'"status":"cancelled"')
-                url = f"/api/sessions/{sid}/cancel"
-                first = await http.post(url, headers=merchant())
-                assert proxy.lost == 1
-                assert first.status_code == 503, first.text
-                again = await http.post(url, headers=merchant())
-                assert again.status_code == 409, again.text
-                assert again.json()["error"]["code"] == "invalid_state"
+    async with behind_proxy(tmp_path) as (proxy, http):
+        await paid_session(http)  # the save script is loaded
+        sid = str((await create(http, amount=100))["id"])
+        proxy.lose_reply(b'"status":"cancelled"')
+        url = f"/api/sessions/{sid}/cancel"
+        first = await http.post(url, headers=merchant())
+        assert proxy.lost == 1
+        assert first.status_code == 503, first.text
+        again = await http.post(url, headers=merchant())
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "invalid_state"
 
-                async def told() -> list[str]:
-                    return [e["type"] for e in await merchant_events(http, sid)]
+        async def told() -> list[str]:
+            return [e["type"] for e in await merchant_events(http, sid)]
 
-                events = await until(told, WAIT_S)
-                assert events.count("session.cancelled") == 1, events
-    finally:
-        proxy.stop()
-        redis.stop()
+        events = await until(told, WAIT_S)
+        assert events.count("session.cancelled") == 1, events

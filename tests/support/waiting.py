@@ -63,18 +63,23 @@ def exchange(port: int, request: bytes, wait_s: float = 2.0) -> bytes:
     server closes it or ``wait_s`` passes (for requests an HTTP client would refuse to
     send)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=wait_s)
-    answer = b""
-    deadline = time.monotonic() + wait_s
     try:
         sock.sendall(request)
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            answer += chunk
+        return read_to_close(sock, time.monotonic() + wait_s)
     finally:
         sock.close()
-    return answer
+
+
+def read_to_close(sock: socket.socket, deadline: float = float("inf")) -> bytes:
+    """All ``sock`` receives until the peer closes it, resets it, its own timeout
+    passes with nothing, or ``deadline`` (``time.monotonic``) is past."""
+    received = b""
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received

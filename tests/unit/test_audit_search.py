@@ -8,6 +8,7 @@ forwards (``after``) each read every entry once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -54,7 +55,11 @@ def entry(n: int, who: str, role: str) -> dict[str, object]:
     }
 
 
-async def test_older_entries_of_a_busy_session_are_found_in_the_archive() -> None:
+async def busy_session(
+    who: Callable[[int], tuple[str, str]],
+) -> tuple[PaymentService, AuditTrail, Archive, str]:
+    """A paid session refunded 1 250 times, the ``n``-th by ``who(n)`` (name, role),
+    each entry copied to the trail (and the archive) as it is made."""
     settings = load_settings(ENV)
     clock = Clock()
     engine = MemoryEngine(settings.engine)
@@ -64,21 +69,28 @@ async def test_older_entries_of_a_busy_session_are_found_in_the_archive() -> Non
     session = await service.create("o", 1_000, "EUR", {})
     await service.run(session.id, StartAttempt(CARD))
     await service.run(session.id, ProviderResult(1, "succeeded"))
-    # otto (an operator) refunds 1 fifty times, then the shop refunds 1 two hundred times.
     for n in range(250):
-        who, role = ("otto", "operator") if n < 50 else ("merchant", "merchant")
+        name, role = who(n)
         clock.now += 1
-        outcome = await service.run(session.id, Refund(1, None, who), entry(n, who, role))
+        outcome = await service.run(session.id, Refund(1, None, name), entry(n, name, role))
         assert outcome.decision.refusal is None
         await trail.added(outcome.session.audit[-1])
-    held = await service.get(session.id)
+    return service, trail, archive, session.id
+
+
+async def test_older_entries_of_a_busy_session_are_found_in_the_archive() -> None:
+    # otto (an operator) refunds 1 fifty times, then the shop refunds 1 two hundred times.
+    service, trail, archive, session_id = await busy_session(
+        lambda n: ("otto", "operator") if n < 50 else ("merchant", "merchant")
+    )
+    held = await service.get(session_id)
     assert len(held.audit) == 200 and len(archive.rows) == 250  # the engine forgot otto's
 
-    by_otto = await trail.search(AuditQuery(session_id=session.id, staff="otto", limit=100))
+    by_otto = await trail.search(AuditQuery(session_id=session_id, staff="otto", limit=100))
     assert len(by_otto) == 50, f"otto's 50 refunds of the session: {len(by_otto)} found"
 
     first = int(archive.rows["aud_0000"]["at"])
-    early = await trail.search(AuditQuery(session_id=session.id, at_to=first + 10, limit=100))
+    early = await trail.search(AuditQuery(session_id=session_id, at_to=first + 10, limit=100))
     assert len(early) == 10, f"the first 10 actions on the session: {len(early)} found"
 
 
@@ -183,23 +195,10 @@ async def test_reading_forwards_finds_an_entry_copied_to_the_trail_late() -> Non
 async def test_reading_a_busy_session_forwards_reaches_into_the_archive() -> None:
     # A session keeps its newest 200 entries: reading it forwards from its first entry
     # starts with entries only the archive still holds for it.
-    settings = load_settings(ENV)
-    clock = Clock()
-    engine = MemoryEngine(settings.engine)
-    service = PaymentService(settings.service, engine, ScriptedGateway(), clock)
-    archive = Archive()
-    trail = AuditTrail(engine, archive)  # type: ignore[arg-type]
-    session = await service.create("o", 1_000, "EUR", {})
-    await service.run(session.id, StartAttempt(CARD))
-    await service.run(session.id, ProviderResult(1, "succeeded"))
-    for n in range(250):
-        clock.now += 1
-        audit = entry(n, "otto", "operator")
-        outcome = await service.run(session.id, Refund(1, None, "otto"), audit)
-        await trail.added(outcome.session.audit[-1])
+    _, trail, archive, session_id = await busy_session(lambda n: ("otto", "operator"))
     start = audit_order(archive.rows["aud_0000"])
-    query = AuditQuery(session_id=session.id, after=start, limit=100)
+    query = AuditQuery(session_id=session_id, after=start, limit=100)
     assert [e["id"] for e in await trail.search(query)] == [
         f"aud_{n:04d}" for n in range(100, 0, -1)
     ]
-    assert len(set(await pages_forward(trail, 100, start, session.id))) == 249
+    assert len(set(await pages_forward(trail, 100, start, session_id))) == 249
