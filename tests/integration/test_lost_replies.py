@@ -135,7 +135,13 @@ async def test_a_provider_success_whose_reply_was_lost_is_applied_once(tmp_path:
         assert [a["status"] for a in session["attempts"]] == ["succeeded"]
         assert not session["needs_review"]
         assert session.get("effects", []) == []
-        events = await merchant_events(http, sid)
+
+        async def told() -> list[dict[str, Any]] | None:
+            # The outbox lists the event after the save: a moment after the status.
+            events = await merchant_events(http, sid)
+            return events if any(e["type"] == "session.succeeded" for e in events) else None
+
+        events = await until(told, WAIT_S)
         assert [e["type"] for e in events].count("session.succeeded") == 1, events
         assert [e["kind"] for e in await ledger(http, sid)] == ["charge"]
 
