@@ -168,6 +168,27 @@ async def test_create_and_load(engine: Engine) -> None:
     assert await engine.counters() == {"status:created": 1}
 
 
+async def test_a_create_never_overwrites_a_session(engine: Engine) -> None:
+    # A keyed create names its session after the request: a create still on its way
+    # (its reply was lost, the retry made the session) must not replace the session
+    # the retry made and the customer has paid on since.
+    await engine.subscribe(None)
+    rec = Recorder(engine)
+    session = make_session("ps_a")
+    assert await engine.create(session, {"status:created": 1}, b"notice") is True
+    paying = replace(session, status=PROCESSING, attempt=1, deadline=T0 + 30_000, seq=1)
+    moved = {"status:created": -1, "status:processing": 1}
+    assert await engine.save(paying, 0, [b"e1"], moved) is True
+
+    assert await engine.create(session, {"status:created": 1}, b"again") is False
+    assert await engine.load("ps_a") == replace(paying, version=1)
+    assert await engine.history("ps_a", 0) == [b"e1"]
+    assert await engine.counters() == {"status:created": 0, "status:processing": 1}
+    assert [s.id for s in await engine.list_sessions(False, 10)] == ["ps_a"]
+    await eventually(lambda: rec.of(None)[-1:] == [b"e1"])
+    assert b"again" not in rec.of(None)
+
+
 async def test_save_is_compare_and_set(engine: Engine) -> None:
     rec = Recorder(engine)
     await engine.subscribe("ps_a")
@@ -1243,10 +1264,15 @@ async def test_cluster(redis_cluster: redisproc.RedisClusterProc, sharded: bool)
         for index, session_id in enumerate(ids):
             await engine.subscribe(session_id)
             session = make_session(session_id, created_at=T0 + index)
-            await engine.create(session, {"status:created": 1}, b"n-" + session_id.encode())
+            made = await engine.create(
+                session, {"status:created": 1}, b"n-" + session_id.encode()
+            )
+            assert made is True
             paying = replace(session, status=PROCESSING, deadline=T0 + 30_000, seq=1)
             assert await engine.save(paying, 0, [session_id.encode()], {})
             assert not await engine.save(paying, 0, [b"stale"], {})
+            # Made already: neither its slot nor the global one changes.
+            assert await engine.create(session, {"status:created": 1}, b"again") is False
 
         await eventually(lambda: len(rec.of(None)) == 12)
         for session_id in ids:

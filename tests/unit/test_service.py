@@ -472,3 +472,42 @@ async def test_racing_refunds_take_the_remaining_amount_once(parts) -> None:
     assert gateway.amounts == [60]
     done = await service.get(session.id)
     assert done.amount_refunded == 60 and done.refundable == 40
+
+
+class LateCreate(MemoryEngine):
+    """A memory engine on which the create of an earlier try of the same request lands
+    between the retry's read and its create, as a Redis create whose reply was lost
+    and that was still queued can."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.landing: tuple[object, ...] | None = None
+
+    async def load(self, session_id: str):  # type: ignore[no-untyped-def]
+        found = await super().load(session_id)
+        landing, self.landing = self.landing, None
+        if landing is not None:
+            await super().create(*landing)  # type: ignore[arg-type]
+        return found
+
+
+async def test_a_keyed_create_that_meets_its_lost_twin_answers_with_the_twin() -> None:
+    settings = load_settings(ENV)
+    engine = LateCreate(settings.engine)
+    service = PaymentService(settings.service, engine, ScriptedGateway(), Clock())
+    # The lost try's session, made under the same request's id, and paid on since.
+    elsewhere = PaymentService(settings.service, MemoryEngine(settings.engine),
+                               ScriptedGateway(), Clock())  # fmt: skip
+    made = await elsewhere.create("o", 100, "EUR", {}, asked="d1")
+    await elsewhere.run(made.id, StartAttempt(CARD))
+    twin = await elsewhere.engine.load(made.id)
+    assert twin is not None and twin.status == "processing"
+    engine.landing = (twin, {"status:processing": 1}, b"n")
+
+    answer = await service.create("o", 100, "EUR", {}, asked="d1")
+
+    assert answer == twin
+    assert await engine.load(twin.id) == twin
+    assert await engine.counters() == {"status:processing": 1}
+    unkeyed = await service.create("o", 100, "EUR", {})
+    assert unkeyed.id != twin.id

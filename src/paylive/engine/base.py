@@ -51,8 +51,11 @@ class RecordClaim:
 
 class SessionStore(ABC):
     @abstractmethod
-    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
-        """Store a new session; ``notice`` goes to the admin channel only."""
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
+        """Store a new session; ``notice`` goes to the admin channel only. False, and
+        nothing changed, when a session with this id is stored already: a keyed create
+        names its session after the request, and one still on its way after its retry
+        made the session must not replace it."""
 
     @abstractmethod
     async def load(self, session_id: str) -> Session | None: ...

@@ -75,7 +75,9 @@ class MemoryEngine(MemoryShop, Engine):
 
     # Sessions --------------------------------------------------------------
 
-    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
+        if session.id in self._sessions:
+            return False
         self._sessions[session.id] = session
         self._order[session.id] = None
         self._active[session.id] = None
@@ -85,6 +87,7 @@ class MemoryEngine(MemoryShop, Engine):
         self._timers.set(session.id, session.next_due())
         if None in self._subscribed:
             self._on_event(None, notice)
+        return True
 
     async def load(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)

@@ -146,7 +146,14 @@ class PaymentService:
         )
         with context.bound(session=session.id):
             tracing.annotate(tracing.SESSION_ATTRIBUTE, session.id)
-            await self.engine.create(session, stats.delta(None, session), notice.json)
+            stored = await self.engine.create(session, stats.delta(None, session), notice.json)
+            if not stored:
+                # The lost create of this very request landed after the read above:
+                # the session it made is the answer (a random id never meets another).
+                found = await self.engine.load(session_id)
+                if asked is None or found is None:
+                    raise EngineUnavailable(f"session {session_id} could not be created")
+                return found
             log.info("session created: %d %s for order %r", amount, currency, order_id)
         return session
 

@@ -120,8 +120,8 @@ class RedisEngine(Shop, Engine):
 
     # Sessions ---------------------------------------------------------------
 
-    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
-        await self._store.create(session, stats, notice)
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
+        return await self._store.create(session, stats, notice)
 
     async def load(self, session_id: str) -> Session | None:
         return await self._store.load(session_id)

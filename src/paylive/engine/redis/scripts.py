@@ -38,15 +38,16 @@ def _read(name: str) -> str:
 CREATE = Script.load("create.lua")
 CREATE_GLOBAL = Script.load("plain.lua", "create_global.lua")
 # One node: both steps of a create in one script and one round trip, each file the
-# body of a function whose KEYS and ARGV are its own part of the script's.
+# body of a function whose KEYS and ARGV are its own part of the script's; the second
+# step only when the first made the session.
 CREATE_ONE_NODE = Script(
     _read("plain.lua")
     + "local function own(KEYS, ARGV)\n"
     + _read("create.lua")
     + "end\nlocal function global(KEYS, ARGV)\n"
     + _read("create_global.lua")
-    + "end\nown({KEYS[1], KEYS[2]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})\n"
-    + "return global({unpack(KEYS, 3)}, {unpack(ARGV, 5)})\n"
+    + "end\nif own({KEYS[1], KEYS[2]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]}) == 0 then\n"
+    + "  return 0\nend\nreturn global({unpack(KEYS, 3)}, {unpack(ARGV, 5)})\n"
 )
 CREATE_GLOBAL_SHARDED = Script.load("sharded.lua", "create_global.lua")
 SAVE = Script.load("plain.lua", "store.lua", "save.lua")

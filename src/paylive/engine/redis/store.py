@@ -189,7 +189,7 @@ class Store:
         ttl = s.retention_after_end_ms if terminal else s.session_ttl_ms + s.retention_after_end_ms
         return max(1, ttl)
 
-    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> None:
+    async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
         if not session.id:
             raise ValueError("a session needs an id")
         due = session.next_due()
@@ -208,19 +208,23 @@ class Store:
         async with client.op():
             if not client.cluster:
                 # Every key on one server: one script, one round trip.
-                await client.eval(
+                made = await client.eval(
                     scripts.CREATE_ONE_NODE,
                     [*session_keys(session.id), *global_keys],
                     [*own, *global_args],
                 )
             else:
-                await client.eval(scripts.CREATE, session_keys(session.id), own)
-                await client.eval(
-                    scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
-                    global_keys,
-                    global_args,
-                )
+                made = await client.eval(scripts.CREATE, session_keys(session.id), own)
+                if made:
+                    await client.eval(
+                        scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
+                        global_keys,
+                        global_args,
+                    )
+        if not made:
+            return False
         self.cache.put(session)
+        return True
 
     async def load(self, session_id: str) -> Session | None:
         if not session_id:
