@@ -1264,9 +1264,7 @@ async def test_cluster(redis_cluster: redisproc.RedisClusterProc, sharded: bool)
         for index, session_id in enumerate(ids):
             await engine.subscribe(session_id)
             session = make_session(session_id, created_at=T0 + index)
-            made = await engine.create(
-                session, {"status:created": 1}, b"n-" + session_id.encode()
-            )
+            made = await engine.create(session, {"status:created": 1}, b"n-" + session_id.encode())
             assert made is True
             paying = replace(session, status=PROCESSING, deadline=T0 + 30_000, seq=1)
             assert await engine.save(paying, 0, [session_id.encode()], {})

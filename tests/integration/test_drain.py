@@ -148,9 +148,9 @@ async def test_no_window_closes_every_socket_at_once_with_1001() -> None:
             assert await sock.close_code() == 1001
 
 
-async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
-    """SIGTERM, then ``sig`` once the first slices went: every socket held closes with
-    1012 at once, not over the window, and the server exits."""
+async def _second_signal_closes_the_rest(srv: Server, sig: int, after: float = 0.5) -> None:
+    """SIGTERM, then ``sig`` ``after`` s later: every socket held closes with 1012 at
+    once, not over the window, and the server exits."""
     async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
         sessions = [await create(http) for _ in range(SOCKETS)]
     socks = [await open_socket(session_url(srv.ws_url, s)) for s in sessions]
@@ -158,7 +158,7 @@ async def _second_signal_closes_the_rest(srv: Server, sig: int) -> None:
         assert (await sock.recv())["type"] == "snapshot"
     assert srv.proc is not None
     srv.proc.terminate()
-    await anyio.sleep(0.5)
+    await anyio.sleep(after)
     assert sum(sock.conn.close_code is None for sock in socks) > SOCKETS / 2, "still draining"
     srv.proc.send_signal(sig)
     forced_at = time.monotonic()
@@ -202,6 +202,14 @@ async def test_a_second_sigterm_to_the_supervisor_reaches_its_workers(
 ) -> None:
     with Server({**LONG_WINDOW, "PAYLIVE_REDIS_URL": redis.url}, workers=2) as srv:
         await _second_signal_closes_the_rest(srv, signal.SIGTERM)
+
+
+async def test_two_sigterms_back_to_back_reach_the_workers(redis: RedisProc) -> None:
+    # The supervisor reads its signals every half second, and not at all once it has
+    # begun to stop: a second SIGTERM sent before it passed the first on was lost, and
+    # the workers drained for their whole window.
+    with Server({**LONG_WINDOW, "PAYLIVE_REDIS_URL": redis.url}, workers=2) as srv:
+        await _second_signal_closes_the_rest(srv, signal.SIGTERM, after=0.02)
 
 
 async def test_streams_and_polls_opened_during_the_drain_end_at_once() -> None:

@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import multiprocess
@@ -130,22 +131,38 @@ class PayliveProcess(multiprocess.Process):
 
 
 class PayliveSupervisor(multiprocess.Multiprocess):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn queues a stop signal for its loop, which reads the queue every half
+        # second and never again once it is stopping: a second signal sent before the
+        # first was passed on was lost, and the workers drained their whole window.
+        # The first is queued as uvicorn does; any later one goes to the workers now.
+        self._stops = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_stop)
+
+    def _on_stop(self, sig: int, frame: FrameType | None) -> None:
+        self._stops += 1
+        if self._stops == 1:
+            self.signal_queue.append(sig)
+        else:
+            self._forward(sig, frame)
+
+    def _forward(self, sig: int, frame: FrameType | None) -> None:
+        for process in self.processes:
+            # Not yet joined, so its pid is still its own (a zombie keeps it).
+            pid = process.pid
+            if pid is not None and process.exitcode is None:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
     def join_all(self) -> None:
         """Wait for the workers to drain; a signal meanwhile is passed on to them (their
         second: the rest of their sockets closed at once)."""
-
-        def forward(sig: int, frame: FrameType | None) -> None:
-            for process in self.processes:
-                # Not yet joined, so its pid is still its own (a zombie keeps it).
-                pid = process.pid
-                if pid is not None and process.exitcode is None:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, forward)
+            signal.signal(sig, self._forward)
         super().join_all()
 
 
