@@ -471,12 +471,15 @@ class BodySettings:
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """uvicorn's connections (server/connections.py): the header timeout and size, and
-    the limit."""
+    """uvicorn's connections (server/connections.py): the header timeout and size, the
+    limit, and the proxies trusted to name the client."""
 
     header_timeout_ms: int
     max_header_bytes: int
     max_connections: int
+    # Whose X-Forwarded-For names the client (web/clients.py): the protocol counts a
+    # command in its client's share before the app runs.
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
