@@ -24,10 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from ..support import tls
 from ..support.redisproc import RedisProc
-from ..support.servers import API_KEY, Server
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 from ..support.waiting import healthz_on, read_to_close, until
 
 pytestmark = pytest.mark.anyio
@@ -91,6 +92,19 @@ def answered(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+def log_lines(server: Server) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+
+
+def access_clients(server: Server, path: str) -> list[str]:
+    """The ``client`` of each access log line of a request to a path with ``path`` in it."""
+    return [
+        str(line["client"])
+        for line in log_lines(server)
+        if line.get("event") == "http.request" and path in str(line.get("path", ""))
+    ]
+
+
 def in_flight(http: httpx.Client, count: int) -> bool:
     # /metrics reads no Redis: it answers while Redis is frozen.
     return f"\npaylive_in_flight {count}.0\n" in http.get("/metrics").text
@@ -130,12 +144,25 @@ async def test_a_forwarded_client_with_its_share_in_flight_does_not_refuse_anoth
         for sock in socks:
             sock.close()
     # The access log names the client the proxy forwarded, as the door counted it.
-    clients = [
-        line["client"]
-        for line in map(json.loads, forwarding.log().splitlines()[1:])
-        if line.get("event") == "http.request" and "/check" in line.get("path", "")
-    ]
+    clients = access_clients(forwarding, "/check")
     assert sorted(clients) == ["203.0.113.1:0"] * 4 + ["203.0.113.2:0"], clients
+
+
+def test_a_socket_behind_the_proxy_is_its_client(forwarding: Server) -> None:
+    """Socket handshakes do not pass the connection protocol's reading of the headers
+    (the socket's own protocol makes their scope): the app's entry decides them by the
+    same rule."""
+    url = f"{forwarding.ws_url}/ws/admin?token={ADMIN_TOKEN}"
+    for forwarded in ("203.0.113.9", "198.51.100.3, 203.0.113.10, 127.0.0.1"):
+        with connect(url, additional_headers={"X-Forwarded-For": forwarded}) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "admin.snapshot"
+    accepted = [
+        line["event"] for line in log_lines(forwarding) if "[accepted]" in str(line.get("event"))
+    ]
+    assert [event.split(" - ")[0] for event in accepted] == [
+        "203.0.113.9:0",
+        "203.0.113.10:0",
+    ], accepted
 
 
 async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
@@ -158,3 +185,6 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
         assert [status(sock) for sock in socks[:SHARE]] == [200] * SHARE
         for sock in socks:
             sock.close()
+    # Logged as the peer it is, not as the client it named.
+    hosts = {client.rpartition(":")[0] for client in access_clients(forwarding, "/check")}
+    assert hosts == {STRANGER}, hosts
