@@ -91,11 +91,11 @@ class Settings:
     archive_days: int = 400
     # Operating it: log lines as text or one JSON object each; spans exported through
     # OpenTelemetry (the otel extra) to an OTLP collector or a JSON-lines file; the
-    # bearer token GET /metrics asks for.
+    # bearer tokens GET /metrics asks for (a list while rotating: any entry is accepted).
     log_format: str = "text"
     otel_exporter: str = "off"
     otel_file: str | None = None
-    metrics_token: str = ""
+    metrics_tokens: tuple[str, ...] = ()
 
     # Limits: each is one field so that it can be tuned (docs/configuration.md).
     max_body_bytes: int = 16 * 1024
@@ -471,12 +471,15 @@ class BodySettings:
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """uvicorn's connections (server/connections.py): the header timeout and size, and
-    the limit."""
+    """uvicorn's connections (server/connections.py): the header timeout and size, the
+    limit, and the proxies trusted to name the client."""
 
     header_timeout_ms: int
     max_header_bytes: int
     max_connections: int
+    # Whose X-Forwarded-For names the client (web/clients.py): the protocol counts a
+    # command in its client's share before the app runs.
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -685,13 +688,6 @@ def _secrets(name: str, raw: str) -> tuple[str, ...]:
     if len(set(entries)) != len(entries):
         raise SettingsError(f"{name} lists the same value twice")
     return entries
-
-
-def _token(name: str, raw: str) -> str:
-    token = raw.strip()
-    if len(token) < MIN_SECRET_LENGTH:
-        raise SettingsError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
-    return token
 
 
 def _stripe_key(name: str, raw: str) -> str:
@@ -1022,8 +1018,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PAYLIVE_OTEL_FILE", "otel_file", _otel_file,
              "with file: the JSON-lines file of the spans", when=_file_exporter,
              required=True),
-    Variable("PAYLIVE_METRICS_TOKEN", "metrics_token", _token,
-             "GET /metrics asks for it as a bearer token", secret=True),
+    Variable("PAYLIVE_METRICS_TOKEN", "metrics_tokens", _secrets,
+             "GET /metrics asks for it as a bearer token (a list while rotating)",
+             secret=True, listed=True),
     Variable("PAYLIVE_STAFF_TOKENS", "staff_tokens", _staff,
              "named staff credentials, name:role:token separated by commas or new lines",
              source=_staff_source),
@@ -1161,6 +1158,9 @@ def _credentials_apart(settings: Settings) -> None:
     listed += [
         (f"PAYLIVE_STAFF_TOKENS ({name})", token) for name, _, token in settings.staff_tokens
     ]
+    # The scraper's token reads counts only; shared with another credential, whoever
+    # holds the scraper's configuration would hold that one's rights too.
+    listed += [("PAYLIVE_METRICS_TOKEN", token) for token in settings.metrics_tokens]
     for holder, token in listed:
         first = holders.setdefault(token, holder)
         if first != holder:

@@ -130,3 +130,23 @@ def test_serve_refuses_one_token_for_two_credentials() -> None:
             assert NEW not in server.log() and OLD not in server.log()
         finally:
             server.close()
+
+
+def test_the_metrics_token_is_rotated_as_every_secret_is(tmp_path: Path) -> None:
+    """The scraper's token was one value: rotating it meant a window in which the
+    scrapes sent with the old one (or the new one) were refused. Listed one entry a
+    line in its file, as a secrets manager writes it, both are accepted; a third is
+    401 as before."""
+    token_file = tmp_path / "metrics_token"
+    token_file.write_text("new-metrics-token-0123456789\nold-metrics-token-0123456789\n")
+    env = {"PAYLIVE_METRICS_TOKEN_FILE": str(token_file)}
+    with Server(env) as server, httpx.Client(base_url=server.url) as http:
+        for token in ("new-metrics-token-0123456789", "old-metrics-token-0123456789"):
+            reply = http.get("/metrics", headers=bearer(token))
+            assert reply.status_code == 200, reply.text
+            assert "paylive_in_flight" in reply.text
+        for headers in (bearer("third-metrics-token-0123456789"), {}):
+            reply = http.get("/metrics", headers=headers)
+            assert reply.status_code == 401, reply.text
+            assert reply.json()["error"]["code"] == "unauthorized"
+            assert reply.headers["www-authenticate"] == "Bearer"

@@ -39,10 +39,33 @@ def test_every_secret_takes_a_list_whose_first_entry_signs() -> None:
     assert principal_for(client_secret(f"sign-{NEW}", "ps_abc"), rotated_who) is not None
 
 
+@pytest.mark.parametrize("name", ["PAYLIVE_API_KEY", "PAYLIVE_METRICS_TOKEN"])
 @pytest.mark.parametrize("value", [f"{NEW},short", f"{NEW},{NEW}", " , "])
-def test_a_bad_list_is_refused_by_name(value: str) -> None:
-    with pytest.raises(SettingsError, match="PAYLIVE_API_KEY"):
-        load_settings({"PAYLIVE_API_KEY": value})
+def test_a_bad_list_is_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+
+
+def test_the_metrics_token_takes_a_list() -> None:
+    s = load_settings({"PAYLIVE_METRICS_TOKEN": f"metrics-{NEW}, metrics-{OLD}"})
+    assert s.metrics_tokens == (f"metrics-{NEW}", f"metrics-{OLD}")
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"PAYLIVE_ADMIN_TOKEN": f"admin-{NEW}"},
+        {"PAYLIVE_API_KEY": f"admin-{NEW}"},
+        {"PAYLIVE_STAFF_TOKENS": f"vera:viewer:admin-{NEW}"},
+    ],
+    ids=["admin", "api-key", "staff"],
+)
+def test_a_metrics_token_that_is_another_credential_is_refused(other: dict[str, str]) -> None:
+    # An entry of the rotation too, not only its first: each one is accepted.
+    env = {"PAYLIVE_METRICS_TOKEN": f"metrics-{NEW},admin-{NEW}", **other}
+    with pytest.raises(SettingsError, match="PAYLIVE_METRICS_TOKEN") as caught:
+        load_settings(env)
+    assert "hold the same token" in str(caught.value) and NEW not in str(caught.value)
 
 
 def test_an_override_of_one_value_replaces_its_list() -> None:
@@ -81,6 +104,7 @@ ROTATING = {
         "whsec_" + "bmV3" * 8,
         "whsec_" + "b2xk" * 8,
     ),
+    "PAYLIVE_METRICS_TOKEN": ("metrics_tokens", f"metrics-{NEW}", f"metrics-{OLD}"),
 }
 # What the Stripe and merchant webhook secrets are read with.
 BESIDE = {
@@ -127,7 +151,7 @@ def test_a_single_secret_in_a_file_is_read_as_before(tmp_path: Path) -> None:
         }
     )
     assert (s.api_key, s.api_keys) == (NEW, (NEW,))
-    assert s.metrics_token == "metrics-token-0123456789"
+    assert s.metrics_tokens == ("metrics-token-0123456789",)
     assert s.redis_url == "redis://:pw@127.0.0.1:6380/0"
 
 

@@ -190,9 +190,11 @@ def execute(
     wall0 = time.monotonic()
     workers = [WorkerProcess(c, worker_argv) for c in configs]
     results: list[dict[str, Any]] = []
-    # /metrics may ask for its own token (PAYLIVE_METRICS_TOKEN); else the admin token.
+    # /metrics may ask for its own token (PAYLIVE_METRICS_TOKEN, whose first entry is
+    # the newest while it is rotated); else the admin token.
     base_url = configs[0].base_url
-    token = os.environ.get("PAYLIVE_METRICS_TOKEN") or configs[0].admin_token
+    listed = os.environ.get("PAYLIVE_METRICS_TOKEN", "").split(",")[0].strip()
+    token = listed or configs[0].admin_token
     redis_url: str | None = getattr(args, "redis_url", None)
     lag0: Reading | None = None
     lag1: Reading | None = None

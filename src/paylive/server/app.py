@@ -21,6 +21,7 @@ from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..telemetry import context, tracing
 from ..web import (
+    clients,
     customer,
     merchant,
     observe,
@@ -34,6 +35,7 @@ from ..web import (
 )
 from ..web.admission import Door
 from ..web.admission import serve as serve_admission
+from ..web.clients import TrustedProxies
 from ..web.errors import error_body
 from ..web.observe import Observe
 from . import shutdown
@@ -84,12 +86,23 @@ class SocketsFirst:
     (``scope["app"]``) is still the Starlette one, for its state.
     """
 
-    def __init__(self, http: ASGIApp, app: Starlette, sockets: list[WebSocketRoute]) -> None:
+    def __init__(
+        self,
+        http: ASGIApp,
+        app: Starlette,
+        sockets: list[WebSocketRoute],
+        proxies: TrustedProxies,
+    ) -> None:
         self.http = http
         self.app = app
         self._sockets = sockets
+        self._proxies = proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Who the client is, behind a trusted proxy (``web.clients``): here and not in a
+        # middleware of its own, which would keep a frame alive for each socket.
+        if scope["type"] != "lifespan":
+            clients.decide(scope, self._proxies)
         if scope["type"] == "websocket":
             for route in self._sockets:
                 match, child = route.matches(scope)
@@ -171,5 +184,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         return None if runtime is None else runtime.admission
 
     return SocketsFirst(
-        Observe(Door(app, admission, settings.credentials, settings.bodies)), app, SOCKET_ROUTES
+        Observe(Door(app, admission, settings.credentials, settings.bodies)),
+        app,
+        SOCKET_ROUTES,
+        TrustedProxies(settings.trusted_proxies),
     )

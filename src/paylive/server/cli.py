@@ -111,9 +111,10 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> i
         timeout_keep_alive=settings.keepalive_ms / 1000,  # type: ignore[arg-type]
         backlog=settings.listen_backlog,
         server_header=False,
-        # X-Forwarded-For and -Proto from these proxies only (PAYLIVE_TRUSTED_PROXIES).
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies),
+        # X-Forwarded-For and -Proto are paylive's to read (web/clients.py), in the
+        # connection protocol as well as the app: uvicorn's middleware, which only the
+        # app passes, would name a client the protocol had counted as its proxy.
+        proxy_headers=False,
     )
     from .uvicorn import run
 

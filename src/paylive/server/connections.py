@@ -71,6 +71,7 @@ from ..errors import PayliveError
 from ..settings import ConnectionSettings, Settings
 from ..web import admission
 from ..web.bodies import BODY_EXTENSION, body_state
+from ..web.clients import DECIDED, TrustedProxies
 from ..web.errors import error_body, http_status
 from .coalesce import Coalescing
 
@@ -132,6 +133,8 @@ class PayliveConfig(uvicorn.Config):
     def __init__(self, *args: Any, settings: ConnectionSettings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
+        # One per worker, so that its cache of addresses is shared by every connection.
+        self.proxies = TrustedProxies(settings.trusted_proxies)
 
 
 async def overloaded(scope: Any, receive: Any, send: Any) -> None:
@@ -198,7 +201,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        settings = config.settings if isinstance(config, PayliveConfig) else Settings().connections
+        if isinstance(config, PayliveConfig):
+            settings, self._proxies = config.settings, config.proxies
+        else:
+            settings = Settings().connections
+            self._proxies = TrustedProxies(settings.trusted_proxies)
         self._header_timeout = settings.header_timeout_ms / 1000
         self._max_connections = settings.max_connections
         self._max_head = settings.max_header_bytes
@@ -219,6 +226,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # When the current request, a command let through, finished its headers
         # (None: not a command, or refused): it holds a place once whole.
         self._command_since: float | None = None
+        # Whether the peer is a trusted proxy, whose X-Forwarded-For names the client
+        # (asked once: the peer is the connection's).
+        self._forwarding = False
 
     @property
     def _over_limit(self) -> bool:
@@ -271,6 +281,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # socket upgraded from this connection writes through the same.
         self._coalescing = Coalescing(transport, self.loop)
         super().connection_made(self._coalescing)
+        self._forwarding = self._proxies.trusts(self.client[0] if self.client else None)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -409,6 +420,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = None
         self._disarm()
         self._command_since = None
+        # The client, before anything counts by it: a command holds a place in its
+        # address's share here, before the app (and its middleware) runs.
+        scope = cast(Scope, self.scope)
+        scope[DECIDED] = True
+        if self._forwarding:
+            self._proxies.apply(scope, self.headers)
         if self._refused_at_once():
             return
         upgrade = self.parser.should_upgrade() and self._should_upgrade()

@@ -5,8 +5,6 @@ token, when one is set.
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -15,7 +13,7 @@ from .. import metrics
 from ..core.protocol import ErrorCode
 from ..errors import Refused
 from . import openapi
-from .auth import bearer
+from .auth import bearer, matches_any
 from .errors import error_response
 from .http import runtime_of
 
@@ -38,15 +36,16 @@ async def readyz(request: Request) -> Response:
 
 async def metrics_endpoint(request: Request) -> Response:
     """Counts of payments are the shop's business: with ``PAYLIVE_METRICS_TOKEN`` set (and
-    always in production) the scraper must send it as a bearer token."""
+    always in production) the scraper must send one of its entries as a bearer token
+    (a list, so that the token is rotated without a gap in the scrapes)."""
     settings = runtime_of(request).settings
-    if settings.metrics_token or settings.production:
+    if settings.metrics_tokens or settings.production:
         given = bearer(request.headers.get("authorization"))
-        if not settings.metrics_token:
+        if not settings.metrics_tokens:
             message = "set PAYLIVE_METRICS_TOKEN to read the metrics in production"
         elif given is None:
             message = "send Authorization: Bearer <metrics token>"
-        elif hmac.compare_digest(given.encode(), settings.metrics_token.encode()):
+        elif matches_any(given, settings.metrics_tokens):
             message = ""
         else:
             message = "the metrics token is not valid"
