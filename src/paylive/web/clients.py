@@ -61,6 +61,7 @@ class TrustedProxies:
     ``Settings.trusted_proxies`` holds them (normalised), ``*`` for any, none for none."""
 
     def __init__(self, proxies: Sequence[str]) -> None:
+        self._proxies = tuple(proxies)
         self.any = "*" in proxies
         self._networks: list[Network] = []
         addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
@@ -75,6 +76,10 @@ class TrustedProxies:
         self.none = not self.any and not addresses and not self._networks
         # Peers and forwarded entries repeat: each is parsed once (bounded).
         self._trusted = functools.lru_cache(maxsize=4096)(self._decide)
+
+    def __reduce__(self) -> tuple[type[TrustedProxies], tuple[tuple[str, ...]]]:
+        # Each worker gets the config pickled: it makes its own cache, from the list.
+        return (TrustedProxies, (self._proxies,))
 
     def trusts(self, host: str | None) -> bool:
         """Whether ``host`` (a peer or a forwarded entry) is a trusted proxy."""
