@@ -503,7 +503,10 @@ export interface PayliveSessionOptions extends TransportOptions {
   commandTimeout?: number;
   /** At most this many commands wait for a connection (then `queue_full`). Default 32. */
   maxQueue?: number;
-  /** Ask before leaving the page while a payment is in flight. Default true. */
+  /**
+   * Ask before leaving the page while a payment is in flight: processing, or a pay/retry
+   * unanswered or whose answer was lost, until the session's state tells. Default true.
+   */
   guardUnload?: boolean;
   /** Connect from the constructor. Default true. */
   autoConnect?: boolean;
@@ -600,7 +603,11 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   /** The transport carrying the session now (`connection` events say when it changes). */
   readonly transport: Transport;
   readonly status: SessionStatus | null;
-  /** True while leaving the page could strand a payment. */
+  /**
+   * True while leaving the page could strand a payment: processing, a pay/retry not yet
+   * answered, or one settled `connection_lost` or `timeout` until a snapshot, an attempt
+   * under way or an end is heard.
+   */
   readonly guardActive: boolean;
   /** Commands sent or queued and not yet answered. */
   readonly pendingCommands: PendingCommand[];
@@ -609,7 +616,7 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   connect(): void;
   /** Close for good: pending commands, sent ones included, are rejected with `closed`; the guard is removed. */
   close(): void;
-  /** Drop the connection and reconnect at once, resuming with `since`. */
+  /** Drop the connection and reconnect at once, resuming with `since` (without, for a snapshot, while a lost pay/retry's fate is unknown). */
   reconnect(): void;
   /** Drop the connection as a network failure would; it comes back by itself. */
   drop(): void;

@@ -4,15 +4,25 @@
 
 import { PayliveError } from './emitter.js';
 
+// The commands that may start a charge, and the settlements that leave it unknown
+// whether the server took one: its answer was lost, or did not come in time.
+const PAYMENTS = new Set(['pay', 'retry']);
+const UNANSWERED = new Set(['connection_lost', 'timeout']);
+
 export class CommandQueue {
   #nextRef = 0;
   #pending = new Map(); // ref -> {type, command, resolve, reject, sent, timer}
   #queue = []; // refs waiting for a connection, in order
+  #unknown = false; // a pay or retry was settled without its answer (see `outcomeUnknown`)
   #maxQueue;
   #commandTimeout;
   #onChange;
 
-  /** `onChange()` runs whenever a command is added or settled. */
+  /**
+   * `onChange(unknown)` runs whenever a command is added or settled, and when
+   * `outcomeKnown()` clears `outcomeUnknown`; `unknown` is true when a settlement has
+   * just made a payment's outcome unknown.
+   */
   constructor({ maxQueue, commandTimeout }, onChange = () => {}) {
     this.#maxQueue = maxQueue;
     this.#commandTimeout = commandTimeout;
@@ -24,12 +34,32 @@ export class CommandQueue {
     return [...this.#pending.entries()].map(([ref, c]) => ({ ref, type: c.type, sent: c.sent }));
   }
 
-  /** True while a `pay` or `retry` is unanswered: leaving the page could strand it. */
+  /**
+   * True while a `pay` or `retry` is unanswered, or was settled without its answer and
+   * the session has not been heard from since (`outcomeUnknown`): leaving the page
+   * could strand it.
+   */
   get paymentPending() {
+    if (this.#unknown) return true;
     for (const command of this.#pending.values()) {
       if (command.type === 'pay' || command.type === 'retry') return true;
     }
     return false;
+  }
+
+  /**
+   * True from the moment a sent `pay` or `retry` is settled `connection_lost` or
+   * `timeout` (the server may have started the charge) until `outcomeKnown()`.
+   */
+  get outcomeUnknown() {
+    return this.#unknown;
+  }
+
+  /** The session's state, heard after the loss, says what became of the payment. */
+  outcomeKnown() {
+    if (!this.#unknown) return;
+    this.#unknown = false;
+    this.#onChange(false);
   }
 
   /** Queue `command` (a map with `type`) under a new `ref`; settles with its `ack` message. */
@@ -43,7 +73,7 @@ export class CommandQueue {
       this.#pending.set(ref, { type: command.type, command: wire, resolve, reject, sent: false, timer: null });
     });
     this.#queue.push(ref);
-    this.#onChange();
+    this.#onChange(false);
     return promise;
   }
 
@@ -69,17 +99,20 @@ export class CommandQueue {
     this.#pending.delete(ref);
     clearTimeout(pending.timer);
     if (!pending.sent) this.#queue = this.#queue.filter((queued) => queued !== ref);
+    const unknown = Boolean(pending.sent && error && PAYMENTS.has(pending.type) && UNANSWERED.has(error.code));
+    if (unknown) this.#unknown = true;
     if (error) pending.reject(error);
     else pending.resolve(value);
-    this.#onChange();
+    this.#onChange(unknown);
     return true;
   }
 
   /**
    * The connection dropped. A command already sent may or may not have reached the
    * server: it is not sent again (a second `pay` would only be refused), it is
-   * rejected with `connection_lost`, and the replay after reconnecting shows what
-   * really happened. Commands still queued stay queued.
+   * rejected with `connection_lost`, and the session's state after reconnecting shows
+   * what really happened (a `pay` or `retry`: `outcomeUnknown` until then). Commands
+   * still queued stay queued.
    */
   connectionLost() {
     for (const [ref, pending] of [...this.#pending]) {

@@ -21,7 +21,7 @@ export const SESSION_DEFAULTS = Object.freeze({
   commandTimeout: 15_000,
   /** At most this many commands wait for a connection. */
   maxQueue: 32,
-  /** Ask before leaving the page while a payment is in flight. */
+  /** Ask before leaving the page while a payment is in flight (or its answer was lost: `guardActive`). */
   guardUnload: true,
   /** Connect from the constructor. */
   autoConnect: true,
@@ -79,8 +79,13 @@ export class PayliveSession extends Emitter {
     if (!sessionId || !secret) {
       throw new TypeError('PayliveSession needs options.sessionId and options.secret');
     }
-    this.#commands = new CommandQueue(this.#options, () => this.#updateGuard());
-    this.#socket = new LiveConnection({ ...this.#options, since: () => this.lastSeq });
+    this.#commands = new CommandQueue(this.#options, (unknown) => this.#commandsChanged(unknown));
+    // While a payment's outcome is unknown, a connection opens without `since`: the
+    // server then sends a snapshot, where a resume would say nothing if nothing happened.
+    this.#socket = new LiveConnection({
+      ...this.#options,
+      since: () => (this.#commands.outcomeUnknown ? null : this.lastSeq),
+    });
     this.#socket.on('status', (detail) => this.emit('connection', detail));
     this.#socket.on('open', () => this.#flush());
     this.#socket.on('message', (message) => this.#receive(message));
@@ -138,7 +143,11 @@ export class PayliveSession extends Emitter {
     return this.session?.status ?? null;
   }
 
-  /** True while leaving the page could strand a payment: processing, or a pay/retry not yet acknowledged. */
+  /**
+   * True while leaving the page could strand a payment: processing, a pay/retry not yet
+   * answered, or one settled `connection_lost` or `timeout` until a snapshot, an attempt
+   * under way or an end is heard (protocol 4.2).
+   */
   get guardActive() {
     // Closed: the page said it is done with the session, whatever its state.
     return !this.#closed && (this.status === 'processing' || this.#commands.paymentPending);
@@ -300,11 +309,19 @@ export class PayliveSession extends Emitter {
     const data = message.data ?? {};
     switch (message.type) {
       case 'snapshot':
-      case 'state':
+      case 'state': {
+        // What became of a pay or retry whose answer was lost: a snapshot (asked for
+        // since) tells, and so does an attempt under way or an end. A `state` still in
+        // `created` or `interrupted` may be older than the command: the snapshot tells.
+        const told = message.type === 'snapshot'
+          ? Boolean(data.session)
+          : this.status === 'processing' || TERMINAL_STATUSES.has(this.status);
+        if (told) this.#commands.outcomeKnown();
         this.#updateGuard();
         this.emit(message.type, message);
         this.emit('session', this.session);
         break;
+      }
       case 'retry_prompt':
       case 'countdown':
         this.emit(message.type, message);
@@ -323,6 +340,20 @@ export class PayliveSession extends Emitter {
         // `pong` and types added after this version: nothing to do.
         break;
     }
+  }
+
+  #commandsChanged(unknown) {
+    this.#updateGuard();
+    // A pay or retry whose answer was lost: only the session's state can say what became
+    // of it. A connection still up (an HTTP command's request failed, or a command timed
+    // out) would say nothing if nothing happened: it is made again, without `since`. Once
+    // the current event is over: a socket's close settles its commands while the
+    // connection still reads connected, and that one reconnects by itself.
+    if (unknown) queueMicrotask(() => this.#askState());
+  }
+
+  #askState() {
+    if (this.#commands.outcomeUnknown && !this.#closed && this.#socket.connected) this.#socket.reconnectNow();
   }
 
   #updateGuard() {

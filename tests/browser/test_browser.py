@@ -7,6 +7,7 @@ Debian's Chromium. Every wait is bounded; nothing sleeps for long.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -178,6 +179,67 @@ def test_beforeunload_guard_while_processing(page: Page, server_url: str) -> Non
     expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
     expect(page.locator("body")).to_have_attribute("data-guard", "off")
     assert page.evaluate("window.__paylive.guardActive") is False
+
+
+def test_beforeunload_guard_holds_while_a_lost_pay_is_unknown(
+    page: Page, server_url: str, api: httpx.Client
+) -> None:
+    """The socket dies right after carrying the pay, before its ack or any state: the
+    server may have started the charge, so leaving must still ask until the session,
+    heard after the reconnect, says what it is doing."""
+    cut = {"done": False, "hold": True}
+    held: list[tuple[Any, str]] = []  # what the server said on later sockets, held back
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        after_cut = cut["done"]
+
+        def to_server(message: str | bytes) -> None:
+            server.send(message)
+            if not cut["done"] and json.loads(message).get("type") == "pay":
+                cut["done"] = True
+                ws.close(code=1011, reason="cut after the pay")
+                server.close()
+
+        def to_page(message: str | bytes) -> None:
+            if after_cut and cut["hold"]:
+                held.append((ws, message))
+            else:
+                ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    session_id = open_demo(page, server_url)
+    page.evaluate(RECORD_DURABLE)
+    page.fill("#card", TIMEOUT_CARD)
+    page.click("#pay")
+    expect(page.locator("#message")).to_contain_text("The connection dropped while sending")
+    # The server took the pay (its attempt started); the page heard nothing of it.
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while api.get(f"/api/sessions/{session_id}").json()["attempt"] != 1:
+        assert time.monotonic() < deadline, "the server never took the pay"
+        time.sleep(0.05)
+    assert page.evaluate("window.__paylive.status") == "created"
+    assert page.evaluate("window.__paylive.guardActive") is True
+    expect(page.locator("body")).to_have_attribute("data-guard", "on")
+    with page.expect_event("dialog") as dialog_info:
+        page.close(run_before_unload=True)
+    dialog = dialog_info.value
+    assert dialog.type == "beforeunload"
+    dialog.dismiss()
+    assert not page.is_closed()
+
+    # The reconnected socket's news reaches the page: a snapshot (it asked for one), the
+    # attempt under way or already timed out; the guard goes once the attempt is over.
+    cut["hold"] = False
+    for ws, message in held:
+        ws.send(message)
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    expect(page.locator("body")).to_have_attribute("data-guard", "off")
+    assert page.evaluate("window.__snapshots") >= 1
+    expect(page.locator("#no-double")).to_be_visible()
 
 
 def test_reconnect_misses_nothing(page: Page, server_url: str, api: httpx.Client) -> None:

@@ -139,3 +139,28 @@ test('an unanswered pay or retry is what keeps the unload guard up', () => {
   commands.rejectAll(new Error('done'));
   assert.deepEqual(commands.pending, []);
 });
+
+test('a sent pay or retry settled without its answer keeps the guard up until its fate is known', async () => {
+  const unknowns = [];
+  const commands = new CommandQueue({ maxQueue: 3, commandTimeout: 5_000 }, (unknown) => unknowns.push(unknown));
+  const paid = settled(commands.add({ type: 'pay' }));
+  const cancelled = settled(commands.add({ type: 'cancel' }));
+  commands.flush(link(true));
+  commands.connectionLost();
+  assert.deepEqual([(await paid).code, (await cancelled).code], ['connection_lost', 'connection_lost']);
+  // The pay may have started a charge: still pending for the guard; the cancel is not.
+  assert.deepEqual({ pending: commands.pending, paymentPending: commands.paymentPending, outcomeUnknown: commands.outcomeUnknown },
+    { pending: [], paymentPending: true, outcomeUnknown: true });
+  assert.deepEqual(unknowns, [false, false, true, false]);
+  commands.outcomeKnown();
+  assert.deepEqual({ paymentPending: commands.paymentPending, outcomeUnknown: commands.outcomeUnknown, last: unknowns.at(-1) },
+    { paymentPending: false, outcomeUnknown: false, last: false });
+  // Answered, refused, or rejected by the page itself: the fate is known.
+  for (const error of [null, Object.assign(new Error('no'), { code: 'invalid_state' }), Object.assign(new Error('bye'), { code: 'closed' })]) {
+    const retried = settled(commands.add({ type: 'retry' }));
+    commands.flush(link(true));
+    commands.settle(commands.pending[0].ref, error, {});
+    await retried;
+    assert.equal(commands.paymentPending, false, `settled with ${error?.code ?? 'an ack'}`);
+  }
+});
