@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from paylive.core.effects import Delivery, GatewayEffect
 from paylive.core.session import CANCELLED, CREATED, PROCESSING, SUCCEEDED, Session
-from paylive.engine import Claim, Engine, EngineUnavailable, RecordClaim
+from paylive.engine import AuditAdd, Claim, Engine, EngineUnavailable, RecordClaim
 from paylive.engine.memory import MemoryEngine
 from paylive.engine.redis import RedisEngine
 from paylive.engine.redis.keys import REVIEW
@@ -593,6 +593,26 @@ async def test_a_save_and_its_charge_claim_are_one_round_trip_on_one_node(
     finally:
         await engine.close()
     assert got == Claim() and spent == 1
+
+
+@needs_redis
+async def test_a_save_and_its_audit_entry_are_one_round_trip_on_one_node(
+    redis_server: RedisProc,
+) -> None:
+    engine = _counted_engine(redis_server, 9)
+    await engine.start()
+    try:
+        session = make_session("ps_rta")
+        await engine.create(session, {}, b"n")
+        assert await engine.save(replace(session, seq=1), 0, [b"e1"], {})  # loads it
+        trips = RoundTrips(redis_server)
+        entry = AuditAdd(b'{"id": "aud_rt"}', 10)
+        assert await engine.save(replace(session, seq=2), 1, [b"e2"], {}, (), entry)
+        spent = trips.spent()
+        assert _ids(await engine.audit_read(0, 10)) == ["aud_rt"]
+    finally:
+        await engine.close()
+    assert spent == 1
 
 
 @needs_redis
@@ -1255,6 +1275,9 @@ async def test_cluster(redis_cluster: redisproc.RedisClusterProc, sharded: bool)
         await engine.start()
         assert engine.cluster and engine.subscription_healthy
         assert engine.sharded is sharded
+        # The trail of every session is in the global slot: an action's entry is
+        # copied after its save (``AuditTrail.recorded``), never by the save too.
+        assert not engine.saves_audit
         rec = Recorder(engine)
         await engine.subscribe(None)
 
@@ -1404,6 +1427,34 @@ async def test_the_audit_trail_keeps_the_newest(engine: Engine) -> None:
     assert [json.loads(raw)["id"] for raw in await engine.audit_read(1, 1)] == ["aud_3"]
     assert [json.loads(raw)["id"] for raw in await engine.audit_read(2, 5)] == ["aud_2"]
     assert await engine.audit_read(3, 5) == []
+
+
+def _ids(raw: list[bytes]) -> list[str]:
+    return [json.loads(entry)["id"] for entry in raw]
+
+
+async def test_a_save_that_records_an_action_adds_its_entry_to_the_trail(engine: Engine) -> None:
+    """docs/protocol.md 8.2: an action's entry reaches the trail of every session in the
+    save that records it in its session, not in an ``audit_add`` after it (which a
+    worker dying or losing Redis between the two never made). A save without one, or
+    one that loses its compare-and-set, adds nothing; the trail keeps the newest."""
+    assert engine.saves_audit
+    session = make_session("ps_au")
+    await engine.create(session, {}, b"n")
+    assert await engine.save(replace(session, seq=1), 0, [b"e1"], {"plain": 1})
+    assert await engine.audit_read(0, 10) == []
+    for n in range(4):
+        entry = AuditAdd(json.dumps({"id": f"aud_{n}"}).encode(), 3)
+        # With a record claimed and stats too: each finds its own arguments.
+        claim = RecordClaim(f"au:{n}", b"v", 10_000, unless="au:off")
+        changed = replace(session, seq=2 + n)
+        assert await engine.save(changed, 1 + n, [b"e"], {"acted": 1}, [claim], entry)
+        assert await engine.claim(claim.key, b"v", 10_000, unless="au:off") == Claim()
+    lost = AuditAdd(b'{"id": "aud_lost"}', 3)
+    assert await engine.save(replace(session, seq=9), 0, [b"x"], {"acted": 1}, (), lost) is False
+    assert _ids(await engine.audit_read(0, 10)) == ["aud_3", "aud_2", "aud_1"]
+    counters = await engine.counters()
+    assert counters["plain"] == 1 and counters["acted"] == 4, counters
 
 
 async def test_a_hold_is_captured_or_released_once_when_both_race(engine: Engine) -> None:

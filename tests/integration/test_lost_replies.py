@@ -85,6 +85,36 @@ async def test_an_effect_done_by_hand_whose_reply_was_lost_is_in_the_trail_once(
         assert [e["session"] for e in entries] == [sid], entries
 
 
+async def test_an_action_saved_by_a_worker_that_loses_redis_then_is_in_the_trail_once(
+    tmp_path: Path,
+) -> None:
+    """The refund's save is applied, and Redis is gone before its reply: the worker
+    cannot read the session again nor copy anything, and answers 503. The save itself
+    put the entry in the trail of every session (one Redis), so once Redis is back the
+    trail holds it, once, with no retry of the client's. (Its copy after the save, as
+    it was made, never came: the entry was left in the session's own trail only.)"""
+    async with behind_proxy(tmp_path) as (proxy, http):
+        sid = await paid_session(http)
+        proxy.lose_reply(b"refund_requested", then_refuse=True)
+        first = await refund(http, sid, {"amount": 30}, "gone-1")
+        assert proxy.lost == 1
+        assert first.status_code == 503, first.text
+        assert first.json()["error"]["code"] == "engine_unavailable", first.text
+        proxy.start()
+
+        async def listed() -> list[dict[str, Any]] | None:
+            reply = await http.get("/api/admin/audit?limit=500", headers=admin())
+            if reply.status_code != 200:
+                return None  # the worker's connections to Redis are made anew
+            entries = [e for e in reply.json()["entries"] if e["action"] == "refund"]
+            return entries or None
+
+        entries = await until(listed, WAIT_S)
+        assert [e["session"] for e in entries] == [sid], entries
+        got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+        assert [e["id"] for e in got.json()["session"]["audit"]] == [entries[0]["id"]]
+
+
 async def test_a_refund_whose_reply_was_lost_is_decided_once_and_audited_once(
     tmp_path: Path,
 ) -> None:

@@ -9,7 +9,9 @@ the same port.
 ``lose_reply(pattern)`` cuts the connection whose client sends a command holding
 ``pattern``: the command reaches the server whole, and its reply (with any other
 reply on that connection from then on) never comes back, as when a network drops
-between a write and its answer.
+between a write and its answer. With ``then_refuse`` the server is then unreachable
+(every connection cut, new ones refused) until ``start``: the worker can do nothing
+more after the write, as when the network or the server goes away right after it.
 """
 
 from __future__ import annotations
@@ -32,22 +34,23 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._lose: list[bytes] = []
+        self._lose: list[tuple[bytes, bool]] = []
         self.lost = 0
 
-    def lose_reply(self, pattern: bytes) -> None:
+    def lose_reply(self, pattern: bytes, then_refuse: bool = False) -> None:
         """Lose the reply to the next command holding ``pattern`` (see the docstring)."""
         with self._lock:
-            self._lose.append(pattern)
+            self._lose.append((pattern, then_refuse))
 
-    def _losing(self, chunk: bytes) -> bool:
+    def _losing(self, chunk: bytes) -> tuple[bool, bool]:
+        """Whether to lose this command's reply, and then refuse every connection."""
         with self._lock:
-            for pattern in self._lose:
-                if pattern in chunk:
-                    self._lose.remove(pattern)
+            for lose in self._lose:
+                if lose[0] in chunk:
+                    self._lose.remove(lose)
                     self.lost += 1
-                    return True
-        return False
+                    return True, lose[1]
+        return False, False
 
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -102,12 +105,15 @@ class TcpProxy:
                     if not muted.is_set():
                         sink.sendall(chunk)
                     continue
-                if self._losing(chunk):
+                losing, refuse = self._losing(chunk)
+                if losing:
                     # Replies from now on are dropped; the command goes through whole,
                     # and the client is cut once the server has surely run it.
                     muted.set()
                     sink.sendall(chunk)
                     time.sleep(APPLY_S)
+                    if refuse:
+                        self.stop()
                     break
                 sink.sendall(chunk)
         except OSError:

@@ -74,7 +74,7 @@ async def busy_session(
         clock.now += 1
         outcome = await service.run(session.id, Refund(1, None, name), entry(n, name, role))
         assert outcome.decision.refusal is None
-        await trail.added(outcome.session.audit[-1])
+        await trail.recorded(outcome.session.audit[-1])
     return service, trail, archive, session.id
 
 
@@ -85,6 +85,8 @@ async def test_older_entries_of_a_busy_session_are_found_in_the_archive() -> Non
     )
     held = await service.get(session_id)
     assert len(held.audit) == 200 and len(archive.rows) == 250  # the engine forgot otto's
+    # Each once in the trail of every session: the save added it, ``recorded`` did not.
+    assert len(await trail.engine.audit_read(0, 1_000)) == 250
 
     by_otto = await trail.search(AuditQuery(session_id=session_id, staff="otto", limit=100))
     assert len(by_otto) == 50, f"otto's 50 refunds of the session: {len(by_otto)} found"

@@ -152,7 +152,9 @@ async def test_listed_at_once_posted_in_order_given_up_then_sent_again() -> None
     assert len([p for p in shop.posts if p["seq"] == 1]) == first["attempts"]
 
     shop.failure_rate = 0.0
-    again, _ = await world.deliveries.send_again(first["id"], None)  # the failed one kept its body
+    again, _, _ = await world.deliveries.send_again(
+        first["id"], None
+    )  # the failed one kept its body
     assert again["status"] == "pending" and again["resent"] == 1
     logged = await world.engine.log_get(first["id"])
     assert logged is not None
@@ -178,7 +180,7 @@ async def test_an_event_of_a_forgotten_session_is_posted_once_at_once() -> None:
     await world.engine.claim_due(world.clock.now, 10, 1_000)  # purges ended sessions
     assert await world.engine.load(session.id) is None
     shop.failure_rate = 0.0
-    again, _ = await world.deliveries.send_again(failed["id"], None)
+    again, _, _ = await world.deliveries.send_again(failed["id"], None)
     assert again["status"] == "delivered" and again["resent"] == 1
     assert [e["id"] for e in shop.accepted] == [failed["id"]]
     assert await world.deliveries.deliveries(True, 10) == []

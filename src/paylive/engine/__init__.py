@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import (
+    AuditAdd,
     Claim,
     Engine,
     EngineUnavailable,
@@ -15,6 +16,7 @@ from .base import (
 )
 
 __all__ = [
+    "AuditAdd",
     "Claim",
     "Engine",
     "EngineUnavailable",

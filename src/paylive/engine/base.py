@@ -49,7 +49,21 @@ class RecordClaim:
     unless: str | None = None
 
 
+@dataclass(frozen=True)
+class AuditAdd:
+    """An ``audit_add`` asked for with a save (see ``SessionStore.save``)."""
+
+    entry: bytes
+    kept: int
+
+
 class SessionStore(ABC):
+    @property
+    def saves_audit(self) -> bool:
+        """Whether ``save`` adds its ``audit`` entry to the trail of every session in
+        the same atomic step (see ``save``)."""
+        return False
+
     @abstractmethod
     async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
         """Store a new session; ``notice`` goes to the admin channel only. False, and
@@ -74,6 +88,7 @@ class SessionStore(ABC):
         events: Sequence[bytes],
         stats: Mapping[str, int],
         claims: Sequence[RecordClaim] = (),
+        audit: AuditAdd | None = None,
     ) -> bool:
         """Store ``session`` (its version bumped) if the stored version is still
         ``expected_version``, append ``events`` to its history, publish them on its
@@ -91,7 +106,13 @@ class SessionStore(ABC):
         them in the same step, only when the save wins, and answer the next ``claim``
         of each (same key, value, ttl and blocker) on this engine from that, once,
         instead of another round trip; or ignore them. Either way the caller's
-        ``claim`` gets the answer it would have got a moment earlier."""
+        ``claim`` gets the answer it would have got a moment earlier.
+
+        ``audit``: the audit entry of the action this save records (it is in
+        ``session.audit`` too). An engine whose ``saves_audit`` is true adds it to the
+        trail of every session (as ``audit_add``) in the same step, only when the save
+        wins, so that no crash after the save can leave it out; any other ignores it,
+        and the caller adds it after the save."""
 
     @abstractmethod
     async def history(self, session_id: str, since: int) -> list[bytes] | None:

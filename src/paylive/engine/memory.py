@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from ..core.evolve import evolve
 from ..core.session import TERMINAL_STATUSES, Session
 from ..settings import EngineSettings
-from .base import Engine, RecordClaim
+from .base import AuditAdd, Engine, RecordClaim
 from .memory_shop import MemoryShop
 
 
@@ -73,6 +73,10 @@ class MemoryEngine(MemoryShop, Engine):
     async def ping(self) -> None:
         return None
 
+    @property
+    def saves_audit(self) -> bool:
+        return True
+
     # Sessions --------------------------------------------------------------
 
     async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
@@ -99,6 +103,7 @@ class MemoryEngine(MemoryShop, Engine):
         events: Sequence[bytes],
         stats: Mapping[str, int],
         claims: Sequence[RecordClaim] = (),
+        audit: AuditAdd | None = None,
     ) -> bool:
         # ``claims`` are left to the caller's ``claim``: here it costs no round trip.
         current = self._sessions.get(session.id)
@@ -112,6 +117,8 @@ class MemoryEngine(MemoryShop, Engine):
                 self._first_seq[session.id] += 1
             history.append(payload)
         self._add(stats)
+        if audit is not None:
+            self._audit_push(audit.entry, audit.kept)
         self._timers.set(session.id, stored.next_due())
         self._effects.set(session.id, stored.next_effect_at())
         if stored.effects and session.id not in self._with_effects:

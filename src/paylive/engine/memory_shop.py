@@ -90,6 +90,10 @@ class MemoryShop:
     # Audit trail -----------------------------------------------------------------
 
     async def audit_add(self, entry: bytes, kept: int) -> None:
+        self._audit_push(entry, kept)
+
+    def _audit_push(self, entry: bytes, kept: int) -> None:
+        """``audit_add``, also made by ``MemoryEngine.save`` for the action it saves."""
         self._audit.append(entry)
         del self._audit[:-kept]
 

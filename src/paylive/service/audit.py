@@ -3,15 +3,18 @@ changed something, with who, when, from which address and on which session.
 
 An action on a session is recorded in the session itself, in the same save as the
 change it made (``PaymentService.run(..., audit=...)``), so it is recorded exactly
-when the change is, and once. ``added`` then copies it to the engine's trail of every
-session (the newest ``AUDIT_KEPT_GLOBAL``) and to the archive, which keeps it as long
-as it keeps sessions; an action on no session (the sandbox's switches) is only
-``added``. Reads: one session's trail from the session while the engine holds it,
+when the change is, and once. The engine adds it to its trail of every session (the
+newest ``AUDIT_KEPT_GLOBAL``) in that same atomic save where it can (memory, one Redis:
+``Engine.saves_audit``), so no worker dying after the save can leave it out; on Redis
+Cluster that trail lives in another slot, and ``recorded`` copies it after the save.
+``recorded`` then archives it (the archive keeps it as long as it keeps sessions). An
+action on no session (the sandbox's switches) is ``added``: to the engine's trail and
+the archive. Reads: one session's trail from the session while the engine holds it,
 else from the archive; the trail of every session from the engine's list merged with
 the archive's rows. ``catch_up`` (every 10 s on each worker) archives what the
-engine's trail holds past the archive's mark, so PostgreSQL being down delays the
-archive and loses nothing (unless more than ``AUDIT_KEPT_GLOBAL`` actions come
-meanwhile).
+engine's trail holds past the archive's mark, so PostgreSQL being down (or a worker
+dying before ``recorded``) delays the archive and loses nothing (unless more than
+``AUDIT_KEPT_GLOBAL`` actions come meanwhile).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..archive import ArchiveUnavailable, AuditQuery, audit_order
 from ..core.codec import dumps_strict
 from ..core.session import AUDIT_KEPT, Session
-from ..engine import Engine, EngineUnavailable
+from ..engine import AuditAdd, Engine, EngineUnavailable
 from .reads import unavailable
 
 if TYPE_CHECKING:
@@ -38,9 +41,16 @@ PAGE = 200
 # The id of the newest entry of the engine's trail known to be archived.
 ARCHIVED_MARK = "audit:archived"
 MARK_TTL_MS = 30 * 24 * 3_600_000
-# How far an entry's place in the engine's trail may be from its ``at``: the time from a
-# save to its copy to the trail (a request's, plus an engine slow to answer).
+# How far an entry's place in the engine's trail may be from its ``at``: the time from
+# the decision to its save (or, on Cluster, to its copy after the save): a request's,
+# plus an engine slow to answer.
 ORDER_SLACK_MS = 60_000
+
+
+def for_save(entry: dict[str, Any]) -> AuditAdd:
+    """What the save that records ``entry`` in its session asks the engine to add to the
+    trail of every session (see ``Engine.save``)."""
+    return AuditAdd(dumps_strict(entry), AUDIT_KEPT_GLOBAL)
 
 
 class AuditTrail:
@@ -49,16 +59,33 @@ class AuditTrail:
         self.archive = archive
 
     async def added(self, entry: dict[str, Any]) -> None:
-        """Copy an entry recorded (or, for no session, made) just now to the trail of
-        every session and to the archive. With PostgreSQL down it reaches the archive
-        later, by ``catch_up``; with the engine down (rare: the action was just saved
-        in it) the copy is skipped, and the session's own record still holds it."""
+        """An action on no session made just now (the sandbox's switches, a send again
+        of a session the engine forgot): to the trail of every session, and to the
+        archive."""
+        await self._copy(entry)
+        await self._archive(entry)
+
+    async def recorded(self, entry: dict[str, Any]) -> None:
+        """An entry saved with its session's change (its reply lost or not): the save
+        put it in the trail of every session where the engine can, so only the engine
+        that cannot (Cluster) gets a copy now, which keeps it there once. Then to the
+        archive."""
+        if not self.engine.saves_audit:
+            await self._copy(entry)
+        await self._archive(entry)
+
+    async def _copy(self, entry: dict[str, Any]) -> None:
+        """With the engine down (rare: the action was just saved in it) the copy is
+        skipped, and the session's record, if any, still holds it."""
         try:
             await self.engine.audit_add(dumps_strict(entry), AUDIT_KEPT_GLOBAL)
         except EngineUnavailable as exc:
             # The action is done and, on a session, recorded with it: its answer must not
             # say otherwise (a client that retried would act twice).
             log.warning("audit entry %s not copied to the trail: %s", entry.get("id"), exc)
+
+    async def _archive(self, entry: dict[str, Any]) -> None:
+        """With PostgreSQL down it reaches the archive later, by ``catch_up``."""
         if self.archive is not None:
             try:
                 await self.archive.audit_add([entry])
@@ -156,8 +183,9 @@ async def saved_with(
 ) -> tuple[Session, dict[str, Any]] | None:
     """The session and its entry ``entry_id`` if a save whose reply was lost stored
     it, else None (also when the engine cannot say yet). The action was then made: its
-    entry must still reach the trail of every session, and a retry would not copy it
-    (it finds the change made, and is refused or changes nothing)."""
+    entry must still be ``recorded`` (archived, and on Cluster copied to the trail of
+    every session), and a retry would not do it (it finds the change made, and is
+    refused or changes nothing)."""
     try:
         session = await engine.load(session_id)
     except EngineUnavailable:

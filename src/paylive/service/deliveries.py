@@ -219,12 +219,13 @@ class Deliveries:
 
     async def send_again(
         self, event_id: str, body: bytes | None, audit: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
         """Post an event once more (the admin's "send again"), behind whatever its
         session still owes the shop. ``body`` is the event as posted, when the caller
         found it in the log or the archive. A session the engine has forgotten owes
         nothing: its event is posted once, now, and the answer returned. With
-        ``audit``, also the audit entry recorded (with the session, when it has one)."""
+        ``audit``, also the audit entry made, and whether it was saved with its
+        session (``AuditTrail.recorded``) or not (a forgotten one: ``added``)."""
         if self.sender is None:
             raise Refused(ErrorCode.WEBHOOKS_OFF, "PAYLIVE_MERCHANT_WEBHOOK_URL is not set")
         held = await self.engine.delivery_get(event_id)
@@ -245,7 +246,7 @@ class Deliveries:
             entry = None
             if audit is not None:
                 entry = {**audit, "at": self.service.clock(), "session": session_id}
-            return posted, entry
+            return posted, entry, False
         except EngineUnavailable:
             # Queued, perhaps, with only the save's reply lost: then the staff action is
             # made, and a retry would be refused (delivery_pending) and not audit it.
@@ -258,19 +259,19 @@ class Deliveries:
             queued_now = [d for d in session.deliveries if d.id == event_id]
             if queued_now:
                 await self._put(queued_now[0], PENDING, self.service.clock())
-                return queued_now[0].to_public(PENDING), entry
+                return queued_now[0].to_public(PENDING), entry, True
             # Posted already, so soon after: its record says how it went.
             record = await self.engine.delivery_get(event_id)
             if record is None:
                 raise
-            return json.loads(record), entry
+            return json.loads(record), entry, True
         refusal = outcome.decision.refusal
         if refusal is not None:
             raise Refused(refusal.code, refusal.message)
         [queued] = [d for d in outcome.session.deliveries if d.id == event_id]
         await self._put(queued, PENDING, self.service.clock())
         entry = outcome.session.audit[-1] if audit is not None else None
-        return queued.to_public(PENDING), entry
+        return queued.to_public(PENDING), entry, entry is not None
 
     async def _post_once(self, event: dict[str, Any], resent: int) -> dict[str, Any]:
         now = self.service.clock()

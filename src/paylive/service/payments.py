@@ -39,11 +39,12 @@ from ..core.machine import (
 from ..core.merchant import queue_events
 from ..core.protocol import ErrorCode
 from ..core.session import A_PROCESSING, Session, idempotency_key
-from ..engine import Engine, EngineUnavailable
+from ..engine import AuditAdd, Engine, EngineUnavailable
 from ..errors import Refused
 from ..gateway import ChargeReply, Gateway, GatewayError
 from ..settings import ServiceSettings
 from ..telemetry import context, tracing
+from .audit import for_save
 
 log = logging.getLogger("paylive.service")
 
@@ -187,7 +188,9 @@ class PaymentService:
         Every provider call it makes ends by one deadline (``provider_deadline_ms``).
 
         ``audit``: who asked (an entry of the audit trail without its time), written into
-        the session with the change it made, so it is recorded exactly when that is.
+        the session with the change it made, so it is recorded exactly when that is;
+        the engine adds it to the trail of every session in the same save where it
+        can (``Engine.saves_audit``), else ``AuditTrail.recorded`` copies it.
 
         Work with no trace of its own (a timer firing, on any worker) continues the
         trace the session carries; whatever is saved carries the current one."""
@@ -245,9 +248,11 @@ class PaymentService:
                 carried = context.current_traceparent()
                 if carried is not None and carried != result.session.trace:
                     result = evolve(result, session=evolve(result.session, trace=carried))
+                to_trail: AuditAdd | None = None
                 if audit is not None and result.refusal is None:
                     entry = {**audit, "at": now, "session": session_id}
                     result = evolve(result, session=result.session.with_audit(entry))
+                    to_trail = for_save(entry)
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
                 delta.update(stats.minute_delta(result.events))
@@ -262,6 +267,7 @@ class PaymentService:
                     [event.handed() for event in events],
                     delta,
                     claims,
+                    to_trail,
                 )
                 if not saved:
                     metrics.CAS_CONFLICTS.inc()

@@ -206,25 +206,27 @@ async def run_audited(
     audit: dict[str, object],
     view: Callable[[Session], dict[str, Any]],
 ) -> Session:
-    """Run a staff or shop action with its audit entry, then copy that entry to the
-    trail; a refusal is raised with the session as ``view`` shows it to the caller."""
+    """Run a staff or shop action with its audit entry (saved with it, and on one node
+    or in memory added to the trail of every session by the same save), then
+    ``recorded``; a refusal is raised with the session as ``view`` shows it to the
+    caller."""
     try:
         outcome = await runtime.service.run(session_id, command, audit)
     except EngineUnavailable:
         # The save may have been made and only its reply lost: then the action is done,
-        # and the client's retry would not copy its entry (it is refused, or finds the
-        # change made). Read the session again: if it holds the entry, copy it and say so.
+        # and the client's retry would not archive its entry (it is refused, or finds
+        # the change made). Read the session again: if it holds the entry, say so.
         saved = await runtime.audit.saved_with(session_id, audit["id"])
         if saved is None:
             raise
         session, entry = saved
-        await runtime.audit.added(entry)
+        await runtime.audit.recorded(entry)
         return session
     refusal = outcome.decision.refusal
     if refusal is not None:
         raise Refused(refusal.code, refusal.message, session=view(outcome.session))
     if outcome.decision.to_save:
         # Nothing saved (a refund asked again by the request that decided it) added
-        # no entry: the session's last one is another action's, copied already.
-        await runtime.audit.added(outcome.session.audit[-1])
+        # no entry: the session's last one is another action's, recorded already.
+        await runtime.audit.recorded(outcome.session.audit[-1])
     return outcome.session

@@ -286,9 +286,9 @@ async def send_again(request: Request) -> Response:
         raise Refused(ErrorCode.NOT_FOUND, "no such event")
     body = await runtime.reads.event_body(event_id)
     audit = audit_of(request, principal, "send_again", event=event_id)
-    delivery, entry = await runtime.deliveries.send_again(event_id, body, audit)
+    delivery, entry, saved = await runtime.deliveries.send_again(event_id, body, audit)
     if entry is not None:
-        await runtime.audit.added(entry)
+        await (runtime.audit.recorded if saved else runtime.audit.added)(entry)
     # 202: queued behind what its session still owes the shop; 200: its session was
     # forgotten, so it was posted once at once and this is the answer.
     status = 202 if delivery["status"] == "pending" else 200

@@ -10,7 +10,7 @@ from redis import exceptions as rexc
 
 from ...core.session import Session
 from ...settings import RedisSettings
-from ..base import Claim, Engine, RecordClaim
+from ..base import AuditAdd, Claim, Engine, RecordClaim
 from . import keys
 from .client import TRANSIENT_REPLIES, Client
 from .sharded import ShardedSubscription
@@ -58,6 +58,10 @@ class RedisEngine(Shop, Engine):
     def sharded(self) -> bool:
         """True when events go through sharded pub/sub (Cluster, unless turned off)."""
         return self._store.sharded
+
+    @property
+    def saves_audit(self) -> bool:
+        return self._store.saves_audit
 
     # Lifecycle --------------------------------------------------------------
 
@@ -136,8 +140,9 @@ class RedisEngine(Shop, Engine):
         events: Sequence[bytes],
         stats: Mapping[str, int],
         claims: Sequence[RecordClaim] = (),
+        audit: AuditAdd | None = None,
     ) -> bool:
-        return await self._store.save(session, expected_version, events, stats, claims)
+        return await self._store.save(session, expected_version, events, stats, claims, audit)
 
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
         return await self._store.history(session_id, since)

@@ -8,7 +8,9 @@ trip: nothing of the two-step trade-off applies there (nor its version guard,
 ``tver``). The same script claims the records the decision's charges start with (the
 sandbox's ledger entry, ``Gateway.charge_claims``), only when the compare-and-set
 wins, and ``claim`` answers the charge's own claim from that, so a pay is one round
-trip. The record notes the version of a save that left the session out of the
+trip. A save that records a staff or shop action (``audit``) also adds its entry to
+the audit trail of every session in that script, so the entry is there exactly when
+the action is. The record notes the version of a save that left the session out of the
 effects, pending and review indexes (``x``, see store.lua), so the next save removes
 it only from those it may be in.
 
@@ -36,6 +38,10 @@ this is the trade-off:
   finds nothing due sets it right.
 - A worker that dies between the two steps loses that save's counter deltas, and the
   outbox listings miss its session until its next save (its effect's first try).
+- The audit entry of a staff or shop action is saved in the session's record, and
+  the trail of every session (a key of the global slot) gets it from the caller after
+  the save (``Store.saves_audit`` is false): a worker that dies between the two
+  leaves it in the session's own trail only.
 
 Timers
 ------
@@ -65,12 +71,13 @@ import msgpack
 from ...core.evolve import evolve
 from ...core.session import Session
 from ...settings import RedisSettings
-from ..base import Claim, EngineUnavailable, RecordClaim
+from ..base import AuditAdd, Claim, EngineUnavailable, RecordClaim
 from . import scripts
 from .cache import SessionCache
 from .client import Client
 from .keys import (
     ACTIVE,
+    AUDIT,
     COUNTERS,
     EFFECTS,
     ENDED,
@@ -179,6 +186,12 @@ class Store:
         return self._client.cluster and self._settings.redis_sharded_pubsub
 
     @property
+    def saves_audit(self) -> bool:
+        """On one node the save's script adds its audit entry; on Cluster the trail of
+        every session lives in another slot (see the module docstring)."""
+        return not self._client.cluster
+
+    @property
     def _admin_channel(self) -> bytes:
         return channel(None, self.sharded)
 
@@ -260,14 +273,16 @@ class Store:
         events: Sequence[bytes],
         stats: Mapping[str, int],
         claims: Sequence[RecordClaim] = (),
+        audit: AuditAdd | None = None,
     ) -> bool:
         """See ``Engine.save``; the module docstring says what is atomic and what is not.
         ``claims`` are made in the save's script on one node (see ``claim``), and left
-        to the caller on Cluster, where the records live in other slots."""
+        to the caller on Cluster, where the records live in other slots; so is
+        ``audit``."""
         if not session.id:
             return False
         try:
-            return await self._save(session, expected_version, events, stats, claims)
+            return await self._save(session, expected_version, events, stats, claims, audit)
         except BaseException:
             self.cache.drop(session.id)  # the save may or may not have happened
             raise
@@ -279,6 +294,7 @@ class Store:
         events: Sequence[bytes],
         stats: Mapping[str, int],
         claims: Sequence[RecordClaim],
+        audit: AuditAdd | None,
     ) -> bool:
         client = self._client
         stored = evolve(session, version=expected_version + 1)
@@ -295,6 +311,11 @@ class Store:
                 if made.unless is not None:
                     claim_keys.append(record_key(made.unless))
                 claim_args += [made.value, made.ttl_ms, int(made.unless is not None)]
+            if audit is not None:
+                # The trail's key after the records' is what tells the script: a save
+                # without an entry sends nothing more.
+                claim_keys.append(AUDIT)
+                claim_args += [audit.entry, audit.kept]
             args = self._save_args(stored, expected_version, events, stats, claims, claim_args)
             async with client.op():
                 reply = await client.eval(
@@ -358,9 +379,11 @@ class Store:
         events: Sequence[bytes],
         stats: Mapping[str, int],
         claims: Sequence[RecordClaim],
-        claim_args: Sequence[Any],
+        one_node_args: Sequence[Any],
     ) -> list[Any]:
-        """ARGV of both save scripts (the layout is written at the top of store.lua)."""
+        """ARGV of both save scripts (the layout is written at the top of store.lua);
+        ``one_node_args``: save_one_node.lua's for the records it claims and the audit
+        entry it adds."""
         due = stored.next_due()
         return [
             expected_version,
@@ -379,7 +402,7 @@ class Store:
             *events,
             *_outbox_args(stored),
             len(claims),
-            *claim_args,
+            *one_node_args,
             *_stat_args(stats),
         ]
 

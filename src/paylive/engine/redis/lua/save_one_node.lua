@@ -4,9 +4,11 @@
 -- session. No tver: that version guard orders Cluster's two steps, and here there is
 -- one.
 -- KEYS: s, h, timers, active, ended, counters, tver, effects, outbox, pending, review,
--- then for each record to claim its key and, when it has one, its blocker's.
+-- then for each record to claim its key and, when it has one, its blocker's, then the
+-- audit trail of every session when the save records a staff or shop action.
 -- ARGV: see store.lua; each record to claim has three: value, ttl_ms, '1' when a
--- blocker key follows its key in KEYS (else '0').
+-- blocker key follows its key in KEYS (else '0'); with the audit trail's key, its
+-- entry and the count of entries it keeps follow the records' (before the stats).
 -- Returns {'ok', one reply per record claimed}, each as claim_record.lua's: {1} the
 -- blocker holds a value, {0, held} the record holds one, {0} stored.
 local m = tonumber(ARGV[fx + 5])
@@ -35,7 +37,15 @@ for j = 0, m - 1 do
     end
   end
 end
-for i = fx + 6 + 3 * m, #ARGV, 2 do
+local stats = fx + 6 + 3 * m
+if KEYS[k] then
+  -- The action's entry joins the trail of every session in the save that records it
+  -- in the session: a worker that dies after the save cannot leave it out.
+  redis.call('LPUSH', KEYS[k], ARGV[stats])
+  redis.call('LTRIM', KEYS[k], 0, tonumber(ARGV[stats + 1]) - 1)
+  stats = stats + 2
+end
+for i = stats, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1])
 end
 if ARGV[11] == '1' then

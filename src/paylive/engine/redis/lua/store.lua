@@ -15,8 +15,9 @@
 --   review, each '' when there is none; fx + 4: '1' when the session is kept: its
 --   outbox owes anything, a pending effect or a merchant event, or it is flagged
 --   for review, else ''), then (fx + 5) the count m of records to claim with the
---   save and their 3m arguments (save_one_node.lua; 0 on Cluster), then stat
---   name/delta pairs.
+--   save and their 3m arguments (save_one_node.lua; 0 on Cluster), then, only
+--   when save_one_node.lua adds an audit entry, that entry and the trail's kept
+--   count, then stat name/delta pairs.
 -- The record's field x holds the version of a save that left the session out of the
 -- effects, pending and review indexes (else ''), so that the next save on one node
 -- need not remove it from indexes it is not in. A version, not a flag: a save that
