@@ -64,6 +64,7 @@ class Subscriber(SeqOrder[Encoded]):
     __slots__ = (
         "kind",
         "subprotocol",
+        "_slim",
         "_pending",
         "_limit",
         "_writer",
@@ -75,12 +76,21 @@ class Subscriber(SeqOrder[Encoded]):
     )
 
     def __init__(
-        self, kind: str, subprotocol: str, queue_size: int, send: Send, close: Close
+        self,
+        kind: str,
+        subprotocol: str,
+        queue_size: int,
+        send: Send,
+        close: Close,
+        staff: bool = False,
     ) -> None:
         # A customer socket follows one session's seq; an admin feed interleaves all.
         super().__init__(ordered=kind == "customer")
         self.kind = kind
         self.subprotocol = subprotocol
+        # A customer's channel is sent the customer's view of each message
+        # (``Encoded.customer``); staff watching one session (``staff``) see all.
+        self._slim = kind == "customer" and not staff
         self._pending: deque[Encoded] | None = None
         self._limit = queue_size
         self._writer: asyncio.Task[None] | None = None
@@ -104,6 +114,10 @@ class Subscriber(SeqOrder[Encoded]):
     def push(self, event: Encoded) -> None:
         if self.closing:
             return
+        if self._slim:
+            # Here, where every message to the socket passes (live, replayed, held in
+            # order, a resync's): none reaches a customer whole by another way.
+            event = event.customer
         pending = self._pending
         if self._writer is None and not pending:
             self._send_now(event)
