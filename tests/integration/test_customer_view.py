@@ -18,6 +18,7 @@ import pytest
 
 from ..support.asyncapi import check
 from ..support.client import admin, create, open_socket, session_url
+from ..support.redisproc import REDIS_SERVER, RedisProc
 from ..support.servers import ADMIN_TOKEN, Server
 from ..support.sse import Stream
 from ..support.waiting import until
@@ -30,12 +31,33 @@ NOTE = "Refunded in the provider's dashboard, ticket 5521"
 OK = "4242424242424242"
 WAIT_S = 15.0
 
-SERVER_ENV = {
-    "PAYLIVE_STAFF_TOKENS": f"{STAFF}:operator:{OPERATOR}",
-    "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
-    "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
-    "PAYLIVE_POLL_HOLD_MS": "2000",
-}
+ENGINES = [
+    "memory",
+    pytest.param(
+        "redis",
+        marks=pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+    ),
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # On both engines: Redis hands events through pub/sub and replays its own history.
+    if "server" in metafunc.fixturenames:
+        metafunc.parametrize("server", ENGINES, indirect=True, scope="module")
+
+
+def SERVER_ENV(request: pytest.FixtureRequest) -> dict[str, str]:
+    env = {
+        "PAYLIVE_STAFF_TOKENS": f"{STAFF}:operator:{OPERATOR}",
+        "PAYLIVE_EFFECT_RETRY_BASE_MS": "100",
+        "PAYLIVE_EFFECT_RETRY_CAP_MS": "400",
+        "PAYLIVE_POLL_HOLD_MS": "2000",
+    }
+    if request.param == "redis":
+        redis: RedisProc = request.getfixturevalue("redis")
+        env["PAYLIVE_REDIS_URL"] = redis.url
+    return env
+
 
 # What a customer's effect holds (docs/protocol.md 4.1): the rest is staff's.
 CUSTOMER_FIELDS = {
@@ -198,6 +220,9 @@ async def test_customer_channels_carry_no_staff_text_and_staff_still_do(server: 
         # The customer's HTTP read of the session never held the outbox.
         read = await http.get(f"/api/sessions/{sid}", headers=bearer(secret))
         assert "effects" not in read.json() and NOTE not in read.text and STAFF not in read.text
+        for socket in (as_json, as_msgpack, watching, feed, replayed):
+            await socket.conn.close()
+        assert not problems, "\n".join(problems)
         # And each fits its channel's description (docs/asyncapi.yaml): the customer's
         # effect has no field beyond the customer's, staff's has theirs.
         customer_said = as_json.received + as_msgpack.received + replayed.received + streamed
@@ -205,9 +230,6 @@ async def test_customer_channels_carry_no_staff_text_and_staff_still_do(server: 
             check(message, "customer")
         for message in feed.received + watching.received:
             check(message, "admin" if message["type"] != "snapshot" else "customer")
-        for socket in (as_json, as_msgpack, watching, feed, replayed):
-            await socket.conn.close()
-        assert not problems, "\n".join(problems)
 
 
 def test_the_fields_named_here_are_the_ones_the_server_has() -> None:
