@@ -1,7 +1,9 @@
 """Server messages (docs/protocol.md section 4) and their two wire encodings.
 
 A message is encoded at most once per codec per worker: ``Encoded`` caches the
-bytes, and the same object is handed to every local subscriber.
+bytes, and the same object is handed to every local subscriber. One that carries a
+gateway effect also has a customer's view (``Encoded.customer``), itself encoded at
+most once per codec and shared by every customer subscriber.
 """
 
 from __future__ import annotations

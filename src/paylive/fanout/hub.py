@@ -3,7 +3,9 @@
 One engine subscription per session channel with at least one local socket (and
 one admin subscription while an admin feed is open), never one per socket. An
 event arrives as bytes, is decoded once, and the same ``Encoded`` object (which
-encodes each codec once) goes to every subscriber's bounded queue.
+encodes each codec once) goes to every subscriber's bounded queue; a customer's
+subscriber takes its customer view (``Encoded.customer``), which is that same object
+unless the event carries a gateway effect (docs/protocol.md 4.1).
 
 Slow-consumer policy, enforced in ``Subscriber.push``: a socket whose queue is full
 is closed with 1013; it reconnects with ``since`` and is replayed what it missed.
