@@ -143,20 +143,37 @@ export interface Summary {
 /** What must still reach the provider after a decision (docs/protocol.md section 2.2). */
 export type EffectKind = 'void' | 'refund' | 'capture';
 
-/** One entry of a session's outbox (the admin API, and `effect_done`/`effect_overdue` events). */
-export interface GatewayEffect {
-  /** Its idempotency key: `"{session_id}:{attempt}:{kind}"`. */
+/**
+ * A gateway effect as a customer's channel shows it (`effect_done`, `effect_overdue` and
+ * `refund_requested` events; protocol 4.1, v1.1): what concerns the payer only.
+ */
+export interface CustomerEffect {
+  /** Its idempotency key: `"{session_id}:{attempt}:{kind}"` (a refund asked for: `...:refund.{n}`). */
   id: string;
   session: string;
   attempt: number;
   kind: EffectKind;
   /** `cancelled`: a capture never to be made (its attempt was voided, its hold released). */
   status: 'pending' | 'done' | 'cancelled';
-  tries: number;
-  next_at: number | null;
-  last_error: string | null;
   created_at: number;
   done_at: number | null;
+  /** A refund asked for (protocol 7): its number in the session, amount and reason. */
+  number?: number;
+  amount?: number;
+  reason?: string;
+}
+
+/** One entry of a session's outbox as staff see it (the admin API, the admin feed's events). */
+export interface GatewayEffect extends CustomerEffect {
+  tries: number;
+  next_at: number | null;
+  /** The provider's error text on its last failed try. */
+  last_error: string | null;
+  /** Who asked for a refund: `merchant` or a staff name. */
+  requested_by?: string;
+  /** Marked done by hand (protocol 8.2): the staff name and their note. */
+  done_by?: string;
+  note?: string;
 }
 
 // ---------------------------------------------------------------------------------
@@ -172,10 +189,15 @@ export interface Message<Type extends string, Data> {
 }
 
 export type SnapshotMessage = Message<'snapshot', { session: Session }>;
-/** Durable: carries the session's new `seq`. */
+/** Durable: carries the session's new `seq`. On a customer's channel its effect is the customer's view. */
 export type StateMessage = Message<
   'state',
-  { session: Session; previous: SessionStatus; cause: StateCause; effect?: GatewayEffect }
+  { session: Session; previous: SessionStatus; cause: StateCause; effect?: CustomerEffect; by_hand?: boolean }
+>;
+/** The admin feed's `state` (and a session's channel opened by staff): the effect whole. */
+export type AdminStateMessage = Message<
+  'state',
+  { session: Session; previous: SessionStatus; cause: StateCause; effect?: GatewayEffect; by_hand?: boolean }
 >;
 /** Durable: right after a `state` into `interrupted`. */
 export type RetryPromptMessage = Message<'retry_prompt', RetryPrompt & { reason: InterruptionReason }>;
@@ -201,7 +223,7 @@ export type CustomerMessage =
 export type AdminMessage =
   | AdminSnapshotMessage
   | AdminCreatedMessage
-  | StateMessage
+  | AdminStateMessage
   | RetryPromptMessage
   | SummaryMessage
   | ErrorMessage

@@ -1,7 +1,9 @@
 """Server messages (docs/protocol.md section 4) and their two wire encodings.
 
 A message is encoded at most once per codec per worker: ``Encoded`` caches the
-bytes, and the same object is handed to every local subscriber.
+bytes, and the same object is handed to every local subscriber. One that carries a
+gateway effect also has a customer's view (``Encoded.customer``), itself encoded at
+most once per codec and shared by every customer subscriber.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import msgpack
 import orjson
 
 from ..errors import PayliveError, Refused
+from .effects import customer_effect
 from .protocol import DURABLE_TYPES, MSGPACK, ErrorCode
 from .protocol import JSON as JSON
 from .protocol import SUBPROTOCOLS as _BY_CODEC
@@ -67,6 +70,11 @@ class Encoded:
     _text: str | None = field(default=None, repr=False)
     _sse: bytes | None = field(default=None, repr=False)
     _sse_no_ids: bytes | None = field(default=None, repr=False)
+    # The customer's view (``customer``): None with ``_viewed`` set means this very
+    # message (holding no effect), never a reference to itself, which would make every
+    # event a cycle for the garbage collector instead of freed when delivered.
+    _customer: Encoded | None = field(default=None, repr=False)
+    _viewed: bool = field(default=False, repr=False)
 
     @classmethod
     def of(cls, message: Message) -> Encoded:
@@ -148,6 +156,23 @@ class Encoded:
         if self._sse_no_ids is None:
             self._sse_no_ids = f"data: {self.text}\n\n".encode()
         return self._sse_no_ids
+
+    @property
+    def customer(self) -> Encoded:
+        """What a customer's channel is sent (docs/protocol.md 4.1): this message
+        itself, sharing its encodings, unless its ``data`` holds an ``effect``; then a
+        copy with the customer's view of it (``customer_effect``), made on first use
+        and shared by every customer subscriber, so that an effect event is encoded at
+        most twice per codec (staff's and customers'), and any other event once."""
+        if not self._viewed:
+            self._viewed = True
+            data = self.wire.get("data")
+            effect = data.get("effect") if isinstance(data, dict) else None
+            if isinstance(data, dict) and isinstance(effect, dict):
+                slim = {**data, "effect": customer_effect(effect)}
+                # Viewed already: the view is what it shows a customer.
+                self._customer = Encoded({**self.wire, "data": slim}, _viewed=True)
+        return self._customer or self
 
     def frame(self, subprotocol: str) -> str | bytes:
         """What to send on a socket speaking ``subprotocol``: text for JSON, binary for

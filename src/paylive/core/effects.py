@@ -135,6 +135,30 @@ class GatewayEffect:
 _OPTIONAL = ("number", "amount", "reason", "requested_by", "done_by", "note")
 _RECORDED = (*_OPTIONAL, "request")
 
+# What a customer's channels show of an effect (docs/protocol.md 4.1): what concerns
+# the payer, the same as the session's ``refunds`` show them. Named, not the staff
+# fields left out: a field added to the effect later stays staff's until it is put
+# here. Who asked or marked it done, their note, the provider's error text and the
+# retry counters are staff's alone.
+CUSTOMER_FIELDS = (
+    "id",
+    "session",
+    "attempt",
+    "kind",
+    "status",
+    "created_at",
+    "done_at",
+    "number",
+    "amount",
+    "reason",
+)
+
+
+def customer_effect(effect: dict[str, Any]) -> dict[str, Any]:
+    """The customer's view of an effect as ``GatewayEffect.to_public`` made it (also
+    one read back from the history, saved before this view existed)."""
+    return {name: effect[name] for name in CUSTOMER_FIELDS if name in effect}
+
 
 @dataclass(frozen=True)
 class Delivery:

@@ -3,7 +3,9 @@
 One engine subscription per session channel with at least one local socket (and
 one admin subscription while an admin feed is open), never one per socket. An
 event arrives as bytes, is decoded once, and the same ``Encoded`` object (which
-encodes each codec once) goes to every subscriber's bounded queue.
+encodes each codec once) goes to every subscriber's bounded queue; a customer's
+subscriber takes its customer view (``Encoded.customer``), which is that same object
+unless the event carries a gateway effect (docs/protocol.md 4.1).
 
 Slow-consumer policy, enforced in ``Subscriber.push``: a socket whose queue is full
 is closed with 1013; it reconnects with ``since`` and is replayed what it missed.
@@ -64,6 +66,7 @@ class Subscriber(SeqOrder[Encoded]):
     __slots__ = (
         "kind",
         "subprotocol",
+        "_slim",
         "_pending",
         "_limit",
         "_writer",
@@ -75,12 +78,21 @@ class Subscriber(SeqOrder[Encoded]):
     )
 
     def __init__(
-        self, kind: str, subprotocol: str, queue_size: int, send: Send, close: Close
+        self,
+        kind: str,
+        subprotocol: str,
+        queue_size: int,
+        send: Send,
+        close: Close,
+        staff: bool = False,
     ) -> None:
         # A customer socket follows one session's seq; an admin feed interleaves all.
         super().__init__(ordered=kind == "customer")
         self.kind = kind
         self.subprotocol = subprotocol
+        # A customer's channel is sent the customer's view of each message
+        # (``Encoded.customer``); staff watching one session (``staff``) see all.
+        self._slim = kind == "customer" and not staff
         self._pending: deque[Encoded] | None = None
         self._limit = queue_size
         self._writer: asyncio.Task[None] | None = None
@@ -104,6 +116,10 @@ class Subscriber(SeqOrder[Encoded]):
     def push(self, event: Encoded) -> None:
         if self.closing:
             return
+        if self._slim:
+            # Here, where every message to the socket passes (live, replayed, held in
+            # order, a resync's): none reaches a customer whole by another way.
+            event = event.customer
         pending = self._pending
         if self._writer is None and not pending:
             self._send_now(event)

@@ -91,7 +91,9 @@ def _echoed() -> list[tuple[bytes, bytes]]:
     return observe.response_headers(request_id)
 
 
-def _make_subscriber(ws: WebSocket, kind: str, subprotocol: str, runtime: Runtime) -> Subscriber:
+def _make_subscriber(
+    ws: WebSocket, kind: str, subprotocol: str, runtime: Runtime, staff: bool = False
+) -> Subscriber:
     async def send(frame: str | bytes) -> None:
         if isinstance(frame, bytes):
             await ws.send_bytes(frame)
@@ -107,7 +109,7 @@ def _make_subscriber(ws: WebSocket, kind: str, subprotocol: str, runtime: Runtim
         # An admin feed carries every session's events: a burst (a batch of expiries,
         # a sale starting) is many times what one checkout socket ever queues.
         size *= ADMIN_QUEUE_FACTOR
-    return Subscriber(kind, subprotocol, size, send, close)
+    return Subscriber(kind, subprotocol, size, send, close, staff)
 
 
 def accepted_subprotocol(ws: WebSocket, codec: str) -> str | None:
@@ -171,9 +173,10 @@ async def customer_socket(ws: WebSocket) -> None:
         message = f"at most {cap} sockets per session: close another one first"
         await _refuse(ws, Refused(ErrorCode.TOO_MANY_SOCKETS, message), subprotocol)
         return
-    subscriber = _make_subscriber(ws, "customer", subprotocol, runtime)
-    # Staff watching one session see it; commands are the customer's and the merchant's.
+    # Staff watching one session see it whole; commands are the customer's and the
+    # merchant's.
     watching = opening.principal.kind == ADMIN
+    subscriber = _make_subscriber(ws, "customer", subprotocol, runtime, staff=watching)
     address = ws.client.host if ws.client else None
     try:
         await ws.accept(subprotocol=accepted_subprotocol(ws, subprotocol), headers=_echoed())

@@ -99,7 +99,7 @@ class EventStream(Response):
     the hub, and caught up) by the route; what is queued before the response starts
     waits for it, so nothing is written ahead of the headers."""
 
-    def __init__(self, runtime: Runtime, kind: str) -> None:
+    def __init__(self, runtime: Runtime, kind: str, staff: bool = False) -> None:
         super().__init__(status_code=200)
         self.runtime = runtime
         self._started = asyncio.Event()
@@ -110,7 +110,7 @@ class EventStream(Response):
         if kind == "admin":
             size *= ADMIN_QUEUE_FACTOR
         codec = SSE if kind == "customer" else SSE_NO_IDS
-        self.subscriber = Subscriber(kind, codec, size, self._frame, self._close)
+        self.subscriber = Subscriber(kind, codec, size, self._frame, self._close, staff)
         self.leave: Callable[[], Awaitable[None]] | None = None
 
     async def _write(self, chunk: bytes, last: bool = False) -> None:
@@ -198,7 +198,8 @@ async def session_stream(request: Request) -> Response:
     opening = _stream_opening(
         request, CUSTOMER, ADMIN, admit=lambda principal: _session_principal(principal, session_id)
     )
-    stream = EventStream(runtime, "customer")
+    # Staff watching one session see it whole, as on a socket.
+    stream = EventStream(runtime, "customer", staff=opening.principal.kind == ADMIN)
     hub = runtime.hub
 
     async def leave() -> None:
@@ -332,8 +333,10 @@ async def poll_events(request: Request) -> Response:
     session, now = start.session, runtime.clock()
     if start.replay is None:
         events = [snapshot_message(session, now).wire]
-    else:
+    elif opening.principal.kind == ADMIN:  # staff watching the session: all of it
         events = [event.wire for event in start.replay]
+    else:  # the customer's view, as its socket and stream get
+        events = [event.customer.wire for event in start.replay]
     public = session.to_public()
     body = {
         "session": session.id,
