@@ -23,6 +23,7 @@ import pytest
 
 from paylive.telemetry import context
 
+from ..support.asyncapi import check as fits_description
 from ..support.client import Socket, admin, create, merchant, open_socket, session_url
 from ..support.faultproxy import FaultProxy
 from ..support.localstripe import (
@@ -34,7 +35,6 @@ from ..support.localstripe import (
 from ..support.ports import free_port
 from ..support.servers import Server
 from ..support.waiting import until
-from .test_asyncapi import check as fits_description
 
 pytestmark = pytest.mark.anyio
 
@@ -217,7 +217,7 @@ async def test_three_d_secure_is_pushed_to_the_page_and_completed(
     )
     asked = await asked_to_authenticate(sock)
     assert asked["data"]["session"]["status"] == "processing"
-    fits_description(asked)  # docs/asyncapi.yaml describes the step
+    fits_description(asked, "customer")  # docs/asyncapi.yaml describes the step
     action = attempt_of(asked, 1)["action"]
     pi = attempt_of(asked, 1)["provider_ref"]
     assert action == {
