@@ -158,6 +158,16 @@ def test_timeout_then_retry_without_double_charge(page: Page, server_url: str) -
     expect(page.locator("#message")).to_have_text("")
 
 
+def leaving_asks_first(page: Page) -> None:
+    """Closing the page asks first (``beforeunload``); dismissing the dialog keeps it."""
+    with page.expect_event("dialog") as dialog_info:
+        page.close(run_before_unload=True)
+    dialog = dialog_info.value
+    assert dialog.type == "beforeunload"
+    dialog.dismiss()
+    assert not page.is_closed()
+
+
 def test_beforeunload_guard_while_processing(page: Page, server_url: str) -> None:
     open_demo(page, server_url)
     assert page.evaluate("window.__paylive.guardActive") is False
@@ -168,12 +178,7 @@ def test_beforeunload_guard_while_processing(page: Page, server_url: str) -> Non
     expect(page.locator("body")).to_have_attribute("data-guard", "on")
 
     # Leaving now asks first; dismissing the dialog keeps the page.
-    with page.expect_event("dialog") as dialog_info:
-        page.close(run_before_unload=True)
-    dialog = dialog_info.value
-    assert dialog.type == "beforeunload"
-    dialog.dismiss()
-    assert not page.is_closed()
+    leaving_asks_first(page)
 
     # Once the attempt is over the guard goes away.
     expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
@@ -224,12 +229,7 @@ def test_beforeunload_guard_holds_while_a_lost_pay_is_unknown(
     assert page.evaluate("window.__paylive.status") == "created"
     assert page.evaluate("window.__paylive.guardActive") is True
     expect(page.locator("body")).to_have_attribute("data-guard", "on")
-    with page.expect_event("dialog") as dialog_info:
-        page.close(run_before_unload=True)
-    dialog = dialog_info.value
-    assert dialog.type == "beforeunload"
-    dialog.dismiss()
-    assert not page.is_closed()
+    leaving_asks_first(page)
 
     # The reconnected socket's news reaches the page: a snapshot (it asked for one), the
     # attempt under way or already timed out; the guard goes once the attempt is over.
