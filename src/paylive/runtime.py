@@ -34,6 +34,7 @@ from .service.deliveries import Deliveries
 from .service.effects import EffectRunner
 from .service.idempotency import IdempotencyKeys
 from .service.payments import PaymentService, now_ms
+from .service.readiness import WriteProbe
 from .service.reads import Reads
 from .service.retention import Retention
 from .service.tickets import TicketUses
@@ -78,6 +79,7 @@ class Runtime:
         self.effects = EffectRunner(self.service, self.deliveries)
         self.reads = Reads(settings.reads, self.engine, clock, self.archive)
         self.tickets = TicketUses(self.engine)
+        self.write_probe = WriteProbe(self.engine, settings.ready_cache_ms)
         self.idempotency = IdempotencyKeys(self.engine, settings.idempotency_ttl_ms)
         self.limiter = TokenBuckets(settings.command_burst, settings.command_rate_per_s)
         self.demo_limiter = TokenBuckets(settings.demo_per_minute, settings.demo_per_minute / 60)
@@ -192,22 +194,18 @@ class Runtime:
         return f"restarting; reconnect_within_ms={self.settings.drain_hint_ms}"
 
     async def readiness(self) -> dict[str, bool]:
-        """/readyz: the engine answers and takes writes, the subscription is up, the
-        worker is not stopping (nor draining) and not overloaded (every command place
-        taken: the next would be refused)."""
-        checks = {
-            "engine": True,
-            "engine_writable": True,
-            "subscription": True,
+        """/readyz: the engine answers and takes writes (asked at most once per
+        ``ready_cache_ms``, service/readiness.py), the subscription is up, the worker is
+        not stopping (nor draining) and not overloaded (every command place taken: the
+        next would be refused)."""
+        writable = await self.write_probe.check()
+        return {
+            "engine": writable is not None,
+            "engine_writable": bool(writable),
+            "subscription": self.engine.subscription_healthy,
             "shutting_down": self.draining or self.shutting_down,
             "overloaded": self.admission.full,
         }
-        try:
-            checks["engine_writable"] = await self.engine.writable()
-        except EngineUnavailable:
-            checks["engine"] = checks["engine_writable"] = False
-        checks["subscription"] = self.engine.subscription_healthy
-        return checks
 
     async def _every(
         self,

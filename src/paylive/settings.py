@@ -113,6 +113,8 @@ class Settings:
     admin_list_max: int = 500
     redis_pool_size: int = 64
     redis_timeout_ms: int = 1_000
+    # /readyz reuses its engine write probe's answer this long (0: asks every time).
+    ready_cache_ms: int = 1_000
     # Commands worked on at once per worker; past it a command is refused at once
     # (503 overloaded, Retry-After in seconds) instead of queueing.
     max_in_flight: int = 64
@@ -907,6 +909,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Redis connections per worker for listings, probes and counters"),
     _bounded("PAYLIVE_REDIS_TIMEOUT_MS", "redis_timeout_ms", 50, 60_000,
              "connect, read and pool-wait timeout of Redis commands"),
+    _bounded("PAYLIVE_READY_CACHE_MS", "ready_cache_ms", 0, 60_000,
+             "/readyz reuses its engine write probe's answer this long"),
     _bounded("PAYLIVE_EFFECT_REVIEW_AFTER_MS", "effect_review_after_ms", 100, 30 * _DAY,
              "an effect unconfirmed this long flags its session for review"),
     _bounded("PAYLIVE_EFFECT_RETRY_BASE_MS", "effect_retry_base_ms", 10, 3_600_000,

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import paylive.archive as paylive_archive
 
 from ..support import redisproc
@@ -94,9 +96,12 @@ def test_a_good_configuration_exits_0(
     assert db.fetch("SELECT to_regclass('paylive_migrations') IS NULL")[0][0]
 
 
-def test_a_redis_that_refuses_writes_fails_the_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_only", ["yes", "no"])
+def test_a_redis_that_refuses_writes_fails_the_check(tmp_path: Path, read_only: str) -> None:
     """A replica answers PING and refuses every save (as after a failover that demoted
-    it): ``/readyz`` says so with ``engine_writable``, and so must the check."""
+    it): ``/readyz`` says so with ``engine_writable``, and so must the check. One with
+    ``replica-read-only no`` takes the probe's write, and the saves replication would
+    overwrite: it fails the check all the same."""
     replica = redisproc.start_redis(tmp_path / "replica")
     primary = redisproc.start_redis(tmp_path / "primary")
     try:
@@ -105,6 +110,8 @@ def test_a_redis_that_refuses_writes_fails_the_check(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "ok    redis:" in done.stdout and "takes writes" in done.stdout, done.stdout
 
+        said = redisproc.command(replica.port, "CONFIG", "SET", "replica-read-only", read_only)
+        assert said.startswith(b"+OK"), said
         said = redisproc.command(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
         assert said.startswith(b"+OK"), said
         # Until it has loaded the primary's data it answers LOADING (unreachable, for the

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -335,9 +337,11 @@ def metric(srv: Server, name: str) -> float:
     )
 
 
-async def test_a_redis_that_refuses_writes_is_not_ready(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_only", ["yes", "no"])
+async def test_a_redis_that_refuses_writes_is_not_ready(tmp_path: Path, read_only: str) -> None:
     """A Redis that answers but takes no write (made a replica, as after a failover that
-    demoted it) fails every save: PING still answers, readiness must not."""
+    demoted it) fails every save: PING still answers, readiness must not. Nor when the
+    replica takes writes (``replica-read-only no``): replication overwrites them."""
     replica = start_redis(tmp_path / "replica")
     primary = start_redis(tmp_path / "primary")
     try:
@@ -346,6 +350,10 @@ async def test_a_redis_that_refuses_writes_is_not_ready(tmp_path: Path) -> None:
                 ready = await http.get("/readyz")
                 assert ready.status_code == 200, ready.text
                 assert ready.json()["checks"]["engine_writable"] is True
+                said = redisproc.command(
+                    replica.port, "CONFIG", "SET", "replica-read-only", read_only
+                )
+                assert said.startswith(b"+OK"), said
                 said = redisproc.command(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
                 assert said.startswith(b"+OK"), said
 
@@ -367,8 +375,13 @@ async def test_a_redis_that_refuses_writes_is_not_ready(tmp_path: Path) -> None:
                     json={"order_id": "o", "amount": 1, "currency": "EUR"},
                     headers=merchant(),
                 )
-                assert down.status_code == 503, down.text
-                assert down.json()["error"]["code"] == "engine_unavailable"
+                if read_only == "yes":
+                    assert down.status_code == 503, down.text
+                    assert down.json()["error"]["code"] == "engine_unavailable"
+                else:
+                    # The replica took it, and will lose it when it next syncs: why
+                    # readiness must send no traffic here.
+                    assert down.status_code == 201, down.text
 
                 # Promoted again (the failover's other half): ready, and saves work.
                 said = redisproc.command(replica.port, "REPLICAOF", "NO", "ONE")
@@ -383,6 +396,35 @@ async def test_a_redis_that_refuses_writes_is_not_ready(tmp_path: Path) -> None:
     finally:
         replica.stop()
         primary.stop()
+
+
+def probe_writes(port: int) -> int:
+    """SETs run on the server since its last CONFIG RESETSTAT: an idle worker's only
+    ones are readiness's probe writes."""
+    stats = redisproc.command(port, "INFO", "commandstats").decode()
+    found = re.search(r"cmdstat_set:calls=(\d+)", stats)
+    return int(found[1]) if found else 0
+
+
+async def test_readiness_probes_cost_one_write_per_reuse_window(tmp_path: Path) -> None:
+    """A load balancer and a kubelet probing every worker often must not be a steady
+    stream of writes (each goes to the append-only file and to every replica): within
+    ``PAYLIVE_READY_CACHE_MS`` a worker reuses its answer, and probes at once share one."""
+    redis = start_redis(tmp_path / "redis")
+    try:
+        env = {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_READY_CACHE_MS": "60000"}
+        with Server(env) as srv:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                assert redisproc.command(redis.port, "CONFIG", "RESETSTAT").startswith(b"+OK")
+                at_once = await asyncio.gather(*(http.get("/readyz") for _ in range(20)))
+                one_by_one = [await http.get("/readyz") for _ in range(20)]
+                for reply in at_once + one_by_one:
+                    assert reply.status_code == 200, reply.text
+                    jsonschema.validate(reply.json(), READINESS)
+                # The first probe may have run before the reset: one write at most.
+                assert probe_writes(redis.port) <= 1
+    finally:
+        redis.stop()
 
 
 async def test_a_lost_subscription_replays_the_missed_events(tmp_path: Path) -> None:

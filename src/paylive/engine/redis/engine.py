@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
 from ...core.session import Session
 from ...settings import RedisSettings
 from ..base import AuditAdd, Claim, Engine, RecordClaim
 from . import keys
-from .client import TRANSIENT_REPLIES, Client
+from .client import TRANSIENT_REPLIES, Client, unavailable
 from .sharded import ShardedSubscription
 from .shop import Shop
 from .store import Store
 from .subscription import Subscription
+
+log = logging.getLogger(__name__)
 
 # The probe key outlives a few readiness checks, and then goes: nothing else reads it.
 READY_TTL_MS = 60_000
@@ -43,6 +47,7 @@ class RedisEngine(Shop, Engine):
             lambda: self._on_resync(),
         )
         self._task: asyncio.Task[None] | None = None
+        self._asks_role = True
 
     def _event(self, session_id: str | None, payload: bytes) -> None:
         if session_id is not None:
@@ -101,21 +106,69 @@ class RedisEngine(Shop, Engine):
             await client.r.ping()
 
     async def writable(self) -> bool:
-        """A write of paylive's own probe key, not ROLE or INFO: it is refused for every
-        reason a save would be (a replica, ``maxmemory`` reached with no eviction,
-        ``min-replicas-to-write`` unmet, a failed background save), and on Cluster it
-        goes to the primary of the global slot, where every save's second step runs."""
+        """Whether a save would be taken now: ``/readyz`` and ``paylive check`` ask it.
+
+        A write of paylive's own probe key, because it is refused for every reason a
+        save would be (``maxmemory`` reached with no eviction, ``min-replicas-to-write``
+        unmet, a failed background save, an ACL); on one node ``ROLE`` first, because a
+        replica configured with ``replica-read-only no`` takes that write and would
+        take the saves too, until replication overwrites them. On Cluster, a key on
+        every primary that owns slots (a save goes to its own session's slot), all at
+        once within the one timeout; a Cluster replica redirects writes, so no ROLE.
+        """
         client = self._client
         async with client.op(), asyncio.timeout(client.timeout):
-            try:
-                await client.call("SET", keys.READY, b"1", "PX", READY_TTL_MS)
-            except rexc.ResponseError as exc:
-                if str(exc).startswith(TRANSIENT_REPLIES):
-                    raise  # a node loading or a cluster down: the engine is unavailable
-                # Redis answered and refused the write: a replica, OOM, MISCONF, an ACL
-                # without SET (NOPERM)... A save would be refused the same way, so not
-                # writable, whichever the reason.
+            if client.cluster:
+                return await self._primaries_writable()
+            if await self._replica():
                 return False
+            return await self._probe(keys.READY)
+
+    async def _replica(self) -> bool:
+        """Whether the node says it is a replica. A server that refuses ROLE (an ACL
+        without it, a proxy) leaves the write to decide, and is not asked again."""
+        if not self._asks_role:
+            return False
+        try:
+            role = await self._client.call("ROLE")
+        except rexc.ResponseError as exc:
+            if str(exc).startswith(TRANSIENT_REPLIES):
+                raise
+            self._asks_role = False
+            log.warning("Redis refused ROLE (%s): readiness tells a replica by its write", exc)
+            return False
+        return bytes(role[0]) in (b"slave", b"replica")
+
+    async def _primaries_writable(self) -> bool:
+        r = self._client.r
+        assert isinstance(r, RedisCluster)
+        # The slot map is read here, so the client must have it: this may be the
+        # worker's first keyed command (a no-op once it is initialized).
+        await r.initialize()
+        slots = r.nodes_manager.slots_cache
+
+        def owner(slot: int) -> str | None:
+            nodes = slots.get(slot)
+            return str(nodes[0].name) if nodes else None
+
+        probes = keys.ready_keys(owner, {str(node.name) for node in r.get_primaries()})
+        answers = await asyncio.gather(*(self._probe(key) for key in probes.values()))
+        return all(answers)
+
+    async def _probe(self, key: str) -> bool:
+        try:
+            await self._client.call("SET", key, b"1", "PX", READY_TTL_MS)
+        except (rexc.MovedError, rexc.AskError) as exc:
+            # The slot moved since the map was read: a reshard, not a refusal.
+            raise unavailable(exc) from exc
+        except rexc.ResponseError as exc:
+            # NOREPLICAS is an answer: the node is up and refuses the write.
+            if str(exc).startswith(TRANSIENT_REPLIES) and not str(exc).startswith("NOREPLICAS"):
+                raise  # a node loading or a cluster down: the engine is unavailable
+            # Redis answered and refused the write: a replica, OOM, MISCONF, an ACL
+            # without SET (NOPERM)... A save would be refused the same way, so not
+            # writable, whichever the reason.
+            return False
         return True
 
     @property

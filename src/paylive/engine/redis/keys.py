@@ -31,7 +31,9 @@ the done ones capped; ``audit`` (a list, newest first, capped): the audit trail 
 staff and shop actions. Records of ``put``/``get`` are plain strings
 ``paylive:rec:<key>`` with their own expiry. ``ready`` (a string that expires a minute
 after it was last written) is readiness's probe: writing it is how a worker learns
-that the node of the global slot still takes writes.
+that the node of the global slot still takes writes. On Cluster each other primary
+that owns slots gets a probe key of its own, ``paylive:{_ready<n>}:ready``, the first
+``n`` whose slot it owns (``ready_keys``).
 
 Channels: ``paylive:{<id>}:ev`` per session (its hash tag puts it in the session's
 slot, where sharded pub/sub publishes it), ``paylive:admin`` for the admin feed, or
@@ -39,6 +41,10 @@ slot, where sharded pub/sub publishes it), ``paylive:admin`` for the admin feed,
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from redis.crc import key_slot
 
 PREFIX = "paylive"
 ADMIN_CHANNEL = f"{PREFIX}:admin".encode()
@@ -79,6 +85,30 @@ def channel(session_id: str | None, sharded: bool = False) -> bytes:
     if session_id is None:
         return SHARDED_ADMIN_CHANNEL if sharded else ADMIN_CHANNEL
     return session_channel(session_id)
+
+
+# Enough tries for a primary that owns a single slot (16,384 slots, about one key in
+# 16,384 lands there): past it that primary goes unprobed rather than the probe spinning.
+_READY_TRIES = 1 << 18
+
+
+def ready_keys(owner: Callable[[int], str | None], primaries: Collection[str]) -> dict[str, str]:
+    """One probe key per primary, each in a slot that primary owns (``owner`` names the
+    primary of a slot): the global slot's own ``READY`` for its primary, and for the
+    others the first ``paylive:{_ready<n>}:ready`` that lands in one of theirs. The
+    same keys every time while the slot map stands, so that probes overwrite them."""
+    found: dict[str, str] = {}
+    first = owner(key_slot(READY.encode()))
+    if first is not None:
+        found[first] = READY
+    for n in range(_READY_TRIES):
+        if len(found) >= len(primaries):
+            break
+        key = f"{PREFIX}:{{_ready{n}}}:ready"
+        name = owner(key_slot(key.encode()))
+        if name is not None and name not in found:
+            found[name] = key
+    return found
 
 
 def record_key(key: str) -> str:
