@@ -378,10 +378,14 @@ async def test_a_forced_stop_ends_the_requests_in_flight_before_the_engine_close
         cut = log.find("cut 1 requests in flight at a forced stop")
         stopped = log.find("worker stopped: loops ended, engine closed")
         assert 0 <= cut < stopped, log[-3000:]
-    # Money: the command's key was let go while the engine was still open, so the same
-    # request again is decided (the attempt in flight refuses it), not "in use" until
-    # the key's lock runs out.
+    # Money: what the cut command saved stands (its attempt in flight, left to its
+    # timeout or webhook), and its key was let go while the engine was still open: the
+    # same request again is decided on the session as it stands, not refused as "in
+    # use" until the key's lock runs out.
     with Server({**env, "PAYLIVE_PROVIDER_DEADLINE_MS": "100"}) as again:
         async with httpx.AsyncClient(base_url=again.url, timeout=10) as http:
             reply = await http.post(f"{url}/attempts", json=body, headers=merchant() | key)
-        assert reply.json()["error"]["code"] != "idempotency_key_in_use", reply.text
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["error"]["code"] == "invalid_state", reply.text
+        [attempt] = reply.json()["session"]["attempts"]
+        assert attempt["status"] == "processing", reply.text
