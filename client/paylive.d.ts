@@ -291,6 +291,7 @@ export type ServerErrorCode =
   | 'engine_unavailable'
   | 'gateway_unavailable'
   | 'archive_unavailable'
+  | 'shutting_down'
   | 'error';
 
 /**

@@ -204,8 +204,8 @@ class Settings:
     # legacy one) 37 KB; the CPU per state change was the same within the noise.
     ws_protocol: str = "wsproto"
     listen_backlog: int = 4096
-    # After the drain, requests still in flight get this long before uvicorn cancels
-    # them (its timeout_graceful_shutdown, whose 10 s paylive always passed).
+    # After the drain, requests still in flight get this long before they are cut
+    # (uvicorn's timeout_graceful_shutdown, whose 10 s paylive always passed).
     shutdown_grace_ms: int = 10_000
     # A stopping worker (SIGTERM) refuses new sockets and closes the ones it holds
     # spread over this window, with 1012 and a reconnect hint, so that a deploy sends

@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from ..support.client import Socket, create, open_socket, session_url
+from ..support.client import Socket, create, merchant, open_socket, session_url
 from ..support.redisproc import RedisProc
 from ..support.servers import API_KEY, Server
 from ..support.sse import Stream
@@ -290,8 +290,8 @@ async def test_requests_in_flight_get_the_grace_then_are_cut() -> None:
             assert srv.proc is not None
             started = time.monotonic()
             srv.proc.terminate()
-            # The drain is over and uvicorn waits for the requests in flight.
-            await until(lambda: "Waiting for connections to close" in srv.log(), timeout=5)
+            # The drain is over and the worker waits for the requests in flight.
+            await until(lambda: "for 2 requests in flight" in srv.log(), timeout=5)
             short.sendall(body[-1:].encode())
             answer = await anyio.to_thread.run_sync(closed_by_server, short, time.monotonic() + 5)
             assert answer is not None and answer.startswith(b"HTTP/1.1 201 "), answer
@@ -303,7 +303,89 @@ async def test_requests_in_flight_get_the_grace_then_are_cut() -> None:
             short.close()
             long.close()
         assert cut is not None, "still open well past the grace"
-        assert b" 201 " not in cut, cut
+        # Told the worker stopped, not a 500: the client sends it again elsewhere.
+        assert cut.startswith(b"HTTP/1.1 503 ") and b'"shutting_down"' in cut, cut
         assert GRACE_MS / 1000 <= took < GRACE_MS / 1000 + 4, took
         assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(10)) in (0, -15)
-        assert "timeout graceful shutdown exceeded" in srv.log()
+        log = srv.log()
+        # One line for the requests cut, not a traceback each, and before the engine closed.
+        assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+        at_cut = log.find("cut 1 requests in flight at the end of the grace")
+        assert 0 <= at_cut < log.find("worker stopped: loops ended, engine closed"), log[-3000:]
+
+
+# The sandbox's card whose charge never answers (protocol 3.4): its command waits on the
+# provider, with the attempt saved as processing, for as long as the deadline allows.
+HANGING_CARD = "4000000000000606"
+# Far past what the test waits: only the stop may end the command.
+HELD = {
+    "PAYLIVE_DRAIN_MS": "0",
+    "PAYLIVE_SHUTDOWN_GRACE_MS": "60000",
+    "PAYLIVE_PROVIDER_DEADLINE_MS": "50000",
+    "PAYLIVE_ATTEMPT_TIMEOUT_MS": "60000",
+}
+
+
+async def test_a_forced_stop_ends_the_requests_in_flight_before_the_engine_closes(
+    redis: RedisProc,
+) -> None:
+    """A second SIGTERM (protocol 4.3) stops waiting for the requests in flight: each
+    is answered 503 shutting_down (or its connection closed) before the app's shutdown
+    closes the engine, with one line in the log and no traceback; none runs on against
+    a closed engine, so the command's Idempotency-Key is let go, not left locked."""
+    env = {**HELD, "PAYLIVE_REDIS_URL": redis.url}
+    key = {"Idempotency-Key": "pay-forced-1"}
+    body = {"payment_method": {"card": HANGING_CARD}}
+    with Server(env) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+            session = await create(http)
+            url = f"/api/sessions/{session['id']}"
+            sock = await open_socket(session_url(srv.ws_url, session))
+            assert (await sock.recv())["type"] == "snapshot"
+            replies: list[httpx.Response | Exception] = []
+
+            async def pay() -> None:
+                try:
+                    replies.append(
+                        await http.post(f"{url}/attempts", json=body, headers=merchant() | key)
+                    )
+                except httpx.HTTPError as exc:
+                    replies.append(exc)
+
+            async def processing() -> bool:
+                async with httpx.AsyncClient(base_url=srv.url, timeout=5) as other:
+                    reply = await other.get(url, headers=merchant())
+                return bool(reply.json()["status"] == "processing")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pay)
+                # Saved as processing: the command now waits on the provider's charge.
+                await until(processing)
+                assert srv.proc is not None
+                srv.proc.terminate()
+                # The stop is under way (its drain closed the socket), and the
+                # command still waits: the second signal forces.
+                assert await sock.close_code() == 1001
+                assert not replies
+                srv.proc.send_signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(lambda: srv.proc.wait(15)) in (0, -15)
+        log = srv.log()
+        [reply] = replies
+        assert isinstance(reply, httpx.Response), f"{reply!r}\n{log[-3000:]}"
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["error"]["code"] == "shutting_down"
+        assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+        cut = log.find("cut 1 requests in flight at a forced stop")
+        stopped = log.find("worker stopped: loops ended, engine closed")
+        assert 0 <= cut < stopped, log[-3000:]
+    # Money: what the cut command saved stands (its attempt in flight, left to its
+    # timeout or webhook), and its key was let go while the engine was still open: the
+    # same request again is decided on the session as it stands, not refused as "in
+    # use" until the key's lock runs out.
+    with Server({**env, "PAYLIVE_PROVIDER_DEADLINE_MS": "100"}) as again:
+        async with httpx.AsyncClient(base_url=again.url, timeout=10) as http:
+            reply = await http.post(f"{url}/attempts", json=body, headers=merchant() | key)
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["error"]["code"] == "invalid_state", reply.text
+        [attempt] = reply.json()["session"]["attempts"]
+        assert attempt["status"] == "processing", reply.text

@@ -109,6 +109,8 @@ class ErrorCode(StrEnum):
     ENGINE_UNAVAILABLE = "engine_unavailable"
     GATEWAY_UNAVAILABLE = "gateway_unavailable"
     ARCHIVE_UNAVAILABLE = "archive_unavailable"
+    # The worker stopped before it answered (docs/protocol.md section 4.3).
+    SHUTTING_DOWN = "shutting_down"
 
 
 # Refusals that say "not now" rather than "no": the same request may succeed later
@@ -128,5 +130,6 @@ TEMPORARY_CODES = frozenset(
         ErrorCode.ENGINE_UNAVAILABLE,
         ErrorCode.GATEWAY_UNAVAILABLE,
         ErrorCode.ARCHIVE_UNAVAILABLE,
+        ErrorCode.SHUTTING_DOWN,
     }
 )

@@ -106,6 +106,20 @@ HEALTHY_HEADERS = [
 ]
 HEALTHZ = b"/healthz"
 
+# A request cut by a stop that no longer waits for it (docs/protocol.md section 4.3).
+SHUTTING_DOWN_BODY = json.dumps(
+    error_body(
+        ErrorCode.SHUTTING_DOWN,
+        "this worker stopped before it answered; the request may or may not have been "
+        "applied: send it again (with the same Idempotency-Key)",
+    )
+).encode()
+SHUTTING_DOWN_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(SHUTTING_DOWN_BODY)).encode()),
+    (b"connection", b"close"),
+]
+
 HEADERS_TOO_LARGE_STATUS = http_status(ErrorCode.HEADERS_TOO_LARGE)
 INVALID_REQUEST_STATUS = http_status(ErrorCode.INVALID_REQUEST)
 
@@ -229,6 +243,52 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # Whether the peer is a trusted proxy, whose X-Forwarded-For names the client
         # (asked once: the peer is the connection's).
         self._forwarding = False
+        # The task running the app for this connection's request (one at a time: a
+        # pipelined request starts when the one before is answered), and whether the
+        # stop cut it (``cut``). uvicorn's own app call is wrapped: its cycle logs a
+        # traceback and answers 500 for a task cancelled under it.
+        self._app, self.app = self.app, self._app_or_cut
+        self._running: asyncio.Task[None] | None = None
+        self._cut = False
+
+    async def _app_or_cut(self, scope: Scope, receive: Any, send: Any) -> None:
+        self._running = asyncio.current_task()
+        try:
+            await self._app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self._cut or self._running is None:
+                raise
+            self._running.uncancel()
+            await self._end_cut(send)
+        finally:
+            self._running = None
+
+    async def _end_cut(self, send: Any) -> None:
+        """A cut request's end: answered 503 ``shutting_down`` if its answer had not
+        begun, else its connection closed (its client sees a short answer, never one
+        made to look whole)."""
+        # uvicorn calls the app with its request cycle's bound ``send``.
+        cycle = cast(RequestResponseCycle, send.__self__)
+        if not cycle.response_started:
+            status = http_status(ErrorCode.SHUTTING_DOWN)
+            await send(
+                {"type": "http.response.start", "status": status, "headers": SHUTTING_DOWN_HEADERS}
+            )
+            await send({"type": "http.response.body", "body": SHUTTING_DOWN_BODY})
+            return
+        # Marked gone, so that uvicorn does not log the answer left unfinished.
+        cycle.disconnected = True
+        self.transport.close()
+
+    def cut(self) -> asyncio.Task[None] | None:
+        """Cut the request whose app is running, if any (the server is stopping and
+        waits no longer): its task, to wait for its end."""
+        task = self._running
+        if task is None or task.done():
+            return None
+        self._cut = True
+        task.cancel()
+        return task
 
     @property
     def _over_limit(self) -> bool:

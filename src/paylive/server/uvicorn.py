@@ -19,6 +19,13 @@ process at once: the runtime's loops and the effects they had started were cut
 wherever they stood, and the gateway, webhook sender, archive and engine were never
 closed, nor the trace exporter flushed. ``PayliveServer`` runs that shutdown itself
 after a forced stop, bounded by ``FORCED_STOP_S``.
+
+Requests in flight are waited for here, not by uvicorn, and ended before that shutdown
+closes the engine and the clients. uvicorn, at the end of its grace, cancelled their
+tasks and went on without waiting for them (a traceback and a 500 for each); on a
+forced stop it did not even cancel them, and they ran on against a closed engine until
+the process ended. Here each is cut (``BoundedHttpProtocol.cut``: 503 ``shutting_down``,
+or its connection closed once its answer has begun) and waited for, with one log line.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from uvicorn.supervisors import multiprocess
 from ..runtime import STOP_WAIT_S
 from . import shutdown
 from .accepting import Acceptor, accept_for
+from .connections import BoundedHttpProtocol
 
 log = logging.getLogger("paylive.server")
 
@@ -49,6 +57,9 @@ GC_THRESHOLDS = (20_000, 50, 100)
 # to STOP_WAIT_S for its loops, then closes the provider, archive and engine clients,
 # each bounded by its own timeout. A stop that hangs past it is left to the exit.
 FORCED_STOP_S = STOP_WAIT_S + 2.0
+# How long the requests cut at a stop get to end: unwinding a command is at most an
+# engine call or two (an Idempotency-Key let go), each bounded by the engine's timeout.
+CUT_WAIT_S = 2.0
 
 
 def tune_gc() -> None:
@@ -63,6 +74,8 @@ class PayliveServer(uvicorn.Server):
         super().__init__(config)
         self.acceptors: list[Acceptor] = []
         self._terms = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._forced = asyncio.Event()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A second SIGTERM forces, as a second SIGINT does in uvicorn. Not a SIGTERM
@@ -73,8 +86,13 @@ class PayliveServer(uvicorn.Server):
             if self._terms > 1:
                 self.force_exit = True
         super().handle_exit(sig, frame)
+        if self.force_exit and self._loop is not None:
+            # A signal handler runs between any two steps of the loop: only this call
+            # may hand the loop work from it.
+            self._loop.call_soon_threadsafe(self._forced.set)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
         # paylive serve has no TLS of its own (it ends at the proxy); a server given
         # uvicorn's would need it on the connections the acceptors take too.
@@ -105,9 +123,56 @@ class PayliveServer(uvicorn.Server):
             sock.close()
         await shutdown.run_hooks(lambda: self.force_exit)
         await asyncio.sleep(0.2)  # let the close frames go out before uvicorn's own
+        await self._end_requests()
         await super().shutdown(sockets=sockets)
         if self.force_exit:
             await self._stop_app()
+
+    async def _end_requests(self) -> None:
+        """Wait for the requests in flight, up to the grace or a forced stop; then cut
+        those left and wait for their tasks, so that none runs on once the app's
+        shutdown closes the engine (uvicorn then finds no task to cancel)."""
+        tasks = self.server_state.tasks
+        # Answered requests close their connections, idle kept-alive ones close now
+        # (uvicorn asks the same again, harmlessly).
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        grace = self.config.timeout_graceful_shutdown
+        deadline = None if grace is None else loop.time() + grace
+        if tasks and not self.force_exit:
+            log.info("waiting up to %s s for %d requests in flight", grace, len(tasks))
+        forced = asyncio.ensure_future(self._forced.wait())
+        try:
+            while tasks and not self.force_exit:
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    break
+                await asyncio.wait(
+                    [*tasks, forced], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            forced.cancel()
+        cut = [
+            task
+            for connection in list(self.server_state.connections)
+            if isinstance(connection, BoundedHttpProtocol) and (task := connection.cut())
+        ]
+        if cut:
+            log.warning(
+                "cut %d requests in flight at %s: each answered 503 shutting_down, or its "
+                "connection closed when its answer had begun",
+                len(cut),
+                "a forced stop" if self.force_exit else "the end of the grace",
+            )
+        if tasks:
+            _, late = await asyncio.wait(set(tasks), timeout=CUT_WAIT_S)
+            if late:
+                # Not ours to cut (a socket's handler), or deaf to its cut: uvicorn's
+                # way, a cancel without waiting, and its traceback for each.
+                log.error("%d tasks still running after the cut; cancelled", len(late))
+                for task in late:
+                    task.cancel()
 
     async def _stop_app(self) -> None:
         """The app's lifespan shutdown, which uvicorn skips on a forced stop; unless it

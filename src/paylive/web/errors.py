@@ -53,6 +53,7 @@ HTTP_STATUS: Mapping[E, int] = {
     E.ENGINE_UNAVAILABLE: 503,
     E.GATEWAY_UNAVAILABLE: 503,
     E.ARCHIVE_UNAVAILABLE: 503,
+    E.SHUTTING_DOWN: 503,
 }
 
 # A refusal that ends a socket (at its handshake, or a frame that cannot be read)

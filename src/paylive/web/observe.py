@@ -13,13 +13,16 @@ a handshake the same ids.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
+from ..core.protocol import ErrorCode
 from ..telemetry import context, tracing
+from .errors import http_status
 
 REQUEST_ID_HEADER = b"x-request-id"
 TRACEPARENT_HEADER = b"traceparent"
@@ -71,12 +74,13 @@ class Observe:
         # Bounded: the span's name is an operation a tracing backend lists for ever.
         method = metrics.method_label(scope.get("method", "GET"))
         status = 500
+        started = False
         extra: list[tuple[bytes, bytes]] = []
 
         async def answer(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), *extra]
                 session = _session_of(scope)
@@ -104,6 +108,13 @@ class Observe:
             extra.extend(response_headers(request_id))
             try:
                 await self.app(scope, receive, answer)
+            except asyncio.CancelledError:
+                # Only a stopping worker cancels a request (``server.connections``
+                # cuts it), and answers it 503 shutting_down if nothing was sent yet:
+                # counted as that, not as a 500 (a bug).
+                if not started:
+                    status = http_status(ErrorCode.SHUTTING_DOWN)
+                raise
             finally:
                 route = route_of(scope)
                 if tracing.enabled():
