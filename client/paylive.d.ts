@@ -297,7 +297,10 @@ export type ServerErrorCode =
 /**
  * Codes the client makes up: a fatal close, or a command it gave up on. `connection_lost`
  * and `timeout`: the command was sent and its answer never came, so the server may have
- * applied it (the session tells; after a close for good, only a reload does). A fatal
+ * applied it (the session tells; after a close for good, only a reload does). Over HTTP
+ * (SSE, long-polling), a 502, 503 or 504 that is not paylive's own JSON error (a proxy's
+ * or load balancer's page) is `connection_lost` too: the request may have reached
+ * paylive; paylive's own 503 (`overloaded`, ...) is a refusal, nothing started. A fatal
  * close's code (`unauthorized`, `unknown_session`, ...) rejects the commands not sent
  * yet; one sent on the socket settles `connection_lost`, one sent over HTTP (SSE,
  * long-polling) by its own request's answer.
@@ -632,6 +635,15 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
    * under way or an end is heard.
    */
   readonly guardActive: boolean;
+  /**
+   * True from the moment a sent `pay` or `retry` is settled without its answer
+   * (`connection_lost`, also for a proxy's 502/503/504 over HTTP, or `timeout`: it may
+   * have started a charge) until the session's state heard after it tells (a snapshot,
+   * an attempt under way or an end). It turns true as the command's promise rejects, and
+   * false just before the `session` event of the state that tells. Meanwhile a page
+   * says it is checking the payment and offers no Pay or Retry.
+   */
+  readonly outcomeUnknown: boolean;
   /** Commands sent or queued and not yet answered. */
   readonly pendingCommands: PendingCommand[];
   /** A socket URL with the client secret and `since` (for other clients: this one opens with tickets). */

@@ -64,6 +64,7 @@ function showMessage(text, kind = 'info') {
 
 // Where the focus goes, by status, when the control that had it disappears.
 const FOCUS_TARGET = { created: 'pay', processing: 'processing-title', interrupted: 'prompt-title' };
+const CHECKING_SENTENCE = 'Checking whether your payment went through. Please keep this page open.';
 
 function statusSentence(session, finalText) {
   switch (session.status) {
@@ -146,6 +147,7 @@ async function start() {
   window.__paylive = client;
   let busy = false; // a command of ours is waiting for its answer
   let shownStatus = null; // the status the live region last announced
+  let shownChecking = false; // the live region said the payment is being checked
   let retryWaiting = false; // the retry button is counting down
   let focusInCard = false; // the keyboard focus was last inside the checkout card
   document.addEventListener('focusin', (event) => {
@@ -153,6 +155,14 @@ async function start() {
   });
 
   let authenticating = null; // the attempt whose 3-D Secure step this page is completing
+
+  // A pay or retry lost its answer (the connection, a timeout, a proxy's 502/503/504):
+  // it may have started a charge. Until the session's state tells, the page says it is
+  // checking and offers no Pay or Retry (a second one would only be refused, and a
+  // double click on money is what this page must never invite).
+  function checking() {
+    return client.outcomeUnknown && !TERMINAL_STATUSES.has(client.session?.status);
+  }
 
   function render() {
     const session = client.session;
@@ -167,6 +177,8 @@ async function start() {
     setText('attempt', session.attempt > 0 ? `Attempt ${session.attempt} of ${session.max_attempts}` : '');
 
     const terminal = TERMINAL_STATUSES.has(status);
+    const unknown = checking();
+    $('checking').hidden = !unknown;
     $('processing').hidden = status !== 'processing';
     $('prompt').hidden = status !== 'interrupted';
     $('final').hidden = !terminal;
@@ -174,7 +186,7 @@ async function start() {
 
     $('pay').hidden = status === 'interrupted';
     $('retry').hidden = status !== 'interrupted';
-    $('pay').disabled = busy || status !== 'created';
+    $('pay').disabled = busy || unknown || status !== 'created';
     $('cancel').disabled = terminal;
     $('card').disabled = status === 'processing';
 
@@ -193,20 +205,26 @@ async function start() {
       // The outcome is on the screen: tell the shop the customer saw it (protocol 10).
       client.acknowledgeOutcome().catch(() => {});
     }
-    if (status !== shownStatus) {
+    if (unknown) {
+      if (!shownChecking) setText('announce', CHECKING_SENTENCE);
+      shownChecking = true;
+      shownStatus = null; // said again once known
+    } else if (status !== shownStatus) {
+      shownChecking = false;
       shownStatus = status;
       setText('announce', statusSentence(session, detail));
     }
-    keepFocus(status, terminal);
+    keepFocus(status, terminal, unknown);
     tick();
   }
 
   // Pressing Pay disables it and a final state hides the form: the focus would fall
   // back to the top of the document, so it goes to what replaced the control instead.
-  function keepFocus(status, terminal) {
+  function keepFocus(status, terminal, unknown) {
     const el = document.activeElement;
     const lost = !el || el === document.body || el.disabled || el.closest('[hidden]');
-    if (focusInCard && lost) $(terminal ? 'final-title' : FOCUS_TARGET[status])?.focus();
+    const target = terminal ? 'final-title' : unknown ? 'checking-title' : FOCUS_TARGET[status];
+    if (focusInCard && lost) $(target)?.focus();
   }
 
   function renderPrompt() {
@@ -239,15 +257,18 @@ async function start() {
 
     const retryIn = client.retryInMs();
     const retryButton = $('retry');
+    const unknown = checking();
     if (retryIn !== null) {
-      retryButton.disabled = busy || retryIn > 0;
+      retryButton.disabled = busy || unknown || retryIn > 0;
       $('retry-countdown').dataset.retryInMs = String(Math.round(retryIn));
-      setText('retry-countdown', retryIn > 0 ? `You can try again in ${formatSeconds(retryIn)}.` : 'You can try again now.');
+      let wait = retryIn > 0 ? `You can try again in ${formatSeconds(retryIn)}.` : 'You can try again now.';
+      if (unknown) wait = 'We are checking your last try first.';
+      setText('retry-countdown', wait);
       setText('retry', retryIn > 0 ? `Retry in ${formatSeconds(retryIn)}` : 'Try again');
-      if (retryWaiting && retryIn <= 0) setText('announce', 'You can try again now.');
+      if (retryWaiting && retryIn <= 0 && !unknown) setText('announce', 'You can try again now.');
       retryWaiting = retryIn > 0;
     } else if (client.session?.status === 'interrupted') {
-      retryButton.disabled = busy;
+      retryButton.disabled = busy || unknown;
     }
   }
   setInterval(tick, 100);
@@ -262,6 +283,9 @@ async function start() {
     } catch (err) {
       if (err.code === 'connection_lost') {
         showMessage('The connection dropped while sending; the status above shows what happened.', 'warn');
+      } else if (err.code === 'timeout' && client.outcomeUnknown) {
+        // No answer in time is no refusal: the payment may be under way.
+        showMessage('No answer came in time; the status above shows what happened.', 'warn');
       } else {
         showMessage(`${label}: ${err.message}`, 'error');
       }

@@ -44,8 +44,30 @@ const COMMAND_PATHS = {
 };
 
 /**
+ * paylive's own refusals among the statuses a proxy or load balancer also answers (502,
+ * 503, 504): 503 with one of these codes in paylive's JSON error body (protocol 3.1,
+ * `paylive.web.errors`; `overloaded` changed nothing). paylive never answers 502 or
+ * 504. Held to the server's table by tests/js/test_contract.py.
+ */
+export const UNAVAILABLE_CODES = Object.freeze(new Set([
+  'overloaded',
+  'engine_unavailable',
+  'gateway_unavailable',
+  'archive_unavailable',
+]));
+const GATEWAY_STATUSES = new Set([502, 503, 504]);
+
+/** paylive's `{error: {code, message}}` from `body`, or null when it is not one. */
+function ownError(body) {
+  const error = body && typeof body === 'object' ? body.error : null;
+  return error && typeof error === 'object' && typeof error.code === 'string' ? error : null;
+}
+
+/**
  * Send one customer command over the HTTP API and answer it as the socket would: an
- * `ack` or an `error` message with the command's `ref`, handed to `deliver`.
+ * `ack` or an `error` message with the command's `ref`, handed to `deliver`. A 502,
+ * 503 or 504 that is not paylive's own refusal (a proxy's page: the request may have
+ * reached paylive and been applied) is answered `connection_lost`, as a lost answer is.
  */
 export async function httpCommand(fetchFn, { baseUrl, sessionId, secret }, command, deliver) {
   const path = COMMAND_PATHS[command.type];
@@ -74,11 +96,23 @@ export async function httpCommand(fetchFn, { baseUrl, sessionId, secret }, comma
     answer('ack', {});
     return;
   }
-  let error = { code: 'error', message: `HTTP ${reply.status}` };
+  let answered = null;
   try {
-    error = (await reply.json()).error ?? error;
+    answered = await reply.json();
   } catch {
-    // Not JSON (a proxy's page): the status says enough.
+    // Not JSON (a proxy's page): the status says what it can.
   }
-  answer('error', { code: error.code, message: error.message });
+  const own = ownError(answered);
+  if (GATEWAY_STATUSES.has(reply.status) && !(reply.status === 503 && UNAVAILABLE_CODES.has(own?.code))) {
+    // Whatever stands in front of paylive gave up on the request (502, 504) or refused
+    // it (503) with a page of its own: it may have reached paylive, which may have
+    // applied it. The session's state tells, as after any lost answer.
+    answer('error', {
+      code: 'connection_lost',
+      message: `HTTP ${reply.status} from a proxy: the command may have reached the server; the session state will tell`,
+    });
+    return;
+  }
+  const error = own ?? { code: 'error', message: `HTTP ${reply.status}` };
+  answer('error', { code: error.code, message: error.message ?? `HTTP ${reply.status}` });
 }

@@ -153,6 +153,18 @@ export class PayliveSession extends Emitter {
     return !this.#closed && (this.status === 'processing' || this.#commands.paymentPending);
   }
 
+  /**
+   * True from the moment a sent `pay` or `retry` is settled without its answer
+   * (`connection_lost`, `timeout`: it may have started a charge) until the session's
+   * state, heard after it, tells what became of it (a snapshot, an attempt under way or
+   * an end; protocol 4.2). It turns true as the command's promise rejects, and false
+   * just before the `session` event of the state that tells. A page keeps its Pay and
+   * Retry off meanwhile and says it is checking the payment.
+   */
+  get outcomeUnknown() {
+    return this.#commands.outcomeUnknown;
+  }
+
   /** Commands sent or queued and not yet answered. */
   get pendingCommands() {
     return this.#commands.pending;

@@ -229,6 +229,9 @@ def test_beforeunload_guard_holds_while_a_lost_pay_is_unknown(
     assert page.evaluate("window.__paylive.status") == "created"
     assert page.evaluate("window.__paylive.guardActive") is True
     expect(page.locator("body")).to_have_attribute("data-guard", "on")
+    # The page says it is checking, and offers no second pay meanwhile.
+    expect(page.locator("#checking")).to_be_visible()
+    expect(page.locator("#pay")).to_be_disabled()
     leaving_asks_first(page)
 
     # The reconnected socket's news reaches the page: a snapshot (it asked for one), the
@@ -240,6 +243,70 @@ def test_beforeunload_guard_holds_while_a_lost_pay_is_unknown(
     expect(page.locator("body")).to_have_attribute("data-guard", "off")
     assert page.evaluate("window.__snapshots") >= 1
     expect(page.locator("#no-double")).to_be_visible()
+    expect(page.locator("#checking")).to_be_hidden()
+    expect(page.locator("#retry")).to_be_enabled()  # from retry_at on, as the state says
+
+
+# The form's own submit (Enter in the card field, as a customer would): the pay it
+# makes, if any, is waiting in the client's queue once the card is read.
+SUBMIT_AND_COUNT_PAYS = """async () => {
+  document.getElementById('pay-form').requestSubmit();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return window.__paylive.pendingCommands.filter((c) => c.type === 'pay').length;
+}"""
+
+
+def test_pay_stays_off_while_a_lost_pay_is_checked(page: Page, server_url: str) -> None:
+    """The socket dies with the pay on it, before the server has it: until the page
+    hears the session again, it cannot know whether a charge started. It says it is
+    checking the payment and keeps Pay off (a second pay invites a double click on
+    money); the snapshot then says `created`, and Pay is back."""
+    cut = {"done": False, "hold": True}
+    held: list[tuple[Any, str | bytes]] = []  # what the server said on later sockets, held back
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        after_cut = cut["done"]
+
+        def to_server(message: str | bytes) -> None:
+            if not cut["done"] and json.loads(message).get("type") == "pay":
+                cut["done"] = True  # lost on the way: the server never sees it
+                ws.close(code=1011, reason="cut with the pay")
+                server.close()
+                return
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            if after_cut and cut["hold"]:
+                held.append((ws, message))
+            else:
+                ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    open_demo(page, server_url)
+    page.fill("#card", OK_CARD)
+    page.click("#pay")
+    expect(page.locator("#message")).to_contain_text("The connection dropped while sending")
+    checking = page.locator("#checking")
+    expect(checking).to_be_visible()
+    expect(checking).to_contain_text("Checking your payment")
+    expect(page.locator("#pay")).to_be_disabled()
+    expect(page.locator("#checking-title")).to_be_focused()  # not lost with the disabled Pay
+    assert page.evaluate("window.__paylive.outcomeUnknown") is True
+    assert page.evaluate(SUBMIT_AND_COUNT_PAYS) == 0
+
+    # The reconnected socket's snapshot: the pay never arrived, the session is ready to pay.
+    cut["hold"] = False
+    for ws, message in held:
+        ws.send(message)
+    expect(checking).to_be_hidden()
+    expect(page.locator("#pay")).to_be_enabled()
+    expect(page.locator("#pay")).to_be_focused()
+    expect(page.locator("#status")).to_have_attribute("data-status", "created")
+    assert page.evaluate("window.__paylive.outcomeUnknown") is False
 
 
 def test_reconnect_misses_nothing(page: Page, server_url: str, api: httpx.Client) -> None:

@@ -19,6 +19,7 @@ import yaml
 
 from paylive.core import effects, protocol, session
 from paylive.gateway.sandbox import TEST_CARDS
+from paylive.web.errors import HTTP_STATUS
 
 from .test_client_js import CLIENT, ROOT, node, run
 
@@ -187,3 +188,17 @@ def test_module_reads_the_restart_reason_of_the_protocol() -> None:
     delays = json.loads(run([node(), "--input-type=module", "-e", script]))
     assert delays == [1000, 1999, None]
     assert protocol.CloseCode.SERVICE_RESTART == 1012
+
+
+def test_http_commands_know_paylives_own_503s() -> None:
+    # A 503 to a command over HTTP is paylive's refusal (nothing was started) only with
+    # one of these codes in its JSON error; any other 502, 503 or 504 is a proxy's, and
+    # the command's outcome is unknown. paylive answers no command 502 or 504.
+    http = json.dumps((CLIENT / "paylive" / "http.js").as_uri())
+    script = (
+        f"import {{ UNAVAILABLE_CODES }} from {http};"
+        "console.log(JSON.stringify([...UNAVAILABLE_CODES]));"
+    )
+    codes = set(json.loads(run([node(), "--input-type=module", "-e", script])))
+    assert codes == {str(code) for code, status in HTTP_STATUS.items() if status == 503}
+    assert not set(HTTP_STATUS.values()) & {502, 504}

@@ -96,6 +96,9 @@ async function checkout(card: string): Promise<void> {
     if (err instanceof PayliveError && err.code === 'connection_lost') {
       show('the status above will tell');
     }
+    // A lost pay may have started a charge: no second Pay until the session tells.
+    const checking: boolean = pay.outcomeUnknown;
+    if (checking) show('checking your payment');
   }
   await pay.retry();
   await pay.retry({ card: '4242424242424242' });
@@ -112,6 +115,8 @@ new PayliveSession({ secret: 'x' });
 pay.on('sesion', () => {});
 // @ts-expect-error: not a status
 pay.on('session', (session) => session.status === 'paid');
+// @ts-expect-error: outcomeUnknown is read-only
+pay.outcomeUnknown = false;
 // @ts-expect-error: session is read-only
 pay.session = null;
 // @ts-expect-error: only network_error can be reported

@@ -188,8 +188,11 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
       return { ok: true, status: 200, json: async () => body };
     }
     if (init.method === 'POST') {
+      // `body`: a JSON answer; `text`: the raw body (a proxy's HTML page), read as a
+      // Response would (json() throws when it is not JSON).
       const answer = await srv.onCommand(url, JSON.parse(init.body ?? '{}'));
-      return { ok: answer.status < 300, status: answer.status, json: async () => answer.body ?? {} };
+      const text = answer.text ?? JSON.stringify(answer.body ?? {});
+      return { ok: answer.status < 300, status: answer.status, json: async () => JSON.parse(text), text: async () => text };
     }
     return { ok: false, status: 404, json: async () => ({}) };
   };
