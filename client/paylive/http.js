@@ -47,7 +47,9 @@ const COMMAND_PATHS = {
  * paylive's own refusals among the statuses a proxy or load balancer also answers (502,
  * 503, 504): 503 with one of these codes in paylive's JSON error body (protocol 3.1,
  * `paylive.web.errors`; `overloaded` changed nothing). paylive never answers 502 or
- * 504. Held to the server's table by tests/js/test_contract.py.
+ * 504. Not `shutting_down`: a stopping worker cut the command, which may have been
+ * applied, so a pay answered so is as unknown as one whose answer was lost. Held to
+ * the server's table by tests/js/test_contract.py.
  */
 export const UNAVAILABLE_CODES = Object.freeze(new Set([
   'overloaded',

@@ -200,5 +200,11 @@ def test_http_commands_know_paylives_own_503s() -> None:
         "console.log(JSON.stringify([...UNAVAILABLE_CODES]));"
     )
     codes = set(json.loads(run([node(), "--input-type=module", "-e", script])))
-    assert codes == {str(code) for code, status in HTTP_STATUS.items() if status == 503}
+    # A stopping worker's 503 cut a command that may have been applied (protocol 4.3):
+    # not a refusal, and a pay so answered is of unknown outcome.
+    maybe_applied = {"shutting_down"}
+    assert (
+        codes
+        == {str(code) for code, status in HTTP_STATUS.items() if status == 503} - maybe_applied
+    )
     assert not set(HTTP_STATUS.values()) & {502, 504}

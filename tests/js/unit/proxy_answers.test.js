@@ -112,6 +112,17 @@ test('a 502 is never paylive\'s own answer, whatever its body says', async (t) =
   await until(() => !pay.outcomeUnknown);
 });
 
+test('a pay cut by a stopping worker (503 shutting_down) is an unknown outcome: it may have been applied', async (t) => {
+  const { srv, win, pay } = await connected(t, 'sse');
+  srv.onCommand = async () => ({
+    status: 503,
+    body: { error: { code: 'shutting_down', message: 'this worker stopped before it answered' } },
+  });
+  assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
+  assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded() }, { unknown: true, guarded: true });
+  await until(() => !pay.outcomeUnknown);
+});
+
 test('a cancel answered 502 by a proxy settles connection_lost, and leaves no payment unknown', async (t) => {
   const { srv, win, pay } = await connected(t, 'sse');
   srv.onCommand = async () => ({ status: 502, text: PROXY_PAGES[502] });
