@@ -60,44 +60,50 @@ EACH = {"tests/load/test_bench.py", "tests/js/test_client_js.py"}
 # keeps one process busy alone at the end. Files not listed are short and keep their
 # collection order after these.
 LONGEST_FIRST = [
-    # Measured 2026-12-07 in a fresh clone (wall seconds, 4,041 tests).
-    "tests/load/test_bench.py",  # 56 s, one test a group
-    "tests/browser/test_accessibility.py",  # 50 s in two parts
-    "tests/fuzz/test_openapi.py",  # 47 s in two parts
-    "tests/js/test_client_js.py",  # 29 s, one test a group
-    "tests/integration/test_scaleout.py",  # 27
-    "tests/integration/test_stripe.py",  # 27
+    # Measured 2026-12-07 22:59 UTC in a working tree (wall seconds, 4,205 tests).
+    "tests/load/test_bench.py",  # 52 s, one test a group
+    "tests/browser/test_accessibility.py",  # 46 s, in two parts
+    "tests/fuzz/test_openapi.py",  # 45 s, in two parts
+    "tests/js/test_client_js.py",  # 35 s, one test a group
+    "tests/integration/test_scaleout.py",  # 33 s
+    "tests/browser/test_browser.py",  # 24 s
+    "tests/integration/test_effects.py",  # 23 s
+    "tests/integration/test_stripe.py",  # 23 s
+    "tests/integration/test_edges.py",  # 21 s
+    "tests/integration/test_drain.py",  # 20 s
     "tests/test_style.py",  # mypy without its cache, as on a fresh clone: 15-25 s
-    "tests/browser/test_browser.py",  # 22
-    "tests/integration/test_edges.py",  # 22
-    "tests/integration/test_slow_clients.py",  # 21
-    "tests/integration/test_effects.py",  # 21
-    "tests/integration/test_sockets.py",  # 20
-    "tests/integration/test_observability.py",  # 19
-    "tests/integration/test_drain.py",  # 19
-    "tests/integration/test_streams.py",  # 18
-    "tests/integration/test_review_queue.py",  # 18
-    "tests/load/test_restart.py",  # 18
-    "tests/browser/test_screenshots.py",  # 17
-    "tests/browser/test_transports.py",  # 16
-    "tests/engine/test_engine.py",  # 16
-    "tests/integration/test_merchant_webhooks.py",  # 16
-    "tests/integration/test_archive.py",  # 15
-    "tests/browser/test_receipt.py",  # 15
-    "tests/integration/test_refunds.py",  # 14
-    "tests/integration/test_hardening.py",  # 14
-    "tests/load/test_load.py",  # 14
-    "tests/browser/test_dashboard_staff.py",  # 13
-    "tests/engine/test_effect_lease.py",  # 13
-    "tests/browser/test_dashboard_work.py",  # 12
-    "tests/unit/test_properties.py",  # 12
-    "tests/load/test_serverstats.py",  # 12
-    "tests/test_package.py",  # 12
-    "tests/integration/test_preflight.py",  # 11
-    "tests/integration/test_receipt.py",  # 9
-    "tests/test_suite_layout.py",  # 8
-    "tests/browser/test_stripe_checkout.py",  # 8
-    "tests/integration/test_overload.py",  # 8
+    "tests/browser/test_dashboard_staff.py",  # 19 s
+    "tests/integration/test_preflight.py",  # 19 s
+    "tests/integration/test_lost_replies.py",  # 18 s
+    "tests/browser/test_transports.py",  # 17 s
+    "tests/browser/test_screenshots.py",  # 17 s
+    "tests/integration/test_streams.py",  # 16 s
+    "tests/integration/test_slow_clients.py",  # 15 s
+    "tests/engine/test_engine.py",  # 15 s
+    "tests/integration/test_hardening.py",  # 15 s
+    "tests/integration/test_sockets.py",  # 15 s
+    "tests/integration/test_review_queue.py",  # 15 s
+    "tests/engine/test_effect_lease.py",  # 14 s
+    "tests/engine/test_readiness.py",  # 13 s
+    "tests/load/test_restart.py",  # 13 s
+    "tests/integration/test_merchant_webhooks.py",  # 12 s
+    "tests/browser/test_receipt.py",  # 12 s
+    "tests/integration/test_archive.py",  # 12 s
+    "tests/load/test_load.py",  # 11 s
+    "tests/browser/test_shop_panels.py",  # 11 s
+    "tests/integration/test_observability.py",  # 10 s
+    "tests/integration/test_receipt.py",  # 10 s
+    "tests/load/test_serverstats.py",  # 10 s
+    "tests/browser/test_dashboard_work.py",  # 10 s
+    "tests/integration/test_refunds.py",  # 9 s
+    "tests/unit/test_properties.py",  # 9 s
+    "tests/test_package.py",  # 9 s
+    "tests/integration/test_overload.py",  # 8 s
+    "tests/test_suite_layout.py",  # 7 s
+    "tests/integration/test_secret_rotation.py",  # 6 s
+    "tests/browser/test_stripe_checkout.py",  # 5 s
+    "tests/integration/test_bad_input.py",  # 5 s
+    "tests/integration/test_asyncapi.py",  # 5 s
 ]
 
 
