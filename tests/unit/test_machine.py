@@ -447,6 +447,31 @@ def test_pay_while_processing_is_refused() -> None:
     assert d.charges == ()
 
 
+def test_the_request_that_started_an_attempt_is_answered_with_it_again() -> None:
+    """Its kept answer lost (docs/protocol.md 3.1), the same request again finds the
+    attempt it started, however the session went on: never refused, never a second
+    attempt or charge. Another request is decided as ever."""
+    s = step(fresh(), StartAttempt(CARD, request="req-a"), PAY).session
+    assert s.current.request == "req-a"
+    again = step(s, StartAttempt(CARD, request="req-a"), PAY + 100)
+    assert again.refusal is None and again.session == s and not again.to_save
+    assert step(s, StartAttempt(CARD, request="req-b"), PAY + 100).refusal.code == "invalid_state"
+    for later in (end(s, "timeout"), end(s, "stolen_card"), succeeded_session()):
+        if later.current.request is None:
+            later = later.with_attempt(replace(later.current, request="req-a"))
+        d = step(later, StartAttempt(None, request="req-a"), later.updated_at + 1)
+        assert (d.refusal, d.session, d.charges) == (None, later, ())
+
+
+def test_an_attempt_keeps_its_request_in_the_record_only() -> None:
+    s = step(fresh(), StartAttempt(CARD, request="req-a"), PAY).session
+    assert "req-a" not in str(s.to_public()) and "req-a" not in str(s.to_admin())
+    assert s.to_record()["attempts"][0]["request"] == "req-a"
+    assert Session.from_record(s.to_record()) == s
+    # An attempt started without a key adds nothing to the record.
+    assert "request" not in pay().to_record()["attempts"][0]
+
+
 def test_retry_before_retry_at_is_refused_then_allowed() -> None:
     s = end(pay(), "card_declined")
     early = step(s, StartAttempt(None), s.retry_at - 1)

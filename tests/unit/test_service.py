@@ -22,11 +22,13 @@ from paylive.core.machine import (
 )
 from paylive.core.outbox import EffectOutcome
 from paylive.core.protocol import ErrorCode
+from paylive.engine import EngineUnavailable
 from paylive.engine.memory import MemoryEngine
 from paylive.errors import Refused
 from paylive.gateway import ChargeReply, Gateway, GatewayError, Remember
 from paylive.service.deliveries import Deliveries
 from paylive.service.effects import EffectRunner, list_effects
+from paylive.service.idempotency import IdempotencyKeys, request_digest
 from paylive.service.payments import PaymentService
 from paylive.settings import load_settings
 
@@ -511,3 +513,60 @@ async def test_a_keyed_create_that_meets_its_lost_twin_answers_with_the_twin() -
     assert await engine.counters() == {"status:processing": 1}
     unkeyed = await service.create("o", 100, "EUR", {})
     assert unkeyed.id != twin.id
+
+
+class LosesReply(MemoryEngine):
+    """A memory engine whose next save is made and its reply lost, as on a Redis whose
+    answer to the save script never came back: the session is saved, the caller is
+    told the engine is unavailable."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.losing = False
+
+    async def save(self, *args, **kwargs) -> bool:  # type: ignore[no-untyped-def]
+        saved = await super().save(*args, **kwargs)
+        if self.losing:
+            self.losing = False
+            raise EngineUnavailable("the reply to the save was lost")
+        return saved
+
+
+async def test_a_keyed_pay_whose_reply_was_lost_is_answered_with_its_attempt_again() -> None:
+    """The save was made and the key let go (docs/protocol.md 3.1): the same request
+    again is answered with the attempt it started, not refused ``invalid_state`` (which
+    the key would then keep for a day), and nothing more is decided or charged."""
+    settings = load_settings(ENV)
+    engine = LosesReply(settings.engine)
+    gateway = ScriptedGateway()
+    service = PaymentService(settings.service, engine, gateway, Clock())
+    keys = IdempotencyKeys(engine, settings.idempotency_ttl_ms)
+    session = await service.create("o", 100, "EUR", {})
+    body = {"payment_method": CARD}
+
+    async def pay(key: str, sent: dict[str, object]) -> tuple[int, dict[str, object]]:
+        async def handler() -> tuple[int, dict[str, object]]:
+            command = StartAttempt(CARD, request=request_digest(key, sent))
+            outcome = await service.run(session.id, command)
+            refusal = outcome.decision.refusal
+            if refusal is not None:
+                return 409, {"error": refusal.code}
+            return 202, outcome.session.to_public()
+
+        return await keys.run_once(f"attempts {session.id}", key, sent, handler)
+
+    engine.losing = True
+    with pytest.raises(EngineUnavailable):
+        await pay("pay-1", body)
+    saved = await service.get(session.id)
+    assert saved.status == "processing" and gateway.charges == []
+
+    status, answer = await pay("pay-1", body)
+
+    assert (status, answer["status"], answer["attempt"]) == (202, "processing", 1)
+    assert await service.get(session.id) == saved
+    assert gateway.charges == []
+    # Kept now: the same request a third time is the same answer.
+    assert await pay("pay-1", body) == (status, answer)
+    # Another request, under a key of its own, is decided as ever.
+    assert (await pay("pay-2", body))[0] == 409

@@ -11,9 +11,12 @@ from .refunds import MarkDone, Refund
 
 @dataclass(frozen=True)
 class StartAttempt:
-    """Pay (first attempt) or retry; ``payment_method`` None reuses the last one."""
+    """Pay (first attempt) or retry; ``payment_method`` None reuses the last one.
+    ``request`` names the request (a digest of its Idempotency-Key and body), when it
+    has a key: the attempt it starts remembers it."""
 
     payment_method: dict[str, Any] | None = None
+    request: str | None = None
 
 
 @dataclass(frozen=True)

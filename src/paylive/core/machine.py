@@ -160,9 +160,23 @@ def _decide(
     raise TypeError(f"not a command: {command!r}")
 
 
+def started_by(s: Session, request: str | None) -> Attempt | None:
+    """The attempt the request ``request`` started, if it started one."""
+    if request is None:
+        return None
+    return next((a for a in s.attempts if a.request == request), None)
+
+
 def _start_attempt(
     s: Session, cmd: StartAttempt, now: int, rules: Rules, voids: Mapping[int, bool]
 ) -> Decision | NeedsVoid:
+    if started_by(s, cmd.request) is not None:
+        # The same request again, its kept answer lost (the engine's reply to the save
+        # was lost, the worker was stopped or died before keeping it): the attempt it
+        # started is the answer, with the session as it stands. Deciding again would
+        # refuse it (the session is processing, or has moved on since), and the key
+        # would keep that refusal; checked first for the same reason.
+        return Decision(s)
     if s.status == PROCESSING:
         return refuse(s, ErrorCode.INVALID_STATE, f"attempt {s.attempt} is still processing")
     if s.status == FAILED and s.attempt >= s.max_attempts:
@@ -209,8 +223,9 @@ def _start_attempt(
         return tx.done(already_paid())
     number = s.attempt + 1
     previous = tx.s.status
+    started = Attempt(number=number, status=A_PROCESSING, started_at=now, request=cmd.request)
     tx.update(
-        attempts=tx.s.attempts + (Attempt(number=number, status=A_PROCESSING, started_at=now),),
+        attempts=tx.s.attempts + (started,),
         status=PROCESSING,
         attempt=number,
         deadline=now + rules.attempt_timeout_ms,

@@ -70,6 +70,10 @@ class Attempt:
     # What the customer's page must do for the provider to go on (3-D Secure, say);
     # shown only while the attempt is processing.
     action: dict[str, Any] | None = None
+    # The keyed request that started it (a digest of its Idempotency-Key and body), so
+    # that the same request retried after its kept answer was lost finds it rather
+    # than being decided again. Kept in the record only: no part of any answer.
+    request: str | None = None
 
     def to_public(self, session_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -260,18 +264,7 @@ class Session:
         # Made again from the effects on the way out: not stored twice.
         record.pop("refunds", None)
         record.pop("amount_refunded", None)
-        record["attempts"] = [
-            {
-                "number": a.number,
-                "status": a.status,
-                "started_at": a.started_at,
-                "ended_at": a.ended_at,
-                "decline_code": a.decline_code,
-                "provider_ref": a.provider_ref,
-                "action": a.action,
-            }
-            for a in self.attempts
-        ]
+        record["attempts"] = [_attempt_record(a) for a in self.attempts]
         record["effects"] = [e.to_record() for e in self.effects]
         if self.deliveries:  # most records never hold one: no empty list in each
             record["deliveries"] = [d.to_record() for d in self.deliveries]
@@ -316,3 +309,18 @@ class Session:
             version=record.get("version", 0),
             trace=record.get("trace"),
         )
+
+
+def _attempt_record(a: Attempt) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "number": a.number,
+        "status": a.status,
+        "started_at": a.started_at,
+        "ended_at": a.ended_at,
+        "decline_code": a.decline_code,
+        "provider_ref": a.provider_ref,
+        "action": a.action,
+    }
+    if a.request is not None:  # only a keyed attempt's record grows
+        record["request"] = a.request
+    return record

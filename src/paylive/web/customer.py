@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.machine import Cancel, Interrupt, SeeOutcome, StartAttempt
-from ..service.idempotency import Answer
+from ..service.idempotency import Answer, request_digest
 from . import validation
 from .auth import ADMIN, CUSTOMER, MERCHANT
 from .http import (
@@ -51,7 +51,8 @@ async def start_attempt(request: Request) -> Response:
     async def handler() -> Answer:
         runtime = runtime_of(request)
         method = validation.parse_attempt(body, runtime.settings.gateway)
-        return answer(await runtime.service.run(session_id, StartAttempt(method)), 202)
+        asked = request_digest(request.headers.get("idempotency-key"), body)
+        return answer(await runtime.service.run(session_id, StartAttempt(method, asked)), 202)
 
     return await once(request, f"POST /api/sessions/{session_id}/attempts", body, handler)
 
