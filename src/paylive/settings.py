@@ -1226,4 +1226,5 @@ def machine_rules(settings: Settings) -> Rules:
         merchant_retry_cap_ms=settings.merchant_backoff_cap_ms,
         merchant_retry_for_ms=settings.merchant_retry_for_ms,
         outcome_unseen_ms=settings.outcome_unseen_ms,
+        archive=settings.database_url is not None,
     )

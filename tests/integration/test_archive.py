@@ -16,7 +16,7 @@ from paylive.archive import AuditQuery, SessionQuery, open_archive
 from paylive.archive.schema import migrations
 from paylive.core.codec import Encoded, Message
 from paylive.core.machine import Cancel, Decision, Rules, StartAttempt, decide, new_session
-from paylive.core.merchant import log_record, merchant_events
+from paylive.core.merchant import log_record, merchant_events, snapshot_record
 from paylive.engine.memory import MemoryEngine
 from paylive.service.retention import DAY_MS, Retention
 from paylive.settings import Settings
@@ -201,6 +201,39 @@ async def test_found_through_the_archive_after_redis_forgot(
     assert sorted((r["seq"], r["type"]) for r in rows) == [(1, "state"), (2, "state")]
 
 
+async def test_what_changes_after_the_last_merchant_event_reaches_the_archive(
+    db: Database, fresh_redis: redisproc.RedisProc
+) -> None:
+    # The outcome receipt (protocol 10) makes no merchant event by default: the archive
+    # kept the session as its session.succeeded carried it, without outcome_seen_at.
+    with Server(archive_env(db.url, fresh_redis.url)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            session_id = await finished(http, "order-arch-seen")
+            seen = await http.post(
+                f"/api/sessions/{session_id}/seen", json={"status": "succeeded"}, headers=merchant()
+            )
+            assert seen.status_code == 200, seen.text
+            seen_at = seen.json()["outcome_seen_at"]
+            assert seen_at is not None
+            await until(lambda: not redis_has(fresh_redis, session_id), timeout=15.0)
+            reply = await http.get(f"/api/sessions/{session_id}", headers=merchant())
+            assert reply.status_code == 200, reply.text
+            assert (reply.json()["outcome_seen_at"], reply.json()["seq"]) == (seen_at, 3)
+            found = await http.get(f"/api/admin/search?id={session_id}", headers=admin())
+            assert [s["outcome_seen_at"] for s in found.json()["sessions"]] == [seen_at]
+            events = (await http.get("/api/events?after=0", headers=merchant())).json()
+            assert [e["type"] for e in events["events"] if e["session"]["id"] == session_id] == [
+                "session.succeeded"
+            ], "the events API lists merchant events only"
+    rows = db.fetch(
+        "SELECT seq, body FROM paylive_session_events WHERE session_id = $1 ORDER BY seq",
+        session_id,
+    )
+    assert [r["seq"] for r in rows] == [1, 2, 3]
+    assert '"outcome_seen"' in rows[-1]["body"]
+    assert db.fetch("SELECT count(*) FROM paylive_merchant_events")[0][0] == 1
+
+
 async def test_written_while_postgres_is_unreachable_and_caught_up_after(
     db: Database, fresh_redis: redisproc.RedisProc
 ) -> None:
@@ -223,7 +256,11 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                 assert message == "the archive cannot be read now; retry shortly", message
                 # The staff reads that reach the archive say so too; the audit trail's
                 # answered 500 (found in a review, 2026-12-07).
-                for path in ("/api/admin/audit", "/api/admin/search?status=succeeded"):
+                for path in (
+                    "/api/admin/audit",
+                    "/api/admin/search?status=succeeded",
+                    f"/api/admin/sessions/{ids[0]}/events",
+                ):
                     reply = await http.get(path, headers=admin())
                     assert reply.status_code == 503, (path, reply.status_code, reply.text)
                     assert reply.json()["error"]["code"] == "archive_unavailable"
@@ -248,6 +285,49 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
     assert {r["status"] for r in rows} == {"succeeded"}
     assert db.fetch("SELECT count(*) FROM paylive_session_events")[0][0] == 2 * len(ids)
     assert db.fetch("SELECT count(*) FROM paylive_merchant_events")[0][0] == len(ids)
+
+
+async def test_a_session_row_is_its_newest_copy_whatever_order_copies_are_written(
+    db: Database,
+) -> None:
+    history, messages = cancelled_session("ps_copies", "order-copies", T0)
+    [event] = merchant_events(False, messages)
+    public = event.session
+    seen = {**public, "seq": public["seq"] + 1, "outcome_seen_at": T0 + 9}
+
+    def snapshot(session: dict[str, Any], version: int) -> bytes:
+        staff = {"effects": [], "review": None, "audit": [{"id": f"aud_{version}"}]}
+        return snapshot_record(session, staff, version, history)
+
+    engine = MemoryEngine(Settings().engine)
+    # Newest first: the outcome receipt's snapshot, then copies older than it (the
+    # merchant event of the seq before; a snapshot of the same seq, an audit entry
+    # before, of an earlier version).
+    await engine.log_append(
+        [
+            ("snap_ps_copies_9", T0 + 9, snapshot(seen, 9)),
+            (event.id, event.created, log_record(event.body(), history)),
+            ("snap_ps_copies_8", T0 + 8, snapshot(seen, 8)),
+        ]
+    )
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        assert await archive.follow(lambda after: engine.log_read(after, 1)) == 1
+        assert await archive.follow(lambda after: engine.log_read(after, 5)) == 3
+        assert (await archive.session("ps_copies"))["outcome_seen_at"] == T0 + 9
+        public_now, staff = await archive.staff_session("ps_copies") or ({}, None)
+        assert public_now["seq"] == seen["seq"] and staff is not None
+        assert staff["audit"] == [{"id": "aud_9"}]
+        # Written again (a worker that died before moving the mark): the same row.
+        await engine.log_append([("snap_ps_copies_8b", T0 + 8, snapshot(seen, 8))])
+        await archive.follow(lambda after: engine.log_read(after, 5))
+        assert (await archive.staff_session("ps_copies") or ({}, {}))[1] == staff
+    finally:
+        await archive.close()
+    [row] = db.fetch("SELECT seq, version FROM paylive_sessions")
+    assert (row["seq"], row["version"]) == (seen["seq"], 9)
+    assert [r["cursor"] for r in db.fetch("SELECT cursor FROM paylive_merchant_events")] == [2]
 
 
 async def test_a_start_waits_for_the_migrations_lock_only_so_long(

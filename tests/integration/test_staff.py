@@ -145,7 +145,7 @@ async def test_a_viewer_reads_and_is_refused_every_action(server: Server) -> Non
 
 
 async def test_an_operator_refunds_and_every_action_is_audited_also_from_postgres(
-    server: Server, archive_db: Database
+    server: Server, archive_db: Database, redis: redisproc.RedisProc
 ) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         sid = await paid(http)
@@ -185,11 +185,22 @@ async def test_an_operator_refunds_and_every_action_is_audited_also_from_postgre
         ]
 
         # Both refunds done, then Redis forgets the ended session: the trail is in PostgreSQL.
-        async def forgotten() -> bool:
-            got = await http.get(f"/api/admin/sessions/{sid}/events", headers=bearer(VIEWER))
-            return got.status_code == 404
+        def forgotten() -> bool:
+            held = redisproc.command(redis.port, "EXISTS", f"paylive:{{{sid}}}:s")
+            return held == b":0\r\n"
 
         await until(forgotten, 30.0)
+        # Its history for staff too, as it last was (it answered 404 once Redis forgot it).
+        history = await http.get(f"/api/admin/sessions/{sid}/events", headers=bearer(VIEWER))
+        assert history.status_code == 200, history.text
+        body = history.json()
+        seqs = [e["seq"] for e in body["events"]]
+        assert body["complete"] and seqs == list(range(1, body["session"]["seq"] + 1))
+        assert body["session"]["amount_refunded"] == 30
+        assert [e["status"] for e in body["session"]["effects"]] == ["done", "done"]
+        assert [e["id"] for e in body["session"]["audit"]] == [oldest["id"], newest["id"]]
+        causes = [e["data"]["cause"] for e in body["events"] if e["type"] == "state"]
+        assert causes.count("effect_done") == 2, causes
         again = await http.get(f"/api/admin/audit?session={sid}", headers=bearer(VIEWER))
         assert [e["id"] for e in again.json()["entries"]] == [newest["id"], oldest["id"]]
         assert again.json()["entries"][1]["staff"] == "otto"

@@ -4,22 +4,27 @@ flagged, and when a review may be resolved. No I/O."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from paylive.core.effects import GatewayEffect, backoff_ms
 from paylive.core.machine import (
     Cancel,
     Decision,
+    DeliveryOutcome,
     EffectOutcome,
     NeedsVoid,
     ProviderResult,
     ResolveReview,
     Rules,
+    SeeOutcome,
     StartAttempt,
     Tick,
     decide,
     new_session,
 )
+from paylive.core.outbox import owe_archive
 from paylive.core.session import Session
 
 from ..support.core import CARD, decided
@@ -242,3 +247,42 @@ def test_an_overdue_expiry_releases_the_hold_and_never_captures_it(taken: bool) 
     refunds = [e for e in after.effects if e.kind == "refund"]
     assert (after.attempts[0].status == "refunded") is taken
     assert [(e.attempt, e.status) for e in refunds] == ([(1, "pending")] if taken else [])
+
+
+# What the archive is owed --------------------------------------------------------------
+
+
+ARCHIVED = dataclasses.replace(RULES, archive=True)
+
+
+def ended() -> Session:
+    s = new_session(SID, "o", 500, "EUR", {}, 0, ARCHIVED)
+    s = decided(s, StartAttempt(CARD), 100, ARCHIVED).session
+    return decided(s, ProviderResult(1, "succeeded"), 200, ARCHIVED).session
+
+
+def test_an_ended_session_that_changes_owes_the_archive_until_its_version_is_listed() -> None:
+    s = ended()
+    seen = decided(s, SeeOutcome("succeeded"), 300, ARCHIVED)
+    owing = owe_archive(s, seen, ARCHIVED, 300).session
+    assert owing.archive_at == 300 and owing.owes and owing.next_effect_at() == 300
+    assert Session.from_record(owing.to_record()).archive_at == 300, "kept in the record"
+    stored = dataclasses.replace(owing, version=7)
+    # A snapshot of an older version settles nothing: the change since is not in it.
+    assert not decide(stored, DeliveryOutcome(archived=6), 400, ARCHIVED).to_save
+    settled = decide(stored, DeliveryOutcome(archived=7), 400, ARCHIVED)
+    assert settled.to_save and not settled.events
+    assert settled.session.archive_at is None and not settled.session.owes
+
+
+def test_only_an_ended_session_with_the_archive_on_owes_it() -> None:
+    s = ended()
+    seen = decided(s, SeeOutcome("succeeded"), 300, ARCHIVED)
+    assert owe_archive(s, seen, RULES, 300).session.archive_at is None, "no archive"
+    fresh = new_session(SID, "o", 500, "EUR", {}, 0, ARCHIVED)
+    started = decided(fresh, StartAttempt(CARD), 100, ARCHIVED)
+    assert owe_archive(fresh, started, ARCHIVED, 100).session.archive_at is None, "not ended"
+    nothing = Decision(s, quiet=True)
+    assert owe_archive(s, nothing, ARCHIVED, 300).session.archive_at is None, "no change kept"
+    audited = Decision(s.with_audit({"id": "aud_1", "at": 300}), quiet=True)
+    assert owe_archive(s, audited, ARCHIVED, 300).session.archive_at == 300, "an audit entry"

@@ -1,5 +1,10 @@
 """The archive in PostgreSQL: sessions, their durable events and the merchant events log.
 
+The log also holds snapshots (``core.merchant.snapshot_record``): an ended session's
+state and history after a change that made no merchant event. A session's row is
+whichever copy is newest by (``seq``, ``version``), from a merchant event (version 0)
+or a snapshot, whatever order they are written in.
+
 It follows the engine's events log: ``follow`` reads what the log holds after the
 archive's mark and writes it in one transaction that also moves the mark, so a batch
 is archived entirely or not at all, and a worker that dies mid-batch leaves the next
@@ -21,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from ..core.merchant import read_log_record
+from ..core.merchant import is_snapshot, read_log_record, read_snapshot
 from .base import ArchiveUnavailable, AuditQuery, SessionQuery
 from .schema import migrate, pending
 
@@ -186,6 +191,25 @@ class Archive:
         body = await self._run(work)
         return None if body is None else json.loads(body)  # type: ignore[no-any-return]
 
+    async def staff_session(
+        self, session_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """The session's public view and what staff see besides (``effects``,
+        ``review``, ``audit``; None when no snapshot of it was archived), or None."""
+        if not _holdable(session_id):
+            return None
+
+        async def work(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchrow(
+                "SELECT body, staff_body FROM paylive_sessions WHERE id = $1", session_id
+            )
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        staff = None if row["staff_body"] is None else json.loads(row["staff_body"])
+        return json.loads(row["body"]), staff
+
     async def history(self, session_id: str) -> list[dict[str, Any]]:
         if not _holdable(session_id):
             return []
@@ -320,26 +344,39 @@ class Archive:
 
 
 async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
-    """One batch of log records: merchant events, the sessions they carry, histories."""
+    """One batch of log records: merchant events, the sessions they carry (or a
+    snapshot does), histories."""
     events: list[tuple[Any, ...]] = []
-    sessions: dict[str, dict[str, Any]] = {}
+    # id -> (public view, version, what staff see besides or None)
+    sessions: dict[str, tuple[dict[str, Any], int, dict[str, Any] | None]] = {}
     history: dict[tuple[str, int], tuple[Any, ...]] = {}
     for cursor, raw in rows:
-        event, held = read_log_record(raw)
-        session = event["session"]
-        events.append(
-            (
-                cursor,
-                event["id"],
-                session["id"],
-                event["type"],
-                event["created"],
-                json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+        staff: dict[str, Any] | None = None
+        version = 0
+        if is_snapshot(raw):
+            snapshot, held = read_snapshot(raw)
+            session, version, staff = (
+                snapshot["session"],
+                int(snapshot["version"]),
+                snapshot["staff"],
             )
-        )
+        else:
+            event, held = read_log_record(raw)
+            session = event["session"]
+            events.append(
+                (
+                    cursor,
+                    event["id"],
+                    session["id"],
+                    event["type"],
+                    event["created"],
+                    json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+                )
+            )
         known = sessions.get(session["id"])
-        if known is None or known["seq"] <= session["seq"]:
-            sessions[session["id"]] = session
+        if known is None or (known[0]["seq"], known[1]) <= (session["seq"], version):
+            kept = staff if staff is not None else (None if known is None else known[2])
+            sessions[session["id"]] = (session, version, kept)
         for item in held:
             key = (session["id"], int(item["seq"]))
             history[key] = (
@@ -349,13 +386,20 @@ async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
                 item["ts"],
                 json.dumps(item, separators=(",", ":"), ensure_ascii=False),
             )
+    # Newest by (seq, version): a merchant event's copy (version 0) never replaces a
+    # snapshot of the same seq, nor a batch written late a newer copy. What staff see
+    # is kept from the last snapshot until a newer one comes.
     await conn.executemany(
         "INSERT INTO paylive_sessions (id, order_id, status, amount, currency, needs_review,"
-        " created_at, updated_at, seq, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " created_at, updated_at, seq, body, version, staff_body)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         " ON CONFLICT (id) DO UPDATE SET order_id = EXCLUDED.order_id,"
         " status = EXCLUDED.status, amount = EXCLUDED.amount, currency = EXCLUDED.currency,"
         " needs_review = EXCLUDED.needs_review, updated_at = EXCLUDED.updated_at,"
-        " seq = EXCLUDED.seq, body = EXCLUDED.body WHERE paylive_sessions.seq <= EXCLUDED.seq",
+        " seq = EXCLUDED.seq, body = EXCLUDED.body, version = EXCLUDED.version,"
+        " staff_body = COALESCE(EXCLUDED.staff_body, paylive_sessions.staff_body)"
+        " WHERE (paylive_sessions.seq, paylive_sessions.version)"
+        " <= (EXCLUDED.seq, EXCLUDED.version)",
         [
             (
                 s["id"],
@@ -368,8 +412,12 @@ async def _write(conn: asyncpg.Connection, rows: LogRows) -> None:
                 s["updated_at"],
                 s["seq"],
                 json.dumps(s, separators=(",", ":"), ensure_ascii=False),
+                version,
+                None
+                if staff is None
+                else json.dumps(staff, separators=(",", ":"), ensure_ascii=False),
             )
-            for s in sessions.values()
+            for s, version, staff in sessions.values()
         ],
     )
     await conn.executemany(

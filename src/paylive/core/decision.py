@@ -37,6 +37,9 @@ class Rules:
     # An ended session whose outcome no checkout acknowledged this long after it ended
     # makes session.outcome_unseen (0: never; core/receipt.py).
     outcome_unseen_ms: int = 120_000
+    # PAYLIVE_DATABASE_URL is set: an ended session owes the archive its last state
+    # (core/outbox.py ``owe_archive``).
+    archive: bool = False
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,41 @@ def log_record(body: bytes, history: Sequence[bytes] | None = None) -> bytes:
     return b'{"event":' + body + b',"history":[' + b",".join(history) + b"]}"
 
 
+SNAPSHOT_PREFIX = b'{"snapshot":'
+
+
+def snapshot_id(session_id: str, version: int) -> str:
+    """A snapshot's id in the events log: one per saved version, so that a loop that
+    lists the same version twice appends it once."""
+    return f"snap_{session_id}_{version}"
+
+
+def snapshot_record(
+    public: dict[str, Any],
+    staff: dict[str, Any],
+    version: int,
+    history: Sequence[bytes] | None,
+) -> bytes:
+    """What the events log holds for the archive alone: an ended session's state at
+    ``version`` (``public`` as the API shows it, ``staff`` what staff see besides) and
+    its durable history. No merchant event: the events API and webhooks skip it."""
+    head = dumps_strict({"session": public, "staff": staff, "version": version})
+    if not history:
+        return SNAPSHOT_PREFIX + head + b"}"
+    return SNAPSHOT_PREFIX + head + b',"history":[' + b",".join(history) + b"]}"
+
+
+def is_snapshot(raw: bytes) -> bool:
+    """Whether a log record is a snapshot (``snapshot_record``), not a merchant event."""
+    return raw.startswith(SNAPSHOT_PREFIX)
+
+
+def read_snapshot(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The snapshot (``session``, ``staff``, ``version``) and history a record holds."""
+    record = json.loads(raw)
+    return record["snapshot"], record.get("history") or []
+
+
 def read_log_record(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The event (as posted) and the history a log record holds."""
     record = json.loads(raw)

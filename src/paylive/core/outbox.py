@@ -11,6 +11,11 @@ machine applies after recording the answer (``machine.py``). An effect still fai
 ``effect_review_after_ms`` after it was decided flags the session ``needs_review``
 (cause ``effect_overdue``). Staff resolve a review once nothing is pending.
 
+With the archive on, an ended session that changes (a durable event, an audit entry)
+owes the archive its new state (``owe_archive``): an outbox item too, so that the
+engine keeps the session until the loop has put its state in the events log, which
+the archive follows (service/deliveries.py); ``DeliveryOutcome.archived`` settles it.
+
 Merchant events owed to the shop (``Delivery``) are recorded the same way: the loop
 lists them in the events log and posts the first, and ``DeliveryOutcome`` brings the
 answer back. Accepted, or failing past ``merchant_retry_for_ms``, it leaves the
@@ -70,6 +75,9 @@ class DeliveryOutcome:
     status: int | None = None
     error: str | None = None
     jitter: float = 0.5
+    # The session's version whose state the loop put in the events log for the
+    # archive; it settles what the archive is owed only if nothing changed since.
+    archived: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,11 +171,26 @@ def record_delivery(s: Session, cmd: DeliveryOutcome, now: int, rules: Rules) ->
             items[0] = evolve(failed, next_at=now + delay)
     if not rules.webhooks:
         items = [d for d in items if not d.listed]  # listed is all they are owed
-    if tuple(items) == s.deliveries:
+    archived = s.archive_at is not None and cmd.archived == s.version
+    if tuple(items) == s.deliveries and not archived:
         return Decision(s)  # answered already (another worker's lease), or nothing to do
     tx = Tx(s, now)
     tx.update(deliveries=tuple(items))
+    if archived:
+        tx.update(archive_at=None)
     return tx.done()
+
+
+def owe_archive(before: Session, decision: Decision, rules: Rules, now: int) -> Decision:
+    """``decision`` with its ended session owing the archive its state, when the
+    decision changes what the archive keeps of it (a durable event, an audit entry):
+    the merchant events alone would leave the archive's copy as of the last one."""
+    after = decision.session
+    if not rules.archive or not after.terminal or after.archive_at is not None:
+        return decision
+    if not decision.events and after.audit == before.audit:
+        return decision
+    return evolve(decision, session=evolve(after, archive_at=now))
 
 
 def send_again(s: Session, cmd: SendAgain, now: int) -> Decision:

@@ -121,6 +121,9 @@ class Session:
     # nobody has, when the shop is told it went unseen (not on the wire).
     outcome_seen_at: int | None = None
     unseen_due: int | None = None
+    # Since when the archive is owed this ended session's last state (an outbox item,
+    # core/outbox.py ``owe_archive``): not on the wire.
+    archive_at: int | None = None
     # The audit trail (docs/protocol.md section 8.2): what staff and the shop did to
     # the session, {id, at, staff, role, action, session, address, details} each,
     # saved with the change it records. For staff, not for the checkout page.
@@ -191,13 +194,20 @@ class Session:
         the shop does)."""
         due = [e.next_at for e in self.effects if e.pending and e.next_at is not None]
         due += [d.next_at for i, d in enumerate(self.deliveries) if i == 0 or not d.listed]
+        if self.archive_at is not None:
+            due.append(self.archive_at)
         return min(due) if due else None
 
     @property
     def owes(self) -> bool:
-        """The outbox still owes the provider a call or the shop an event: the
-        engines keep the session, however long ago it ended."""
-        return bool(self.deliveries) or any(e.pending for e in self.effects)
+        """The outbox still owes the provider a call, the shop an event or the archive
+        the session's last state: the engines keep the session, however long ago it
+        ended."""
+        return (
+            bool(self.deliveries)
+            or any(e.pending for e in self.effects)
+            or self.archive_at is not None
+        )
 
     def next_due(self) -> int | None:
         """When the timer loop must look at this session again, if ever: an ended one
@@ -271,6 +281,8 @@ class Session:
         record["review"] = self.review
         if self.unseen_due is not None:
             record["unseen_due"] = self.unseen_due
+        if self.archive_at is not None:
+            record["archive_at"] = self.archive_at
         if self.audit:
             record["audit"] = list(self.audit)
         record["payment_method"] = self.payment_method
@@ -304,6 +316,7 @@ class Session:
             review=record.get("review"),
             outcome_seen_at=record.get("outcome_seen_at"),
             unseen_due=record.get("unseen_due"),
+            archive_at=record.get("archive_at"),
             audit=tuple(record.get("audit", ())),
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),

@@ -23,6 +23,12 @@ Only the session's first event is posted, so the shop gets a session's events in
 All the waiting ones are listed in the log at once, so the events API has them even
 while the shop is down.
 
+With the archive on, an ended session that changed since the archive's copy (it
+owes the archive, ``Session.archive_at``) is listed too, as a snapshot of its state
+and history under the same lease: the archive follows the log, so it gets every
+change of the session, also those that make no merchant event (the outcome receipt,
+a void confirmed, an audit entry), before the engine may forget it.
+
 Posts have slots of their own, taken without waiting: a shop that answers slowly
 must never hold up refunds, and a session that finds none free is looked at again
 shortly. Each post also writes a delivery record that the admin API lists (the
@@ -41,7 +47,7 @@ from typing import Any
 from .. import metrics
 from ..core.codec import dumps_strict
 from ..core.effects import PENDING, Delivery
-from ..core.merchant import OUTCOME_TYPES, log_record
+from ..core.merchant import OUTCOME_TYPES, log_record, snapshot_id, snapshot_record
 from ..core.outbox import DeliveryOutcome, SendAgain, tried
 from ..core.protocol import ErrorCode
 from ..core.session import Session
@@ -87,11 +93,13 @@ class Deliveries:
             unlisted = [d for d in session.deliveries if not d.listed]
             head = session.deliveries[0] if session.deliveries else None
             post = self.sender is not None and head is not None and head.next_at <= now
-            if not unlisted and not post:
+            owed = session.archive_at is not None
+            if not unlisted and not post and not owed:
                 return worked
             worked = True
-            if unlisted:
-                await self._list(session, unlisted)
+            archived: int | None = None
+            if unlisted or owed:
+                archived = await self._list(session, unlisted, owed)
             answer: Attempt | None = None
             hold: Hold | None = None
             busy = post and self._slots.locked()
@@ -124,6 +132,7 @@ class Deliveries:
                 status=None if answer is None else answer.status,
                 error=None if answer is None else answer.error,
                 jitter=self.jitter(),
+                archived=archived,
             )
             try:
                 session = (await self.service.run(session.id, recorded)).session
@@ -144,24 +153,47 @@ class Deliveries:
             if answer is None or not answer.ok or self.service.clock() - started > self._budget_ms:
                 return True
 
-    async def _list(self, session: Session, unlisted: Sequence[Delivery]) -> None:
+    async def _list(self, session: Session, unlisted: Sequence[Delivery], owed: bool) -> int | None:
+        """Append ``unlisted`` to the events log and, when the archive is ``owed`` the
+        session's state, a snapshot of it after them; return the version snapshotted."""
         history: list[bytes] | None = None
-        if self.keep_history and any(d.event["type"] in OUTCOME_TYPES for d in unlisted):
+        outcome = any(d.event["type"] in OUTCOME_TYPES for d in unlisted)
+        snapshot: Session | None = None
+        if owed:
+            # As stored now: the session handed here may be the one before its last
+            # save, whose version the machine would not recognise (and so not settle).
+            snapshot = await self.engine.load(session.id)
+        if self.keep_history and (outcome or snapshot is not None):
             history = await self.engine.history(session.id, 0)
             if history is None:
                 log.warning("the history of %s is no longer complete; archived without", session.id)
-        await self.engine.log_append(
-            [
+        entries = [
+            (
+                d.id,
+                int(d.event["created"]),
+                log_record(
+                    dumps_strict(d.event), history if d.event["type"] in OUTCOME_TYPES else None
+                ),
+            )
+            for d in unlisted
+        ]
+        if snapshot is not None and self.keep_history:
+            # (Without the archive, which a restart may have turned off, it is owed
+            # nothing: the snapshot is settled unlisted, not kept for ever.)
+            staff = snapshot.to_admin()
+            public = snapshot.to_public()
+            extras = {key: value for key, value in staff.items() if key not in public}
+            entries.append(
                 (
-                    d.id,
-                    int(d.event["created"]),
-                    log_record(
-                        dumps_strict(d.event), history if d.event["type"] in OUTCOME_TYPES else None
-                    ),
+                    snapshot_id(snapshot.id, snapshot.version),
+                    self.service.clock(),
+                    # An outcome listed with it carries the same history already.
+                    snapshot_record(public, extras, snapshot.version, None if outcome else history),
                 )
-                for d in unlisted
-            ]
-        )
+            )
+        if entries:
+            await self.engine.log_append(entries)
+        return None if snapshot is None else snapshot.version
 
     async def _post(self, delivery: Delivery) -> Attempt:
         assert self.sender is not None

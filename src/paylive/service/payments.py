@@ -37,6 +37,7 @@ from ..core.machine import (
     new_session,
 )
 from ..core.merchant import queue_events
+from ..core.outbox import owe_archive
 from ..core.protocol import ErrorCode
 from ..core.session import A_PROCESSING, Session, idempotency_key
 from ..engine import AuditAdd, Engine, EngineUnavailable
@@ -253,6 +254,7 @@ class PaymentService:
                     entry = {**audit, "at": now, "session": session_id}
                     result = evolve(result, session=result.session.with_audit(entry))
                     to_trail = for_save(entry)
+                result = owe_archive(session, result, self.rules, now)
                 events = [Encoded.of(message) for message in result.events]
                 delta = stats.delta(session, result.session)
                 delta.update(stats.minute_delta(result.events))

@@ -12,11 +12,14 @@ What is read, by name (this module's vocabulary):
   ``public`` (one session, by id) and ``search``.
 - a session's **history** is its durable events (encoded JSON, in ``seq`` order),
   held up to ``PAYLIVE_HISTORY_CAP``.
+- a session's **staff history** is its history and the session as staff see it
+  (``staff_history``), from the engine or else the archive.
 - the **events log** is every merchant event in cursor order; each **log entry**
   holds the event as posted and the session history it carried
-  (``core.merchant.log_record``). ``events`` reads a page of it, ``event_body`` one
-  event as it was posted. The archive (``service/retention.py``) takes the log over
-  past the engine's window.
+  (``core.merchant.log_record``), or is a snapshot of an ended session for the
+  archive alone (``core.merchant.snapshot_record``), which no read lists.
+  ``events`` reads a page of it, ``event_body`` one event as it was posted. The
+  archive (``service/retention.py``) takes the log over past the engine's window.
 - the **summary** and **chart** are the dashboard's counts, from the engine's
   counters of every worker.
 
@@ -36,10 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..archive import ArchiveUnavailable, SessionQuery
+from ..archive import ArchiveUnavailable, AuditQuery, SessionQuery
 from ..core import stats
 from ..core.codec import Encoded, Message, dumps_strict
-from ..core.merchant import read_log_record
+from ..core.merchant import is_snapshot, read_log_record
 from ..core.protocol import ErrorCode
 from ..core.session import Session
 from ..engine import Engine
@@ -71,14 +74,35 @@ class CatchUp:
 
 @dataclass(frozen=True)
 class EventsPage:
-    """A page of the events log: the events (each with its ``cursor``) and the cursor
-    to ask after for the next page."""
+    """A page of the events log: the events (each with its ``cursor``), the cursor to
+    ask after for the next page, and whether the page read ``limit`` entries (more
+    may follow; snapshots read are not listed, so the events may be fewer)."""
 
     events: list[dict[str, Any]]
     next: int
+    full: bool
 
-    def to_public(self, limit: int) -> dict[str, Any]:
-        return {"events": self.events, "next": self.next, "has_more": len(self.events) >= limit}
+    def to_public(self) -> dict[str, Any]:
+        return {"events": self.events, "next": self.next, "has_more": self.full}
+
+
+@dataclass(frozen=True)
+class StaffHistory:
+    """``GET /api/admin/sessions/{id}/events``: the durable events held (oldest
+    first), whether they are all of them, and the session as staff see it."""
+
+    events: list[dict[str, Any]]
+    complete: bool
+    session: dict[str, Any]
+
+    def to_public(self) -> dict[str, Any]:
+        return {"events": self.events, "complete": self.complete, "session": self.session}
+
+
+# What staff see of a session besides its public view.
+STAFF_FIELDS = ("effects", "review", "audit")
+# The newest audit entries of a session an archived staff view shows, as the engine's.
+AUDIT_SHOWN = 200
 
 
 class Reads:
@@ -133,6 +157,40 @@ class Reads:
     async def history(self, session_id: str, since: int) -> list[bytes] | None:
         """A session's history after ``since``, or None when some of it is trimmed."""
         return await self.engine.history(session_id, since)
+
+    async def staff_history(self, session_id: str, cap: int) -> StaffHistory:
+        """A session's history and the session as staff see it: from the engine, or
+        else from the archive (the newest ``cap`` events, as the engine holds them);
+        404 when neither holds it, 503 when the archive is needed and unreachable."""
+        session = await self.engine.load(session_id)
+        if session is not None:
+            held = await self.engine.history(session_id, 0)
+            complete = held is not None
+            if held is None:
+                # The oldest events were trimmed (PAYLIVE_HISTORY_CAP): what is still held.
+                held = await self.engine.history(session_id, max(0, session.seq - cap)) or []
+            return StaffHistory([json.loads(raw) for raw in held], complete, session.to_admin())
+        if self.archive is None:
+            raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
+        try:
+            found = await self.archive.staff_session(session_id)
+            if found is None:
+                raise Refused(ErrorCode.NOT_FOUND, f"no session {session_id}")
+            public, staff = found
+            events = await self.archive.history(session_id)
+            if staff is None:
+                # Archived before its snapshots were: its trail is in the audit table.
+                trail = await self.archive.audit_search(
+                    AuditQuery(session_id=session_id, limit=AUDIT_SHOWN)
+                )
+                staff = {"effects": [], "review": None, "audit": trail[::-1]}
+        except ArchiveUnavailable as exc:
+            raise unavailable(exc) from None
+        shown = events[-cap:] if cap > 0 else []
+        seqs = [int(e["seq"]) for e in events]
+        complete = len(shown) == len(events) and seqs == list(range(1, len(seqs) + 1))
+        extras = {key: staff.get(key) for key in STAFF_FIELDS}
+        return StaffHistory(shown, complete, {**public, **extras})
 
     # Many sessions -------------------------------------------------------------------
 
@@ -203,7 +261,8 @@ class Reads:
         # whatever the log lacked when read is below ``first``, in the archive.
         held = await self.engine.log_read(after, limit)
         first = await self.engine.log_first()
-        found: dict[int, dict[str, Any]] = {}
+        # None: a snapshot for the archive (no merchant event), read past, not listed.
+        found: dict[int, dict[str, Any] | None] = {}
         if after + 1 < first and self.archive is not None:
             try:
                 archived = await self.archive.events(after, limit)
@@ -212,16 +271,18 @@ class Reads:
             found = {cursor: json.loads(raw) for cursor, raw in archived if cursor < first}
         for cursor, entry in held:
             if cursor not in found:
-                found[cursor] = read_log_record(entry)[0]
+                found[cursor] = None if is_snapshot(entry) else read_log_record(entry)[0]
         out = sorted(found.items())[:limit]
         return EventsPage(
-            [{"cursor": cursor, **event} for cursor, event in out], out[-1][0] if out else after
+            [{"cursor": cursor, **event} for cursor, event in out if event is not None],
+            out[-1][0] if out else after,
+            len(out) >= limit,
         )
 
     async def event_body(self, event_id: str) -> bytes | None:
         """An event as it was posted, from the log or the archive (for "send again")."""
         entry = await self.engine.log_get(event_id)
-        if entry is not None:
+        if entry is not None and not is_snapshot(entry):
             return dumps_strict(read_log_record(entry)[0])
         if self.archive is not None:
             try:

@@ -90,7 +90,7 @@ async def events(request: Request) -> Response:
     after = validation.query_int(params, "after", 0, 2**62) or 0
     limit = validation.query_int(params, "limit", 1, EVENTS_PAGE_MAX) or EVENTS_PAGE
     page = await runtime_of(request).reads.events(after, limit)
-    return JSONResponse(page.to_public(limit))
+    return JSONResponse(page.to_public())
 
 
 routes = [

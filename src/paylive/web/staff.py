@@ -13,8 +13,6 @@ a command to the machine, which refuses it while effects pend.
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -83,20 +81,9 @@ async def effects(request: Request) -> Response:
 async def session_events(request: Request) -> Response:
     runtime = runtime_of(request)
     staff(request)
-    session = await runtime.reads.live(request.path_params["session_id"])
-    held = await runtime.reads.history(session.id, 0)
-    complete = held is not None
-    if held is None:
-        # The oldest events were trimmed (PAYLIVE_HISTORY_CAP): what is still held.
-        since = max(0, session.seq - runtime.settings.history_cap)
-        held = await runtime.reads.history(session.id, since) or []
-    return JSONResponse(
-        {
-            "events": [json.loads(raw) for raw in held],
-            "complete": complete,
-            "session": session.to_admin(),
-        }
-    )
+    session_id = request.path_params["session_id"]
+    found = await runtime.reads.staff_history(session_id, runtime.settings.history_cap)
+    return JSONResponse(found.to_public())
 
 
 @endpoint
