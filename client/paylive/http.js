@@ -57,7 +57,6 @@ export const UNAVAILABLE_CODES = Object.freeze(new Set([
   'gateway_unavailable',
   'archive_unavailable',
 ]));
-const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
 /** paylive's `{error: {code, message}}` from `body`, or null when it is not one. */
 function ownError(body) {
@@ -105,13 +104,14 @@ export async function httpCommand(fetchFn, { baseUrl, sessionId, secret }, comma
     // Not JSON (a proxy's page): the status says what it can.
   }
   const own = ownError(answered);
-  if (GATEWAY_STATUSES.has(reply.status) && !(reply.status === 503 && UNAVAILABLE_CODES.has(own?.code))) {
+  if (reply.status >= 500 && !(reply.status === 503 && UNAVAILABLE_CODES.has(own?.code))) {
     // Whatever stands in front of paylive gave up on the request (502, 504) or refused
-    // it (503) with a page of its own: it may have reached paylive, which may have
-    // applied it. The session's state tells, as after any lost answer.
+    // it (503) with a page of its own, or the server failed (500: a fault, never a
+    // refusal): it may have reached paylive, which may have applied it. The session's
+    // state tells, as after any lost answer.
     answer('error', {
       code: 'connection_lost',
-      message: `HTTP ${reply.status} from a proxy: the command may have reached the server; the session state will tell`,
+      message: `HTTP ${reply.status}: the command may have reached the server; the session state will tell`,
     });
     return;
   }

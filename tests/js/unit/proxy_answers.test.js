@@ -112,6 +112,14 @@ test('a 502 is never paylive\'s own answer, whatever its body says', async (t) =
   await until(() => !pay.outcomeUnknown);
 });
 
+test('a pay answered 500 (a fault, paylive\'s or a proxy\'s) is an unknown outcome: it may have been applied', async (t) => {
+  const { srv, win, pay } = await connected(t, 'polling');
+  srv.onCommand = async () => ({ status: 500, text: 'Internal Server Error' });
+  assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
+  assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded() }, { unknown: true, guarded: true });
+  await until(() => !pay.outcomeUnknown);
+});
+
 test('a pay cut by a stopping worker (503 shutting_down) is an unknown outcome: it may have been applied', async (t) => {
   const { srv, win, pay } = await connected(t, 'sse');
   srv.onCommand = async () => ({
