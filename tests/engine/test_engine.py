@@ -1398,6 +1398,36 @@ async def test_the_first_command_after_start_on_a_cluster(
                 await engine.close()
 
 
+@pytest.mark.redis
+@needs_redis
+async def test_a_cluster_create_asked_again_makes_its_lost_second_step_once(
+    redis_cluster: redisproc.RedisClusterProc,
+) -> None:
+    """A create whose reply was lost after its first step (the session's own keys):
+    asked again, the engine makes the global step (listing, counters, timer), once."""
+    from paylive.engine.redis import scripts
+    from paylive.engine.redis.keys import session_keys
+    from paylive.engine.redis.store import _dump
+
+    redis_cluster.flushall()
+    engine = RedisEngine(redis_cluster.url, SETTINGS.redis)
+    try:
+        await engine.start()
+        session = make_session("ps_half_made")
+        own = [_dump(session), 0, session.status, 60_000]
+        async with engine._client.op():
+            assert await engine._client.eval(scripts.CREATE, session_keys(session.id), own)
+        assert await engine.list_sessions(False, 10) == []
+        for _ in range(2):
+            assert await engine.create(session, {"status:created": 1}, b"n") is False
+        assert [s.id for s in await engine.list_sessions(False, 10)] == [session.id]
+        assert await engine.counters() == {"status:created": 1}
+        assert await engine.claim_due(session.expires_at, 10, 1_000) == [session.id]
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+
+
 async def test_a_fault_inside_redis_py_is_the_engine_unavailable_not_a_500() -> None:
     from redis._parsers.commands import AsyncCommandsParser
 
