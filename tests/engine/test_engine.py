@@ -1360,6 +1360,92 @@ async def test_cluster(redis_cluster: redisproc.RedisClusterProc, sharded: bool)
                 await engine.close()
 
 
+# The first command of a newly started engine, one of each way it reaches Redis: a
+# script (EVALSHA), a plain keyed command of each family the Cluster client routes by
+# parsing its keys (ZADD, the save's first step; SET, HDEL), and a read.
+FIRST_COMMANDS: dict[str, Callable[[RedisEngine], Awaitable[object]]] = {
+    "save": lambda e: e.save(make_session("ps_first", status=PROCESSING, deadline=T0), 0, [], {}),
+    "put": lambda e: e.put("first", b"v", 10_000),
+    "forget_counters": lambda e: e.forget_counters(["first"]),
+    "create": lambda e: e.create(make_session("ps_first_made"), {}, b"n"),
+    "load": lambda e: e.load("ps_first"),
+}
+
+
+@pytest.mark.redis
+@needs_redis
+@pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
+@pytest.mark.parametrize("flagged", [True, False], ids=["flag", "detected"])
+async def test_the_first_command_after_start_on_a_cluster(
+    redis_cluster: redisproc.RedisClusterProc, sharded: bool, flagged: bool
+) -> None:
+    """The sharded subscription reads the slot map as the engine starts: the client
+    must still be ready for any first command, not fail it (redis-py once raised
+    AttributeError, for every such command, until something initialized the client)."""
+    url = redis_cluster.url if flagged else redis_cluster.nodes[1].url
+    settings = replace(SETTINGS, redis_sharded_pubsub=sharded).redis
+    for name, first in FIRST_COMMANDS.items():
+        engine = RedisEngine(url, settings)
+        try:
+            await engine.start()
+            assert engine.cluster and engine.sharded is sharded
+            await first(engine)
+            await first(engine)
+        except Exception as exc:
+            raise AssertionError(f"{name} as the first command: {exc!r}") from exc
+        finally:
+            with anyio.fail_after(CLOSE_TIMEOUT_S):
+                await engine.close()
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_a_cluster_create_asked_again_makes_its_lost_second_step_once(
+    redis_cluster: redisproc.RedisClusterProc,
+) -> None:
+    """A create whose reply was lost after its first step (the session's own keys):
+    asked again, the engine makes the global step (listing, counters, timer), once."""
+    from paylive.engine.redis import scripts
+    from paylive.engine.redis.keys import session_keys
+    from paylive.engine.redis.store import _dump
+
+    redis_cluster.flushall()
+    engine = RedisEngine(redis_cluster.url, SETTINGS.redis)
+    try:
+        await engine.start()
+        session = make_session("ps_half_made")
+        own = [_dump(session), 0, session.status, 60_000]
+        async with engine._client.op():
+            assert await engine._client.eval(scripts.CREATE, session_keys(session.id), own)
+        assert await engine.list_sessions(False, 10) == []
+        for _ in range(2):
+            assert await engine.create(session, {"status:created": 1}, b"n") is False
+        assert [s.id for s in await engine.list_sessions(False, 10)] == [session.id]
+        assert await engine.counters() == {"status:created": 1}
+        assert await engine.claim_due(session.expires_at, 10, 1_000) == [session.id]
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+
+
+async def test_a_fault_inside_redis_py_is_the_engine_unavailable_not_a_500() -> None:
+    from redis._parsers.commands import AsyncCommandsParser
+
+    from paylive.engine.redis.client import Client
+
+    client = Client("redis://127.0.0.1:1?cluster=0", SETTINGS.redis)
+    try:
+        # redis-py's own AttributeError: the parser asked for keys before it has a node.
+        with pytest.raises(EngineUnavailable, match="AttributeError"):
+            async with client.op():
+                await AsyncCommandsParser().get_keys("SET", "k", "v")
+        with pytest.raises(AttributeError, match="ours"):  # our own faults stay ours
+            async with client.op():
+                raise AttributeError("ours")
+    finally:
+        await client.close()
+
+
 async def test_the_chart_counts_each_minute_of_the_last_hour(engine: Engine) -> None:
     """State changes and interruptions per minute, counted with each save at the
     service's clock (injected here), read back by any worker, the old minutes dropped."""

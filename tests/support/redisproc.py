@@ -199,6 +199,20 @@ class RedisClusterProc:
         for node in self.nodes:
             node.flushall()
 
+    def announce(self, ports: list[int]) -> None:
+        """Have node ``i`` tell clients it is at ``ports[i]`` (a proxy in front of it),
+        and wait until every node's map says so. The cluster bus keeps the real ports."""
+        for node, port in zip(self.nodes, ports, strict=True):
+            command(node.port, "CONFIG", "SET", "cluster-announce-port", str(port))
+        wanted = [f":{port}@".encode() for port in ports]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            maps = [command(node.port, "CLUSTER", "NODES") for node in self.nodes]
+            if all(port in held for held in maps for port in wanted):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the nodes did not learn the announced ports in time")
+
 
 def start_cluster(directory: Path, size: int = 3) -> RedisClusterProc:
     """Start ``size`` cluster-enabled servers and join them with ``redis-cli --cluster``."""

@@ -6,12 +6,14 @@ two pump each connection. ``stop`` closes the listener and every connection (the
 client sees resets, as when a database host goes away); ``start`` listens again on
 the same port.
 
-``lose_reply(pattern)`` cuts the connection whose client sends a command holding
-``pattern``: the command reaches the server whole, and its reply (with any other
+``lose_reply(*patterns)`` cuts the connection whose client sends a command holding
+every one of ``patterns``: the command reaches the server whole, and its reply (with any other
 reply on that connection from then on) never comes back, as when a network drops
 between a write and its answer. With ``then_refuse`` the server is then unreachable
 (every connection cut, new ones refused) until ``start``: the worker can do nothing
 more after the write, as when the network or the server goes away right after it.
+Proxies made with one ``Losses`` (one per node of a Redis Cluster) share what is to be
+lost: the next such command on any of them, once.
 """
 
 from __future__ import annotations
@@ -27,30 +29,50 @@ from .ports import free_port
 APPLY_S = 0.3
 
 
+class Losses:
+    """The replies still to lose, and how many were: one proxy's, or a group's."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.armed: list[tuple[tuple[bytes, ...], bool]] = []
+        self.lost = 0
+
+    def lose_reply(self, *patterns: bytes, then_refuse: bool = False) -> None:
+        """Lose the reply to the next command holding all of ``patterns``."""
+        assert patterns, "a reply to lose is chosen by at least one pattern"
+        with self.lock:
+            self.armed.append((patterns, then_refuse))
+
+    def losing(self, chunk: bytes) -> tuple[bool, bool]:
+        """Whether to lose this command's reply, and then refuse every connection."""
+        with self.lock:
+            for lose in self.armed:
+                if all(pattern in chunk for pattern in lose[0]):
+                    self.armed.remove(lose)
+                    self.lost += 1
+                    return True, lose[1]
+        return False, False
+
+
 class TcpProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", losses: Losses | None = None
+    ) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._lose: list[tuple[bytes, bool]] = []
-        self.lost = 0
+        self.losses = losses or Losses()
 
-    def lose_reply(self, pattern: bytes, then_refuse: bool = False) -> None:
-        """Lose the reply to the next command holding ``pattern`` (see the docstring)."""
-        with self._lock:
-            self._lose.append((pattern, then_refuse))
+    @property
+    def lost(self) -> int:
+        return self.losses.lost
 
-    def _losing(self, chunk: bytes) -> tuple[bool, bool]:
-        """Whether to lose this command's reply, and then refuse every connection."""
-        with self._lock:
-            for lose in self._lose:
-                if lose[0] in chunk:
-                    self._lose.remove(lose)
-                    self.lost += 1
-                    return True, lose[1]
-        return False, False
+    def lose_reply(self, *patterns: bytes, then_refuse: bool = False) -> None:
+        """Lose the reply to the next command holding all of ``patterns`` (see the
+        docstring)."""
+        self.losses.lose_reply(*patterns, then_refuse=then_refuse)
 
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -105,7 +127,7 @@ class TcpProxy:
                     if not muted.is_set():
                         sink.sendall(chunk)
                     continue
-                losing, refuse = self._losing(chunk)
+                losing, refuse = self.losses.losing(chunk)
                 if losing:
                     # Replies from now on are dropped; the command goes through whole,
                     # and the client is cut once the server has surely run it.

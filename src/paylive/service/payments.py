@@ -106,6 +106,13 @@ def _unheld(event_id: str, session_id: str, result: ProviderResult) -> None:
             )
 
 
+def _created_notice(session: Session, at: int) -> bytes:
+    """The admin channel's notice of a new session."""
+    return Encoded.of(
+        Message("admin.created", {"session": session.to_public()}, session.id, 0, at)
+    ).json
+
+
 class PaymentService:
     def __init__(
         self,
@@ -137,18 +144,25 @@ class PaymentService:
         if asked is not None:
             made = await self.engine.load(session_id)
             if made is not None:
+                if made.version == 0:
+                    # The lost create may have stopped inside the engine (on Redis
+                    # Cluster, after the session's own keys and before its indexes,
+                    # counters, timer and admin notice): asked again with the session
+                    # it made, the engine completes it, or changes nothing.
+                    await self.engine.create(
+                        made, stats.delta(None, made), _created_notice(made, made.created_at)
+                    )
                 return made
         now = self.clock()
         session = new_session(
             session_id, order_id, amount, currency, dict(metadata), now, self.rules
         )
         session = evolve(session, trace=context.current_traceparent())
-        notice = Encoded.of(
-            Message("admin.created", {"session": session.to_public()}, session.id, 0, now)
-        )
         with context.bound(session=session.id):
             tracing.annotate(tracing.SESSION_ATTRIBUTE, session.id)
-            stored = await self.engine.create(session, stats.delta(None, session), notice.json)
+            stored = await self.engine.create(
+                session, stats.delta(None, session), _created_notice(session, now)
+            )
             if not stored:
                 # The lost create of this very request landed after the read above:
                 # the session it made is the answer (a random id never meets another).

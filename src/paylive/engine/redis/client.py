@@ -14,7 +14,11 @@ answers 503 within 1-2 s.
 ``redis.asyncio.cluster.RedisCluster`` runs the commands when the URL says
 ``?cluster=1``, or when ``detect_cluster`` finds ``cluster_enabled:1`` and the URL
 does not say ``?cluster=0``. Its per-node pools do not wait, so a semaphore of
-``redis_pool_size`` bounds the operations in flight instead.
+``redis_pool_size`` bounds the operations in flight instead. Its slot map and command
+table are read once, by ``cluster_map``, before the first operation: redis-py routes a
+command by its keys before it initializes itself, and the sharded subscription reads
+the map on its own, so a client whose map came that way parsed keys without its
+command table and failed every such command with an AttributeError.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
+import redis
 from redis import exceptions as rexc
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -54,6 +60,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+# Where redis-py's own code is: an exception raised there that is not one of its errors
+# is a fault of the client library, not of the request.
+_REDIS_PY = os.path.dirname(redis.__file__) + os.sep
 TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
 
 
@@ -83,6 +92,16 @@ def split_url(url: str) -> tuple[str, bool | None]:
 
 def unavailable(exc: BaseException) -> EngineUnavailable:
     return EngineUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
+
+
+def _raised_by_redis_py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside redis-py (its innermost frame is there)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_REDIS_PY)
 
 
 class LeanPool(ConnectionPool):
@@ -180,6 +199,7 @@ class Client:
         self._pool: LeanPool | None = None
         self._pipe: Pipe | None = None
         self._gate: asyncio.Semaphore | None = None
+        self._mapped = False  # Cluster: ``cluster_map`` has run
         if self._cluster_flag:
             self._use_cluster()
         else:
@@ -216,6 +236,7 @@ class Client:
         )
         self._pool = None
         self._pipe = None
+        self._mapped = False
         # The cluster's per-node pools raise instead of waiting when full.
         self._gate = asyncio.Semaphore(self._max_connections)
 
@@ -238,9 +259,28 @@ class Client:
             await self.close()
             self._use_cluster()
 
+    async def cluster_map(self) -> RedisCluster:
+        """The Cluster client, initialized: slot map and command table read.
+
+        Everything that needs the map (an operation, readiness, the sharded
+        subscription) comes here first. redis-py only initializes itself inside a
+        command's attempt, after it has routed the command by its keys; and the sharded
+        subscription's ``nodes_manager.initialize()`` reads the map without the
+        command table, after which redis-py takes itself for initialized enough to
+        route by keys it cannot parse. ``initialize`` is a no-op once done, and its
+        lock makes concurrent first callers wait for the one that reads.
+        """
+        r = self.r
+        assert isinstance(r, RedisCluster)
+        if not self._mapped:
+            await r.initialize()
+            self._mapped = True
+        return r
+
     async def close(self) -> None:
         if self._pipe is not None:
             await self._pipe.close()
+        self._mapped = False  # redis-py drops its map on aclose
         await self.r.aclose()
 
     @contextlib.asynccontextmanager
@@ -254,6 +294,9 @@ class Client:
                 async with asyncio.timeout(self.timeout):
                     await gate.acquire()
                 try:
+                    if not self._mapped:
+                        async with asyncio.timeout(self.timeout):
+                            await self.cluster_map()
                     yield
                 finally:
                     gate.release()
@@ -265,6 +308,14 @@ class Client:
             if str(exc).startswith(TRANSIENT_REPLIES):
                 raise unavailable(exc) from exc
             raise
+        except Exception as exc:
+            # A fault inside redis-py (an AttributeError of a half-initialized
+            # client, once): the command cannot be run now, which is a 503 and a
+            # retry, not a 500. Our own faults are not masked: their frame is ours.
+            if not _raised_by_redis_py(exc):
+                raise
+            log.error("redis-py failed inside a command: taken as Redis unavailable", exc_info=True)
+            raise unavailable(exc) from exc
 
     async def call(self, *args: Any) -> Any:
         """One command whose reply needs no parsing (a script, HGET): on one node, on

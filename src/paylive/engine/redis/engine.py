@@ -8,7 +8,6 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from redis import exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from ...core.session import Session
 from ...settings import RedisSettings
@@ -140,11 +139,8 @@ class RedisEngine(Shop, Engine):
         return bytes(role[0]) in (b"slave", b"replica")
 
     async def _primaries_writable(self) -> bool:
-        r = self._client.r
-        assert isinstance(r, RedisCluster)
-        # The slot map is read here, so the client must have it: this may be the
-        # worker's first keyed command (a no-op once it is initialized).
-        await r.initialize()
+        # The slot map is read here, so the client must have it (``op`` saw to it).
+        r = await self._client.cluster_map()
         slots = r.nodes_manager.slots_cache
 
         def owner(slot: int) -> str | None:

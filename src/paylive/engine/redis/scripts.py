@@ -50,6 +50,9 @@ CREATE_ONE_NODE = Script(
     + "  return 0\nend\nreturn global({unpack(KEYS, 3)}, {unpack(ARGV, 5)})\n"
 )
 CREATE_GLOBAL_SHARDED = Script.load("sharded.lua", "create_global.lua")
+# Cluster: the global step of a create that found its session made, unless it ran.
+CREATE_GLOBAL_AGAIN = Script.load("plain.lua", "create_again.lua", "create_global.lua")
+CREATE_GLOBAL_AGAIN_SHARDED = Script.load("sharded.lua", "create_again.lua", "create_global.lua")
 SAVE = Script.load("plain.lua", "store.lua", "save.lua")
 SAVE_SHARDED = Script.load("sharded.lua", "store.lua", "save.lua")
 SAVE_ONE_NODE = Script.load("plain.lua", "store.lua", "save_one_node.lua")

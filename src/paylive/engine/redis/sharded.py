@@ -136,13 +136,15 @@ class ShardedSubscription:
     async def _reroute(self, refresh: bool) -> None:
         """Read the slot map again (``refresh``), start a subscription for each primary
         that has none, and give every channel to the node that serves it now."""
-        r = self._cluster()
-        if refresh or not r.nodes_manager.slots_cache:
-            try:
+        try:
+            # The client's own initialization first (see ``Client.cluster_map``): a
+            # map read by the nodes manager alone leaves redis-py unable to route.
+            r = await self._client.cluster_map()
+            if refresh:
                 await r.nodes_manager.initialize()
-            except Exception as exc:  # noqa: BLE001 - the cluster is down: try later
-                log.debug("could not refresh the cluster's slot map: %r", exc)
-                return
+        except Exception as exc:  # noqa: BLE001 - the cluster is down: try later
+            log.debug("could not refresh the cluster's slot map: %r", exc)
+            return
         primaries = {str(n.name): n for n in r.get_primaries()}
         for name in list(self._nodes):
             if name not in primaries:  # no longer a primary: its channels move

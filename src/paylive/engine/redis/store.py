@@ -38,6 +38,15 @@ this is the trade-off:
   finds nothing due sets it right.
 - A worker that dies between the two steps loses that save's counter deltas, and the
   outbox listings miss its session until its next save (its effect's first try).
+- A create is two steps too (the session's own keys, then its indexes, counters,
+  timer and admin notice). One whose reply is lost after the first step leaves a
+  session nobody lists, counts or expires by its timer (its keys' expiry is the
+  backstop): the retry of a keyed create finds it (the id is named after the
+  request), asks ``create`` again with it, and the second step is made then, once
+  (``create_again.lua``: unless the session's ``tver`` says a global step ran).
+- A save whose reply is lost after the first step is as a worker that died between
+  the two: the caller answers 503, the retry finds the save made (its version moved),
+  and the counters, indexes and trail wait for the session's next save.
 - The audit entry of a staff or shop action is saved in the session's record, and
   the trail of every session (a key of the global slot) gets it from the caller after
   the save (``Store.saves_audit`` is false): a worker that dies between the two
@@ -229,11 +238,19 @@ class Store:
             else:
                 made = await client.eval(scripts.CREATE, session_keys(session.id), own)
                 if made:
-                    await client.eval(
-                        scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL,
-                        global_keys,
-                        global_args,
+                    second = (
+                        scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL
                     )
+                else:
+                    # Stored already: by this create's own earlier try, whose reply was
+                    # lost, perhaps before its global step (a keyed create's retry, see
+                    # the module docstring). That step is made now unless it ran.
+                    second = (
+                        scripts.CREATE_GLOBAL_AGAIN_SHARDED
+                        if self.sharded
+                        else scripts.CREATE_GLOBAL_AGAIN
+                    )
+                await client.eval(second, global_keys, global_args)
         if not made:
             return False
         self.cache.put(session)
