@@ -28,6 +28,10 @@ CASES = [
     (("::1",), "::1", [b"[2001:db8::1]:443"], b"wss"),
     (("::1",), "::1", [b"2001:db8::1"], None),
     (("127.0.0.1",), "127.0.0.1", [b"unknown"], b"gopher"),
+    # A "port" too long for int() (Python's 4,300 digits): a 500 once, from any client
+    # whose header reaches here unchanged (a socket's handshake, the app's entry).
+    (("127.0.0.1",), "127.0.0.1", [b"203.0.113.7:" + b"9" * 5000], None),
+    (("::1",), "::1", [b"[2001:db8::1]:" + b"9" * 5000], None),
     (("127.0.0.1",), "127.0.0.1", [b""], None),
     (("127.0.0.1",), "127.0.0.1", [b" , "], None),
     # A peer that is no trusted proxy: the headers are ignored.

@@ -35,6 +35,14 @@ DECIDED = "paylive.client_decided"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _port(text: str) -> int | None:
+    """A port as written (ASCII digits, at most five: a longer run is no port, and
+    ``int`` refuses one past 4,300 digits with a ValueError, a 500), else None."""
+    if text.isdecimal() and text.isascii() and len(text) <= 5:
+        return int(text)
+    return None
+
+
 def _host_port(entry: str) -> tuple[str, int]:
     """An entry of X-Forwarded-For: a bare address, ``v4:port`` or ``[v6]:port``;
     anything else is kept whole, with no port (it is then trusted only as written)."""
@@ -47,12 +55,11 @@ def _host_port(entry: str) -> tuple[str, int]:
             return host, 0
         if not rest.startswith(":"):
             return entry, 0
-        return host, int(rest[1:]) if rest[1:].isdecimal() and rest[1:].isascii() else 0
+        return host, _port(rest[1:]) or 0
     if entry.count(":") == 1:
-        host, port = entry.split(":")
-        if port.isdecimal() and port.isascii():
-            return host, int(port)
-        return entry, 0
+        host, text = entry.split(":")
+        port = _port(text)
+        return (entry, 0) if port is None else (host, port)
     return entry, 0
 
 
