@@ -1418,11 +1418,47 @@ async def test_a_cluster_create_asked_again_makes_its_lost_second_step_once(
         async with engine._client.op():
             assert await engine._client.eval(scripts.CREATE, session_keys(session.id), own)
         assert await engine.list_sessions(False, 10) == []
+        assert await engine.create(session, {"status:created": 1}, b"n") is False
         for _ in range(2):
-            assert await engine.create(session, {"status:created": 1}, b"n") is False
+            await engine.finish_create(session, {"status:created": 1}, b"n")
         assert [s.id for s in await engine.list_sessions(False, 10)] == [session.id]
         assert await engine.counters() == {"status:created": 1}
         assert await engine.claim_due(session.expires_at, 10, 1_000) == [session.id]
+    finally:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await engine.close()
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_a_cluster_create_that_finds_another_stored_changes_nothing(
+    redis_cluster: redisproc.RedisClusterProc,
+) -> None:
+    """A retry's create whose lost first try landed after its read (Cluster: only the
+    first step): the session stored is the first try's, and the retry's own (made
+    later: another ``created_at``, a later expiry) must not list, count or time it;
+    the service completes the stored one with its own (``finish_create``)."""
+    from paylive.engine.redis import scripts
+    from paylive.engine.redis.keys import session_keys
+    from paylive.engine.redis.store import _dump
+
+    redis_cluster.flushall()
+    engine = RedisEngine(redis_cluster.url, SETTINGS.redis)
+    try:
+        await engine.start()
+        first = make_session("ps_landed_late")
+        retry = make_session("ps_landed_late", created_at=T0 + 600_000)
+        own = [_dump(first), 0, first.status, 60_000]
+        async with engine._client.op():
+            assert await engine._client.eval(scripts.CREATE, session_keys(first.id), own)
+        assert await engine.create(retry, {"status:created": 1}, b"n") is False
+        assert await engine.list_sessions(False, 10) == []
+        assert await engine.counters() == {}
+        for _ in range(2):
+            await engine.finish_create(first, {"status:created": 1}, b"n")
+        assert await engine.counters() == {"status:created": 1}
+        # Timed by the stored session's expiry, not the retry's ten minutes later.
+        assert await engine.claim_due(first.expires_at, 10, 1_000) == [first.id]
     finally:
         with anyio.fail_after(CLOSE_TIMEOUT_S):
             await engine.close()

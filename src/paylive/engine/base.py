@@ -69,7 +69,16 @@ class SessionStore(ABC):
         """Store a new session; ``notice`` goes to the admin channel only. False, and
         nothing changed, when a session with this id is stored already: a keyed create
         names its session after the request, and one still on its way after its retry
-        made the session must not replace it."""
+        made the session must not replace it, nor be listed, counted or timed in its
+        place (its ``created_at`` and expiry are its own)."""
+
+    async def finish_create(
+        self, session: Session, stats: Mapping[str, int], notice: bytes
+    ) -> None:
+        """Complete the create of ``session``, as stored (version 0), if it stopped
+        inside the engine: nothing where a create is one atomic step (the memory
+        engine, one Redis); on Redis Cluster its second step, once."""
+        return None
 
     @abstractmethod
     async def load(self, session_id: str) -> Session | None: ...

@@ -149,9 +149,7 @@ class PaymentService:
                     # Cluster, after the session's own keys and before its indexes,
                     # counters, timer and admin notice): asked again with the session
                     # it made, the engine completes it, or changes nothing.
-                    await self.engine.create(
-                        made, stats.delta(None, made), _created_notice(made, made.created_at)
-                    )
+                    await self._finish(made)
                 return made
         now = self.clock()
         session = new_session(
@@ -169,9 +167,18 @@ class PaymentService:
                 found = await self.engine.load(session_id)
                 if asked is None or found is None:
                     raise EngineUnavailable(f"session {session_id} could not be created")
+                if found.version == 0:
+                    await self._finish(found)  # completed as it is stored, not as made here
                 return found
             log.info("session created: %d %s for order %r", amount, currency, order_id)
         return session
+
+    async def _finish(self, made: Session) -> None:
+        """Complete the create of ``made`` (read back at version 0) if its lost create
+        stopped inside the engine, with its own created_at, expiry and notice."""
+        await self.engine.finish_create(
+            made, stats.delta(None, made), _created_notice(made, made.created_at)
+        )
 
     async def get(self, session_id: str) -> Session:
         session = await self.engine.load(session_id)

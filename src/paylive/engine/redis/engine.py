@@ -176,6 +176,11 @@ class RedisEngine(Shop, Engine):
     async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
         return await self._store.create(session, stats, notice)
 
+    async def finish_create(
+        self, session: Session, stats: Mapping[str, int], notice: bytes
+    ) -> None:
+        await self._store.finish_create(session, stats, notice)
+
     async def load(self, session_id: str) -> Session | None:
         return await self._store.load(session_id)
 

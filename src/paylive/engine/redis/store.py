@@ -42,7 +42,7 @@ this is the trade-off:
   timer and admin notice). One whose reply is lost after the first step leaves a
   session nobody lists, counts or expires by its timer (its keys' expiry is the
   backstop): the retry of a keyed create finds it (the id is named after the
-  request), asks ``create`` again with it, and the second step is made then, once
+  request), asks ``finish_create`` with it, and the second step is made then, once
   (``create_again.lua``: unless the session's ``tver`` says a global step ran).
 - A save whose reply is lost after the first step is as a worker that died between
   the two: the caller answers 503, the retry finds the save made (its version moved),
@@ -214,19 +214,9 @@ class Store:
     async def create(self, session: Session, stats: Mapping[str, int], notice: bytes) -> bool:
         if not session.id:
             raise ValueError("a session needs an id")
-        due = session.next_due()
         client = self._client
         own = [_dump(session), session.version, session.status, self._ttl(session.terminal)]
-        global_keys = [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED]
-        global_args = [
-            session.id,
-            session.created_at,
-            "" if due is None else due,
-            session.version,
-            self._admin_channel,
-            notice,
-            *_stat_args(stats),
-        ]
+        global_keys, global_args = self._create_global(session, stats, notice)
         async with client.op():
             if not client.cluster:
                 # Every key on one server: one script, one round trip.
@@ -237,24 +227,48 @@ class Store:
                 )
             else:
                 made = await client.eval(scripts.CREATE, session_keys(session.id), own)
+                # Stored already (a keyed create's earlier try, its reply lost): that
+                # session's global step, if it is owed, is made with its own created_at
+                # and expiry (``finish_create``), never with this one's.
                 if made:
                     second = (
                         scripts.CREATE_GLOBAL_SHARDED if self.sharded else scripts.CREATE_GLOBAL
                     )
-                else:
-                    # Stored already: by this create's own earlier try, whose reply was
-                    # lost, perhaps before its global step (a keyed create's retry, see
-                    # the module docstring). That step is made now unless it ran.
-                    second = (
-                        scripts.CREATE_GLOBAL_AGAIN_SHARDED
-                        if self.sharded
-                        else scripts.CREATE_GLOBAL_AGAIN
-                    )
-                await client.eval(second, global_keys, global_args)
+                    await client.eval(second, global_keys, global_args)
         if not made:
             return False
         self.cache.put(session)
         return True
+
+    def _create_global(
+        self, session: Session, stats: Mapping[str, int], notice: bytes
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and ARGV of a create's global step (create_global.lua)."""
+        due = session.next_due()
+        return [ORDER, ACTIVE, TIMERS, COUNTERS, TVER, ENDED], [
+            session.id,
+            session.created_at,
+            "" if due is None else due,
+            session.version,
+            self._admin_channel,
+            notice,
+            *_stat_args(stats),
+        ]
+
+    async def finish_create(
+        self, session: Session, stats: Mapping[str, int], notice: bytes
+    ) -> None:
+        """On Cluster, the global step of ``session``'s create (as stored: the caller
+        read it back), unless one ran (create_again.lua); one node needs nothing."""
+        client = self._client
+        if not client.cluster:
+            return
+        keys, args = self._create_global(session, stats, notice)
+        script = (
+            scripts.CREATE_GLOBAL_AGAIN_SHARDED if self.sharded else scripts.CREATE_GLOBAL_AGAIN
+        )
+        async with client.op():
+            await client.eval(script, keys, args)
 
     async def load(self, session_id: str) -> Session | None:
         if not session_id:
