@@ -597,6 +597,8 @@ export class LiveConnection extends Emitter<SocketEvents> {
   readonly transport: Transport;
   readonly status: ConnectionStatus;
   readonly connected: boolean;
+  /** The connection in use was opened with `since` (long-polling reads it for each poll: false). */
+  readonly resumed: boolean;
   connect(): void;
   close(code?: number, reason?: string): void;
   reconnectNow(): void;

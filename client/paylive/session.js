@@ -87,7 +87,7 @@ export class PayliveSession extends Emitter {
       since: () => (this.#commands.outcomeUnknown ? null : this.lastSeq),
     });
     this.#socket.on('status', (detail) => this.emit('connection', detail));
-    this.#socket.on('open', () => this.#flush());
+    this.#socket.on('open', () => this.#opened());
     this.#socket.on('message', (message) => this.#receive(message));
     // A command sent on a socket is lost with it; one sent over HTTP (SSE, polling) is
     // answered by its own request whatever happens to the stream.
@@ -190,7 +190,7 @@ export class PayliveSession extends Emitter {
     this.#updateGuard();
   }
 
-  /** Drop the connection and reconnect at once (with `since`). */
+  /** Drop the connection and reconnect at once (with `since`; without, for a snapshot, while `outcomeUnknown`). */
   reconnect() {
     this.#socket.reconnectNow();
   }
@@ -362,6 +362,20 @@ export class PayliveSession extends Emitter {
     // the current event is over: a socket's close settles its commands while the
     // connection still reads connected, and that one reconnects by itself.
     if (unknown) queueMicrotask(() => this.#askState());
+  }
+
+  /**
+   * A connection opened. One made with `since` read before a pay or retry lost its
+   * answer (it was opening as the loss was settled: no `reconnectNow` then) replays
+   * nothing if nothing happened, and no snapshot would ever tell: it is made again,
+   * now without `since` (so at most once per loss). Queued commands wait for that one.
+   */
+  #opened() {
+    if (this.#commands.outcomeUnknown && !this.#closed && this.#socket.resumed) {
+      this.#socket.reconnectNow();
+      return;
+    }
+    this.#flush();
   }
 
   #askState() {
