@@ -283,9 +283,10 @@ async function start() {
     } catch (err) {
       if (err.code === 'connection_lost') {
         showMessage('The connection dropped while sending; the status above shows what happened.', 'warn');
-      } else if (err.code === 'timeout' && client.outcomeUnknown) {
-        // No answer in time is no refusal: the payment may be under way.
-        showMessage('No answer came in time; the status above shows what happened.', 'warn');
+      } else if ((err.code === 'timeout' || err.code === 'engine_unavailable') && client.outcomeUnknown) {
+        // No answer in time, or the store's lost, is no refusal: the payment may be under way.
+        const why = err.code === 'timeout' ? 'No answer came in time' : 'The payment server could not confirm it';
+        showMessage(`${why}; the status above shows what happened.`, 'warn');
       } else {
         showMessage(`${label}: ${err.message}`, 'error');
       }

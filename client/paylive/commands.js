@@ -5,9 +5,11 @@
 import { PayliveError } from './emitter.js';
 
 // The commands that may start a charge, and the settlements that leave it unknown
-// whether the server took one: its answer was lost, or did not come in time.
+// whether the server took one: its answer was lost, or did not come in time, or the
+// server's store did not answer (`engine_unavailable`: a save may have been made with
+// only its reply lost, protocol 3.1).
 const PAYMENTS = new Set(['pay', 'retry']);
-const UNANSWERED = new Set(['connection_lost', 'timeout']);
+const UNANSWERED = new Set(['connection_lost', 'timeout', 'engine_unavailable']);
 
 export class CommandQueue {
   #nextRef = 0;
@@ -48,8 +50,9 @@ export class CommandQueue {
   }
 
   /**
-   * True from the moment a sent `pay` or `retry` is settled `connection_lost` or
-   * `timeout` (the server may have started the charge) until `outcomeKnown()`.
+   * True from the moment a sent `pay` or `retry` is settled `connection_lost`,
+   * `timeout` or `engine_unavailable` (the server may have started the charge) until
+   * `outcomeKnown()`.
    */
   get outcomeUnknown() {
     return this.#unknown;

@@ -145,7 +145,7 @@ export class PayliveSession extends Emitter {
 
   /**
    * True while leaving the page could strand a payment: processing, a pay/retry not yet
-   * answered, or one settled `connection_lost` or `timeout` until a snapshot, an attempt
+   * answered, or one settled `connection_lost`, `timeout` or `engine_unavailable` until a snapshot, an attempt
    * under way or an end is heard (protocol 4.2).
    */
   get guardActive() {
@@ -155,7 +155,7 @@ export class PayliveSession extends Emitter {
 
   /**
    * True from the moment a sent `pay` or `retry` is settled without its answer
-   * (`connection_lost`, `timeout`: it may have started a charge) until the session's
+   * (`connection_lost`, `timeout`, `engine_unavailable`: it may have started a charge) until the session's
    * state, heard after it, tells what became of it (a snapshot, an attempt under way or
    * an end; protocol 4.2). It turns true as the command's promise rejects, and false
    * just before the `session` event of the state that tells. A page keeps its Pay and

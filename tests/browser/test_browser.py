@@ -309,6 +309,70 @@ def test_pay_stays_off_while_a_lost_pay_is_checked(page: Page, server_url: str) 
     assert page.evaluate("window.__paylive.outcomeUnknown") is False
 
 
+def test_pay_answered_engine_unavailable_is_checked_not_refused(
+    page: Page, server_url: str
+) -> None:
+    """paylive answers `engine_unavailable` when its store did not answer, a save made
+    with only its reply lost included (protocol 3.1): the attempt may have started. The
+    checkout says it is checking the payment, never that it was refused, and keeps Pay
+    off until the session tells (here the pay never reached the store: `created`)."""
+    state = {"answered": False, "hold": True}
+    held: list[tuple[Any, str | bytes]] = []  # what the server said on later sockets, held back
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        after = state["answered"]
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if not state["answered"] and frame.get("type") == "pay":
+                state["answered"] = True  # the store's answer, as paylive sends it on a socket
+                error = {
+                    "code": "engine_unavailable",
+                    "message": "the session store is unavailable; retry shortly",
+                }
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "error",
+                            "session": frame.get("session"),
+                            "seq": None,
+                            "ts": 0,
+                            "data": {**error, "ref": frame["ref"]},
+                        }
+                    )
+                )
+                return
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            if after and state["hold"]:
+                held.append((ws, message))
+            else:
+                ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    open_demo(page, server_url)
+    page.fill("#card", OK_CARD)
+    page.click("#pay")
+    checking = page.locator("#checking")
+    expect(checking).to_be_visible()
+    expect(page.locator("#message")).not_to_contain_text("refused")
+    expect(page.locator("#pay")).to_be_disabled()
+    expect(page.locator("body")).to_have_attribute("data-guard", "on")
+    assert page.evaluate(SUBMIT_AND_COUNT_PAYS) == 0
+
+    state["hold"] = False
+    for ws, message in held:
+        ws.send(message)
+    expect(checking).to_be_hidden()
+    expect(page.locator("#pay")).to_be_enabled()
+    expect(page.locator("body")).to_have_attribute("data-guard", "off")
+
+
 def test_reconnect_misses_nothing(page: Page, server_url: str, api: httpx.Client) -> None:
     session_id = open_demo(page, server_url)
     page.evaluate(RECORD_DURABLE)
