@@ -644,7 +644,9 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
    * (`connection_lost`, also for a proxy's 502/503/504 over HTTP, `timeout`, or
    * `engine_unavailable`, whose save may have been made with its reply lost: it may
    * have started a charge) until the session's state heard after it tells (a snapshot,
-   * an attempt under way or an end). It turns true as the command's promise rejects, and
+   * an attempt under way or an end; over HTTP, a timed-out one's request still on its way
+   * may yet land, so until it ends only an attempt under way or an end tells). It turns
+   * true as the command's promise rejects, and
    * false just before the `session` event of the state that tells. Meanwhile a page
    * says it is checking the payment and offers no Pay or Retry.
    */

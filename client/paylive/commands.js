@@ -16,6 +16,7 @@ export class CommandQueue {
   #pending = new Map(); // ref -> {type, command, resolve, reject, sent, timer}
   #queue = []; // refs waiting for a connection, in order
   #unknown = false; // a pay or retry was settled without its answer (see `outcomeUnknown`)
+  #late = new Set(); // refs of pays/retries sent over HTTP, timed out, their request still on its way
   #maxQueue;
   #commandTimeout;
   #onChange;
@@ -58,9 +59,14 @@ export class CommandQueue {
     return this.#unknown;
   }
 
-  /** The session's state, heard after the loss, says what became of the payment. */
-  outcomeKnown() {
-    if (!this.#unknown) return;
+  /**
+   * The session's state, heard after the loss, says what became of the payment. While a
+   * timed-out pay's HTTP request is still on its way it may yet land: only a `definitive`
+   * state (an attempt under way, an end) tells then; a `created` or `interrupted` one
+   * waits for the request's end (then the state is asked for again).
+   */
+  outcomeKnown(definitive = false) {
+    if (!this.#unknown || (this.#late.size && !definitive)) return;
     this.#unknown = false;
     this.#onChange(false);
   }
@@ -80,14 +86,19 @@ export class CommandQueue {
     return promise;
   }
 
-  /** Send queued commands in order for as long as `send(map)` returns true. */
-  flush(send) {
+  /**
+   * Send queued commands in order for as long as `send(map)` returns true; `viaRequest`:
+   * each is answered by its own HTTP request (SSE, long-polling), which lives on after a
+   * timeout.
+   */
+  flush(send, viaRequest = false) {
     while (this.#queue.length) {
       const ref = this.#queue[0];
       const pending = this.#pending.get(ref);
       if (!send(pending.command)) return;
       this.#queue.shift();
       pending.sent = true;
+      pending.viaRequest = viaRequest;
       pending.timer = setTimeout(
         () => this.settle(ref, new PayliveError('timeout', `no answer to '${pending.type}' in time`)),
         this.#commandTimeout,
@@ -98,12 +109,19 @@ export class CommandQueue {
   /** Resolve (no `error`) or reject the command `ref`; false when none waits under it. */
   settle(ref, error, value) {
     const pending = this.#pending.get(ref);
-    if (!pending) return false;
+    if (!pending) {
+      // The late answer of a timed-out pay's request: it can no longer land. Whatever it
+      // says, the session's state is asked for again while the outcome is unknown.
+      if (!this.#late.delete(ref)) return false;
+      if (this.#unknown) this.#onChange(true);
+      return true;
+    }
     this.#pending.delete(ref);
     clearTimeout(pending.timer);
     if (!pending.sent) this.#queue = this.#queue.filter((queued) => queued !== ref);
     const unknown = Boolean(pending.sent && error && PAYMENTS.has(pending.type) && UNANSWERED.has(error.code));
     if (unknown) this.#unknown = true;
+    if (unknown && error.code === 'timeout' && pending.viaRequest) this.#late.add(ref);
     if (error) pending.reject(error);
     else pending.resolve(value);
     this.#onChange(unknown);
@@ -138,6 +156,7 @@ export class CommandQueue {
 
   /** Reject every command, sent or queued, with `error`. */
   rejectAll(error) {
+    this.#late.clear();
     for (const ref of [...this.#pending.keys()]) this.settle(ref, error);
   }
 }

@@ -157,7 +157,8 @@ export class PayliveSession extends Emitter {
    * True from the moment a sent `pay` or `retry` is settled without its answer
    * (`connection_lost`, `timeout`, `engine_unavailable`: it may have started a charge) until the session's
    * state, heard after it, tells what became of it (a snapshot, an attempt under way or
-   * an end; protocol 4.2). It turns true as the command's promise rejects, and false
+   * an end; over HTTP, while a timed-out one's request is on its way, only the last
+   * two; protocol 4.2). It turns true as the command's promise rejects, and false
    * just before the `session` event of the state that tells. A page keeps its Pay and
    * Retry off meanwhile and says it is checking the payment.
    */
@@ -298,7 +299,9 @@ export class PayliveSession extends Emitter {
   }
 
   #flush() {
-    if (this.#socket.connected) this.#commands.flush((message) => this.#socket.send(message));
+    if (this.#socket.connected) {
+      this.#commands.flush((message) => this.#socket.send(message), this.#socket.transport !== 'websocket');
+    }
   }
 
   #fail(error) {
@@ -328,7 +331,7 @@ export class PayliveSession extends Emitter {
         const told = message.type === 'snapshot'
           ? Boolean(data.session)
           : this.status === 'processing' || TERMINAL_STATUSES.has(this.status);
-        if (told) this.#commands.outcomeKnown();
+        if (told) this.#commands.outcomeKnown(this.status === 'processing' || TERMINAL_STATUSES.has(this.status));
         this.#updateGuard();
         this.emit(message.type, message);
         this.emit('session', this.session);
