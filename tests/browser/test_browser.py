@@ -373,6 +373,39 @@ def test_pay_answered_engine_unavailable_is_checked_not_refused(
     expect(page.locator("body")).to_have_attribute("data-guard", "off")
 
 
+def test_a_lost_pay_on_a_connection_ended_for_good_says_to_reload(
+    page: Page, server_url: str
+) -> None:
+    """The socket closes for good (4404) with the pay on it: nothing more can tell what
+    became of it here. The page keeps Pay off and its warning (protocol 4.2), but no
+    longer says it is asking and to keep the page open: it says to reload."""
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            if json.loads(message).get("type") == "pay":
+                ws.close(code=4404, reason="the session is gone")
+                server.close()
+                return
+            server.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(ws.send)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    open_demo(page, server_url)
+    page.fill("#card", OK_CARD)
+    page.click("#pay")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "closed")
+    checking = page.locator("#checking")
+    expect(checking).to_be_visible()
+    expect(checking).to_contain_text("Reload")
+    expect(checking).not_to_contain_text("keep this page open")
+    expect(page.locator("#announce")).to_contain_text("Reload")
+    expect(page.locator("#pay")).to_be_disabled()
+
+
 def test_reconnect_misses_nothing(page: Page, server_url: str, api: httpx.Client) -> None:
     session_id = open_demo(page, server_url)
     page.evaluate(RECORD_DURABLE)
