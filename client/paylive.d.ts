@@ -300,7 +300,9 @@ export type ServerErrorCode =
  * applied it (the session tells; after a close for good, only a reload does). Over HTTP
  * (SSE, long-polling), a 502, 503 or 504 that is not paylive's own JSON error (a proxy's
  * or load balancer's page) is `connection_lost` too: the request may have reached
- * paylive; paylive's own 503 (`overloaded`, ...) is a refusal, nothing started. A fatal
+ * paylive, and so is paylive's 503 `shutting_down` and any 500; paylive's other 503s
+ * (`overloaded`, ...) are refusals, nothing started, but `engine_unavailable` to a `pay`
+ * or `retry` (on any transport) leaves its outcome unknown as well. A fatal
  * close's code (`unauthorized`, `unknown_session`, ...) rejects the commands not sent
  * yet; one sent on the socket settles `connection_lost`, one sent over HTTP (SSE,
  * long-polling) by its own request's answer.
@@ -597,6 +599,8 @@ export class LiveConnection extends Emitter<SocketEvents> {
   readonly transport: Transport;
   readonly status: ConnectionStatus;
   readonly connected: boolean;
+  /** The connection in use was opened with `since` (long-polling reads it for each poll: false). */
+  readonly resumed: boolean;
   connect(): void;
   close(code?: number, reason?: string): void;
   reconnectNow(): void;
@@ -631,15 +635,18 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   readonly status: SessionStatus | null;
   /**
    * True while leaving the page could strand a payment: processing, a pay/retry not yet
-   * answered, or one settled `connection_lost` or `timeout` until a snapshot, an attempt
+   * answered, or one settled `connection_lost`, `timeout` or `engine_unavailable` until a snapshot, an attempt
    * under way or an end is heard.
    */
   readonly guardActive: boolean;
   /**
    * True from the moment a sent `pay` or `retry` is settled without its answer
-   * (`connection_lost`, also for a proxy's 502/503/504 over HTTP, or `timeout`: it may
+   * (`connection_lost`, also for a proxy's 502/503/504 over HTTP, `timeout`, or
+   * `engine_unavailable`, whose save may have been made with its reply lost: it may
    * have started a charge) until the session's state heard after it tells (a snapshot,
-   * an attempt under way or an end). It turns true as the command's promise rejects, and
+   * an attempt under way or an end; over HTTP, a timed-out one's request still on its way
+   * may yet land, so until it ends only an attempt under way or an end tells). It turns
+   * true as the command's promise rejects, and
    * false just before the `session` event of the state that tells. Meanwhile a page
    * says it is checking the payment and offers no Pay or Retry.
    */

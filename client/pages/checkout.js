@@ -65,6 +65,8 @@ function showMessage(text, kind = 'info') {
 // Where the focus goes, by status, when the control that had it disappears.
 const FOCUS_TARGET = { created: 'pay', processing: 'processing-title', interrupted: 'prompt-title' };
 const CHECKING_SENTENCE = 'Checking whether your payment went through. Please keep this page open.';
+// The connection ended for good (refused, the session gone): nothing more can tell here.
+const CHECKING_CLOSED = 'This page can no longer ask whether your payment went through. Reload it to see.';
 
 function statusSentence(session, finalText) {
   switch (session.status) {
@@ -147,7 +149,7 @@ async function start() {
   window.__paylive = client;
   let busy = false; // a command of ours is waiting for its answer
   let shownStatus = null; // the status the live region last announced
-  let shownChecking = false; // the live region said the payment is being checked
+  let shownChecking = null; // what the live region said of the payment being checked
   let retryWaiting = false; // the retry button is counting down
   let focusInCard = false; // the keyboard focus was last inside the checkout card
   document.addEventListener('focusin', (event) => {
@@ -179,6 +181,10 @@ async function start() {
     const terminal = TERMINAL_STATUSES.has(status);
     const unknown = checking();
     $('checking').hidden = !unknown;
+    // The connection ended for good: no snapshot can come any more, so the page says so
+    // rather than "keep this page open".
+    const stranded = unknown && client.connection === 'closed';
+    if (stranded) setText('checking-text', CHECKING_CLOSED);
     $('processing').hidden = status !== 'processing';
     $('prompt').hidden = status !== 'interrupted';
     $('final').hidden = !terminal;
@@ -206,11 +212,12 @@ async function start() {
       client.acknowledgeOutcome().catch(() => {});
     }
     if (unknown) {
-      if (!shownChecking) setText('announce', CHECKING_SENTENCE);
-      shownChecking = true;
+      const sentence = stranded ? CHECKING_CLOSED : CHECKING_SENTENCE;
+      if (shownChecking !== sentence) setText('announce', sentence);
+      shownChecking = sentence;
       shownStatus = null; // said again once known
     } else if (status !== shownStatus) {
-      shownChecking = false;
+      shownChecking = null;
       shownStatus = status;
       setText('announce', statusSentence(session, detail));
     }
@@ -283,9 +290,10 @@ async function start() {
     } catch (err) {
       if (err.code === 'connection_lost') {
         showMessage('The connection dropped while sending; the status above shows what happened.', 'warn');
-      } else if (err.code === 'timeout' && client.outcomeUnknown) {
-        // No answer in time is no refusal: the payment may be under way.
-        showMessage('No answer came in time; the status above shows what happened.', 'warn');
+      } else if ((err.code === 'timeout' || err.code === 'engine_unavailable') && client.outcomeUnknown) {
+        // No answer in time, or the store's lost, is no refusal: the payment may be under way.
+        const why = err.code === 'timeout' ? 'No answer came in time' : 'The payment server could not confirm it';
+        showMessage(`${why}; the status above shows what happened.`, 'warn');
       } else {
         showMessage(`${label}: ${err.message}`, 'error');
       }
@@ -334,6 +342,7 @@ async function start() {
     el.dataset.transport = transport ?? client.transport;
     el.querySelector('.connection-text').textContent = CONNECTION_LABELS[status] ?? status;
     el.title = `Live connection to the payment server (${el.dataset.transport})`;
+    if (status === 'closed') render();
   });
   client.on('guard', (active) => {
     document.body.dataset.guard = active ? 'on' : 'off';

@@ -182,6 +182,8 @@ class HttpConnection extends Emitter {
  * and EventSource may never notice), and a fresh one is opened.
  */
 export class EventStreamConnection extends HttpConnection {
+  /** The stream open (or opening) was asked for with `since`. */
+  resumed = false;
   #source = null;
   #onClose = null; // the source's `close` event listener
   #onPing = null; // and its `ping` event listener
@@ -197,7 +199,8 @@ export class EventStreamConnection extends HttpConnection {
         if (this.#attempt !== attempt) return;
         const params = new URLSearchParams({ ticket });
         const since = o.since?.();
-        if (since !== null && since !== undefined) params.set('since', String(since));
+        this.resumed = since !== null && since !== undefined;
+        if (this.resumed) params.set('since', String(since));
         const path = o.sessionId ? `/api/sessions/${encodeURIComponent(o.sessionId)}/stream` : '/api/admin/stream';
         const source = new o.EventSource(`${httpOrigin(o.baseUrl)}${path}?${params}`);
         this.#source = source;

@@ -44,10 +44,12 @@ const COMMAND_PATHS = {
 };
 
 /**
- * paylive's own refusals among the statuses a proxy or load balancer also answers (502,
+ * paylive's own answers among the statuses a proxy or load balancer also answers (502,
  * 503, 504): 503 with one of these codes in paylive's JSON error body (protocol 3.1,
- * `paylive.web.errors`; `overloaded` changed nothing). paylive never answers 502 or
- * 504. Not `shutting_down`: a stopping worker cut the command, which may have been
+ * `paylive.web.errors`; `overloaded` changed nothing), settled with that code. paylive
+ * never answers 502 or 504. `engine_unavailable` to a `pay` or `retry` is no plain
+ * refusal even so: the store may have saved it with only its reply lost, and the
+ * command queue takes it as an unknown outcome (`commands.js`). Not `shutting_down`: a stopping worker cut the command, which may have been
  * applied, so a pay answered so is as unknown as one whose answer was lost. Held to
  * the server's table by tests/js/test_contract.py.
  */

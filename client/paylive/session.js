@@ -87,7 +87,7 @@ export class PayliveSession extends Emitter {
       since: () => (this.#commands.outcomeUnknown ? null : this.lastSeq),
     });
     this.#socket.on('status', (detail) => this.emit('connection', detail));
-    this.#socket.on('open', () => this.#flush());
+    this.#socket.on('open', () => this.#opened());
     this.#socket.on('message', (message) => this.#receive(message));
     // A command sent on a socket is lost with it; one sent over HTTP (SSE, polling) is
     // answered by its own request whatever happens to the stream.
@@ -145,7 +145,7 @@ export class PayliveSession extends Emitter {
 
   /**
    * True while leaving the page could strand a payment: processing, a pay/retry not yet
-   * answered, or one settled `connection_lost` or `timeout` until a snapshot, an attempt
+   * answered, or one settled `connection_lost`, `timeout` or `engine_unavailable` until a snapshot, an attempt
    * under way or an end is heard (protocol 4.2).
    */
   get guardActive() {
@@ -155,9 +155,10 @@ export class PayliveSession extends Emitter {
 
   /**
    * True from the moment a sent `pay` or `retry` is settled without its answer
-   * (`connection_lost`, `timeout`: it may have started a charge) until the session's
+   * (`connection_lost`, `timeout`, `engine_unavailable`: it may have started a charge) until the session's
    * state, heard after it, tells what became of it (a snapshot, an attempt under way or
-   * an end; protocol 4.2). It turns true as the command's promise rejects, and false
+   * an end; over HTTP, while a timed-out one's request is on its way, only the last
+   * two; protocol 4.2). It turns true as the command's promise rejects, and false
    * just before the `session` event of the state that tells. A page keeps its Pay and
    * Retry off meanwhile and says it is checking the payment.
    */
@@ -190,7 +191,7 @@ export class PayliveSession extends Emitter {
     this.#updateGuard();
   }
 
-  /** Drop the connection and reconnect at once (with `since`). */
+  /** Drop the connection and reconnect at once (with `since`; without, for a snapshot, while `outcomeUnknown`). */
   reconnect() {
     this.#socket.reconnectNow();
   }
@@ -298,7 +299,9 @@ export class PayliveSession extends Emitter {
   }
 
   #flush() {
-    if (this.#socket.connected) this.#commands.flush((message) => this.#socket.send(message));
+    if (this.#socket.connected) {
+      this.#commands.flush((message) => this.#socket.send(message), this.#socket.transport !== 'websocket');
+    }
   }
 
   #fail(error) {
@@ -328,7 +331,7 @@ export class PayliveSession extends Emitter {
         const told = message.type === 'snapshot'
           ? Boolean(data.session)
           : this.status === 'processing' || TERMINAL_STATUSES.has(this.status);
-        if (told) this.#commands.outcomeKnown();
+        if (told) this.#commands.outcomeKnown(this.status === 'processing' || TERMINAL_STATUSES.has(this.status));
         this.#updateGuard();
         this.emit(message.type, message);
         this.emit('session', this.session);
@@ -362,6 +365,20 @@ export class PayliveSession extends Emitter {
     // the current event is over: a socket's close settles its commands while the
     // connection still reads connected, and that one reconnects by itself.
     if (unknown) queueMicrotask(() => this.#askState());
+  }
+
+  /**
+   * A connection opened. One made with `since` read before a pay or retry lost its
+   * answer (it was opening as the loss was settled: no `reconnectNow` then) replays
+   * nothing if nothing happened, and no snapshot would ever tell: it is made again,
+   * now without `since` (so at most once per loss). Queued commands wait for that one.
+   */
+  #opened() {
+    if (this.#commands.outcomeUnknown && !this.#closed && this.#socket.resumed) {
+      this.#socket.reconnectNow();
+      return;
+    }
+    this.#flush();
   }
 
   #askState() {

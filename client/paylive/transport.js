@@ -49,6 +49,7 @@ export class LiveConnection extends Emitter {
   #level = 0;
   #carrier = null;
   #wiring = new Map(); // carrier -> the functions that stop this connection listening to it
+  #resumedOf = new WeakMap(); // carrier -> whether its last open was made with `since`
   #heard = new Set(); // transports that have delivered at least once
   #silentSockets = 0; // open sockets given up as silent in a row, each owed a message
   #firstTimer = null;
@@ -85,6 +86,14 @@ export class LiveConnection extends Emitter {
 
   get connected() {
     return this.#carrier?.connected ?? false;
+  }
+
+  /**
+   * The connection in use was opened with `since` (read as it was made): it says
+   * nothing until something happens. Long-polling reads `since` again for each poll: false.
+   */
+  get resumed() {
+    return this.#resumedOf.get(this.#carrier)?.() ?? false;
   }
 
   connect() {
@@ -142,6 +151,7 @@ export class LiveConnection extends Emitter {
     } else {
       carrier = new PollingConnection(o);
     }
+    this.#resumedOf.set(carrier, transport === 'websocket' ? () => resumed : () => carrier.resumed === true);
     const wiring = [];
     this.#wiring.set(carrier, wiring);
     wiring.push(carrier.on('status', (detail) => {

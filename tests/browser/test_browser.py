@@ -309,6 +309,103 @@ def test_pay_stays_off_while_a_lost_pay_is_checked(page: Page, server_url: str) 
     assert page.evaluate("window.__paylive.outcomeUnknown") is False
 
 
+def test_pay_answered_engine_unavailable_is_checked_not_refused(
+    page: Page, server_url: str
+) -> None:
+    """paylive answers `engine_unavailable` when its store did not answer, a save made
+    with only its reply lost included (protocol 3.1): the attempt may have started. The
+    checkout says it is checking the payment, never that it was refused, and keeps Pay
+    off until the session tells (here the pay never reached the store: `created`)."""
+    state = {"answered": False, "hold": True}
+    held: list[tuple[Any, str | bytes]] = []  # what the server said on later sockets, held back
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        after = state["answered"]
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if not state["answered"] and frame.get("type") == "pay":
+                state["answered"] = True  # the store's answer, as paylive sends it on a socket
+                error = {
+                    "code": "engine_unavailable",
+                    "message": "the session store is unavailable; retry shortly",
+                }
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "error",
+                            "session": frame.get("session"),
+                            "seq": None,
+                            "ts": 0,
+                            "data": {**error, "ref": frame["ref"]},
+                        }
+                    )
+                )
+                return
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            if after and state["hold"]:
+                held.append((ws, message))
+            else:
+                ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    open_demo(page, server_url)
+    page.fill("#card", OK_CARD)
+    page.click("#pay")
+    checking = page.locator("#checking")
+    expect(checking).to_be_visible()
+    expect(page.locator("#message")).not_to_contain_text("refused")
+    expect(page.locator("#pay")).to_be_disabled()
+    expect(page.locator("body")).to_have_attribute("data-guard", "on")
+    assert page.evaluate(SUBMIT_AND_COUNT_PAYS) == 0
+
+    state["hold"] = False
+    for ws, message in held:
+        ws.send(message)
+    expect(checking).to_be_hidden()
+    expect(page.locator("#pay")).to_be_enabled()
+    expect(page.locator("body")).to_have_attribute("data-guard", "off")
+
+
+def test_a_lost_pay_on_a_connection_ended_for_good_says_to_reload(
+    page: Page, server_url: str
+) -> None:
+    """The socket closes for good (4404) with the pay on it: nothing more can tell what
+    became of it here. The page keeps Pay off and its warning (protocol 4.2), but no
+    longer says it is asking and to keep the page open: it says to reload."""
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            if json.loads(message).get("type") == "pay":
+                ws.close(code=4404, reason="the session is gone")
+                server.close()
+                return
+            server.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(ws.send)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    open_demo(page, server_url)
+    page.fill("#card", OK_CARD)
+    page.click("#pay")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "closed")
+    checking = page.locator("#checking")
+    expect(checking).to_be_visible()
+    expect(checking).to_contain_text("Reload")
+    expect(checking).not_to_contain_text("keep this page open")
+    expect(page.locator("#announce")).to_contain_text("Reload")
+    expect(page.locator("#pay")).to_be_disabled()
+
+
 def test_reconnect_misses_nothing(page: Page, server_url: str, api: httpx.Client) -> None:
     session_id = open_demo(page, server_url)
     page.evaluate(RECORD_DURABLE)

@@ -191,8 +191,9 @@ def test_module_reads_the_restart_reason_of_the_protocol() -> None:
 
 
 def test_http_commands_know_paylives_own_503s() -> None:
-    # A 503 to a command over HTTP is paylive's refusal (nothing was started) only with
-    # one of these codes in its JSON error; any other 502, 503 or 504 is a proxy's, and
+    # A 503 to a command over HTTP is paylive's own answer only with one of these codes
+    # in its JSON error (a refusal, but for `engine_unavailable` to a pay or retry, whose
+    # save may have been made: commands.js); any other 502, 503 or 504 is a proxy's, and
     # the command's outcome is unknown. paylive answers no command 502 or 504.
     http = json.dumps((CLIENT / "paylive" / "http.js").as_uri())
     script = (
