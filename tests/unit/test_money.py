@@ -31,6 +31,7 @@ from paylive.core.machine import (
 from paylive.core.session import Session
 
 from ..support.core import CARD
+from ..support.seeds import blocks, check_seeds
 
 RULES = Rules(
     attempt_timeout_ms=1000,
@@ -252,9 +253,14 @@ def live(seed: int, authorize_first: bool, rules: Rules = RULES) -> tuple[Sessio
     return s, provider
 
 
+# 1,000 lives for each provider, 50 a test (tests/support/seeds.py).
 @pytest.mark.parametrize("authorize_first", [False, True], ids=["charge", "authorize"])
-@pytest.mark.parametrize("seed", range(1000))
-def test_money_moves_at_most_once(seed: int, authorize_first: bool) -> None:
+@pytest.mark.parametrize("seeds", blocks(1000), ids=lambda r: f"{r.start}-{r.stop - 1}")
+def test_money_moves_at_most_once(seeds: range, authorize_first: bool) -> None:
+    check_seeds(seeds, lambda seed: money_moves_at_most_once(seed, authorize_first))
+
+
+def money_moves_at_most_once(seed: int, authorize_first: bool) -> None:
     s, provider = live(seed, authorize_first)
     assert s.terminal, s.status
     assert not s.pending_effects, "every effect done once the provider is back"

@@ -29,6 +29,8 @@ from paylive.core.machine import (
 )
 from paylive.core.session import Session, attempt_of
 
+from ..support.seeds import blocks, check_seeds
+
 RULES = Rules(
     attempt_timeout_ms=1000,
     max_attempts=3,
@@ -151,8 +153,13 @@ def work_outbox(s: Session, now: int, stripe: Intents, rng: random.Random) -> Se
     return s
 
 
-@pytest.mark.parametrize("seed", range(600))
-def test_money_moves_once_with_holds_and_captures(seed: int) -> None:
+# 600 lives, 50 a test (tests/support/seeds.py).
+@pytest.mark.parametrize("seeds", blocks(600), ids=lambda r: f"{r.start}-{r.stop - 1}")
+def test_money_moves_once_with_holds_and_captures(seeds: range) -> None:
+    check_seeds(seeds, money_moves_once_with_holds_and_captures)
+
+
+def money_moves_once_with_holds_and_captures(seed: int) -> None:
     rng = random.Random(seed)
     stripe = Intents(rng)
     now = 0

@@ -11,6 +11,8 @@ import pytest
 
 from paylive.core.ordering import SeqOrder
 
+from ..support.seeds import blocks, check_seeds
+
 
 @dataclass(frozen=True)
 class Ev:
@@ -113,8 +115,13 @@ def test_reset_never_moves_backwards() -> None:
     assert order.last_seq == 4
 
 
-@pytest.mark.parametrize("seed", range(300))
-def test_random_streams_deliver_every_event_once_in_order(seed: int) -> None:
+# 300 seeds, 50 a test (tests/support/seeds.py).
+@pytest.mark.parametrize("seeds", blocks(300), ids=lambda r: f"{r.start}-{r.stop - 1}")
+def test_random_streams_deliver_every_event_once_in_order(seeds: range) -> None:
+    check_seeds(seeds, random_stream_delivers_every_event_once_in_order)
+
+
+def random_stream_delivers_every_event_once_in_order(seed: int) -> None:
     """A channel that duplicates, reorders and loses events, a catch-up at a random
     point, and a history that fills gaps (or, sometimes, no longer can: a snapshot)."""
     rng = random.Random(seed)
