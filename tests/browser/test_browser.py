@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -186,36 +187,76 @@ def test_beforeunload_guard_while_processing(page: Page, server_url: str) -> Non
     assert page.evaluate("window.__paylive.guardActive") is False
 
 
-def test_beforeunload_guard_holds_while_a_lost_pay_is_unknown(
-    page: Page, server_url: str, api: httpx.Client
-) -> None:
-    """The socket dies right after carrying the pay, before its ack or any state: the
-    server may have started the charge, so leaving must still ask until the session,
-    heard after the reconnect, says what it is doing."""
-    cut = {"done": False, "hold": True}
-    held: list[tuple[Any, str]] = []  # what the server said on later sockets, held back
+class PayIntercept:
+    """The checkout's socket with its first ``pay`` frame handed to ``on_pay(ws, server,
+    frame)`` (which cuts the socket, or answers in the server's place), passed to the
+    server first when ``forward``; what the server says on the sockets opened after it
+    is held back until ``release``, so that the page is seen while it cannot know."""
 
-    def route(ws: Any) -> None:
+    def __init__(
+        self, page: Page, on_pay: Callable[[Any, Any, dict[str, Any]], None], forward: bool
+    ) -> None:
+        self._on_pay, self._forward = on_pay, forward
+        self.done = False
+        self._holding = True
+        self._held: list[tuple[Any, str | bytes]] = []
+        page.route_web_socket(re.compile(r"/ws/sessions/"), self._route)
+
+    def _route(self, ws: Any) -> None:
         server = ws.connect_to_server()
-        after_cut = cut["done"]
+        later = self.done
 
         def to_server(message: str | bytes) -> None:
-            server.send(message)
-            if not cut["done"] and json.loads(message).get("type") == "pay":
-                cut["done"] = True
-                ws.close(code=1011, reason="cut after the pay")
-                server.close()
+            frame = json.loads(message)
+            if self.done or frame.get("type") != "pay":
+                server.send(message)
+                return
+            self.done = True
+            if self._forward:
+                server.send(message)
+            self._on_pay(ws, server, frame)
 
         def to_page(message: str | bytes) -> None:
-            if after_cut and cut["hold"]:
-                held.append((ws, message))
+            if later and self._holding:
+                self._held.append((ws, message))
             else:
                 ws.send(message)
 
         ws.on_message(to_server)
         server.on_message(to_page)
 
-    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    def release(self) -> None:
+        """What the later sockets' server said reaches the page, and from now on at once."""
+        self._holding = False
+        for ws, message in self._held:
+            ws.send(message)
+
+
+def cut_with(code: int, reason: str) -> Callable[[Any, Any, dict[str, Any]], None]:
+    def cut(ws: Any, server: Any, _frame: dict[str, Any]) -> None:
+        ws.close(code=code, reason=reason)
+        server.close()
+
+    return cut
+
+
+def answered_engine_unavailable(ws: Any, _server: Any, frame: dict[str, Any]) -> None:
+    """The store's answer, as paylive sends it on a socket."""
+    error = {
+        "code": "engine_unavailable",
+        "message": "the session store is unavailable; retry shortly",
+    }
+    message = {"type": "error", "session": frame.get("session"), "seq": None, "ts": 0}
+    ws.send(json.dumps({**message, "data": {**error, "ref": frame["ref"]}}))
+
+
+def test_beforeunload_guard_holds_while_a_lost_pay_is_unknown(
+    page: Page, server_url: str, api: httpx.Client
+) -> None:
+    """The socket dies right after carrying the pay, before its ack or any state: the
+    server may have started the charge, so leaving must still ask until the session,
+    heard after the reconnect, says what it is doing."""
+    cut = PayIntercept(page, cut_with(1011, "cut after the pay"), forward=True)
     session_id = open_demo(page, server_url)
     page.evaluate(RECORD_DURABLE)
     page.fill("#card", TIMEOUT_CARD)
@@ -236,9 +277,7 @@ def test_beforeunload_guard_holds_while_a_lost_pay_is_unknown(
 
     # The reconnected socket's news reaches the page: a snapshot (it asked for one), the
     # attempt under way or already timed out; the guard goes once the attempt is over.
-    cut["hold"] = False
-    for ws, message in held:
-        ws.send(message)
+    cut.release()
     expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
     expect(page.locator("body")).to_have_attribute("data-guard", "off")
     assert page.evaluate("window.__snapshots") >= 1
@@ -261,31 +300,7 @@ def test_pay_stays_off_while_a_lost_pay_is_checked(page: Page, server_url: str) 
     hears the session again, it cannot know whether a charge started. It says it is
     checking the payment and keeps Pay off (a second pay invites a double click on
     money); the snapshot then says `created`, and Pay is back."""
-    cut = {"done": False, "hold": True}
-    held: list[tuple[Any, str | bytes]] = []  # what the server said on later sockets, held back
-
-    def route(ws: Any) -> None:
-        server = ws.connect_to_server()
-        after_cut = cut["done"]
-
-        def to_server(message: str | bytes) -> None:
-            if not cut["done"] and json.loads(message).get("type") == "pay":
-                cut["done"] = True  # lost on the way: the server never sees it
-                ws.close(code=1011, reason="cut with the pay")
-                server.close()
-                return
-            server.send(message)
-
-        def to_page(message: str | bytes) -> None:
-            if after_cut and cut["hold"]:
-                held.append((ws, message))
-            else:
-                ws.send(message)
-
-        ws.on_message(to_server)
-        server.on_message(to_page)
-
-    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    cut = PayIntercept(page, cut_with(1011, "cut with the pay"), forward=False)
     open_demo(page, server_url)
     page.fill("#card", OK_CARD)
     page.click("#pay")
@@ -299,9 +314,7 @@ def test_pay_stays_off_while_a_lost_pay_is_checked(page: Page, server_url: str) 
     assert page.evaluate(SUBMIT_AND_COUNT_PAYS) == 0
 
     # The reconnected socket's snapshot: the pay never arrived, the session is ready to pay.
-    cut["hold"] = False
-    for ws, message in held:
-        ws.send(message)
+    cut.release()
     expect(checking).to_be_hidden()
     expect(page.locator("#pay")).to_be_enabled()
     expect(page.locator("#pay")).to_be_focused()
@@ -316,45 +329,7 @@ def test_pay_answered_engine_unavailable_is_checked_not_refused(
     with only its reply lost included (protocol 3.1): the attempt may have started. The
     checkout says it is checking the payment, never that it was refused, and keeps Pay
     off until the session tells (here the pay never reached the store: `created`)."""
-    state = {"answered": False, "hold": True}
-    held: list[tuple[Any, str | bytes]] = []  # what the server said on later sockets, held back
-
-    def route(ws: Any) -> None:
-        server = ws.connect_to_server()
-        after = state["answered"]
-
-        def to_server(message: str | bytes) -> None:
-            frame = json.loads(message)
-            if not state["answered"] and frame.get("type") == "pay":
-                state["answered"] = True  # the store's answer, as paylive sends it on a socket
-                error = {
-                    "code": "engine_unavailable",
-                    "message": "the session store is unavailable; retry shortly",
-                }
-                ws.send(
-                    json.dumps(
-                        {
-                            "type": "error",
-                            "session": frame.get("session"),
-                            "seq": None,
-                            "ts": 0,
-                            "data": {**error, "ref": frame["ref"]},
-                        }
-                    )
-                )
-                return
-            server.send(message)
-
-        def to_page(message: str | bytes) -> None:
-            if after and state["hold"]:
-                held.append((ws, message))
-            else:
-                ws.send(message)
-
-        ws.on_message(to_server)
-        server.on_message(to_page)
-
-    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    cut = PayIntercept(page, answered_engine_unavailable, forward=False)
     open_demo(page, server_url)
     page.fill("#card", OK_CARD)
     page.click("#pay")
@@ -365,9 +340,7 @@ def test_pay_answered_engine_unavailable_is_checked_not_refused(
     expect(page.locator("body")).to_have_attribute("data-guard", "on")
     assert page.evaluate(SUBMIT_AND_COUNT_PAYS) == 0
 
-    state["hold"] = False
-    for ws, message in held:
-        ws.send(message)
+    cut.release()
     expect(checking).to_be_hidden()
     expect(page.locator("#pay")).to_be_enabled()
     expect(page.locator("body")).to_have_attribute("data-guard", "off")
@@ -380,20 +353,7 @@ def test_a_lost_pay_on_a_connection_ended_for_good_says_to_reload(
     became of it here. The page keeps Pay off and its warning (protocol 4.2), but no
     longer says it is asking and to keep the page open: it says to reload."""
 
-    def route(ws: Any) -> None:
-        server = ws.connect_to_server()
-
-        def to_server(message: str | bytes) -> None:
-            if json.loads(message).get("type") == "pay":
-                ws.close(code=4404, reason="the session is gone")
-                server.close()
-                return
-            server.send(message)
-
-        ws.on_message(to_server)
-        server.on_message(ws.send)
-
-    page.route_web_socket(re.compile(r"/ws/sessions/"), route)
+    PayIntercept(page, cut_with(4404, "the session is gone"), forward=False)
     open_demo(page, server_url)
     page.fill("#card", OK_CARD)
     page.click("#pay")
