@@ -7,30 +7,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PayliveSession } from '../../../client/paylive/session.js';
-import { ID, SECRET, fakeServer, fakeWindow, until } from './fake_server.js';
+import { ID, until } from './fake_server.js';
+import { CARD, connected, outcome } from './page.js';
 
-const CARD = '4242424242424242';
 const ENGINE_DOWN = { code: 'engine_unavailable', message: 'the session store is unavailable; retry shortly' };
 
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
-
-async function connected(t, transport) {
-  const srv = fakeServer(transport === 'websocket' ? {} : { websocket: 'blocked' });
-  const win = fakeWindow();
-  const pay = new PayliveSession({
-    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
-    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
-    watchNetwork: false, window: win, pingInterval: 0, transports: [transport],
-    firstMessageTimeout: 5_000, upgradeInterval: 0, backoffBase: 5, backoffMax: 20,
-    commandTimeout: 5_000, silenceTimeout: 60_000,
-  });
-  t.after(() => pay.close());
-  const turns = [];
-  pay.on('guard', (on) => turns.push(on));
-  await until(() => pay.connection === 'connected' && pay.session !== null);
-  return { srv, win, pay, turns };
-}
+const openPage = (t, transport) => connected(t, transport, { options: { silenceTimeout: 60_000 } });
 
 /** The store saved the attempt; its reply was lost, and so was the live event. */
 function savedUnheard(srv) {
@@ -41,7 +23,7 @@ function savedUnheard(srv) {
 }
 
 test('on the socket, a pay answered engine_unavailable is an unknown outcome until the session tells', async (t) => {
-  const { srv, win, pay, turns } = await connected(t, 'websocket');
+  const { srv, win, pay, turns } = await openPage(t, 'websocket');
   srv.onSocketCommand = (ws, frame) => {
     if (frame.type !== 'pay') return;
     savedUnheard(srv);
@@ -55,7 +37,7 @@ test('on the socket, a pay answered engine_unavailable is an unknown outcome unt
 });
 
 test('over HTTP, a pay answered paylive\'s own 503 engine_unavailable is an unknown outcome until the session tells', async (t) => {
-  const { srv, win, pay } = await connected(t, 'sse');
+  const { srv, win, pay } = await openPage(t, 'sse');
   srv.onCommand = async () => {
     savedUnheard(srv);
     return { status: 503, body: { error: ENGINE_DOWN } };
@@ -67,7 +49,7 @@ test('over HTTP, a pay answered paylive\'s own 503 engine_unavailable is an unkn
 });
 
 test('a cancel answered engine_unavailable leaves no payment unknown', async (t) => {
-  const { srv, win, pay } = await connected(t, 'websocket');
+  const { srv, win, pay } = await openPage(t, 'websocket');
   srv.onSocketCommand = (ws, frame) => {
     ws.deliver({ type: 'error', session: ID, seq: srv.seq, ts: Date.now(), data: { ...ENGINE_DOWN, ref: frame.ref } });
   };

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 
 import { PayliveSession } from '../../../client/paylive/session.js';
 import { ID, SECRET, fakeServer, sleep, until } from './fake_server.js';
+import { outcome } from './page.js';
 
 function session(srv, extra = {}) {
   return new PayliveSession({
@@ -16,8 +17,6 @@ function session(srv, extra = {}) {
     firstMessageTimeout: 5_000, upgradeInterval: 0, commandTimeout: 5_000, ...extra,
   });
 }
-
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
 
 test('a pay sent on the socket and unanswered at a fatal close settles connection_lost (outcome unknown)', async (t) => {
   const srv = fakeServer();

@@ -7,25 +7,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PayliveSession } from '../../../client/paylive/session.js';
-import { ID, SECRET, fakeServer, fakeWindow, until } from './fake_server.js';
+import { until } from './fake_server.js';
+import { connected } from './page.js';
 
-async function connected(t) {
-  const srv = fakeServer({ websocket: 'blocked' });
-  const win = fakeWindow();
-  const pay = new PayliveSession({
-    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
-    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
-    watchNetwork: false, window: win, pingInterval: 0, transports: ['sse'],
-    firstMessageTimeout: 5_000, upgradeInterval: 0, backoffBase: 1, backoffMax: 2,
-    commandTimeout: 30, silenceTimeout: 60_000,
-  });
-  t.after(() => pay.close());
-  let snapshots = 0;
-  pay.on('snapshot', () => { snapshots += 1; });
-  await until(() => pay.connection === 'connected' && pay.session !== null);
-  return { srv, win, pay, snapshots: () => snapshots };
-}
+const openPage = (t) => connected(t, 'sse', {
+  options: { backoffBase: 1, backoffMax: 2, commandTimeout: 30, silenceTimeout: 60_000 },
+});
 
 /** A pay whose request is held until `land(answer)`. */
 function holdPay(srv) {
@@ -35,7 +22,7 @@ function holdPay(srv) {
 }
 
 test('on sse, a pay timed out with its request on its way: a snapshot saying created does not end the check', async (t) => {
-  const { srv, win, pay, snapshots } = await connected(t);
+  const { srv, win, pay, snapshots } = await openPage(t);
   const held = holdPay(srv);
   const before = snapshots();
   assert.equal(await pay.pay('4242424242424242').catch((err) => err.code), 'timeout');
@@ -50,7 +37,7 @@ test('on sse, a pay timed out with its request on its way: a snapshot saying cre
 });
 
 test('on sse, a timed-out pay whose late request was refused: the state is asked for again, and then it is known', async (t) => {
-  const { srv, win, pay, snapshots } = await connected(t);
+  const { srv, win, pay, snapshots } = await openPage(t);
   const held = holdPay(srv);
   assert.equal(await pay.pay('4242424242424242').catch((err) => err.code), 'timeout');
   await until(() => snapshots() >= 2);

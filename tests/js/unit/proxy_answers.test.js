@@ -8,37 +8,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PayliveSession } from '../../../client/paylive/session.js';
-import { ID, SECRET, fakeServer, fakeWindow, until } from './fake_server.js';
-
-const CARD = '4242424242424242';
-
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
+import { until } from './fake_server.js';
+import { CARD, connected, outcome } from './page.js';
 
 /**
- * A page connected over `transport` (no socket), its guard's turns and its snapshots
- * counted. `hang` (by default): its held polls are never answered, and no silence bound
- * is in reach, so only the page's own asking can bring a snapshot.
+ * A page connected over `transport` (no socket). `hang` (by default): its held polls are
+ * never answered, and no silence bound is in reach, so only the page's own asking can
+ * bring a snapshot.
  */
-async function connected(t, transport, { hang = true } = {}) {
-  const srv = fakeServer({ websocket: 'blocked' });
-  srv.hang = hang;
-  const win = fakeWindow();
-  const pay = new PayliveSession({
-    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
-    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
-    watchNetwork: false, window: win, pingInterval: 0, transports: [transport],
-    firstMessageTimeout: 5_000, upgradeInterval: 0, backoffBase: 5, backoffMax: 20,
-    commandTimeout: 5_000, silenceTimeout: 60_000,
-  });
-  t.after(() => pay.close());
-  const turns = [];
-  pay.on('guard', (on) => turns.push(on));
-  let snapshots = 0;
-  pay.on('snapshot', () => { snapshots += 1; });
-  await until(() => pay.connection === 'connected' && pay.session !== null);
-  return { srv, win, pay, turns, snapshots: () => snapshots };
-}
+const openPage = (t, transport, { hang = true } = {}) =>
+  connected(t, transport, { options: { silenceTimeout: 60_000 }, hang });
 
 const PROXY_PAGES = {
   502: '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>',
@@ -49,7 +28,7 @@ const PROXY_PAGES = {
 for (const transport of ['sse', 'polling']) {
   for (const status of [502, 503, 504]) {
     test(`on ${transport}, a pay answered ${status} by a proxy's page is an unknown outcome, not a refusal`, async (t) => {
-      const { srv, win, pay, turns, snapshots } = await connected(t, transport);
+      const { srv, win, pay, turns, snapshots } = await openPage(t, transport);
       srv.onCommand = async () => ({ status, text: PROXY_PAGES[status], headers: { 'Retry-After': '5' } });
       const before = snapshots();
       assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
@@ -63,7 +42,7 @@ for (const transport of ['sse', 'polling']) {
   }
 
   test(`on ${transport}, a retry answered 504 by a proxy holds the warning as a lost answer does`, async (t) => {
-    const { srv, win, pay } = await connected(t, transport, { hang: false });
+    const { srv, win, pay } = await openPage(t, transport, { hang: false });
     srv.emit({ status: 'interrupted', attempt: 1, last_error: { reason: 'timeout' }, retry_at: Date.now() }, 'timeout');
     await until(() => pay.status === 'interrupted');
     // The proxy gave up waiting; paylive went on and started the attempt.
@@ -79,7 +58,7 @@ for (const transport of ['sse', 'polling']) {
   });
 
   test(`on ${transport}, a pay answered 503 with JSON that is not paylive's error is an unknown outcome`, async (t) => {
-    const { srv, win, pay } = await connected(t, transport);
+    const { srv, win, pay } = await openPage(t, transport);
     // A load balancer's own JSON (no `error.code` of paylive's 503s).
     srv.onCommand = async () => ({ status: 503, body: { message: 'no healthy upstream' } });
     assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
@@ -88,7 +67,7 @@ for (const transport of ['sse', 'polling']) {
   });
 
   test(`on ${transport}, paylive's own 503 overloaded is a refusal: nothing was started`, async (t) => {
-    const { srv, win, pay, turns, snapshots } = await connected(t, transport);
+    const { srv, win, pay, turns, snapshots } = await openPage(t, transport);
     srv.onCommand = async () => ({
       status: 503,
       body: { error: { code: 'overloaded', message: 'the server is at capacity; retry shortly' } },
@@ -105,7 +84,7 @@ for (const transport of ['sse', 'polling']) {
 }
 
 test('a 502 is never paylive\'s own answer, whatever its body says', async (t) => {
-  const { srv, pay } = await connected(t, 'sse');
+  const { srv, pay } = await openPage(t, 'sse');
   srv.onCommand = async () => ({ status: 502, body: { error: { code: 'overloaded', message: 'a proxy that copies the shape' } } });
   assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
   assert.equal(pay.outcomeUnknown, true);
@@ -113,7 +92,7 @@ test('a 502 is never paylive\'s own answer, whatever its body says', async (t) =
 });
 
 test('a pay answered 500 (a fault, paylive\'s or a proxy\'s) is an unknown outcome: it may have been applied', async (t) => {
-  const { srv, win, pay } = await connected(t, 'polling');
+  const { srv, win, pay } = await openPage(t, 'polling');
   srv.onCommand = async () => ({ status: 500, text: 'Internal Server Error' });
   assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
   assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded() }, { unknown: true, guarded: true });
@@ -121,7 +100,7 @@ test('a pay answered 500 (a fault, paylive\'s or a proxy\'s) is an unknown outco
 });
 
 test('a pay cut by a stopping worker (503 shutting_down) is an unknown outcome: it may have been applied', async (t) => {
-  const { srv, win, pay } = await connected(t, 'sse');
+  const { srv, win, pay } = await openPage(t, 'sse');
   srv.onCommand = async () => ({
     status: 503,
     body: { error: { code: 'shutting_down', message: 'this worker stopped before it answered' } },
@@ -132,14 +111,14 @@ test('a pay cut by a stopping worker (503 shutting_down) is an unknown outcome: 
 });
 
 test('a cancel answered 502 by a proxy settles connection_lost, and leaves no payment unknown', async (t) => {
-  const { srv, win, pay } = await connected(t, 'sse');
+  const { srv, win, pay } = await openPage(t, 'sse');
   srv.onCommand = async () => ({ status: 502, text: PROXY_PAGES[502] });
   assert.deepEqual(await outcome(pay.cancel()), { ok: false, code: 'connection_lost' });
   assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded() }, { unknown: false, guarded: false });
 });
 
 test('a 4xx proxy page stays a refusal (the request never got past the proxy)', async (t) => {
-  const { srv, pay } = await connected(t, 'polling');
+  const { srv, pay } = await openPage(t, 'polling');
   srv.onCommand = async () => ({ status: 413, text: '<html><body>413 Request Entity Too Large</body></html>' });
   assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'error' });
   assert.equal(pay.outcomeUnknown, false);

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { PayliveSession } from '../../../client/paylive/session.js';
 import { ReconnectingSocket } from '../../../client/paylive/socket.js';
 import { ID, SECRET, fakeServer, fakeWindow, sleep, until } from './fake_server.js';
+import { outcome } from './page.js';
 
 function session(srv, extra = {}) {
   return new PayliveSession({
@@ -20,8 +21,6 @@ function session(srv, extra = {}) {
     commandTimeout: 5_000, ...extra,
   });
 }
-
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
 
 test('close() then connect() on SSE: the page probes for the socket again and moves back up', async (t) => {
   const srv = fakeServer({ websocket: 'blocked' });

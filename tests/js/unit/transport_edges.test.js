@@ -8,6 +8,7 @@ import { test } from 'node:test';
 
 import { PayliveSession } from '../../../client/paylive/session.js';
 import { ID, SECRET, fakeServer, fakeWindow, sleep, until } from './fake_server.js';
+import { outcome } from './page.js';
 
 function drainSession(srv, extra = {}) {
   return new PayliveSession({
@@ -84,8 +85,6 @@ async function onSseWithSocketsBack(t) {
   srv.websocket = 'ok';
   return { srv, pay };
 }
-
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
 
 test('a pay accepted over HTTP is acknowledged even when the page moved up to the socket meanwhile', async (t) => {
   const { srv, pay } = await onSseWithSocketsBack(t);

@@ -8,10 +8,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PayliveSession } from '../../../client/paylive/session.js';
-import { ID, SECRET, fakeServer, fakeWindow, until } from './fake_server.js';
-
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
+import { fakeServer, fakeWindow, until } from './fake_server.js';
+import { CARD, outcome, pageSession } from './page.js';
 
 test('on sse, a pay whose answer is lost while the stream reopens with since: a snapshot still comes, with one extra stream at most', async (t) => {
   const srv = fakeServer({ websocket: 'blocked' });
@@ -27,13 +25,7 @@ test('on sse, a pay whose answer is lost while the stream reopens with since: a 
       if (made.length === 2) answerPay({ status: 502, text: '<html>502 Bad Gateway</html>' });
     }
   };
-  const pay = new PayliveSession({
-    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
-    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
-    watchNetwork: false, window: win, pingInterval: 0, transports: ['sse'],
-    firstMessageTimeout: 5_000, upgradeInterval: 0, backoffBase: 1, backoffMax: 2,
-    commandTimeout: 5_000, silenceTimeout: 60_000,
-  });
+  const pay = pageSession(srv, win, { transports: ['sse'], backoffBase: 1, backoffMax: 2, silenceTimeout: 60_000 });
   t.after(() => pay.close());
   let snapshots = 0;
   pay.on('snapshot', () => { snapshots += 1; });
@@ -43,7 +35,7 @@ test('on sse, a pay whose answer is lost while the stream reopens with since: a 
     srv.sources.at(-1).onerror({}); // the stream drops while the pay is on its way
   });
   const before = snapshots;
-  assert.deepEqual(await outcome(pay.pay('4242424242424242')), { ok: false, code: 'connection_lost' });
+  assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
   assert.equal(new URL(made[1]).searchParams.get('since'), '0', 'the stream reopening read since before the loss');
   await until(() => snapshots > before, 1_000);
   assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded(), status: pay.status },

@@ -6,40 +6,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PayliveSession } from '../../../client/paylive/session.js';
-import { ID, SECRET, fakeServer, fakeWindow, until } from './fake_server.js';
+import { ID, fakeServer, fakeWindow, until } from './fake_server.js';
+import { CARD, connected, outcome, pageSession } from './page.js';
 
-const CARD = '4242424242424242';
-
-function session(srv, win, extra = {}) {
-  return new PayliveSession({
-    sessionId: ID, secret: SECRET, baseUrl: 'http://pay.example',
-    WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
-    watchNetwork: false, window: win, pingInterval: 0,
-    firstMessageTimeout: 5_000, upgradeInterval: 0, backoffBase: 5, backoffMax: 20,
-    commandTimeout: 5_000, ...extra,
-  });
-}
-
-const outcome = (promise) => promise.then((ack) => ({ ok: true, type: ack?.type }), (err) => ({ ok: false, code: err.code }));
-
-/**
- * A page connected over `transport`, its guard's turns recorded, and its snapshots
- * counted; `hang`: its held polls are never answered, only aborted.
- */
-async function connected(t, transport, extra = {}, { hang = false } = {}) {
-  const srv = fakeServer(transport === 'websocket' ? {} : { websocket: 'blocked' });
-  srv.hang = hang;
-  const win = fakeWindow();
-  const pay = session(srv, win, { transports: [transport], ...extra });
-  t.after(() => pay.close());
-  const turns = [];
-  pay.on('guard', (on) => turns.push(on));
-  let snapshots = 0;
-  pay.on('snapshot', () => { snapshots += 1; });
-  await until(() => pay.connection === 'connected' && pay.session !== null);
-  return { srv, win, pay, turns, snapshots: () => snapshots };
-}
+/** A page connected over `transport`, `extra` over the shared options. */
+const openPage = (t, transport, extra = {}, { hang = false } = {}) =>
+  connected(t, transport, { options: extra, hang });
 
 /** Where the page's last connection of `kind` ('ws', 'sse', 'poll') resumed from: null for none. */
 function lastSince(srv, kind) {
@@ -49,7 +21,7 @@ function lastSince(srv, kind) {
 }
 
 test('a pay the server took, its socket lost before the ack: the warning holds through the reconnect until the session says processing, then its end', async (t) => {
-  const { srv, win, pay, turns } = await connected(t, 'websocket');
+  const { srv, win, pay, turns } = await openPage(t, 'websocket');
   // The server starts the attempt; the socket dies before the ack or the state reach the page.
   srv.onSocketCommand = (ws, frame) => {
     if (frame.type !== 'pay') return;
@@ -69,7 +41,7 @@ test('a pay the server took, its socket lost before the ack: the warning holds t
 });
 
 test('a pay that never reached the server, its socket lost: the warning holds until a snapshot after the reconnect says created', async (t) => {
-  const { srv, win, pay, turns, snapshots } = await connected(t, 'websocket');
+  const { srv, win, pay, turns, snapshots } = await openPage(t, 'websocket');
   srv.onSocketCommand = (ws, frame) => {
     if (frame.type === 'pay') setTimeout(() => ws.kill(1006), 0);
   };
@@ -85,7 +57,7 @@ test('a pay that never reached the server, its socket lost: the warning holds un
 
 test('a pay with no answer in time on a live socket: the warning holds, and the page asks for the session again', async (t) => {
   // No silence bound in reach: only the page's own asking can bring a snapshot.
-  const { srv, win, pay, turns, snapshots } = await connected(t, 'websocket', { commandTimeout: 40, silenceTimeout: 60_000 });
+  const { srv, win, pay, turns, snapshots } = await openPage(t, 'websocket', { commandTimeout: 40, silenceTimeout: 60_000 });
   srv.onSocketCommand = () => {}; // taken or not: no answer comes
   const before = snapshots();
   assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'timeout' });
@@ -99,7 +71,7 @@ for (const [transport, kind] of [['sse', 'sse'], ['polling', 'poll']]) {
   test(`on ${transport}, a pay whose HTTP request fails after sending: the warning holds until a fresh snapshot`, async (t) => {
     // No silence bound in reach, and a held poll that is never answered: only the
     // page's own asking can bring a snapshot.
-    const { srv, win, pay, turns, snapshots } = await connected(t, transport, { silenceTimeout: 60_000 }, { hang: true });
+    const { srv, win, pay, turns, snapshots } = await openPage(t, transport, { silenceTimeout: 60_000 }, { hang: true });
     srv.onCommand = async () => {
       throw new TypeError('Failed to fetch'); // sent, and the answer lost on the way back
     };
@@ -113,7 +85,7 @@ for (const [transport, kind] of [['sse', 'sse'], ['polling', 'poll']]) {
   });
 
   test(`on ${transport}, a pay the server took, its HTTP answer lost: the warning never drops while processing`, async (t) => {
-    const { srv, win, pay, turns } = await connected(t, transport);
+    const { srv, win, pay, turns } = await openPage(t, transport);
     srv.onCommand = async () => {
       srv.emit({ status: 'processing', attempt: 1, deadline: Date.now() + 30_000 }, 'attempt_started');
       throw new TypeError('Failed to fetch');
@@ -128,7 +100,7 @@ for (const [transport, kind] of [['sse', 'sse'], ['polling', 'poll']]) {
 }
 
 test('a retry lost with the socket holds the warning as a pay does', async (t) => {
-  const { srv, win, pay, turns } = await connected(t, 'websocket');
+  const { srv, win, pay, turns } = await openPage(t, 'websocket');
   srv.emit({ status: 'interrupted', attempt: 1, last_error: { reason: 'timeout' }, retry_at: Date.now() }, 'timeout');
   await until(() => pay.status === 'interrupted');
   srv.onSocketCommand = (ws, frame) => {
@@ -141,7 +113,7 @@ test('a retry lost with the socket holds the warning as a pay does', async (t) =
 });
 
 test('a pay lost with a connection that ends for good keeps the warning (nothing can tell any more); close() removes it', async (t) => {
-  const { srv, win, pay } = await connected(t, 'websocket');
+  const { srv, win, pay } = await openPage(t, 'websocket');
   srv.onSocketCommand = (ws, frame) => {
     if (frame.type === 'pay') setTimeout(() => ws.kill(4404, 'the session is gone'), 0);
   };
@@ -153,7 +125,7 @@ test('a pay lost with a connection that ends for good keeps the warning (nothing
 });
 
 test('a pay refused by the server drops the warning at once: its fate is known', async (t) => {
-  const { srv, win, pay, turns } = await connected(t, 'websocket');
+  const { srv, win, pay, turns } = await openPage(t, 'websocket');
   srv.onSocketCommand = (ws, frame) => {
     ws.deliver({ type: 'error', session: ID, seq: 0, ts: Date.now(), data: { code: 'invalid_state', message: 'no', ref: frame.ref } });
   };
