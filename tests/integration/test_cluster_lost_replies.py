@@ -23,7 +23,7 @@ from ..support.redisproc import REDIS_CLI, REDIS_SERVER, command, start_cluster
 from ..support.servers import Server
 from ..support.tcpproxy import Losses, TcpProxy
 from ..support.waiting import until
-from .test_lost_replies import ENV, trail
+from .test_lost_replies import ENV, refunded_once_after_a_lost_reply, trail
 from .test_refunds import OK, WAIT_S, ledger, paid_session, refund
 
 pytestmark = [
@@ -132,21 +132,7 @@ async def test_a_refund_whose_reply_was_lost_is_decided_once_and_audited_once(
     losses, http = on_cluster
     sid = await paid_session(http)
     losses.lose_reply(FIRST_STEP, sid.encode(), b"refund_requested")
-    first = await refund(http, sid, {"amount": 30}, "lost-reply-c1")
-    assert losses.lost == 1
-    again = await refund(http, sid, {"amount": 30}, "lost-reply-c1")
-    assert again.status_code == 202, again.text
-    if first.status_code == 202:
-        assert first.json()["refund"]["id"] == again.json()["refund"]["id"]
-
-    async def done() -> dict[str, Any] | None:
-        got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
-        session = got.json()["session"]
-        return session if session.get("amount_refunded") == 30 else None
-
-    session = await until(done, WAIT_S)
-    assert [r["amount"] for r in session["refunds"]] == [30], "refunded twice"
-    assert [e["action"] for e in session["audit"]].count("refund") == 1
+    await refunded_once_after_a_lost_reply(http, sid, "lost-reply-c1", lambda: losses.lost)
     entries = [e for e in await trail(http, "refund") if e["session"] == sid]
     assert len(entries) == 1, entries
 

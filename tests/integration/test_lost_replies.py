@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,29 @@ async def trail(http: httpx.AsyncClient, action: str) -> list[dict[str, Any]]:
     reply = await http.get("/api/admin/audit?limit=500", headers=admin())
     assert reply.status_code == 200, reply.text
     return [e for e in reply.json()["entries"] if e["action"] == action]
+
+
+async def refunded_once_after_a_lost_reply(
+    http: httpx.AsyncClient, sid: str, key: str, lost: Callable[[], int]
+) -> None:
+    """A refund of 30 asked with ``key`` whose reply is lost (the caller armed the
+    loss; ``lost`` counts the replies lost), then asked again: one refund, the same
+    one both times, one entry in the session's trail."""
+    first = await refund(http, sid, {"amount": 30}, key)
+    assert lost() == 1
+    again = await refund(http, sid, {"amount": 30}, key)
+    assert again.status_code == 202, again.text
+    if first.status_code == 202:
+        assert first.json()["refund"]["id"] == again.json()["refund"]["id"]
+
+    async def done() -> dict[str, Any] | None:
+        got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+        session = got.json()["session"]
+        return session if session.get("amount_refunded") == 30 else None
+
+    session = await until(done, WAIT_S)
+    assert [r["amount"] for r in session["refunds"]] == [30], "refunded twice"
+    assert [e["action"] for e in session["audit"]].count("refund") == 1
 
 
 @contextlib.asynccontextmanager
@@ -123,21 +146,7 @@ async def test_a_refund_whose_reply_was_lost_is_decided_once_and_audited_once(
     async with behind_proxy(tmp_path) as (proxy, http):
         sid = await paid_session(http)
         proxy.lose_reply(b"refund_requested")
-        first = await refund(http, sid, {"amount": 30}, "lost-reply-1")
-        assert proxy.lost == 1
-        again = await refund(http, sid, {"amount": 30}, "lost-reply-1")
-        assert again.status_code == 202, again.text
-        if first.status_code == 202:
-            assert first.json()["refund"]["id"] == again.json()["refund"]["id"]
-
-        async def done() -> dict[str, Any] | None:
-            got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
-            session = got.json()["session"]
-            return session if session.get("amount_refunded") == 30 else None
-
-        session = await until(done, WAIT_S)
-        assert [r["amount"] for r in session["refunds"]] == [30], "refunded twice"
-        assert [e["action"] for e in session["audit"]].count("refund") == 1
+        await refunded_once_after_a_lost_reply(http, sid, "lost-reply-1", lambda: proxy.lost)
         assert [e["session"] for e in await trail(http, "refund")] == [sid]
 
 
