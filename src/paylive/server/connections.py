@@ -86,24 +86,22 @@ BODY_GRACE_S = 0.5
 MAX_PIPELINED = 16
 FEED_BYTES = 1024
 
+
+def _closing(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """The headers of a prepared JSON answer after which the connection is closed."""
+    length = (b"content-length", str(len(body)).encode())
+    return [(b"content-type", b"application/json"), length, *extra, (b"connection", b"close")]
+
+
 OVERLOADED_STATUS = http_status(ErrorCode.OVERLOADED)
 OVERLOADED_BODY = json.dumps(
     error_body(ErrorCode.OVERLOADED, "this worker is at its connection limit; retry shortly")
 ).encode()
-OVERLOADED_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(OVERLOADED_BODY)).encode()),
-    (b"retry-after", b"1"),
-    (b"connection", b"close"),
-]
+OVERLOADED_HEADERS = _closing(OVERLOADED_BODY, (b"retry-after", b"1"))
 
 
 HEALTHY_BODY = json.dumps({"ok": True}).encode()
-HEALTHY_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(HEALTHY_BODY)).encode()),
-    (b"connection", b"close"),
-]
+HEALTHY_HEADERS = _closing(HEALTHY_BODY)
 HEALTHZ = b"/healthz"
 
 # A request cut by a stop that no longer waits for it (docs/protocol.md section 4.3).
@@ -114,11 +112,7 @@ SHUTTING_DOWN_BODY = json.dumps(
         "applied: send it again (with the same Idempotency-Key)",
     )
 ).encode()
-SHUTTING_DOWN_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(SHUTTING_DOWN_BODY)).encode()),
-    (b"connection", b"close"),
-]
+SHUTTING_DOWN_HEADERS = _closing(SHUTTING_DOWN_BODY)
 
 HEADERS_TOO_LARGE_STATUS = http_status(ErrorCode.HEADERS_TOO_LARGE)
 INVALID_REQUEST_STATUS = http_status(ErrorCode.INVALID_REQUEST)
