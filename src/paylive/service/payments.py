@@ -144,13 +144,7 @@ class PaymentService:
         if asked is not None:
             made = await self.engine.load(session_id)
             if made is not None:
-                if made.version == 0:
-                    # The lost create may have stopped inside the engine (on Redis
-                    # Cluster, after the session's own keys and before its indexes,
-                    # counters, timer and admin notice): asked again with the session
-                    # it made, the engine completes it, or changes nothing.
-                    await self._finish(made)
-                return made
+                return await self._made_already(made)
         now = self.clock()
         session = new_session(
             session_id, order_id, amount, currency, dict(metadata), now, self.rules
@@ -167,18 +161,21 @@ class PaymentService:
                 found = await self.engine.load(session_id)
                 if asked is None or found is None:
                     raise EngineUnavailable(f"session {session_id} could not be created")
-                if found.version == 0:
-                    await self._finish(found)  # completed as it is stored, not as made here
-                return found
+                return await self._made_already(found)  # as it is stored, not as made here
             log.info("session created: %d %s for order %r", amount, currency, order_id)
         return session
 
-    async def _finish(self, made: Session) -> None:
-        """Complete the create of ``made`` (read back at version 0) if its lost create
-        stopped inside the engine, with its own created_at, expiry and notice."""
-        await self.engine.finish_create(
-            made, stats.delta(None, made), _created_notice(made, made.created_at)
-        )
+    async def _made_already(self, made: Session) -> Session:
+        """``made``, the session a keyed create's earlier try made. The lost create may
+        have stopped inside the engine (on Redis Cluster, after the session's own keys
+        and before its indexes, counters, timer and admin notice): still at version 0,
+        the engine completes it with its own created_at, expiry and notice, or changes
+        nothing."""
+        if made.version == 0:
+            await self.engine.finish_create(
+                made, stats.delta(None, made), _created_notice(made, made.created_at)
+            )
+        return made
 
     async def get(self, session_id: str) -> Session:
         session = await self.engine.load(session_id)
