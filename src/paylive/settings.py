@@ -1150,13 +1150,9 @@ def _check(values: dict[str, object]) -> list[str]:
     return generated
 
 
-def _credentials_apart(settings: Settings) -> None:
-    """Refuse one token listed for two credentials. The API key is tried first, then
-    the staff tokens, then the admin token (``web.auth.principal_for``): a viewer's
-    token that is also the API key would be the shop's, with refunds and ``complete``,
-    and an admin token that is also a viewer's would be the viewer's. The error names
-    the variables and staff names, never the token."""
-    holders: dict[str, str] = {}
+def _bearers(settings: Settings) -> list[tuple[str, str]]:
+    """Every bearer token a client may send, each with the variable (and staff name)
+    that holds it: the rotation lists entry by entry, as each entry is accepted."""
     listed = [("PAYLIVE_API_KEY", key) for key in settings.api_keys]
     listed += [("PAYLIVE_ADMIN_TOKEN", token) for token in settings.admin_tokens]
     listed += [
@@ -1165,13 +1161,49 @@ def _credentials_apart(settings: Settings) -> None:
     # The scraper's token reads counts only; shared with another credential, whoever
     # holds the scraper's configuration would hold that one's rights too.
     listed += [("PAYLIVE_METRICS_TOKEN", token) for token in settings.metrics_tokens]
-    for holder, token in listed:
+    return listed
+
+
+def _credentials_apart(settings: Settings) -> None:
+    """Refuse one token listed for two credentials. The API key is tried first, then
+    the staff tokens, then the admin token (``web.auth.principal_for``): a viewer's
+    token that is also the API key would be the shop's, with refunds and ``complete``,
+    and an admin token that is also a viewer's would be the viewer's. The error names
+    the variables and staff names, never the token."""
+    holders: dict[str, str] = {}
+    for holder, token in _bearers(settings):
         first = holders.setdefault(token, holder)
         if first != holder:
             raise SettingsError(
                 f"{first} and {holder} hold the same token: each credential needs its own, "
                 "or one would be taken for the other (and its role with it)"
             )
+
+
+def _signers_apart(settings: Settings) -> None:
+    """Refuse a signing secret that is also a bearer token or another role's signing
+    secret: whoever holds the one could sign what the other vouches for (a client
+    secret or ticket for any session with PAYLIVE_SECRET, a provider's payment result
+    with a webhook secret, a merchant event the shop would believe). Every entry of a
+    rotation counts, as each is accepted. Named by variables, never by value."""
+    holders: dict[str, str] = {}
+    for holder, token in _bearers(settings):
+        holders.setdefault(token, holder)
+    signers = (
+        ("PAYLIVE_SECRET", settings.signing_secrets),
+        ("PAYLIVE_WEBHOOK_SECRET", settings.webhook_secrets),
+        ("PAYLIVE_STRIPE_WEBHOOK_SECRET", settings.stripe_webhook_secrets),
+        ("PAYLIVE_MERCHANT_WEBHOOK_SECRET", settings.merchant_webhook_secrets),
+    )
+    for signer, values in signers:
+        for value in values:
+            other = holders.setdefault(value, signer)
+            if other != signer:
+                raise SettingsError(
+                    f"{signer} and {other} hold the same secret: a signing secret needs "
+                    f"its own value, or whoever holds {other} could sign what {signer} "
+                    "vouches for"
+                )
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -1192,6 +1224,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError(f"unknown settings: {sorted(unknown)}")
     settings = Settings(**values)  # type: ignore[arg-type]
     _credentials_apart(settings)
+    _signers_apart(settings)
     if settings.effect_retry_cap_ms < settings.effect_retry_base_ms:
         raise SettingsError(
             "PAYLIVE_EFFECT_RETRY_CAP_MS must be at least PAYLIVE_EFFECT_RETRY_BASE_MS"

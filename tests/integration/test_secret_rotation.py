@@ -132,6 +132,22 @@ def test_serve_refuses_one_token_for_two_credentials() -> None:
             server.close()
 
 
+def test_serve_refuses_a_signing_secret_that_is_a_bearer_token() -> None:
+    """PAYLIVE_SECRET signs client secrets and tickets: equal to the API key (here the
+    old entry of its rotation), whoever holds the key could sign a customer's secret
+    for any session. The server must not start, and names both variables, never the
+    value."""
+    server = Server({"PAYLIVE_API_KEY": f"{NEW},{OLD}", "PAYLIVE_SECRET": f"{NEW_SIGN},{OLD}"})
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            server.start()
+        said = str(caught.value)
+        assert "PAYLIVE_SECRET and PAYLIVE_API_KEY hold the same secret" in said, said
+        assert OLD not in server.log() and NEW_SIGN not in server.log()
+    finally:
+        server.close()
+
+
 def test_the_metrics_token_is_rotated_as_every_secret_is(tmp_path: Path) -> None:
     """The scraper's token was one value: rotating it meant a window in which the
     scrapes sent with the old one (or the new one) were refused. Listed one entry a

@@ -199,3 +199,49 @@ def test_trusted_proxies(env: dict[str, str], expected: tuple[str, ...]) -> None
 def test_a_proxy_that_is_no_address_is_named() -> None:
     with pytest.raises(SettingsError, match="PAYLIVE_TRUSTED_PROXIES"):
         load_settings({"PAYLIVE_TRUSTED_PROXIES": "proxy.internal"})
+
+
+SHOP_HOOKS = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="  # 30 bytes, base64
+
+
+@pytest.mark.parametrize(
+    ("signer", "holder"),
+    [
+        ("PAYLIVE_SECRET", "PAYLIVE_API_KEY"),
+        ("PAYLIVE_SECRET", "PAYLIVE_ADMIN_TOKEN"),
+        ("PAYLIVE_SECRET", "PAYLIVE_METRICS_TOKEN"),
+        ("PAYLIVE_WEBHOOK_SECRET", "PAYLIVE_API_KEY"),
+        ("PAYLIVE_WEBHOOK_SECRET", "PAYLIVE_STAFF_TOKENS"),
+        ("PAYLIVE_WEBHOOK_SECRET", "PAYLIVE_SECRET"),
+        ("PAYLIVE_MERCHANT_WEBHOOK_SECRET", "PAYLIVE_ADMIN_TOKEN"),
+        ("PAYLIVE_MERCHANT_WEBHOOK_SECRET", "PAYLIVE_WEBHOOK_SECRET"),
+    ],
+)
+def test_a_signing_secret_that_is_another_credential_is_refused(signer: str, holder: str) -> None:
+    """Whoever holds a bearer token (or another role's signing secret) equal to a
+    signing secret can sign what that secret vouches for: client secrets, tickets,
+    provider webhooks. An entry of a rotation counts as much as the first."""
+    shared = SHOP_HOOKS if "MERCHANT" in signer else f"shared-{NEW}"
+    lists = {signer: f"sign-{NEW},{shared}" if "MERCHANT" not in signer else shared}
+    held = f"vera:viewer:{shared}" if holder == "PAYLIVE_STAFF_TOKENS" else f"{OLD},{shared}"
+    env = {**lists, holder: held}
+    if "MERCHANT" in signer:
+        env["PAYLIVE_MERCHANT_WEBHOOK_URL"] = "http://127.0.0.1:9/hooks"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    said = str(caught.value)
+    assert signer in said and holder in said and "same secret" in said, said
+    assert shared not in said and NEW not in said
+
+
+def test_the_stripe_webhook_secret_is_kept_apart_too() -> None:
+    shared = "whsec_shared_0123456789abcdef"
+    env = {
+        "PAYLIVE_GATEWAY": "stripe",
+        "PAYLIVE_STRIPE_SECRET_KEY": "sk_test_0123456789abcdef",
+        "PAYLIVE_STRIPE_WEBHOOK_SECRET": f"whsec_new_0123456789abcdef,{shared}",
+        "PAYLIVE_METRICS_TOKEN": shared,
+    }
+    with pytest.raises(SettingsError, match="PAYLIVE_STRIPE_WEBHOOK_SECRET") as caught:
+        load_settings(env)
+    assert "PAYLIVE_METRICS_TOKEN" in str(caught.value) and shared not in str(caught.value)
