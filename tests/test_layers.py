@@ -40,8 +40,9 @@ LAYERS: list[tuple[str, ...]] = [
 # What some packages may take from the ones below them, besides the order (the
 # claims of docs/architecture.md that the order alone does not make true).
 ONLY = {
-    # load/ speaks the protocol over the wire: the vocabulary and the exception root.
-    "load": {"core.protocol", "errors"},
+    # load/ speaks the protocol over the wire: the vocabulary and the exception root,
+    # and reads a secret the server also reads (the metrics token) as the server does.
+    "load": {"core.protocol", "errors", "settings"},
 }
 # The packages that call the engine (they import more of it than its exception).
 ENGINE_CALLERS = {"service", "fanout", "runtime", "gateway"}

@@ -1098,6 +1098,23 @@ def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
     return resolved
 
 
+def secret_list(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """One rotation list (a ``listed`` secret of ``VARIABLES``) read from ``env`` as the
+    server reads it: from ``<name>_FILE`` too, and parsed by its row, for a tool beside
+    the server (``paylive load``). Empty when unset; SettingsError naming the variable
+    for a bad value. Only this variable's file is read: another secret's file, mounted
+    for the server alone, is no business of the tool's."""
+    row = next((v for v in VARIABLES if v.env == name and v.listed), None)
+    if row is None or row.parse is None:
+        raise ValueError(f"{name} is not a listed secret")
+    own = {key: env[key] for key in (name, f"{name}_FILE") if key in env}
+    raw = resolve_secret_files(own).get(name, "")
+    if not raw.strip():
+        return ()
+    parsed = row.parse(name, raw)
+    return tuple(str(entry) for entry in parsed) if isinstance(parsed, tuple) else ()
+
+
 def _read(env: Mapping[str, str]) -> dict[str, object]:
     """Each row of the table in order: its parsed value, for the variables that are set
     (or required), and the rules across variables as their rows come."""

@@ -161,13 +161,13 @@ def test_plan_shares_the_work_out_and_the_config_crosses_a_pipe() -> None:
         Config.from_json('{"index": 0, "surprise": 1}')
 
 
-def test_the_generator_imports_only_the_protocol_and_the_exception_root() -> None:
+def test_the_generator_imports_only_the_protocol_the_exception_root_and_settings() -> None:
     package = Path(paylive.load.__file__).parent
     for path in package.glob("*.py"):
         tree = parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 2:
-                allowed = ("core.protocol", "errors")
+                allowed = ("core.protocol", "errors", "settings")
                 assert node.module in allowed, f"{path.name} imports ..{node.module}"
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 assert not node.module.startswith("paylive"), f"{path.name}: {node.module}"

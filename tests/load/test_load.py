@@ -22,8 +22,10 @@ BENCH_ENV = {
 }
 
 
-def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PAYLIVE_ADMIN_TOKEN": ADMIN_TOKEN}
+def run(
+    args: list[str], timeout: float = 60, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PAYLIVE_ADMIN_TOKEN": ADMIN_TOKEN, **(extra or {})}
     return subprocess.run(
         [sys.executable, "-m", "paylive", "load", *args],
         capture_output=True,

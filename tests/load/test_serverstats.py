@@ -172,3 +172,24 @@ def test_a_load_run_reports_loop_lag_and_redis_per_change(
     assert per["round_trips"] >= 1 and per["scripts"] >= 1 and per["publish"] >= 1
     assert per["commands"] > per["round_trips"]  # the scripts' own commands count too
     assert per["bytes_in"] > 0 and per["bytes_out"] > 0
+
+
+def test_a_load_run_reads_the_metrics_token_from_its_file(tmp_path: Path) -> None:
+    """The server takes PAYLIVE_METRICS_TOKEN_FILE as it takes every secret's file;
+    ``paylive load`` read only PAYLIVE_METRICS_TOKEN, sent the admin token instead, got
+    401 and reported no loop lag. The file holds a rotation, newest first."""
+    token = "new-metrics-token-0123456789"
+    env = {**BENCH_ENV, "PAYLIVE_LOOP_LAG_INTERVAL_MS": "5", "PAYLIVE_METRICS_TOKEN": token}
+    token_file = tmp_path / "metrics_token"
+    token_file.write_text(f"{token}\nold-metrics-token-0123456789\n")
+    out = tmp_path / "load.json"
+    args = ["--url", "", "--api-key", API_KEY, "--sockets", "10", "--rate", "20",
+            "--duration", "1", "--processes", "1", "--out", str(out)]  # fmt: skip
+    with Server(env) as srv:
+        args[1] = srv.url
+        done = run(args, extra={"PAYLIVE_METRICS_TOKEN_FILE": str(token_file)})
+        log = srv.log()
+    assert done.returncode == 0, done.stdout + done.stderr + log
+    result = json.loads(out.read_text())
+    assert "loop_lag" in result, sorted(result)
+    assert "loop lag ms" in done.stdout

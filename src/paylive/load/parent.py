@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..settings import SettingsError, secret_list
 from .config import Config, LoadError, plan
 from .procstat import ProcSample, machine_busy_s, raise_nofile, sample_each, sample_tree
 from .progress import drive_progress
@@ -174,6 +175,15 @@ def execute(
     worker process (another target's worker speaks the same phases)."""
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     configs = plan(args)
+    # /metrics may ask for its own token (PAYLIVE_METRICS_TOKEN or its file, read as
+    # the server reads them; the first entry is the newest while it is rotated); else
+    # the admin token.
+    base_url = configs[0].base_url
+    try:
+        listed = secret_list("PAYLIVE_METRICS_TOKEN", os.environ)
+    except SettingsError as exc:
+        raise LoadError(str(exc)) from None
+    token = listed[0] if listed else configs[0].admin_token
     restart_pid = getattr(args, "restart_pid", None)
     restart = None
     if restart_pid is not None:
@@ -190,11 +200,6 @@ def execute(
     wall0 = time.monotonic()
     workers = [WorkerProcess(c, worker_argv) for c in configs]
     results: list[dict[str, Any]] = []
-    # /metrics may ask for its own token (PAYLIVE_METRICS_TOKEN, whose first entry is
-    # the newest while it is rotated); else the admin token.
-    base_url = configs[0].base_url
-    listed = os.environ.get("PAYLIVE_METRICS_TOKEN", "").split(",")[0].strip()
-    token = listed or configs[0].admin_token
     redis_url: str | None = getattr(args, "redis_url", None)
     lag0: Reading | None = None
     lag1: Reading | None = None
