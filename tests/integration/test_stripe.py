@@ -546,3 +546,56 @@ async def test_refunds_asked_for_are_stripe_refunds_of_their_amounts(
     assert third.status_code == 409
     assert third.json()["error"]["code"] == "refund_exceeds_captured"
     assert len(localstripe.refunds(pi)) == 2
+
+
+# What Stripe says when it refuses a request, none of it for a customer's eyes.
+STAFF_ONLY = {
+    "authentication_error": (401, "Invalid API Key provided: sk_test_******************wxyz"),
+    "api_error": (500, "An unknown error occurred (request req_staff_only_0123)"),
+}
+
+
+async def test_the_providers_own_words_never_reach_the_customer(
+    server: Server,
+    http: httpx.AsyncClient,
+    opened: Opener,
+    localstripe: LocalStripe,
+    proxy: FaultProxy,
+) -> None:
+    """A request Stripe refuses (a wrong key, its own failure) and a decline each end the
+    attempt; what the customer's socket and GET show is paylive's line for the reason
+    (and the decline code), never Stripe's message nor its key or request id."""
+
+    def refusal(kind: str) -> Callable[[Any], dict[str, Any]]:
+        return lambda _match: {"error": {"type": kind, "message": STAFF_ONLY[kind][1]}}
+
+    for kind, path, reason in (
+        ("authentication_error", r"/v1/payment_intents$", "provider_error"),
+        ("api_error", r"/v1/payment_intents/pi_\w+/confirm$", "network_error"),
+    ):
+        proxy.restore()
+        proxy.fake("POST", path, STAFF_ONLY[kind][0], refusal(kind))
+        session, sock = await opened()
+        card = {"stripe": localstripe.payment_method(OK)}
+        await sock.send({"type": "pay", "payment_method": card})
+        ended = await sock.state("interrupted")
+        got = await http.get(
+            f"/api/sessions/{session['id']}",
+            headers={"Authorization": f"Bearer {session['client_secret']}"},
+        )
+        for shown in (ended["data"]["session"], got.json()):
+            assert shown["last_error"]["reason"] == reason, shown
+            text = json.dumps(shown)
+            assert STAFF_ONLY[kind][1] not in text and "sk_test" not in text, text
+    proxy.restore()
+    session, sock = await opened()
+    await sock.send(
+        {"type": "pay", "payment_method": {"stripe": localstripe.payment_method(DECLINED)}}
+    )
+    declined = (await sock.state("interrupted"))["data"]["session"]["last_error"]
+    assert declined == {
+        "reason": "declined",
+        "attempt": 1,
+        "message": "the card was declined",
+        "decline_code": "card_declined",
+    }
