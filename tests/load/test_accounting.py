@@ -161,6 +161,35 @@ def test_plan_shares_the_work_out_and_the_config_crosses_a_pipe() -> None:
         Config.from_json('{"index": 0, "surprise": 1}')
 
 
+def test_the_admin_token_is_read_as_the_server_reads_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A rotation list gives its first (newest) entry, and the file variant counts: the
+    whole list sent as one token was refused by the server (its admin feeds never
+    opened)."""
+    newest, older = "admin-token-newest-0123456789", "admin-token-older-0123456789"
+    args = argparse.Namespace(
+        url="http://127.0.0.1:8000",
+        api_key="k",
+        sockets=1,
+        admins=1,
+        rate=1.0,
+        duration=1.0,
+        format="json",
+        processes=1,
+        admin_token=None,
+    )
+    monkeypatch.delenv("PAYLIVE_ADMIN_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("PAYLIVE_ADMIN_TOKEN", f"{newest},{older}")
+    assert plan(args)[0].admin_token == newest
+    monkeypatch.delenv("PAYLIVE_ADMIN_TOKEN")
+    (tmp_path / "admin").write_text(f"{newest}, {older}\n")
+    monkeypatch.setenv("PAYLIVE_ADMIN_TOKEN_FILE", str(tmp_path / "admin"))
+    assert plan(args)[0].admin_token == newest
+    args.admin_token = "given-on-the-command-line-0123"
+    assert plan(args)[0].admin_token == "given-on-the-command-line-0123"
+
+
 def test_the_generator_imports_only_the_protocol_the_exception_root_and_settings() -> None:
     package = Path(paylive.load.__file__).parent
     for path in package.glob("*.py"):

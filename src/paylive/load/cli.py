@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-token",
         default=None,
-        help="the admin token (default: PAYLIVE_ADMIN_TOKEN from the environment)",
+        help="the admin token (default: PAYLIVE_ADMIN_TOKEN or its _FILE, the first entry of a list)",
     )
     parser.add_argument("--format", choices=["json", "msgpack"], default="json")
     parser.add_argument("--out", default=None, help="write the result as JSON here")

@@ -11,6 +11,7 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import PayliveError
+from ..settings import SettingsError, secret_list
 
 SOCKETS_PER_PROCESS = 2_500
 OPEN_FILES_HARD = 20_000
@@ -86,6 +87,16 @@ def split(total: N, parts: int) -> list[N]:
     return [total / parts] * parts
 
 
+def _admin_token() -> str | None:
+    """The server's admin token as the server reads it (``_FILE`` included); the first
+    entry of a rotation list is the newest, and the whole list is no token."""
+    try:
+        listed = secret_list("PAYLIVE_ADMIN_TOKEN", os.environ)
+    except SettingsError as exc:
+        raise LoadError(str(exc)) from None
+    return listed[0] if listed else None
+
+
 def plan(args: argparse.Namespace) -> list[Config]:
     """Check the flags and share the work out; raises ``LoadError`` with the reason."""
     base, ws = check_target(args.url, bool(getattr(args, "allow_remote", False)))
@@ -97,7 +108,7 @@ def plan(args: argparse.Namespace) -> list[Config]:
         raise LoadError(
             f"--admins must not be negative, --rate is 0 to {MAX_RATE:,}, --duration 0 to 3600 s"
         )
-    token = getattr(args, "admin_token", None) or os.environ.get("PAYLIVE_ADMIN_TOKEN")
+    token = getattr(args, "admin_token", None) or _admin_token()
     if admins and not token:
         raise LoadError("--admins needs --admin-token (or PAYLIVE_ADMIN_TOKEN)")
     processes = args.processes or max(1, math.ceil((sockets + admins) / SOCKETS_PER_PROCESS))
