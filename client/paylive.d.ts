@@ -300,7 +300,11 @@ export type ServerErrorCode =
  * applied it (the session tells; after a close for good, only a reload does). Over HTTP
  * (SSE, long-polling), a 502, 503 or 504 that is not paylive's own JSON error (a proxy's
  * or load balancer's page) is `connection_lost` too: the request may have reached
- * paylive, and so is paylive's 503 `shutting_down` and any 500; paylive's other 503s
+ * paylive, and so is paylive's 503 `shutting_down` and any 500; a request aborted after
+ * `requestTimeout` is `timeout`. A `pay` or `retry` over HTTP answered so is first sent
+ * again with its `Idempotency-Key` (`resends`): these codes settle it only when every
+ * request of it went unanswered, or the last found the first still running
+ * (`idempotency_key_in_use`). paylive's other 503s
  * (`overloaded`, ...) are refusals, nothing started, but `engine_unavailable` to a `pay`
  * or `retry` (on any transport) leaves its outcome unknown as well. A fatal
  * close's code (`unauthorized`, `unknown_session`, ...) rejects the commands not sent
@@ -527,8 +531,24 @@ export interface PayliveSessionOptions extends TransportOptions {
   secret: string;
   /** Where the paylive server is (http(s) or ws(s) URL); the page's own origin by default. */
   baseUrl?: string | null;
-  /** A sent command without `ack` or `error` this long (ms) is rejected with `timeout`. Default 15000. */
+  /** A command sent on the WebSocket without `ack` or `error` this long (ms) is rejected with `timeout`. Default 15000. */
   commandTimeout?: number;
+  /**
+   * Over HTTP (on SSE or long-polling), each request of a command is aborted after this
+   * long (ms) and its answer taken as lost (a connection that swallows a request would
+   * hold it for ever). Default 15000.
+   */
+  requestTimeout?: number;
+  /**
+   * Over HTTP, a `pay` or `retry` carries an `Idempotency-Key` of its own, and when its
+   * answer is lost (the request failed or timed out, a proxy's 502/503/504, paylive's
+   * 503 `shutting_down` or `engine_unavailable`, 409 `idempotency_key_in_use`) the same
+   * request with the same key is sent again at most this many times; the server answers
+   * what it did, never deciding it twice (protocol 3.1). Default 2; 0: never.
+   */
+  resends?: number;
+  /** How long (ms) to wait before each of those. Default 1000. */
+  resendDelay?: number;
   /** At most this many commands wait for a connection (then `queue_full`). Default 32. */
   maxQueue?: number;
   /**
@@ -635,17 +655,18 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   readonly status: SessionStatus | null;
   /**
    * True while leaving the page could strand a payment: processing, a pay/retry not yet
-   * answered, or one settled `connection_lost`, `timeout` or `engine_unavailable` until a snapshot, an attempt
-   * under way or an end is heard.
+   * answered, or one settled `connection_lost`, `timeout`, `engine_unavailable` or
+   * `idempotency_key_in_use` until a snapshot, an attempt under way or an end is heard.
    */
   readonly guardActive: boolean;
   /**
    * True from the moment a sent `pay` or `retry` is settled without its answer
-   * (`connection_lost`, also for a proxy's 502/503/504 over HTTP, `timeout`, or
-   * `engine_unavailable`, whose save may have been made with its reply lost: it may
-   * have started a charge) until the session's state heard after it tells (a snapshot,
-   * an attempt under way or an end; over HTTP, a timed-out one's request still on its way
-   * may yet land, so until it ends only an attempt under way or an end tells). It turns
+   * (`connection_lost`, also for a proxy's 502/503/504 over HTTP, `timeout`,
+   * `engine_unavailable`, whose save may have been made with its reply lost, or over
+   * HTTP `idempotency_key_in_use`: it may have started a charge) until the session's
+   * state heard after it tells (a snapshot, an attempt under way or an end). Over HTTP
+   * that is only after the same request, sent again with its `Idempotency-Key`
+   * (`resends`), went unanswered too. It turns
    * true as the command's promise rejects, and
    * false just before the `session` event of the state that tells. Meanwhile a page
    * says it is checking the payment and offers no Pay or Retry.

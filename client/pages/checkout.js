@@ -290,7 +290,7 @@ async function start() {
     } catch (err) {
       if (err.code === 'connection_lost') {
         showMessage('The connection dropped while sending; the status above shows what happened.', 'warn');
-      } else if ((err.code === 'timeout' || err.code === 'engine_unavailable') && client.outcomeUnknown) {
+      } else if (['timeout', 'engine_unavailable', 'idempotency_key_in_use'].includes(err.code) && client.outcomeUnknown) {
         // No answer in time, or the store's lost, is no refusal: the payment may be under way.
         const why = err.code === 'timeout' ? 'No answer came in time' : 'The payment server could not confirm it';
         showMessage(`${why}; the status above shows what happened.`, 'warn');

@@ -7,16 +7,16 @@ import { PayliveError } from './emitter.js';
 // The commands that may start a charge, and the settlements that leave it unknown
 // whether the server took one: its answer was lost, or did not come in time, or the
 // server's store did not answer (`engine_unavailable`: a save may have been made with
-// only its reply lost, protocol 3.1).
+// only its reply lost, protocol 3.1), or, over HTTP, the request sent again with its
+// Idempotency-Key found the first still running (`idempotency_key_in_use`).
 const PAYMENTS = new Set(['pay', 'retry']);
-const UNANSWERED = new Set(['connection_lost', 'timeout', 'engine_unavailable']);
+const UNANSWERED = new Set(['connection_lost', 'timeout', 'engine_unavailable', 'idempotency_key_in_use']);
 
 export class CommandQueue {
   #nextRef = 0;
   #pending = new Map(); // ref -> {type, command, resolve, reject, sent, timer}
   #queue = []; // refs waiting for a connection, in order
   #unknown = false; // a pay or retry was settled without its answer (see `outcomeUnknown`)
-  #late = new Set(); // refs of pays/retries sent over HTTP, timed out, their request still on its way
   #maxQueue;
   #commandTimeout;
   #onChange;
@@ -52,21 +52,16 @@ export class CommandQueue {
 
   /**
    * True from the moment a sent `pay` or `retry` is settled `connection_lost`,
-   * `timeout` or `engine_unavailable` (the server may have started the charge) until
-   * `outcomeKnown()`.
+   * `timeout`, `engine_unavailable` or `idempotency_key_in_use` (the server may have
+   * started the charge) until `outcomeKnown()`.
    */
   get outcomeUnknown() {
     return this.#unknown;
   }
 
-  /**
-   * The session's state, heard after the loss, says what became of the payment. While a
-   * timed-out pay's HTTP request is still on its way it may yet land: only a `definitive`
-   * state (an attempt under way, an end) tells then; a `created` or `interrupted` one
-   * waits for the request's end (then the state is asked for again).
-   */
-  outcomeKnown(definitive = false) {
-    if (!this.#unknown || (this.#late.size && !definitive)) return;
+  /** The session's state, heard after the loss, says what became of the payment. */
+  outcomeKnown() {
+    if (!this.#unknown) return;
     this.#unknown = false;
     this.#onChange(false);
   }
@@ -88,8 +83,11 @@ export class CommandQueue {
 
   /**
    * Send queued commands in order for as long as `send(map)` returns true; `viaRequest`:
-   * each is answered by its own HTTP request (SSE, long-polling), which lives on after a
-   * timeout.
+   * each is answered by its own HTTP request (SSE, long-polling), which bounds itself
+   * (`requestTimeout`, then the same request again: `http.js`) and always ends in an
+   * answer. It gets no timer here: settled `timeout` while its request is still on its
+   * way, a pay could yet land unseen, and its outcome would stay unknown until that
+   * request ended, which a connection that swallows it never lets happen.
    */
   flush(send, viaRequest = false) {
     while (this.#queue.length) {
@@ -98,7 +96,7 @@ export class CommandQueue {
       if (!send(pending.command)) return;
       this.#queue.shift();
       pending.sent = true;
-      pending.viaRequest = viaRequest;
+      if (viaRequest) continue;
       pending.timer = setTimeout(
         () => this.settle(ref, new PayliveError('timeout', `no answer to '${pending.type}' in time`)),
         this.#commandTimeout,
@@ -109,19 +107,12 @@ export class CommandQueue {
   /** Resolve (no `error`) or reject the command `ref`; false when none waits under it. */
   settle(ref, error, value) {
     const pending = this.#pending.get(ref);
-    if (!pending) {
-      // The late answer of a timed-out pay's request: it can no longer land. Whatever it
-      // says, the session's state is asked for again while the outcome is unknown.
-      if (!this.#late.delete(ref)) return false;
-      if (this.#unknown) this.#onChange(true);
-      return true;
-    }
+    if (!pending) return false;
     this.#pending.delete(ref);
     clearTimeout(pending.timer);
     if (!pending.sent) this.#queue = this.#queue.filter((queued) => queued !== ref);
     const unknown = Boolean(pending.sent && error && PAYMENTS.has(pending.type) && UNANSWERED.has(error.code));
     if (unknown) this.#unknown = true;
-    if (unknown && error.code === 'timeout' && pending.viaRequest) this.#late.add(ref);
     if (error) pending.reject(error);
     else pending.resolve(value);
     this.#onChange(unknown);
@@ -156,7 +147,6 @@ export class CommandQueue {
 
   /** Reject every command, sent or queued, with `error`. */
   rejectAll(error) {
-    this.#late.clear();
     for (const ref of [...this.#pending.keys()]) this.settle(ref, error);
   }
 }

@@ -67,12 +67,126 @@ function ownError(body) {
 }
 
 /**
- * Send one customer command over the HTTP API and answer it as the socket would: an
- * `ack` or an `error` message with the command's `ref`, handed to `deliver`. A 502,
- * 503 or 504 that is not paylive's own refusal (a proxy's page: the request may have
- * reached paylive and been applied) is answered `connection_lost`, as a lost answer is.
+ * How an HTTP command (on SSE or long-polling) is bounded and sent again; options of
+ * `PayliveSession` (`SESSION_DEFAULTS`), these values when a host gives none.
  */
-export async function httpCommand(fetchFn, { baseUrl, sessionId, secret }, command, deliver) {
+export const HTTP_COMMAND_DEFAULTS = Object.freeze({
+  /** Each request of a command is aborted after this long (ms): its answer is then lost. */
+  requestTimeout: 15_000,
+  /** A pay or retry whose answer was lost is sent again, with its Idempotency-Key, at most this many times. */
+  resends: 2,
+  /** How long to wait before each of those (ms). */
+  resendDelay: 1_000,
+});
+
+// The commands whose route keeps an Idempotency-Key (protocol 3.1: `POST .../attempts`),
+// so that the same request sent again is answered with what the first did, never
+// decided twice. `cancel`, `interrupt`, `check` and `seen` keep none: sent again after
+// a lost answer they would be decided again (a cancel made already refused
+// `invalid_state`), so they are not.
+const KEYED = new Set(['pay', 'retry']);
+
+/**
+ * A new Idempotency-Key: 32 hex digits of randomness (the contract takes 1 to 255
+ * printable characters). `crypto.randomUUID` exists in secure contexts only;
+ * `getRandomValues` everywhere a page runs.
+ */
+export function newIdempotencyKey() {
+  const bytes = new Uint8Array(16);
+  const crypto = globalThis.crypto;
+  if (typeof crypto?.getRandomValues === 'function') crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i += 1) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One request, bounded by `timeout` (ms): `{reply, body}` (the body read only for an
+ * answer that is not 2xx), or `{timedOut: true}`. Aborted when it runs out (a
+ * connection that swallows the request would hold it for ever); raced as well, for a
+ * fetch that ignores the signal. Rejects as `fetchFn` does.
+ */
+async function boundedRequest(fetchFn, url, init, timeout) {
+  const abort = typeof AbortController === 'function' ? new AbortController() : null;
+  let timer;
+  const expired = new Promise((resolve) => {
+    timer = setTimeout(() => {
+      resolve({ timedOut: true });
+      abort?.abort();
+    }, timeout);
+  });
+  const answered = (async () => {
+    const reply = await fetchFn(url, { ...init, signal: abort?.signal });
+    let body = null;
+    if (!reply.ok) {
+      try {
+        body = await reply.json();
+      } catch {
+        // Not JSON (a proxy's page): the status says what it can.
+      }
+    }
+    return { reply, body };
+  })();
+  try {
+    return await Promise.race([answered, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * What one request of a command came to: `{type: 'ack'}`, or `{type: 'error', code,
+ * message, lost}`; `lost`: the answer was lost, or says only that the request is still
+ * running (`idempotency_key_in_use`), so the same request with the same key may be
+ * sent again and be answered with what the server did.
+ */
+async function sendOnce(fetchFn, url, init, timeout) {
+  let result;
+  try {
+    result = await boundedRequest(fetchFn, url, init, timeout);
+  } catch (err) {
+    return { type: 'error', code: 'connection_lost', message: `the command may not have arrived: ${err?.message ?? err}`, lost: true };
+  }
+  if (result.timedOut) {
+    return { type: 'error', code: 'timeout', message: `no answer within ${timeout} ms; the request was aborted`, lost: true };
+  }
+  const { reply, body } = result;
+  if (reply.ok) return { type: 'ack' };
+  const own = ownError(body);
+  if (reply.status >= 500 && !(reply.status === 503 && UNAVAILABLE_CODES.has(own?.code))) {
+    // Whatever stands in front of paylive gave up on the request (502, 504) or refused
+    // it (503) with a page of its own, or the server failed (500: a fault, never a
+    // refusal), or a stopping worker cut it (503 `shutting_down`): it may have reached
+    // paylive, which may have applied it.
+    return {
+      type: 'error',
+      code: 'connection_lost',
+      message: `HTTP ${reply.status}: the command may have reached the server; the session state will tell`,
+      lost: true,
+    };
+  }
+  const error = own ?? { code: 'error', message: `HTTP ${reply.status}` };
+  // `engine_unavailable`: the store may have saved the attempt with only its reply lost
+  // (protocol 3.1: the same request again is answered with it).
+  const lost = error.code === 'engine_unavailable' || error.code === 'idempotency_key_in_use';
+  return { type: 'error', code: error.code, message: error.message ?? `HTTP ${reply.status}`, lost };
+}
+
+/**
+ * Send one customer command over the HTTP API and answer it as the socket would: an
+ * `ack` or an `error` message with the command's `ref`, handed to `deliver`. Each
+ * request is aborted after `requestTimeout`. A 502, 503 or 504 that is not paylive's
+ * own refusal (a proxy's page: the request may have reached paylive and been applied)
+ * is a lost answer, as a failed or timed-out request is. A `pay` or `retry` carries an
+ * `Idempotency-Key`, made here for this command (the queue sends each command once) and
+ * kept for it: when its answer is lost it is sent again, the same request with the same
+ * key, up to `resends` times `resendDelay` apart, and the server answers what it did.
+ * The last answer settles it; when that is lost too, `connection_lost` or `timeout` (the
+ * outcome is unknown: `commands.js`).
+ */
+export async function httpCommand(fetchFn, options, command, deliver) {
+  const { baseUrl, sessionId, secret } = options;
   const path = COMMAND_PATHS[command.type];
   const ref = command.ref;
   const answer = (type, data) => deliver({ type, session: sessionId, seq: null, ts: 0, data: { ...data, ref } });
@@ -84,39 +198,19 @@ export async function httpCommand(fetchFn, { baseUrl, sessionId, secret }, comma
   if (command.payment_method) body.payment_method = command.payment_method;
   if (command.type === 'interrupt') body.reason = command.reason ?? 'network_error';
   if (command.type === 'seen') body.status = command.status;
-  let reply;
-  try {
-    reply = await fetchFn(`${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-  } catch (err) {
-    answer('error', { code: 'connection_lost', message: `the command may not have arrived: ${err?.message ?? err}` });
-    return;
+  const headers = { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' };
+  const keyed = KEYED.has(command.type);
+  if (keyed) headers['Idempotency-Key'] = newIdempotencyKey();
+  const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`;
+  const init = { method: 'POST', headers, body: JSON.stringify(body) };
+  const timeout = options.requestTimeout ?? HTTP_COMMAND_DEFAULTS.requestTimeout;
+  const resends = keyed ? Math.max(0, options.resends ?? HTTP_COMMAND_DEFAULTS.resends) : 0;
+  const delay = options.resendDelay ?? HTTP_COMMAND_DEFAULTS.resendDelay;
+  let result = await sendOnce(fetchFn, url, init, timeout);
+  for (let sent = 0; result.lost && sent < resends; sent += 1) {
+    await sleep(delay);
+    result = await sendOnce(fetchFn, url, init, timeout);
   }
-  if (reply.ok) {
-    answer('ack', {});
-    return;
-  }
-  let answered = null;
-  try {
-    answered = await reply.json();
-  } catch {
-    // Not JSON (a proxy's page): the status says what it can.
-  }
-  const own = ownError(answered);
-  if (reply.status >= 500 && !(reply.status === 503 && UNAVAILABLE_CODES.has(own?.code))) {
-    // Whatever stands in front of paylive gave up on the request (502, 504) or refused
-    // it (503) with a page of its own, or the server failed (500: a fault, never a
-    // refusal): it may have reached paylive, which may have applied it. The session's
-    // state tells, as after any lost answer.
-    answer('error', {
-      code: 'connection_lost',
-      message: `HTTP ${reply.status}: the command may have reached the server; the session state will tell`,
-    });
-    return;
-  }
-  const error = own ?? { code: 'error', message: `HTTP ${reply.status}` };
-  answer('error', { code: error.code, message: error.message ?? `HTTP ${reply.status}` });
+  if (result.type === 'ack') answer('ack', {});
+  else answer('error', { code: result.code, message: result.message });
 }

@@ -4,7 +4,7 @@
 import { CommandQueue } from './commands.js';
 import { TERMINAL_STATUSES } from './constants.js';
 import { Emitter, PayliveError } from './emitter.js';
-import { httpOrigin } from './http.js';
+import { HTTP_COMMAND_DEFAULTS, httpOrigin } from './http.js';
 import { socketOrigin } from './socket.js';
 import { LiveConnection, TRANSPORT_DEFAULTS } from './transport.js';
 import { SessionState } from './state.js';
@@ -17,8 +17,14 @@ export const SESSION_DEFAULTS = Object.freeze({
   secret: null,
   /** Where the server is; the page's own origin by default. */
   baseUrl: null,
-  /** A command without `ack` or `error` this long after it was sent is rejected (ms). */
+  /** A command sent on the socket without `ack` or `error` this long after is rejected (ms). */
   commandTimeout: 15_000,
+  /**
+   * Over HTTP (on SSE or long-polling): each command's request is aborted after
+   * `requestTimeout` (ms), and a pay or retry whose answer was lost is sent again with
+   * its Idempotency-Key up to `resends` times, `resendDelay` (ms) apart (`http.js`).
+   */
+  ...HTTP_COMMAND_DEFAULTS,
   /** At most this many commands wait for a connection. */
   maxQueue: 32,
   /** Ask before leaving the page while a payment is in flight (or its answer was lost: `guardActive`). */
@@ -145,8 +151,9 @@ export class PayliveSession extends Emitter {
 
   /**
    * True while leaving the page could strand a payment: processing, a pay/retry not yet
-   * answered, or one settled `connection_lost`, `timeout` or `engine_unavailable` until a snapshot, an attempt
-   * under way or an end is heard (protocol 4.2).
+   * answered, or one settled `connection_lost`, `timeout`, `engine_unavailable` or
+   * `idempotency_key_in_use` until a snapshot, an attempt under way or an end is heard
+   * (protocol 4.2).
    */
   get guardActive() {
     // Closed: the page said it is done with the session, whatever its state.
@@ -155,10 +162,11 @@ export class PayliveSession extends Emitter {
 
   /**
    * True from the moment a sent `pay` or `retry` is settled without its answer
-   * (`connection_lost`, `timeout`, `engine_unavailable`: it may have started a charge) until the session's
-   * state, heard after it, tells what became of it (a snapshot, an attempt under way or
-   * an end; over HTTP, while a timed-out one's request is on its way, only the last
-   * two; protocol 4.2). It turns true as the command's promise rejects, and false
+   * (`connection_lost`, `timeout`, `engine_unavailable`, and over HTTP
+   * `idempotency_key_in_use`: it may have started a charge) until the session's state,
+   * heard after it, tells what became of it (a snapshot, an attempt under way or an
+   * end; protocol 4.2). Over HTTP that is after the same request, sent again with its
+   * Idempotency-Key, got no answer either. It turns true as the command's promise rejects, and false
    * just before the `session` event of the state that tells. A page keeps its Pay and
    * Retry off meanwhile and says it is checking the payment.
    */
@@ -331,7 +339,7 @@ export class PayliveSession extends Emitter {
         const told = message.type === 'snapshot'
           ? Boolean(data.session)
           : this.status === 'processing' || TERMINAL_STATUSES.has(this.status);
-        if (told) this.#commands.outcomeKnown(this.status === 'processing' || TERMINAL_STATUSES.has(this.status));
+        if (told) this.#commands.outcomeKnown();
         this.#updateGuard();
         this.emit(message.type, message);
         this.emit('session', this.session);

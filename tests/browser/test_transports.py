@@ -24,7 +24,7 @@ from ..support.redisproc import RedisProc
 from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 
 require_browser()
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Page, Route, expect  # noqa: E402
 
 TIMEOUT_CARD = "4000000000000408"
 OK_CARD = "4242424242424242"
@@ -227,3 +227,86 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+# A second client of the demo's session in the page, on SSE (its commands over HTTP),
+# with short bounds; `window.__outcome` is how its pay settled.
+PAY_OVER_HTTP = """async ([bounds, card]) => {
+  const { PayliveSession } = await import('/client/paylive.js');
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const s = new PayliveSession({
+    sessionId: fragment.get('session'), secret: fragment.get('secret'),
+    transports: ['sse'], window: null, ...bounds,
+  });
+  window.__second = s;
+  await new Promise((resolve) => s.on('session', resolve));
+  return s.pay(card).then(() => ({ ok: true }), (err) => ({ ok: false, code: err.code }));
+}"""
+
+
+def attempts_of(server: Server, session_id: str) -> int:
+    session = httpx.get(
+        f"{server.url}/api/sessions/{session_id}",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ).json()
+    return int(session["attempt"])
+
+
+def demo_session(page: Page, server: Server) -> str:
+    page.goto(f"{server.url}/demo")
+    expect(page.locator("#status")).to_have_attribute("data-status", "created")
+    return parse_qs(urlsplit(page.url).fragment)["session"][0]
+
+
+def test_a_pay_over_http_whose_answer_a_proxy_lost_is_sent_again_with_its_key(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    # The pay reaches paylive, which starts the attempt; the answer is replaced by a
+    # proxy's 502 on its way back. The client sends the same request with the same
+    # Idempotency-Key, and paylive answers with what it did: one attempt, the pay settled.
+    a, _ = workers
+    session_id = demo_session(page, a)
+    keys: list[str | None] = []
+
+    def lose_the_first_answer(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # paylive has it, and answers
+            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/api/sessions/[^/]+/attempts$"), lose_the_first_answer)
+    settled = page.evaluate(PAY_OVER_HTTP, [{"resendDelay": 100}, OK_CARD])
+    assert settled == {"ok": True}
+    assert len(keys) == 2 and keys[0] and keys[1] == keys[0], keys
+    assert page.evaluate("window.__second.outcomeUnknown") is False
+    expect(page.locator("#status")).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
+    assert attempts_of(a, session_id) == 1
+
+
+def test_a_pay_over_http_whose_requests_never_end_is_bounded_and_then_checked(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    # A connection that swallows every request of the pay (none reaches paylive, none
+    # ends): each is aborted after requestTimeout, sent again with its key, and then
+    # the outcome is unknown until the session's state, asked for, says `created`.
+    a, _ = workers
+    session_id = demo_session(page, a)
+    swallowed: list[Route] = []
+
+    def swallow(route: Route) -> None:
+        swallowed.append(route)  # never answered, never passed on
+
+    page.route(re.compile(r"/api/sessions/[^/]+/attempts$"), swallow)
+    bounds = {"requestTimeout": 500, "resends": 1, "resendDelay": 50, "commandTimeout": 500}
+    settled = page.evaluate(PAY_OVER_HTTP, [bounds, OK_CARD])
+    assert settled == {"ok": False, "code": "timeout"}
+    assert len(swallowed) == 2
+    assert (
+        swallowed[1].request.headers["idempotency-key"]
+        == swallowed[0].request.headers["idempotency-key"]
+    )
+    page.wait_for_function("window.__second.outcomeUnknown === false", timeout=WAIT_MS)
+    assert page.evaluate("window.__second.status") == "created"
+    assert attempts_of(a, session_id) == 0

@@ -5,6 +5,7 @@
 import {
   PayliveError,
   PayliveSession,
+  SESSION_DEFAULTS,
   TERMINAL_STATUSES,
   formatAmount,
   formatSeconds,
@@ -23,6 +24,9 @@ const pay = new PayliveSession({
   secret: params.get('secret') ?? '',
   baseUrl: 'https://pay.example.com',
   commandTimeout: 10_000,
+  requestTimeout: 20_000,
+  resends: 1,
+  resendDelay: 500,
   window,
   WebSocket,
 });
@@ -123,3 +127,7 @@ pay.session = null;
 void pay.interrupt('timeout');
 // @ts-expect-error: the countdown has no `remaining`
 pay.on('countdown', (message) => message.data.remaining);
+const bounds: number[] = [SESSION_DEFAULTS.requestTimeout, SESSION_DEFAULTS.resends, SESSION_DEFAULTS.resendDelay];
+void bounds;
+// @ts-expect-error: resends is a count
+void new PayliveSession({ sessionId: 'ps_1', secret: 's', resends: true });

@@ -23,6 +23,7 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
     opened: [], // every connection attempt: 'ticket', 'ws', 'sse', 'poll'
     at: [], // when each was made
     waiters: new Set(),
+    commands: [], // every command request: {path, body, key} (key: its Idempotency-Key header, or null)
     onCommand: async () => ({ status: 202, body: {} }),
   };
   const message = (type, data, seq) => ({ type, session: ID, seq, ts: Date.now(), data });
@@ -190,7 +191,10 @@ export function fakeServer({ websocket = 'ok', sse = 'ok', heartbeat = null } = 
     if (init.method === 'POST') {
       // `body`: a JSON answer; `text`: the raw body (a proxy's HTML page), read as a
       // Response would (json() throws when it is not JSON).
-      const answer = await srv.onCommand(url, JSON.parse(init.body ?? '{}'));
+      const body = JSON.parse(init.body ?? '{}');
+      const key = Object.entries(init.headers ?? {}).find(([name]) => name.toLowerCase() === 'idempotency-key')?.[1] ?? null;
+      srv.commands.push({ path: new URL(url).pathname, body, key });
+      const answer = await srv.onCommand(url, body, init);
       const text = answer.text ?? JSON.stringify(answer.body ?? {});
       return { ok: answer.status < 300, status: answer.status, json: async () => JSON.parse(text), text: async () => text };
     }

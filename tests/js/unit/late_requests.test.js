@@ -1,51 +1,70 @@
-// A pay sent over HTTP (SSE, long-polling) that times out is not lost: its request is
-// still on its way and may yet start the charge. A snapshot taken meanwhile saying
-// `created` tells nothing of it; the outcome stays unknown (the warning on, Pay off)
-// until the request ends or the session says an attempt is under way, and the state is
-// asked for again once it ends.
+// A command sent over HTTP (SSE, long-polling) whose request never ends (a connection
+// that swallows it) is bounded by `requestTimeout`: the request is aborted, and a pay
+// or retry is then sent again with its Idempotency-Key, as after a lost answer. When no
+// request of it ends, its outcome is unknown and the session's state, asked for, tells:
+// the page is never left "checking" forever. The socket's commands keep
+// `commandTimeout`.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { until } from './fake_server.js';
-import { connected } from './page.js';
+import { CARD, connected, outcome } from './page.js';
 
-const openPage = (t) => connected(t, 'sse', {
-  options: { backoffBase: 1, backoffMax: 2, commandTimeout: 30, silenceTimeout: 60_000 },
+const openPage = (t, transport, options = {}) => connected(t, transport, {
+  options: { backoffBase: 1, backoffMax: 2, requestTimeout: 30, resendDelay: 1, silenceTimeout: 60_000, ...options },
 });
 
-/** A pay whose request is held until `land(answer)`. */
-function holdPay(srv) {
-  const held = {};
-  srv.onCommand = () => new Promise((resolve) => { held.land = resolve; });
-  return held;
+/** Requests that never end: each is only ever aborted (counted in `srv.abortedCommands`). */
+function swallow(srv) {
+  srv.abortedCommands = 0;
+  return (url, body, init) => new Promise((resolve, reject) => {
+    init.signal?.addEventListener('abort', () => {
+      srv.abortedCommands += 1;
+      reject(new DOMException('The operation was aborted.', 'AbortError'));
+    });
+  });
 }
 
-test('on sse, a pay timed out with its request on its way: a snapshot saying created does not end the check', async (t) => {
-  const { srv, win, pay, snapshots } = await openPage(t);
-  const held = holdPay(srv);
-  const before = snapshots();
-  assert.equal(await pay.pay('4242424242424242').catch((err) => err.code), 'timeout');
-  await until(() => snapshots() > before);
-  assert.deepEqual({ status: pay.status, unknown: pay.outcomeUnknown, guarded: win.guarded() },
-    { status: 'created', unknown: true, guarded: true }, 'the pay may still land: leaving must still ask');
-  // It lands: the attempt starts, and its answer comes late.
-  srv.emit({ status: 'processing', attempt: 1, deadline: Date.now() + 30_000 }, 'attempt_started');
-  held.land({ status: 202, body: {} });
-  await until(() => pay.status === 'processing' && !pay.outcomeUnknown);
-  assert.equal(win.guarded(), true);
+for (const transport of ['sse', 'polling']) {
+  test(`on ${transport}, a pay whose request never ends is aborted in time and sent again with its key`, async (t) => {
+    const { srv, pay } = await openPage(t, transport);
+    const hang = swallow(srv);
+    let n = 0;
+    srv.onCommand = (url, body, init) => (n++ === 0 ? hang(url, body, init) : { status: 202, body: {} });
+    assert.deepEqual(await outcome(pay.pay(CARD)), { ok: true, type: 'ack' });
+    const sent = srv.commands.filter((c) => c.path.endsWith('/attempts'));
+    assert.equal(srv.abortedCommands, 1, 'the swallowed request was aborted, not left open');
+    assert.deepEqual(sent.map((c) => c.key), [sent[0].key, sent[0].key]);
+    assert.equal(pay.outcomeUnknown, false);
+  });
+
+  test(`on ${transport}, a pay none of whose requests ever ends: unknown, then a snapshot saying created ends the check`, async (t) => {
+    const { srv, win, pay, snapshots } = await openPage(t, transport, { resends: 1 });
+    srv.onCommand = swallow(srv);
+    const before = snapshots();
+    assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'timeout' });
+    assert.equal(srv.abortedCommands, 2, 'each request aborted after requestTimeout');
+    assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded() }, { unknown: true, guarded: true });
+    // Nothing of it can land unanswered any more (each request was aborted, and any that
+    // reached paylive carried the key): the session's state says what became of it.
+    await until(() => snapshots() > before && !pay.outcomeUnknown);
+    assert.deepEqual({ status: pay.status, guarded: win.guarded() }, { status: 'created', guarded: false });
+  });
+}
+
+test('a cancel whose request never ends is aborted after requestTimeout and settled timeout, sent once', async (t) => {
+  const { srv, win, pay } = await openPage(t, 'sse');
+  srv.onCommand = swallow(srv);
+  assert.deepEqual(await outcome(pay.cancel()), { ok: false, code: 'timeout' });
+  assert.deepEqual({ aborted: srv.abortedCommands, sent: srv.commands.length }, { aborted: 1, sent: 1 });
+  assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded() }, { unknown: false, guarded: false });
 });
 
-test('on sse, a timed-out pay whose late request was refused: the state is asked for again, and then it is known', async (t) => {
-  const { srv, win, pay, snapshots } = await openPage(t);
-  const held = holdPay(srv);
-  assert.equal(await pay.pay('4242424242424242').catch((err) => err.code), 'timeout');
-  await until(() => snapshots() >= 2);
-  assert.equal(pay.outcomeUnknown, true);
-  const errors = [];
-  pay.on('error', (e) => errors.push(e.code));
-  const asked = snapshots();
-  held.land({ status: 409, body: { error: { code: 'invalid_state', message: 'no' } } });
-  await until(() => snapshots() > asked && !pay.outcomeUnknown);
-  assert.deepEqual({ status: pay.status, guarded: win.guarded(), errors }, { status: 'created', guarded: false, errors: [] });
+test('a fetch that ignores the abort signal is bounded all the same', async (t) => {
+  const { srv, pay, snapshots } = await openPage(t, 'sse', { resends: 0 });
+  srv.onCommand = () => new Promise(() => {}); // deaf to the signal too
+  const before = snapshots();
+  assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'timeout' });
+  await until(() => snapshots() > before && !pay.outcomeUnknown);
 });

@@ -17,7 +17,7 @@ export function pageSession(srv, win, extra = {}) {
     WebSocket: srv.WebSocket, EventSource: srv.EventSource, fetch: srv.fetch,
     watchNetwork: false, window: win, pingInterval: 0,
     firstMessageTimeout: 5_000, upgradeInterval: 0, backoffBase: 5, backoffMax: 20,
-    commandTimeout: 5_000, ...extra,
+    commandTimeout: 5_000, resendDelay: 1, ...extra,
   });
 }
 
