@@ -536,7 +536,8 @@ export interface PayliveSessionOptions extends TransportOptions {
   /**
    * Over HTTP (on SSE or long-polling), each request of a command is aborted after this
    * long (ms) and its answer taken as lost (a connection that swallows a request would
-   * hold it for ever). Default 15000.
+   * hold it for ever). Default 20000: above the server's bound on a command's provider
+   * calls (`PAYLIVE_PROVIDER_DEADLINE_MS`, 15 s by default).
    */
   requestTimeout?: number;
   /**

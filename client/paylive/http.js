@@ -71,8 +71,13 @@ function ownError(body) {
  * `PayliveSession` (`SESSION_DEFAULTS`), these values when a host gives none.
  */
 export const HTTP_COMMAND_DEFAULTS = Object.freeze({
-  /** Each request of a command is aborted after this long (ms): its answer is then lost. */
-  requestTimeout: 15_000,
+  /**
+   * Each request of a command is aborted after this long (ms): its answer is then lost.
+   * Above the server's own bound on a command's provider calls
+   * (`PAYLIVE_PROVIDER_DEADLINE_MS`, 15 s by default), so that a slow provider's pay is
+   * answered rather than cut at the edge and sent again.
+   */
+  requestTimeout: 20_000,
   /** A pay or retry whose answer was lost is sent again, with its Idempotency-Key, at most this many times. */
   resends: 2,
   /** How long to wait before each of those (ms). */
