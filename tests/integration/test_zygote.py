@@ -4,6 +4,7 @@ would, exit statuses and all, for the tests that stop, signal and wait for them.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -66,3 +67,21 @@ def test_a_server_is_signalled_and_waited_for_as_a_popen_would_be() -> None:
     with Server() as srv:
         assert srv.stop() == -signal.SIGTERM
         assert "Finished server process" in srv.log()
+
+
+def test_a_handle_dropped_unread_leaves_the_zygote_and_its_other_children() -> None:
+    # A handle let go before its child ended (a Server dropped without being stopped):
+    # the zygote's report of that child's end goes nowhere, and must not end the
+    # zygote (nor make the other servers' handles read as ended).
+    with Server() as kept:
+        dropped = Server().start()
+        assert dropped.proc is not None
+        pid = dropped.proc.pid
+        dropped.proc = None
+        gc.collect()
+        os.kill(pid, signal.SIGTERM)
+        until_gone = Server().start()  # a fork after the report went nowhere
+        until_gone.close()
+        dropped.close()
+        assert kept.proc is not None and kept.proc.poll() is None
+        assert kept.stop() == -signal.SIGTERM

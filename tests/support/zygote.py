@@ -132,7 +132,10 @@ def _serve(sock: socket.socket) -> None:
                 return
             write = status_of.pop(pid, None)
             if write is not None:
-                os.write(write, b"%d\n" % os.waitstatus_to_exitcode(status))
+                try:
+                    os.write(write, b"%d\n" % os.waitstatus_to_exitcode(status))
+                except BrokenPipeError:
+                    pass  # its handle was let go before it ended
                 os.close(write)
 
     sock.send(b"ready")
@@ -184,7 +187,13 @@ class Child:
                 with self._lock:
                     if self.returncode is None:
                         text = os.read(self._status, 64)
-                        # No status: the zygote itself died (and killed its children).
+                        if not text:
+                            # No status: the zygote itself died. Its child, if it runs
+                            # on, could never be waited for: it is ended here.
+                            try:
+                                os.kill(self.pid, signal.SIGKILL)
+                            except ProcessLookupError:
+                                pass
                         self.returncode = int(text) if text else -signal.SIGKILL
         return self.returncode
 
