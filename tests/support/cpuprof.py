@@ -9,7 +9,8 @@ descendant (``/proc``: servers, Redis, Chromium and its renderers, Node, with th
 reaped children), so a module's server is counted in the file that started it, and a
 Chromium kept across files in the files that used it. A thread also samples every
 descendant's own CPU every 250 ms to name the commands that took it (a process that
-lives under 250 ms is missed there). Each process writes ``<worker>.json`` to the
+lives under 250 ms is missed there; the test servers, forked by
+``tests/support/zygote.py``, are named ``zygote``). Each process writes ``<worker>.json`` to the
 directory at its end. The report sums the files over the processes, largest first.
 """
 
@@ -29,7 +30,7 @@ import pytest
 
 TICK = os.sysconf("SC_CLK_TCK")
 KINDS = ("chrom", "node", "redis-server", "paylive", "nginx", "localstripe", "bench", "mypy")
-KINDS += ("pytest", "multiprocessing", "postgres")
+KINDS += ("pytest", "multiprocessing", "postgres", "zygote")
 
 _files: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
 _tests: dict[str, tuple[float, float]] = {}

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import zygote
 
 
 def stop(
-    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None,
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | zygote.Child | None,
     sig: int = signal.SIGTERM,
     timeout: float = 5.0,
 ) -> int | None:
