@@ -14,6 +14,10 @@ await, and nothing between them in ``EffectRunner`` does when nothing is due (th
 merchant events' ``run_due`` returns before any await when none is due), so no other
 task can save in between on the one event loop.
 
+The timer loop had the same window (found 2026-12-08): a timer that fired with nothing
+due wrote the session's next due time from its read, so an attempt another worker
+started right after that read lost its deadline to the session's expiry.
+
 The interleaving is driven with the engines' own API: the first worker's ``load``
 lets the second worker's request be made right after its read came back.
 """
@@ -150,3 +154,48 @@ async def test_the_memory_engine_has_no_window_between_the_read_and_the_write() 
         else:
             assert refund_first, "the claim that found nothing due made the refund"
             assert gateway.amounts == [30]
+
+
+# The timers had the same window ----------------------------------------------------------
+
+
+async def a_pay_saved_while_a_stale_timer_is_set_right(a: Engine, b: Engine) -> list[str]:
+    """Worker A's timer fires on a session with nothing due; worker B starts an attempt
+    right after A read it. Whatever the timer loop claims at that attempt's deadline."""
+    clock, gateway = Clock(), ScriptedGateway()
+    service_a = PaymentService(SETTINGS.service, a, gateway, clock)
+    service_b = PaymentService(SETTINGS.service, b, gateway, clock)
+    sid = (await service_a.create("order-1", 100, "EUR", {})).id
+    # A timer with nothing due behind it (early, or left by a save that lost).
+    await a.schedule(sid, clock.now)
+    assert await a.claim_due(clock.now, 10, LEASE_MS) == [sid]
+
+    async def pay_on_b() -> None:
+        outcome = await service_b.run(sid, StartAttempt(CARD))
+        assert outcome.decision.refusal is None
+
+    after_read(a, pay_on_b)
+    await service_a.tick(sid)
+    paying = await b.load(sid)
+    assert paying is not None and paying.status == "processing" and paying.deadline is not None
+    assert paying.deadline < paying.expires_at
+    return await b.claim_due(paying.deadline, 10, LEASE_MS)
+
+
+@pytest.mark.redis
+@needs_redis
+async def test_an_attempt_started_by_another_worker_while_a_timer_is_set_right_times_out(
+    races_redis: RedisProc,
+) -> None:
+    races_redis.flushall()
+    a = RedisEngine(races_redis.url, SETTINGS.redis)
+    b = RedisEngine(races_redis.url, SETTINGS.redis)
+    await a.start()
+    await b.start()
+    try:
+        claimed = await a_pay_saved_while_a_stale_timer_is_set_right(a, b)
+    finally:
+        await a.close()
+        await b.close()
+    assert claimed != [], "the attempt's deadline was overwritten by the session's expiry"
+    assert len(claimed) == 1

@@ -296,9 +296,26 @@ class PaymentService:
                 await self._charge(result)
             elif isinstance(command, Tick):
                 # Nothing was due after all (a stale or early timer): set it right.
-                await self.engine.schedule(session_id, session.next_due())
+                await self._set_timer_right(session_id, session)
             return Outcome(result.session, result)
         raise Refused(ErrorCode.CONFLICT, "the session changed too often; try again")
+
+    async def _set_timer_right(self, session_id: str, session: Session) -> None:
+        """Set the session's timer from ``session``, a read in which nothing was due. A
+        save by another worker since that read set the timer of what it saved (an
+        attempt started meanwhile, with its deadline), and a write from the older read
+        would undo it: the attempt would not time out before the session's expiry. So
+        the write is checked by reading again: while the version moved, it is written
+        again from the fresh read; once it has not, every save to come is later than
+        the write and sets its own (as ``EffectRunner._set_right`` does for the outbox)."""
+        for _ in range(MAX_RACES):
+            await self.engine.schedule(session_id, session.next_due())
+            fresh = await self.engine.load(session_id)
+            if fresh is None or fresh.version == session.version:
+                return
+            session = fresh
+        # Saved again and again meanwhile: looked at again at once, never left stale.
+        await self.engine.schedule(session_id, self.clock())
 
     async def tick(self, session_id: str) -> None:
         try:
