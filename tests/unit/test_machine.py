@@ -575,6 +575,24 @@ def test_last_network_error_also_voids_before_failing(how: str) -> None:
     assert d.session.attempts[2].status == A_VOIDED
 
 
+def test_an_interrupt_of_the_last_attempt_whose_void_finds_a_charge_is_answered_paid() -> None:
+    """Protocol 2.1: the interrupt asked to stop waiting; its answer is the success (no
+    refusal, cause late_success), where a cancel gets already_paid."""
+    s = three_attempts(("card_declined", "provider_error"))
+    command, at = end_command(s, "interrupt")
+    d = step(s, command, at, voids={3: True})
+    assert (causes(d), d.refusal) == (["late_success"], None)
+    assert d.session.status == SUCCEEDED and d.session.attempts[2].status == A_SUCCEEDED
+    cancel = step(s, Cancel(), at, voids={3: True})
+    assert cancel.refusal is not None and cancel.refusal.code == "already_paid"
+
+
+def test_an_interrupt_with_a_retry_left_voids_nothing() -> None:
+    d = step(pay(), Interrupt("network_error"), PAY + 5_000)  # no voids given: none needed
+    assert d.session.status == INTERRUPTED and d.refusal is None
+    assert d.session.attempts[0].status == A_NETWORK_ERROR  # its void waits for the retry
+
+
 @pytest.mark.parametrize(
     ("how", "attempt_status"),
     [
