@@ -301,7 +301,7 @@ export type ServerErrorCode =
  * (SSE, long-polling), a 502, 503 or 504 that is not paylive's own JSON error (a proxy's
  * or load balancer's page) is `connection_lost` too: the request may have reached
  * paylive, and so is paylive's 503 `shutting_down` and any 500; a request aborted after
- * `requestTimeout` is `timeout`. A `pay` or `retry` over HTTP answered so is first sent
+ * `requestTimeout` is `timeout`. A command over HTTP answered so is first sent
  * again with its `Idempotency-Key` (`resends`): these codes settle it only when every
  * request of it went unanswered, or the last found the first still running
  * (`idempotency_key_in_use`). paylive's other 503s
@@ -541,7 +541,7 @@ export interface PayliveSessionOptions extends TransportOptions {
    */
   requestTimeout?: number;
   /**
-   * Over HTTP, a `pay` or `retry` carries an `Idempotency-Key` of its own, and when its
+   * Over HTTP, every command carries an `Idempotency-Key` of its own, and when its
    * answer is lost (the request failed or timed out, a proxy's 502/503/504, paylive's
    * 503 `shutting_down` or `engine_unavailable`, 409 `idempotency_key_in_use`) the same
    * request with the same key is sent again at most this many times; the server answers

@@ -78,18 +78,11 @@ export const HTTP_COMMAND_DEFAULTS = Object.freeze({
    * answered rather than cut at the edge and sent again.
    */
   requestTimeout: 20_000,
-  /** A pay or retry whose answer was lost is sent again, with its Idempotency-Key, at most this many times. */
+  /** A command whose answer was lost is sent again, with its Idempotency-Key, at most this many times. */
   resends: 2,
   /** How long to wait before each of those (ms). */
   resendDelay: 1_000,
 });
-
-// The commands whose route keeps an Idempotency-Key (protocol 3.1: `POST .../attempts`),
-// so that the same request sent again is answered with what the first did, never
-// decided twice. `cancel`, `interrupt`, `check` and `seen` keep none: sent again after
-// a lost answer they would be decided again (a cancel made already refused
-// `invalid_state`), so they are not.
-const KEYED = new Set(['pay', 'retry']);
 
 /**
  * A new Idempotency-Key: 32 hex digits of randomness (the contract takes 1 to 255
@@ -183,10 +176,12 @@ async function sendOnce(fetchFn, url, init, timeout) {
  * `ack` or an `error` message with the command's `ref`, handed to `deliver`. Each
  * request is aborted after `requestTimeout`. A 502, 503 or 504 that is not paylive's
  * own refusal (a proxy's page: the request may have reached paylive and been applied)
- * is a lost answer, as a failed or timed-out request is. A `pay` or `retry` carries an
- * `Idempotency-Key`, made here for this command (the queue sends each command once) and
- * kept for it: when its answer is lost it is sent again, the same request with the same
- * key, up to `resends` times `resendDelay` apart, and the server answers what it did.
+ * is a lost answer, as a failed or timed-out request is. Every command carries an
+ * `Idempotency-Key` (protocol 3.1: every state-changing route keeps one), made here for
+ * this command (the queue sends each command once) and kept for it: when its answer is
+ * lost it is sent again, the same request with the same key, up to `resends` times
+ * `resendDelay` apart, and the server answers what it did (a cancel made already is
+ * answered 200 again, not refused `invalid_state`).
  * The last answer settles it; when that is lost too, `connection_lost` or `timeout` (the
  * outcome is unknown: `commands.js`).
  */
@@ -203,13 +198,15 @@ export async function httpCommand(fetchFn, options, command, deliver) {
   if (command.payment_method) body.payment_method = command.payment_method;
   if (command.type === 'interrupt') body.reason = command.reason ?? 'network_error';
   if (command.type === 'seen') body.status = command.status;
-  const headers = { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' };
-  const keyed = KEYED.has(command.type);
-  if (keyed) headers['Idempotency-Key'] = newIdempotencyKey();
+  const headers = {
+    Authorization: `Bearer ${secret}`,
+    'Content-Type': 'application/json',
+    'Idempotency-Key': newIdempotencyKey(),
+  };
   const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`;
   const init = { method: 'POST', headers, body: JSON.stringify(body) };
   const timeout = options.requestTimeout ?? HTTP_COMMAND_DEFAULTS.requestTimeout;
-  const resends = keyed ? Math.max(0, options.resends ?? HTTP_COMMAND_DEFAULTS.resends) : 0;
+  const resends = Math.max(0, options.resends ?? HTTP_COMMAND_DEFAULTS.resends);
   const delay = options.resendDelay ?? HTTP_COMMAND_DEFAULTS.resendDelay;
   let result = await sendOnce(fetchFn, url, init, timeout);
   for (let sent = 0; result.lost && sent < resends; sent += 1) {

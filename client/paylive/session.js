@@ -21,7 +21,7 @@ export const SESSION_DEFAULTS = Object.freeze({
   commandTimeout: 15_000,
   /**
    * Over HTTP (on SSE or long-polling): each command's request is aborted after
-   * `requestTimeout` (ms), and a pay or retry whose answer was lost is sent again with
+   * `requestTimeout` (ms), and a command whose answer was lost is sent again with
    * its Idempotency-Key up to `resends` times, `resendDelay` (ms) apart (`http.js`).
    */
   ...HTTP_COMMAND_DEFAULTS,

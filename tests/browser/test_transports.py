@@ -285,6 +285,42 @@ def test_a_pay_over_http_whose_answer_a_proxy_lost_is_sent_again_with_its_key(
     assert attempts_of(a, session_id) == 1
 
 
+CANCEL_OVER_HTTP = """async (bounds) => {
+  const { PayliveSession } = await import('/client/paylive.js');
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const s = new PayliveSession({
+    sessionId: fragment.get('session'), secret: fragment.get('secret'),
+    transports: ['sse'], window: null, ...bounds,
+  });
+  await new Promise((resolve) => s.on('session', resolve));
+  return s.cancel().then(() => ({ ok: true }), (err) => ({ ok: false, code: err.code }));
+}"""
+
+
+def test_a_cancel_over_http_whose_answer_a_proxy_lost_is_sent_again_and_settles(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    # Before, only a pay or retry carried a key: a cancel whose answer a proxy lost
+    # settled connection_lost though paylive had cancelled, and sent again by hand it
+    # was refused invalid_state. Now its route keeps the key and the client resends it.
+    a, _ = workers
+    demo_session(page, a)
+    keys: list[str | None] = []
+
+    def lose_the_first_answer(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # paylive has it, and cancels
+            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/api/sessions/[^/]+/cancel$"), lose_the_first_answer)
+    assert page.evaluate(CANCEL_OVER_HTTP, {"resendDelay": 100}) == {"ok": True}
+    assert len(keys) == 2 and keys[0] and keys[1] == keys[0], keys
+    expect(page.locator("#status")).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+
+
 def test_a_pay_over_http_whose_requests_never_end_is_bounded_and_then_checked(
     page: Page, workers: tuple[Server, Server]
 ) -> None:

@@ -60,36 +60,49 @@ async def start_attempt(request: Request) -> Response:
 @endpoint
 async def interrupt(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
-    reason = validation.parse_interrupt(await json_body(request))
-    status, payload = await run_command(request, principal, session_id, Interrupt(reason), 200)
-    return JSONResponse(payload, status_code=status)
+    body = await json_body(request)
+    return await run_command(
+        request,
+        principal,
+        session_id,
+        "interrupt",
+        body,
+        lambda: Interrupt(validation.parse_interrupt(body)),
+    )
 
 
 @endpoint
 async def cancel(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
-    await optional_json_body(request)
-    status, payload = await run_command(request, principal, session_id, Cancel(), 200)
-    return JSONResponse(payload, status_code=status)
+    body = await optional_json_body(request)
+    return await run_command(request, principal, session_id, "cancel", body, Cancel)
 
 
 @endpoint
 async def seen(request: Request) -> Response:
     """The checkout drew the session's outcome: the receipt (protocol section 10)."""
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
-    status_seen = validation.parse_seen(await json_body(request))
-    command = SeeOutcome(status_seen)
-    status, payload = await run_command(request, principal, session_id, command, 200)
-    return JSONResponse(payload, status_code=status)
+    body = await json_body(request)
+    return await run_command(
+        request,
+        principal,
+        session_id,
+        "seen",
+        body,
+        lambda: SeeOutcome(validation.parse_seen(body)),
+    )
 
 
 @endpoint
 async def check(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT, CUSTOMER)
-    await optional_json_body(request)
+    body = await optional_json_body(request)
     rate_limit(request, principal, session_id)
-    session = await runtime_of(request).service.check(session_id)
-    return JSONResponse(session.to_public())
+
+    async def handler() -> Answer:
+        return 200, (await runtime_of(request).service.check(session_id)).to_public()
+
+    return await once(request, f"POST /api/sessions/{session_id}/check", body, handler)
 
 
 async def checkout_config(request: Request) -> Response:

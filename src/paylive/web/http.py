@@ -77,11 +77,13 @@ async def json_body(request: Request) -> dict[str, Any]:
     return validation.parse_json(raw, runtime_of(request).settings.max_json_depth)
 
 
-async def optional_json_body(request: Request) -> None:
-    """A body the route does not use, which may be empty but if sent must be JSON."""
+async def optional_json_body(request: Request) -> Any:
+    """A body the route does not use, which may be empty (None) but if sent must be
+    JSON: what it is names the request for an Idempotency-Key all the same."""
     raw = await read_body(request)
     if raw.strip():
-        validation.parse_json(raw, runtime_of(request).settings.max_json_depth)
+        return validation.parse_json(raw, runtime_of(request).settings.max_json_depth)
+    return None
 
 
 def limit_of(request: Request, default: int, maximum: int) -> int:
@@ -174,11 +176,25 @@ def rate_limit(request: Request, principal: Principal, session_id: str) -> None:
 
 
 async def run_command(
-    request: Request, principal: Principal, session_id: str, command: Command, status: int
-) -> Answer:
-    """A command of the customer or the shop, run on the session: its ``answer``."""
+    request: Request,
+    principal: Principal,
+    session_id: str,
+    route: str,
+    body: Any,
+    command: Callable[[], Command],
+    status: int = 200,
+) -> Response:
+    """A command of the customer or the shop on the session (``POST
+    /api/sessions/{id}/<route>``), run at most once per Idempotency-Key as an attempt
+    is: it counts against the session's rate before its body is checked (``command``
+    checks it, and raises the refusal) and its key looked up, so that a checkout
+    sending a new key with each bad body stores nothing past its rate."""
     rate_limit(request, principal, session_id)
-    return answer(await runtime_of(request).service.run(session_id, command), status)
+
+    async def handler() -> Answer:
+        return answer(await runtime_of(request).service.run(session_id, command()), status)
+
+    return await once(request, f"POST /api/sessions/{session_id}/{route}", body, handler)
 
 
 # Staff and shop actions ----------------------------------------------------------

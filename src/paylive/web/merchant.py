@@ -57,9 +57,10 @@ async def create_session(request: Request) -> Response:
 @endpoint
 async def complete(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT)
-    result = validation.parse_complete(await json_body(request))
-    status, payload = await run_command(request, principal, session_id, result, 200)
-    return JSONResponse(payload, status_code=status)
+    body = await json_body(request)
+    return await run_command(
+        request, principal, session_id, "complete", body, lambda: validation.parse_complete(body)
+    )
 
 
 @endpoint

@@ -25,10 +25,20 @@ from ..core.session import Session
 from ..errors import Refused
 from ..gateway.sandbox import SandboxGateway
 from ..service.effects import list_effects
+from ..service.idempotency import Answer
 from ..settings import STAFF_NAME
 from . import validation
 from .auth import ADMIN, OPERATOR, ROLES, VIEWER, Principal
-from .http import audit_of, endpoint, json_body, limit_of, run_audited, runtime_of, staff
+from .http import (
+    audit_of,
+    endpoint,
+    json_body,
+    limit_of,
+    once,
+    run_audited,
+    runtime_of,
+    staff,
+)
 
 # Sessions and the dashboard's counts ---------------------------------------------
 
@@ -91,12 +101,16 @@ async def resolve_review(request: Request) -> Response:
     runtime = runtime_of(request)
     principal = staff(request, OPERATOR)
     session_id = request.path_params["session_id"]
-    by, note = validation.parse_review(await json_body(request))
-    audit = audit_of(request, principal, "review_resolved", by=by, note=note)
-    session = await run_audited(
-        runtime, session_id, ResolveReview(by, note), audit, Session.to_admin
-    )
-    return JSONResponse(session.to_admin())
+    body = await json_body(request)
+
+    async def handler() -> Answer:
+        by, note = validation.parse_review(body)
+        audit = audit_of(request, principal, "review_resolved", by=by, note=note)
+        command = ResolveReview(by, note)
+        session = await run_audited(runtime, session_id, command, audit, Session.to_admin)
+        return 200, session.to_admin()
+
+    return await once(request, f"POST /api/admin/sessions/{session_id}/review", body, handler)
 
 
 @endpoint
@@ -106,12 +120,17 @@ async def mark_done(request: Request) -> Response:
     runtime = runtime_of(request)
     principal = staff(request, OPERATOR)
     session_id, attempt, kind, number = validation.parse_effect_id(request.path_params["effect_id"])
-    note = validation.parse_note(await json_body(request))
-    command = MarkDone(kind, attempt, number, principal.who, note)
     effect_id = request.path_params["effect_id"]
-    audit = audit_of(request, principal, "effect_done_by_hand", effect=effect_id, note=note)
-    session = await run_audited(runtime, session_id, command, audit, Session.to_admin)
-    return JSONResponse(session.to_admin())
+    body = await json_body(request)
+
+    async def handler() -> Answer:
+        note = validation.parse_note(body)
+        command = MarkDone(kind, attempt, number, principal.who, note)
+        audit = audit_of(request, principal, "effect_done_by_hand", effect=effect_id, note=note)
+        session = await run_audited(runtime, session_id, command, audit, Session.to_admin)
+        return 200, session.to_admin()
+
+    return await once(request, f"POST /api/admin/effects/{effect_id}/done", body, handler)
 
 
 # A time as the archive's bigint columns can hold it.
@@ -231,11 +250,16 @@ async def sandbox_outage(request: Request) -> Response:
     sandbox, principal = _sandbox(request, ADMIN)
     runtime = runtime_of(request)
     maximum = runtime.settings.sandbox_outage_max_s
-    seconds = validation.parse_outage(await json_body(request), maximum)
-    until = await sandbox.set_outage(seconds)
-    entry = audit_of(request, principal, "sandbox_outage", seconds=seconds)
-    await runtime.audit.added({**entry, "at": runtime.clock(), "session": None})
-    return JSONResponse({"outage_until": until})
+    body = await json_body(request)
+
+    async def handler() -> Answer:
+        seconds = validation.parse_outage(body, maximum)
+        until = await sandbox.set_outage(seconds)
+        entry = audit_of(request, principal, "sandbox_outage", seconds=seconds)
+        await runtime.audit.added({**entry, "at": runtime.clock(), "session": None})
+        return 200, {"outage_until": until}
+
+    return await once(request, "POST /api/admin/sandbox/outage", body, handler)
 
 
 @endpoint
@@ -271,15 +295,19 @@ async def send_again(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     if not validation.PRINTABLE_ID.fullmatch(event_id):
         raise Refused(ErrorCode.NOT_FOUND, "no such event")
-    body = await runtime.reads.event_body(event_id)
-    audit = audit_of(request, principal, "send_again", event=event_id)
-    delivery, entry, saved = await runtime.deliveries.send_again(event_id, body, audit)
-    if entry is not None:
-        await (runtime.audit.recorded if saved else runtime.audit.added)(entry)
-    # 202: queued behind what its session still owes the shop; 200: its session was
-    # forgotten, so it was posted once at once and this is the answer.
-    status = 202 if delivery["status"] == "pending" else 200
-    return JSONResponse({"delivery": delivery}, status_code=status)
+
+    async def handler() -> Answer:
+        body = await runtime.reads.event_body(event_id)
+        audit = audit_of(request, principal, "send_again", event=event_id)
+        delivery, entry, saved = await runtime.deliveries.send_again(event_id, body, audit)
+        if entry is not None:
+            await (runtime.audit.recorded if saved else runtime.audit.added)(entry)
+        # 202: queued behind what its session still owes the shop; 200: its session was
+        # forgotten, so it was posted once at once and this is the answer.
+        return (202 if delivery["status"] == "pending" else 200), {"delivery": delivery}
+
+    # The route reads no body (it never did): the event names the whole request.
+    return await once(request, f"POST /api/admin/deliveries/{event_id}/retry", None, handler)
 
 
 @endpoint

@@ -1,6 +1,6 @@
 // A command sent over HTTP (SSE, long-polling) whose request never ends (a connection
-// that swallows it) is bounded by `requestTimeout`: the request is aborted, and a pay
-// or retry is then sent again with its Idempotency-Key, as after a lost answer. When no
+// that swallows it) is bounded by `requestTimeout`: the request is aborted, and the
+// command is then sent again with its Idempotency-Key, as after a lost answer. When no
 // request of it ends, its outcome is unknown and the session's state, asked for, tells:
 // the page is never left "checking" forever. The socket's commands keep
 // `commandTimeout`.
@@ -53,11 +53,12 @@ for (const transport of ['sse', 'polling']) {
   });
 }
 
-test('a cancel whose request never ends is aborted after requestTimeout and settled timeout, sent once', async (t) => {
-  const { srv, win, pay } = await openPage(t, 'sse');
+test('a cancel whose request never ends is aborted after requestTimeout and sent again with its key, then settled timeout', async (t) => {
+  const { srv, win, pay } = await openPage(t, 'sse', { resends: 1 });
   srv.onCommand = swallow(srv);
   assert.deepEqual(await outcome(pay.cancel()), { ok: false, code: 'timeout' });
-  assert.deepEqual({ aborted: srv.abortedCommands, sent: srv.commands.length }, { aborted: 1, sent: 1 });
+  const keys = srv.commands.map((c) => c.key);
+  assert.deepEqual({ aborted: srv.abortedCommands, keys }, { aborted: 2, keys: [keys[0], keys[0]] });
   assert.deepEqual({ unknown: pay.outcomeUnknown, guarded: win.guarded() }, { unknown: false, guarded: false });
 });
 

@@ -6,7 +6,8 @@
 // attempt that request started) and never decides it twice (protocol 3.1). Only when
 // those fail too is the outcome unknown, and the page asks for the session's state as
 // before. The socket's frames carry no key (protocol 3.1): a command lost with the
-// socket is never sent again.
+// socket is never sent again. So is every other command over HTTP (cancel, interrupt,
+// check, seen): each route keeps the key (protocol 3.1).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -118,11 +119,35 @@ test('key in use to the end: the first request is still running, so the outcome 
   await until(() => snapshots() > before && !pay.outcomeUnknown);
 });
 
-test('a cancel is not sent again (its route keeps no key): its lost answer is connection_lost, as before', async (t) => {
+test('a cancel whose answer a proxy lost is sent again with the same key, and its kept 200 settles it', async (t) => {
   const { srv, pay } = await openPage(t, 'sse');
-  answering(srv, { status: 502, text: PROXY_502 });
-  assert.deepEqual(await outcome(pay.cancel()), { ok: false, code: 'connection_lost' });
-  assert.deepEqual(sentTo(srv, 'cancel').map((c) => c.key), [null]);
+  // Before, the cancel was not sent again (its route kept no key): it settled
+  // connection_lost though paylive had cancelled the session.
+  answering(srv, { status: 502, text: PROXY_502 }, { status: 200, body: {} });
+  assert.deepEqual(await outcome(pay.cancel()), { ok: true, type: 'ack' });
+  const sent = sentTo(srv, 'cancel');
+  assert.equal(sent.length, 2, 'sent once, then once again');
+  assert.ok(sent[0].key, 'a cancel over HTTP carries an Idempotency-Key');
+  assert.deepEqual(sent.map((c) => c.key), [sent[0].key, sent[0].key]);
+  assert.deepEqual(sent[1].body, sent[0].body);
+  assert.equal(pay.outcomeUnknown, false, 'a cancel leaves no payment unknown');
+});
+
+test('interrupt and check carry a key of their own too, and are sent again with it when their answer is lost', async (t) => {
+  const { srv, pay } = await openPage(t, 'polling');
+  const sent = [];
+  for (const [path, send] of [
+    ['interrupt', () => pay.interrupt()],
+    ['check', () => pay.check()],
+  ]) {
+    answering(srv, { status: 504, text: '<html>504</html>' }, { status: 200, body: {} });
+    assert.deepEqual(await outcome(send()), { ok: true, type: 'ack' }, path);
+    const keys = sentTo(srv, path).map((c) => c.key);
+    assert.equal(keys.length, 2, path);
+    assert.ok(keys[0] && keys[1] === keys[0], path);
+    sent.push(keys[0]);
+  }
+  assert.equal(new Set(sent).size, sent.length, 'each command has its own key');
 });
 
 test('on the socket a pay frame carries no key (the socket protocol has none), and a pay lost with it is not sent again', async (t) => {
