@@ -31,6 +31,8 @@ pytestmark = [
 RECEIVER_SECRET = "whsec_" + base64.b64encode(b"lost-reply-merchant-secret").decode()
 # A lost reply is answered within a second, not the suite's generous three.
 ENV = {**OUTBOX, "PAYLIVE_REDIS_TIMEOUT_MS": "1000"}
+# The sandbox never answers for this card: its attempt stays processing.
+NEVER = "4000000000000408"
 
 
 async def trail(http: httpx.AsyncClient, action: str) -> list[dict[str, Any]]:
@@ -332,3 +334,68 @@ async def test_a_cancel_whose_reply_was_lost_is_told_once(tmp_path: Path) -> Non
 
         events = await until(told, WAIT_S)
         assert events.count("session.cancelled") == 1, events
+
+
+async def test_a_keyed_cancel_whose_reply_was_lost_is_answered_with_what_it_did(
+    tmp_path: Path,
+) -> None:
+    """The cancel was saved and its key let go (503): the same request again is answered
+    200 with the session it cancelled, and that answer is kept for the key (before: 409
+    ``invalid_state``, "already cancelled", kept for a day). Another key on the same
+    session is another request, refused as ever; one cancel, one merchant event."""
+    async with behind_proxy(tmp_path) as (proxy, http):
+        await paid_session(http)  # the save script is loaded
+        sid = str((await create(http, amount=100))["id"])
+        url = f"/api/sessions/{sid}/cancel"
+        headers = {**merchant(), "Idempotency-Key": "cancel-1"}
+        proxy.lose_reply(b'"status":"cancelled"')
+        first = await http.post(url, headers=headers)
+        assert proxy.lost == 1
+        assert first.status_code == 503, first.text
+        assert first.json()["error"]["code"] == "engine_unavailable", first.text
+
+        again = await http.post(url, headers=headers)
+
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "cancelled"
+        assert (await http.post(url, headers=headers)).json() == again.json()
+        other = await http.post(url, headers={**merchant(), "Idempotency-Key": "cancel-2"})
+        assert other.status_code == 409, other.text
+        assert other.json()["error"]["code"] == "invalid_state"
+
+        async def told() -> list[str]:
+            return [e["type"] for e in await merchant_events(http, sid)]
+
+        events = await until(told, WAIT_S)
+        assert events.count("session.cancelled") == 1, events
+
+
+async def test_a_keyed_interrupt_whose_reply_was_lost_is_answered_with_what_it_did(
+    tmp_path: Path,
+) -> None:
+    """The attempt (its provider never answers) was interrupted by the save whose reply
+    was lost: the same request again is answered 200 with the session interrupted, not
+    409 "no attempt is processing"."""
+    async with behind_proxy(tmp_path) as (proxy, http):
+        await paid_session(http)  # the save script is loaded
+        sid = str((await create(http, amount=100))["id"])
+        paying = await http.post(
+            f"/api/sessions/{sid}/attempts",
+            json={"payment_method": {"card": NEVER}},
+            headers=merchant(),
+        )
+        assert paying.status_code == 202, paying.text
+        url = f"/api/sessions/{sid}/interrupt"
+        body = {"reason": "network_error"}
+        headers = {**merchant(), "Idempotency-Key": "interrupt-1"}
+        proxy.lose_reply(b'"status":"interrupted"')
+        first = await http.post(url, json=body, headers=headers)
+        assert proxy.lost == 1
+        assert first.status_code == 503, first.text
+
+        again = await http.post(url, json=body, headers=headers)
+
+        assert again.status_code == 200, again.text
+        session = again.json()
+        assert (session["status"], session["attempt"]) == ("interrupted", 1), session
+        assert [a["status"] for a in session["attempts"]] == ["network_error"]

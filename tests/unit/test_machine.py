@@ -36,6 +36,7 @@ from paylive.core.session import (
     A_SUCCEEDED,
     A_TIMEOUT,
     A_VOIDED,
+    ASKED_KEPT,
     CANCELLED,
     CREATED,
     EXPIRED,
@@ -470,6 +471,84 @@ def test_an_attempt_keeps_its_request_in_the_record_only() -> None:
     assert Session.from_record(s.to_record()) == s
     # An attempt started without a key adds nothing to the record.
     assert "request" not in pay().to_record()["attempts"][0]
+
+
+def test_a_keyed_command_that_changed_the_session_is_answered_with_it_again() -> None:
+    """Its kept answer lost (docs/protocol.md 3.1), the same keyed cancel, interrupt,
+    seen or complete again finds what it did: answered with the session as it stands,
+    nothing decided or saved. Another request, or the same digest on another command,
+    is decided as ever."""
+    cancelled = step(fresh(), Cancel("req-c"), PAY).session
+    assert cancelled.asked == (("cancel", "req-c", ""),)
+    again = step(cancelled, Cancel("req-c"), PAY + 100)
+    assert (again.refusal, again.session, again.to_save) == (None, cancelled, False)
+    for other in (Cancel("req-d"), Cancel()):
+        assert step(cancelled, other, PAY + 100).refusal.code == "invalid_state"
+    # The seen that follows is remembered beside it; the cancel is still found.
+    seen = step(cancelled, SeeOutcome(CANCELLED, "req-c"), PAY + 200).session
+    assert seen.asked == (("cancel", "req-c", ""), ("seen", "req-c", ""))
+    assert step(seen, Cancel("req-c"), PAY + 300).refusal is None
+
+    interrupted = step(pay(), Interrupt("network_error", "req-i"), PAY + 100).session
+    assert interrupted.status == INTERRUPTED
+    again = step(interrupted, Interrupt("network_error", "req-i"), PAY + 200)
+    assert (again.refusal, again.session, again.to_save) == (None, interrupted, False)
+    assert step(interrupted, Interrupt("network_error", "req-j"), PAY + 200).refusal.code == (
+        "invalid_state"
+    )
+    # The retry it allows, started since, changes nothing of the answer but the session.
+    retried = settle(interrupted, StartAttempt(None), interrupted.retry_at).session
+    assert retried.status == PROCESSING
+    again = step(retried, Interrupt("network_error", "req-i"), interrupted.retry_at + 1)
+    assert (again.refusal, again.session, again.charges) == (None, retried, ())
+
+    completed = step(pay(), ProviderResult(1, "succeeded", request="req-p"), PAY + 100).session
+    again = step(completed, ProviderResult(1, "succeeded", request="req-p"), PAY + 200)
+    assert (again.refusal, again.session, again.to_save) == (None, completed, False)
+    # A provider's word carries no request: nothing is remembered for it.
+    assert step(pay(), ProviderResult(1, "succeeded"), PAY + 100).session.asked == ()
+
+
+def test_a_keyed_cancel_refused_after_its_change_is_refused_alike_again() -> None:
+    """A cancel whose void found the money taken saved the success and was answered
+    ``already_paid``: the same request again gets that answer, not "already succeeded"."""
+    d = step(pay(), Cancel("req-c"), PAY + 100, voids={1: True})
+    assert d.refusal.code == "already_paid"
+    assert d.session.asked == (("cancel", "req-c", "already_paid"),)
+    again = step(d.session, Cancel("req-c"), PAY + 200)
+    assert again.refusal.code == "already_paid" and not again.to_save
+    assert step(d.session, Cancel("req-d"), PAY + 200).refusal.code == "invalid_state"
+
+
+def test_a_refused_or_unchanging_keyed_command_is_not_remembered() -> None:
+    """Only a change is remembered: a refusal that saved nothing is what the same
+    request will get again anyway, and a seen told twice changes nothing."""
+    s = fresh()
+    assert step(s, Interrupt("network_error", "req-i"), PAY).session.asked == ()
+    seen = step(cancelled_session(), SeeOutcome(CANCELLED), PAY + 500).session
+    assert step(seen, SeeOutcome(CANCELLED, "req-s"), PAY + 600).session.asked == ()
+
+
+def test_a_session_remembers_its_newest_keyed_commands_only() -> None:
+    s = fresh()
+    for n in range(ASKED_KEPT + 4):
+        s = s.with_asked("seen", f"req-{n}")
+    assert len(s.asked) == ASKED_KEPT
+    assert s.answered("seen", "req-3") is None
+    assert s.answered("seen", f"req-{ASKED_KEPT + 3}") is not None
+
+
+def test_the_keyed_commands_are_in_the_record_only() -> None:
+    """Not on the wire; a record written before (or by a worker that drops them) loads
+    with none; a session no keyed command changed adds nothing to its record."""
+    s = step(fresh(), Cancel("req-c"), PAY).session
+    assert "req-c" not in str(s.to_public()) and "req-c" not in str(s.to_admin())
+    assert s.to_record()["asked"] == [["cancel", "req-c", ""]]
+    assert Session.from_record(s.to_record()) == s
+    record = s.to_record()
+    del record["asked"]
+    assert Session.from_record(record).asked == ()
+    assert "asked" not in step(fresh(), Cancel(), PAY).session.to_record()
 
 
 def test_retry_before_retry_at_is_refused_then_allowed() -> None:

@@ -21,14 +21,18 @@ class StartAttempt:
 
 @dataclass(frozen=True)
 class Interrupt:
-    """The client lost the attempt (say, its network went away)."""
+    """The client lost the attempt (say, its network went away). ``request`` names a
+    keyed request (as ``StartAttempt``'s does): the session remembers it."""
 
     reason: str = "network_error"
+    request: str | None = None
 
 
 @dataclass(frozen=True)
 class Cancel:
-    pass
+    """``request``: as ``Interrupt``'s."""
+
+    request: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class ProviderResult:
     decline_code: str | None = None
     provider_ref: str | None = None
     action: dict[str, Any] | None = None
+    # The shop's keyed ``complete`` (as ``Interrupt``'s); a provider's word has none.
+    request: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,11 @@ class Reference:
 @dataclass(frozen=True)
 class SeeOutcome:
     """A checkout drew the session's outcome (``status``: succeeded, failed, cancelled
-    or expired) and says so: the receipt of core/receipt.py."""
+    or expired) and says so: the receipt of core/receipt.py. ``request``: as
+    ``Interrupt``'s."""
 
     status: str
+    request: str | None = None
 
 
 @dataclass(frozen=True)

@@ -114,11 +114,59 @@ def decide(
     voids: Mapping[int, bool] | None = None,
 ) -> Decision | NeedsVoid:
     """What ``command`` does to ``session`` at time ``now`` (epoch ms)."""
+    asked = _asked(command)
+    if asked is not None:
+        done = session.answered(*asked)
+        if done is not None:
+            # The same keyed request again, its kept answer lost (the engine's reply to
+            # the save was lost, the worker was stopped or died before keeping it): what
+            # it did is the answer, with the session as it stands. Deciding again would
+            # refuse it (the session cancelled, the attempt interrupted by this very
+            # request), and the key would keep that refusal.
+            return Decision(session, refusal=_refusal_again(done[2]))
     result = _decide(session, command, now, rules, voids or {})
     if isinstance(result, NeedsVoid):
         return result
     # Whatever ended the session, the outcome receipt's clock starts with it.
-    return watch_outcome(session, result, now, rules)
+    result = watch_outcome(session, result, now, rules)
+    if asked is not None and result.to_save:
+        refused = result.refusal.code.value if result.refusal is not None else ""
+        result = evolve(result, session=result.session.with_asked(*asked, refused))
+    return result
+
+
+# The keyed commands a session remembers (``Session.asked``), by the route's name.
+# Attempts and refunds remember theirs in what they make (``started_by``, ``asked_by``).
+_REMEMBERED: dict[type, str] = {
+    Cancel: "cancel",
+    Interrupt: "interrupt",
+    SeeOutcome: "seen",
+    ProviderResult: "complete",
+}
+
+
+def _asked(command: Command) -> tuple[str, str] | None:
+    """(command, request) of a keyed command the session remembers; None otherwise."""
+    name = _REMEMBERED.get(type(command))
+    request = getattr(command, "request", None)
+    if name is None or request is None:
+        return None
+    return name, request
+
+
+def _refusal_again(code: str) -> Refusal | None:
+    """The refusal a remembered request was answered with, if any: only a change that
+    was also refused is remembered with one (a cancel whose void found the money
+    taken: the session succeeded, answered ``already_paid``)."""
+    if not code:
+        return None
+    if code == ErrorCode.ALREADY_PAID:
+        return already_paid()
+    try:
+        known = ErrorCode(code)
+    except ValueError:  # a code of a newer version, read during a rolling deploy
+        known = ErrorCode.INVALID_STATE
+    return Refusal(known, "this request was refused when it was decided")
 
 
 def _decide(

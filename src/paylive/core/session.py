@@ -45,6 +45,11 @@ FINAL_ATTEMPT_STATUSES = frozenset(
 )
 
 AUDIT_KEPT = 200
+# How many keyed commands that changed a session it remembers (``Session.asked``): the
+# newest, so that the record never grows past this however many are sent. A request
+# sent again after its kept answer was lost comes back within seconds, long before 16
+# other keyed changes could push it out; each entry is about 80 bytes of the record.
+ASKED_KEPT = 16
 INTERRUPTION_REASONS = ("timeout", "network_error", "declined", "provider_error")
 
 
@@ -135,6 +140,12 @@ class Session:
     # The W3C traceparent of the last command saved: work done later for the session
     # (its timer, its outbox), on whatever worker, continues that trace.
     trace: str | None = None
+    # The keyed commands (cancel, interrupt, seen, complete) that changed the session,
+    # the newest ``ASKED_KEPT``, oldest first: (command, digest of its Idempotency-Key
+    # and body, the refusal code it was answered with or ""). The same request sent
+    # again after its kept answer was lost finds what it did here instead of being
+    # decided again (docs/protocol.md 3.1). In the stored record only.
+    asked: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -153,6 +164,19 @@ class Session:
         attempts = list(self.attempts)
         attempts[attempt.number - 1] = attempt
         return evolve(self, attempts=tuple(attempts))
+
+    def answered(self, command: str, request: str | None) -> tuple[str, str, str] | None:
+        """What the keyed request ``request`` of ``command`` did here, if it changed
+        the session and is still remembered."""
+        if request is None:
+            return None
+        return next((a for a in self.asked if a[0] == command and a[1] == request), None)
+
+    def with_asked(self, command: str, request: str, refused: str = "") -> Session:
+        """The session remembering that ``request`` of ``command`` changed it (the
+        newest ``ASKED_KEPT`` are kept)."""
+        entry = (command, request, refused)
+        return evolve(self, asked=(self.asked + (entry,))[-ASKED_KEPT:])
 
     def with_audit(self, entry: dict[str, Any]) -> Session:
         """The session with ``entry`` at the end of its audit trail (the newest
@@ -289,6 +313,8 @@ class Session:
         record["version"] = self.version
         if self.trace is not None:
             record["trace"] = self.trace
+        if self.asked:  # only a session changed by a keyed command's record grows
+            record["asked"] = [list(a) for a in self.asked]
         return record
 
     @classmethod
@@ -321,6 +347,9 @@ class Session:
             payment_method=record.get("payment_method"),
             version=record.get("version", 0),
             trace=record.get("trace"),
+            # A record written before sessions remembered their keyed commands has none;
+            # a worker of that version ignores this field and saves without it.
+            asked=tuple((str(c), str(r), str(x)) for c, r, x in record.get("asked", ())),
         )
 
 

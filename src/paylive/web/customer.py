@@ -67,7 +67,7 @@ async def interrupt(request: Request) -> Response:
         session_id,
         "interrupt",
         body,
-        lambda: Interrupt(validation.parse_interrupt(body)),
+        lambda asked: Interrupt(validation.parse_interrupt(body), asked),
     )
 
 
@@ -89,7 +89,7 @@ async def seen(request: Request) -> Response:
         session_id,
         "seen",
         body,
-        lambda: SeeOutcome(validation.parse_seen(body)),
+        lambda asked: SeeOutcome(validation.parse_seen(body), asked),
     )
 
 

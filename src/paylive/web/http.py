@@ -26,7 +26,7 @@ from ..core.session import Session
 from ..engine import EngineUnavailable
 from ..errors import Refused
 from ..runtime import Runtime
-from ..service.idempotency import Answer, Handler
+from ..service.idempotency import Answer, Handler, request_digest
 from ..service.payments import Outcome
 from . import bodies, validation
 from .auth import ADMIN, CUSTOMER, PRINCIPAL, VIEWER, Principal, identify
@@ -181,18 +181,21 @@ async def run_command(
     session_id: str,
     route: str,
     body: Any,
-    command: Callable[[], Command],
+    command: Callable[[str | None], Command],
     status: int = 200,
 ) -> Response:
     """A command of the customer or the shop on the session (``POST
     /api/sessions/{id}/<route>``), run at most once per Idempotency-Key as an attempt
     is: it counts against the session's rate before its body is checked (``command``
     checks it, and raises the refusal) and its key looked up, so that a checkout
-    sending a new key with each bad body stores nothing past its rate."""
+    sending a new key with each bad body stores nothing past its rate. ``command`` is
+    given the request's digest (None without a key): the session remembers a keyed
+    command that changed it, for when its kept answer is lost."""
     rate_limit(request, principal, session_id)
 
     async def handler() -> Answer:
-        return answer(await runtime_of(request).service.run(session_id, command()), status)
+        asked = request_digest(request.headers.get("idempotency-key"), body)
+        return answer(await runtime_of(request).service.run(session_id, command(asked)), status)
 
     return await once(request, f"POST /api/sessions/{session_id}/{route}", body, handler)
 

@@ -10,6 +10,8 @@ shop's other reads and actions on deliveries and searches are staff routes
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -59,7 +61,12 @@ async def complete(request: Request) -> Response:
     principal, session_id = session_principal(request, MERCHANT)
     body = await json_body(request)
     return await run_command(
-        request, principal, session_id, "complete", body, lambda: validation.parse_complete(body)
+        request,
+        principal,
+        session_id,
+        "complete",
+        body,
+        lambda asked: replace(validation.parse_complete(body), request=asked),
     )
 
 
