@@ -222,6 +222,10 @@ class Settings:
     # An idle kept-alive connection is closed this long after its last answer
     # (uvicorn's keep-alive timer, whose default it keeps).
     keepalive_ms: int = 5_000
+    # A connection whose client takes none of what the worker writes (an answer, a
+    # stream's events, a socket's frames) is let go once its writes have waited this
+    # long: a client that never reads holds nothing for ever.
+    write_timeout_ms: int = 30_000
     max_connections: int = 10_000
     max_sockets_per_session: int = 8
     # Server-Sent Events and long-polling (docs/protocol.md 4.2): a comment this often
@@ -473,10 +477,11 @@ class BodySettings:
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """uvicorn's connections (server/connections.py): the header timeout and size, the
-    limit, and the proxies trusted to name the client."""
+    """uvicorn's connections (server/connections.py): the header and write timeouts, the
+    header size, the limit, and the proxies trusted to name the client."""
 
     header_timeout_ms: int
+    write_timeout_ms: int
     max_header_bytes: int
     max_connections: int
     # Whose X-Forwarded-For names the client (web/clients.py): the protocol counts a
@@ -925,6 +930,8 @@ VARIABLES: tuple[Variable, ...] = (
              "a request's headers, then its body, must arrive within this"),
     _bounded("PAYLIVE_KEEPALIVE_MS", "keepalive_ms", 100, 600_000,
              "an idle kept-alive connection is closed this long after its last answer"),
+    _bounded("PAYLIVE_WRITE_TIMEOUT_MS", "write_timeout_ms", 100, 600_000,
+             "a connection whose writes waited this long for its client to read is reset"),
     _bounded("PAYLIVE_MAX_CONNECTIONS", "max_connections", 1, 1_000_000,
              "open connections per worker; past it 503 overloaded"),
     _bounded("PAYLIVE_MAX_SOCKETS_PER_SESSION", "max_sockets_per_session", 1, 10_000,

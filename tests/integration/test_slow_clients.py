@@ -10,6 +10,7 @@ requests restarted the keep-alive timer.
 
 from __future__ import annotations
 
+import json
 import selectors
 import socket
 import time
@@ -23,7 +24,7 @@ import pytest
 
 from ..support.client import create, merchant, open_socket, session_url
 from ..support.redisproc import REDIS_SERVER, start_redis
-from ..support.servers import API_KEY, Server
+from ..support.servers import ADMIN_TOKEN, API_KEY, Server
 from ..support.waiting import closed_by_server, healthz_on, until
 
 pytestmark = pytest.mark.anyio
@@ -273,6 +274,129 @@ def test_crlf_between_requests_does_not_keep_an_idle_connection(server: Server) 
         assert took <= KEEPALIVE_S + 1.5, f"closed after {took:.2f} s"
     finally:
         sock.close()
+
+
+# Small segments and a small window: the server's send buffer stays small (it grows
+# with the segment size, to about 2 MB on loopback's 64 KB segments), so a few dozen
+# answers of 4 KB fill it and the worker's writes wait.
+SMALL_MSS = 536
+# A TCP connection's state in TCP_INFO's first byte, as long as it is open both ways.
+ESTABLISHED = 1
+# PAYLIVE_WRITE_TIMEOUT_MS of the tests below.
+WRITE_TIMEOUT_S = 1.0
+NEVER_READS_ENV = {
+    "PAYLIVE_WRITE_TIMEOUT_MS": str(int(WRITE_TIMEOUT_S * 1000)),
+    "PAYLIVE_MAX_IN_FLIGHT": "1",
+    "PAYLIVE_ADAPTIVE_IN_FLIGHT": "0",
+}
+METADATA = {f"k{i:02}": "x" * 180 for i in range(20)}  # about 4 KB a session
+
+
+def _never_reading(port: int) -> socket.socket:
+    """A connection whose receive window stays small; the caller reads nothing on it."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS)
+    raw.connect(("127.0.0.1", port))
+    return raw
+
+
+def _let_go(raw: socket.socket) -> bool:
+    """Whether the server reset (or ended) ``raw``: seen in its state, nothing read."""
+    return raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != ESTABLISHED
+
+
+def _in_flight(http: httpx.Client) -> list[str]:
+    metrics = http.get("/metrics").text.splitlines()
+    return [line for line in metrics if line.startswith("paylive_in_flight ")]
+
+
+def test_a_client_that_never_reads_its_answers_gives_back_connection_and_place() -> None:
+    """150 commands pipelined by a client that reads none of their answers: once the
+    worker's writes to it waited, the one being answered held its connection and its
+    place at the door for ever (the only place: every other command was 503). Now the
+    connection is let go (reset) once its writes have waited PAYLIVE_WRITE_TIMEOUT_MS,
+    and its place with it."""
+    body = json.dumps({"order_id": "o", "amount": 100, "currency": "EUR", "metadata": METADATA})
+    command = (
+        b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + API_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body.encode()
+    )
+    with Server(NEVER_READS_ENV) as srv:
+        raw = _never_reading(srv.port)
+        raw.setblocking(False)
+        # Far more answers than the kernel's buffers on both ends take (about 30).
+        unsent = memoryview(command * 150)
+        started = time.monotonic()
+        let_go = False
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(raw, selectors.EVENT_WRITE)
+                while not let_go and time.monotonic() - started < WRITE_TIMEOUT_S + 15:
+                    let_go = _let_go(raw)
+                    if not selector.select(timeout=0.05) or not unsent:
+                        continue
+                    try:
+                        unsent = unsent[raw.send(unsent) :]
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        let_go = True
+            assert let_go, "a client that reads nothing still holds its connection"
+            with httpx.Client(base_url=srv.url, timeout=5) as http:
+                assert _in_flight(http) == ["paylive_in_flight 0.0"], _in_flight(http)
+                fresh = http.post(
+                    "/api/sessions",
+                    json={"order_id": "fresh", "amount": 100, "currency": "EUR"},
+                    headers=merchant(),
+                )
+                assert fresh.status_code == 201, fresh.text
+        finally:
+            raw.close()
+
+
+def test_a_socket_that_never_reads_is_let_go() -> None:
+    """An admin feed whose client stopped reading: its consumer is dropped (1013), but
+    the close frame waited behind what the client never took, and so did the close
+    after an unanswered ping: the connection stayed open for ever. Now it is reset once
+    the worker's writes have waited PAYLIVE_WRITE_TIMEOUT_MS."""
+    with Server({**NEVER_READS_ENV, "PAYLIVE_SEND_QUEUE_SIZE": "1"}) as srv:
+        raw = _never_reading(srv.port)
+        try:
+            raw.sendall(
+                b"GET /ws/admin?token="
+                + ADMIN_TOKEN.encode()
+                + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            raw.settimeout(5)
+            assert raw.recv(12).startswith(b"HTTP/1.1 101")  # then it reads nothing more
+            started = time.monotonic()
+            with httpx.Client(base_url=srv.url, timeout=5) as http:
+                # Each new session is an admin.created message of about 4 KB.
+                for turn in range(400):
+                    if _let_go(raw):
+                        break
+                    reply = http.post(
+                        "/api/sessions",
+                        json={
+                            "order_id": f"o-{turn}",
+                            "amount": 100,
+                            "currency": "EUR",
+                            "metadata": METADATA,
+                        },
+                        headers=merchant(),
+                    )
+                    assert reply.status_code == 201, reply.text
+                deadline = time.monotonic() + WRITE_TIMEOUT_S + 10
+                while not _let_go(raw) and time.monotonic() < deadline:
+                    http.get("/healthz")  # a short wait, on the server's clock
+            took = time.monotonic() - started
+            assert _let_go(raw), f"a socket that reads nothing still open after {took:.1f} s"
+        finally:
+            raw.close()
 
 
 # The door's places ----------------------------------------------------------------

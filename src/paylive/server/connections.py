@@ -39,6 +39,12 @@ sends, and however slowly, no connection outlives them.
   the bytes it is (reading paused) until those ahead are answered. uvicorn parsed a
   whole read at once, a request cycle and a scope for each request in it: a client
   that sent 250 KB of the smallest requests and never read made a worker hold 14 MB.
+- A write deadline: a client that reads nothing of what it is sent (an answer, a
+  stream, answers to requests it pipelined) leaves the worker's writes waiting
+  (uvicorn pauses the app until the buffer drains), and nothing else times a request
+  being answered: it held its connection, and a command its place at the door, for
+  ever. Once the writes have waited ``write_timeout_ms`` without the buffer draining,
+  the connection is reset (aborted: a close would wait for the buffer to be sent).
 - A connection limit per worker: past ``max_connections`` open connections (sockets
   included), a request is answered 503 ``overloaded`` and a socket handshake is
   refused with the same 503, then the connection is closed. uvicorn's own
@@ -54,7 +60,10 @@ The timeout and the limit are the connections' part of the settings
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import struct
 import time
 import urllib.parse
 from typing import Any, cast
@@ -85,6 +94,8 @@ BODY_GRACE_S = 0.5
 # request cycle and a scope of each, 55 times the bytes they came in.
 MAX_PIPELINED = 16
 FEED_BYTES = 1024
+# SO_LINGER on, for no time: the close drops what is unsent and resets the connection.
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 def _closing(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
@@ -135,6 +146,35 @@ def _headers_too_large(limit: int) -> bytes:
     return head + b"connection: close\r\n\r\n" + body
 
 
+class WriteDeadline:
+    """A connection's writes waiting for its client to read: past ``timeout_s`` without
+    the transport's buffer draining, the connection is reset. Not closed: a close sends
+    what is buffered first, so it waits on the very client that does not read; and
+    reset rather than aborted alone, which would leave the kernel a socket of its own
+    sending that client what it buffered, and the client none the wiser."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._timer: asyncio.TimerHandle | None = None
+
+    def paused(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport) -> None:
+        if self._timer is None:
+            self._timer = loop.call_later(self._timeout_s, self._late, transport)
+
+    def resumed(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _late(self, transport: asyncio.Transport) -> None:
+        self._timer = None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+        transport.abort()  # connection_lost follows: the app hears its client is gone
+
+
 class PayliveConfig(uvicorn.Config):
     """uvicorn's config with paylive's settings, so that every worker's protocol has them."""
 
@@ -143,6 +183,12 @@ class PayliveConfig(uvicorn.Config):
         self.settings = settings
         # One per worker, so that its cache of addresses is shared by every connection.
         self.proxies = TrustedProxies(settings.trusted_proxies)
+
+
+def write_deadline(config: uvicorn.Config) -> WriteDeadline:
+    """The write deadline of a connection served under ``config`` (a socket's too)."""
+    settings = config.settings if isinstance(config, PayliveConfig) else Settings().connections
+    return WriteDeadline(settings.write_timeout_ms / 1000)
 
 
 async def overloaded(scope: Any, receive: Any, send: Any) -> None:
@@ -215,6 +261,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             settings = Settings().connections
             self._proxies = TrustedProxies(settings.trusted_proxies)
         self._header_timeout = settings.header_timeout_ms / 1000
+        self._writes = write_deadline(config)
         self._max_connections = settings.max_connections
         self._max_head = settings.max_header_bytes
         # The current request's line and headers so far: as parsed (``_head_parsed``),
@@ -338,7 +385,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._forwarding = self._proxies.trusts(self.client[0] if self.client else None)
         self._arm()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._writes.paused(self.loop, self.transport)
+
+    def resume_writing(self) -> None:
+        self._writes.resumed()
+        super().resume_writing()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._writes.resumed()
         self._disarm()
         self._disarm_body()
         if self._linger_timer is not None:

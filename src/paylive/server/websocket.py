@@ -12,6 +12,11 @@ A client's frames are parsed as the app takes them: at most ``MAX_QUEUED`` messa
 wait for it, and what the client sent past them stays in wsproto's buffer as the bytes
 it is. uvicorn parsed every frame of a read at once into a message of the app's queue:
 one read of 256 KB of the smallest frames was 32,000 messages, 25 times the bytes.
+
+A socket whose client reads nothing is reset once the worker's writes to it have waited
+``write_timeout_ms`` (``connections.WriteDeadline``): wsproto's own ends (a close
+after an unanswered ping, a slow consumer's 1013) close the transport, and a close
+waits to send what is buffered, which such a client never takes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto import events
 from wsproto.connection import ConnectionState
+
+from .connections import write_deadline
 
 # Messages parsed and waiting for the app, at most (see the module docstring).
 MAX_QUEUED = 16
@@ -48,6 +55,22 @@ def data_frame(data: str | bytes) -> bytes:
 class FramingWSProtocol(WSProtocol):
     # Frames left unparsed in wsproto's buffer while the queue was full.
     _backlog = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writes = write_deadline(self.config)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._writes.paused(self.loop, self.transport)
+
+    def resume_writing(self) -> None:
+        self._writes.resumed()
+        super().resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._writes.resumed()
+        super().connection_lost(exc)
 
     def handle_events(self) -> None:
         """uvicorn's, stopped while ``MAX_QUEUED`` messages wait for the app: the
