@@ -165,6 +165,40 @@ async def test_a_slow_answer_is_sent_again_and_the_shop_deduplicates(
     assert delivery["attempts"] == 2 and delivery["last_status"] == 200
 
 
+async def delivered_of(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in await deliveries(http)
+        if d["session"] == session_id and d["status"] == "delivered"
+    ]
+
+
+async def test_a_2xx_whose_body_keeps_coming_is_accepted_at_once(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    # The shop did its work and answered 200, then its body kept coming (a framework's
+    # debug page, a proxy streaming something): the answer is the status, the body is
+    # not waited for nor kept whole in memory, and the event is not posted again.
+    receiver.set(fail=0, slow=0, endless=1)
+    session_id = await cancelled(http, "order-wh-endless")
+    [delivery] = await until(lambda: delivered_of(http, session_id))
+    assert delivery["attempts"] == 1 and delivery["last_status"] == 200, delivery
+    assert [a["answered"] for a in arrivals(receiver, session_id)] == ["endless"]
+
+
+async def test_a_redirect_is_a_failed_try_and_is_not_followed(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    # A guard: the shop registers the URL that answers; a 307 (which keeps the POST and
+    # its body) is retried at the registered URL, never posted where it points.
+    receiver.set(fail=0, slow=0, redirect=1)
+    session_id = await cancelled(http, "order-wh-redirect")
+    [delivery] = await until(lambda: delivered_of(http, session_id))
+    assert delivery["attempts"] == 2 and delivery["last_status"] == 200, delivery
+    assert [a["answered"] for a in arrivals(receiver, session_id)] == [307, 200]
+    assert delivery["id"] not in receiver.seen()["elsewhere"]
+
+
 async def test_given_up_after_the_retry_window_then_sent_again(receiver: Receiver) -> None:
     # A server of its own whose window is shorter than the module's: the test waits it
     # out, where the others must never reach it on a loaded machine.
