@@ -7,6 +7,7 @@ is told to fail for a while, to answer slowly, or to fail until paylive gives up
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -23,7 +24,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from paylive.core import standard_webhooks
 from paylive.core.signature import SignatureError
 
+from ..support import redisproc
 from ..support.client import admin, create, merchant, sandbox_outage
+from ..support.postgres import Database
 from ..support.receiver import Receiver
 from ..support.servers import Server
 from ..support.waiting import until
@@ -165,6 +168,40 @@ async def test_a_slow_answer_is_sent_again_and_the_shop_deduplicates(
     assert delivery["attempts"] == 2 and delivery["last_status"] == 200
 
 
+async def delivered_of(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in await deliveries(http)
+        if d["session"] == session_id and d["status"] == "delivered"
+    ]
+
+
+async def test_a_2xx_whose_body_keeps_coming_is_accepted_at_once(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    # The shop did its work and answered 200, then its body kept coming (a framework's
+    # debug page, a proxy streaming something): the answer is the status, the body is
+    # not waited for nor kept whole in memory, and the event is not posted again.
+    receiver.set(fail=0, slow=0, endless=1)
+    session_id = await cancelled(http, "order-wh-endless")
+    [delivery] = await until(lambda: delivered_of(http, session_id))
+    assert delivery["attempts"] == 1 and delivery["last_status"] == 200, delivery
+    assert [a["answered"] for a in arrivals(receiver, session_id)] == ["endless"]
+
+
+async def test_a_redirect_is_a_failed_try_and_is_not_followed(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    # A guard: the shop registers the URL that answers; a 307 (which keeps the POST and
+    # its body) is retried at the registered URL, never posted where it points.
+    receiver.set(fail=0, slow=0, redirect=1)
+    session_id = await cancelled(http, "order-wh-redirect")
+    [delivery] = await until(lambda: delivered_of(http, session_id))
+    assert delivery["attempts"] == 2 and delivery["last_status"] == 200, delivery
+    assert [a["answered"] for a in arrivals(receiver, session_id)] == [307, 200]
+    assert delivery["id"] not in receiver.seen()["elsewhere"]
+
+
 async def test_given_up_after_the_retry_window_then_sent_again(receiver: Receiver) -> None:
     # A server of its own whose window is shorter than the module's: the test waits it
     # out, where the others must never reach it on a loaded machine.
@@ -210,6 +247,50 @@ async def given_up_then_sent_again(http: httpx.AsyncClient, receiver: Receiver) 
         (await http.get("/metrics")).text, 'paylive_webhook_attempts_total{outcome="failed"}'
     )
     assert failures >= delivery["attempts"]
+
+
+async def test_send_again_of_a_forgotten_session_posts_one_at_a_time(
+    receiver: Receiver, fresh_redis: redisproc.RedisProc, db: Database
+) -> None:
+    # The engine forgot the session, so "send again" posts the event at once from its
+    # delivery record. Two clicks together (two staff, a double click) must not post it
+    # twice at once: a shop handling one event id twice at once may do its work twice.
+    env = {
+        **webhooks_env(receiver),
+        "PAYLIVE_REDIS_URL": fresh_redis.url,
+        "PAYLIVE_DATABASE_URL": db.url,
+        "PAYLIVE_REDIS_RETENTION_MS": "1000",
+        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1000",
+    }
+    with Server(env) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            receiver.set(fail=10_000, status=500)
+            session_id = await cancelled(http, "order-wh-forgotten")
+
+            async def failed() -> list[dict[str, Any]]:
+                return [
+                    d
+                    for d in await deliveries(http, "open")
+                    if d["session"] == session_id and d["status"] == "failed"
+                ]
+
+            [delivery] = await until(failed, timeout=30)
+            key = f"paylive:{{{session_id}}}:s"
+            await until(
+                lambda: redisproc.command(fresh_redis.port, "EXISTS", key) == b":0\r\n",
+                timeout=15,
+            )
+            receiver.set(fail=0, slow=2, slow_ms=900)  # within the 1 s timeout
+            url = f"/api/admin/deliveries/{delivery['id']}/retry"
+            first, second = await asyncio.gather(
+                http.post(url, headers=admin()), http.post(url, headers=admin())
+            )
+    answers = sorted([first.status_code, second.status_code])
+    assert answers == [200, 409], (first.text, second.text)
+    refused = first if first.status_code == 409 else second
+    assert refused.json()["error"]["code"] == "delivery_pending", refused.text
+    posts = [a for a in arrivals(receiver, session_id) if a["answered"] != 500]
+    assert [a["beside"] for a in posts] == [0], posts
 
 
 async def test_events_api_lists_every_event_in_order(
@@ -369,6 +450,37 @@ async def test_webhooks_verify_with_standard_webhooks_in_python_and_node(
     assert results["genuine"] == "ok", results
     assert "No matching signature" in results["tampered"], results
     assert "too old" in results["stale"], results
+
+
+async def test_a_body_beyond_ascii_verifies_as_sent_with_either_secret_alone(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A guard: the signed bytes are the bytes sent, whatever the shop's metadata holds
+    (UTF-8 beyond ASCII, a character JavaScript once took for a line end, quotes), and
+    while rotating each secret alone verifies the webhook in Python and in Node."""
+    receiver.set(fail=0, slow=0)
+    note = 'Crème brûlée – 寿司 🍣 \u2028 "quoted" \\ end'
+    session = await create(http, order_id="order-wh-utf8", metadata={"note": note})
+    reply = await http.post(f"/api/sessions/{session['id']}/cancel", headers=merchant())
+    assert reply.status_code == 200
+
+    def posted() -> dict[str, Any] | None:
+        for kept in reversed(receiver.seen()["raw"]):
+            if json.loads(base64.b64decode(kept["body"]))["session"]["id"] == session["id"]:
+                return kept  # type: ignore[no-any-return]
+        return None
+
+    kept = await until(posted)
+    body, headers = base64.b64decode(kept["body"]), kept["headers"]
+    assert "寿司 🍣".encode() in body  # sent as UTF-8, as signed
+    for secret in (NEW_SECRET, OLD_SECRET):
+        event = Webhook(secret).verify(body, headers)
+        assert event["session"]["metadata"] == {"note": note}
+        # A shop that hands its framework's decoded text to the library verifies too.
+        assert Webhook(secret).verify(body.decode(), headers)["id"] == headers["webhook-id"]
+    case = [{"name": "utf8", "body": kept["body"], "headers": headers}]
+    for secret in (NEW_SECRET, OLD_SECRET):
+        assert node_verify(secret, case) == {"utf8": "ok"}
 
 
 def node_verify(secret: str, cases: list[dict[str, Any]]) -> dict[str, str]:

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import tls
@@ -40,8 +41,19 @@ arrivals: list[dict[str, Any]] = []
 # The posts of each event id being answered now.
 answering: dict[str, int] = {}
 # Behaviour the tests set: answer `fail` requests with `status`, then answer `slow`
-# requests only after `slow_ms`.
-control: dict[str, int] = {"fail": 0, "status": 503, "slow": 0, "slow_ms": 0}
+# requests only after `slow_ms`; `redirect` requests with 307 to /elsewhere (which
+# records what reaches it and accepts it); `endless` requests with 200 and a body that
+# keeps coming (64 KiB every 10 ms, for a minute) after the shop did its work.
+control: dict[str, int] = {
+    "fail": 0,
+    "status": 503,
+    "slow": 0,
+    "slow_ms": 0,
+    "redirect": 0,
+    "endless": 0,
+}
+# The requests that reached /elsewhere (a redirect followed): their webhook-id.
+elsewhere: list[str] = []
 
 
 # The last webhooks as received: body (base64) and the three headers.
@@ -92,18 +104,38 @@ async def webhook(request: Request) -> Response:
 
 async def answer(event: dict[str, Any], entry: dict[str, Any]) -> Response:
     """The shop's answer to a verified post, as the tests set it (``control``)."""
+    if control["redirect"] > 0:
+        control["redirect"] -= 1
+        entry["answered"] = 307
+        return Response(status_code=307, headers={"location": "/elsewhere"})
     if control["fail"] > 0:
         control["fail"] -= 1
         entry["answered"] = control["status"]
         return JSONResponse({"error": "down for a while"}, status_code=control["status"])
     # The shop's work, once per event id (the README's receiver does the same).
     processed.setdefault(event["id"], event)
+    if control["endless"] > 0:
+        control["endless"] -= 1
+        entry["answered"] = "endless"
+        return StreamingResponse(endless_body(), media_type="text/plain")
     if control["slow"] > 0:
         control["slow"] -= 1
         entry["answered"] = "slow"
         await asyncio.sleep(control["slow_ms"] / 1000)
     else:
         entry["answered"] = 200
+    return JSONResponse({"ok": True})
+
+
+async def endless_body() -> AsyncIterator[bytes]:
+    chunk = b"x" * 65_536
+    for _ in range(6_000):  # a minute: past any timeout a test sets
+        yield chunk
+        await asyncio.sleep(0.01)
+
+
+async def redirected(request: Request) -> Response:
+    elsewhere.append(request.headers.get("webhook-id", ""))
     return JSONResponse({"ok": True})
 
 
@@ -114,13 +146,19 @@ async def set_control(request: Request) -> Response:
 
 async def seen(request: Request) -> Response:
     return JSONResponse(
-        {"arrivals": arrivals, "processed": list(processed.values()), "raw": raw_kept}
+        {
+            "arrivals": arrivals,
+            "processed": list(processed.values()),
+            "raw": raw_kept,
+            "elsewhere": elsewhere,
+        }
     )
 
 
 app = Starlette(
     routes=[
         Route("/webhook", webhook, methods=["POST"]),
+        Route("/elsewhere", redirected, methods=["POST"]),
         Route("/control", set_control, methods=["POST"]),
         Route("/seen", seen, methods=["GET"]),
     ]

@@ -308,6 +308,13 @@ class Deliveries:
     async def _post_once(self, event: dict[str, Any], resent: int) -> dict[str, Any]:
         now = self.service.clock()
         delivery = Delivery(event, since=now, next_at=now, listed=True, resent=resent)
+        # Held as an outbox post is: two "send again" at once (two staff, a double
+        # click) read the same record, and each posted the event beside the other, so
+        # a shop handling an event id twice at once could do its work twice. The hold
+        # is never freed: the record written below counts this post (``resent``), so
+        # the next "send again" takes a hold of its own.
+        if await self._hold(delivery) is None:
+            raise Refused(ErrorCode.DELIVERY_PENDING, f"{event['id']} is being sent again")
         answer = await self._post(delivery)
         status = "delivered" if answer.ok else "failed"
         done = tried(delivery, answer.status, answer.error, self.service.clock())

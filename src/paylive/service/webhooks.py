@@ -1,9 +1,15 @@
 """Posting one merchant webhook, signed per Standard Webhooks: the HTTP edge of ``deliveries.py``.
 
 A delivery succeeds on a 2xx answer within the timeout, counted from the first byte
-sent to the last byte read; anything else (a refused connection, a 3xx, 4xx or 5xx,
-a slow answer) is a failure that the outbox retries later. Redirects are not
-followed: the shop registers the URL that answers.
+sent to the answer's status and headers; anything else (a refused connection, a 3xx,
+4xx or 5xx, a slow answer) is a failure that the outbox retries later. Redirects are
+not followed: the shop registers the URL that answers.
+
+The answer's body says nothing paylive acts on: at most ``MAX_ANSWER_BYTES`` of it
+are read, within what is left of the timeout, only so that a kept-alive connection
+can carry the next post. A 2xx whose body is large or keeps coming was a success
+already; waiting for the last byte made it a timeout, posted again and again (and
+read a large body whole into memory).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ if TYPE_CHECKING:
     import httpx
 
 USER_AGENT = "paylive-webhooks/1"
+# Read of an answer's body at most (a shop's "ok" is a few bytes); the rest is dropped
+# with its connection.
+MAX_ANSWER_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -56,22 +65,33 @@ class WebhookSender:
         traceparent = context.current_traceparent()
         if traceparent is not None:
             headers["traceparent"] = traceparent  # the shop may continue the payment's trace
+        status: int | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                reply = await self._client.post(self._url, content=body, headers=headers)
+                request = self._client.stream("POST", self._url, content=body, headers=headers)
+                async with request as reply:
+                    status = reply.status_code
+                    read = 0
+                    async for chunk in reply.aiter_raw():
+                        read += len(chunk)
+                        if read > MAX_ANSWER_BYTES:
+                            break  # leaving the block closes the connection
         except TimeoutError:
-            return Attempt(False, None, f"no answer within {self._timeout:g} s")
+            if status is None:
+                return Attempt(False, None, f"no answer within {self._timeout:g} s")
         except Exception as exc:
             # Any post that cannot be made is a failed try, retried and given up as
             # section 6 says: httpx raises more than its HTTPError (an ExceptionGroup
             # from the connection attempts, InvalidURL), and what escaped here was
             # tried again for ever, never recorded, never failed.
-            return Attempt(
-                False, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            )
-        if 200 <= reply.status_code < 300:
-            return Attempt(True, reply.status_code, None)
-        return Attempt(False, reply.status_code, f"HTTP {reply.status_code}")
+            if status is None:
+                return Attempt(
+                    False, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                )
+        # Answered: whatever became of the body after the status line.
+        if 200 <= status < 300:
+            return Attempt(True, status, None)
+        return Attempt(False, status, f"HTTP {status}")
 
     async def close(self) -> None:
         if self._client is not None:
