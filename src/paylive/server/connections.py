@@ -153,6 +153,9 @@ class WriteDeadline:
     reset rather than aborted alone, which would leave the kernel a socket of its own
     sending that client what it buffered, and the client none the wiser."""
 
+    # One per connection, sockets included: no dict of its own (an idle socket's bytes).
+    __slots__ = ("_timeout_s", "_timer")
+
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = timeout_s
         self._timer: asyncio.TimerHandle | None = None
