@@ -178,6 +178,27 @@ class WriteDeadline:
         transport.abort()  # connection_lost follows: the app hears its client is gone
 
 
+class WritesTimed(asyncio.Protocol):
+    """A protocol whose paused writes run against its ``WriteDeadline`` (``_writes``):
+    the HTTP protocol and the socket's, which uvicorn pauses alike on a full buffer."""
+
+    _writes: WriteDeadline
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._writes.paused(self.loop, self.transport)
+
+    def resume_writing(self) -> None:
+        self._writes.resumed()
+        super().resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._writes.resumed()
+        super().connection_lost(exc)
+
+
 class PayliveConfig(uvicorn.Config):
     """uvicorn's config with paylive's settings, so that every worker's protocol has them."""
 
@@ -249,7 +270,7 @@ class _Lingering:
         self._protocol.linger()
 
 
-class BoundedHttpProtocol(HttpToolsProtocol):
+class BoundedHttpProtocol(WritesTimed, HttpToolsProtocol):
     def __init__(
         self,
         config: uvicorn.Config,
@@ -388,16 +409,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._forwarding = self._proxies.trusts(self.client[0] if self.client else None)
         self._arm()
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._writes.paused(self.loop, self.transport)
-
-    def resume_writing(self) -> None:
-        self._writes.resumed()
-        super().resume_writing()
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self._writes.resumed()
         self._disarm()
         self._disarm_body()
         if self._linger_timer is not None:

@@ -29,7 +29,7 @@ from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto import events
 from wsproto.connection import ConnectionState
 
-from .connections import write_deadline
+from .connections import WritesTimed, write_deadline
 
 # Messages parsed and waiting for the app, at most (see the module docstring).
 MAX_QUEUED = 16
@@ -52,25 +52,13 @@ def data_frame(data: str | bytes) -> bytes:
     return struct.pack("!BBQ", head, 127, size) + payload
 
 
-class FramingWSProtocol(WSProtocol):
+class FramingWSProtocol(WritesTimed, WSProtocol):
     # Frames left unparsed in wsproto's buffer while the queue was full.
     _backlog = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._writes = write_deadline(self.config)
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._writes.paused(self.loop, self.transport)
-
-    def resume_writing(self) -> None:
-        self._writes.resumed()
-        super().resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._writes.resumed()
-        super().connection_lost(exc)
 
     def handle_events(self) -> None:
         """uvicorn's, stopped while ``MAX_QUEUED`` messages wait for the app: the
