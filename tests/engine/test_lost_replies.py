@@ -133,3 +133,40 @@ async def test_a_claim_whose_reply_was_lost_is_claimed_again_once_its_lease_ran_
         assert await claim(now + lease, 10, lease) == [session.id], "lost with the reply"
     finally:
         await engine.close()
+
+
+async def test_an_answer_whose_keeping_reply_was_lost_is_still_given(proxied: TcpProxy) -> None:
+    """The command ran and saved; only the reply to the SET keeping its answer for the
+    key was lost. The client gets the answer the command made (before: 503
+    engine_unavailable for a command that had worked, and every send of it again 409
+    idempotency_key_in_use while the lock ran out, if the SET never landed)."""
+    from paylive.service.idempotency import IdempotencyKeys
+
+    settings = load_settings(
+        {
+            "PAYLIVE_REDIS_URL": f"redis://127.0.0.1:{proxied.port}/0",
+            "PAYLIVE_REDIS_TIMEOUT_MS": "1000",
+            "PAYLIVE_SECRET": "test-signing-secret-0123456789",
+        }
+    )
+    engine = RedisEngine(settings.redis_url, settings.redis)
+    await engine.start()
+    try:
+        keys = IdempotencyKeys(engine, 60_000)
+        runs = 0
+
+        async def handler() -> tuple[int, dict[str, object]]:
+            nonlocal runs
+            runs += 1
+            proxied.lose_reply(b"SET", b'"state": "done"')
+            return 200, {"ran": runs}
+
+        body = {"reason": "network_error"}
+        assert await keys.run_once("scope", "key-1", body, handler) == (200, {"ran": 1})
+        assert proxied.losses.lost == 1
+        # The SET landed (only its reply was lost): the same request again is the kept
+        # answer, the command not run again.
+        assert await keys.run_once("scope", "key-1", body, handler) == (200, {"ran": 1})
+        assert runs == 1
+    finally:
+        await engine.close()

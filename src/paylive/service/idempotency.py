@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..core.protocol import ErrorCode
-from ..engine import RecordStore
+from ..engine import EngineUnavailable, RecordStore
 from ..errors import Refused
+
+log = logging.getLogger(__name__)
 
 LOCK_TTL_MS = 60_000
 # An answer as the edge sends it: (status, body). The service keeps it, never reads it.
@@ -86,5 +89,13 @@ class IdempotencyKeys:
             await self.engine.delete(record_key)
             raise
         done = {"state": "done", "fp": fp, "status": status, "body": payload}
-        await self.engine.put(record_key, json.dumps(done).encode(), self.ttl_ms)
+        try:
+            await self.engine.put(record_key, json.dumps(done).encode(), self.ttl_ms)
+        except EngineUnavailable:
+            # The command ran and its change is saved; only keeping its answer failed
+            # (or its reply was lost). The answer is the client's all the same: a 503
+            # would tell it to send again a command that worked. Sent again, it finds
+            # the kept answer, or the lock until it runs out, then what it did
+            # (``request_digest``).
+            log.warning("the answer for an Idempotency-Key was not kept: the engine failed")
         return status, payload
