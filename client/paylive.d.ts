@@ -537,7 +537,8 @@ export interface PayliveSessionOptions extends TransportOptions {
    * Over HTTP (on SSE or long-polling), each request of a command is aborted after this
    * long (ms) and its answer taken as lost (a connection that swallows a request would
    * hold it for ever). Default 20000: above the server's bound on a command's provider
-   * calls (`PAYLIVE_PROVIDER_DEADLINE_MS`, 15 s by default).
+   * calls (`PAYLIVE_PROVIDER_DEADLINE_MS`, 15 s by default). 0, a negative value, NaN
+   * or Infinity is the default; at most 2^31 - 1 (a timer's longest delay).
    */
   requestTimeout?: number;
   /**
@@ -545,10 +546,12 @@ export interface PayliveSessionOptions extends TransportOptions {
    * answer is lost (the request failed or timed out, a proxy's 502/503/504, paylive's
    * 503 `shutting_down` or `engine_unavailable`, 409 `idempotency_key_in_use`) the same
    * request with the same key is sent again at most this many times; the server answers
-   * what it did, never deciding it twice (protocol 3.1). Default 2; 0: never.
+   * what it did, never deciding it twice (protocol 3.1). Default 2; 0: never. A value
+   * that is no count (NaN, Infinity, negative, not a number) is the default; a fraction
+   * is rounded down.
    */
   resends?: number;
-  /** How long (ms) to wait before each of those. Default 1000. */
+  /** How long (ms) to wait before each of those. Default 1000 (also for NaN, Infinity or a negative value). */
   resendDelay?: number;
   /** At most this many commands wait for a connection (then `queue_full`). Default 32. */
   maxQueue?: number;
@@ -678,7 +681,10 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   /** A socket URL with the client secret and `since` (for other clients: this one opens with tickets). */
   url(): string;
   connect(): void;
-  /** Close for good: pending commands, sent ones included, are rejected with `closed`; the guard is removed. */
+  /**
+   * Close for good: pending commands, sent ones included, are rejected with `closed`; the
+   * guard is removed. An HTTP command's request under way is aborted and it is sent no more.
+   */
   close(): void;
   /** Drop the connection and reconnect at once, resuming with `since` (without, for a snapshot, while a lost pay/retry's fate is unknown). */
   reconnect(): void;

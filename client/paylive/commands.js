@@ -14,7 +14,7 @@ const UNANSWERED = new Set(['connection_lost', 'timeout', 'engine_unavailable', 
 
 export class CommandQueue {
   #nextRef = 0;
-  #pending = new Map(); // ref -> {type, command, resolve, reject, sent, timer}
+  #pending = new Map(); // ref -> {type, command, resolve, reject, sent, viaRequest, timer}
   #queue = []; // refs waiting for a connection, in order
   #unknown = false; // a pay or retry was settled without its answer (see `outcomeUnknown`)
   #maxQueue;
@@ -96,6 +96,7 @@ export class CommandQueue {
       if (!send(pending.command)) return;
       this.#queue.shift();
       pending.sent = true;
+      pending.viaRequest = viaRequest;
       if (viaRequest) continue;
       pending.timer = setTimeout(
         () => this.settle(ref, new PayliveError('timeout', `no answer to '${pending.type}' in time`)),
@@ -120,15 +121,18 @@ export class CommandQueue {
   }
 
   /**
-   * The connection dropped. A command already sent may or may not have reached the
+   * The socket dropped. A command already sent on it may or may not have reached the
    * server: it is not sent again (a second `pay` would only be refused), it is
    * rejected with `connection_lost`, and the session's state after reconnecting shows
    * what really happened (a `pay` or `retry`: `outcomeUnknown` until then). Commands
-   * still queued stay queued.
+   * still queued stay queued. One sent over HTTP (before the page moved up to the
+   * socket) is not the socket's: its own requests, maybe still being sent again with
+   * its key, settle it; settled here, its outcome would be taken as known from a
+   * snapshot while a request of it could still start the charge.
    */
   connectionLost() {
     for (const [ref, pending] of [...this.#pending]) {
-      if (pending.sent) {
+      if (pending.sent && !pending.viaRequest) {
         this.settle(ref, new PayliveError('connection_lost', 'the connection dropped before the server answered; the session state will tell'));
       }
     }

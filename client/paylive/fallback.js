@@ -107,11 +107,13 @@ class HttpConnection extends Emitter {
 
   /**
    * Commands travel over the HTTP API; their `ack` or `error` goes to `answer`, by
-   * default as a message of this connection.
+   * default as a message of this connection. `closing` (an AbortSignal) stops the
+   * command's requests and resends, and drops its answer, once the page is done with
+   * it: not this connection's close, since the command outlives the transport that sent it.
    */
-  send(message, answer = (reply) => this.emit('message', reply)) {
+  send(message, answer = (reply) => this.emit('message', reply), closing = null) {
     if (this.#status !== 'connected') return false;
-    httpCommand(this.options.fetch, this.options, message, answer);
+    httpCommand(this.options.fetch, this.options, message, answer, closing);
     return true;
   }
 

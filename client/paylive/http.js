@@ -97,22 +97,60 @@ export function newIdempotencyKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// The longest delay a timer keeps: past it setTimeout fires at once (browsers and node
+// alike), so a bound of a month would abort every request on the spot.
+const LONGEST_TIMER = 2 ** 31 - 1;
+
+/**
+ * The bounds of `options` as `httpCommand` uses them: a value that is no bound (not a
+ * number, NaN, Infinity, negative; a `requestTimeout` of 0, which no answer could beat)
+ * is the default rather than an abort or a resend at once, or a pay sent again for ever.
+ */
+export function httpCommandBounds(options = {}) {
+  const number = (value, least) => typeof value === 'number' && Number.isFinite(value) && value >= least;
+  const pick = (name, least) => (number(options[name], least) ? options[name] : HTTP_COMMAND_DEFAULTS[name]);
+  return {
+    requestTimeout: Math.min(pick('requestTimeout', 1), LONGEST_TIMER),
+    resends: Math.floor(pick('resends', 0)),
+    resendDelay: Math.min(pick('resendDelay', 0), LONGEST_TIMER),
+  };
+}
+
+/** Wait `ms`, or less when `signal` (the page closed the session) aborts first. */
+const sleep = (ms, signal) =>
+  new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener?.('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener?.('abort', done);
+  });
 
 /**
  * One request, bounded by `timeout` (ms): `{reply, body}` (the body read only for an
- * answer that is not 2xx), or `{timedOut: true}`. Aborted when it runs out (a
- * connection that swallows the request would hold it for ever); raced as well, for a
- * fetch that ignores the signal. Rejects as `fetchFn` does.
+ * answer that is not 2xx), or `{timedOut: true}`, or `{closed: true}` once `closing`
+ * aborts. Aborted when it runs out (a connection that swallows the request would hold
+ * it for ever) or the page closes the session; raced as well, for a fetch that ignores
+ * the signal. Rejects as `fetchFn` does.
  */
-async function boundedRequest(fetchFn, url, init, timeout) {
+async function boundedRequest(fetchFn, url, init, timeout, closing) {
   const abort = typeof AbortController === 'function' ? new AbortController() : null;
   let timer;
+  let onClose;
   const expired = new Promise((resolve) => {
     timer = setTimeout(() => {
       resolve({ timedOut: true });
       abort?.abort();
     }, timeout);
+    // The page closed the session: nobody waits for this answer any more.
+    onClose = () => {
+      resolve({ closed: true });
+      abort?.abort();
+    };
+    if (closing?.aborted) onClose();
+    else closing?.addEventListener?.('abort', onClose);
   });
   const answered = (async () => {
     const reply = await fetchFn(url, { ...init, signal: abort?.signal });
@@ -130,6 +168,7 @@ async function boundedRequest(fetchFn, url, init, timeout) {
     return await Promise.race([answered, expired]);
   } finally {
     clearTimeout(timer);
+    closing?.removeEventListener?.('abort', onClose);
   }
 }
 
@@ -139,13 +178,14 @@ async function boundedRequest(fetchFn, url, init, timeout) {
  * running (`idempotency_key_in_use`), so the same request with the same key may be
  * sent again and be answered with what the server did.
  */
-async function sendOnce(fetchFn, url, init, timeout) {
+async function sendOnce(fetchFn, url, init, timeout, closing) {
   let result;
   try {
-    result = await boundedRequest(fetchFn, url, init, timeout);
+    result = await boundedRequest(fetchFn, url, init, timeout, closing);
   } catch (err) {
     return { type: 'error', code: 'connection_lost', message: `the command may not have arrived: ${err?.message ?? err}`, lost: true };
   }
+  if (result.closed) return { type: 'error', code: 'closed', message: 'the session client was closed', lost: false };
   if (result.timedOut) {
     return { type: 'error', code: 'timeout', message: `no answer within ${timeout} ms; the request was aborted`, lost: true };
   }
@@ -185,7 +225,7 @@ async function sendOnce(fetchFn, url, init, timeout) {
  * The last answer settles it; when that is lost too, `connection_lost` or `timeout` (the
  * outcome is unknown: `commands.js`).
  */
-export async function httpCommand(fetchFn, options, command, deliver) {
+export async function httpCommand(fetchFn, options, command, deliver, closing = null) {
   const { baseUrl, sessionId, secret } = options;
   const path = COMMAND_PATHS[command.type];
   const ref = command.ref;
@@ -205,14 +245,17 @@ export async function httpCommand(fetchFn, options, command, deliver) {
   };
   const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`;
   const init = { method: 'POST', headers, body: JSON.stringify(body) };
-  const timeout = options.requestTimeout ?? HTTP_COMMAND_DEFAULTS.requestTimeout;
-  const resends = Math.max(0, options.resends ?? HTTP_COMMAND_DEFAULTS.resends);
-  const delay = options.resendDelay ?? HTTP_COMMAND_DEFAULTS.resendDelay;
-  let result = await sendOnce(fetchFn, url, init, timeout);
-  for (let sent = 0; result.lost && sent < resends; sent += 1) {
-    await sleep(delay);
-    result = await sendOnce(fetchFn, url, init, timeout);
+  const { requestTimeout: timeout, resends, resendDelay: delay } = httpCommandBounds(options);
+  // `closing` aborts when the page closes the session (`close()`): the command was
+  // rejected `closed` then, so nothing more is sent for it and its answer goes nowhere.
+  const closed = () => closing?.aborted === true;
+  let result = await sendOnce(fetchFn, url, init, timeout, closing);
+  for (let sent = 0; result.lost && sent < resends && !closed(); sent += 1) {
+    await sleep(delay, closing);
+    if (closed()) break;
+    result = await sendOnce(fetchFn, url, init, timeout, closing);
   }
+  if (closed()) return;
   if (result.type === 'ack') answer('ack', {});
   else answer('error', { code: result.code, message: result.message });
 }

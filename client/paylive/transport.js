@@ -60,6 +60,9 @@ export class LiveConnection extends Emitter {
   #closed = false;
   #watching = false; // listening to the window's `online` event
   #onOnline = () => this.#cameOnline();
+  // Aborted by close(): an HTTP command still being sent (or sent again) stops, and its
+  // answer is dropped. Not by a carrier's end: the command outlives the transport.
+  #sending = newSending();
 
   constructor(options = {}) {
     super();
@@ -107,6 +110,8 @@ export class LiveConnection extends Emitter {
 
   close(code = 1000, reason = 'client closed') {
     this.#closed = true;
+    this.#sending.abort();
+    this.#sending = newSending();
     this.#watchNetwork(false);
     this.#stopProbing();
     clearTimeout(this.#firstTimer);
@@ -127,7 +132,11 @@ export class LiveConnection extends Emitter {
     // current by then (even once the one that sent it is given up); and that answer
     // says nothing of whether the stream delivers (a buffering proxy passes requests
     // and holds the events back). A socket's answers come as its messages.
-    return this.#carrier?.send(message, (answer) => this.emit('message', answer)) ?? false;
+    const sending = this.#sending;
+    const answer = (reply) => {
+      if (!sending.signal.aborted) this.emit('message', reply);
+    };
+    return this.#carrier?.send(message, answer, sending.signal) ?? false;
   }
 
   /** A carrier for transport `level`, its events wired to this connection. */
@@ -353,6 +362,13 @@ export class LiveConnection extends Emitter {
     this.#probe = null;
     this.#retire(probe, 'closed');
   }
+}
+
+/** What `close()` aborts; a stand-in where the host has no AbortController (old ones). */
+function newSending() {
+  if (typeof AbortController === 'function') return new AbortController();
+  const signal = { aborted: false };
+  return { signal, abort: () => { signal.aborted = true; } };
 }
 
 /** An `ack`, or an `error` whose data names a command's `ref`: the answer to one command. */
