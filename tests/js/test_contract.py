@@ -209,3 +209,27 @@ def test_http_commands_know_paylives_own_503s() -> None:
         == {str(code) for code, status in HTTP_STATUS.items() if status == 503} - maybe_applied
     )
     assert not set(HTTP_STATUS.values()) & {502, 504}
+
+
+def test_the_docs_say_the_http_command_defaults_of_the_client() -> None:
+    # protocol 4.2 and docs/client.md state the bounds of an HTTP command in words; the
+    # client's defaults moved (requestTimeout 15 s to 20 s) and the protocol kept the old one.
+    http = json.dumps((CLIENT / "paylive" / "http.js").as_uri())
+    script = (
+        f"import {{ HTTP_COMMAND_DEFAULTS }} from {http};"
+        "console.log(JSON.stringify(HTTP_COMMAND_DEFAULTS));"
+    )
+    defaults = json.loads(run([node(), "--input-type=module", "-e", script]))
+    for doc in ("protocol.md", "client.md"):
+        text = " ".join((DOCS / doc).read_text().split())
+        said = {
+            "requestTimeout": re.findall(r"`requestTimeout` \((\d+) s", text),
+            "resendDelay": re.findall(r"`resendDelay` \((\d+) s\)", text),
+            "resends": re.findall(r"at most `resends` times \((\d+)\)", text),
+        }
+        assert all(said.values()), f"{doc} no longer states every default: {said}"
+        assert {name: {int(v) for v in found} for name, found in said.items()} == {
+            "requestTimeout": {defaults["requestTimeout"] // 1000},
+            "resendDelay": {defaults["resendDelay"] // 1000},
+            "resends": {defaults["resends"]},
+        }, doc
