@@ -9,6 +9,7 @@ the code that raises it and drawn here::
     ├── EngineUnavailable   the session store cannot be reached        (paylive.engine)
     ├── GatewayError        the payment provider cannot be asked       (paylive.gateway)
     ├── ArchiveUnavailable  PostgreSQL cannot be reached now           (paylive.archive)
+    │   ├── ArchiveRefused  PostgreSQL answers and refuses the work    (paylive.archive)
     │   └── MigrationLockTimeout  another start holds the migrations   (paylive.archive.schema)
     ├── ClientGone          the client left before its body arrived    (paylive.web.bodies)
     ├── SignatureError      a webhook is unsigned, badly signed or old (paylive.core.signature)

@@ -231,6 +231,31 @@ WEBHOOK_ATTEMPTS = Counter(
     registry=REGISTRY,
 )
 
+# The archive's follower, per worker: with --workers, failing if any live worker's is.
+ARCHIVE_FAILING = Gauge(
+    "paylive_archive_failing",
+    "1 while the archive's writes fail (PostgreSQL unreachable or refusing them: the "
+    "engine keeps what the archive has not taken), else 0",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+ARCHIVE_ERRORS = Counter(
+    "paylive_archive_errors_total",
+    "Tries of the archive's follower that failed, by SQLSTATE class (its first two "
+    "characters; none when PostgreSQL gave none: unreachable, timed out)",
+    ["sqlstate_class"],
+    registry=REGISTRY,
+)
+
+
+def archive_failed(sqlstate: str | None) -> None:
+    ARCHIVE_FAILING.set(1)
+    ARCHIVE_ERRORS.labels(sqlstate[:2] if sqlstate else "none").inc()
+
+
+def archive_writing() -> None:
+    ARCHIVE_FAILING.set(0)
+
 
 def webhook_attempt(outcome: str) -> None:
     WEBHOOK_ATTEMPTS.labels(outcome).inc()

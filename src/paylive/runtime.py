@@ -207,6 +207,12 @@ class Runtime:
             "overloaded": self.admission.full,
         }
 
+    def archive_status(self) -> dict[str, Any] | None:
+        """/readyz's body: whether the archive's writes go through (None without an
+        archive). Not a check: the engine keeps what the archive has not taken, so a
+        worker whose archive fails still serves (docs/protocol.md section 6)."""
+        return self.retention.status()
+
     async def _every(
         self,
         interval_ms: int,

@@ -5,6 +5,7 @@ Redis forgets sessions that the archive still answers for, also across an outage
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -491,3 +492,156 @@ async def test_a_page_of_events_skips_none_that_a_trim_moves_to_the_archive_mean
         assert page.next == 8
     finally:
         await archive.close()
+
+
+async def test_a_database_that_refuses_writes_is_tried_with_backoff_and_said_once(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL that answers and refuses every write (a failover left the archive on a
+    replica: SQLSTATE 25006) was tried again every poll, each time a traceback, where
+    an unreachable one is tried with backoff and said once (found in a review,
+    2026-12-08)."""
+    settings = Settings()
+    poll = settings.archive.archive_poll_ms
+    now = [T0]
+    archive = open_archive(db.url)
+    engine = MemoryEngine(settings.engine)
+    try:
+        await archive.start()
+        await _append(engine, "ps_ro0", T0)
+        retention = Retention(settings.archive, engine, archive, lambda: now[0])
+        db.read_only(True)
+        caplog.set_level(logging.INFO, logger="paylive")
+        tries = 0
+        for _ in range(50):  # 10 s of polls
+            try:
+                await retention.follow()
+            except Exception:  # a try: it reached PostgreSQL (what a skip does not)
+                tries += 1
+            now[0] += poll
+        said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert 3 <= tries <= 10, f"{tries} tries in 50 polls: no backoff"
+        assert any(
+            "ReadOnlySQLTransactionError" in r.getMessage() and "25006" in r.getMessage()
+            for r in said
+        ), [r.getMessage() for r in said]
+        assert len(said) <= 2 and not any(r.exc_info for r in said), [r.getMessage() for r in said]
+        status = retention.status()
+        assert status is not None and not status["writing"], status
+        assert (status["error"], status["sqlstate"]) == ("ReadOnlySQLTransactionError", "25006")
+        assert status["since"] is not None and T0 <= status["since"] < now[0]
+
+        caplog.clear()
+        db.read_only(False)  # the primary is back: caught up at the next try
+        for _ in range(5):
+            now[0] += 5_000
+            try:
+                await retention.follow()
+                break
+            except Exception:
+                pass
+        assert await archive.mark() == 1
+        assert await archive.session("ps_ro0") is not None
+        assert retention.status() == {
+            "writing": True,
+            "error": None,
+            "sqlstate": None,
+            "since": None,
+        }
+        # The cut connections may fail one try first (unreachable: a change, said).
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) <= 2 and "writing again" in said[-1], said
+    finally:
+        await archive.close()
+
+
+async def test_a_start_on_a_read_only_database_goes_on_without_the_archive(db: Database) -> None:
+    """The migrations' CREATE TABLE IF NOT EXISTS is refused on a read-only replica
+    (25006) even with every table there: the start raised it and the worker did not
+    start, where PostgreSQL down only delays the archive."""
+    from paylive.archive import ArchiveRefused
+
+    db.read_only(True)
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        with pytest.raises(ArchiveRefused) as refused:
+            await archive.mark()
+        assert refused.value.sqlstate == "25006"
+        db.read_only(False)
+        assert await archive.mark() == 0, "the next call migrates and answers"
+    finally:
+        await archive.close()
+
+
+def metric(text: str, name: str) -> float | None:
+    """The value of the sample ``name`` (with its labels, if any) in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_a_database_refusing_writes_is_reported_and_caught_up_after(
+    db: Database, fresh_redis: redisproc.RedisProc
+) -> None:
+    """A real server whose archive is left on a read-only database: one log line with
+    the error's class and SQLSTATE rather than a traceback every
+    PAYLIVE_ARCHIVE_POLL_MS, /readyz's body and the metrics say the archive fails (the
+    worker stays ready: the engine keeps what the archive owes), and the archive catches
+    up once the database takes writes again."""
+    env = {**archive_env(db.url, fresh_redis.url), "PAYLIVE_ARCHIVE_POLL_MS": "50"}
+    with Server(env) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            await until(
+                lambda: db.fetch("SELECT to_regclass('paylive_sessions')")[0][0], timeout=15.0
+            )
+            db.read_only(True)
+            ids = [await finished(http, f"order-ro-{i}") for i in range(2)]
+
+            async def reported() -> Any:
+                body = (await http.get("/readyz")).json()
+                return body.get("archive", {}).get("sqlstate") == "25006" and body
+
+            try:
+                body = await until(reported, timeout=15.0)
+            except AssertionError:
+                raise AssertionError(
+                    "/readyz never said the archive fails; the server logged "
+                    f"{server.log().count('Traceback')} tracebacks meanwhile"
+                ) from None
+            assert body["ready"] is True and body["archive"]["writing"] is False, body
+            assert body["archive"]["error"] == "ReadOnlySQLTransactionError", body
+
+            async def metrics() -> str:
+                return (await http.get("/metrics")).text
+
+            assert metric(await metrics(), "paylive_archive_failing") == 1.0
+
+            async def tried(times: int) -> bool:
+                got = metric(await metrics(), 'paylive_archive_errors_total{sqlstate_class="25"}')
+                return got is not None and got >= times
+
+            # Several tries (each would have been a traceback), then the log read.
+            await until(lambda: tried(4), timeout=15.0)
+            log = server.log()
+            assert log.count("Traceback") == 0, log[-3000:]
+            lines = [line for line in log.splitlines() if "ReadOnlySQLTransaction" in line]
+            assert len(lines) == 1 and "25006" in lines[0], lines
+
+            db.read_only(False)
+
+            def archived() -> bool:
+                rows = db.fetch("SELECT id FROM paylive_sessions WHERE id = ANY($1)", ids)
+                return len(rows) == len(ids)
+
+            await until(archived, timeout=15.0)
+            await until(lambda: reported_writing(http), timeout=15.0)
+            ready = (await http.get("/readyz")).json()["archive"]
+            assert ready == {"writing": True, "error": None, "sqlstate": None, "since": None}
+            assert metric(await metrics(), "paylive_archive_failing") == 0.0
+            assert "writing again" in server.log()
+
+
+async def reported_writing(http: httpx.AsyncClient) -> bool:
+    return bool((await http.get("/readyz")).json().get("archive", {}).get("writing"))

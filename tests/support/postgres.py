@@ -74,6 +74,17 @@ class Database:
 
         return _sync(run())
 
+    def read_only(self, on: bool) -> None:
+        """Every write to the database refused (SQLSTATE 25006), as on the replica a
+        failover can leave a client connected to, or taken again. The connections open
+        to it are cut, so that the next ones have the setting (and a pool reconnects)."""
+        change = "SET default_transaction_read_only = on" if on else "RESET ALL"
+        _admin(f'ALTER DATABASE "{self.name}" {change}')
+        _admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE datname = '{self.name}' AND pid <> pg_backend_pid()"
+        )
+
     def __enter__(self) -> Database:
         return self.create()
 

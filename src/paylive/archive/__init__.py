@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import ArchiveUnavailable, AuditQuery, SessionQuery, audit_order
+from .base import ArchiveRefused, ArchiveUnavailable, AuditQuery, SessionQuery, audit_order
 
 if TYPE_CHECKING:
     from .store import Archive
 
 __all__ = [
+    "ArchiveRefused",
     "ArchiveUnavailable",
     "AuditQuery",
     "SessionQuery",

@@ -10,7 +10,23 @@ from ..errors import PayliveError
 
 
 class ArchiveUnavailable(PayliveError):
-    """PostgreSQL cannot be reached right now; nothing was written."""
+    """The archive cannot be used right now: PostgreSQL cannot be reached (this class)
+    or answers and refuses the work (``ArchiveRefused``); nothing was written.
+
+    ``error`` (the cause's class name) and ``sqlstate`` (PostgreSQL's, when it gave
+    one) are for the log, the metrics and ``/readyz``; a client is told neither."""
+
+    def __init__(self, message: str, error: str | None = None, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.sqlstate = sqlstate
+
+
+class ArchiveRefused(ArchiveUnavailable):
+    """PostgreSQL answers and refuses the work: a read-only replica a failover left the
+    pool on (SQLSTATE 25006), permission denied (42501), a full disk (53100), a
+    statement timeout (57014), a serialization failure (40001)... It is tried again as
+    an unreachable PostgreSQL is: the cause is the operator's to remove."""
 
 
 @dataclass(frozen=True)

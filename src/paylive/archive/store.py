@@ -12,8 +12,10 @@ one to write it again (every insert is idempotent). The engine keeps log records
 archive has not reached yet, so PostgreSQL being down loses nothing: the archive
 catches up when it is back.
 
-Every call raises ``ArchiveUnavailable`` when PostgreSQL cannot be reached; the
-server goes on without it and tries again.
+Every call raises ``ArchiveUnavailable`` when PostgreSQL cannot be reached, and
+``ArchiveRefused`` (one of them) when it answers with an error (a read-only replica,
+permission denied, a full disk, a timeout); the server goes on without it and tries
+again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from ..core.merchant import is_snapshot, read_log_record, read_snapshot
-from .base import ArchiveUnavailable, AuditQuery, SessionQuery
+from .base import ArchiveRefused, ArchiveUnavailable, AuditQuery, SessionQuery
 from .schema import migrate, pending
 
 log = logging.getLogger("paylive.archive")
@@ -46,6 +48,14 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 LogRows = Sequence[tuple[int, bytes]]
+
+
+def _failed(exc: BaseException) -> ArchiveUnavailable:
+    """What a call raises for ``exc`` (one of ``_UNAVAILABLE`` or PostgreSQL's error)."""
+    error, sqlstate = type(exc).__name__, getattr(exc, "sqlstate", None)
+    if isinstance(exc, _UNAVAILABLE):
+        return ArchiveUnavailable(f"PostgreSQL is unavailable: {exc}", error, sqlstate)
+    return ArchiveRefused(f"PostgreSQL refused it: {exc}", error, sqlstate)
 
 
 def _holdable(*values: object) -> bool:
@@ -90,8 +100,10 @@ class Archive:
                 timeout=self._timeout,
                 command_timeout=self._timeout,
             )
-        except _UNAVAILABLE as exc:
-            raise ArchiveUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            # A read-only replica refuses even CREATE TABLE IF NOT EXISTS: a start on
+            # one goes on without the archive, as a start with PostgreSQL down does.
+            raise _failed(exc) from exc
 
     async def start(self) -> None:
         """Connect and migrate; PostgreSQL being down is not fatal (the loops retry)."""
@@ -110,8 +122,8 @@ class Archive:
         try:
             async with pool.acquire(timeout=self._timeout) as conn:
                 return await work(conn)
-        except _UNAVAILABLE as exc:
-            raise ArchiveUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            raise _failed(exc) from exc
 
     # Writing ----------------------------------------------------------------
 

@@ -23,7 +23,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    checks = await runtime_of(request).readiness()
+    runtime = runtime_of(request)
+    checks = await runtime.readiness()
     ready = (
         checks["engine"]
         and checks["engine_writable"]
@@ -31,7 +32,11 @@ async def readyz(request: Request) -> Response:
         and not checks["shutting_down"]
         and not checks["overloaded"]
     )
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    body: dict[str, object] = {"ready": ready, "checks": checks}
+    archive = runtime.archive_status()
+    if archive is not None:
+        body["archive"] = archive  # said, never counted in ``ready``
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:
