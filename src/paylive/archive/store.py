@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
@@ -50,12 +50,34 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 LogRows = Sequence[tuple[int, bytes]]
 
 
-def _failed(exc: BaseException) -> ArchiveUnavailable:
-    """What a call raises for ``exc`` (one of ``_UNAVAILABLE`` or PostgreSQL's error)."""
+# PostgreSQL's errors that say the database cannot serve now, whatever the SQL: the
+# classes of a lost connection (08), a transaction it will not take (25: a read-only
+# replica), a rollback (40: serialization, deadlock), resources (53: a full disk),
+# limits (54), an object's state (55: a lock not available), an operator (57: a
+# statement timeout, a shutdown), the system (58) and its internal errors (XX); and a
+# privilege taken away (42501). The rest (a syntax error, an unknown column, bad data,
+# a constraint) would be a defect of paylive's own SQL: left loud, never backed off.
+_OPERATIONAL_CLASSES = frozenset({"08", "25", "40", "53", "54", "55", "57", "58", "XX"})
+_OPERATIONAL_STATES = frozenset({"42501"})
+
+
+def _failed(exc: BaseException) -> ArchiveUnavailable | None:
+    """What a call raises for ``exc`` (one of ``_UNAVAILABLE`` or PostgreSQL's error);
+    None for an error of paylive's own SQL, raised as it is."""
     error, sqlstate = type(exc).__name__, getattr(exc, "sqlstate", None)
     if isinstance(exc, _UNAVAILABLE):
         return ArchiveUnavailable(f"PostgreSQL is unavailable: {exc}", error, sqlstate)
-    return ArchiveRefused(f"PostgreSQL refused it: {exc}", error, sqlstate)
+    state = sqlstate or ""
+    if state[:2] in _OPERATIONAL_CLASSES or state in _OPERATIONAL_STATES:
+        return ArchiveRefused(f"PostgreSQL refused it: {exc}", error, sqlstate)
+    return None
+
+
+def _raise_failed(exc: BaseException) -> NoReturn:
+    failed = _failed(exc)
+    if failed is None:
+        raise exc
+    raise failed from exc
 
 
 def _holdable(*values: object) -> bool:
@@ -103,7 +125,7 @@ class Archive:
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             # A read-only replica refuses even CREATE TABLE IF NOT EXISTS: a start on
             # one goes on without the archive, as a start with PostgreSQL down does.
-            raise _failed(exc) from exc
+            _raise_failed(exc)
 
     async def start(self) -> None:
         """Connect and migrate; PostgreSQL being down is not fatal (the loops retry)."""
@@ -123,7 +145,7 @@ class Archive:
             async with pool.acquire(timeout=self._timeout) as conn:
                 return await work(conn)
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            raise _failed(exc) from exc
+            _raise_failed(exc)
 
     # Writing ----------------------------------------------------------------
 
