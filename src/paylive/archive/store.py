@@ -143,7 +143,17 @@ class Archive:
         pool = await self._connect()
         try:
             async with pool.acquire(timeout=self._timeout) as conn:
-                return await work(conn)
+                try:
+                    return await work(conn)
+                except BaseException as exc:
+                    if not isinstance(exc, asyncpg.PostgresError) or _failed(exc) is not None:
+                        # The connection is let go, not given back: one to a replica a
+                        # failover left it on stays read-only for its life (the setting
+                        # is its session's), one cut or cancelled mid-operation may be
+                        # left in a state asyncpg refuses ("another operation is in
+                        # progress"). The pool opens a fresh one for the next call.
+                        conn.terminate()
+                    raise
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             _raise_failed(exc)
 
