@@ -683,7 +683,8 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   connect(): void;
   /**
    * Close for good: pending commands, sent ones included, are rejected with `closed`; the
-   * guard is removed. An HTTP command's request under way is aborted and it is sent no more.
+   * guard is removed. An HTTP command's request under way (the outcome receipt's too) is
+   * aborted and it is sent no more.
    */
   close(): void;
   /** Drop the connection and reconnect at once, resuming with `since` (without, for a snapshot, while a lost pay/retry's fate is unknown). */
@@ -701,8 +702,12 @@ export class PayliveSession extends Emitter<PayliveSessionEvents> {
   check(): Promise<AckMessage>;
   /**
    * Say that the page drew the session's final outcome (the outcome receipt): over the
-   * socket when it is open, else `POST /api/sessions/{id}/seen`. Once per outcome;
-   * resolves with the session, or null while the session has not ended.
+   * live connection when it is up, else `POST /api/sessions/{id}/seen` sent as every
+   * HTTP command is (an Idempotency-Key, each request bounded by `requestTimeout`, sent
+   * again up to `resends` times when its answer is lost; `close()` stops it and it
+   * rejects `closed`). Once per outcome; resolves with the session, or null while the
+   * session has not ended; rejects with a `PayliveError` (`timeout`, `connection_lost`,
+   * the server's code), after which it may be called again.
    */
   acknowledgeOutcome(): Promise<Session | null>;
   /** The server's clock now (epoch ms), as estimated from its messages. */

@@ -9,6 +9,7 @@ import {
   formatAmount,
   formatSeconds,
 } from 'paylive-client';
+import { commandMessage } from './checkout/messages.js';
 import { mountStripe } from './stripe.js';
 
 const $ = (id) => document.getElementById(id);
@@ -56,10 +57,12 @@ function setText(id, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
-function showMessage(text, kind = 'info') {
+// `code`: the technical code behind the words, for developers and tests (`data-code`).
+function showMessage(text, kind = 'info', code = null) {
   const el = $('message');
   el.textContent = text ?? '';
   el.dataset.kind = kind;
+  el.dataset.code = code ?? '';
 }
 
 // Where the focus goes, by status, when the control that had it disappears.
@@ -280,7 +283,7 @@ async function start() {
   }
   setInterval(tick, 100);
 
-  async function run(action, label) {
+  async function run(action, command) {
     busy = true;
     showMessage(client.connection === 'connected' ? '' : 'Not connected: this will be sent as soon as the connection is back.', 'warn');
     render();
@@ -288,15 +291,10 @@ async function start() {
       await action();
       showMessage('');
     } catch (err) {
-      if (err.code === 'connection_lost') {
-        showMessage('The connection dropped while sending; the status above shows what happened.', 'warn');
-      } else if (['timeout', 'engine_unavailable', 'idempotency_key_in_use'].includes(err.code) && client.outcomeUnknown) {
-        // No answer in time, or the store's lost, is no refusal: the payment may be under way.
-        const why = err.code === 'timeout' ? 'No answer came in time' : 'The payment server could not confirm it';
-        showMessage(`${why}; the status above shows what happened.`, 'warn');
-      } else {
-        showMessage(`${label}: ${err.message}`, 'error');
-      }
+      // Plain words for the customer; the server's own text is for the developer.
+      const { text, kind, code } = commandMessage(command, err);
+      if (code !== null) console.warn(`paylive: ${command} settled ${code}: ${err.message}`);
+      showMessage(text, kind, code);
     } finally {
       busy = false;
       render();
@@ -323,10 +321,10 @@ async function start() {
   $('pay-form').addEventListener('submit', (event) => {
     event.preventDefault();
     if (client.session?.status === 'interrupted') $('retry').click();
-    else if (!$('pay').disabled) run(async () => client.pay(await source.method()), 'Payment refused');
+    else if (!$('pay').disabled) run(async () => client.pay(await source.method()), 'pay');
   });
-  $('retry').addEventListener('click', () => run(async () => client.retry(await source.method()), 'Retry refused'));
-  $('cancel').addEventListener('click', () => run(() => client.cancel(), 'Cancel refused'));
+  $('retry').addEventListener('click', () => run(async () => client.retry(await source.method()), 'retry'));
+  $('cancel').addEventListener('click', () => run(() => client.cancel(), 'cancel'));
 
   client.on('session', render);
   client.on('retry_prompt', render);

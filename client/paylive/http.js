@@ -129,13 +129,13 @@ const sleep = (ms, signal) =>
   });
 
 /**
- * One request, bounded by `timeout` (ms): `{reply, body}` (the body read only for an
- * answer that is not 2xx), or `{timedOut: true}`, or `{closed: true}` once `closing`
- * aborts. Aborted when it runs out (a connection that swallows the request would hold
- * it for ever) or the page closes the session; raced as well, for a fetch that ignores
- * the signal. Rejects as `fetchFn` does.
+ * One request, bounded by `timeout` (ms): `{reply, body}` (the body read for an answer
+ * that is not 2xx, and for a 2xx one when `readAnswer`), or `{timedOut: true}`, or
+ * `{closed: true}` once `closing` aborts. Aborted when it runs out (a connection that
+ * swallows the request would hold it for ever) or the page closes the session; raced
+ * as well, for a fetch that ignores the signal. Rejects as `fetchFn` does.
  */
-async function boundedRequest(fetchFn, url, init, timeout, closing) {
+async function boundedRequest(fetchFn, url, init, timeout, closing, readAnswer = false) {
   const abort = typeof AbortController === 'function' ? new AbortController() : null;
   let timer;
   let onClose;
@@ -155,7 +155,7 @@ async function boundedRequest(fetchFn, url, init, timeout, closing) {
   const answered = (async () => {
     const reply = await fetchFn(url, { ...init, signal: abort?.signal });
     let body = null;
-    if (!reply.ok) {
+    if (!reply.ok || readAnswer) {
       try {
         body = await reply.json();
       } catch {
@@ -173,15 +173,16 @@ async function boundedRequest(fetchFn, url, init, timeout, closing) {
 }
 
 /**
- * What one request of a command came to: `{type: 'ack'}`, or `{type: 'error', code,
- * message, lost}`; `lost`: the answer was lost, or says only that the request is still
- * running (`idempotency_key_in_use`), so the same request with the same key may be
- * sent again and be answered with what the server did.
+ * What one request of a command came to: `{type: 'ack', body}` (`body`: the answer's
+ * JSON when `readAnswer`, else null), or `{type: 'error', code, message, lost}`;
+ * `lost`: the answer was lost, or says only that the request is still running
+ * (`idempotency_key_in_use`), so the same request with the same key may be sent again
+ * and be answered with what the server did.
  */
-async function sendOnce(fetchFn, url, init, timeout, closing) {
+async function sendOnce(fetchFn, url, init, timeout, closing, readAnswer) {
   let result;
   try {
-    result = await boundedRequest(fetchFn, url, init, timeout, closing);
+    result = await boundedRequest(fetchFn, url, init, timeout, closing, readAnswer);
   } catch (err) {
     return { type: 'error', code: 'connection_lost', message: `the command may not have arrived: ${err?.message ?? err}`, lost: true };
   }
@@ -190,7 +191,7 @@ async function sendOnce(fetchFn, url, init, timeout, closing) {
     return { type: 'error', code: 'timeout', message: `no answer within ${timeout} ms; the request was aborted`, lost: true };
   }
   const { reply, body } = result;
-  if (reply.ok) return { type: 'ack' };
+  if (reply.ok) return { type: 'ack', body };
   const own = ownError(body);
   if (reply.status >= 500 && !(reply.status === 503 && UNAVAILABLE_CODES.has(own?.code))) {
     // Whatever stands in front of paylive gave up on the request (502, 504) or refused
@@ -213,10 +214,31 @@ async function sendOnce(fetchFn, url, init, timeout, closing) {
 
 /**
  * Send one customer command over the HTTP API and answer it as the socket would: an
- * `ack` or an `error` message with the command's `ref`, handed to `deliver`. Each
- * request is aborted after `requestTimeout`. A 502, 503 or 504 that is not paylive's
- * own refusal (a proxy's page: the request may have reached paylive and been applied)
- * is a lost answer, as a failed or timed-out request is. Every command carries an
+ * `ack` or an `error` message with the command's `ref`, handed to `deliver` (nothing
+ * once `closing` aborted: the command was rejected `closed`). How it is sent:
+ * `sendHttpCommand`.
+ */
+export async function httpCommand(fetchFn, options, command, deliver, closing = null) {
+  const ref = command.ref;
+  const answer = (type, data) => deliver({ type, session: options.sessionId, seq: null, ts: 0, data: { ...data, ref } });
+  if (!COMMAND_PATHS[command.type]) {
+    if (command.type !== 'ping') answer('error', { code: 'unknown_command', message: `unknown command ${command.type}` });
+    return;
+  }
+  const result = await sendHttpCommand(fetchFn, options, command, closing);
+  if (closing?.aborted === true) return;
+  if (result.type === 'ack') answer('ack', {});
+  else answer('error', { code: result.code, message: result.message });
+}
+
+/**
+ * Send one customer command (`pay`, `retry`, `cancel`, `interrupt`, `check`, `seen`)
+ * over the HTTP API: `{type: 'ack', body}` (`body`: the last answer's JSON when
+ * `readAnswer`, else null) or `{type: 'error', code, message}`, code `closed` once
+ * `closing` (an AbortSignal: the page closed the session) aborts. Each request is
+ * aborted after `requestTimeout`. A 502, 503 or 504 that is not paylive's own refusal
+ * (a proxy's page: the request may have reached paylive and been applied) is a lost
+ * answer, as a failed or timed-out request is. Every command carries an
  * `Idempotency-Key` (protocol 3.1: every state-changing route keeps one), made here for
  * this command (the queue sends each command once) and kept for it: when its answer is
  * lost it is sent again, the same request with the same key, up to `resends` times
@@ -225,15 +247,10 @@ async function sendOnce(fetchFn, url, init, timeout, closing) {
  * The last answer settles it; when that is lost too, `connection_lost` or `timeout` (the
  * outcome is unknown: `commands.js`).
  */
-export async function httpCommand(fetchFn, options, command, deliver, closing = null) {
+export async function sendHttpCommand(fetchFn, options, command, closing = null, readAnswer = false) {
   const { baseUrl, sessionId, secret } = options;
   const path = COMMAND_PATHS[command.type];
-  const ref = command.ref;
-  const answer = (type, data) => deliver({ type, session: sessionId, seq: null, ts: 0, data: { ...data, ref } });
-  if (!path) {
-    if (command.type !== 'ping') answer('error', { code: 'unknown_command', message: `unknown command ${command.type}` });
-    return;
-  }
+  if (!path) return { type: 'error', code: 'unknown_command', message: `unknown command ${command.type}` };
   const body = {};
   if (command.payment_method) body.payment_method = command.payment_method;
   if (command.type === 'interrupt') body.reason = command.reason ?? 'network_error';
@@ -249,13 +266,13 @@ export async function httpCommand(fetchFn, options, command, deliver, closing = 
   // `closing` aborts when the page closes the session (`close()`): the command was
   // rejected `closed` then, so nothing more is sent for it and its answer goes nowhere.
   const closed = () => closing?.aborted === true;
-  let result = await sendOnce(fetchFn, url, init, timeout, closing);
+  let result = await sendOnce(fetchFn, url, init, timeout, closing, readAnswer);
   for (let sent = 0; result.lost && sent < resends && !closed(); sent += 1) {
     await sleep(delay, closing);
     if (closed()) break;
-    result = await sendOnce(fetchFn, url, init, timeout, closing);
+    result = await sendOnce(fetchFn, url, init, timeout, closing, readAnswer);
   }
-  if (closed()) return;
-  if (result.type === 'ack') answer('ack', {});
-  else answer('error', { code: result.code, message: result.message });
+  if (closed()) return { type: 'error', code: 'closed', message: 'the session client was closed' };
+  if (result.type === 'ack') return { type: 'ack', body: result.body };
+  return { type: 'error', code: result.code, message: result.message };
 }

@@ -4,9 +4,9 @@
 import { CommandQueue } from './commands.js';
 import { TERMINAL_STATUSES } from './constants.js';
 import { Emitter, PayliveError } from './emitter.js';
-import { HTTP_COMMAND_DEFAULTS, httpOrigin } from './http.js';
+import { HTTP_COMMAND_DEFAULTS, sendHttpCommand } from './http.js';
 import { socketOrigin } from './socket.js';
-import { LiveConnection, TRANSPORT_DEFAULTS } from './transport.js';
+import { LiveConnection, TRANSPORT_DEFAULTS, newSending } from './transport.js';
 import { SessionState } from './state.js';
 
 /** Options of `PayliveSession`, on top of `TRANSPORT_DEFAULTS` (and so `SOCKET_DEFAULTS`). */
@@ -71,6 +71,9 @@ export class PayliveSession extends Emitter {
   #closed = false;
   #acknowledged = null; // the outcome acknowledged (or being acknowledged), and how
   #receipt = null;
+  // What close() aborts: a receipt sent over HTTP while no connection was up (the
+  // queue's commands are rejected by close() itself). Made anew then, for a later one.
+  #closing = newSending();
   #onBeforeUnload = (event) => {
     event.preventDefault();
     // Older browsers show the dialog only when returnValue is set.
@@ -195,6 +198,8 @@ export class PayliveSession extends Emitter {
     // Before the socket's close event, which would take a command sent on it for one
     // lost with the connection (`connection_lost`): the page closed it, `closed`.
     this.#commands.rejectAll(new PayliveError('closed', 'the session client was closed'));
+    this.#closing.abort();
+    this.#closing = newSending();
     this.#socket.close();
     this.#updateGuard();
   }
@@ -239,9 +244,11 @@ export class PayliveSession extends Emitter {
   /**
    * Say that the page drew the session's final outcome (the outcome receipt, protocol
    * section 10): over the live connection when it is up (a socket message; on SSE or
-   * long-polling, the same command over HTTP), else `POST /api/sessions/{id}/seen`.
-   * Once per outcome (a failed try may be made again); resolves with the session, or
-   * null while the session has not ended.
+   * long-polling, the same command over HTTP), else `POST /api/sessions/{id}/seen`,
+   * sent as every HTTP command is (`sendHttpCommand`: an Idempotency-Key, each request
+   * bounded by `requestTimeout`, sent again when its answer is lost; `close()` stops it
+   * and it rejects `closed`). Once per outcome (a failed try may be made again);
+   * resolves with the session, or null while the session has not ended.
    */
   acknowledgeOutcome() {
     const session = this.session;
@@ -263,18 +270,10 @@ export class PayliveSession extends Emitter {
   }
 
   async #postSeen(status) {
-    const { baseUrl, sessionId, secret } = this.#options;
-    const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/seen`;
-    const reply = await this.#options.fetch(url, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ status }),
-    });
-    const body = await reply.json().catch(() => ({}));
-    if (!reply.ok) {
-      throw new PayliveError(body.error?.code ?? 'error', body.error?.message ?? `HTTP ${reply.status}`);
-    }
-    return body;
+    const result = await sendHttpCommand(this.#options.fetch, this.#options, { type: 'seen', status }, this.#closing.signal, true);
+    if (result.type !== 'ack') throw new PayliveError(result.code, result.message);
+    // 200 with the session (protocol 10); a body that is not one (a proxy's): the last seen.
+    return result.body && typeof result.body === 'object' ? result.body : this.session;
   }
 
   /** Tell the server the attempt was lost on this side (`interrupt` command). */

@@ -365,7 +365,7 @@ export class LiveConnection extends Emitter {
 }
 
 /** What `close()` aborts; a stand-in where the host has no AbortController (old ones). */
-function newSending() {
+export function newSending() {
   if (typeof AbortController === 'function') return new AbortController();
   const signal = { aborted: false };
   return { signal, abort: () => { signal.aborted = true; } };

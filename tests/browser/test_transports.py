@@ -346,3 +346,45 @@ def test_a_pay_over_http_whose_requests_never_end_is_bounded_and_then_checked(
     page.wait_for_function("window.__second.outcomeUnknown === false", timeout=WAIT_MS)
     assert page.evaluate("window.__second.status") == "created"
     assert attempts_of(a, session_id) == 0
+
+
+def test_the_checkouts_cancel_ending_without_an_answer_speaks_plain_words(
+    page: Page, workers: tuple[Server, Server]
+) -> None:
+    # The checkout on SSE sends its cancel over HTTP. Every request of it is answered
+    # 409 idempotency_key_in_use (the first still running there), so the cancel settles
+    # with that code: the customer once read "Cancel refused: a request with this
+    # Idempotency-Key is running". The page says it in plain words, and keeps the code
+    # for developers on the message (data-code); the same for paylive's 503 overloaded.
+    a, b = workers
+    answers = [
+        (409, "idempotency_key_in_use", "a request with this Idempotency-Key is running"),
+    ]
+
+    def answer(route: Route) -> None:
+        status, code, message = answers[-1]
+        route.fulfill(
+            status=status,
+            content_type="application/json",
+            json={"error": {"code": code, "message": message}},
+        )
+
+    with HttpProxy([a.port, b.port], refuse_upgrade=True) as proxy:
+        page.goto(f"{proxy.url}/demo")
+        badge = page.locator("#connection")
+        expect(badge).to_have_attribute("data-transport", "sse", timeout=WAIT_MS)
+        expect(page.locator("#status")).to_have_attribute("data-status", "created")
+        page.route(re.compile(r"/api/sessions/[^/]+/cancel$"), answer)
+        message = page.locator("#message")
+
+        page.click("#cancel")
+        expect(message).to_have_attribute("data-code", "idempotency_key_in_use", timeout=WAIT_MS)
+        expect(message).to_have_text("Still cancelling — checking with the server…")
+
+        answers.append((503, "overloaded", "the server is overloaded; retry later"))
+        page.click("#cancel")
+        expect(message).to_have_attribute("data-code", "overloaded", timeout=WAIT_MS)
+        expect(message).to_have_text(
+            "The payment server is busy right now. Please try cancelling again in a moment."
+        )
+        expect(page.locator("#status")).to_have_attribute("data-status", "created")

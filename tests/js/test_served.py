@@ -14,12 +14,13 @@ from paylive.web import pages
 
 CLIENT = Path(__file__).resolve().parent.parent.parent / "client"
 
-# Every URL under /client/ before the pages had a folder: pages and library together.
+# Every URL under /client/: those before the pages had a folder (pages and library
+# together), and the pages' modules added since.
 URLS = {
     "package.json", "paylive.js", "paylive.d.ts",
     "checkout.html", "checkout.js", "stripe.js", "style.css",
     "admin.html", "admin.js", "admin-shop.js",
-    "admin/chart.js", "admin/drill.js", "admin/model.js",
+    "admin/chart.js", "admin/drill.js", "admin/model.js", "checkout/messages.js",
     *(f"paylive/{name}.js" for name in (
         "backoff", "commands", "constants", "emitter", "fallback", "format", "http",
         "session", "socket", "state", "transport",
