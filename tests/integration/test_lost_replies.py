@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from ..support.client import admin, create, merchant, sandbox_outage
 from ..support.receiver import Receiver
-from ..support.redisproc import REDIS_SERVER, start_redis
+from ..support.redisproc import REDIS_SERVER, command, start_redis
 from ..support.servers import Server
 from ..support.started import started
 from ..support.tcpproxy import TcpProxy
@@ -399,3 +400,164 @@ async def test_a_keyed_interrupt_whose_reply_was_lost_is_answered_with_what_it_d
         session = again.json()
         assert (session["status"], session["attempt"]) == ("interrupted", 1), session
         assert [a["status"] for a in session["attempts"]] == ["network_error"]
+
+
+# Staff actions whose answer was never kept ------------------------------------------
+
+
+def lock_runs_out(proxy: TcpProxy, url: str, key: str) -> None:
+    """The lock of ``key`` on ``POST url``, left by a request whose worker lost Redis
+    before it could let it go, gone as its 60 s would make it (``LOCK_TTL_MS``)."""
+    name = hashlib.sha256(f"POST {url}\n{key}".encode()).hexdigest()
+    assert command(proxy.target[1], "DEL", f"paylive:rec:idem:{name}") == b":1\r\n"
+
+
+async def lost_then_sent_again(
+    http: httpx.AsyncClient,
+    proxy: TcpProxy,
+    url: str,
+    body: dict[str, Any] | None,
+    key: str,
+    saved: bytes,
+    meanwhile: Callable[[], Awaitable[object]] | None = None,
+) -> httpx.Response:
+    """Staff's keyed action whose save (holding ``saved``) is applied, Redis then gone
+    before its reply: 503, nothing kept for the key, which stays locked until its lock
+    runs out. Then (after ``meanwhile``) the same request again, as the dashboard sends
+    it: its answer."""
+    headers = {**admin(), "Idempotency-Key": key}
+    lost = proxy.lost
+    proxy.lose_reply(saved, then_refuse=True)
+    first = await http.post(url, json=body, headers=headers)
+    assert proxy.lost == lost + 1
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "engine_unavailable", first.text
+    proxy.start()
+
+    async def in_use() -> httpx.Response | None:
+        reply = await http.post(url, json=body, headers=headers)
+        return reply if reply.status_code != 503 else None  # reconnecting to Redis
+
+    locked = await until(in_use, WAIT_S)
+    assert locked.status_code == 409, locked.text
+    assert locked.json()["error"]["code"] == "idempotency_key_in_use"
+    lock_runs_out(proxy, url, key)
+    if meanwhile is not None:
+        await meanwhile()
+    return await http.post(url, json=body, headers=headers)
+
+
+async def test_a_keyed_effect_done_and_review_whose_answers_were_lost_are_answered_with_what_they_did(
+    tmp_path: Path,
+) -> None:
+    """Marked done by hand, then the review resolved, each saved with Redis gone before
+    its reply: the same request again is answered 200 with the session it changed, and
+    that answer is kept for the key (before: 409 ``invalid_state``, "the effect is done
+    already", "does not need review", kept for a day). One entry each in the trail;
+    another key is another request, refused as ever."""
+    env = {"PAYLIVE_EFFECT_REVIEW_AFTER_MS": "100"}
+    async with behind_proxy(tmp_path, env) as (proxy, http):
+        sid = await paid_session(http)
+        await sandbox_outage(http, 60)
+        made = await refund(http, sid, {"amount": 40}, "hand-refund")
+        assert made.status_code == 202, made.text
+        effect_id = made.json()["refund"]["id"]
+
+        async def flagged() -> bool:
+            got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+            return bool(got.json()["session"]["needs_review"])
+
+        await until(flagged, WAIT_S)
+        url = f"/api/admin/effects/{effect_id}/done"
+        body = {"note": "made by hand"}
+        done = await lost_then_sent_again(http, proxy, url, body, "done-1", b"effect_done_by_hand")
+        assert done.status_code == 200, done.text
+        assert [e["status"] for e in done.json()["refunds"]] == ["done"]
+        headers = {**admin(), "Idempotency-Key": "done-1"}
+        assert (await http.post(url, json=body, headers=headers)).json() == done.json()
+        other = await http.post(url, json=body, headers={**admin(), "Idempotency-Key": "done-2"})
+        assert other.status_code == 409, other.text
+        assert other.json()["error"]["code"] == "invalid_state"
+
+        url = f"/api/admin/sessions/{sid}/review"
+        body = {"by": "ana", "note": "refunded by hand"}
+        resolved = await lost_then_sent_again(
+            http, proxy, url, body, "review-1", b"review_resolved"
+        )
+        assert resolved.status_code == 200, resolved.text
+        assert resolved.json()["needs_review"] is False
+        assert resolved.json()["review"]["note"] == "refunded by hand"
+
+        got = await http.get(f"/api/admin/sessions/{sid}/events", headers=admin())
+        actions = [e["action"] for e in got.json()["session"]["audit"]]
+        assert actions.count("effect_done_by_hand") == 1 and actions.count("review_resolved") == 1
+        causes = [e["data"].get("cause") for e in got.json()["events"]]
+        assert causes.count("review_resolved") == 1, causes
+        for action in ("effect_done_by_hand", "review_resolved"):
+            assert [e["session"] for e in await trail(http, action)] == [sid]
+
+
+async def test_a_keyed_send_again_whose_answer_was_lost_posts_the_event_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Staff send again an event the shop never took, with a key; its save is applied
+    and Redis gone before its reply (503). Once back, the event is posted; the same
+    request again is answered with that delivery (before: queued again, and the shop
+    got the event a second time), and the trail has the action once."""
+    webhooks = {
+        "PAYLIVE_MERCHANT_WEBHOOK_URL": receiver.url,
+        "PAYLIVE_MERCHANT_WEBHOOK_SECRET": RECEIVER_SECRET,
+        "PAYLIVE_MERCHANT_EVENTS": "all",
+        "PAYLIVE_MERCHANT_WEBHOOK_TIMEOUT_MS": "1000",
+        "PAYLIVE_MERCHANT_RETRY_MS": "50",
+        "PAYLIVE_MERCHANT_RETRY_FOR_MS": "1000",
+    }
+    receiver.set(fail=10_000, status=500)
+    try:
+        async with behind_proxy(tmp_path, webhooks) as (proxy, http):
+            sid = str((await create(http, amount=100, order_id="order-keyed-resend"))["id"])
+            cancel = await http.post(f"/api/sessions/{sid}/cancel", headers=merchant())
+            assert cancel.status_code == 200, cancel.text
+
+            async def failed() -> list[dict[str, Any]]:
+                reply = await http.get("/api/admin/deliveries?status=open", headers=admin())
+                return [
+                    d
+                    for d in reply.json()["deliveries"]
+                    if d["session"] == sid and d["status"] == "failed"
+                ]
+
+            [delivery] = await until(failed, WAIT_S)
+            event_id = delivery["id"]
+            receiver.set(fail=0)
+            url = f"/api/admin/deliveries/{event_id}/retry"
+
+            def taken() -> list[dict[str, Any]]:
+                seen = receiver.seen()["arrivals"]
+                return [a for a in seen if a.get("id") == event_id and a["answered"] == 200]
+
+            async def posted() -> None:
+                await until(taken, WAIT_S)
+
+            # Sent again once the shop took the event the first request queued.
+            answer = await lost_then_sent_again(
+                http, proxy, url, None, "resend-1", b"send_again", posted
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["delivery"]["id"] == event_id
+            assert answer.json()["delivery"]["status"] == "delivered"
+            headers = {**admin(), "Idempotency-Key": "resend-1"}
+            assert (await http.post(url, headers=headers)).json() == answer.json()
+
+            async def settled() -> bool:
+                # Posted and recorded (a second "send again" would first be pending).
+                reply = await http.get("/api/admin/deliveries?status=all", headers=admin())
+                [record] = [d for d in reply.json()["deliveries"] if d["id"] == event_id]
+                return bool(record["status"] == "delivered")
+
+            await until(settled, WAIT_S)
+            assert len(taken()) == 1, "the shop got the event twice"
+            entries = await trail(http, "send_again")
+            assert [e["session"] for e in entries] == [sid], entries
+    finally:
+        receiver.set(fail=0)

@@ -311,3 +311,39 @@ async def test_a_post_that_cannot_be_made_is_a_failure_and_is_given_up() -> None
     assert not raised, f"the post raised {raised[0]} ({len(raised)} times) instead of failing"
     assert owed == (), "the delivery is still owed after the retry window"
     assert [r["status"] for r in records] == ["failed"]
+
+
+async def test_a_keyed_send_again_asked_again_is_answered_with_its_delivery() -> None:
+    """The same request again (its kept answer lost) is answered with the delivery it
+    queued: pending while it is, then its record once posted; never queued or posted
+    a second time, and never audited twice (docs/protocol.md 3.1)."""
+    shop = Shop(random.Random(1), failure_rate=1.0)
+    world = World(shop)
+    session = await world.service.create("o", 100, "EUR", {})
+    await world.service.run(session.id, Cancel())
+    while (await world.service.get(session.id)).deliveries:
+        world.clock.now += 5_000
+        await world.loop()
+    [failed] = await world.deliveries.deliveries(True, 10)
+    shop.failure_rate = 0.0
+    logged = await world.engine.log_get(failed["id"])
+    assert logged is not None
+    body = dumps_strict(read_log_record(logged)[0])  # as the route reads it, from the log
+    audit = {"id": "aud_1", "staff": "ana", "action": "send_again"}
+    first, entry, saved = await world.deliveries.send_again(failed["id"], body, audit, "req-a")
+    assert first["status"] == "pending" and entry is not None and saved
+    again, entry, _ = await world.deliveries.send_again(
+        failed["id"], body, {**audit, "id": "aud_2"}, "req-a"
+    )
+    assert (again["status"], again["resent"], entry) == ("pending", 1, None)
+    await world.loop()
+    assert [e["id"] for e in shop.accepted] == [failed["id"]]
+    posted, entry, _ = await world.deliveries.send_again(
+        failed["id"], body, {**audit, "id": "aud_3"}, "req-a"
+    )
+    assert (posted["status"], posted["resent"], entry) == ("delivered", 1, None)
+    assert "body" not in posted
+    await world.loop()
+    assert [e["id"] for e in shop.accepted] == [failed["id"]], "posted once"
+    kept = await world.service.get(session.id)
+    assert [e["id"] for e in kept.audit] == ["aud_1"]

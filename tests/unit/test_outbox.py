@@ -19,6 +19,7 @@ from paylive.core.machine import (
     ResolveReview,
     Rules,
     SeeOutcome,
+    SendAgain,
     StartAttempt,
     Tick,
     decide,
@@ -286,3 +287,21 @@ def test_only_an_ended_session_with_the_archive_on_owes_it() -> None:
     assert owe_archive(s, nothing, ARCHIVED, 300).session.archive_at is None, "no change kept"
     audited = Decision(s.with_audit({"id": "aud_1", "at": 300}), quiet=True)
     assert owe_archive(s, audited, ARCHIVED, 300).session.archive_at == 300, "an audit entry"
+
+
+def test_a_keyed_send_again_posted_since_is_answered_without_queueing_it_again() -> None:
+    """Its kept answer lost, the same keyed "send again" finds that it queued the event:
+    nothing is queued again (before: the shop got the event a second time). Another
+    event sent again with the same key is another request."""
+    s = new_session(SID, "o", 500, "EUR", {}, 0, RULES)
+    event = {"id": f"evt_{SID}_1_cancelled", "type": "session.cancelled"}
+    queued = step(s, SendAgain(event, 1, "req-a"), 100).session
+    assert [d.id for d in queued.deliveries] == [event["id"]]
+    assert queued.asked == ((f"send_again {event['id']}", "req-a", ""),)
+    posted = step(queued, DeliveryOutcome(posted=event["id"], ok=True), 200).session
+    assert posted.deliveries == ()
+    again = step(posted, SendAgain(event, 2, "req-a"), 300)
+    assert (again.refusal, again.session, again.to_save) == (None, posted, False)
+    assert step(posted, SendAgain(event, 2, "req-b"), 300).session.deliveries != ()
+    other = {"id": f"evt_{SID}_2_updated", "type": "session.updated"}
+    assert step(posted, SendAgain(other, 1, "req-a"), 300).session.deliveries != ()

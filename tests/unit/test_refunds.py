@@ -246,3 +246,38 @@ def test_the_same_request_again_finds_its_refund_and_decides_nothing() -> None:
     [made, _] = other.session.refunds
     assert made.to_record()["request"] == "req-a"
     assert "request" not in made.to_public(SID)
+
+
+def test_keyed_staff_actions_that_changed_the_session_are_answered_with_it_again() -> None:
+    """Their kept answer lost (docs/protocol.md 3.1), the same keyed "done by hand" or
+    review again finds what it did: the session as it stands, nothing decided or saved
+    (before: "the effect is done already", "does not need review"). Another key, or the
+    same key and note on another effect, is another request, decided as ever."""
+    s = step(paid(), Refund(30, None, "merchant"), 100).session
+    s = step(s, Refund(20, None, "merchant"), 110).session
+    s = step(s, EffectOutcome("refund", 1, False, "refused", 0.0, number=1), 40_000).session
+    assert s.needs_review
+    done = step(s, MarkDone("refund", 1, 1, "alice", "by hand", "req-d"), 41_000).session
+    assert done.asked == (("done refund:1:1", "req-d", ""),)
+    again = step(done, MarkDone("refund", 1, 1, "alice", "by hand", "req-d"), 41_100)
+    assert (again.refusal, again.session, again.to_save) == (None, done, False)
+    other = step(done, MarkDone("refund", 1, 1, "alice", "by hand", "req-e"), 41_100)
+    assert other.refusal is not None and other.refusal.code == "invalid_state"
+    second = step(done, MarkDone("refund", 1, 2, "alice", "by hand", "req-d"), 41_200)
+    assert second.refusal is None and second.to_save, "the second refund is another effect"
+    done = second.session
+    assert [e.status for e in done.refunds] == ["done", "done"]
+
+    resolved = step(done, ResolveReview("alice", "made by hand", "req-r"), 42_000).session
+    assert not resolved.needs_review
+    assert resolved.asked[-1] == ("review", "req-r", "")
+    again = step(resolved, ResolveReview("alice", "made by hand", "req-r"), 42_100)
+    assert (again.refusal, again.session, again.to_save) == (None, resolved, False)
+    assert step(resolved, MarkDone("refund", 1, 1, "a", "b", "req-d"), 42_200).refusal is None
+    other = step(resolved, ResolveReview("alice", "made by hand", "req-s"), 42_100)
+    assert other.refusal is not None and other.refusal.code == "invalid_state"
+    # Without a key nothing is remembered: decided again, as before.
+    plain = step(done, ResolveReview("alice", "made by hand"), 42_000).session
+    assert plain.asked == done.asked
+    assert Session.from_record(resolved.to_record()) == resolved
+    assert "req-r" not in str(resolved.to_admin())

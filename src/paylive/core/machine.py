@@ -142,6 +142,9 @@ _REMEMBERED: dict[type, str] = {
     Interrupt: "interrupt",
     SeeOutcome: "seen",
     ProviderResult: "complete",
+    ResolveReview: "review",
+    MarkDone: "done",
+    SendAgain: "send_again",
 }
 
 
@@ -151,6 +154,13 @@ def _asked(command: Command) -> tuple[str, str] | None:
     request = getattr(command, "request", None)
     if name is None or request is None:
         return None
+    # The digest is of the key and the body; these routes name what they act on in
+    # their path (the key is kept per path), so the name carries it: the same key and
+    # note marking two effects done are two requests.
+    if isinstance(command, MarkDone):
+        name = f"done {command.kind}:{command.attempt}:{command.number}"
+    elif isinstance(command, SendAgain):
+        name = f"send_again {command.event['id']}"
     return name, request
 
 

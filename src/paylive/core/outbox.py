@@ -57,10 +57,13 @@ class EffectOutcome:
 
 @dataclass(frozen=True)
 class ResolveReview:
-    """Staff closed the case of a session flagged ``needs_review``."""
+    """Staff closed the case of a session flagged ``needs_review``. ``request`` names
+    a keyed request (a digest of its Idempotency-Key and body): the session remembers
+    it (``Session.asked``), as it does a keyed cancel."""
 
     by: str
     note: str
+    request: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class SendAgain:
 
     event: dict[str, Any]
     resent: int = 1
+    # As ``ResolveReview``'s: one "send again" must never post the event twice.
+    request: str | None = None
 
 
 def record_outcome(s: Session, cmd: EffectOutcome, now: int, rules: Rules) -> Decision:

@@ -38,13 +38,15 @@ class Refund:
 @dataclass(frozen=True)
 class MarkDone:
     """Staff say a pending effect was done outside paylive (the provider kept refusing
-    it, so it was dealt with in the provider's own dashboard): it stops retrying."""
+    it, so it was dealt with in the provider's own dashboard): it stops retrying.
+    ``request``: as ``ResolveReview``'s."""
 
     kind: str
     attempt: int
     number: int
     by: str
     note: str
+    request: str | None = None
 
 
 def paid_attempt(s: Session) -> int | None:

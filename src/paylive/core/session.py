@@ -48,7 +48,8 @@ AUDIT_KEPT = 200
 # How many keyed commands that changed a session it remembers (``Session.asked``): the
 # newest, so that the record never grows past this however many are sent. A request
 # sent again after its kept answer was lost comes back within seconds, long before 16
-# other keyed changes could push it out; each entry is about 80 bytes of the record.
+# other keyed changes could push it out; each entry is about 80 bytes of the record
+# (up to ~140 for a staff action, which names the effect or event it acted on).
 ASKED_KEPT = 16
 INTERRUPTION_REASONS = ("timeout", "network_error", "declined", "provider_error")
 
@@ -140,7 +141,8 @@ class Session:
     # The W3C traceparent of the last command saved: work done later for the session
     # (its timer, its outbox), on whatever worker, continues that trace.
     trace: str | None = None
-    # The keyed commands (cancel, interrupt, seen, complete) that changed the session,
+    # The keyed commands (cancel, interrupt, seen, complete; staff's review, done by
+    # hand and send again, with what they acted on) that changed the session,
     # the newest ``ASKED_KEPT``, oldest first: (command, digest of its Idempotency-Key
     # and body, the refusal code it was answered with or ""). The same request sent
     # again after its kept answer was lost finds what it did here instead of being

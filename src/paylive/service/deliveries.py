@@ -250,14 +250,21 @@ class Deliveries:
     # The admin API ---------------------------------------------------------------
 
     async def send_again(
-        self, event_id: str, body: bytes | None, audit: dict[str, Any] | None = None
+        self,
+        event_id: str,
+        body: bytes | None,
+        audit: dict[str, Any] | None = None,
+        request: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
         """Post an event once more (the admin's "send again"), behind whatever its
         session still owes the shop. ``body`` is the event as posted, when the caller
         found it in the log or the archive. A session the engine has forgotten owes
         nothing: its event is posted once, now, and the answer returned. With
         ``audit``, also the audit entry made, and whether it was saved with its
-        session (``AuditTrail.recorded``) or not (a forgotten one: ``added``)."""
+        session (``AuditTrail.recorded``) or not (a forgotten one: ``added``; None
+        when nothing was done). ``request``: the keyed request's digest, which the
+        session remembers: the same request again is answered with the delivery it
+        queued, as it stands (posted already: its record), and queues nothing."""
         if self.sender is None:
             raise Refused(ErrorCode.WEBHOOKS_OFF, "PAYLIVE_MERCHANT_WEBHOOK_URL is not set")
         held = await self.engine.delivery_get(event_id)
@@ -270,7 +277,7 @@ class Deliveries:
         resent = int(record.get("resent", 0)) + 1
         session_id = event["session"]["id"]
         try:
-            outcome = await self.service.run(session_id, SendAgain(event, resent), audit)
+            outcome = await self.service.run(session_id, SendAgain(event, resent, request), audit)
         except Refused as exc:
             if exc.code != ErrorCode.NOT_FOUND:
                 raise
@@ -300,7 +307,16 @@ class Deliveries:
         refusal = outcome.decision.refusal
         if refusal is not None:
             raise Refused(refusal.code, refusal.message)
-        [queued] = [d for d in outcome.session.deliveries if d.id == event_id]
+        queued_now = [d for d in outcome.session.deliveries if d.id == event_id]
+        if not outcome.decision.to_save:
+            # The same request again (``request``), its kept answer lost: it queued the
+            # event, which is still queued or was posted since (its record says how it
+            # went). Nothing was done now, so nothing is audited.
+            if queued_now:
+                return queued_now[0].to_public(PENDING), None, False
+            record.pop("body", None)
+            return record, None, False
+        [queued] = queued_now
         await self._put(queued, PENDING, self.service.clock())
         entry = outcome.session.audit[-1] if audit is not None else None
         return queued.to_public(PENDING), entry, entry is not None

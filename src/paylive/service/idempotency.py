@@ -37,7 +37,8 @@ def fingerprint(body: dict[str, Any]) -> str:
 def request_digest(key: str | None, body: Any) -> str | None:
     """What names a request with ``key`` in the decision it makes (a keyed create names
     its session after it, a refund and an attempt keep it, the session keeps it for a
-    cancel, interrupt, seen or complete): the same key and body, the
+    cancel, interrupt, seen or complete and for staff's review, done by hand and send
+    again): the same key and body, the
     same digest; None without a key. The kept answer lasts 24 h and can be lost (its
     lock left to run out by a worker that died, or let go when the engine's reply to
     the save was lost, or the request cut by a stopping worker); the decision lasts

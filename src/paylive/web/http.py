@@ -245,7 +245,8 @@ async def run_audited(
     if refusal is not None:
         raise Refused(refusal.code, refusal.message, session=view(outcome.session))
     if outcome.decision.to_save:
-        # Nothing saved (a refund asked again by the request that decided it) added
-        # no entry: the session's last one is another action's, recorded already.
+        # Nothing saved (a refund, review or effect done by hand asked again by the
+        # request that made it) added no entry: the session's last one is another
+        # action's, or that request's own, recorded already.
         await runtime.audit.recorded(outcome.session.audit[-1])
     return outcome.session

@@ -25,7 +25,7 @@ from ..core.session import Session
 from ..errors import Refused
 from ..gateway.sandbox import SandboxGateway
 from ..service.effects import list_effects
-from ..service.idempotency import Answer
+from ..service.idempotency import Answer, request_digest
 from ..settings import STAFF_NAME
 from . import validation
 from .auth import ADMIN, OPERATOR, ROLES, VIEWER, Principal
@@ -39,6 +39,15 @@ from .http import (
     runtime_of,
     staff,
 )
+
+
+def asked(request: Request, body: object) -> str | None:
+    """The digest naming a keyed staff action (None without a key): the session
+    remembers the one that changed it, so that the same request, its kept answer lost
+    (the save's reply lost, the worker stopped or dead), is answered with what it did
+    rather than refused ("already resolved") or, for a send again, posted twice."""
+    return request_digest(request.headers.get("idempotency-key"), body)
+
 
 # Sessions and the dashboard's counts ---------------------------------------------
 
@@ -106,7 +115,7 @@ async def resolve_review(request: Request) -> Response:
     async def handler() -> Answer:
         by, note = validation.parse_review(body)
         audit = audit_of(request, principal, "review_resolved", by=by, note=note)
-        command = ResolveReview(by, note)
+        command = ResolveReview(by, note, asked(request, body))
         session = await run_audited(runtime, session_id, command, audit, Session.to_admin)
         return 200, session.to_admin()
 
@@ -125,7 +134,7 @@ async def mark_done(request: Request) -> Response:
 
     async def handler() -> Answer:
         note = validation.parse_note(body)
-        command = MarkDone(kind, attempt, number, principal.who, note)
+        command = MarkDone(kind, attempt, number, principal.who, note, asked(request, body))
         audit = audit_of(request, principal, "effect_done_by_hand", effect=effect_id, note=note)
         session = await run_audited(runtime, session_id, command, audit, Session.to_admin)
         return 200, session.to_admin()
@@ -299,7 +308,9 @@ async def send_again(request: Request) -> Response:
     async def handler() -> Answer:
         body = await runtime.reads.event_body(event_id)
         audit = audit_of(request, principal, "send_again", event=event_id)
-        delivery, entry, saved = await runtime.deliveries.send_again(event_id, body, audit)
+        delivery, entry, saved = await runtime.deliveries.send_again(
+            event_id, body, audit, asked(request, None)
+        )
         if entry is not None:
             await (runtime.audit.recorded if saved else runtime.audit.added)(entry)
         # 202: queued behind what its session still owes the shop; 200: its session was
