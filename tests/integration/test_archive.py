@@ -56,6 +56,7 @@ def cancelled_session(session_id: str, order_id: str, at: int) -> tuple[list[byt
 async def test_migrations_follow_search_and_purge(db: Database) -> None:
     assert [name for _, name, _ in migrations()][0] == "0001_initial.sql"
     engine = MemoryEngine(Settings().engine)
+    base = await engine.log_first() - 1  # a new log's cursors start from the clock
     for i, (at, order) in enumerate(
         [(T0, "order-a"), (T0 + DAY, "order-b"), (T0 + 2 * DAY, "order-a")]
     ):
@@ -74,9 +75,10 @@ async def test_migrations_follow_search_and_purge(db: Database) -> None:
         assert applied == [name for _, name, _ in migrations()], "each applied once"
         assert await archive.mark() == 0
         mark = await archive.follow(lambda after: engine.log_read(after, 2))
-        assert mark == 2
-        assert await archive.follow(lambda after: engine.log_read(after, 2)) == 3
-        assert await archive.follow(lambda after: engine.log_read(after, 2)) == 3  # nothing new
+        assert mark == base + 2
+        assert await archive.follow(lambda after: engine.log_read(after, 2)) == base + 3
+        # Nothing new.
+        assert await archive.follow(lambda after: engine.log_read(after, 2)) == base + 3
 
         session = await archive.session("ps_arch1")
         assert session is not None and session["status"] == "cancelled"
@@ -94,9 +96,9 @@ async def test_migrations_follow_search_and_purge(db: Database) -> None:
         assert await ids(session_id="ps_arch0") == ["ps_arch0"]
         assert await ids(status="succeeded") == []
 
-        page = await archive.events(1, 10)
-        assert [cursor for cursor, _ in page] == [2, 3]
-        assert await archive.mark() == 3
+        page = await archive.events(base + 1, 10)
+        assert [cursor for cursor, _ in page] == [base + 2, base + 3]
+        assert await archive.mark() == base + 3
         plan = db.fetch(
             "EXPLAIN SELECT body FROM paylive_sessions WHERE order_id = 'x'"
             " ORDER BY created_at DESC LIMIT 5"
@@ -265,8 +267,15 @@ async def test_written_while_postgres_is_unreachable_and_caught_up_after(
                     reply = await http.get(path, headers=admin())
                     assert reply.status_code == 503, (path, reply.status_code, reply.text)
                     assert reply.json()["error"]["code"] == "archive_unavailable"
-                # ...but the events log keeps what the archive has not taken yet.
-                events = (await http.get("/api/events", headers=merchant())).json()["events"]
+                # ...but the events log keeps what the archive has not taken yet. (Read
+                # from where the log starts: from 0 the archive is asked for what is
+                # below it, as with any log that was trimmed or started anew.)
+                # (RESP: *2, $n, the id, $n, its cursor.)
+                first = redisproc.command(
+                    fresh_redis.port, "ZRANGE", "paylive:{_global}:log", "0", "0", "WITHSCORES"
+                ).split(b"\r\n")[4]
+                reply = await http.get(f"/api/events?after={int(first) - 1}", headers=merchant())
+                events = reply.json()["events"]
                 assert {e["session"]["id"] for e in events} >= set(ids)
                 assert db.fetch("SELECT count(*) FROM paylive_sessions")[0][0] == 0
 
@@ -301,6 +310,7 @@ async def test_a_session_row_is_its_newest_copy_whatever_order_copies_are_writte
         return snapshot_record(session, staff, version, history)
 
     engine = MemoryEngine(Settings().engine)
+    base = await engine.log_first() - 1
     # Newest first: the outcome receipt's snapshot, then copies older than it (the
     # merchant event of the seq before; a snapshot of the same seq, an audit entry
     # before, of an earlier version).
@@ -314,8 +324,8 @@ async def test_a_session_row_is_its_newest_copy_whatever_order_copies_are_writte
     archive = open_archive(db.url)
     try:
         await archive.start()
-        assert await archive.follow(lambda after: engine.log_read(after, 1)) == 1
-        assert await archive.follow(lambda after: engine.log_read(after, 5)) == 3
+        assert await archive.follow(lambda after: engine.log_read(after, 1)) == base + 1
+        assert await archive.follow(lambda after: engine.log_read(after, 5)) == base + 3
         assert (await archive.session("ps_copies"))["outcome_seen_at"] == T0 + 9
         public_now, staff = await archive.staff_session("ps_copies") or ({}, None)
         assert public_now["seq"] == seen["seq"] and staff is not None
@@ -328,7 +338,8 @@ async def test_a_session_row_is_its_newest_copy_whatever_order_copies_are_writte
         await archive.close()
     [row] = db.fetch("SELECT seq, version FROM paylive_sessions")
     assert (row["seq"], row["version"]) == (seen["seq"], 9)
-    assert [r["cursor"] for r in db.fetch("SELECT cursor FROM paylive_merchant_events")] == [2]
+    cursors = [r["cursor"] for r in db.fetch("SELECT cursor FROM paylive_merchant_events")]
+    assert cursors == [base + 2]
 
 
 async def test_a_start_waits_for_the_migrations_lock_only_so_long(
@@ -380,7 +391,7 @@ async def test_events_after_a_lost_log_reach_the_archive_after_a_full_purge(
             await _append(first, f"ps_old{i}", T0 + i)
         retention = Retention(settings.archive, first, archive, lambda: now[0])
         await retention.follow()
-        assert await archive.mark() == 3
+        assert await archive.mark() == await first.log_first() + 2
         # Long quiet: everything archived is past PAYLIVE_ARCHIVE_DAYS and purged.
         now[0] = T0 + (settings.archive.archive_days + 1) * DAY_MS
         await retention.housekeeping()
@@ -425,7 +436,7 @@ async def test_events_after_redis_restarts_empty_reach_the_archive(
         for i in range(3):
             await _append(engine, f"ps_before{i}", T0 + i)
         await retention.follow()
-        assert await archive.mark() == 3
+        assert await archive.mark() == await engine.log_first() + 2
         redis.flushall()  # what a restart without appendonly leaves
         await retention.follow()  # its next round
         await _append(engine, "ps_after", T0 + 10)
@@ -473,23 +484,24 @@ async def test_a_page_of_events_skips_none_that_a_trim_moves_to_the_archive_mean
 
     settings = Settings()
     engine = MemoryEngine(settings.engine)
+    base = await engine.log_first() - 1
     for i in range(10):
         await _append(engine, f"ps_page{i}", T0 + i)
     archive = open_archive(db.url)
     try:
         await archive.start()
-        assert await archive.follow(lambda after: engine.log_read(after, 100)) == 10
+        assert await archive.follow(lambda after: engine.log_read(after, 100)) == base + 10
         # (Each event is created 2 ms after its session.)
-        await engine.log_trim(T0 + 6, 10, 100)  # the log now starts at cursor 5
+        await engine.log_trim(T0 + 6, base + 10, 100)  # the log now starts at its 5th
         reads = Reads(settings.reads, engine, lambda: T0, archive)
 
         async def trim() -> None:  # another worker's housekeeping, while the page is read
-            await engine.log_trim(T0 + 9, 10, 100)
+            await engine.log_trim(T0 + 9, base + 10, 100)
 
         page, _ = await asyncio.gather(reads.events(0, 8), trim())
-        assert await engine.log_first() == 8, "the trim ran while the page was read"
-        assert [e["cursor"] for e in page.events] == [1, 2, 3, 4, 5, 6, 7, 8]
-        assert page.next == 8
+        assert await engine.log_first() == base + 8, "the trim ran while the page was read"
+        assert [e["cursor"] - base for e in page.events] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert page.next == base + 8
     finally:
         await archive.close()
 
@@ -509,6 +521,7 @@ async def test_a_database_that_refuses_writes_is_tried_with_backoff_and_said_onc
     try:
         await archive.start()
         await _append(engine, "ps_ro0", T0)
+        [(cursor, _)] = await engine.log_read(0, 10)
         retention = Retention(settings.archive, engine, archive, lambda: now[0])
         db.read_only(True)
         caplog.set_level(logging.INFO, logger="paylive")
@@ -540,7 +553,7 @@ async def test_a_database_that_refuses_writes_is_tried_with_backoff_and_said_onc
                 break
             except Exception:
                 pass
-        assert await archive.mark() == 1
+        assert await archive.mark() == cursor
         assert await archive.session("ps_ro0") is not None
         assert retention.status() == {
             "writing": True,
@@ -645,3 +658,53 @@ async def test_a_database_refusing_writes_is_reported_and_caught_up_after(
 
 async def reported_writing(http: httpx.AsyncClient) -> bool:
     return bool((await http.get("/readyz")).json().get("archive", {}).get("writing"))
+
+
+async def test_a_shop_past_the_archive_gets_every_event_after_redis_restarts_empty(
+    db: Database, redis: redisproc.RedisProc
+) -> None:
+    """A Redis restarted empty (no persistence, or a replica that lost the tail) seeded
+    its log's counter from the archive's mark, so the events it had listed past the mark
+    lost their cursors and new events were given them again: a shop that had read up to
+    such a cursor asked after it and never saw the new events below it, outcomes that
+    happened after the restart (found in a review, 2026-12-08)."""
+    from paylive.engine import create_engine
+    from paylive.service.reads import Reads
+    from paylive.settings import load_settings
+
+    settings = load_settings(
+        {"PAYLIVE_REDIS_URL": redis.url, "PAYLIVE_SECRET": "test-signing-secret-0123456789"}
+    )
+    redis.flushall()
+    engine = create_engine(settings)
+    await engine.start()
+    archive = open_archive(db.url)
+    try:
+        await archive.start()
+        retention = Retention(settings.archive, engine, archive, lambda: T0)
+        reads = Reads(settings.reads, engine, lambda: T0, archive)
+        for i in range(3):
+            await _append(engine, f"ps_kept{i}", T0 + i)
+        await retention.follow()
+        mark = await archive.mark()
+        for i in range(3):  # listed, not yet archived
+            await _append(engine, f"ps_gone{i}", T0 + 10 + i)
+        page = await reads.events(0, 100)
+        assert len(page.events) == 6 and page.next > mark
+        shop_cursor = page.next
+
+        redis.flushall()  # what a restart without appendonly leaves
+        await retention.follow()  # its next round seeds the new log
+        for i in range(3):
+            await _append(engine, f"ps_new{i}", T0 + 20 + i)
+        await retention.follow()
+
+        seen = [e["session"]["id"] for e in (await reads.events(shop_cursor, 100)).events]
+        cursors = [c for c, _ in await engine.log_read(0, 100)]
+        assert seen == ["ps_new0", "ps_new1", "ps_new2"], (
+            f"the shop read up to {shop_cursor} (archive mark {mark}); after the restart "
+            f"the log gave {cursors} and the shop's next page listed {seen}"
+        )
+    finally:
+        await archive.close()
+        await engine.close()

@@ -338,6 +338,16 @@ def test_the_events_apis_refuse_a_cursor_given_twice(
     assert (status, payload["error"]["code"]) == (422, "invalid_field"), payload
 
 
+def test_the_events_api_refuses_a_cursor_beyond_every_one_given(server: Server) -> None:
+    # Answered an empty page: a shop holding a cursor the log lost (a Redis restarted
+    # empty) was never told, and would have skipped the new events below it.
+    status, payload = call(server, "GET", f"/api/events?after={2**60}")
+    assert (status, payload["error"]["code"]) == (422, "invalid_field"), payload
+    assert payload["error"]["message"].startswith("after:"), payload
+    status, payload = call(server, "GET", "/api/events?after=0")
+    assert status == 200 and payload["next"] >= 0, payload
+
+
 def test_a_socket_with_since_given_twice_is_closed_with_1008(
     server: Server, session: dict[str, Any]
 ) -> None:

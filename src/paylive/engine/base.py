@@ -247,7 +247,9 @@ class ShopStore(ABC):
     @abstractmethod
     async def log_append(self, entries: Sequence[tuple[str, int, bytes]]) -> list[int]:
         """Append (event id, created ms, record) entries; return their cursors. An id
-        already held keeps its cursor and record, so appending again is harmless."""
+        already held keeps its cursor and record, so appending again is harmless.
+        Cursors only grow, also across a log lost (an engine restarted empty): a new
+        log's first cursor is above the clock's floor (``log_floor``), not 1."""
 
     @abstractmethod
     async def log_read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
@@ -255,7 +257,8 @@ class ShopStore(ABC):
 
     @abstractmethod
     async def log_first(self) -> int:
-        """The lowest cursor held (the next one to be given when the log is empty)."""
+        """The lowest cursor held (the next one to be given when the log is empty; 1
+        before a new Redis gave any, its first then coming from the clock)."""
 
     @abstractmethod
     async def log_get(self, event_id: str) -> bytes | None: ...
@@ -267,7 +270,14 @@ class ShopStore(ABC):
 
     @abstractmethod
     async def log_seed(self, at_least: int) -> None:
-        """Give cursors above ``at_least`` from now on (a log wiped under an archive)."""
+        """Give cursors above ``at_least`` from now on (a log wiped under an archive);
+        a log found below it lost cursors it gave and moves past the clock's floor."""
+
+    @abstractmethod
+    async def log_last(self, after: int) -> int:
+        """The highest cursor given (0: none yet), for a read after ``after``. A log
+        below ``after`` lost cursors it gave (a shop holds one): it moves past the
+        clock's floor first, so the events given from then on are above ``after``."""
 
     @abstractmethod
     async def delivery_put(self, event_id: str, record: bytes, open_: bool, at: int) -> None:

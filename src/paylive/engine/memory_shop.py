@@ -7,8 +7,16 @@ atomic on the event loop.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
+
+
+def log_floor() -> int:
+    """Where a new events log's cursors start: epoch ms x 1000, as the Redis engine's
+    (lua/log_floor.lua), so a worker restarted with an empty log never gives again a
+    cursor a shop already read past."""
+    return int(time.time() * 1000) * 1000
 
 
 class MemoryShop:
@@ -20,7 +28,7 @@ class MemoryShop:
         self._deliveries_kept = deliveries_kept
         self._log: list[tuple[int, str, int, bytes]] = []  # (cursor, id, created, record)
         self._log_ids: dict[str, int] = {}
-        self._log_next = 1
+        self._log_next = log_floor() + 1
         self._deliveries: dict[str, tuple[bytes, int]] = {}
         self._open: OrderedDict[str, None] = OrderedDict()
         self._done: OrderedDict[str, None] = OrderedDict()
@@ -65,7 +73,13 @@ class MemoryShop:
         return count
 
     async def log_seed(self, at_least: int) -> None:
-        self._log_next = max(self._log_next, at_least + 1)
+        if self._log_next <= at_least:
+            self._log_next = max(log_floor(), at_least) + 1
+
+    async def log_last(self, after: int) -> int:
+        if self._log_next - 1 < after:
+            self._log_next = max(self._log_next, log_floor() + 1)
+        return self._log_next - 1
 
     # Deliveries ------------------------------------------------------------------
 

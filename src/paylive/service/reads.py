@@ -253,7 +253,19 @@ class Reads:
 
     async def events(self, after: int, limit: int) -> EventsPage:
         """Merchant events after the cursor ``after``, in order: from the archive for
-        what the engine no longer holds, then from the engine."""
+        what the engine no longer holds, then from the engine. ``after`` beyond every
+        cursor given is refused: an empty page forever would hide the events to come."""
+        # A cursor the log has not reached: it lost cursors it gave (a Redis restarted
+        # empty, a replica that lost the tail), and ``log_last`` moved it past the
+        # clock's floor, above ``after`` unless the clock is behind the one that gave
+        # it; or ``after`` was never given. Either way the shop must hear of it.
+        last = await self.engine.log_last(after)
+        if after > last:
+            raise Refused(
+                ErrorCode.INVALID_FIELD,
+                f"after: {after} is beyond the last cursor given ({last}); ask again "
+                "after a cursor read before, or from 0 (events are de-duplicated by id)",
+            )
         # The engine's log first, then where it starts: another worker may trim it
         # between two reads, and read the other way round (where it starts, the archive
         # below that, then the log) the entries trimmed meanwhile were in neither read

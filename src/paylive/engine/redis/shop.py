@@ -19,19 +19,24 @@ class Shop(ShopStore):
 
     _client: Client
     _settings: RedisSettings
+    # The highest cursor this worker was given: a counter found at or below it went
+    # back (a replica that lost the tail), and log_append.lua moves it past the clock.
+    _log_given: int = 0
 
     # Events log ------------------------------------------------------------------
 
     async def log_append(self, entries: Sequence[tuple[str, int, bytes]]) -> list[int]:
         if not entries:
             return []
-        args: list[Any] = []
+        args: list[Any] = [self._log_given]
         for event_id, created, record in entries:
             args += [event_id, created, record]
         keys = [LOG, LOG_RECORDS, LOG_TIMES, LOG_NEXT]
         async with self._client.op():
             cursors = await self._client.eval(scripts.LOG_APPEND, keys, args)
-        return [int(c) for c in cursors]
+        given = [int(c) for c in cursors]
+        self._log_given = max(self._log_given, *given)
+        return given
 
     async def log_read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         async with self._client.op():
@@ -59,6 +64,10 @@ class Shop(ShopStore):
     async def log_seed(self, at_least: int) -> None:
         async with self._client.op():
             await self._client.eval(scripts.LOG_SEED, [LOG_NEXT], [at_least])
+
+    async def log_last(self, after: int) -> int:
+        async with self._client.op():
+            return int(await self._client.eval(scripts.LOG_LAST, [LOG_NEXT], [after]))
 
     # Deliveries ------------------------------------------------------------------
 
