@@ -59,10 +59,10 @@ export class StaffActions {
   }
 }
 
-/** Show ``result`` of an action that failed in ``element`` (``prefix`` before a refusal). */
-export function showFailure(element, result, prefix) {
+/** Show in ``element`` what came of an action that was not done, or may not have been. */
+export function showFailure(element, result) {
   element.dataset.outcome = result.unknown ? 'unknown' : 'refused';
-  element.textContent = result.unknown ? NOT_KNOWN : `${prefix}${result.message}`;
+  element.textContent = result.unknown ? NOT_KNOWN : result.message;
 }
 
 /** Clear what ``element`` said of an action. */

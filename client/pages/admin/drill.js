@@ -286,7 +286,7 @@ export class Drill {
       // The drill-down may show another session by now: this one's answer is not for it.
       if (this.sessionId !== sessionId) return;
       if (!result.ok) {
-        showFailure($('review-error'), result, '');
+        showFailure($('review-error'), result);
         // Lost: the session as it stands says whether it was done.
         if (result.unknown) await this.refresh();
         return;
@@ -321,7 +321,7 @@ export class Drill {
       // The drill-down may show another session by now: this one's answer is not for it.
       if (this.sessionId !== sessionId) return;
       if (!result.ok) {
-        showFailure($('refund-error'), result, '');
+        showFailure($('refund-error'), result);
         // Lost: the session as it stands says whether it was done.
         if (result.unknown) await this.refresh();
         return;
@@ -353,7 +353,7 @@ export class Drill {
       // The drill-down may show another session by now: this one's answer is not for it.
       if (this.sessionId !== sessionId) return;
       if (!result.ok) {
-        showFailure($('done-error'), result, '');
+        showFailure($('done-error'), result);
         // Lost: the session as it stands says whether it was done.
         if (result.unknown) await this.refresh();
         return;
