@@ -743,6 +743,51 @@ export function backoffDelay(attempt: number, base: number, max: number, random?
 export function socketOrigin(base?: string | null): string;
 /** `http(s)://host` of `base`, or of the current page. */
 export function httpOrigin(base?: string | null): string;
+/** A new `Idempotency-Key`: 32 hex digits of randomness. */
+export function newIdempotencyKey(): string;
+
+/** How `sendKeyedRequest` is bounded; each as the `PayliveSession` option of that name. */
+export interface KeyedRequestOptions {
+  /** Injectable; the global `fetch` by default. */
+  fetch?: FetchLike;
+  /** Each request is aborted after this long (ms) and its answer taken as lost. Default 20000. */
+  requestTimeout?: number;
+  /** A request whose answer was lost is sent again, with its key, at most this many times. Default 2. */
+  resends?: number;
+  /** How long (ms) to wait before each of those. Default 1000. */
+  resendDelay?: number;
+  /** Aborting it gives the request up: `{ok: false, code: 'closed', unknown: true}`. */
+  signal?: AbortSignal | null;
+}
+
+/** What a keyed request came to; `key` is the Idempotency-Key it was sent with. */
+export type KeyedResult =
+  | { ok: true; key: string; body: unknown }
+  | {
+      ok: false;
+      key: string;
+      code: ErrorCode;
+      message: string;
+      /**
+       * The last answer was lost too (or the request was given up): it may have been
+       * done, and only the state on the server can tell. Sent again with `key`, it is
+       * answered with what it did. False: a refusal; nothing was done.
+       */
+      unknown: boolean;
+    };
+
+/**
+ * One state-changing request (a POST unless `init.method` says otherwise) under one
+ * `Idempotency-Key` (`init.headers`' own, else a new one), sent as the HTTP commands are:
+ * each request bounded by `requestTimeout`, and sent again with the same key while its
+ * answer is lost, up to `resends` times (protocol 3.1). The admin dashboard's staff
+ * actions go this way. Never rejects.
+ */
+export function sendKeyedRequest(
+  url: string,
+  init?: { method?: string; headers?: Record<string, string>; body?: string },
+  options?: KeyedRequestOptions,
+): Promise<KeyedResult>;
 /** The retry prompt a session implies; null unless it is interrupted. */
 export function derivePrompt(session: Session | null | undefined): RetryPrompt | null;
 /** "€19.99" from (1999, "EUR"), with the currency's own minor digits. */

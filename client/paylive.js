@@ -38,7 +38,7 @@ export { backoffDelay } from './paylive/backoff.js';
 export { Emitter, PayliveError } from './paylive/emitter.js';
 export { formatAmount, formatSeconds } from './paylive/format.js';
 export { PayliveSession, SESSION_DEFAULTS } from './paylive/session.js';
-export { httpOrigin } from './paylive/http.js';
+export { httpOrigin, newIdempotencyKey, sendKeyedRequest } from './paylive/http.js';
 export { ReconnectingSocket, SOCKET_DEFAULTS, socketOrigin } from './paylive/socket.js';
 export { LiveConnection, TRANSPORT_DEFAULTS, TRANSPORTS } from './paylive/transport.js';
 export { derivePrompt } from './paylive/state.js';

@@ -3,11 +3,13 @@
 // admin HTTP API with the token admin.js keeps in this tab.
 
 import { formatAmount } from 'paylive-client';
+import { NOT_KNOWN, StaffActions } from './admin/actions.js';
 import { dayRange } from './admin/model.js';
 
 const TOKEN_KEY = 'paylive.adminToken';
 const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
+const actions = new StaffActions(() => sessionStorage.getItem(TOKEN_KEY));
 
 async function api(path, options = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
@@ -81,13 +83,17 @@ async function search(event) {
 
 // Deliveries -------------------------------------------------------------------
 
+// What the last "Send again" of a delivery came to when it was not done, by its id:
+// the list is drawn anew every few seconds, its buttons with it.
+const failures = new Map();
+
 async function sendAgain(id, button) {
+  const name = `send again ${id}`;
+  if (actions.running(name)) return; // pressed again while it runs: the same intent
   button.disabled = true;
-  try {
-    await api(`/api/admin/deliveries/${encodeURIComponent(id)}/retry`, { method: 'POST' });
-  } catch (error) {
-    button.title = error.message;
-  }
+  const result = await actions.run(name, `/api/admin/deliveries/${encodeURIComponent(id)}/retry`);
+  if (result.ok) failures.delete(id);
+  else failures.set(id, result.unknown ? NOT_KNOWN : result.message);
   await refreshDeliveries();
   // A webhook sent again usually lands within a second: show how it went by then.
   setTimeout(refreshDeliveries, 1000);
@@ -111,6 +117,8 @@ async function refreshDeliveries() {
     button.className = 'button ghost small';
     button.type = 'button';
     button.textContent = 'Send again';
+    button.disabled = actions.running(`send again ${d.id}`);
+    button.title = failures.get(d.id) ?? '';
     button.addEventListener('click', () => sendAgain(d.id, button));
     // Only a role that may act sees it (protocol 8.1).
     if (window.__paylive_role?.may?.act) action.append(button);

@@ -262,9 +262,24 @@ export async function sendHttpCommand(fetchFn, options, command, closing = null,
   };
   const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`;
   const init = { method: 'POST', headers, body: JSON.stringify(body) };
-  const { requestTimeout: timeout, resends, resendDelay: delay } = httpCommandBounds(options);
-  // `closing` aborts when the page closes the session (`close()`): the command was
-  // rejected `closed` then, so nothing more is sent for it and its answer goes nowhere.
+  const result = await sendKeyed(fetchFn, url, init, httpCommandBounds(options), closing, readAnswer);
+  if (result.type === 'ack') return { type: 'ack', body: result.body };
+  if (result.code === 'closed') return { type: 'error', code: 'closed', message: 'the session client was closed' };
+  return { type: 'error', code: result.code, message: result.message };
+}
+
+/**
+ * The sending that commands and `sendKeyedRequest` share: `init` (its Idempotency-Key
+ * in its headers) sent, each request bounded by `requestTimeout`, and sent again, the
+ * same request with the same key, up to `resends` times `resendDelay` apart while its
+ * answer is lost. `{type: 'ack', body}` or `{type: 'error', code, message, lost}`
+ * (`lost`: the last answer was lost too, so what the server did is unknown), code
+ * `closed` once `closing` aborts.
+ */
+async function sendKeyed(fetchFn, url, init, bounds, closing, readAnswer) {
+  const { requestTimeout: timeout, resends, resendDelay: delay } = bounds;
+  // `closing` aborts when the page closes the session (`close()`) or gives the request
+  // up: nothing more is sent for it and its answer goes nowhere.
   const closed = () => closing?.aborted === true;
   let result = await sendOnce(fetchFn, url, init, timeout, closing, readAnswer);
   for (let sent = 0; result.lost && sent < resends && !closed(); sent += 1) {
@@ -272,7 +287,35 @@ export async function sendHttpCommand(fetchFn, options, command, closing = null,
     if (closed()) break;
     result = await sendOnce(fetchFn, url, init, timeout, closing, readAnswer);
   }
-  if (closed()) return { type: 'error', code: 'closed', message: 'the session client was closed' };
-  if (result.type === 'ack') return { type: 'ack', body: result.body };
-  return { type: 'error', code: result.code, message: result.message };
+  if (closed()) return { type: 'error', code: 'closed', message: 'the request was given up', lost: false };
+  return result;
+}
+
+/**
+ * One state-changing request to paylive (a staff action of the dashboard: a refund,
+ * resolving a review, an effect done by hand, "Send again"), sent as the HTTP commands
+ * are: under one `Idempotency-Key` (the one in `init.headers`, else a new one), each
+ * request aborted after `requestTimeout`, and while its answer is lost (no answer, a
+ * timeout, a proxy's 502/503/504, 503 `shutting_down` or `engine_unavailable`, 409
+ * `idempotency_key_in_use`) sent again, the same request with the same key, up to
+ * `resends` times `resendDelay` apart: paylive answers with what it did (protocol 3.1).
+ * `options`: `fetch`, `requestTimeout`, `resends`, `resendDelay` (`HTTP_COMMAND_DEFAULTS`
+ * when none), `signal` (aborting gives up: code `closed`). Resolves, never rejects:
+ * `{ok: true, key, body}` (the answer's JSON), or `{ok: false, key, code, message,
+ * unknown}`; `unknown` when the last answer was lost too, or the request given up: it
+ * may have been done, and only the state on the server can tell.
+ */
+export async function sendKeyedRequest(url, init = {}, options = {}) {
+  const fetchFn = options.fetch ?? ((...args) => globalThis.fetch(...args));
+  const headers = { ...(init.headers ?? {}) };
+  let key = Object.entries(headers).find(([name]) => name.toLowerCase() === 'idempotency-key')?.[1];
+  if (!key) {
+    key = newIdempotencyKey();
+    headers['Idempotency-Key'] = key;
+  }
+  const request = { method: 'POST', ...init, headers };
+  const result = await sendKeyed(fetchFn, url, request, httpCommandBounds(options), options.signal ?? null, true);
+  if (result.type === 'ack') return { ok: true, key, body: result.body };
+  if (result.code === 'closed') return { ok: false, key, code: 'closed', message: 'the request was given up', unknown: true };
+  return { ok: false, key, code: result.code, message: result.message, unknown: result.lost };
 }

@@ -289,3 +289,103 @@ def test_newer_after_new_actions_skips_none_of_them(
     assert pages[-1] == now[:AUDIT_PAGE]
     expect(where).to_have_text("Page 1 · entries 1–3")
     assert any("after=" in url for url in asked), asked
+
+
+def open_drill(page: Page, session_id: str) -> None:
+    page.fill("#search", session_id)
+    page.locator(f"tr[data-session-id='{session_id}'] button[data-open]").click()
+    expect(page.locator("#refund-form")).to_be_visible()
+
+
+def refunds_of(api: httpx.Client, session_id: str) -> list[dict[str, object]]:
+    refunds: list[dict[str, object]] = api.get(f"/api/sessions/{session_id}").json()["refunds"]
+    return refunds
+
+
+PROXY_502 = {"status": 502, "content_type": "text/html", "body": "<h1>502 Bad Gateway</h1>"}
+
+
+def test_a_refund_whose_answer_a_proxy_lost_is_sent_again_with_its_key_and_made_once(
+    page: Page, server_url: str, api: httpx.Client
+) -> None:
+    # paylive makes the refund; its answer is replaced by a proxy's 502 on its way back.
+    # Before, the drill-down showed an error (one request, never sent again), inviting a
+    # second click: a second refund. Now the same request goes again with the same key
+    # and paylive answers with the refund it made; a second submit while the first is
+    # in flight sends nothing.
+    open_dashboard(page, server_url, OPERATOR)
+    paid = pay(api, OK)
+    open_drill(page, paid)
+    held: list[Route] = []
+    keys: list[str | None] = []
+
+    def hold_the_first(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            held.append(route)  # answered below, once the form was submitted again
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/api/sessions/[^/]+/refunds$"), hold_the_first)
+    page.fill("#refund-amount", "1000")
+    page.fill("#refund-reason", "one item returned")
+    page.click("#refund-submit")
+    page.wait_for_function("() => document.getElementById('refund-submit').disabled")
+    assert len(held) == 1
+    # A second submit while the refund is in flight (the button is disabled; Enter in a
+    # field, or a script, still submits the form).
+    page.locator("#refund-form").evaluate("(form) => form.requestSubmit()")
+    held[0].fetch()  # paylive has it, and refunds
+    held[0].fulfill(**PROXY_502)
+    # Done once answered (the form is emptied), not before: the drill-down may show
+    # the refund from the feed while the answer is still being asked for again.
+    expect(page.locator("#refund-amount")).to_have_value("", timeout=10_000)
+    expect(page.locator("#refund-error")).to_be_empty()
+    expect(page.locator("#drill-refunded")).to_contain_text("refunded")
+    assert len(keys) == 2 and keys[0] and keys[1] == keys[0], keys
+    refunds = refunds_of(api, paid)
+    assert [r["amount"] for r in refunds] == [1000], refunds
+    assert api.get(f"/api/sessions/{paid}").json()["amount_refunded"] == 1000
+
+
+def test_a_refund_whose_answers_are_all_lost_is_not_known_and_sent_again_with_its_key(
+    page: Page, server_url: str, api: httpx.Client
+) -> None:
+    # Every answer lost: after its resends the refund is shown as not known (not as a
+    # failure to try again), and pressed again, the same refund goes with the same key:
+    # paylive answers with the one refund it made.
+    open_dashboard(page, server_url, OPERATOR)
+    paid = pay(api, OK)
+    open_drill(page, paid)
+    keys: list[str | None] = []
+
+    def lose_every_answer(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        route.fetch()
+        route.fulfill(**PROXY_502)
+
+    page.route(re.compile(r"/api/sessions/[^/]+/refunds$"), lose_every_answer)
+    page.fill("#refund-amount", "700")
+    page.click("#refund-submit")
+    error = page.locator("#refund-error")
+    expect(error).to_contain_text("Not known whether it was done", timeout=10_000)
+    expect(error).to_contain_text("check the session")
+    expect(error).to_have_attribute("data-outcome", "unknown")
+    assert len(keys) == 3 and keys[0] and set(keys) == {keys[0]}, keys  # sent, then twice again
+    assert [r["amount"] for r in refunds_of(api, paid)] == [700]
+
+    page.unroute(re.compile(r"/api/sessions/[^/]+/refunds$"))
+    again: list[str | None] = []
+
+    def count(route: Route) -> None:
+        again.append(route.request.headers.get("idempotency-key"))
+        route.continue_()
+
+    page.route(re.compile(r"/api/sessions/[^/]+/refunds$"), count)
+    expect(page.locator("#refund-amount")).to_have_value("700")
+    page.click("#refund-submit")
+    expect(page.locator("#refund-amount")).to_have_value("")
+    expect(error).to_be_empty()
+    expect(page.locator("#drill-refunded")).to_contain_text("refunded")
+    assert again == [keys[0]], again
+    assert [r["amount"] for r in refunds_of(api, paid)] == [700]

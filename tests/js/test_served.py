@@ -20,7 +20,7 @@ URLS = {
     "package.json", "paylive.js", "paylive.d.ts",
     "checkout.html", "checkout.js", "stripe.js", "style.css",
     "admin.html", "admin.js", "admin-shop.js",
-    "admin/chart.js", "admin/drill.js", "admin/model.js", "checkout/messages.js",
+    "admin/actions.js", "admin/chart.js", "admin/drill.js", "admin/model.js", "checkout/messages.js",
     *(f"paylive/{name}.js" for name in (
         "backoff", "commands", "constants", "emitter", "fallback", "format", "http",
         "session", "socket", "state", "transport",

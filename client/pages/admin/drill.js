@@ -6,6 +6,8 @@
 
 import { formatAmount } from 'paylive-client';
 
+import { StaffActions, clearFailure, showFailure } from './actions.js';
+
 // While open, the session is read again this often: a failed try of an effect changes
 // its outbox without a durable event on the feed.
 const REFRESH_MS = 3000;
@@ -76,6 +78,7 @@ export class Drill {
     this.sessionId = null;
     this.timer = null;
     this.loading = null;
+    this.actions = new StaffActions(token);
     $('drill-close').addEventListener('click', () => this.dialog.close());
     this.dialog.addEventListener('close', () => this.#stop());
     $('review-form').addEventListener('submit', (event) => {
@@ -99,9 +102,7 @@ export class Drill {
   open(sessionId) {
     this.sessionId = sessionId;
     $('drill-id').textContent = sessionId;
-    $('review-error').textContent = '';
-    $('refund-error').textContent = '';
-    $('done-error').textContent = '';
+    for (const id of ['review-error', 'refund-error', 'done-error']) clearFailure($(id));
     $('drill-error').textContent = '';
     for (const id of ['drill-timeline', 'drill-attempts-body', 'drill-effects-body']) {
       $(id).replaceChildren();
@@ -272,27 +273,28 @@ export class Drill {
     const by = $('review-by').value.trim();
     const note = $('review-note').value.trim();
     if (!by || !note) {
+      clearFailure($('review-error'));
       $('review-error').textContent = 'Say who you are and what was done.';
       return;
     }
+    const name = `review ${sessionId}`;
+    if (this.actions.running(name)) return; // pressed again while it runs: the same intent
     $('review-submit').disabled = true;
     try {
-      const reply = await this.#api(`/api/admin/sessions/${encodeURIComponent(sessionId)}/review`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ by, note }),
-      });
-      const body = await reply.json();
-      if (!reply.ok) {
-        $('review-error').textContent = body?.error?.message ?? `the server answered ${reply.status}`;
+      const path = `/api/admin/sessions/${encodeURIComponent(sessionId)}/review`;
+      const result = await this.actions.run(name, path, { by, note });
+      // The drill-down may show another session by now: this one's answer is not for it.
+      if (this.sessionId !== sessionId) return;
+      if (!result.ok) {
+        showFailure($('review-error'), result);
+        // Lost: the session as it stands says whether it was done.
+        if (result.unknown) await this.refresh();
         return;
       }
-      $('review-error').textContent = '';
+      clearFailure($('review-error'));
       $('review-note').value = '';
-      this.onChange(body);
+      this.onChange(result.body);
       await this.refresh();
-    } catch (error) {
-      $('review-error').textContent = `Could not resolve the review: ${error.message}`;
     } finally {
       $('review-submit').disabled = false;
     }
@@ -303,61 +305,63 @@ export class Drill {
     const raw = $('refund-amount').value.trim();
     const reason = $('refund-reason').value.trim();
     if (raw && !/^[0-9]+$/.test(raw)) {
+      clearFailure($('refund-error'));
       $('refund-error').textContent = 'The amount is a whole number of minor units (cents).';
       return;
     }
     const body = {};
     if (raw) body.amount = Number(raw);
     if (reason) body.reason = reason;
+    const name = `refund ${sessionId}`;
+    if (this.actions.running(name)) return; // pressed again while it runs: the same intent
     $('refund-submit').disabled = true;
     try {
-      const reply = await this.#api(`/api/sessions/${encodeURIComponent(sessionId)}/refunds`, {
-        method: 'POST',
-        // One key per click: a click repeated by a flaky network refunds once.
-        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': crypto.randomUUID() },
-        body: JSON.stringify(body),
-      });
-      const answer = await reply.json();
-      if (!reply.ok) {
-        $('refund-error').textContent = answer?.error?.message ?? `the server answered ${reply.status}`;
+      const path = `/api/sessions/${encodeURIComponent(sessionId)}/refunds`;
+      const result = await this.actions.run(name, path, body);
+      // The drill-down may show another session by now: this one's answer is not for it.
+      if (this.sessionId !== sessionId) return;
+      if (!result.ok) {
+        showFailure($('refund-error'), result);
+        // Lost: the session as it stands says whether it was done.
+        if (result.unknown) await this.refresh();
         return;
       }
-      $('refund-error').textContent = '';
+      clearFailure($('refund-error'));
       $('refund-amount').value = '';
       $('refund-reason').value = '';
       await this.refresh();
-    } catch (error) {
-      $('refund-error').textContent = `Could not refund: ${error.message}`;
     } finally {
       $('refund-submit').disabled = false;
     }
   }
 
   async #markDone(effectId, button) {
+    const sessionId = this.sessionId;
     const note = $('done-note').value.trim();
     if (!note) {
+      clearFailure($('done-error'));
       $('done-error').textContent = 'Say what was done outside paylive first.';
       $('done-note').focus();
       return;
     }
+    const name = `done ${effectId}`;
+    if (this.actions.running(name)) return; // pressed again while it runs: the same intent
     button.disabled = true;
     try {
-      const reply = await this.#api(`/api/admin/effects/${encodeURIComponent(effectId)}/done`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ note }),
-      });
-      const answer = await reply.json();
-      if (!reply.ok) {
-        $('done-error').textContent = answer?.error?.message ?? `the server answered ${reply.status}`;
+      const path = `/api/admin/effects/${encodeURIComponent(effectId)}/done`;
+      const result = await this.actions.run(name, path, { note });
+      // The drill-down may show another session by now: this one's answer is not for it.
+      if (this.sessionId !== sessionId) return;
+      if (!result.ok) {
+        showFailure($('done-error'), result);
+        // Lost: the session as it stands says whether it was done.
+        if (result.unknown) await this.refresh();
         return;
       }
-      $('done-error').textContent = '';
+      clearFailure($('done-error'));
       $('done-note').value = '';
-      this.onChange(answer);
+      this.onChange(result.body);
       await this.refresh();
-    } catch (error) {
-      $('done-error').textContent = `Could not mark it done: ${error.message}`;
     } finally {
       button.disabled = false;
     }
