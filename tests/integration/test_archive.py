@@ -708,3 +708,34 @@ async def test_a_shop_past_the_archive_gets_every_event_after_redis_restarts_emp
     finally:
         await archive.close()
         await engine.close()
+
+
+async def test_an_engine_outage_in_the_follow_keeps_the_archives_connection(db: Database) -> None:
+    """The follow reads the engine's log inside its PostgreSQL transaction: with Redis
+    down, each poll's EngineUnavailable (not PostgreSQL's failure: its connection is
+    fine) terminated the pool's connection, and every poll of the outage opened a new
+    PostgreSQL backend (found in a review, 2026-12-08)."""
+    from paylive.engine.base import EngineUnavailable
+
+    def backends() -> set[int]:
+        rows = db.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            db.name,
+        )
+        return {row[0] for row in rows}
+
+    async def read(mark: int) -> list[tuple[int, bytes]]:
+        raise EngineUnavailable("Redis is unavailable")
+
+    archive = open_archive(db.url)
+    try:
+        await archive.mark()
+        before = backends()
+        assert len(before) == 1, before
+        for _ in range(3):
+            with pytest.raises(EngineUnavailable):
+                await archive.follow(read)
+        await archive.mark()
+        assert backends() == before, "a connection let go for the engine's outage"
+    finally:
+        await archive.close()

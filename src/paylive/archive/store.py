@@ -146,12 +146,14 @@ class Archive:
                 try:
                     return await work(conn)
                 except BaseException as exc:
-                    if not isinstance(exc, asyncpg.PostgresError) or _failed(exc) is not None:
+                    if isinstance(exc, asyncio.CancelledError) or _failed(exc) is not None:
                         # The connection is let go, not given back: one to a replica a
                         # failover left it on stays read-only for its life (the setting
                         # is its session's), one cut or cancelled mid-operation may be
                         # left in a state asyncpg refuses ("another operation is in
-                        # progress"). The pool opens a fresh one for the next call.
+                        # progress"). The pool opens a fresh one for the next call. An
+                        # error of our own (SQL, code, or the engine's outage while the
+                        # follow reads its log) leaves it sound: it goes back.
                         conn.terminate()
                     raise
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
