@@ -389,3 +389,43 @@ def test_a_refund_whose_answers_are_all_lost_is_not_known_and_sent_again_with_it
     expect(page.locator("#drill-refunded")).to_contain_text("refunded")
     assert again == [keys[0]], again
     assert [r["amount"] for r in refunds_of(api, paid)] == [700]
+
+
+def test_a_refund_still_running_for_one_session_leaves_the_next_ones_form_alone(
+    page: Page, server_url: str, api: httpx.Client
+) -> None:
+    # A refund of one session is on its way when staff close the drill-down and open
+    # another: before, that one's Refund button was still disabled by the first, and
+    # the first's end enabled it again while that one's own refund was on its way.
+    open_dashboard(page, server_url, OPERATOR)
+    first, second = pay(api, OK), pay(api, OK)
+    held: dict[str, Route] = {}
+
+    def hold(route: Route) -> None:
+        held[route.request.url.split("/")[-2]] = route
+
+    page.route(re.compile(r"/api/sessions/[^/]+/refunds$"), hold)
+    open_drill(page, first)
+    page.fill("#refund-amount", "300")
+    page.click("#refund-submit")
+    page.wait_for_function("() => document.getElementById('refund-submit').disabled")
+    assert list(held) == [first]
+    page.click("#drill-close")
+    open_drill(page, second)
+    expect(page.locator("#drill-id")).to_have_text(second)
+    expect(page.locator("#refund-submit")).to_be_enabled()
+    page.fill("#refund-amount", "400")
+    page.click("#refund-submit")
+    page.wait_for_function("() => document.getElementById('refund-submit').disabled")
+    assert list(held) == [first, second]
+    # The first's answer comes while the second's is on its way: it changes nothing here.
+    with page.expect_response(lambda r: first in r.url and r.url.endswith("/refunds")):
+        held[first].continue_()
+    page.evaluate(TWO_FRAMES)
+    expect(page.locator("#refund-submit")).to_be_disabled()
+    expect(page.locator("#refund-error")).to_be_empty()
+    held[second].continue_()
+    expect(page.locator("#refund-amount")).to_have_value("", timeout=10_000)
+    expect(page.locator("#refund-submit")).to_be_enabled()
+    assert [r["amount"] for r in refunds_of(api, first)] == [300]
+    assert [r["amount"] for r in refunds_of(api, second)] == [400]

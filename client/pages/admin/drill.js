@@ -103,6 +103,9 @@ export class Drill {
     this.sessionId = sessionId;
     $('drill-id').textContent = sessionId;
     for (const id of ['review-error', 'refund-error', 'done-error']) clearFailure($(id));
+    // The forms are shared by every session: pressed only while this one's action runs.
+    $('review-submit').disabled = this.actions.running(`review ${sessionId}`);
+    $('refund-submit').disabled = this.actions.running(`refund ${sessionId}`);
     $('drill-error').textContent = '';
     for (const id of ['drill-timeline', 'drill-attempts-body', 'drill-effects-body']) {
       $(id).replaceChildren();
@@ -296,7 +299,8 @@ export class Drill {
       this.onChange(result.body);
       await this.refresh();
     } finally {
-      $('review-submit').disabled = false;
+      // Another session's form by now: its own action says when it may be pressed.
+      if (this.sessionId === sessionId) $('review-submit').disabled = false;
     }
   }
 
@@ -331,7 +335,8 @@ export class Drill {
       $('refund-reason').value = '';
       await this.refresh();
     } finally {
-      $('refund-submit').disabled = false;
+      // Another session's form by now: its own action says when it may be pressed.
+      if (this.sessionId === sessionId) $('refund-submit').disabled = false;
     }
   }
 

@@ -47,6 +47,8 @@ const CANCEL = {
   rate_limited: { text: `${TOO_MANY} Please wait a moment, then cancel again.`, kind: 'error' },
   gateway_unavailable: { text: 'The payment provider cannot be reached right now. Please try cancelling again in a moment.', kind: 'error' },
   invalid_state: { text: 'This payment can no longer be cancelled; the status above shows where it stands.', kind: 'error' },
+  // Its void found the money taken (protocol 2.1): the order is paid, not cancelled.
+  already_paid: { text: 'Too late to cancel: this order is already paid.', kind: 'error' },
   queue_full: { text: 'Too many requests are waiting for the connection. Please wait a moment.', kind: 'error' },
   closed: CLOSED,
 };

@@ -60,3 +60,12 @@ test('a code no table knows gets the command\'s own sentence; an error without a
   // A code that is an Object property is no sentence of the table.
   assert.equal(commandMessage('pay', server('constructor')).text, COMMAND_MESSAGES.pay.otherwise);
 });
+
+test('a cancel answered already_paid says the payment went through, not to cancel again', () => {
+  // A cancel whose void found the money taken is answered already_paid (protocol 2.1):
+  // before, it read "The payment could not be cancelled. Please try again".
+  const { text, kind } = commandMessage('cancel', server('already_paid'));
+  assert.doesNotMatch(text, /try again|could not be cancelled/i, text);
+  assert.match(text, /paid/i, text);
+  assert.equal(kind, 'error');
+});
