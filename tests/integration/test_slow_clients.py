@@ -10,6 +10,7 @@ requests restarted the keep-alive timer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import selectors
 import socket
@@ -649,3 +650,77 @@ async def test_one_session_holds_only_its_share_of_the_door(tmp_path: Path) -> N
                 assert paid.status_code == 202, paid.text
     finally:
         redis.stop()
+
+
+# A GET whose answer (the 230 KB OpenAPI document) is more than the kernel's buffers and
+# the transport's high-water mark take while the client reads nothing: the worker's
+# writes wait on it from the one write that carries it.
+BIG_ANSWER = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+ADMIN_HANDSHAKE = (
+    b"GET /ws/admin?token="
+    + ADMIN_TOKEN.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def _upgraded_while_paused(port: int) -> socket.socket:
+    """A connection that asked for a big answer, read none of it, and then upgraded to
+    a socket: the worker's writes waited (on the HTTP protocol) when the handshake came.
+    Nothing is read yet when it is returned."""
+    raw = _never_reading(port)
+    raw.sendall(BIG_ANSWER)
+    raw.settimeout(5)
+    # Peeked, not read: the window stays shut. The first bytes come from the write
+    # that also filled the transport's buffer, so the writes wait from here on.
+    assert raw.recv(12, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")
+    raw.sendall(ADMIN_HANDSHAKE)
+    return raw
+
+
+def test_a_socket_upgraded_while_writes_waited_is_not_reset_once_its_client_reads() -> None:
+    """A client that read an answer late, after it had upgraded the connection to a
+    socket: the write deadline armed while the HTTP protocol's writes waited was never
+    stopped (the buffer drained to the socket's protocol, which the transport told
+    instead), and reset the healthy socket PAYLIVE_WRITE_TIMEOUT_MS later."""
+    with Server(NEVER_READS_ENV) as srv:
+        raw = _upgraded_while_paused(srv.port)
+        try:
+            got = b""
+            while b"HTTP/1.1 101" not in got:  # the big answer, then the handshake's
+                chunk = raw.recv(65536)
+                assert chunk, "the server ended the connection"
+                got += chunk
+            raw.setblocking(False)
+            read_until = time.monotonic() + WRITE_TIMEOUT_S + 2
+            with httpx.Client(base_url=srv.url, timeout=5) as http:
+                while time.monotonic() < read_until and not _let_go(raw):
+                    with contextlib.suppress(BlockingIOError):
+                        raw.recv(65536)  # the client reads all it is sent
+                    http.get("/healthz")  # a short wait, on the server's clock
+            assert not _let_go(raw), "a socket whose client reads was reset"
+            # Still a socket: a ping is answered with a pong.
+            raw.setblocking(True)
+            raw.sendall(bytes((0x89, 0x80)) + b"mask")
+            pong = b""
+            while b"\x8a\x00" not in pong:
+                chunk = raw.recv(65536)
+                assert chunk, "the server ended the connection"
+                pong += chunk
+        finally:
+            raw.close()
+
+
+def test_a_socket_upgraded_while_writes_waited_is_let_go_if_its_client_never_reads() -> None:
+    """The same connection, its client reading nothing after the handshake: the socket's
+    protocol starts with the writes waiting, and is reset by its own deadline."""
+    with Server(NEVER_READS_ENV) as srv:
+        raw = _upgraded_while_paused(srv.port)
+        try:
+            deadline = time.monotonic() + WRITE_TIMEOUT_S + 10
+            with httpx.Client(base_url=srv.url, timeout=5) as http:
+                while not _let_go(raw) and time.monotonic() < deadline:
+                    http.get("/healthz")  # a short wait, on the server's clock
+            assert _let_go(raw), "a socket that reads nothing is still open"
+        finally:
+            raw.close()

@@ -347,3 +347,38 @@ async def test_a_keyed_send_again_asked_again_is_answered_with_its_delivery() ->
     assert [e["id"] for e in shop.accepted] == [failed["id"]], "posted once"
     kept = await world.service.get(session.id)
     assert [e["id"] for e in kept.audit] == ["aud_1"]
+
+
+async def test_a_keyed_send_again_asked_again_after_its_record_was_pushed_out() -> None:
+    """The same request again once its event was delivered and its record pushed out
+    of the newest ``deliveries_kept`` (a busy shop: a thousand deliveries in the
+    minute the key's lock takes to run out) was answered with an empty record: the
+    route read its status and answered 500. It is answered with the delivery as
+    delivered, queued and audited nothing."""
+    shop = Shop(random.Random(1), failure_rate=1.0)
+    world = World(shop)
+    session = await world.service.create("o", 100, "EUR", {})
+    await world.service.run(session.id, Cancel())
+    while (await world.service.get(session.id)).deliveries:
+        world.clock.now += 5_000
+        await world.loop()
+    [failed] = await world.deliveries.deliveries(True, 10)
+    shop.failure_rate = 0.0
+    logged = await world.engine.log_get(failed["id"])
+    assert logged is not None
+    body = dumps_strict(read_log_record(logged)[0])
+    audit = {"id": "aud_1", "staff": "ana", "action": "send_again"}
+    await world.deliveries.send_again(failed["id"], body, audit, "req-a")
+    await world.loop()
+    assert [e["id"] for e in shop.accepted] == [failed["id"]]
+    for n in range(SETTINGS.engine.deliveries_kept):  # later deliveries, each done
+        await world.engine.delivery_put(f"evt_other_{n}", b"{}", False, world.clock.now)
+    assert await world.engine.delivery_get(failed["id"]) is None
+    again, entry, _ = await world.deliveries.send_again(
+        failed["id"], body, {**audit, "id": "aud_2"}, "req-a"
+    )
+    assert (again.get("id"), again.get("status"), entry) == (failed["id"], "delivered", None)
+    await world.loop()
+    assert [e["id"] for e in shop.accepted] == [failed["id"]], "posted once"
+    kept = await world.service.get(session.id)
+    assert [e["id"] for e in kept.audit] == ["aud_1"]

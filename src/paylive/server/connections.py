@@ -697,7 +697,16 @@ class BoundedHttpProtocol(WritesTimed, HttpToolsProtocol):
         # never runs, and this protocol never hears of the connection again.
         self._release_waiting()
         if not self._over_limit:
+            # The transport tells only its current protocol that its buffer drained:
+            # a deadline armed here while an answer waited for the client would never
+            # be stopped, and would reset the socket however well its client reads.
+            # The socket's protocol keeps it instead, told that it starts waiting (the
+            # transport, paused already, would not tell it).
+            waiting = self.flow.write_paused
+            self._writes.resumed()
             super().handle_websocket_upgrade()
+            if waiting:
+                self.transport.get_protocol().pause_writing()
             return
         head = [b"HTTP/1.1 %d Service Unavailable\r\n" % OVERLOADED_STATUS]
         head += [name + b": " + value + b"\r\n" for name, value in OVERLOADED_HEADERS]

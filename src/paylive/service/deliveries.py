@@ -314,8 +314,16 @@ class Deliveries:
             # went). Nothing was done now, so nothing is audited.
             if queued_now:
                 return queued_now[0].to_public(PENDING), None, False
-            record.pop("body", None)
-            return record, None, False
+            # Read now: the one read above may be from before the post that took it out.
+            held = await self.engine.delivery_get(event_id)
+            if held is not None:
+                record = json.loads(held)
+                record.pop("body", None)
+                return record, None, False
+            # No record: only a delivered one is ever dropped (past the newest
+            # ``deliveries_kept``), so it was delivered; what the record said is gone.
+            gone = Delivery(event, since=event["created"], next_at=0, resent=max(resent - 1, 1))
+            return gone.to_public("delivered"), None, False
         [queued] = queued_now
         await self._put(queued, PENDING, self.service.clock())
         entry = outcome.session.audit[-1] if audit is not None else None
