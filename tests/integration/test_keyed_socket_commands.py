@@ -73,6 +73,7 @@ async def test_a_keyed_pay_sent_again_on_another_socket_starts_one_attempt(
     again = await answer(second, {**PAY, "key": "pay-1"})
     assert (said(got), said(again)) == ("ack", "ack"), second.summary()
     assert again["data"]["ref"] != got["data"]["ref"], "the new frame's ref"
+    assert again["seq"] == got["seq"] == 1, "the session's seq now (attempt_started)"
     assert await attempts(http, session) == 1
     # Another body under the key is refused as the header's rules say.
     card = {"card": "4242424242424242"}

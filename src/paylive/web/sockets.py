@@ -482,15 +482,16 @@ async def _keyed(
 
     scope = f"POST /api/sessions/{session_id}/{route}"
     code, payload = await runtime.idempotency.run_once(scope, key, body, kept(handler))
-    now = runtime.clock()
+    # A kept answer holds the session as it was then: the frame says the seq of now.
+    shown = payload.get("session") if code >= 400 else payload
+    seqs = [subscriber.last_seq]
+    if isinstance(shown, dict) and isinstance(shown.get("seq"), int):
+        seqs.append(shown["seq"])
+    seq = max(seqs) if max(seqs) >= 0 else None
     if code < 400:
         if ref is not None:
-            subscriber.push(_reply("ack", {"ref": ref}, session_id, payload.get("seq"), now))
+            subscriber.push(_reply("ack", {"ref": ref}, session_id, seq, runtime.clock()))
         return
-    shown = payload.get("session")
-    seq = shown.get("seq") if isinstance(shown, dict) else None
-    if seq is None and subscriber.last_seq >= 0:
-        seq = subscriber.last_seq
     error = payload["error"]
     _error(runtime, subscriber, session_id, seq, error["code"], error["message"], ref)
 
