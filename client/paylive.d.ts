@@ -237,13 +237,18 @@ export type ServerMessage = CustomerMessage | AdminMessage;
 /** `{card}` with the sandbox; `{stripe: "pm_..."}` (made by Stripe.js) with Stripe. */
 export type PaymentMethod = { card: string } | { stripe: string };
 
+/**
+ * A command frame. `key` (protocol 4.1, v1.2): its Idempotency-Key, 1 to 255 printable
+ * characters; the same key and fields, sent again on any socket or over HTTP, are the
+ * same request, decided once. The bundled client gives every command one of its own.
+ */
 export type ClientCommand =
-  | { type: 'pay'; payment_method: PaymentMethod; ref?: string }
-  | { type: 'retry'; payment_method?: PaymentMethod; ref?: string }
-  | { type: 'cancel'; ref?: string }
-  | { type: 'interrupt'; reason: 'network_error'; ref?: string }
-  | { type: 'check'; ref?: string }
-  | { type: 'seen'; status: TerminalStatus; ref?: string }
+  | { type: 'pay'; payment_method: PaymentMethod; ref?: string; key?: string }
+  | { type: 'retry'; payment_method?: PaymentMethod; ref?: string; key?: string }
+  | { type: 'cancel'; ref?: string; key?: string }
+  | { type: 'interrupt'; reason: 'network_error'; ref?: string; key?: string }
+  | { type: 'check'; ref?: string; key?: string }
+  | { type: 'seen'; status: TerminalStatus; ref?: string; key?: string }
   | { type: 'ping' };
 
 export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check';
@@ -304,7 +309,9 @@ export type ServerErrorCode =
  * `requestTimeout` is `timeout`. A command over HTTP answered so is first sent
  * again with its `Idempotency-Key` (`resends`): these codes settle it only when every
  * request of it went unanswered, or the last found the first still running
- * (`idempotency_key_in_use`). paylive's other 503s
+ * (`idempotency_key_in_use`). A `pay`, `retry` or `cancel` whose answer was lost with
+ * the socket is first sent again too, with its `key`, on the next connection (socket or
+ * HTTP), at most `resends` times. paylive's other 503s
  * (`overloaded`, ...) are refusals, nothing started, but `engine_unavailable` to a `pay`
  * or `retry` (on any transport) leaves its outcome unknown as well. A fatal
  * close's code (`unauthorized`, `unknown_session`, ...) rejects the commands not sent
@@ -546,7 +553,12 @@ export interface PayliveSessionOptions extends TransportOptions {
    * answer is lost (the request failed or timed out, a proxy's 502/503/504, paylive's
    * 503 `shutting_down` or `engine_unavailable`, 409 `idempotency_key_in_use`) the same
    * request with the same key is sent again at most this many times; the server answers
-   * what it did, never deciding it twice (protocol 3.1). Default 2; 0: never. A value
+   * what it did, never deciding it twice (protocol 3.1). On the socket every command
+   * carries its key too (`key`, protocol 4.1, v1.2), and a `pay`, `retry` or `cancel`
+   * whose answer was lost with the socket is sent again, the same frame with the same
+   * key, on the next connection (a socket, or HTTP with the key as its
+   * Idempotency-Key) at most this many times before it settles `connection_lost`; one
+   * the page `close()`d is not. Default 2; 0: never. A value
    * that is no count (NaN, Infinity, negative, not a number) is the default; a fraction
    * is rounded down.
    */
@@ -635,7 +647,7 @@ export class LiveConnection extends Emitter<SocketEvents> {
 export interface PendingCommand {
   ref: string;
   type: CommandType;
-  /** False while it waits for a connection. */
+  /** False while it waits for a connection (also to be sent again, after its socket dropped). */
   sent: boolean;
 }
 

@@ -3,6 +3,7 @@
 // session hands `flush` a function that sends one map, so the rules are testable alone.
 
 import { PayliveError } from './emitter.js';
+import { httpCommandBounds, newIdempotencyKey } from './http.js';
 
 // The commands that may start a charge, and the settlements that leave it unknown
 // whether the server took one: its answer was lost, or did not come in time, or the
@@ -11,6 +12,13 @@ import { PayliveError } from './emitter.js';
 // Idempotency-Key found the first still running (`idempotency_key_in_use`).
 const PAYMENTS = new Set(['pay', 'retry']);
 const UNANSWERED = new Set(['connection_lost', 'timeout', 'engine_unavailable', 'idempotency_key_in_use']);
+// Every command the server keeps an Idempotency-Key for carries one (protocol 4.1, v1.2),
+// made once per command and kept for it.
+const KEYED = new Set(['pay', 'retry', 'cancel', 'interrupt', 'check', 'seen']);
+// The commands sent again, with their key, when their answer was lost with the socket:
+// a payment, and a cancel (a customer who pressed Cancel would otherwise see nothing
+// happen). An interrupt, a check or a receipt lost so is not worth another request.
+const RESENT = new Set(['pay', 'retry', 'cancel']);
 
 export class CommandQueue {
   #nextRef = 0;
@@ -19,6 +27,7 @@ export class CommandQueue {
   #unknown = false; // a pay or retry was settled without its answer (see `outcomeUnknown`)
   #maxQueue;
   #commandTimeout;
+  #resends;
   #onChange;
 
   /**
@@ -26,9 +35,11 @@ export class CommandQueue {
    * `outcomeKnown()` clears `outcomeUnknown`; `unknown` is true when a settlement has
    * just made a payment's outcome unknown.
    */
-  constructor({ maxQueue, commandTimeout }, onChange = () => {}) {
+  constructor(options, onChange = () => {}) {
+    const { maxQueue, commandTimeout } = options;
     this.#maxQueue = maxQueue;
     this.#commandTimeout = commandTimeout;
+    this.#resends = httpCommandBounds(options).resends;
     this.#onChange = onChange;
   }
 
@@ -74,7 +85,9 @@ export class CommandQueue {
     const ref = `c${++this.#nextRef}`;
     const promise = new Promise((resolve, reject) => {
       const wire = { ...command, ref };
-      this.#pending.set(ref, { type: command.type, command: wire, resolve, reject, sent: false, timer: null });
+      if (KEYED.has(command.type) && wire.key === undefined) wire.key = newIdempotencyKey();
+      // `carried`: it was sent on a socket that dropped, and is queued to go again.
+      this.#pending.set(ref, { type: command.type, command: wire, resolve, reject, sent: false, timer: null, resent: 0, carried: false });
     });
     this.#queue.push(ref);
     this.#onChange(false);
@@ -112,7 +125,7 @@ export class CommandQueue {
     this.#pending.delete(ref);
     clearTimeout(pending.timer);
     if (!pending.sent) this.#queue = this.#queue.filter((queued) => queued !== ref);
-    const unknown = Boolean(pending.sent && error && PAYMENTS.has(pending.type) && UNANSWERED.has(error.code));
+    const unknown = Boolean((pending.sent || pending.carried) && error && PAYMENTS.has(pending.type) && UNANSWERED.has(error.code));
     if (unknown) this.#unknown = true;
     if (error) pending.reject(error);
     else pending.resolve(value);
@@ -122,30 +135,46 @@ export class CommandQueue {
 
   /**
    * The socket dropped. A command already sent on it may or may not have reached the
-   * server: it is not sent again (a second `pay` would only be refused), it is
-   * rejected with `connection_lost`, and the session's state after reconnecting shows
-   * what really happened (a `pay` or `retry`: `outcomeUnknown` until then). Commands
-   * still queued stay queued. One sent over HTTP (before the page moved up to the
-   * socket) is not the socket's: its own requests, maybe still being sent again with
-   * its key, settle it; settled here, its outcome would be taken as known from a
-   * snapshot while a request of it could still start the charge.
+   * server. A `pay`, `retry` or `cancel` is queued again, first and in order, the same
+   * frame with the same `key` and `ref`, to go on the next connection (a socket, or
+   * HTTP with the key as its Idempotency-Key), at most `resends` times: the server
+   * answers what the first did and decides it once (protocol 4.1, v1.2). Any other,
+   * and one sent so often already, is rejected with `connection_lost`, and the
+   * session's state after reconnecting shows what really happened (a `pay` or
+   * `retry`: `outcomeUnknown` until then). Commands still queued stay queued. One sent
+   * over HTTP (before the page moved up to the socket) is not the socket's: its own
+   * requests, maybe still being sent again with its key, settle it; settled here, its
+   * outcome would be taken as known from a snapshot while a request of it could still
+   * start the charge.
    */
   connectionLost() {
+    const again = [];
     for (const [ref, pending] of [...this.#pending]) {
-      if (pending.sent && !pending.viaRequest) {
-        this.settle(ref, new PayliveError('connection_lost', 'the connection dropped before the server answered; the session state will tell'));
+      if (!pending.sent || pending.viaRequest) continue;
+      if (RESENT.has(pending.type) && pending.resent < this.#resends) {
+        clearTimeout(pending.timer);
+        pending.timer = null;
+        pending.sent = false;
+        pending.carried = true;
+        pending.resent += 1;
+        again.push(ref);
+      } else {
+        this.settle(ref, lostWithSocket());
       }
     }
+    // Sent before anything still queued: they go first, in the order they went.
+    this.#queue = [...again, ...this.#queue];
   }
 
   /**
    * Reject the commands not sent yet with `error`. Those sent stay: the server may have
    * applied them, so a refusal would mislead; each is settled by its answer (an HTTP
-   * command's own request), by `connectionLost`, or by its timeout.
+   * command's own request), by `connectionLost`, or by its timeout. One queued to be
+   * sent again (`connectionLost`) was sent already: it is settled `connection_lost`.
    */
   rejectQueued(error) {
     for (const [ref, pending] of [...this.#pending]) {
-      if (!pending.sent) this.settle(ref, error);
+      if (!pending.sent) this.settle(ref, pending.carried ? lostWithSocket() : error);
     }
   }
 
@@ -153,4 +182,8 @@ export class CommandQueue {
   rejectAll(error) {
     for (const ref of [...this.#pending.keys()]) this.settle(ref, error);
   }
+}
+
+function lostWithSocket() {
+  return new PayliveError('connection_lost', 'the connection dropped before the server answered; the session state will tell');
 }

@@ -258,7 +258,9 @@ export async function sendHttpCommand(fetchFn, options, command, closing = null,
   const headers = {
     Authorization: `Bearer ${secret}`,
     'Content-Type': 'application/json',
-    'Idempotency-Key': newIdempotencyKey(),
+    // A command's own key when it has one (a socket frame's, sent again here after the
+    // page fell back: the same request, protocol 4.1, v1.2), else one made for it.
+    'Idempotency-Key': typeof command.key === 'string' && command.key ? command.key : newIdempotencyKey(),
   };
   const url = `${httpOrigin(baseUrl)}/api/sessions/${encodeURIComponent(sessionId)}/${path}`;
   const init = { method: 'POST', headers, body: JSON.stringify(body) };

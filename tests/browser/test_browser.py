@@ -190,8 +190,10 @@ def test_beforeunload_guard_while_processing(page: Page, server_url: str) -> Non
 class PayIntercept:
     """The checkout's socket with its first ``pay`` frame handed to ``on_pay(ws, server,
     frame)`` (which cuts the socket, or answers in the server's place), passed to the
-    server first when ``forward``; what the server says on the sockets opened after it
-    is held back until ``release``, so that the page is seen while it cannot know."""
+    server first when ``forward``; so are the client's resends of it (the same frame,
+    its key, on the next sockets: protocol 4.2) until ``release``, so that its answer
+    stays lost; what the server says on the sockets opened after it is held back until
+    ``release``, so that the page is seen while it cannot know."""
 
     def __init__(
         self, page: Page, on_pay: Callable[[Any, Any, dict[str, Any]], None], forward: bool
@@ -208,7 +210,7 @@ class PayIntercept:
 
         def to_server(message: str | bytes) -> None:
             frame = json.loads(message)
-            if self.done or frame.get("type") != "pay":
+            if frame.get("type") != "pay" or not self._holding:
                 server.send(message)
                 return
             self.done = True

@@ -22,10 +22,12 @@ from ..engine import EngineUnavailable
 from ..errors import Refused
 from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
+from ..service.idempotency import Answer, request_digest
 from ..telemetry import context, tracing
 from . import observe, validation
 from .auth import ADMIN, CUSTOMER, Principal
 from .errors import ENGINE_DOWN, close_code
+from .http import answer, kept
 from .tickets import Admit, Opening, opening_of
 
 log = logging.getLogger("paylive.sockets")
@@ -299,8 +301,11 @@ class Check:
     """``check``: ask the provider about the attempt in flight now (after 3-D Secure)."""
 
 
-def parse_command(frame: dict[str, Any], gateway: str = "sandbox") -> Command | Check | None:
-    """The machine command for a client frame; None for ``ping``. Raises Refused."""
+def parse_command(
+    frame: dict[str, Any], gateway: str = "sandbox", asked: str | None = None
+) -> Command | Check | None:
+    """The machine command for a client frame; None for ``ping``. ``asked`` names a
+    keyed request (``request_digest``), as the HTTP routes give it. Raises Refused."""
     kind = frame.get("type")
     allowed = {"type", "ref"}
     command: Command | Check | None
@@ -309,30 +314,61 @@ def parse_command(frame: dict[str, Any], gateway: str = "sandbox") -> Command | 
     elif kind == "pay":
         allowed.add("payment_method")
         method = validation.parse_payment_method(frame.get("payment_method"), True, gateway)
-        command = StartAttempt(method)
+        command = StartAttempt(method, asked)
     elif kind == "retry":
         allowed.add("payment_method")
         method = validation.parse_payment_method(frame.get("payment_method"), False, gateway)
-        command = StartAttempt(method)
+        command = StartAttempt(method, asked)
     elif kind == "check":
         command = Check()
     elif kind == "seen":
         allowed.add("status")
-        command = SeeOutcome(validation.parse_seen({"status": frame.get("status")}))
+        command = SeeOutcome(validation.parse_seen({"status": frame.get("status")}), asked)
     elif kind == "cancel":
-        command = Cancel()
+        command = Cancel(asked)
     elif kind == "interrupt":
         allowed.add("reason")
         command = Interrupt(
-            validation.parse_interrupt({"reason": frame.get("reason", "network_error")})
+            validation.parse_interrupt({"reason": frame.get("reason", "network_error")}), asked
         )
     else:
         shown = repr(kind)[:40] if isinstance(kind, str) else "missing or not a string"
         raise Refused(ErrorCode.UNKNOWN_COMMAND, f"unknown command type {shown}")
+    if kind != "ping":
+        allowed.add("key")
     extra = sorted(set(frame) - allowed)
     if extra:
         raise validation.invalid(extra[0][:64], "is not a field of this command")
     return command
+
+
+# The HTTP route (under /api/sessions/{id}/) of each command frame, and its success
+# status there: a keyed frame is that route's request (protocol 4, v1.2).
+_ROUTES: dict[str, tuple[str, int]] = {
+    "pay": ("attempts", 202),
+    "retry": ("attempts", 202),
+    "cancel": ("cancel", 200),
+    "interrupt": ("interrupt", 200),
+    "check": ("check", 200),
+    "seen": ("seen", 200),
+}
+_FRAME_ONLY = frozenset({"type", "ref", "key"})
+
+
+def frame_key(frame: dict[str, Any]) -> str | None:
+    """A command frame's ``key``, by the Idempotency-Key header's rules; None without one."""
+    if "key" not in frame:
+        return None
+    key = frame["key"]
+    if not isinstance(key, str) or not 1 <= len(key) <= 255 or not key.isprintable():
+        raise validation.invalid("key", "must be a string of 1 to 255 printable characters")
+    return key
+
+
+def frame_body(frame: dict[str, Any]) -> dict[str, Any]:
+    """The body the command's HTTP route would read: the frame's own fields, so that the
+    same request sent there under the same key is known as the same."""
+    return {name: value for name, value in frame.items() if name not in _FRAME_ONLY}
 
 
 _COMMAND_TYPES = frozenset({"pay", "retry", "check", "cancel", "interrupt", "seen"})
@@ -372,8 +408,11 @@ async def _command(
         if isinstance(frame, Refused):
             raise frame
         ref = _ref(frame)
-        command = parse_command(frame, runtime.settings.gateway)
-        if command is None:
+        # A keyed frame's fields are checked inside its request, as its route checks a
+        # body: a refusal of them is the key's answer.
+        key = frame_key(frame) if frame.get("type") in _ROUTES else None
+        command = None if key is not None else parse_command(frame, runtime.settings.gateway)
+        if command is None and key is None:
             subscriber.push(_reply("pong", {}, session_id, seq, runtime.clock()))
             return
         if watching:
@@ -384,6 +423,9 @@ async def _command(
         if turned_away is not None:
             raise turned_away
         try:
+            if key is not None or command is None:  # None here: keyed, parsed inside
+                await _keyed(runtime, subscriber, session_id, frame, key, ref)
+                return
             if isinstance(command, Check):
                 session = await runtime.service.check(session_id)
                 if ref is not None:
@@ -413,6 +455,45 @@ async def _command(
         subscriber.push(
             _reply("ack", {"ref": ref}, session_id, outcome.session.seq, runtime.clock())
         )
+
+
+async def _keyed(
+    runtime: Runtime,
+    subscriber: Subscriber,
+    session_id: str,
+    frame: dict[str, Any],
+    key: str | None,
+    ref: str | int | None,
+) -> None:
+    """A keyed command frame, run as its HTTP route runs a request with this
+    Idempotency-Key: the same store, scope, body and kept answer (``http.kept``), so
+    the same request sent again on any socket or over HTTP is answered with what it
+    did. The kept answer is sent as the ack or error the first got, with this ref."""
+    route, status = _ROUTES[str(frame["type"])]
+    body = frame_body(frame)
+
+    async def handler() -> Answer:
+        # Decided inside, as the route decides it: a refusal is kept for the key.
+        command = parse_command(frame, runtime.settings.gateway, request_digest(key, body))
+        if isinstance(command, Check):
+            return 200, (await runtime.service.check(session_id)).to_public()
+        assert command is not None  # a ping has no route
+        return answer(await runtime.service.run(session_id, command), status)
+
+    scope = f"POST /api/sessions/{session_id}/{route}"
+    code, payload = await runtime.idempotency.run_once(scope, key, body, kept(handler))
+    # A kept answer holds the session as it was then: the frame says the seq of now.
+    shown = payload.get("session") if code >= 400 else payload
+    seqs = [subscriber.last_seq]
+    if isinstance(shown, dict) and isinstance(shown.get("seq"), int):
+        seqs.append(shown["seq"])
+    seq = max(seqs) if max(seqs) >= 0 else None
+    if code < 400:
+        if ref is not None:
+            subscriber.push(_reply("ack", {"ref": ref}, session_id, seq, runtime.clock()))
+        return
+    error = payload["error"]
+    _error(runtime, subscriber, session_id, seq, error["code"], error["message"], ref)
 
 
 def _error(

@@ -47,7 +47,10 @@ test('commands made offline wait, then go out in order with their refs', async (
 
   const online = link(true);
   commands.flush(online);
-  assert.deepEqual(online.sent, [
+  // Each with a key of its own (protocol 4.1, v1.2).
+  const keys = online.sent.map((m) => m.key);
+  assert.ok(keys.every((key) => typeof key === 'string' && key.length >= 1) && keys[0] !== keys[1], keys);
+  assert.deepEqual(online.sent.map(({ key, ...m }) => m), [
     { type: 'pay', payment_method: { card: '4242' }, ref: 'c1' },
     { type: 'cancel', ref: 'c2' },
   ]);
@@ -79,8 +82,8 @@ test('a send that fails midway keeps the rest queued, in order', () => {
   commands.rejectAll(new Error('done'));
 });
 
-test('a drop rejects what was sent with connection_lost and keeps what was queued', async () => {
-  const { commands } = queue();
+test('a drop rejects what was sent with connection_lost and keeps what was queued (resends 0)', async () => {
+  const { commands } = queue({ resends: 0 });
   const sent = settled(commands.add({ type: 'pay', payment_method: { card: '4242' } }));
   commands.flush(link(true));
   const queued = settled(commands.add({ type: 'cancel' }));
@@ -90,9 +93,36 @@ test('a drop rejects what was sent with connection_lost and keeps what was queue
   // Back online: only the queued command goes out; the pay is not sent twice.
   const online = link(true);
   commands.flush(online);
-  assert.deepEqual(online.sent, [{ type: 'cancel', ref: 'c2' }]);
+  assert.deepEqual(online.sent.map((m) => m.ref), ['c2']);
   commands.settle('c2', null, {});
   assert.equal((await queued).ok, true);
+});
+
+test('a drop queues a sent pay, retry or cancel again first, the same frame, and rejects the others', async () => {
+  const { commands } = queue({ maxQueue: 8, resends: 1 });
+  const paid = settled(commands.add({ type: 'pay', payment_method: { card: '4242' } }));
+  const interrupted = settled(commands.add({ type: 'interrupt', reason: 'network_error' }));
+  const first = link(true);
+  commands.flush(first);
+  const queued = settled(commands.add({ type: 'cancel' }));
+  commands.connectionLost();
+  assert.deepEqual(await interrupted, { ok: false, code: 'connection_lost', name: 'PayliveError' });
+  assert.equal(commands.outcomeUnknown, false, 'the pay is not lost yet');
+  assert.deepEqual(commands.pending, [
+    { ref: 'c1', type: 'pay', sent: false },
+    { ref: 'c3', type: 'cancel', sent: false },
+  ]);
+  const again = link(true);
+  commands.flush(again);
+  assert.deepEqual(again.sent.map((m) => m.ref), ['c1', 'c3']);
+  assert.deepEqual(again.sent[0], first.sent[0], 'the same key, ref and fields');
+  // Lost again: `resends` (1) is spent; the pay's outcome is unknown, the cancel goes again.
+  commands.connectionLost();
+  assert.deepEqual(await paid, { ok: false, code: 'connection_lost', name: 'PayliveError' });
+  assert.equal(commands.outcomeUnknown, true);
+  assert.deepEqual(commands.pending, [{ ref: 'c3', type: 'cancel', sent: false }]);
+  commands.rejectAll(new Error('done'));
+  assert.equal((await queued).ok, false);
 });
 
 test('a full queue refuses more, and a settled queued command frees its place', async () => {
@@ -142,7 +172,7 @@ test('an unanswered pay or retry is what keeps the unload guard up', () => {
 
 test('a sent pay or retry settled without its answer keeps the guard up until its fate is known', async () => {
   const unknowns = [];
-  const commands = new CommandQueue({ maxQueue: 3, commandTimeout: 5_000 }, (unknown) => unknowns.push(unknown));
+  const commands = new CommandQueue({ maxQueue: 3, commandTimeout: 5_000, resends: 0 }, (unknown) => unknowns.push(unknown));
   const paid = settled(commands.add({ type: 'pay' }));
   const cancelled = settled(commands.add({ type: 'cancel' }));
   commands.flush(link(true));

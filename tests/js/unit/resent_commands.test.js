@@ -5,9 +5,9 @@
 // number of times: the server answers what it did (the kept answer, or 202 with the
 // attempt that request started) and never decides it twice (protocol 3.1). Only when
 // those fail too is the outcome unknown, and the page asks for the session's state as
-// before. The socket's frames carry no key (protocol 3.1): a command lost with the
-// socket is never sent again. So is every other command over HTTP (cancel, interrupt,
-// check, seen): each route keeps the key (protocol 3.1).
+// before. So is every other command over HTTP (cancel, interrupt, check, seen): each
+// route keeps the key (protocol 3.1). A socket's frames carry their key too (protocol
+// 4.1, v1.2): socket_resends.test.js.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -150,15 +150,17 @@ test('interrupt and check carry a key of their own too, and are sent again with 
   assert.equal(new Set(sent).size, sent.length, 'each command has its own key');
 });
 
-test('on the socket a pay frame carries no key (the socket protocol has none), and a pay lost with it is not sent again', async (t) => {
+test('on the socket a pay frame carries its key, and a pay lost with it is sent again there, not over HTTP', async (t) => {
   const { srv, pay } = await openPage(t, 'websocket');
   const frames = [];
   srv.onSocketCommand = (ws, frame) => {
     frames.push(frame);
-    setTimeout(() => ws.kill(), 0); // the answer is lost with the socket
+    setTimeout(() => ws.kill(), 0); // the answer is lost with the socket, each time
   };
   assert.deepEqual(await outcome(pay.pay(CARD)), { ok: false, code: 'connection_lost' });
   await until(() => pay.connection === 'connected' && !pay.outcomeUnknown);
-  assert.deepEqual(frames.map((f) => Object.keys(f).sort()), [['payment_method', 'ref', 'type']]);
+  assert.equal(frames.length, 3, 'sent, then sent again `resends` (2) times');
+  assert.deepEqual(frames.map((f) => Object.keys(f).sort()), Array(3).fill(['key', 'payment_method', 'ref', 'type']));
+  assert.equal(new Set(frames.map((f) => f.key)).size, 1, 'with the same key');
   assert.equal(srv.commands.length, 0);
 });
