@@ -60,47 +60,49 @@ EACH = {"tests/load/test_bench.py", "tests/js/test_client_js.py"}
 # keeps one process busy alone at the end. Files not listed are short and keep their
 # collection order after these.
 LONGEST_FIRST = [
-    # Measured 2026-12-08 00:55 UTC in a working tree (wall seconds, 1,387 tests), the
+    # Measured 2026-12-08 02:25 UTC in a working tree (wall seconds, 1,469 tests), the
     # test servers forked from the zygote (tests/support/zygote.py).
-    "tests/load/test_bench.py",  # 69 s, one test a group
-    "tests/browser/test_accessibility.py",  # 61 s, in two parts
-    "tests/fuzz/test_openapi.py",  # 60 s, in two parts
-    "tests/js/test_client_js.py",  # 33 s, one test a group
-    "tests/browser/test_browser.py",  # 28 s
-    "tests/integration/test_stripe.py",  # 26 s
-    "tests/integration/test_preflight.py",  # 25 s
-    "tests/integration/test_scaleout.py",  # 24 s
-    "tests/integration/test_effects.py",  # 21 s
-    "tests/engine/test_engine.py",  # 20 s
-    "tests/integration/test_drain.py",  # 18 s
-    "tests/integration/test_lost_replies.py",  # 18 s
-    "tests/integration/test_edges.py",  # 18 s
-    "tests/browser/test_dashboard_staff.py",  # 18 s
+    "tests/load/test_bench.py",  # 53 s, one test a group
+    "tests/browser/test_accessibility.py",  # 43 s, in two parts
+    "tests/js/test_client_js.py",  # 39 s, one test a group
+    "tests/fuzz/test_openapi.py",  # 30 s, in two parts
+    "tests/integration/test_stripe.py",  # 24 s
+    "tests/integration/test_preflight.py",  # 23 s
+    "tests/browser/test_browser.py",  # 23 s
+    "tests/integration/test_scaleout.py",  # 23 s
+    "tests/integration/test_lost_replies.py",  # 22 s
+    "tests/integration/test_slow_clients.py",  # 22 s
+    "tests/browser/test_dashboard_staff.py",  # 20 s
+    "tests/browser/test_transports.py",  # 20 s
+    "tests/integration/test_archive.py",  # 19 s
+    "tests/integration/test_edges.py",  # 19 s
+    "tests/integration/test_effects.py",  # 18 s
     "tests/test_style.py",  # mypy without its cache, as on a fresh clone: 15-25 s
-    "tests/browser/test_screenshots.py",  # 17 s
-    "tests/browser/test_transports.py",  # 16 s
-    "tests/integration/test_review_queue.py",  # 15 s
-    "tests/integration/test_slow_clients.py",  # 14 s
-    "tests/integration/test_streams.py",  # 14 s
-    "tests/integration/test_archive.py",  # 14 s
+    "tests/engine/test_engine.py",  # 16 s
+    "tests/browser/test_screenshots.py",  # 16 s
+    "tests/integration/test_drain.py",  # 16 s
+    "tests/integration/test_merchant_webhooks.py",  # 16 s
+    "tests/browser/test_receipt.py",  # 14 s
     "tests/integration/test_sockets.py",  # 14 s
-    "tests/browser/test_receipt.py",  # 13 s
-    "tests/engine/test_readiness.py",  # 13 s
+    "tests/integration/test_review_queue.py",  # 14 s
+    "tests/integration/test_streams.py",  # 14 s
     "tests/load/test_restart.py",  # 13 s
+    "tests/engine/test_readiness.py",  # 13 s
     "tests/engine/test_effect_lease.py",  # 12 s
-    "tests/integration/test_merchant_webhooks.py",  # 11 s
-    "tests/browser/test_shop_panels.py",  # 11 s
-    "tests/integration/test_observability.py",  # 11 s
+    "tests/integration/test_observability.py",  # 12 s
+    "tests/load/test_serverstats.py",  # 11 s
+    "tests/browser/test_shop_panels.py",  # 10 s
+    "tests/integration/test_hardening.py",  # 10 s
+    "tests/load/test_load.py",  # 10 s
     "tests/browser/test_dashboard_work.py",  # 10 s
-    "tests/test_suite_layout.py",  # 9 s
-    "tests/integration/test_receipt.py",  # 9 s
-    "tests/integration/test_hardening.py",  # 9 s
-    "tests/load/test_load.py",  # 9 s
+    "tests/integration/test_receipt.py",  # 8 s
     "tests/unit/test_properties.py",  # 8 s
-    "tests/load/test_serverstats.py",  # 7 s
-    "tests/integration/test_cluster_lost_replies.py",  # 7 s
-    "tests/browser/test_stripe_checkout.py",  # 6 s
-    "tests/test_package.py",  # 6 s
+    "tests/integration/test_cluster_lost_replies.py",  # 8 s
+    "tests/test_suite_layout.py",  # 6 s
+    "tests/integration/test_refunds.py",  # 5 s
+    "tests/integration/test_bad_input.py",  # 5 s
+    "tests/browser/test_stripe_checkout.py",  # 5 s
+    "tests/engine/test_purge_kept.py",  # 5 s
 ]
 
 
