@@ -97,6 +97,9 @@ def test_an_operator_refunds_from_the_drill_down_and_is_in_the_audit_trail(
     paid = pay(api, OK)
     page.fill("#search", paid)
     page.locator(f"tr[data-session-id='{paid}'] button[data-open]").click()
+    # The drill-down reads the session when it opens and every 3 s: on a loaded machine
+    # (a fresh-clone CI run, once) its reads showed the paid session unpaid for 5 s.
+    expect(page.locator("#drill-facts")).to_contain_text("succeeded", timeout=10_000)
     expect(page.locator("#refund-form")).to_be_visible()
     page.fill("#refund-amount", "9999")
     page.click("#refund-submit")
@@ -294,6 +297,7 @@ def test_newer_after_new_actions_skips_none_of_them(
 def open_drill(page: Page, session_id: str) -> None:
     page.fill("#search", session_id)
     page.locator(f"tr[data-session-id='{session_id}'] button[data-open]").click()
+    expect(page.locator("#drill-facts")).to_contain_text("succeeded", timeout=10_000)
     expect(page.locator("#refund-form")).to_be_visible()
 
 

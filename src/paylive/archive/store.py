@@ -146,7 +146,8 @@ class Archive:
                 try:
                     return await work(conn)
                 except BaseException as exc:
-                    if isinstance(exc, asyncio.CancelledError) or _failed(exc) is not None:
+                    broken = (asyncio.CancelledError, asyncpg.exceptions.InternalClientError)
+                    if isinstance(exc, broken) or _failed(exc) is not None:
                         # The connection is let go, not given back: one to a replica a
                         # failover left it on stays read-only for its life (the setting
                         # is its session's), one cut or cancelled mid-operation may be
