@@ -251,7 +251,7 @@ export type ClientCommand =
   | { type: 'seen'; status: TerminalStatus; ref?: string; key?: string }
   | { type: 'ping' };
 
-export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check';
+export type CommandType = 'pay' | 'retry' | 'cancel' | 'interrupt' | 'check' | 'seen';
 
 // ---------------------------------------------------------------------------------
 // Errors

@@ -131,3 +131,6 @@ const bounds: number[] = [SESSION_DEFAULTS.requestTimeout, SESSION_DEFAULTS.rese
 void bounds;
 // @ts-expect-error: resends is a count
 void new PayliveSession({ sessionId: 'ps_1', secret: 's', resends: true });
+// The outcome receipt (`seen`) waits among the pending commands like the others.
+const receiptWaits: boolean = pay.pendingCommands.some((c) => c.type === 'seen');
+void receiptWaits;
