@@ -37,7 +37,7 @@ from ..errors import Refused
 from ..gateway import GatewayError
 from ..telemetry import context, tracing
 from .holds import TryHolds
-from .payments import MAX_RACES, PaymentService, provider_call, provider_ref
+from .payments import PaymentService, provider_call, provider_ref
 
 if TYPE_CHECKING:
     from .deliveries import Deliveries
@@ -143,23 +143,18 @@ class EffectRunner:
             await self._set_right(session_id, session)
 
     async def _set_right(self, session_id: str, session: Session) -> None:
-        """Set the outbox's due time from ``session``, a read in which nothing was due.
-        A save by another worker since that read set the due time of what it saved (a
-        refund asked meanwhile), and a write from the older read would undo it: the
-        refund would be out of the effects index, never tried. So the session is read
-        again after the write, and the write made again from that read while the
-        version has moved. Once a read after the write finds the version the write was
-        made from, every save to come is later than the write and sets its own."""
+        """Set the outbox's due time from ``session``, a read in which nothing was due (a
+        write from it alone would undo the due time of a refund another worker asked
+        since: it would be out of the effects index, never tried)."""
         engine = self.service.engine
-        for _ in range(MAX_RACES):
-            await engine.schedule_effects(session_id, session.next_effect_at())
-            fresh = await engine.load(session_id)
-            if fresh is None or fresh.version == session.version:
-                return
-            session = fresh
-        # Saved again and again meanwhile: looked at once more soon, never left stale.
-        retry_at = self.service.clock() + self.service.rules.effect_retry_base_ms
-        await engine.schedule_effects(session_id, retry_at)
+
+        async def due(latest: Session) -> None:
+            await engine.schedule_effects(session_id, latest.next_effect_at())
+
+        if not await self.service.written_from_latest(session_id, session, due):
+            # Saved again and again meanwhile: looked at once more soon, never left stale.
+            retry_at = self.service.clock() + self.service.rules.effect_retry_base_ms
+            await engine.schedule_effects(session_id, retry_at)
 
     async def _call(self, session: Session, effect: GatewayEffect) -> EffectOutcome:
         charge_key = idempotency_key(session.id, effect.attempt)

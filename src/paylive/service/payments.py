@@ -17,7 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -300,22 +300,35 @@ class PaymentService:
             return Outcome(result.session, result)
         raise Refused(ErrorCode.CONFLICT, "the session changed too often; try again")
 
-    async def _set_timer_right(self, session_id: str, session: Session) -> None:
-        """Set the session's timer from ``session``, a read in which nothing was due. A
-        save by another worker since that read set the timer of what it saved (an
-        attempt started meanwhile, with its deadline), and a write from the older read
-        would undo it: the attempt would not time out before the session's expiry. So
-        the write is checked by reading again: while the version moved, it is written
-        again from the fresh read; once it has not, every save to come is later than
-        the write and sets its own (as ``EffectRunner._set_right`` does for the outbox)."""
+    async def written_from_latest(
+        self, session_id: str, session: Session, write: Callable[[Session], Awaitable[None]]
+    ) -> bool:
+        """``write`` something derived from ``session`` (a read) outside a save, checked:
+        a save by another worker since that read wrote its own value, which a write from
+        the older read would undo. So the session is read again after the write, and
+        the write made again from that read while the version has moved. Once a read
+        after the write finds the version the write was made from, every save to come
+        is later than the write and sets its own. False when the session was saved
+        again and again meanwhile (``MAX_RACES`` times): the caller sets a value that
+        makes it looked at again soon."""
         for _ in range(MAX_RACES):
-            await self.engine.schedule(session_id, session.next_due())
+            await write(session)
             fresh = await self.engine.load(session_id)
             if fresh is None or fresh.version == session.version:
-                return
+                return True
             session = fresh
-        # Saved again and again meanwhile: looked at again at once, never left stale.
-        await self.engine.schedule(session_id, self.clock())
+        return False
+
+    async def _set_timer_right(self, session_id: str, session: Session) -> None:
+        """Set the session's timer from ``session``, a read in which nothing was due (a
+        write from it alone would undo the deadline of an attempt another worker started
+        since: it would not time out before the session's expiry)."""
+
+        async def due(latest: Session) -> None:
+            await self.engine.schedule(session_id, latest.next_due())
+
+        if not await self.written_from_latest(session_id, session, due):
+            await self.engine.schedule(session_id, self.clock())  # looked at again at once
 
     async def tick(self, session_id: str) -> None:
         try:
