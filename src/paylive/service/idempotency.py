@@ -48,8 +48,14 @@ def request_digest(key: str | None, body: Any) -> str | None:
     return hashlib.sha256(f"{key}\n{fingerprint(body)}".encode()).hexdigest()
 
 
+def valid_key(key: object) -> bool:
+    """An Idempotency-Key as the contract takes it, in a header or a socket frame's
+    ``key``: a string of 1 to 255 printable characters."""
+    return isinstance(key, str) and 1 <= len(key) <= 255 and key.isprintable()
+
+
 def check_key(key: str) -> None:
-    if not 1 <= len(key) <= 255 or not key.isprintable():
+    if not valid_key(key):
         raise Refused(
             ErrorCode.INVALID_FIELD, "Idempotency-Key: must be 1 to 255 printable characters"
         )

@@ -22,7 +22,7 @@ from ..engine import EngineUnavailable
 from ..errors import Refused
 from ..fanout.hub import Subscriber, snapshot_message
 from ..runtime import Runtime
-from ..service.idempotency import Answer, request_digest
+from ..service.idempotency import Answer, request_digest, valid_key
 from ..telemetry import context, tracing
 from . import observe, validation
 from .auth import ADMIN, CUSTOMER, Principal
@@ -360,9 +360,9 @@ def frame_key(frame: dict[str, Any]) -> str | None:
     if "key" not in frame:
         return None
     key = frame["key"]
-    if not isinstance(key, str) or not 1 <= len(key) <= 255 or not key.isprintable():
+    if not valid_key(key):
         raise validation.invalid("key", "must be a string of 1 to 255 printable characters")
-    return key
+    return str(key)
 
 
 def frame_body(frame: dict[str, Any]) -> dict[str, Any]:
