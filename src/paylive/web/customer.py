@@ -17,11 +17,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.machine import Cancel, Interrupt, SeeOutcome, StartAttempt
-from ..service.idempotency import Answer, request_digest
+from ..service.idempotency import Answer
 from . import validation
 from .auth import ADMIN, CUSTOMER, MERCHANT
 from .http import (
     answer,
+    asked,
     endpoint,
     json_body,
     once,
@@ -51,8 +52,8 @@ async def start_attempt(request: Request) -> Response:
     async def handler() -> Answer:
         runtime = runtime_of(request)
         method = validation.parse_attempt(body, runtime.settings.gateway)
-        asked = request_digest(request.headers.get("idempotency-key"), body)
-        return answer(await runtime.service.run(session_id, StartAttempt(method, asked)), 202)
+        command = StartAttempt(method, asked(request, body))
+        return answer(await runtime.service.run(session_id, command), 202)
 
     return await once(request, f"POST /api/sessions/{session_id}/attempts", body, handler)
 

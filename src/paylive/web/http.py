@@ -152,6 +152,14 @@ def kept(handler: Handler) -> Handler:
     return answer
 
 
+def asked(request: Request, body: Any) -> str | None:
+    """The digest naming this request when it has an ``Idempotency-Key`` (None without
+    one), which the decision it makes keeps (``request_digest``): the same request sent
+    again, its kept answer lost (the save's reply lost, the worker stopped or dead), is
+    then answered with what it did instead of being decided again."""
+    return request_digest(request.headers.get("idempotency-key"), body)
+
+
 async def once(request: Request, name: str, body: Any, handler: Handler) -> Response:
     """Run ``handler`` at most once per ``Idempotency-Key`` (when the request has one)
     for the command ``name``, keeping what ``kept`` lets it keep."""
@@ -194,8 +202,8 @@ async def run_command(
     rate_limit(request, principal, session_id)
 
     async def handler() -> Answer:
-        asked = request_digest(request.headers.get("idempotency-key"), body)
-        return answer(await runtime_of(request).service.run(session_id, command(asked)), status)
+        run = runtime_of(request).service.run
+        return answer(await run(session_id, command(asked(request, body))), status)
 
     return await once(request, f"POST /api/sessions/{session_id}/{route}", body, handler)
 

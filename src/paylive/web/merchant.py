@@ -19,10 +19,11 @@ from starlette.routing import Route
 from ..core.machine import Refund
 from ..core.refunds import asked_by
 from ..core.session import Session
-from ..service.idempotency import Answer, request_digest
+from ..service.idempotency import Answer
 from . import validation
 from .auth import ADMIN, MERCHANT, OPERATOR, client_secret
 from .http import (
+    asked,
     audit_of,
     authenticate,
     endpoint,
@@ -47,8 +48,8 @@ async def create_session(request: Request) -> Response:
 
     async def handler() -> Answer:
         order_id, amount, currency, metadata = validation.parse_create(body)
-        asked = request_digest(request.headers.get("idempotency-key"), body)
-        session = await runtime.service.create(order_id, amount, currency, metadata, asked)
+        digest = asked(request, body)
+        session = await runtime.service.create(order_id, amount, currency, metadata, digest)
         payload = session.to_public()
         payload["client_secret"] = client_secret(runtime.settings.secret, session.id)
         return 201, payload
@@ -80,11 +81,11 @@ async def refund(request: Request) -> Response:
 
     async def handler() -> Answer:
         amount, reason = validation.parse_refund(body)
-        asked = request_digest(request.headers.get("idempotency-key"), body)
-        command = Refund(amount, reason, principal.who, asked)
+        digest = asked(request, body)
+        command = Refund(amount, reason, principal.who, digest)
         audit = audit_of(request, principal, "refund", amount=amount, reason=reason)
         session = await run_audited(runtime, session_id, command, audit, Session.to_public)
-        made = asked_by(session, asked) or session.refunds[-1]
+        made = asked_by(session, digest) or session.refunds[-1]
         return 202, {"refund": made.to_public(session_id), "session": session.to_public()}
 
     return await once(request, f"POST /api/sessions/{session_id}/refunds", body, handler)

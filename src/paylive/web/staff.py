@@ -25,11 +25,12 @@ from ..core.session import Session
 from ..errors import Refused
 from ..gateway.sandbox import SandboxGateway
 from ..service.effects import list_effects
-from ..service.idempotency import Answer, request_digest
+from ..service.idempotency import Answer
 from ..settings import STAFF_NAME
 from . import validation
 from .auth import ADMIN, OPERATOR, ROLES, VIEWER, Principal
 from .http import (
+    asked,
     audit_of,
     endpoint,
     json_body,
@@ -39,15 +40,6 @@ from .http import (
     runtime_of,
     staff,
 )
-
-
-def asked(request: Request, body: object) -> str | None:
-    """The digest naming a keyed staff action (None without a key): the session
-    remembers the one that changed it, so that the same request, its kept answer lost
-    (the save's reply lost, the worker stopped or dead), is answered with what it did
-    rather than refused ("already resolved") or, for a send again, posted twice."""
-    return request_digest(request.headers.get("idempotency-key"), body)
-
 
 # Sessions and the dashboard's counts ---------------------------------------------
 
