@@ -317,9 +317,7 @@ class Deliveries:
             # Read now: the one read above may be from before the post that took it out.
             held = await self.engine.delivery_get(event_id)
             if held is not None:
-                record = json.loads(held)
-                record.pop("body", None)
-                return record, None, False
+                return _shown(held), None, False
             # No record: only a delivered one is ever dropped (past the newest
             # ``deliveries_kept``), so it was delivered; what the record said is gone.
             gone = Delivery(event, since=event["created"], next_at=0, resent=max(resent - 1, 1))
@@ -346,13 +344,16 @@ class Deliveries:
         return done.to_public(status, done.last_attempt_at if answer.ok else None)
 
     async def deliveries(self, open_only: bool, limit: int) -> list[dict[str, Any]]:
-        out = []
-        for raw in await self.engine.deliveries(open_only, limit):
-            record = json.loads(raw)
-            record.pop("body", None)
-            out.append(record)
-        return out
+        return [_shown(raw) for raw in await self.engine.deliveries(open_only, limit)]
 
     async def close(self) -> None:
         if self.sender is not None:
             await self.sender.close()
+
+
+def _shown(raw: bytes) -> dict[str, Any]:
+    """A delivery record as staff are shown it: without the event's body it keeps for
+    "send again"."""
+    record: dict[str, Any] = json.loads(raw)
+    record.pop("body", None)
+    return record
