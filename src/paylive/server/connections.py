@@ -285,7 +285,7 @@ class BoundedHttpProtocol(WritesTimed, HttpToolsProtocol):
             settings = Settings().connections
             self._proxies = TrustedProxies(settings.trusted_proxies)
         self._header_timeout = settings.header_timeout_ms / 1000
-        self._writes = write_deadline(config)
+        self._writes = WriteDeadline(settings.write_timeout_ms / 1000)
         self._max_connections = settings.max_connections
         self._max_head = settings.max_header_bytes
         # The current request's line and headers so far: as parsed (``_head_parsed``),
