@@ -231,6 +231,24 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
 
 # A second client of the demo's session in the page, on SSE (its commands over HTTP),
 # with short bounds; `window.__outcome` is how its pay settled.
+def lose_the_first_answer(page: Page, command: str) -> list[str | None]:
+    """The first ``POST .../<command>`` reaches paylive, which answers; a proxy's 502
+    takes the answer's place on its way back. Later ones pass. The Idempotency-Key of
+    each request, in order."""
+    keys: list[str | None] = []
+
+    def route_it(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()
+            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+        else:
+            route.continue_()
+
+    page.route(re.compile(rf"/api/sessions/[^/]+/{command}$"), route_it)
+    return keys
+
+
 PAY_OVER_HTTP = """async ([bounds, card]) => {
   const { PayliveSession } = await import('/client/paylive.js');
   const fragment = new URLSearchParams(location.hash.slice(1));
@@ -266,17 +284,7 @@ def test_a_pay_over_http_whose_answer_a_proxy_lost_is_sent_again_with_its_key(
     # Idempotency-Key, and paylive answers with what it did: one attempt, the pay settled.
     a, _ = workers
     session_id = demo_session(page, a)
-    keys: list[str | None] = []
-
-    def lose_the_first_answer(route: Route) -> None:
-        keys.append(route.request.headers.get("idempotency-key"))
-        if len(keys) == 1:
-            route.fetch()  # paylive has it, and answers
-            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
-        else:
-            route.continue_()
-
-    page.route(re.compile(r"/api/sessions/[^/]+/attempts$"), lose_the_first_answer)
+    keys = lose_the_first_answer(page, "attempts")
     settled = page.evaluate(PAY_OVER_HTTP, [{"resendDelay": 100}, OK_CARD])
     assert settled == {"ok": True}
     assert len(keys) == 2 and keys[0] and keys[1] == keys[0], keys
@@ -305,17 +313,7 @@ def test_a_cancel_over_http_whose_answer_a_proxy_lost_is_sent_again_and_settles(
     # was refused invalid_state. Now its route keeps the key and the client resends it.
     a, _ = workers
     demo_session(page, a)
-    keys: list[str | None] = []
-
-    def lose_the_first_answer(route: Route) -> None:
-        keys.append(route.request.headers.get("idempotency-key"))
-        if len(keys) == 1:
-            route.fetch()  # paylive has it, and cancels
-            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
-        else:
-            route.continue_()
-
-    page.route(re.compile(r"/api/sessions/[^/]+/cancel$"), lose_the_first_answer)
+    keys = lose_the_first_answer(page, "cancel")  # paylive has it, and cancels
     assert page.evaluate(CANCEL_OVER_HTTP, {"resendDelay": 100}) == {"ok": True}
     assert len(keys) == 2 and keys[0] and keys[1] == keys[0], keys
     expect(page.locator("#status")).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
