@@ -313,10 +313,10 @@ async def test_a_post_that_cannot_be_made_is_a_failure_and_is_given_up() -> None
     assert [r["status"] for r in records] == ["failed"]
 
 
-async def test_a_keyed_send_again_asked_again_is_answered_with_its_delivery() -> None:
-    """The same request again (its kept answer lost) is answered with the delivery it
-    queued: pending while it is, then its record once posted; never queued or posted
-    a second time, and never audited twice (docs/protocol.md 3.1)."""
+async def given_up() -> tuple[Shop, World, str, dict[str, Any], bytes]:
+    """A cancelled session whose event the shop failed until it was given up, the shop
+    now taking posts: (shop, world, session id, the failed delivery record, the event's
+    body as the send again route reads it, from the log)."""
     shop = Shop(random.Random(1), failure_rate=1.0)
     world = World(shop)
     session = await world.service.create("o", 100, "EUR", {})
@@ -328,7 +328,14 @@ async def test_a_keyed_send_again_asked_again_is_answered_with_its_delivery() ->
     shop.failure_rate = 0.0
     logged = await world.engine.log_get(failed["id"])
     assert logged is not None
-    body = dumps_strict(read_log_record(logged)[0])  # as the route reads it, from the log
+    return shop, world, session.id, failed, dumps_strict(read_log_record(logged)[0])
+
+
+async def test_a_keyed_send_again_asked_again_is_answered_with_its_delivery() -> None:
+    """The same request again (its kept answer lost) is answered with the delivery it
+    queued: pending while it is, then its record once posted; never queued or posted
+    a second time, and never audited twice (docs/protocol.md 3.1)."""
+    shop, world, session_id, failed, body = await given_up()
     audit = {"id": "aud_1", "staff": "ana", "action": "send_again"}
     first, entry, saved = await world.deliveries.send_again(failed["id"], body, audit, "req-a")
     assert first["status"] == "pending" and entry is not None and saved
@@ -345,7 +352,7 @@ async def test_a_keyed_send_again_asked_again_is_answered_with_its_delivery() ->
     assert "body" not in posted
     await world.loop()
     assert [e["id"] for e in shop.accepted] == [failed["id"]], "posted once"
-    kept = await world.service.get(session.id)
+    kept = await world.service.get(session_id)
     assert [e["id"] for e in kept.audit] == ["aud_1"]
 
 
@@ -355,18 +362,7 @@ async def test_a_keyed_send_again_asked_again_after_its_record_was_pushed_out() 
     minute the key's lock takes to run out) was answered with an empty record: the
     route read its status and answered 500. It is answered with the delivery as
     delivered, queued and audited nothing."""
-    shop = Shop(random.Random(1), failure_rate=1.0)
-    world = World(shop)
-    session = await world.service.create("o", 100, "EUR", {})
-    await world.service.run(session.id, Cancel())
-    while (await world.service.get(session.id)).deliveries:
-        world.clock.now += 5_000
-        await world.loop()
-    [failed] = await world.deliveries.deliveries(True, 10)
-    shop.failure_rate = 0.0
-    logged = await world.engine.log_get(failed["id"])
-    assert logged is not None
-    body = dumps_strict(read_log_record(logged)[0])
+    shop, world, session_id, failed, body = await given_up()
     audit = {"id": "aud_1", "staff": "ana", "action": "send_again"}
     await world.deliveries.send_again(failed["id"], body, audit, "req-a")
     await world.loop()
@@ -380,5 +376,5 @@ async def test_a_keyed_send_again_asked_again_after_its_record_was_pushed_out() 
     assert (again.get("id"), again.get("status"), entry) == (failed["id"], "delivered", None)
     await world.loop()
     assert [e["id"] for e in shop.accepted] == [failed["id"]], "posted once"
-    kept = await world.service.get(session.id)
+    kept = await world.service.get(session_id)
     assert [e["id"] for e in kept.audit] == ["aud_1"]
